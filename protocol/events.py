@@ -1,0 +1,225 @@
+"""Events the sans-IO cores hand to whoever drives them (runners, the TUI, the CLI).
+
+Each event is a frozen fact. Room events carry the room sequence number the relay assigned
+(`seq`), so every member sees them in one order; `history` is True for backfilled events that
+happened before this client joined the room. `ts` is wall-clock seconds (UNIX time) as stamped by
+the relay (or, in direct mode, by the sender).
+
+Room names in events are always canonical (lower case, no leading '#'). A direct conversation is
+named by the other person's nick prefixed with '@' (see `direct_room`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ----------------------------------------------------------------------------- shared values
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    nick: str
+    away: str = ""  # away message; "" means here
+    timed_out: bool = False
+
+
+def direct_room(nick: str) -> str:
+    """The room key of a direct conversation with `nick`."""
+    return "@" + nick
+
+
+# ----------------------------------------------------------------------------- connection
+
+
+@dataclass(frozen=True, slots=True)
+class Connecting:
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    address: str
+    nick: str
+    rtt: float | None = None  # seconds, smoothed
+
+
+@dataclass(frozen=True, slots=True)
+class RttUpdated:
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """The relay stopped answering (or said goodbye); the client will retry after `retry_in` s."""
+
+    reason: str
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The relay refused the whole session (bad version, server full...). Not retried."""
+
+    reason: str
+
+
+# ----------------------------------------------------------------------------- room state
+
+
+@dataclass(frozen=True, slots=True)
+class RoomJoined:
+    """We are in `room` now. `members` includes us. Backfilled history events follow."""
+
+    room: str
+    nick: str  # our nick in that room
+    members: tuple[Member, ...]
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLeft:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """A join, nick, topic... request was refused. `what` is the command ("join", "nick", ...)."""
+
+    what: str
+    room: str
+    reason: str
+
+
+# ----------------------------------------------------------------------------- sequenced room events
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    room: str
+    seq: int
+    nick: str
+    text: str
+    ts: float
+    action: bool = False  # /me
+    history: bool = False
+    mine: bool = False  # posted by this session
+
+
+@dataclass(frozen=True, slots=True)
+class MemberJoined:
+    room: str
+    seq: int
+    nick: str
+    ts: float
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeft:
+    room: str
+    seq: int
+    nick: str
+    ts: float
+    reason: str = ""
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberTimedOut:
+    room: str
+    seq: int
+    nick: str
+    ts: float
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NickChanged:
+    room: str
+    seq: int
+    old: str
+    new: str
+    ts: float
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChanged:
+    room: str
+    seq: int
+    nick: str
+    topic: str
+    ts: float
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AwayChanged:
+    room: str
+    seq: int
+    nick: str
+    away: str  # "" = back
+    ts: float
+    history: bool = False
+
+
+ROOM_EVENTS = (
+    MessageReceived,
+    MemberJoined,
+    MemberLeft,
+    MemberTimedOut,
+    NickChanged,
+    TopicChanged,
+    AwayChanged,
+)
+
+# ----------------------------------------------------------------------------- our own posts
+
+
+@dataclass(frozen=True, slots=True)
+class PostAcknowledged:
+    """The relay (or every peer) accepted our post `local_id`; it is `seq` in the room."""
+
+    local_id: int
+    room: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PostFailed:
+    """Our post `local_id` was given up on (no acknowledgement in time) or refused."""
+
+    local_id: int
+    room: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the user should read (server notice, local warning)."""
+
+    text: str
+    room: str = ""
+
+
+Event = (
+    Connecting
+    | Connected
+    | RttUpdated
+    | ConnectionLost
+    | Refused
+    | RoomJoined
+    | RoomLeft
+    | RequestRefused
+    | MessageReceived
+    | MemberJoined
+    | MemberLeft
+    | MemberTimedOut
+    | NickChanged
+    | TopicChanged
+    | AwayChanged
+    | PostAcknowledged
+    | PostFailed
+    | Notice
+)
+
