@@ -1,0 +1,1 @@
+"""Transport: the only code in udproom that touches sockets and the event loop."""

@@ -1,0 +1,1 @@
+"""udproom.tui: the Textual app and the command line."""
