@@ -1,0 +1,319 @@
+"""udproom's wire format: the only module that imports msgspec.
+
+A datagram is a MessagePack array of one or more frames. Every frame is a frozen, array-like
+msgspec Struct whose first element is an integer tag, so frames are compact (no field names on the
+wire) and decoding is one typed pass. Fields are only ever appended, each with a default, so an
+older peer can read a newer frame's prefix.
+
+Every datagram is at most MAX_DATAGRAM (1200) bytes: the size that crosses IPv4 and IPv6 paths
+without fragmentation. `decode` raises `FrameError` and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MAX_DATAGRAM = 1200
+#: A client's first datagram is padded to at least this many bytes (anti-amplification: the relay
+#: may answer an unvalidated address with at most 3x what it received).
+HELLO_PAD_TO = 1200
+
+
+class FrameError(ValueError):
+    """A datagram that is not valid udproom wire format."""
+
+
+class Frame(msgspec.Struct, frozen=True, array_like=True):
+    pass
+
+
+# --------------------------------------------------------------------------- handshake
+
+
+class Hello(Frame, tag=1):
+    """Client -> relay (or peer -> peer). Without a valid cookie it only earns a Retry."""
+
+    version: int
+    nick: str
+    cookie: bytes = b""
+    pad: bytes = b""
+    #: direct mode: the room the sender wants to be in, and its own listening port
+    room: str = ""
+
+
+class Retry(Frame, tag=2):
+    """Stateless answer to a cookieless Hello: send Hello again with this cookie."""
+
+    cookie: bytes
+    version: int = VERSION
+
+
+class Welcome(Frame, tag=3):
+    """The session exists now. `epoch` names this relay run: a new epoch means sequences restarted."""
+
+    version: int
+    nick: str
+    epoch: int
+    keepalive_ms: int
+    timeout_ms: int
+
+
+class Refuse(Frame, tag=4):
+    """The whole session is refused (version, capacity). `versions` lists what the relay speaks."""
+
+    reason: str
+    versions: list[int] = []
+
+
+class Reset(Frame, tag=5):
+    """'I have no session for your address': the client should say Hello again."""
+
+    pass
+
+
+class Bye(Frame, tag=6):
+    reason: str = ""
+
+
+class Ping(Frame, tag=7):
+    token: int
+
+
+class Pong(Frame, tag=8):
+    token: int
+
+
+# --------------------------------------------------------------------------- client requests
+
+OP_JOIN = 1
+OP_PART = 2
+OP_POST = 3
+OP_ACTION = 4
+OP_NICK = 5
+OP_TOPIC = 6
+OP_AWAY = 7
+OP_DIRECT = 8  # room = target nick
+OP_NAMES = 9  # arg = offset into the member snapshot taken at join
+
+
+class Req(Frame, tag=10):
+    """A client request, numbered per session. The relay handles them in `cseq` order, once."""
+
+    cseq: int
+    op: int
+    room: str = ""
+    text: str = ""
+    mid: int = 0  # message id, stable across retransmits and reconnects (dedupe)
+    arg: int = 0
+
+
+RES_OK = 0
+RES_REFUSED = 1
+RES_STALE = 2  # too old to remember; treat as done
+
+
+class Result(Frame, tag=11):
+    cseq: int
+    code: int = RES_OK
+    seq: int = 0
+    reason: str = ""
+    room: str = ""
+
+
+class MemberInfo(msgspec.Struct, frozen=True, array_like=True):
+    nick: str
+    away: str = ""
+
+
+class Joined(Frame, tag=12):
+    """Result of a join (or a names request): the member snapshot as of our join, in chunks."""
+
+    cseq: int
+    room: str
+    nick: str
+    base: int  # first sequence the relay will deliver to us (backfill starts here)
+    join_seq: int  # our own join event
+    topic: str = ""
+    members: list[MemberInfo] = []
+    offset: int = 0  # index of members[0] in the snapshot
+    total: int = 0  # members in the snapshot
+
+
+# --------------------------------------------------------------------------- sequenced events
+
+EV_MSG = 1
+EV_ACTION = 2
+EV_JOIN = 3
+EV_LEAVE = 4
+EV_TIMEOUT = 5
+EV_NICK = 6  # nick = old, text = new
+EV_TOPIC = 7
+EV_AWAY = 8
+EV_DM = 9  # inbox: nick = sender
+EV_DM_SENT = 10  # inbox: nick = recipient (our own direct message, for our other view)
+EV_DM_ACTION = 11
+EV_DM_ACTION_SENT = 12
+
+
+class Ev(msgspec.Struct, frozen=True, array_like=True):
+    kind: int
+    nick: str
+    text: str = ""
+    ts: float = 0.0
+    mid: int = 0
+
+
+class Batch(Frame, tag=20):
+    """Consecutive events of one room (or of the inbox, room ""), starting at `seq`."""
+
+    room: str
+    seq: int
+    events: list[Ev]
+
+
+class Gone(Frame, tag=21):
+    """Events before `first` are no longer kept: skip to it."""
+
+    room: str
+    first: int
+
+
+class Ack(Frame, tag=22):
+    """Receiver -> sender: every event up to `cum` arrived, and these [lo, hi] ranges above it."""
+
+    room: str
+    cum: int
+    ranges: list[int] = []  # flattened lo, hi, lo, hi ...
+
+
+class Nack(Frame, tag=23):
+    """Receiver -> sender: please resend these [lo, hi] ranges now."""
+
+    room: str
+    ranges: list[int]
+
+
+# --------------------------------------------------------------------------- direct mode (peers)
+
+
+class PeerMsg(Frame, tag=30):
+    """A peer's own message, numbered by its sender (`seq`), ordered by Lamport clock `lc`."""
+
+    room: str
+    seq: int
+    lc: int
+    kind: int
+    nick: str
+    text: str = ""
+    ts: float = 0.0
+    mid: int = 0
+
+
+class PeerList(Frame, tag=31):
+    """Gossip: members of `room` this peer knows, as [nick, host, port] triples."""
+
+    room: str
+    peers: list[tuple[str, str, int]] = []
+
+
+class PeerAck(Frame, tag=32):
+    room: str
+    sender: str  # nick of the sender whose stream is acked
+    cum: int
+    ranges: list[int] = []
+
+
+class PeerLeave(Frame, tag=33):
+    room: str
+    nick: str
+    reason: str = ""
+
+
+class PeerHistory(Frame, tag=34):
+    """Recent room history for a late joiner, oldest first."""
+
+    room: str
+    items: list[PeerMsg] = []
+
+
+AnyFrame = Union[
+    Hello,
+    Retry,
+    Welcome,
+    Refuse,
+    Reset,
+    Bye,
+    Ping,
+    Pong,
+    Req,
+    Result,
+    Joined,
+    Batch,
+    Gone,
+    Ack,
+    Nack,
+    PeerMsg,
+    PeerList,
+    PeerAck,
+    PeerLeave,
+    PeerHistory,
+]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[AnyFrame])
+_frame_decoder = msgspec.msgpack.Decoder(AnyFrame)
+
+
+def encode(frames: list[Frame] | tuple[Frame, ...]) -> bytes:
+    """One datagram carrying `frames`. The caller keeps it within MAX_DATAGRAM (see `pack`)."""
+    return _encoder.encode(frames)
+
+
+def encode_one(frame: Frame) -> bytes:
+    return _encoder.encode((frame,))
+
+
+def size_of(obj: object) -> int:
+    """Encoded size of a frame or event item, in bytes."""
+    return len(_encoder.encode(obj))
+
+
+def decode(data: bytes) -> list[Frame]:
+    """Frames in a datagram. Raises FrameError, and only FrameError, for anything invalid."""
+    if len(data) > MAX_DATAGRAM:
+        raise FrameError(f"datagram of {len(data)} bytes is over {MAX_DATAGRAM}")
+    try:
+        frames = _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise FrameError(str(exc)) from None
+    except Exception as exc:  # defensive: msgspec raises only the above, but never leak
+        raise FrameError(f"undecodable datagram: {exc.__class__.__name__}") from None
+    if not frames:
+        raise FrameError("empty datagram")
+    return frames
+
+
+def pack(frames: list[Frame], limit: int = MAX_DATAGRAM) -> list[bytes]:
+    """Pack frames into as few datagrams of at most `limit` bytes as order allows."""
+    out: list[bytes] = []
+    current: list[Frame] = []
+    size = 3  # array header
+    for frame in frames:
+        n = len(_encoder.encode(frame))
+        if current and size + n > limit:
+            out.append(_encoder.encode(current))
+            current, size = [], 3
+        current.append(frame)
+        size += n
+    if current:
+        out.append(_encoder.encode(current))
+    return out
+
+
+def hello_padding(frame_size: int) -> bytes:
+    """Padding that brings a Hello datagram to HELLO_PAD_TO bytes."""
+    return bytes(max(0, HELLO_PAD_TO - frame_size - 8))
