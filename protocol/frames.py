@@ -41,7 +41,9 @@ class Hello(Frame, tag=1):
     nick: str
     cookie: bytes = b""
     pad: bytes = b""
-    #: direct mode: the room the sender wants to be in, and its own listening port
+    #: random per connection attempt: a repeated Hello with the same nonce is a retransmit
+    nonce: int = 0
+    #: direct mode: the room the sender wants to be in
     room: str = ""
 
 

@@ -1,0 +1,644 @@
+"""The client session's sans-IO core: handshake, requests, ordered delivery, presence, reconnects.
+
+No sockets, no asyncio, no clock: every call takes `now` (monotonic seconds); `wall_offset`
+(wall clock minus that clock) stamps nothing here but is kept for symmetry with the relay.
+
+The session keeps what the user wants (rooms, nick, away, unacknowledged posts) apart from what
+the relay has confirmed, so when the relay goes away and comes back (or restarts with a new epoch)
+the session says Hello again, rejoins the rooms and resends what was never acknowledged; message ids
+(`mid`) make those resends idempotent at the relay and at every receiver.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from . import events as E
+from . import frames as F
+from .backend import OutboxFull
+from .names import (
+    MAX_AWAY_BYTES,
+    MAX_TOPIC_BYTES,
+    NameError_,
+    canonical_room,
+    check_nick,
+    check_text,
+    is_direct,
+)
+from .reliability import DedupeWindow, RecvStream, RttEstimator, Timing
+
+Addr = tuple
+
+IDLE, HANDSHAKE, CONNECTED, WAITING, CLOSED = "idle", "handshake", "connected", "waiting", "closed"
+
+MAX_INFLIGHT = 256
+MAX_OUTBOX = 5000
+ACK_EVERY = 32
+
+
+@dataclass(slots=True)
+class Request:
+    op: int
+    room: str = ""
+    text: str = ""
+    mid: int = 0
+    arg: int = 0
+    local_id: int = 0
+    created: float = 0.0
+    cseq: int = 0
+    sent_at: float = 0.0
+    due: float = 0.0
+    attempts: int = 0
+    failed: bool = False
+
+    def frame(self) -> F.Req:
+        return F.Req(self.cseq, self.op, self.room, self.text, self.mid, self.arg)
+
+
+class RoomState:
+    __slots__ = ("name", "rx", "join_seq", "history_below", "members", "topic", "collecting",
+                 "early", "ready")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.rx: RecvStream | None = None
+        self.join_seq = 0
+        self.history_below = 0
+        self.members: dict[str, E.Member] = {}
+        self.topic = ""
+        self.collecting: list[F.MemberInfo] = []
+        self.early: dict[int, F.Ev] = {}
+        self.ready = False
+
+
+class ClientSession:
+    def __init__(self, nick: str, timing: Timing | None = None, wall_offset: float = 0.0) -> None:
+        self.nick = check_nick(nick)
+        self.timing = t = timing or Timing()
+        self.wall_offset = wall_offset
+        self.rtt = RttEstimator(t)
+        self.state = IDLE
+        self.addr: Addr | None = None
+        self.epoch: int | None = None
+        self.rooms: OrderedDict[str, RoomState] = OrderedDict()  # wanted rooms, in join order
+        self.away = ""
+        self.inbox: RecvStream = RecvStream(1)
+        self._events: deque = deque()
+        self._frames: list[F.Frame] = []  # queued for the next datagrams_to_send
+        self._outbox: deque[Request] = deque()  # not yet numbered
+        self._inflight: OrderedDict[int, Request] = OrderedDict()  # cseq -> request
+        self._failed: dict[int, Request] = {}
+        self._next_cseq = 1
+        self._next_local = 1
+        self._own_mids = DedupeWindow(8192)
+        self._seen_mids = DedupeWindow(16384)
+        self._nonce = 0
+        self._cookie = b""
+        self._hello_at = 0.0
+        self._hello_tries = 0
+        self._handshake_started = 0.0
+        self._wait_until = 0.0
+        self._reconnects = 0
+        self._last_heard = 0.0
+        self._last_sent = 0.0
+        self._ping_token = 0
+        self._ping_sent: dict[int, float] = {}
+        self._ack_rooms: set[str] = set()  # rooms (or "" for inbox) owing an ack
+        self._ack_at: float | None = None
+        self._nack_at: dict[str, float] = {}
+        self._retx_at: float | None = None
+        self._hello_sent = 0.0
+        self.stats = {"malformed": 0, "duplicates": 0, "retransmits": 0}
+
+    # ------------------------------------------------------------------ commands
+
+    @property
+    def pending_posts(self) -> int:
+        n = sum(1 for r in self._outbox if r.op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT))
+        return n + sum(1 for r in self._inflight.values() if r.op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT))
+
+    @property
+    def connected(self) -> bool:
+        return self.state == CONNECTED
+
+    def connect(self, addr: Addr, now: float) -> None:
+        self.addr = addr
+        self._start_handshake(now)
+
+    def join(self, room: str, now: float) -> None:
+        name = canonical_room(room)
+        if name in self.rooms:
+            return
+        self.rooms[name] = RoomState(name)
+        self._enqueue(Request(F.OP_JOIN, name), now)
+
+    def part(self, room: str, now: float) -> None:
+        name = canonical_room(room)
+        if self.rooms.pop(name, None) is None:
+            return
+        # drop queued requests for that room that were never sent
+        self._outbox = deque(r for r in self._outbox if r.room != name or r.op == F.OP_PART)
+        self._enqueue(Request(F.OP_PART, name), now)
+        self._events.append(E.RoomLeft(name))
+
+    def post(self, room: str, text: str, now: float, action: bool = False) -> int:
+        check_text(text)
+        if len(self._outbox) + len(self._inflight) >= MAX_OUTBOX:
+            raise OutboxFull(f"{MAX_OUTBOX} messages are waiting for the relay; wait a moment")
+        if is_direct(room):
+            target = check_nick(room[1:])
+            req = Request(F.OP_DIRECT, target, text, arg=1 if action else 0)
+        else:
+            name = canonical_room(room)
+            if name not in self.rooms:
+                raise NameError_(f"you are not in #{name}")
+            req = Request(F.OP_ACTION if action else F.OP_POST, name, text)
+        req.mid = int.from_bytes(os.urandom(8), "big") >> 1 or 1
+        self._own_mids.add(req.mid)
+        return self._enqueue(req, now)
+
+    def retry(self, local_id: int, now: float) -> int:
+        old = self._failed.pop(local_id, None)
+        if old is None:
+            raise NameError_("that message is not waiting for a retry")
+        # same mid: if the first attempt did land after all, the relay answers with its seq
+        req = Request(old.op, old.room, old.text, old.mid, old.arg)
+        return self._enqueue(req, now)
+
+    def set_nick(self, nick: str, now: float) -> None:
+        check_nick(nick)
+        self._enqueue(Request(F.OP_NICK, "", nick), now)
+
+    def set_topic(self, room: str, topic: str, now: float) -> None:
+        name = canonical_room(room)
+        check_text(topic, MAX_TOPIC_BYTES, "topic")
+        self._enqueue(Request(F.OP_TOPIC, name, topic), now)
+
+    def set_away(self, text: str, now: float) -> None:
+        check_text(text, MAX_AWAY_BYTES, "away message")
+        self.away = text
+        self._enqueue(Request(F.OP_AWAY, "", text), now)
+
+    def close(self, now: float) -> None:
+        if self.state == CONNECTED:
+            self._frames.append(F.Bye("quit"))
+        self.state = CLOSED
+
+    # ------------------------------------------------------------------ sans-IO surface
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        if self.state == CLOSED or addr != self.addr:
+            return
+        try:
+            frames = F.decode(data)
+        except F.FrameError:
+            self.stats["malformed"] += 1
+            return
+        self._last_heard = now
+        for frame in frames:
+            try:
+                self._handle(frame, now)
+            except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError):
+                self.stats["malformed"] += 1
+            if self.state == CLOSED:
+                return
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        if self.addr is None:
+            return []
+        frames = self._frames
+        self._frames = []
+        if self.state == CONNECTED:
+            if self._ack_rooms and (self._ack_at is None or now >= self._ack_at):
+                frames.extend(self._acks(now))
+            self._send_requests(now, frames)
+            if now - self._last_sent >= self.timing.keepalive and not frames:
+                frames.append(self._ping(now))
+        if not frames:
+            return []
+        self._last_sent = now
+        dgrams = F.pack(frames)
+        addr = self.addr
+        return [(d, addr) for d in dgrams]
+
+    def get_timer(self) -> float | None:
+        t = self.timing
+        st = self.state
+        if st == HANDSHAKE:
+            return self._hello_at
+        if st == WAITING:
+            return self._wait_until
+        if st != CONNECTED:
+            return None
+        at = min(self._last_sent + t.keepalive, self._last_heard + t.timeout)
+        if self._ack_rooms and self._ack_at is not None and self._ack_at < at:
+            at = self._ack_at
+        if self._inflight:
+            if self._retx_at is not None and self._retx_at < at:
+                at = self._retx_at
+            first = next(iter(self._inflight.values()))
+            give = first.created + t.give_up
+            if not first.failed and give < at:
+                at = give
+        if self._outbox and len(self._inflight) < MAX_INFLIGHT:
+            return min(at, self._last_sent)
+        return at
+
+    def handle_timer(self, now: float) -> None:
+        t = self.timing
+        st = self.state
+        if st == HANDSHAKE:
+            if now >= self._hello_at:
+                if now - self._handshake_started > t.timeout:
+                    self._lost("no answer from the relay", now)
+                else:
+                    self._send_hello(now)
+            self._expire_outbox(now)
+            return
+        if st == WAITING:
+            if now >= self._wait_until:
+                self._start_handshake(now)
+            self._expire_outbox(now)
+            return
+        if st != CONNECTED:
+            return
+        if now - self._last_heard > t.timeout:
+            self._lost("the relay stopped answering", now)
+            return
+        # retransmit what is due
+        for req in self._inflight.values():
+            if req.due <= now:
+                req.attempts += 1
+                req.sent_at = now
+                req.due = now + self.rtt.backoff(req.attempts + 1)
+                self._frames.append(req.frame())
+                self.stats["retransmits"] += 1
+            if not req.failed and now - req.created > t.give_up and req.op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT):
+                req.failed = True
+                self._fail(req, "the relay did not acknowledge it in time")
+        self._retx_at = min((r.due for r in self._inflight.values()), default=None)
+
+    def next_event(self):
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ connection
+
+    def _start_handshake(self, now: float) -> None:
+        self.state = HANDSHAKE
+        self._cookie = b""
+        self._nonce = int.from_bytes(os.urandom(6), "big")
+        self._handshake_started = now
+        self._hello_tries = 0
+        self._events.append(E.Connecting(_fmt(self.addr)))
+        self._send_hello(now)
+
+    def _send_hello(self, now: float) -> None:
+        hello = F.Hello(F.VERSION, self.nick, self._cookie, b"", self._nonce)
+        pad = F.hello_padding(F.size_of((hello,)))
+        self._frames.append(F.Hello(F.VERSION, self.nick, self._cookie, pad, self._nonce))
+        self._hello_tries += 1
+        self._hello_sent = now
+        self._hello_at = now + min(self.timing.rto_max, self.timing.rto_initial * 2 ** (self._hello_tries - 1))
+
+    def _lost(self, reason: str, now: float, delay: float | None = None) -> None:
+        if delay is None:
+            t = self.timing
+            delay = min(t.reconnect_max, t.reconnect_min * 2 ** self._reconnects)
+            self._reconnects += 1
+        self.state = WAITING
+        self._wait_until = now + delay
+        self._frames = []
+        self._events.append(E.ConnectionLost(reason, delay))
+
+    def _on_welcome(self, w: F.Welcome, now: float) -> None:
+        if self.state != HANDSHAKE:
+            return
+        new_epoch = self.epoch is not None and w.epoch != self.epoch
+        self.epoch = w.epoch
+        self.state = CONNECTED
+        self._reconnects = 0
+        self.nick = w.nick
+        self._last_heard = now
+        if self._hello_tries == 1:  # Karn: only an answer to a Hello sent once is a sample
+            self.rtt.sample(now - self._hello_sent)
+        # Rebuild the request stream for the new session: rooms first, then what was unsent.
+        old = list(self._inflight.values()) + list(self._outbox)
+        self._inflight.clear()
+        self._outbox.clear()
+        self._next_cseq = 1
+        self.inbox = RecvStream(1)
+        self._ack_rooms.clear()
+        for room in self.rooms.values():
+            room.ready = False
+            room.collecting = []
+            room.early = {}
+            if new_epoch:
+                room.rx = None
+            self._outbox.append(Request(F.OP_JOIN, room.name, created=now))
+        if self.away:
+            self._outbox.append(Request(F.OP_AWAY, "", self.away, created=now))
+        for req in old:
+            if req.op in (F.OP_JOIN, F.OP_NAMES, F.OP_PART, F.OP_AWAY):
+                continue
+            req.cseq = 0
+            req.attempts = 0
+            self._outbox.append(req)
+        self._events.append(E.Connected(_fmt(self.addr), self.nick, self.rtt.srtt))
+
+    def _ping(self, now: float) -> F.Ping:
+        self._ping_token += 1
+        self._ping_sent = {self._ping_token: now}
+        return F.Ping(self._ping_token)
+
+    # ------------------------------------------------------------------ requests
+
+    def _enqueue(self, req: Request, now: float) -> int:
+        req.local_id = self._next_local
+        self._next_local += 1
+        req.created = now
+        self._outbox.append(req)
+        return req.local_id
+
+    def _send_requests(self, now: float, frames: list[F.Frame]) -> None:
+        outbox = self._outbox
+        inflight = self._inflight
+        due = now + self.rtt.rto
+        while outbox and len(inflight) < MAX_INFLIGHT:
+            req = outbox.popleft()
+            req.cseq = self._next_cseq
+            self._next_cseq += 1
+            req.sent_at = now
+            req.due = due
+            inflight[req.cseq] = req
+            frames.append(req.frame())
+        if inflight and (self._retx_at is None or self._retx_at > due):
+            self._retx_at = due
+
+    def _expire_outbox(self, now: float) -> None:
+        """While disconnected, posts older than give_up fail (and leave the queue)."""
+        limit = now - self.timing.give_up
+        if not self._outbox and not self._inflight:
+            return
+        keep: deque[Request] = deque()
+        for req in list(self._inflight.values()) + list(self._outbox):
+            if req.op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT) and req.created < limit:
+                if not req.failed:
+                    self._fail(req, "no connection to the relay")
+                else:
+                    self._failed.setdefault(req.local_id, req)
+            else:
+                keep.append(req)
+        self._inflight.clear()
+        for req in keep:
+            req.cseq = 0
+        self._outbox = keep
+
+    def _fail(self, req: Request, reason: str) -> None:
+        self._failed[req.local_id] = req
+        room = "@" + req.room if req.op == F.OP_DIRECT else req.room
+        self._events.append(E.PostFailed(req.local_id, room, reason))
+
+    def _done(self, cseq: int, now: float) -> Request | None:
+        req = self._inflight.pop(cseq, None)
+        if req is not None and req.attempts == 0:
+            self.rtt.sample(now - req.sent_at)
+        return req
+
+    def _on_result(self, res: F.Result, now: float) -> None:
+        req = self._done(res.cseq, now)
+        if req is None:
+            return
+        op = req.op
+        if op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT):
+            room = "@" + req.room if op == F.OP_DIRECT else req.room
+            self._failed.pop(req.local_id, None)
+            if res.code == F.RES_REFUSED:
+                self._events.append(E.PostFailed(req.local_id, room, res.reason))
+            else:
+                self._events.append(E.PostAcknowledged(req.local_id, room, res.seq))
+            return
+        if res.code != F.RES_REFUSED:
+            return
+        what = {F.OP_JOIN: "join", F.OP_PART: "part", F.OP_NICK: "nick", F.OP_TOPIC: "topic",
+                F.OP_AWAY: "away", F.OP_NAMES: "names"}.get(op, "request")
+        if op == F.OP_JOIN:
+            self.rooms.pop(req.room, None)
+        self._events.append(E.RequestRefused(what, res.room or req.room, res.reason))
+
+    def _on_joined(self, j: F.Joined, now: float) -> None:
+        req = self._done(j.cseq, now)
+        room = self.rooms.get(j.room)
+        if room is None or room.ready:
+            return
+        if j.offset == 0:
+            room.collecting = []
+        if j.offset != len(room.collecting):
+            return
+        room.collecting.extend(j.members)
+        if len(room.collecting) < j.total and j.members:
+            self._outbox.appendleft(Request(F.OP_NAMES, j.room, arg=len(room.collecting), created=now))
+            return
+        self.nick = j.nick
+        room.members = {m.nick: E.Member(m.nick, m.away) for m in room.collecting}
+        room.collecting = []
+        room.topic = j.topic
+        rx = room.rx
+        if rx is not None and j.base <= rx.next <= j.join_seq + 1:
+            pass  # same relay run: carry on from where we were, nothing lost, nothing repeated
+        else:
+            missed = rx is not None and rx.next < j.base
+            room.rx = rx = RecvStream(j.base)
+            # first join: what came before us is history; a rejoin: all of it is news to us
+            room.history_below = j.base if room.join_seq else j.join_seq
+            if missed:
+                self._events.append(E.Notice("some events were missed while disconnected", j.room))
+        room.join_seq = j.join_seq
+        room.ready = True
+        self._events.append(E.RoomJoined(j.room, j.nick, tuple(room.members.values()), j.topic))
+        if room.early:
+            for seq, ev in sorted(room.early.items()):
+                rx.offer(seq, ev)
+            room.early = {}
+            self._deliver(room, now)
+
+    # ------------------------------------------------------------------ incoming frames
+
+    def _handle(self, frame: F.Frame, now: float) -> None:
+        tp = type(frame)
+        if tp is F.Batch:
+            self._on_batch(frame, now)
+        elif tp is F.Result:
+            self._on_result(frame, now)
+        elif tp is F.Joined:
+            self._on_joined(frame, now)
+        elif tp is F.Pong:
+            sent = self._ping_sent.pop(frame.token, None)
+            if sent is not None:
+                self.rtt.sample(now - sent)
+                self._events.append(E.RttUpdated(self.rtt.srtt or 0.0))
+        elif tp is F.Gone:
+            self._on_gone(frame, now)
+        elif tp is F.Retry:
+            if self.state == HANDSHAKE:
+                self._cookie = frame.cookie
+                self._hello_tries = 0
+                self._send_hello(now)
+        elif tp is F.Welcome:
+            self._on_welcome(frame, now)
+        elif tp is F.Reset:
+            if self.state == CONNECTED:
+                self._events.append(E.ConnectionLost("the relay forgot this session", 0.0))
+                self._start_handshake(now)
+        elif tp is F.Bye:
+            if self.state in (CONNECTED, HANDSHAKE):
+                self._lost(frame.reason or "the relay said goodbye", now,
+                           self.timing.reconnect_min)
+        elif tp is F.Refuse:
+            self.state = CLOSED
+            self._events.append(E.Refused(frame.reason))
+
+    def _on_gone(self, g: F.Gone, now: float) -> None:
+        if g.room == "":
+            rx = self.inbox
+        else:
+            room = self.rooms.get(g.room)
+            if room is None or room.rx is None:
+                return
+            rx = room.rx
+        skipped = rx.skip_to(g.first)
+        if skipped:
+            self._events.append(E.Notice(f"{skipped} older events were no longer available", g.room))
+            if g.room:
+                self._deliver(self.rooms[g.room], now)
+            else:
+                self._deliver_inbox(now)
+        self._want_ack(g.room, now, urgent=True)
+
+    def _on_batch(self, b: F.Batch, now: float) -> None:
+        if self.state != CONNECTED:
+            return
+        if b.room == "":
+            rx = self.inbox
+            fresh = False
+            for i, ev in enumerate(b.events):
+                fresh |= rx.offer(b.seq + i, ev)
+            if not fresh:
+                self.stats["duplicates"] += 1
+            self._deliver_inbox(now)
+            self._want_ack("", now, urgent=not fresh or rx.has_gap())
+            return
+        room = self.rooms.get(b.room)
+        if room is None:
+            return
+        if not room.ready:
+            if len(room.early) < 8192:
+                for i, ev in enumerate(b.events):
+                    room.early[b.seq + i] = ev
+            return
+        rx = room.rx
+        fresh = False
+        for i, ev in enumerate(b.events):
+            fresh |= rx.offer(b.seq + i, ev)
+        if not fresh:
+            self.stats["duplicates"] += 1
+        self._deliver(room, now)
+        self._want_ack(b.room, now, urgent=not fresh or rx.has_gap())
+
+    def _want_ack(self, name: str, now: float, urgent: bool) -> None:
+        self._ack_rooms.add(name)
+        rx = self.inbox if name == "" else self.rooms[name].rx
+        if urgent or (rx is not None and rx.unacked >= ACK_EVERY):
+            self._ack_at = now
+        elif self._ack_at is None:
+            self._ack_at = now + self.timing.ack_delay
+
+    def _acks(self, now: float) -> list[F.Frame]:
+        out: list[F.Frame] = []
+        for name in self._ack_rooms:
+            if name == "":
+                rx = self.inbox
+            else:
+                room = self.rooms.get(name)
+                if room is None or room.rx is None:
+                    continue
+                rx = room.rx
+            rx.unacked = 0
+            out.append(F.Ack(name, rx.cum, rx.sack()))
+            if rx.has_gap():
+                last = self._nack_at.get(name, -1e18)
+                if now - last >= self.rtt.pace:
+                    self._nack_at[name] = now
+                    missing = rx.missing()
+                    if missing:
+                        out.append(F.Nack(name, missing))
+        self._ack_rooms.clear()
+        self._ack_at = None
+        return out
+
+    def _deliver(self, room: RoomState, now: float) -> None:
+        ready = room.rx.pop_ready()
+        if not ready:
+            return
+        name = room.name
+        emit = self._events.append
+        members = room.members
+        for seq, ev in ready:
+            hist = seq < room.history_below
+            kind = ev.kind
+            if kind == F.EV_MSG or kind == F.EV_ACTION:
+                if ev.mid:
+                    if ev.mid in self._seen_mids:
+                        self.stats["duplicates"] += 1
+                        continue
+                    self._seen_mids.add(ev.mid)
+                emit(E.MessageReceived(name, seq, ev.nick, ev.text, ev.ts, kind == F.EV_ACTION, hist,
+                                       ev.mid in self._own_mids))
+                continue
+            if kind == F.EV_JOIN:
+                if not hist:
+                    members[ev.nick] = E.Member(ev.nick)
+                emit(E.MemberJoined(name, seq, ev.nick, ev.ts, hist))
+            elif kind == F.EV_LEAVE:
+                if not hist:
+                    members.pop(ev.nick, None)
+                emit(E.MemberLeft(name, seq, ev.nick, ev.ts, ev.text, hist))
+            elif kind == F.EV_TIMEOUT:
+                if not hist:
+                    members.pop(ev.nick, None)
+                emit(E.MemberTimedOut(name, seq, ev.nick, ev.ts, hist))
+            elif kind == F.EV_NICK:
+                if not hist:
+                    old = members.pop(ev.nick, None)
+                    members[ev.text] = E.Member(ev.text, old.away if old else "")
+                emit(E.NickChanged(name, seq, ev.nick, ev.text, ev.ts, hist))
+            elif kind == F.EV_TOPIC:
+                if not hist:
+                    room.topic = ev.text
+                emit(E.TopicChanged(name, seq, ev.nick, ev.text, ev.ts, hist))
+            elif kind == F.EV_AWAY:
+                if not hist:
+                    members[ev.nick] = E.Member(ev.nick, ev.text)
+                emit(E.AwayChanged(name, seq, ev.nick, ev.text, ev.ts, hist))
+
+    def _deliver_inbox(self, now: float) -> None:
+        for seq, ev in self.inbox.pop_ready():
+            if ev.mid:
+                if ev.mid in self._seen_mids:
+                    continue
+                self._seen_mids.add(ev.mid)
+            kind = ev.kind
+            sent = kind in (F.EV_DM_SENT, F.EV_DM_ACTION_SENT)
+            action = kind in (F.EV_DM_ACTION, F.EV_DM_ACTION_SENT)
+            self._events.append(
+                E.MessageReceived(E.direct_room(ev.nick), seq, self.nick if sent else ev.nick, ev.text,
+                                  ev.ts, action, False, sent)
+            )
+
+
+def _fmt(addr: Addr | None) -> str:
+    if addr is None:
+        return ""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
