@@ -1,0 +1,227 @@
+"""Thin runners over the sans-IO cores: a relay server and a relay client (a `Backend`).
+
+Both run inside whatever asyncio loop is current (the TUI hosts a relay in Textual's own loop),
+and use one `CoreProtocol` each. Time given to the cores is `time.monotonic()`; wall-clock stamps
+come from `wall_offset = time.time() - time.monotonic()`, fixed at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..events import Event, Refused
+from ..reliability import Timing
+from .address import AddressError, format_address, local_addresses, parse_address, resolve
+from .transport import CoreProtocol, bind_socket, bound_host, client_socket, open_core
+
+log = logging.getLogger("udproom.net")
+
+
+def wall_offset() -> float:
+    return time.time() - time.monotonic()
+
+
+class RelayServer:
+    """A relay on a UDP socket. `bind` is '[HOST]:PORT' (':6000' = every interface, port 0 = any)."""
+
+    def __init__(
+        self,
+        bind: str = ":6000",
+        config: Any = None,
+        *,
+        on_event: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.bind = bind
+        self.config = config
+        self.on_event = on_event
+        self.host, self.port = parse_address(bind, allow_empty_host=True)
+        self.relay: Any = None
+        self.protocol: CoreProtocol | None = None
+        self._bound_host = self.host
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and start serving; returns the bound (host, port). Raises AddressError."""
+        from ..relay import Relay, RelayConfig
+
+        config = self.config if self.config is not None else RelayConfig()
+        if getattr(config, "wall_offset", None) == 0.0:
+            config = dataclasses.replace(config, wall_offset=wall_offset())
+        self.relay = Relay(config)
+        sock = bind_socket(self.host, self.port)
+        try:
+            self.protocol = await open_core(self.relay, sock, self._event, name="relay")
+        except BaseException:
+            sock.close()
+            raise
+        name = sock.getsockname()
+        self._bound_host = bound_host(sock)
+        self.port = name[1]
+        log.info("relay listening on udp://%s", format_address(self._bound_host, self.port))
+        return self._bound_host, self.port
+
+    @property
+    def address(self) -> str:
+        """'host:port' as bound ('[::]:6000' for a dual-stack every-interface bind)."""
+        return format_address(self._bound_host, self.port)
+
+    def addresses(self) -> list[str]:
+        """'host:port' strings others can use to reach this relay (see `local_addresses`)."""
+        return local_addresses(self._bound_host, self.port)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        out = dict(self.relay.stats) if self.relay is not None else {}
+        if self.protocol is not None:
+            out.update({f"socket_{k}": v for k, v in self.protocol.stats.items()})
+        return out
+
+    def _event(self, event: Any) -> None:
+        log.info("relay: %s", event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    async def stop(self) -> None:
+        """Say goodbye to every session, send it, close the socket."""
+        proto, self.protocol = self.protocol, None
+        if proto is None:
+            return
+        if proto.transport is not None:
+            try:
+                self.relay.shutdown(time.monotonic())
+            except Exception:
+                log.exception("relay: shutdown failed")
+            proto.flush()
+        proto.close()
+        await proto.wait_closed(1.0)
+
+    async def __aenter__(self) -> "RelayServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class RelayClient:
+    """A `Backend` (see protocol/backend.py) for relay mode: one session with one relay.
+
+    Reconnection with backoff, rejoining rooms and resending unacknowledged posts are the core's
+    (ClientSession) job; this only feeds it datagrams and timers. `address` is parsed at once
+    (AddressError); resolving happens in `run`, and a failure there is emitted as `Refused`.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        nick: str,
+        rooms: list[str] | tuple[str, ...] = (),
+        timing: Timing | None = None,
+    ) -> None:
+        from ..client import ClientSession
+
+        self.host, self.port = parse_address(address)
+        self._rooms = list(rooms)
+        self.core = ClientSession(nick, timing=timing, wall_offset=wall_offset())
+        self._nick = nick
+        self.protocol: CoreProtocol | None = None
+        self._emit: Callable[[Event], None] | None = None
+        self._stop = asyncio.Event()
+        self._running = False
+
+    # ------------------------------------------------------------------ Backend
+
+    @property
+    def mode(self) -> str:
+        return f"relay {format_address(self.host, self.port)}"
+
+    @property
+    def nick(self) -> str:
+        return getattr(self.core, "nick", None) or self._nick
+
+    async def run(self, emit: Callable[[Event], None]) -> None:
+        self._emit = emit
+        try:
+            addr = await resolve(self.host, self.port)
+            sock = client_socket(addr)
+        except AddressError as exc:
+            emit(Refused(str(exc)))
+            return
+        self.protocol = await open_core(self.core, sock, self._on_event, name="client")
+        self._running = True
+        try:
+            now = time.monotonic()
+            self.core.connect(addr, now)
+            for room in self._rooms:
+                self.core.join(room, now)
+            self.protocol.flush()
+            await self._stop.wait()
+        finally:
+            self._running = False
+            proto = self.protocol
+            if proto.transport is not None:
+                try:
+                    self.core.close(time.monotonic())
+                except Exception:
+                    log.exception("client: close failed")
+                proto.flush()
+            proto.close()
+            try:
+                await proto.wait_closed(0.5)
+            except asyncio.CancelledError:
+                pass
+
+    def _on_event(self, event: Event) -> None:
+        if self._emit is not None:
+            self._emit(event)
+
+    def _kick(self) -> None:
+        if self.protocol is not None:
+            self.protocol.kick()
+
+    def join(self, room: str) -> None:
+        self.core.join(room, time.monotonic())
+        self._kick()
+
+    def part(self, room: str) -> None:
+        self.core.part(room, time.monotonic())
+        self._kick()
+
+    def post(self, room: str, text: str, action: bool = False) -> int:
+        local_id = self.core.post(room, text, time.monotonic(), action=action)
+        self._kick()
+        return local_id
+
+    def retry(self, local_id: int) -> int:
+        new_id = self.core.retry(local_id, time.monotonic())
+        self._kick()
+        return new_id
+
+    def set_nick(self, nick: str) -> None:
+        self.core.set_nick(nick, time.monotonic())
+        self._kick()
+
+    def set_topic(self, room: str, topic: str) -> None:
+        self.core.set_topic(room, topic, time.monotonic())
+        self._kick()
+
+    def set_away(self, message: str) -> None:
+        self.core.set_away(message, time.monotonic())
+        self._kick()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ extras for the commands
+
+    @property
+    def pending_posts(self) -> int:
+        return self.core.pending_posts
+
+    @property
+    def running(self) -> bool:
+        return self._running
