@@ -1,0 +1,728 @@
+"""The udproom chat app: three panes, topic, input and status lines.
+
+Networking runs in one async worker on Textual's own loop (`_network`). Backend events are
+buffered by `_emit` and folded into the ChatModel in batches (`_flush`), at most every
+`flush_interval` seconds, so a flood of messages costs one screen update per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from datetime import tzinfo
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Static
+
+from udproom.protocol.backend import OutboxFull
+from udproom.protocol.names import MAX_AWAY_BYTES, MAX_TOPIC_BYTES, NameError_, check_text, is_direct
+
+from . import commands
+from . import config as config_mod
+from . import model as m
+from .screens import ConnectScreen, HelpScreen, QuickSwitcher
+from .session import Spec, SpecError, check
+from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
+
+NARROW = 80
+
+# What a real terminal sends for Alt+1..Alt+9: Textual turns ESC+digit into the macOS
+# Option-key character (see DESIGN.md), so bind those names as well as alt+N.
+OPTION_DIGITS = {
+    1: "inverted_exclamation_mark",  # ¡
+    2: "trade_mark_sign",  # ™
+    3: "pound_sign",  # £
+    4: "cent_sign",  # ¢
+    5: "infinity",  # ∞
+    6: "section_sign",  # §
+    7: "pilcrow_sign",  # ¶
+    8: "bullet",  # •
+    9: "ª,feminine_ordinal_indicator",  # ª (Textual reports this one as the character itself)
+}
+
+KEY_NAMES = {"pageup": "PgUp", "pagedown": "PgDn", "up": "↑", "down": "↓", "tab": "Tab",
+             "escape": "Esc", "enter": "Enter"}
+
+
+def key_label(key: str) -> str:
+    parts = key.split("+")
+    out = []
+    for p in parts:
+        if p in KEY_NAMES:
+            out.append(KEY_NAMES[p])
+        elif p in ("ctrl", "alt", "shift"):
+            out.append(p.capitalize())
+        else:
+            out.append(p.upper() if len(p) <= 3 else p)
+    return "+".join(out)
+
+
+class NetReady(Message):
+    pass
+
+
+class NetFailed(Message):
+    def __init__(self, spec: Spec | None, reason: str) -> None:
+        super().__init__()
+        self.spec = spec
+        self.reason = reason
+
+
+class FlushRequest(Message):
+    pass
+
+
+def describe_error(e: BaseException, spec: Spec | None = None) -> str:
+    if isinstance(e, OSError):
+        where = spec.address if spec and spec.address else "that address"
+        if e.errno == errno.EADDRINUSE:
+            return f"cannot listen on {where}: the port is already in use"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return f"cannot listen on {where}: permission denied (ports below 1024 need root)"
+        if e.errno == errno.EADDRNOTAVAIL:
+            return f"cannot use {where}: no interface of this machine has that address"
+        if isinstance(e, __import__("socket").gaierror):
+            return f"cannot resolve {where}: {e.strerror or e}"
+        return f"network error: {e.strerror or e}"
+    if isinstance(e, ImportError):
+        return f"networking is not available: {e}"
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text
+
+
+class ChatApp(App[int]):
+    CSS_PATH = "udproom.tcss"
+    TITLE = "udproom"
+    COMMAND_PALETTE_BINDING = "f10"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        *[
+            Binding(f"alt+{n},{OPTION_DIGITS[n]}", f"goto_room({n})", f"Jump to room {n}",
+                    show=False, priority=True, key_display=f"Alt+{n}")
+            for n in range(1, 10)
+        ],
+        Binding("ctrl+n,alt+down", "next_room", "Next room", priority=True),
+        Binding("ctrl+p,alt+up", "prev_room", "Previous room", priority=True),
+        Binding("alt+a", "next_activity", "Next room with activity (mentions first)", priority=True),
+        Binding("ctrl+k", "quick_switch", "Quick switcher: filter rooms, join a new one", priority=True),
+        Binding("pageup", "scroll(-1)", "Scroll messages up a page"),
+        Binding("pagedown", "scroll(1)", "Scroll messages down a page"),
+        Binding("ctrl+r", "retry", "Send undelivered messages again", priority=True),
+        Binding("f2", "toggle_rooms", "Show/hide the rooms pane"),
+        Binding("f3", "toggle_members", "Show/hide the members pane"),
+        Binding("f1", "help", "Help: keys and commands"),
+        Binding("ctrl+q", "quit", "Leave every room and quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        spec: Spec | None = None,
+        *,
+        backend=None,
+        bell: bool | None = None,
+        tz: tzinfo | None = None,
+        clock=time.time,
+        config: config_mod.Config | None = None,
+        save_config: bool = True,
+        flush_interval: float = 0.05,
+        connect_error: str = "",
+    ) -> None:
+        super().__init__()
+        self.theme = "tokyo-night"
+        self.config = config if config is not None else config_mod.load()
+        self.save_config = save_config
+        self.spec = spec
+        self._initial_backend = backend
+        self.connect_error = connect_error
+        self.bell_enabled = self.config.bell if bell is None else bell
+        nick = spec.nick if spec else (backend.nick if backend is not None else "")
+        self.chat = m.ChatModel(nick, tz=tz, clock=clock)
+        self.backend = None
+        self.flush_interval = flush_interval
+        self._inbox: list = []
+        self._flush_requested = False
+        self._last_flush = 0.0
+        self.flushes = 0  # batches applied (tests and the benchmark read it)
+        self.completer = commands.Completer()
+        self.show_rooms: bool | None = None  # None: by width
+        self.show_members: bool | None = None
+        self._narrow = False
+        self._flash = ""
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="topic")
+        with Horizontal(id="panes"):
+            with VerticalScroll(id="rooms-pane"):
+                yield RoomList(self.chat, id="rooms")
+            with Vertical(id="centre"):
+                yield MessageView(self.chat, id="messages")
+            with VerticalScroll(id="members-pane"):
+                yield MemberList(self.chat, id="members")
+        with Horizontal(id="input-row"):
+            yield Static(id="prompt")
+            yield ChatInput(id="input", placeholder="type a message, /help for commands")
+        yield Static(id="status")
+
+    def on_mount(self) -> None:
+        self.messages = self.query_one(MessageView)
+        self.room_list = self.query_one(RoomList)
+        self.member_list = self.query_one(MemberList)
+        self.input = self.query_one(ChatInput)
+        self.input.focus()
+        self._apply_panes(self.size.width)
+        self.refresh_ui(full=True)
+        self.set_interval(1.0, self._tick)
+        if self._initial_backend is not None:
+            self.start(backend=self._initial_backend)
+        elif self.spec is not None:
+            self.start(spec=self.spec)
+        else:
+            self.show_connect(self.connect_error)
+
+    def on_resize(self, event) -> None:
+        self._apply_panes(event.size.width)
+
+    def _apply_panes(self, width: int) -> None:
+        narrow = width < NARROW
+        if narrow != self._narrow:
+            self.show_rooms = self.show_members = None  # crossing the threshold resets toggles
+        self._narrow = narrow
+        rooms = (not narrow) if self.show_rooms is None else self.show_rooms
+        members = (not narrow) if self.show_members is None else self.show_members
+        self.query_one("#rooms-pane").display = rooms
+        self.query_one("#members-pane").display = members
+        self.set_class(narrow, "-narrow")
+
+    def action_toggle_rooms(self) -> None:
+        self.show_rooms = not self.query_one("#rooms-pane").display
+        self._apply_panes(self.size.width)
+
+    def action_toggle_members(self) -> None:
+        self.show_members = not self.query_one("#members-pane").display
+        self._apply_panes(self.size.width)
+
+    # ------------------------------------------------------------------ sessions
+
+    def show_connect(self, error: str = "", spec: Spec | None = None) -> None:
+        self.push_screen(ConnectScreen(self.config, error, spec), self._connect_chosen)
+
+    def _connect_chosen(self, spec: Spec | None) -> None:
+        if spec is None:
+            return
+        if self.save_config:
+            self.config.remember(spec.mode, spec.address, spec.nick, spec.rooms)
+            err = config_mod.save(self.config)
+            if err:
+                self.chat.add_local(None, m.ERROR, err)
+        self.start(spec=spec)
+
+    def start(self, spec: Spec | None = None, backend=None) -> None:
+        """Drop the current session (if any) and run a new one."""
+        if self.backend is not None:
+            try:
+                self.backend.close()
+            except Exception:  # noqa: BLE001 - a broken backend must not stop a reconnect
+                pass
+        self.backend = None
+        chat = self.chat
+        for name in list(chat.rooms):
+            chat.remove_room(name)
+        chat.pending.clear()
+        chat.share = []
+        chat.state = "connecting"
+        chat.mode = ""
+        chat.rtt = None
+        if spec is not None:
+            chat.set_nick(spec.nick)
+            chat.address = spec.address
+            chat.auto_switch.update(spec.rooms[:1])
+        elif backend is not None:
+            chat.set_nick(backend.nick)
+        self._inbox.clear()
+        self.spec = spec
+        self._network(spec, backend)
+        self.refresh_ui(full=True)
+
+    @work(exclusive=True, group="net", exit_on_error=False)
+    async def _network(self, spec: Spec | None, backend) -> None:
+        server = None
+        try:
+            if backend is None:
+                from . import session
+
+                try:
+                    backend, server, share = await session.build(spec)
+                except (OSError, SpecError, ImportError, ValueError) as e:
+                    self.post_message(NetFailed(spec, describe_error(e, spec)))
+                    return
+                self.chat.share = share
+            self.backend = backend
+            self.chat.mode = backend.mode
+            self.post_message(NetReady())
+            await backend.run(self._emit)
+        except asyncio.CancelledError:
+            if backend is not None:
+                backend.close()
+            raise
+        except Exception as e:  # noqa: BLE001 - shown on screen, never a traceback
+            self.post_message(NetFailed(None, describe_error(e, spec)))
+        finally:
+            if server is not None:
+                try:
+                    await server.stop()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def on_net_ready(self, message: NetReady) -> None:
+        self.refresh_ui(full=True)
+
+    def on_net_failed(self, message: NetFailed) -> None:
+        self.chat.state = "failed"
+        self.chat.reason = message.reason
+        if message.spec is not None and self.screen is self.screen_stack[0]:
+            # could not even start (bad address, port in use): back to the connect screen
+            self.show_connect(message.reason, message.spec)
+        else:
+            self.chat.add_local(None, m.ERROR, message.reason)
+        self.refresh_ui()
+
+    # ------------------------------------------------------------------ event batching
+
+    def _emit(self, event) -> None:
+        """The backend's callback (runs on this loop): buffer, and ask for one flush."""
+        self._inbox.append(event)
+        if not self._flush_requested:
+            self._flush_requested = True
+            self.post_message(FlushRequest())
+
+    def on_flush_request(self, message: FlushRequest) -> None:
+        delay = self._last_flush + self.flush_interval - time.monotonic()
+        if delay > 0:
+            self.set_timer(delay, self._flush)
+        else:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._flush_requested = False
+        batch, self._inbox = self._inbox, []
+        self._last_flush = time.monotonic()
+        if not batch:
+            return
+        self.flushes += 1
+        apply = self.chat.apply
+        for event in batch:
+            apply(event)
+        backend = self.backend
+        if backend is not None and backend.nick != self.chat.nick and self.chat.state == "connected":
+            self.chat.set_nick(backend.nick)
+        self.refresh_ui()
+
+    def refresh_ui(self, full: bool = False) -> None:
+        changes = self.chat.take_changes()
+        if not hasattr(self, "messages"):
+            return
+        chat = self.chat
+        current = chat.current.name
+        if full or changes.active_changed or current in changes.rooms:
+            self.messages.rebuild()
+        if full or changes.room_list or changes.active_changed:
+            self.room_list.refresh(layout=True)
+        if full or changes.active_changed or current in changes.members or changes.status:
+            self.member_list.refresh(layout=True)
+        if full or changes.active_changed or current in changes.topics:
+            self._update_topic()
+        if full or changes.status or changes.active_changed:
+            self.query_one("#prompt", Static).update(Text(f"{chat.nick} ›", "bold #7aa2f7"))
+        self._update_status()
+        if changes.mention and self.bell_enabled:
+            self.bell()
+
+    def _update_topic(self) -> None:
+        room = self.chat.current
+        t = Text(no_wrap=True, overflow="ellipsis")
+        if room is self.chat.status_room:
+            t.append(" udproom", "bold #7aa2f7")
+            t.append("  ·  no room open: /join ROOM", "#737aa2")
+        else:
+            t.append(f" {room.label}", "bold #7aa2f7")
+            if room.direct:
+                t.append(f"  ·  direct conversation with {room.name[1:]}", "#737aa2")
+            elif room.topic:
+                t.append("  ·  ", "#565f89")
+                t.append(room.topic, "#c0caf5")
+            else:
+                t.append("  ·  no topic (/topic TEXT sets one)", "#565f89")
+        self.query_one("#topic", Static).update(t)
+
+    def _tick(self) -> None:
+        if self.chat.state == "reconnecting" or self._flash:
+            self._update_status()
+
+    def _update_status(self) -> None:
+        chat = self.chat
+        t = Text(no_wrap=True, overflow="ellipsis")
+        state = chat.state
+        if state == "connected":
+            t.append(" ● ", "#9ece6a")
+            t.append("connected", "#9ece6a")
+            if chat.rtt is not None:
+                t.append(f" {chat.rtt * 1000:.0f} ms", "#737aa2")
+        elif state == "connecting":
+            t.append(" ◌ ", "#e0af68")
+            t.append(f"connecting to {chat.address}…" if chat.address else "connecting…", "#e0af68")
+        elif state == "reconnecting":
+            left = max(0, (chat.retry_at or 0) - time.monotonic())
+            t.append(" ↻ ", "#f7768e")
+            t.append(f"reconnecting in {left:.0f} s", "#f7768e")
+            if chat.reason:
+                t.append(f" ({chat.reason})", "#737aa2")
+        elif state == "refused":
+            t.append(" ✗ ", "#f7768e")
+            t.append(f"refused: {chat.reason}", "#f7768e")
+        elif state == "failed":
+            t.append(" ✗ ", "#f7768e")
+            t.append(chat.reason or "failed", "#f7768e")
+        else:
+            t.append(" ○ offline", "#737aa2")
+        sep = (" │ ", "#3b4261")
+        if chat.mode:
+            t.append(*sep)
+            t.append(chat.mode, "#a9b1d6")
+        if chat.share:
+            t.append(*sep)
+            t.append("others join: ", "#737aa2")
+            t.append(", ".join(chat.share), "bold #e0af68")
+        room = chat.current
+        if room is not chat.status_room:
+            t.append(*sep)
+            t.append(room.label, "bold #7aa2f7")
+            if not self.messages.follow:
+                t.append(" (scrolled up)", "#e0af68")
+        hot = []
+        for i, name in enumerate(chat.room_order()):
+            r = chat.rooms[name]
+            if name != chat.active and (r.unread or r.mentions):
+                hot.append((i + 1, r))
+        if hot:
+            t.append(*sep)
+            t.append("act: ", "#737aa2")
+            for j, (i, r) in enumerate(hot):
+                if j:
+                    t.append(",", "#565f89")
+                t.append(f"{i}" + ("!" if r.mentions else ""),
+                         "bold #e0af68" if r.mentions else "#73daca")
+        if self._flash:
+            t.append(*sep)
+            t.append(self._flash, "#e0af68")
+            self._flash = ""
+        right = Text("F1 help ", "#565f89")
+        width = self.size.width or 80
+        if t.cell_len + right.cell_len + 1 <= width:
+            t.append(" " * (width - t.cell_len - right.cell_len))
+            t.append_text(right)
+        self.query_one("#status", Static).update(t)
+
+    def flash(self, text: str) -> None:
+        self._flash = text
+        self._update_status()
+
+    # ------------------------------------------------------------------ input
+
+    @on(ChatInput.Submitted, "#input")
+    def _submitted(self, event: ChatInput.Submitted) -> None:
+        text = event.value
+        self.input.value = ""
+        self.input.remember(text)
+        self.completer.reset()
+        if not text.strip():
+            return
+        try:
+            cmd = commands.parse(text)
+        except commands.CommandError as e:
+            self.error(str(e))
+            return
+        if cmd is None:
+            self.send(text[1:] if text.startswith("//") else text)
+        else:
+            getattr(self, f"cmd_{cmd.name}")(cmd)
+        self.refresh_ui()
+
+    @on(ChatInput.Complete)
+    def _complete(self) -> None:
+        room = self.chat.current
+        nicks = [n for n in room.members if n != self.chat.nick]
+        if room.direct:
+            nicks = [room.name[1:]]
+        result = self.completer.complete(self.input.value, self.input.cursor_position, nicks,
+                                         list(self.chat.rooms))
+        if result is not None:
+            value, cursor = result
+            self.input.value = value
+            self.input.cursor_position = cursor
+
+    def error(self, text: str) -> None:
+        self.chat.add_local(None, m.ERROR, text)
+        self.refresh_ui()
+
+    def info(self, text: str) -> None:
+        self.chat.add_local(None, m.INFO, text)
+        self.refresh_ui()
+
+    def _need_backend(self) -> bool:
+        if self.backend is None:
+            self.error("not connected yet: /connect HOST:PORT, or wait for the connection")
+            return False
+        return True
+
+    def send(self, text: str, action: bool = False, room: str | None = None) -> None:
+        room = room or self.chat.active
+        if room is None:
+            self.error("no room open: /join ROOM first")
+            return
+        if not self._need_backend():
+            return
+        try:
+            lid = self.backend.post(room, text, action)
+        except (NameError_, OutboxFull, ValueError) as e:
+            self.error(str(e))
+            return
+        self.chat.add_own_post(room, text, action, lid)
+        self.refresh_ui()
+
+    # ------------------------------------------------------------------ commands
+
+    def cmd_join(self, cmd: commands.Command) -> None:
+        room = cmd.args[0]
+        if room in self.chat.rooms:
+            self.chat.switch(room)
+            return
+        if not self._need_backend():
+            return
+        self.chat.auto_switch.add(room)
+        self.backend.join(room)
+        self.flash(f"joining #{room}…")
+
+    def cmd_part(self, cmd: commands.Command) -> None:
+        room = cmd.args[0] if cmd.args else self.chat.active
+        if room is None or room not in self.chat.rooms:
+            self.error(f"you are not in {'#' + room if room and not is_direct(room) else room or 'a room'}")
+            return
+        if not is_direct(room) and self.backend is not None:
+            self.backend.part(room)
+        self.chat.remove_room(room)
+
+    def cmd_nick(self, cmd: commands.Command) -> None:
+        if not self._need_backend():
+            return
+        self.backend.set_nick(cmd.args[0])
+        if not self.chat.rooms:
+            self.chat.set_nick(cmd.args[0])
+
+    def cmd_me(self, cmd: commands.Command) -> None:
+        self.send(cmd.rest, action=True)
+
+    def cmd_msg(self, cmd: commands.Command) -> None:
+        nick = cmd.args[0]
+        if nick == self.chat.nick:
+            self.error("that is you")
+            return
+        room = "@" + nick
+        self.chat.add_room(room)
+        self.chat.switch(room)
+        if cmd.rest:
+            self.send(cmd.rest, room=room)
+
+    def cmd_topic(self, cmd: commands.Command) -> None:
+        room = self.chat.current
+        if room is self.chat.status_room or room.direct:
+            self.error("topics belong to rooms: /join ROOM first")
+            return
+        if not cmd.rest:
+            self.info(f"topic of {room.label}: {room.topic}" if room.topic else f"{room.label} has no topic")
+            return
+        try:
+            check_text(cmd.rest, MAX_TOPIC_BYTES, "topic")
+        except NameError_ as e:
+            self.error(str(e))
+            return
+        if self._need_backend():
+            self.backend.set_topic(room.name, cmd.rest)
+
+    def cmd_away(self, cmd: commands.Command) -> None:
+        try:
+            check_text(cmd.rest, MAX_AWAY_BYTES, "away message")
+        except NameError_ as e:
+            self.error(str(e))
+            return
+        if self._need_backend():
+            self.backend.set_away(cmd.rest)
+            self.info(f"you are marked away: {cmd.rest}" if cmd.rest else "you are back")
+
+    def cmd_names(self, cmd: commands.Command) -> None:
+        room = self.chat.current
+        if room is self.chat.status_room:
+            self.error("no room open: /join ROOM first")
+            return
+        members = room.sorted_members()
+        parts = [mb.nick + ("" if mb.presence == "here" else f" ({mb.presence})") for mb in members]
+        self.info(f"{len(members)} in {room.label}: " + ", ".join(parts))
+
+    def cmd_help(self, cmd: commands.Command) -> None:
+        for line in commands.help_lines():
+            self.chat.add_local(None, m.INFO, line)
+        self.info("F1 shows every key")
+
+    def cmd_quit(self, cmd: commands.Command) -> None:
+        self.run_worker(self.action_quit(), group="quit")
+
+    def cmd_retry(self, cmd: commands.Command) -> None:
+        self.action_retry()
+
+    def cmd_connect(self, cmd: commands.Command) -> None:
+        rooms = [r for r in self.chat.room_order() if not is_direct(r)] or ["lobby"]
+        try:
+            spec = check(Spec("join", cmd.args[0], self.chat.nick, rooms))
+        except SpecError as e:
+            self.error(str(e))
+            return
+        if self.save_config:
+            self.config.remember(spec.mode, spec.address, spec.nick, spec.rooms)
+            config_mod.save(self.config)
+        self.start(spec=spec)
+
+    # ------------------------------------------------------------------ actions
+
+    def action_goto_room(self, n: int) -> None:
+        order = self.chat.room_order()
+        if 1 <= n <= len(order):
+            self._switch(order[n - 1])
+        else:
+            self.flash(f"no room {n}")
+
+    def _switch(self, name: str) -> None:
+        if self.chat.switch(name):
+            self.completer.reset()
+            self.refresh_ui()
+
+    def _step(self, step: int) -> None:
+        order = self.chat.room_order()
+        if not order:
+            return
+        i = order.index(self.chat.active) if self.chat.active in order else -1
+        self._switch(order[(i + step) % len(order)])
+
+    def action_next_room(self) -> None:
+        self._step(1)
+
+    def action_prev_room(self) -> None:
+        self._step(-1)
+
+    def action_next_activity(self) -> None:
+        order = self.chat.room_order()
+        if not order:
+            return
+        i = order.index(self.chat.active) if self.chat.active in order else -1
+        rotated = order[i + 1:] + order[: i + 1]
+        for pred in (lambda r: r.mentions > 0, lambda r: r.unread > 0):
+            for name in rotated:
+                if name != self.chat.active and pred(self.chat.rooms[name]):
+                    self._switch(name)
+                    return
+        self.flash("no activity")
+
+    def action_quick_switch(self) -> None:
+        if isinstance(self.screen, QuickSwitcher):
+            return
+        rooms = [(n, self.chat.rooms[n].label, self.chat.rooms[n].unread, self.chat.rooms[n].mentions)
+                 for n in self.chat.room_order()]
+        self.push_screen(QuickSwitcher(rooms), self._switcher_done)
+
+    def _switcher_done(self, choice: str | None) -> None:
+        if not choice:
+            return
+        kind, _, name = choice.partition(":")
+        if kind == "room":
+            self._switch(name)
+        elif is_direct(name):
+            self.cmd_msg(commands.Command("msg", (name[1:],)))
+            self.refresh_ui()
+        else:
+            self.cmd_join(commands.Command("join", (name,)))
+            self.refresh_ui()
+
+    def action_scroll(self, direction: int) -> None:
+        self.messages.page(direction)
+        self._update_status()
+
+    def action_retry(self) -> None:
+        room = self.chat.active
+        failed = self.chat.failed_posts(room) if room else []
+        if not failed:
+            self.flash("nothing to retry")
+            return
+        if not self._need_backend():
+            return
+        for line in failed:
+            try:
+                new_id = self.backend.retry(line.local_id)
+            except (OutboxFull, KeyError, ValueError) as e:
+                self.error(f"cannot retry: {e}")
+                break
+            self.chat.retarget_post(line.local_id, new_id)
+        self.refresh_ui()
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.key_help()))
+
+    def key_help(self) -> list[tuple[str, str]]:
+        """(keys, description) rows generated from the bindings."""
+        rows: list[tuple[str, str]] = []
+        seen_goto = False
+        for b in [*self.BINDINGS, *ChatInput.BINDINGS]:
+            if b.action.startswith("goto_room"):
+                if not seen_goto:
+                    rows.append(("Alt+1…9", "Jump to room 1…9"))
+                    seen_goto = True
+                continue
+            keys = " / ".join(key_label(k) for k in b.key.split(","))
+            rows.append((keys, b.description))
+        rows.append((key_label(self.COMMAND_PALETTE_BINDING), "Command palette"))
+        return rows
+
+    async def action_quit(self) -> None:
+        """Leave every room cleanly (the backend says goodbye), then exit."""
+        backend = self.backend
+        if backend is not None:
+            try:
+                backend.close()
+            except Exception:  # noqa: BLE001
+                pass
+            workers = [w for w in self.workers if w.group == "net" and w.is_running]
+            for w in workers:
+                try:
+                    await asyncio.wait_for(w.wait(), 2.0)
+                except Exception:  # noqa: BLE001 - timeout or the worker's own error
+                    pass
+        self.exit(0)
+
+    # ------------------------------------------------------------------ mouse
+
+    @on(_ClickList.Picked)
+    def _picked(self, message: _ClickList.Picked) -> None:
+        if message.sender is self.room_list:
+            self._switch(message.key)
+        elif message.key != self.chat.nick:
+            self.cmd_msg(commands.Command("msg", (message.key,)))
+            self.refresh_ui()
+        self.input.focus()

@@ -1,0 +1,151 @@
+"""Slash commands: parsing (with one-line errors) and Tab completion. No textual here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from udproom.protocol.names import NameError_, canonical_room, check_nick, is_direct
+
+
+@dataclass(frozen=True)
+class Spec:
+    usage: str
+    help: str
+
+
+COMMANDS: dict[str, Spec] = {
+    "join": Spec("/join ROOM", "join a room (or switch to it)"),
+    "part": Spec("/part [ROOM]", "leave a room (default: this one)"),
+    "nick": Spec("/nick NAME", "change your nick"),
+    "me": Spec("/me ACTION", "say something in the third person"),
+    "msg": Spec("/msg NICK TEXT", "start a direct conversation"),
+    "topic": Spec("/topic [TEXT]", "show or set the room's topic"),
+    "away": Spec("/away [MESSAGE]", "mark yourself away (no message: back)"),
+    "names": Spec("/names", "list who is in this room"),
+    "retry": Spec("/retry", "send this room's undelivered messages again"),
+    "connect": Spec("/connect HOST:PORT", "leave this relay and join another"),
+    "help": Spec("/help", "list commands and keys"),
+    "quit": Spec("/quit", "leave every room and quit"),
+}
+
+ALIASES = {"j": "join", "leave": "part", "query": "msg", "q": "quit", "exit": "quit"}
+
+
+class CommandError(ValueError):
+    """A bad command line; str() is a one-line message shown inline."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: tuple[str, ...] = ()
+    rest: str = ""  # free text after the fixed args
+
+
+def parse(line: str) -> Command | None:
+    """`None` for a plain message; a Command for '/...'; CommandError for a bad one.
+
+    '//text' sends '/text' as a message (the escape IRC users expect).
+    """
+    if not line.startswith("/") or line.startswith("//"):
+        return None
+    head, _, rest = line[1:].partition(" ")
+    name = ALIASES.get(head.lower(), head.lower())
+    rest = rest.strip()
+    if name not in COMMANDS:
+        raise CommandError(f"unknown command /{head}; /help lists them")
+    usage = COMMANDS[name].usage
+    if name == "join":
+        if not rest or " " in rest:
+            raise CommandError(f"usage: {usage}")
+        if is_direct(rest):
+            return Command("msg", (check_nick_(rest[1:], usage),))
+        return Command(name, (room_(rest, usage),))
+    if name == "part":
+        if " " in rest:
+            raise CommandError(f"usage: {usage}")
+        if rest and is_direct(rest):
+            return Command(name, (rest,))
+        return Command(name, (room_(rest, usage),) if rest else ())
+    if name == "nick":
+        if not rest or " " in rest:
+            raise CommandError(f"usage: {usage}")
+        return Command(name, (check_nick_(rest, usage),))
+    if name == "me":
+        if not rest:
+            raise CommandError(f"usage: {usage}")
+        return Command(name, rest=rest)
+    if name == "msg":
+        nick, _, text = rest.partition(" ")
+        if not nick:
+            raise CommandError(f"usage: {usage}")
+        nick = nick.lstrip("@")
+        return Command(name, (check_nick_(nick, usage),), rest=text.strip())
+    if name in ("topic", "away"):
+        return Command(name, rest=rest)
+    if name == "connect":
+        if not rest or " " in rest:
+            raise CommandError(f"usage: {usage}")
+        return Command(name, (rest,))
+    if rest:
+        raise CommandError(f"/{name} takes no arguments")
+    return Command(name)
+
+
+def room_(text: str, usage: str) -> str:
+    try:
+        return canonical_room(text)
+    except NameError_ as e:
+        raise CommandError(str(e)) from None
+
+
+def check_nick_(text: str, usage: str) -> str:
+    try:
+        return check_nick(text)
+    except NameError_ as e:
+        raise CommandError(str(e)) from None
+
+
+def help_lines() -> list[str]:
+    return [f"{spec.usage:<20} {spec.help}" for spec in COMMANDS.values()]
+
+
+class Completer:
+    """Tab completion with cycling: repeated Tab walks through the candidates."""
+
+    def __init__(self) -> None:
+        self.state: tuple[str, int, list[str], int] | None = None  # (line, start, matches, i)
+        self.last: str | None = None
+
+    def reset(self) -> None:
+        self.state = None
+
+    def complete(self, line: str, cursor: int, nicks: list[str], rooms: list[str]) -> tuple[str, int] | None:
+        """Return (new line, new cursor) or None when there is nothing to complete."""
+        if self.state is not None and self.last == line:
+            base, start, matches, i = self.state
+            i = (i + 1) % len(matches)
+        else:
+            head = line[:cursor]
+            start = head.rfind(" ") + 1
+            word = head[start:]
+            if start == 0 and word.startswith("/"):
+                prefix = word[1:].lower()
+                matches = ["/" + c + " " for c in COMMANDS if c.startswith(prefix)]
+            elif word.startswith("#"):
+                prefix = word[1:].lower()
+                matches = ["#" + r + " " for r in rooms if not is_direct(r) and r.startswith(prefix)]
+            else:
+                prefix = word.lstrip("@").casefold()
+                found = sorted((n for n in nicks if n.casefold().startswith(prefix)), key=str.casefold)
+                suffix = ": " if start == 0 else " "
+                matches = [n + suffix for n in found]
+            if not matches:
+                return None
+            base = line[:start] + "\0" + line[cursor:]
+            i = 0
+        self.state = (base, start, matches, i)
+        before, _, after = base.partition("\0")
+        new = before + matches[i] + after.lstrip(" ") if after.startswith(" ") else before + matches[i] + after
+        self.last = new
+        return new, len(before) + len(matches[i])

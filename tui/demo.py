@@ -1,0 +1,166 @@
+"""An in-memory backend: the app's tests, the benchmark and scripted screenshots drive it.
+
+It behaves like a well-connected relay client with no network: joins succeed, posts are echoed
+and acknowledged on the next loop turn (unless told to fail), and a test can `inject` any event
+as if it came from the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from udproom.protocol import events as ev
+from udproom.protocol.backend import OutboxFull
+from udproom.protocol.names import check_text, is_direct
+
+
+class FakeBackend:
+    def __init__(self, nick: str = "alice", rooms: list[str] | None = None, *,
+                 members: dict[str, list[ev.Member]] | None = None,
+                 topics: dict[str, str] | None = None, clock: Callable[[], float] | None = None,
+                 address: str = "127.0.0.1:6000", auto_ack: bool = True, rtt: float = 0.012) -> None:
+        self._nick = nick
+        self.rooms = list(rooms or ["lobby"])
+        self.members = members or {}
+        self.topics = topics or {}
+        self.address = address
+        self.clock = clock or (lambda: 1_780_000_000.0)
+        self.auto_ack = auto_ack
+        self.rtt = rtt
+        self.calls: list[tuple] = []
+        self.emit: Callable[[ev.Event], None] | None = None
+        self.outbox_limit = 1000
+        self._next_id = 0
+        self._seq: dict[str, int] = {}
+        self._posts: dict[int, tuple[str, str, bool]] = {}
+        self._closed: asyncio.Event | None = None
+        self.running = False
+        self.closed = False
+
+    # ------------------------------------------------------------------ Backend
+
+    @property
+    def mode(self) -> str:
+        return f"relay {self.address}"
+
+    @property
+    def nick(self) -> str:
+        return self._nick
+
+    async def run(self, emit: Callable[[ev.Event], None]) -> None:
+        self.emit = emit
+        self._closed = asyncio.Event()
+        self.running = True
+        try:
+            emit(ev.Connecting(self.address))
+            emit(ev.Connected(self.address, self._nick, self.rtt))
+            for room in self.rooms:
+                self._joined(room)
+            await self._closed.wait()
+        finally:
+            self.running = False
+
+    def join(self, room: str) -> None:
+        self.calls.append(("join", room))
+        if room not in self.rooms:
+            self.rooms.append(room)
+        self._later(self._joined, room)
+
+    def part(self, room: str) -> None:
+        self.calls.append(("part", room))
+        if room in self.rooms:
+            self.rooms.remove(room)
+        self._later(lambda: self._emit(ev.RoomLeft(room)))
+
+    def post(self, room: str, text: str, action: bool = False) -> int:
+        check_text(text)
+        if len(self._posts) >= self.outbox_limit:
+            raise OutboxFull("too many messages waiting for the relay; try again in a moment")
+        self._next_id += 1
+        lid = self._next_id
+        self.calls.append(("post", room, text, action))
+        self._posts[lid] = (room, text, action)
+        if self.auto_ack:
+            self._later(self.ack, lid)
+        return lid
+
+    def retry(self, local_id: int) -> int:
+        self.calls.append(("retry", local_id))
+        room, text, action = self._posts.pop(local_id)
+        self._next_id += 1
+        self._posts[self._next_id] = (room, text, action)
+        if self.auto_ack:
+            self._later(self.ack, self._next_id)
+        return self._next_id
+
+    def set_nick(self, nick: str) -> None:
+        self.calls.append(("nick", nick))
+        old, self._nick = self._nick, nick
+
+        def done():
+            for room in self.rooms:
+                self._emit(ev.NickChanged(room, self._next_seq(room), old, nick, self.clock()))
+
+        self._later(done)
+
+    def set_topic(self, room: str, topic: str) -> None:
+        self.calls.append(("topic", room, topic))
+        self._later(lambda: self._emit(
+            ev.TopicChanged(room, self._next_seq(room), self._nick, topic, self.clock())))
+
+    def set_away(self, message: str) -> None:
+        self.calls.append(("away", message))
+
+        def done():
+            for room in self.rooms:
+                self._emit(ev.AwayChanged(room, self._next_seq(room), self._nick, message, self.clock()))
+
+        self._later(done)
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+        self.closed = True
+        if self._closed is not None:
+            self._closed.set()
+
+    # ------------------------------------------------------------------ test controls
+
+    def inject(self, event: ev.Event) -> None:
+        """Deliver an event as if the relay had sent it."""
+        self._emit(event)
+
+    def say(self, room: str, nick: str, text: str, *, action: bool = False, ts: float | None = None,
+            history: bool = False) -> None:
+        self._emit(ev.MessageReceived(room, self._next_seq(room), nick, text,
+                                      self.clock() if ts is None else ts, action, history))
+
+    def ack(self, local_id: int) -> None:
+        room, text, action = self._posts.pop(local_id)
+        seq = self._next_seq(room)
+        if not is_direct(room):
+            self._emit(ev.MessageReceived(room, seq, self._nick, text, self.clock(), action, mine=True))
+        self._emit(ev.PostAcknowledged(local_id, room, seq))
+
+    def fail(self, local_id: int, reason: str = "no answer from the relay") -> None:
+        room, _text, _action = self._posts[local_id]
+        self._emit(ev.PostFailed(local_id, room, reason))
+
+    # ------------------------------------------------------------------ internals
+
+    def _emit(self, event: ev.Event) -> None:
+        if self.emit is not None:
+            self.emit(event)
+
+    def _later(self, fn, *args) -> None:
+        asyncio.get_running_loop().call_soon(fn, *args)
+
+    def _next_seq(self, room: str) -> int:
+        self._seq[room] = self._seq.get(room, 0) + 1
+        return self._seq[room]
+
+    def _joined(self, room: str) -> None:
+        members = self.members.get(room) or [ev.Member(self._nick)]
+        if not any(m.nick == self._nick for m in members):
+            members = [ev.Member(self._nick), *members]
+        self._emit(ev.RoomJoined(room, self._nick, tuple(members), self.topics.get(room, "")))

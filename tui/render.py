@@ -1,0 +1,223 @@
+"""Turning model lines into terminal rows (textual Strips), cached per line and width.
+
+Layout of a message row (WeeChat style, nicks right-aligned in a column):
+
+    14:02        alice │ hello there, this text wraps under
+                       │ itself when it is long
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime
+
+from rich.cells import cell_len, chop_cells
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
+
+from . import model as m
+
+# Nick colours: readable on a dark background, spread around the wheel.
+NICK_COLOURS = [
+    "#e06c75", "#98c379", "#e5c07b", "#61afef", "#c678dd", "#56b6c2",
+    "#d19a66", "#f0a6ca", "#9ece6a", "#7aa2f7", "#ff9e64", "#2ac3de",
+]
+_NICK_STYLES = [Style(color=c) for c in NICK_COLOURS]
+_NICK_STYLES_BOLD = [Style(color=c, bold=True) for c in NICK_COLOURS]
+
+TIME = Style(color="#6b7089")
+SEP = Style(color="#3b4261")
+SEP_MINE = Style(color="#7aa2f7", bold=True)
+SEP_MENTION = Style(color="#e0af68", bold=True)
+TEXT = Style(color="#c0caf5")
+TEXT_MENTION = Style(color="#ffffff", bold=True)
+MENTION_BG = Style(bgcolor="#3d3420")
+PENDING = Style(color="#737aa2", italic=True)
+FAILED = Style(color="#f7768e")
+DIM = Style(color="#737aa2")
+JOIN = Style(color="#73daca")
+LEAVE = Style(color="#db4b4b")
+TIMEOUT = Style(color="#e0af68")
+NOTICE = Style(color="#bb9af7")
+ERROR = Style(color="#f7768e", bold=True)
+DAY = Style(color="#565f89")
+MARKER = Style(color="#f7768e")
+ACTION = Style(color="#c0caf5", italic=True)
+
+
+def nick_index(nick: str) -> int:
+    return zlib.crc32(nick.casefold().encode("utf-8", "surrogatepass")) % len(NICK_COLOURS)
+
+
+def nick_style(nick: str, bold: bool = False) -> Style:
+    i = nick_index(nick)
+    return _NICK_STYLES_BOLD[i] if bold else _NICK_STYLES[i]
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """Greedy word wrap by terminal cells; words longer than a row are split."""
+    width = max(width, 1)
+    if cell_len(text) <= width:
+        return [text]
+    rows: list[str] = []
+    cur = ""
+    cur_w = 0
+    for word in text.split(" "):
+        w = cell_len(word)
+        if cur_w and cur_w + 1 + w <= width:
+            cur += " " + word
+            cur_w += 1 + w
+            continue
+        if cur_w or cur:
+            rows.append(cur)
+            cur, cur_w = "", 0
+        if w > width:
+            pieces = chop_cells(word, width)
+            rows.extend(pieces[:-1])
+            cur = pieces[-1]
+            cur_w = cell_len(cur)
+        else:
+            cur, cur_w = word, w
+    rows.append(cur)
+    return rows
+
+
+def _fit(text: str, width: int) -> str:
+    """Right-align `text` in `width` cells, truncating with an ellipsis."""
+    w = cell_len(text)
+    if w > width:
+        text = chop_cells(text, width - 1)[0] + "…"
+        w = cell_len(text)
+    return " " * (width - w) + text
+
+
+class Renderer:
+    """Renders lines for one width; the MessageView owns one."""
+
+    def __init__(self, width: int, tz=None, base: Style | None = None) -> None:
+        self.width = max(width, 10)
+        self.tz = tz
+        self.base = base or Style()
+        self.nick_w = 11 if self.width >= 60 else 7
+        self.prefix_w = 6 + self.nick_w + 3  # "HH:MM " + nick + " │ "
+        self.key = (self.width, self.tz, self.base)
+        self._time_cache: dict[int, str] = {}
+
+    def hhmm(self, ts: float) -> str:
+        minute = int(ts // 60)
+        s = self._time_cache.get(minute)
+        if s is None:
+            s = datetime.fromtimestamp(ts, self.tz).strftime("%H:%M")
+            if len(self._time_cache) > 4096:
+                self._time_cache.clear()
+            self._time_cache[minute] = s
+        return s
+
+    def strips(self, line: m.Line) -> list[Strip]:
+        if line.cache_key is self.key:
+            return line.cache  # type: ignore[return-value]
+        strips = self._render(line)
+        line.cache_key = self.key
+        line.cache = strips
+        return strips
+
+    def _finish(self, segments: list[Segment], bg: Style | None = None) -> Strip:
+        strip = Strip(segments)
+        strip = strip.extend_cell_length(self.width).crop(0, self.width)
+        base = self.base + bg if bg is not None else self.base
+        return strip.apply_style(base)
+
+    def rule(self, label: str, style: Style) -> Strip:
+        label = f" {label} "
+        lw = cell_len(label)
+        left = max((self.width - lw) // 2, 2)
+        right = max(self.width - lw - left, 0)
+        return self._finish([Segment("─" * left, style), Segment(label, style), Segment("─" * right, style)])
+
+    def _render(self, line: m.Line) -> list[Strip]:
+        kind = line.kind
+        if kind == m.DAY:
+            day = datetime.fromtimestamp(line.ts, self.tz)
+            return [self.rule(day.strftime("%A %d %B %Y"), DAY)]
+        text_style = TEXT
+        sep = SEP
+        sep_char = " │ "
+        bg = None
+        nick_col_style = DIM
+        text = line.text
+        if kind == m.MSG:
+            nick_col = line.nick
+            nick_col_style = nick_style(line.nick, bold=line.mine)
+            if line.mine:
+                sep, sep_char = SEP_MINE, " ┃ "
+            elif line.mention:
+                sep, sep_char = SEP_MENTION, " ┃ "
+                text_style = TEXT_MENTION
+                bg = MENTION_BG
+        elif kind == m.ACTION:
+            nick_col = "*"
+            nick_col_style = nick_style(line.nick, bold=True)
+            text_style = ACTION
+            text = line.nick + " " + line.text
+            if line.mine:
+                sep, sep_char = SEP_MINE, " ┃ "
+            elif line.mention:
+                sep, sep_char = SEP_MENTION, " ┃ "
+                bg = MENTION_BG
+        elif kind == m.JOIN:
+            nick_col, nick_col_style, text_style = "-->", JOIN, DIM
+            text = f"{line.nick} joined"
+        elif kind == m.LEAVE:
+            nick_col, nick_col_style, text_style = "<--", LEAVE, DIM
+            text = f"{line.nick} left" + (f" ({line.text})" if line.text else "")
+        elif kind == m.TIMEOUT:
+            nick_col, nick_col_style, text_style = "--x", TIMEOUT, DIM
+            text = f"{line.nick} timed out"
+        elif kind == m.NICK:
+            nick_col, text_style = "--", DIM
+            text = (f"you are now known as {line.text}" if line.mine
+                    else f"{line.nick} is now known as {line.text}")
+        elif kind == m.TOPIC:
+            nick_col, text_style = "--", DIM
+            text = (f"{line.nick} set the topic: {line.text}" if line.text
+                    else f"{line.nick} cleared the topic")
+        elif kind == m.AWAY:
+            nick_col, text_style = "--", DIM
+            text = f"{line.nick} is away: {line.text}" if line.text else f"{line.nick} is back"
+        elif kind == m.NOTICE:
+            nick_col, nick_col_style, text_style = "-!-", NOTICE, NOTICE
+        elif kind == m.ERROR:
+            nick_col, nick_col_style, text_style = "!!", ERROR, FAILED
+        else:  # INFO
+            nick_col, text_style = "--", DIM
+
+        suffix: list[Segment] = []
+        if line.mine and kind in (m.MSG, m.ACTION):
+            if line.state == m.PENDING:
+                text_style = PENDING
+                suffix = [Segment(" ◌", PENDING)]
+            elif line.state == m.FAILED:
+                text_style = FAILED
+                suffix = [Segment(" ✗ not delivered", FAILED)]
+
+        avail = self.width - self.prefix_w
+        suffix_w = sum(cell_len(s.text) for s in suffix)
+        rows = wrap(text, max(avail, 4))
+        if suffix and cell_len(rows[-1]) + suffix_w > avail:
+            rows.append("")
+        time_text = self.hhmm(line.ts) + " "
+        out = []
+        blank_time = " " * 6
+        blank_nick = " " * self.nick_w
+        for i, row in enumerate(rows):
+            if i == 0:
+                segs = [Segment(time_text, TIME), Segment(_fit(nick_col, self.nick_w), nick_col_style)]
+            else:
+                segs = [Segment(blank_time), Segment(blank_nick)]
+            segs.append(Segment(sep_char, sep))
+            segs.append(Segment(row, text_style))
+            if i == len(rows) - 1:
+                segs.extend(suffix)
+            out.append(self._finish(segs, bg))
+        return out

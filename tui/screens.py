@@ -1,0 +1,263 @@
+"""The connect screen, the quick switcher (Ctrl+K) and the help screen (F1)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Input, Label, OptionList, RadioButton, RadioSet, Static
+from textual.widgets.option_list import Option
+
+from udproom.protocol.names import NameError_, canonical_room, is_direct
+
+from . import commands
+from .config import Config
+from .session import Spec, SpecError, check
+
+MODES = [
+    ("host", "Host a room", "bind address, e.g. :6000 (all interfaces)"),
+    ("join", "Join a relay", "relay address, e.g. 192.168.1.5:6000"),
+    ("direct", "Direct (peers)", "listen address, e.g. :6001 (optional)"),
+]
+
+
+class ConnectScreen(Screen[Spec]):
+    """Host or join (or direct), address, nick, rooms. Dismisses with a checked Spec."""
+
+    BINDINGS = [
+        Binding("escape", "app.quit", "Quit"),
+        Binding("ctrl+q", "app.quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, config: Config, error: str = "", spec: Spec | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.error = error
+        self.initial = spec
+
+    def compose(self) -> ComposeResult:
+        cfg = self.config
+        spec = self.initial
+        mode = spec.mode if spec else cfg.mode
+        with Vertical(id="connect-box"):
+            yield Static(Text.assemble(("udproom", "bold #7aa2f7"), ("  chat over reliable UDP", "#737aa2")),
+                         id="connect-title")
+            with RadioSet(id="mode"):
+                for key, label, _ in MODES:
+                    yield RadioButton(label, value=(key == mode), id=f"mode-{key}")
+            yield Label("Address", classes="field-label")
+            address = spec.address if spec else (cfg.recent[0] if cfg.recent and mode == "join" else "")
+            yield Input(address, placeholder=self._placeholder(mode), id="address")
+            yield Label("Peers (direct mode, comma separated)", classes="field-label", id="peers-label")
+            yield Input(", ".join(spec.peers) if spec else "", placeholder="host:port, host:port",
+                        id="peers")
+            with Horizontal(id="nick-rooms"):
+                with Vertical():
+                    yield Label("Nick", classes="field-label")
+                    from .session import login_nick
+
+                    yield Input((spec.nick if spec else cfg.nick) or login_nick(), id="nick")
+                with Vertical():
+                    yield Label("Rooms", classes="field-label")
+                    yield Input(", ".join(spec.rooms if spec else cfg.rooms), placeholder="lobby", id="rooms")
+            if cfg.recent:
+                yield Label("Recent (click to use)", classes="field-label")
+                yield OptionList(*[Option(a, id=f"recent-{i}") for i, a in enumerate(cfg.recent)],
+                                 id="recent")
+            yield Static(self.error, id="connect-error", classes="error" if self.error else "")
+            with Horizontal(id="connect-buttons"):
+                yield Button("Connect", variant="primary", id="connect")
+                yield Button("Quit", id="quit")
+            yield Static("Enter connects · Esc quits", id="connect-hint")
+
+    def on_mount(self) -> None:
+        self._show_peers(self._mode())
+        self.query_one("#address", Input).focus()
+
+    @staticmethod
+    def _placeholder(mode: str) -> str:
+        return next(p for k, _, p in MODES if k == mode)
+
+    def _mode(self) -> str:
+        rs = self.query_one("#mode", RadioSet)
+        pressed = rs.pressed_button
+        return pressed.id.removeprefix("mode-") if pressed and pressed.id else "join"
+
+    def _show_peers(self, mode: str) -> None:
+        direct = mode == "direct"
+        self.query_one("#peers").display = direct
+        self.query_one("#peers-label").display = direct
+
+    @on(RadioSet.Changed, "#mode")
+    def _mode_changed(self, event: RadioSet.Changed) -> None:
+        mode = self._mode()
+        self.query_one("#address", Input).placeholder = self._placeholder(mode)
+        self._show_peers(mode)
+
+    @on(OptionList.OptionSelected, "#recent")
+    def _recent(self, event: OptionList.OptionSelected) -> None:
+        self.query_one("#address", Input).value = str(event.option.prompt)
+        self.query_one("#mode-join", RadioButton).value = True
+        self.query_one("#address", Input).focus()
+
+    @on(Button.Pressed, "#quit")
+    def _quit(self) -> None:
+        self.app.exit()
+
+    @on(Button.Pressed, "#connect")
+    @on(Input.Submitted)
+    def submit(self) -> None:
+        mode = self._mode()
+        split = lambda s: [x.strip() for x in s.replace(",", " ").split() if x.strip()]  # noqa: E731
+        spec = Spec(
+            mode=mode,
+            address=self.query_one("#address", Input).value.strip(),
+            nick=self.query_one("#nick", Input).value.strip(),
+            rooms=split(self.query_one("#rooms", Input).value) or ["lobby"],
+            peers=split(self.query_one("#peers", Input).value) if mode == "direct" else [],
+        )
+        try:
+            spec = check(spec)
+        except SpecError as e:
+            self.show_error(str(e))
+            return
+        self.dismiss(spec)
+
+    def show_error(self, text: str) -> None:
+        err = self.query_one("#connect-error", Static)
+        err.update(text)
+        err.set_class(bool(text), "error")
+
+
+class QuickSwitcher(ModalScreen[str | None]):
+    """Ctrl+K: type to filter rooms; Enter opens the highlighted one or joins a new room."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss_none", "Close"),
+        Binding("down", "move(1)", "Next", show=False),
+        Binding("up", "move(-1)", "Previous", show=False),
+    ]
+
+    def __init__(self, rooms: list[tuple[str, str, int, int]]) -> None:
+        """rooms: (key, label, unread, mentions) in pane order."""
+        super().__init__()
+        self.rooms = rooms
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="switcher"):
+            yield Static("Switch to a room — type to filter, Enter to open, Esc to close",
+                         id="switcher-title")
+            yield Input(placeholder="room or @nick", id="switcher-input")
+            yield OptionList(id="switcher-list")
+
+    def on_mount(self) -> None:
+        self._refilter("")
+        self.query_one("#switcher-input").focus()
+
+    def matches(self, text: str) -> list[Option]:
+        q = text.strip().lstrip("#").casefold()
+        scored = []
+        for key, label, unread, mentions in self.rooms:
+            name = key.casefold()
+            if not q:
+                score = 0
+            elif name.startswith(q) or name.lstrip("@").startswith(q):
+                score = 1
+            elif q in name:
+                score = 2
+            elif _subsequence(q, name):
+                score = 3
+            else:
+                continue
+            prompt = Text(label, "bold" if unread else "")
+            if unread:
+                prompt.append(f"  {unread}{'!' if mentions else ''}", "#e0af68" if mentions else "#73daca")
+            scored.append((score, Option(prompt, id="room:" + key)))
+        scored.sort(key=lambda x: x[0])
+        options = [o for _, o in scored]
+        raw = text.strip()
+        if raw and not any(k.casefold() == raw.lstrip("#").casefold() for k, *_ in self.rooms):
+            try:
+                if is_direct(raw):
+                    from udproom.protocol.names import check_nick
+
+                    target = "@" + check_nick(raw[1:])
+                    options.append(Option(Text.assemble(("message ", "#737aa2"), (target, "bold")),
+                                          id="new:" + target))
+                else:
+                    room = canonical_room(raw)
+                    options.append(Option(Text.assemble(("join ", "#737aa2"), ("#" + room, "bold")),
+                                          id="new:" + room))
+            except NameError_:
+                pass
+        return options
+
+    def _refilter(self, text: str) -> None:
+        ol = self.query_one("#switcher-list", OptionList)
+        ol.clear_options()
+        ol.add_options(self.matches(text))
+        if ol.option_count:
+            ol.highlighted = 0
+
+    @on(Input.Changed, "#switcher-input")
+    def _changed(self, event: Input.Changed) -> None:
+        self._refilter(event.value)
+
+    def action_move(self, step: int) -> None:
+        ol = self.query_one("#switcher-list", OptionList)
+        if ol.option_count:
+            ol.highlighted = ((ol.highlighted or 0) + step) % ol.option_count
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Submitted, "#switcher-input")
+    def _submit(self) -> None:
+        ol = self.query_one("#switcher-list", OptionList)
+        if ol.highlighted is None or not ol.option_count:
+            return
+        self.dismiss(ol.get_option_at_index(ol.highlighted).id)
+
+    @on(OptionList.OptionSelected, "#switcher-list")
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+
+def _subsequence(q: str, s: str) -> bool:
+    it = iter(s)
+    return all(ch in it for ch in q)
+
+
+class HelpScreen(ModalScreen[None]):
+    """F1: the keys (generated from the bindings) and the commands."""
+
+    BINDINGS = [Binding("escape,f1,q", "dismiss_help", "Close")]
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        keys = Text()
+        width = max((len(k) for k, _ in self.keys), default=8) + 2
+        for key, desc in self.keys:
+            keys.append(f"  {key:<{width}}", "bold #7aa2f7")
+            keys.append(desc + "\n", "#c0caf5")
+        cmds = Text()
+        for name, spec in commands.COMMANDS.items():
+            cmds.append(f"  {spec.usage:<20}", "bold #9ece6a")
+            cmds.append(spec.help + "\n", "#c0caf5")
+        with VerticalScroll(id="help"):
+            yield Static(Text("udproom — keys and commands", "bold #7aa2f7"), id="help-title")
+            yield Static(Text("Keys", "bold #e0af68"), classes="help-head")
+            keys.rstrip()
+            yield Static(keys)
+            yield Static(Text("Commands", "bold #e0af68"), classes="help-head")
+            yield Static(cmds)
+            yield Static(Text("Esc or F1 closes this screen", "#737aa2"), classes="help-head")
+
+    def action_dismiss_help(self) -> None:
+        self.dismiss(None)

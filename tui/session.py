@@ -1,0 +1,106 @@
+"""What to connect to (`Spec`), checked up front, and building the real backends for it.
+
+No textual here, so the command line can check flags without importing it. The network runners
+are imported lazily, inside functions.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass, field
+
+from udproom.protocol.names import NameError_, canonical_room, check_nick, default_nick
+
+DEFAULT_PORT = 6000
+
+
+class SpecError(ValueError):
+    """A bad address, nick or room; str() is one line."""
+
+
+@dataclass
+class Spec:
+    mode: str  # "host" (embedded relay + join it), "join" (a relay), "direct" (peers)
+    address: str = ""  # host: bind address; join: relay address; direct: listen address ("" = any)
+    nick: str = ""
+    rooms: list[str] = field(default_factory=lambda: ["lobby"])
+    peers: list[str] = field(default_factory=list)  # direct mode
+
+
+def login_nick() -> str:
+    try:
+        login = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        login = ""
+    return default_nick(login)
+
+
+def parse_addr(text: str, *, bind: bool = False) -> tuple[str, int]:
+    from udproom.protocol.net.address import AddressError, parse_address
+
+    try:
+        return parse_address(text, DEFAULT_PORT, allow_empty_host=bind)
+    except AddressError as e:
+        raise SpecError(str(e)) from None
+
+
+def fmt_addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check(spec: Spec) -> Spec:
+    """Validate and normalise a spec; raises SpecError with a one-line reason."""
+    if spec.mode not in ("host", "join", "direct"):
+        raise SpecError(f"unknown mode {spec.mode!r}")
+    try:
+        nick = check_nick(spec.nick or login_nick())
+        rooms = []
+        for r in spec.rooms or ["lobby"]:
+            c = canonical_room(r)
+            if c not in rooms:
+                rooms.append(c)
+    except NameError_ as e:
+        raise SpecError(str(e)) from None
+    address = spec.address.strip()
+    if spec.mode == "join":
+        if not address:
+            raise SpecError("give the relay's address, e.g. 192.168.1.5:6000")
+        parse_addr(address)
+    elif spec.mode == "host":
+        address = address or f":{DEFAULT_PORT}"
+        parse_addr(address, bind=True)
+    else:
+        if address:
+            parse_addr(address, bind=True)
+        for p in spec.peers:
+            parse_addr(p)
+    return Spec(spec.mode, address, nick, rooms, list(spec.peers))
+
+
+def connect_host_for(bind_host: str) -> str:
+    """Where our own client reaches the relay we host."""
+    if bind_host in ("", "0.0.0.0", "*"):
+        return "127.0.0.1"
+    if bind_host == "::":
+        return "::1"
+    return bind_host
+
+
+async def build(spec: Spec):
+    """Start what `spec` needs. Returns (backend, server or None, share addresses).
+
+    Raises OSError (port in use...) or SpecError; the caller shows it on screen.
+    """
+    from udproom.protocol.net import runners
+
+    if spec.mode == "host":
+        server = runners.RelayServer(spec.address)
+        bound_host, bound_port = await server.start()
+        share = list(server.addresses())
+        client = runners.RelayClient(fmt_addr(connect_host_for(bound_host), bound_port), spec.nick,
+                                     list(spec.rooms))
+        return client, server, share
+    if spec.mode == "join":
+        return runners.RelayClient(spec.address, spec.nick, list(spec.rooms)), None, []
+    return (runners.PeerClient(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms)),
+            None, [])

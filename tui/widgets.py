@@ -1,0 +1,261 @@
+"""The chat screen's widgets. They read the ChatModel; the app tells them when to redraw."""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widget import Widget
+from textual.widgets import Input
+
+from . import model as m
+from .render import MARKER, Renderer, nick_style
+
+
+class MessageView(ScrollView, can_focus=False):
+    """The centre pane: renders only the visible rows of the active room (line API)."""
+
+    DEFAULT_CSS = """
+    MessageView { overflow-x: hidden; }
+    """
+
+    def __init__(self, chat: m.ChatModel, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.chat = chat
+        self._rows: list[Strip] = []
+        self._room: m.Room | None = None
+        self._renderer: Renderer | None = None
+        self.follow = True  # stick to the bottom as lines arrive
+
+    def _get_renderer(self) -> Renderer:
+        width = self.scrollable_content_region.width or self.size.width or 80
+        base = self.rich_style
+        r = self._renderer
+        if r is None or r.width != max(width, 10) or r.base != base or r.tz is not self.chat.tz:
+            r = self._renderer = Renderer(width, self.chat.tz, base)
+        return r
+
+    def rebuild(self) -> None:
+        """Recompute rows for the active room (cheap: line renders are cached)."""
+        room = self.chat.current
+        switched = room is not self._room
+        self._room = room
+        r = self._get_renderer()
+        rows: list[Strip] = []
+        extend = rows.extend
+        strips = r.strips
+        marker = room.read_upto
+        marker_strip = None
+        lines = room.lines
+        if marker >= 0 and lines and lines[-1].serial > marker and lines[0].serial <= marker:
+            marker_strip = r.rule("new", MARKER)
+        for line in lines:
+            extend(strips(line))
+            if marker_strip is not None and line.serial == marker:
+                rows.append(marker_strip)
+        self._rows = rows
+        at_bottom = self.follow or switched
+        self.virtual_size = Size(r.width, len(rows))
+        if at_bottom:
+            self.follow = True
+            self.scroll_to(y=max(len(rows) - self.scrollable_content_region.height, 0),
+                           animate=False, immediate=True)
+        self.refresh()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.rebuild()
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self.follow = new >= self.max_scroll_y
+
+    def page(self, direction: int) -> None:
+        height = max(self.scrollable_content_region.height - 1, 1)
+        self.scroll_to(y=self.scroll_y + direction * height, animate=False, immediate=True)
+        self.follow = self.scroll_y >= self.max_scroll_y
+
+    def render_line(self, y: int) -> Strip:
+        index = self.scroll_offset.y + y
+        rows = self._rows
+        width = self.scrollable_content_region.width
+        if 0 <= index < len(rows):
+            return rows[index]
+        return Strip.blank(width, self.rich_style)
+
+    def visible_text(self) -> list[str]:
+        """The text of every row (tests and debugging)."""
+        return [strip.text.rstrip() for strip in self._rows]
+
+
+class _ClickList(Widget):
+    """A small list rendered as one Text; clicking a row posts `Picked`."""
+
+    class Picked(Message):
+        def __init__(self, sender: Widget, key: str) -> None:
+            super().__init__()
+            self.sender = sender
+            self.key = key
+
+    def __init__(self, chat: m.ChatModel, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.chat = chat
+        self._keys: list[str] = []
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        if 0 <= offset.y < len(self._keys) and self._keys[offset.y]:
+            self.post_message(self.Picked(self, self._keys[offset.y]))
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        self.build()
+        return max(len(self._keys), 1)
+
+    def render(self) -> Text:
+        return self.build()
+
+    def build(self) -> Text:
+        raise NotImplementedError
+
+
+class RoomList(_ClickList):
+    """Left pane: numbered rooms, unread counts, mention marks, the active one highlighted."""
+
+    def build(self) -> Text:
+        chat = self.chat
+        out = Text(no_wrap=True, overflow="ellipsis", end="")
+        keys: list[str] = []
+        width = self.size.width or 20
+        out.append("ROOMS\n", "bold #565f89")
+        keys.append("")
+        order = chat.room_order()
+        for i, name in enumerate(order):
+            room = chat.rooms[name]
+            active = name == chat.active
+            num = f"{i + 1}" if i < 9 else " "
+            label = room.label
+            if room.mentions:
+                badge = f" {room.unread}!"
+            elif room.unread:
+                badge = f" {room.unread}"
+            else:
+                badge = ""
+            if active:
+                style, num_style, badge_style = "bold #1a1b26 on #7aa2f7", "#1a1b26 on #7aa2f7", ""
+            elif room.mentions:
+                style, num_style, badge_style = "bold #e0af68", "#565f89", "bold #1a1b26 on #e0af68"
+            elif room.unread:
+                style, num_style, badge_style = "bold #c0caf5", "#565f89", "bold #1a1b26 on #73daca"
+            elif room.activity:
+                style, num_style, badge_style = "#a9b1d6", "#565f89", ""
+            else:
+                style, num_style, badge_style = "#737aa2", "#565f89", ""
+            room_w = max(width - 3 - len(badge), 3)
+            if len(label) > room_w:
+                label = label[: room_w - 1] + "…"
+            line = Text(no_wrap=True, end="")
+            line.append(f"{num:>2} ", num_style)
+            line.append(label.ljust(room_w) if active else label, style)
+            if badge:
+                if not active:
+                    line.append(" " * max(room_w - len(label), 0), style)
+                line.append(badge, badge_style or style)
+            if active:
+                line.pad_right(width - line.cell_len)
+                line.stylize(style)
+            out.append_text(line)
+            out.append("\n")
+            keys.append(name)
+        if not order:
+            out.append(" (none)\n", "#565f89")
+        self._keys = keys
+        out.rstrip()
+        return out
+
+
+PRESENCE = {
+    "here": ("●", Style(color="#9ece6a")),
+    "away": ("◐", Style(color="#e0af68")),
+    "timed out": ("○", Style(color="#db4b4b")),
+}
+
+
+class MemberList(_ClickList):
+    """Right pane: the active room's members with presence."""
+
+    def build(self) -> Text:
+        room = self.chat.current
+        members = room.sorted_members()
+        out = Text(no_wrap=True, overflow="ellipsis", end="")
+        keys: list[str] = [""]
+        here = sum(1 for x in members if x.presence == "here")
+        out.append(f"MEMBERS {here}/{len(members)}\n", "bold #565f89")
+        for member in members:
+            glyph, gstyle = PRESENCE[member.presence]
+            out.append(f" {glyph} ", gstyle)
+            is_me = member.nick == self.chat.nick
+            style = nick_style(member.nick, bold=is_me)
+            if member.presence == "timed out":
+                style = Style(color="#565f89", strike=True)
+            elif member.presence == "away":
+                style = style + Style(dim=True, italic=True)
+            out.append(member.nick, style)
+            if is_me:
+                out.append(" (you)", "#565f89")
+            out.append("\n")
+            keys.append(member.nick)
+        self._keys = keys
+        out.rstrip()
+        return out
+
+
+class ChatInput(Input):
+    """The input line: Tab completes, Up/Down walk history."""
+
+    BINDINGS = [
+        Binding("tab", "complete", "Complete a nick or /command", priority=False),
+        Binding("up", "history(-1)", "Previous line from history"),
+        Binding("down", "history(1)", "Next line from history"),
+    ]
+
+    class Complete(Message):
+        pass
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.history: list[str] = []
+        self._hist_pos = 0
+        self._draft = ""
+        self.completion: tuple[str, list[str], int, int] | None = None  # (base, matches, i, start)
+
+    def remember(self, text: str) -> None:
+        if text and (not self.history or self.history[-1] != text):
+            self.history.append(text)
+            del self.history[:-500]
+        self._hist_pos = len(self.history)
+        self._draft = ""
+
+    def action_history(self, step: int) -> None:
+        if not self.history:
+            return
+        if self._hist_pos == len(self.history):
+            self._draft = self.value
+        pos = min(max(self._hist_pos + step, 0), len(self.history))
+        if pos == self._hist_pos:
+            return
+        self._hist_pos = pos
+        self.value = self._draft if pos == len(self.history) else self.history[pos]
+        self.cursor_position = len(self.value)
+
+    def action_complete(self) -> None:
+        self.post_message(self.Complete())
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key != "tab":
+            self.completion = None
