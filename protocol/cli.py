@@ -1,0 +1,593 @@
+"""The headless commands: `udproom relay`, `udproom listen` and `udproom send`.
+
+These never import textual (nor udproom.tui): scripts and tests start them often, and
+`udproom relay` runs on servers. Exit codes: 0 done, 1 failed (no relay answering, refused,
+timed out, oversize text...), 2 bad usage (flags, addresses, room or nick names). Errors are one
+line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from . import events as E
+from .names import NameError_, canonical_room, check_nick, check_text, default_nick
+from .net.address import AddressError, format_address, parse_address
+from .reliability import Timing
+
+COMMANDS = ("relay", "listen", "send")
+log = logging.getLogger("udproom")
+
+
+class UsageError(Exception):
+    """Bad flags or values: exit 2 with a one-line message."""
+
+
+class Failure(Exception):
+    """The command could not do its job: exit 1 with a one-line message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise SystemExit(status)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=["debug", "info", "warning", "error"],
+        help="diagnostics on stderr (default: warning)",
+    )
+    # Hidden, for tests: shrink the protocol's intervals.
+    hidden = argparse.SUPPRESS
+    p.add_argument("--fast-timers", action="store_true", help=hidden)
+    p.add_argument("--keepalive", type=_positive, help=hidden)
+    p.add_argument("--timeout-member", type=_positive, help=hidden)
+    p.add_argument("--give-up", type=_positive, help=hidden)
+    p.add_argument("--reconnect-max", type=_positive, help=hidden)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="udproom",
+        description="Headless udproom commands: run a relay, listen to a room, send to a room.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{relay,listen,send}", parser_class=_Parser)
+    sub.required = True
+
+    relay = sub.add_parser(
+        "relay",
+        help="run a relay that rooms live on",
+        description="Run a relay. Prints 'udp://HOST:PORT' on stderr once it is listening. "
+        "Ctrl+C or SIGTERM says goodbye to every client and exits.",
+    )
+    relay.add_argument(
+        "--bind",
+        default=":6000",
+        metavar="[HOST]:PORT",
+        help="where to listen (default ':6000' = every interface, IPv4 and IPv6; port 0 = any "
+        "free port)",
+    )
+    _add_common(relay)
+
+    join_help = "the relay, HOST:PORT ('[::1]:6000' for IPv6; port defaults to 6000)"
+    listen = sub.add_parser(
+        "listen",
+        help="join a room and print its events as JSON lines",
+        description="Join ROOM and print one JSON object per line: first {'type': 'joined', ...}, "
+        "then one per room event (message, join, leave, timeout, nick, topic, away).",
+    )
+    listen.add_argument("--join", required=True, metavar="HOST:PORT", help=join_help)
+    listen.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
+    listen.add_argument("--nick", help="nick to use (default: your login name)")
+    listen.add_argument(
+        "--count", type=_count, metavar="N", help="exit 0 once N message lines were printed"
+    )
+    listen.add_argument(
+        "--timeout",
+        type=_positive,
+        metavar="SECONDS",
+        help="stop after SECONDS (an error with --count, a normal end without)",
+    )
+    listen.add_argument(
+        "--history", action="store_true", help="also print the room's recent history first"
+    )
+    _add_common(listen)
+
+    send = sub.add_parser(
+        "send",
+        help="send messages to a room",
+        description="Send TEXT as one message, or with no TEXT each non-empty line of stdin as "
+        "a message, in order. Exits 0 once the relay has acknowledged every message.",
+    )
+    send.add_argument("--join", required=True, metavar="HOST:PORT", help=join_help)
+    send.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
+    send.add_argument("--nick", help="nick to use (default: your login name)")
+    send.add_argument(
+        "--timeout",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up if not everything is acknowledged by then (default 10)",
+    )
+    send.add_argument("text", nargs="*", metavar="TEXT", help="the message (default: stdin lines)")
+    _add_common(send)
+    return parser
+
+
+def _timing(args: argparse.Namespace) -> Timing | None:
+    if not (args.fast_timers or args.keepalive or args.timeout_member or args.give_up
+            or args.reconnect_max):
+        return None
+    t = Timing.fast() if args.fast_timers else Timing()
+    if args.keepalive:
+        t.keepalive = args.keepalive
+    if args.timeout_member:
+        t.timeout = args.timeout_member
+    if args.give_up:
+        t.give_up = args.give_up
+    if args.reconnect_max:
+        t.reconnect_max = args.reconnect_max
+        t.reconnect_min = min(t.reconnect_min, args.reconnect_max)
+    return t
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _say(command: str, text: str) -> None:
+    try:
+        sys.stderr.write(f"udproom {command}: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _default_nick() -> str:
+    try:
+        login = getpass.getuser()
+    except Exception:
+        login = os.environ.get("USER", "")
+    return default_nick(login)
+
+
+def _on_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, callback)
+        except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover (Windows)
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(callback))
+
+
+# ----------------------------------------------------------------------------- relay
+
+
+async def _run_relay(args: argparse.Namespace) -> int:
+    from .net.runners import RelayServer
+    from .relay import RelayConfig
+
+    timing = _timing(args)
+    config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
+    server = RelayServer(args.bind, config)
+    try:
+        host, port = await server.start()
+    except AddressError as exc:
+        raise Failure(str(exc)) from None
+    stop = asyncio.Event()
+    _on_signals(asyncio.get_running_loop(), stop.set)
+    others = ", ".join(server.addresses())
+    _say("relay", f"listening on udp://{format_address(host, port)} (join it at {others})")
+    await stop.wait()
+    await server.stop()
+    _say("relay", "stopped")
+    return 0
+
+
+# ----------------------------------------------------------------------------- listen
+
+
+def _event_json(ev: Any) -> dict | None:
+    """A room event as the JSON object `listen` prints (None for events it does not print)."""
+    base = {"room": ev.room, "seq": ev.seq, "ts": ev.ts}
+    if isinstance(ev, E.MessageReceived):
+        out = {"type": "message", "nick": ev.nick, "text": ev.text, **base}
+        if ev.action:
+            out["action"] = True
+        if ev.mine:
+            out["mine"] = True
+    elif isinstance(ev, E.MemberJoined):
+        out = {"type": "join", "nick": ev.nick, **base}
+    elif isinstance(ev, E.MemberLeft):
+        out = {"type": "leave", "nick": ev.nick, "reason": ev.reason, **base}
+    elif isinstance(ev, E.MemberTimedOut):
+        out = {"type": "timeout", "nick": ev.nick, **base}
+    elif isinstance(ev, E.NickChanged):
+        out = {"type": "nick", "nick": ev.new, "old": ev.old, **base}
+    elif isinstance(ev, E.TopicChanged):
+        out = {"type": "topic", "nick": ev.nick, "text": ev.topic, **base}
+    elif isinstance(ev, E.AwayChanged):
+        out = {"type": "away", "nick": ev.nick, "text": ev.away, **base}
+    else:
+        return None
+    if ev.history:
+        out["history"] = True
+    return out
+
+
+class _Output:
+    """JSON lines on stdout; a closed pipe (`listen | head -1`) ends the command quietly."""
+
+    def __init__(self, on_closed: Callable[[], None]) -> None:
+        self.closed = False
+        self.on_closed = on_closed
+
+    def write(self, obj: dict) -> None:
+        if self.closed:
+            return
+        try:
+            sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self.closed = True
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except OSError:
+                pass
+            self.on_closed()
+
+
+async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
+    from .net.runners import RelayClient
+
+    client = RelayClient(args.join, nick, [room], timing=_timing(args))
+    done = asyncio.Event()
+    state = {"joined": False, "messages": 0, "error": None, "interrupted": False}
+
+    def finish(error: str | None = None) -> None:
+        if error and state["error"] is None:
+            state["error"] = error
+        done.set()
+
+    out = _Output(lambda: finish())
+
+    def emit(ev: Any) -> None:
+        if done.is_set():
+            return
+        if isinstance(ev, E.RoomJoined):
+            if ev.room != room:
+                return
+            if not state["joined"]:
+                state["joined"] = True
+                out.write({
+                    "type": "joined",
+                    "room": ev.room,
+                    "nick": ev.nick,
+                    "members": [m.nick for m in ev.members],
+                    "topic": ev.topic,
+                    "ts": time.time(),
+                })
+            else:
+                log.info("rejoined #%s", ev.room)
+            return
+        if isinstance(ev, E.ROOM_EVENTS):
+            if ev.room != room or (ev.history and not args.history):
+                return
+            obj = _event_json(ev)
+            if obj is None:
+                return
+            out.write(obj)
+            if obj["type"] == "message":
+                state["messages"] += 1
+                if args.count and state["messages"] >= args.count:
+                    finish()
+            return
+        _report(ev, "listen", finish)
+
+    return await _drive(client, emit, done, state, args, "listen", _listen_timeout_error)
+
+
+def _listen_timeout_error(args: argparse.Namespace, state: dict) -> str | None:
+    if not args.count:
+        return None
+    if not state["joined"]:
+        return f"timed out after {args.timeout:g}s without joining (is the relay at {args.join} up?)"
+    return f"timed out after {args.timeout:g}s with {state['messages']} of {args.count} messages"
+
+
+def _report(ev: Any, command: str, finish: Callable[[str | None], None]) -> None:
+    """Events common to both clients: failures end the command, the rest is diagnostics."""
+    if isinstance(ev, E.Refused):
+        finish(f"refused: {ev.reason}")
+    elif isinstance(ev, E.RequestRefused):
+        if ev.what == "join":
+            finish(f"cannot join #{ev.room}: {ev.reason}")
+        else:
+            _say(command, f"{ev.what} refused: {ev.reason}")
+    elif isinstance(ev, E.ConnectionLost):
+        log.warning("%s; retrying in %.1fs", ev.reason, ev.retry_in)
+    elif isinstance(ev, E.Notice):
+        log.warning("%s%s", f"#{ev.room}: " if ev.room else "", ev.text)
+    else:
+        log.debug("%s", ev)
+
+
+async def _drive(
+    client: Any,
+    emit: Callable[[Any], None],
+    done: asyncio.Event,
+    state: dict,
+    args: argparse.Namespace,
+    command: str,
+    timeout_error: Callable[[argparse.Namespace, dict], str | None],
+    body: Callable[[], Any] | None = None,
+) -> int:
+    """Run `client` until `done` (or timeout / signal); close politely; map the outcome to a code."""
+    loop = asyncio.get_running_loop()
+
+    def interrupted() -> None:
+        state["interrupted"] = True
+        done.set()
+
+    _on_signals(loop, interrupted)
+    runner = asyncio.create_task(client.run(emit))
+    runner.add_done_callback(lambda _t: done.set())
+    extra = None
+    if body is not None:
+
+        async def guarded() -> None:
+            try:
+                await body()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. NameError_ from a post: one line, then stop
+                if state["error"] is None:
+                    state["error"] = str(exc) or exc.__class__.__name__
+                done.set()
+
+        extra = asyncio.create_task(guarded())
+    try:
+        await asyncio.wait_for(done.wait(), args.timeout)
+    except asyncio.TimeoutError:
+        if state["error"] is None:
+            state["error"] = timeout_error(args, state)
+    finally:
+        if extra is not None:
+            extra.cancel()
+        client.close()
+        try:
+            await asyncio.wait_for(runner, 1.0)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            pass
+        except Exception as exc:  # never a traceback for the user
+            log.debug("client ended with %r", exc)
+            if state["error"] is None:
+                state["error"] = f"{exc.__class__.__name__}: {exc}"
+    if state["error"]:
+        _say(command, state["error"])
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------- send
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
+    """Lines of stdin, read by a daemon thread (works for ttys, pipes and files; never blocks
+    exit). None marks the end."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def reader() -> None:
+        try:
+            for raw in sys.stdin.buffer:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except RuntimeError:  # loop already closed
+                pass
+
+    threading.Thread(target=reader, name="udproom-stdin", daemon=True).start()
+    return queue
+
+
+async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | None) -> int:
+    from .backend import OutboxFull
+    from .net.runners import RelayClient
+
+    client = RelayClient(args.join, nick, [room], timing=_timing(args))
+    done = asyncio.Event()
+    joined = asyncio.Event()
+    progress = asyncio.Event()  # an ack arrived
+    state: dict = {"error": None, "interrupted": False, "posted": 0, "acked": 0, "all_posted": False,
+                   "joined": False}
+    pending: set[int] = set()
+
+    def finish(error: str | None = None) -> None:
+        if error and state["error"] is None:
+            state["error"] = error
+        done.set()
+
+    def check_done() -> None:
+        if state["all_posted"] and not pending:
+            done.set()
+
+    def emit(ev: Any) -> None:
+        if isinstance(ev, E.RoomJoined):
+            if ev.room == room:
+                state["joined"] = True
+                joined.set()
+        elif isinstance(ev, E.PostAcknowledged):
+            if ev.local_id in pending:
+                pending.discard(ev.local_id)
+                state["acked"] += 1
+                progress.set()
+                check_done()
+        elif isinstance(ev, E.PostFailed):
+            if ev.local_id in pending:
+                finish(f"message {state['acked'] + 1} was not delivered: {ev.reason}")
+        elif isinstance(ev, E.ROOM_EVENTS):
+            pass
+        else:
+            _report(ev, "send", finish)
+
+    async def body() -> None:
+        await joined.wait()
+        queue = None
+        if text is None:
+            queue = _stdin_lines(asyncio.get_running_loop())
+
+        async def post(line: str) -> None:
+            while True:
+                if len(pending) < 1000:
+                    try:
+                        local_id = client.post(room, line)
+                        break
+                    except OutboxFull:
+                        pass
+                progress.clear()
+                await progress.wait()
+            pending.add(local_id)
+            state["posted"] += 1
+
+        if queue is None:
+            assert text is not None
+            await post(text)
+        else:
+            while True:
+                line = await queue.get()
+                if line is None:
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    check_text(line)
+                except NameError_ as exc:
+                    finish(f"line {state['posted'] + 1}: {exc}")
+                    return
+                await post(line)
+        state["all_posted"] = True
+        check_done()
+
+    def timeout_error(_args: argparse.Namespace, st: dict) -> str:
+        if not st["joined"]:
+            return f"no answer from a relay at {args.join} within {args.timeout:g}s"
+        unacked = len(pending)
+        if not st["all_posted"]:
+            return f"timed out after {args.timeout:g}s while sending ({st['acked']} acknowledged)"
+        return f"timed out after {args.timeout:g}s: {unacked} message(s) not acknowledged"
+
+    code = await _drive(client, emit, done, state, args, "send", timeout_error, body)
+    if code == 0 and state["interrupted"] and (pending or not state["all_posted"]):
+        _say("send", f"interrupted: {len(pending)} message(s) not acknowledged")
+        return 1
+    return code
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _run(coro_fn: Callable[[], Any]) -> int:
+    from .net.loop import run
+
+    return run(coro_fn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`udproom relay|listen|send ...`; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help
+            return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        command = args.command
+        _setup_logging(args.log_level)
+        if command == "relay":
+            parse_address(args.bind, allow_empty_host=True)
+            return _run(lambda: _run_relay(args))
+        parse_address(args.join)
+        try:
+            room = canonical_room(args.room)
+            nick = check_nick(args.nick) if args.nick is not None else _default_nick()
+        except NameError_ as exc:
+            raise UsageError(str(exc)) from None
+        if command == "listen":
+            return _run(lambda: _run_listen(args, room, nick))
+        text = None
+        if args.text:
+            text = " ".join(args.text)
+            try:
+                check_text(text)
+            except NameError_ as exc:
+                raise Failure(str(exc)) from None
+            if not text.strip():
+                raise UsageError("the message is empty")
+        return _run(lambda: _run_send(args, room, nick, text))
+    except UsageError as exc:
+        _say(command or "", str(exc)) if command else sys.stderr.write(f"udproom: {exc}\n")
+        return 2
+    except AddressError as exc:
+        _say(command or "", str(exc))
+        return 2
+    except Failure as exc:
+        _say(command or "", str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # last resort: one line, never a traceback
+        logging.getLogger("udproom").debug("unexpected error", exc_info=True)
+        _say(command or "", f"unexpected error: {exc.__class__.__name__}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
