@@ -214,7 +214,7 @@ class ClientSession:
             if self._ack_rooms and (self._ack_at is None or now >= self._ack_at):
                 frames.extend(self._acks(now))
             self._send_requests(now, frames)
-            if now - self._last_sent >= self.timing.keepalive and not frames:
+            if now >= self._last_sent + self.timing.keepalive and not frames:
                 frames.append(self._ping(now))
         if not frames:
             return []
@@ -251,7 +251,7 @@ class ClientSession:
         st = self.state
         if st == HANDSHAKE:
             if now >= self._hello_at:
-                if now - self._handshake_started > t.timeout:
+                if now >= self._handshake_started + t.timeout:
                     self._lost("no answer from the relay", now)
                 else:
                     self._send_hello(now)
@@ -264,7 +264,7 @@ class ClientSession:
             return
         if st != CONNECTED:
             return
-        if now - self._last_heard > t.timeout:
+        if now >= self._last_heard + t.timeout:
             self._lost("the relay stopped answering", now)
             return
         # retransmit what is due
@@ -275,7 +275,7 @@ class ClientSession:
                 req.due = now + self.rtt.backoff(req.attempts + 1)
                 self._frames.append(req.frame())
                 self.stats["retransmits"] += 1
-            if not req.failed and now - req.created > t.give_up and req.op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT):
+            if not req.failed and now >= req.created + t.give_up and req.op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT):
                 req.failed = True
                 self._fail(req, "the relay did not acknowledge it in time")
         self._retx_at = min((r.due for r in self._inflight.values()), default=None)
@@ -568,7 +568,7 @@ class ClientSession:
             out.append(F.Ack(name, rx.cum, rx.sack()))
             if rx.has_gap():
                 last = self._nack_at.get(name, -1e18)
-                if now - last >= self.rtt.pace:
+                if now >= last + self.rtt.pace:
                     self._nack_at[name] = now
                     missing = rx.missing()
                     if missing:

@@ -264,9 +264,9 @@ class Relay:
         self._timer_at = None
         t = self.timing
         # presence: time out silent sessions
-        if now - self._last_sweep >= min(t.keepalive, t.timeout) / 4:
+        if now >= self._last_sweep + min(t.keepalive, t.timeout) / 4:
             self._last_sweep = now
-            dead = [s for s in self.sessions.values() if now - s.last_heard > t.timeout]
+            dead = [s for s in self.sessions.values() if now >= s.last_heard + t.timeout]
             for s in dead:
                 self.stats["sessions_timed_out"] += 1
                 self._drop_session(s, now, "timeout")
