@@ -1,0 +1,142 @@
+"""Real processes over real loopback sockets (IPv4 and IPv6), through the impairment proxy.
+
+`udproom relay` + several `udproom listen` + concurrent `udproom send`s: every message is
+delivered exactly once, in the same order on every listener, each sender's messages in its own
+order; the relay restarted mid-conversation and the clients resume; a killed member is announced
+as timed out.
+"""
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from .conftest import FAMILIES, hostport
+from .impair import ImpairProxy
+from .procs import FAST
+
+
+def check_delivery(listeners, expected_by_sender):
+    """Exactly once, same order everywhere, each sender's order kept."""
+    total = sum(len(v) for v in expected_by_sender.values())
+    logs = []
+    for lst in listeners:
+        msgs = [m for m in lst.of_type("message")]
+        seqs = [m["seq"] for m in msgs]
+        assert seqs == sorted(set(seqs)), f"{lst.name}: seqs not increasing: {seqs}"
+        pairs = [(m["nick"], m["text"]) for m in msgs]
+        assert len(pairs) == len(set(pairs)) == total, f"{lst.name}: {len(pairs)} messages, want {total}"
+        for sender, texts in expected_by_sender.items():
+            assert [t for n, t in pairs if n == sender] == texts, f"{lst.name}: {sender} out of order"
+        logs.append([(m["seq"], m["nick"], m["text"]) for m in msgs])
+    for other in logs[1:]:
+        assert other == logs[0], "listeners disagree on the order"
+
+
+@pytest.mark.parametrize("host", FAMILIES)
+async def test_relay_listen_send_through_lossy_proxy(procs, host):
+    relay, port = await procs.relay(hostport(host, 0), *FAST)
+    async with ImpairProxy((host, port), host=host, seed=7, loss=0.2, dup=0.1, jitter=0.02) as proxy:
+        via = proxy.address
+        senders = {f"s{i}": [f"s{i} line {k}" for k in range(12)] for i in range(3)}
+        total = sum(len(v) for v in senders.values())
+        listeners = [
+            await procs.listen(f"l{i}", via, "#Lobby", "--count", str(total), "--timeout", "40", *FAST)
+            for i in range(3)
+        ]
+        for lst in listeners:
+            joined = await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+            assert joined["room"] == "lobby"
+            assert lst.name in joined["members"]
+        sends = []
+        for name, lines in senders.items():
+            s = await procs.send(name, via, "lobby", "--timeout", "30", *FAST, stdin=True)
+            await s.write("".join(line + "\n" for line in lines))
+            s.close_stdin()
+            sends.append(s)
+        for s in sends:
+            assert await s.wait(40) == 0, s.stderr
+        for lst in listeners:
+            assert await lst.wait(40) == 0, lst.stderr
+        check_delivery(listeners, senders)
+        # the proxy really did impair the traffic
+        assert proxy.stats.dropped > 0 and proxy.stats.duplicated > 0
+    relay.terminate()
+    assert await relay.wait(5) == 0
+
+
+@pytest.mark.parametrize("host", FAMILIES)
+async def test_relay_restart_mid_conversation(procs, host):
+    relay, port = await procs.relay(hostport(host, 0), *FAST)
+    addr = hostport(host, port)
+    listeners = [
+        await procs.listen(f"l{i}", addr, "lobby", "--count", "10", "--timeout", "40", *FAST)
+        for i in range(2)
+    ]
+    for lst in listeners:
+        await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+    # one long-lived sender that keeps its session across the restart
+    sender = await procs.send("alice", addr, "lobby", "--timeout", "40", *FAST, stdin=True)
+    await sender.write("".join(f"before {k}\n" for k in range(5)))
+    for lst in listeners:
+        await lst.wait_until(lambda lst=lst: len(lst.of_type("message")) == 5, 20, "5 messages")
+
+    relay.kill()
+    assert await relay.wait(5) == -signal.SIGKILL
+    # posted while the relay is down: queued, resent after the reconnect
+    await sender.write("".join(f"during {k}\n" for k in range(2)))
+    relay2, port2 = await procs.relay(addr, *FAST, name="relay2")
+    assert port2 == port
+    await sender.write("".join(f"after {k}\n" for k in range(3)))
+    sender.close_stdin()
+    assert await sender.wait(40) == 0, sender.stderr
+    for lst in listeners:
+        assert await lst.wait(40) == 0, lst.stderr
+    texts = [f"before {k}" for k in range(5)] + [f"during {k}" for k in range(2)]
+    texts += [f"after {k}" for k in range(3)]
+    for lst in listeners:
+        assert [t for _n, t in lst.messages()] == texts, lst.name
+    relay2.terminate()
+    assert await relay2.wait(5) == 0
+
+
+@pytest.mark.parametrize("host", FAMILIES)
+async def test_killed_member_times_out(procs, host):
+    member_timeout = 1.0
+    timing = ["--fast-timers", "--keepalive", "0.2", "--timeout-member", str(member_timeout)]
+    relay, port = await procs.relay(hostport(host, 0), *timing)
+    addr = hostport(host, port)
+    watcher = await procs.listen("watcher", addr, "lobby", "--timeout", "30", *timing)
+    await watcher.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+    victim = await procs.listen("victim", addr, "lobby", "--timeout", "30", *timing)
+    await watcher.wait_json(lambda o: o["type"] == "join" and o["nick"] == "victim", 20, "victim's join")
+    victim.kill()
+    killed = time.monotonic()
+    event = await watcher.wait_json(lambda o: o["nick"] == "victim" and o["type"] in ("timeout", "leave"), 10, "timeout")
+    elapsed = time.monotonic() - killed
+    assert event["type"] == "timeout"
+    assert event["room"] == "lobby" and event["ts"] > 0
+    # within the configured timeout (plus the relay's sweep interval and scheduling slack)
+    assert elapsed < member_timeout + 1.0, elapsed
+    watcher.terminate()
+    assert await watcher.wait(5) == 0
+    relay.signal(signal.SIGINT)
+    assert await relay.wait(5) == 0
+
+
+async def test_relay_says_goodbye_and_exits_quickly(procs):
+    relay, port = await procs.relay("127.0.0.1:0", *FAST)
+    addr = hostport("127.0.0.1", port)
+    lst = await procs.listen("bob", addr, "lobby", "--timeout", "30", "--log-level", "info", *FAST)
+    await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+    t0 = time.monotonic()
+    relay.terminate()
+    assert await relay.wait(5) == 0
+    assert time.monotonic() - t0 < 1.5
+    assert any("stopped" in line for line in relay.stderr)
+    # the listener heard the goodbye (it says so on stderr) and keeps trying
+    await lst.wait_until(lambda: any("retrying" in line for line in lst.stderr), 10, "goodbye")
+    assert lst.running
+    lst.signal(signal.SIGINT)
+    assert await lst.wait(5) == 0
