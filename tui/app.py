@@ -640,7 +640,7 @@ class ChatApp(App[int]):
         self.flash("no activity")
 
     def action_quick_switch(self) -> None:
-        if isinstance(self.screen, QuickSwitcher):
+        if self.screen is not self.screen_stack[0]:
             return
         rooms = [(n, self.chat.rooms[n].label, self.chat.rooms[n].unread, self.chat.rooms[n].mentions)
                  for n in self.chat.room_order()]
@@ -681,7 +681,7 @@ class ChatApp(App[int]):
         self.refresh_ui()
 
     def action_help(self) -> None:
-        if isinstance(self.screen, HelpScreen):
+        if self.screen is not self.screen_stack[0]:
             return
         self.push_screen(HelpScreen(self.key_help()))
 

@@ -42,7 +42,7 @@ class Line:
     """One logical line in a room. Mutable only in `state` (own posts) and its render cache."""
 
     __slots__ = ("serial", "kind", "ts", "nick", "text", "mine", "mention", "state", "local_id",
-                 "seq", "cache_key", "cache")
+                 "seq", "echoed", "cache_key", "cache")
 
     def __init__(self, serial: int, kind: int, ts: float, nick: str = "", text: str = "",
                  mine: bool = False, mention: bool = False, state: int = SENT,
@@ -57,6 +57,7 @@ class Line:
         self.state = state
         self.local_id = local_id
         self.seq = seq
+        self.echoed = False  # own post: the relay's copy of it has been seen
         self.cache_key: object = None
         self.cache: object = None
 
@@ -307,17 +308,20 @@ class ChatModel:
             if room is None:
                 return
             if e.mine and not e.history:
-                # our own post echoed back: it is already on screen as a pending line
+                # our own post coming back: it is already on screen (pending or acknowledged)
                 for lid, (rname, line) in self.pending.items():
-                    if rname == room.name and line.text == e.text and line.state != FAILED:
-                        line.state = SENT
-                        line.seq = e.seq
+                    if rname == room.name and line.text == e.text and not line.echoed:
+                        line.state = SENT  # delivered, even if we had given up on it
                         line.cache_key = None
+                        line.echoed = True
                         del self.pending[lid]
                         self.changes.rooms.add(room.name)
                         return
-                for line in reversed(room.lines):  # already acknowledged
-                    if line.mine and line.seq == e.seq and line.seq >= 0:
+                for i, line in enumerate(reversed(room.lines)):
+                    if i > 500:
+                        break
+                    if line.mine and not line.echoed and line.text == e.text and line.kind <= ACTION:
+                        line.echoed = True
                         return
             text = sanitize(e.text)
             nick = sanitize(e.nick)
@@ -352,6 +356,8 @@ class ChatModel:
             if room is None:
                 return
             nick = sanitize(e.nick)
+            if nick == self.nick and not e.history and nick in room.members:
+                return  # our own join: "you joined" already says it
             self._append(room, JOIN, e.ts, nick)
             if not e.history:
                 room.members[nick] = MemberState(nick)

@@ -1,0 +1,114 @@
+"""`udproom` command line. Imports textual only when it opens the app.
+
+    udproom                                   connect screen
+    udproom --host [HOST]:PORT [--nick N] [--room R ...]
+    udproom --join HOST:PORT   [--nick N] [--room R ...]
+    udproom --listen [HOST]:PORT --peer HOST:PORT ...   (direct mode, no relay)
+    udproom relay|send|listen ...             headless commands (udproom.protocol.cli)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HEADLESS = ("relay", "send", "listen")
+
+
+class _Usage(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise _Usage(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from udproom import __version__
+
+    p = _Parser(
+        prog="udproom",
+        description="A full-screen terminal chat room over reliable UDP.",
+        epilog=(
+            "headless commands: udproom relay|send|listen --help. "
+            "With no address, udproom opens a connect screen."
+        ),
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--host", metavar="[HOST]:PORT",
+                       help="run a relay inside the app and join it (':6000' = every interface)")
+    where.add_argument("--join", metavar="HOST:PORT", help="join a relay")
+    where.add_argument("--listen", metavar="[HOST]:PORT",
+                       help="direct mode: talk to peers without a relay, listening here")
+    p.add_argument("--peer", metavar="HOST:PORT", action="append", default=[],
+                   help="direct mode: a peer to contact (repeatable)")
+    p.add_argument("--nick", metavar="NICK", help="your nick (default: your login name)")
+    p.add_argument("--room", metavar="ROOM", action="append", default=[],
+                   help="a room to join (repeatable; default: lobby)")
+    p.add_argument("--no-bell", action="store_true", help="do not ring the terminal bell on mentions")
+    p.add_argument("--version", action="version", version=f"udproom {__version__}")
+    return p
+
+
+def parse(argv: list[str]):
+    """(Spec or None, args). Raises _Usage with a one-line message."""
+    from .session import Spec, SpecError, check
+
+    args = _parser().parse_args(argv)
+    if args.peer and args.host is None and args.join is None and args.listen is None:
+        args.listen = ""
+    if args.peer and (args.host is not None or args.join is not None):
+        raise _Usage("--peer is for direct mode (--listen); it cannot be combined with --host or --join")
+    if args.host is not None:
+        mode, address = "host", args.host
+    elif args.join is not None:
+        mode, address = "join", args.join
+    elif args.listen is not None:
+        mode, address = "direct", args.listen
+    else:
+        mode = address = None
+    if mode is None:
+        if args.nick is not None or args.room:
+            from udproom.protocol.names import NameError_, canonical_room, check_nick
+
+            try:
+                if args.nick is not None:
+                    check_nick(args.nick)
+                for r in args.room:
+                    canonical_room(r)
+            except NameError_ as e:
+                raise _Usage(str(e)) from None
+        return None, args
+    try:
+        spec = check(Spec(mode, address, args.nick or "", args.room or ["lobby"], list(args.peer)))
+    except SpecError as e:
+        raise _Usage(str(e)) from None
+    return spec, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in HEADLESS:
+        from udproom.protocol.cli import main as headless_main
+
+        return int(headless_main(argv) or 0)
+    try:
+        spec, args = parse(argv)
+    except _Usage as e:
+        print(f"udproom: error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # --help / --version
+        return int(e.code or 0) if isinstance(e.code, int) else 0
+    from .app import ChatApp
+    from .config import load
+
+    cfg = load()
+    if spec is None and (args.nick or args.room):
+        if args.nick:
+            cfg.nick = args.nick
+        if args.room:
+            cfg.rooms = list(args.room)
+    app = ChatApp(spec, bell=False if args.no_bell else None, config=cfg)
+    result = app.run()
+    return int(result or 0)
