@@ -444,9 +444,8 @@ class Relay:
         m.attempts += 1
         m.probe_at = now + m.session.rtt.backoff(m.attempts)
         start = m.acked + 1
-        if start < stream.first:
+        if start < stream.first:  # said again on every probe until the member acks past it
             self._queue(m.session, F.Gone(stream.name, stream.first))
-            m.acked = stream.first - 1
             start = stream.first
         seqs = [s for s in range(start, stream.flushed + 1) if s not in m.sacked]
         if seqs:

@@ -1,0 +1,50 @@
+"""The layers stay apart: the sans-IO core imports no sockets, asyncio, clocks or textual."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CORE = ["frames", "reliability", "relay", "client", "events", "names", "backend"]
+
+
+def test_sans_io_core_imports_no_io_or_ui():
+    code = (
+        "import sys\n"
+        + "".join(f"import udproom.protocol.{m}\n" for m in CORE)
+        + "bad = [m for m in ('asyncio', 'socket', 'textual', 'udproom.tui', 'selectors')"
+        " if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_only_the_wire_module_imports_msgspec():
+    import pathlib
+
+    import udproom.protocol as p
+
+    root = pathlib.Path(p.__file__).parent
+    users = sorted(
+        str(f.relative_to(root)) for f in root.rglob("*.py") if "import msgspec" in f.read_text()
+    )
+    assert users == ["frames.py"]
+
+
+def test_sans_io_core_modules_import_no_clock_directly():
+    import ast
+    import pathlib
+
+    import udproom.protocol as p
+
+    root = pathlib.Path(p.__file__).parent
+    for name in CORE:
+        tree = ast.parse((root / f"{name}.py").read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+        assert not imported & {"time", "datetime", "asyncio", "socket", "textual", "threading"}, name

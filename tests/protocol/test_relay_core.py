@@ -1,0 +1,245 @@
+"""Relay and client behaviour beyond plain delivery: handshake, presence, rooms, nicks, history."""
+
+from __future__ import annotations
+
+from udproom.protocol import events as E
+from udproom.protocol import frames as F
+from udproom.protocol.client import ClientSession
+from udproom.protocol.relay import Relay, RelayConfig
+
+from .fakenet import Impairment
+from .harness import RELAY, T, Room, client_addr
+
+SRC = ("192.0.2.9", 4444)
+
+
+def _hello(cookie: bytes = b"", version: int = F.VERSION, pad: bool = True, nick: str = "x") -> bytes:
+    h = F.Hello(version, nick, cookie, b"", 7)
+    if pad:
+        h = F.Hello(version, nick, cookie, F.hello_padding(F.size_of((h,))), 7)
+    return F.encode_one(h)
+
+
+def test_handshake_is_stateless_until_the_cookie_comes_back():
+    relay = Relay(RelayConfig(timing=T))
+    data = _hello()
+    relay.receive_datagram(data, SRC, 1.0)
+    out = relay.datagrams_to_send(1.0)
+    assert len(out) == 1 and not relay.sessions  # no state for an unproven address
+    (reply, addr), = out
+    assert addr == SRC and len(reply) <= 3 * len(data)
+    retry = F.decode(reply)[0]
+    assert isinstance(retry, F.Retry)
+    # the cookie is bound to the address: from elsewhere it only earns another Retry
+    relay.receive_datagram(_hello(retry.cookie), ("192.0.2.10", 4444), 1.1)
+    assert not relay.sessions
+    relay.receive_datagram(_hello(retry.cookie), SRC, 1.2)
+    assert SRC in relay.sessions
+    welcome = F.decode(relay.datagrams_to_send(1.2)[-1][0])[0]
+    assert isinstance(welcome, F.Welcome) and welcome.version == F.VERSION
+
+
+def test_unvalidated_sources_never_get_more_than_three_times_what_they_sent():
+    relay = Relay(RelayConfig(timing=T))
+    for size_hint, frames in [(False, _hello(pad=False)), (False, F.encode_one(F.Ping(1)))]:
+        relay.receive_datagram(frames, SRC, 2.0)
+        for reply, _ in relay.datagrams_to_send(2.0):
+            assert len(reply) <= 3 * len(frames)
+    # a tiny unpadded Hello cannot buy a Retry (the cookie alone is bigger than 3x)
+    tiny = F.encode_one(F.Hello(F.VERSION, "x"))
+    relay.receive_datagram(tiny, ("192.0.2.77", 1), 3.0)
+    assert all(len(r) <= 3 * len(tiny) for r, _ in relay.datagrams_to_send(3.0))
+
+
+def test_an_unknown_version_is_refused_cleanly():
+    relay = Relay(RelayConfig(timing=T))
+    relay.receive_datagram(_hello(version=99), SRC, 1.0)
+    cookie = F.decode(relay.datagrams_to_send(1.0)[0][0])[0].cookie
+    relay.receive_datagram(_hello(cookie, version=99), SRC, 1.0)
+    refuse = F.decode(relay.datagrams_to_send(1.0)[0][0])[0]
+    assert isinstance(refuse, F.Refuse) and "version" in refuse.reason and refuse.versions == [1]
+    assert not relay.sessions
+
+
+def test_client_reports_refusal():
+    room = Room(0)
+    c = ClientSession("ok", T)
+    room.net.add(client_addr(1), c)
+    relay = room.relay
+    relay.config.max_sessions = 0
+    room.net.call(client_addr(1), c.connect, RELAY)
+    room.settle(1.0)
+    refused = room.events(client_addr(1), E.Refused)
+    assert refused and "full" in refused[0].reason
+
+
+def test_a_member_that_vanishes_is_announced_within_the_timeout():
+    room = Room(3, seed=3)
+    room.wait_joined()
+    gone = client_addr(2)
+    t0 = room.net.now
+    room.net.remove(gone)
+    watcher = client_addr(0)
+    room.net.run_while(lambda: not room.events(watcher, E.MemberTimedOut), t0 + 5 * T.timeout)
+    (ev,) = room.events(watcher, E.MemberTimedOut)
+    assert ev.nick == "n2"
+    # announced within the timeout plus one presence sweep and a delivery
+    assert room.net.now - t0 <= T.timeout + T.timeout / 4 + 0.05
+    assert "n2" not in room.clients[watcher].rooms["lobby"].members
+
+
+def test_joiners_get_the_last_hundred_events_as_history():
+    room = Room(1, seed=4, history=100)
+    room.wait_joined()
+    a = client_addr(0)
+    for k in range(150):
+        room.net.call(a, room.clients[a].post, "lobby", f"old {k}")
+    room.settle(1.0)
+    late = room.add_client(5, "late")
+    room.net.run_while(lambda: not room.events(client_addr(5), E.RoomJoined), room.net.now + 5)
+    room.settle(1.0)
+    evs = [e for e in room.net.events[client_addr(5)] if isinstance(e, E.ROOM_EVENTS)]
+    hist = [e for e in evs if e.history]
+    assert len(hist) == 100
+    assert hist[-1].text == "old 149" and hist[0].text == "old 50"
+    (me,) = [e for e in evs if not e.history]
+    assert isinstance(me, E.MemberJoined) and me.nick == "late"
+    joined = room.events(client_addr(5), E.RoomJoined)[0]
+    assert {m.nick for m in joined.members} == {"n0", "late"}
+    assert late.rooms["lobby"].ready
+
+
+def test_nicks_are_unique_in_a_room_and_changes_are_announced():
+    room = Room(2, seed=5)
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    clash = room.add_client(7, "n0")
+    room.settle(1.0)
+    refused = room.events(client_addr(7), E.RequestRefused)
+    assert refused and refused[0].what == "join" and "n0" in refused[0].reason
+    assert "lobby" not in clash.rooms
+    room.net.call(b, room.clients[b].set_nick, "n0")
+    room.settle(0.5)
+    assert room.events(b, E.RequestRefused)[-1].what == "nick"
+    room.net.call(b, room.clients[b].set_nick, "bob")
+    room.settle(0.5)
+    (nc,) = room.events(a, E.NickChanged)
+    assert (nc.old, nc.new) == ("n1", "bob")
+    assert "bob" in room.clients[a].rooms["lobby"].members
+
+
+def test_topic_away_part_and_actions_are_room_events():
+    room = Room(2, seed=6)
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    ca = room.clients[a]
+    room.net.call(a, ca.set_topic, "lobby", "release on friday")
+    ca.post("lobby", "waves", room.net.now, action=True)
+    room.net.flush(a)
+    room.net.call(a, ca.set_away, "lunch")
+    room.settle(0.5)
+    (tc,) = room.events(b, E.TopicChanged)
+    assert tc.topic == "release on friday" and tc.nick == "n0"
+    (msg,) = room.events(b, E.MessageReceived)
+    assert msg.action and msg.text == "waves"
+    (aw,) = room.events(b, E.AwayChanged)
+    assert aw.away == "lunch"
+    assert room.clients[b].rooms["lobby"].members["n0"].away == "lunch"
+    room.net.call(a, ca.part, "lobby")
+    room.settle(0.5)
+    (left,) = room.events(b, E.MemberLeft)
+    assert left.nick == "n0"
+    assert room.events(a, E.RoomLeft)
+
+
+def test_direct_messages_reach_only_their_target_and_echo_to_the_sender():
+    room = Room(3, seed=8, imp=Impairment(loss=0.2, dup=0.1, delay=0.002, jitter=0.005))
+    room.wait_joined()
+    a, b, c = client_addr(0), client_addr(1), client_addr(2)
+    for k in range(5):
+        room.clients[a].post("@n1", f"psst {k}", room.net.now)
+        room.net.flush(a)
+    room.net.run_while(lambda: len([e for e in room.events(b, E.MessageReceived)]) < 5, room.net.now + 10)
+    got = [e for e in room.events(b, E.MessageReceived)]
+    assert [e.text for e in got] == [f"psst {k}" for k in range(5)]
+    assert all(e.room == "@n0" and e.nick == "n0" and not e.mine for e in got)
+    room.net.run_while(lambda: len(room.events(a, E.MessageReceived)) < 5, room.net.now + 10)
+    echo = room.events(a, E.MessageReceived)
+    assert all(e.room == "@n1" and e.mine for e in echo)
+    assert not room.events(c, E.MessageReceived)
+    room.clients[a].post("@nobody", "hello?", room.net.now)
+    room.net.flush(a)
+    room.settle(0.5)
+    failed = room.events(a, E.PostFailed)
+    assert failed and "nobody" in failed[0].reason
+
+
+def test_relay_restart_rejoins_and_resends_without_duplicates():
+    room = Room(3, seed=9, imp=Impairment(loss=0.05, delay=0.002, jitter=0.003))
+    room.wait_joined()
+    a = client_addr(0)
+    for k in range(5):
+        for addr, c in room.clients.items():
+            room.net.call(addr, c.post, "lobby", f"{c.nick} before {k}")
+    room.wait_messages(15)
+    # the relay process dies; its replacement knows nothing
+    room.net.remove(RELAY)
+    for addr, c in room.clients.items():
+        room.net.call(addr, c.post, "lobby", f"{c.nick} during")
+    room.settle(2 * T.timeout)
+    fresh = Relay(RelayConfig(timing=T))
+    room.net.add(RELAY, fresh)
+    room.relay = fresh
+    for addr, c in room.clients.items():
+        room.net.call(addr, c.post, "lobby", f"{c.nick} after")
+    room.wait_messages(21, limit=60)
+    room.settle(1.0)
+    for addr in room.clients:
+        texts = [m[2] for m in room.messages(addr)]
+        assert len(texts) == len(set(texts)) == 21
+        assert {f"n{i} during" for i in range(3)} <= set(texts)
+        kinds = [type(e).__name__ for e in room.net.events[addr]]
+        assert "ConnectionLost" in kinds and kinds.count("RoomJoined") == 2
+    # the messages after the restart are in one order for everyone
+    tails = [[m for m in room.messages(addr) if "before" not in m[2]] for addr in room.clients]
+    assert all(t == tails[0] for t in tails)
+    assert not room.events(a, E.PostFailed)
+
+
+def test_a_member_far_behind_the_ring_skips_ahead_with_a_notice():
+    room = Room(2, seed=10)
+    room.relay.config.ring = 64
+    for stream in room.relay.rooms.values():
+        stream.cap = 64
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    room.relay.rooms["lobby"].cap = 64
+    # b hears nothing for a while (but stays within the timeout by pinging afterwards)
+    t0 = room.net.now
+    room.net.dark_links[b] = [(t0, t0 + T.timeout * 0.8)]
+    for k in range(200):
+        room.clients[a].post("lobby", f"m{k}", room.net.now)
+        room.net.flush(a)
+    room.net.run_while(lambda: not any(m[2] == "m199" for m in room.messages(b)), room.net.now + 20)
+    notices = room.events(b, E.Notice)
+    got = room.messages(b)
+    assert notices and "no longer available" in notices[0].text
+    assert got[-1][2] == "m199" and len(got) == len({m[2] for m in got})
+    assert 64 <= len(got) < 200
+
+
+def test_outbox_has_a_limit_and_oversize_text_is_refused():
+    import pytest
+
+    from udproom.protocol.backend import OutboxFull
+    from udproom.protocol.client import MAX_OUTBOX
+    from udproom.protocol.names import NameError_
+
+    c = ClientSession("x", T)
+    c.join("lobby", 0.0)
+    with pytest.raises(NameError_, match="1001 bytes"):
+        c.post("lobby", "x" * 1001, 0.0)
+    for _ in range(MAX_OUTBOX - 1):
+        c.post("lobby", "x", 0.0)
+    with pytest.raises(OutboxFull, match="waiting"):
+        c.post("lobby", "x", 0.0)
