@@ -140,3 +140,40 @@ async def test_relay_says_goodbye_and_exits_quickly(procs):
     assert lst.running
     lst.signal(signal.SIGINT)
     assert await lst.wait(5) == 0
+
+
+async def test_dark_link_longer_than_member_timeout(procs):
+    """A listener's link goes dark past the member timeout: the room is told it timed out, it
+    reconnects when the link returns, and it still gets every message exactly once."""
+    timing = ["--fast-timers", "--keepalive", "0.1", "--timeout-member", "0.8", "--give-up", "30"]
+    relay, port = await procs.relay("127.0.0.1:0", *timing)
+    addr = hostport("127.0.0.1", port)
+    async with ImpairProxy(("127.0.0.1", port), seed=3) as proxy:
+        lst = await procs.listen("far", proxy.address, "lobby", "--count", "8", "--timeout", "40", *timing)
+        await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+        watcher = await procs.listen("near", addr, "lobby", "--timeout", "40", *timing)
+        await watcher.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+        s1 = await procs.send("alice", addr, "lobby", *timing, stdin=True)
+        await s1.write("".join(f"m{k}\n" for k in range(4)))
+        await lst.wait_until(lambda: len(lst.of_type("message")) == 4, 20, "4 messages")
+        proxy.go_dark(2.0)
+        await watcher.wait_json(lambda o: o["type"] == "timeout" and o["nick"] == "far", 10, "far's timeout")
+        await s1.write("".join(f"m{k}\n" for k in range(4, 8)))  # while 'far' is away
+        s1.close_stdin()
+        assert await s1.wait(30) == 0, s1.stderr
+        assert await lst.wait(40) == 0, lst.stderr
+        assert [t for _n, t in lst.messages()] == [f"m{k}" for k in range(8)]
+    watcher.terminate()
+    relay.terminate()
+    assert await relay.wait(5) == 0
+
+
+async def test_oversize_stdin_line_with_relay(procs):
+    relay, port = await procs.relay("127.0.0.1:0", *FAST)
+    s = await procs.send("alice", hostport("127.0.0.1", port), "lobby", *FAST, stdin=True)
+    await s.write("fine\n" + "x" * 1001 + "\n")
+    s.close_stdin()
+    assert await s.wait(20) == 1
+    assert len(s.stderr) == 1 and "1001 bytes" in s.stderr[0] and "line 2" in s.stderr[0], s.stderr
+    relay.terminate()
+    assert await relay.wait(5) == 0
