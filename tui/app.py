@@ -155,6 +155,7 @@ class ChatApp(App[int]):
         self.show_members: bool | None = None
         self._narrow = False
         self._flash = ""
+        self._flash_until = 0.0
 
     # ------------------------------------------------------------------ layout
 
@@ -420,9 +421,10 @@ class ChatApp(App[int]):
                     t.append(",", "#565f89")
                 t.append(f"{i}" + ("!" if r.mentions else ""),
                          "bold #e0af68" if r.mentions else "#73daca")
-        if self._flash:
+        if self._flash and time.monotonic() < self._flash_until:
             t.append(*sep)
             t.append(self._flash, "#e0af68")
+        else:
             self._flash = ""
         right = Text("F1 help ", "#565f89")
         width = self.size.width or 80
@@ -432,7 +434,9 @@ class ChatApp(App[int]):
         self.query_one("#status", Static).update(t)
 
     def flash(self, text: str) -> None:
+        """A short-lived note in the status line (a few seconds)."""
         self._flash = text
+        self._flash_until = time.monotonic() + 3.0
         self._update_status()
 
     # ------------------------------------------------------------------ input

@@ -63,8 +63,8 @@ class MessageView(ScrollView, can_focus=False):
         self.virtual_size = Size(r.width, len(rows))
         if at_bottom:
             self.follow = True
-            self.scroll_to(y=max(len(rows) - self.scrollable_content_region.height, 0),
-                           animate=False, immediate=True)
+            target = max(len(rows) - self.scrollable_content_region.height, 0)
+            self.scroll_target_y = self.scroll_y = target
         self.refresh()
 
     def on_resize(self, event: events.Resize) -> None:
@@ -76,7 +76,8 @@ class MessageView(ScrollView, can_focus=False):
 
     def page(self, direction: int) -> None:
         height = max(self.scrollable_content_region.height - 1, 1)
-        self.scroll_to(y=self.scroll_y + direction * height, animate=False, immediate=True)
+        target = min(max(self.scroll_y + direction * height, 0), self.max_scroll_y)
+        self.scroll_target_y = self.scroll_y = target
         self.follow = self.scroll_y >= self.max_scroll_y
 
     def render_line(self, y: int) -> Strip:
