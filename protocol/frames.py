@@ -216,10 +216,12 @@ class PeerMsg(Frame, tag=30):
 
 
 class PeerList(Frame, tag=31):
-    """Gossip: members of `room` this peer knows, as [nick, host, port] triples."""
+    """Gossip: members of `room` this peer knows, as [nick, host, port] triples (the address as
+    the sender sees that member), with each member's node id at the same index in `ids`."""
 
     room: str
     peers: list[tuple[str, str, int]] = []
+    ids: list[int] = []
 
 
 class PeerAck(Frame, tag=32):
@@ -240,6 +242,28 @@ class PeerHistory(Frame, tag=34):
 
     room: str
     items: list[PeerMsg] = []
+
+
+class PeerJoin(Frame, tag=35):
+    """Peer -> peer, per room: 'I am in `room` as `nick`'. Also the periodic state refresh.
+
+    `base` is the first sequence of the sender's stream in `room` that the receiver will get
+    (anything lower is skipped); `top` is the sender's last sequence there (a lost tail can be
+    NACKed). `ask` asks for the receiver's own PeerJoin in return; `history` asks for PeerHistory.
+    Room "" is the pair's direct-message stream."""
+
+    room: str
+    nick: str
+    node: int
+    base: int
+    top: int = 0
+    lc: int = 0
+    away: str = ""
+    topic: str = ""
+    topic_lc: int = 0
+    topic_by: str = ""
+    ask: bool = False
+    history: bool = False
 
 
 AnyFrame = Union[
@@ -263,6 +287,7 @@ AnyFrame = Union[
     PeerAck,
     PeerLeave,
     PeerHistory,
+    PeerJoin,
 ]
 
 _encoder = msgspec.msgpack.Encoder()

@@ -1,0 +1,47 @@
+"""Stateless address validation shared by the relay and the direct peer.
+
+A Hello without a valid cookie earns only a Retry carrying `CookieJar.make(addr, now)`: an HMAC
+over the sender's address and a coarse time bucket under a per-process secret. Nothing is stored,
+so a flood of forged Hellos creates no state. A cookie stays valid for one to two periods.
+Until an address is validated, answers to it are limited to 3x the bytes received from it (QUIC's
+anti-amplification rule): `amplification_ok`.
+
+Pure code: no sockets, no clock (time is a parameter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+COOKIE_PERIOD = 30.0
+AMPLIFICATION = 3
+
+
+class CookieJar:
+    __slots__ = ("secret", "period")
+
+    def __init__(self, secret: bytes | None = None, period: float = COOKIE_PERIOD) -> None:
+        self.secret = secret or os.urandom(32)
+        self.period = period
+
+    def _mac(self, addr: tuple, bucket: int) -> bytes:
+        msg = f"{addr[0]}|{addr[1]}|{bucket}".encode()
+        return hmac.new(self.secret, msg, hashlib.sha256).digest()[:16]
+
+    def make(self, addr: tuple, now: float) -> bytes:
+        return self._mac(addr, int(now // self.period))
+
+    def check(self, cookie: bytes, addr: tuple, now: float) -> bool:
+        if not cookie or len(cookie) != 16:
+            return False
+        bucket = int(now // self.period)
+        return hmac.compare_digest(cookie, self._mac(addr, bucket)) or hmac.compare_digest(
+            cookie, self._mac(addr, bucket - 1)
+        )
+
+
+def amplification_ok(reply_bytes: int, received_bytes: int) -> bool:
+    """May an unvalidated address be sent `reply_bytes` after sending us `received_bytes`?"""
+    return reply_bytes <= AMPLIFICATION * received_bytes

@@ -1,0 +1,1244 @@
+"""The direct peer's sans-IO core: rooms with no relay.
+
+No sockets, no asyncio, no clock: every call takes `now` (monotonic seconds); `wall_offset` (wall
+clock minus that clock) stamps messages and events.
+
+How it works (README has the long form):
+
+- **Links.** Each pair of peers talks directly over a *link*, keyed by the address that worked.
+  A link starts with the relay's stateless handshake: a padded Hello earns a Retry with an HMAC
+  cookie (`cookies.CookieJar`), and only a Hello carrying a valid cookie creates state; before
+  that, answers are limited to 3x the bytes received. Hello's `nonce` carries the sender's *node
+  id* (random per process) and Welcome's `epoch` the answerer's, so a restarted peer on the same
+  address is told apart from a returning one.
+- **Membership by gossip.** A peer in a room sends `PeerJoin(room, ...)` to every linked peer
+  (`ask=True`, retried with backoff until answered; a non-member answers `PeerLeave`). A member
+  is confirmed only by its own PeerJoin. Members send each other `PeerList` (the other members,
+  with the address as the sender sees each one), so joining through any one member links you to
+  all of them, and every pair then talks directly.
+- **Streams.** Each sender numbers its own messages per room (`PeerMsg.seq`); the DM stream of a
+  pair is room "". The PeerJoin a sender gives a receiver names the first sequence that receiver
+  will get (`base`): a new member gets the sender's messages of the last `timing.timeout` seconds
+  (and anything still unacknowledged), which closes the race between sending and learning of a
+  new member. Receivers deliver each sender's stream in order (`RecvStream`), ack it
+  (cumulative + SACK ranges, delayed `ack_delay`), NACK holes (paced per RTT); senders
+  retransmit on an RFC 6298 RTO with backoff. Message ids (`mid`) suppress duplicates across
+  retransmits, re-links and history. A post is acknowledged (`PostAcknowledged`) once every peer
+  that was in the room when it was sent (or joined within the window) acked it, or left; after
+  `timing.give_up` it is reported failed (`PostFailed`) but still retransmitted.
+- **Order.** A Lamport clock (`lc`) stamps every message: bumped on post, max-merged on receipt.
+  The room's *final order* is by `(lc, nick)`; it is the same on every peer because the stamp
+  travels with the message. Messages are delivered as soon as they are in order for their sender
+  (a chat cannot wait for the slowest peer), so `MessageReceived.seq` carries `lc` in direct mode
+  and `PostAcknowledged.seq` carries our own message's `lc`: a display that inserts each line at
+  its `(seq, nick)` position shows the same order everywhere once traffic settles.
+- **Presence.** Every `keepalive` each link refreshes its PeerJoins (nick, away, topic, clock,
+  stream top) and gossip; a link that has been quiet longer than 1.5 keepalives is pinged.
+  A link silent for `timeout` is dropped and its rooms get `MemberTimedOut`; `PeerLeave` and
+  `Bye` give `MemberLeft`. A peer that comes back re-handshakes (a `Reset` answers data from an
+  unknown address) and is announced with `MemberJoined` again.
+- **History.** A peer joining through a contact (an address given to `add_peer`) asks it for
+  history (`PeerJoin.history`) and gets its recent room messages as `PeerHistory`.
+- **Limits.** Names and text are checked with `names.py` (bad input counts as malformed and is
+  dropped), per-link token buckets, and caps on links, rooms, members and buffered data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from . import events as E
+from . import frames as F
+from .backend import OutboxFull
+from .cookies import CookieJar, amplification_ok
+from .names import (
+    MAX_AWAY_BYTES,
+    MAX_TEXT_BYTES,
+    MAX_TOPIC_BYTES,
+    NameError_,
+    canonical_room,
+    check_nick,
+    check_text,
+    is_direct,
+)
+from .reliability import DedupeWindow, RecvStream, RttEstimator, Timing, TokenBucket, iter_ranges
+
+Addr = tuple
+
+HELLO, UP = "hello", "up"
+
+MAX_LINKS = 256
+MAX_ROOMS = 50
+MAX_MEMBERS = 64
+MAX_OUTBOX = 5000
+MAX_KEPT = 2048  # own messages kept per stream for retransmission / late members
+ASK_TRIES = 8
+ACK_EVERY = 32
+REPAIR_BUDGET = 24_000
+GOSSIP_CHUNK = 20
+MSG_RATE = 2000.0  # frames per second per link
+MSG_BURST = 4000.0
+HELLO_RATE = 20.0
+
+_ROOM_KINDS = (F.EV_MSG, F.EV_ACTION)
+_DM_KINDS = (F.EV_DM, F.EV_DM_ACTION)
+
+
+def _rand63() -> int:
+    return int.from_bytes(os.urandom(8), "big") >> 1 or 1
+
+
+class OwnMsg:
+    __slots__ = ("frame", "local_id", "created", "waiting", "failed", "done", "room")
+
+    def __init__(self, frame: F.PeerMsg, local_id: int, created: float, waiting: set[int], room: str) -> None:
+        self.frame = frame
+        self.local_id = local_id
+        self.created = created
+        self.waiting = waiting
+        self.failed = False
+        self.done = False
+        self.room = room  # as the app names it ("lobby" or "@nick")
+
+
+class OutStream:
+    """Our numbered messages in one room (or in one pair's DM stream)."""
+
+    __slots__ = ("name", "seq", "msgs")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seq = 0
+        self.msgs: OrderedDict[int, OwnMsg] = OrderedDict()
+
+    def first(self) -> int:
+        return next(iter(self.msgs), self.seq + 1)
+
+
+class Target:
+    """One receiver of one of our streams."""
+
+    __slots__ = ("base", "acked", "sacked", "probe_at", "attempts", "last_retx", "since")
+
+    def __init__(self, base: int, now: float) -> None:
+        self.base = base
+        self.acked = base - 1
+        self.sacked: set[int] = set()
+        self.probe_at = now
+        self.attempts = 0
+        self.last_retx = base - 1  # Karn: anything at or below may be a retransmit
+        self.since = now
+
+
+class LinkRoom:
+    """What one link shares about one room ("" = the pair's DM stream)."""
+
+    __slots__ = ("name", "member", "target", "rx", "ask_at", "ask_tries", "history_want",
+                 "history_until", "history_sent", "top")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.member = False  # confirmed by their PeerJoin
+        self.target: Target | None = None  # our stream -> them
+        self.rx: RecvStream | None = None  # their stream -> us
+        self.ask_at: float | None = None  # next PeerJoin(ask) while unconfirmed
+        self.ask_tries = 0
+        self.history_want = False
+        self.history_until = 0.0
+        self.history_sent = -1e18
+        self.top = 0
+
+
+class Link:
+    def __init__(self, addr: Addr, now: float, timing: Timing) -> None:
+        self.addr = addr
+        self.state = HELLO
+        self.node = 0
+        self.nick = ""
+        self.away = ""
+        self.cookie = b""
+        self.hello_tries = 0
+        self.hello_at = now
+        self.hello_sent = now
+        self.started = now
+        self.contact = False  # given by add_peer: retried forever, asked for history
+        self.fails = 0
+        self.hint_rooms: set[str] = set()
+        self.last_heard = now
+        self.last_sent = now
+        self.refresh_at = now
+        self.ping_at = 0.0
+        self.rtt = RttEstimator(timing)
+        self.bucket = TokenBucket(MSG_RATE, MSG_BURST, now)
+        self.rooms: dict[str, LinkRoom] = {}
+        self.out: list[F.Frame] = []
+        self.ack_rooms: set[str] = set()
+        self.ack_at: float | None = None
+        self.nack_at: dict[str, float] = {}
+        self.dm_out = OutStream("")
+        self.ping_token = 0
+        self.ping_sent: dict[int, float] = {}
+
+
+class Room:
+    __slots__ = ("name", "out", "topic", "topic_key", "history")
+
+    def __init__(self, name: str, history: int) -> None:
+        self.name = name
+        self.out = OutStream(name)
+        self.topic = ""
+        self.topic_key: tuple[int, str] = (0, "")
+        self.history: deque[F.PeerMsg] = deque(maxlen=max(1, history))
+
+
+class PeerNode:
+    """One peer. Commands: `add_peer`, `join`, `part`, `post`, `retry`, `set_nick`, `set_topic`,
+    `set_away`, `close`; plus the sans-IO surface (`receive_datagram`, `datagrams_to_send`,
+    `get_timer`, `handle_timer`, `next_event`)."""
+
+    def __init__(
+        self,
+        nick: str,
+        timing: Timing | None = None,
+        wall_offset: float = 0.0,
+        history: int = 100,
+        *,
+        secret: bytes | None = None,
+        node: int | None = None,
+        addr_map: Callable[[str, int], Addr | None] | None = None,
+    ) -> None:
+        self.nick = check_nick(nick)
+        self.timing = timing or Timing()
+        self.wall_offset = wall_offset
+        self.history = history
+        self.node = node or _rand63()
+        #: turns a gossiped (host, port) into an address this node's socket can send to
+        self.addr_map = addr_map or (lambda host, port: (host, port))
+        self.cookies = CookieJar(secret)
+        self.away = ""
+        self.lc = 0
+        self.rooms: OrderedDict[str, Room] = OrderedDict()
+        self.links: dict[Addr, Link] = {}
+        self.closed = False
+        self._events: deque = deque()
+        self._raw: list[tuple[bytes, Addr]] = []
+        self._hello_buckets: dict[Addr, TokenBucket] = {}
+        self._hints: dict[Addr, tuple[float, int]] = {}  # addr -> (not before, failures)
+        self._seen = DedupeWindow(65536)
+        self._next_local = 1
+        self._failed: dict[int, tuple[str, str, bool]] = {}
+        self._timer_at: float | None = None
+        self.stats = dict.fromkeys(
+            ("datagrams_in", "datagrams_out", "malformed", "unknown_source", "rate_limited",
+             "duplicates", "retransmits", "links_opened", "links_timed_out"), 0)
+
+    # ------------------------------------------------------------------ commands
+
+    def add_peer(self, addr: Addr, now: float) -> None:
+        """Contact `addr` (a peer given on the command line): retried until it answers."""
+        addr = self._key(addr)
+        link = self.links.get(addr)
+        if link is None:
+            link = self._new_link(addr, now)
+            if link is None:
+                raise NameError_(f"too many peers ({MAX_LINKS})")
+        link.contact = True
+        self._schedule(now)
+
+    def join(self, room: str, now: float) -> None:
+        name = canonical_room(room)
+        if name in self.rooms:
+            return
+        if len(self.rooms) >= MAX_ROOMS:
+            raise NameError_(f"you are in {len(self.rooms)} rooms already")
+        self.rooms[name] = Room(name, self.history)
+        self._events.append(E.RoomJoined(name, self.nick, (E.Member(self.nick, self.away),), ""))
+        for link in self.links.values():
+            lr = link.rooms.setdefault(name, LinkRoom(name))
+            lr.history_want = link.contact
+            if link.state == UP:
+                self._ask(link, lr, now)
+        self._schedule(now)
+
+    def part(self, room: str, now: float) -> None:
+        name = canonical_room(room)
+        if self.rooms.pop(name, None) is None:
+            return
+        for link in self.links.values():
+            lr = link.rooms.pop(name, None)
+            if lr is not None and lr.member and link.state == UP:
+                link.out.append(F.PeerLeave(name, self.nick, "left"))
+        self._events.append(E.RoomLeft(name))
+        self._schedule(now)
+
+    def post(self, room: str, text: str, now: float, action: bool = False) -> int:
+        check_text(text)
+        if self.pending_posts >= MAX_OUTBOX:
+            raise OutboxFull(f"{MAX_OUTBOX} messages are waiting for peers; wait a moment")
+        if is_direct(room):
+            target = check_nick(room[1:])
+            link = next((lk for lk in self.links.values() if lk.state == UP and lk.nick == target), None)
+            if link is None:
+                raise NameError_(f"no one called {target} is here")
+            local_id = self._send_msg(link.dm_out, "@" + target, [link],
+                                      F.EV_DM_ACTION if action else F.EV_DM, text, now)
+        else:
+            name = canonical_room(room)
+            r = self.rooms.get(name)
+            if r is None:
+                raise NameError_(f"you are not in #{name}")
+            local_id = self._send_msg(r.out, name, self._members(name),
+                                      F.EV_ACTION if action else F.EV_MSG, text, now)
+        self._failed.pop(local_id, None)
+        self._schedule(now)
+        return local_id
+
+    def retry(self, local_id: int, now: float) -> int:
+        entry = self._failed.pop(local_id, None)
+        if entry is None:
+            raise NameError_("that message is not waiting for a retry")
+        room, text, action = entry
+        return self.post(room, text, now, action)
+
+    def set_nick(self, nick: str, now: float) -> None:
+        nick = check_nick(nick)
+        if nick == self.nick:
+            return
+        for name in self.rooms:
+            for link in self._members(name):
+                if link.nick == nick:
+                    self._events.append(E.RequestRefused("nick", name, f"nick {nick} is taken in #{name}"))
+                    return
+        old, self.nick = self.nick, nick
+        ts = self._ts(now)
+        for name in self.rooms:
+            self._events.append(E.NickChanged(name, self.lc, old, nick, ts))
+        self._refresh_all(now)
+
+    def set_topic(self, room: str, topic: str, now: float) -> None:
+        name = canonical_room(room)
+        check_text(topic, MAX_TOPIC_BYTES, "topic")
+        r = self.rooms.get(name)
+        if r is None:
+            raise NameError_(f"you are not in #{name}")
+        self.lc += 1
+        r.topic, r.topic_key = topic, (self.lc, self.nick)
+        self._events.append(E.TopicChanged(name, self.lc, self.nick, topic, self._ts(now)))
+        self._refresh_all(now)
+
+    def set_away(self, text: str, now: float) -> None:
+        check_text(text, MAX_AWAY_BYTES, "away message")
+        self.away = text
+        ts = self._ts(now)
+        for name in self.rooms:
+            self._events.append(E.AwayChanged(name, self.lc, self.nick, text, ts))
+        self._refresh_all(now)
+
+    def close(self, now: float) -> None:
+        """Say goodbye to every peer (twice: a lost Bye only delays the news to a timeout)."""
+        if self.closed:
+            return
+        for link in self.links.values():
+            if link.state == UP:
+                link.out.append(F.Bye("quit"))
+        out = self.datagrams_to_send(now)
+        self._raw.extend(out + out)
+        self.closed = True
+        self._timer_at = None
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def pending_posts(self) -> int:
+        n = 0
+        for r in self.rooms.values():
+            n += sum(1 for m in r.out.msgs.values() if not m.done)
+        for link in self.links.values():
+            n += sum(1 for m in link.dm_out.msgs.values() if not m.done)
+        return n
+
+    def members(self, room: str) -> list[str]:
+        """Nicks of the confirmed members of `room`, us included."""
+        name = canonical_room(room)
+        return sorted([self.nick] + [lk.nick for lk in self._members(name)], key=str.casefold)
+
+    @property
+    def peer_count(self) -> int:
+        return sum(1 for lk in self.links.values() if lk.state == UP)
+
+    def settled(self) -> bool:
+        """No handshake under way and no room question unanswered: membership has converged
+        as far as this node can tell."""
+        for link in self.links.values():
+            if link.state == HELLO and (link.contact and link.fails == 0 or not link.contact):
+                return False
+            if link.state == UP:
+                for lr in link.rooms.values():
+                    if not lr.member and lr.ask_at is not None:
+                        return False
+        return True
+
+    # ------------------------------------------------------------------ sans-IO surface
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        if self.closed:
+            return
+        st = self.stats
+        st["datagrams_in"] += 1
+        try:
+            frames = F.decode(data)
+        except F.FrameError:
+            st["malformed"] += 1
+            return
+        addr = self._key(addr)
+        link = self.links.get(addr)
+        if link is None:
+            self._from_unknown(frames, addr, len(data), now)
+            self._schedule(now)
+            return
+        for frame in frames:
+            try:
+                self._handle(link, frame, now)
+            except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
+                st["malformed"] += 1
+            if self.links.get(addr) is not link:
+                break
+        self._schedule(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out, self._raw = self._raw, []
+        if self.closed:
+            self.stats["datagrams_out"] += len(out)
+            return out
+        for link in self.links.values():
+            frames = link.out
+            if link.ack_rooms and link.state == UP and (link.ack_at is None or now >= link.ack_at):
+                frames.extend(self._acks(link, now))
+            if not frames:
+                continue
+            link.out = []
+            link.last_sent = now
+            for d in F.pack(frames):
+                out.append((d, link.addr))
+        self.stats["datagrams_out"] += len(out)
+        self._schedule(now)
+        return out
+
+    def get_timer(self) -> float | None:
+        return self._timer_at
+
+    def handle_timer(self, now: float) -> None:
+        if self.closed:
+            self._timer_at = None
+            return
+        t = self.timing
+        for link in list(self.links.values()):
+            if link.state == HELLO:
+                self._tick_hello(link, now)
+                continue
+            if now >= link.last_heard + t.timeout:
+                self.stats["links_timed_out"] += 1
+                self._drop(link, now, timed_out=True)
+                continue
+            if now >= link.refresh_at:
+                self._refresh(link, now)
+            if now >= link.last_heard + 1.5 * t.keepalive and now >= link.ping_at:
+                link.ping_token += 1
+                link.ping_sent = {link.ping_token: now}
+                link.out.append(F.Ping(link.ping_token))
+                link.ping_at = now + max(link.rtt.rto, t.keepalive / 4)
+            for name, lr in link.rooms.items():
+                if not lr.member:
+                    if lr.ask_at is not None and now >= lr.ask_at:
+                        self._ask(link, lr, now)
+                    continue
+                tg = lr.target
+                out = self._stream(link, name)
+                if tg is not None and out is not None and tg.acked < out.seq and now >= tg.probe_at:
+                    self._probe(link, lr, out, now)
+        self._give_up(now)
+        self._prune(now)
+        for key in [k for k, b in self._hello_buckets.items() if now - b.stamp > 10]:
+            del self._hello_buckets[key]
+        self._timer_at = None
+        self._schedule(now)
+
+    def next_event(self):
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ timers
+
+    def _schedule(self, now: float) -> None:
+        if self.closed:
+            self._timer_at = None
+            return
+        t = self.timing
+        at = None
+
+        def soon(x: float | None) -> None:
+            nonlocal at
+            if x is not None and (at is None or x < at):
+                at = x
+
+        for link in self.links.values():
+            if link.state == HELLO:
+                soon(link.hello_at)
+                continue
+            soon(link.last_heard + t.timeout)
+            soon(link.refresh_at)
+            soon(max(link.last_heard + 1.5 * t.keepalive, link.ping_at))
+            if link.ack_rooms:
+                soon(link.ack_at if link.ack_at is not None else now)
+            for name, lr in link.rooms.items():
+                if not lr.member:
+                    soon(lr.ask_at)
+                    continue
+                tg = lr.target
+                if tg is not None:
+                    out = self._stream(link, name)
+                    if out is not None and tg.acked < out.seq:
+                        soon(tg.probe_at)
+            for m in link.dm_out.msgs.values():
+                if not m.done and not m.failed:
+                    soon(m.created + t.give_up)
+                    break
+        for r in self.rooms.values():
+            for m in r.out.msgs.values():
+                if not m.done and not m.failed:
+                    soon(m.created + t.give_up)
+                    break
+        if at is not None and at < now:
+            at = now
+        self._timer_at = at
+
+    # ------------------------------------------------------------------ helpers
+
+    def _ts(self, now: float) -> float:
+        return round(now + self.wall_offset, 3)
+
+    @staticmethod
+    def _key(addr: Addr) -> Addr:
+        return (addr[0], addr[1])
+
+    def _members(self, name: str) -> list[Link]:
+        return [lk for lk in self.links.values()
+                if lk.state == UP and (lr := lk.rooms.get(name)) is not None and lr.member]
+
+    def _stream(self, link: Link, name: str) -> OutStream | None:
+        if name == "":
+            return link.dm_out
+        r = self.rooms.get(name)
+        return r.out if r is not None else None
+
+    def _bump(self, lc: int) -> None:
+        if lc > self.lc:
+            self.lc = min(lc, 1 << 62)
+
+    def _new_link(self, addr: Addr, now: float) -> Link | None:
+        if len(self.links) >= MAX_LINKS:
+            return None
+        link = Link(addr, now, self.timing)
+        self.links[addr] = link
+        for name in self.rooms:
+            link.rooms[name] = LinkRoom(name)
+        self._send_hello(link, now)
+        return link
+
+    def _send_hello(self, link: Link, now: float) -> None:
+        hello = F.Hello(F.VERSION, self.nick, link.cookie, b"", self.node)
+        pad = F.hello_padding(F.size_of((hello,)))
+        link.out.append(F.Hello(F.VERSION, self.nick, link.cookie, pad, self.node))
+        link.hello_tries += 1
+        link.hello_sent = now
+        t = self.timing
+        link.hello_at = now + min(t.rto_max, t.rto_initial * 2 ** (link.hello_tries - 1))
+
+    def _rehandshake(self, link: Link, now: float) -> None:
+        link.state = HELLO
+        link.cookie = b""
+        link.hello_tries = 0
+        link.started = now
+        link.out = []
+        link.ack_rooms.clear()
+        link.ack_at = None
+        self._send_hello(link, now)
+
+    def _tick_hello(self, link: Link, now: float) -> None:
+        t = self.timing
+        if now < link.hello_at:
+            return
+        if now < link.started + t.timeout:
+            self._send_hello(link, now)
+            return
+        # no answer: give up on this attempt
+        if any(lr.member for lr in link.rooms.values()):
+            self._drop(link, now, timed_out=True)
+            if not link.contact:
+                return
+            link = self.links.get(link.addr) or link
+        link.fails += 1
+        if link.contact:
+            wait = min(t.reconnect_max, t.reconnect_min * 2 ** min(link.fails, 16))
+            link.state = HELLO
+            link.cookie = b""
+            link.hello_tries = 0
+            link.started = now + wait
+            link.hello_at = now + wait
+            link.out = []
+            self.links[link.addr] = link
+            if now >= link.hello_at:
+                self._send_hello(link, now)
+        else:
+            self.links.pop(link.addr, None)
+            _, fails = self._hints.get(link.addr, (0.0, 0))
+            self._hints[link.addr] = (now + min(60.0, t.timeout * 2 ** min(fails, 6)), fails + 1)
+            if len(self._hints) > 4096:
+                self._hints.pop(next(iter(self._hints)))
+
+    def _reply_limited(self, addr: Addr, received: int, frames: list[F.Frame]) -> None:
+        data = F.encode(frames)
+        if amplification_ok(len(data), received):
+            self._raw.append((data, addr))
+
+    def _hello_ok(self, addr: Addr, now: float) -> bool:
+        b = self._hello_buckets.get(addr)
+        if b is None:
+            if len(self._hello_buckets) > 100_000:
+                return False
+            b = self._hello_buckets[addr] = TokenBucket(HELLO_RATE, HELLO_RATE, now)
+        return b.take(now)
+
+    # ------------------------------------------------------------------ handshake
+
+    def _from_unknown(self, frames: list[F.Frame], addr: Addr, size: int, now: float) -> None:
+        hello = frames[0]
+        if not isinstance(hello, F.Hello):
+            self.stats["unknown_source"] += 1
+            if self._hello_ok(addr, now) and not any(
+                isinstance(f, (F.Bye, F.Reset, F.Refuse, F.Retry, F.Welcome)) for f in frames
+            ):
+                self._reply_limited(addr, size, [F.Reset()])
+            return
+        if not self._hello_ok(addr, now):
+            self.stats["rate_limited"] += 1
+            return
+        if not self.cookies.check(hello.cookie, addr, now):
+            self._reply_limited(addr, size, [F.Retry(self.cookies.make(addr, now), F.VERSION)])
+            return
+        # validated from here on
+        refusal = self._check_hello(hello, addr)
+        if refusal is None and len(self.links) >= MAX_LINKS:
+            refusal = "too many peers here"
+        if refusal is not None:
+            self._reply_limited(addr, size, [F.Refuse(refusal, list(F.SUPPORTED_VERSIONS))])
+            return
+        if hello.nonce == self.node:
+            return  # ourselves, by another address
+        link = Link(addr, now, self.timing)
+        self.links[addr] = link
+        for name in self.rooms:
+            link.rooms[name] = LinkRoom(name)
+        self._establish(link, hello.nonce, hello.nick, now)
+        link.out.insert(0, self._welcome())
+
+    def _check_hello(self, hello: F.Hello, addr: Addr) -> str | None:
+        if hello.version not in F.SUPPORTED_VERSIONS:
+            return f"unsupported protocol version {hello.version}"
+        try:
+            check_nick(hello.nick)
+        except NameError_ as exc:
+            return f"bad nick: {exc}"
+        if hello.nonce <= 0:
+            return "bad node id"
+        for other in self.links.values():
+            if other.state == UP and other.node == hello.nonce and other.addr != addr:
+                return "already linked by another address"
+        return None
+
+    def _welcome(self) -> F.Welcome:
+        t = self.timing
+        return F.Welcome(F.VERSION, self.nick, self.node, int(t.keepalive * 1000), int(t.timeout * 1000))
+
+    def _establish(self, link: Link, node: int, nick: str, now: float) -> None:
+        if link.node and link.node != node:
+            self._forget(link, now, "restarted")
+        first = not link.node
+        link.node = node
+        link.state = UP
+        link.fails = 0
+        link.last_heard = now
+        link.refresh_at = now + self.timing.keepalive
+        if first:
+            link.nick = nick
+            self.stats["links_opened"] += 1
+        elif nick != link.nick:
+            self._renamed(link, nick, now)
+        self._hints.pop(link.addr, None)
+        link.rooms.setdefault("", LinkRoom(""))
+        for name in list(self.rooms) + [""]:
+            lr = link.rooms.setdefault(name, LinkRoom(name))
+            lr.target = None  # a fresh base for them (they may have lost our stream)
+            if lr.member:
+                self._send_join(link, lr, now, ask=True)
+            else:
+                lr.history_want = lr.history_want or (link.contact and name != "")
+                lr.ask_tries = 0
+                self._ask(link, lr, now)
+
+    def _forget(self, link: Link, now: float, reason: str) -> None:
+        """The node behind `link` is gone (left, timed out, restarted): tell the rooms."""
+        ts = self._ts(now)
+        for name, lr in link.rooms.items():
+            if lr.member and name:
+                if reason == "timeout":
+                    self._events.append(E.MemberTimedOut(name, self.lc, link.nick, ts))
+                else:
+                    self._events.append(E.MemberLeft(name, self.lc, link.nick, ts, reason))
+            if lr.member:
+                out = self._stream(link, name)
+                if out is not None:
+                    self._unwait(out, link.node, now)
+        # direct messages to a node that is gone cannot be delivered any more
+        for m in link.dm_out.msgs.values():
+            if not m.done and not m.failed:
+                m.failed = True
+                self._failed[m.local_id] = (m.room, m.frame.text, m.frame.kind == F.EV_DM_ACTION)
+                self._events.append(E.PostFailed(m.local_id, m.room, f"{link.nick} is gone"))
+        link.rooms = {name: LinkRoom(name) for name in self.rooms}
+        link.dm_out = OutStream("")
+        link.node = 0
+
+    def _drop(self, link: Link, now: float, timed_out: bool = False, reason: str = "") -> None:
+        self._forget(link, now, "timeout" if timed_out else (reason or "quit"))
+        if link.contact and not self.closed:
+            self._rehandshake(link, now)
+            link.fails = 1
+        else:
+            self.links.pop(link.addr, None)
+
+    # ------------------------------------------------------------------ frames from links
+
+    def _handle(self, link: Link, frame: F.Frame, now: float) -> None:
+        tp = type(frame)
+        if link.state == HELLO:
+            if tp is F.Retry:
+                if frame.cookie and len(frame.cookie) <= 64:
+                    link.cookie = frame.cookie
+                    link.hello_tries = 0
+                    self._send_hello(link, now)
+            elif tp is F.Welcome:
+                if frame.version in F.SUPPORTED_VERSIONS and frame.epoch > 0 and frame.epoch != self.node:
+                    check_nick(frame.nick)
+                    sample = link.hello_tries == 1
+                    self._establish(link, frame.epoch, frame.nick, now)
+                    if sample:
+                        link.rtt.sample(now - link.hello_sent)
+            elif tp is F.Hello:
+                self._hello_on_link(link, frame, now)
+            elif tp is F.Refuse:
+                self._events.append(E.Notice(f"peer {_fmt(link.addr)} refused: {frame.reason}"))
+                self.links.pop(link.addr, None)
+            return
+        link.last_heard = now
+        if tp is F.PeerMsg:
+            self._on_msg(link, frame, now)
+        elif tp is F.PeerAck:
+            self._on_ack(link, frame, now)
+        elif tp is F.Nack:
+            self._on_nack(link, frame, now)
+        elif tp is F.PeerJoin:
+            self._on_join(link, frame, now)
+        elif tp is F.PeerList:
+            self._on_list(link, frame, now)
+        elif tp is F.PeerLeave:
+            self._on_leave(link, frame, now)
+        elif tp is F.PeerHistory:
+            self._on_history(link, frame, now)
+        elif tp is F.Ping:
+            link.out.append(F.Pong(frame.token))
+        elif tp is F.Pong:
+            sent = link.ping_sent.pop(frame.token, None)
+            if sent is not None:
+                link.rtt.sample(now - sent)
+        elif tp is F.Hello:
+            self._hello_on_link(link, frame, now)
+        elif tp is F.Welcome:
+            if frame.epoch != link.node and frame.epoch > 0 and frame.epoch != self.node:
+                check_nick(frame.nick)
+                self._establish(link, frame.epoch, frame.nick, now)
+        elif tp is F.Reset:
+            # they have no state for us (restarted, or timed us out): handshake again quietly
+            self._rehandshake(link, now)
+        elif tp is F.Bye:
+            self._drop(link, now, reason=frame.reason[:200] or "quit")
+
+    def _hello_on_link(self, link: Link, hello: F.Hello, now: float) -> None:
+        if not self.cookies.check(hello.cookie, link.addr, now):
+            if self._hello_ok(link.addr, now):
+                link.out.append(F.Retry(self.cookies.make(link.addr, now), F.VERSION))
+            return
+        if self._check_hello(hello, link.addr) is not None or hello.nonce == self.node:
+            return
+        if link.state == UP and hello.nonce == link.node and now - link.started < self.timing.rto_min:
+            link.out.append(self._welcome())  # a retransmitted Hello
+            return
+        link.started = now
+        self._establish(link, hello.nonce, hello.nick, now)
+        link.out.insert(0, self._welcome())
+
+    def _renamed(self, link: Link, nick: str, now: float) -> None:
+        old, link.nick = link.nick, nick
+        ts = self._ts(now)
+        for name, lr in link.rooms.items():
+            if name and lr.member:
+                self._events.append(E.NickChanged(name, self.lc, old, nick, ts))
+
+    # ------------------------------------------------------------------ membership
+
+    def _join_frame(self, link: Link, lr: LinkRoom, now: float, ask: bool) -> F.PeerJoin | None:
+        name = lr.name
+        out = self._stream(link, name)
+        if out is None:
+            return None
+        if lr.target is None:
+            lr.target = Target(self._base_for(out, link.node, now), now)
+        r = self.rooms.get(name)
+        topic, (tlc, tby) = (r.topic, r.topic_key) if r is not None else ("", (0, ""))
+        return F.PeerJoin(name, self.nick, self.node, lr.target.base, out.seq, self.lc, self.away,
+                          topic, tlc, tby, ask, lr.history_want)
+
+    def _send_join(self, link: Link, lr: LinkRoom, now: float, ask: bool) -> None:
+        frame = self._join_frame(link, lr, now, ask)
+        if frame is not None:
+            link.out.append(frame)
+
+    def _ask(self, link: Link, lr: LinkRoom, now: float) -> None:
+        if lr.ask_tries >= ASK_TRIES:
+            lr.ask_at = None
+            return
+        lr.ask_tries += 1
+        lr.ask_at = now + link.rtt.backoff(lr.ask_tries)
+        self._send_join(link, lr, now, ask=True)
+
+    def _base_for(self, out: OutStream, node: int, now: float) -> int:
+        """First of our messages a (re)joining receiver gets: anything still waiting for it, and
+        everything sent within the last `timeout` (it may have been in the room already)."""
+        since = now - self.timing.timeout
+        for seq, m in out.msgs.items():
+            if m.created >= since or (not m.done and node in m.waiting):
+                return seq
+        return out.seq + 1
+
+    def _refresh(self, link: Link, now: float) -> None:
+        link.refresh_at = now + self.timing.keepalive
+        for name, lr in link.rooms.items():
+            if lr.member:
+                self._send_join(link, lr, now, ask=False)
+                if name:
+                    link.out.extend(self._gossip(name, link))
+
+    def _refresh_all(self, now: float) -> None:
+        for link in self.links.values():
+            if link.state == UP:
+                for lr in link.rooms.values():
+                    if lr.member:
+                        self._send_join(link, lr, now, ask=False)
+        self._schedule(now)
+
+    def _gossip(self, name: str, to: Link, only: Link | None = None) -> list[F.Frame]:
+        links = [only] if only is not None else self._members(name)
+        entries, ids = [], []
+        for lk in links:
+            if lk is to or not lk.node:
+                continue
+            host = str(lk.addr[0])
+            if host.startswith("::ffff:") and "." in host:
+                host = host[7:]
+            entries.append((lk.nick, host, int(lk.addr[1])))
+            ids.append(lk.node)
+        return [F.PeerList(name, entries[i:i + GOSSIP_CHUNK], ids[i:i + GOSSIP_CHUNK])
+                for i in range(0, len(entries), GOSSIP_CHUNK)]
+
+    def _on_join(self, link: Link, j: F.PeerJoin, now: float) -> None:
+        name = j.room
+        if name and canonical_room(name) != name:
+            raise NameError_("bad room")
+        nick = check_nick(j.nick)
+        check_text(j.away, MAX_AWAY_BYTES)
+        check_text(j.topic, MAX_TOPIC_BYTES)
+        if j.node != link.node or j.base < 1 or j.top < 0:
+            raise ValueError("inconsistent PeerJoin")
+        if name and name not in self.rooms:
+            if j.ask:
+                link.out.append(F.PeerLeave(name, self.nick, "not here"))
+            return
+        self._bump(j.lc)
+        if nick != link.nick:
+            self._renamed(link, nick, now)
+        lr = link.rooms.get(name)
+        if lr is None:
+            lr = link.rooms[name] = LinkRoom(name)
+        first = not lr.member
+        if first and name and len(self._members(name)) >= MAX_MEMBERS:
+            link.out.append(F.PeerLeave(name, self.nick, "room full"))
+            return
+        # their stream
+        if lr.rx is None:
+            lr.rx = RecvStream(j.base)
+        elif j.base > lr.rx.next:
+            lr.rx.skip_to(j.base)
+            self._deliver(link, lr, now)
+        if j.top > lr.top:
+            lr.top = j.top
+        if lr.top >= lr.rx.next:
+            self._want_ack(link, name, now, urgent=True)
+        if j.away != link.away:
+            link.away = j.away
+            if not first:
+                ts = self._ts(now)
+                for n, other in link.rooms.items():
+                    if n and other.member:
+                        self._events.append(E.AwayChanged(n, self.lc, nick, j.away, ts))
+        r = self.rooms.get(name)
+        if r is not None and j.topic_lc and (j.topic_lc, j.topic_by) > r.topic_key:
+            r.topic, r.topic_key = j.topic, (j.topic_lc, j.topic_by)
+            self._events.append(E.TopicChanged(name, j.topic_lc, j.topic_by, j.topic, self._ts(now)))
+        if first:
+            lr.member = True
+            lr.ask_at = None
+            if lr.target is None:
+                self._join_frame(link, lr, now, ask=False)
+            tg = lr.target
+            out = self._stream(link, name)
+            for seq, m in out.msgs.items():
+                if seq >= tg.base and not m.done:
+                    m.waiting.add(link.node)
+            tg.probe_at = now
+            if name:
+                self._events.append(E.MemberJoined(name, self.lc, nick, self._ts(now)))
+                if link.away:
+                    self._events.append(E.AwayChanged(name, self.lc, nick, link.away, self._ts(now)))
+                link.out.extend(self._gossip(name, link))
+                for other in self._members(name):
+                    if other is not link:
+                        other.out.extend(self._gossip(name, other, only=link))
+        if j.ask or first:
+            self._send_join(link, lr, now, ask=False)
+        if j.history and name and r is not None and now >= lr.history_sent + link.rtt.pace:
+            lr.history_sent = now
+            link.out.extend(self._history_frames(r))
+
+    def _on_list(self, link: Link, pl: F.PeerList, now: float) -> None:
+        name = pl.room
+        lr = link.rooms.get(name)
+        if not name or name not in self.rooms or lr is None or not lr.member:
+            return
+        for i, entry in enumerate(pl.peers[:GOSSIP_CHUNK * 4]):
+            _nick, host, port = entry
+            node = pl.ids[i] if i < len(pl.ids) else 0
+            if node == self.node or not (0 < port < 65536) or not isinstance(host, str) or len(host) > 64:
+                continue
+            if node and any(lk.node == node for lk in self.links.values()):
+                continue
+            try:
+                addr = self.addr_map(host, port)
+            except (ValueError, TypeError, OSError):
+                addr = None
+            if addr is None:
+                continue
+            addr = self._key(addr)
+            existing = self.links.get(addr)
+            if existing is not None:
+                continue
+            hint = self._hints.get(addr)
+            if hint is not None and now < hint[0]:
+                continue
+            new = self._new_link(addr, now)
+            if new is not None:
+                new.hint_rooms.add(name)
+
+    def _on_leave(self, link: Link, pl: F.PeerLeave, now: float) -> None:
+        name = pl.room
+        lr = link.rooms.get(name)
+        if not name or lr is None:
+            return
+        if lr.member:
+            self._events.append(E.MemberLeft(name, self.lc, link.nick, self._ts(now), pl.reason[:200]))
+            r = self.rooms.get(name)
+            if r is not None:
+                self._unwait(r.out, link.node, now)
+        if name in self.rooms:
+            link.rooms[name] = fresh = LinkRoom(name)  # they may join again later
+            fresh.ask_at = None
+        else:
+            link.rooms.pop(name, None)
+
+    # ------------------------------------------------------------------ our messages
+
+    def _send_msg(self, out: OutStream, app_room: str, targets: list[Link], kind: int, text: str,
+                  now: float) -> int:
+        self.lc += 1
+        out.seq += 1
+        mid = _rand63()
+        frame = F.PeerMsg(out.name, out.seq, self.lc, kind, self.nick, text, self._ts(now), mid)
+        local_id = self._next_local
+        self._next_local += 1
+        waiting = set()
+        for link in targets:
+            lr = link.rooms.get(out.name)
+            if lr is None or lr.target is None:
+                continue
+            waiting.add(link.node)
+            tg = lr.target
+            if tg.acked >= out.seq - 1:  # was caught up: this starts its retransmission clock
+                tg.probe_at = now + link.rtt.rto
+                tg.attempts = 0
+            link.out.append(frame)
+        msg = OwnMsg(frame, local_id, now, waiting, app_room)
+        out.msgs[out.seq] = msg
+        self._seen.add(mid)
+        if out.name:
+            self.rooms[out.name].history.append(frame)
+        if not waiting:
+            msg.done = True
+            self._events.append(E.PostAcknowledged(local_id, app_room, frame.lc))
+        return local_id
+
+    def _unwait(self, out: OutStream, node: int, now: float) -> None:
+        for m in out.msgs.values():
+            if not m.done and node in m.waiting:
+                self._acked_by(m, node)
+
+    def _acked_by(self, m: OwnMsg, node: int) -> None:
+        m.waiting.discard(node)
+        if not m.waiting and not m.done:
+            m.done = True
+            self._failed.pop(m.local_id, None)
+            self._events.append(E.PostAcknowledged(m.local_id, m.room, m.frame.lc))
+
+    def _on_ack(self, link: Link, ack: F.PeerAck, now: float) -> None:
+        lr = link.rooms.get(ack.room)
+        if lr is None or lr.target is None or not lr.member:
+            return
+        out = self._stream(link, ack.room)
+        if out is None:
+            return
+        tg = lr.target
+        cum = min(ack.cum, out.seq)
+        node = link.node
+        if cum > tg.acked:
+            if cum > tg.last_retx:
+                m = out.msgs.get(cum)
+                if m is not None and m.created >= tg.since:
+                    link.rtt.sample(now - m.created)
+            for s in range(tg.acked + 1, cum + 1):
+                m = out.msgs.get(s)
+                if m is not None and not m.done:
+                    self._acked_by(m, node)
+            tg.acked = cum
+            tg.attempts = 0
+            tg.probe_at = now + link.rtt.rto
+            if tg.sacked:
+                tg.sacked = {s for s in tg.sacked if s > cum}
+        if ack.ranges:
+            for s in iter_ranges(ack.ranges, 1024):
+                if tg.acked < s <= out.seq and s not in tg.sacked:
+                    tg.sacked.add(s)
+                    m = out.msgs.get(s)
+                    if m is not None and not m.done:
+                        self._acked_by(m, node)
+
+    def _on_nack(self, link: Link, nack: F.Nack, now: float) -> None:
+        lr = link.rooms.get(nack.room)
+        if lr is None or lr.target is None or not lr.member:
+            return
+        out = self._stream(link, nack.room)
+        if out is None:
+            return
+        tg = lr.target
+        seqs = [s for s in iter_ranges(nack.ranges, 512) if tg.acked < s <= out.seq and s not in tg.sacked]
+        if seqs:
+            self._resend(link, lr, out, seqs)
+
+    def _probe(self, link: Link, lr: LinkRoom, out: OutStream, now: float) -> None:
+        tg = lr.target
+        tg.attempts += 1
+        tg.probe_at = now + link.rtt.backoff(tg.attempts)
+        first = out.first()
+        if tg.acked + 1 < first:
+            # what they miss is no longer kept: move their base (the PeerJoin tells them to skip)
+            tg.base = first
+            tg.acked = first - 1
+            tg.sacked = {s for s in tg.sacked if s >= first}
+            self._send_join(link, lr, now, ask=False)
+        seqs = [s for s in range(tg.acked + 1, out.seq + 1) if s not in tg.sacked]
+        if seqs:
+            self._resend(link, lr, out, seqs)
+
+    def _resend(self, link: Link, lr: LinkRoom, out: OutStream, seqs: list[int]) -> None:
+        budget = REPAIR_BUDGET
+        tg = lr.target
+        for s in seqs:
+            m = out.msgs.get(s)
+            if m is None:
+                continue
+            link.out.append(m.frame)
+            self.stats["retransmits"] += 1
+            if s > tg.last_retx:
+                tg.last_retx = s
+            budget -= 40 + len(m.frame.text)
+            if budget <= 0:
+                break
+
+    def _give_up(self, now: float) -> None:
+        limit = now - self.timing.give_up
+        streams = [r.out for r in self.rooms.values()] + [lk.dm_out for lk in self.links.values()]
+        for out in streams:
+            for m in out.msgs.values():
+                if m.created > limit:
+                    break
+                if not m.done and not m.failed:
+                    m.failed = True
+                    self._failed[m.local_id] = (m.room, m.frame.text,
+                                                m.frame.kind in (F.EV_ACTION, F.EV_DM_ACTION))
+                    self._events.append(E.PostFailed(m.local_id, m.room, "not every peer acknowledged it in time"))
+
+    def _prune(self, now: float) -> None:
+        since = now - self.timing.timeout
+        streams = [r.out for r in self.rooms.values()] + [lk.dm_out for lk in self.links.values()]
+        for out in streams:
+            msgs = out.msgs
+            while msgs:
+                seq, m = next(iter(msgs.items()))
+                if (m.done and m.created < since) or len(msgs) > MAX_KEPT:
+                    del msgs[seq]
+                else:
+                    break
+
+    # ------------------------------------------------------------------ their messages
+
+    def _on_msg(self, link: Link, m: F.PeerMsg, now: float) -> None:
+        name = m.room
+        lr = link.rooms.get(name)
+        if lr is None or lr.rx is None:
+            if name and name not in self.rooms:
+                link.out.append(F.PeerLeave(name, self.nick, "not here"))
+            elif lr is not None:
+                self._send_join(link, lr, now, ask=True)  # we need their PeerJoin first
+            return
+        if not link.bucket.take(now):
+            self.stats["rate_limited"] += 1
+            return
+        if m.kind not in (_DM_KINDS if name == "" else _ROOM_KINDS) or m.seq < 1:
+            raise ValueError("bad message kind")
+        check_nick(m.nick)
+        check_text(m.text, MAX_TEXT_BYTES)
+        self._bump(m.lc)
+        if m.seq > lr.top:
+            lr.top = m.seq
+        fresh = lr.rx.offer(m.seq, m)
+        if not fresh:
+            self.stats["duplicates"] += 1
+        self._deliver(link, lr, now)
+        self._want_ack(link, name, now, urgent=not fresh or lr.rx.has_gap())
+
+    def _deliver(self, link: Link, lr: LinkRoom, now: float) -> None:
+        name = lr.name
+        r = self.rooms.get(name)
+        for _seq, m in lr.rx.pop_ready():
+            if m.mid in self._seen:
+                self.stats["duplicates"] += 1
+                continue
+            self._seen.add(m.mid)
+            if name == "":
+                self._events.append(E.MessageReceived(E.direct_room(link.nick), m.lc, m.nick, m.text, m.ts,
+                                                      m.kind == F.EV_DM_ACTION))
+            elif r is not None:
+                r.history.append(m)
+                self._events.append(E.MessageReceived(name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION))
+
+    def _want_ack(self, link: Link, name: str, now: float, urgent: bool) -> None:
+        link.ack_rooms.add(name)
+        lr = link.rooms.get(name)
+        if urgent or (lr is not None and lr.rx is not None and lr.rx.unacked >= ACK_EVERY):
+            link.ack_at = now
+        elif link.ack_at is None:
+            link.ack_at = now + self.timing.ack_delay
+
+    def _acks(self, link: Link, now: float) -> list[F.Frame]:
+        out: list[F.Frame] = []
+        for name in link.ack_rooms:
+            lr = link.rooms.get(name)
+            if lr is None or lr.rx is None:
+                continue
+            rx = lr.rx
+            rx.unacked = 0
+            out.append(F.PeerAck(name, link.nick, rx.cum, rx.sack()))
+            tail = max(rx.highest, rx.cum)
+            if rx.has_gap() or lr.top > tail:
+                last = link.nack_at.get(name, -1e18)
+                if now >= last + link.rtt.pace:
+                    link.nack_at[name] = now
+                    missing = rx.missing()
+                    if lr.top > tail and len(missing) < 32:
+                        missing.extend((tail + 1, lr.top))
+                    if missing:
+                        out.append(F.Nack(name, missing))
+        link.ack_rooms.clear()
+        link.ack_at = None
+        return out
+
+    # ------------------------------------------------------------------ history
+
+    def _history_frames(self, r: Room) -> list[F.Frame]:
+        items = sorted(r.history, key=lambda m: (m.lc, m.nick))
+        frames: list[F.Frame] = []
+        cur: list[F.PeerMsg] = []
+        size = 16 + len(r.name)
+        for m in items:
+            n = F.size_of(m)
+            if cur and size + n > F.MAX_DATAGRAM - 16:
+                frames.append(F.PeerHistory(r.name, cur))
+                cur, size = [], 16 + len(r.name)
+            cur.append(m)
+            size += n
+        frames.append(F.PeerHistory(r.name, cur))
+        return frames
+
+    def _on_history(self, link: Link, h: F.PeerHistory, now: float) -> None:
+        lr = link.rooms.get(h.room)
+        r = self.rooms.get(h.room)
+        if lr is None or r is None or not lr.member:
+            return
+        if lr.history_want:
+            lr.history_want = False
+            lr.history_until = now + self.timing.timeout
+        elif now > lr.history_until:
+            return
+        items = []
+        for m in h.items[: self.history]:
+            if m.kind not in _ROOM_KINDS or m.room != h.room:
+                continue
+            try:
+                check_nick(m.nick)
+                check_text(m.text, MAX_TEXT_BYTES)
+            except NameError_:
+                self.stats["malformed"] += 1
+                continue
+            items.append(m)
+        items.sort(key=lambda m: (m.lc, m.nick))
+        for m in items:
+            if m.mid in self._seen:
+                continue
+            self._seen.add(m.mid)
+            self._bump(m.lc)
+            r.history.append(m)
+            self._events.append(E.MessageReceived(h.room, m.lc, m.nick, m.text, m.ts,
+                                                  m.kind == F.EV_ACTION, history=True))
+
+
+def _fmt(addr: Addr) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
