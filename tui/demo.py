@@ -164,3 +164,70 @@ class FakeBackend:
         if not any(m.nick == self._nick for m in members):
             members = [ev.Member(self._nick), *members]
         self._emit(ev.RoomJoined(room, self._nick, tuple(members), self.topics.get(room, "")))
+
+
+# ---------------------------------------------------------------------------- a scripted session
+
+DEMO_T0 = 1_780_000_000.0  # Thursday 28 May 2026, 20:26:40 UTC
+
+DEMO_MEMBERS = {
+    "lobby": [ev.Member("alice"), ev.Member("bob"), ev.Member("carol", away="in a meeting"),
+              ev.Member("dave"), ev.Member("erin")],
+    "dev": [ev.Member("alice"), ev.Member("bob"), ev.Member("erin")],
+    "random": [ev.Member("alice"), ev.Member("carol", away="in a meeting"), ev.Member("dave")],
+    "ops": [ev.Member("alice"), ev.Member("dave")],
+}
+DEMO_TOPICS = {
+    "lobby": "Welcome to udproom · be kind · release 0.1 on Friday",
+    "dev": "wire format v1 frozen; relay perf next",
+    "ops": "relay at 10.0.0.5:6000",
+}
+
+
+def demo_backend(clock=None) -> FakeBackend:
+    return FakeBackend("alice", ["lobby", "dev", "random", "ops"], members=DEMO_MEMBERS,
+                       topics=DEMO_TOPICS, clock=clock or (lambda: DEMO_T0 + 1500))
+
+
+def play_demo(b: FakeBackend, t0: float = DEMO_T0) -> None:
+    """A realistic afternoon: history in the lobby, unread messages elsewhere, a mention, a DM."""
+    t = t0 - 86400 + 3600 * 2
+
+    def at(minutes: float) -> float:
+        return t0 + minutes * 60
+
+    b.say("lobby", "bob", "anyone tried the new relay build?", ts=t, history=True)
+    b.say("lobby", "erin", "yes, 250k datagrams/s on loopback here", ts=t + 60, history=True)
+    b.say("lobby", "bob", "good morning all", ts=at(0))
+    b.say("lobby", "erin", "morning! coffee first", ts=at(1))
+    b.say("lobby", "carol", "stepping out for a meeting, back at 3", ts=at(2))
+    b.inject(ev.AwayChanged("lobby", 900, "carol", "in a meeting", at(2.2)))
+    b.say("lobby", "bob", "alice: did the TUI batching land? the flood test froze typing last week",
+          ts=at(3))
+    b.say("lobby", "alice", "it did: events are buffered and flushed every 50 ms, one repaint per "
+          "batch, so typing stays under 50 ms even at 5,000 msg/s", ts=at(4))
+    b.say("lobby", "erin", "waves at everyone", action=True, ts=at(5))
+    b.inject(ev.MemberJoined("lobby", 901, "frank", at(6)))
+    b.say("lobby", "frank", "hi! is this where the udp chat is?", ts=at(6.5))
+    b.say("lobby", "dave", "welcome frank 👋 — /help lists the commands", ts=at(7))
+    b.inject(ev.MemberTimedOut("lobby", 902, "frank", at(9)))
+    b.say("dev", "bob", "pushed the ack-range fix", ts=at(8))
+    b.say("dev", "erin", "reviewing", ts=at(8.5))
+    b.say("dev", "bob", "@alice can you check the reconnect path in the TUI?", ts=at(9))
+    b.say("random", "dave", "lunch?", ts=at(10))
+    b.inject(ev.MessageReceived("@carol", 1, "carol", "got a minute after my meeting?", at(11)))
+
+
+async def populate(pilot, app, backend: FakeBackend, tries: int = 400) -> None:
+    """Wait for the demo rooms, play the script, and wait until it is on screen."""
+    for _ in range(tries):
+        if len(app.chat.rooms) >= len(backend.rooms):
+            break
+        await pilot.pause()
+    play_demo(backend)
+    for _ in range(tries):
+        await pilot.pause()
+        if not app._inbox and not app._flush_requested:
+            break
+    app.input.cursor_blink = False
+    await pilot.pause()

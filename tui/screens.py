@@ -148,7 +148,7 @@ class QuickSwitcher(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="switcher"):
-            yield Static("Switch to a room — type to filter, Enter to open, Esc to close",
+            yield Static("Go to a room · type to filter · Enter opens · Esc closes",
                          id="switcher-title")
             yield Input(placeholder="room or @nick", id="switcher-input")
             yield OptionList(id="switcher-list")

@@ -1,0 +1,92 @@
+"""pytest-textual-snapshot: the main screen, the connect screen, the quick switcher, help.
+
+Deterministic: fixed clock and timestamps (UTC), fixed terminal size, no cursor blink.
+Update with `pytest tests/tui/test_snapshots.py --snapshot-update` after a deliberate change.
+"""
+
+from __future__ import annotations
+
+from datetime import timezone
+
+from udproom.tui import config
+from udproom.tui.app import ChatApp
+from udproom.tui.demo import DEMO_T0, demo_backend, populate
+from udproom.tui.screens import ConnectScreen, HelpScreen, QuickSwitcher
+
+SIZE = (120, 32)
+
+
+def demo_app():
+    backend = demo_backend()
+    app = ChatApp(backend=backend, tz=timezone.utc, clock=lambda: DEMO_T0 + 1500, save_config=False,
+                  bell=False, flush_interval=0.0)
+    return app, backend
+
+
+def test_main_screen(snap_compare):
+    app, backend = demo_app()
+
+    async def run_before(pilot):
+        await populate(pilot, app, backend)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_main_screen_narrow(snap_compare):
+    app, backend = demo_app()
+
+    async def run_before(pilot):
+        await populate(pilot, app, backend)
+        await pilot.press("alt+2")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(72, 24), run_before=run_before)
+
+
+def test_connect_screen(snap_compare):
+    cfg = config.Config(nick="alice", mode="join", recent=["192.168.1.5:6000", "chat.example.org:6000"],
+                        rooms=["lobby", "dev"])
+    app = ChatApp(tz=timezone.utc, config=cfg, save_config=False)
+
+    async def run_before(pilot):
+        for _ in range(50):
+            if isinstance(app.screen, ConnectScreen):
+                break
+            await pilot.pause()
+        for inp in app.screen.query("Input"):
+            inp.cursor_blink = False
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 34), run_before=run_before)
+
+
+def test_quick_switcher(snap_compare):
+    app, backend = demo_app()
+
+    async def run_before(pilot):
+        await populate(pilot, app, backend)
+        await pilot.press("ctrl+k")
+        for _ in range(50):
+            if isinstance(app.screen, QuickSwitcher):
+                break
+            await pilot.pause()
+        app.screen.query_one("#switcher-input").cursor_blink = False
+        await pilot.press("d")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_screen(snap_compare):
+    app, backend = demo_app()
+
+    async def run_before(pilot):
+        await populate(pilot, app, backend)
+        await pilot.press("f1")
+        for _ in range(50):
+            if isinstance(app.screen, HelpScreen):
+                break
+            await pilot.pause()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)
