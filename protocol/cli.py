@@ -14,6 +14,7 @@ import getpass
 import json
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -421,11 +422,28 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
     queue: asyncio.Queue = asyncio.Queue()
 
     def reader() -> None:
+        # os.read on the raw descriptor, not sys.stdin: a daemon thread blocked inside a buffered
+        # reader holds its lock, and interpreter shutdown then aborts the process.
+        pending = b""
         try:
-            for raw in sys.stdin.buffer:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            fd = sys.stdin.fileno()
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:  # inherited a non-blocking descriptor
+                    select.select([fd], [], [])
+                    continue
+                if not chunk:
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").rstrip("\r")
+                    loop.call_soon_threadsafe(queue.put_nowait, line)
+            if pending:
+                line = pending.decode("utf-8", "replace").rstrip("\r")
                 loop.call_soon_threadsafe(queue.put_nowait, line)
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError, RuntimeError):
             pass
         finally:
             try:

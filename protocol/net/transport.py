@@ -319,8 +319,9 @@ class CoreProtocol(asyncio.DatagramProtocol):
         if self.transport is None:
             return
         now = self.clock()
-        if at is not None and now < at - 0.0002:
-            # Loops with millisecond clocks (uvloop) can fire a little early: wait the rest.
+        if at is not None and now < at:
+            # Loops with millisecond clocks (uvloop) can fire a little early: wait the rest, so
+            # the core never sees its timer before its deadline.
             self._timer_at = at
             assert self.loop is not None
             self._timer = self.loop.call_later(at - now + 0.0002, self._on_timer)
