@@ -14,7 +14,9 @@ import signal
 import sys
 import time
 
-CLI = [sys.executable, "-m", "udproom.protocol.cli"]
+#: The real entry point (`python -m udproom` = the `udproom` console script), which dispatches
+#: relay|listen|send to udproom.protocol.cli.
+CLI = [sys.executable, "-m", "udproom"]
 
 #: Timing flags for tests: fast repair, but a member timeout that tolerates a loaded 2-core box.
 FAST = ["--fast-timers", "--keepalive", "0.2", "--timeout-member", "3", "--give-up", "30"]

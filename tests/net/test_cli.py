@@ -150,5 +150,26 @@ def test_headless_commands_never_import_textual():
 
 
 def test_module_entry_point_help():
-    r = run_cli("relay", "--help")
+    r = subprocess.run([sys.executable, "-m", "udproom.protocol.cli", "relay", "--help"],
+                       capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "--bind" in r.stdout
+
+
+CONSOLE_NO_TEXTUAL = textwrap.dedent(
+    """
+    import sys
+    from udproom.__main__ import main
+    codes = [main(["relay", "--help"]), main(["listen", "--help"]),
+             main(["send", "--join", "127.0.0.1:9", "--room", "x", "--nick", "a", "--timeout",
+                   "0.2", "hi"])]
+    bad = sorted(m for m in sys.modules if m.split(".")[0] == "textual")
+    print(codes, bad)
+    sys.exit(0 if codes == [0, 0, 1] and not bad else 3)
+    """
+)
+
+
+def test_console_script_headless_commands_never_import_textual():
+    r = subprocess.run([sys.executable, "-c", CONSOLE_NO_TEXTUAL], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
