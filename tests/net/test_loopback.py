@@ -177,3 +177,33 @@ async def test_oversize_stdin_line_with_relay(procs):
     assert len(s.stderr) == 1 and "1001 bytes" in s.stderr[0] and "line 2" in s.stderr[0], s.stderr
     relay.terminate()
     assert await relay.wait(5) == 0
+
+
+async def test_history_and_nick_clash(procs):
+    relay, port = await procs.relay(":0", *FAST)  # every interface, dual-stack where possible
+    v4 = hostport("127.0.0.1", port)
+    for k in range(3):
+        s = await procs.send("alice", v4, "lobby", *FAST, f"old {k}")
+        assert await s.wait(20) == 0, s.stderr
+    with_history = await procs.listen("h", v4, "lobby", "--history", "--count", "4", "--timeout", "30", *FAST)
+    without = await procs.listen("n", "localhost:%d" % port, "lobby", "--count", "1", "--timeout", "30", *FAST)
+    for lst in (with_history, without):
+        await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+    await with_history.wait_until(lambda: len(with_history.of_type("message")) == 3, 20, "history")
+    old = with_history.of_type("message")
+    assert [m["text"] for m in old] == ["old 0", "old 1", "old 2"]
+    assert all(m.get("history") for m in old)
+    assert not any(o.get("history") for o in without.json)
+    # a nick already in the room is refused visibly
+    clash = await procs.send("h", v4, "lobby", *FAST, "me too")
+    assert await clash.wait(20) == 1
+    assert len(clash.stderr) == 1 and "already" in clash.stderr[0], clash.stderr
+    s = await procs.send("bob", v4, "lobby", *FAST, "new")
+    assert await s.wait(20) == 0, s.stderr
+    for lst in (with_history, without):
+        assert await lst.wait(20) == 0, lst.stderr
+    new = with_history.of_type("message")[-1]
+    assert new["text"] == "new" and "history" not in new
+    assert without.messages() == [("bob", "new")]
+    relay.terminate()
+    assert await relay.wait(5) == 0
