@@ -18,9 +18,9 @@ How it works (README has the long form):
   all of them, and every pair then talks directly.
 - **Streams.** Each sender numbers its own messages per room (`PeerMsg.seq`); the DM stream of a
   pair is room "". The PeerJoin a sender gives a receiver names the first sequence that receiver
-  will get (`base`): a new member gets the sender's messages of the last `timing.timeout` seconds
-  (and anything still unacknowledged), which closes the race between sending and learning of a
-  new member. Receivers deliver each sender's stream in order (`RecvStream`), ack it
+  will get (`base`): a new member gets the sender's messages of the last two keepalives (and
+  anything still unacknowledged), which closes the race between sending and learning of a new
+  member (those stamped before the receiver joined are flagged `history`). Receivers deliver each sender's stream in order (`RecvStream`), ack it
   (cumulative + SACK ranges, delayed `ack_delay`), NACK holes (paced per RTT); senders
   retransmit on an RFC 6298 RTO with backoff. Message ids (`mid`) suppress duplicates across
   retransmits, re-links and history. A post is acknowledged (`PostAcknowledged`) once every peer
@@ -135,7 +135,7 @@ class Target:
 class LinkRoom:
     """What one link shares about one room ("" = the pair's DM stream)."""
 
-    __slots__ = ("name", "member", "target", "rx", "ask_at", "ask_tries", "history_want",
+    __slots__ = ("name", "member", "target", "rx", "rx_base", "ask_at", "ask_tries", "history_want",
                  "history_until", "history_sent", "top")
 
     def __init__(self, name: str) -> None:
@@ -143,6 +143,7 @@ class LinkRoom:
         self.member = False  # confirmed by their PeerJoin
         self.target: Target | None = None  # our stream -> them
         self.rx: RecvStream | None = None  # their stream -> us
+        self.rx_base = 0  # where their stream to us started (earlier = history)
         self.ask_at: float | None = None  # next PeerJoin(ask) while unconfirmed
         self.ask_tries = 0
         self.history_want = False
@@ -183,10 +184,11 @@ class Link:
 
 
 class Room:
-    __slots__ = ("name", "out", "topic", "topic_key", "history")
+    __slots__ = ("name", "out", "topic", "topic_key", "history", "joined_ts")
 
-    def __init__(self, name: str, history: int) -> None:
+    def __init__(self, name: str, history: int, joined_ts: float = 0.0) -> None:
         self.name = name
+        self.joined_ts = joined_ts
         self.out = OutStream(name)
         self.topic = ""
         self.topic_key: tuple[int, str] = (0, "")
@@ -253,7 +255,7 @@ class PeerNode:
             return
         if len(self.rooms) >= MAX_ROOMS:
             raise NameError_(f"you are in {len(self.rooms)} rooms already")
-        self.rooms[name] = Room(name, self.history)
+        self.rooms[name] = Room(name, self.history, self._ts(now))
         self._events.append(E.RoomJoined(name, self.nick, (E.Member(self.nick, self.away),), ""))
         for link in self.links.values():
             lr = link.rooms.setdefault(name, LinkRoom(name))
@@ -824,8 +826,9 @@ class PeerNode:
 
     def _base_for(self, out: OutStream, node: int, now: float) -> int:
         """First of our messages a (re)joining receiver gets: anything still waiting for it, and
-        everything sent within the last `timeout` (it may have been in the room already)."""
-        since = now - self.timing.timeout
+        everything sent within the last two keepalives (it may have joined while we sent them,
+        before gossip told us about it)."""
+        since = now - 2 * self.timing.keepalive
         for seq, m in out.msgs.items():
             if m.created >= since or (not m.done and node in m.waiting):
                 return seq
@@ -887,6 +890,9 @@ class PeerNode:
         # their stream
         if lr.rx is None:
             lr.rx = RecvStream(j.base)
+            lr.rx_base = j.base
+        elif j.base > lr.rx.next + MAX_KEPT or j.top > lr.rx.next + 8 * MAX_KEPT:
+            raise ValueError("PeerJoin skips too far")  # forged or broken: never jump blindly
         elif j.base > lr.rx.next:
             lr.rx.skip_to(j.base)
             self._deliver(link, lr, now)
@@ -1157,7 +1163,9 @@ class PeerNode:
                                                       m.kind == F.EV_DM_ACTION))
             elif r is not None:
                 r.history.append(m)
-                self._events.append(E.MessageReceived(name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION))
+                # sent (by its stamp) before we joined: it reached us as part of the join window
+                self._events.append(E.MessageReceived(name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION,
+                                                      history=m.ts < r.joined_ts))
 
     def _want_ack(self, link: Link, name: str, now: float, urgent: bool) -> None:
         link.ack_rooms.add(name)
@@ -1229,8 +1237,11 @@ class PeerNode:
                 continue
             items.append(m)
         items.sort(key=lambda m: (m.lc, m.nick))
+        # a member's messages from where its stream to us starts arrive live: not history
+        live = {lk.nick: lk.rooms[h.room].rx_base for lk in self._members(h.room)
+                if lk.rooms[h.room].rx is not None}
         for m in items:
-            if m.mid in self._seen:
+            if m.mid in self._seen or m.seq >= live.get(m.nick, 1 << 62):
                 continue
             self._seen.add(m.mid)
             self._bump(m.lc)
