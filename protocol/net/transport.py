@@ -158,6 +158,7 @@ class CoreProtocol(asyncio.DatagramProtocol):
         self._timer_at: float | None = None
         self._paused = False
         self._v6 = False
+        self._ok_addrs: set[tuple] = set()  # addresses already checked
         self._closed: asyncio.Future[None] | None = None
         self.stats = {
             "received": 0,
@@ -257,34 +258,53 @@ class CoreProtocol(asyncio.DatagramProtocol):
                     self.stats["callback_errors"] += 1
                     log.exception("%s: event handler failed on %r", self.name, event)
 
+    def _valid_addr(self, addr: Any) -> bool:
+        # asyncio treats anything but OSError from sendto as fatal and closes the socket:
+        # check the address's shape before handing it over.
+        if addr is None:
+            return True
+        v6 = self._v6
+        return (
+            type(addr) is tuple
+            and (2 <= len(addr) <= 4 if v6 else len(addr) == 2)
+            and type(addr[0]) is str
+            and type(addr[1]) is int
+            and 0 < addr[1] < 65536
+            and (v6 or ":" not in addr[0])
+        )
+
     def _send(self, out: list[tuple[bytes, Any]]) -> None:
         transport = self.transport
         if transport is None or not out:
             return
-        v6 = self._v6
+        sendto = transport.sendto
+        ok = self._ok_addrs
+        sent = 0
         for data, addr in out:
             if self._paused:
                 self.stats["dropped_paused"] += 1  # UDP: the core's retransmits repair it
                 continue
-            # asyncio treats anything but OSError from sendto as fatal and closes the socket:
-            # check the address's shape first.
-            if addr is not None and not (
-                type(addr) is tuple
-                and (2 <= len(addr) <= 4 if v6 else len(addr) == 2)
-                and type(addr[0]) is str
-                and type(addr[1]) is int
-                and 0 < addr[1] < 65536
-                and (v6 or ":" not in addr[0])
-            ):
-                self.stats["send_errors"] += 1
-                log.debug("%s: not sending to invalid address %r", self.name, addr)
-                continue
             try:
-                transport.sendto(data, addr)
-                self.stats["sent"] += 1
+                known = addr in ok
+            except TypeError:  # unhashable: certainly not an address
+                known = False
+                addr = ("invalid",)
+            if not known:
+                if not self._valid_addr(addr):
+                    self.stats["send_errors"] += 1
+                    log.debug("%s: not sending to invalid address %r", self.name, addr)
+                    continue
+                if len(ok) >= 8192:
+                    ok.clear()
+                if addr is not None:
+                    ok.add(addr)
+            try:
+                sendto(data, addr)
+                sent += 1
             except (OSError, ValueError, TypeError) as exc:
                 self.stats["send_errors"] += 1
                 log.debug("%s: sendto %s failed: %s", self.name, addr, exc)
+        self.stats["sent"] += sent
 
     def _arm(self, now: float, *, after_timer: bool = False) -> None:
         try:

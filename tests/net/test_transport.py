@@ -166,6 +166,7 @@ class HostileCore(EchoCore):
             raise RuntimeError("core bug")
         self.out.append((b"x", ("::1", 9, 0, 0)))  # IPv6 address on an IPv4 socket
         self.out.append((b"x", ("not an address",)))
+        self.out.append((b"x", ("127.0.0.1", [9])))  # unhashable
         self.out.append((b"x", ("127.0.0.1", 1)))  # nobody listens: ICMP unreachable
         self.out.append((b"ok", addr))
         self.events.append("event")

@@ -1,0 +1,283 @@
+"""The direct-mode runner: a `Backend` (protocol/backend.py) over the sans-IO `PeerNode`.
+
+One UDP socket, driven by the generic `CoreProtocol` adapter. `listen` is '[HOST]:PORT' (None or
+'' = every interface, an ephemeral port); `peers` are 'HOST:PORT' strings to contact. Peers
+revealed by gossip are reached at the address other peers see them at; `addr_map` adapts those
+to this socket's family (IPv4 addresses become '::ffff:a.b.c.d' on a dual-stack IPv6 socket).
+
+`loss`/`dup`/`seed` put a seeded impairment layer between the socket and the core (tests: a proxy
+is bypassed as soon as gossip reveals real addresses, so the loss has to live in the peer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..events import Connected, Event, Notice, Refused
+from ..reliability import Timing
+from .address import AddressError, format_address, local_addresses, parse_address, resolve
+from .transport import CoreProtocol, bind_socket, bound_host, open_core
+
+log = logging.getLogger("udproom.net")
+
+
+def _wall_offset() -> float:
+    return time.time() - time.monotonic()
+
+
+class LossyCore:
+    """Wraps a sans-IO core and drops (and duplicates) datagrams both ways, seeded.
+
+    It has the core's surface, so `CoreProtocol` drives it unchanged."""
+
+    def __init__(self, core: Any, loss: float = 0.0, dup: float = 0.0, seed: int | None = None) -> None:
+        self.core = core
+        self.loss = loss
+        self.dup = dup
+        self.rng = random.Random(seed)
+        self.dropped = 0
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        if self.rng.random() < self.loss:
+            self.dropped += 1
+            return
+        self.core.receive_datagram(data, addr, now)
+        if self.rng.random() < self.dup:
+            self.core.receive_datagram(data, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        out = []
+        for item in self.core.datagrams_to_send(now):
+            if self.rng.random() < self.loss:
+                self.dropped += 1
+                continue
+            out.append(item)
+            if self.rng.random() < self.dup:
+                out.append(item)
+        return out
+
+    def get_timer(self) -> float | None:
+        return self.core.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+
+    def next_event(self) -> Any:
+        return self.core.next_event()
+
+
+def addr_mapper(family: int) -> Callable[[str, int], tuple | None]:
+    """Gossiped (host, port) -> an address a socket of `family` can send to (None if it cannot)."""
+
+    def mapped(host: str, port: int) -> tuple | None:
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return None  # gossip carries literal addresses only
+        if family == socket.AF_INET6:
+            return (f"::ffff:{ip}" if ip.version == 4 else host, port)
+        if ip.version == 4:
+            return (host, port)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return (str(ip.ipv4_mapped), port)
+        return None
+
+    return mapped
+
+
+class PeerClient:
+    """A `Backend` for direct mode: no relay, each pair of peers talks directly."""
+
+    def __init__(
+        self,
+        listen: str | None,
+        peers: list[str] | tuple[str, ...] = (),
+        nick: str = "guest",
+        rooms: list[str] | tuple[str, ...] = (),
+        timing: Timing | None = None,
+        *,
+        history: int = 100,
+        loss: float = 0.0,
+        dup: float = 0.0,
+        seed: int | None = None,
+        core_wrapper: Callable[[Any], Any] | None = None,
+    ) -> None:
+        from ..names import check_nick
+        from ..peer import PeerNode
+
+        self.host, self.port = parse_address(listen or ":0", allow_empty_host=True)
+        self._peers = [parse_address(p) for p in peers]
+        self._peer_text = list(peers)
+        self._rooms = list(rooms)
+        self.core = PeerNode(check_nick(nick), timing=timing, wall_offset=_wall_offset(), history=history)
+        if core_wrapper is not None:
+            self._driven = core_wrapper(self.core)
+        elif loss or dup:
+            self._driven = LossyCore(self.core, loss, dup, seed)
+        else:
+            self._driven = self.core
+        self.protocol: CoreProtocol | None = None
+        self._emit: Callable[[Event], None] | None = None
+        self._stop = asyncio.Event()
+        self._running = False
+        self._bound_host = self.host
+        self.bound = asyncio.Event()
+
+    # ------------------------------------------------------------------ Backend
+
+    @property
+    def mode(self) -> str:
+        n = self.core.peer_count
+        return f"direct, {n} peer{'' if n == 1 else 's'}"
+
+    @property
+    def nick(self) -> str:
+        return self.core.nick
+
+    @property
+    def address(self) -> str:
+        """Where this peer listens, 'host:port' as bound."""
+        return format_address(self._bound_host, self.port)
+
+    def addresses(self) -> list[str]:
+        """'host:port' strings others can use to peer with us."""
+        return local_addresses(self._bound_host, self.port)
+
+    async def run(self, emit: Callable[[Event], None]) -> None:
+        self._emit = emit
+        try:
+            sock = bind_socket(self.host, self.port)
+        except AddressError as exc:
+            emit(Refused(str(exc)))
+            return
+        self.core.addr_map = addr_mapper(sock.family)
+        try:
+            self.protocol = await open_core(self._driven, sock, self._on_event, name="peer")
+        except BaseException:
+            sock.close()
+            raise
+        self._bound_host = bound_host(sock)
+        self.port = sock.getsockname()[1]
+        self._running = True
+        self.bound.set()
+        try:
+            emit(Connected(self.address, self.core.nick))
+            now = time.monotonic()
+            for room in self._rooms:
+                self.core.join(room, now)
+            for (host, port), text in zip(self._peers, self._peer_text):
+                try:
+                    addr = await resolve(host, port)
+                except AddressError as exc:
+                    emit(Notice(f"peer {text}: {exc}"))
+                    continue
+                mapped = addr_mapper(sock.family)(addr[0], addr[1])
+                if mapped is None:
+                    emit(Notice(f"peer {text}: not reachable from a socket bound to {self.address}"))
+                    continue
+                self.core.add_peer(mapped, time.monotonic())
+            self.protocol.flush()
+            await self._stop.wait()
+        finally:
+            self._running = False
+            proto = self.protocol
+            if proto.transport is not None:
+                try:
+                    self.core.close(time.monotonic())
+                except Exception:
+                    log.exception("peer: close failed")
+                proto.flush()
+            proto.close()
+            try:
+                await proto.wait_closed(0.5)
+            except asyncio.CancelledError:
+                pass
+
+    def _on_event(self, event: Event) -> None:
+        if self._emit is not None:
+            self._emit(event)
+
+    def _kick(self) -> None:
+        if self.protocol is not None:
+            self.protocol.kick()
+
+    def join(self, room: str) -> None:
+        self.core.join(room, time.monotonic())
+        self._kick()
+
+    def part(self, room: str) -> None:
+        self.core.part(room, time.monotonic())
+        self._kick()
+
+    def post(self, room: str, text: str, action: bool = False) -> int:
+        local_id = self.core.post(room, text, time.monotonic(), action=action)
+        self._kick()
+        return local_id
+
+    def retry(self, local_id: int) -> int:
+        new_id = self.core.retry(local_id, time.monotonic())
+        self._kick()
+        return new_id
+
+    def set_nick(self, nick: str) -> None:
+        self.core.set_nick(nick, time.monotonic())
+        self._kick()
+
+    def set_topic(self, room: str, topic: str) -> None:
+        self.core.set_topic(room, topic, time.monotonic())
+        self._kick()
+
+    def set_away(self, message: str) -> None:
+        self.core.set_away(message, time.monotonic())
+        self._kick()
+
+    def add_peer(self, address: str) -> None:
+        """Contact another peer ('HOST:PORT', a literal address) while running."""
+        host, port = parse_address(address)
+        if self.protocol is None or self.protocol.transport is None:
+            self._peers.append((host, port))
+            self._peer_text.append(address)
+            return
+        sock = self.protocol.transport.get_extra_info("socket")
+        mapped = addr_mapper(sock.family if sock is not None else socket.AF_INET)(host, port)
+        if mapped is None:
+            raise AddressError(f"{address} is not a literal address this socket can reach")
+        self.core.add_peer(mapped, time.monotonic())
+        self._kick()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ extras for the commands
+
+    @property
+    def pending_posts(self) -> int:
+        return self.core.pending_posts
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def members(self, room: str) -> list[str]:
+        return self.core.members(room)
+
+    def ready(self, room: str) -> bool:
+        """Membership has converged: the contacts we were given answered (at least one of them is
+        in the room, when any were given) and no handshake or room question is outstanding."""
+        if not self._running:
+            return False
+        if self._peers and len(self.core.members(room)) < 2:
+            return False
+        return self.core.settled()
+
+    async def wait_ready(self, room: str, poll: float = 0.01) -> None:
+        """Wait until `ready(room)`; the caller bounds the wait (the commands' --timeout)."""
+        while not self.ready(room):
+            await asyncio.sleep(poll)
