@@ -136,7 +136,7 @@ class LinkRoom:
     """What one link shares about one room ("" = the pair's DM stream)."""
 
     __slots__ = ("name", "member", "target", "rx", "rx_base", "ask_at", "ask_tries", "history_want",
-                 "history_until", "history_sent", "top")
+                 "history_until", "history_sent", "top", "gossiped")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -150,6 +150,7 @@ class LinkRoom:
         self.history_until = 0.0
         self.history_sent = -1e18
         self.top = 0
+        self.gossiped = False  # their member list for this room arrived
 
 
 class Link:
@@ -379,6 +380,8 @@ class PeerNode:
             if link.state == UP:
                 for lr in link.rooms.values():
                     if not lr.member and lr.ask_at is not None:
+                        return False
+                    if lr.member and lr.name and not lr.gossiped:
                         return False
         return True
 
@@ -861,6 +864,8 @@ class PeerNode:
                 host = host[7:]
             entries.append((lk.nick, host, int(lk.addr[1])))
             ids.append(lk.node)
+        if not entries and only is None:
+            return [F.PeerList(name, [], [])]  # "nobody else": lets the receiver know it is settled
         return [F.PeerList(name, entries[i:i + GOSSIP_CHUNK], ids[i:i + GOSSIP_CHUNK])
                 for i in range(0, len(entries), GOSSIP_CHUNK)]
 
@@ -941,6 +946,7 @@ class PeerNode:
         lr = link.rooms.get(name)
         if not name or name not in self.rooms or lr is None or not lr.member:
             return
+        lr.gossiped = True
         for i, entry in enumerate(pl.peers[:GOSSIP_CHUNK * 4]):
             _nick, host, port = entry
             node = pl.ids[i] if i < len(pl.ids) else 0
