@@ -542,7 +542,7 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
         return f"timed out after {args.timeout:g}s: {unacked} message(s) not acknowledged"
 
     code = await _drive(client, emit, done, state, args, "send", timeout_error, body)
-    if code == 0 and state["interrupted"] and (pending or not state["all_posted"]):
+    if code == 0 and state["interrupted"] and pending:
         _say("send", f"interrupted: {len(pending)} message(s) not acknowledged")
         return 1
     return code

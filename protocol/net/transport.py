@@ -70,7 +70,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     """A non-blocking UDP socket bound to host:port.
 
     Every-interface hosts ('', '::', '*') get one dual-stack IPv6 socket where the platform has
-    it (IPv4 clients then appear as ::ffff:a.b.c.d), else IPv4 '0.0.0.0'. Raises AddressError with
+    it (IPv4 clients then appear as ::ffff:a.b.c.d), else ('' and '*') IPv4 '0.0.0.0'.
+    '0.0.0.0' is IPv4 only. Raises AddressError with
     a one-line reason (port in use, address not on this machine...).
     """
     candidates: list[tuple[int, tuple]] = []
@@ -99,7 +100,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
             last = exc
             continue
         try:
-            if family == socket.AF_INET6 and sockaddr[0] == "::" and host != "::":
+            if family == socket.AF_INET6 and sockaddr[0] == "::":
                 try:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 except (OSError, AttributeError):

@@ -73,7 +73,7 @@ class Collector(asyncio.DatagramProtocol):
 
 
 @pytest.mark.parametrize("kind", LOOPS)
-@pytest.mark.parametrize("host, peer", [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("", "127.0.0.1"), ("", "::1")])
+@pytest.mark.parametrize("host, peer", [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("", "127.0.0.1"), ("", "::1"), ("::", "127.0.0.1")])
 def test_echo(kind, host, peer):
     async def main():
         core = EchoCore()
@@ -245,13 +245,17 @@ def test_buffers_are_large():
         sock.close()
 
 
-def test_dual_stack_bind():
-    sock = bind_socket("", 0)
+@pytest.mark.parametrize("host", ["", "::", "*"])
+def test_dual_stack_bind(host):
+    sock = bind_socket(host, 0)
     try:
         if sock.family == socket.AF_INET6:
             assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
     finally:
         sock.close()
+    sock = bind_socket("0.0.0.0", 0)
+    assert sock.family == socket.AF_INET
+    sock.close()
 
 
 def test_loop_helpers():
