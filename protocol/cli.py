@@ -86,6 +86,37 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reconnect-max", type=_positive, help=hidden)
 
 
+def _add_direct(p: argparse.ArgumentParser) -> None:
+    """Direct mode (no relay): the alternative to --join."""
+    p.add_argument("--listen", metavar="[HOST]:PORT",
+                   help="direct mode: talk to peers without a relay, listening here "
+                   "(':6001' = every interface; port 0 = any free port)")
+    p.add_argument("--peer", metavar="HOST:PORT", action="append", default=[],
+                   help="direct mode: a peer to contact (repeatable; one member reveals the rest)")
+    # Hidden, for tests: seeded loss/duplication under the peer's transport.
+    p.add_argument("--loss", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--dup", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--loss-seed", type=int, help=argparse.SUPPRESS)
+
+
+def _client(args: argparse.Namespace, nick: str, room: str) -> Any:
+    """A relay client (--join) or a direct peer (--listen/--peer)."""
+    if args.join is not None:
+        from .net.runners import RelayClient
+
+        return RelayClient(args.join, nick, [room], timing=_timing(args))
+    from .net.peer import PeerClient
+
+    return PeerClient(args.listen, list(args.peer), nick, [room], timing=_timing(args),
+                      loss=args.loss, dup=args.dup, seed=args.loss_seed)
+
+
+def _where(args: argparse.Namespace) -> str:
+    if args.join is not None:
+        return f"a relay at {args.join}"
+    return "peers at " + ", ".join(args.peer) if args.peer else "any peer"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="udproom",
@@ -116,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Join ROOM and print one JSON object per line: first {'type': 'joined', ...}, "
         "then one per room event (message, join, leave, timeout, nick, topic, away).",
     )
-    listen.add_argument("--join", required=True, metavar="HOST:PORT", help=join_help)
+    listen.add_argument("--join", metavar="HOST:PORT", help=join_help)
+    _add_direct(listen)
     listen.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
     listen.add_argument("--nick", help="nick to use (default: your login name)")
     listen.add_argument(
@@ -139,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send TEXT as one message, or with no TEXT each non-empty line of stdin as "
         "a message, in order. Exits 0 once the relay has acknowledged every message.",
     )
-    send.add_argument("--join", required=True, metavar="HOST:PORT", help=join_help)
+    send.add_argument("--join", metavar="HOST:PORT", help=join_help)
+    _add_direct(send)
     send.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
     send.add_argument("--nick", help="nick to use (default: your login name)")
     send.add_argument(
@@ -282,9 +315,7 @@ class _Output:
 
 
 async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
-    from .net.runners import RelayClient
-
-    client = RelayClient(args.join, nick, [room], timing=_timing(args))
+    client = _client(args, nick, room)
     done = asyncio.Event()
     state = {"joined": False, "messages": 0, "error": None, "interrupted": False}
 
@@ -326,6 +357,9 @@ async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
                 if args.count and state["messages"] >= args.count:
                     finish()
             return
+        if isinstance(ev, E.Connected) and args.join is None:
+            _say("listen", f"direct mode, listening on udp://{ev.address}")
+            return
         _report(ev, "listen", finish)
 
     return await _drive(client, emit, done, state, args, "listen", _listen_timeout_error)
@@ -335,7 +369,7 @@ def _listen_timeout_error(args: argparse.Namespace, state: dict) -> str | None:
     if not args.count:
         return None
     if not state["joined"]:
-        return f"timed out after {args.timeout:g}s without joining (is the relay at {args.join} up?)"
+        return f"timed out after {args.timeout:g}s without joining (is {_where(args)} up?)"
     return f"timed out after {args.timeout:g}s with {state['messages']} of {args.count} messages"
 
 
@@ -457,9 +491,8 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
 
 async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | None) -> int:
     from .backend import OutboxFull
-    from .net.runners import RelayClient
 
-    client = RelayClient(args.join, nick, [room], timing=_timing(args))
+    client = _client(args, nick, room)
     done = asyncio.Event()
     joined = asyncio.Event()
     progress = asyncio.Event()  # an ack arrived
@@ -492,11 +525,19 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
                 finish(f"message {state['acked'] + 1} was not delivered: {ev.reason}")
         elif isinstance(ev, E.ROOM_EVENTS):
             pass
+        elif isinstance(ev, E.Connected) and args.join is None:
+            _say("send", f"direct mode, listening on udp://{ev.address}")
         else:
             _report(ev, "send", finish)
 
     async def body() -> None:
         await joined.wait()
+        if args.join is None:
+            # direct mode: first learn who is in the room (the peers we were given and everyone
+            # they know), so every message goes to, and is acknowledged by, all of them
+            state["joined"] = False
+            await client.wait_ready(room)
+            state["joined"] = True
         queue = None
         if text is None:
             queue = _stdin_lines(asyncio.get_running_loop())
@@ -535,7 +576,7 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
 
     def timeout_error(_args: argparse.Namespace, st: dict) -> str:
         if not st["joined"]:
-            return f"no answer from a relay at {args.join} within {args.timeout:g}s"
+            return f"no answer from {_where(args)} within {args.timeout:g}s"
         unacked = len(pending)
         if not st["all_posted"]:
             return f"timed out after {args.timeout:g}s while sending ({st['acked']} acknowledged)"
@@ -572,7 +613,17 @@ def main(argv: list[str] | None = None) -> int:
         if command == "relay":
             parse_address(args.bind, allow_empty_host=True)
             return _run(lambda: _run_relay(args))
-        parse_address(args.join)
+        if args.join is not None:
+            if args.listen is not None or args.peer:
+                raise UsageError("--join (a relay) cannot be combined with --listen/--peer (direct mode)")
+            parse_address(args.join)
+        elif args.listen is None and not args.peer:
+            raise UsageError("say where the room is: --join HOST:PORT (a relay) or --listen/--peer (direct)")
+        else:
+            if args.listen is not None:
+                parse_address(args.listen, allow_empty_host=True)
+            for peer in args.peer:
+                parse_address(peer)
         try:
             room = canonical_room(args.room)
             nick = check_nick(args.nick) if args.nick is not None else _default_nick()
