@@ -1,5 +1,10 @@
 """Thin runners over the sans-IO cores: a relay server and a relay client (a `Backend`).
 
+`CoreClient` holds what any `Backend` over one core and one socket needs (run loop, command
+forwarding, polite close); `RelayClient` adds resolving the relay and connect + join. A
+direct-mode client is the same shape: subclass `CoreClient` with its own `_open` (bind the
+listening socket) and `_start` (add the seed peers, join).
+
 Both run inside whatever asyncio loop is current (the TUI hosts a relay in Textual's own loop),
 and use one `CoreProtocol` each. Time given to the cores is `time.monotonic()`; wall-clock stamps
 come from `wall_offset = time.time() - time.monotonic()`, fixed at start.
@@ -107,37 +112,36 @@ class RelayServer:
         await self.stop()
 
 
-class RelayClient:
-    """A `Backend` (see protocol/backend.py) for relay mode: one session with one relay.
+class CoreClient:
+    """`Backend` plumbing shared by clients that drive one sans-IO core over one socket.
 
-    Reconnection with backoff, rejoining rooms and resending unacknowledged posts are the core's
-    (ClientSession) job; this only feeds it datagrams and timers. `address` is parsed at once
-    (AddressError); resolving happens in `run`, and a failure there is emitted as `Refused`.
+    Subclasses provide `mode`, `_open()` (resolve, make the socket: raise AddressError on
+    failure, which `run` emits as `Refused`) and `_start(now)` (first commands to the core, e.g.
+    connect and join). Commands go straight to the core with `time.monotonic()` and schedule one
+    flush; the core's errors (NameError_, OutboxFull) reach the caller unchanged.
     """
 
-    def __init__(
-        self,
-        address: str,
-        nick: str,
-        rooms: list[str] | tuple[str, ...] = (),
-        timing: Timing | None = None,
-    ) -> None:
-        from ..client import ClientSession
+    name = "client"
 
-        self.host, self.port = parse_address(address)
-        self._rooms = list(rooms)
-        self.core = ClientSession(nick, timing=timing, wall_offset=wall_offset())
+    def __init__(self, core: Any, nick: str) -> None:
+        self.core = core
         self._nick = nick
         self.protocol: CoreProtocol | None = None
         self._emit: Callable[[Event], None] | None = None
         self._stop = asyncio.Event()
         self._running = False
 
-    # ------------------------------------------------------------------ Backend
-
     @property
-    def mode(self) -> str:
-        return f"relay {format_address(self.host, self.port)}"
+    def mode(self) -> str:  # pragma: no cover - subclasses say
+        raise NotImplementedError
+
+    async def _open(self) -> Any:  # pragma: no cover - subclasses say
+        raise NotImplementedError
+
+    def _start(self, now: float) -> None:  # pragma: no cover - subclasses say
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ Backend
 
     @property
     def nick(self) -> str:
@@ -146,28 +150,23 @@ class RelayClient:
     async def run(self, emit: Callable[[Event], None]) -> None:
         self._emit = emit
         try:
-            addr = await resolve(self.host, self.port)
-            sock = client_socket(addr)
+            sock = await self._open()
         except AddressError as exc:
             emit(Refused(str(exc)))
             return
-        self.protocol = await open_core(self.core, sock, self._on_event, name="client")
+        self.protocol = proto = await open_core(self.core, sock, self._on_event, name=self.name)
         self._running = True
         try:
-            now = time.monotonic()
-            self.core.connect(addr, now)
-            for room in self._rooms:
-                self.core.join(room, now)
-            self.protocol.flush()
+            self._start(time.monotonic())
+            proto.flush()
             await self._stop.wait()
         finally:
             self._running = False
-            proto = self.protocol
             if proto.transport is not None:
                 try:
                     self.core.close(time.monotonic())
                 except Exception:
-                    log.exception("client: close failed")
+                    log.exception("%s: close failed", self.name)
                 proto.flush()
             proto.close()
             try:
@@ -225,3 +224,41 @@ class RelayClient:
     @property
     def running(self) -> bool:
         return self._running
+
+
+class RelayClient(CoreClient):
+    """A `Backend` (see protocol/backend.py) for relay mode: one session with one relay.
+
+    Reconnection with backoff, rejoining rooms and resending unacknowledged posts are the core's
+    (ClientSession) job; this only feeds it datagrams and timers. `address` is parsed at once
+    (AddressError); resolving happens in `run`, and a failure there is emitted as `Refused`.
+    """
+
+    name = "client"
+
+    def __init__(
+        self,
+        address: str,
+        nick: str,
+        rooms: list[str] | tuple[str, ...] = (),
+        timing: Timing | None = None,
+    ) -> None:
+        from ..client import ClientSession
+
+        self.host, self.port = parse_address(address)
+        self._rooms = list(rooms)
+        self._addr: tuple | None = None
+        super().__init__(ClientSession(nick, timing=timing, wall_offset=wall_offset()), nick)
+
+    @property
+    def mode(self) -> str:
+        return f"relay {format_address(self.host, self.port)}"
+
+    async def _open(self) -> Any:
+        self._addr = await resolve(self.host, self.port)
+        return client_socket(self._addr)
+
+    def _start(self, now: float) -> None:
+        self.core.connect(self._addr, now)
+        for room in self._rooms:
+            self.core.join(room, now)
