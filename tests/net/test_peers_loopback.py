@@ -1,0 +1,108 @@
+"""Direct mode with real processes: `udproom listen|send --listen ... --peer ...`, no relay.
+
+Three listeners are chained (C knows only B, B only A); senders join through A and through C.
+Gossip must link everyone to everyone, so every message reaches every listener exactly once, in
+its sender's order. The lossy variant uses the peers' own seeded impairment layer (`--loss`,
+`--dup`): an impairment proxy would be bypassed as soon as gossip reveals the real addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from .conftest import FAMILIES, hostport
+from .procs import FAST
+
+_ADDR_RE = re.compile(r"udp://(\[[^\]]+\]|[^\s:]+):(\d+)")
+
+
+async def start_peer(procs, name: str, command: str, host: str, peers: list[str], *extra: str,
+                     stdin: bool = False):
+    args = [command, "--listen", hostport(host, 0), "--room", "lobby", "--nick", name]
+    for p in peers:
+        args += ["--peer", p]
+    proc = await procs.start(name, *args, *extra, stdin=stdin)
+    found: list[int] = []
+
+    def bound() -> bool:
+        for line in proc.stderr:
+            m = _ADDR_RE.search(line)
+            if m:
+                found.append(int(m.group(2)))
+                return True
+        return not proc.running
+
+    await proc.wait_until(bound, 15, "the udp:// line")
+    assert found, f"{name} did not start: {proc.stderr}"
+    return proc, hostport(host, found[0])
+
+
+def joined(proc, *nicks: str):
+    return lambda: {o["nick"] for o in proc.of_type("join")} >= set(nicks)
+
+
+@pytest.mark.parametrize("host", FAMILIES)
+@pytest.mark.parametrize("lossy", [False, True], ids=["clean", "lossy"])
+async def test_chained_peers_deliver_to_everyone(procs, host, lossy):
+    per_sender = 6
+    total = 2 * per_sender
+    imp = ["--loss", "0.2", "--dup", "0.1"] if lossy else []
+
+    def seed(k: int) -> list[str]:
+        return ["--loss-seed", str(k)] if lossy else []
+
+    common = ["--count", str(total), "--timeout", "40", *FAST, *imp]
+    a, addr_a = await start_peer(procs, "A", "listen", host, [], *common, *seed(1))
+    b, addr_b = await start_peer(procs, "B", "listen", host, [addr_a], *common, *seed(2))
+    c, addr_c = await start_peer(procs, "C", "listen", host, [addr_b], *common, *seed(3))
+    # C knows only B, yet gossip links it to A (and A to C)
+    await a.wait_until(joined(a, "B", "C"), 20, "B and C joining A")
+    await c.wait_until(joined(c, "A", "B"), 20, "A and B joining C")
+
+    texts = {s: [f"{s} line {k}" for k in range(per_sender)] for s in ("sa", "sc")}
+    sa, _ = await start_peer(procs, "sa", "send", host, [addr_a], "--timeout", "30", *FAST, *imp,
+                             *seed(4), stdin=True)
+    sc, _ = await start_peer(procs, "sc", "send", host, [addr_c], "--timeout", "30", *FAST, *imp,
+                             *seed(5), stdin=True)
+    for s, proc in (("sa", sa), ("sc", sc)):
+        await proc.write("".join(t + "\n" for t in texts[s]))
+        proc.close_stdin()
+    assert await sa.wait(40) == 0, sa.stderr
+    assert await sc.wait(40) == 0, sc.stderr
+
+    for proc in (a, b, c):
+        assert await proc.wait(40) == 0, proc.stderr
+        got = proc.messages()
+        assert len(got) == total, got
+        for s in ("sa", "sc"):
+            assert [t for nick, t in got if nick == s] == texts[s]
+        # the whole room's final order, (lc, nick), is the same everywhere
+    orders = [sorted((m["seq"], m["nick"], m["text"]) for m in p.of_type("message")) for p in (a, b, c)]
+    assert orders[0] == orders[1] == orders[2]
+
+
+async def test_send_with_no_peer_answering_fails(procs):
+    # a port nobody listens on: the send must not claim success
+    s, _ = await start_peer(procs, "lonely", "send", "127.0.0.1", ["127.0.0.1:9"], "--timeout", "2",
+                            *FAST)
+    await s.wait_until(lambda: not s.running, 10, "exit")
+    assert await s.wait(5) == 1
+    assert "no answer from peers at 127.0.0.1:9" in s.stderr[-1]
+
+
+async def test_killed_peer_times_out_and_returns(procs):
+    timing = ["--fast-timers", "--keepalive", "0.2", "--timeout-member", "1.5"]
+    a, addr_a = await start_peer(procs, "A", "listen", "127.0.0.1", [], "--timeout", "30", *timing)
+    b, _ = await start_peer(procs, "B", "listen", "127.0.0.1", [addr_a], "--timeout", "30", *timing)
+    await a.wait_until(joined(a, "B"), 15, "B joining")
+    b.kill()
+    await b.wait(5)
+    await a.wait_json(lambda o: o["type"] == "timeout" and o["nick"] == "B", 10, "B's timeout")
+    b2, _ = await start_peer(procs, "B", "listen", "127.0.0.1", [addr_a], "--timeout", "30", *timing)
+    await a.wait_until(lambda: [o["nick"] for o in a.of_type("join")].count("B") == 2, 15, "B back")
+    b2.terminate()
+    a.terminate()
+    await asyncio.gather(a.wait(5), b2.wait(5))
