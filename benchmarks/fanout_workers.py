@@ -8,9 +8,11 @@ Conversation with the orchestrator, one line each on stdin/stdout:
     worker -> "result {json}"     after T1 (members, senders); relays after "stop" or stdin EOF
 
 Every loop is bounded by `--max-seconds`, and every worker exits when its stdin closes, so nothing
-outlives the orchestrator. All sockets are on 127.0.0.1. Times are `time.monotonic()` (Linux
-CLOCK_MONOTONIC: the same clock in every process), so a sender's stamp and a member's receive time
-give one-way latency directly.
+outlives the orchestrator. All sockets are on 127.0.0.1. Scheduling uses `time.monotonic()` (Linux
+CLOCK_MONOTONIC: one clock for every process). Latency stamps use `time.time_ns()` (CLOCK_REALTIME,
+also one clock for the machine) because that is the clock of the kernel's SO_TIMESTAMPNS receive
+stamps: a sender's stamp in the text and the kernel's arrival stamp at the member's socket give
+the one-way latency without the member's own processing; the stamp after processing is kept too.
 
 Roles
   relay-udproom   the real relay: `RelayServer` on uvloop with the default RelayConfig
@@ -28,6 +30,7 @@ import json
 import os
 import selectors
 import socket
+import struct
 import sys
 import time
 from array import array
@@ -37,6 +40,24 @@ import msgspec
 ROOM = "bench"
 HOST = "127.0.0.1"
 RCVBUF = 4 << 20
+
+
+#: Linux SO_TIMESTAMPNS / SCM_TIMESTAMPNS (Python 3.11's socket module lacks the names): the kernel
+#: stamps each datagram (CLOCK_REALTIME) as it lands in the member's socket.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TS = struct.Struct("qq")
+
+
+def enable_timestamps(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+def kernel_ns(ancdata: list) -> int:
+    for level, kind, blob in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(blob) >= 16:
+            sec, nsec = _TS.unpack_from(blob)
+            return sec * 1_000_000_000 + nsec
+    return time.time_ns()
 
 
 def emit(kind: str, obj: dict) -> None:
@@ -101,10 +122,13 @@ def chat_text(prefix: str, size: int) -> str:
     return prefix + "." * max(0, size - len(prefix))
 
 
-def write_latencies(path: str | None, lat_ns: array) -> None:
+def write_latencies(path: str | None, lat_ns: array, app_ns: array) -> None:
+    """Kernel-arrival latencies to `path`, after-processing latencies to `path`.app."""
     if path:
         with open(path, "wb") as fh:
             lat_ns.tofile(fh)
+        with open(path + ".app", "wb") as fh:
+            app_ns.tofile(fh)
 
 
 # =============================================================================== relays
@@ -428,9 +452,12 @@ def members_udproom(args: argparse.Namespace) -> None:
     t_go, t0, t1 = ctl.wait_go(time.monotonic() + args.max_seconds)
     latency = args.mode == "latency"
     lat_ns = array("q")
+    app_ns = array("q")
     sel = selectors.EpollSelector()
     for m in members:
         sel.register(m.sock, selectors.EVENT_READ, m)
+        if latency:
+            enable_timestamps(m.sock)
     pending: dict[LeanMember, None] = {m: None for m in members}  # owe an ack
     counted_at_t0 = None
     end = t1 + 0.3
@@ -452,9 +479,14 @@ def members_udproom(args: argparse.Namespace) -> None:
         for key, _ in ready:
             m = key.data
             recv = m.sock.recv
+            recvmsg = m.sock.recvmsg
             for _ in range(64):
                 try:
-                    data = recv(2048)
+                    if latency:
+                        data, anc, _flags, _addr = recvmsg(2048, 64)
+                        k_ns = kernel_ns(anc)
+                    else:
+                        data = recv(2048)
                 except BlockingIOError:
                     break
                 except OSError:
@@ -480,12 +512,14 @@ def members_udproom(args: argparse.Namespace) -> None:
                             new += n
                             urgent |= u
                             if latency and n and in_window:
-                                t_ns = time.monotonic_ns()
+                                t_ns = time.time_ns()
                                 for i, ev in enumerate(fr.events):
                                     s = fr.seq + i
                                     if (s > before and s not in buf_before and ev.kind == F.EV_MSG
                                             and ev.text.startswith("L")):
-                                        lat_ns.append(t_ns - int(ev.text[1:].split(" ", 1)[0]))
+                                        sent = int(ev.text[1:].split(" ", 1)[0])
+                                        lat_ns.append(k_ns - sent)
+                                        app_ns.append(t_ns - sent)
                         elif tp is F.Gone:
                             m.skip_to(fr.first)
                             urgent = True
@@ -518,7 +552,7 @@ def members_udproom(args: argparse.Namespace) -> None:
                         errors += 1
     total = sum(m.count for m in members)
     in_window_count = total - (counted_at_t0 if counted_at_t0 is not None else total)
-    write_latencies(args.lat_file, lat_ns)
+    write_latencies(args.lat_file, lat_ns, app_ns)
     emit("result", {"deliveries": in_window_count, "total": total, "errors": errors,
                     "dups": sum(m.dups for m in members), "latencies": len(lat_ns)})
     for m in members:  # say goodbye so the relay does not time them out
@@ -557,9 +591,12 @@ def members_naive(args: argparse.Namespace) -> None:
     t_go, t0, t1 = ctl.wait_go(time.monotonic() + args.max_seconds)
     latency = args.mode == "latency"
     lat_ns = array("q")
+    app_ns = array("q")
     sel = selectors.EpollSelector()
     for s in socks:
         sel.register(s, selectors.EVENT_READ, s)
+        if latency:
+            enable_timestamps(s)
     count = 0
     at_t0 = None
     end = t1 + 0.3
@@ -573,15 +610,21 @@ def members_naive(args: argparse.Namespace) -> None:
         in_window = t0 <= time.monotonic() < t1
         for key, _ in ready:
             recv = key.data.recv
+            recvmsg = key.data.recvmsg
             for _ in range(64):
                 try:
-                    data = recv(2048)
+                    if latency:
+                        data, anc, _flags, _addr = recvmsg(2048, 64)
+                    else:
+                        data = recv(2048)
                 except BlockingIOError:
                     break
                 count += 1
                 if latency and in_window and data[:1] == b"L":
-                    lat_ns.append(time.monotonic_ns() - int(data[1:data.index(b" ")]))
-    write_latencies(args.lat_file, lat_ns)
+                    sent = int(data[1:data.index(b" ")])
+                    lat_ns.append(kernel_ns(anc) - sent)
+                    app_ns.append(time.time_ns() - sent)
+    write_latencies(args.lat_file, lat_ns, app_ns)
     emit("result", {"deliveries": count - (at_t0 if at_t0 is not None else count), "total": count,
                     "latencies": len(lat_ns)})
     for s in socks:
@@ -671,7 +714,7 @@ def senders_udproom(args: argparse.Namespace) -> None:
                 core = c[0]
                 if latency:
                     while next_post[i] <= now:
-                        core.post(ROOM, chat_text(f"L{time.monotonic_ns()} ", args.text_bytes), now)
+                        core.post(ROOM, chat_text(f"L{time.time_ns()} ", args.text_bytes), now)
                         c[2] += 1
                         next_post[i] += interval
                 else:
@@ -705,7 +748,7 @@ def senders_udproom(args: argparse.Namespace) -> None:
 def senders_naive(args: argparse.Namespace) -> None:
     """Raw datagrams of the same chat text. Each sender is a member too (it gets its own echo),
     and keeps at most `window` of its messages unechoed, like a ClientSession's in-flight window;
-    a window that sees no echo for 50 ms counts what is outstanding as lost and reopens."""
+    a window that sees no echo for 0.5 s counts what is outstanding as lost and reopens."""
     socks = []
     for _ in range(args.count):
         s = member_socket(args.port)
@@ -738,11 +781,11 @@ def senders_naive(args: argparse.Namespace) -> None:
                 if latency:
                     i = st["i"]
                     while next_post[i] <= now:
-                        s.send(chat_text(f"L{time.monotonic_ns()} ", args.text_bytes).encode())
+                        s.send(chat_text(f"L{time.time_ns()} ", args.text_bytes).encode())
                         st["sent"] += 1
                         next_post[i] += interval
                     continue
-                if st["out"] and now - st["echo_at"] > 0.05:
+                if st["out"] and now - st["echo_at"] > 0.5:
                     st["lost"] += st["out"]
                     st["out"] = 0
                     st["echo_at"] = now
