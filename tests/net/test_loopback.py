@@ -126,7 +126,7 @@ async def test_killed_member_times_out(procs, host):
 
 
 async def test_relay_says_goodbye_and_exits_quickly(procs):
-    relay, port = await procs.relay("127.0.0.1:0", *FAST)
+    relay, port = await procs.relay("127.0.0.1:0", "--log-level", "info", *FAST)
     addr = hostport("127.0.0.1", port)
     lst = await procs.listen("bob", addr, "lobby", "--timeout", "30", "--log-level", "info", *FAST)
     await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
@@ -135,6 +135,7 @@ async def test_relay_says_goodbye_and_exits_quickly(procs):
     assert await relay.wait(5) == 0
     assert time.monotonic() - t0 < 1.5
     assert any("stopped" in line for line in relay.stderr)
+    assert any("SessionOpened" in line and "bob" in line for line in relay.stderr)  # --log-level
     # the listener heard the goodbye (it says so on stderr) and keeps trying
     await lst.wait_until(lambda: any("retrying" in line for line in lst.stderr), 10, "goodbye")
     assert lst.running
