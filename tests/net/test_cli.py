@@ -83,14 +83,30 @@ def run_cli(*args, input=None, timeout=30):
     )
 
 
-def test_oversize_stdin_line_refused():
-    big = "x" * (MAX_TEXT_BYTES + 1)
-    # no relay is needed to refuse it, but the check happens per line after joining; with no relay
-    # the command fails on the missing relay instead. Both are one line and non-zero.
-    r = run_cli("send", "--join", "127.0.0.1:9", "--room", "x", "--nick", "a", "--timeout", "0.5",
-                input=f"ok\n{big}\n")
-    assert r.returncode == 1
-    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+def test_event_json_shapes():
+    from udproom.protocol import events as E
+    from udproom.protocol.cli import _event_json
+
+    base = dict(room="lobby", seq=3, ts=1.5)
+    cases = [
+        (E.MessageReceived(nick="a", text="hi", **base), {"type": "message", "nick": "a", "text": "hi"}),
+        (E.MessageReceived(nick="a", text="waves", action=True, history=True, **base),
+         {"type": "message", "action": True, "history": True}),
+        (E.MemberJoined(nick="a", **base), {"type": "join", "nick": "a"}),
+        (E.MemberLeft(nick="a", reason="quit", **base), {"type": "leave", "reason": "quit"}),
+        (E.MemberTimedOut(nick="a", **base), {"type": "timeout", "nick": "a"}),
+        (E.NickChanged(old="a", new="b", **base), {"type": "nick", "nick": "b", "old": "a"}),
+        (E.TopicChanged(nick="a", topic="t", **base), {"type": "topic", "nick": "a", "text": "t"}),
+        (E.AwayChanged(nick="a", away="lunch", **base), {"type": "away", "text": "lunch"}),
+    ]
+    for event, expected in cases:
+        obj = _event_json(event)
+        assert {"type", "room", "nick", "ts", "seq"} <= set(obj)
+        assert obj["room"] == "lobby" and obj["seq"] == 3 and obj["ts"] == 1.5
+        for key, value in expected.items():
+            assert obj[key] == value, (event, key)
+        if not getattr(event, "history", False):
+            assert "history" not in obj
 
 
 def test_send_without_relay_fails_in_time():
