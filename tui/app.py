@@ -314,6 +314,8 @@ class ChatApp(App[int]):
 
     def _flush(self) -> None:
         self._flush_requested = False
+        if not self.is_running or not hasattr(self, "messages"):
+            return
         batch, self._inbox = self._inbox, []
         self._last_flush = time.monotonic()
         if not batch:
@@ -336,9 +338,9 @@ class ChatApp(App[int]):
         if full or changes.active_changed or current in changes.rooms:
             self.messages.rebuild()
         if full or changes.room_list or changes.active_changed:
-            self.room_list.refresh(layout=True)
+            self.room_list.redraw()
         if full or changes.active_changed or current in changes.members or changes.status:
-            self.member_list.refresh(layout=True)
+            self.member_list.redraw()
         if full or changes.active_changed or current in changes.topics:
             self._update_topic()
         if full or changes.status or changes.active_changed:
@@ -362,7 +364,7 @@ class ChatApp(App[int]):
                 t.append(room.topic, "#c0caf5")
             else:
                 t.append("  ·  no topic (/topic TEXT sets one)", "#565f89")
-        self.query_one("#topic", Static).update(t)
+        self._set_line("#topic", t)
 
     def _tick(self) -> None:
         if self.chat.state == "reconnecting" or self._flash:
@@ -431,7 +433,14 @@ class ChatApp(App[int]):
         if t.cell_len + right.cell_len + 1 <= width:
             t.append(" " * (width - t.cell_len - right.cell_len))
             t.append_text(right)
-        self.query_one("#status", Static).update(t)
+        self._set_line("#status", t)
+
+    def _set_line(self, selector: str, text: Text) -> None:
+        """Update a one-row Static only when its text changed, without a layout pass."""
+        widget = self.query_one(selector, Static)
+        if getattr(widget, "_udproom_text", None) != text:
+            widget._udproom_text = text
+            widget.update(text, layout=False)
 
     def flash(self, text: str) -> None:
         """A short-lived note in the status line (a few seconds)."""

@@ -42,7 +42,7 @@ class Line:
     """One logical line in a room. Mutable only in `state` (own posts) and its render cache."""
 
     __slots__ = ("serial", "kind", "ts", "nick", "text", "mine", "mention", "state", "local_id",
-                 "seq", "echoed", "cache_key", "cache")
+                 "seq", "echoed", "cache_key", "cache", "strips")
 
     def __init__(self, serial: int, kind: int, ts: float, nick: str = "", text: str = "",
                  mine: bool = False, mention: bool = False, state: int = SENT,
@@ -58,8 +58,9 @@ class Line:
         self.local_id = local_id
         self.seq = seq
         self.echoed = False  # own post: the relay's copy of it has been seen
-        self.cache_key: object = None
-        self.cache: object = None
+        self.cache_key: object = None  # the Renderer key the caches below were made for
+        self.cache: object = None  # layout: (row texts, parts)
+        self.strips: object = None  # rendered rows, made only when shown
 
     def __repr__(self) -> str:  # for test failure messages
         return f"Line({self.kind}, {self.nick!r}, {self.text!r}, state={self.state})"

@@ -114,13 +114,36 @@ class Renderer:
             self._time_cache[minute] = s
         return s
 
-    def strips(self, line: m.Line) -> list[Strip]:
+    def layout(self, line: m.Line):
+        """(row texts, parts) for `line`: cheap, cached; enough to know its height."""
         if line.cache_key is self.key:
-            return line.cache  # type: ignore[return-value]
-        strips = self._render(line)
+            return line.cache
+        parts = self._parts(line)
+        if parts is None:  # day separator
+            layout = ([""], None)
+        else:
+            text, suffix = parts[4], parts[7]
+            avail = self.width - self.prefix_w
+            rows = wrap(text, max(avail, 4))
+            if suffix:
+                suffix_w = sum(cell_len(seg.text) for seg in suffix)
+                if cell_len(rows[-1]) + suffix_w > avail:
+                    rows.append("")
+            layout = (rows, parts)
         line.cache_key = self.key
-        line.cache = strips
-        return strips
+        line.cache = layout
+        line.strips = None
+        return layout
+
+    def height(self, line: m.Line) -> int:
+        return len(self.layout(line)[0])
+
+    def strips(self, line: m.Line) -> list[Strip]:
+        rows, parts = self.layout(line)
+        strips = line.strips
+        if strips is None:
+            strips = line.strips = self._render(line, rows, parts)
+        return strips  # type: ignore[return-value]
 
     def _finish(self, segments: list[Segment], bg: Style | None = None) -> Strip:
         strip = Strip(segments)
@@ -135,11 +158,10 @@ class Renderer:
         right = max(self.width - lw - left, 0)
         return self._finish([Segment("─" * left, style), Segment(label, style), Segment("─" * right, style)])
 
-    def _render(self, line: m.Line) -> list[Strip]:
+    def _parts(self, line: m.Line):
         kind = line.kind
         if kind == m.DAY:
-            day = datetime.fromtimestamp(line.ts, self.tz)
-            return [self.rule(day.strftime("%A %d %B %Y"), DAY)]
+            return None
         text_style = TEXT
         sep = SEP
         sep_char = " │ "
@@ -201,11 +223,13 @@ class Renderer:
                 text_style = FAILED
                 suffix = [Segment(" ✗ not delivered", FAILED)]
 
-        avail = self.width - self.prefix_w
-        suffix_w = sum(cell_len(s.text) for s in suffix)
-        rows = wrap(text, max(avail, 4))
-        if suffix and cell_len(rows[-1]) + suffix_w > avail:
-            rows.append("")
+        return (nick_col, nick_col_style, sep, text, text, text_style, bg, suffix, sep_char)
+
+    def _render(self, line: m.Line, rows: list[str], parts) -> list[Strip]:
+        if parts is None:
+            day = datetime.fromtimestamp(line.ts, self.tz)
+            return [self.rule(day.strftime("%A %d %B %Y"), DAY)]
+        nick_col, nick_col_style, sep, _, _text, text_style, bg, suffix, sep_char = parts
         time_text = self.hhmm(line.ts) + " "
         out = []
         blank_time = " " * 6

@@ -46,18 +46,24 @@ class MessageView(ScrollView, can_focus=False):
         switched = room is not self._room
         self._room = room
         r = self._get_renderer()
-        rows: list[Strip] = []
-        extend = rows.extend
-        strips = r.strips
+        # One entry per screen row: (line, row of that line), or a ready Strip (the marker).
+        # Only heights are computed here; rows are rendered when they scroll into view.
+        rows: list = []
+        append = rows.append
+        layout = r.layout
         marker = room.read_upto
         marker_strip = None
         lines = room.lines
         if marker >= 0 and lines and lines[-1].serial > marker and lines[0].serial <= marker:
             marker_strip = r.rule("new", MARKER)
         for line in lines:
-            extend(strips(line))
+            n = len(layout(line)[0])
+            append((line, 0))
+            if n > 1:
+                for i in range(1, n):
+                    append((line, i))
             if marker_strip is not None and line.serial == marker:
-                rows.append(marker_strip)
+                append(marker_strip)
         self._rows = rows
         at_bottom = self.follow or switched
         self.virtual_size = Size(r.width, len(rows))
@@ -85,12 +91,20 @@ class MessageView(ScrollView, can_focus=False):
         rows = self._rows
         width = self.scrollable_content_region.width
         if 0 <= index < len(rows):
-            return rows[index]
+            entry = rows[index]
+            if isinstance(entry, Strip):
+                return entry
+            line, i = entry
+            return self._renderer.strips(line)[i]
         return Strip.blank(width, self.rich_style)
 
     def visible_text(self) -> list[str]:
         """The text of every row (tests and debugging)."""
-        return [strip.text.rstrip() for strip in self._rows]
+        out = []
+        for entry in self._rows:
+            strip = entry if isinstance(entry, Strip) else self._renderer.strips(entry[0])[entry[1]]
+            out.append(strip.text.rstrip())
+        return out
 
 
 class _ClickList(Widget):
@@ -116,7 +130,13 @@ class _ClickList(Widget):
 
     def get_content_height(self, container, viewport, width: int) -> int:
         self.build()
-        return max(len(self._keys), 1)
+        self._height = max(len(self._keys), 1)
+        return self._height
+
+    def redraw(self) -> None:
+        """Repaint; a layout pass only when the number of rows changed."""
+        self.build()
+        self.refresh(layout=max(len(self._keys), 1) != getattr(self, "_height", -1))
 
     def render(self) -> Text:
         return self.build()
