@@ -327,6 +327,12 @@ class ChatApp(App[int]):
         backend = self.backend
         if backend is not None and backend.nick != self.chat.nick and self.chat.state == "connected":
             self.chat.set_nick(backend.nick)
+        if (backend is not None and not self.chat.share and self.spec is not None
+                and self.spec.mode == "direct" and hasattr(backend, "addresses")):
+            try:  # direct mode: where other peers can reach us (known once the socket is bound)
+                self.chat.share = list(backend.addresses())
+            except Exception:  # noqa: BLE001 - not bound yet
+                pass
         self.refresh_ui()
 
     def refresh_ui(self, full: bool = False) -> None:

@@ -102,5 +102,12 @@ async def build(spec: Spec):
         return client, server, share
     if spec.mode == "join":
         return runners.RelayClient(spec.address, spec.nick, list(spec.rooms)), None, []
-    return (runners.PeerClient(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms)),
-            None, [])
+    peer_client = getattr(runners, "PeerClient", None)
+    if peer_client is None:
+        try:
+            from udproom.protocol.net.peer import PeerClient as peer_client
+        except ImportError:
+            peer_client = None
+    if peer_client is None:
+        raise SpecError("direct mode (peers without a relay) is not available in this build yet")
+    return peer_client(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms)), None, []

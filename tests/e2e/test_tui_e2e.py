@@ -74,3 +74,23 @@ async def test_two_apps_through_a_real_relay():
 
 class _NoRoom:
     members: dict = {}
+
+
+async def test_two_apps_in_direct_mode():
+    from udproom.tui.session import Spec, check
+
+    ann = ChatApp(check(Spec("direct", "127.0.0.1:0", "ann", ["lobby"])), tz=timezone.utc,
+                  save_config=False, bell=False)
+    async with ann.run_test(size=(120, 30)) as pa:
+        await until((pa,), lambda: ann.chat.share, "ann's address")
+        assert "others join: 127.0.0.1:" in str(ann.query_one("#status").render())
+        ben = ChatApp(check(Spec("direct", "127.0.0.1:0", "ben", ["lobby"], [ann.chat.share[0]])),
+                      tz=timezone.utc, save_config=False, bell=False)
+        async with ben.run_test(size=(120, 30)) as pb:
+            pilots = (pa, pb)
+            await until(pilots, lambda: "ben" in ann.chat.rooms.get("lobby", _NoRoom).members, "ben seen")
+            await pb.press(*"hey ann", "enter")
+            await until(pilots, lambda: any(x.text == "hey ann" for x in ann.chat.rooms["lobby"].lines),
+                        "direct message delivered")
+            await pb.press("ctrl+q")
+            await until(pilots, lambda: not ben.is_running, "ben quit")
