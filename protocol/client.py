@@ -35,7 +35,7 @@ IDLE, HANDSHAKE, CONNECTED, WAITING, CLOSED = "idle", "handshake", "connected", 
 
 MAX_INFLIGHT = 256
 MAX_OUTBOX = 5000
-ACK_EVERY = 32
+ACK_EVERY = 128  # or after ack_delay; gaps and duplicates are acked at once
 
 
 @dataclass(slots=True)
@@ -109,8 +109,11 @@ class ClientSession:
         self._ack_at: float | None = None
         self._nack_at: dict[str, float] = {}
         self._retx_at: float | None = None
+        self._token = 0
         self._hello_sent = 0.0
-        self.stats = {"malformed": 0, "duplicates": 0, "retransmits": 0}
+        self._last_ping = 0.0
+        self.stats = {"malformed": 0, "duplicates": 0, "retransmits": 0, "unauthenticated": 0}
+        self._keepalive = t.keepalive
 
     # ------------------------------------------------------------------ commands
 
@@ -196,6 +199,19 @@ class ClientSession:
         except F.FrameError:
             self.stats["malformed"] += 1
             return
+        first = frames[0]
+        if type(first) is F.Sid:
+            if self.state == CONNECTED:
+                if first.token != self.epoch:
+                    self.stats["unauthenticated"] += 1
+                    return
+            elif self.state != HANDSHAKE:
+                return
+            frames = frames[1:]
+        elif self.state == CONNECTED and any(type(f) not in _SESSIONLESS for f in frames):
+            # Without the relay's Sid only handshake answers and Reset are believed.
+            self.stats["unauthenticated"] += 1
+            return
         self._last_heard = now
         for frame in frames:
             try:
@@ -214,12 +230,14 @@ class ClientSession:
             if self._ack_rooms and (self._ack_at is None or now >= self._ack_at):
                 frames.extend(self._acks(now))
             self._send_requests(now, frames)
-            if now >= self._last_sent + self.timing.keepalive and not frames:
+            if not frames and now >= self._ping_due():
                 frames.append(self._ping(now))
         if not frames:
             return []
         self._last_sent = now
-        dgrams = F.pack(frames)
+        # On an established session every datagram starts with the session's token.
+        sid = F.Sid(self._token) if self._token and self.state in (CONNECTED, CLOSED) else None
+        dgrams = F.pack(frames, prefix=sid)
         addr = self.addr
         return [(d, addr) for d in dgrams]
 
@@ -232,7 +250,7 @@ class ClientSession:
             return self._wait_until
         if st != CONNECTED:
             return None
-        at = min(self._last_sent + t.keepalive, self._last_heard + t.timeout)
+        at = min(self._ping_due(), self._last_heard + t.timeout)
         if self._ack_rooms and self._ack_at is not None and self._ack_at < at:
             at = self._ack_at
         if self._inflight:
@@ -289,6 +307,7 @@ class ClientSession:
         self.state = HANDSHAKE
         self._cookie = b""
         self._nonce = int.from_bytes(os.urandom(6), "big")
+        self._token = 0
         self._handshake_started = now
         self._hello_tries = 0
         self._events.append(E.Connecting(_fmt(self.addr)))
@@ -313,10 +332,13 @@ class ClientSession:
         self._events.append(E.ConnectionLost(reason, delay))
 
     def _on_welcome(self, w: F.Welcome, now: float) -> None:
-        if self.state != HANDSHAKE:
+        if self.state != HANDSHAKE or w.nonce != self._nonce:
             return
         new_epoch = self.epoch is not None and w.epoch != self.epoch
         self.epoch = w.epoch
+        self._token = w.token
+        # the relay may want to hear from us more often than we planned
+        self._keepalive = min(self.timing.keepalive, max(0.001, w.keepalive_ms / 1000))
         self.state = CONNECTED
         self._reconnects = 0
         self.nick = w.nick
@@ -336,7 +358,9 @@ class ClientSession:
             room.early = {}
             if new_epoch:
                 room.rx = None
-            self._outbox.append(Request(F.OP_JOIN, room.name, created=now))
+            # Same relay run: ask to resume where we were rather than from the backfill window.
+            resume = room.rx.next if room.rx is not None else 0
+            self._outbox.append(Request(F.OP_JOIN, room.name, arg=resume, created=now))
         if self.away:
             self._outbox.append(Request(F.OP_AWAY, "", self.away, created=now))
         for req in old:
@@ -347,7 +371,15 @@ class ClientSession:
             self._outbox.append(req)
         self._events.append(E.Connected(_fmt(self.addr), self.nick, self.rtt.srtt))
 
+    def _ping_due(self) -> float:
+        """Ping when quiet for a keepalive; while a ping goes unanswered, probe faster, so one
+        lost datagram does not let the session drift towards a timeout."""
+        if self._last_heard >= self._last_ping:
+            return self._last_sent + self._keepalive
+        return self._last_ping + max(self.rtt.rto, self._keepalive / 5)
+
     def _ping(self, now: float) -> F.Ping:
+        self._last_ping = now
         self._ping_token += 1
         self._ping_sent = {self._ping_token: now}
         return F.Ping(self._ping_token)
@@ -496,6 +528,8 @@ class ClientSession:
                 self._lost(frame.reason or "the relay said goodbye", now,
                            self.timing.reconnect_min)
         elif tp is F.Refuse:
+            if self.state != HANDSHAKE or frame.nonce != self._nonce:
+                return
             self.state = CLOSED
             self._events.append(E.Refused(frame.reason))
 
@@ -635,6 +669,9 @@ class ClientSession:
                 E.MessageReceived(E.direct_room(ev.nick), seq, self.nick if sent else ev.nick, ev.text,
                                   ev.ts, action, False, sent)
             )
+
+
+_SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)
 
 
 def _fmt(addr: Addr | None) -> str:

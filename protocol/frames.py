@@ -55,13 +55,18 @@ class Retry(Frame, tag=2):
 
 
 class Welcome(Frame, tag=3):
-    """The session exists now. `epoch` names this relay run: a new epoch means sequences restarted."""
+    """The session exists now. `epoch` names this relay run: a new epoch means sequences restarted.
+
+    `token` is the session's secret: the client starts every later datagram with `Sid(token)`, so
+    an off-path attacker who forges the client's address cannot speak for it."""
 
     version: int
     nick: str
     epoch: int
     keepalive_ms: int
     timeout_ms: int
+    token: int = 0
+    nonce: int = 0  # echoes the Hello's nonce: a forged Welcome cannot guess it
 
 
 class Refuse(Frame, tag=4):
@@ -69,6 +74,7 @@ class Refuse(Frame, tag=4):
 
     reason: str
     versions: list[int] = []
+    nonce: int = 0  # echoes the Hello's nonce
 
 
 class Reset(Frame, tag=5):
@@ -79,6 +85,12 @@ class Reset(Frame, tag=5):
 
 class Bye(Frame, tag=6):
     reason: str = ""
+
+
+class Sid(Frame, tag=9):
+    """First frame of every datagram a client sends on an established session."""
+
+    token: int
 
 
 class Ping(Frame, tag=7):
@@ -275,6 +287,7 @@ AnyFrame = Union[
     Bye,
     Ping,
     Pong,
+    Sid,
     Req,
     Result,
     Joined,
@@ -324,19 +337,23 @@ def decode(data: bytes) -> list[Frame]:
     return frames
 
 
-def pack(frames: list[Frame], limit: int = MAX_DATAGRAM) -> list[bytes]:
-    """Pack frames into as few datagrams of at most `limit` bytes as order allows."""
+def pack(frames: list[Frame], limit: int = MAX_DATAGRAM, prefix: Frame | None = None) -> list[bytes]:
+    """Pack frames into as few datagrams of at most `limit` bytes as order allows.
+
+    With `prefix` (a session's `Sid`), every datagram starts with that frame."""
     out: list[bytes] = []
-    current: list[Frame] = []
-    size = 3  # array header
+    head = [prefix] if prefix is not None else []
+    base = 3 + (len(_encoder.encode(prefix)) if prefix is not None else 0)
+    current: list[Frame] = list(head)
+    size = base
     for frame in frames:
         n = len(_encoder.encode(frame))
-        if current and size + n > limit:
+        if len(current) > len(head) and size + n > limit:
             out.append(_encoder.encode(current))
-            current, size = [], 3
+            current, size = list(head), base
         current.append(frame)
         size += n
-    if current:
+    if len(current) > len(head):
         out.append(_encoder.encode(current))
     return out
 

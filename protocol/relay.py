@@ -120,7 +120,9 @@ class Stream:
     def append(self, ev: F.Ev, now: float) -> int:
         self.seq += 1
         self.ring.append(ev)
-        self.sizes.append(F.size_of(ev))
+        # An upper bound of the encoded size, without encoding: array header, kind, two string
+        # headers, a float64 and a uint64 take at most 24 bytes besides the strings themselves.
+        self.sizes.append(24 + len(ev.nick.encode()) + len(ev.text.encode()))
         self.times.append(now)
         if len(self.ring) > self.cap:
             self.ring.popleft()
@@ -148,7 +150,7 @@ class Stream:
         for s in range(lo, hi + 1):
             i = s - first
             n = sizes[i]
-            if cur and size + n > F.MAX_DATAGRAM - 8:
+            if cur and size + n > F.MAX_DATAGRAM - SID_ROOM:
                 out.append(F.Batch(self.name, start, cur))
                 if budget is not None:
                     budget -= size
@@ -163,7 +165,7 @@ class Stream:
 
 
 class Session:
-    __slots__ = ("addr", "nick", "away", "nonce", "rooms", "inbox", "inbox_member", "next_cseq",
+    __slots__ = ("addr", "nick", "away", "nonce", "token", "rooms", "inbox", "inbox_member", "next_cseq",
                  "pending", "results", "last_heard", "rtt", "bucket", "out")
 
     def __init__(self, addr: Addr, nick: str, nonce: int, now: float, cfg: RelayConfig) -> None:
@@ -171,6 +173,7 @@ class Session:
         self.nick = nick
         self.away = ""
         self.nonce = nonce
+        self.token = int.from_bytes(os.urandom(8), "big") >> 1
         self.rooms: dict[str, Stream] = {}
         self.inbox = Stream("", cfg.ring)
         self.inbox_member = Member(self, 1, 0)
@@ -184,6 +187,7 @@ class Session:
 
 
 MAX_PENDING_REQUESTS = 1024
+SID_ROOM = 8 + 12  # a datagram's array header and its Sid frame, with room to spare
 MAX_RESULTS_KEPT = 1024
 COOKIE_PERIOD = 30.0
 
@@ -195,6 +199,9 @@ class Relay:
         self.secret = cfg.secret or os.urandom(32)
         self.epoch = cfg.epoch if cfg.epoch is not None else int.from_bytes(os.urandom(6), "big")
         self.sessions: dict[Addr, Session] = {}
+        # Every datagram to a session starts with Sid(epoch): clients drop what lacks it, so an
+        # off-path attacker who forges the relay's address cannot inject events.
+        self._sid = F.Sid(self.epoch)
         self.rooms: dict[str, Stream] = {}
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque = deque()
@@ -208,7 +215,7 @@ class Relay:
             (
                 "datagrams_in", "datagrams_out", "bytes_in", "bytes_out", "malformed",
                 "unknown_source", "rate_limited", "retransmitted", "sessions_opened",
-                "sessions_timed_out", "posts",
+                "sessions_timed_out", "posts", "unauthenticated",
             ),
             0,
         )
@@ -227,6 +234,13 @@ class Relay:
         session = self.sessions.get(addr)
         if session is None:
             self._from_unknown(frames, addr, len(data), now)
+            return
+        first = frames[0]
+        if type(first) is F.Sid and first.token == session.token:
+            frames = frames[1:]
+        elif type(first) is not F.Hello:
+            # Not from the session's owner (or a stale client): off-path forgery is dropped here.
+            st["unauthenticated"] += 1
             return
         session.last_heard = now
         for frame in frames:
@@ -308,7 +322,7 @@ class Relay:
         self._dirty_sessions.add(session)
 
     def _send_now(self, session: Session, frames: list[F.Frame]) -> None:
-        for dgram in F.pack(frames):
+        for dgram in F.pack(frames, prefix=self._sid):
             self._out.append((dgram, session.addr))
             self.stats["bytes_out"] += len(dgram)
 
@@ -345,16 +359,16 @@ class Relay:
         if hello.version not in F.SUPPORTED_VERSIONS:
             self._reply_limited(
                 addr, size,
-                [F.Refuse(f"unsupported protocol version {hello.version}", list(F.SUPPORTED_VERSIONS))],
+                [F.Refuse(f"unsupported protocol version {hello.version}", list(F.SUPPORTED_VERSIONS), hello.nonce)],
             )
             return
         try:
             nick = check_nick(hello.nick)
         except NameError_ as exc:
-            self._reply_limited(addr, size, [F.Refuse(f"bad nick: {exc}")])
+            self._reply_limited(addr, size, [F.Refuse(f"bad nick: {exc}", [], hello.nonce)])
             return
         if len(self.sessions) >= self.config.max_sessions:
-            self._reply_limited(addr, size, [F.Refuse("relay is full, try later")])
+            self._reply_limited(addr, size, [F.Refuse("relay is full, try later", [], hello.nonce)])
             return
         session = Session(addr, nick, hello.nonce, now, self.config)
         self.sessions[addr] = session
@@ -365,7 +379,8 @@ class Relay:
 
     def _welcome(self, session: Session) -> F.Welcome:
         t = self.timing
-        return F.Welcome(F.VERSION, session.nick, self.epoch, int(t.keepalive * 1000), int(t.timeout * 1000))
+        return F.Welcome(F.VERSION, session.nick, self.epoch, int(t.keepalive * 1000), int(t.timeout * 1000),
+                         session.token, session.nonce)
 
     def _hello_ok(self, addr: Addr, now: float) -> bool:
         b = self._hello_buckets.get(addr)
@@ -469,7 +484,7 @@ class Relay:
         runs.append((run_start, prev))
         for lo, hi in runs:
             for batch in stream.batches(lo, hi, budget):
-                data = F.encode_one(batch)
+                data = F.encode((self._sid, batch))
                 self._out.append((data, addr))
                 self.stats["bytes_out"] += len(data)
                 self.stats["retransmitted"] += len(batch.events)
@@ -492,7 +507,7 @@ class Relay:
         st = self.stats
         out = self._out
         for batch in room.batches(lo, hi):
-            data = F.encode_one(batch)
+            data = F.encode((self._sid, batch))
             first = batch.seq
             for m in members:
                 if m.base <= first:
@@ -511,7 +526,7 @@ class Relay:
             return
         inbox.flushed = hi
         for batch in inbox.batches(lo, hi):
-            data = F.encode_one(batch)
+            data = F.encode((self._sid, batch))
             self._out.append((data, session.addr))
         m = session.inbox_member
         m.probe_at = now + session.rtt.rto
@@ -646,6 +661,8 @@ class Relay:
         self._dirty.discard(name)
         join_seq = self._room_event(room, F.Ev(F.EV_JOIN, session.nick, "", self._ts(now)), now)
         base = max(room.first, join_seq - self.config.history)
+        if req.arg > 0:  # a member coming back: resume where it left off, if the ring has it
+            base = max(room.first, min(req.arg, join_seq))
         m = Member(session, base, join_seq)
         m.snapshot = sorted(
             (F.MemberInfo(o.session.nick, o.session.away) for o in room.members.values()),

@@ -76,5 +76,19 @@ class Room:
         self.net.run_while(pending, self.net.now + limit)
         assert not pending(), [len(self.messages(a)) for a in addrs]
 
+    def wait_settled(self, limit: float = 60.0) -> None:
+        """Until every client has delivered the whole room log and has nothing in flight."""
+
+        def pending() -> bool:
+            head = self.relay.rooms[self.room].seq
+            return any(
+                c._inflight or c._outbox or c.rooms[self.room].rx is None
+                or c.rooms[self.room].rx.next != head + 1
+                for c in self.clients.values()
+            )
+
+        self.net.run_while(pending, self.net.now + limit)
+        assert not pending()
+
     def settle(self, seconds: float) -> None:
         self.net.run_until(self.net.now + seconds)

@@ -58,7 +58,7 @@ def test_loss_duplication_reordering_and_a_dark_link():
     room.wait_messages(160)
     _check_invariants(room, 40)
     # every post was acknowledged exactly once to its sender, none failed
-    room.settle(3.0)
+    room.wait_settled()
     for addr in room.clients:
         acks = room.events(addr, E.PostAcknowledged)
         assert sorted(a.local_id for a in acks) == sorted({a.local_id for a in acks})

@@ -35,8 +35,32 @@ def test_handshake_is_stateless_until_the_cookie_comes_back():
     assert not relay.sessions
     relay.receive_datagram(_hello(retry.cookie), SRC, 1.2)
     assert SRC in relay.sessions
-    welcome = F.decode(relay.datagrams_to_send(1.2)[-1][0])[0]
+    sid, welcome = F.decode(relay.datagrams_to_send(1.2)[-1][0])
     assert isinstance(welcome, F.Welcome) and welcome.version == F.VERSION
+    assert welcome.nonce == 7 and welcome.token  # echoes our nonce; hands us the session token
+    assert sid == F.Sid(relay.epoch)  # everything on the session is marked with the relay's epoch
+
+
+def test_datagrams_without_the_session_token_are_dropped():
+    room = Room(2, seed=13)
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    relay = room.relay
+    # an off-path attacker forges a's address: a post, a nick change and a goodbye
+    forged = F.encode([F.Req(50, F.OP_POST, "lobby", "forged", 1), F.Bye("forged")])
+    relay.receive_datagram(forged, a, room.net.now)
+    relay.receive_datagram(F.encode([F.Sid(12345), F.Bye("forged")]), a, room.net.now)
+    assert relay.stats["unauthenticated"] == 2 and a in relay.sessions
+    # and forges the relay's address towards b: an event and a Gone
+    cb = room.clients[b]
+    cb.receive_datagram(F.encode([F.Batch("lobby", 99, [F.Ev(F.EV_MSG, "x", "forged")]),
+                                  F.Gone("lobby", 10**6)]), RELAY, room.net.now)
+    cb.receive_datagram(F.encode([F.Sid(relay.epoch + 1), F.Gone("lobby", 10**6)]), RELAY,
+                        room.net.now)
+    assert cb.stats["unauthenticated"] == 2
+    room.net.call(a, room.clients[a].post, "lobby", "real")
+    room.net.run_while(lambda: not room.messages(b), room.net.now + 5)
+    assert [m[2] for m in room.messages(b)] == ["real"]
 
 
 def test_unvalidated_sources_never_get_more_than_three_times_what_they_sent():
