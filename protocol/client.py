@@ -460,7 +460,7 @@ class ClientSession:
         self._events.append(E.RequestRefused(what, res.room or req.room, res.reason))
 
     def _on_joined(self, j: F.Joined, now: float) -> None:
-        req = self._done(j.cseq, now)
+        self._done(j.cseq, now)
         room = self.rooms.get(j.room)
         if room is None or room.ready:
             return

@@ -20,16 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..events import Connected, Event, Notice, Refused
+from ..events import Connected, Notice
 from ..reliability import Timing
 from .address import AddressError, format_address, local_addresses, parse_address, resolve
-from .transport import CoreProtocol, bind_socket, bound_host, open_core
+from .runners import CoreClient, wall_offset
+from .transport import bind_socket, bound_host
 
 log = logging.getLogger("udproom.net")
-
-
-def _wall_offset() -> float:
-    return time.time() - time.monotonic()
 
 
 class LossyCore:
@@ -92,8 +89,10 @@ def addr_mapper(family: int) -> Callable[[str, int], tuple | None]:
     return mapped
 
 
-class PeerClient:
+class PeerClient(CoreClient):
     """A `Backend` for direct mode: no relay, each pair of peers talks directly."""
+
+    name = "peer"
 
     def __init__(
         self,
@@ -116,30 +115,22 @@ class PeerClient:
         self._peers = [parse_address(p) for p in peers]
         self._peer_text = list(peers)
         self._rooms = list(rooms)
-        self.core = PeerNode(check_nick(nick), timing=timing, wall_offset=_wall_offset(), history=history)
+        core = PeerNode(check_nick(nick), timing=timing, wall_offset=wall_offset(), history=history)
         if core_wrapper is not None:
-            self._driven = core_wrapper(self.core)
+            driven = core_wrapper(core)
         elif loss or dup:
-            self._driven = LossyCore(self.core, loss, dup, seed)
+            driven = LossyCore(core, loss, dup, seed)
         else:
-            self._driven = self.core
-        self.protocol: CoreProtocol | None = None
-        self._emit: Callable[[Event], None] | None = None
-        self._stop = asyncio.Event()
-        self._running = False
+            driven = core
+        super().__init__(core, nick, driven)
         self._bound_host = self.host
+        self._family = socket.AF_INET
         self.bound = asyncio.Event()
-
-    # ------------------------------------------------------------------ Backend
 
     @property
     def mode(self) -> str:
         n = self.core.peer_count
         return f"direct, {n} peer{'' if n == 1 else 's'}"
-
-    @property
-    def nick(self) -> str:
-        return self.core.nick
 
     @property
     def address(self) -> str:
@@ -150,93 +141,35 @@ class PeerClient:
         """'host:port' strings others can use to peer with us."""
         return local_addresses(self._bound_host, self.port)
 
-    async def run(self, emit: Callable[[Event], None]) -> None:
-        self._emit = emit
-        try:
-            sock = bind_socket(self.host, self.port)
-        except AddressError as exc:
-            emit(Refused(str(exc)))
-            return
+    async def _open(self) -> Any:
+        sock = bind_socket(self.host, self.port)
+        self._family = sock.family
         self.core.addr_map = addr_mapper(sock.family)
-        try:
-            self.protocol = await open_core(self._driven, sock, self._on_event, name="peer")
-        except BaseException:
-            sock.close()
-            raise
+        return sock
+
+    def _opened(self, sock: Any) -> None:
         self._bound_host = bound_host(sock)
         self.port = sock.getsockname()[1]
-        self._running = True
         self.bound.set()
-        try:
-            emit(Connected(self.address, self.core.nick))
-            now = time.monotonic()
-            for room in self._rooms:
-                self.core.join(room, now)
-            for (host, port), text in zip(self._peers, self._peer_text):
-                try:
-                    addr = await resolve(host, port)
-                except AddressError as exc:
-                    emit(Notice(f"peer {text}: {exc}"))
-                    continue
-                mapped = addr_mapper(sock.family)(addr[0], addr[1])
-                if mapped is None:
-                    emit(Notice(f"peer {text}: not reachable from a socket bound to {self.address}"))
-                    continue
-                self.core.add_peer(mapped, time.monotonic())
-            self.protocol.flush()
-            await self._stop.wait()
-        finally:
-            self._running = False
-            proto = self.protocol
-            if proto.transport is not None:
-                try:
-                    self.core.close(time.monotonic())
-                except Exception:
-                    log.exception("peer: close failed")
-                proto.flush()
-            proto.close()
+
+    async def _astart(self) -> None:
+        emit = self._on_event
+        emit(Connected(self.address, self.core.nick))
+        now = time.monotonic()
+        for room in self._rooms:
+            self.core.join(room, now)
+        mapper = addr_mapper(self._family)
+        for (host, port), text in zip(self._peers, self._peer_text):
             try:
-                await proto.wait_closed(0.5)
-            except asyncio.CancelledError:
-                pass
-
-    def _on_event(self, event: Event) -> None:
-        if self._emit is not None:
-            self._emit(event)
-
-    def _kick(self) -> None:
-        if self.protocol is not None:
-            self.protocol.kick()
-
-    def join(self, room: str) -> None:
-        self.core.join(room, time.monotonic())
-        self._kick()
-
-    def part(self, room: str) -> None:
-        self.core.part(room, time.monotonic())
-        self._kick()
-
-    def post(self, room: str, text: str, action: bool = False) -> int:
-        local_id = self.core.post(room, text, time.monotonic(), action=action)
-        self._kick()
-        return local_id
-
-    def retry(self, local_id: int) -> int:
-        new_id = self.core.retry(local_id, time.monotonic())
-        self._kick()
-        return new_id
-
-    def set_nick(self, nick: str) -> None:
-        self.core.set_nick(nick, time.monotonic())
-        self._kick()
-
-    def set_topic(self, room: str, topic: str) -> None:
-        self.core.set_topic(room, topic, time.monotonic())
-        self._kick()
-
-    def set_away(self, message: str) -> None:
-        self.core.set_away(message, time.monotonic())
-        self._kick()
+                addr = await resolve(host, port)
+            except AddressError as exc:
+                emit(Notice(f"peer {text}: {exc}"))
+                continue
+            mapped = mapper(addr[0], addr[1])
+            if mapped is None:
+                emit(Notice(f"peer {text}: not reachable from a socket bound to {self.address}"))
+                continue
+            self.core.add_peer(mapped, time.monotonic())
 
     def add_peer(self, address: str) -> None:
         """Contact another peer ('HOST:PORT', a literal address) while running."""
@@ -245,25 +178,13 @@ class PeerClient:
             self._peers.append((host, port))
             self._peer_text.append(address)
             return
-        sock = self.protocol.transport.get_extra_info("socket")
-        mapped = addr_mapper(sock.family if sock is not None else socket.AF_INET)(host, port)
+        mapped = addr_mapper(self._family)(host, port)
         if mapped is None:
             raise AddressError(f"{address} is not a literal address this socket can reach")
         self.core.add_peer(mapped, time.monotonic())
         self._kick()
 
-    def close(self) -> None:
-        self._stop.set()
-
     # ------------------------------------------------------------------ extras for the commands
-
-    @property
-    def pending_posts(self) -> int:
-        return self.core.pending_posts
-
-    @property
-    def running(self) -> bool:
-        return self._running
 
     def members(self, room: str) -> list[str]:
         return self.core.members(room)

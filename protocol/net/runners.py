@@ -123,8 +123,10 @@ class CoreClient:
 
     name = "client"
 
-    def __init__(self, core: Any, nick: str) -> None:
+    def __init__(self, core: Any, nick: str, driven: Any = None) -> None:
         self.core = core
+        #: what the transport drives: the core itself, or a wrapper around it (tests' impairment)
+        self._driven = core if driven is None else driven
         self._nick = nick
         self.protocol: CoreProtocol | None = None
         self._emit: Callable[[Event], None] | None = None
@@ -141,6 +143,13 @@ class CoreClient:
     def _start(self, now: float) -> None:  # pragma: no cover - subclasses say
         raise NotImplementedError
 
+    def _opened(self, sock: Any) -> None:
+        """Called once the socket is open and driven (subclasses record where it is bound)."""
+
+    async def _astart(self) -> None:
+        """First commands; a subclass that must await (resolving peers) overrides this."""
+        self._start(time.monotonic())
+
     # ------------------------------------------------------------------ Backend
 
     @property
@@ -154,10 +163,15 @@ class CoreClient:
         except AddressError as exc:
             emit(Refused(str(exc)))
             return
-        self.protocol = proto = await open_core(self.core, sock, self._on_event, name=self.name)
+        try:
+            self.protocol = proto = await open_core(self._driven, sock, self._on_event, name=self.name)
+        except BaseException:
+            sock.close()
+            raise
+        self._opened(sock)
         self._running = True
         try:
-            self._start(time.monotonic())
+            await self._astart()
             proto.flush()
             await self._stop.wait()
         finally:
