@@ -22,13 +22,12 @@ How it works, in one page (README has the long form):
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from . import frames as F
+from .cookies import CookieJar, amplification_ok
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TEXT_BYTES,
@@ -189,14 +188,13 @@ class Session:
 MAX_PENDING_REQUESTS = 1024
 SID_ROOM = 8 + 12  # a datagram's array header and its Sid frame, with room to spare
 MAX_RESULTS_KEPT = 1024
-COOKIE_PERIOD = 30.0
 
 
 class Relay:
     def __init__(self, config: RelayConfig | None = None) -> None:
         self.config = cfg = config or RelayConfig()
         self.timing = cfg.timing
-        self.secret = cfg.secret or os.urandom(32)
+        self.cookies = CookieJar(cfg.secret)
         self.epoch = cfg.epoch if cfg.epoch is not None else int.from_bytes(os.urandom(6), "big")
         self.sessions: dict[Addr, Session] = {}
         # Every datagram to a session starts with Sid(epoch): clients drop what lacks it, so an
@@ -330,10 +328,6 @@ class Relay:
         frames, session.out = session.out, []
         self._send_now(session, frames)
 
-    def _cookie(self, addr: Addr, bucket: int) -> bytes:
-        msg = f"{addr[0]}|{addr[1]}|{bucket}".encode()
-        return hmac.new(self.secret, msg, hashlib.sha256).digest()[:16]
-
     def _from_unknown(self, frames: list[F.Frame], addr: Addr, size: int, now: float) -> None:
         hello = frames[0]
         if not isinstance(hello, F.Hello):
@@ -348,12 +342,8 @@ class Relay:
         if not self._hello_ok(addr, now):
             self.stats["rate_limited"] += 1
             return
-        bucket = int(now // COOKIE_PERIOD)
-        if not hello.cookie or not (
-            hmac.compare_digest(hello.cookie, self._cookie(addr, bucket))
-            or hmac.compare_digest(hello.cookie, self._cookie(addr, bucket - 1))
-        ):
-            self._reply_limited(addr, size, [F.Retry(self._cookie(addr, bucket), F.VERSION)])
+        if not self.cookies.check(hello.cookie, addr, now):
+            self._reply_limited(addr, size, [F.Retry(self.cookies.make(addr, now), F.VERSION)])
             return
         # the address is validated from here on
         if hello.version not in F.SUPPORTED_VERSIONS:
@@ -392,7 +382,7 @@ class Relay:
 
     def _reply_limited(self, addr: Addr, received: int, frames: list[F.Frame]) -> None:
         data = F.encode(frames)
-        if len(data) <= 3 * received:  # anti-amplification before validation
+        if amplification_ok(len(data), received):  # before validation: at most 3x what came in
             self._out.append((data, addr))
             self.stats["bytes_out"] += len(data)
 
