@@ -10,6 +10,12 @@ from udproom.protocol.reliability import Timing
 from udproom.tui.app import ChatApp
 
 
+def timing() -> Timing:
+    """Fast enough for a test, slack enough for a loaded 2-core machine."""
+    return Timing(rto_initial=0.05, rto_min=0.02, rto_max=0.4, give_up=10.0, keepalive=0.2, timeout=1.5,
+                  ack_delay=0.005, reconnect_min=0.05, reconnect_max=0.4)
+
+
 async def until(pilots, condition, what, tries=600):
     for _ in range(tries):
         if condition():
@@ -20,11 +26,11 @@ async def until(pilots, condition, what, tries=600):
 
 
 async def test_two_apps_through_a_real_relay():
-    server = RelayServer("127.0.0.1:0", RelayConfig(timing=Timing.fast()))
+    server = RelayServer("127.0.0.1:0", RelayConfig(timing=timing()))
     host, port = await server.start()
     address = f"{host}:{port}"
-    alice_backend = RelayClient(address, "alice", ["lobby", "dev"], timing=Timing.fast())
-    bob_backend = RelayClient(address, "bob", ["lobby", "dev"], timing=Timing.fast())
+    alice_backend = RelayClient(address, "alice", ["lobby", "dev"], timing=timing())
+    bob_backend = RelayClient(address, "bob", ["lobby", "dev"], timing=timing())
     alice = ChatApp(backend=alice_backend, tz=timezone.utc, save_config=False, bell=False)
     bob = ChatApp(backend=bob_backend, tz=timezone.utc, save_config=False, bell=False)
     try:
