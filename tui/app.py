@@ -26,25 +26,16 @@ from udproom.protocol.names import MAX_AWAY_BYTES, MAX_TOPIC_BYTES, NameError_, 
 from . import commands
 from . import config as config_mod
 from . import model as m
+from .keys import install_alt_digits
 from .screens import ConnectScreen, HelpScreen, QuickSwitcher
 from .session import Spec, SpecError, check
 from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
 
 NARROW = 80
 
-# What a real terminal sends for Alt+1..Alt+9: Textual turns ESC+digit into the macOS
-# Option-key character (see DESIGN.md), so bind those names as well as alt+N.
-OPTION_DIGITS = {
-    1: "inverted_exclamation_mark",  # ¡
-    2: "trade_mark_sign",  # ™
-    3: "pound_sign",  # £
-    4: "cent_sign",  # ¢
-    5: "infinity",  # ∞
-    6: "section_sign",  # §
-    7: "pilcrow_sign",  # ¶
-    8: "bullet",  # •
-    9: "ª,feminine_ordinal_indicator",  # ª (Textual reports this one as the character itself)
-}
+# Alt+1..Alt+9 arrive as `alt+N` in real terminals too (keys.py remaps Textual's ESC+digit
+# table, which would otherwise report the macOS Option characters ¡ ™ £ ¢ ∞ § ¶ • ª).
+ALT_DIGITS = install_alt_digits()
 
 KEY_NAMES = {"pageup": "PgUp", "pagedown": "PgDn", "up": "↑", "down": "↓", "tab": "Tab",
              "escape": "Esc", "enter": "Enter"}
@@ -104,7 +95,7 @@ class ChatApp(App[int]):
 
     BINDINGS = [
         *[
-            Binding(f"alt+{n},{OPTION_DIGITS[n]}", f"goto_room({n})", f"Jump to room {n}",
+            Binding(f"alt+{n}", f"goto_room({n})", f"Jump to room {n}",
                     show=False, priority=True, key_display=f"Alt+{n}")
             for n in range(1, 10)
         ],

@@ -277,17 +277,6 @@ class ChatInput(Input):
     def action_complete(self) -> None:
         self.post_message(self.Complete())
 
-    #: Keys Textual reports for Alt+digits in real terminals (¡™£¢∞§¶•ª): room switching, not text.
-    ROOM_KEYS = frozenset({
-        "inverted_exclamation_mark", "trade_mark_sign", "pound_sign", "cent_sign", "infinity",
-        "section_sign", "pilcrow_sign", "bullet", "ª", "feminine_ordinal_indicator",
-    })
-
-    def check_consume_key(self, key: str, character: str | None) -> bool:
-        if key in self.ROOM_KEYS:
-            return False
-        return super().check_consume_key(key, character)
-
     def on_key(self, event: events.Key) -> None:
         if event.key != "tab":
             self.completion = None

@@ -83,23 +83,71 @@ async def test_retry_command():
         assert "nothing to retry" in str(app.query_one("#status").render())
 
 
-async def test_alt_digits_jump_to_rooms_including_terminal_key_names():
+def terminal_keys(data):
+    """Raw terminal input through Textual's own parser, as the app's driver sees it."""
+    from textual import events
+    from textual._xterm_parser import XTermParser
+
+    from udproom.tui import app as _app  # noqa: F401 - importing the app installs the remap
+
+    parser = XTermParser()
+    return [e for e in [*parser.feed(data), *parser.feed("")] if isinstance(e, events.Key)]
+
+
+async def send_terminal(pilot, data):
+    """Deliver raw terminal input to a running app (Pilot's own `press` drops the character of
+    keys such as `pound_sign`, so this goes through the parser and the driver instead)."""
+    for key in terminal_keys(data):
+        key.set_sender(pilot.app)
+        pilot.app._driver.send_message(key)
+        await pilot.pause()
+
+
+def test_terminal_alt_digits_parse_as_alt_keys():
+    """What a real terminal sends for Alt+N (ESC N) reaches the app as `alt+N`, not as the macOS
+    Option character Textual's own table has (ESC 3 -> "£"); a typed "£" stays a "£"."""
+
+    def keys(data):
+        return [(e.key, e.character) for e in terminal_keys(data)]
+
+    for d in "123456789":
+        assert keys("\x1b" + d) == [(f"alt+{d}", None)], d
+    assert keys("£") == [("pound_sign", "£")]
+    assert keys("§") == [("section_sign", "§")]
+    assert keys("\x1b[1;3A") == [("alt+up", None)]  # other Alt keys untouched
+
+
+async def test_alt_digits_jump_to_rooms():
     rooms = [f"r{i}" for i in range(1, 10)]
     app, backend = make_app(rooms=rooms, members={})
     async with app.run_test(size=(120, 30)) as pilot:
         await ready(pilot, app, backend)
-        terminal_names = ["inverted_exclamation_mark", "trade_mark_sign", "pound_sign", "cent_sign",
-                          "infinity", "section_sign", "pilcrow_sign", "bullet", "ª"]
         for n in (9, 3, 1, 5, 2, 8, 4, 7, 6):
             await pilot.press(f"alt+{n}")
             assert app.chat.active == f"r{n}"
-        for n, key in zip(range(1, 10), terminal_names):
-            await pilot.press(key)
-            assert app.chat.active == f"r{n}", key
-            assert app.input.value == ""  # the key switched rooms, it did not type a character
+            assert app.input.value == ""
         await pilot.press("alt+1")
         assert app.chat.active == "r1"
         assert "#r1" in str(app.query_one("#topic").render())
+
+
+async def test_option_characters_are_typed_not_room_keys():
+    """£ § ¢ … are ordinary characters on UK/European keyboards: typing them must not switch rooms."""
+    rooms = [f"r{i}" for i in range(1, 10)]
+    app, backend = make_app(rooms=rooms, members={})
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await pilot.press("alt+1")
+        typed = "£5 § ¢ ∞ ¶ • ª ¡ ™"
+        await send_terminal(pilot, typed)
+        assert app.input.value == typed
+        assert app.chat.active == "r1"
+        await pilot.press("enter")
+        assert backend.calls[-1] == ("post", "r1", typed, False)
+        await send_terminal(pilot, "\x1b3")  # Alt+3 as a terminal sends it
+        assert app.chat.active == "r3" and app.input.value == ""
+        await pilot.press("alt+2")
+        assert app.chat.active == "r2"
 
 
 async def test_alt_digit_past_last_room_says_so():
