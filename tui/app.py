@@ -232,6 +232,7 @@ class ChatApp(App[int]):
         chat.share = []
         chat.state = "connecting"
         chat.mode = ""
+        chat.stamp_order = False
         chat.rtt = None
         if spec is not None:
             chat.set_nick(spec.nick)
@@ -259,6 +260,8 @@ class ChatApp(App[int]):
                 self.chat.share = share
             self.backend = backend
             self.chat.mode = backend.mode
+            # direct mode: message seq numbers are Lamport stamps; the view orders by them
+            self.chat.stamp_order = str(backend.mode).startswith("direct")
             self.post_message(NetReady())
             await backend.run(self._emit)
         except asyncio.CancelledError:
@@ -318,13 +321,33 @@ class ChatApp(App[int]):
         backend = self.backend
         if backend is not None and backend.nick != self.chat.nick and self.chat.state == "connected":
             self.chat.set_nick(backend.nick)
-        if (backend is not None and not self.chat.share and self.spec is not None
-                and self.spec.mode == "direct" and hasattr(backend, "addresses")):
-            try:  # direct mode: where other peers can reach us (known once the socket is bound)
-                self.chat.share = list(backend.addresses())
-            except Exception:  # noqa: BLE001 - not bound yet
-                pass
+        self._refresh_mode()
         self.refresh_ui()
+
+    def _refresh_mode(self) -> bool:
+        """Re-read the backend's mode ("direct, 4 peers" changes as peers come and go) and, in
+        direct mode, the addresses to give others once the socket is bound. True if changed."""
+        backend = self.backend
+        chat = self.chat
+        if backend is None:
+            return False
+        changed = False
+        try:
+            mode = str(backend.mode)
+        except Exception:  # noqa: BLE001 - a backend mid-teardown
+            return False
+        if mode != chat.mode:
+            chat.mode = mode
+            chat.changes.status = changed = True
+        if not chat.share and mode.startswith("direct") and getattr(backend, "running", True):
+            addresses = getattr(backend, "addresses", None)
+            if addresses is not None:
+                try:
+                    chat.share = list(addresses())
+                    chat.changes.status = changed = True
+                except Exception:  # noqa: BLE001 - not bound yet
+                    pass
+        return changed
 
     def refresh_ui(self, full: bool = False) -> None:
         changes = self.chat.take_changes()
@@ -364,7 +387,7 @@ class ChatApp(App[int]):
         self._set_line("#topic", t)
 
     def _tick(self) -> None:
-        if self.chat.state == "reconnecting" or self._flash:
+        if self._refresh_mode() or self.chat.state == "reconnecting" or self._flash:
             self._update_status()
 
     def _update_status(self) -> None:

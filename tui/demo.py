@@ -2,7 +2,9 @@
 
 It behaves like a well-connected relay client with no network: joins succeed, posts are echoed
 and acknowledged on the next loop turn (unless told to fail), and a test can `inject` any event
-as if it came from the relay.
+as if it came from the relay. With `direct=True` it looks like a direct-mode PeerClient instead:
+its `mode` says "direct, N peers" (`peers`), own posts are not echoed, and `ack` can give the
+post's Lamport stamp.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ class FakeBackend:
     def __init__(self, nick: str = "alice", rooms: list[str] | None = None, *,
                  members: dict[str, list[ev.Member]] | None = None,
                  topics: dict[str, str] | None = None, clock: Callable[[], float] | None = None,
-                 address: str = "127.0.0.1:6000", auto_ack: bool = True, rtt: float = 0.012) -> None:
+                 address: str = "127.0.0.1:6000", auto_ack: bool = True, rtt: float = 0.012,
+                 direct: bool = False) -> None:
         self._nick = nick
+        self.direct = direct
+        self.peers = 0  # direct mode: what `mode` reports
         self.rooms = list(rooms or ["lobby"])
         self.members = members or {}
         self.topics = topics or {}
@@ -42,7 +47,13 @@ class FakeBackend:
 
     @property
     def mode(self) -> str:
+        if self.direct:
+            return f"direct, {self.peers} peer{'' if self.peers == 1 else 's'}"
         return f"relay {self.address}"
+
+    def addresses(self) -> list[str]:
+        """Direct mode: where others can reach us (like PeerClient.addresses)."""
+        return [self.address]
 
     @property
     def nick(self) -> str:
@@ -135,10 +146,10 @@ class FakeBackend:
         self._emit(ev.MessageReceived(room, self._next_seq(room), nick, text,
                                       self.clock() if ts is None else ts, action, history))
 
-    def ack(self, local_id: int) -> None:
+    def ack(self, local_id: int, seq: int | None = None) -> None:
         room, text, action = self._posts.pop(local_id)
-        seq = self._next_seq(room)
-        if not is_direct(room):
+        seq = self._next_seq(room) if seq is None else seq
+        if not is_direct(room) and not self.direct:
             self._emit(ev.MessageReceived(room, seq, self._nick, text, self.clock(), action, mine=True))
         self._emit(ev.PostAcknowledged(local_id, room, seq))
 

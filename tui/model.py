@@ -18,7 +18,16 @@ from udproom.protocol.names import is_direct, sanitize
 
 SCROLLBACK = 2000  # lines kept per room; older history comes back from the relay's backfill
 
-# Line kinds
+# Where lines go. A room's lines are, top to bottom: backfilled history (events from before we
+# joined, `history=True`), the "you joined" line (`Room.join_marker`), then live events. The core
+# emits RoomJoined first and the backfill after it, so history lines are inserted above the marker.
+# In direct mode (`ChatModel.stamp_order`) a message's `seq` is its Lamport stamp and the room's
+# final order is (seq, nick) on every peer: each message line is inserted at that position among
+# the message lines of its part (history or live), so all peers show the same order once traffic
+# settles. In relay mode `seq` is the relay's room sequence and arrival order already is that order.
+# Day separators are not stored: the view draws one wherever the day changes (`Line.day`).
+
+# Line kinds (MSG and ACTION first: `kind <= ACTION` means a chat message)
 MSG = 0
 ACTION = 1
 JOIN = 2
@@ -27,7 +36,7 @@ TIMEOUT = 4
 NICK = 5
 TOPIC = 6
 AWAY = 7
-DAY = 8
+DAY = 8  # (not stored any more; kept so the number of each kind stays the same)
 NOTICE = 9
 ERROR = 10
 INFO = 11
@@ -41,13 +50,15 @@ FAILED = 2
 class Line:
     """One logical line in a room. Mutable only in `state` (own posts) and its render cache."""
 
-    __slots__ = ("serial", "kind", "ts", "nick", "text", "mine", "mention", "state", "local_id",
+    __slots__ = ("serial", "kind", "ts", "day", "history", "nick", "text", "mine", "mention", "state", "local_id",
                  "seq", "echoed", "cache_key", "cache", "strips")
 
     def __init__(self, serial: int, kind: int, ts: float, nick: str = "", text: str = "",
                  mine: bool = False, mention: bool = False, state: int = SENT,
-                 local_id: int = -1, seq: int = -1) -> None:
+                 local_id: int = -1, seq: int = -1, day: float = 0.0, history: bool = False) -> None:
         self.serial = serial
+        self.history = history  # backfill: happened before we joined (drawn dim, above "you joined")
+        self.day = day  # local midnight of `ts` (the view draws a separator where it changes)
         self.kind = kind
         self.ts = ts
         self.nick = nick
@@ -89,8 +100,8 @@ class Room:
     mentions: int = 0
     activity: bool = False  # joins/leaves etc. while not looking
     read_upto: int = -1  # serial of the last line seen before the user last left the room
-    joined: bool = True
-    last_day: tuple[float, float] = (0.0, -1.0)  # [start, end) of the day of the last line
+    joined: bool = False  # a RoomJoined for it has arrived (a second one is a resync)
+    join_marker: Line | None = None  # the "you joined" line: history goes above it
 
     @property
     def direct(self) -> bool:
@@ -151,6 +162,8 @@ class ChatModel:
         self.reason = ""
         self.mode = ""
         self.share: list[str] = []  # host mode: addresses to give others
+        self.stamp_order = False  # direct mode: order messages by (Lamport stamp, nick)
+        self._day: tuple[float, float] = (0.0, -1.0)  # [start, end) of the last day looked up
         self.changes = Changes()
         self._set_mention_re()
 
@@ -226,24 +239,74 @@ class ChatModel:
         self.changes.room_list = True
         return True
 
+    def day_of(self, ts: float) -> float:
+        """Local midnight of `ts` (cached: consecutive lines are nearly always on one day)."""
+        start, end = self._day
+        if start <= ts < end:
+            return start
+        day = datetime.fromtimestamp(ts, self.tz)
+        midnight = day.replace(hour=0, minute=0, second=0, microsecond=0)
+        start = midnight.timestamp()
+        self._day = (start, (midnight + timedelta(days=1)).timestamp())
+        return start
+
     def _append(self, room: Room, kind: int, ts: float, nick: str = "", text: str = "",
                 mine: bool = False, mention: bool = False, state: int = SENT,
-                local_id: int = -1, seq: int = -1) -> Line:
-        start, end = room.last_day
-        if not (start <= ts < end):
-            day = datetime.fromtimestamp(ts, self.tz)
-            midnight = day.replace(hour=0, minute=0, second=0, microsecond=0)
-            d_start = midnight.timestamp()
-            d_end = (midnight + timedelta(days=1)).timestamp()
-            if room.lines or end >= 0:
-                self._serial += 1
-                room.lines.append(Line(self._serial, DAY, d_start))
-            room.last_day = (d_start, d_end)
+                local_id: int = -1, seq: int = -1, history: bool = False) -> Line:
         self._serial += 1
-        line = Line(self._serial, kind, ts, nick, text, mine, mention, state, local_id, seq)
-        room.lines.append(line)
+        line = Line(self._serial, kind, ts, nick, text, mine, mention, state, local_id, seq,
+                    self.day_of(ts), history)
+        if history or (self.stamp_order and seq >= 0 and kind <= ACTION):
+            self._place(room, line, history)
+        else:
+            room.lines.append(line)
         self.changes.rooms.add(room.name)
         return line
+
+    def _place(self, room: Room, line: Line, history: bool) -> None:
+        """Insert `line` where it belongs (see the note at the top of this module)."""
+        lines = room.lines
+        marker = room.join_marker
+        hi = len(lines)
+        if history and marker is not None:
+            for j, x in enumerate(reversed(lines)):
+                if x is marker:
+                    hi = len(lines) - 1 - j
+                    break
+            else:
+                room.join_marker = marker = None  # scrolled out of the scrollback
+        if self.stamp_order and line.seq >= 0 and line.kind <= ACTION:
+            key = (line.seq, line.nick)
+            pos = hi
+            for i in range(hi - 1, -1, -1):
+                x = lines[i]
+                if x is marker:
+                    break  # live lines stay below "you joined"
+                if x.kind <= ACTION and x.seq >= 0 and x.state == SENT:
+                    if (x.seq, x.nick) > key:
+                        pos = i
+                    else:
+                        break
+            hi = pos
+        if hi >= len(lines):
+            lines.append(line)
+            return
+        if len(lines) == lines.maxlen:
+            lines.popleft()
+            hi -= 1
+            if hi < 0:
+                return  # older than everything the scrollback keeps
+        lines.insert(hi, line)
+
+    def _reposition(self, room: Room, line: Line) -> None:
+        """Move `line` (our own post, just stamped) to its place in the room's order."""
+        lines = room.lines
+        for j, x in enumerate(reversed(lines)):
+            if x is line:
+                del lines[len(lines) - 1 - j]
+                self._place(room, line, False)
+                self.changes.rooms.add(room.name)
+                return
 
     def _room_for_event(self, name: str) -> Room | None:
         room = self.rooms.get(name)
@@ -328,7 +391,7 @@ class ChatModel:
             nick = sanitize(e.nick)
             mention = (not e.mine) and (room.direct or self.is_mention(text))
             self._append(room, ACTION if e.action else MSG, e.ts, nick, text, mine=e.mine,
-                         mention=mention, seq=e.seq)
+                         mention=mention, seq=e.seq, history=e.history)
             if not e.history and not e.mine:
                 self._count(room, mention, True)
                 if mention:
@@ -341,6 +404,9 @@ class ChatModel:
                 line.seq = e.seq
                 line.cache_key = None
                 self.changes.rooms.add(room_name)
+                room = self.rooms.get(room_name)
+                if self.stamp_order and room is not None:
+                    self._reposition(room, line)
         elif t is ev.PostFailed:
             entry = self.pending.get(e.local_id)
             if entry is not None:
@@ -359,7 +425,7 @@ class ChatModel:
             nick = sanitize(e.nick)
             if nick == self.nick and not e.history and nick in room.members:
                 return  # our own join: "you joined" already says it
-            self._append(room, JOIN, e.ts, nick)
+            self._append(room, JOIN, e.ts, nick, history=e.history)
             if not e.history:
                 room.members[nick] = MemberState(nick)
                 self.changes.members.add(room.name)
@@ -369,7 +435,7 @@ class ChatModel:
             if room is None:
                 return
             nick = sanitize(e.nick)
-            self._append(room, LEAVE, e.ts, nick, sanitize(e.reason))
+            self._append(room, LEAVE, e.ts, nick, sanitize(e.reason), history=e.history)
             if not e.history:
                 room.members.pop(nick, None)
                 self.changes.members.add(room.name)
@@ -379,7 +445,7 @@ class ChatModel:
             if room is None:
                 return
             nick = sanitize(e.nick)
-            self._append(room, TIMEOUT, e.ts, nick)
+            self._append(room, TIMEOUT, e.ts, nick, history=e.history)
             if not e.history:
                 member = room.members.get(nick)
                 if member is None:
@@ -392,7 +458,7 @@ class ChatModel:
             if room is None:
                 return
             old, new = sanitize(e.old), sanitize(e.new)
-            self._append(room, NICK, e.ts, old, new, mine=(e.old == self.nick))
+            self._append(room, NICK, e.ts, old, new, mine=(e.old == self.nick), history=e.history)
             if not e.history:
                 member = room.members.pop(old, None) or MemberState(new)
                 member.nick = new
@@ -406,7 +472,7 @@ class ChatModel:
             if room is None:
                 return
             topic = sanitize(e.topic)
-            self._append(room, TOPIC, e.ts, sanitize(e.nick), topic)
+            self._append(room, TOPIC, e.ts, sanitize(e.nick), topic, history=e.history)
             if not e.history:
                 room.topic = topic
                 self.changes.topics.add(room.name)
@@ -415,7 +481,7 @@ class ChatModel:
             if room is None:
                 return
             nick = sanitize(e.nick)
-            self._append(room, AWAY, e.ts, nick, sanitize(e.away))
+            self._append(room, AWAY, e.ts, nick, sanitize(e.away), history=e.history)
             if not e.history:
                 member = room.members.get(nick)
                 if member is None:
@@ -425,6 +491,7 @@ class ChatModel:
                 self.changes.members.add(room.name)
         elif t is ev.RoomJoined:
             room = self.add_room(e.room)
+            resync = room.joined  # a second RoomJoined: the session came back (reconnect)
             room.joined = True
             room.members = {
                 sanitize(m.nick): MemberState(sanitize(m.nick), sanitize(m.away), m.timed_out)
@@ -436,9 +503,14 @@ class ChatModel:
             if e.room in self.auto_switch:
                 self.auto_switch.discard(e.room)
                 self.switch(e.room)
-            self._append(room, INFO, self.clock(),
-                         text=f"you joined {room.label} · {len(room.members)} here"
-                         + (f" · topic: {room.topic}" if room.topic else ""))
+            if resync:
+                self._append(room, INFO, self.clock(),
+                             text=f"rejoined {room.label} · {len(room.members)} here")
+            else:
+                room.join_marker = self._append(
+                    room, INFO, self.clock(),
+                    text=f"you joined {room.label} · {len(room.members)} here"
+                    + (f" · topic: {room.topic}" if room.topic else ""))
             self.changes.members.add(room.name)
             self.changes.topics.add(room.name)
         elif t is ev.RoomLeft:

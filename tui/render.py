@@ -44,6 +44,8 @@ ERROR = Style(color="#f7768e", bold=True)
 DAY = Style(color="#565f89")
 MARKER = Style(color="#f7768e")
 ACTION = Style(color="#c0caf5", italic=True)
+HISTORY = Style(color="#8a90b4")  # backfilled messages: from before we joined
+HISTORY_NICK = Style(dim=True)
 
 
 def nick_index(nick: str) -> int:
@@ -103,6 +105,7 @@ class Renderer:
         self.prefix_w = 6 + self.nick_w + 3  # "HH:MM " + nick + " │ "
         self.key = (self.width, self.tz, self.base)
         self._time_cache: dict[int, str] = {}
+        self._day_rules: dict[float, Strip] = {}
 
     def hhmm(self, ts: float) -> str:
         minute = int(ts // 60)
@@ -157,6 +160,15 @@ class Renderer:
         left = max((self.width - lw) // 2, 2)
         right = max(self.width - lw - left, 0)
         return self._finish([Segment("─" * left, style), Segment(label, style), Segment("─" * right, style)])
+
+    def day_rule(self, day: float) -> Strip:
+        """The separator drawn above the first line of a day (`day`: local midnight)."""
+        rules = self._day_rules
+        strip = rules.get(day)
+        if strip is None:
+            label = datetime.fromtimestamp(day, self.tz).strftime("%A %d %B %Y")
+            strip = rules[day] = self.rule(label, DAY)
+        return strip
 
     def _parts(self, line: m.Line):
         kind = line.kind
@@ -214,6 +226,10 @@ class Renderer:
         else:  # INFO
             nick_col, text_style = "--", DIM
 
+        if line.history and kind in (m.MSG, m.ACTION):
+            text_style = HISTORY + Style(italic=kind == m.ACTION)
+            nick_col_style = nick_col_style + HISTORY_NICK
+            sep, sep_char, bg = SEP, " │ ", None
         suffix: list[Segment] = []
         if line.mine and kind in (m.MSG, m.ACTION):
             if line.state == m.PENDING:

@@ -46,24 +46,28 @@ class MessageView(ScrollView, can_focus=False):
         switched = room is not self._room
         self._room = room
         r = self._get_renderer()
-        # One entry per screen row: (line, row of that line), or a ready Strip (the marker).
-        # Only heights are computed here; rows are rendered when they scroll into view.
+        # One entry per screen row: (line, row of that line), or a ready Strip (the unread marker,
+        # a day separator). Only heights are computed here; rows are rendered when they scroll
+        # into view. A day separator goes wherever the day changes, and at the top unless the
+        # room's first line is from today.
         rows: list = []
         append = rows.append
         layout = r.layout
-        marker = room.read_upto
-        marker_strip = None
         lines = room.lines
-        if marker >= 0 and lines and lines[-1].serial > marker and lines[0].serial <= marker:
-            marker_strip = r.rule("new", MARKER)
+        read_upto = room.read_upto if lines and lines[-1].serial != room.read_upto else -1
+        day_rule = r.day_rule
+        prev_day = self.chat.day_of(self.chat.clock())
         for line in lines:
+            if line.day != prev_day:
+                prev_day = line.day
+                append(day_rule(prev_day))
             n = len(layout(line)[0])
             append((line, 0))
             if n > 1:
                 for i in range(1, n):
                     append((line, i))
-            if marker_strip is not None and line.serial == marker:
-                append(marker_strip)
+            if line.serial == read_upto:
+                append(r.rule("new", MARKER))
         self._rows = rows
         at_bottom = self.follow or switched
         self.virtual_size = Size(r.width, len(rows))

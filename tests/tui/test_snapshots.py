@@ -18,7 +18,8 @@ SIZE = (120, 32)
 
 def demo_app():
     backend = demo_backend()
-    app = ChatApp(backend=backend, tz=timezone.utc, clock=lambda: DEMO_T0 + 1500, save_config=False,
+    # the app joins just before the scripted session starts (DEMO_T0), as a real one would
+    app = ChatApp(backend=backend, tz=timezone.utc, clock=lambda: DEMO_T0 - 60, save_config=False,
                   bell=False, flush_interval=0.0)
     return app, backend
 
