@@ -124,6 +124,7 @@ class ChatApp(App[int]):
         save_config: bool = True,
         flush_interval: float = 0.05,
         connect_error: str = "",
+        timing=None,
     ) -> None:
         super().__init__()
         self.theme = "tokyo-night"
@@ -132,6 +133,7 @@ class ChatApp(App[int]):
         self.spec = spec
         self._initial_backend = backend
         self.connect_error = connect_error
+        self.timing = timing  # protocol Timing for backends built from a spec (tests: fast presence)
         self.bell_enabled = self.config.bell if bell is None else bell
         nick = spec.nick if spec else (backend.nick if backend is not None else "")
         self.chat = m.ChatModel(nick, tz=tz, clock=clock)
@@ -253,7 +255,7 @@ class ChatApp(App[int]):
                 from . import session
 
                 try:
-                    backend, server, share = await session.build(spec)
+                    backend, server, share = await session.build(spec, timing=self.timing)
                 except (OSError, SpecError, ImportError, ValueError) as e:
                     self.post_message(NetFailed(spec, describe_error(e, spec)))
                     return

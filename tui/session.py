@@ -86,22 +86,31 @@ def connect_host_for(bind_host: str) -> str:
     return bind_host
 
 
-async def build(spec: Spec):
+async def build(spec: Spec, timing=None):
     """Start what `spec` needs. Returns (backend, server or None, share addresses).
+
+    `timing` (a `udproom.protocol.reliability.Timing`) tunes retransmission, keepalives and
+    presence timeouts of everything started here (the embedded relay in host mode, the client,
+    the peer); None keeps the shipped defaults. Tests use it to run presence in milliseconds.
 
     Raises OSError (port in use...) or SpecError; the caller shows it on screen.
     """
     from udproom.protocol.net import runners
 
     if spec.mode == "host":
-        server = runners.RelayServer(spec.address)
+        config = None
+        if timing is not None:
+            from udproom.protocol.relay import RelayConfig
+
+            config = RelayConfig(timing=timing)
+        server = runners.RelayServer(spec.address, config)
         bound_host, bound_port = await server.start()
         share = list(server.addresses())
         client = runners.RelayClient(fmt_addr(connect_host_for(bound_host), bound_port), spec.nick,
-                                     list(spec.rooms))
+                                     list(spec.rooms), timing=timing)
         return client, server, share
     if spec.mode == "join":
-        return runners.RelayClient(spec.address, spec.nick, list(spec.rooms)), None, []
+        return runners.RelayClient(spec.address, spec.nick, list(spec.rooms), timing=timing), None, []
     peer_client = getattr(runners, "PeerClient", None)
     if peer_client is None:
         try:
@@ -110,4 +119,5 @@ async def build(spec: Spec):
             peer_client = None
     if peer_client is None:
         raise SpecError("direct mode (peers without a relay) is not available in this build yet")
-    return peer_client(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms)), None, []
+    return (peer_client(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms), timing=timing),
+            None, [])

@@ -1,61 +1,61 @@
-"""Two chat apps in direct mode (no relay): PeerClient backends on loopback."""
+"""Two chat apps in direct mode (no relay): `udproom --listen ... [--peer ...]` on loopback."""
 
 from __future__ import annotations
 
-from datetime import timezone
-
-from udproom.protocol.net.peer import PeerClient
-from udproom.protocol.reliability import Timing
 from udproom.tui.app import ChatApp
 
-
-async def until(pilots, condition, what, tries=1000):
-    for _ in range(tries):
-        if condition():
-            return
-        for pilot in pilots:
-            await pilot.pause(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
+from .test_tui_e2e import app_for, members, until
 
 
-def _timing() -> Timing:
-    t = Timing.fast()
-    t.timeout = 3.0
-    return t
+def status(app: ChatApp) -> str:
+    return str(app.query_one("#status").render())
 
 
-def members(app, room):
-    r = app.chat.rooms.get(room)
-    return r.members if r is not None else {}
+def order(app: ChatApp, room: str = "lobby") -> list[tuple[str, str]]:
+    return [(x.nick, x.text) for x in app.chat.rooms[room].lines if x.kind <= 1]
 
 
 async def test_two_apps_in_direct_mode():
-    alice_backend = PeerClient("127.0.0.1:0", [], "alice", ["lobby"], timing=_timing())
-    bob_backend = PeerClient("127.0.0.1:0", [], "bob", ["lobby"], timing=_timing())
-    alice = ChatApp(backend=alice_backend, tz=timezone.utc, save_config=False, bell=False)
-    bob = ChatApp(backend=bob_backend, tz=timezone.utc, save_config=False, bell=False)
-    async with alice.run_test(size=(120, 30)) as pa, bob.run_test(size=(120, 30)) as pb:
-        pilots = (pa, pb)
-        await until(pilots, lambda: alice_backend.running and bob_backend.running, "both bound")
-        bob_backend.add_peer(alice_backend.address)
-        await until(pilots, lambda: "bob" in members(alice, "lobby") and "alice" in members(bob, "lobby"),
-                    "each in the other's member list")
-        assert alice_backend.mode == "direct, 1 peer"
+    ann = app_for("direct", "127.0.0.1:0", "ann", ["lobby"])
+    async with ann.run_test(size=(140, 30)) as pa:
+        await until((pa,), lambda: ann.chat.share, "ann's address")
+        assert "direct, 0 peers" in status(ann) and "others join: 127.0.0.1:" in status(ann)
+        ben = app_for("direct", "127.0.0.1:0", "ben", ["lobby"], peers=[ann.chat.share[0]])
+        async with ben.run_test(size=(140, 30)) as pb:
+            pilots = (pa, pb)
+            await until(pilots, lambda: "ben" in members(ann, "lobby") and "ann" in members(ben, "lobby"),
+                        "each in the other's member list")
+            # the status line follows the peer count
+            await until(pilots, lambda: "direct, 1 peer" in status(ann) and "direct, 1 peer" in status(ben),
+                        "status: 1 peer")
 
-        await pb.press(*"hi alice", "enter")
-        await until(pilots, lambda: any(x.text == "hi alice" for x in alice.chat.rooms["lobby"].lines),
-                    "message delivered")
-        line = next(x for x in alice.chat.rooms["lobby"].lines if x.text == "hi alice")
-        assert line.nick == "bob"
-        await until(pilots, lambda: bob.chat.rooms["lobby"].lines[-1].state == 0, "bob's post acknowledged")
-        assert sum(x.text == "hi alice" for x in bob.chat.rooms["lobby"].lines) == 1
+            await pb.press(*"hi ann", "enter")
+            await until(pilots, lambda: any(x.text == "hi ann" for x in ann.chat.rooms["lobby"].lines),
+                        "message delivered")
+            line = next(x for x in ann.chat.rooms["lobby"].lines if x.text == "hi ann")
+            assert line.nick == "ben"
+            await until(pilots, lambda: ben.chat.rooms["lobby"].lines[-1].state == 0, "ben's post acknowledged")
+            assert sum(x.text == "hi ann" for x in ben.chat.rooms["lobby"].lines) == 1
 
-        # /msg goes straight to that peer
-        await pa.press(*"/msg bob psst", "enter")
-        await until(pilots, lambda: any(x.text == "psst" for r in bob.chat.rooms.values() if r.direct
-                                        for x in r.lines), "direct message")
+            # both talk at once (each posts before seeing the other's lines): each app first shows
+            # its own lines where they were typed and the other's as they arrive; once everything
+            # is acknowledged both show the same (Lamport stamp, nick) order
+            for i in range(4):
+                ann.send(f"ann {i}")
+                ben.send(f"ben {i}")
+            await until(pilots, lambda: len(order(ann)) == 9 and len(order(ben)) == 9
+                        and not ann.chat.pending and not ben.chat.pending, "all delivered and acknowledged")
+            assert order(ann) == order(ben)
+            assert [t for n, t in order(ann) if n == "ann"] == [f"ann {i}" for i in range(4)]
 
-        # a peer that quits is shown leaving
-        bob_backend.close()
-        await until(pilots, lambda: "bob" not in members(alice, "lobby")
-                    or members(alice, "lobby")["bob"].presence != "here", "bob gone")
+            # /msg goes straight to that peer
+            await pa.press(*"/msg ben psst", "enter")
+            await until(pilots, lambda: any(x.text == "psst" for r in ben.chat.rooms.values() if r.direct
+                                            for x in r.lines), "direct message")
+
+            # a peer that quits is shown leaving, and the peer count drops
+            await pb.press("ctrl+q")
+            await until(pilots, lambda: not ben.is_running, "ben quit")
+        await until((pa,), lambda: "ben" not in members(ann, "lobby")
+                    or members(ann, "lobby")["ben"].presence != "here", "ben gone")
+        await until((pa,), lambda: "direct, 0 peers" in status(ann), "status: 0 peers")

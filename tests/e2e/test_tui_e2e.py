@@ -1,13 +1,13 @@
-"""Two chat apps talking through a real relay on loopback (udproom.protocol.net.runners)."""
+"""Two chat apps talking through a real relay on loopback: alice hosts (the relay runs inside her
+app, `udproom --host`), bob joins her address (`udproom --join`)."""
 
 from __future__ import annotations
 
 from datetime import timezone
 
-from udproom.protocol.net.runners import RelayClient, RelayServer
-from udproom.protocol.relay import RelayConfig
 from udproom.protocol.reliability import Timing
 from udproom.tui.app import ChatApp
+from udproom.tui.session import Spec, check
 
 
 def timing() -> Timing:
@@ -25,32 +25,54 @@ async def until(pilots, condition, what, tries=600):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def app_for(mode, address, nick, rooms, peers=()):
+    return ChatApp(check(Spec(mode, address, nick, list(rooms), list(peers))), tz=timezone.utc,
+                   save_config=False, bell=False, timing=timing())
+
+
+def members(app, room):
+    r = app.chat.rooms.get(room)
+    return r.members if r is not None else {}
+
+
+def row_of(app, needle):
+    rows = app.messages.visible_text()
+    return next(i for i, t in enumerate(rows) if needle in t)
+
+
 async def test_two_apps_through_a_real_relay():
-    server = RelayServer("127.0.0.1:0", RelayConfig(timing=timing()))
-    host, port = await server.start()
-    address = f"{host}:{port}"
-    alice_backend = RelayClient(address, "alice", ["lobby", "dev"], timing=timing())
-    bob_backend = RelayClient(address, "bob", ["lobby", "dev"], timing=timing())
-    alice = ChatApp(backend=alice_backend, tz=timezone.utc, save_config=False, bell=False)
-    bob = ChatApp(backend=bob_backend, tz=timezone.utc, save_config=False, bell=False)
-    try:
-        async with alice.run_test(size=(120, 30)) as pa, bob.run_test(size=(120, 30)) as pb:
+    alice = app_for("host", "127.0.0.1:0", "alice", ["lobby", "dev"])
+    async with alice.run_test(size=(120, 30)) as pa:
+        await until((pa,), lambda: alice.chat.state == "connected" and "lobby" in alice.chat.rooms,
+                    "alice hosting")
+        status = str(alice.query_one("#status").render())
+        assert "others join: 127.0.0.1:" in status and "relay 127.0.0.1:" in status
+        await pa.press(*"before bob came", "enter")
+        await until((pa,), lambda: alice.chat.rooms["lobby"].lines[-1].state == 0, "alice's post acknowledged")
+
+        bob = app_for("join", alice.chat.share[0], "bob", ["lobby", "dev"])
+        async with bob.run_test(size=(120, 30)) as pb:
             pilots = (pa, pb)
-            await until(pilots, lambda: alice.chat.state == "connected" and bob.chat.state == "connected",
-                        "both connected")
-            await until(pilots, lambda: "bob" in alice.chat.rooms.get("lobby", _NoRoom).members
-                        and "bob" in alice.chat.rooms.get("dev", _NoRoom).members, "bob in alice's rooms")
+            await until(pilots, lambda: bob.chat.state == "connected", "bob connected")
+            await until(pilots, lambda: "bob" in members(alice, "lobby") and "bob" in members(alice, "dev"),
+                        "bob in alice's rooms")
             assert alice.chat.active == "lobby" and bob.chat.active == "lobby"
+            # what was said before bob joined is backfill: above his "you joined" line, dim
+            await until(pilots, lambda: any(x.text == "before bob came" for x in bob.chat.rooms["lobby"].lines),
+                        "backfill")
+            assert row_of(bob, "before bob came") < row_of(bob, "you joined #lobby")
+            assert next(x for x in bob.chat.rooms["lobby"].lines if x.text == "before bob came").history
 
             # a message typed in one app appears in the other
             await pb.press(*"hi alice", "enter")
             await until(pilots, lambda: any(x.text == "hi alice" for x in alice.chat.rooms["lobby"].lines),
                         "message delivered")
             line = next(x for x in alice.chat.rooms["lobby"].lines if x.text == "hi alice")
-            assert line.nick == "bob" and line.mention
+            assert line.nick == "bob" and line.mention and not line.history
             assert any("bob ┃ hi alice" in row for row in alice.messages.visible_text())
             await until(pilots, lambda: bob.chat.rooms["lobby"].lines[-1].state == 0, "bob's post acknowledged")
             assert sum(x.text == "hi alice" for x in bob.chat.rooms["lobby"].lines) == 1
+            assert row_of(bob, "you joined #lobby") < row_of(bob, "hi alice")
 
             # switching rooms by key changes the messages and members shown
             await pb.press("alt+2")
@@ -68,35 +90,9 @@ async def test_two_apps_through_a_real_relay():
             assert alice.chat.rooms["dev"].unread == 0
 
             # a member whose client stops (no goodbye) is shown as timed out
-            bob_backend.protocol.transport.abort()
-            await until(pilots, lambda: alice.chat.rooms["dev"].members.get("bob") is not None
-                        and alice.chat.rooms["dev"].members["bob"].timed_out, "bob timed out", tries=2000)
+            bob.backend.protocol.transport.abort()
+            await until(pilots, lambda: members(alice, "dev").get("bob") is not None
+                        and members(alice, "dev")["bob"].timed_out, "bob timed out", tries=2000)
             await pa.pause()
             assert "○ bob" in alice.member_list.build().plain
             assert any("bob timed out" in row for row in alice.messages.visible_text())
-    finally:
-        await server.stop()
-
-
-class _NoRoom:
-    members: dict = {}
-
-
-async def test_two_apps_in_direct_mode():
-    from udproom.tui.session import Spec, check
-
-    ann = ChatApp(check(Spec("direct", "127.0.0.1:0", "ann", ["lobby"])), tz=timezone.utc,
-                  save_config=False, bell=False)
-    async with ann.run_test(size=(120, 30)) as pa:
-        await until((pa,), lambda: ann.chat.share, "ann's address")
-        assert "others join: 127.0.0.1:" in str(ann.query_one("#status").render())
-        ben = ChatApp(check(Spec("direct", "127.0.0.1:0", "ben", ["lobby"], [ann.chat.share[0]])),
-                      tz=timezone.utc, save_config=False, bell=False)
-        async with ben.run_test(size=(120, 30)) as pb:
-            pilots = (pa, pb)
-            await until(pilots, lambda: "ben" in ann.chat.rooms.get("lobby", _NoRoom).members, "ben seen")
-            await pb.press(*"hey ann", "enter")
-            await until(pilots, lambda: any(x.text == "hey ann" for x in ann.chat.rooms["lobby"].lines),
-                        "direct message delivered")
-            await pb.press("ctrl+q")
-            await until(pilots, lambda: not ben.is_running, "ben quit")

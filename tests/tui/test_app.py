@@ -563,7 +563,7 @@ async def test_connect_command(monkeypatch):
 
     built = []
 
-    async def fake_build(spec):
+    async def fake_build(spec, timing=None):
         built.append(spec)
         return demo.FakeBackend(spec.nick, spec.rooms, address=spec.address), None, []
 

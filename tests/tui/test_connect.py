@@ -15,7 +15,7 @@ from .conftest import until
 
 
 def fake_build(built):
-    async def build(spec):
+    async def build(spec, timing=None):
         built.append(spec)
         return demo.FakeBackend(spec.nick, spec.rooms, address=spec.address or "x"), None, ["10.0.0.5:6000"]
 
