@@ -799,6 +799,28 @@ class PeerNode:
         for name, lr in link.rooms.items():
             if name and lr.member:
                 self._events.append(E.NickChanged(name, self.lc, old, nick, ts))
+        self._clash(link, now)
+
+    def _clash(self, link: Link, now: float) -> None:
+        """Two peers in a room with one nick: resolved visibly, never silently. Every node sees
+        the same pair, so the rule is deterministic: the one with the larger node id renames
+        itself (nick + '_', '_2', ...), which every member then sees as a nick change."""
+        if link.nick != self.nick or self.node < link.node:
+            return
+        shared = [n for n, lr in link.rooms.items() if n and lr.member and n in self.rooms]
+        if not shared:
+            return
+        taken = {other.nick for name in self.rooms for other in self._members(name)}
+        base = self.nick
+        for k in range(1, 1000):
+            suffix = "_" if k == 1 else f"_{k}"
+            candidate = base[: 24 - len(suffix)] + suffix
+            if candidate not in taken:
+                break
+        old = self.nick
+        self.set_nick(candidate, now)
+        for name in shared:
+            self._events.append(E.Notice(f"{old} was taken in #{name}: you are {candidate} now", name))
 
     # ------------------------------------------------------------------ membership
 
@@ -929,6 +951,7 @@ class PeerNode:
             tg.probe_at = now
             if name:
                 self._events.append(E.MemberJoined(name, self.lc, nick, self._ts(now)))
+                self._clash(link, now)
                 if link.away:
                     self._events.append(E.AwayChanged(name, self.lc, nick, link.away, self._ts(now)))
                 link.out.extend(self._gossip(name, link))

@@ -484,3 +484,26 @@ def test_core_imports_no_io():
     for mod in (peer_mod, cookies_mod):
         src = open(mod.__file__).read()
         assert "import time" not in src and "import socket" not in src and "import asyncio" not in src
+
+
+def test_a_nick_clash_is_resolved_visibly_by_exactly_one_rename():
+    net = FakeNet(seed=21)
+    nodes = []
+    for i, nick in enumerate(["sam", "sam", "kim"]):
+        node = net.add(addr(i), PeerNode(nick, timing=timing(), node=100 + i))
+        nodes.append(node)
+        net.call(addr(i), node.join, "lobby")
+        if i:
+            net.call(addr(i), node.add_peer, addr(0))
+    settle_room(net, nodes)
+    net.run_until(net.now + 1.0)
+    # the larger node id renamed itself; the other kept its nick
+    assert [n.nick for n in nodes] == ["sam", "sam_", "kim"]
+    notices = [e for e in of(net, 1, E.Notice) if "sam_" in e.text]
+    assert notices and notices[0].room == "lobby"
+    # the others saw it as an ordinary nick change (or met sam_ after it), and tell them apart
+    for i in (0, 2):
+        renamed = any(e.old == "sam" and e.new == "sam_" for e in of(net, i, E.NickChanged))
+        met = any(e.nick == "sam_" for e in of(net, i, E.MemberJoined))
+        assert renamed or met
+        assert sorted(nodes[i].members("lobby")) == ["kim", "sam", "sam_"]
