@@ -400,7 +400,8 @@ class ChatApp(App[int]):
             t.append(" ● ", "#9ece6a")
             t.append("connected", "#9ece6a")
             if chat.rtt is not None:
-                t.append(f" {chat.rtt * 1000:.0f} ms", "#737aa2")
+                ms = chat.rtt * 1000
+                t.append(f" {ms:.0f} ms" if ms >= 0.5 else " <1 ms", "#737aa2")
         elif state == "connecting":
             t.append(" ◌ ", "#e0af68")
             t.append(f"connecting to {chat.address}…" if chat.address else "connecting…", "#e0af68")
@@ -424,7 +425,8 @@ class ChatApp(App[int]):
             t.append(chat.mode, "#a9b1d6")
         if chat.share:
             t.append(*sep)
-            t.append("others join: ", "#737aa2")
+            # what to give others: `--join ADDRESS` (a relay we host) or `--peer ADDRESS` (direct)
+            t.append("others peer with: " if chat.mode.startswith("direct") else "others join: ", "#737aa2")
             t.append(", ".join(chat.share), "bold #e0af68")
         room = chat.current
         if room is not chat.status_room:

@@ -19,7 +19,7 @@ async def test_two_apps_in_direct_mode():
     ann = app_for("direct", "127.0.0.1:0", "ann", ["lobby"])
     async with ann.run_test(size=(140, 30)) as pa:
         await until((pa,), lambda: ann.chat.share, "ann's address")
-        assert "direct, 0 peers" in status(ann) and "others join: 127.0.0.1:" in status(ann)
+        assert "direct, 0 peers" in status(ann) and "others peer with: 127.0.0.1:" in status(ann)
         ben = app_for("direct", "127.0.0.1:0", "ben", ["lobby"], peers=[ann.chat.share[0]])
         async with ben.run_test(size=(140, 30)) as pb:
             pilots = (pa, pb)

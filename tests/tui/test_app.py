@@ -666,6 +666,9 @@ async def test_connection_state_in_status_line():
         backend.inject(ev.RttUpdated(0.0345))
         await settle(pilot, app)
         assert "connected 34 ms" in str(app.query_one("#status").render())
+        backend.inject(ev.RttUpdated(0.0002))  # loopback
+        await settle(pilot, app)
+        assert "connected <1 ms" in str(app.query_one("#status").render())
         backend.inject(ev.ConnectionLost("relay stopped answering", 5.0))
         await settle(pilot, app)
         status = str(app.query_one("#status").render())

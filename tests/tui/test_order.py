@@ -160,7 +160,7 @@ async def test_direct_mode_status_line_follows_the_peer_count_and_shows_addresse
     async with app.run_test(size=(160, 30)) as pilot:
         await ready(pilot, app, backend)
         status = lambda: str(app.query_one("#status").render())  # noqa: E731
-        assert "direct, 0 peers" in status() and "others join: 192.0.2.7:6001" in status()
+        assert "direct, 0 peers" in status() and "others peer with: 192.0.2.7:6001" in status()
         for n, event in enumerate([ev.MemberJoined("lobby", 2, "bob", T0),
                                    ev.MemberJoined("lobby", 3, "carol", T0),
                                    ev.MemberTimedOut("lobby", 4, "bob", T0),
