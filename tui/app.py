@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import time
 from datetime import tzinfo
 
@@ -408,7 +409,7 @@ class ChatApp(App[int]):
         elif state == "reconnecting":
             left = max(0, (chat.retry_at or 0) - time.monotonic())
             t.append(" ↻ ", "#f7768e")
-            t.append(f"reconnecting in {left:.0f} s", "#f7768e")
+            t.append(f"reconnecting in {math.ceil(left)} s", "#f7768e")
             if chat.reason:
                 t.append(f" ({chat.reason})", "#737aa2")
         elif state == "refused":

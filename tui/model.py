@@ -544,10 +544,15 @@ class ChatModel:
             self.reason = sanitize(e.reason)
             self.retry_at = time.monotonic() + e.retry_in
             self.changes.status = True
-            self.add_local(None, ERROR, f"connection lost: {self.reason}; retrying in {e.retry_in:.0f} s")
+            self.add_local(None, ERROR, f"connection lost: {self.reason}; retrying in {_seconds(e.retry_in)}")
         elif t is ev.Refused:
             self.state = "refused"
             self.reason = sanitize(e.reason)
             self.retry_at = None
             self.changes.status = True
             self.add_local(None, ERROR, f"the relay refused the session: {self.reason}")
+
+
+def _seconds(delay: float) -> str:
+    """'0.5 s', '3 s': short delays keep their tenths, so a quick retry does not read '0 s'."""
+    return f"{delay:.1f} s" if delay < 10 else f"{delay:.0f} s"
