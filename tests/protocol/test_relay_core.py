@@ -267,3 +267,69 @@ def test_outbox_has_a_limit_and_oversize_text_is_refused():
         c.post("lobby", "x", 0.0)
     with pytest.raises(OutboxFull, match="waiting"):
         c.post("lobby", "x", 0.0)
+
+
+def _session(relay: Relay, addr: tuple, nick: str, now: float = 1.0) -> int:
+    """Handshake `addr` with the relay by hand; returns the session token."""
+    relay.receive_datagram(_hello(nick=nick), addr, now)
+    cookie = F.decode(relay.datagrams_to_send(now)[0][0])[0].cookie
+    relay.receive_datagram(_hello(cookie, nick=nick), addr, now)
+    frames = F.decode(relay.datagrams_to_send(now)[0][0])
+    return next(f for f in frames if isinstance(f, F.Welcome)).token
+
+
+def _results(relay: Relay, now: float) -> list:
+    out = []
+    for data, _ in relay.datagrams_to_send(now):
+        out += [f for f in F.decode(data) if isinstance(f, (F.Result, F.Joined))]
+    return out
+
+
+def test_posts_are_idempotent_by_cseq_and_by_message_id():
+    relay = Relay(RelayConfig(timing=T))
+    token = _session(relay, SRC, "ann")
+    sid = F.Sid(token)
+    relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), SRC, 1.0)
+    _results(relay, 1.0)
+    post = F.encode([sid, F.Req(2, F.OP_POST, "lobby", "once", 77)])
+    relay.receive_datagram(post, SRC, 1.1)
+    relay.receive_datagram(post, SRC, 1.2)  # a retransmit: same answer, no second event
+    first, again = _results(relay, 1.2)
+    assert first == again and first.seq == 2
+    # the same message id on a new request (a resend after a reconnect) is not a second event
+    relay.receive_datagram(F.encode([sid, F.Req(3, F.OP_POST, "lobby", "once", 77)]), SRC, 1.3)
+    (third,) = _results(relay, 1.3)
+    assert third.seq == 2
+    assert relay.rooms["lobby"].seq == 2 and relay.stats["posts"] == 1
+
+
+def test_requests_run_in_cseq_order_even_when_they_arrive_out_of_order():
+    relay = Relay(RelayConfig(timing=T))
+    sid = F.Sid(_session(relay, SRC, "ann"))
+    relay.receive_datagram(F.encode([sid, F.Req(3, F.OP_POST, "lobby", "second", 2)]), SRC, 1.0)
+    relay.receive_datagram(F.encode([sid, F.Req(2, F.OP_POST, "lobby", "first", 1)]), SRC, 1.0)
+    assert not _results(relay, 1.0)  # nothing runs before request 1
+    relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), SRC, 1.0)
+    res = _results(relay, 1.0)
+    assert [r.cseq for r in res] == [1, 2, 3]
+    assert [e.text for e in relay.rooms["lobby"].ring if e.kind == F.EV_MSG] == ["first", "second"]
+
+
+def test_one_session_in_several_rooms_keeps_them_apart():
+    room = Room(2, seed=14)
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    for c_addr in (a, b):
+        room.net.call(c_addr, room.clients[c_addr].join, "#Dev")
+    room.net.run_while(lambda: not all(c.rooms["dev"].ready for c in room.clients.values()),
+                       room.net.now + 5)
+    room.net.call(a, room.clients[a].post, "dev", "in dev")
+    room.net.call(a, room.clients[a].post, "lobby", "in lobby")
+    room.net.run_while(lambda: len(room.events(b, E.MessageReceived)) < 2, room.net.now + 5)
+    got = {(e.room, e.text, e.seq) for e in room.events(b, E.MessageReceived)}
+    # each room numbers its own events
+    assert got == {("dev", "in dev", 3), ("lobby", "in lobby", 3)}
+    room.net.call(b, room.clients[b].part, "dev")
+    room.settle(0.3)
+    assert list(room.clients[b].rooms) == ["lobby"]
+    assert [m.nick for m in room.clients[a].rooms["dev"].members.values()] == ["n0"]
