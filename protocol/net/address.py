@@ -48,7 +48,10 @@ def _check_host(host: str, original: str) -> str:
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
         except ValueError:
-            raise AddressError(f"{host!r} in {original!r} is not an IPv6 address") from None
+            where = f"{host!r}" if host == original else f"{host!r} in {original!r}"
+            raise AddressError(
+                f"{where} is not an IPv6 address (write IPv6 as [ADDR]:PORT, e.g. [::1]:6000)"
+            ) from None
     elif len(host) > 253:
         raise AddressError(f"host name in {original!r} is too long")
     return host
