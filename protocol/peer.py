@@ -136,7 +136,7 @@ class LinkRoom:
     """What one link shares about one room ("" = the pair's DM stream)."""
 
     __slots__ = ("name", "member", "target", "rx", "rx_base", "ask_at", "ask_tries", "history_want",
-                 "history_until", "history_sent", "top", "gossiped")
+                 "history_until", "history_sent", "top", "gossiped", "hidden")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -151,6 +151,8 @@ class LinkRoom:
         self.history_sent = -1e18
         self.top = 0
         self.gossiped = False  # their member list for this room arrived
+        #: a member with our own nick, not announced until it renames (see PeerNode._clash)
+        self.hidden = False
 
 
 class Link:
@@ -365,7 +367,8 @@ class PeerNode:
     def members(self, room: str) -> list[str]:
         """Nicks of the confirmed members of `room`, us included."""
         name = canonical_room(room)
-        return sorted([self.nick] + [lk.nick for lk in self._members(name)], key=str.casefold)
+        shown = [lk.nick for lk in self._members(name) if not lk.rooms[name].hidden]
+        return sorted([self.nick] + shown, key=str.casefold)
 
     @property
     def peer_count(self) -> int:
@@ -696,7 +699,7 @@ class PeerNode:
         """The node behind `link` is gone (left, timed out, restarted): tell the rooms."""
         ts = self._ts(now)
         for name, lr in link.rooms.items():
-            if lr.member and name:
+            if lr.member and name and not lr.hidden:
                 if reason == "timeout":
                     self._events.append(E.MemberTimedOut(name, self.lc, link.nick, ts))
                 else:
@@ -798,7 +801,12 @@ class PeerNode:
         ts = self._ts(now)
         for name, lr in link.rooms.items():
             if name and lr.member:
-                self._events.append(E.NickChanged(name, self.lc, old, nick, ts))
+                if lr.hidden:
+                    if nick != self.nick:  # it took another nick: now it can be announced
+                        lr.hidden = False
+                        self._events.append(E.MemberJoined(name, self.lc, nick, ts))
+                else:
+                    self._events.append(E.NickChanged(name, self.lc, old, nick, ts))
         self._clash(link, now)
 
     def _clash(self, link: Link, now: float) -> None:
@@ -950,9 +958,17 @@ class PeerNode:
                     m.waiting.add(link.node)
             tg.probe_at = now
             if name:
-                self._events.append(E.MemberJoined(name, self.lc, nick, self._ts(now)))
-                self._clash(link, now)
-                if link.away:
+                if nick == self.nick:
+                    # Two of us with one nick: the larger node id renames itself before anyone is
+                    # announced, so nobody (the app included) ever confuses the two; the other
+                    # waits to announce the newcomer under the nick it takes.
+                    if self.node > link.node:
+                        self._clash(link, now)
+                    else:
+                        lr.hidden = True
+                if not lr.hidden:
+                    self._events.append(E.MemberJoined(name, self.lc, nick, self._ts(now)))
+                if link.away and not lr.hidden:
                     self._events.append(E.AwayChanged(name, self.lc, nick, link.away, self._ts(now)))
                 link.out.extend(self._gossip(name, link))
                 for other in self._members(name):
@@ -1000,7 +1016,8 @@ class PeerNode:
         if not name or lr is None:
             return
         if lr.member:
-            self._events.append(E.MemberLeft(name, self.lc, link.nick, self._ts(now), pl.reason[:200]))
+            if not lr.hidden:
+                self._events.append(E.MemberLeft(name, self.lc, link.nick, self._ts(now), pl.reason[:200]))
             r = self.rooms.get(name)
             if r is not None:
                 self._unwait(r.out, link.node, now)

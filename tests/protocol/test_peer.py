@@ -507,3 +507,9 @@ def test_a_nick_clash_is_resolved_visibly_by_exactly_one_rename():
         met = any(e.nick == "sam_" for e in of(net, i, E.MemberJoined))
         assert renamed or met
         assert sorted(nodes[i].members("lobby")) == ["kim", "sam", "sam_"]
+    # the sam who kept the nick never saw a second "sam" join (the app would take it for itself),
+    # and the one who renamed did so before it announced the other
+    assert not [e for e in of(net, 0, E.MemberJoined) if e.nick == "sam"]
+    kinds = [(type(e).__name__, getattr(e, "nick", "")) for e in net.events[addr(1)]
+             if isinstance(e, (E.NickChanged, E.MemberJoined))]
+    assert kinds.index(("NickChanged", "")) < kinds.index(("MemberJoined", "sam"))
