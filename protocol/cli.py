@@ -255,8 +255,14 @@ async def _run_relay(args: argparse.Namespace) -> int:
     others = ", ".join(server.addresses())
     _say("relay", f"listening on udp://{format_address(host, port)} (join it at {others})")
     await stop.wait()
+    stats = server.stats
     await server.stop()
-    _say("relay", "stopped")
+    _say(
+        "relay",
+        f"stopped after {stats.get('sessions_opened', 0)} sessions, {stats.get('posts', 0)} messages;"
+        f" dropped {stats.get('malformed', 0)} malformed and"
+        f" {stats.get('unauthenticated', 0) + stats.get('unknown_source', 0)} unauthenticated datagrams",
+    )
     return 0
 
 
