@@ -96,3 +96,32 @@ async def test_two_apps_through_a_real_relay():
             await pa.pause()
             assert "○ bob" in alice.member_list.build().plain
             assert any("bob timed out" in row for row in alice.messages.visible_text())
+
+
+async def test_a_member_whose_process_is_killed_shows_as_timed_out():
+    import asyncio
+    import sys
+
+    alice = app_for("host", "127.0.0.1:0", "alice", ["lobby"])
+    async with alice.run_test(size=(120, 30)) as pa:
+        await until((pa,), lambda: alice.chat.state == "connected" and "lobby" in alice.chat.rooms,
+                    "alice hosting")
+        # a real `udproom listen` process; it keeps alive at the pace alice's relay asks for
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "udproom", "listen", "--join", alice.chat.share[0], "--room", "lobby",
+            "--nick", "carol", "--timeout", "60",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await until((pa,), lambda: "carol" in members(alice, "lobby"), "carol joined", tries=3000)
+            assert not members(alice, "lobby")["carol"].timed_out
+            proc.kill()  # no goodbye: the process is simply gone
+            await proc.wait()
+            await until((pa,), lambda: members(alice, "lobby")["carol"].timed_out, "carol timed out",
+                        tries=3000)
+            await pa.pause()
+            assert "○ carol" in alice.member_list.build().plain
+            assert any("carol timed out" in row for row in alice.messages.visible_text())
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
