@@ -609,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     command = argv[0] if argv and argv[0] in COMMANDS else None
+    if command is not None:  # errors then point at 'udproom relay --help', not 'udproom --help'
+        parser.prog = f"udproom {command}"
     try:
         try:
             args = parser.parse_args(argv)
