@@ -15,6 +15,8 @@ import hashlib
 import hmac
 import os
 
+from .reliability import TokenBucket
+
 COOKIE_PERIOD = 30.0
 AMPLIFICATION = 3
 
@@ -45,3 +47,28 @@ class CookieJar:
 def amplification_ok(reply_bytes: int, received_bytes: int) -> bool:
     """May an unvalidated address be sent `reply_bytes` after sending us `received_bytes`?"""
     return reply_bytes <= AMPLIFICATION * received_bytes
+
+
+class SourceLimiter:
+    """Per-source token buckets for the unauthenticated path (handshakes, Resets): at most `rate`
+    a second from one address, and at most `cap` addresses remembered (beyond that, strangers wait
+    until `prune` forgets idle ones)."""
+
+    __slots__ = ("rate", "cap", "buckets")
+
+    def __init__(self, rate: float, cap: int = 100_000) -> None:
+        self.rate = rate
+        self.cap = cap
+        self.buckets: dict[tuple, TokenBucket] = {}
+
+    def allow(self, addr: tuple, now: float) -> bool:
+        b = self.buckets.get(addr)
+        if b is None:
+            if len(self.buckets) >= self.cap:
+                return False
+            b = self.buckets[addr] = TokenBucket(self.rate, self.rate, now)
+        return b.take(now)
+
+    def prune(self, now: float, idle: float = 10.0) -> None:
+        for key in [k for k, b in self.buckets.items() if now - b.stamp > idle]:
+            del self.buckets[key]

@@ -52,7 +52,7 @@ from collections.abc import Callable
 from . import events as E
 from . import frames as F
 from .backend import OutboxFull
-from .cookies import CookieJar, amplification_ok
+from .cookies import CookieJar, SourceLimiter, amplification_ok
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TEXT_BYTES,
@@ -229,7 +229,7 @@ class PeerNode:
         self.closed = False
         self._events: deque = deque()
         self._raw: list[tuple[bytes, Addr]] = []
-        self._hello_buckets: dict[Addr, TokenBucket] = {}
+        self._hello_limit = SourceLimiter(HELLO_RATE)
         self._hints: dict[Addr, tuple[float, int]] = {}  # addr -> (not before, failures)
         self._seen = DedupeWindow(65536)
         self._next_local = 1
@@ -468,8 +468,7 @@ class PeerNode:
                     self._probe(link, lr, out, now)
         self._give_up(now)
         self._prune(now)
-        for key in [k for k, b in self._hello_buckets.items() if now - b.stamp > 10]:
-            del self._hello_buckets[key]
+        self._hello_limit.prune(now)
         self._timer_at = None
         self._schedule(now)
 
@@ -611,12 +610,7 @@ class PeerNode:
             self._raw.append((data, addr))
 
     def _hello_ok(self, addr: Addr, now: float) -> bool:
-        b = self._hello_buckets.get(addr)
-        if b is None:
-            if len(self._hello_buckets) > 100_000:
-                return False
-            b = self._hello_buckets[addr] = TokenBucket(HELLO_RATE, HELLO_RATE, now)
-        return b.take(now)
+        return self._hello_limit.allow(addr, now)
 
     # ------------------------------------------------------------------ handshake
 

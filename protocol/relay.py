@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from . import frames as F
-from .cookies import CookieJar, amplification_ok
+from .cookies import CookieJar, SourceLimiter, amplification_ok
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TEXT_BYTES,
@@ -205,7 +205,7 @@ class Relay:
         self._events: deque = deque()
         self._dirty: set[str] = set()  # rooms with unflushed events
         self._dirty_sessions: set[Session] = set()  # sessions with frames queued
-        self._hello_buckets: dict[Addr, TokenBucket] = {}
+        self._hello_limit = SourceLimiter(cfg.hello_rate)
         self._timer_at: float | None = None
         self._last_sweep = 0.0
         self._closing = False
@@ -282,8 +282,7 @@ class Relay:
             for s in dead:
                 self.stats["sessions_timed_out"] += 1
                 self._drop_session(s, now, "timeout")
-            for key in [k for k, b in self._hello_buckets.items() if now - b.stamp > 10]:
-                del self._hello_buckets[key]
+            self._hello_limit.prune(now)
         outstanding = False
         for session in self.sessions.values():
             for stream in (*session.rooms.values(), session.inbox):
@@ -373,12 +372,7 @@ class Relay:
                          session.token, session.nonce)
 
     def _hello_ok(self, addr: Addr, now: float) -> bool:
-        b = self._hello_buckets.get(addr)
-        if b is None:
-            if len(self._hello_buckets) > 100_000:
-                return False
-            b = self._hello_buckets[addr] = TokenBucket(self.config.hello_rate, self.config.hello_rate, now)
-        return b.take(now)
+        return self._hello_limit.allow(addr, now)
 
     def _reply_limited(self, addr: Addr, received: int, frames: list[F.Frame]) -> None:
         data = F.encode(frames)
