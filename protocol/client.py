@@ -112,6 +112,8 @@ class ClientSession:
         self._token = 0
         self._hello_sent = 0.0
         self._last_ping = 0.0
+        self._first_cseq = 1
+        self._resume = 0
         self.stats = {"malformed": 0, "duplicates": 0, "retransmits": 0, "unauthenticated": 0}
         self._keepalive = t.keepalive
 
@@ -256,10 +258,12 @@ class ClientSession:
         if self._inflight:
             if self._retx_at is not None and self._retx_at < at:
                 at = self._retx_at
-            first = next(iter(self._inflight.values()))
-            give = first.created + t.give_up
-            if not first.failed and give < at:
-                at = give
+            # only posts give up (and only once): the oldest post still hoping sets the deadline
+            for req in self._inflight.values():
+                if req.op in _POSTS and not req.failed:
+                    if req.created + t.give_up < at:
+                        at = req.created + t.give_up
+                    break
         if self._outbox and len(self._inflight) < MAX_INFLIGHT:
             return min(at, self._last_sent)
         return at
@@ -307,6 +311,11 @@ class ClientSession:
         self.state = HANDSHAKE
         self._cookie = b""
         self._nonce = int.from_bytes(os.urandom(6), "big")
+        # A random first request number per session: a late Result from an earlier session can
+        # never answer one of this session's requests.
+        self._first_cseq = int.from_bytes(os.urandom(4), "big") | 1
+        if self._token:
+            self._resume = self._token  # lets the relay end our old session if our address moved
         self._token = 0
         self._handshake_started = now
         self._hello_tries = 0
@@ -314,9 +323,10 @@ class ClientSession:
         self._send_hello(now)
 
     def _send_hello(self, now: float) -> None:
-        hello = F.Hello(F.VERSION, self.nick, self._cookie, b"", self._nonce)
-        pad = F.hello_padding(F.size_of((hello,)))
-        self._frames.append(F.Hello(F.VERSION, self.nick, self._cookie, pad, self._nonce))
+        args = (F.VERSION, self.nick, self._cookie)
+        rest = (self._nonce, "", self._first_cseq, self._resume)
+        pad = F.hello_padding(F.size_of((F.Hello(*args, b"", *rest),)))
+        self._frames.append(F.Hello(*args, pad, *rest))
         self._hello_tries += 1
         self._hello_sent = now
         self._hello_at = now + min(self.timing.rto_max, self.timing.rto_initial * 2 ** (self._hello_tries - 1))
@@ -349,7 +359,7 @@ class ClientSession:
         old = list(self._inflight.values()) + list(self._outbox)
         self._inflight.clear()
         self._outbox.clear()
-        self._next_cseq = 1
+        self._next_cseq = self._first_cseq
         self.inbox = RecvStream(1)
         self._ack_rooms.clear()
         for room in self.rooms.values():
@@ -452,6 +462,8 @@ class ClientSession:
                 self._events.append(E.PostAcknowledged(req.local_id, room, res.seq))
             return
         if res.code != F.RES_REFUSED:
+            if op == F.OP_NICK:
+                self.nick = req.text  # what the next Hello (after a reconnect) asks for
             return
         what = {F.OP_JOIN: "join", F.OP_PART: "part", F.OP_NICK: "nick", F.OP_TOPIC: "topic",
                 F.OP_AWAY: "away", F.OP_NAMES: "names"}.get(op, "request")
@@ -494,6 +506,7 @@ class ClientSession:
                 rx.offer(seq, ev)
             room.early = {}
             self._deliver(room, now)
+            self._want_ack(j.room, now, urgent=True)  # else the relay resends the backfill
 
     # ------------------------------------------------------------------ incoming frames
 
@@ -520,11 +533,11 @@ class ClientSession:
         elif tp is F.Welcome:
             self._on_welcome(frame, now)
         elif tp is F.Reset:
-            if self.state == CONNECTED:
+            if self.state == CONNECTED and frame.token == self._token:
                 self._events.append(E.ConnectionLost("the relay forgot this session", 0.0))
                 self._start_handshake(now)
         elif tp is F.Bye:
-            if self.state in (CONNECTED, HANDSHAKE):
+            if self.state == CONNECTED:
                 self._lost(frame.reason or "the relay said goodbye", now,
                            self.timing.reconnect_min)
         elif tp is F.Refuse:
@@ -671,6 +684,7 @@ class ClientSession:
             )
 
 
+_POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)
 
 

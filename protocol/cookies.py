@@ -51,8 +51,8 @@ def amplification_ok(reply_bytes: int, received_bytes: int) -> bool:
 
 class SourceLimiter:
     """Per-source token buckets for the unauthenticated path (handshakes, Resets): at most `rate`
-    a second from one address, and at most `cap` addresses remembered (beyond that, strangers wait
-    until `prune` forgets idle ones)."""
+    a second from one address, and at most `cap` addresses remembered (beyond that the oldest are
+    forgotten, so a flood from forged addresses cannot lock real clients out)."""
 
     __slots__ = ("rate", "cap", "buckets")
 
@@ -65,7 +65,10 @@ class SourceLimiter:
         b = self.buckets.get(addr)
         if b is None:
             if len(self.buckets) >= self.cap:
-                return False
+                # Full (a flood of forged sources): forget the oldest rather than refuse everyone
+                # new. Cookies keep the handshake stateless, so admitting a little more is safe.
+                while len(self.buckets) >= self.cap:  # O(1): dicts keep insertion order
+                    del self.buckets[next(iter(self.buckets))]
             b = self.buckets[addr] = TokenBucket(self.rate, self.rate, now)
         return b.take(now)
 

@@ -45,6 +45,12 @@ class Hello(Frame, tag=1):
     nonce: int = 0
     #: direct mode: the room the sender wants to be in
     room: str = ""
+    #: the session's first request number: random per session, so a late Result from an earlier
+    #: session can never answer a request of this one
+    first_cseq: int = 1
+    #: the token of the session this client had before (at any address): the relay ends that one
+    #: (a client whose address changed under NAT comes back without colliding with its ghost)
+    resume: int = 0
 
 
 class Retry(Frame, tag=2):
@@ -78,9 +84,10 @@ class Refuse(Frame, tag=4):
 
 
 class Reset(Frame, tag=5):
-    """'I have no session for your address': the client should say Hello again."""
+    """'I have no session for your address': the client should say Hello again. `token` echoes the
+    Sid the datagram came with, so only the session's owner (who knows it) believes a Reset."""
 
-    pass
+    token: int = 0
 
 
 class Bye(Frame, tag=6):

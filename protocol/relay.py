@@ -47,7 +47,10 @@ class RelayConfig:
     timing: Timing = field(default_factory=Timing)
     wall_offset: float = 0.0
     history: int = 100  # events backfilled to a joiner
-    ring: int = 4096  # events kept per room for repair
+    ring: int = 4096  # events kept per room for repair (and at most ring_bytes of them)
+    ring_bytes: int = 512 * 1024
+    inbox_ring: int = 512  # direct messages kept per session for repair
+    empty_room_ttl: float = 3600.0  # an empty room keeps its history this long
     max_sessions: int = 10_000
     max_rooms: int = 10_000
     max_rooms_per_session: int = 50
@@ -101,9 +104,9 @@ class Stream:
     """A numbered event log: a room, or one session's inbox (wire name "")."""
 
     __slots__ = ("name", "seq", "ring", "sizes", "times", "first", "flushed", "members", "topic",
-                 "mids", "cap")
+                 "mids", "cap", "cap_bytes", "bytes", "last_active")
 
-    def __init__(self, name: str, cap: int) -> None:
+    def __init__(self, name: str, cap: int, cap_bytes: int = 1 << 20) -> None:
         self.name = name
         self.seq = 0  # last assigned
         self.ring: deque[F.Ev] = deque()
@@ -115,17 +118,24 @@ class Stream:
         self.topic = ""
         self.mids = DedupeWindow(4096)
         self.cap = cap
+        self.cap_bytes = cap_bytes
+        self.bytes = 0
+        self.last_active = 0.0
 
     def append(self, ev: F.Ev, now: float) -> int:
         self.seq += 1
         self.ring.append(ev)
         # An upper bound of the encoded size, without encoding: array header, kind, two string
         # headers, a float64 and a uint64 take at most 24 bytes besides the strings themselves.
-        self.sizes.append(24 + len(ev.nick.encode()) + len(ev.text.encode()))
+        size = 24 + len(ev.nick.encode()) + len(ev.text.encode())
+        self.sizes.append(size)
         self.times.append(now)
-        if len(self.ring) > self.cap:
+        self.bytes += size
+        self.last_active = now
+        # bounded by count and by bytes, whichever bites first
+        while len(self.ring) > self.cap or (self.bytes > self.cap_bytes and len(self.ring) > 1):
             self.ring.popleft()
-            self.sizes.popleft()
+            self.bytes -= self.sizes.popleft()
             self.times.popleft()
             self.first += 1
         return self.seq
@@ -174,7 +184,7 @@ class Session:
         self.nonce = nonce
         self.token = int.from_bytes(os.urandom(8), "big") >> 1
         self.rooms: dict[str, Stream] = {}
-        self.inbox = Stream("", cfg.ring)
+        self.inbox = Stream("", cfg.inbox_ring, cfg.ring_bytes // 4)
         self.inbox_member = Member(self, 1, 0)
         self.next_cseq = 1
         self.pending: dict[int, F.Req] = {}
@@ -197,6 +207,7 @@ class Relay:
         self.cookies = CookieJar(cfg.secret)
         self.epoch = cfg.epoch if cfg.epoch is not None else int.from_bytes(os.urandom(6), "big")
         self.sessions: dict[Addr, Session] = {}
+        self._tokens: dict[int, Session] = {}
         # Every datagram to a session starts with Sid(epoch): clients drop what lacks it, so an
         # off-path attacker who forges the relay's address cannot inject events.
         self._sid = F.Sid(self.epoch)
@@ -236,7 +247,10 @@ class Relay:
         first = frames[0]
         if type(first) is F.Sid and first.token == session.token:
             frames = frames[1:]
-        elif type(first) is not F.Hello:
+        elif type(first) is F.Hello:
+            self._hello_from_session(session, first, len(data), now)
+            return
+        else:
             # Not from the session's owner (or a stale client): off-path forgery is dropped here.
             st["unauthenticated"] += 1
             return
@@ -283,6 +297,9 @@ class Relay:
                 self.stats["sessions_timed_out"] += 1
                 self._drop_session(s, now, "timeout")
             self._hello_limit.prune(now)
+            ttl = self.config.empty_room_ttl
+            for name in [n for n, r in self.rooms.items() if not r.members and now >= r.last_active + ttl]:
+                del self.rooms[name]
         outstanding = False
         for session in self.sessions.values():
             for stream in (*session.rooms.values(), session.inbox):
@@ -306,6 +323,7 @@ class Relay:
         for session in list(self.sessions.values()):
             self._send_now(session, [F.Bye("relay shutting down")])
         self.sessions.clear()
+        self._tokens.clear()
         self.rooms.clear()
 
     # ------------------------------------------------------------------ internals
@@ -331,10 +349,11 @@ class Relay:
         hello = frames[0]
         if not isinstance(hello, F.Hello):
             self.stats["unknown_source"] += 1
-            if not self._closing and self._hello_ok(addr, now) and not any(
-                isinstance(f, (F.Bye, F.Reset)) for f in frames
-            ):
-                self._reply_limited(addr, size, [F.Reset()])
+            # A client of a session we do not have (we restarted, or timed it out): tell it, with
+            # the token it sent, so that only the real owner of that token believes us.
+            if (type(hello) is F.Sid and not self._closing and self._hello_ok(addr, now)
+                    and not any(isinstance(f, (F.Bye, F.Reset)) for f in frames)):
+                self._reply_limited(addr, size, [F.Reset(hello.token)])
             return
         if self._closing:
             return
@@ -359,8 +378,15 @@ class Relay:
         if len(self.sessions) >= self.config.max_sessions:
             self._reply_limited(addr, size, [F.Refuse("relay is full, try later", [], hello.nonce)])
             return
+        if hello.resume:
+            old = self._tokens.get(hello.resume)
+            if old is not None and old.addr != addr:  # the same client, from a new address
+                self._drop_session(old, now, "reconnected")
         session = Session(addr, nick, hello.nonce, now, self.config)
+        if 1 <= hello.first_cseq < 1 << 62:
+            session.next_cseq = hello.first_cseq
         self.sessions[addr] = session
+        self._tokens[session.token] = session
         self.stats["sessions_opened"] += 1
         self._events.append(SessionOpened(nick, addr))
         self._queue(session, self._welcome(session))
@@ -392,15 +418,23 @@ class Relay:
             self._on_nack(session, frame, now)
         elif tp is F.Ping:
             self._queue(session, F.Pong(frame.token))
-        elif tp is F.Hello:
-            if frame.nonce == session.nonce:
-                self._queue(session, self._welcome(session))
-            else:  # the client lost its state and starts over from the same address
-                self._drop_session(session, now, "reconnected")
-                self._from_unknown([frame], session.addr, F.MAX_DATAGRAM, now)
         elif tp is F.Bye:
             self._drop_session(session, now, frame.reason or "left")
         # Pong, Result... from a client are ignored
+
+    def _hello_from_session(self, session: Session, hello: F.Hello, size: int, now: float) -> None:
+        """A Hello from an address that has a session: a retransmit (our Welcome was lost), or the
+        client starting over. Only a valid cookie may end the old session: a forged Hello, which
+        cannot carry one, earns a Retry and changes nothing."""
+        if hello.nonce == session.nonce:
+            self._queue(session, self._welcome(session))
+        elif not self._hello_ok(session.addr, now):
+            self.stats["rate_limited"] += 1
+        elif self.cookies.check(hello.cookie, session.addr, now):
+            self._drop_session(session, now, "reconnected")
+            self._from_unknown([hello], session.addr, size, now)
+        else:
+            self._reply_limited(session.addr, size, [F.Retry(self.cookies.make(session.addr, now), F.VERSION)])
 
     def _stream_of(self, session: Session, name: str) -> tuple[Stream | None, Member | None]:
         if name == "":
@@ -426,6 +460,8 @@ class Relay:
             if m.sacked:
                 m.sacked = {s for s in m.sacked if s > cum}
         if ack.ranges:
+            if len(m.sacked) > 8192:  # a member that never advances: forget, probes will resend
+                m.sacked.clear()
             for s in iter_ranges(ack.ranges, 1024):
                 if m.acked < s <= stream.flushed:
                     m.sacked.add(s)
@@ -634,7 +670,7 @@ class Relay:
                 if empty is None:
                     return F.Result(cseq, F.RES_REFUSED, 0, "the relay has too many rooms", name)
                 del self.rooms[empty]
-            room = self.rooms[name] = Stream(name, self.config.ring)
+            room = self.rooms[name] = Stream(name, self.config.ring, self.config.ring_bytes)
         if len(room.members) >= self.config.max_members_per_room:
             return F.Result(cseq, F.RES_REFUSED, 0, f"#{name} is full", name)
         for other in room.members.values():
@@ -658,17 +694,20 @@ class Relay:
         # backfill: history before our join goes to us alone (the join itself is broadcast)
         if base < join_seq:
             self._resend(room, m, list(range(base, join_seq)), now)
-            m.last_retx = 0  # backfill is a first transmission: keep RTT samples valid
+        # Karn: acks of the backfill say nothing about the RTT (those events are old)
+        m.last_retx = join_seq - 1
         m.probe_at = now + session.rtt.rto
         return self._joined(cseq, room, session, m, 0)
 
     def _joined(self, cseq: int, room: Stream, session: Session, m: Member, offset: int) -> F.Joined:
         snap = m.snapshot
+        # the frame without members, measured, plus each member's exact encoded size
+        empty = F.Joined(cseq, room.name, session.nick, m.base, m.join_seq, room.topic, [], offset, len(snap))
+        size = F.size_of(empty) + 3  # the members array header can grow to 3 bytes
         chunk: list[F.MemberInfo] = []
-        size = 64 + len(room.topic.encode()) + len(room.name)
         for info in snap[offset:]:
-            n = 6 + len(info.nick.encode()) + len(info.away.encode())
-            if chunk and size + n > F.MAX_DATAGRAM - 32:
+            n = F.size_of(info)
+            if chunk and size + n > F.MAX_DATAGRAM - SID_ROOM:
                 break
             chunk.append(info)
             size += n
@@ -721,4 +760,5 @@ class Relay:
         for room in list(session.rooms.values()):
             self._leave(session, room, now, kind, "" if reason == "timeout" else reason)
         self.sessions.pop(session.addr, None)
+        self._tokens.pop(session.token, None)
         self._events.append(SessionClosed(session.nick, session.addr, reason))
