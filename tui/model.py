@@ -102,6 +102,7 @@ class Room:
     read_upto: int = -1  # serial of the last line seen before the user last left the room
     joined: bool = False  # a RoomJoined for it has arrived (a second one is a resync)
     join_marker: Line | None = None  # the "you joined" line: history goes above it
+    my_nick: str = ""  # our nick in this room (a /nick reaches each room by its own NickChanged)
 
     @property
     def direct(self) -> bool:
@@ -180,6 +181,19 @@ class ChatModel:
         self._set_mention_re()
         self.changes.status = True
 
+    def _became(self, old: str, new: str) -> None:
+        """Our nick is `new` now: everywhere (prompt, mentions, "(you)", direct conversations)."""
+        if self.nick != new:
+            self.set_nick(new)
+        for room in self.rooms.values():
+            if room.direct and room.my_nick == old:
+                room.my_nick = new
+                member = room.members.pop(old, None)
+                if member is not None:
+                    member.nick = new
+                    room.members[new] = member
+                self.changes.members.add(room.name)
+
     def is_mention(self, text: str) -> bool:
         return self._mention_re is not None and self._mention_re.search(text) is not None
 
@@ -205,6 +219,7 @@ class ChatModel:
             if is_direct(name):
                 other = name[1:]
                 room.members = {self.nick: MemberState(self.nick), other: MemberState(other)}
+                room.my_nick = self.nick
             self.changes.room_list = True
             if self.active is None:
                 self.switch(name)
@@ -458,14 +473,19 @@ class ChatModel:
             if room is None:
                 return
             old, new = sanitize(e.old), sanitize(e.new)
-            self._append(room, NICK, e.ts, old, new, mine=(e.old == self.nick), history=e.history)
+            # ours: the nick we have in this room (the core may already have told us the new
+            # nick, and with several rooms the second room's event names a nick we just left)
+            ours = not e.history and e.old == (room.my_nick or self.nick)
+            self._append(room, NICK, e.ts, old, new, mine=ours or (e.history and e.old == self.nick),
+                         history=e.history)
             if not e.history:
                 member = room.members.pop(old, None) or MemberState(new)
                 member.nick = new
                 room.members[new] = member
                 self.changes.members.add(room.name)
-                if e.old == self.nick:
-                    self.set_nick(e.new)
+                if ours:
+                    room.my_nick = e.new
+                    self._became(e.old, e.new)
                 self._count(room, False, False)
         elif t is ev.TopicChanged:
             room = self._room_for_event(e.room)
@@ -498,6 +518,7 @@ class ChatModel:
                 for m in e.members
             }
             room.topic = sanitize(e.topic)
+            room.my_nick = e.nick or self.nick
             if e.nick and e.nick != self.nick:
                 self.set_nick(e.nick)
             if e.room in self.auto_switch:
