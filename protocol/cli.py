@@ -259,7 +259,8 @@ async def _run_relay(args: argparse.Namespace) -> int:
     await server.stop()
     _say(
         "relay",
-        f"stopped after {stats.get('sessions_opened', 0)} sessions, {stats.get('posts', 0)} messages;"
+        f"stopped after {_plural(stats.get('sessions_opened', 0), 'session')},"
+        f" {_plural(stats.get('posts', 0), 'message')};"
         f" dropped {stats.get('malformed', 0)} malformed and"
         f" {stats.get('unauthenticated', 0) + stats.get('unknown_source', 0)} unauthenticated datagrams",
     )
@@ -389,7 +390,9 @@ def _report(ev: Any, command: str, finish: Callable[[str | None], None]) -> None
         else:
             _say(command, f"{ev.what} refused: {ev.reason}")
     elif isinstance(ev, E.ConnectionLost):
-        log.warning("%s; retrying in %.1fs", ev.reason, ev.retry_in)
+        # An unanswered handshake is retried quietly: the command's own timeout speaks for it.
+        level = logging.INFO if ev.reason.startswith("no answer") else logging.WARNING
+        log.log(level, "%s; retrying in %.1fs", ev.reason, ev.retry_in)
     elif isinstance(ev, E.Notice):
         log.warning("%s%s", f"#{ev.room}: " if ev.room else "", ev.text)
     else:
@@ -664,6 +667,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("udproom").debug("unexpected error", exc_info=True)
         _say(command or "", f"unexpected error: {exc.__class__.__name__}: {exc}")
         return 1
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 if __name__ == "__main__":

@@ -273,7 +273,7 @@ class ClientSession:
         st = self.state
         if st == HANDSHAKE:
             if now >= self._hello_at:
-                if now >= self._handshake_started + t.timeout:
+                if now >= self._handshake_started + min(t.handshake, t.timeout):
                     self._lost("no answer from the relay", now)
                 else:
                     self._send_hello(now)

@@ -284,7 +284,8 @@ class PeerNode:
             raise OutboxFull(f"{MAX_OUTBOX} messages are waiting for peers; wait a moment")
         if is_direct(room):
             target = check_nick(room[1:])
-            link = next((lk for lk in self.links.values() if lk.state == UP and lk.nick == target), None)
+            link = next((lk for lk in self.links.values()
+                         if lk.state == UP and lk.nick.casefold() == target.casefold()), None)
             if link is None:
                 raise NameError_(f"no one called {target} is here")
             local_id = self._send_msg(link.dm_out, "@" + target, [link],
@@ -313,7 +314,7 @@ class PeerNode:
             return
         for name in self.rooms:
             for link in self._members(name):
-                if link.nick == nick:
+                if link.nick.casefold() == nick.casefold():
                     self._events.append(E.RequestRefused("nick", name, f"nick {nick} is taken in #{name}"))
                     return
         old, self.nick = self.nick, nick

@@ -628,7 +628,7 @@ class Relay:
                 return F.Result(cseq, F.RES_OK, 0, "", "")
             for room in session.rooms.values():
                 for m in room.members.values():
-                    if m.session is not session and m.session.nick == new:
+                    if m.session is not session and m.session.nick.casefold() == new.casefold():
                         return F.Result(cseq, F.RES_REFUSED, 0, f"nick {new} is taken in #{room.name}", room.name)
             old = session.nick
             session.nick = new
@@ -645,6 +645,8 @@ class Relay:
             return F.Result(cseq, F.RES_OK, seq, "", req.room)
         if op == F.OP_AWAY:
             check_text(req.text, MAX_AWAY_BYTES, "away message")
+            if req.text == session.away:  # nothing changes: nothing to tell the rooms
+                return F.Result(cseq, F.RES_OK, 0, "", "")
             session.away = req.text
             for room in session.rooms.values():
                 self._room_event(room, F.Ev(F.EV_AWAY, session.nick, req.text, self._ts(now)), now)
@@ -674,7 +676,7 @@ class Relay:
         if len(room.members) >= self.config.max_members_per_room:
             return F.Result(cseq, F.RES_REFUSED, 0, f"#{name} is full", name)
         for other in room.members.values():
-            if other.session.nick == session.nick:
+            if other.session.nick.casefold() == session.nick.casefold():
                 return F.Result(cseq, F.RES_REFUSED, 0, f"nick {session.nick} is already in #{name}", name)
         # Members get everything up to now first, then the joiner is added with its backfill.
         self._flush_room(room, now)
@@ -731,13 +733,14 @@ class Relay:
         target = None
         for room in session.rooms.values():
             for m in room.members.values():
-                if m.session.nick == target_nick:
+                if m.session.nick.casefold() == target_nick.casefold():
                     target = m.session
                     break
             if target:
                 break
         if target is None:
-            target = next((s for s in self.sessions.values() if s.nick == target_nick), None)
+            target = next((s for s in self.sessions.values() if s.nick.casefold() == target_nick.casefold()),
+                          None)
         if target is None:
             return F.Result(req.cseq, F.RES_REFUSED, 0, f"no one called {target_nick} is here", "@" + target_nick)
         ts = self._ts(now)

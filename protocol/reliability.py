@@ -20,6 +20,7 @@ class Timing:
     give_up: float = 60.0  # a post unacknowledged this long is reported failed
     keepalive: float = 5.0  # send a Ping when quiet this long
     timeout: float = 20.0  # a peer silent this long is gone
+    handshake: float = 6.0  # a Hello unanswered this long is reported (and retried with backoff)
     ack_delay: float = 0.01  # delayed acks coalesce this long
     reconnect_min: float = 0.5
     reconnect_max: float = 15.0
@@ -34,6 +35,7 @@ class Timing:
             give_up=5.0,
             keepalive=0.1,
             timeout=0.6,
+            handshake=0.3,
             ack_delay=0.005,
             reconnect_min=0.05,
             reconnect_max=0.4,

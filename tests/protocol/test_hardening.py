@@ -207,3 +207,41 @@ def test_a_client_whose_address_changes_comes_back_without_colliding_with_its_gh
     assert [m[2] for m in room.messages(b)] == ["after the move"]
     assert not room.events(moved, E.RequestRefused)
     assert moved in room.relay.sessions and a not in room.relay.sessions
+
+
+def test_nicks_are_unique_regardless_of_case():
+    room = Room(2, seed=39)
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    room.net.call(b, room.clients[b].set_nick, "N0")
+    room.settle(0.3)
+    refused = room.events(b, E.RequestRefused)
+    assert refused and refused[-1].what == "nick"
+    room.add_client(5, "N1")  # n1 is in the room already
+    room.settle(0.5)
+    assert room.events(client_addr(5), E.RequestRefused)[0].what == "join"
+
+
+def test_saying_away_twice_tells_the_room_once():
+    room = Room(2, seed=40)
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    for _ in range(2):
+        room.net.call(a, room.clients[a].set_away, "lunch")
+    room.net.call(a, room.clients[a].set_away, "")
+    room.net.call(a, room.clients[a].set_away, "")  # "back" when already back: nothing to say
+    room.settle(0.5)
+    assert [e.away for e in room.events(b, E.AwayChanged)] == ["lunch", ""]
+
+
+def test_an_unanswered_handshake_is_reported_quickly_and_retried():
+    room = Room(0, seed=41)
+    room.net.remove(RELAY)  # nobody there
+    c = room.add_client(0, "x", join=False)
+    room.net.run_while(lambda: not room.events(client_addr(0), E.ConnectionLost), 5.0)
+    (lost,) = room.events(client_addr(0), E.ConnectionLost)[:1]
+    assert "no answer" in lost.reason
+    assert room.net.now <= T.handshake + T.rto_max  # reported after the handshake timeout, not 20 s
+    room.net.run_until(room.net.now + 2.0)
+    assert len(room.events(client_addr(0), E.Connecting)) >= 2  # and it keeps trying
+    assert c.state in ("handshake", "waiting")
