@@ -111,6 +111,8 @@ class ChatApp(App[int]):
         Binding("f3", "toggle_members", "Show/hide the members pane"),
         Binding("f1", "help", "Help: keys and commands"),
         Binding("ctrl+q", "quit", "Leave every room and quit", priority=True),
+        Binding("escape", "back", "Back to the connect screen (before the first connection)",
+                show=False),
     ]
 
     def __init__(
@@ -150,6 +152,8 @@ class ChatApp(App[int]):
         self._narrow = False
         self._flash = ""
         self._flash_until = 0.0
+        self._from_connect = False  # this session was chosen on the connect screen
+        self._remember: Spec | None = None  # saved to "recent" once it has connected
 
     # ------------------------------------------------------------------ layout
 
@@ -213,12 +217,37 @@ class ChatApp(App[int]):
     def _connect_chosen(self, spec: Spec | None) -> None:
         if spec is None:
             return
-        if self.save_config:
-            self.config.remember(spec.mode, spec.address, spec.nick, spec.rooms)
-            err = config_mod.save(self.config)
-            if err:
-                self.chat.add_local(None, m.ERROR, err)
         self.start(spec=spec)
+        self._from_connect = True
+
+    def _remember_connected(self) -> None:
+        """Save the address to "recent" only once it has connected."""
+        spec, self._remember = self._remember, None
+        if spec is None or not self.save_config:
+            return
+        self.config.remember(spec.mode, spec.address, spec.nick, spec.rooms)
+        err = config_mod.save(self.config)
+        if err:
+            self.chat.add_local(None, m.ERROR, err)
+
+    def action_back(self) -> None:
+        """Esc: back to the connect screen while a session chosen there has never connected."""
+        if not (self._from_connect and not self.chat.connected_once and self.spec is not None):
+            return
+        spec = self.spec
+        self._stop()
+        self.chat.state = "disconnected"
+        self.show_connect(f"no answer from {spec.address}" if spec.mode == "join" else "", spec)
+        self.refresh_ui()
+
+    def _stop(self) -> None:
+        if self.backend is not None:
+            try:
+                self.backend.close()
+            except Exception:  # noqa: BLE001 - a broken backend must not stop a reconnect
+                pass
+        self.backend = None
+        self.workers.cancel_group(self, "net")
 
     def start(self, spec: Spec | None = None, backend=None) -> None:
         """Drop the current session (if any) and run a new one."""
@@ -228,7 +257,10 @@ class ChatApp(App[int]):
             except Exception:  # noqa: BLE001 - a broken backend must not stop a reconnect
                 pass
         self.backend = None
+        self._from_connect = False
+        self._remember = spec
         chat = self.chat
+        chat.connected_once = False
         for name in list(chat.rooms):
             chat.remove_room(name)
         chat.pending.clear()
@@ -321,6 +353,8 @@ class ChatApp(App[int]):
         apply = self.chat.apply
         for event in batch:
             apply(event)
+        if self._remember is not None and self.chat.connected_once:
+            self._remember_connected()
         backend = self.backend
         if backend is not None and backend.nick != self.chat.nick and self.chat.state == "connected":
             self.chat.set_nick(backend.nick)
@@ -409,8 +443,12 @@ class ChatApp(App[int]):
         elif state == "reconnecting":
             left = max(0, (chat.retry_at or 0) - time.monotonic())
             t.append(" ↻ ", "#f7768e")
-            t.append(f"reconnecting in {math.ceil(left)} s", "#f7768e")
-            if chat.reason:
+            if not chat.connected_once:
+                where = f" from {chat.address}" if chat.address else ""
+                t.append(f"no answer{where} · retrying in {math.ceil(left)} s", "#f7768e")
+            else:
+                t.append(f"reconnecting in {math.ceil(left)} s", "#f7768e")
+            if chat.reason and chat.connected_once:
                 t.append(f" ({chat.reason})", "#737aa2")
         elif state == "refused":
             t.append(" ✗ ", "#f7768e")
@@ -626,15 +664,30 @@ class ChatApp(App[int]):
         self.action_retry()
 
     def cmd_connect(self, cmd: commands.Command) -> None:
+        if self.spec is not None and self.spec.mode == "host" and cmd.rest != "!":
+            self.error("you are hosting this room: /connect would stop the relay for everyone; "
+                       f"/quit first, or /connect! {cmd.args[0]} to do it anyway")
+            return
         rooms = [r for r in self.chat.room_order() if not is_direct(r)] or ["lobby"]
         try:
             spec = check(Spec("join", cmd.args[0], self.chat.nick, rooms))
         except SpecError as e:
-            self.error(str(e))
+            self.error(f"{e}; still on the current connection")
             return
-        if self.save_config:
-            self.config.remember(spec.mode, spec.address, spec.nick, spec.rooms)
-            config_mod.save(self.config)
+        self.run_worker(self._connect_to(spec), group="connect", exclusive=True, exit_on_error=False)
+
+    async def _connect_to(self, spec: Spec) -> None:
+        """Resolve the new address first: a typo keeps the current session."""
+        from udproom.protocol.net.address import AddressError, resolve
+
+        from .session import parse_addr
+
+        try:
+            host, port = parse_addr(spec.address)
+            await resolve(host, port)
+        except (SpecError, AddressError) as e:
+            self.error(f"{e}; still on the current connection")
+            return
         self.start(spec=spec)
 
     # ------------------------------------------------------------------ actions

@@ -23,7 +23,7 @@ COMMANDS: dict[str, Spec] = {
     "away": Spec("/away [MESSAGE]", "mark yourself away (no message: back)"),
     "names": Spec("/names", "list who is in this room"),
     "retry": Spec("/retry", "send this room's undelivered messages again"),
-    "connect": Spec("/connect HOST:PORT", "leave this relay and join another"),
+    "connect": Spec("/connect HOST[:PORT]", "leave this relay and join another (port 6000 if none)"),
     "help": Spec("/help", "list commands and keys"),
     "quit": Spec("/quit", "leave every room and quit"),
 }
@@ -50,6 +50,9 @@ def parse(line: str) -> Command | None:
     if not line.startswith("/") or line.startswith("//"):
         return None
     head, _, rest = line[1:].partition(" ")
+    force = head.endswith("!") and head.lower() == "connect!"  # /connect! even when hosting
+    if force:
+        head = head[:-1]
     name = ALIASES.get(head.lower(), head.lower())
     rest = rest.strip()
     if name not in COMMANDS:
@@ -85,8 +88,8 @@ def parse(line: str) -> Command | None:
         return Command(name, rest=rest)
     if name == "connect":
         if not rest or " " in rest:
-            raise CommandError(f"usage: {usage}")
-        return Command(name, (rest,))
+            raise CommandError(f"usage: {usage} (port 6000 if none)")
+        return Command(name, (rest,), rest="!" if force else "")
     if rest:
         raise CommandError(f"/{name} takes no arguments")
     return Command(name)
@@ -107,7 +110,7 @@ def check_nick_(text: str, usage: str) -> str:
 
 
 def help_lines() -> list[str]:
-    return [f"{spec.usage:<20} {spec.help}" for spec in COMMANDS.values()]
+    return [f"{spec.usage:<21} {spec.help}" for spec in COMMANDS.values()]
 
 
 class Completer:

@@ -161,6 +161,7 @@ class ChatModel:
         self.rtt: float | None = None
         self.retry_at: float | None = None  # time.monotonic() deadline
         self.reason = ""
+        self.connected_once = False  # this session has connected at least once
         self.mode = ""
         self.share: list[str] = []  # host mode: addresses to give others
         self.stamp_order = False  # direct mode: order messages by (Lamport stamp, nick)
@@ -549,6 +550,7 @@ class ChatModel:
             self.changes.status = True
         elif t is ev.Connected:
             self.state = "connected"
+            self.connected_once = True
             self.address = e.address
             self.retry_at = None
             self.reason = ""
@@ -561,11 +563,22 @@ class ChatModel:
             self.rtt = e.rtt
             self.changes.status = True
         elif t is ev.ConnectionLost:
+            again = self.state == "reconnecting" and self.reason == sanitize(e.reason)
             self.state = "reconnecting"
             self.reason = sanitize(e.reason)
             self.retry_at = time.monotonic() + e.retry_in
             self.changes.status = True
-            self.add_local(None, ERROR, f"connection lost: {self.reason}; retrying in {_seconds(e.retry_in)}")
+            if not self.connected_once:
+                # never reached: say so once (the status line counts down each retry)
+                if not again:
+                    where = f" at {self.address}" if self.address else ""
+                    self.add_local(None, ERROR, f"{self.reason}{where}; retrying in {_seconds(e.retry_in)}"
+                                   " — /connect another address, Ctrl+Q quits"
+                                   if not self.reason.startswith("no answer") else
+                                   f"no answer from a relay{where}; retrying in {_seconds(e.retry_in)}"
+                                   " — /connect another address, Ctrl+Q quits")
+            else:
+                self.add_local(None, ERROR, f"connection lost: {self.reason}; retrying in {_seconds(e.retry_in)}")
         elif t is ev.Refused:
             self.state = "refused"
             self.reason = sanitize(e.reason)

@@ -248,7 +248,7 @@ class HelpScreen(ModalScreen[None]):
             keys.append(desc + "\n", "#c0caf5")
         cmds = Text()
         for name, spec in commands.COMMANDS.items():
-            cmds.append(f"  {spec.usage:<20}", "bold #9ece6a")
+            cmds.append(f"  {spec.usage:<22}", "bold #9ece6a")
             cmds.append(spec.help + "\n", "#c0caf5")
         with VerticalScroll(id="help"):
             yield Static(Text("udproom — keys and commands", "bold #7aa2f7"), id="help-title")

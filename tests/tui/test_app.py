@@ -357,7 +357,7 @@ async def test_f1_help_lists_every_binding():
         for binding in [*app.BINDINGS, *ChatInput.BINDINGS]:
             if not binding.action.startswith("goto_room"):
                 assert binding.description in text, binding
-        assert "Alt+1…9" in text and "Ctrl+K" in text and "/connect HOST:PORT" in text
+        assert "Alt+1…9" in text and "Ctrl+K" in text and "/connect HOST[:PORT]" in text
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is app.screen_stack[0], "help closed")
 
@@ -522,7 +522,7 @@ async def test_names_help_and_unknown_commands():
         assert "4 in #lobby: alice, bob, carol (away), dave (timed out)" in last(app)
         await type_line(pilot, "/help")
         joined = "\n".join(texts(app))
-        for usage in ("/join ROOM", "/part [ROOM]", "/msg NICK TEXT", "/connect HOST:PORT", "/quit"):
+        for usage in ("/join ROOM", "/part [ROOM]", "/msg NICK TEXT", "/connect HOST[:PORT]", "/quit"):
             assert usage in joined
         await type_line(pilot, "/frobnicate now")
         assert "unknown command /frobnicate; /help lists them" in last(app)
@@ -574,7 +574,7 @@ async def test_connect_command(monkeypatch):
         await type_line(pilot, "/connect nope:99999")
         assert "port 99999 in 'nope:99999' is out of range" in last(app)
         await type_line(pilot, "/connect")
-        assert "usage: /connect HOST:PORT" in last(app)
+        assert "usage: /connect HOST[:PORT]" in last(app)
         await type_line(pilot, "/connect 10.1.2.3:7000")
         await until(pilot, lambda: app.chat.mode == "relay 10.1.2.3:7000" and len(app.chat.rooms) == 3,
                     "reconnected")

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timezone
+
+from textual.widgets import Input
+
 from udproom.protocol import events as ev
+from udproom.tui import config, demo, session
 from udproom.tui import model as m
+from udproom.tui.app import ChatApp
+from udproom.tui.screens import ConnectScreen
 
 from .conftest import T0, last, make_app, ready, settle, texts, until
 
@@ -12,6 +20,14 @@ async def type_line(pilot, text):
     pilot.app.input.value = text
     pilot.app.input.cursor_position = len(text)
     await pilot.press("enter")
+
+
+def fake_build(built, cls=demo.FakeBackend):
+    async def build(spec, timing=None):
+        built.append(spec)
+        return cls(spec.nick, spec.rooms, address=spec.address or "x"), None, ["10.0.0.5:6000"]
+
+    return build
 
 
 def status(app) -> str:
@@ -55,3 +71,71 @@ async def test_nick_change_is_ours_in_every_room_and_everywhere_on_screen():
         app.input.cursor_position = 2
         await pilot.press("tab", "tab")
         assert "dan" not in app.input.value  # we do not complete to ourselves
+
+
+class SilentBackend(demo.FakeBackend):
+    """Nothing answers at that address: the core keeps retrying and says so."""
+
+    async def run(self, emit):
+        self.emit = emit
+        self._closed = asyncio.Event()
+        emit(ev.Connecting(self.address))
+        emit(ev.ConnectionLost("no answer from the relay", 2.0))
+        await self._closed.wait()
+
+
+async def test_connect_keeps_the_session_on_a_typo_and_hosting_needs_a_bang(monkeypatch):
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await type_line(pilot, "/connect nonsense.invalid")
+        await until(pilot, lambda: "still on the current connection" in last(app), "resolve error")
+        assert "cannot resolve" in last(app)
+        assert app.backend is backend and not backend.closed and app.chat.state == "connected"
+        await type_line(pilot, "/connect host:99999")
+        assert "out of range" in last(app) and app.backend is backend
+        await type_line(pilot, "/connect")
+        assert "port 6000 if none" in last(app)
+    built = []
+    monkeypatch.setattr(session, "build", fake_build(built))
+    spec = session.check(session.Spec("host", ":6000", "zoe", ["lobby"]))
+    app = ChatApp(spec, tz=timezone.utc, save_config=False, flush_interval=0.0)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await until(pilot, lambda: app.chat.state == "connected", "connected")
+        hosting = app.backend
+        await type_line(pilot, "/connect 127.0.0.1:6801")
+        await settle(pilot, app)
+        assert "you are hosting this room" in last(app) and app.backend is hosting and len(built) == 1
+        await type_line(pilot, "/connect! 127.0.0.1:6801")
+        await until(pilot, lambda: len(built) == 2, "reconnected")
+        assert built[1].mode == "join" and built[1].address == "127.0.0.1:6801"
+
+
+async def test_no_answer_is_shown_and_esc_goes_back_to_the_connect_screen(monkeypatch, _config_dir):
+    monkeypatch.setattr(session, "build", fake_build([], SilentBackend))
+    app = ChatApp(tz=timezone.utc, flush_interval=0.0)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect screen")
+        app.screen.query_one("#address", Input).value = "127.0.0.1:6802"
+        app.screen.query_one("#address", Input).focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: app.chat.state == "reconnecting", "no answer")
+        await settle(pilot, app)
+        assert "no answer from 127.0.0.1:6802 · retrying in 2 s" in status(app)
+        assert any("no answer from a relay at 127.0.0.1:6802; retrying in 2.0 s — /connect another address,"
+                   " Ctrl+Q quits" in x.text for x in app.chat.current.lines)
+        assert config.load().recent == []  # never connected: not remembered
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "back to the connect screen")
+        assert app.screen.query_one("#address", Input).value == "127.0.0.1:6802"
+        # a session that connects is remembered
+        monkeypatch.setattr(session, "build", fake_build([]))
+        app.screen.query_one("#address", Input).value = "127.0.0.1:6803"
+        app.screen.query_one("#address", Input).focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: app.chat.state == "connected", "connected")
+        await settle(pilot, app)
+        assert config.load().recent == ["127.0.0.1:6803"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConnectScreen)  # connected: Esc does nothing
