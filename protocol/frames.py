@@ -283,6 +283,9 @@ class PeerJoin(Frame, tag=35):
     topic_by: str = ""
     ask: bool = False
     history: bool = False
+    #: when the sender joined `room` (its wall clock): of two peers with one nick, the later
+    #: joiner is refused
+    since: float = 0.0
 
 
 AnyFrame = Union[

@@ -136,7 +136,7 @@ class LinkRoom:
     """What one link shares about one room ("" = the pair's DM stream)."""
 
     __slots__ = ("name", "member", "target", "rx", "rx_base", "ask_at", "ask_tries", "history_want",
-                 "history_until", "history_sent", "top", "gossiped", "hidden")
+                 "history_until", "history_sent", "top", "gossiped", "hidden", "since")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -151,8 +151,10 @@ class LinkRoom:
         self.history_sent = -1e18
         self.top = 0
         self.gossiped = False  # their member list for this room arrived
-        #: a member with our own nick, not announced until it renames (see PeerNode._clash)
+        #: a member whose nick another member (or we) already has: never announced; the later
+        #: joiner of the two refuses itself and leaves (see PeerNode._on_join)
         self.hidden = False
+        self.since = 0.0  # when they joined the room (their clock), from their PeerJoin
 
 
 class Link:
@@ -693,12 +695,14 @@ class PeerNode:
     def _forget(self, link: Link, now: float, reason: str) -> None:
         """The node behind `link` is gone (left, timed out, restarted): tell the rooms."""
         ts = self._ts(now)
+        gone: list[str] = []
         for name, lr in link.rooms.items():
             if lr.member and name and not lr.hidden:
                 if reason == "timeout":
                     self._events.append(E.MemberTimedOut(name, self.lc, link.nick, ts))
                 else:
                     self._events.append(E.MemberLeft(name, self.lc, link.nick, ts, reason))
+                gone.append(name)
             if lr.member:
                 out = self._stream(link, name)
                 if out is not None:
@@ -712,6 +716,8 @@ class PeerNode:
         link.rooms = {name: LinkRoom(name) for name in self.rooms}
         link.dm_out = OutStream("")
         link.node = 0
+        for name in gone:
+            self._unhide(name, link.nick, now)
 
     def _drop(self, link: Link, now: float, timed_out: bool = False, reason: str = "") -> None:
         self._forget(link, now, "timeout" if timed_out else (reason or "quit"))
@@ -802,28 +808,17 @@ class PeerNode:
                         self._events.append(E.MemberJoined(name, self.lc, nick, ts))
                 else:
                     self._events.append(E.NickChanged(name, self.lc, old, nick, ts))
-        self._clash(link, now)
 
-    def _clash(self, link: Link, now: float) -> None:
-        """Two peers in a room with one nick: resolved visibly, never silently. Every node sees
-        the same pair, so the rule is deterministic: the one with the larger node id renames
-        itself (nick + '_', '_2', ...), which every member then sees as a nick change."""
-        if link.nick != self.nick or self.node < link.node:
+    def _unhide(self, name: str, nick: str, now: float) -> None:
+        """`nick` left `name`: a member hidden for having the same nick can be announced now."""
+        if nick.casefold() == self.nick.casefold():
             return
-        shared = [n for n, lr in link.rooms.items() if n and lr.member and n in self.rooms]
-        if not shared:
-            return
-        taken = {other.nick for name in self.rooms for other in self._members(name)}
-        base = self.nick
-        for k in range(1, 1000):
-            suffix = "_" if k == 1 else f"_{k}"
-            candidate = base[: 24 - len(suffix)] + suffix
-            if candidate not in taken:
-                break
-        old = self.nick
-        self.set_nick(candidate, now)
-        for name in shared:
-            self._events.append(E.Notice(f"{old} was taken in #{name}: you are {candidate} now", name))
+        for other in self._members(name):
+            lr = other.rooms[name]
+            if lr.hidden and other.nick.casefold() == nick.casefold():
+                lr.hidden = False
+                self._events.append(E.MemberJoined(name, self.lc, other.nick, self._ts(now)))
+                return
 
     # ------------------------------------------------------------------ membership
 
@@ -836,8 +831,9 @@ class PeerNode:
             lr.target = Target(self._base_for(out, link.node, now), now)
         r = self.rooms.get(name)
         topic, (tlc, tby) = (r.topic, r.topic_key) if r is not None else ("", (0, ""))
+        since = r.joined_ts if r is not None else 0.0
         return F.PeerJoin(name, self.nick, self.node, lr.target.base, out.seq, self.lc, self.away,
-                          topic, tlc, tby, ask, lr.history_want)
+                          topic, tlc, tby, ask, lr.history_want, since)
 
     def _send_join(self, link: Link, lr: LinkRoom, now: float, ask: bool) -> None:
         frame = self._join_frame(link, lr, now, ask)
@@ -953,14 +949,21 @@ class PeerNode:
                     m.waiting.add(link.node)
             tg.probe_at = now
             if name:
-                if nick == self.nick:
-                    # Two of us with one nick: the larger node id renames itself before anyone is
-                    # announced, so nobody (the app included) ever confuses the two; the other
-                    # waits to announce the newcomer under the nick it takes.
-                    if self.node > link.node:
-                        self._clash(link, now)
-                    else:
-                        lr.hidden = True
+                # One nick, two peers: the later joiner of the room is refused, as a relay
+                # refuses a taken nick. Nobody ever announces the second one, so no screen shows
+                # two people as one.
+                lr.since = j.since
+                folded = nick.casefold()
+                if folded == self.nick.casefold() and r is not None:
+                    if (r.joined_ts, self.node) > (j.since, link.node):  # we came later
+                        self.part(name, now)
+                        self._events.append(E.RequestRefused(
+                            "join", name, f"nick {self.nick} is already in #{name}"))
+                        return
+                    lr.hidden = True
+                elif any(other is not link and other.nick.casefold() == folded
+                         and not other.rooms[name].hidden for other in self._members(name)):
+                    lr.hidden = True  # one of the two will leave; announced then if it stays
                 if not lr.hidden:
                     self._events.append(E.MemberJoined(name, self.lc, nick, self._ts(now)))
                 if link.away and not lr.hidden:
@@ -1013,6 +1016,8 @@ class PeerNode:
         if lr.member:
             if not lr.hidden:
                 self._events.append(E.MemberLeft(name, self.lc, link.nick, self._ts(now), pl.reason[:200]))
+                lr.member = False
+                self._unhide(name, link.nick, now)
             r = self.rooms.get(name)
             if r is not None:
                 self._unwait(r.out, link.node, now)
@@ -1202,7 +1207,7 @@ class PeerNode:
             if name == "":
                 self._events.append(E.MessageReceived(E.direct_room(link.nick), m.lc, m.nick, m.text, m.ts,
                                                       m.kind == F.EV_DM_ACTION))
-            elif r is not None:
+            elif r is not None and not lr.hidden:  # a refused double of a nick says nothing
                 r.history.append(m)
                 # sent (by its stamp) before we joined: it reached us as part of the join window
                 self._events.append(E.MessageReceived(name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION,

@@ -486,30 +486,34 @@ def test_core_imports_no_io():
         assert "import time" not in src and "import socket" not in src and "import asyncio" not in src
 
 
-def test_a_nick_clash_is_resolved_visibly_by_exactly_one_rename():
+def test_a_nick_clash_refuses_the_later_joiner_and_no_screen_shows_two():
     net = FakeNet(seed=21)
     nodes = []
-    for i, nick in enumerate(["sam", "sam", "kim"]):
-        node = net.add(addr(i), PeerNode(nick, timing=timing(), node=100 + i))
+    for i, nick in enumerate(["sam", "kim"]):
+        node = net.add(addr(i), PeerNode(nick, timing=timing()))
         nodes.append(node)
         net.call(addr(i), node.join, "lobby")
         if i:
             net.call(addr(i), node.add_peer, addr(0))
     settle_room(net, nodes)
+    net.run_until(net.now + 0.5)
+    # a second sam (another case, even) arrives later, through kim
+    late = net.add(addr(2), PeerNode("SAM", timing=timing()))
+    net.call(addr(2), late.join, "lobby")
+    net.call(addr(2), late.add_peer, addr(1))
+    net.run_while(lambda: not of(net, 2, E.RequestRefused), net.now + 10)
     net.run_until(net.now + 1.0)
-    # the larger node id renamed itself; the other kept its nick
-    assert [n.nick for n in nodes] == ["sam", "sam_", "kim"]
-    notices = [e for e in of(net, 1, E.Notice) if "sam_" in e.text]
-    assert notices and notices[0].room == "lobby"
-    # the others saw it as an ordinary nick change (or met sam_ after it), and tell them apart
-    for i in (0, 2):
-        renamed = any(e.old == "sam" and e.new == "sam_" for e in of(net, i, E.NickChanged))
-        met = any(e.nick == "sam_" for e in of(net, i, E.MemberJoined))
-        assert renamed or met
-        assert sorted(nodes[i].members("lobby")) == ["kim", "sam", "sam_"]
-    # the sam who kept the nick never saw a second "sam" join (the app would take it for itself),
-    # and the one who renamed did so before it announced the other
-    assert not [e for e in of(net, 0, E.MemberJoined) if e.nick == "sam"]
-    kinds = [(type(e).__name__, getattr(e, "nick", "")) for e in net.events[addr(1)]
-             if isinstance(e, (E.NickChanged, E.MemberJoined))]
-    assert kinds.index(("NickChanged", "")) < kinds.index(("MemberJoined", "sam"))
+    (refused,) = of(net, 2, E.RequestRefused)
+    assert refused.what == "join" and refused.room == "lobby" and "SAM" in refused.reason
+    assert of(net, 2, E.RoomLeft) and "lobby" not in late.rooms
+    # the first sam keeps the nick; nobody was ever shown a second sam
+    assert nodes[0].nick == "sam"
+    for i in (0, 1):
+        assert sorted(nodes[i].members("lobby")) == ["kim", "sam"]
+        assert not [e for e in of(net, i, E.MemberJoined) if e.nick.casefold() == "sam" and e.nick != "sam"]
+        assert not of(net, i, E.NickChanged)
+    # and after a /nick the latecomer gets in
+    net.call(addr(2), late.set_nick, "sam2")
+    net.call(addr(2), late.join, "lobby")
+    net.run_while(lambda: sorted(nodes[0].members("lobby")) != ["kim", "sam", "sam2"], net.now + 10)
+    assert sorted(nodes[1].members("lobby")) == ["kim", "sam", "sam2"]
