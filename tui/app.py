@@ -28,11 +28,12 @@ from . import commands
 from . import config as config_mod
 from . import model as m
 from .keys import install_alt_digits
-from .screens import ConnectScreen, HelpScreen, QuickSwitcher
+from .screens import ConfirmPaste, ConnectScreen, HelpScreen, QuickSwitcher
 from .session import Spec, SpecError, check
 from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
 
 NARROW = 80
+PASTE_LINES = 5  # a longer multi-line paste asks before sending one message per line
 
 # Alt+1..Alt+9 arrive as `alt+N` in real terminals too (keys.py remaps Textual's ESC+digit
 # table, which would otherwise report the macOS Option characters ¡ ™ £ ¢ ∞ § ¶ • ª).
@@ -153,6 +154,7 @@ class ChatApp(App[int]):
         self._flash = ""
         self._flash_until = 0.0
         self._from_connect = False  # this session was chosen on the connect screen
+        self._errors = 0  # inline errors shown (a submitted line that caused one stays in the input)
         self._remember: Spec | None = None  # saved to "recent" once it has connected
 
     # ------------------------------------------------------------------ layout
@@ -521,15 +523,48 @@ class ChatApp(App[int]):
         self.completer.reset()
         if not text.strip():
             return
+        errors = self._errors
         try:
             cmd = commands.parse(text)
         except commands.CommandError as e:
             self.error(str(e))
-            return
-        if cmd is None:
-            self.send(text[1:] if text.startswith("//") else text)
+            cmd = None
         else:
-            getattr(self, f"cmd_{cmd.name}")(cmd)
+            if cmd is None:
+                self.send(text[1:] if text.startswith("//") else text)
+            else:
+                getattr(self, f"cmd_{cmd.name}")(cmd)
+        if self._errors != errors and not self.input.value:
+            # refused (too long, bad command...): keep the text to fix it
+            self.input.value = text
+            self.input.cursor_position = len(text)
+        self.refresh_ui()
+
+    @on(ChatInput.MultiPaste)
+    def _multi_paste(self, event: ChatInput.MultiPaste) -> None:
+        lines = event.lines
+        if len(lines) <= PASTE_LINES:
+            self._send_lines(lines)
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._send_lines(lines)
+            else:
+                self.input.value = " ".join(x.strip() for x in lines)
+                self.input.cursor_position = len(self.input.value)
+        self.push_screen(ConfirmPaste(lines, self.chat.current.label), answer)
+
+    def _send_lines(self, lines: list[str]) -> None:
+        """A pasted block: each line is its own message, in order (never a command)."""
+        errors = self._errors
+        for i, line in enumerate(lines):
+            self.send(line)
+            if self._errors != errors:
+                rest = lines[i:]
+                self.input.value = " ".join(x.strip() for x in rest)
+                self.input.cursor_position = len(self.input.value)
+                break
         self.refresh_ui()
 
     @on(ChatInput.Complete)
@@ -546,6 +581,7 @@ class ChatApp(App[int]):
             self.input.cursor_position = cursor
 
     def error(self, text: str) -> None:
+        self._errors += 1
         self.chat.add_local(None, m.ERROR, text)
         self.refresh_ui()
 

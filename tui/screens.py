@@ -261,3 +261,32 @@ class HelpScreen(ModalScreen[None]):
 
     def action_dismiss_help(self) -> None:
         self.dismiss(None)
+
+
+class ConfirmPaste(ModalScreen[bool]):
+    """A long multi-line paste: send every line as its own message, or put it back."""
+
+    BINDINGS = [
+        Binding("escape,n", "answer(False)", "Do not send"),
+        Binding("enter,y", "answer(True)", "Send"),
+    ]
+
+    def __init__(self, lines: list[str], room: str) -> None:
+        super().__init__()
+        self.lines = lines
+        self.room = room
+
+    def compose(self) -> ComposeResult:
+        preview = Text()
+        for line in self.lines[:3]:
+            preview.append(f"  {line[:70]}\n", "#c0caf5")
+        if len(self.lines) > 3:
+            preview.append(f"  … and {len(self.lines) - 3} more\n", "#737aa2")
+        with Vertical(id="confirm-paste"):
+            yield Static(Text(f"Send {len(self.lines)} lines to {self.room}, one message each?",
+                              "bold #e0af68"))
+            yield Static(preview)
+            yield Static(Text("Enter or y sends · Esc or n puts the text back in the input", "#737aa2"))
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

@@ -252,6 +252,13 @@ class ChatInput(Input):
     class Complete(Message):
         pass
 
+    class MultiPaste(Message):
+        """A paste of several lines: the app sends each as its own message (or asks first)."""
+
+        def __init__(self, lines: list[str]) -> None:
+            super().__init__()
+            self.lines = lines
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.history: list[str] = []
@@ -284,3 +291,18 @@ class ChatInput(Input):
     def on_key(self, event: events.Key) -> None:
         if event.key != "tab":
             self.completion = None
+
+    def _on_paste(self, event: events.Paste) -> None:
+        lines = [x for x in event.text.splitlines() if x.strip()]
+        if len(lines) <= 1:
+            if lines:
+                event.text = lines[0]  # Input's own handler (called after this one) inserts it
+            return
+        event.prevent_default()  # not Input's handler, which would keep only the first line
+        event.stop()
+        # what was typed around the cursor goes with the first and the last line
+        before, after = self.value[: self.cursor_position], self.value[self.cursor_position:]
+        lines[0] = before + lines[0]
+        lines[-1] = lines[-1] + after
+        self.value = ""
+        self.post_message(self.MultiPaste(lines))

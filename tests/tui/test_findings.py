@@ -30,6 +30,15 @@ def fake_build(built, cls=demo.FakeBackend):
     return build
 
 
+async def paste(pilot, text):
+    """A bracketed paste, as the terminal driver delivers it to the focused input."""
+    from textual import events
+
+    pilot.app.input.post_message(events.Paste(text))
+    await pilot.pause()
+    await pilot.pause()
+
+
 def status(app) -> str:
     return str(app.query_one("#status").render())
 
@@ -139,3 +148,48 @@ async def test_no_answer_is_shown_and_esc_goes_back_to_the_connect_screen(monkey
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, ConnectScreen)  # connected: Esc does nothing
+
+
+async def test_send_error_keeps_the_text_in_the_input():
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        big = "x" * 5000
+        await type_line(pilot, big)
+        assert "bytes" in last(app)
+        assert app.input.value == big
+        await type_line(pilot, "/frobnicate now")
+        assert "unknown command" in last(app) and app.input.value == "/frobnicate now"
+        await type_line(pilot, "fine")
+        assert app.input.value == ""
+
+
+async def test_multi_line_paste_sends_each_line_and_asks_when_long():
+    from udproom.tui.screens import ConfirmPaste
+
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        app.input.value = "look: "
+        app.input.cursor_position = 6
+        await paste(pilot, "first\n\nsecond\n/part\n")
+        await settle(pilot, app)
+        posts = [c[2] for c in backend.calls if c[0] == "post"]
+        assert posts == ["look: first", "second", "/part"]  # in order, a pasted /part is just text
+        assert app.input.value == "" and "lobby" in app.chat.rooms
+        await paste(pilot, "one line only")
+        assert app.input.value == "one line only"
+        app.input.value = ""
+        block = "\n".join(f"line {i}" for i in range(8))
+        await paste(pilot, block)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmPaste), "asks first")
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmPaste), "closed")
+        assert len([c for c in backend.calls if c[0] == "post"]) == 3
+        assert app.input.value.startswith("line 0 line 1")
+        app.input.value = ""
+        await paste(pilot, block)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmPaste), "asks again")
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert [c[2] for c in backend.calls if c[0] == "post"][3:] == [f"line {i}" for i in range(8)]
