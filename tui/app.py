@@ -771,7 +771,7 @@ class ChatApp(App[int]):
             return
         rooms = [(n, self.chat.rooms[n].label, self.chat.rooms[n].unread, self.chat.rooms[n].mentions)
                  for n in self.chat.room_order()]
-        self.push_screen(QuickSwitcher(rooms), self._switcher_done)
+        self.push_screen(QuickSwitcher(rooms, self.chat.known_nicks()), self._switcher_done)
 
     def _switcher_done(self, choice: str | None) -> None:
         if not choice:

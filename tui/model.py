@@ -195,6 +195,28 @@ class ChatModel:
                     room.members[new] = member
                 self.changes.members.add(room.name)
 
+    def presence_of(self, nick: str) -> str | None:
+        """What we know of `nick` from the rooms we share (best of them), None if not seen."""
+        best = None
+        order = {"here": 0, "away": 1, "timed out": 2}
+        for room in self.rooms.values():
+            if room.direct:
+                continue
+            member = room.members.get(nick)
+            if member is not None and (best is None or order[member.presence] < order[best]):
+                best = member.presence
+        return best
+
+    def known_nicks(self) -> list[str]:
+        """Everyone in any of our rooms but us (for completion and the quick switcher)."""
+        seen: dict[str, None] = {}
+        for room in self.rooms.values():
+            if not room.direct:
+                for nick in room.members:
+                    if nick != self.nick:
+                        seen.setdefault(nick)
+        return sorted(seen, key=str.casefold)
+
     def is_mention(self, text: str) -> bool:
         return self._mention_re is not None and self._mention_re.search(text) is not None
 

@@ -141,10 +141,11 @@ class QuickSwitcher(ModalScreen[str | None]):
         Binding("up", "move(-1)", "Previous", show=False),
     ]
 
-    def __init__(self, rooms: list[tuple[str, str, int, int]]) -> None:
-        """rooms: (key, label, unread, mentions) in pane order."""
+    def __init__(self, rooms: list[tuple[str, str, int, int]], nicks: list[str] = ()) -> None:
+        """rooms: (key, label, unread, mentions) in pane order; nicks: people we know of."""
         super().__init__()
         self.rooms = rooms
+        self.nicks = list(nicks)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="switcher"):
@@ -179,6 +180,16 @@ class QuickSwitcher(ModalScreen[str | None]):
         scored.sort(key=lambda x: x[0])
         options = [o for _, o in scored]
         raw = text.strip()
+        if is_direct(raw):
+            # people we know (from our rooms) whose nick starts with what was typed
+            have = {k.casefold() for k, *_ in self.rooms}
+            prefix = raw[1:].casefold()
+            for nick in self.nicks:
+                if nick.casefold().startswith(prefix) and "@" + nick.casefold() not in have:
+                    options.append(Option(Text.assemble(("message ", "#737aa2"), ("@" + nick, "bold")),
+                                          id="new:@" + nick))
+            if any(o.id == "new:" + raw for o in options):
+                return options
         if raw and not any(k.casefold() == raw.lstrip("#").casefold() for k, *_ in self.rooms):
             try:
                 if is_direct(raw):

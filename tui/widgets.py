@@ -208,6 +208,7 @@ PRESENCE = {
     "here": ("●", Style(color="#9ece6a")),
     "away": ("◐", Style(color="#e0af68")),
     "timed out": ("○", Style(color="#db4b4b")),
+    "unknown": ("?", Style(color="#565f89")),  # a DM with someone not in any room we are in
 }
 
 
@@ -219,22 +220,33 @@ class MemberList(_ClickList):
         members = room.sorted_members()
         out = Text(no_wrap=True, overflow="ellipsis", end="")
         keys: list[str] = [""]
-        here = sum(1 for x in members if x.presence == "here")
+        presence = {x.nick: x.presence for x in members}
+        if room.direct:
+            # the other person: what the rooms we share say (a DM has no presence of its own)
+            other = room.name[1:]
+            presence[other] = self.chat.presence_of(other) or "unknown"
+        here = sum(1 for p in presence.values() if p == "here")
         out.append(f"MEMBERS {here}/{len(members)}\n", "bold #565f89")
         for member in members:
-            glyph, gstyle = PRESENCE[member.presence]
+            glyph, gstyle = PRESENCE[presence.get(member.nick, member.presence)]
             out.append(f" {glyph} ", gstyle)
             is_me = member.nick == self.chat.nick
             style = nick_style(member.nick, bold=is_me)
-            if member.presence == "timed out":
+            state = presence.get(member.nick, member.presence)
+            if state == "timed out":
                 style = Style(color="#565f89", strike=True)
-            elif member.presence == "away":
+            elif state == "away":
                 style = style + Style(dim=True, italic=True)
+            elif state == "unknown":
+                style = Style(color="#737aa2")
             out.append(member.nick, style)
             if is_me:
                 out.append(" (you)", "#565f89")
             out.append("\n")
             keys.append(member.nick)
+            if state == "unknown":
+                out.append("   not seen in any of\n   your rooms\n", "italic #565f89")
+                keys += ["", ""]
         self._keys = keys
         out.rstrip()
         return out

@@ -193,3 +193,29 @@ async def test_multi_line_paste_sends_each_line_and_asks_when_long():
         await pilot.press("enter")
         await settle(pilot, app)
         assert [c[2] for c in backend.calls if c[0] == "post"][3:] == [f"line {i}" for i in range(8)]
+
+
+async def test_direct_conversation_shows_what_we_know_of_the_other_person():
+    from udproom.tui.screens import QuickSwitcher
+
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await type_line(pilot, "/msg nosuchnick")
+        await settle(pilot, app)
+        members = app.member_list.build().plain
+        assert "MEMBERS 1/2" in members and "? nosuchnick" in members and "not seen in any of" in members
+        await type_line(pilot, "/msg carol")
+        await settle(pilot, app)
+        assert "◐ carol" in app.member_list.build().plain  # away in #lobby
+        await type_line(pilot, "/msg bob")
+        await settle(pilot, app)
+        assert "● bob" in app.member_list.build().plain and "MEMBERS 2/2" in app.member_list.build().plain
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: isinstance(app.screen, QuickSwitcher), "switcher")
+        options = [str(o.id) for o in app.screen.matches("@ca")]
+        assert "new:@carol" not in options  # already open: offered as a room
+        assert "room:@carol" in options
+        app.screen.nicks.append("bobby")
+        options = [str(o.id) for o in app.screen.matches("@da")]
+        assert options[0] == "new:@dave" and "new:@da" in options
