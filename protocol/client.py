@@ -114,6 +114,7 @@ class ClientSession:
         self._last_ping = 0.0
         self._first_cseq = 1
         self._resume = 0
+        self._stalled = False
         self.stats = {"malformed": 0, "duplicates": 0, "retransmits": 0, "unauthenticated": 0}
         self._keepalive = t.keepalive
 
@@ -215,6 +216,9 @@ class ClientSession:
             self.stats["unauthenticated"] += 1
             return
         self._last_heard = now
+        if self._stalled:
+            self._stalled = False
+            self._events.append(E.ConnectionResumed(self.rtt.srtt))
         for frame in frames:
             try:
                 self._handle(frame, now)
@@ -253,6 +257,8 @@ class ClientSession:
         if st != CONNECTED:
             return None
         at = min(self._ping_due(), self._last_heard + t.timeout)
+        if not self._stalled and self._last_heard + self._stall_after() < at:
+            at = self._last_heard + self._stall_after()
         if self._ack_rooms and self._ack_at is not None and self._ack_at < at:
             at = self._ack_at
         if self._inflight:
@@ -289,6 +295,9 @@ class ClientSession:
         if now >= self._last_heard + t.timeout:
             self._lost("the relay stopped answering", now)
             return
+        if not self._stalled and now >= self._last_heard + self._stall_after():
+            self._stalled = True
+            self._events.append(E.ConnectionStalled(now - self._last_heard))
         # retransmit what is due
         for req in self._inflight.values():
             if req.due <= now:
@@ -309,6 +318,7 @@ class ClientSession:
 
     def _start_handshake(self, now: float) -> None:
         self.state = HANDSHAKE
+        self._stalled = False
         self._cookie = b""
         self._nonce = int.from_bytes(os.urandom(6), "big")
         # A random first request number per session: a late Result from an earlier session can
@@ -332,6 +342,7 @@ class ClientSession:
         self._hello_at = now + min(self.timing.rto_max, self.timing.rto_initial * 2 ** (self._hello_tries - 1))
 
     def _lost(self, reason: str, now: float, delay: float | None = None) -> None:
+        self._stalled = False
         if delay is None:
             t = self.timing
             delay = min(t.reconnect_max, t.reconnect_min * 2 ** self._reconnects)
@@ -380,6 +391,11 @@ class ClientSession:
             req.attempts = 0
             self._outbox.append(req)
         self._events.append(E.Connected(_fmt(self.addr), self.nick, self.rtt.srtt))
+
+    def _stall_after(self) -> float:
+        """Silence (while we keep asking) after which we say the relay is not answering: past a
+        keepalive and its unanswered probes, well before the timeout."""
+        return min(self.timing.timeout / 2, self._keepalive + 4 * self.rtt.rto)
 
     def _ping_due(self) -> float:
         """Ping when quiet for a keepalive; while a ping goes unanswered, probe faster, so one

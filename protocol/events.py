@@ -49,6 +49,22 @@ class RttUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionStalled:
+    """Still a session, but the relay has said nothing for `silent` seconds although we asked
+    (pings, posts): the UI should stop saying 'connected'. Ends with `ConnectionResumed` when it
+    answers again, or `ConnectionLost` at the timeout."""
+
+    silent: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionResumed:
+    """The relay answers again after a `ConnectionStalled`, on the same session."""
+
+    rtt: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionLost:
     """The relay stopped answering (or said goodbye); the client will retry after `retry_in` s."""
 
@@ -206,6 +222,8 @@ Event = (
     Connecting
     | Connected
     | RttUpdated
+    | ConnectionStalled
+    | ConnectionResumed
     | ConnectionLost
     | Refused
     | RoomJoined

@@ -245,3 +245,21 @@ def test_an_unanswered_handshake_is_reported_quickly_and_retried():
     room.net.run_until(room.net.now + 2.0)
     assert len(room.events(client_addr(0), E.Connecting)) >= 2  # and it keeps trying
     assert c.state in ("handshake", "waiting")
+
+
+def test_a_silent_relay_is_reported_as_stalled_before_the_timeout_and_resumed_after():
+    room = Room(1, seed=42)
+    room.wait_joined()
+    a = client_addr(0)
+    t0 = room.net.now
+    room.net.dark_links[a] = [(t0, t0 + T.timeout * 0.8)]  # shorter than the timeout
+    room.net.run_while(lambda: not room.events(a, E.ConnectionStalled), t0 + T.timeout)
+    (stalled,) = room.events(a, E.ConnectionStalled)
+    assert room.net.now < t0 + T.timeout and stalled.silent > T.keepalive
+    room.net.run_while(lambda: not room.events(a, E.ConnectionResumed), t0 + 2 * T.timeout)
+    assert room.events(a, E.ConnectionResumed)
+    assert not room.events(a, E.ConnectionLost)  # the same session carried on
+    # a quiet but healthy session never stalls
+    before = len(room.events(a, E.ConnectionStalled))
+    room.settle(10 * T.timeout)
+    assert len(room.events(a, E.ConnectionStalled)) == before
