@@ -107,6 +107,8 @@ class ChatApp(App[int]):
         Binding("ctrl+k", "quick_switch", "Quick switcher: filter rooms, join a new one", priority=True),
         Binding("pageup", "scroll(-1)", "Scroll messages up a page"),
         Binding("pagedown", "scroll(1)", "Scroll messages down a page"),
+        Binding("ctrl+end,alt+end", "scroll_bottom", "Jump to the newest message (End too, when the input is empty)",
+                priority=True),
         Binding("ctrl+r", "retry", "Send undelivered messages again", priority=True),
         Binding("f2", "toggle_rooms", "Show/hide the rooms pane"),
         Binding("f3", "toggle_members", "Show/hide the members pane"),
@@ -153,6 +155,7 @@ class ChatApp(App[int]):
         self._narrow = False
         self._flash = ""
         self._flash_until = 0.0
+        self._flash_until_room: str | None = None
         self._from_connect = False  # this session was chosen on the connect screen
         self._errors = 0  # inline errors shown (a submitted line that caused one stays in the input)
         self._remember: Spec | None = None  # saved to "recent" once it has connected
@@ -267,6 +270,7 @@ class ChatApp(App[int]):
             chat.remove_room(name)
         chat.pending.clear()
         chat.share = []
+        chat.away = None
         chat.state = "connecting"
         chat.mode = ""
         chat.stamp_order = False
@@ -430,75 +434,130 @@ class ChatApp(App[int]):
             self._update_status()
 
     def _update_status(self) -> None:
+        """The status line. Each part has a priority: when the width is short, the least useful
+        parts go first (RTT, mode, addresses), then long forms are shortened; the room, its
+        activity, notices and `F1 help` stay."""
         chat = self.chat
-        t = Text(no_wrap=True, overflow="ellipsis")
+        width = self.size.width or 80
         state = chat.state
+        # parts in display order: key -> (full text, short text or None)
+        parts: dict[str, tuple[Text, Text | None]] = {}
+
+        def part(key: str, full: Text, short: Text | None = None) -> None:
+            parts[key] = (full, short)
+
         if state == "connected":
-            t.append(" ● ", "#9ece6a")
-            t.append("connected", "#9ece6a")
+            part("state", Text.assemble((" ● ", "#9ece6a"), ("connected", "#9ece6a")),
+                 Text(" ●", "#9ece6a"))
             if chat.rtt is not None:
                 ms = chat.rtt * 1000
-                t.append(f" {ms:.0f} ms" if ms >= 0.5 else " <1 ms", "#737aa2")
+                part("rtt", Text(f" {ms:.0f} ms" if ms >= 0.5 else " <1 ms", "#737aa2"))
         elif state == "connecting":
-            t.append(" ◌ ", "#e0af68")
-            t.append(f"connecting to {chat.address}…" if chat.address else "connecting…", "#e0af68")
+            part("state", Text.assemble((" ◌ ", "#e0af68"), (
+                f"connecting to {chat.address}…" if chat.address else "connecting…", "#e0af68")),
+                Text(" ◌ connecting…", "#e0af68"))
         elif state == "reconnecting":
-            left = max(0, (chat.retry_at or 0) - time.monotonic())
-            t.append(" ↻ ", "#f7768e")
+            left = math.ceil(max(0, (chat.retry_at or 0) - time.monotonic()))
             if not chat.connected_once:
                 where = f" from {chat.address}" if chat.address else ""
-                t.append(f"no answer{where} · retrying in {math.ceil(left)} s", "#f7768e")
+                full = Text(f" ↻ no answer{where} · retrying in {left} s", "#f7768e")
+                short = Text(f" ↻ no answer, retry {left} s", "#f7768e")
             else:
-                t.append(f"reconnecting in {math.ceil(left)} s", "#f7768e")
-            if chat.reason and chat.connected_once:
-                t.append(f" ({chat.reason})", "#737aa2")
+                full = Text(f" ↻ reconnecting in {left} s", "#f7768e")
+                if chat.reason:
+                    full.append(f" ({chat.reason})", "#737aa2")
+                short = Text(f" ↻ retry {left} s", "#f7768e")
+            part("state", full, short)
         elif state == "refused":
-            t.append(" ✗ ", "#f7768e")
-            t.append(f"refused: {chat.reason}", "#f7768e")
+            part("state", Text(f" ✗ refused: {chat.reason}", "#f7768e"), Text(" ✗ refused", "#f7768e"))
         elif state == "failed":
-            t.append(" ✗ ", "#f7768e")
-            t.append(chat.reason or "failed", "#f7768e")
+            part("state", Text(f" ✗ {chat.reason or 'failed'}", "#f7768e"), Text(" ✗ failed", "#f7768e"))
         else:
-            t.append(" ○ offline", "#737aa2")
-        sep = (" │ ", "#3b4261")
+            part("state", Text(" ○ offline", "#737aa2"))
+        if chat.away is not None:
+            part("away", Text(f"away: {chat.away}" if chat.away else "away", "bold #e0af68"),
+                 Text("away", "bold #e0af68"))
         if chat.mode:
-            t.append(*sep)
-            t.append(chat.mode, "#a9b1d6")
+            part("mode", Text(chat.mode, "#a9b1d6"))
         if chat.share:
-            t.append(*sep)
             # what to give others: `--join ADDRESS` (a relay we host) or `--peer ADDRESS` (direct)
-            t.append("others peer with: " if chat.mode.startswith("direct") else "others join: ", "#737aa2")
-            t.append(", ".join(chat.share), "bold #e0af68")
+            direct = chat.mode.startswith("direct")
+            full = Text("others peer with: " if direct else "others join: ", "#737aa2")
+            full.append(", ".join(chat.share), "bold #e0af68")
+            short = Text("peer: " if direct else "join: ", "#737aa2")
+            short.append(chat.share[0] + (" …" if len(chat.share) > 1 else ""), "bold #e0af68")
+            part("share", full, short)
         room = chat.current
         if room is not chat.status_room:
-            t.append(*sep)
-            t.append(room.label, "bold #7aa2f7")
+            t = Text(room.label, "bold #7aa2f7")
+            short = None
             if not self.messages.follow:
-                t.append(" (scrolled up)", "#e0af68")
+                new = self.messages.new_below()
+                note = f"{new} new below (End)" if new else "scrolled up"
+                t.append(f" ({note})", "#e0af68")
+                short = Text(room.label, "bold #7aa2f7")
+                short.append(f" ({new} new ↓)" if new else " (↑)", "#e0af68")
+            part("room", t, short)
         hot = []
         for i, name in enumerate(chat.room_order()):
             r = chat.rooms[name]
             if name != chat.active and (r.unread or r.mentions):
                 hot.append((i + 1, r))
         if hot:
-            t.append(*sep)
-            t.append("act: ", "#737aa2")
+            t = Text("act: ", "#737aa2")
             for j, (i, r) in enumerate(hot):
                 if j:
                     t.append(",", "#565f89")
                 t.append(f"{i}" + ("!" if r.mentions else ""),
                          "bold #e0af68" if r.mentions else "#73daca")
-        if self._flash and time.monotonic() < self._flash_until:
-            t.append(*sep)
-            t.append(self._flash, "#e0af68")
-        else:
+            part("act", t)
+        if self._flash and self._flash_done():
             self._flash = ""
-        right = Text("F1 help ", "#565f89")
-        width = self.size.width or 80
-        if t.cell_len + right.cell_len + 1 <= width:
-            t.append(" " * (width - t.cell_len - right.cell_len))
-            t.append_text(right)
+        if self._flash:
+            part("flash", Text(self._flash, "#e0af68"))
+        right = Text(" F1 help ", "#565f89")
+        order = ["state", "rtt", "away", "mode", "share", "room", "act", "flash"]
+        use = {k: 0 for k in parts}  # 0 full, 1 short
+
+        def build(sep: tuple[str, str]) -> Text:
+            t = Text(no_wrap=True, overflow="ellipsis")
+            first = True
+            for key in order:
+                if key not in use:
+                    continue
+                full, short = parts[key]
+                if not first and key != "rtt":
+                    t.append(*sep)
+                first = False
+                t.append_text(short if use[key] and short is not None else full)
+            return t
+
+        sep = (" │ ", "#3b4261")
+        steps = [("drop", "rtt"), ("drop", "mode"), ("short", "share"), ("short", "state"),
+                 ("sep", ""), ("short", "away"), ("short", "room"), ("drop", "share"), ("drop", "flash")]
+        t = build(sep)
+        for op, key in steps:
+            if t.cell_len + right.cell_len <= width:
+                break
+            if op == "sep":
+                sep = ("│", "#3b4261")
+            elif key in use:
+                if op == "drop":
+                    del use[key]
+                else:
+                    use[key] = 1
+            t = build(sep)
+        room_for_left = max(width - right.cell_len, 1)
+        if t.cell_len > room_for_left:
+            t.truncate(room_for_left, overflow="ellipsis")
+        t.append(" " * (width - t.cell_len - right.cell_len))
+        t.append_text(right)
         self._set_line("#status", t)
+
+    def _flash_done(self) -> bool:
+        if time.monotonic() >= self._flash_until:
+            return True
+        return self._flash_until_room is not None and self._flash_until_room in self.chat.rooms
 
     def _set_line(self, selector: str, text: Text) -> None:
         """Update a one-row Static only when its text changed, without a layout pass."""
@@ -507,11 +566,19 @@ class ChatApp(App[int]):
             widget._udproom_text = text
             widget.update(text, layout=False)
 
-    def flash(self, text: str) -> None:
-        """A short-lived note in the status line (a few seconds)."""
+    def flash(self, text: str, until_room: str | None = None) -> None:
+        """A short-lived note in the status line: gone after a few seconds, at the next keystroke
+        in the input, or (`until_room`) as soon as that room is open."""
         self._flash = text
-        self._flash_until = time.monotonic() + 3.0
+        self._flash_until = time.monotonic() + 4.0
+        self._flash_until_room = until_room
         self._update_status()
+
+    @on(ChatInput.Changed, "#input")
+    def _typed(self, event: ChatInput.Changed) -> None:
+        if self._flash and event.value:  # typing (not the input being cleared after Enter)
+            self._flash = ""
+            self._update_status()
 
     # ------------------------------------------------------------------ input
 
@@ -608,6 +675,8 @@ class ChatApp(App[int]):
             self.error(str(e))
             return
         self.chat.add_own_post(room, text, action, lid)
+        if room == self.chat.active:
+            self.messages.follow = True  # what you just said is at the bottom: go there
         self.refresh_ui()
 
     # ------------------------------------------------------------------ commands
@@ -621,7 +690,7 @@ class ChatApp(App[int]):
             return
         self.chat.auto_switch.add(room)
         self.backend.join(room)
-        self.flash(f"joining #{room}…")
+        self.flash(f"joining #{room}…", until_room=room)
 
     def cmd_part(self, cmd: commands.Command) -> None:
         room = cmd.args[0] if cmd.args else self.chat.active
@@ -676,8 +745,8 @@ class ChatApp(App[int]):
             self.error(str(e))
             return
         if self._need_backend():
+            # the relay's AwayChanged says it (once per room, as "you are marked away")
             self.backend.set_away(cmd.rest)
-            self.info(f"you are marked away: {cmd.rest}" if cmd.rest else "you are back")
 
     def cmd_names(self, cmd: commands.Command) -> None:
         room = self.chat.current
@@ -788,6 +857,10 @@ class ChatApp(App[int]):
 
     def action_scroll(self, direction: int) -> None:
         self.messages.page(direction)
+        self._update_status()
+
+    def action_scroll_bottom(self) -> None:
+        self.messages.to_bottom()
         self._update_status()
 
     def action_retry(self) -> None:

@@ -162,6 +162,7 @@ class ChatModel:
         self.retry_at: float | None = None  # time.monotonic() deadline
         self.reason = ""
         self.connected_once = False  # this session has connected at least once
+        self.away: str | None = None  # our own away message (None: here)
         self.mode = ""
         self.share: list[str] = []  # host mode: addresses to give others
         self.stamp_order = False  # direct mode: order messages by (Lamport stamp, nick)
@@ -524,7 +525,11 @@ class ChatModel:
             if room is None:
                 return
             nick = sanitize(e.nick)
-            self._append(room, AWAY, e.ts, nick, sanitize(e.away), history=e.history)
+            ours = not e.history and e.nick == (room.my_nick or self.nick)
+            self._append(room, AWAY, e.ts, nick, sanitize(e.away), mine=ours, history=e.history)
+            if ours and self.away != (sanitize(e.away) or None):
+                self.away = sanitize(e.away) or None
+                self.changes.status = True
             if not e.history:
                 member = room.members.get(nick)
                 if member is None:

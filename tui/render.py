@@ -218,7 +218,10 @@ class Renderer:
                     else f"{line.nick} cleared the topic")
         elif kind == m.AWAY:
             nick_col, text_style = "--", DIM
-            text = f"{line.nick} is away: {line.text}" if line.text else f"{line.nick} is back"
+            if line.mine:
+                text = f"you are marked away: {line.text}" if line.text else "you are back"
+            else:
+                text = f"{line.nick} is away: {line.text}" if line.text else f"{line.nick} is back"
         elif kind == m.NOTICE:
             nick_col, nick_col_style, text_style = "-!-", NOTICE, NOTICE
         elif kind == m.ERROR:

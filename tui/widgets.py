@@ -31,6 +31,7 @@ class MessageView(ScrollView, can_focus=False):
         self._room: m.Room | None = None
         self._renderer: Renderer | None = None
         self.follow = True  # stick to the bottom as lines arrive
+        self._bottom_serial = -1  # newest line seen at the bottom (what is newer is "new below")
 
     def _get_renderer(self) -> Renderer:
         width = self.scrollable_content_region.width or self.size.width or 80
@@ -75,7 +76,29 @@ class MessageView(ScrollView, can_focus=False):
             self.follow = True
             target = max(len(rows) - self.scrollable_content_region.height, 0)
             self.scroll_target_y = self.scroll_y = target
+            self._seen_bottom()
         self.refresh()
+
+    def _seen_bottom(self) -> None:
+        lines = self.chat.current.lines
+        self._bottom_serial = lines[-1].serial if lines else -1
+
+    def new_below(self) -> int:
+        """Messages that arrived below the view since it was scrolled up."""
+        if self.follow:
+            return 0
+        n = 0
+        for line in reversed(self.chat.current.lines):
+            if line.serial <= self._bottom_serial:
+                break
+            if line.kind <= m.ACTION:
+                n += 1
+        return n
+
+    def to_bottom(self) -> None:
+        self.follow = True
+        self.scroll_target_y = self.scroll_y = self.max_scroll_y
+        self._seen_bottom()
 
     def on_resize(self, event: events.Resize) -> None:
         self.rebuild()
@@ -83,12 +106,16 @@ class MessageView(ScrollView, can_focus=False):
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
         self.follow = new >= self.max_scroll_y
+        if self.follow:
+            self._seen_bottom()
 
     def page(self, direction: int) -> None:
         height = max(self.scrollable_content_region.height - 1, 1)
         target = min(max(self.scroll_y + direction * height, 0), self.max_scroll_y)
         self.scroll_target_y = self.scroll_y = target
         self.follow = self.scroll_y >= self.max_scroll_y
+        if self.follow:
+            self._seen_bottom()
 
     def render_line(self, y: int) -> Strip:
         index = self.scroll_offset.y + y
@@ -296,6 +323,13 @@ class ChatInput(Input):
         self._hist_pos = pos
         self.value = self._draft if pos == len(self.history) else self.history[pos]
         self.cursor_position = len(self.value)
+
+    def action_end(self, select: bool = False) -> None:
+        """End: the end of the line; with nothing typed, the newest message."""
+        if not self.value and not select:
+            self.app.action_scroll_bottom()
+            return
+        super().action_end(select)
 
     def action_complete(self) -> None:
         self.post_message(self.Complete())

@@ -219,3 +219,93 @@ async def test_direct_conversation_shows_what_we_know_of_the_other_person():
         app.screen.nicks.append("bobby")
         options = [str(o.id) for o in app.screen.matches("@da")]
         assert options[0] == "new:@dave" and "new:@da" in options
+
+
+async def test_narrow_status_keeps_room_activity_and_help():
+    from udproom.tui.app import ChatApp as _App
+
+    backend = demo.FakeBackend("alice", ["lobby", "dev"], clock=lambda: T0,
+                               address="very-long-relay-name.example.org:6000")
+    app = _App(backend=backend, tz=timezone.utc, clock=lambda: T0, save_config=False, flush_interval=0.0,
+               bell=False)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await until(pilot, lambda: len(app.chat.rooms) == 2, "joined")
+        app.chat.share = ["192.168.100.200:6000", "10.0.0.5:6000", "[fe80::1]:6000"]
+        backend.say("dev", "bob", "alice: look")
+        backend.say("dev", "bob", "and this")
+        await settle(pilot, app)
+        app.flash("no activity")
+        text = status(app)
+        assert len(text) == 60
+        assert "#lobby" in text and "act: 2!" in text and text.rstrip().endswith("F1 help")
+        assert "very-long-relay-name" not in text and " ms" not in text  # the least useful went first
+    app2, backend2 = make_app()
+    async with app2.run_test(size=(160, 30)) as pilot:
+        await ready(pilot, app2, backend2)
+        assert "connected 12 ms" in status(app2) and "relay 127.0.0.1:6000" in status(app2)
+
+
+async def test_scrolling_new_below_jump_to_bottom_and_send_snaps_down():
+    app, backend = make_app()
+    async with app.run_test(size=(120, 20)) as pilot:
+        await ready(pilot, app, backend)
+        for i in range(40):
+            backend.say("lobby", "bob", f"line {i}")
+        await settle(pilot, app)
+        await pilot.press("pageup")
+        assert not app.messages.follow
+        backend.say("lobby", "bob", "new one")
+        backend.say("lobby", "bob", "new two")
+        await settle(pilot, app)
+        assert "2 new below" in status(app)
+        await pilot.press("end")  # input empty: to the bottom
+        assert app.messages.follow and "new below" not in status(app)
+        await pilot.press("pageup")
+        app.input.value = "abc"
+        app.input.cursor_position = 0
+        await pilot.press("end")  # input not empty: end of the line
+        assert app.input.cursor_position == 3 and not app.messages.follow
+        await pilot.press("ctrl+end")
+        assert app.messages.follow
+        await pilot.press("pageup")
+        app.input.value = ""
+        await type_line(pilot, "my reply")
+        await settle(pilot, app)
+        assert app.messages.follow and app.messages.scroll_y == app.messages.max_scroll_y
+        assert texts(app)[-1].endswith("my reply")
+
+
+async def test_away_is_said_once_and_shown_in_the_status():
+    app, backend = make_app(rooms=("lobby",))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        n = len(app.chat.rooms["lobby"].lines)
+        await type_line(pilot, "/away lunch")
+        await settle(pilot, app)
+        new = [x.text for x in list(app.chat.rooms["lobby"].lines)[n:]]
+        assert new == ["lunch"] and "you are marked away: lunch" in texts(app)[-1]
+        assert "away: lunch" in status(app)
+        await type_line(pilot, "/away")
+        await settle(pilot, app)
+        assert "you are back" in texts(app)[-1] and "away" not in status(app)
+
+
+async def test_status_notices_clear():
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        from udproom.tui import commands
+
+        app.cmd_join(commands.Command("join", ("newroom",)))
+        assert "joining #newroom…" in status(app)
+        await until(pilot, lambda: "newroom" in app.chat.rooms, "joined")
+        await settle(pilot, app)
+        assert "joining" not in status(app)
+        await type_line(pilot, "/retry")
+        assert "nothing to retry" in status(app)
+        await pilot.press("x")
+        assert "nothing to retry" not in status(app)
+        app.flash("no activity")
+        app._flash_until = 0  # its few seconds are over
+        app._tick()
+        assert "no activity" not in status(app)
