@@ -515,6 +515,8 @@ class ChatApp(App[int]):
             self._flash = ""
         if self._flash:
             part("flash", Text(self._flash, "#e0af68"))
+        elif chat.sticky:
+            part("flash", Text(chat.sticky, "bold #f7768e"))
         right = Text(" F1 help ", "#565f89")
         order = ["state", "rtt", "away", "mode", "share", "room", "act", "flash"]
         use = {k: 0 for k in parts}  # 0 full, 1 short
@@ -576,8 +578,8 @@ class ChatApp(App[int]):
 
     @on(ChatInput.Changed, "#input")
     def _typed(self, event: ChatInput.Changed) -> None:
-        if self._flash and event.value:  # typing (not the input being cleared after Enter)
-            self._flash = ""
+        if (self._flash or self.chat.sticky) and event.value:  # typing (not the clear after Enter)
+            self._flash = self.chat.sticky = ""
             self._update_status()
 
     # ------------------------------------------------------------------ input

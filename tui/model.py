@@ -163,6 +163,7 @@ class ChatModel:
         self.reason = ""
         self.connected_once = False  # this session has connected at least once
         self.away: str | None = None  # our own away message (None: here)
+        self.sticky = ""  # a refusal the status line shows until the next keystroke
         self.mode = ""
         self.share: list[str] = []  # host mode: addresses to give others
         self.stamp_order = False  # direct mode: order messages by (Lamport stamp, nick)
@@ -246,6 +247,9 @@ class ChatModel:
                 room.my_nick = self.nick
             self.changes.room_list = True
             if self.active is None:
+                # what was said while no room was open (a refused join...) comes along
+                room.lines.extend(self.status_room.lines)
+                self.status_room.lines.clear()
                 self.switch(name)
         return room
 
@@ -565,8 +569,15 @@ class ChatModel:
         elif t is ev.RoomLeft:
             self.remove_room(e.room)
         elif t is ev.RequestRefused:
+            # in that room if it is open, else in the one on screen; the status line keeps it
+            # until the next keystroke (a refused join has no room of its own to show it in)
             target = e.room if e.room in self.rooms else None
-            self.add_local(target, ERROR, f"{e.what} refused: {sanitize(e.reason)}")
+            self.auto_switch.discard(e.room)
+            where = f" #{e.room}" if e.what == "join" and e.room and not is_direct(e.room) else ""
+            text = f"{e.what}{where} refused: {sanitize(e.reason)}"
+            self.add_local(target, ERROR, text)
+            self.sticky = text
+            self.changes.status = True
         elif t is ev.Notice:
             target = e.room if e.room in self.rooms else None
             self.add_local(target, NOTICE, sanitize(e.text))

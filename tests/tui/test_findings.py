@@ -309,3 +309,24 @@ async def test_status_notices_clear():
         app._flash_until = 0  # its few seconds are over
         app._tick()
         assert "no activity" not in status(app)
+
+
+async def test_refused_join_stays_visible():
+    app, backend = make_app(rooms=("lobby",))
+    backend.rooms = []  # no room opens at start
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.chat.state == "connected", "connected")
+        # the first room is refused (nick taken there), the second one joins
+        backend.inject(ev.RequestRefused("join", "lobby", "nick alice is taken in #lobby"))
+        await settle(pilot, app)
+        assert "join #lobby refused: nick alice is taken in #lobby" in status(app)
+        backend.join("dev")
+        await until(pilot, lambda: app.chat.active == "dev", "dev opened")
+        await settle(pilot, app)
+        assert any("join #lobby refused" in t for t in texts(app))  # came along into #dev
+        assert "join #lobby refused" in status(app)
+        await pilot.press("x")
+        assert "refused" not in status(app)
+        backend.inject(ev.RequestRefused("join", "ops", "nick alice is taken in #ops"))
+        await settle(pilot, app)
+        assert "join #ops refused" in texts(app)[-1]  # in the room on screen
