@@ -430,6 +430,9 @@ class ChatApp(App[int]):
         self._set_line("#topic", t)
 
     def _tick(self) -> None:
+        self.chat.forget_timed_out(self.chat.clock())
+        if self.chat.changes.members:
+            self.refresh_ui()
         if self._refresh_mode() or self.chat.state == "reconnecting" or self._flash:
             self._update_status()
 
@@ -639,7 +642,7 @@ class ChatApp(App[int]):
     @on(ChatInput.Complete)
     def _complete(self) -> None:
         room = self.chat.current
-        nicks = [n for n in room.members if n != self.chat.nick]
+        nicks = [n for n, mb in room.members.items() if n != self.chat.nick and not mb.timed_out]
         if room.direct:
             nicks = [room.name[1:]]
         result = self.completer.complete(self.input.value, self.input.cursor_position, nicks,
@@ -701,7 +704,12 @@ class ChatApp(App[int]):
             return
         if not is_direct(room) and self.backend is not None:
             self.backend.part(room)
+        label = self.chat.rooms[room].label
         self.chat.remove_room(room)
+        if self.chat.rooms:
+            self.info(f"you left {label}")
+        else:
+            self.info(f"you left {label}; no room open — /join ROOM or Ctrl+K opens one, Ctrl+Q quits")
 
     def cmd_nick(self, cmd: commands.Command) -> None:
         if not self._need_backend():

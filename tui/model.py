@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, tzinfo
 from udproom.protocol import events as ev
 from udproom.protocol.names import is_direct, sanitize
 
+FORGET_TIMED_OUT = 600.0  # a member timed out this long leaves the members pane
 SCROLLBACK = 2000  # lines kept per room; older history comes back from the relay's backfill
 
 # Where lines go. A room's lines are, top to bottom: backfilled history (events from before we
@@ -82,6 +83,7 @@ class MemberState:
     nick: str
     away: str = ""
     timed_out: bool = False
+    timed_out_at: float = 0.0  # when (wall clock); forgotten FORGET_TIMED_OUT seconds later
 
     @property
     def presence(self) -> str:
@@ -208,6 +210,18 @@ class ChatModel:
             if member is not None and (best is None or order[member.presence] < order[best]):
                 best = member.presence
         return best
+
+    def forget_timed_out(self, now: float) -> None:
+        """Drop members that timed out more than FORGET_TIMED_OUT seconds ago."""
+        for room in self.rooms.values():
+            if room.direct:
+                continue
+            gone = [n for n, mb in room.members.items()
+                    if mb.timed_out and now - mb.timed_out_at > FORGET_TIMED_OUT]
+            for n in gone:
+                del room.members[n]
+            if gone:
+                self.changes.members.add(room.name)
 
     def known_nicks(self) -> list[str]:
         """Everyone in any of our rooms but us (for completion and the quick switcher)."""
@@ -494,6 +508,7 @@ class ChatModel:
                 if member is None:
                     member = room.members[nick] = MemberState(nick)
                 member.timed_out = True
+                member.timed_out_at = e.ts
                 self.changes.members.add(room.name)
                 self._count(room, False, False)
         elif t is ev.NickChanged:
@@ -545,8 +560,9 @@ class ChatModel:
             room = self.add_room(e.room)
             resync = room.joined  # a second RoomJoined: the session came back (reconnect)
             room.joined = True
+            now = self.clock()
             room.members = {
-                sanitize(m.nick): MemberState(sanitize(m.nick), sanitize(m.away), m.timed_out)
+                sanitize(m.nick): MemberState(sanitize(m.nick), sanitize(m.away), m.timed_out, now)
                 for m in e.members
             }
             room.topic = sanitize(e.topic)

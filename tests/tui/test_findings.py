@@ -330,3 +330,37 @@ async def test_refused_join_stays_visible():
         backend.inject(ev.RequestRefused("join", "ops", "nick alice is taken in #ops"))
         await settle(pilot, app)
         assert "join #ops refused" in texts(app)[-1]  # in the room on screen
+
+
+async def test_timed_out_members_leave_completion_and_later_the_pane():
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        app.input.value = "da"
+        app.input.cursor_position = 2
+        await pilot.press("tab")
+        assert app.input.value == "da"  # dave timed out: not offered
+        backend.inject(ev.MemberTimedOut("lobby", 50, "bob", T0 - 601))
+        await settle(pilot, app)
+        assert "○ bob" in app.member_list.build().plain
+        app._tick()
+        await pilot.pause()
+        members = app.member_list.build().plain
+        assert "bob" not in members and "○ dave" in members  # dave timed out just now (at join)
+        backend.inject(ev.MemberJoined("lobby", 51, "bob", T0))
+        await settle(pilot, app)
+        assert "● bob" in app.member_list.build().plain
+
+
+async def test_part_says_so_and_the_empty_screen_has_a_hint():
+    app, backend = make_app(rooms=("lobby", "dev"))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await type_line(pilot, "/part")
+        await settle(pilot, app)
+        assert app.chat.active == "dev" and texts(app)[-1].endswith("you left #lobby")
+        await type_line(pilot, "/part")
+        await settle(pilot, app)
+        assert not app.chat.rooms
+        assert any("you left #dev; no room open — /join ROOM or Ctrl+K" in t for t in texts(app))
+        assert "no room open" in str(app.query_one("#topic").render())
