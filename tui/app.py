@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import math
+import signal
 import time
 from datetime import tzinfo
 
@@ -28,6 +29,7 @@ from . import commands
 from . import config as config_mod
 from . import model as m
 from .keys import install_alt_digits
+from .palette import UdproomCommands
 from .screens import ConfirmPaste, ConnectScreen, HelpScreen, QuickSwitcher
 from .session import Spec, SpecError, check
 from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
@@ -94,6 +96,7 @@ class ChatApp(App[int]):
     TITLE = "udproom"
     COMMAND_PALETTE_BINDING = "f10"
     ENABLE_COMMAND_PALETTE = True
+    COMMANDS = App.COMMANDS | {UdproomCommands}
 
     BINDINGS = [
         *[
@@ -185,12 +188,33 @@ class ChatApp(App[int]):
         self._apply_panes(self.size.width)
         self.refresh_ui(full=True)
         self.set_interval(1.0, self._tick)
+        self._catch_hangup()
         if self._initial_backend is not None:
             self.start(backend=self._initial_backend)
         elif self.spec is not None:
             self.start(spec=self.spec)
         else:
             self.show_connect(self.connect_error)
+
+    def _catch_hangup(self) -> None:
+        """The terminal closed (SIGHUP) or a polite kill (SIGTERM): say goodbye like Ctrl+Q
+        instead of letting the others see us time out."""
+        self._signals: list[int] = []
+        try:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGHUP, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.polite_quit)
+                self._signals.append(sig)
+        except (AttributeError, NotImplementedError, RuntimeError, ValueError):
+            pass  # no such signals (Windows) or not the main thread
+
+    def on_unmount(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            for sig in getattr(self, "_signals", []):
+                loop.remove_signal_handler(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
 
     def on_resize(self, event) -> None:
         self._apply_panes(event.size.width)
@@ -773,7 +797,29 @@ class ChatApp(App[int]):
         self.info("F1 shows every key")
 
     def cmd_quit(self, cmd: commands.Command) -> None:
+        self.polite_quit()
+
+    def polite_quit(self) -> None:
+        """Leave every room (the backend says Bye), then exit: /quit, the palette, SIGHUP."""
         self.run_worker(self.action_quit(), group="quit")
+
+    def run_command(self, cmd: commands.Command) -> None:
+        """Run a parsed command as if typed (the command palette)."""
+        getattr(self, f"cmd_{cmd.name}")(cmd)
+        self.refresh_ui()
+
+    def prefill(self, text: str) -> None:
+        """Put the start of a command in the input for the user to finish."""
+        self.input.value = text
+        self.input.cursor_position = len(text)
+        self.input.focus()
+
+    def get_system_commands(self, screen):
+        for command in super().get_system_commands(screen):
+            if command.title == "Quit":
+                # Textual's "as soon as possible" quit would skip the goodbyes
+                continue
+            yield command
 
     def cmd_retry(self, cmd: commands.Command) -> None:
         self.action_retry()

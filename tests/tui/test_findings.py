@@ -364,3 +364,47 @@ async def test_part_says_so_and_the_empty_screen_has_a_hint():
         assert not app.chat.rooms
         assert any("you left #dev; no room open — /join ROOM or Ctrl+K" in t for t in texts(app))
         assert "no room open" in str(app.query_one("#topic").render())
+
+
+async def test_command_palette_has_udproom_commands_and_a_polite_quit():
+    from textual.command import CommandPalette
+
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await pilot.press("f10")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), "palette")
+        await pilot.press(*"join ops")
+        await until(pilot, lambda: app.screen.query("CommandList") and
+                    "Join #ops" in str(app.screen.query_one("CommandList").get_option_at_index(0).prompt)
+                    if app.screen.query_one("CommandList").option_count else False, "join hit")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.chat.active == "ops", "joined ops")
+        await pilot.press("f10")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), "palette again")
+        await pilot.press(*"quit")
+        await until(pilot, lambda: app.screen.query_one("CommandList").option_count > 0, "quit hits")
+        options = [str(app.screen.query_one("CommandList").get_option_at_index(i).prompt)
+                   for i in range(app.screen.query_one("CommandList").option_count)]
+        assert any("Quit udproom" in o for o in options)
+        assert not any(o.startswith("Quit\n") or o == "Quit" for o in options)  # Textual's abrupt one
+        await pilot.press("enter")
+        await until(pilot, lambda: ("close",) in backend.calls, "said goodbye")
+        await until(pilot, lambda: not app.is_running, "exited")
+
+
+async def test_sighup_leaves_politely():
+    import os
+    import signal
+
+    previous = signal.signal(signal.SIGHUP, lambda *a: None)  # without the app's handler: ignored
+    try:
+        app, backend = make_app()
+        async with app.run_test(size=(120, 30)) as pilot:
+            await ready(pilot, app, backend)
+            os.kill(os.getpid(), signal.SIGHUP)
+            await until(pilot, lambda: ("close",) in backend.calls, "said goodbye")
+            await until(pilot, lambda: not app.is_running, "exited")
+        assert app.return_code == 0
+    finally:
+        signal.signal(signal.SIGHUP, previous)
