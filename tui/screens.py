@@ -30,6 +30,7 @@ class ConnectScreen(Screen[Spec]):
     BINDINGS = [
         Binding("escape", "app.quit", "Quit"),
         Binding("ctrl+q", "app.quit", "Quit", priority=True),
+        Binding("down", "to_recent", "Recent addresses", show=False),
     ]
 
     def __init__(self, config: Config, error: str = "", spec: Spec | None = None) -> None:
@@ -47,7 +48,8 @@ class ConnectScreen(Screen[Spec]):
                          id="connect-title")
             with RadioSet(id="mode"):
                 for key, label, _ in MODES:
-                    yield RadioButton(label, value=(key == mode), id=f"mode-{key}")
+                    yield RadioButton(self._mode_label(label, key == mode), value=(key == mode),
+                                      id=f"mode-{key}")
             yield Label("Address", classes="field-label")
             address = spec.address if spec else (cfg.recent[0] if cfg.recent and mode == "join" else "")
             yield Input(address, placeholder=self._placeholder(mode), id="address")
@@ -64,7 +66,7 @@ class ConnectScreen(Screen[Spec]):
                     yield Label("Rooms", classes="field-label")
                     yield Input(", ".join(spec.rooms if spec else cfg.rooms), placeholder="lobby", id="rooms")
             if cfg.recent:
-                yield Label("Recent (click to use)", classes="field-label")
+                yield Label("Recent (↓ from the address, Enter or click to use)", classes="field-label")
                 yield OptionList(*[Option(a, id=f"recent-{i}") for i, a in enumerate(cfg.recent)],
                                  id="recent")
             yield Static(self.error, id="connect-error", classes="error" if self.error else "")
@@ -76,6 +78,20 @@ class ConnectScreen(Screen[Spec]):
     def on_mount(self) -> None:
         self._show_peers(self._mode())
         self.query_one("#address", Input).focus()
+
+    @staticmethod
+    def _mode_label(label: str, selected: bool) -> Text:
+        """The chosen mode is marked by a check mark and bold, not by colour alone."""
+        return Text.assemble(("✓ " if selected else "  ", "bold"), (label, "bold" if selected else ""))
+
+    def action_to_recent(self) -> None:
+        """↓ in the address field moves to the recent addresses (↑/↓, Enter picks one)."""
+        recent = self.query("#recent")
+        if recent and self.focused is self.query_one("#address", Input):
+            ol = recent.first(OptionList)
+            ol.focus()
+            if ol.highlighted is None and ol.option_count:
+                ol.highlighted = 0
 
     @staticmethod
     def _placeholder(mode: str) -> str:
@@ -96,6 +112,8 @@ class ConnectScreen(Screen[Spec]):
         mode = self._mode()
         self.query_one("#address", Input).placeholder = self._placeholder(mode)
         self._show_peers(mode)
+        for key, label, _ in MODES:
+            self.query_one(f"#mode-{key}", RadioButton).label = self._mode_label(label, key == mode)
 
     @on(OptionList.OptionSelected, "#recent")
     def _recent(self, event: OptionList.OptionSelected) -> None:

@@ -408,3 +408,27 @@ async def test_sighup_leaves_politely():
         assert app.return_code == 0
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+async def test_connect_screen_recent_by_keyboard_and_mode_marked(monkeypatch):
+    from textual.widgets import OptionList, RadioButton
+
+    cfg = config.Config(nick="zoe", mode="host", recent=["10.0.0.1:6000", "10.0.0.2:7000"])
+    built = []
+    monkeypatch.setattr(session, "build", fake_build(built))
+    app = ChatApp(tz=timezone.utc, config=cfg, save_config=False, flush_interval=0.0)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect screen")
+        screen = app.screen
+        assert str(screen.query_one("#mode-host", RadioButton).label).startswith("✓ ")
+        assert not str(screen.query_one("#mode-join", RadioButton).label).startswith("✓")
+        await pilot.press("down")
+        assert isinstance(app.focused, OptionList)
+        await pilot.press("down", "enter")
+        assert screen.query_one("#address", Input).value == "10.0.0.2:7000"
+        assert str(screen.query_one("#mode-join", RadioButton).label).startswith("✓ ")
+        assert not str(screen.query_one("#mode-host", RadioButton).label).startswith("✓")
+        assert app.focused is screen.query_one("#address", Input)
+        await pilot.press("enter")
+        await until(pilot, lambda: built, "connect")
+        assert built[0].address == "10.0.0.2:7000" and built[0].mode == "join"
