@@ -82,7 +82,7 @@ class ConnectScreen(Screen[Spec]):
     @staticmethod
     def _mode_label(label: str, selected: bool) -> Text:
         """The chosen mode is marked by a check mark and bold, not by colour alone."""
-        return Text.assemble(("✓ " if selected else "  ", "bold"), (label, "bold" if selected else ""))
+        return Text.assemble(("✓ ", "bold"), (label, "bold")) if selected else Text(label)
 
     def action_to_recent(self) -> None:
         """↓ in the address field moves to the recent addresses (↑/↓, Enter picks one)."""
