@@ -48,7 +48,8 @@ async def settle(pilot, seconds: float = 0.3) -> None:
 
 async def main() -> None:
     os.environ.setdefault("UDPROOM_CONFIG_DIR", str(OUT / ".config-unused"))
-    server = RelayServer("127.0.0.1:0", RelayConfig(timing=timing()))
+    # UDPROOM_SHOTS_PORT pins the port (shared machines); by default any free one
+    server = RelayServer(f"127.0.0.1:{os.environ.get('UDPROOM_SHOTS_PORT', '0')}", RelayConfig(timing=timing()))
     host, port = await server.start()
     address = f"{host}:{port}"
     others = {
