@@ -848,6 +848,9 @@ class ChatApp(App[int]):
             await resolve(host, port)
         except (SpecError, AddressError) as e:
             self.error(f"{e}; still on the current connection")
+            if not self.input.value:  # the line stays to fix the typo
+                self.input.value = f"/connect {spec.address}"
+                self.input.cursor_position = len(self.input.value)
             return
         self.start(spec=spec)
 

@@ -99,7 +99,7 @@ async def test_connect_keeps_the_session_on_a_typo_and_hosting_needs_a_bang(monk
         await ready(pilot, app, backend)
         await type_line(pilot, "/connect nonsense.invalid")
         await until(pilot, lambda: "still on the current connection" in last(app), "resolve error")
-        assert "cannot resolve" in last(app)
+        assert "cannot resolve" in last(app) and app.input.value == "/connect nonsense.invalid"
         assert app.backend is backend and not backend.closed and app.chat.state == "connected"
         await type_line(pilot, "/connect host:99999")
         assert "out of range" in last(app) and app.backend is backend
