@@ -247,7 +247,7 @@ class ChatApp(App[int]):
         if spec is None:
             return
         self.start(spec=spec)
-        self._from_connect = True
+        self._from_connect = self.chat.esc_back = True
 
     def _remember_connected(self) -> None:
         """Save the address to "recent" only once it has connected."""
@@ -286,7 +286,7 @@ class ChatApp(App[int]):
             except Exception:  # noqa: BLE001 - a broken backend must not stop a reconnect
                 pass
         self.backend = None
-        self._from_connect = False
+        self._from_connect = self.chat.esc_back = False
         self._remember = spec
         chat = self.chat
         chat.connected_once = False

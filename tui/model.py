@@ -164,6 +164,7 @@ class ChatModel:
         self.retry_at: float | None = None  # time.monotonic() deadline
         self.reason = ""
         self.connected_once = False  # this session has connected at least once
+        self.esc_back = False  # Esc returns to the connect screen (said in the "no answer" line)
         self.away: str | None = None  # our own away message (None: here)
         self.sticky = ""  # a refusal the status line shows until the next keystroke
         self.mode = ""
@@ -626,11 +627,11 @@ class ChatModel:
                 # never reached: say so once (the status line counts down each retry)
                 if not again:
                     where = f" at {self.address}" if self.address else ""
-                    self.add_local(None, ERROR, f"{self.reason}{where}; retrying in {_seconds(e.retry_in)}"
-                                   " — /connect another address, Ctrl+Q quits"
-                                   if not self.reason.startswith("no answer") else
-                                   f"no answer from a relay{where}; retrying in {_seconds(e.retry_in)}"
-                                   " — /connect another address, Ctrl+Q quits")
+                    what = (f"no answer from a relay{where}" if self.reason.startswith("no answer")
+                            else f"{self.reason}{where}")
+                    self.add_local(None, ERROR, f"{what}; retrying in {_seconds(e.retry_in)} — /connect "
+                                   "another address, " + ("Esc goes back, " if self.esc_back else "")
+                                   + "Ctrl+Q quits")
             else:
                 self.add_local(None, ERROR, f"connection lost: {self.reason}; retrying in {_seconds(e.retry_in)}")
         elif t is ev.Refused:

@@ -132,7 +132,7 @@ async def test_no_answer_is_shown_and_esc_goes_back_to_the_connect_screen(monkey
         await settle(pilot, app)
         assert "no answer from 127.0.0.1:6802 · retrying in 2 s" in status(app)
         assert any("no answer from a relay at 127.0.0.1:6802; retrying in 2.0 s — /connect another address,"
-                   " Ctrl+Q quits" in x.text for x in app.chat.current.lines)
+                   " Esc goes back, Ctrl+Q quits" in x.text for x in app.chat.current.lines)
         assert config.load().recent == []  # never connected: not remembered
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "back to the connect screen")
