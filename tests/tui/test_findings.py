@@ -381,6 +381,13 @@ async def test_command_palette_has_udproom_commands_and_a_polite_quit():
         await pilot.press("enter")
         await until(pilot, lambda: app.chat.active == "ops", "joined ops")
         await pilot.press("f10")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), "palette for nick")
+        await pilot.press(*"nick")
+        await until(pilot, lambda: app.screen.query_one("CommandList").option_count > 0, "nick hit")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.input.value == "/nick ", "prefilled /nick")
+        app.input.value = ""
+        await pilot.press("f10")
         await until(pilot, lambda: isinstance(app.screen, CommandPalette), "palette again")
         await pilot.press(*"quit")
         await until(pilot, lambda: app.screen.query_one("CommandList").option_count > 0, "quit hits")
