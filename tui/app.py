@@ -386,7 +386,8 @@ class ChatApp(App[int]):
         if self._remember is not None and self.chat.connected_once:
             self._remember_connected()
         backend = self.backend
-        if backend is not None and backend.nick != self.chat.nick and self.chat.state == "connected":
+        if (backend is not None and backend.nick != self.chat.nick
+                and self.chat.state in ("connected", "stalled")):
             self.chat.set_nick(backend.nick)
         self._refresh_mode()
         self.refresh_ui()
@@ -457,7 +458,7 @@ class ChatApp(App[int]):
         self.chat.forget_timed_out(self.chat.clock())
         if self.chat.changes.members:
             self.refresh_ui()
-        if self._refresh_mode() or self.chat.state == "reconnecting" or self._flash:
+        if self._refresh_mode() or self.chat.state in ("reconnecting", "stalled") or self._flash:
             self._update_status()
 
     def _update_status(self) -> None:
@@ -479,6 +480,10 @@ class ChatApp(App[int]):
             if chat.rtt is not None:
                 ms = chat.rtt * 1000
                 part("rtt", Text(f" {ms:.0f} ms" if ms >= 0.5 else " <1 ms", "#737aa2"))
+        elif state == "stalled":
+            quiet = int(max(0.0, time.monotonic() - chat.stalled_since))
+            part("state", Text(f" ◌ no answer from the relay for {quiet} s", "#e0af68"),
+                 Text(f" ◌ quiet {quiet} s", "#e0af68"))
         elif state == "connecting":
             part("state", Text.assemble((" ◌ ", "#e0af68"), (
                 f"connecting to {chat.address}…" if chat.address else "connecting…", "#e0af68")),

@@ -164,6 +164,7 @@ class ChatModel:
         self.retry_at: float | None = None  # time.monotonic() deadline
         self.reason = ""
         self.connected_once = False  # this session has connected at least once
+        self.stalled_since = 0.0  # time.monotonic() the relay went quiet (state "stalled")
         self.esc_back = False  # Esc returns to the connect screen (said in the "no answer" line)
         self.away: str | None = None  # our own away message (None: here)
         self.sticky = ""  # a refusal the status line shows until the next keystroke
@@ -613,6 +614,17 @@ class ChatModel:
                 self.rtt = e.rtt
             if e.nick and e.nick != self.nick:
                 self.set_nick(e.nick)
+            self.changes.status = True
+        elif t is ev.ConnectionStalled:
+            # still a session, but the relay has gone quiet: stop claiming "connected"
+            self.state = "stalled"
+            self.stalled_since = time.monotonic() - e.silent
+            self.changes.status = True
+        elif t is ev.ConnectionResumed:
+            if self.state == "stalled":
+                self.state = "connected"
+            if e.rtt is not None:
+                self.rtt = e.rtt
             self.changes.status = True
         elif t is ev.RttUpdated:
             self.rtt = e.rtt

@@ -439,3 +439,15 @@ async def test_connect_screen_recent_by_keyboard_and_mode_marked(monkeypatch):
         await pilot.press("enter")
         await until(pilot, lambda: built, "connect")
         assert built[0].address == "10.0.0.2:7000" and built[0].mode == "join"
+
+
+async def test_a_quiet_relay_is_not_called_connected():
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        backend.inject(ev.ConnectionStalled(7.0))
+        await settle(pilot, app)
+        assert "no answer from the relay for 7 s" in status(app) and "connected" not in status(app)
+        backend.inject(ev.ConnectionResumed(0.02))
+        await settle(pilot, app)
+        assert "connected 20 ms" in status(app)
