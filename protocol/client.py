@@ -115,6 +115,7 @@ class ClientSession:
         self._first_cseq = 1
         self._resume = 0
         self._stalled = False
+        self._renaming = ""  # the nick a /nick asked for, until the relay answers
         self.stats = {"malformed": 0, "duplicates": 0, "retransmits": 0, "unauthenticated": 0}
         self._keepalive = t.keepalive
 
@@ -175,6 +176,7 @@ class ClientSession:
 
     def set_nick(self, nick: str, now: float) -> None:
         check_nick(nick)
+        self._renaming = nick
         self._enqueue(Request(F.OP_NICK, "", nick), now)
 
     def set_topic(self, room: str, topic: str, now: float) -> None:
@@ -675,6 +677,8 @@ class ClientSession:
                 if not hist:
                     old = members.pop(ev.nick, None)
                     members[ev.text] = E.Member(ev.text, old.away if old else "")
+                    if ev.nick == self.nick and self._renaming == ev.text:
+                        self.nick = ev.text  # ours: true from this event on, not only from the Result
                 emit(E.NickChanged(name, seq, ev.nick, ev.text, ev.ts, hist))
             elif kind == F.EV_TOPIC:
                 if not hist:

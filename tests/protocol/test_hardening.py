@@ -263,3 +263,26 @@ def test_a_silent_relay_is_reported_as_stalled_before_the_timeout_and_resumed_af
     before = len(room.events(a, E.ConnectionStalled))
     room.settle(10 * T.timeout)
     assert len(room.events(a, E.ConnectionStalled)) == before
+
+
+def test_our_own_nick_change_is_our_nick_from_its_event_on():
+    """The room's NickChanged can reach the app before the relay's Result: by then the session's
+    nick must already be the new one (the app resynchronises its own nick from it)."""
+    room = Room(2, seed=43)
+    room.wait_joined()
+    a = client_addr(0)
+    ca = room.clients[a]
+    ca.set_nick("zed", room.net.now)
+    room.net.flush(a)
+    seen_at_event = []
+    orig = ca.next_event
+
+    def spy():
+        ev = orig()
+        if isinstance(ev, E.NickChanged) and ev.new == "zed":
+            seen_at_event.append(ca.nick)
+        return ev
+
+    ca.next_event = spy
+    room.settle(0.5)
+    assert seen_at_event == ["zed"]
