@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import math
+import os
 import signal
 import time
 from datetime import tzinfo
@@ -202,11 +203,34 @@ class ChatApp(App[int]):
         self._signals: list[int] = []
         try:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGHUP, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.polite_quit)
+            for sig, handler in ((signal.SIGHUP, self._hangup), (signal.SIGTERM, self.polite_quit)):
+                loop.add_signal_handler(sig, handler)
                 self._signals.append(sig)
         except (AttributeError, NotImplementedError, RuntimeError, ValueError):
             pass  # no such signals (Windows) or not the main thread
+
+    def _hangup(self) -> None:
+        """The terminal is gone: say goodbye on the network, then end the process without
+        touching the screen (Textual's shutdown writes to the dead terminal and blocks forever)."""
+        self.run_worker(self._leave_then_exit(), group="quit")
+
+    async def _leave_then_exit(self) -> None:
+        backend = self.backend
+        if backend is not None:
+            try:
+                backend.close()
+            except Exception:  # noqa: BLE001
+                pass
+            workers = [w for w in self.workers if w.group == "net" and w.is_running]
+            for w in workers:
+                try:
+                    await asyncio.wait_for(w.wait(), 1.0)
+                except Exception:  # noqa: BLE001 - timeout or the worker's own error
+                    pass
+        self._exit_process()
+
+    def _exit_process(self) -> None:
+        os._exit(0)  # noqa: SLF001 - the only way out that does not write to the dead terminal
 
     def on_unmount(self) -> None:
         try:
