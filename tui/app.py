@@ -215,18 +215,7 @@ class ChatApp(App[int]):
         self.run_worker(self._leave_then_exit(), group="quit")
 
     async def _leave_then_exit(self) -> None:
-        backend = self.backend
-        if backend is not None:
-            try:
-                backend.close()
-            except Exception:  # noqa: BLE001
-                pass
-            workers = [w for w in self.workers if w.group == "net" and w.is_running]
-            for w in workers:
-                try:
-                    await asyncio.wait_for(w.wait(), 1.0)
-                except Exception:  # noqa: BLE001 - timeout or the worker's own error
-                    pass
+        await self._say_goodbye(1.0)
         self._exit_process()
 
     def _exit_process(self) -> None:
@@ -990,19 +979,24 @@ class ChatApp(App[int]):
 
     async def action_quit(self) -> None:
         """Leave every room cleanly (the backend says goodbye), then exit."""
-        backend = self.backend
-        if backend is not None:
-            try:
-                backend.close()
-            except Exception:  # noqa: BLE001
-                pass
-            workers = [w for w in self.workers if w.group == "net" and w.is_running]
-            for w in workers:
-                try:
-                    await asyncio.wait_for(w.wait(), 2.0)
-                except Exception:  # noqa: BLE001 - timeout or the worker's own error
-                    pass
+        await self._say_goodbye(2.0)
         self.exit(0)
+
+    async def _say_goodbye(self, patience: float) -> None:
+        """Close the backend (it leaves its rooms and says Bye) and give the network worker up
+        to `patience` seconds to send that."""
+        backend = self.backend
+        if backend is None:
+            return
+        try:
+            backend.close()
+        except Exception:  # noqa: BLE001
+            pass
+        for w in [w for w in self.workers if w.group == "net" and w.is_running]:
+            try:
+                await asyncio.wait_for(w.wait(), patience)
+            except Exception:  # noqa: BLE001 - timeout or the worker's own error
+                pass
 
     # ------------------------------------------------------------------ mouse
 
