@@ -117,6 +117,17 @@ def _where(args: argparse.Namespace) -> str:
     return "peers at " + ", ".join(args.peer) if args.peer else "any peer"
 
 
+def _add_room_args(parser: argparse.ArgumentParser) -> None:
+    """Where the room is (a relay, or direct peers), which room, and as whom: listen and send."""
+    parser.add_argument(
+        "--join", metavar="HOST:PORT",
+        help="the relay, HOST:PORT ('[::1]:6000' for IPv6; port defaults to 6000)",
+    )
+    _add_direct(parser)
+    parser.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
+    parser.add_argument("--nick", help="nick to use (default: your login name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="udproom",
@@ -140,17 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(relay)
 
-    join_help = "the relay, HOST:PORT ('[::1]:6000' for IPv6; port defaults to 6000)"
     listen = sub.add_parser(
         "listen",
         help="join a room and print its events as JSON lines",
         description="Join ROOM and print one JSON object per line: first {'type': 'joined', ...}, "
         "then one per room event (message, join, leave, timeout, nick, topic, away).",
     )
-    listen.add_argument("--join", metavar="HOST:PORT", help=join_help)
-    _add_direct(listen)
-    listen.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
-    listen.add_argument("--nick", help="nick to use (default: your login name)")
+    _add_room_args(listen)
     listen.add_argument(
         "--count", type=_count, metavar="N", help="exit 0 once N message lines were printed"
     )
@@ -171,10 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send TEXT as one message, or with no TEXT each non-empty line of stdin as "
         "a message, in order. Exits 0 once the relay has acknowledged every message.",
     )
-    send.add_argument("--join", metavar="HOST:PORT", help=join_help)
-    _add_direct(send)
-    send.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
-    send.add_argument("--nick", help="nick to use (default: your login name)")
+    _add_room_args(send)
     send.add_argument(
         "--timeout",
         type=_positive,
