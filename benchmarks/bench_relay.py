@@ -55,8 +55,9 @@ class WorkerError(RuntimeError):
 class Worker:
     """One worker process; its stdout lines arrive in a queue (a reader thread per process)."""
 
-    def __init__(self, name: str, argv: list[str], registry: list["Worker"],
-                 cpus: set[int] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], registry: list[Worker], cpus: set[int] | None = None
+    ) -> None:
         self.name = name
         self.proc = subprocess.Popen(
             [sys.executable, WORKER, *argv],
@@ -93,10 +94,11 @@ class Worker:
             except queue.Empty:
                 continue
             if line is None:
-                raise WorkerError(f"{self.name} (pid {self.pid}) exited (code {self.proc.wait()}) "
-                                  f"before its '{kind}' line")
+                raise WorkerError(
+                    f"{self.name} (pid {self.pid}) exited (code {self.proc.wait()}) before its '{kind}' line"
+                )
             if line.startswith(kind + " "):
-                return json.loads(line[len(kind) + 1:])
+                return json.loads(line[len(kind) + 1 :])
 
     def send(self, line: str) -> None:
         try:
@@ -148,12 +150,13 @@ def machine_busy() -> tuple[float, float]:
 def percentile(sorted_vals: array | list, q: float) -> float:
     if not sorted_vals:
         return float("nan")
-    k = min(len(sorted_vals) - 1, max(0, int(round(q / 100 * (len(sorted_vals) - 1)))))
+    k = min(len(sorted_vals) - 1, max(0, round(q / 100 * (len(sorted_vals) - 1))))
     return sorted_vals[k]
 
 
-def run_scenario(kind: str, mode: str, opts: argparse.Namespace, warmup: float, duration: float,
-                 workdir: str) -> dict:
+def run_scenario(
+    kind: str, mode: str, opts: argparse.Namespace, warmup: float, duration: float, workdir: str
+) -> dict:
     """One relay (udproom or naive), its members and senders; returns the figures."""
     workers: list[Worker] = []
     try:
@@ -171,8 +174,18 @@ def run_scenario(kind: str, mode: str, opts: argparse.Namespace, warmup: float, 
         senders_n = opts.senders
         members_n = opts.members - senders_n
         groups = opts.member_procs
-        common = ["--port", str(port), "--mode", mode, "--text-bytes", str(opts.text_bytes),
-                  "--rate", str(opts.rate), "--window", str(opts.window)]
+        common = [
+            "--port",
+            str(port),
+            "--mode",
+            mode,
+            "--text-bytes",
+            str(opts.text_bytes),
+            "--rate",
+            str(opts.rate),
+            "--window",
+            str(opts.window),
+        ]
         if opts.ack_every and kind == "udproom":
             common += ["--ack-every", str(opts.ack_every)]
         member_workers = []
@@ -180,20 +193,28 @@ def run_scenario(kind: str, mode: str, opts: argparse.Namespace, warmup: float, 
         for g in range(groups):
             n = members_n // groups + (1 if g < members_n % groups else 0)
             lat = os.path.join(workdir, f"lat-{kind}-{g}.bin")
-            w = Worker(f"members-{kind}-{g}", [f"members-{kind}", "--first", str(first), "--count", str(n),
-                                               "--lat-file", lat, *common], workers, pin_load)
+            w = Worker(
+                f"members-{kind}-{g}",
+                [f"members-{kind}", "--first", str(first), "--count", str(n), "--lat-file", lat, *common],
+                workers,
+                pin_load,
+            )
             w.lat_file = lat  # type: ignore[attr-defined]
             first += n
             member_workers.append(w)
         for w in member_workers:
             w.expect("ready", 30)
-        senders = Worker(f"senders-{kind}", [f"senders-{kind}", "--first", "0", "--count", str(senders_n),
-                                             *common], workers, pin_load)
+        senders = Worker(
+            f"senders-{kind}",
+            [f"senders-{kind}", "--first", "0", "--count", str(senders_n), *common],
+            workers,
+            pin_load,
+        )
         senders.expect("ready", 30)
         t_go = time.monotonic() + 0.1
         t0 = t_go + warmup
         t1 = t0 + duration
-        for w in member_workers + [senders]:
+        for w in [*member_workers, senders]:
             w.send(f"go {t_go} {t0} {t1}")
         time.sleep(max(0.0, t0 - time.monotonic()))
         if opts.profile and kind == "udproom" and mode == "throughput":
@@ -267,15 +288,21 @@ def main() -> int:
     p.add_argument("--text-bytes", type=int, default=80, help="chat line length in bytes")
     p.add_argument("--window", type=int, default=256, help="unacknowledged messages per sender")
     p.add_argument("--rate", type=float, default=1000.0, help="paced rate for the latency runs")
-    p.add_argument("--naive-blocking", action="store_true",
-                   help="naive relay as a blocking recvfrom/sendto loop instead of uvloop (slower per CPU)")
-    p.add_argument("--pin", action="store_true",
-                   help="relay on CPU 0, every load process on the other CPUs")
+    p.add_argument(
+        "--naive-blocking",
+        action="store_true",
+        help="naive relay as a blocking recvfrom/sendto loop instead of uvloop (slower per CPU)",
+    )
+    p.add_argument("--pin", action="store_true", help="relay on CPU 0, every load process on the other CPUs")
     p.add_argument("--only", choices=["udproom", "naive"], help="run one relay only (profiling)")
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--profile", help="cProfile the udproom relay during the window; write stats here")
-    p.add_argument("--ack-every", type=int, default=0,
-                   help="experiment: udproom members ack after this many new events (ClientSession: 32)")
+    p.add_argument(
+        "--ack-every",
+        type=int,
+        default=0,
+        help="experiment: udproom members ack after this many new events (ClientSession: 32)",
+    )
     p.add_argument("--json", action="store_true", help="also print all figures as one JSON line")
     opts = p.parse_args()
 
@@ -287,7 +314,7 @@ def main() -> int:
     rounds = opts.rounds or rounds
     kinds = [opts.only] if opts.only else ["udproom", "naive"]
 
-    def on_term(signum, frame):  # noqa: ANN001
+    def on_term(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
@@ -299,10 +326,14 @@ def main() -> int:
         uv = uvloop.__version__
     except ImportError:
         uv = "missing"
-    print(f"udproom relay fan-out benchmark: {opts.members} members in one room "
-          f"({opts.senders} of them senders), {opts.text_bytes}-byte chat lines, 127.0.0.1")
-    print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, uvloop {uv}, "
-          f"msgspec {msgspec.__version__}; {duration:g} s windows after {warmup:g} s warm-up")
+    print(
+        f"udproom relay fan-out benchmark: {opts.members} members in one room "
+        f"({opts.senders} of them senders), {opts.text_bytes}-byte chat lines, 127.0.0.1"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, uvloop {uv}, "
+        f"msgspec {msgspec.__version__}; {duration:g} s windows after {warmup:g} s warm-up"
+    )
     print()
     all_runs: list[dict] = []
     started = time.monotonic()
@@ -318,15 +349,20 @@ def main() -> int:
                     extra = ""
                     if kind == "udproom":
                         s = res["relay"]["stats"]
-                        extra = (f"; posts acked {res['senders']['acked_in_window'] / duration:,.0f}/s, "
-                                 f"relay retransmitted {s.get('retransmitted', 0):,} events, "
-                                 f"rate-limited {s.get('rate_limited', 0):,}")
+                        extra = (
+                            f"; posts acked {res['senders']['acked_in_window'] / duration:,.0f}/s, "
+                            f"relay retransmitted {s.get('retransmitted', 0):,} events, "
+                            f"rate-limited {s.get('rate_limited', 0):,}"
+                        )
                     else:
                         extra = f"; relay: {res['relay_mode']}"
-                    print(f"  round {r + 1} {kind:8s} {fmt_rate(res['rate']):>11s} deliveries/s   "
-                          f"CPU: relay {res['relay_cpu']:.0%}, members {res['members_cpu']:.0%}, "
-                          f"senders {res['senders_cpu']:.0%}; machine {res['machine_busy']:.0%} busy, "
-                          f"{max(0.0, res['machine_busy'] - res['ours']):.0%} of it not ours{extra}", flush=True)
+                    print(
+                        f"  round {r + 1} {kind:8s} {fmt_rate(res['rate']):>11s} deliveries/s   "
+                        f"CPU: relay {res['relay_cpu']:.0%}, members {res['members_cpu']:.0%}, "
+                        f"senders {res['senders_cpu']:.0%}; machine {res['machine_busy']:.0%} busy, "
+                        f"{max(0.0, res['machine_busy'] - res['ours']):.0%} of it not ours{extra}",
+                        flush=True,
+                    )
                 if not opts.no_latency:
                     for kind in kinds:
                         res = run_scenario(kind, "latency", opts, 1.0, lat_s, workdir)
@@ -336,10 +372,13 @@ def main() -> int:
                         pooled[".app"].extend(res["_samples"][".app"])
                         pooled["cpu"].append(res["relay_cpu"])
                         k = sorted(res["_samples"]["kernel"])
-                        print(f"  round {r + 1} {kind:8s} latency at {opts.rate:,.0f} msg/s: "
-                              f"p50 {percentile(k, 50) / 1000:.0f} us, p99 {percentile(k, 99) / 1000:.0f} us; "
-                              f"machine {res['machine_busy']:.0%} busy, "
-                              f"{max(0.0, res['machine_busy'] - res['ours']):.0%} of it not ours", flush=True)
+                        print(
+                            f"  round {r + 1} {kind:8s} latency at {opts.rate:,.0f} msg/s: "
+                            f"p50 {percentile(k, 50) / 1000:.0f} us, p99 {percentile(k, 99) / 1000:.0f} us; "
+                            f"machine {res['machine_busy']:.0%} busy, "
+                            f"{max(0.0, res['machine_busy'] - res['ours']):.0%} of it not ours",
+                            flush=True,
+                        )
                         del res["_samples"]
     except KeyboardInterrupt:
         print("\ninterrupted; every worker was ended", file=sys.stderr)
@@ -363,37 +402,53 @@ def main() -> int:
         per_cpu = mean(kind) / cpu if cpu else float("nan")
         eff[kind] = per_cpu
         label = "udproom relay" if kind == "udproom" else f"naive relay ({runs[0]['relay_mode']})"
-        print(f"  {label:34s} {fmt_rate(mean(kind)):>11s} deliveries/s "
-              f"(mean of {len(runs)}, best {fmt_rate(best(kind))}); relay CPU {cpu:.0%} of a core, "
-              f"{fmt_rate(per_cpu)} deliveries per relay CPU-second")
+        print(
+            f"  {label:34s} {fmt_rate(mean(kind)):>11s} deliveries/s "
+            f"(mean of {len(runs)}, best {fmt_rate(best(kind))}); relay CPU {cpu:.0%} of a core, "
+            f"{fmt_rate(per_cpu)} deliveries per relay CPU-second"
+        )
     if len(kinds) == 2:
         ratio = mean("udproom") / mean("naive")
-        print(f"  ratio udproom/naive: {ratio:.2f}x deliveries/s  (target >= 0.8x: "
-              f"{'met' if ratio >= 0.8 else 'NOT met'}); {eff['udproom'] / eff['naive']:.2f}x per relay CPU-second")
+        print(
+            f"  ratio udproom/naive: {ratio:.2f}x deliveries/s  (target >= 0.8x: "
+            f"{'met' if ratio >= 0.8 else 'NOT met'}); "
+            f"{eff['udproom'] / eff['naive']:.2f}x per relay CPU-second"
+        )
     if lat:
         print()
-        print(f"End-to-end latency at a paced {opts.rate:,.0f} messages/s, sender's post -> arrival in the "
-              "member's socket (kernel timestamp) [and after the member decoded it]:")
+        print(
+            f"End-to-end latency at a paced {opts.rate:,.0f} messages/s, sender's post -> arrival in the "
+            "member's socket (kernel timestamp) [and after the member decoded it]:"
+        )
         for kind, pooled in lat.items():
             k = sorted(pooled["kernel"])
             a = sorted(pooled[".app"])
             cpu = sum(pooled["cpu"]) / len(pooled["cpu"])
-            print(f"  {kind:8s} p50 {percentile(k, 50) / 1000:6.0f} us  p99 {percentile(k, 99) / 1000:6.0f} us"
-                  f"   [p50 {percentile(a, 50) / 1000:.0f} us, p99 {percentile(a, 99) / 1000:.0f} us]"
-                  f"   ({len(k):,} deliveries, all rounds; relay CPU {cpu:.0%})")
+            print(
+                f"  {kind:8s} p50 {percentile(k, 50) / 1000:6.0f} us  p99 {percentile(k, 99) / 1000:6.0f} us"
+                f"   [p50 {percentile(a, 50) / 1000:.0f} us, p99 {percentile(a, 99) / 1000:.0f} us]"
+                f"   ({len(k):,} deliveries, all rounds; relay CPU {cpu:.0%})"
+            )
     print()
-    where = ("the relay is pinned to CPU 0 and the load to the others" if opts.pin else
-             "the relay never has a core to itself")
-    print(f"Notes: {os.cpu_count()} cores are shared by the relay and the load ({opts.member_procs} member "
-          f"processes, 1 sender process); {where}. Both relays face the "
-          "same load, so the ratio is fair. udproom members are lean protocol members (real handshake, "
-          "join and delayed cumulative/selective acks, no UI events); udproom senders are real "
-          "ClientSession cores. The naive relay does no acks, ordering or repair: what it drops is lost. "
-          f"Total time {time.monotonic() - started:.0f} s.")
+    where = (
+        "the relay is pinned to CPU 0 and the load to the others"
+        if opts.pin
+        else "the relay never has a core to itself"
+    )
+    print(
+        f"Notes: {os.cpu_count()} cores are shared by the relay and the load ({opts.member_procs} member "
+        f"processes, 1 sender process); {where}. Both relays face the "
+        "same load, so the ratio is fair. udproom members are lean protocol members (real handshake, "
+        "join and delayed cumulative/selective acks, no UI events); udproom senders are real "
+        "ClientSession cores. The naive relay does no acks, ordering or repair: what it drops is lost. "
+        f"Total time {time.monotonic() - started:.0f} s."
+    )
     foreign = max(max(0.0, r["machine_busy"] - r["ours"]) for r in all_runs)
     if foreign > 0.10:
-        print(f"Warning: other processes used up to {foreign:.0%} of the machine during a run; "
-              "figures are noisier than usual (alternating rounds keep the comparison even).")
+        print(
+            f"Warning: other processes used up to {foreign:.0%} of the machine during a run; "
+            "figures are noisier than usual (alternating rounds keep the comparison even)."
+        )
     if opts.json:
         print(json.dumps({"runs": all_runs}, default=str))
     return 0

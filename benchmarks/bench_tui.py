@@ -27,16 +27,16 @@ import sys
 import time
 import tracemalloc
 from collections import deque
-from datetime import timezone
+from datetime import UTC
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from textual import events  # noqa: E402
+from textual import events
 
-from udproom.protocol import events as ev  # noqa: E402
-from udproom.tui import model as m  # noqa: E402
-from udproom.tui.app import ChatApp  # noqa: E402
-from udproom.tui.demo import FakeBackend  # noqa: E402
+from udproom.protocol import events as ev
+from udproom.tui import model as m
+from udproom.tui.app import ChatApp
+from udproom.tui.demo import FakeBackend
 
 ROOMS = ["lobby", "dev", "random", "ops", "music"]
 T0 = 1_780_000_000.0
@@ -47,7 +47,9 @@ def make_events(n: int) -> list:
     out = []
     for i in range(n):
         room = ROOMS[i % len(ROOMS)] if i % 4 == 0 else "lobby"
-        text = f"message {i}: the quick brown fox jumps over the lazy dog" + (" alice?" if i % 997 == 0 else "")
+        text = f"message {i}: the quick brown fox jumps over the lazy dog" + (
+            " alice?" if i % 997 == 0 else ""
+        )
         out.append(ev.MessageReceived(room, i + 1, nicks[i % len(nicks)], text, T0 + i * 0.01))
     return out
 
@@ -58,7 +60,7 @@ def rss_mb() -> float:
 
 def make_app():
     backend = FakeBackend("alice", ROOMS, clock=lambda: T0)
-    app = ChatApp(backend=backend, tz=timezone.utc, clock=lambda: T0, save_config=False, bell=False)
+    app = ChatApp(backend=backend, tz=UTC, clock=lambda: T0, save_config=False, bell=False)
     return app, backend
 
 
@@ -81,7 +83,7 @@ async def ingest(evs: list, chunk: int = 1000) -> tuple[float, int]:
         start = time.perf_counter()
         emit = backend.emit
         for i in range(0, len(evs), chunk):
-            for e in evs[i:i + chunk]:
+            for e in evs[i : i + chunk]:
                 emit(e)
             await asyncio.sleep(0.001)  # the network hands over a chunk per millisecond or so
         while True:
@@ -125,8 +127,11 @@ async def latency(rate: int, keys: int) -> tuple[list[float], float]:
                 due = int((time.perf_counter() - start) * rate) + int(per_tick)
                 while sent < due:
                     i += 1
-                    backend.emit(ev.MessageReceived(ROOMS[i % 5], i, "bob", f"flood {i} lorem ipsum dolor",
-                                                    T0 + i * 0.001))
+                    backend.emit(
+                        ev.MessageReceived(
+                            ROOMS[i % 5], i, "bob", f"flood {i} lorem ipsum dolor", T0 + i * 0.001
+                        )
+                    )
                     sent += 1
                 await asyncio.sleep(tick)
 
@@ -157,9 +162,7 @@ async def latency(rate: int, keys: int) -> tuple[list[float], float]:
 
 def baseline_list(evs: list) -> float:
     start = time.perf_counter()
-    out = []
-    for e in evs:
-        out.append(e)
+    out = list(evs)
     d = deque(maxlen=m.SCROLLBACK)
     for e in out:
         d.append(e)
@@ -167,7 +170,7 @@ def baseline_list(evs: list) -> float:
 
 
 def baseline_model(evs: list) -> float:
-    chat = m.ChatModel("alice", tz=timezone.utc, clock=lambda: T0)
+    chat = m.ChatModel("alice", tz=UTC, clock=lambda: T0)
     for r in ROOMS:
         chat.apply(ev.RoomJoined(r, "alice", (ev.Member("alice"),)))
     start = time.perf_counter()
@@ -208,22 +211,35 @@ def main() -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print("\n1. ingest (until the last message is on screen)")
-    print(f"   app:              {t_app:7.3f} s  {n / t_app:12,.0f} msg/s  in {flushes} screen updates"
-          f"   target < 2 s: {'ok' if t_app < 2 else 'MISSED'}")
-    print(f"   baseline model:   {t_model:7.3f} s  {n / t_model:12,.0f} msg/s  (ChatModel only, no screen)"
-          f"   app/model = {t_app / t_model:.1f}x")
-    print(f"   baseline list:    {t_list:7.3f} s  {n / t_list:12,.0f} msg/s  (list + deque append)"
-          f"   app/list = {t_app / t_list:.0f}x")
-    print(f"   memory: tracemalloc peak {peak / 2**20:.1f} MB; process peak RSS {rss1:.0f} MB "
-          f"(+{rss1 - rss0:.0f} MB over the {rss0:.0f} MB before the run)"
-          f"   target < 200 MB: {'ok' if peak / 2**20 < 200 and rss1 < 200 else 'MISSED'}")
+    print(
+        f"   app:              {t_app:7.3f} s  {n / t_app:12,.0f} msg/s  in {flushes} screen updates"
+        f"   target < 2 s: {'ok' if t_app < 2 else 'MISSED'}"
+    )
+    print(
+        f"   baseline model:   {t_model:7.3f} s  {n / t_model:12,.0f} msg/s  (ChatModel only, no screen)"
+        f"   app/model = {t_app / t_model:.1f}x"
+    )
+    print(
+        f"   baseline list:    {t_list:7.3f} s  {n / t_list:12,.0f} msg/s  (list + deque append)"
+        f"   app/list = {t_app / t_list:.0f}x"
+    )
+    print(
+        f"   memory: tracemalloc peak {peak / 2**20:.1f} MB; process peak RSS {rss1:.0f} MB "
+        f"(+{rss1 - rss0:.0f} MB over the {rss0:.0f} MB before the run)"
+        f"   target < 200 MB: {'ok' if peak / 2**20 < 200 and rss1 < 200 else 'MISSED'}"
+    )
     print(f"\n2. keypress-to-screen ({args.keys} keys)")
-    print(f"   idle:              p50 {statistics.median(quiet) * 1000:6.1f} ms  p95 {pct(quiet, .95) * 1000:6.1f} ms"
-          f"  max {max(quiet) * 1000:6.1f} ms")
-    print(f"   flood {achieved:,.0f} msg/s: p50 {statistics.median(loud) * 1000:6.1f} ms  "
-          f"p95 {pct(loud, .95) * 1000:6.1f} ms  max {max(loud) * 1000:6.1f} ms"
-          f"   flood/idle p50 = {statistics.median(loud) / statistics.median(quiet):.1f}x"
-          f"   target < 50 ms: {'ok' if pct(loud, .95) < 0.05 else 'MISSED'} (p95)")
+    print(
+        f"   idle:              p50 {statistics.median(quiet) * 1000:6.1f} ms"
+        f"  p95 {pct(quiet, 0.95) * 1000:6.1f} ms"
+        f"  max {max(quiet) * 1000:6.1f} ms"
+    )
+    print(
+        f"   flood {achieved:,.0f} msg/s: p50 {statistics.median(loud) * 1000:6.1f} ms  "
+        f"p95 {pct(loud, 0.95) * 1000:6.1f} ms  max {max(loud) * 1000:6.1f} ms"
+        f"   flood/idle p50 = {statistics.median(loud) / statistics.median(quiet):.1f}x"
+        f"   target < 50 ms: {'ok' if pct(loud, 0.95) < 0.05 else 'MISSED'} (p95)"
+    )
 
 
 if __name__ == "__main__":

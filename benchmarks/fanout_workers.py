@@ -169,7 +169,7 @@ def relay_udproom(args: argparse.Namespace) -> None:
         lp.add_reader(ctl.fd, on_stdin)
         try:
             await asyncio.wait_for(done.wait(), args.max_seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         lp.remove_reader(ctl.fd)
         stats = server.stats
@@ -203,7 +203,7 @@ def relay_naive(args: argparse.Namespace) -> None:
         import uvloop
 
         class Naive(asyncio.DatagramProtocol):
-            def connection_made(self, transport):  # noqa: ANN001
+            def connection_made(self, transport):
                 self.t = transport
 
             def datagram_received(self, data: bytes, addr: tuple) -> None:
@@ -235,7 +235,7 @@ def relay_naive(args: argparse.Namespace) -> None:
             lp.add_reader(ctl.fd, on_stdin)
             try:
                 await asyncio.wait_for(done.wait(), args.max_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
         uvloop.run(main())
@@ -314,8 +314,19 @@ class LeanMember:
     quiet. What it skips is building MessageReceived events and the per-message dedupe by mid.
     """
 
-    __slots__ = ("sock", "nick", "cum", "buf", "unacked", "ack_at", "nack_at", "count",
-                 "last_sent", "dups", "sid")
+    __slots__ = (
+        "ack_at",
+        "buf",
+        "count",
+        "cum",
+        "dups",
+        "last_sent",
+        "nack_at",
+        "nick",
+        "sid",
+        "sock",
+        "unacked",
+    )
 
     def __init__(self, sock: socket.socket, nick: str) -> None:
         self.sock = sock
@@ -403,7 +414,7 @@ class LeanMember:
             buf.discard(cum)
         self.cum = cum
         self.unacked += new
-        return new, True if (new == 0 or buf) else False
+        return new, bool(new == 0 or buf)
 
     def skip_to(self, first: int) -> None:
         if first - 1 > self.cum:
@@ -441,7 +452,7 @@ def members_udproom(args: argparse.Namespace) -> None:
     from udproom.protocol.reliability import Timing
 
     if args.ack_every:  # experiment: what a different ClientSession.ACK_EVERY would cost the relay
-        ACK_EVERY = args.ack_every  # noqa: N806
+        ACK_EVERY = args.ack_every
 
     timing = Timing()
     ack_delay = timing.ack_delay
@@ -456,7 +467,7 @@ def members_udproom(args: argparse.Namespace) -> None:
         members.append(m)
     emit("ready", {"members": len(members)})
     ctl = Control()
-    t_go, t0, t1 = ctl.wait_go(time.monotonic() + args.max_seconds)
+    _t_go, t0, t1 = ctl.wait_go(time.monotonic() + args.max_seconds)
     latency = args.mode == "latency"
     lat_ns = array("q")
     app_ns = array("q")
@@ -465,7 +476,7 @@ def members_udproom(args: argparse.Namespace) -> None:
         sel.register(m.sock, selectors.EVENT_READ, m)
         if latency:
             enable_timestamps(m.sock)
-    pending: dict[LeanMember, None] = {m: None for m in members}  # owe an ack
+    pending: dict[LeanMember, None] = dict.fromkeys(members)  # owe an ack
     counted_at_t0 = None
     end = t1 + 0.3
     errors = 0
@@ -527,8 +538,12 @@ def members_udproom(args: argparse.Namespace) -> None:
                                 t_ns = time.time_ns()
                                 for i, ev in enumerate(fr.events):
                                     s = fr.seq + i
-                                    if (s > before and s not in buf_before and ev.kind == F.EV_MSG
-                                            and ev.text.startswith("L")):
+                                    if (
+                                        s > before
+                                        and s not in buf_before
+                                        and ev.kind == F.EV_MSG
+                                        and ev.text.startswith("L")
+                                    ):
                                         sent = int(ev.text[1:].split(" ", 1)[0])
                                         lat_ns.append(k_ns - sent)
                                         app_ns.append(t_ns - sent)
@@ -565,8 +580,16 @@ def members_udproom(args: argparse.Namespace) -> None:
     total = sum(m.count for m in members)
     in_window_count = total - (counted_at_t0 if counted_at_t0 is not None else total)
     write_latencies(args.lat_file, lat_ns, app_ns)
-    emit("result", {"deliveries": in_window_count, "total": total, "errors": errors,
-                    "dups": sum(m.dups for m in members), "latencies": len(lat_ns)})
+    emit(
+        "result",
+        {
+            "deliveries": in_window_count,
+            "total": total,
+            "errors": errors,
+            "dups": sum(m.dups for m in members),
+            "latencies": len(lat_ns),
+        },
+    )
     for m in members:  # say goodbye so the relay does not time them out
         try:
             m.sock.send(F.encode((m.sid, F.Bye("bench done"))))
@@ -600,7 +623,7 @@ def members_naive(args: argparse.Namespace) -> None:
         socks.append(s)
     emit("ready", {"members": len(socks)})
     ctl = Control()
-    t_go, t0, t1 = ctl.wait_go(time.monotonic() + args.max_seconds)
+    _t_go, t0, t1 = ctl.wait_go(time.monotonic() + args.max_seconds)
     latency = args.mode == "latency"
     lat_ns = array("q")
     app_ns = array("q")
@@ -633,12 +656,18 @@ def members_naive(args: argparse.Namespace) -> None:
                     break
                 count += 1
                 if latency and in_window and data[:1] == b"L":
-                    sent = int(data[1:data.index(b" ")])
+                    sent = int(data[1 : data.index(b" ")])
                     lat_ns.append(kernel_ns(anc) - sent)
                     app_ns.append(time.time_ns() - sent)
     write_latencies(args.lat_file, lat_ns, app_ns)
-    emit("result", {"deliveries": count - (at_t0 if at_t0 is not None else count), "total": count,
-                    "latencies": len(lat_ns)})
+    emit(
+        "result",
+        {
+            "deliveries": count - (at_t0 if at_t0 is not None else count),
+            "total": count,
+            "latencies": len(lat_ns),
+        },
+    )
     for s in socks:
         s.close()
 
@@ -774,8 +803,16 @@ def senders_naive(args: argparse.Namespace) -> None:
     sel = selectors.EpollSelector()
     state = []
     for i, s in enumerate(socks):
-        st = {"i": i, "sock": s, "sent": 0, "out": 0, "echo_at": t_go, "delivered": 0, "lost": 0,
-              "tag": f"{i:02d}:".encode()}
+        st = {
+            "i": i,
+            "sock": s,
+            "sent": 0,
+            "out": 0,
+            "echo_at": t_go,
+            "delivered": 0,
+            "lost": 0,
+            "tag": f"{i:02d}:".encode(),
+        }
         state.append(st)
         sel.register(s, selectors.EVENT_READ, st)
     interval = len(socks) / args.rate if latency else 0.0
@@ -831,9 +868,14 @@ def senders_naive(args: argparse.Namespace) -> None:
                     if st["out"]:
                         st["out"] -= 1
     total = sum(st["delivered"] for st in state)
-    emit("result", {"deliveries": total - (d_t0 if d_t0 is not None else total),
-                    "posted": sum(st["sent"] for st in state),
-                    "lost_window": sum(st["lost"] for st in state)})
+    emit(
+        "result",
+        {
+            "deliveries": total - (d_t0 if d_t0 is not None else total),
+            "posted": sum(st["sent"] for st in state),
+            "lost_window": sum(st["lost"] for st in state),
+        },
+    )
 
 
 # =============================================================================== main
@@ -841,8 +883,17 @@ def senders_naive(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["relay-udproom", "relay-naive", "members-udproom", "members-naive",
-                                    "senders-udproom", "senders-naive"])
+    p.add_argument(
+        "role",
+        choices=[
+            "relay-udproom",
+            "relay-naive",
+            "members-udproom",
+            "members-naive",
+            "senders-udproom",
+            "senders-naive",
+        ],
+    )
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--first", type=int, default=0, help="index of the first member (for nicks)")
     p.add_argument("--count", type=int, default=1)

@@ -88,11 +88,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_direct(p: argparse.ArgumentParser) -> None:
     """Direct mode (no relay): the alternative to --join."""
-    p.add_argument("--listen", metavar="[HOST]:PORT",
-                   help="direct mode: talk to peers without a relay, listening here "
-                   "(':6001' = every interface; port 0 = any free port)")
-    p.add_argument("--peer", metavar="HOST:PORT", action="append", default=[],
-                   help="direct mode: a peer to contact (repeatable; one member reveals the rest)")
+    p.add_argument(
+        "--listen",
+        metavar="[HOST]:PORT",
+        help="direct mode: talk to peers without a relay, listening here "
+        "(':6001' = every interface; port 0 = any free port)",
+    )
+    p.add_argument(
+        "--peer",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="direct mode: a peer to contact (repeatable; one member reveals the rest)",
+    )
     # Hidden, for tests: seeded loss/duplication under the peer's transport.
     p.add_argument("--loss", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--dup", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -107,8 +115,16 @@ def _client(args: argparse.Namespace, nick: str, room: str) -> Any:
         return RelayClient(args.join, nick, [room], timing=_timing(args))
     from .net.peer import PeerClient
 
-    return PeerClient(args.listen, list(args.peer), nick, [room], timing=_timing(args),
-                      loss=args.loss, dup=args.dup, seed=args.loss_seed)
+    return PeerClient(
+        args.listen,
+        list(args.peer),
+        nick,
+        [room],
+        timing=_timing(args),
+        loss=args.loss,
+        dup=args.dup,
+        seed=args.loss_seed,
+    )
 
 
 def _where(args: argparse.Namespace) -> str:
@@ -120,7 +136,8 @@ def _where(args: argparse.Namespace) -> str:
 def _add_room_args(parser: argparse.ArgumentParser) -> None:
     """Where the room is (a relay, or direct peers), which room, and as whom: listen and send."""
     parser.add_argument(
-        "--join", metavar="HOST:PORT",
+        "--join",
+        metavar="HOST:PORT",
         help="the relay, HOST:PORT ('[::1]:6000' for IPv6; port defaults to 6000)",
     )
     _add_direct(parser)
@@ -146,8 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind",
         default=":6000",
         metavar="[HOST]:PORT",
-        help="where to listen (default ':6000' = every interface, IPv4 and IPv6; port 0 = any "
-        "free port)",
+        help="where to listen (default ':6000' = every interface, IPv4 and IPv6; port 0 = any free port)",
     )
     _add_common(relay)
 
@@ -158,18 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
         "then one per room event (message, join, leave, timeout, nick, topic, away).",
     )
     _add_room_args(listen)
-    listen.add_argument(
-        "--count", type=_count, metavar="N", help="exit 0 once N message lines were printed"
-    )
+    listen.add_argument("--count", type=_count, metavar="N", help="exit 0 once N message lines were printed")
     listen.add_argument(
         "--timeout",
         type=_positive,
         metavar="SECONDS",
         help="stop after SECONDS (an error with --count, a normal end without)",
     )
-    listen.add_argument(
-        "--history", action="store_true", help="also print the room's recent history first"
-    )
+    listen.add_argument("--history", action="store_true", help="also print the room's recent history first")
     _add_common(listen)
 
     send = sub.add_parser(
@@ -192,8 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _timing(args: argparse.Namespace) -> Timing | None:
-    if not (args.fast_timers or args.keepalive or args.timeout_member or args.give_up
-            or args.reconnect_max):
+    if not (args.fast_timers or args.keepalive or args.timeout_member or args.give_up or args.reconnect_max):
         return None
     t = Timing.fast() if args.fast_timers else Timing()
     if args.keepalive:
@@ -345,14 +356,16 @@ async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
                 return
             if not state["joined"]:
                 state["joined"] = True
-                out.write({
-                    "type": "joined",
-                    "room": ev.room,
-                    "nick": ev.nick,
-                    "members": [m.nick for m in ev.members],
-                    "topic": ev.topic,
-                    "ts": time.time(),
-                })
+                out.write(
+                    {
+                        "type": "joined",
+                        "room": ev.room,
+                        "nick": ev.nick,
+                        "members": [m.nick for m in ev.members],
+                        "topic": ev.topic,
+                        "ts": time.time(),
+                    }
+                )
             else:
                 log.info("rejoined #%s", ev.room)
             return
@@ -439,7 +452,7 @@ async def _drive(
         extra = asyncio.create_task(guarded())
     try:
         await asyncio.wait_for(done.wait(), args.timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         if state["error"] is None:
             state["error"] = timeout_error(args, state)
     finally:
@@ -448,7 +461,7 @@ async def _drive(
         client.close()
         try:
             await asyncio.wait_for(runner, 1.0)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             pass
         except Exception as exc:  # never a traceback for the user
             log.debug("client ended with %r", exc)
@@ -509,8 +522,14 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
     done = asyncio.Event()
     joined = asyncio.Event()
     progress = asyncio.Event()  # an ack arrived
-    state: dict = {"error": None, "interrupted": False, "posted": 0, "acked": 0, "all_posted": False,
-                   "joined": False}
+    state: dict = {
+        "error": None,
+        "interrupted": False,
+        "posted": 0,
+        "acked": 0,
+        "all_posted": False,
+        "joined": False,
+    }
     pending: set[int] = set()
 
     def finish(error: str | None = None) -> None:

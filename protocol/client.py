@@ -58,8 +58,17 @@ class Request:
 
 
 class RoomState:
-    __slots__ = ("name", "rx", "join_seq", "history_below", "members", "topic", "collecting",
-                 "early", "ready")
+    __slots__ = (
+        "collecting",
+        "early",
+        "history_below",
+        "join_seq",
+        "members",
+        "name",
+        "ready",
+        "rx",
+        "topic",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -308,7 +317,11 @@ class ClientSession:
                 req.due = now + self.rtt.backoff(req.attempts + 1)
                 self._frames.append(req.frame())
                 self.stats["retransmits"] += 1
-            if not req.failed and now >= req.created + t.give_up and req.op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT):
+            if (
+                not req.failed
+                and now >= req.created + t.give_up
+                and req.op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
+            ):
                 req.failed = True
                 self._fail(req, "the relay did not acknowledge it in time")
         self._retx_at = min((r.due for r in self._inflight.values()), default=None)
@@ -341,13 +354,15 @@ class ClientSession:
         self._frames.append(F.Hello(*args, pad, *rest))
         self._hello_tries += 1
         self._hello_sent = now
-        self._hello_at = now + min(self.timing.rto_max, self.timing.rto_initial * 2 ** (self._hello_tries - 1))
+        self._hello_at = now + min(
+            self.timing.rto_max, self.timing.rto_initial * 2 ** (self._hello_tries - 1)
+        )
 
     def _lost(self, reason: str, now: float, delay: float | None = None) -> None:
         self._stalled = False
         if delay is None:
             t = self.timing
-            delay = min(t.reconnect_max, t.reconnect_min * 2 ** self._reconnects)
+            delay = min(t.reconnect_max, t.reconnect_min * 2**self._reconnects)
             self._reconnects += 1
         self.state = WAITING
         self._wait_until = now + delay
@@ -483,8 +498,14 @@ class ClientSession:
             if op == F.OP_NICK:
                 self.nick = req.text  # what the next Hello (after a reconnect) asks for
             return
-        what = {F.OP_JOIN: "join", F.OP_PART: "part", F.OP_NICK: "nick", F.OP_TOPIC: "topic",
-                F.OP_AWAY: "away", F.OP_NAMES: "names"}.get(op, "request")
+        what = {
+            F.OP_JOIN: "join",
+            F.OP_PART: "part",
+            F.OP_NICK: "nick",
+            F.OP_TOPIC: "topic",
+            F.OP_AWAY: "away",
+            F.OP_NAMES: "names",
+        }.get(op, "request")
         if op == F.OP_JOIN:
             self.rooms.pop(req.room, None)
         self._events.append(E.RequestRefused(what, res.room or req.room, res.reason))
@@ -556,8 +577,7 @@ class ClientSession:
                 self._start_handshake(now)
         elif tp is F.Bye:
             if self.state == CONNECTED:
-                self._lost(frame.reason or "the relay said goodbye", now,
-                           self.timing.reconnect_min)
+                self._lost(frame.reason or "the relay said goodbye", now, self.timing.reconnect_min)
         elif tp is F.Refuse:
             if self.state != HANDSHAKE or frame.nonce != self._nonce:
                 return
@@ -658,8 +678,18 @@ class ClientSession:
                         self.stats["duplicates"] += 1
                         continue
                     self._seen_mids.add(ev.mid)
-                emit(E.MessageReceived(name, seq, ev.nick, ev.text, ev.ts, kind == F.EV_ACTION, hist,
-                                       ev.mid in self._own_mids))
+                emit(
+                    E.MessageReceived(
+                        name,
+                        seq,
+                        ev.nick,
+                        ev.text,
+                        ev.ts,
+                        kind == F.EV_ACTION,
+                        hist,
+                        ev.mid in self._own_mids,
+                    )
+                )
                 continue
             if kind == F.EV_JOIN:
                 if not hist:
@@ -699,8 +729,16 @@ class ClientSession:
             sent = kind in (F.EV_DM_SENT, F.EV_DM_ACTION_SENT)
             action = kind in (F.EV_DM_ACTION, F.EV_DM_ACTION_SENT)
             self._events.append(
-                E.MessageReceived(E.direct_room(ev.nick), seq, self.nick if sent else ev.nick, ev.text,
-                                  ev.ts, action, False, sent)
+                E.MessageReceived(
+                    E.direct_room(ev.nick),
+                    seq,
+                    self.nick if sent else ev.nick,
+                    ev.text,
+                    ev.ts,
+                    action,
+                    False,
+                    sent,
+                )
             )
 
 

@@ -22,7 +22,7 @@ AMPLIFICATION = 3
 
 
 class CookieJar:
-    __slots__ = ("secret", "period")
+    __slots__ = ("period", "secret")
 
     def __init__(self, secret: bytes | None = None, period: float = COOKIE_PERIOD) -> None:
         self.secret = secret or os.urandom(32)
@@ -54,7 +54,7 @@ class SourceLimiter:
     a second from one address, and at most `cap` addresses remembered (beyond that the oldest are
     forgotten, so a flood from forged addresses cannot lock real clients out)."""
 
-    __slots__ = ("rate", "cap", "buckets")
+    __slots__ = ("buckets", "cap", "rate")
 
     def __init__(self, rate: float, cap: int = 100_000) -> None:
         self.rate = rate

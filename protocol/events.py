@@ -240,4 +240,3 @@ Event = (
     | PostFailed
     | Notice
 )
-

@@ -11,8 +11,6 @@ without fragmentation. `decode` raises `FrameError` and nothing else.
 
 from __future__ import annotations
 
-from typing import Union
-
 import msgspec
 
 VERSION = 1
@@ -288,30 +286,30 @@ class PeerJoin(Frame, tag=35):
     since: float = 0.0
 
 
-AnyFrame = Union[
-    Hello,
-    Retry,
-    Welcome,
-    Refuse,
-    Reset,
-    Bye,
-    Ping,
-    Pong,
-    Sid,
-    Req,
-    Result,
-    Joined,
-    Batch,
-    Gone,
-    Ack,
-    Nack,
-    PeerMsg,
-    PeerList,
-    PeerAck,
-    PeerLeave,
-    PeerHistory,
-    PeerJoin,
-]
+AnyFrame = (
+    Hello
+    | Retry
+    | Welcome
+    | Refuse
+    | Reset
+    | Bye
+    | Ping
+    | Pong
+    | Sid
+    | Req
+    | Result
+    | Joined
+    | Batch
+    | Gone
+    | Ack
+    | Nack
+    | PeerMsg
+    | PeerList
+    | PeerAck
+    | PeerLeave
+    | PeerHistory
+    | PeerJoin
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[AnyFrame])

@@ -20,8 +20,9 @@ How it works (README has the long form):
   pair is room "". The PeerJoin a sender gives a receiver names the first sequence that receiver
   will get (`base`): a new member gets the sender's messages of the last two keepalives (and
   anything still unacknowledged), which closes the race between sending and learning of a new
-  member (those stamped before the receiver joined are flagged `history`). Receivers deliver each sender's stream in order (`RecvStream`), ack it
-  (cumulative + SACK ranges, delayed `ack_delay`), NACK holes (paced per RTT); senders
+  member (those stamped before the receiver joined are flagged `history`).
+  Receivers deliver each sender's stream in order (`RecvStream`), ack it (cumulative + SACK
+  ranges, delayed `ack_delay`), NACK holes (paced per RTT); senders
   retransmit on an RFC 6298 RTO with backoff. Message ids (`mid`) suppress duplicates across
   retransmits, re-links and history. A post is acknowledged (`PostAcknowledged`) once every peer
   that was in the room when it was sent (or joined within the window) acked it, or left; after
@@ -91,7 +92,7 @@ def _rand63() -> int:
 
 
 class OwnMsg:
-    __slots__ = ("frame", "local_id", "created", "waiting", "failed", "done", "room")
+    __slots__ = ("created", "done", "failed", "frame", "local_id", "room", "waiting")
 
     def __init__(self, frame: F.PeerMsg, local_id: int, created: float, waiting: set[int], room: str) -> None:
         self.frame = frame
@@ -106,7 +107,7 @@ class OwnMsg:
 class OutStream:
     """Our numbered messages in one room (or in one pair's DM stream)."""
 
-    __slots__ = ("name", "seq", "msgs")
+    __slots__ = ("msgs", "name", "seq")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -120,7 +121,7 @@ class OutStream:
 class Target:
     """One receiver of one of our streams."""
 
-    __slots__ = ("base", "acked", "sacked", "probe_at", "attempts", "last_retx", "since")
+    __slots__ = ("acked", "attempts", "base", "last_retx", "probe_at", "sacked", "since")
 
     def __init__(self, base: int, now: float) -> None:
         self.base = base
@@ -135,8 +136,22 @@ class Target:
 class LinkRoom:
     """What one link shares about one room ("" = the pair's DM stream)."""
 
-    __slots__ = ("name", "member", "target", "rx", "rx_base", "ask_at", "ask_tries", "history_want",
-                 "history_until", "history_sent", "top", "gossiped", "hidden", "since")
+    __slots__ = (
+        "ask_at",
+        "ask_tries",
+        "gossiped",
+        "hidden",
+        "history_sent",
+        "history_until",
+        "history_want",
+        "member",
+        "name",
+        "rx",
+        "rx_base",
+        "since",
+        "target",
+        "top",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -189,7 +204,7 @@ class Link:
 
 
 class Room:
-    __slots__ = ("name", "out", "topic", "topic_key", "history", "joined_ts")
+    __slots__ = ("history", "joined_ts", "name", "out", "topic", "topic_key")
 
     def __init__(self, name: str, history: int, joined_ts: float = 0.0) -> None:
         self.name = name
@@ -238,8 +253,19 @@ class PeerNode:
         self._failed: dict[int, tuple[str, str, bool]] = {}
         self._timer_at: float | None = None
         self.stats = dict.fromkeys(
-            ("datagrams_in", "datagrams_out", "malformed", "unknown_source", "rate_limited",
-             "duplicates", "retransmits", "links_opened", "links_timed_out"), 0)
+            (
+                "datagrams_in",
+                "datagrams_out",
+                "malformed",
+                "unknown_source",
+                "rate_limited",
+                "duplicates",
+                "retransmits",
+                "links_opened",
+                "links_timed_out",
+            ),
+            0,
+        )
 
     # ------------------------------------------------------------------ commands
 
@@ -286,19 +312,27 @@ class PeerNode:
             raise OutboxFull(f"{MAX_OUTBOX} messages are waiting for peers; wait a moment")
         if is_direct(room):
             target = check_nick(room[1:])
-            link = next((lk for lk in self.links.values()
-                         if lk.state == UP and lk.nick.casefold() == target.casefold()), None)
+            link = next(
+                (
+                    lk
+                    for lk in self.links.values()
+                    if lk.state == UP and lk.nick.casefold() == target.casefold()
+                ),
+                None,
+            )
             if link is None:
                 raise NameError_(f"no one called {target} is here")
-            local_id = self._send_msg(link.dm_out, "@" + target, [link],
-                                      F.EV_DM_ACTION if action else F.EV_DM, text, now)
+            local_id = self._send_msg(
+                link.dm_out, "@" + target, [link], F.EV_DM_ACTION if action else F.EV_DM, text, now
+            )
         else:
             name = canonical_room(room)
             r = self.rooms.get(name)
             if r is None:
                 raise NameError_(f"you are not in #{name}")
-            local_id = self._send_msg(r.out, name, self._members(name),
-                                      F.EV_ACTION if action else F.EV_MSG, text, now)
+            local_id = self._send_msg(
+                r.out, name, self._members(name), F.EV_ACTION if action else F.EV_MSG, text, now
+            )
         self._failed.pop(local_id, None)
         self._schedule(now)
         return local_id
@@ -371,7 +405,7 @@ class PeerNode:
         """Nicks of the confirmed members of `room`, us included."""
         name = canonical_room(room)
         shown = [lk.nick for lk in self._members(name) if not lk.rooms[name].hidden]
-        return sorted([self.nick] + shown, key=str.casefold)
+        return sorted([self.nick, *shown], key=str.casefold)
 
     @property
     def peer_count(self) -> int:
@@ -381,7 +415,7 @@ class PeerNode:
         """No handshake under way and no room question unanswered: membership has converged
         as far as this node can tell."""
         for link in self.links.values():
-            if link.state == HELLO and (link.contact and link.fails == 0 or not link.contact):
+            if link.state == HELLO and ((link.contact and link.fails == 0) or not link.contact):
                 return False
             if link.state == UP:
                 for lr in link.rooms.values():
@@ -533,8 +567,11 @@ class PeerNode:
         return (addr[0], addr[1])
 
     def _members(self, name: str) -> list[Link]:
-        return [lk for lk in self.links.values()
-                if lk.state == UP and (lr := lk.rooms.get(name)) is not None and lr.member]
+        return [
+            lk
+            for lk in self.links.values()
+            if lk.state == UP and (lr := lk.rooms.get(name)) is not None and lr.member
+        ]
 
     def _stream(self, link: Link, name: str) -> OutStream | None:
         if name == "":
@@ -682,7 +719,7 @@ class PeerNode:
             self._renamed(link, nick, now)
         self._hints.pop(link.addr, None)
         link.rooms.setdefault("", LinkRoom(""))
-        for name in list(self.rooms) + [""]:
+        for name in [*list(self.rooms), ""]:
             lr = link.rooms.setdefault(name, LinkRoom(name))
             lr.target = None  # a fresh base for them (they may have lost our stream)
             if lr.member:
@@ -832,8 +869,21 @@ class PeerNode:
         r = self.rooms.get(name)
         topic, (tlc, tby) = (r.topic, r.topic_key) if r is not None else ("", (0, ""))
         since = r.joined_ts if r is not None else 0.0
-        return F.PeerJoin(name, self.nick, self.node, lr.target.base, out.seq, self.lc, self.away,
-                          topic, tlc, tby, ask, lr.history_want, since)
+        return F.PeerJoin(
+            name,
+            self.nick,
+            self.node,
+            lr.target.base,
+            out.seq,
+            self.lc,
+            self.away,
+            topic,
+            tlc,
+            tby,
+            ask,
+            lr.history_want,
+            since,
+        )
 
     def _send_join(self, link: Link, lr: LinkRoom, now: float, ask: bool) -> None:
         frame = self._join_frame(link, lr, now, ask)
@@ -887,8 +937,10 @@ class PeerNode:
             ids.append(lk.node)
         if not entries and only is None:
             return [F.PeerList(name, [], [])]  # "nobody else": lets the receiver know it is settled
-        return [F.PeerList(name, entries[i:i + GOSSIP_CHUNK], ids[i:i + GOSSIP_CHUNK])
-                for i in range(0, len(entries), GOSSIP_CHUNK)]
+        return [
+            F.PeerList(name, entries[i : i + GOSSIP_CHUNK], ids[i : i + GOSSIP_CHUNK])
+            for i in range(0, len(entries), GOSSIP_CHUNK)
+        ]
 
     def _on_join(self, link: Link, j: F.PeerJoin, now: float) -> None:
         name = j.room
@@ -957,12 +1009,15 @@ class PeerNode:
                 if folded == self.nick.casefold() and r is not None:
                     if (r.joined_ts, self.node) > (j.since, link.node):  # we came later
                         self.part(name, now)
-                        self._events.append(E.RequestRefused(
-                            "join", name, f"nick {self.nick} is already in #{name}"))
+                        self._events.append(
+                            E.RequestRefused("join", name, f"nick {self.nick} is already in #{name}")
+                        )
                         return
                     lr.hidden = True
-                elif any(other is not link and other.nick.casefold() == folded
-                         and not other.rooms[name].hidden for other in self._members(name)):
+                elif any(
+                    other is not link and other.nick.casefold() == folded and not other.rooms[name].hidden
+                    for other in self._members(name)
+                ):
                     lr.hidden = True  # one of the two will leave; announced then if it stays
                 if not lr.hidden:
                     self._events.append(E.MemberJoined(name, self.lc, nick, self._ts(now)))
@@ -984,7 +1039,7 @@ class PeerNode:
         if not name or name not in self.rooms or lr is None or not lr.member:
             return
         lr.gossiped = True
-        for i, entry in enumerate(pl.peers[:GOSSIP_CHUNK * 4]):
+        for i, entry in enumerate(pl.peers[: GOSSIP_CHUNK * 4]):
             _nick, host, port = entry
             node = pl.ids[i] if i < len(pl.ids) else 0
             if node == self.node or not (0 < port < 65536) or not isinstance(host, str) or len(host) > 64:
@@ -1029,8 +1084,9 @@ class PeerNode:
 
     # ------------------------------------------------------------------ our messages
 
-    def _send_msg(self, out: OutStream, app_room: str, targets: list[Link], kind: int, text: str,
-                  now: float) -> int:
+    def _send_msg(
+        self, out: OutStream, app_room: str, targets: list[Link], kind: int, text: str, now: float
+    ) -> int:
         self.lc += 1
         out.seq += 1
         mid = _rand63()
@@ -1153,9 +1209,14 @@ class PeerNode:
                     break
                 if not m.done and not m.failed:
                     m.failed = True
-                    self._failed[m.local_id] = (m.room, m.frame.text,
-                                                m.frame.kind in (F.EV_ACTION, F.EV_DM_ACTION))
-                    self._events.append(E.PostFailed(m.local_id, m.room, "not every peer acknowledged it in time"))
+                    self._failed[m.local_id] = (
+                        m.room,
+                        m.frame.text,
+                        m.frame.kind in (F.EV_ACTION, F.EV_DM_ACTION),
+                    )
+                    self._events.append(
+                        E.PostFailed(m.local_id, m.room, "not every peer acknowledged it in time")
+                    )
 
     def _prune(self, now: float) -> None:
         since = now - self.timing.timeout
@@ -1205,13 +1266,19 @@ class PeerNode:
                 continue
             self._seen.add(m.mid)
             if name == "":
-                self._events.append(E.MessageReceived(E.direct_room(link.nick), m.lc, m.nick, m.text, m.ts,
-                                                      m.kind == F.EV_DM_ACTION))
+                self._events.append(
+                    E.MessageReceived(
+                        E.direct_room(link.nick), m.lc, m.nick, m.text, m.ts, m.kind == F.EV_DM_ACTION
+                    )
+                )
             elif r is not None and not lr.hidden:  # a refused double of a nick says nothing
                 r.history.append(m)
                 # sent (by its stamp) before we joined: it reached us as part of the join window
-                self._events.append(E.MessageReceived(name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION,
-                                                      history=m.ts < r.joined_ts))
+                self._events.append(
+                    E.MessageReceived(
+                        name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=m.ts < r.joined_ts
+                    )
+                )
 
     def _want_ack(self, link: Link, name: str, now: float, urgent: bool) -> None:
         link.ack_rooms.add(name)
@@ -1284,16 +1351,20 @@ class PeerNode:
             items.append(m)
         items.sort(key=lambda m: (m.lc, m.nick))
         # a member's messages from where its stream to us starts arrive live: not history
-        live = {lk.nick: lk.rooms[h.room].rx_base for lk in self._members(h.room)
-                if lk.rooms[h.room].rx is not None}
+        live = {
+            lk.nick: lk.rooms[h.room].rx_base
+            for lk in self._members(h.room)
+            if lk.rooms[h.room].rx is not None
+        }
         for m in items:
             if m.mid in self._seen or m.seq >= live.get(m.nick, 1 << 62):
                 continue
             self._seen.add(m.mid)
             self._bump(m.lc)
             r.history.append(m)
-            self._events.append(E.MessageReceived(h.room, m.lc, m.nick, m.text, m.ts,
-                                                  m.kind == F.EV_ACTION, history=True))
+            self._events.append(
+                E.MessageReceived(h.room, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=True)
+            )
 
 
 def _fmt(addr: Addr) -> str:

@@ -85,10 +85,19 @@ class SessionClosed:
 class Member:
     """One session's view of one stream (room or inbox)."""
 
-    __slots__ = ("session", "acked", "sacked", "probe_at", "attempts", "last_retx", "base",
-                 "join_seq", "snapshot")
+    __slots__ = (
+        "acked",
+        "attempts",
+        "base",
+        "join_seq",
+        "last_retx",
+        "probe_at",
+        "sacked",
+        "session",
+        "snapshot",
+    )
 
-    def __init__(self, session: "Session", base: int, join_seq: int) -> None:
+    def __init__(self, session: Session, base: int, join_seq: int) -> None:
         self.session = session
         self.acked = base - 1
         self.sacked: set[int] = set()
@@ -103,8 +112,22 @@ class Member:
 class Stream:
     """A numbered event log: a room, or one session's inbox (wire name "")."""
 
-    __slots__ = ("name", "seq", "ring", "sizes", "times", "first", "flushed", "members", "topic",
-                 "mids", "cap", "cap_bytes", "bytes", "last_active")
+    __slots__ = (
+        "bytes",
+        "cap",
+        "cap_bytes",
+        "first",
+        "flushed",
+        "last_active",
+        "members",
+        "mids",
+        "name",
+        "ring",
+        "seq",
+        "sizes",
+        "times",
+        "topic",
+    )
 
     def __init__(self, name: str, cap: int, cap_bytes: int = 1 << 20) -> None:
         self.name = name
@@ -174,8 +197,23 @@ class Stream:
 
 
 class Session:
-    __slots__ = ("addr", "nick", "away", "nonce", "token", "rooms", "inbox", "inbox_member", "next_cseq",
-                 "pending", "results", "last_heard", "rtt", "bucket", "out")
+    __slots__ = (
+        "addr",
+        "away",
+        "bucket",
+        "inbox",
+        "inbox_member",
+        "last_heard",
+        "next_cseq",
+        "nick",
+        "nonce",
+        "out",
+        "pending",
+        "results",
+        "rooms",
+        "rtt",
+        "token",
+    )
 
     def __init__(self, addr: Addr, nick: str, nonce: int, now: float, cfg: RelayConfig) -> None:
         self.addr = addr
@@ -222,9 +260,18 @@ class Relay:
         self._closing = False
         self.stats: dict[str, int] = dict.fromkeys(
             (
-                "datagrams_in", "datagrams_out", "bytes_in", "bytes_out", "malformed",
-                "unknown_source", "rate_limited", "retransmitted", "sessions_opened",
-                "sessions_timed_out", "posts", "unauthenticated",
+                "datagrams_in",
+                "datagrams_out",
+                "bytes_in",
+                "bytes_out",
+                "malformed",
+                "unknown_source",
+                "rate_limited",
+                "retransmitted",
+                "sessions_opened",
+                "sessions_timed_out",
+                "posts",
+                "unauthenticated",
             ),
             0,
         )
@@ -351,8 +398,12 @@ class Relay:
             self.stats["unknown_source"] += 1
             # A client of a session we do not have (we restarted, or timed it out): tell it, with
             # the token it sent, so that only the real owner of that token believes us.
-            if (type(hello) is F.Sid and not self._closing and self._hello_ok(addr, now)
-                    and not any(isinstance(f, (F.Bye, F.Reset)) for f in frames)):
+            if (
+                type(hello) is F.Sid
+                and not self._closing
+                and self._hello_ok(addr, now)
+                and not any(isinstance(f, (F.Bye, F.Reset)) for f in frames)
+            ):
                 self._reply_limited(addr, size, [F.Reset(hello.token)])
             return
         if self._closing:
@@ -366,8 +417,15 @@ class Relay:
         # the address is validated from here on
         if hello.version not in F.SUPPORTED_VERSIONS:
             self._reply_limited(
-                addr, size,
-                [F.Refuse(f"unsupported protocol version {hello.version}", list(F.SUPPORTED_VERSIONS), hello.nonce)],
+                addr,
+                size,
+                [
+                    F.Refuse(
+                        f"unsupported protocol version {hello.version}",
+                        list(F.SUPPORTED_VERSIONS),
+                        hello.nonce,
+                    )
+                ],
             )
             return
         try:
@@ -394,8 +452,15 @@ class Relay:
 
     def _welcome(self, session: Session) -> F.Welcome:
         t = self.timing
-        return F.Welcome(F.VERSION, session.nick, self.epoch, int(t.keepalive * 1000), int(t.timeout * 1000),
-                         session.token, session.nonce)
+        return F.Welcome(
+            F.VERSION,
+            session.nick,
+            self.epoch,
+            int(t.keepalive * 1000),
+            int(t.timeout * 1000),
+            session.token,
+            session.nonce,
+        )
 
     def _hello_ok(self, addr: Addr, now: float) -> bool:
         return self._hello_limit.allow(addr, now)
@@ -434,7 +499,9 @@ class Relay:
             self._drop_session(session, now, "reconnected")
             self._from_unknown([hello], session.addr, size, now)
         else:
-            self._reply_limited(session.addr, size, [F.Retry(self.cookies.make(session.addr, now), F.VERSION)])
+            self._reply_limited(
+                session.addr, size, [F.Retry(self.cookies.make(session.addr, now), F.VERSION)]
+            )
 
     def _stream_of(self, session: Session, name: str) -> tuple[Stream | None, Member | None]:
         if name == "":
@@ -521,7 +588,7 @@ class Relay:
         if lo > hi:
             return
         room.flushed = hi
-        members = [m for m in room.members.values()]
+        members = list(room.members.values())
         if not members:
             return
         st = self.stats
@@ -629,7 +696,9 @@ class Relay:
             for room in session.rooms.values():
                 for m in room.members.values():
                     if m.session is not session and m.session.nick.casefold() == new.casefold():
-                        return F.Result(cseq, F.RES_REFUSED, 0, f"nick {new} is taken in #{room.name}", room.name)
+                        return F.Result(
+                            cseq, F.RES_REFUSED, 0, f"nick {new} is taken in #{room.name}", room.name
+                        )
             old = session.nick
             session.nick = new
             for room in session.rooms.values():
@@ -713,7 +782,9 @@ class Relay:
                 break
             chunk.append(info)
             size += n
-        return F.Joined(cseq, room.name, session.nick, m.base, m.join_seq, room.topic, chunk, offset, len(snap))
+        return F.Joined(
+            cseq, room.name, session.nick, m.base, m.join_seq, room.topic, chunk, offset, len(snap)
+        )
 
     def _names(self, session: Session, req: F.Req) -> F.Frame:
         room = session.rooms.get(req.room)
@@ -739,10 +810,13 @@ class Relay:
             if target:
                 break
         if target is None:
-            target = next((s for s in self.sessions.values() if s.nick.casefold() == target_nick.casefold()),
-                          None)
+            target = next(
+                (s for s in self.sessions.values() if s.nick.casefold() == target_nick.casefold()), None
+            )
         if target is None:
-            return F.Result(req.cseq, F.RES_REFUSED, 0, f"no one called {target_nick} is here", "@" + target_nick)
+            return F.Result(
+                req.cseq, F.RES_REFUSED, 0, f"no one called {target_nick} is here", "@" + target_nick
+            )
         ts = self._ts(now)
         kind_in, kind_out = (F.EV_DM_ACTION, F.EV_DM_ACTION_SENT) if action else (F.EV_DM, F.EV_DM_SENT)
         if target is not session:

@@ -26,7 +26,7 @@ class Timing:
     reconnect_max: float = 15.0
 
     @classmethod
-    def fast(cls) -> "Timing":
+    def fast(cls) -> Timing:
         """Intervals for tests: everything in milliseconds."""
         return cls(
             rto_initial=0.05,
@@ -46,7 +46,7 @@ class RttEstimator:
     """RFC 6298 smoothed RTT and retransmission timeout (Karn's rule is the caller's: sample only
     what was sent once)."""
 
-    __slots__ = ("srtt", "rttvar", "rto", "_min", "_max")
+    __slots__ = ("_max", "_min", "rto", "rttvar", "srtt")
 
     def __init__(self, timing: Timing) -> None:
         self.srtt: float | None = None
@@ -107,7 +107,7 @@ class RecvStream:
     """Receiver side of one numbered stream: buffers out-of-order items, releases them in order
     exactly once, and knows what to ack and what to NACK."""
 
-    __slots__ = ("next", "buffer", "max_buffer", "last_nack", "unacked", "ack_due", "highest")
+    __slots__ = ("ack_due", "buffer", "highest", "last_nack", "max_buffer", "next", "unacked")
 
     def __init__(self, first: int = 1, max_buffer: int = 8192) -> None:
         self.next = first  # next sequence to deliver
@@ -179,7 +179,7 @@ class RecvStream:
 class DedupeWindow:
     """Remembers the last `size` ids (message ids) for duplicate suppression."""
 
-    __slots__ = ("_set", "_order", "_size")
+    __slots__ = ("_order", "_set", "_size")
 
     def __init__(self, size: int = 4096) -> None:
         self._set: dict[int, int] = {}
@@ -204,7 +204,7 @@ class DedupeWindow:
 class TokenBucket:
     """Per-source rate limit."""
 
-    __slots__ = ("rate", "burst", "tokens", "stamp")
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate

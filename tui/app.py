@@ -42,8 +42,15 @@ PASTE_LINES = 5  # a longer multi-line paste asks before sending one message per
 # table, which would otherwise report the macOS Option characters ¡ ™ £ ¢ ∞ § ¶ • ª).
 ALT_DIGITS = install_alt_digits()
 
-KEY_NAMES = {"pageup": "PgUp", "pagedown": "PgDn", "up": "↑", "down": "↓", "tab": "Tab",
-             "escape": "Esc", "enter": "Enter"}
+KEY_NAMES = {
+    "pageup": "PgUp",
+    "pagedown": "PgDn",
+    "up": "↑",
+    "down": "↓",
+    "tab": "Tab",
+    "escape": "Esc",
+    "enter": "Enter",
+}
 
 
 def key_label(key: str) -> str:
@@ -101,8 +108,14 @@ class ChatApp(App[int]):
 
     BINDINGS = [
         *[
-            Binding(f"alt+{n}", f"goto_room({n})", f"Jump to room {n}",
-                    show=False, priority=True, key_display=f"Alt+{n}")
+            Binding(
+                f"alt+{n}",
+                f"goto_room({n})",
+                f"Jump to room {n}",
+                show=False,
+                priority=True,
+                key_display=f"Alt+{n}",
+            )
             for n in range(1, 10)
         ],
         Binding("ctrl+n,alt+down", "next_room", "Next room", priority=True),
@@ -111,15 +124,18 @@ class ChatApp(App[int]):
         Binding("ctrl+k", "quick_switch", "Quick switcher: filter rooms, join a new one", priority=True),
         Binding("pageup", "scroll(-1)", "Scroll messages up a page"),
         Binding("pagedown", "scroll(1)", "Scroll messages down a page"),
-        Binding("ctrl+end,alt+end", "scroll_bottom",
-                "Jump to the newest message (End too, when the input is empty)", priority=True),
+        Binding(
+            "ctrl+end,alt+end",
+            "scroll_bottom",
+            "Jump to the newest message (End too, when the input is empty)",
+            priority=True,
+        ),
         Binding("ctrl+r", "retry", "Send undelivered messages again", priority=True),
         Binding("f2", "toggle_rooms", "Show/hide the rooms pane"),
         Binding("f3", "toggle_members", "Show/hide the members pane"),
         Binding("f1", "help", "Help: keys and commands"),
         Binding("ctrl+q", "quit", "Leave every room and quit", priority=True),
-        Binding("escape", "back", "Back to the connect screen (before the first connection)",
-                show=False),
+        Binding("escape", "back", "Back to the connect screen (before the first connection)", show=False),
     ]
 
     def __init__(
@@ -219,7 +235,7 @@ class ChatApp(App[int]):
         self._exit_process()
 
     def _exit_process(self) -> None:
-        os._exit(0)  # noqa: SLF001 - the only way out that does not write to the dead terminal
+        os._exit(0)
 
     def on_unmount(self) -> None:
         try:
@@ -286,7 +302,7 @@ class ChatApp(App[int]):
         if self.backend is not None:
             try:
                 self.backend.close()
-            except Exception:  # noqa: BLE001 - a broken backend must not stop a reconnect
+            except Exception:
                 pass
         self.backend = None
         self.workers.cancel_group(self, "net")
@@ -296,7 +312,7 @@ class ChatApp(App[int]):
         if self.backend is not None:
             try:
                 self.backend.close()
-            except Exception:  # noqa: BLE001 - a broken backend must not stop a reconnect
+            except Exception:
                 pass
         self.backend = None
         self._from_connect = self.chat.esc_back = False
@@ -346,13 +362,13 @@ class ChatApp(App[int]):
             if backend is not None:
                 backend.close()
             raise
-        except Exception as e:  # noqa: BLE001 - shown on screen, never a traceback
+        except Exception as e:
             self.post_message(NetFailed(None, describe_error(e, spec)))
         finally:
             if server is not None:
                 try:
                     await server.stop()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
 
     def on_net_ready(self, message: NetReady) -> None:
@@ -399,8 +415,11 @@ class ChatApp(App[int]):
         if self._remember is not None and self.chat.connected_once:
             self._remember_connected()
         backend = self.backend
-        if (backend is not None and backend.nick != self.chat.nick
-                and self.chat.state in ("connected", "stalled")):
+        if (
+            backend is not None
+            and backend.nick != self.chat.nick
+            and self.chat.state in ("connected", "stalled")
+        ):
             self.chat.set_nick(backend.nick)
         self._refresh_mode()
         self.refresh_ui()
@@ -415,7 +434,7 @@ class ChatApp(App[int]):
         changed = False
         try:
             mode = str(backend.mode)
-        except Exception:  # noqa: BLE001 - a backend mid-teardown
+        except Exception:
             return False
         if mode != chat.mode:
             chat.mode = mode
@@ -426,7 +445,7 @@ class ChatApp(App[int]):
                 try:
                     chat.share = list(addresses())
                     chat.changes.status = changed = True
-                except Exception:  # noqa: BLE001 - not bound yet
+                except Exception:
                     pass
         return changed
 
@@ -488,19 +507,26 @@ class ChatApp(App[int]):
             parts[key] = (full, short)
 
         if state == "connected":
-            part("state", Text.assemble((" ● ", "#9ece6a"), ("connected", "#9ece6a")),
-                 Text(" ●", "#9ece6a"))
+            part("state", Text.assemble((" ● ", "#9ece6a"), ("connected", "#9ece6a")), Text(" ●", "#9ece6a"))
             if chat.rtt is not None:
                 ms = chat.rtt * 1000
                 part("rtt", Text(f" {ms:.0f} ms" if ms >= 0.5 else " <1 ms", "#737aa2"))
         elif state == "stalled":
             quiet = int(max(0.0, time.monotonic() - chat.stalled_since))
-            part("state", Text(f" ◌ no answer from the relay for {quiet} s", "#e0af68"),
-                 Text(f" ◌ quiet {quiet} s", "#e0af68"))
+            part(
+                "state",
+                Text(f" ◌ no answer from the relay for {quiet} s", "#e0af68"),
+                Text(f" ◌ quiet {quiet} s", "#e0af68"),
+            )
         elif state == "connecting":
-            part("state", Text.assemble((" ◌ ", "#e0af68"), (
-                f"connecting to {chat.address}…" if chat.address else "connecting…", "#e0af68")),
-                Text(" ◌ connecting…", "#e0af68"))
+            part(
+                "state",
+                Text.assemble(
+                    (" ◌ ", "#e0af68"),
+                    (f"connecting to {chat.address}…" if chat.address else "connecting…", "#e0af68"),
+                ),
+                Text(" ◌ connecting…", "#e0af68"),
+            )
         elif state == "reconnecting":
             left = math.ceil(max(0, (chat.retry_at or 0) - time.monotonic()))
             if not chat.connected_once:
@@ -520,8 +546,11 @@ class ChatApp(App[int]):
         else:
             part("state", Text(" ○ offline", "#737aa2"))
         if chat.away is not None:
-            part("away", Text(f"away: {chat.away}" if chat.away else "away", "bold #e0af68"),
-                 Text("away", "bold #e0af68"))
+            part(
+                "away",
+                Text(f"away: {chat.away}" if chat.away else "away", "bold #e0af68"),
+                Text("away", "bold #e0af68"),
+            )
         if chat.mode:
             part("mode", Text(chat.mode, "#a9b1d6"))
         if chat.share:
@@ -553,8 +582,7 @@ class ChatApp(App[int]):
             for j, (i, r) in enumerate(hot):
                 if j:
                     t.append(",", "#565f89")
-                t.append(f"{i}" + ("!" if r.mentions else ""),
-                         "bold #e0af68" if r.mentions else "#73daca")
+                t.append(f"{i}" + ("!" if r.mentions else ""), "bold #e0af68" if r.mentions else "#73daca")
             part("act", t)
         if self._flash and self._flash_done():
             self._flash = ""
@@ -564,7 +592,7 @@ class ChatApp(App[int]):
             part("flash", Text(chat.sticky, "bold #f7768e"))
         right = Text(" F1 help ", "#565f89")
         order = ["state", "rtt", "away", "mode", "share", "room", "act", "flash"]
-        use = {k: 0 for k in parts}  # 0 full, 1 short
+        use = dict.fromkeys(parts, 0)  # 0 full, 1 short
 
         def build(sep: tuple[str, str]) -> Text:
             t = Text(no_wrap=True, overflow="ellipsis")
@@ -580,8 +608,17 @@ class ChatApp(App[int]):
             return t
 
         sep = (" │ ", "#3b4261")
-        steps = [("drop", "rtt"), ("drop", "mode"), ("short", "share"), ("short", "state"),
-                 ("sep", ""), ("short", "away"), ("short", "room"), ("drop", "share"), ("drop", "flash")]
+        steps = [
+            ("drop", "rtt"),
+            ("drop", "mode"),
+            ("short", "share"),
+            ("short", "state"),
+            ("sep", ""),
+            ("short", "away"),
+            ("short", "room"),
+            ("drop", "share"),
+            ("drop", "flash"),
+        ]
         t = build(sep)
         for op, key in steps:
             if t.cell_len + right.cell_len <= width:
@@ -667,6 +704,7 @@ class ChatApp(App[int]):
             else:
                 self.input.value = " ".join(x.strip() for x in lines)
                 self.input.cursor_position = len(self.input.value)
+
         self.push_screen(ConfirmPaste(lines, self.chat.current.label), answer)
 
     def _send_lines(self, lines: list[str]) -> None:
@@ -687,8 +725,9 @@ class ChatApp(App[int]):
         nicks = [n for n, mb in room.members.items() if n != self.chat.nick and not mb.timed_out]
         if room.direct:
             nicks = [room.name[1:]]
-        result = self.completer.complete(self.input.value, self.input.cursor_position, nicks,
-                                         list(self.chat.rooms))
+        result = self.completer.complete(
+            self.input.value, self.input.cursor_position, nicks, list(self.chat.rooms)
+        )
         if result is not None:
             value, cursor = result
             self.input.value = value
@@ -844,8 +883,10 @@ class ChatApp(App[int]):
 
     def cmd_connect(self, cmd: commands.Command) -> None:
         if self.spec is not None and self.spec.mode == "host" and cmd.rest != "!":
-            self.error("you are hosting this room: /connect would stop the relay for everyone; "
-                       f"/quit first, or /connect! {cmd.args[0]} to do it anyway")
+            self.error(
+                "you are hosting this room: /connect would stop the relay for everyone; "
+                f"/quit first, or /connect! {cmd.args[0]} to do it anyway"
+            )
             return
         rooms = [r for r in self.chat.room_order() if not is_direct(r)] or ["lobby"]
         try:
@@ -904,7 +945,7 @@ class ChatApp(App[int]):
         if not order:
             return
         i = order.index(self.chat.active) if self.chat.active in order else -1
-        rotated = order[i + 1:] + order[: i + 1]
+        rotated = order[i + 1 :] + order[: i + 1]
         for pred in (lambda r: r.mentions > 0, lambda r: r.unread > 0):
             for name in rotated:
                 if name != self.chat.active and pred(self.chat.rooms[name]):
@@ -915,8 +956,10 @@ class ChatApp(App[int]):
     def action_quick_switch(self) -> None:
         if self.screen is not self.screen_stack[0]:
             return
-        rooms = [(n, self.chat.rooms[n].label, self.chat.rooms[n].unread, self.chat.rooms[n].mentions)
-                 for n in self.chat.room_order()]
+        rooms = [
+            (n, self.chat.rooms[n].label, self.chat.rooms[n].unread, self.chat.rooms[n].mentions)
+            for n in self.chat.room_order()
+        ]
         self.push_screen(QuickSwitcher(rooms, self.chat.known_nicks()), self._switcher_done)
 
     def _switcher_done(self, choice: str | None) -> None:
@@ -990,12 +1033,12 @@ class ChatApp(App[int]):
             return
         try:
             backend.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         for w in [w for w in self.workers if w.group == "net" and w.is_running]:
             try:
                 await asyncio.wait_for(w.wait(), patience)
-            except Exception:  # noqa: BLE001 - timeout or the worker's own error
+            except Exception:
                 pass
 
     # ------------------------------------------------------------------ mouse

@@ -1,10 +1,10 @@
 """`udproom` command line. Imports textual only when it opens the app.
 
-    udproom                                   connect screen
-    udproom --host [HOST]:PORT [--nick N] [--room R ...]
-    udproom --join HOST:PORT   [--nick N] [--room R ...]
-    udproom --listen [HOST]:PORT --peer HOST:PORT ...   (direct mode, no relay)
-    udproom relay|send|listen ...             headless commands (udproom.protocol.cli)
+udproom                                   connect screen
+udproom --host [HOST]:PORT [--nick N] [--room R ...]
+udproom --join HOST:PORT   [--nick N] [--room R ...]
+udproom --listen [HOST]:PORT --peer HOST:PORT ...   (direct mode, no relay)
+udproom relay|send|listen ...             headless commands (udproom.protocol.cli)
 """
 
 from __future__ import annotations
@@ -36,16 +36,30 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--host", metavar="[HOST]:PORT",
-                       help="run a relay inside the app and join it (':6000' = every interface)")
+    where.add_argument(
+        "--host",
+        metavar="[HOST]:PORT",
+        help="run a relay inside the app and join it (':6000' = every interface)",
+    )
     where.add_argument("--join", metavar="HOST:PORT", help="join a relay")
-    where.add_argument("--listen", metavar="[HOST]:PORT",
-                       help="direct mode: talk to peers without a relay, listening here")
-    p.add_argument("--peer", metavar="HOST:PORT", action="append", default=[],
-                   help="direct mode: a peer to contact (repeatable)")
+    where.add_argument(
+        "--listen", metavar="[HOST]:PORT", help="direct mode: talk to peers without a relay, listening here"
+    )
+    p.add_argument(
+        "--peer",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="direct mode: a peer to contact (repeatable)",
+    )
     p.add_argument("--nick", metavar="NICK", help="your nick (default: your login name)")
-    p.add_argument("--room", metavar="ROOM", action="append", default=[],
-                   help="a room to join (repeatable; default: lobby)")
+    p.add_argument(
+        "--room",
+        metavar="ROOM",
+        action="append",
+        default=[],
+        help="a room to join (repeatable; default: lobby)",
+    )
     p.add_argument("--no-bell", action="store_true", help="do not ring the terminal bell on mentions")
     p.add_argument("--version", action="version", version=f"udproom {__version__}")
     return p

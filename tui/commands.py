@@ -149,6 +149,8 @@ class Completer:
             i = 0
         self.state = (base, start, matches, i)
         before, _, after = base.partition("\0")
-        new = before + matches[i] + after.lstrip(" ") if after.startswith(" ") else before + matches[i] + after
+        new = (
+            before + matches[i] + after.lstrip(" ") if after.startswith(" ") else before + matches[i] + after
+        )
         self.last = new
         return new, len(before) + len(matches[i])

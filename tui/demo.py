@@ -18,11 +18,19 @@ from udproom.protocol.names import check_text, is_direct
 
 
 class FakeBackend:
-    def __init__(self, nick: str = "alice", rooms: list[str] | None = None, *,
-                 members: dict[str, list[ev.Member]] | None = None,
-                 topics: dict[str, str] | None = None, clock: Callable[[], float] | None = None,
-                 address: str = "127.0.0.1:6000", auto_ack: bool = True, rtt: float = 0.012,
-                 direct: bool = False) -> None:
+    def __init__(
+        self,
+        nick: str = "alice",
+        rooms: list[str] | None = None,
+        *,
+        members: dict[str, list[ev.Member]] | None = None,
+        topics: dict[str, str] | None = None,
+        clock: Callable[[], float] | None = None,
+        address: str = "127.0.0.1:6000",
+        auto_ack: bool = True,
+        rtt: float = 0.012,
+        direct: bool = False,
+    ) -> None:
         self._nick = nick
         self.direct = direct
         self.peers = 0  # direct mode: what `mode` reports
@@ -117,8 +125,9 @@ class FakeBackend:
 
     def set_topic(self, room: str, topic: str) -> None:
         self.calls.append(("topic", room, topic))
-        self._later(lambda: self._emit(
-            ev.TopicChanged(room, self._next_seq(room), self._nick, topic, self.clock())))
+        self._later(
+            lambda: self._emit(ev.TopicChanged(room, self._next_seq(room), self._nick, topic, self.clock()))
+        )
 
     def set_away(self, message: str) -> None:
         self.calls.append(("away", message))
@@ -141,10 +150,21 @@ class FakeBackend:
         """Deliver an event as if the relay had sent it."""
         self._emit(event)
 
-    def say(self, room: str, nick: str, text: str, *, action: bool = False, ts: float | None = None,
-            history: bool = False) -> None:
-        self._emit(ev.MessageReceived(room, self._next_seq(room), nick, text,
-                                      self.clock() if ts is None else ts, action, history))
+    def say(
+        self,
+        room: str,
+        nick: str,
+        text: str,
+        *,
+        action: bool = False,
+        ts: float | None = None,
+        history: bool = False,
+    ) -> None:
+        self._emit(
+            ev.MessageReceived(
+                room, self._next_seq(room), nick, text, self.clock() if ts is None else ts, action, history
+            )
+        )
 
     def ack(self, local_id: int, seq: int | None = None) -> None:
         room, text, action = self._posts.pop(local_id)
@@ -182,8 +202,13 @@ class FakeBackend:
 DEMO_T0 = 1_780_000_000.0  # Thursday 28 May 2026, 20:26:40 UTC
 
 DEMO_MEMBERS = {
-    "lobby": [ev.Member("alice"), ev.Member("bob"), ev.Member("carol", away="in a meeting"),
-              ev.Member("dave"), ev.Member("erin")],
+    "lobby": [
+        ev.Member("alice"),
+        ev.Member("bob"),
+        ev.Member("carol", away="in a meeting"),
+        ev.Member("dave"),
+        ev.Member("erin"),
+    ],
     "dev": [ev.Member("alice"), ev.Member("bob"), ev.Member("erin")],
     "random": [ev.Member("alice"), ev.Member("carol", away="in a meeting"), ev.Member("dave")],
     "ops": [ev.Member("alice"), ev.Member("dave")],
@@ -196,8 +221,13 @@ DEMO_TOPICS = {
 
 
 def demo_backend(clock=None) -> FakeBackend:
-    return FakeBackend("alice", ["lobby", "dev", "random", "ops"], members=DEMO_MEMBERS,
-                       topics=DEMO_TOPICS, clock=clock or (lambda: DEMO_T0 + 1500))
+    return FakeBackend(
+        "alice",
+        ["lobby", "dev", "random", "ops"],
+        members=DEMO_MEMBERS,
+        topics=DEMO_TOPICS,
+        clock=clock or (lambda: DEMO_T0 + 1500),
+    )
 
 
 def play_demo(b: FakeBackend, t0: float = DEMO_T0) -> None:
@@ -213,10 +243,14 @@ def play_demo(b: FakeBackend, t0: float = DEMO_T0) -> None:
     b.say("lobby", "erin", "morning! coffee first", ts=at(1))
     b.say("lobby", "carol", "stepping out for a meeting, back at 3", ts=at(2))
     b.inject(ev.AwayChanged("lobby", 900, "carol", "in a meeting", at(2.2)))
-    b.say("lobby", "bob", "alice: did the TUI batching land? the flood test froze typing last week",
-          ts=at(3))
-    b.say("lobby", "alice", "it did: events are buffered and flushed every 50 ms, one repaint per "
-          "batch, so typing stays under 50 ms even at 5,000 msg/s", ts=at(4))
+    b.say("lobby", "bob", "alice: did the TUI batching land? the flood test froze typing last week", ts=at(3))
+    b.say(
+        "lobby",
+        "alice",
+        "it did: events are buffered and flushed every 50 ms, one repaint per "
+        "batch, so typing stays under 50 ms even at 5,000 msg/s",
+        ts=at(4),
+    )
     b.say("lobby", "erin", "waves at everyone", action=True, ts=at(5))
     b.inject(ev.MemberJoined("lobby", 901, "frank", at(6)))
     b.say("lobby", "frank", "hi! is this where the udp chat is?", ts=at(6.5))

@@ -60,12 +60,12 @@ def install_alt_digits() -> bool:
         saved = {d: table.get("\x1b" + d) for d in DIGITS}
         for d in DIGITS:
             table["\x1b" + d] = (_KeyName(f"alt+{d}"),)  # type: ignore[index]
-    except Exception as e:  # noqa: BLE001 - Textual internals moved: keep Textual's behaviour
+    except Exception as e:
         log.warning("cannot remap Alt+digits (%s); Alt+N may arrive as Option characters", e)
         return False
     try:
         ok = parse_keys("\x1b2") == ["alt+2"] and parse_keys("£") == ["pound_sign"]
-    except Exception:  # noqa: BLE001
+    except Exception:
         ok = False
     if not ok:
         for d, value in saved.items():

@@ -51,12 +51,40 @@ FAILED = 2
 class Line:
     """One logical line in a room. Mutable only in `state` (own posts) and its render cache."""
 
-    __slots__ = ("serial", "kind", "ts", "day", "history", "nick", "text", "mine", "mention", "state", "local_id",
-                 "seq", "echoed", "cache_key", "cache", "strips")
+    __slots__ = (
+        "cache",
+        "cache_key",
+        "day",
+        "echoed",
+        "history",
+        "kind",
+        "local_id",
+        "mention",
+        "mine",
+        "nick",
+        "seq",
+        "serial",
+        "state",
+        "strips",
+        "text",
+        "ts",
+    )
 
-    def __init__(self, serial: int, kind: int, ts: float, nick: str = "", text: str = "",
-                 mine: bool = False, mention: bool = False, state: int = SENT,
-                 local_id: int = -1, seq: int = -1, day: float = 0.0, history: bool = False) -> None:
+    def __init__(
+        self,
+        serial: int,
+        kind: int,
+        ts: float,
+        nick: str = "",
+        text: str = "",
+        mine: bool = False,
+        mention: bool = False,
+        state: int = SENT,
+        local_id: int = -1,
+        seq: int = -1,
+        day: float = 0.0,
+        history: bool = False,
+    ) -> None:
         self.serial = serial
         self.history = history  # backfill: happened before we joined (drawn dim, above "you joined")
         self.day = day  # local midnight of `ts` (the view draws a separator where it changes)
@@ -141,8 +169,15 @@ class Changes:
         self.active_changed |= other.active_changed
 
     def __bool__(self) -> bool:
-        return bool(self.rooms or self.members or self.topics or self.room_list or self.status
-                    or self.mention or self.active_changed)
+        return bool(
+            self.rooms
+            or self.members
+            or self.topics
+            or self.room_list
+            or self.status
+            or self.mention
+            or self.active_changed
+        )
 
 
 class ChatModel:
@@ -180,7 +215,8 @@ class ChatModel:
     def _set_mention_re(self) -> None:
         self._mention_re = (
             re.compile(r"(?<![\w@])@?" + re.escape(self.nick) + r"(?!\w)", re.IGNORECASE)
-            if self.nick else None
+            if self.nick
+            else None
         )
 
     def set_nick(self, nick: str) -> None:
@@ -218,8 +254,11 @@ class ChatModel:
         for room in self.rooms.values():
             if room.direct:
                 continue
-            gone = [n for n, mb in room.members.items()
-                    if mb.timed_out and now - mb.timed_out_at > FORGET_TIMED_OUT]
+            gone = [
+                n
+                for n, mb in room.members.items()
+                if mb.timed_out and now - mb.timed_out_at > FORGET_TIMED_OUT
+            ]
             for n in gone:
                 del room.members[n]
             if gone:
@@ -309,12 +348,24 @@ class ChatModel:
         self._day = (start, (midnight + timedelta(days=1)).timestamp())
         return start
 
-    def _append(self, room: Room, kind: int, ts: float, nick: str = "", text: str = "",
-                mine: bool = False, mention: bool = False, state: int = SENT,
-                local_id: int = -1, seq: int = -1, history: bool = False) -> Line:
+    def _append(
+        self,
+        room: Room,
+        kind: int,
+        ts: float,
+        nick: str = "",
+        text: str = "",
+        mine: bool = False,
+        mention: bool = False,
+        state: int = SENT,
+        local_id: int = -1,
+        seq: int = -1,
+        history: bool = False,
+    ) -> Line:
         self._serial += 1
-        line = Line(self._serial, kind, ts, nick, text, mine, mention, state, local_id, seq,
-                    self.day_of(ts), history)
+        line = Line(
+            self._serial, kind, ts, nick, text, mine, mention, state, local_id, seq, self.day_of(ts), history
+        )
         if history or (self.stamp_order and seq >= 0 and kind <= ACTION):
             self._place(room, line, history)
         else:
@@ -397,8 +448,16 @@ class ChatModel:
 
     def add_own_post(self, room_name: str, text: str, action: bool, local_id: int) -> Line:
         room = self.rooms.get(room_name) or self.add_room(room_name)
-        line = self._append(room, ACTION if action else MSG, self.clock(), self.nick, text,
-                            mine=True, state=PENDING, local_id=local_id)
+        line = self._append(
+            room,
+            ACTION if action else MSG,
+            self.clock(),
+            self.nick,
+            text,
+            mine=True,
+            state=PENDING,
+            local_id=local_id,
+        )
         self.pending[local_id] = (room.name, line)
         return line
 
@@ -424,7 +483,7 @@ class ChatModel:
             apply(event)
         return self.take_changes()
 
-    def apply(self, e) -> None:  # noqa: C901 - one dispatch over the event types
+    def apply(self, e) -> None:
         t = type(e)
         if t is ev.MessageReceived:
             room = self._room_for_event(e.room)
@@ -449,8 +508,17 @@ class ChatModel:
             text = sanitize(e.text)
             nick = sanitize(e.nick)
             mention = (not e.mine) and (room.direct or self.is_mention(text))
-            self._append(room, ACTION if e.action else MSG, e.ts, nick, text, mine=e.mine,
-                         mention=mention, seq=e.seq, history=e.history)
+            self._append(
+                room,
+                ACTION if e.action else MSG,
+                e.ts,
+                nick,
+                text,
+                mine=e.mine,
+                mention=mention,
+                seq=e.seq,
+                history=e.history,
+            )
             if not e.history and not e.mine:
                 self._count(room, mention, True)
                 if mention:
@@ -475,8 +543,12 @@ class ChatModel:
                 self.changes.rooms.add(room_name)
                 room = self.rooms.get(room_name)
                 if room is not None:
-                    self._append(room, ERROR, self.clock(),
-                                 text=f"not delivered: {sanitize(e.reason)} — Ctrl+R or /retry sends it again")
+                    self._append(
+                        room,
+                        ERROR,
+                        self.clock(),
+                        text=f"not delivered: {sanitize(e.reason)} — Ctrl+R or /retry sends it again",
+                    )
         elif t is ev.MemberJoined:
             room = self._room_for_event(e.room)
             if room is None:
@@ -521,8 +593,9 @@ class ChatModel:
             # ours: the nick we have in this room (the core may already have told us the new
             # nick, and with several rooms the second room's event names a nick we just left)
             ours = not e.history and e.old == (room.my_nick or self.nick)
-            self._append(room, NICK, e.ts, old, new, mine=ours or (e.history and e.old == self.nick),
-                         history=e.history)
+            self._append(
+                room, NICK, e.ts, old, new, mine=ours or (e.history and e.old == self.nick), history=e.history
+            )
             if not e.history:
                 member = room.members.pop(old, None) or MemberState(new)
                 member.nick = new
@@ -575,13 +648,17 @@ class ChatModel:
                 self.auto_switch.discard(e.room)
                 self.switch(e.room)
             if resync:
-                self._append(room, INFO, self.clock(),
-                             text=f"rejoined {room.label} · {len(room.members)} here")
+                self._append(
+                    room, INFO, self.clock(), text=f"rejoined {room.label} · {len(room.members)} here"
+                )
             else:
                 room.join_marker = self._append(
-                    room, INFO, self.clock(),
+                    room,
+                    INFO,
+                    self.clock(),
                     text=f"you joined {room.label} · {len(room.members)} here"
-                    + (f" · topic: {room.topic}" if room.topic else ""))
+                    + (f" · topic: {room.topic}" if room.topic else ""),
+                )
             self.changes.members.add(room.name)
             self.changes.topics.add(room.name)
         elif t is ev.RoomLeft:
@@ -639,13 +716,21 @@ class ChatModel:
                 # never reached: say so once (the status line counts down each retry)
                 if not again:
                     where = f" at {self.address}" if self.address else ""
-                    what = (f"no answer from a relay{where}" if self.reason.startswith("no answer")
-                            else f"{self.reason}{where}")
-                    self.add_local(None, ERROR, f"{what}; retrying in {_seconds(e.retry_in)} — /connect "
-                                   "another address, " + ("Esc goes back, " if self.esc_back else "")
-                                   + "Ctrl+Q quits")
+                    what = (
+                        f"no answer from a relay{where}"
+                        if self.reason.startswith("no answer")
+                        else f"{self.reason}{where}"
+                    )
+                    self.add_local(
+                        None,
+                        ERROR,
+                        f"{what}; retrying in {_seconds(e.retry_in)} — /connect "
+                        "another address, " + ("Esc goes back, " if self.esc_back else "") + "Ctrl+Q quits",
+                    )
             else:
-                self.add_local(None, ERROR, f"connection lost: {self.reason}; retrying in {_seconds(e.retry_in)}")
+                self.add_local(
+                    None, ERROR, f"connection lost: {self.reason}; retrying in {_seconds(e.retry_in)}"
+                )
         elif t is ev.Refused:
             self.state = "refused"
             self.reason = sanitize(e.reason)

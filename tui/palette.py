@@ -18,8 +18,11 @@ class UdproomCommands(Provider):
         app = self.app
         chat = app.chat
         out: list[tuple[str, str, object]] = [
-            ("Join a room…", "open the quick switcher: type a room name (or `join NAME` here)",
-             app.action_quick_switch),
+            (
+                "Join a room…",
+                "open the quick switcher: type a room name (or `join NAME` here)",
+                app.action_quick_switch,
+            ),
         ]
         for name in chat.room_order():
             if name != chat.active:
@@ -27,17 +30,32 @@ class UdproomCommands(Provider):
                 out.append((f"Switch to {label}", "show this room", partial(app._switch, name)))
         room = chat.current
         if room is not chat.status_room:
-            out.append((f"Part {room.label}", "leave this room",
-                        partial(app.run_command, commands.Command("part", (room.name,)))))
+            out.append(
+                (
+                    f"Part {room.label}",
+                    "leave this room",
+                    partial(app.run_command, commands.Command("part", (room.name,))),
+                )
+            )
             if not room.direct:
-                out.append(("Topic…", f"set the topic of {room.label} (fills in /topic)",
-                            partial(app.prefill, "/topic ")))
+                out.append(
+                    (
+                        "Topic…",
+                        f"set the topic of {room.label} (fills in /topic)",
+                        partial(app.prefill, "/topic "),
+                    )
+                )
         out.append(("Nick…", "change your nick (fills in /nick)", partial(app.prefill, "/nick ")))
         if chat.away is None:
             out.append(("Away…", "mark yourself away (fills in /away)", partial(app.prefill, "/away ")))
         else:
-            out.append(("Back", "you are back (clears your away message)",
-                        partial(app.run_command, commands.Command("away"))))
+            out.append(
+                (
+                    "Back",
+                    "you are back (clears your away message)",
+                    partial(app.run_command, commands.Command("away")),
+                )
+            )
         out.append(("Help", "keys and commands (F1)", app.action_help))
         out.append(("Quit udproom", "leave every room politely (Bye) and quit (Ctrl+Q)", app.polite_quit))
         return out
@@ -54,8 +72,12 @@ class UdproomCommands(Provider):
             except NameError_:
                 pass
             else:
-                yield Hit(1.0, f"Join #{room}", partial(
-                    self.app.run_command, commands.Command("join", (room,))), help="join (or switch to) it")
+                yield Hit(
+                    1.0,
+                    f"Join #{room}",
+                    partial(self.app.run_command, commands.Command("join", (room,))),
+                    help="join (or switch to) it",
+                )
         matcher = self.matcher(query)
         for name, help_text, callback in self._commands():
             score = matcher.match(name)

@@ -20,8 +20,18 @@ from . import model as m
 
 # Nick colours: readable on a dark background, spread around the wheel.
 NICK_COLOURS = [
-    "#e06c75", "#98c379", "#e5c07b", "#61afef", "#c678dd", "#56b6c2",
-    "#d19a66", "#f0a6ca", "#9ece6a", "#7aa2f7", "#ff9e64", "#2ac3de",
+    "#e06c75",
+    "#98c379",
+    "#e5c07b",
+    "#61afef",
+    "#c678dd",
+    "#56b6c2",
+    "#d19a66",
+    "#f0a6ca",
+    "#9ece6a",
+    "#7aa2f7",
+    "#ff9e64",
+    "#2ac3de",
 ]
 _NICK_STYLES = [Style(color=c) for c in NICK_COLOURS]
 _NICK_STYLES_BOLD = [Style(color=c, bold=True) for c in NICK_COLOURS]
@@ -210,12 +220,16 @@ class Renderer:
             text = f"{line.nick} timed out"
         elif kind == m.NICK:
             nick_col, text_style = "--", DIM
-            text = (f"you are now known as {line.text}" if line.mine
-                    else f"{line.nick} is now known as {line.text}")
+            text = (
+                f"you are now known as {line.text}"
+                if line.mine
+                else f"{line.nick} is now known as {line.text}"
+            )
         elif kind == m.TOPIC:
             nick_col, text_style = "--", DIM
-            text = (f"{line.nick} set the topic: {line.text}" if line.text
-                    else f"{line.nick} cleared the topic")
+            text = (
+                f"{line.nick} set the topic: {line.text}" if line.text else f"{line.nick} cleared the topic"
+            )
         elif kind == m.AWAY:
             nick_col, text_style = "--", DIM
             if line.mine:

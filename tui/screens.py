@@ -44,18 +44,20 @@ class ConnectScreen(Screen[Spec]):
         spec = self.initial
         mode = spec.mode if spec else cfg.mode
         with Vertical(id="connect-box"):
-            yield Static(Text.assemble(("udproom", "bold #7aa2f7"), ("  chat over reliable UDP", "#737aa2")),
-                         id="connect-title")
+            yield Static(
+                Text.assemble(("udproom", "bold #7aa2f7"), ("  chat over reliable UDP", "#737aa2")),
+                id="connect-title",
+            )
             with RadioSet(id="mode"):
                 for key, label, _ in MODES:
-                    yield RadioButton(self._mode_label(label, key == mode), value=(key == mode),
-                                      id=f"mode-{key}")
+                    yield RadioButton(
+                        self._mode_label(label, key == mode), value=(key == mode), id=f"mode-{key}"
+                    )
             yield Label("Address", classes="field-label")
             address = spec.address if spec else (cfg.recent[0] if cfg.recent and mode == "join" else "")
             yield Input(address, placeholder=self._placeholder(mode), id="address")
             yield Label("Peers (direct mode, comma separated)", classes="field-label", id="peers-label")
-            yield Input(", ".join(spec.peers) if spec else "", placeholder="host:port, host:port",
-                        id="peers")
+            yield Input(", ".join(spec.peers) if spec else "", placeholder="host:port, host:port", id="peers")
             with Horizontal(id="nick-rooms"):
                 with Vertical():
                     yield Label("Nick", classes="field-label")
@@ -67,8 +69,9 @@ class ConnectScreen(Screen[Spec]):
                     yield Input(", ".join(spec.rooms if spec else cfg.rooms), placeholder="lobby", id="rooms")
             if cfg.recent:
                 yield Label("Recent (↓ from the address, Enter or click to use)", classes="field-label")
-                yield OptionList(*[Option(a, id=f"recent-{i}") for i, a in enumerate(cfg.recent)],
-                                 id="recent")
+                yield OptionList(
+                    *[Option(a, id=f"recent-{i}") for i, a in enumerate(cfg.recent)], id="recent"
+                )
             yield Static(self.error, id="connect-error", classes="error" if self.error else "")
             with Horizontal(id="connect-buttons"):
                 yield Button("Connect", variant="primary", id="connect")
@@ -167,8 +170,7 @@ class QuickSwitcher(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="switcher"):
-            yield Static("Go to a room · type to filter · Enter opens · Esc closes",
-                         id="switcher-title")
+            yield Static("Go to a room · type to filter · Enter opens · Esc closes", id="switcher-title")
             yield Input(placeholder="room or @nick", id="switcher-input")
             yield OptionList(id="switcher-list")
 
@@ -204,8 +206,11 @@ class QuickSwitcher(ModalScreen[str | None]):
             prefix = raw[1:].casefold()
             for nick in self.nicks:
                 if nick.casefold().startswith(prefix) and "@" + nick.casefold() not in have:
-                    options.append(Option(Text.assemble(("message ", "#737aa2"), ("@" + nick, "bold")),
-                                          id="new:@" + nick))
+                    options.append(
+                        Option(
+                            Text.assemble(("message ", "#737aa2"), ("@" + nick, "bold")), id="new:@" + nick
+                        )
+                    )
             if any(o.id == "new:" + raw for o in options):
                 return options
         if raw and not any(k.casefold() == raw.lstrip("#").casefold() for k, *_ in self.rooms):
@@ -214,12 +219,14 @@ class QuickSwitcher(ModalScreen[str | None]):
                     from udproom.protocol.names import check_nick
 
                     target = "@" + check_nick(raw[1:])
-                    options.append(Option(Text.assemble(("message ", "#737aa2"), (target, "bold")),
-                                          id="new:" + target))
+                    options.append(
+                        Option(Text.assemble(("message ", "#737aa2"), (target, "bold")), id="new:" + target)
+                    )
                 else:
                     room = canonical_room(raw)
-                    options.append(Option(Text.assemble(("join ", "#737aa2"), ("#" + room, "bold")),
-                                          id="new:" + room))
+                    options.append(
+                        Option(Text.assemble(("join ", "#737aa2"), ("#" + room, "bold")), id="new:" + room)
+                    )
             except NameError_:
                 pass
         return options
@@ -276,7 +283,7 @@ class HelpScreen(ModalScreen[None]):
             keys.append(f"  {key:<{width}}", "bold #7aa2f7")
             keys.append(desc + "\n", "#c0caf5")
         cmds = Text()
-        for name, spec in commands.COMMANDS.items():
+        for spec in commands.COMMANDS.values():
             cmds.append(f"  {spec.usage:<22}", "bold #9ece6a")
             cmds.append(spec.help + "\n", "#c0caf5")
         with VerticalScroll(id="help"):
@@ -312,8 +319,9 @@ class ConfirmPaste(ModalScreen[bool]):
         if len(self.lines) > 3:
             preview.append(f"  … and {len(self.lines) - 3} more\n", "#737aa2")
         with Vertical(id="confirm-paste"):
-            yield Static(Text(f"Send {len(self.lines)} lines to {self.room}, one message each?",
-                              "bold #e0af68"))
+            yield Static(
+                Text(f"Send {len(self.lines)} lines to {self.room}, one message each?", "bold #e0af68")
+            )
             yield Static(preview)
             yield Static(Text("Enter or y sends · Esc or n puts the text back in the input", "#737aa2"))
 

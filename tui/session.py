@@ -30,7 +30,7 @@ class Spec:
 def login_nick() -> str:
     try:
         login = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
+    except Exception:
         login = ""
     return default_nick(login)
 
@@ -106,8 +106,9 @@ async def build(spec: Spec, timing=None):
         server = runners.RelayServer(spec.address, config)
         bound_host, bound_port = await server.start()
         share = list(server.addresses())
-        client = runners.RelayClient(fmt_addr(connect_host_for(bound_host), bound_port), spec.nick,
-                                     list(spec.rooms), timing=timing)
+        client = runners.RelayClient(
+            fmt_addr(connect_host_for(bound_host), bound_port), spec.nick, list(spec.rooms), timing=timing
+        )
         return client, server, share
     if spec.mode == "join":
         return runners.RelayClient(spec.address, spec.nick, list(spec.rooms), timing=timing), None, []
@@ -119,5 +120,8 @@ async def build(spec: Spec, timing=None):
             peer_client = None
     if peer_client is None:
         raise SpecError("direct mode (peers without a relay) is not available in this build yet")
-    return (peer_client(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms), timing=timing),
-            None, [])
+    return (
+        peer_client(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms), timing=timing),
+        None,
+        [],
+    )

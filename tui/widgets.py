@@ -347,7 +347,7 @@ class ChatInput(Input):
         event.prevent_default()  # not Input's handler, which would keep only the first line
         event.stop()
         # what was typed around the cursor goes with the first and the last line
-        before, after = self.value[: self.cursor_position], self.value[self.cursor_position:]
+        before, after = self.value[: self.cursor_position], self.value[self.cursor_position :]
         lines[0] = before + lines[0]
         lines[-1] = lines[-1] + after
         self.value = ""

@@ -159,7 +159,7 @@ class PeerClient(CoreClient):
         for room in self._rooms:
             self.core.join(room, now)
         mapper = addr_mapper(self._family)
-        for (host, port), text in zip(self._peers, self._peer_text):
+        for (host, port), text in zip(self._peers, self._peer_text, strict=False):
             try:
                 addr = await resolve(host, port)
             except AddressError as exc:

@@ -104,7 +104,7 @@ class RelayServer:
         proto.close()
         await proto.wait_closed(1.0)
 
-    async def __aenter__(self) -> "RelayServer":
+    async def __aenter__(self) -> RelayServer:
         await self.start()
         return self
 

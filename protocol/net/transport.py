@@ -385,7 +385,7 @@ class CoreProtocol(asyncio.DatagramProtocol):
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._closed), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

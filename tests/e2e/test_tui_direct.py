@@ -23,18 +23,29 @@ async def test_two_apps_in_direct_mode():
         ben = app_for("direct", "127.0.0.1:0", "ben", ["lobby"], peers=[ann.chat.share[0]])
         async with ben.run_test(size=(140, 30)) as pb:
             pilots = (pa, pb)
-            await until(pilots, lambda: "ben" in members(ann, "lobby") and "ann" in members(ben, "lobby"),
-                        "each in the other's member list")
+            await until(
+                pilots,
+                lambda: "ben" in members(ann, "lobby") and "ann" in members(ben, "lobby"),
+                "each in the other's member list",
+            )
             # the status line follows the peer count
-            await until(pilots, lambda: "direct, 1 peer" in status(ann) and "direct, 1 peer" in status(ben),
-                        "status: 1 peer")
+            await until(
+                pilots,
+                lambda: "direct, 1 peer" in status(ann) and "direct, 1 peer" in status(ben),
+                "status: 1 peer",
+            )
 
             await pb.press(*"hi ann", "enter")
-            await until(pilots, lambda: any(x.text == "hi ann" for x in ann.chat.rooms["lobby"].lines),
-                        "message delivered")
+            await until(
+                pilots,
+                lambda: any(x.text == "hi ann" for x in ann.chat.rooms["lobby"].lines),
+                "message delivered",
+            )
             line = next(x for x in ann.chat.rooms["lobby"].lines if x.text == "hi ann")
             assert line.nick == "ben"
-            await until(pilots, lambda: ben.chat.rooms["lobby"].lines[-1].state == 0, "ben's post acknowledged")
+            await until(
+                pilots, lambda: ben.chat.rooms["lobby"].lines[-1].state == 0, "ben's post acknowledged"
+            )
             assert sum(x.text == "hi ann" for x in ben.chat.rooms["lobby"].lines) == 1
 
             # both talk at once (each posts before seeing the other's lines): each app first shows
@@ -43,19 +54,33 @@ async def test_two_apps_in_direct_mode():
             for i in range(4):
                 ann.send(f"ann {i}")
                 ben.send(f"ben {i}")
-            await until(pilots, lambda: len(order(ann)) == 9 and len(order(ben)) == 9
-                        and not ann.chat.pending and not ben.chat.pending, "all delivered and acknowledged")
+            await until(
+                pilots,
+                lambda: (
+                    len(order(ann)) == 9
+                    and len(order(ben)) == 9
+                    and not ann.chat.pending
+                    and not ben.chat.pending
+                ),
+                "all delivered and acknowledged",
+            )
             assert order(ann) == order(ben)
             assert [t for n, t in order(ann) if n == "ann"] == [f"ann {i}" for i in range(4)]
 
             # /msg goes straight to that peer
             await pa.press(*"/msg ben psst", "enter")
-            await until(pilots, lambda: any(x.text == "psst" for r in ben.chat.rooms.values() if r.direct
-                                            for x in r.lines), "direct message")
+            await until(
+                pilots,
+                lambda: any(x.text == "psst" for r in ben.chat.rooms.values() if r.direct for x in r.lines),
+                "direct message",
+            )
 
             # a peer that quits is shown leaving, and the peer count drops
             await pb.press("ctrl+q")
             await until(pilots, lambda: not ben.is_running, "ben quit")
-        await until((pa,), lambda: "ben" not in members(ann, "lobby")
-                    or members(ann, "lobby")["ben"].presence != "here", "ben gone")
+        await until(
+            (pa,),
+            lambda: "ben" not in members(ann, "lobby") or members(ann, "lobby")["ben"].presence != "here",
+            "ben gone",
+        )
         await until((pa,), lambda: "direct, 0 peers" in status(ann), "status: 0 peers")

@@ -27,7 +27,7 @@ class ImpairStats:
 
 
 class _Listen(asyncio.DatagramProtocol):
-    def __init__(self, proxy: "ImpairProxy") -> None:
+    def __init__(self, proxy: ImpairProxy) -> None:
         self.proxy = proxy
 
     def datagram_received(self, data: bytes, addr) -> None:
@@ -38,7 +38,7 @@ class _Listen(asyncio.DatagramProtocol):
 
 
 class _Upstream(asyncio.DatagramProtocol):
-    def __init__(self, proxy: "ImpairProxy", client) -> None:
+    def __init__(self, proxy: ImpairProxy, client) -> None:
         self.proxy = proxy
         self.client = client
         self.transport: asyncio.DatagramTransport | None = None
@@ -131,9 +131,7 @@ class ImpairProxy:
             local = "::1" if up_family == socket.AF_INET6 else "127.0.0.1"
             assert self._loop is not None
             self._loop.create_task(
-                self._loop.create_datagram_endpoint(
-                    lambda: up, local_addr=(local, 0), family=up_family
-                )
+                self._loop.create_datagram_endpoint(lambda: up, local_addr=(local, 0), family=up_family)
             )
             return
         if up.transport is None:
@@ -166,7 +164,7 @@ class ImpairProxy:
                 handle: asyncio.TimerHandle
 
                 def fire(data=data) -> None:
-                    self._timers.discard(handle)
+                    self._timers.discard(handle)  # noqa: B023 -- the handle of this very call
                     send(data)
 
                 handle = loop.call_later(wait, fire)
@@ -184,7 +182,7 @@ class ImpairProxy:
             self._listen.close()
             self._listen = None
 
-    async def __aenter__(self) -> "ImpairProxy":
+    async def __aenter__(self) -> ImpairProxy:
         await self.start()
         return self
 

@@ -72,7 +72,7 @@ class Proc:
                     )
                 try:
                     await asyncio.wait_for(self.changed.wait(), left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def wait_json(self, predicate, timeout: float, what: str = "a line") -> dict:
@@ -91,7 +91,7 @@ class Proc:
     async def wait(self, timeout: float) -> int:
         try:
             rc = await asyncio.wait_for(self.proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(
                 f"{self.name} (pid {self.pid}) did not exit within {timeout}s\n"
                 f"stdout: {self.stdout[-20:]}\nstderr: {self.stderr[-20:]}"
@@ -177,7 +177,7 @@ class Procs:
         for p in self.all:
             try:
                 await asyncio.wait_for(p.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             for t in p._readers:
                 t.cancel()

@@ -1,7 +1,6 @@
 """Command-line handling of `udproom relay|listen|send`: flags, one-line errors, exit codes,
 and no textual on these paths."""
 
-import asyncio
 import subprocess
 import sys
 import textwrap
@@ -78,20 +77,20 @@ def test_parser_defaults():
 
 
 def run_cli(*args, input=None, timeout=30):
-    return subprocess.run(
-        [*CLI, *args], input=input, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([*CLI, *args], input=input, capture_output=True, text=True, timeout=timeout)
 
 
 def test_event_json_shapes():
     from udproom.protocol import events as E
     from udproom.protocol.cli import _event_json
 
-    base = dict(room="lobby", seq=3, ts=1.5)
+    base = {"room": "lobby", "seq": 3, "ts": 1.5}
     cases = [
         (E.MessageReceived(nick="a", text="hi", **base), {"type": "message", "nick": "a", "text": "hi"}),
-        (E.MessageReceived(nick="a", text="waves", action=True, history=True, **base),
-         {"type": "message", "action": True, "history": True}),
+        (
+            E.MessageReceived(nick="a", text="waves", action=True, history=True, **base),
+            {"type": "message", "action": True, "history": True},
+        ),
         (E.MemberJoined(nick="a", **base), {"type": "join", "nick": "a"}),
         (E.MemberLeft(nick="a", reason="quit", **base), {"type": "leave", "reason": "quit"}),
         (E.MemberTimedOut(nick="a", **base), {"type": "timeout", "nick": "a"}),
@@ -110,16 +109,28 @@ def test_event_json_shapes():
 
 
 def test_send_without_relay_fails_in_time():
-    r = run_cli("send", "--join", "127.0.0.1:9", "--room", "x", "--nick", "a", "--timeout", "0.5",
-                "--fast-timers", "hello")
+    r = run_cli(
+        "send",
+        "--join",
+        "127.0.0.1:9",
+        "--room",
+        "x",
+        "--nick",
+        "a",
+        "--timeout",
+        "0.5",
+        "--fast-timers",
+        "hello",
+    )
     assert r.returncode == 1
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "no answer" in err[0], r.stderr
 
 
 def test_listen_without_relay():
-    r = run_cli("listen", "--join", "[::1]:9", "--room", "x", "--nick", "a", "--timeout", "0.3",
-                "--count", "1")
+    r = run_cli(
+        "listen", "--join", "[::1]:9", "--room", "x", "--nick", "a", "--timeout", "0.3", "--count", "1"
+    )
     assert r.returncode == 1 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and "timed out" in r.stderr
     # without --count, --timeout is a normal end
@@ -166,8 +177,12 @@ def test_headless_commands_never_import_textual():
 
 
 def test_module_entry_point_help():
-    r = subprocess.run([sys.executable, "-m", "udproom.protocol.cli", "relay", "--help"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "udproom.protocol.cli", "relay", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0 and "--bind" in r.stdout
 
 
@@ -186,6 +201,5 @@ CONSOLE_NO_TEXTUAL = textwrap.dedent(
 
 
 def test_console_script_headless_commands_never_import_textual():
-    r = subprocess.run([sys.executable, "-c", CONSOLE_NO_TEXTUAL], capture_output=True, text=True,
-                       timeout=30)
+    r = subprocess.run([sys.executable, "-c", CONSOLE_NO_TEXTUAL], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -33,7 +33,7 @@ async def settle(sink, n, timeout=3.0):
         sink.changed.clear()
         try:
             await asyncio.wait_for(sink.changed.wait(), deadline - time.monotonic())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
 
 
@@ -61,7 +61,7 @@ async def test_clean_path_and_distinct_upstreams(host):
     assert other.got[0][0] == b"re:x"
     assert len({a for _, a in server.got}) == 2  # one upstream address per client
     await proxy.close()
-    for t in ts + [other_t]:
+    for t in [*ts, other_t]:
         t.close()
 
 

@@ -6,7 +6,6 @@ order; the relay restarted mid-conversation and the clients resume; a killed mem
 as timed out.
 """
 
-import asyncio
 import signal
 import time
 
@@ -22,7 +21,7 @@ def check_delivery(listeners, expected_by_sender):
     total = sum(len(v) for v in expected_by_sender.values())
     logs = []
     for lst in listeners:
-        msgs = [m for m in lst.of_type("message")]
+        msgs = list(lst.of_type("message"))
         seqs = [m["seq"] for m in msgs]
         assert seqs == sorted(set(seqs)), f"{lst.name}: seqs not increasing: {seqs}"
         pairs = [(m["nick"], m["text"]) for m in msgs]
@@ -113,7 +112,9 @@ async def test_killed_member_times_out(procs, host):
     await watcher.wait_json(lambda o: o["type"] == "join" and o["nick"] == "victim", 20, "victim's join")
     victim.kill()
     killed = time.monotonic()
-    event = await watcher.wait_json(lambda o: o["nick"] == "victim" and o["type"] in ("timeout", "leave"), 10, "timeout")
+    event = await watcher.wait_json(
+        lambda o: o["nick"] == "victim" and o["type"] in ("timeout", "leave"), 10, "timeout"
+    )
     elapsed = time.monotonic() - killed
     assert event["type"] == "timeout"
     assert event["room"] == "lobby" and event["ts"] > 0
@@ -187,7 +188,7 @@ async def test_history_and_nick_clash(procs):
         s = await procs.send("alice", v4, "lobby", *FAST, f"old {k}")
         assert await s.wait(20) == 0, s.stderr
     with_history = await procs.listen("h", v4, "lobby", "--history", "--count", "4", "--timeout", "30", *FAST)
-    without = await procs.listen("n", "localhost:%d" % port, "lobby", "--count", "1", "--timeout", "30", *FAST)
+    without = await procs.listen("n", f"localhost:{port}", "lobby", "--count", "1", "--timeout", "30", *FAST)
     for lst in (with_history, without):
         await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
     await with_history.wait_until(lambda: len(with_history.of_type("message")) == 3, 20, "history")

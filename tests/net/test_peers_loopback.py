@@ -19,8 +19,9 @@ from .procs import FAST
 _ADDR_RE = re.compile(r"udp://(\[[^\]]+\]|[^\s:]+):(\d+)")
 
 
-async def start_peer(procs, name: str, command: str, host: str, peers: list[str], *extra: str,
-                     stdin: bool = False):
+async def start_peer(
+    procs, name: str, command: str, host: str, peers: list[str], *extra: str, stdin: bool = False
+):
     args = [command, "--listen", hostport(host, 0), "--room", "lobby", "--nick", name]
     for p in peers:
         args += ["--peer", p]
@@ -63,10 +64,12 @@ async def test_chained_peers_deliver_to_everyone(procs, host, lossy):
     await c.wait_until(joined(c, "A", "B"), 20, "A and B joining C")
 
     texts = {s: [f"{s} line {k}" for k in range(per_sender)] for s in ("sa", "sc")}
-    sa, _ = await start_peer(procs, "sa", "send", host, [addr_a], "--timeout", "30", *FAST, *imp,
-                             *seed(4), stdin=True)
-    sc, _ = await start_peer(procs, "sc", "send", host, [addr_c], "--timeout", "30", *FAST, *imp,
-                             *seed(5), stdin=True)
+    sa, _ = await start_peer(
+        procs, "sa", "send", host, [addr_a], "--timeout", "30", *FAST, *imp, *seed(4), stdin=True
+    )
+    sc, _ = await start_peer(
+        procs, "sc", "send", host, [addr_c], "--timeout", "30", *FAST, *imp, *seed(5), stdin=True
+    )
     for s, proc in (("sa", sa), ("sc", sc)):
         await proc.write("".join(t + "\n" for t in texts[s]))
         proc.close_stdin()
@@ -86,8 +89,7 @@ async def test_chained_peers_deliver_to_everyone(procs, host, lossy):
 
 async def test_send_with_no_peer_answering_fails(procs):
     # a port nobody listens on: the send must not claim success
-    s, _ = await start_peer(procs, "lonely", "send", "127.0.0.1", ["127.0.0.1:9"], "--timeout", "2",
-                            *FAST)
+    s, _ = await start_peer(procs, "lonely", "send", "127.0.0.1", ["127.0.0.1:9"], "--timeout", "2", *FAST)
     await s.wait_until(lambda: not s.running, 10, "exit")
     assert await s.wait(5) == 1
     assert "no answer from peers at 127.0.0.1:9" in s.stderr[-1]

@@ -40,7 +40,7 @@ class Recorder:
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 
@@ -73,7 +73,7 @@ async def test_server_and_clients_in_one_loop(host):
 
         ids = [alice.post("lobby", f"hi {i}") for i in range(20)]
         me = alice.post("lobby", "waves", action=True)
-        for i in ids + [me]:
+        for i in [*ids, me]:
             await arec.wait(lambda e, i=i: isinstance(e, E.PostAcknowledged) and e.local_id == i)
         await brec.wait(lambda e: isinstance(e, E.MessageReceived) and e.text == "waves")
         got = [(e.text, e.action) for e in brec.of(E.MessageReceived)]

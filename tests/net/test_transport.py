@@ -9,7 +9,7 @@ import pytest
 
 from udproom.protocol.net import loop as netloop
 from udproom.protocol.net.address import AddressError
-from udproom.protocol.net.transport import CoreProtocol, bind_socket, client_socket, open_core
+from udproom.protocol.net.transport import bind_socket, client_socket, open_core
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -73,7 +73,10 @@ class Collector(asyncio.DatagramProtocol):
 
 
 @pytest.mark.parametrize("kind", LOOPS)
-@pytest.mark.parametrize("host, peer", [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("", "127.0.0.1"), ("", "::1"), ("::", "127.0.0.1")])
+@pytest.mark.parametrize(
+    "host, peer",
+    [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("", "127.0.0.1"), ("", "::1"), ("::", "127.0.0.1")],
+)
 def test_echo(kind, host, peer):
     async def main():
         core = EchoCore()
@@ -125,7 +128,7 @@ def test_one_timer_rearmed(kind):
             core.timer = time.monotonic() + 0.005
             proto.flush()
             n = len(core.timer_calls)
-            await wait_for(lambda: len(core.timer_calls) == n + 1, 2.0)
+            await wait_for(lambda: len(core.timer_calls) == n + 1, 2.0)  # noqa: B023 -- awaited here
         proto.close()
 
     run_on(kind, main)

@@ -20,8 +20,15 @@ def client_addr(i: int) -> tuple:
 class Room:
     """One relay, n clients, all in one room."""
 
-    def __init__(self, n: int, seed: int = 0, imp: Impairment | None = None, room: str = "lobby",
-                 timing: Timing = T, history: int = 100) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        imp: Impairment | None = None,
+        room: str = "lobby",
+        timing: Timing = T,
+        history: int = 100,
+    ) -> None:
         self.net = FakeNet(seed, imp)
         self.timing = timing
         self.relay = self.net.add(RELAY, Relay(RelayConfig(timing=timing, history=history)))
@@ -55,16 +62,25 @@ class Room:
 
     def messages(self, addr: tuple, room: str | None = None) -> list[tuple[int, str, str]]:
         room = room or self.room
-        return [(e.seq, e.nick, e.text) for e in self.net.events[addr]
-                if isinstance(e, E.MessageReceived) and e.room == room]
+        return [
+            (e.seq, e.nick, e.text)
+            for e in self.net.events[addr]
+            if isinstance(e, E.MessageReceived) and e.room == room
+        ]
 
     def room_log(self, addr: tuple) -> list:
         """Every sequenced room event this client delivered, as comparable tuples."""
         out = []
         for e in self.net.events[addr]:
             if isinstance(e, E.ROOM_EVENTS) and e.room == self.room:
-                out.append((e.seq, type(e).__name__, getattr(e, "nick", getattr(e, "old", "")),
-                            getattr(e, "text", "")))
+                out.append(
+                    (
+                        e.seq,
+                        type(e).__name__,
+                        getattr(e, "nick", getattr(e, "old", "")),
+                        getattr(e, "text", ""),
+                    )
+                )
         return out
 
     def wait_messages(self, count: int, limit: float = 120.0, addrs=None) -> None:
@@ -82,7 +98,9 @@ class Room:
         def pending() -> bool:
             head = self.relay.rooms[self.room].seq
             return any(
-                c._inflight or c._outbox or c.rooms[self.room].rx is None
+                c._inflight
+                or c._outbox
+                or c.rooms[self.room].rx is None
                 or c.rooms[self.room].rx.next != head + 1
                 for c in self.clients.values()
             )

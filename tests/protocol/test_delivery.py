@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from udproom.protocol import events as E
 
 from .fakenet import Impairment
-from .harness import T, Room
+from .harness import Room, T
 
 
 def _blast(room: Room, per_client: int, gap: float = 0.004, start: int = 0) -> None:
@@ -91,9 +91,11 @@ def test_a_dark_period_longer_than_the_timeout_reconnects_without_loss_or_duplic
     kinds = [type(e).__name__ for e in room.net.events[quiet]]
     assert "ConnectionLost" in kinds
     # the others saw it time out (it was silent past the timeout)
-    others = list(room.clients)[0]
-    assert any(isinstance(e, E.MemberTimedOut) and e.nick == room.clients[quiet].nick
-               for e in room.net.events[others])
+    others = next(iter(room.clients))
+    assert any(
+        isinstance(e, E.MemberTimedOut) and e.nick == room.clients[quiet].nick
+        for e in room.net.events[others]
+    )
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -105,8 +107,9 @@ def test_a_dark_period_longer_than_the_timeout_reconnects_without_loss_or_duplic
     dup=st.floats(0, 0.2),
     jitter=st.floats(0, 0.02),
 )
-def test_property_every_log_is_the_same_gap_free_duplicate_free_prefix(seed, clients, per_client, loss,
-                                                                         dup, jitter):
+def test_property_every_log_is_the_same_gap_free_duplicate_free_prefix(
+    seed, clients, per_client, loss, dup, jitter
+):
     room = Room(clients, seed=seed, imp=Impairment(loss=loss, dup=dup, delay=0.001, jitter=jitter))
     room.wait_joined(limit=60)
     _blast(room, per_client, gap=0.002)

@@ -39,12 +39,12 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         if op == 0 and b:
             b[rng.randrange(len(b))] = rng.randrange(256)
         elif op == 1 and b:
-            del b[rng.randrange(len(b)):]
+            del b[rng.randrange(len(b)) :]
         elif op == 2:
             b.insert(rng.randrange(len(b) + 1), rng.randrange(256))
         elif b:
             i = rng.randrange(len(b))
-            b[i:i] = b[i:i + rng.randint(1, 8)]
+            b[i:i] = b[i : i + rng.randint(1, 8)]
     return bytes(b)
 
 

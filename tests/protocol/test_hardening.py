@@ -10,7 +10,7 @@ from udproom.protocol.cookies import SourceLimiter
 from udproom.protocol.relay import Relay, RelayConfig
 
 from .fakenet import Impairment
-from .harness import RELAY, T, Room, client_addr
+from .harness import RELAY, Room, T, client_addr
 
 
 def _hello(nick: str, cookie: bytes = b"", nonce: int = 99) -> bytes:
@@ -43,7 +43,7 @@ def test_a_reset_counts_only_with_the_sessions_token():
     # a relay that lost the session answers with the token the client sent, and that one counts
     relay = Relay(RelayConfig(timing=T))
     relay.receive_datagram(F.encode([F.Sid(777), F.Ping(1)]), ("192.0.2.1", 1), 1.0)
-    (data, _), = relay.datagrams_to_send(1.0)
+    ((data, _),) = relay.datagrams_to_send(1.0)
     assert F.decode(data) == [F.Reset(777)]
     # without a Sid (a stranger's garbage) it says nothing at all
     relay.receive_datagram(F.encode_one(F.Ping(1)), ("192.0.2.2", 1), 1.0)
@@ -112,8 +112,7 @@ def test_a_nick_change_survives_a_reconnect():
     assert room.clients[a].nick == "alice"
     t0 = room.net.now
     room.net.dark_links[a] = [(t0, t0 + 3 * T.timeout)]  # long enough to lose the session
-    room.net.run_while(lambda: room.events(a, E.Connected)[-1:] == room.events(a, E.Connected)[:1],
-                       t0 + 20)
+    room.net.run_while(lambda: room.events(a, E.Connected)[-1:] == room.events(a, E.Connected)[:1], t0 + 20)
     room.settle(1.0)
     assert room.clients[a].nick == "alice"
     assert "alice" in room.clients[b].rooms["lobby"].members
@@ -180,7 +179,7 @@ def test_rooms_keep_bounded_history_in_bytes_and_empty_rooms_expire():
     ca.rooms.clear()
     room.net.call(a, ca.join, "big")
     room.net.run_while(lambda: "big" not in room.relay.rooms, room.net.now + 5)
-    for k in range(300):
+    for _k in range(300):
         room.net.call(a, ca.post, "big", "x" * 1000)
     room.settle(2.0)
     stream = room.relay.rooms["big"]
@@ -202,8 +201,7 @@ def test_a_client_whose_address_changes_comes_back_without_colliding_with_its_gh
     room.net.events[moved] = room.net.events[a]
     room.clients[moved] = room.clients.pop(a)
     room.net.call(moved, room.clients[moved].post, "lobby", "after the move")
-    room.net.run_while(lambda: not any(m[2] == "after the move" for m in room.messages(b)),
-                       room.net.now + 10)
+    room.net.run_while(lambda: not any(m[2] == "after the move" for m in room.messages(b)), room.net.now + 10)
     assert [m[2] for m in room.messages(b)] == ["after the move"]
     assert not room.events(moved, E.RequestRefused)
     assert moved in room.relay.sessions and a not in room.relay.sessions
@@ -212,7 +210,7 @@ def test_a_client_whose_address_changes_comes_back_without_colliding_with_its_gh
 def test_nicks_are_unique_regardless_of_case():
     room = Room(2, seed=39)
     room.wait_joined()
-    a, b = client_addr(0), client_addr(1)
+    _a, b = client_addr(0), client_addr(1)
     room.net.call(b, room.clients[b].set_nick, "N0")
     room.settle(0.3)
     refused = room.events(b, E.RequestRefused)

@@ -26,9 +26,7 @@ def test_only_the_wire_module_imports_msgspec():
     import udproom.protocol as p
 
     root = pathlib.Path(p.__file__).parent
-    users = sorted(
-        str(f.relative_to(root)) for f in root.rglob("*.py") if "import msgspec" in f.read_text()
-    )
+    users = sorted(str(f.relative_to(root)) for f in root.rglob("*.py") if "import msgspec" in f.read_text())
     assert users == ["frames.py"]
 
 

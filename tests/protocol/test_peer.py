@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import random
 import subprocess
 import sys
@@ -29,8 +30,14 @@ def addr(i: int) -> tuple:
     return (f"10.0.0.{i + 1}", 7000 + i)
 
 
-def build(n: int, seed: int = 0, imp: Impairment | None = None, chain: bool = True, room: str = "lobby",
-          t: Timing | None = None):
+def build(
+    n: int,
+    seed: int = 0,
+    imp: Impairment | None = None,
+    chain: bool = True,
+    room: str = "lobby",
+    t: Timing | None = None,
+):
     """n peers in `room`; peer i knows only peer i-1 (chain) or only peer 0 (star)."""
     net = FakeNet(seed=seed, imp=imp)
     nodes = []
@@ -72,9 +79,13 @@ def check_delivery(net, nodes, sent: dict[str, list[str]], room="lobby"):
         for a in of(net, i, E.PostAcknowledged):
             own[a.local_id] = a.seq
         assert len(own) == len(sent.get(node.nick, [])), f"{node.nick}: not every post acknowledged"
-        view = sorted([(e.seq, e.nick, e.text) for e in got]
-                      + [(lc, node.nick, text) for lc, text in zip(
-                          [own[k] for k in sorted(own)], sent.get(node.nick, []))])
+        view = sorted(
+            [(e.seq, e.nick, e.text) for e in got]
+            + [
+                (lc, node.nick, text)
+                for lc, text in zip([own[k] for k in sorted(own)], sent.get(node.nick, []), strict=False)
+            ]
+        )
         views.append(view)
     for v in views[1:]:
         assert v == views[0]
@@ -165,7 +176,7 @@ def test_join_through_any_member_reaches_everyone():
     late = net.add(addr(4), PeerNode("late", timing=timing()))
     net.call(addr(4), late.join, "lobby")
     net.call(addr(4), late.add_peer, addr(2))  # knows only p2
-    everyone = nodes + [late]
+    everyone = [*nodes, late]
     net.run_while(lambda: not full(everyone), net.now + 10)
     assert late.members("lobby") == ["late", "p0", "p1", "p2", "p3"]
     for i in range(4):
@@ -240,7 +251,7 @@ def test_clean_leave_and_part_and_return():
     net.remove(addr(1))
     net.run_until(net.now + 0.3)
     assert "p1" in [e.nick for e in of(net, 0, E.MemberLeft)]
-    assert not [e for e in of(net, 0, E.MemberTimedOut)]
+    assert not list(of(net, 0, E.MemberTimedOut))
 
 
 def test_restarted_peer_is_welcomed_back():
@@ -254,8 +265,7 @@ def test_restarted_peer_is_welcomed_back():
     net.add(addr(2), again)
     net.call(addr(2), again.join, "lobby")
     net.call(addr(2), again.add_peer, addr(0))
-    net.run_while(lambda: len(again.members("lobby")) < 3 or len(nodes[1].members("lobby")) < 3,
-                  net.now + 5)
+    net.run_while(lambda: len(again.members("lobby")) < 3 or len(nodes[1].members("lobby")) < 3, net.now + 5)
     assert again.members("lobby") == ["p0", "p1", "p2"]
     assert [e.nick for e in of(net, 1, E.MemberJoined)].count("p2") == 2
     net.call(addr(2), again.post, "lobby", "back")
@@ -478,11 +488,11 @@ def test_core_imports_no_io():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stdout + res.stderr
-    import udproom.protocol.peer as peer_mod
     import udproom.protocol.cookies as cookies_mod
+    import udproom.protocol.peer as peer_mod
 
     for mod in (peer_mod, cookies_mod):
-        src = open(mod.__file__).read()
+        src = pathlib.Path(mod.__file__).read_text()
         assert "import time" not in src and "import socket" not in src and "import asyncio" not in src
 
 

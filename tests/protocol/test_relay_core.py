@@ -8,7 +8,7 @@ from udproom.protocol.client import ClientSession
 from udproom.protocol.relay import Relay, RelayConfig
 
 from .fakenet import Impairment
-from .harness import RELAY, T, Room, client_addr
+from .harness import RELAY, Room, T, client_addr
 
 SRC = ("192.0.2.9", 4444)
 
@@ -26,7 +26,7 @@ def test_handshake_is_stateless_until_the_cookie_comes_back():
     relay.receive_datagram(data, SRC, 1.0)
     out = relay.datagrams_to_send(1.0)
     assert len(out) == 1 and not relay.sessions  # no state for an unproven address
-    (reply, addr), = out
+    ((reply, addr),) = out
     assert addr == SRC and len(reply) <= 3 * len(data)
     retry = F.decode(reply)[0]
     assert isinstance(retry, F.Retry)
@@ -53,10 +53,12 @@ def test_datagrams_without_the_session_token_are_dropped():
     assert relay.stats["unauthenticated"] == 2 and a in relay.sessions
     # and forges the relay's address towards b: an event and a Gone
     cb = room.clients[b]
-    cb.receive_datagram(F.encode([F.Batch("lobby", 99, [F.Ev(F.EV_MSG, "x", "forged")]),
-                                  F.Gone("lobby", 10**6)]), RELAY, room.net.now)
-    cb.receive_datagram(F.encode([F.Sid(relay.epoch + 1), F.Gone("lobby", 10**6)]), RELAY,
-                        room.net.now)
+    cb.receive_datagram(
+        F.encode([F.Batch("lobby", 99, [F.Ev(F.EV_MSG, "x", "forged")]), F.Gone("lobby", 10**6)]),
+        RELAY,
+        room.net.now,
+    )
+    cb.receive_datagram(F.encode([F.Sid(relay.epoch + 1), F.Gone("lobby", 10**6)]), RELAY, room.net.now)
     assert cb.stats["unauthenticated"] == 2
     room.net.call(a, room.clients[a].post, "lobby", "real")
     room.net.run_while(lambda: not room.messages(b), room.net.now + 5)
@@ -65,7 +67,7 @@ def test_datagrams_without_the_session_token_are_dropped():
 
 def test_unvalidated_sources_never_get_more_than_three_times_what_they_sent():
     relay = Relay(RelayConfig(timing=T))
-    for size_hint, frames in [(False, _hello(pad=False)), (False, F.encode_one(F.Ping(1)))]:
+    for _size_hint, frames in [(False, _hello(pad=False)), (False, F.encode_one(F.Ping(1)))]:
         relay.receive_datagram(frames, SRC, 2.0)
         for reply, _ in relay.datagrams_to_send(2.0):
             assert len(reply) <= 3 * len(frames)
@@ -183,8 +185,8 @@ def test_direct_messages_reach_only_their_target_and_echo_to_the_sender():
     for k in range(5):
         room.clients[a].post("@n1", f"psst {k}", room.net.now)
         room.net.flush(a)
-    room.net.run_while(lambda: len([e for e in room.events(b, E.MessageReceived)]) < 5, room.net.now + 10)
-    got = [e for e in room.events(b, E.MessageReceived)]
+    room.net.run_while(lambda: len(list(room.events(b, E.MessageReceived))) < 5, room.net.now + 10)
+    got = list(room.events(b, E.MessageReceived))
     assert [e.text for e in got] == [f"psst {k}" for k in range(5)]
     assert all(e.room == "@n0" and e.nick == "n0" and not e.mine for e in got)
     room.net.run_while(lambda: len(room.events(a, E.MessageReceived)) < 5, room.net.now + 10)
@@ -321,8 +323,7 @@ def test_one_session_in_several_rooms_keeps_them_apart():
     a, b = client_addr(0), client_addr(1)
     for c_addr in (a, b):
         room.net.call(c_addr, room.clients[c_addr].join, "#Dev")
-    room.net.run_while(lambda: not all(c.rooms["dev"].ready for c in room.clients.values()),
-                       room.net.now + 5)
+    room.net.run_while(lambda: not all(c.rooms["dev"].ready for c in room.clients.values()), room.net.now + 5)
     room.net.call(a, room.clients[a].post, "dev", "in dev")
     room.net.call(a, room.clients[a].post, "lobby", "in lobby")
     room.net.run_while(lambda: len(room.events(b, E.MessageReceived)) < 2, room.net.now + 5)

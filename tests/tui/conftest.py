@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
@@ -25,15 +25,19 @@ def clock() -> float:
 def make_app(rooms=("lobby", "dev", "random"), nick="alice", members=None, **kwargs):
     if members is None:
         members = {
-            "lobby": [ev.Member("alice"), ev.Member("bob"), ev.Member("carol", away="lunch"),
-                      ev.Member("dave", timed_out=True)],
+            "lobby": [
+                ev.Member("alice"),
+                ev.Member("bob"),
+                ev.Member("carol", away="lunch"),
+                ev.Member("dave", timed_out=True),
+            ],
             "dev": [ev.Member("alice"), ev.Member("bob")],
         }
     backend_kwargs = {k: kwargs.pop(k) for k in ("auto_ack", "topics") if k in kwargs}
     backend = FakeBackend(nick, list(rooms), members=members, clock=clock, **backend_kwargs)
     kwargs.setdefault("bell", False)
     kwargs.setdefault("flush_interval", 0.0)
-    app = ChatApp(backend=backend, tz=timezone.utc, clock=clock, save_config=False, **kwargs)
+    app = ChatApp(backend=backend, tz=UTC, clock=clock, save_config=False, **kwargs)
     return app, backend
 
 
@@ -47,8 +51,11 @@ async def until(pilot, condition, what="condition", tries=200):
 
 
 async def ready(pilot, app, backend):
-    await until(pilot, lambda: len(app.chat.rooms) == len(backend.rooms) and app.chat.state == "connected",
-                "rooms joined")
+    await until(
+        pilot,
+        lambda: len(app.chat.rooms) == len(backend.rooms) and app.chat.state == "connected",
+        "rooms joined",
+    )
     await until(pilot, lambda: not app._inbox and not app._flush_requested, "flush")
 
 

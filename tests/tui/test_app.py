@@ -280,8 +280,9 @@ async def test_quick_switcher_joins_a_new_room():
 
 
 async def test_tab_completes_nicks_and_commands():
-    app, backend = make_app(members={"lobby": [ev.Member("alice"), ev.Member("bob"), ev.Member("bobby"),
-                                               ev.Member("carol")]})
+    app, backend = make_app(
+        members={"lobby": [ev.Member("alice"), ev.Member("bob"), ev.Member("bobby"), ev.Member("carol")]}
+    )
     async with app.run_test(size=(120, 30)) as pilot:
         await ready(pilot, app, backend)
         await pilot.press("c", "tab")
@@ -576,8 +577,9 @@ async def test_connect_command(monkeypatch):
         await type_line(pilot, "/connect")
         assert "usage: /connect HOST[:PORT]" in last(app)
         await type_line(pilot, "/connect 10.1.2.3:7000")
-        await until(pilot, lambda: app.chat.mode == "relay 10.1.2.3:7000" and len(app.chat.rooms) == 3,
-                    "reconnected")
+        await until(
+            pilot, lambda: app.chat.mode == "relay 10.1.2.3:7000" and len(app.chat.rooms) == 3, "reconnected"
+        )
         assert built[0].address == "10.1.2.3:7000" and built[0].rooms == ["lobby", "dev", "random"]
         assert ("close",) in backend.calls  # the old session was left
 

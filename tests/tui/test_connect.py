@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from datetime import timezone
+from datetime import UTC
 
 from textual.widgets import Input, OptionList, Static
 
@@ -25,7 +25,7 @@ def fake_build(built):
 async def test_connect_screen_joins_and_remembers(monkeypatch, _config_dir):
     built = []
     monkeypatch.setattr(session, "build", fake_build(built))
-    app = ChatApp(tz=timezone.utc, flush_interval=0.0)
+    app = ChatApp(tz=UTC, flush_interval=0.0)
     async with app.run_test(size=(100, 34)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect screen")
         screen = app.screen
@@ -44,7 +44,7 @@ async def test_connect_screen_joins_and_remembers(monkeypatch, _config_dir):
 
 
 async def test_connect_screen_shows_bad_input_inline():
-    app = ChatApp(tz=timezone.utc, config=config.Config(nick="zoe"), save_config=False)
+    app = ChatApp(tz=UTC, config=config.Config(nick="zoe"), save_config=False)
     async with app.run_test(size=(100, 34)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect screen")
         screen = app.screen
@@ -67,7 +67,7 @@ async def test_connect_screen_recent_addresses_and_modes(monkeypatch):
     built = []
     monkeypatch.setattr(session, "build", fake_build(built))
     cfg = config.Config(nick="zoe", mode="host", recent=["10.0.0.1:6000", "10.0.0.2:7000"])
-    app = ChatApp(tz=timezone.utc, config=cfg, save_config=False, flush_interval=0.0)
+    app = ChatApp(tz=UTC, config=cfg, save_config=False, flush_interval=0.0)
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect screen")
         screen = app.screen
@@ -94,7 +94,7 @@ async def test_host_mode_port_in_use_is_a_clear_message():
     port = busy.getsockname()[1]
     try:
         spec = session.check(session.Spec("host", f"127.0.0.1:{port}", "zoe", ["lobby"]))
-        app = ChatApp(spec, tz=timezone.utc, save_config=False)
+        app = ChatApp(spec, tz=UTC, save_config=False)
         async with app.run_test(size=(100, 34)) as pilot:
             await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "back to the connect screen")
             error = str(app.screen.query_one("#connect-error", Static).render())
@@ -109,7 +109,7 @@ async def test_host_mode_shows_addresses_to_share(monkeypatch):
     built = []
     monkeypatch.setattr(session, "build", fake_build(built))
     spec = session.check(session.Spec("host", ":6000", "zoe", ["lobby"]))
-    app = ChatApp(spec, tz=timezone.utc, save_config=False, flush_interval=0.0)
+    app = ChatApp(spec, tz=UTC, save_config=False, flush_interval=0.0)
     async with app.run_test(size=(140, 30)) as pilot:
         await until(pilot, lambda: app.chat.state == "connected", "connected")
         await pilot.pause()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timezone
+from datetime import UTC
 
 from textual.widgets import Input
 
@@ -51,8 +51,13 @@ async def test_nick_change_is_ours_in_every_room_and_everywhere_on_screen():
         await settle(pilot, app)
         await pilot.press("alt+1")
         await type_line(pilot, "/nick carlos")
-        await until(pilot, lambda: all(r.lines and r.lines[-1].kind == m.NICK
-                                       for n, r in app.chat.rooms.items() if not r.direct), "renamed")
+        await until(
+            pilot,
+            lambda: all(
+                r.lines and r.lines[-1].kind == m.NICK for n, r in app.chat.rooms.items() if not r.direct
+            ),
+            "renamed",
+        )
         await settle(pilot, app)
         for name in ("lobby", "dev", "random"):
             line = app.chat.rooms[name].lines[-1]
@@ -108,7 +113,7 @@ async def test_connect_keeps_the_session_on_a_typo_and_hosting_needs_a_bang(monk
     built = []
     monkeypatch.setattr(session, "build", fake_build(built))
     spec = session.check(session.Spec("host", ":6000", "zoe", ["lobby"]))
-    app = ChatApp(spec, tz=timezone.utc, save_config=False, flush_interval=0.0)
+    app = ChatApp(spec, tz=UTC, save_config=False, flush_interval=0.0)
     async with app.run_test(size=(140, 30)) as pilot:
         await until(pilot, lambda: app.chat.state == "connected", "connected")
         hosting = app.backend
@@ -122,7 +127,7 @@ async def test_connect_keeps_the_session_on_a_typo_and_hosting_needs_a_bang(monk
 
 async def test_no_answer_is_shown_and_esc_goes_back_to_the_connect_screen(monkeypatch, _config_dir):
     monkeypatch.setattr(session, "build", fake_build([], SilentBackend))
-    app = ChatApp(tz=timezone.utc, flush_interval=0.0)
+    app = ChatApp(tz=UTC, flush_interval=0.0)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect screen")
         app.screen.query_one("#address", Input).value = "127.0.0.1:6802"
@@ -131,8 +136,11 @@ async def test_no_answer_is_shown_and_esc_goes_back_to_the_connect_screen(monkey
         await until(pilot, lambda: app.chat.state == "reconnecting", "no answer")
         await settle(pilot, app)
         assert "no answer from 127.0.0.1:6802 · retrying in 2 s" in status(app)
-        assert any("no answer from a relay at 127.0.0.1:6802; retrying in 2.0 s — /connect another address,"
-                   " Esc goes back, Ctrl+Q quits" in x.text for x in app.chat.current.lines)
+        assert any(
+            "no answer from a relay at 127.0.0.1:6802; retrying in 2.0 s — /connect another address,"
+            " Esc goes back, Ctrl+Q quits" in x.text
+            for x in app.chat.current.lines
+        )
         assert config.load().recent == []  # never connected: not remembered
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "back to the connect screen")
@@ -224,10 +232,10 @@ async def test_direct_conversation_shows_what_we_know_of_the_other_person():
 async def test_narrow_status_keeps_room_activity_and_help():
     from udproom.tui.app import ChatApp as _App
 
-    backend = demo.FakeBackend("alice", ["lobby", "dev"], clock=lambda: T0,
-                               address="very-long-relay-name.example.org:6000")
-    app = _App(backend=backend, tz=timezone.utc, clock=lambda: T0, save_config=False, flush_interval=0.0,
-               bell=False)
+    backend = demo.FakeBackend(
+        "alice", ["lobby", "dev"], clock=lambda: T0, address="very-long-relay-name.example.org:6000"
+    )
+    app = _App(backend=backend, tz=UTC, clock=lambda: T0, save_config=False, flush_interval=0.0, bell=False)
     async with app.run_test(size=(60, 20)) as pilot:
         await until(pilot, lambda: len(app.chat.rooms) == 2, "joined")
         app.chat.share = ["192.168.100.200:6000", "10.0.0.5:6000", "[fe80::1]:6000"]
@@ -375,9 +383,16 @@ async def test_command_palette_has_udproom_commands_and_a_polite_quit():
         await pilot.press("f10")
         await until(pilot, lambda: isinstance(app.screen, CommandPalette), "palette")
         await pilot.press(*"join ops")
-        await until(pilot, lambda: app.screen.query("CommandList") and
-                    "Join #ops" in str(app.screen.query_one("CommandList").get_option_at_index(0).prompt)
-                    if app.screen.query_one("CommandList").option_count else False, "join hit")
+        await until(
+            pilot,
+            lambda: (
+                app.screen.query("CommandList")
+                and "Join #ops" in str(app.screen.query_one("CommandList").get_option_at_index(0).prompt)
+                if app.screen.query_one("CommandList").option_count
+                else False
+            ),
+            "join hit",
+        )
         await pilot.press("enter")
         await until(pilot, lambda: app.chat.active == "ops", "joined ops")
         await pilot.press("f10")
@@ -391,8 +406,10 @@ async def test_command_palette_has_udproom_commands_and_a_polite_quit():
         await until(pilot, lambda: isinstance(app.screen, CommandPalette), "palette again")
         await pilot.press(*"quit")
         await until(pilot, lambda: app.screen.query_one("CommandList").option_count > 0, "quit hits")
-        options = [str(app.screen.query_one("CommandList").get_option_at_index(i).prompt)
-                   for i in range(app.screen.query_one("CommandList").option_count)]
+        options = [
+            str(app.screen.query_one("CommandList").get_option_at_index(i).prompt)
+            for i in range(app.screen.query_one("CommandList").option_count)
+        ]
         assert any("Quit udproom" in o for o in options)
         assert not any(o.startswith("Quit\n") or o == "Quit" for o in options)  # Textual's abrupt one
         await pilot.press("enter")
@@ -427,7 +444,7 @@ async def test_connect_screen_recent_by_keyboard_and_mode_marked(monkeypatch):
     cfg = config.Config(nick="zoe", mode="host", recent=["10.0.0.1:6000", "10.0.0.2:7000"])
     built = []
     monkeypatch.setattr(session, "build", fake_build(built))
-    app = ChatApp(tz=timezone.utc, config=cfg, save_config=False, flush_interval=0.0)
+    app = ChatApp(tz=UTC, config=cfg, save_config=False, flush_interval=0.0)
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect screen")
         screen = app.screen

@@ -4,7 +4,7 @@ and the direct-mode status line."""
 from __future__ import annotations
 
 import random
-from datetime import timezone
+from datetime import UTC
 
 from udproom.protocol import events as ev
 from udproom.tui import model as m
@@ -33,7 +33,9 @@ async def test_history_is_drawn_above_you_joined_and_live_events_below():
         assert app.chat.active == "music"
         rows = texts(app)
         joined = row_index(rows, "you joined #music · 2 here")
-        assert row_index(rows, "old news") < row_index(rows, "carol joined") < row_index(rows, "older than you")
+        assert (
+            row_index(rows, "old news") < row_index(rows, "carol joined") < row_index(rows, "older than you")
+        )
         assert row_index(rows, "older than you") < joined < row_index(rows, "live one")
         # history is drawn dim, live messages are not
         lines = {x.text: x for x in app.chat.rooms["music"].lines}
@@ -91,13 +93,24 @@ def message_order(model, room="lobby"):
 
 
 def test_direct_mode_every_arrival_order_gives_the_same_final_order():
-    msgs = [stamped(s, n) for s, n in [(1, "erin"), (2, "bob"), (3, "dave"), (4, "bob"), (4, "carol"),
-                                       (5, "bob"), (7, "carol"), (9, "dave")]]
+    msgs = [
+        stamped(s, n)
+        for s, n in [
+            (1, "erin"),
+            (2, "bob"),
+            (3, "dave"),
+            (4, "bob"),
+            (4, "carol"),
+            (5, "bob"),
+            (7, "carol"),
+            (9, "dave"),
+        ]
+    ]
     want = sorted((e.seq, e.nick) for e in msgs)
     rng = random.Random(7)
     orders = [msgs, msgs[::-1], *(rng.sample(msgs, len(msgs)) for _ in range(30))]
     for order in orders:
-        chat = m.ChatModel("alice", tz=timezone.utc, clock=lambda: T0)
+        chat = m.ChatModel("alice", tz=UTC, clock=lambda: T0)
         chat.stamp_order = True
         chat.apply(ev.RoomJoined("lobby", "alice", (ev.Member("alice"),)))
         for e in order:
@@ -107,7 +120,7 @@ def test_direct_mode_every_arrival_order_gives_the_same_final_order():
 
 
 def test_relay_mode_keeps_arrival_order():
-    chat = m.ChatModel("alice", tz=timezone.utc, clock=lambda: T0)
+    chat = m.ChatModel("alice", tz=UTC, clock=lambda: T0)
     chat.apply(ev.RoomJoined("lobby", "alice", (ev.Member("alice"),)))
     for e in (stamped(3, "bob"), stamped(1, "carol"), stamped(2, "dave")):
         chat.apply(e)
@@ -115,7 +128,7 @@ def test_relay_mode_keeps_arrival_order():
 
 
 def test_direct_mode_history_is_ordered_above_the_marker_and_live_below():
-    chat = m.ChatModel("alice", tz=timezone.utc, clock=lambda: T0)
+    chat = m.ChatModel("alice", tz=UTC, clock=lambda: T0)
     chat.stamp_order = True
     chat.apply(ev.RoomJoined("lobby", "alice", (ev.Member("alice"),)))
     chat.apply(stamped(10, "bob", "live"))
@@ -123,7 +136,12 @@ def test_direct_mode_history_is_ordered_above_the_marker_and_live_below():
     chat.apply(ev.MessageReceived("lobby", 1, "carol", "h1", T0 - 90, history=True))
     chat.apply(stamped(8, "carol", "live earlier"))
     assert [x.text for x in chat.rooms["lobby"].lines] == [
-        "h1", "h2", "you joined #lobby · 1 here", "live earlier", "live"]
+        "h1",
+        "h2",
+        "you joined #lobby · 1 here",
+        "live earlier",
+        "live",
+    ]
 
 
 async def test_direct_mode_lines_take_their_lamport_place_and_own_posts_move_when_stamped():
@@ -161,10 +179,14 @@ async def test_direct_mode_status_line_follows_the_peer_count_and_shows_addresse
         await ready(pilot, app, backend)
         status = lambda: str(app.query_one("#status").render())  # noqa: E731
         assert "direct, 0 peers" in status() and "others peer with: 192.0.2.7:6001" in status()
-        for n, event in enumerate([ev.MemberJoined("lobby", 2, "bob", T0),
-                                   ev.MemberJoined("lobby", 3, "carol", T0),
-                                   ev.MemberTimedOut("lobby", 4, "bob", T0),
-                                   ev.MemberLeft("lobby", 5, "carol", T0)]):
+        for n, event in enumerate(
+            [
+                ev.MemberJoined("lobby", 2, "bob", T0),
+                ev.MemberJoined("lobby", 3, "carol", T0),
+                ev.MemberTimedOut("lobby", 4, "bob", T0),
+                ev.MemberLeft("lobby", 5, "carol", T0),
+            ]
+        ):
             backend.peers = [1, 2, 1, 0][n]
             backend.inject(event)
             await settle(pilot, app)
@@ -174,4 +196,3 @@ async def test_direct_mode_status_line_follows_the_peer_count_and_shows_addresse
         backend.peers = 4
         app._tick()
         assert "direct, 4 peers" in status()
-

@@ -6,7 +6,7 @@ Update with `pytest tests/tui/test_snapshots.py --snapshot-update` after a delib
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 from udproom.tui import config
 from udproom.tui.app import ChatApp
@@ -19,8 +19,14 @@ SIZE = (120, 32)
 def demo_app():
     backend = demo_backend()
     # the app joins just before the scripted session starts (DEMO_T0), as a real one would
-    app = ChatApp(backend=backend, tz=timezone.utc, clock=lambda: DEMO_T0 - 60, save_config=False,
-                  bell=False, flush_interval=0.0)
+    app = ChatApp(
+        backend=backend,
+        tz=UTC,
+        clock=lambda: DEMO_T0 - 60,
+        save_config=False,
+        bell=False,
+        flush_interval=0.0,
+    )
     return app, backend
 
 
@@ -45,9 +51,13 @@ def test_main_screen_narrow(snap_compare):
 
 
 def test_connect_screen(snap_compare):
-    cfg = config.Config(nick="alice", mode="join", recent=["192.168.1.5:6000", "chat.example.org:6000"],
-                        rooms=["lobby", "dev"])
-    app = ChatApp(tz=timezone.utc, config=cfg, save_config=False)
+    cfg = config.Config(
+        nick="alice",
+        mode="join",
+        recent=["192.168.1.5:6000", "chat.example.org:6000"],
+        rooms=["lobby", "dev"],
+    )
+    app = ChatApp(tz=UTC, config=cfg, save_config=False)
 
     async def run_before(pilot):
         for _ in range(50):
