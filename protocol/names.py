@@ -47,6 +47,12 @@ def check_nick(nick: str) -> str:
     return nick
 
 
+def nick_key(nick: str) -> str:
+    """The form under which two nicks are the same nick: every uniqueness check and every lookup
+    by nick (relay, peer, app) compares `nick_key(a) == nick_key(b)`, never the raw strings."""
+    return nick.casefold()
+
+
 def check_text(text: str, limit: int = MAX_TEXT_BYTES, what: str = "message") -> str:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > limit:

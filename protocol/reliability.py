@@ -221,3 +221,37 @@ class TokenBucket:
             self.tokens -= n
             return True
         return False
+
+
+class RepairBudget:
+    """Bytes of repair (retransmissions, NACK answers, backfill, history) one receiver may cause us
+    to send, refilled like a congestion window: at most `window` bytes per round trip.
+
+    Whatever a receiver asks for (NACKs, stale acks, repeated joins), what it can make us send is
+    bounded by `window` bytes per `interval`, and `interval` never goes below `floor` (so a forged
+    tiny RTT cannot speed the refill up). Callers take what they send and stop when `take` says no;
+    the rest waits for the next probe or NACK after the refill.
+    """
+
+    __slots__ = ("floor", "stamp", "tokens", "window")
+
+    def __init__(self, window: int, floor: float, now: float) -> None:
+        self.window = window
+        self.floor = floor
+        self.tokens = float(window)
+        self.stamp = now
+
+    def available(self, now: float, interval: float) -> float:
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            rate = self.window / max(self.floor, interval)
+            self.tokens = min(float(self.window), self.tokens + elapsed * rate)
+            self.stamp = now
+        return self.tokens
+
+    def take(self, nbytes: int, now: float, interval: float) -> bool:
+        """Spend `nbytes` if the budget has any left (it may go negative by one datagram)."""
+        if self.available(now, interval) <= 0:
+            return False
+        self.tokens -= nbytes
+        return True
