@@ -668,8 +668,7 @@ class ChatApp(App[int]):
 
     @on(ChatInput.Submitted, "#input")
     def _submitted(self, event: ChatInput.Submitted) -> None:
-        text = event.value
-        self.input.value = ""
+        text = event.value  # the input is already empty (it may hold what was typed after Enter)
         self.input.remember(text)
         self.completer.reset()
         if not text.strip():

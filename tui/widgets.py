@@ -13,6 +13,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Input
 
+from udproom.protocol.names import sanitize
+
 from . import model as m
 from .render import MARKER, Renderer, nick_style
 
@@ -334,9 +336,32 @@ class ChatInput(Input):
     def action_complete(self) -> None:
         self.post_message(self.Complete())
 
-    def on_key(self, event: events.Key) -> None:
+    async def _on_key(self, event: events.Key) -> None:
+        """Keys apply in the order they were typed, also when they arrive in one burst (a fast
+        typist, a script, a terminal without bracketed paste). Textual runs a focused widget's
+        bindings (Enter, Backspace, ←...) only once the key has bubbled up to the app, after this
+        input has already inserted the characters typed after it: run our own bindings here.
+        (Input's own handler, next in the MRO, inserts printable characters.)"""
         if event.key != "tab":
             self.completion = None
+        if not event.is_printable:
+            for binding in self._bindings.key_to_bindings.get(event.key, ()):
+                if not binding.priority and await self.app.run_action(binding.action, self):
+                    event.stop()
+                    event.prevent_default()
+                    return
+            ch = event.character
+            if ch and sanitize(ch) == ch:  # the zero-width joiners inside emoji and scripts
+                event.stop()
+                event.prevent_default()
+                self.insert_text_at_cursor(ch)
+
+    async def action_submit(self) -> None:
+        """Enter: post what was typed before it and start a new line at once (the keys typed
+        after it may already be waiting behind it)."""
+        text = self.value
+        self.value = ""
+        self.post_message(self.Submitted(self, text))
 
     def _on_paste(self, event: events.Paste) -> None:
         lines = [x for x in event.text.splitlines() if x.strip()]
