@@ -95,13 +95,17 @@ def wrap(text: str, width: int) -> list[str]:
     return rows
 
 
+def cut(text: str, width: int) -> str:
+    """`text` in at most `width` cells: a longer one is cut and ends with an ellipsis."""
+    if cell_len(text) <= width:
+        return text
+    return chop_cells(text, max(width - 1, 1))[0] + "…" if width > 1 else "…"[:width]
+
+
 def _fit(text: str, width: int) -> str:
     """Right-align `text` in `width` cells, truncating with an ellipsis."""
-    w = cell_len(text)
-    if w > width:
-        text = chop_cells(text, width - 1)[0] + "…"
-        w = cell_len(text)
-    return " " * (width - w) + text
+    text = cut(text, width)
+    return " " * (width - cell_len(text)) + text
 
 
 class Renderer:

@@ -16,7 +16,7 @@ from textual.widgets import Input
 from udproom.protocol.names import sanitize
 
 from . import model as m
-from .render import MARKER, Renderer, nick_style
+from .render import MARKER, Renderer, cut, nick_style
 
 
 class MessageView(ScrollView, can_focus=False):
@@ -256,6 +256,7 @@ class MemberList(_ClickList):
             presence[other] = self.chat.presence_of(other) or "unknown"
         here = sum(1 for p in presence.values() if p == "here")
         out.append(f"MEMBERS {here}/{len(members)}\n", "bold #565f89")
+        width = self.size.width or 20
         for member in members:
             glyph, gstyle = PRESENCE[presence.get(member.nick, member.presence)]
             out.append(f" {glyph} ", gstyle)
@@ -268,7 +269,8 @@ class MemberList(_ClickList):
                 style = style + Style(dim=True, italic=True)
             elif state == "unknown":
                 style = Style(color="#737aa2")
-            out.append(member.nick, style)
+            # one row per member: a long nick is cut (the pane scrolls, it never wraps)
+            out.append(cut(member.nick, width - 3 - (6 if is_me else 0)), style)
             if is_me:
                 out.append(" (you)", "#565f89")
             out.append("\n")

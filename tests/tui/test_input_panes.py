@@ -57,3 +57,50 @@ async def test_typing_keeps_the_zero_width_joiner():
         await terminal(app, family.encode() + b"\r")
         await until(pilot, lambda: posts(backend), "a post")
         assert posts(backend) == [family]
+
+
+def screen_rows(app) -> list[str]:
+    """The screen as the terminal would show it, one string per row."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+LONG = "averyveryverylongnick_24"  # 24 characters, the longest nick allowed
+
+
+def members_app(extra: int = 0):
+    from udproom.protocol import events as ev
+
+    nicks = ["alice", "bob", LONG, "carol", "dave"] + [f"zed{i:02}" for i in range(extra)]
+    return make_app(rooms=("lobby",), members={"lobby": [ev.Member(n) for n in nicks]}), nicks
+
+
+async def test_members_pane_cuts_long_nicks_and_shows_everyone():
+    (app, backend), nicks = members_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await settle(pilot, app)
+        pane = app.query_one("#members-pane")
+        left = pane.region.x + 1  # after the border
+        rows = [
+            r[left : pane.region.right].rstrip() for r in screen_rows(app)[pane.region.y : pane.region.bottom]
+        ]
+        listed = [r for r in rows if r[:3].strip() in ("●", "◐", "○", "?")]
+        assert len(listed) == len(nicks), rows  # one row per member, nobody wrapped away
+        long_row = next(r for r in listed if r[3:].startswith(LONG[:8]))
+        assert long_row.endswith("…") and len(long_row) <= pane.region.width - 1
+        for nick in nicks:
+            if nick != LONG:
+                assert any(r[3:].split(" ")[0] == nick for r in listed), nick
+
+
+async def test_members_pane_scrolls_to_the_last_member_with_a_long_nick():
+    (app, backend), nicks = members_app(extra=40)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await settle(pilot, app)
+        pane = app.query_one("#members-pane")
+        pane.scroll_end(animate=False)
+        await pilot.pause()
+        left = pane.region.x + 1
+        rows = [r[left : pane.region.right] for r in screen_rows(app)[pane.region.y : pane.region.bottom]]
+        assert any(nicks[-1] in r for r in rows), rows
