@@ -48,6 +48,7 @@ class MessageView(ScrollView, can_focus=False):
         room = self.chat.current
         switched = room is not self._room
         self._room = room
+        anchor = None if switched or self.follow else self._top_line()
         r = self._get_renderer()
         # One entry per screen row: (line, row of that line), or a ready Strip (the unread marker,
         # a day separator). Only heights are computed here; rows are rendered when they scroll
@@ -79,7 +80,32 @@ class MessageView(ScrollView, can_focus=False):
             target = max(len(rows) - self.scrollable_content_region.height, 0)
             self.scroll_target_y = self.scroll_y = target
             self._seen_bottom()
+        elif anchor is not None:
+            self._hold(anchor)
         self.refresh()
+
+    def _top_line(self) -> tuple[m.Line, int, int] | None:
+        """(line, row of that line, rows above it in the view) for the first message row shown."""
+        top = int(self.scroll_y)
+        rows = self._rows
+        for index in range(top, min(top + self.scrollable_content_region.height, len(rows))):
+            entry = rows[index]
+            if not isinstance(entry, Strip):
+                return entry[0], entry[1], index - top
+        return None
+
+    def _hold(self, anchor: tuple[m.Line, int, int]) -> None:
+        """Scrolled up: keep the same line at the same place while lines arrive below and the
+        oldest are trimmed above (the scroll offset follows the line, not the row number)."""
+        line, row, above = anchor
+        for index, entry in enumerate(self._rows):
+            if not isinstance(entry, Strip) and entry[0] is line:
+                top = min(
+                    max(index + min(row, self._renderer.height(line) - 1) - above, 0), self.max_scroll_y
+                )
+                self.scroll_target_y = self.scroll_y = top
+                self.follow = False  # what arrived is below, counted as new
+                return
 
     def _seen_bottom(self) -> None:
         lines = self.chat.current.lines

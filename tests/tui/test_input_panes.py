@@ -104,3 +104,35 @@ async def test_members_pane_scrolls_to_the_last_member_with_a_long_nick():
         left = pane.region.x + 1
         rows = [r[left : pane.region.right] for r in screen_rows(app)[pane.region.y : pane.region.bottom]]
         assert any(nicks[-1] in r for r in rows), rows
+
+
+def view_rows(app) -> list[str]:
+    """The message pane's rows as shown."""
+    view = app.messages
+    return [view.render_line(y).text.rstrip() for y in range(view.scrollable_content_region.height)]
+
+
+async def test_scrolled_up_view_holds_its_place_in_a_full_room():
+    """At the scrollback cap every new line trims the oldest: a reader scrolled up keeps the
+    same line at the top while lines arrive below (and are counted) and old ones go."""
+    from udproom.tui.model import SCROLLBACK
+
+    app, backend = make_app(rooms=("lobby",))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app, backend)
+        for i in range(SCROLLBACK + 10):
+            backend.say("lobby", "bob", f"message {i}")
+        await until(pilot, lambda: app.chat.current.lines[-1].text == f"message {SCROLLBACK + 9}", "full")
+        await settle(pilot, app)
+        await pilot.press("pageup", "pageup")
+        await pilot.pause()
+        before = view_rows(app)
+        assert before[0].endswith("message " + before[0].rsplit(" ", 1)[1]) and not app.messages.follow
+        for i in range(30):
+            backend.say("lobby", "carol", f"later {i}")
+            await settle(pilot, app)
+            assert view_rows(app) == before, i
+        assert "30 new below" in str(app.query_one("#status").render())
+        await pilot.press("end")
+        await pilot.pause()
+        assert view_rows(app)[-1].endswith("later 29")
