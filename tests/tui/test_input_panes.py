@@ -136,3 +136,18 @@ async def test_scrolled_up_view_holds_its_place_in_a_full_room():
         await pilot.press("end")
         await pilot.pause()
         assert view_rows(app)[-1].endswith("later 29")
+
+
+async def test_own_tabs_are_sanitised_like_everyone_elses():
+    """A pasted tab in your own line reaches the screen as a space, as in others' lines."""
+    app, backend = make_app(rooms=("lobby",))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await terminal(app, b"\x1b[200~col1\tcol2\x1b[201~\r")
+        await until(pilot, lambda: posts(backend), "a post")
+        backend.say("lobby", "bob", "col1\tcol2")
+        await settle(pilot, app)
+        rows = view_rows(app)
+        assert not any("\t" in r for r in rows), rows
+        mine, theirs = [r for r in rows if "col1" in r]
+        assert mine.endswith("┃ col1 col2") and theirs.endswith("│ col1 col2")
