@@ -35,13 +35,16 @@ class MessageView(ScrollView, can_focus=False):
         self.follow = True  # stick to the bottom as lines arrive
         self._bottom_serial = -1  # newest line seen at the bottom (what is newer is "new below")
 
-    def _get_renderer(self) -> Renderer:
-        width = self.scrollable_content_region.width or self.size.width or 80
+    def _get_renderer(self, width: int | None = None) -> Renderer:
+        width = width or self.scrollable_content_region.width or self.size.width or 80
         base = self.rich_style
         r = self._renderer
         if r is None or r.width != max(width, 10) or r.base != base or r.tz is not self.chat.tz:
             r = self._renderer = Renderer(width, self.chat.tz, base)
         return r
+
+    def _text_width(self, scrollbar: bool) -> int:
+        return max(self.content_region.width - (self.styles.scrollbar_size_vertical if scrollbar else 0), 0)
 
     def rebuild(self) -> None:
         """Recompute rows for the active room (cheap: line renders are cached)."""
@@ -49,7 +52,28 @@ class MessageView(ScrollView, can_focus=False):
         switched = room is not self._room
         self._room = room
         anchor = None if switched or self.follow else self._top_line()
-        r = self._get_renderer()
+        # Lay out for the width beside the scrollbar this room needs: it comes and goes with the
+        # number of rows (guessed first, to lay out twice only when the guess was wrong).
+        height = self.scrollable_content_region.height
+        bar = len(room.lines) >= height or (not switched and len(self._rows) > height)
+        r = self._get_renderer(self._text_width(bar))
+        rows = self._layout(room, r)
+        if (len(rows) > height) != bar:
+            r = self._get_renderer(self._text_width(not bar))
+            rows = self._layout(room, r)
+        self._rows = rows
+        at_bottom = self.follow or switched
+        self.virtual_size = Size(r.width, len(rows))
+        if at_bottom:
+            self.follow = True
+            target = max(len(rows) - self.scrollable_content_region.height, 0)
+            self.scroll_target_y = self.scroll_y = target
+            self._seen_bottom()
+        elif anchor is not None:
+            self._hold(anchor)
+        self.refresh()
+
+    def _layout(self, room: m.Room, r: Renderer) -> list:
         # One entry per screen row: (line, row of that line), or a ready Strip (the unread marker,
         # a day separator). Only heights are computed here; rows are rendered when they scroll
         # into view. A day separator goes wherever the day changes, and at the top unless the
@@ -72,17 +96,7 @@ class MessageView(ScrollView, can_focus=False):
                     append((line, i))
             if line.serial == read_upto:
                 append(r.rule("new", MARKER))
-        self._rows = rows
-        at_bottom = self.follow or switched
-        self.virtual_size = Size(r.width, len(rows))
-        if at_bottom:
-            self.follow = True
-            target = max(len(rows) - self.scrollable_content_region.height, 0)
-            self.scroll_target_y = self.scroll_y = target
-            self._seen_bottom()
-        elif anchor is not None:
-            self._hold(anchor)
-        self.refresh()
+        return rows
 
     def _top_line(self) -> tuple[m.Line, int, int] | None:
         """(line, row of that line, rows above it in the view) for the first message row shown."""

@@ -151,3 +151,25 @@ async def test_own_tabs_are_sanitised_like_everyone_elses():
         assert not any("\t" in r for r in rows), rows
         mine, theirs = [r for r in rows if "col1" in r]
         assert mine.endswith("┃ col1 col2") and theirs.endswith("│ col1 col2")
+
+
+async def test_lines_of_a_background_room_fit_beside_the_scrollbar():
+    """Lines that arrived in a background room are wrapped for the width beside the scrollbar
+    that room needs (no last character under it), with no resize in between."""
+    word = "".join(chr(ord("a") + i % 26) for i in range(240))  # one long word: rows end at the edge
+    app, backend = make_app(rooms=("lobby", "dev"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app, backend)
+        for _ in range(12):
+            backend.say("dev", "bob", word)
+        await settle(pilot, app)
+        assert not app.messages.show_vertical_scrollbar  # the lobby is short
+        await pilot.press("alt+2")
+        await settle(pilot, app)
+        view = app.messages
+        assert view.show_vertical_scrollbar
+        region = view.content_region
+        rows = screen_rows(app)[region.y : region.bottom]
+        shown = [r[region.x : region.x + view.scrollable_content_region.width] for r in rows]
+        text = "".join(r.split(" │ ", 1)[1].rstrip() for r in shown[-8:] if " │ " in r)
+        assert word.endswith(text[-200:]) and len(text) >= 200, shown[-8:]
