@@ -83,9 +83,15 @@ class MessageView(ScrollView, can_focus=False):
         layout = r.layout
         lines = room.lines
         read_upto = room.read_upto if lines and lines[-1].serial != room.read_upto else -1
+        # the unread marker goes above the first line from someone else after the last line
+        # read: our own lines and local notices (nick "") are not news to us
+        unread = False
         day_rule = r.day_rule
         prev_day = self.chat.day_of(self.chat.clock())
         for line in lines:
+            if unread and line.nick and not line.mine:
+                unread = False
+                append(r.rule("new", MARKER))
             if line.day != prev_day:
                 prev_day = line.day
                 append(day_rule(prev_day))
@@ -95,7 +101,7 @@ class MessageView(ScrollView, can_focus=False):
                 for i in range(1, n):
                     append((line, i))
             if line.serial == read_upto:
-                append(r.rule("new", MARKER))
+                unread = True
         return rows
 
     def _top_line(self) -> tuple[m.Line, int, int] | None:

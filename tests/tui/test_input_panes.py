@@ -173,3 +173,26 @@ async def test_lines_of_a_background_room_fit_beside_the_scrollbar():
         shown = [r[region.x : region.x + view.scrollable_content_region.width] for r in rows]
         text = "".join(r.split(" │ ", 1)[1].rstrip() for r in shown[-8:] if " │ " in r)
         assert word.endswith(text[-200:]) and len(text) >= 200, shown[-8:]
+
+
+async def test_no_new_divider_above_your_own_lines_and_notices():
+    app, backend = make_app(rooms=("lobby", "dev"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await pilot.press("alt+2")
+        await pilot.press("alt+1")
+        await settle(pilot, app)
+        await terminal(app, b"hello\r/names\r")
+        await until(pilot, lambda: "in #lobby" in app.chat.current.lines[-1].text, "names")
+        await settle(pilot, app)
+        assert not any("── new ──" in r for r in view_rows(app)), view_rows(app)
+        # what others said while we were away is still marked, even after our own lines
+        await pilot.press("alt+2")
+        backend.say("lobby", "bob", "while you were away")
+        await settle(pilot, app)
+        await pilot.press("alt+1")
+        await terminal(app, b"back\r")
+        await until(pilot, lambda: app.chat.current.lines[-1].text == "back", "own line")
+        await settle(pilot, app)
+        rows = [r for r in view_rows(app) if r]
+        assert "── new ──" in rows[-3] and rows[-2].endswith("while you were away"), rows
