@@ -104,7 +104,9 @@ class ChatApp(App[int]):
     TITLE = "udproom"
     COMMAND_PALETTE_BINDING = "f10"
     ENABLE_COMMAND_PALETTE = True
-    COMMANDS = App.COMMANDS | {UdproomCommands}
+    # udproom's commands only: Textual's system commands (Keys, Theme, Maximize, Screenshot...)
+    # do nothing useful here (the colours are udproom's own) and its Quit would skip the goodbyes
+    COMMANDS = {UdproomCommands}
 
     BINDINGS = [
         *[
@@ -869,13 +871,6 @@ class ChatApp(App[int]):
         self.input.value = text
         self.input.cursor_position = len(text)
         self.input.focus()
-
-    def get_system_commands(self, screen):
-        for command in super().get_system_commands(screen):
-            if command.title == "Quit":
-                # Textual's "as soon as possible" quit would skip the goodbyes
-                continue
-            yield command
 
     def cmd_retry(self, cmd: commands.Command) -> None:
         self.action_retry()

@@ -196,3 +196,26 @@ async def test_no_new_divider_above_your_own_lines_and_notices():
         await settle(pilot, app)
         rows = [r for r in view_rows(app) if r]
         assert "── new ──" in rows[-3] and rows[-2].endswith("while you were away"), rows
+
+
+async def test_palette_offers_only_what_works_here():
+    """F10: udproom's own commands; not Textual's Keys / Theme / Maximize / Screenshot."""
+    from textual.command import CommandPalette
+
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await pilot.press("f10")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), "palette")
+
+        def prompts() -> list[str]:
+            ol = app.screen.query_one("CommandList")
+            return [str(ol.get_option_at_index(i).prompt) for i in range(ol.option_count)]
+
+        await until(pilot, lambda: any("Quit udproom" in p for p in prompts()), "udproom's commands")
+        for _ in range(5):
+            await pilot.pause()
+        shown = " ".join(prompts())
+        for textual_own in ("Keys", "Theme", "Maximize", "Screenshot"):
+            assert textual_own not in shown, shown
+        assert "Help" in shown and "Join a room" in shown
