@@ -219,3 +219,18 @@ async def test_palette_offers_only_what_works_here():
         for textual_own in ("Keys", "Theme", "Maximize", "Screenshot"):
             assert textual_own not in shown, shown
         assert "Help" in shown and "Join a room" in shown
+
+
+async def test_tab_completes_room_names_after_join_and_part():
+    app, backend = make_app(rooms=("lobby", "dev", "random"))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        for typed, completed in (
+            (b"/join r\t", "/join random "),
+            (b"/part d\t", "/part dev "),
+            (b"/j #l\t", "/j #lobby "),
+            (b"/msg b\t", "/msg bob "),  # a nick, as before
+        ):
+            app.input.value = ""
+            await terminal(app, typed)
+            await until(pilot, lambda want=completed: app.input.value == want, f"{typed!r} -> {completed!r}")
