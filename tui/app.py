@@ -50,6 +50,7 @@ KEY_NAMES = {
     "tab": "Tab",
     "escape": "Esc",
     "enter": "Enter",
+    "end": "End",
 }
 
 

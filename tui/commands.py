@@ -109,8 +109,15 @@ def check_nick_(text: str, usage: str) -> str:
         raise CommandError(str(e)) from None
 
 
+def help_rows() -> list[tuple[str, str]]:
+    """(usage, what it does) for /help and F1: every command, then the // escape."""
+    rows = [(spec.usage, spec.help) for spec in COMMANDS.values()]
+    rows.append(("//text", "send a message that starts with / (//text sends /text)"))
+    return rows
+
+
 def help_lines() -> list[str]:
-    return [f"{spec.usage:<21} {spec.help}" for spec in COMMANDS.values()]
+    return [f"{usage:<21} {text}" for usage, text in help_rows()]
 
 
 def _takes_room(line: str, start: int) -> bool:

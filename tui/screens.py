@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.padding import Padding
+from rich.table import Table
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -276,20 +278,24 @@ class HelpScreen(ModalScreen[None]):
         super().__init__()
         self.keys = keys
 
+    @staticmethod
+    def _table(rows: list[tuple[str, str]], first: int, style: str) -> Table:
+        """Two columns: a wrapped description stays indented under its own column."""
+        table = Table.grid(padding=(0, 2))
+        table.add_column(width=first, no_wrap=True, style=style)
+        table.add_column(style="#c0caf5", overflow="fold")
+        for left, right in rows:
+            table.add_row(left, right)
+        return table
+
     def compose(self) -> ComposeResult:
-        keys = Text()
-        width = max((len(k) for k, _ in self.keys), default=8) + 2
-        for key, desc in self.keys:
-            keys.append(f"  {key:<{width}}", "bold #7aa2f7")
-            keys.append(desc + "\n", "#c0caf5")
-        cmds = Text()
-        for spec in commands.COMMANDS.values():
-            cmds.append(f"  {spec.usage:<22}", "bold #9ece6a")
-            cmds.append(spec.help + "\n", "#c0caf5")
+        rows = commands.help_rows()
+        width = max(len(k) for k, _ in [*self.keys, *rows])
+        keys = Padding(self._table(self.keys, width, "bold #7aa2f7"), (0, 0, 0, 2))
+        cmds = Padding(self._table(rows, width, "bold #9ece6a"), (0, 0, 0, 2))
         with VerticalScroll(id="help"):
             yield Static(Text("udproom — keys and commands", "bold #7aa2f7"), id="help-title")
             yield Static(Text("Keys", "bold #e0af68"), classes="help-head")
-            keys.rstrip()
             yield Static(keys)
             yield Static(Text("Commands", "bold #e0af68"), classes="help-head")
             yield Static(cmds)

@@ -333,7 +333,7 @@ class ChatInput(Input):
     """The input line: Tab completes, Up/Down walk history."""
 
     BINDINGS = [
-        Binding("tab", "complete", "Complete a nick or /command", priority=False),
+        Binding("tab", "complete", "Complete a nick, #room or /command", priority=False),
         Binding("up", "history(-1)", "Previous line from history"),
         Binding("down", "history(1)", "Next line from history"),
     ]

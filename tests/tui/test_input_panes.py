@@ -234,3 +234,26 @@ async def test_tab_completes_room_names_after_join_and_part():
             app.input.value = ""
             await terminal(app, typed)
             await until(pilot, lambda want=completed: app.input.value == want, f"{typed!r} -> {completed!r}")
+
+
+async def test_help_keeps_the_indent_of_wrapped_lines_and_mentions_the_slash_escape():
+    from udproom.tui.screens import HelpScreen
+
+    app, backend = make_app()
+    async with app.run_test(size=(100, 50)) as pilot:
+        await ready(pilot, app, backend)
+        await pilot.press("f1")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
+        await pilot.pause()
+        rows = screen_rows(app)
+        i = next(i for i, r in enumerate(rows) if "Jump to the newest message" in r)
+        column = rows[i].index("Jump to the newest message")
+        continued = rows[i + 1]
+        assert continued[:column].strip(" │╭╮╰╯") == "" and continued[column] != " ", rows[i : i + 2]
+        assert any("//text" in r for r in rows)
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "help closed")
+        app.input.value = "/help"
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert any(line.text.startswith("//text") for line in app.chat.current.lines)
