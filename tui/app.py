@@ -570,8 +570,8 @@ class ChatApp(App[int]):
             short = None
             if not self.messages.follow:
                 new = self.messages.new_below()
-                note = f"{new} new below (End)" if new else "scrolled up"
-                t.append(f" ({note})", "#e0af68")
+                note = f"{new} new below, End shows them" if new else "scrolled up, End returns"
+                t.append(f" · {note}", "#e0af68")
                 short = Text(room.label, "bold #7aa2f7")
                 short.append(f" ({new} new ↓)" if new else " (↑)", "#e0af68")
             part("room", t, short)

@@ -342,7 +342,7 @@ async def test_pageup_pagedown_scroll_messages():
         assert bottom == view.max_scroll_y > 0
         await pilot.press("pageup")
         assert view.scroll_y < bottom and not view.follow
-        assert "(scrolled up)" in str(app.query_one("#status").render())
+        assert "· scrolled up, End returns" in str(app.query_one("#status").render())
         backend.say("lobby", "bob", "while scrolled")
         await settle(pilot, app)
         assert view.scroll_y < view.max_scroll_y  # new lines do not yank the view down

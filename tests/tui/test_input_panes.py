@@ -132,7 +132,7 @@ async def test_scrolled_up_view_holds_its_place_in_a_full_room():
             backend.say("lobby", "carol", f"later {i}")
             await settle(pilot, app)
             assert view_rows(app) == before, i
-        assert "30 new below" in str(app.query_one("#status").render())
+        assert "#lobby · 30 new below, End shows them" in str(app.query_one("#status").render())
         await pilot.press("end")
         await pilot.pause()
         assert view_rows(app)[-1].endswith("later 29")
