@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -174,13 +174,28 @@ class QuickSwitcher(ModalScreen[str | None]):
         with Vertical(id="switcher"):
             yield Static("Go to a room · type to filter · Enter opens · Esc closes", id="switcher-title")
             yield Input(placeholder="room or @nick", id="switcher-input")
+            yield Static(id="switcher-why")  # why what was typed cannot be opened
             yield OptionList(id="switcher-list")
 
     def on_mount(self) -> None:
+        self.why = ""
         self._refilter("")
+        self._fit(self.app.size.height)
         self.query_one("#switcher-input").focus()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size.height)
+
+    def _fit(self, height: int) -> None:
+        """On a short screen: less room above, fewer rows of the list (it scrolls)."""
+        top = 3 if height >= 24 else 1 if height >= 16 else 0
+        inner = max(min(60, self.app.size.width) - 4, 1)
+        fixed = 2 + 1 + 3 + -(-len(self.why) // inner)  # frame, title, input, the why lines
+        self.query_one("#switcher").styles.margin = (top, 0, 0, 0)
+        self.query_one("#switcher-list").styles.max_height = max(min(12, height - top - fixed), 1)
+
     def matches(self, text: str) -> list[Option]:
+        self.why = ""
         q = text.strip().lstrip("#").casefold()
         scored = []
         for key, label, unread, mentions in self.rooms:
@@ -229,8 +244,9 @@ class QuickSwitcher(ModalScreen[str | None]):
                     options.append(
                         Option(Text.assemble(("join ", "#737aa2"), ("#" + room, "bold")), id="new:" + room)
                     )
-            except NameError_:
-                pass
+            except NameError_ as e:
+                if not options:
+                    self.why = str(e)
         return options
 
     def _refilter(self, text: str) -> None:
@@ -239,6 +255,10 @@ class QuickSwitcher(ModalScreen[str | None]):
         ol.add_options(self.matches(text))
         if ol.option_count:
             ol.highlighted = 0
+        why = self.query_one("#switcher-why", Static)
+        why.update(self.why)
+        why.display = bool(self.why)
+        self._fit(self.app.size.height)
 
     @on(Input.Changed, "#switcher-input")
     def _changed(self, event: Input.Changed) -> None:

@@ -257,3 +257,29 @@ async def test_help_keeps_the_indent_of_wrapped_lines_and_mentions_the_slash_esc
         await pilot.press("enter")
         await settle(pilot, app)
         assert any(line.text.startswith("//text") for line in app.chat.current.lines)
+
+
+async def test_quick_switcher_fits_a_short_screen_and_says_why_a_name_cannot_be_joined():
+    from udproom.tui.screens import QuickSwitcher
+
+    rooms = ("lobby", "dev", "random", "ops", "qa", "design", "infra", "sales", "support", "misc")
+    app, backend = make_app(rooms=rooms)
+    async with app.run_test(size=(50, 14)) as pilot:
+        await ready(pilot, app, backend)
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: isinstance(app.screen, QuickSwitcher), "switcher")
+        await pilot.pause()
+        box = app.screen.query_one("#switcher").region
+        assert box.y >= 0 and box.bottom <= 14 and box.x >= 0 and box.right <= 50, box
+        rows = screen_rows(app)
+        assert rows[box.bottom - 1].strip().startswith("╰"), rows  # the frame is whole
+        assert any("lobby" in r for r in rows)
+        await terminal(app, b"no way\r")
+        await until(pilot, lambda: app.screen.query_one("#switcher-input").value == "no way", "typed")
+        await pilot.pause()
+        assert isinstance(app.screen, QuickSwitcher)
+        shown = " ".join(r.strip(" │") for r in screen_rows(app))
+        assert "room name 'no way' may only use letters" in shown, shown
+        box = app.screen.query_one("#switcher").region
+        assert box.bottom <= 14 and screen_rows(app)[box.bottom - 1].strip().startswith("╰")
+        await pilot.press("escape")
