@@ -257,8 +257,7 @@ class RoomList(_ClickList):
             else:
                 style, num_style, badge_style = "#737aa2", "#565f89", ""
             room_w = max(width - 3 - len(badge), 3)
-            if len(label) > room_w:
-                label = label[: room_w - 1] + "…"
+            label = cut(label, room_w)
             line = Text(no_wrap=True, end="")
             line.append(f"{num:>2} ", num_style)
             line.append(label.ljust(room_w) if active else label, style)
