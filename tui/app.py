@@ -50,6 +50,7 @@ KEY_NAMES = {
     "tab": "Tab",
     "escape": "Esc",
     "enter": "Enter",
+    "end": "End",
 }
 
 
@@ -104,7 +105,9 @@ class ChatApp(App[int]):
     TITLE = "udproom"
     COMMAND_PALETTE_BINDING = "f10"
     ENABLE_COMMAND_PALETTE = True
-    COMMANDS = App.COMMANDS | {UdproomCommands}
+    # udproom's commands only: Textual's system commands (Keys, Theme, Maximize, Screenshot...)
+    # do nothing useful here (the colours are udproom's own) and its Quit would skip the goodbyes
+    COMMANDS = {UdproomCommands}
 
     BINDINGS = [
         *[
@@ -567,8 +570,8 @@ class ChatApp(App[int]):
             short = None
             if not self.messages.follow:
                 new = self.messages.new_below()
-                note = f"{new} new below (End)" if new else "scrolled up"
-                t.append(f" ({note})", "#e0af68")
+                note = f"{new} new below, End shows them" if new else "scrolled up, End returns"
+                t.append(f" · {note}", "#e0af68")
                 short = Text(room.label, "bold #7aa2f7")
                 short.append(f" ({new} new ↓)" if new else " (↑)", "#e0af68")
             part("room", t, short)
@@ -668,8 +671,7 @@ class ChatApp(App[int]):
 
     @on(ChatInput.Submitted, "#input")
     def _submitted(self, event: ChatInput.Submitted) -> None:
-        text = event.value
-        self.input.value = ""
+        text = event.value  # the input is already empty (it may hold what was typed after Enter)
         self.input.remember(text)
         self.completer.reset()
         if not text.strip():
@@ -870,13 +872,6 @@ class ChatApp(App[int]):
         self.input.value = text
         self.input.cursor_position = len(text)
         self.input.focus()
-
-    def get_system_commands(self, screen):
-        for command in super().get_system_commands(screen):
-            if command.title == "Quit":
-                # Textual's "as soon as possible" quit would skip the goodbyes
-                continue
-            yield command
 
     def cmd_retry(self, cmd: commands.Command) -> None:
         self.action_retry()

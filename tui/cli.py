@@ -101,6 +101,15 @@ def parse(argv: list[str]):
     return spec, args
 
 
+def _have_terminal() -> bool:
+    """Keys come from stdin and the screen goes to stdout: both must be a terminal (under nohup,
+    cron, a service unit or a script the app would write escape codes into a pipe and spin)."""
+    try:
+        return sys.stdin is not None and sys.stdout is not None and sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in HEADLESS:
@@ -114,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:  # --help / --version
         return int(e.code or 0) if isinstance(e.code, int) else 0
+    if not _have_terminal():
+        print(
+            "udproom: the chat app needs a terminal (stdin and stdout); without one use "
+            "`udproom listen`, `udproom send` or `udproom relay` (each has --help)",
+            file=sys.stderr,
+        )
+        return 2
     from .app import ChatApp
     from .config import load
 

@@ -109,8 +109,22 @@ def check_nick_(text: str, usage: str) -> str:
         raise CommandError(str(e)) from None
 
 
+def help_rows() -> list[tuple[str, str]]:
+    """(usage, what it does) for /help and F1: every command, then the // escape."""
+    rows = [(spec.usage, spec.help) for spec in COMMANDS.values()]
+    rows.append(("//text", "send a message that starts with / (//text sends /text)"))
+    return rows
+
+
 def help_lines() -> list[str]:
-    return [f"{spec.usage:<21} {spec.help}" for spec in COMMANDS.values()]
+    return [f"{usage:<21} {text}" for usage, text in help_rows()]
+
+
+def _takes_room(line: str, start: int) -> bool:
+    """The word at `start` is the ROOM of /join or /part (or an alias): complete room names."""
+    head, _, _ = line.partition(" ")
+    name = head[1:].lower()
+    return head.startswith("/") and ALIASES.get(name, name) in ("join", "part") and start == len(head) + 1
 
 
 class Completer:
@@ -135,9 +149,10 @@ class Completer:
             if start == 0 and word.startswith("/"):
                 prefix = word[1:].lower()
                 matches = ["/" + c + " " for c in COMMANDS if c.startswith(prefix)]
-            elif word.startswith("#"):
-                prefix = word[1:].lower()
-                matches = ["#" + r + " " for r in rooms if not is_direct(r) and r.startswith(prefix)]
+            elif word.startswith("#") or _takes_room(line, start):
+                mark = "#" if word.startswith("#") else ""
+                prefix = word[len(mark) :].lower()
+                matches = [mark + r + " " for r in rooms if not is_direct(r) and r.startswith(prefix)]
             else:
                 prefix = word.lstrip("@").casefold()
                 found = sorted((n for n in nicks if n.casefold().startswith(prefix)), key=str.casefold)

@@ -1,4 +1,4 @@
-"""udproom's own commands in the F10 command palette (next to Textual's theme and keys)."""
+"""udproom's commands for the F10 command palette (the only ones it offers)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,8 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
+from udproom.protocol.names import sanitize
+
 from . import model as m
 
 # Nick colours: readable on a dark background, spread around the wheel.
@@ -95,13 +97,17 @@ def wrap(text: str, width: int) -> list[str]:
     return rows
 
 
+def cut(text: str, width: int) -> str:
+    """`text` in at most `width` cells: a longer one is cut and ends with an ellipsis."""
+    if cell_len(text) <= width:
+        return text
+    return chop_cells(text, max(width - 1, 1))[0] + "…" if width > 1 else "…"[:width]
+
+
 def _fit(text: str, width: int) -> str:
     """Right-align `text` in `width` cells, truncating with an ellipsis."""
-    w = cell_len(text)
-    if w > width:
-        text = chop_cells(text, width - 1)[0] + "…"
-        w = cell_len(text)
-    return " " * (width - w) + text
+    text = cut(text, width)
+    return " " * (width - cell_len(text)) + text
 
 
 class Renderer:
@@ -189,7 +195,9 @@ class Renderer:
         sep_char = " │ "
         bg = None
         nick_col_style = DIM
-        text = line.text
+        # one path to the screen for every line's text: others' text was sanitised as it
+        # arrived; our own (a pasted tab) and local notices quoting what we typed are here
+        text = sanitize(line.text)
         if kind == m.MSG:
             nick_col = line.nick
             nick_col_style = nick_style(line.nick, bold=line.mine)
@@ -203,7 +211,7 @@ class Renderer:
             nick_col = "*"
             nick_col_style = nick_style(line.nick, bold=True)
             text_style = ACTION
-            text = line.nick + " " + line.text
+            text = line.nick + " " + text
             if line.mine:
                 sep, sep_char = SEP_MINE, " ┃ "
             elif line.mention:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from rich.padding import Padding
+from rich.table import Table
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -172,13 +174,28 @@ class QuickSwitcher(ModalScreen[str | None]):
         with Vertical(id="switcher"):
             yield Static("Go to a room · type to filter · Enter opens · Esc closes", id="switcher-title")
             yield Input(placeholder="room or @nick", id="switcher-input")
+            yield Static(id="switcher-why")  # why what was typed cannot be opened
             yield OptionList(id="switcher-list")
 
     def on_mount(self) -> None:
+        self.why = ""
         self._refilter("")
+        self._fit(self.app.size.height)
         self.query_one("#switcher-input").focus()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size.height)
+
+    def _fit(self, height: int) -> None:
+        """On a short screen: less room above, fewer rows of the list (it scrolls)."""
+        top = 3 if height >= 24 else 1 if height >= 16 else 0
+        inner = max(min(60, self.app.size.width) - 4, 1)
+        fixed = 2 + 1 + 3 + -(-len(self.why) // inner)  # frame, title, input, the why lines
+        self.query_one("#switcher").styles.margin = (top, 0, 0, 0)
+        self.query_one("#switcher-list").styles.max_height = max(min(12, height - top - fixed), 1)
+
     def matches(self, text: str) -> list[Option]:
+        self.why = ""
         q = text.strip().lstrip("#").casefold()
         scored = []
         for key, label, unread, mentions in self.rooms:
@@ -227,8 +244,9 @@ class QuickSwitcher(ModalScreen[str | None]):
                     options.append(
                         Option(Text.assemble(("join ", "#737aa2"), ("#" + room, "bold")), id="new:" + room)
                     )
-            except NameError_:
-                pass
+            except NameError_ as e:
+                if not options:
+                    self.why = str(e)
         return options
 
     def _refilter(self, text: str) -> None:
@@ -237,6 +255,10 @@ class QuickSwitcher(ModalScreen[str | None]):
         ol.add_options(self.matches(text))
         if ol.option_count:
             ol.highlighted = 0
+        why = self.query_one("#switcher-why", Static)
+        why.update(self.why)
+        why.display = bool(self.why)
+        self._fit(self.app.size.height)
 
     @on(Input.Changed, "#switcher-input")
     def _changed(self, event: Input.Changed) -> None:
@@ -276,20 +298,24 @@ class HelpScreen(ModalScreen[None]):
         super().__init__()
         self.keys = keys
 
+    @staticmethod
+    def _table(rows: list[tuple[str, str]], first: int, style: str) -> Table:
+        """Two columns: a wrapped description stays indented under its own column."""
+        table = Table.grid(padding=(0, 2))
+        table.add_column(width=first, no_wrap=True, style=style)
+        table.add_column(style="#c0caf5", overflow="fold")
+        for left, right in rows:
+            table.add_row(left, right)
+        return table
+
     def compose(self) -> ComposeResult:
-        keys = Text()
-        width = max((len(k) for k, _ in self.keys), default=8) + 2
-        for key, desc in self.keys:
-            keys.append(f"  {key:<{width}}", "bold #7aa2f7")
-            keys.append(desc + "\n", "#c0caf5")
-        cmds = Text()
-        for spec in commands.COMMANDS.values():
-            cmds.append(f"  {spec.usage:<22}", "bold #9ece6a")
-            cmds.append(spec.help + "\n", "#c0caf5")
+        rows = commands.help_rows()
+        width = max(len(k) for k, _ in [*self.keys, *rows])
+        keys = Padding(self._table(self.keys, width, "bold #7aa2f7"), (0, 0, 0, 2))
+        cmds = Padding(self._table(rows, width, "bold #9ece6a"), (0, 0, 0, 2))
         with VerticalScroll(id="help"):
             yield Static(Text("udproom — keys and commands", "bold #7aa2f7"), id="help-title")
             yield Static(Text("Keys", "bold #e0af68"), classes="help-head")
-            keys.rstrip()
             yield Static(keys)
             yield Static(Text("Commands", "bold #e0af68"), classes="help-head")
             yield Static(cmds)

@@ -13,8 +13,10 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Input
 
+from udproom.protocol.names import sanitize
+
 from . import model as m
-from .render import MARKER, Renderer, nick_style
+from .render import MARKER, Renderer, cut, nick_style
 
 
 class MessageView(ScrollView, can_focus=False):
@@ -33,20 +35,45 @@ class MessageView(ScrollView, can_focus=False):
         self.follow = True  # stick to the bottom as lines arrive
         self._bottom_serial = -1  # newest line seen at the bottom (what is newer is "new below")
 
-    def _get_renderer(self) -> Renderer:
-        width = self.scrollable_content_region.width or self.size.width or 80
+    def _get_renderer(self, width: int | None = None) -> Renderer:
+        width = width or self.scrollable_content_region.width or self.size.width or 80
         base = self.rich_style
         r = self._renderer
         if r is None or r.width != max(width, 10) or r.base != base or r.tz is not self.chat.tz:
             r = self._renderer = Renderer(width, self.chat.tz, base)
         return r
 
+    def _text_width(self, scrollbar: bool) -> int:
+        return max(self.content_region.width - (self.styles.scrollbar_size_vertical if scrollbar else 0), 0)
+
     def rebuild(self) -> None:
         """Recompute rows for the active room (cheap: line renders are cached)."""
         room = self.chat.current
         switched = room is not self._room
         self._room = room
-        r = self._get_renderer()
+        anchor = None if switched or self.follow else self._top_line()
+        # Lay out for the width beside the scrollbar this room needs: it comes and goes with the
+        # number of rows (guessed first, to lay out twice only when the guess was wrong).
+        height = self.scrollable_content_region.height
+        bar = len(room.lines) >= height or (not switched and len(self._rows) > height)
+        r = self._get_renderer(self._text_width(bar))
+        rows = self._layout(room, r)
+        if (len(rows) > height) != bar:
+            r = self._get_renderer(self._text_width(not bar))
+            rows = self._layout(room, r)
+        self._rows = rows
+        at_bottom = self.follow or switched
+        self.virtual_size = Size(r.width, len(rows))
+        if at_bottom:
+            self.follow = True
+            target = max(len(rows) - self.scrollable_content_region.height, 0)
+            self.scroll_target_y = self.scroll_y = target
+            self._seen_bottom()
+        elif anchor is not None:
+            self._hold(anchor)
+        self.refresh()
+
+    def _layout(self, room: m.Room, r: Renderer) -> list:
         # One entry per screen row: (line, row of that line), or a ready Strip (the unread marker,
         # a day separator). Only heights are computed here; rows are rendered when they scroll
         # into view. A day separator goes wherever the day changes, and at the top unless the
@@ -56,9 +83,15 @@ class MessageView(ScrollView, can_focus=False):
         layout = r.layout
         lines = room.lines
         read_upto = room.read_upto if lines and lines[-1].serial != room.read_upto else -1
+        # the unread marker goes above the first line from someone else after the last line
+        # read: our own lines and local notices (nick "") are not news to us
+        unread = False
         day_rule = r.day_rule
         prev_day = self.chat.day_of(self.chat.clock())
         for line in lines:
+            if unread and line.nick and not line.mine:
+                unread = False
+                append(r.rule("new", MARKER))
             if line.day != prev_day:
                 prev_day = line.day
                 append(day_rule(prev_day))
@@ -68,16 +101,31 @@ class MessageView(ScrollView, can_focus=False):
                 for i in range(1, n):
                     append((line, i))
             if line.serial == read_upto:
-                append(r.rule("new", MARKER))
-        self._rows = rows
-        at_bottom = self.follow or switched
-        self.virtual_size = Size(r.width, len(rows))
-        if at_bottom:
-            self.follow = True
-            target = max(len(rows) - self.scrollable_content_region.height, 0)
-            self.scroll_target_y = self.scroll_y = target
-            self._seen_bottom()
-        self.refresh()
+                unread = True
+        return rows
+
+    def _top_line(self) -> tuple[m.Line, int, int] | None:
+        """(line, row of that line, rows above it in the view) for the first message row shown."""
+        top = int(self.scroll_y)
+        rows = self._rows
+        for index in range(top, min(top + self.scrollable_content_region.height, len(rows))):
+            entry = rows[index]
+            if not isinstance(entry, Strip):
+                return entry[0], entry[1], index - top
+        return None
+
+    def _hold(self, anchor: tuple[m.Line, int, int]) -> None:
+        """Scrolled up: keep the same line at the same place while lines arrive below and the
+        oldest are trimmed above (the scroll offset follows the line, not the row number)."""
+        line, row, above = anchor
+        for index, entry in enumerate(self._rows):
+            if not isinstance(entry, Strip) and entry[0] is line:
+                top = min(
+                    max(index + min(row, self._renderer.height(line) - 1) - above, 0), self.max_scroll_y
+                )
+                self.scroll_target_y = self.scroll_y = top
+                self.follow = False  # what arrived is below, counted as new
+                return
 
     def _seen_bottom(self) -> None:
         lines = self.chat.current.lines
@@ -209,8 +257,7 @@ class RoomList(_ClickList):
             else:
                 style, num_style, badge_style = "#737aa2", "#565f89", ""
             room_w = max(width - 3 - len(badge), 3)
-            if len(label) > room_w:
-                label = label[: room_w - 1] + "…"
+            label = cut(label, room_w)
             line = Text(no_wrap=True, end="")
             line.append(f"{num:>2} ", num_style)
             line.append(label.ljust(room_w) if active else label, style)
@@ -254,6 +301,7 @@ class MemberList(_ClickList):
             presence[other] = self.chat.presence_of(other) or "unknown"
         here = sum(1 for p in presence.values() if p == "here")
         out.append(f"MEMBERS {here}/{len(members)}\n", "bold #565f89")
+        width = self.size.width or 20
         for member in members:
             glyph, gstyle = PRESENCE[presence.get(member.nick, member.presence)]
             out.append(f" {glyph} ", gstyle)
@@ -266,7 +314,8 @@ class MemberList(_ClickList):
                 style = style + Style(dim=True, italic=True)
             elif state == "unknown":
                 style = Style(color="#737aa2")
-            out.append(member.nick, style)
+            # one row per member: a long nick is cut (the pane scrolls, it never wraps)
+            out.append(cut(member.nick, width - 3 - (6 if is_me else 0)), style)
             if is_me:
                 out.append(" (you)", "#565f89")
             out.append("\n")
@@ -283,7 +332,7 @@ class ChatInput(Input):
     """The input line: Tab completes, Up/Down walk history."""
 
     BINDINGS = [
-        Binding("tab", "complete", "Complete a nick or /command", priority=False),
+        Binding("tab", "complete", "Complete a nick, #room or /command", priority=False),
         Binding("up", "history(-1)", "Previous line from history"),
         Binding("down", "history(1)", "Next line from history"),
     ]
@@ -334,9 +383,32 @@ class ChatInput(Input):
     def action_complete(self) -> None:
         self.post_message(self.Complete())
 
-    def on_key(self, event: events.Key) -> None:
+    async def _on_key(self, event: events.Key) -> None:
+        """Keys apply in the order they were typed, also when they arrive in one burst (a fast
+        typist, a script, a terminal without bracketed paste). Textual runs a focused widget's
+        bindings (Enter, Backspace, ←...) only once the key has bubbled up to the app, after this
+        input has already inserted the characters typed after it: run our own bindings here.
+        (Input's own handler, next in the MRO, inserts printable characters.)"""
         if event.key != "tab":
             self.completion = None
+        if not event.is_printable:
+            for binding in self._bindings.key_to_bindings.get(event.key, ()):
+                if not binding.priority and await self.app.run_action(binding.action, self):
+                    event.stop()
+                    event.prevent_default()
+                    return
+            ch = event.character
+            if ch and sanitize(ch) == ch:  # the zero-width joiners inside emoji and scripts
+                event.stop()
+                event.prevent_default()
+                self.insert_text_at_cursor(ch)
+
+    async def action_submit(self) -> None:
+        """Enter: post what was typed before it and start a new line at once (the keys typed
+        after it may already be waiting behind it)."""
+        text = self.value
+        self.value = ""
+        self.post_message(self.Submitted(self, text))
 
     def _on_paste(self, event: events.Paste) -> None:
         lines = [x for x in event.text.splitlines() if x.strip()]

@@ -75,3 +75,27 @@ def test_help_and_version_do_not_import_textual():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("argv", [["--host", "127.0.0.1:0"], []])
+def test_without_a_terminal_it_says_so_and_exits(argv):
+    """nohup, cron, a service unit, a script: stdin at end of file, output to a pipe. One line on
+    stderr pointing at the headless commands, a non-zero exit, no escape codes (it used to write
+    them into the pipe and then spin forever)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "udproom", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("still running without a terminal after 30 s")
+    assert proc.returncode != 0
+    assert out == b""
+    lines = err.decode().splitlines()
+    assert len(lines) == 1 and "needs a terminal" in lines[0], lines
+    assert all(f"udproom {sub}" in lines[0] for sub in ("listen", "send", "relay"))

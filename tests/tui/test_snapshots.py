@@ -101,3 +101,46 @@ def test_help_screen(snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)
+
+
+def test_members_pane_with_a_long_nick(snap_compare):
+    """A 24-character nick among five members: cut with …, one row each, nobody hidden."""
+    from udproom.protocol import events as ev
+
+    from .conftest import make_app, ready, settle
+
+    long = "averyveryverylongnick_24"
+    nicks = ["alice", "bob", long, "carol", "dave"]
+    app, backend = make_app(rooms=("lobby", "dev"), members={"lobby": [ev.Member(n) for n in nicks]})
+
+    async def run_before(pilot):
+        await ready(pilot, app, backend)
+        backend.say("lobby", long, "hello from the longest nick there is")
+        backend.say("lobby", "carol", f"{long}: welcome")
+        await settle(pilot, app)
+        app.input.cursor_blink = False
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_scrolled_up_busy_room(snap_compare):
+    """A room at its scrollback cap, read two pages up while 30 more lines arrive: the same
+    lines stay in view and the status line counts what is new below."""
+    from udproom.tui.model import SCROLLBACK
+
+    from .conftest import make_app, ready, settle
+
+    app, backend = make_app(rooms=("lobby", "dev"))
+
+    async def run_before(pilot):
+        await ready(pilot, app, backend)
+        for i in range(SCROLLBACK + 10):
+            backend.say("lobby", ("bob", "carol", "erin")[i % 3], f"message {i}")
+        await settle(pilot, app)
+        await pilot.press("pageup", "pageup")
+        for i in range(30):
+            backend.say("lobby", "dave", f"later {i}")
+        await settle(pilot, app)
+        app.input.cursor_blink = False
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
