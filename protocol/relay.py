@@ -159,6 +159,7 @@ class Stream:
         "bytes",
         "cap",
         "cap_bytes",
+        "fanout",
         "first",
         "flushed",
         "last_active",
@@ -181,6 +182,7 @@ class Stream:
         self.first = 1  # seq of ring[0]
         self.flushed = 0  # last seq broadcast
         self.members: dict[Addr, Member] = {}
+        self.fanout: list[tuple[int, bytes, Addr]] | None = None  # (base, head, addr) per member
         self.topic = ""
         self.mids = DedupeWindow(4096)
         self.cap = cap
@@ -259,6 +261,7 @@ class Session:
         "bucket",
         "deferred",
         "dm_waiters",
+        "head",
         "inbox",
         "inbox_member",
         "last_heard",
@@ -281,10 +284,12 @@ class Session:
         self.nick = nick
         self.away = ""
         self.nonce = nonce
-        self.token = int.from_bytes(os.urandom(8), "big") >> 1
+        # 62 random bits, with the top bit of 63 set so that it always encodes in 9 bytes
+        self.token = (int.from_bytes(os.urandom(8), "big") >> 2) | (1 << 62)
         # Every datagram to the session starts with Sid(its token): only the session knows it.
         self.sid = F.Sid(self.token)
         self.sid_item = F.encode_item(self.sid)
+        self.head = F.datagram([self.sid_item, b""])  # + one encoded frame = a datagram
         self.rooms: dict[str, Stream] = {}
         self.inbox = Stream("", cfg.inbox_ring, cfg.ring_bytes // 4)
         self.inbox_member = Member(self, self.inbox, 1, 0)
@@ -428,8 +433,19 @@ class Relay:
                     break
                 del self._parked[token]
                 self._refuse_waiters(parked.waiters, f"{parked.nick} did not come back to receive it")
-        # repair: only the members whose probe is due
-        for m in self._probes.pop_due(now):
+        # repair: only the members (and rooms with fresh data) whose probe is due
+        due = []
+        for item in self._probes.pop_due(now):
+            if type(item) is not Stream:
+                due.append(item)
+            elif self.rooms.get(item.name) is item:  # a room's fresh data: who has not acked it?
+                for m in item.members.values():
+                    if m.acked < item.flushed:
+                        if now >= m.probe_at:
+                            due.append(m)
+                        else:
+                            self._probes.schedule(m, m.probe_at)
+        for m in due:
             stream = m.stream
             session = m.session
             if self._tokens.get(session.token) is not session:
@@ -693,7 +709,6 @@ class Relay:
             if not seqs:
                 return
         addr = session.addr
-        head = bytes((0x92,))  # the array header of a 2-frame datagram: Sid, Batch
         run_start = prev = seqs[0]
         runs = []
         for s in seqs[1:]:
@@ -705,7 +720,7 @@ class Relay:
         st = self.stats
         for lo, hi in runs:
             for first, count, item in stream.batches(lo, hi):
-                data = head + session.sid_item + item
+                data = session.head + item
                 if not self._repair_ok(session, len(data), now):
                     return
                 self._emit(data, addr)
@@ -726,18 +741,20 @@ class Relay:
             return
         st = self.stats
         out = self._out
-        heads = [(bytes((0x92,)) + m.session.sid_item, m.session.addr, m.base) for m in members]
+        fan = room.fanout
+        if fan is None:  # rebuilt when members come and go
+            fan = room.fanout = [(m.base, m.session.head, m.session.addr) for m in members]
         for first, _count, item in room.batches(lo, hi):
-            sent = 0
-            for head, addr, base in heads:
-                if base <= first:
-                    out.append((head + item, addr))
-                    sent += len(head) + len(item)
-            st["bytes_out"] += sent
+            n = len(out)
+            out.extend([(head + item, addr) for base, head, addr in fan if base <= first])
+            st["bytes_out"] += (len(out) - n) * (DGRAM_HEAD + len(item))
         for m in members:
             if m.acked >= lo - 1:  # was caught up: the new data starts its retransmission clock
                 m.attempts = 0
-                self._set_probe(m, now + m.session.rtt.rto)
+                m.probe_at = now + m.session.rtt.rto
+        # One timer for the room, not one per member: when it fires, the members that have not
+        # acked by then get timers of their own (most will have acked: a tick costs what is due).
+        self._probes.schedule(room, now + self.timing.rto_min)
 
     def _flush_inbox(self, session: Session, now: float) -> None:
         inbox = session.inbox
@@ -745,9 +762,8 @@ class Relay:
         if lo > hi:
             return
         inbox.flushed = hi
-        head = bytes((0x92,)) + session.sid_item
         for _first, _count, item in inbox.batches(lo, hi):
-            self._emit(head + item, session.addr)
+            self._emit(session.head + item, session.addr)
         self._set_probe(session.inbox_member, now + session.rtt.rto)
 
     # ------------------------------------------------------------------ requests
@@ -916,6 +932,7 @@ class Relay:
         )
         m.snapshot.append(F.MemberInfo(session.nick, session.away))
         room.members[session.addr] = m
+        room.fanout = None
         session.rooms[name] = room
         # The answer first (it costs more than the request: under the repair budget), then the
         # backfill: history before our join goes to us alone (the join itself is broadcast), as
@@ -1048,6 +1065,7 @@ class Relay:
         m = room.members.pop(session.addr, None)
         if m is not None:
             self._probes.cancel(m)
+            room.fanout = None
         session.rooms.pop(room.name, None)
         self._room_event(room, F.Ev(kind, session.nick, reason, self._ts(now)), now)
 
