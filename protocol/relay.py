@@ -85,6 +85,7 @@ class RelayConfig:
     repair_window: int = 24_000
     inbox_keep: float = 600.0  # a dropped session's undelivered direct messages wait this long
     max_parked: int = 10_000  # dropped sessions whose direct messages wait (oldest go first)
+    max_parked_bytes: int = 64 * 1024 * 1024  # and all their messages together
     hello_burst: float = 200.0
 
 
@@ -245,11 +246,12 @@ class Parked:
     """A dropped session's undelivered direct messages, kept for its owner's return (who proves it
     is the owner with the old session token, `Hello.resume`), until `until`."""
 
-    __slots__ = ("events", "nick", "until", "waiters")
+    __slots__ = ("events", "nick", "size", "until", "waiters")
 
     def __init__(self, nick: str, events: list[bytes], waiters: list, until: float) -> None:
         self.nick = nick
         self.events = events
+        self.size = sum(len(e) + EVENT_OVERHEAD for e in events)
         self.waiters = waiters  # per event: (sender, cseq, result) or None
         self.until = until
 
@@ -321,6 +323,7 @@ class Relay:
         self._tokens: dict[int, Session] = {}
         self._nicks: dict[str, Session] = {}  # nick_key -> session: nicks are unique per relay
         self._parked: dict[int, Parked] = {}  # old session token -> its undelivered DMs
+        self._parked_bytes = 0
         self._probes = Deadlines()  # members whose ack lags, by when to probe them
         self.rooms: dict[str, Stream] = {}
         self._out: list[tuple[bytes, Addr]] = []
@@ -348,6 +351,7 @@ class Relay:
                 "unpadded",
                 "repair_limited",
                 "oversize",
+                "repeated",
             ),
             0,
         )
@@ -378,7 +382,19 @@ class Relay:
             st["unauthenticated"] += 1
             return
         session.last_heard = now
+        acks: set | None = None
         for frame in frames:
+            tp = type(frame)
+            if tp is F.Ack or tp is F.Nack:
+                # One of each per stream per datagram is all a client sends: more is a way to
+                # make us work (84 NACKs in a datagram) for nothing.
+                key = (tp, frame.room)
+                if acks is None:
+                    acks = set()
+                elif key in acks:
+                    st["repeated"] += 1
+                    continue
+                acks.add(key)
             try:
                 self._handle(session, frame, now)
             except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError):
@@ -431,8 +447,7 @@ class Relay:
                 token, parked = next(iter(self._parked.items()))
                 if now < parked.until:
                     break
-                del self._parked[token]
-                self._refuse_waiters(parked.waiters, f"{parked.nick} did not come back to receive it")
+                self._forget(token)
         # repair: only the members (and rooms with fresh data) whose probe is due
         due = []
         for item in self._probes.pop_due(now):
@@ -472,6 +487,7 @@ class Relay:
         self._tokens.clear()
         self._nicks.clear()
         self._parked.clear()
+        self._parked_bytes = 0
         self.rooms.clear()
 
     # ------------------------------------------------------------------ internals
@@ -499,10 +515,14 @@ class Relay:
         m.probe_at = at
         self._probes.schedule(m, at)
 
+    @staticmethod
+    def _rtt_of(session: Session) -> float:
+        rtt = session.rtt
+        return rtt.srtt if rtt.srtt is not None else rtt.rto
+
     def _repair_ok(self, session: Session, nbytes: int, now: float) -> bool:
         """May this session make us send `nbytes` more of repair now (RepairBudget per RTT)?"""
-        rtt = session.rtt
-        if session.repair.take(nbytes, now, rtt.srtt if rtt.srtt is not None else rtt.rto):
+        if session.repair.take(nbytes, now, self._rtt_of(session)):
             return True
         self.stats["repair_limited"] += 1
         return False
@@ -587,6 +607,7 @@ class Relay:
         self._queue(session, self._welcome(session))
         parked = self._parked.pop(hello.resume, None) if hello.resume else None
         if parked is not None:
+            self._parked_bytes -= parked.size
             self._unpark(session, parked, now)
         self._arm(now + min(self.timing.keepalive, self.timing.timeout) / 4)
 
@@ -682,6 +703,9 @@ class Relay:
     def _on_nack(self, session: Session, nack: F.Nack, now: float) -> None:
         stream, m = self._stream_of(session, nack.room)
         if m is None:
+            return
+        if session.repair.available(now, self._rtt_of(session)) <= 0:
+            self.stats["repair_limited"] += 1  # out of budget: not even worth reading
             return
         seqs = [s for s in iter_ranges(nack.ranges, 512) if m.acked < s <= stream.flushed]
         if seqs:
@@ -812,7 +836,7 @@ class Relay:
         session.next_cseq = req.cseq + 1
         try:
             res = self._execute(session, req, now)
-        except NameError_ as exc:
+        except (NameError_, EventTooBig) as exc:  # (the second is a bug, but one refused cleanly)
             res = _result(req.cseq, F.RES_REFUSED, 0, str(exc), req.room)
         if res is None:  # deferred (a direct message waits for its recipient)
             session.deferred.add(req.cseq)
@@ -1044,10 +1068,21 @@ class Relay:
         session.dm_waiters.clear()
         if not any(waiters) and not any(F.decode_ev(e).kind in _DM_IN for e in events):
             return  # only echoes of what it sent: nothing anyone waits for
-        while self._parked and len(self._parked) >= self.config.max_parked:
-            oldest = self._parked.pop(next(iter(self._parked)))
-            self._refuse_waiters(oldest.waiters, f"{oldest.nick} did not come back to receive it")
-        self._parked[session.token] = Parked(session.nick, events, waiters, now + self.config.inbox_keep)
+        parked = Parked(session.nick, events, waiters, now + self.config.inbox_keep)
+        cfg = self.config
+        while self._parked and (
+            len(self._parked) >= cfg.max_parked or self._parked_bytes + parked.size > cfg.max_parked_bytes
+        ):
+            self._forget(next(iter(self._parked)))
+        self._parked[session.token] = parked
+        self._parked_bytes += parked.size
+
+    def _forget(self, token: int) -> Parked | None:
+        parked = self._parked.pop(token, None)
+        if parked is not None:
+            self._parked_bytes -= parked.size
+            self._refuse_waiters(parked.waiters, f"{parked.nick} did not come back to receive it")
+        return parked
 
     def _unpark(self, session: Session, parked: Parked, now: float) -> None:
         """Its owner is back (it presented the old token): its direct messages go to the new

@@ -357,3 +357,18 @@ def test_only_padded_hellos_are_answered_and_limits_are_per_source_address():
     assert sum(limiter.allow(("192.0.2.9", port), 1.0) for port in range(100)) == 5  # ports: one source
     assert sum(limiter.allow((f"2001:db8:0:1::{i:x}", 9), 1.0) for i in range(100)) == 5  # one /64
     assert limiter.allow(("2001:db8:0:2::1", 9), 1.0) and limiter.allow(("192.0.2.10", 1), 1.0)
+
+
+def test_parked_direct_messages_are_bounded_and_their_senders_told_when_dropped():
+    room = Room(4, seed=78)
+    room.relay.config = RelayConfig(timing=T, max_parked=2)
+    room.wait_joined()
+    a = client_addr(0)
+    for i in (1, 2, 3):  # three recipients drop with a DM each undelivered: only two are kept
+        room.net.remove(client_addr(i))
+        room.net.call(a, room.clients[a].post, f"@n{i}", f"to n{i}")
+    room.net.run_while(lambda: set(room.relay.sessions) != {a}, room.net.now + 5)  # all timed out
+    room.net.run_while(lambda: not room.events(a, E.PostFailed), room.net.now + 5)
+    (failed,) = room.events(a, E.PostFailed)  # the oldest went, and its sender was told
+    assert failed.room == "@n1" and failed.reason == "n1 did not come back to receive it"
+    assert len(room.relay._parked) == 2 and not room.events(a, E.PostAcknowledged)
