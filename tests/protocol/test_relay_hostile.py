@@ -18,6 +18,7 @@ from udproom.protocol.relay import Relay, RelayConfig, Stream
 
 from .adversary import Adversary, Watched, ints, structs, texts
 from .harness import RELAY, Room, T, client_addr
+from .test_relay_core import _hello, _session
 
 
 def _watch(room: Room) -> Watched:
@@ -267,19 +268,6 @@ def test_a_direct_message_to_someone_who_never_comes_back_is_reported_failed():
 # ----------------------------------------------------------------------------- 6. joins complete
 
 
-def _hello(nick: str, cookie: bytes = b"") -> bytes:
-    h = F.Hello(F.VERSION, nick, cookie, b"", 7)
-    return F.encode_one(F.Hello(F.VERSION, nick, cookie, F.hello_padding(F.size_of((h,))), 7))
-
-
-def _session(relay: Relay, addr: tuple, nick: str, now: float = 1.0) -> int:
-    relay.receive_datagram(_hello(nick), addr, now)
-    cookie = F.decode(relay.datagrams_to_send(now)[0][0])[0].cookie
-    relay.receive_datagram(_hello(nick, cookie), addr, now)
-    frames = F.decode(relay.datagrams_to_send(now)[0][0])
-    return next(f for f in frames if isinstance(f, F.Welcome)).token
-
-
 def test_a_join_whose_answer_was_lost_long_ago_is_answered_afresh():
     relay = Relay(RelayConfig(timing=T))
     src = ("192.0.2.5", 4000)
@@ -350,9 +338,9 @@ def test_only_padded_hellos_are_answered_and_limits_are_per_source_address():
     short = F.encode_one(F.Hello(F.VERSION, "x", b"", b"\0" * 300, 1))  # padded, but not enough
     relay.receive_datagram(short, ("192.0.2.1", 1), 1.0)
     assert relay.datagrams_to_send(1.0) == [] and relay.stats["unpadded"] == 1
-    relay.receive_datagram(_hello("x"), ("192.0.2.1", 1), 1.0)
+    relay.receive_datagram(_hello(), ("192.0.2.1", 1), 1.0)
     ((retry, _),) = relay.datagrams_to_send(1.0)
-    assert len(retry) <= len(_hello("x"))
+    assert len(retry) <= len(_hello())
     limiter = SourceLimiter(rate=5)
     assert sum(limiter.allow(("192.0.2.9", port), 1.0) for port in range(100)) == 5  # ports: one source
     assert sum(limiter.allow((f"2001:db8:0:1::{i:x}", 9), 1.0) for i in range(100)) == 5  # one /64
