@@ -454,12 +454,16 @@ class Relay:
             if type(item) is not Stream:
                 due.append(item)
             elif self.rooms.get(item.name) is item:  # a room's fresh data: who has not acked it?
+                times, first = item.times, item.first
                 for m in item.members.values():
                     if m.acked < item.flushed:
-                        if now >= m.probe_at:
+                        i = m.acked + 1 - first
+                        sent = times[i] if 0 <= i < len(times) else now
+                        at = max(m.probe_at, sent + m.session.rtt.rto)
+                        if now >= at:
                             due.append(m)
                         else:
-                            self._probes.schedule(m, m.probe_at)
+                            self._set_probe(m, at)
         for m in due:
             stream = m.stream
             session = m.session
@@ -772,12 +776,9 @@ class Relay:
             n = len(out)
             out.extend([(head + item, addr) for base, head, addr in fan if base <= first])
             st["bytes_out"] += (len(out) - n) * (DGRAM_HEAD + len(item))
-        for m in members:
-            if m.acked >= lo - 1:  # was caught up: the new data starts its retransmission clock
-                m.attempts = 0
-                m.probe_at = now + m.session.rtt.rto
         # One timer for the room, not one per member: when it fires, the members that have not
-        # acked by then get timers of their own (most will have acked: a tick costs what is due).
+        # acked by then get timers of their own (most will have acked: a tick costs what is due),
+        # due an RTO after the first event they lack was sent (`Stream.times`).
         self._probes.schedule(room, now + self.timing.rto_min)
 
     def _flush_inbox(self, session: Session, now: float) -> None:
@@ -1123,6 +1124,8 @@ MAX_ECHO_BYTES = 100  # a Result echoes the request's room (or "@nick") only up 
 
 def _result(cseq: int, code: int = F.RES_OK, seq: int = 0, reason: str = "", room: str = "") -> F.Result:
     """A Result whose strings, which may echo what the client sent, are bounded."""
-    if len(room.encode()) > MAX_ECHO_BYTES:
+    if len(room) > MAX_ECHO_BYTES // 4 and len(room.encode()) > MAX_ECHO_BYTES:
         room = ""
-    return F.Result(cseq, code, seq, clip_utf8(reason, MAX_REASON_BYTES), room)
+    if len(reason) > MAX_REASON_BYTES // 4:
+        reason = clip_utf8(reason, MAX_REASON_BYTES)
+    return F.Result(cseq, code, seq, reason, room)
