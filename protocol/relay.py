@@ -86,7 +86,7 @@ class RelayConfig:
     inbox_keep: float = 600.0  # a dropped session's undelivered direct messages wait this long
     max_parked: int = 10_000  # dropped sessions whose direct messages wait (oldest go first)
     max_parked_bytes: int = 64 * 1024 * 1024  # and all their messages together
-    hello_burst: float = 200.0
+    hello_burst: float = 200.0  # (a NAT or a test machine puts many clients behind one address)
 
 
 # ----------------------------------------------------------------------------- relay events (logs)
@@ -140,7 +140,7 @@ class Member:
 #: What one kept event costs besides its encoded bytes (measured with tracemalloc by
 #: benchmarks/bench_relay_costs.py): the bytes object's header, its deque slot, and its timestamp
 #: (a float and its slot). Room memory is counted as encoded size + this.
-EVENT_OVERHEAD = 80
+EVENT_OVERHEAD = 96
 #: The head of every datagram to a session: the array header and the session's Sid frame.
 DGRAM_HEAD = 1 + 11
 
@@ -303,8 +303,8 @@ class Session:
         self.bucket = TokenBucket(cfg.request_rate, cfg.request_burst, now)
         self.repair = RepairBudget(cfg.repair_window, cfg.timing.rto_min, now)
         self.out: list[F.Frame] = []
-        # direct messages: ours still waiting for their recipient (cseq -> None), and theirs in
-        # our inbox that a sender waits on (inbox seq -> (sender, cseq, result))
+        # direct messages: the cseqs of ours still waiting for their recipient, and theirs in our
+        # inbox that a sender waits on (inbox seq -> (sender, cseq, result))
         self.deferred: set[int] = set()
         self.dm_waiters: dict[int, tuple[Session, int, F.Result]] = {}
 
@@ -324,7 +324,7 @@ class Relay:
         self._nicks: dict[str, Session] = {}  # nick_key -> session: nicks are unique per relay
         self._parked: dict[int, Parked] = {}  # old session token -> its undelivered DMs
         self._parked_bytes = 0
-        self._probes = Deadlines()  # members whose ack lags, by when to probe them
+        self._probes = Deadlines()  # members whose ack lags, and rooms with fresh data, by when
         self.rooms: dict[str, Stream] = {}
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque = deque()
