@@ -689,6 +689,10 @@ class Relay:
                     session.rtt.sample(now - stream.times[i])
             m.acked = cum
             m.attempts = 0
+            if m.snapshot and cum >= m.join_seq:
+                # It has its member list (a client acks a room only once it has all of it): a
+                # room of n members must not keep n copies of it.
+                m.snapshot = []
             if cum < stream.flushed:
                 self._set_probe(m, now + session.rtt.rto)
             else:
@@ -829,7 +833,7 @@ class Relay:
             room = session.rooms.get(name)
             if room is not None:
                 m = room.members[session.addr]
-                offset = max(0, min(req.arg, len(m.snapshot))) if req.op == F.OP_NAMES else 0
+                offset = req.arg if req.op == F.OP_NAMES else 0
                 return self._joined(req.cseq, room, session, m, offset)
         return F.Result(req.cseq, F.RES_STALE)
 
@@ -951,11 +955,7 @@ class Relay:
         if req.arg > 0:  # a member coming back: resume where it left off, if the ring has it
             base = max(room.first, min(req.arg, join_seq))
         m = Member(session, room, base, join_seq)
-        m.snapshot = sorted(
-            (F.MemberInfo(o.session.nick, o.session.away) for o in room.members.values()),
-            key=lambda i: i.nick.lower(),
-        )
-        m.snapshot.append(F.MemberInfo(session.nick, session.away))
+        m.snapshot = self._snapshot(room, session)
         room.members[session.addr] = m
         room.fanout = None
         session.rooms[name] = room
@@ -970,8 +970,25 @@ class Relay:
         self._set_probe(m, now + session.rtt.rto)
         return joined
 
+    @staticmethod
+    def _snapshot(room: Stream, session: Session) -> list[F.MemberInfo]:
+        """The member list as a joiner gets it: the others sorted, then itself."""
+        snap = sorted(
+            (
+                F.MemberInfo(o.session.nick, o.session.away)
+                for o in room.members.values()
+                if o.session is not session
+            ),
+            key=lambda i: i.nick.lower(),
+        )
+        snap.append(F.MemberInfo(session.nick, session.away))
+        return snap
+
     def _joined(self, cseq: int, room: Stream, session: Session, m: Member, offset: int) -> F.Joined:
+        if not m.snapshot:  # freed once the member acked its join: build a fresh one
+            m.snapshot = self._snapshot(room, session)
         snap = m.snapshot
+        offset = max(0, min(offset, len(snap)))
         # the frame without members, measured, plus each member's exact encoded size
         empty = F.Joined(cseq, room.name, session.nick, m.base, m.join_seq, room.topic, [], offset, len(snap))
         size = F.size_of(empty) + 3  # the members array header can grow to 3 bytes
@@ -991,7 +1008,7 @@ class Relay:
         if room is None:
             return _result(req.cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
         m = room.members[session.addr]
-        offset = max(0, min(req.arg, len(m.snapshot)))
+        offset = req.arg
         return self._answer(session, self._joined(req.cseq, room, session, m, offset), now)
 
     def _direct(self, session: Session, req: F.Req, now: float) -> F.Frame | None:

@@ -360,3 +360,19 @@ def test_parked_direct_messages_are_bounded_and_their_senders_told_when_dropped(
     (failed,) = room.events(a, E.PostFailed)  # the oldest went, and its sender was told
     assert failed.room == "@n1" and failed.reason == "n1 did not come back to receive it"
     assert len(room.relay._parked) == 2 and not room.events(a, E.PostAcknowledged)
+
+
+def test_a_room_does_not_keep_a_copy_of_its_member_list_per_member():
+    room = Room(30, seed=79)
+    room.wait_joined()
+    room.settle(0.5)
+    relay = room.relay
+    assert sum(len(m.snapshot) for m in relay.rooms["lobby"].members.values()) == 0  # freed on ack
+    # a names request after that still gets the whole list, afresh
+    session = relay.sessions[client_addr(3)]
+    req = F.Req(session.next_cseq, F.OP_NAMES, "lobby")
+    relay.receive_datagram(F.encode([F.Sid(session.token), req]), client_addr(3), room.net.now)
+    (joined,) = [
+        f for d, _ in relay.datagrams_to_send(room.net.now) for f in F.decode(d) if type(f) is F.Joined
+    ]
+    assert joined.total == 30 and len(joined.members) == 30 and joined.members[-1].nick == "n3"
