@@ -282,7 +282,7 @@ def relay_naive(args: argparse.Namespace) -> None:
 def _lean_decoder():
     """A decoder that reads a Batch datagram's room, first seq and event count only.
 
-    Batch datagrams from the relay are `[[9, epoch], [20, room, seq, [ev, ...]]]` (the relay's
+    Batch datagrams from the relay are `[[9, token], [20, room, seq, [ev, ...]]]` (the session's
     Sid, then one Batch).
     The events are kept as raw MessagePack (msgspec.Raw, no parsing), so counting costs ~0.5 us a
     datagram instead of ~1.4 us for the full typed decode (and ~22 us through ClientSession).

@@ -216,7 +216,9 @@ class ClientSession:
         first = frames[0]
         if type(first) is F.Sid:
             if self.state == CONNECTED:
-                if first.token != self.epoch:
+                # The relay marks everything on our session with our own token, which only we
+                # (and the relay) know: another member cannot forge the relay's datagrams to us.
+                if first.token != self._token:
                     self.stats["unauthenticated"] += 1
                     return
             elif self.state != HANDSHAKE:
@@ -493,6 +495,14 @@ class ClientSession:
                 self._events.append(E.PostFailed(req.local_id, room, res.reason))
             else:
                 self._events.append(E.PostAcknowledged(req.local_id, room, res.seq))
+            return
+        if res.code == F.RES_STALE and op in (F.OP_JOIN, F.OP_NAMES):
+            # Too old for the relay to remember, and its answer never reached us: a join must
+            # complete whatever happened to it, so ask again with a fresh request.
+            room = self.rooms.get(req.room)
+            if room is not None and not room.ready:
+                resume = room.rx.next if room.rx is not None else 0
+                self._outbox.appendleft(Request(F.OP_JOIN, req.room, arg=resume, created=now))
             return
         if res.code != F.RES_REFUSED:
             if op == F.OP_NICK:

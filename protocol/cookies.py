@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 
+from .frames import HELLO_PAD_TO
 from .reliability import TokenBucket
 
 COOKIE_PERIOD = 30.0
@@ -44,6 +46,29 @@ class CookieJar:
         )
 
 
+def hello_padded(datagram_size: int) -> bool:
+    """Is a datagram carrying a Hello big enough to be answered at all? Clients pad their Hello to
+    HELLO_PAD_TO bytes, so that a Retry (or Refuse) is never more than what came in; a smaller
+    Hello is counted and dropped (relay and direct peer alike)."""
+    return datagram_size >= HELLO_PAD_TO
+
+
+def source_of(addr: tuple) -> object:
+    """What a per-source limit counts as one source: the IPv4 address, or the IPv6 /64 (one host
+    gets a whole /64 and can pick any port or interface id in it). The port never matters."""
+    host = addr[0]
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except (ValueError, AttributeError):
+        return host
+    if ip.version == 6:
+        mapped = ip.ipv4_mapped
+        if mapped is not None:
+            return int(mapped)
+        return ("v6", int(ip) >> 64)
+    return int(ip)
+
+
 def amplification_ok(reply_bytes: int, received_bytes: int) -> bool:
     """May an unvalidated address be sent `reply_bytes` after sending us `received_bytes`?"""
     return reply_bytes <= AMPLIFICATION * received_bytes
@@ -51,17 +76,20 @@ def amplification_ok(reply_bytes: int, received_bytes: int) -> bool:
 
 class SourceLimiter:
     """Per-source token buckets for the unauthenticated path (handshakes, Resets): at most `rate`
-    a second from one address, and at most `cap` addresses remembered (beyond that the oldest are
+    a second (bursts of `burst`) from one source (`source_of`: an IPv4 address or an IPv6 /64,
+    whatever the port), and at most `cap` sources remembered (beyond that the oldest are
     forgotten, so a flood from forged addresses cannot lock real clients out)."""
 
-    __slots__ = ("buckets", "cap", "rate")
+    __slots__ = ("buckets", "burst", "cap", "rate")
 
-    def __init__(self, rate: float, cap: int = 100_000) -> None:
+    def __init__(self, rate: float, cap: int = 100_000, burst: float | None = None) -> None:
         self.rate = rate
+        self.burst = burst if burst is not None else rate
         self.cap = cap
-        self.buckets: dict[tuple, TokenBucket] = {}
+        self.buckets: dict[object, TokenBucket] = {}
 
     def allow(self, addr: tuple, now: float) -> bool:
+        addr = source_of(addr)
         b = self.buckets.get(addr)
         if b is None:
             if len(self.buckets) >= self.cap:
@@ -69,7 +97,7 @@ class SourceLimiter:
                 # new. Cookies keep the handshake stateless, so admitting a little more is safe.
                 while len(self.buckets) >= self.cap:  # O(1): dicts keep insertion order
                     del self.buckets[next(iter(self.buckets))]
-            b = self.buckets[addr] = TokenBucket(self.rate, self.rate, now)
+            b = self.buckets[addr] = TokenBucket(self.rate, self.burst, now)
         return b.take(now)
 
     def prune(self, now: float, idle: float = 10.0) -> None:

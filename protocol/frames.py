@@ -314,6 +314,7 @@ AnyFrame = (
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[AnyFrame])
 _frame_decoder = msgspec.msgpack.Decoder(AnyFrame)
+_ev_decoder = msgspec.msgpack.Decoder(Ev)
 
 
 def encode(frames: list[Frame] | tuple[Frame, ...]) -> bytes:
@@ -367,5 +368,47 @@ def pack(frames: list[Frame], limit: int = MAX_DATAGRAM, prefix: Frame | None = 
 
 
 def hello_padding(frame_size: int) -> bytes:
-    """Padding that brings a Hello datagram to HELLO_PAD_TO bytes."""
-    return bytes(max(0, HELLO_PAD_TO - frame_size - 8))
+    """Padding that brings a Hello datagram (measured with an empty pad) to exactly HELLO_PAD_TO
+    bytes: the pad replaces the empty pad's 2 bytes with itself and a 3-byte bin16 header."""
+    return bytes(max(0, HELLO_PAD_TO - frame_size - 1))
+
+
+# --------------------------------------------------------------------------- pre-encoded pieces
+# A datagram is an array of frames, so it can be assembled from frames encoded once: the relay
+# keeps room events encoded, builds each Batch frame once and sends every member the same batch
+# bytes behind that member's own encoded Sid.
+
+
+def encode_item(obj: object) -> bytes:
+    """One frame or event, encoded alone (not wrapped in a datagram's array)."""
+    return _encoder.encode(obj)
+
+
+def decode_ev(data: bytes) -> Ev:
+    return _ev_decoder.decode(data)
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def batch_item(room: str, seq: int, events: list[bytes]) -> bytes:
+    """An encoded Batch frame made of already encoded events (what `encode_item(Batch(...))`
+    gives, without decoding or re-encoding the events)."""
+    head = _encoder.encode((Batch.__struct_config__.tag, room, seq))  # a 3-array: tag, room, seq
+    return b"\x94" + head[1:] + _array_header(len(events)) + b"".join(events)
+
+
+def batch_overhead(room: str) -> int:
+    """Bytes of a Batch frame besides its events: header, tag, room, seq (<= 9) and the events'
+    array header (<= 3)."""
+    return 1 + 1 + len(_encoder.encode(room)) + 9 + 3
+
+
+def datagram(items: list[bytes]) -> bytes:
+    """A datagram made of encoded frames (`encode_item`)."""
+    return _array_header(len(items)) + b"".join(items)

@@ -10,6 +10,7 @@ MAX_ROOM_LEN = 32
 MAX_NICK_LEN = 24
 MAX_TOPIC_BYTES = 300
 MAX_AWAY_BYTES = 200
+MAX_REASON_BYTES = 200  # a leave or quit reason: longer ones are cut (a goodbye cannot be refused)
 
 _ROOM_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
@@ -58,6 +59,14 @@ def check_text(text: str, limit: int = MAX_TEXT_BYTES, what: str = "message") ->
     if size > limit:
         raise NameError_(f"{what} is {size} bytes of UTF-8; the limit is {limit}")
     return text
+
+
+def clip_utf8(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, at a character boundary."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")
 
 
 def default_nick(login: str) -> str:

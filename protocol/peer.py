@@ -53,7 +53,7 @@ from collections.abc import Callable
 from . import events as E
 from . import frames as F
 from .backend import OutboxFull
-from .cookies import CookieJar, SourceLimiter, amplification_ok
+from .cookies import CookieJar, SourceLimiter, amplification_ok, hello_padded
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TEXT_BYTES,
@@ -662,6 +662,9 @@ class PeerNode:
                 isinstance(f, (F.Bye, F.Reset, F.Refuse, F.Retry, F.Welcome)) for f in frames
             ):
                 self._reply_limited(addr, size, [F.Reset()])
+            return
+        if not hello_padded(size):  # an unpadded Hello could buy a Retry bigger than itself
+            self.stats["unpadded"] = self.stats.get("unpadded", 0) + 1
             return
         if not self._hello_ok(addr, now):
             self.stats["rate_limited"] += 1

@@ -5,6 +5,7 @@ Pure state: no sockets, no asyncio, no clock. Times are floats passed in by the 
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -255,3 +256,49 @@ class RepairBudget:
             return False
         self.tokens -= nbytes
         return True
+
+
+class Deadlines:
+    """When each of many items (e.g. one member's retransmission probe) is next due, so that a timer
+    tick costs what is due rather than a walk over every item: a heap with lazy deletion.
+
+    Each item has at most one live entry, at the earliest time it was scheduled for; `pop_due`
+    returns the items whose time has come (the caller re-schedules those that still need it).
+    Items must be hashable (identity is fine)."""
+
+    __slots__ = ("_at", "_heap", "_n")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, object]] = []
+        self._at: dict[object, float] = {}
+        self._n = 0
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def schedule(self, item: object, at: float) -> None:
+        cur = self._at.get(item)
+        if cur is not None and cur <= at:
+            return  # an earlier entry stands; the caller looks again when it comes due
+        self._at[item] = at
+        self._n += 1
+        heapq.heappush(self._heap, (at, self._n, item))
+
+    def cancel(self, item: object) -> None:
+        self._at.pop(item, None)
+
+    def next_at(self) -> float | None:
+        heap, at = self._heap, self._at
+        while heap and at.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)  # superseded or cancelled
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now: float) -> list:
+        heap, at = self._heap, self._at
+        out = []
+        while heap and heap[0][0] <= now:
+            t, _, item = heapq.heappop(heap)
+            if at.get(item) == t:
+                del at[item]
+                out.append(item)
+        return out

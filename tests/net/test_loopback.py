@@ -196,10 +196,10 @@ async def test_history_and_nick_clash(procs):
     assert [m["text"] for m in old] == ["old 0", "old 1", "old 2"]
     assert all(m.get("history") for m in old)
     assert not any(o.get("history") for o in without.json)
-    # a nick already in the room is refused visibly
+    # a nick in use on the relay is refused visibly
     clash = await procs.send("h", v4, "lobby", *FAST, "me too")
     assert await clash.wait(20) == 1
-    assert len(clash.stderr) == 1 and "already" in clash.stderr[0], clash.stderr
+    assert len(clash.stderr) == 1 and "is in use" in clash.stderr[0], clash.stderr
     s = await procs.send("bob", v4, "lobby", *FAST, "new")
     assert await s.wait(20) == 0, s.stderr
     for lst in (with_history, without):

@@ -215,9 +215,10 @@ def test_nicks_are_unique_regardless_of_case():
     room.settle(0.3)
     refused = room.events(b, E.RequestRefused)
     assert refused and refused[-1].what == "nick"
-    room.add_client(5, "N1")  # n1 is in the room already
+    room.add_client(5, "N1")  # n1 is on the relay already: nicks are unique per relay
     room.settle(0.5)
-    assert room.events(client_addr(5), E.RequestRefused)[0].what == "join"
+    (refused,) = room.events(client_addr(5), E.Refused)
+    assert refused.reason == "nick N1 is in use on this relay"
 
 
 def test_saying_away_twice_tells_the_room_once():

@@ -380,19 +380,26 @@ def test_cookie_before_state_and_amplification_limit():
     node = PeerNode("x", timing=timing())
     node.join("lobby", 0.0)
     src = ("10.9.9.9", 1234)
-    hello = F.encode([F.Hello(F.VERSION, "evil", b"", b"", 42)])
-    node.receive_datagram(hello, src, 0.0)
+
+    def hello(cookie: bytes = b"") -> bytes:
+        h = F.Hello(F.VERSION, "evil", cookie, b"", 42)
+        return F.encode([F.Hello(F.VERSION, "evil", cookie, F.hello_padding(F.size_of((h,))), 42)])
+
+    # an unpadded Hello earns nothing at all (its Retry would be bigger than itself)
+    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", b"", b"", 42)]), src, 0.0)
+    assert node.datagrams_to_send(0.0) == [] and node.stats["unpadded"] == 1
+    node.receive_datagram(hello(), src, 0.0)
     assert node.links == {}
     out = node.datagrams_to_send(0.0)
     assert len(out) == 1 and out[0][1] == src
     (retry,) = F.decode(out[0][0])
     assert isinstance(retry, F.Retry)
-    assert len(out[0][0]) <= 3 * len(hello)
+    assert len(out[0][0]) <= 3 * len(hello())
     # a forged cookie creates nothing either
-    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", b"0" * 16, b"", 42)]), src, 0.0)
+    node.receive_datagram(hello(b"0" * 16), src, 0.0)
     assert node.links == {}
     # the right cookie from another address is not valid there
-    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", retry.cookie, b"", 42)]), ("10.9.9.8", 1), 0.0)
+    node.receive_datagram(hello(retry.cookie), ("10.9.9.8", 1), 0.0)
     assert node.links == {}
     node.datagrams_to_send(0.0)
     # data from an unknown address earns a (small) Reset, no state
@@ -401,7 +408,7 @@ def test_cookie_before_state_and_amplification_limit():
     (reset,) = node.datagrams_to_send(0.1)
     assert isinstance(F.decode(reset[0])[0], F.Reset)
     # the real cookie from the right address does create the link
-    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", retry.cookie, b"", 42)]), src, 0.2)
+    node.receive_datagram(hello(retry.cookie), src, 0.2)
     assert list(node.links) == [src]
 
 
