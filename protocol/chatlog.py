@@ -1,0 +1,507 @@
+"""The app's own log: every room event it showed, in SQLite under the user data directory.
+
+UI-free: the app (and `udproom search` / `udproom log`) call it. One database for every circle (a
+relay's address, or a direct-mode circle's id) and room. What arrived is stored as it arrived
+(nothing sanitised on the way in); text that reaches a terminal goes through `names.sanitize` on
+the way out (`transcript`, `format_line`) — `Line` objects themselves carry the raw text, and a UI
+that draws them sanitises them as it draws everything else.
+
+- Deduplicated: a line with a room sequence (`seq`, from a relay) is stored once per
+  (circle, room, epoch, seq); a line with a message id once per (circle, room, mid). Adding the
+  same events again (a backfill after a restart, a page fetched twice) changes nothing.
+- Ordered within a room by (ts, seq, pos); `pos` is the row's position, stable, for "jump to".
+- Searched with SQLite FTS5 (an external-content table kept in sync by triggers): words, `dep*`
+  prefixes (and an implicit prefix on the last word), `nick:bob` and `room:#dev` filters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import events as E
+from .names import nick_key, sanitize
+from .roomlog import StoreError
+
+#: the kinds of line, named as `udproom listen` names its JSON objects' "type"
+KINDS = ("message", "action", "join", "leave", "timeout", "nick", "topic", "away")
+MAX_RESULTS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    circle: str  # a relay's address, or a direct-mode circle's id
+    room: str  # canonical room name, or "@nick" for a direct conversation
+    kind: str  # one of KINDS
+    nick: str  # who did it (for "nick": the old nick; `text` is the new one)
+    text: str = ""  # message, action, leave reason, new nick, topic, away message
+    ts: float = 0.0  # wall clock seconds, as stamped by the relay (or the sending peer)
+    seq: int = 0  # the room's sequence at the relay; 0 when there is none (direct mode)
+    mid: int = 0  # message id; 0 when unknown
+    epoch: int = 0  # the relay's epoch: room sequences are only comparable within one
+    pos: int = 0  # the line's position in the log (set when read back)
+
+
+def line_of(ev: object, circle: str, epoch: int = 0, mid: int = 0) -> Line | None:
+    """The Line for a room event from `events` (None for anything that is not one)."""
+    if isinstance(ev, E.MessageReceived):
+        kind, nick, text = ("action" if ev.action else "message"), ev.nick, ev.text
+    elif isinstance(ev, E.MemberJoined):
+        kind, nick, text = "join", ev.nick, ""
+    elif isinstance(ev, E.MemberLeft):
+        kind, nick, text = "leave", ev.nick, ev.reason
+    elif isinstance(ev, E.MemberTimedOut):
+        kind, nick, text = "timeout", ev.nick, ""
+    elif isinstance(ev, E.NickChanged):
+        kind, nick, text = "nick", ev.old, ev.new
+    elif isinstance(ev, E.TopicChanged):
+        kind, nick, text = "topic", ev.nick, ev.topic
+    elif isinstance(ev, E.AwayChanged):
+        kind, nick, text = "away", ev.nick, ev.away
+    else:
+        return None
+    return Line(circle, ev.room, kind, nick, text, ev.ts, ev.seq, mid, epoch)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chans(
+    id INTEGER PRIMARY KEY,
+    circle TEXT NOT NULL,
+    room TEXT NOT NULL,
+    UNIQUE(circle, room)
+);
+CREATE TABLE IF NOT EXISTS lines(
+    id INTEGER PRIMARY KEY,
+    chan INTEGER NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL DEFAULT 0,
+    mid INTEGER NOT NULL DEFAULT 0,
+    ts REAL,
+    kind INTEGER NOT NULL,
+    nick TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lines_order ON lines(chan, ts, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS lines_seq ON lines(chan, epoch, seq) WHERE seq != 0;
+CREATE UNIQUE INDEX IF NOT EXISTS lines_mid ON lines(chan, mid) WHERE mid != 0;
+CREATE INDEX IF NOT EXISTS lines_nick ON lines(nick);
+CREATE TABLE IF NOT EXISTS nicks(nick TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS lines_fts USING fts5(
+    text, content='lines', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS lines_ai AFTER INSERT ON lines WHEN new.text != '' BEGIN
+    INSERT INTO lines_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS lines_ad AFTER DELETE ON lines WHEN old.text != '' BEGIN
+    INSERT INTO lines_fts(lines_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS lines_au AFTER UPDATE OF text ON lines BEGIN
+    INSERT INTO lines_fts(lines_fts, rowid, text) SELECT 'delete', old.id, old.text WHERE old.text != '';
+    INSERT INTO lines_fts(rowid, text) SELECT new.id, new.text WHERE new.text != '';
+END;
+"""
+SCHEMA_VERSION = 1
+_COLS = (
+    "lines.id, chans.circle, chans.room, lines.kind, lines.nick, lines.text, lines.ts, lines.seq,"
+    " lines.mid, lines.epoch"
+)
+_U63, _U64 = 1 << 63, 1 << 64
+
+
+def _signed(n: int) -> int:
+    """0..2**64-1 (message ids on the wire) as SQLite's signed 64-bit integer."""
+    if not -_U63 <= n < _U64:
+        raise StoreError(f"number {n} is out of range for the chat log")
+    return n - _U64 if n >= _U63 else n
+
+
+def _unsigned(n: int) -> int:
+    return n + _U64 if n < 0 else n
+
+
+def _describe(exc: BaseException, where: Path) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    if "not a database" in text or "malformed" in text:
+        return f"the chat log {where} is damaged ({text}); restore a backup or move it away"
+    if "readonly" in text or "read-only" in text:
+        return f"the chat log {where} is read-only ({text})"
+    if "disk is full" in text:
+        return f"the chat log {where} is full ({text})"
+    return f"the chat log {where}: {text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A parsed search: the FTS5 expression (None when only filters were given) and filters."""
+
+    match: str | None
+    nick: str | None = None
+    room: str | None = None
+
+
+def parse_query(text: str) -> Query:
+    """'deploy fri nick:bob room:#dev' -> words (each a quoted FTS5 phrase; `word*` is a prefix and
+    so is the last word), a nick and a room. Nothing the user types is FTS5 syntax."""
+    words: list[str] = []
+    nick = room = None
+    for token in text.split():
+        low = token.lower()
+        if low.startswith("nick:") and len(token) > 5:
+            nick = token[5:]
+        elif low.startswith("room:") and len(token) > 5:
+            raw = token[5:]
+            room = raw if raw.startswith("@") else raw.lstrip("#").lower()
+        elif any(ch.isalnum() for ch in token):
+            words.append(token)
+    parts = []
+    for i, word in enumerate(words):
+        star = word.endswith("*") or i == len(words) - 1
+        core = word.rstrip("*")
+        if any(ch.isalnum() for ch in core):
+            parts.append('"' + core.replace('"', '""') + '"' + ("*" if star else ""))
+    return Query(" ".join(parts) or None, nick, room)
+
+
+class ChatLog:
+    """The app's log. `ChatLog.open_read_only(path)` for commands that only read."""
+
+    def __init__(self, path: str | os.PathLike[str], read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._chans: dict[tuple[str, str], int] = {}
+        self._db: sqlite3.Connection | None = None
+        try:
+            if read_only:
+                if not self.path.exists():
+                    raise StoreError(
+                        f"there is no chat log at {self.path} yet (the app writes it as you chat)"
+                    )
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            else:
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create {self.path.parent}: {exc.strerror or exc}") from None
+                db = self._db = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=2.0
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            has_meta = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+            version = has_meta and self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if version is None or version[0] != SCHEMA_VERSION:
+                raise StoreError(f"{self.path} is not a udproom chat log this version can read")
+            for cid, circle, room in self._db.execute("SELECT id, circle, room FROM chans"):
+                self._chans[(circle, room)] = cid
+        except sqlite3.Error as exc:
+            self.close()
+            raise StoreError(_describe(exc, self.path)) from None
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open_read_only(cls, path: str | os.PathLike[str]) -> ChatLog:
+        return cls(path, read_only=True)
+
+    def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    def __enter__(self) -> ChatLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, lines: Iterable[Line]) -> int:
+        """Store lines in one transaction; those already stored are skipped. Returns how many were new."""
+        db = self._conn()
+        rows = []
+        nicks: set[str] = set()
+        new_chans: dict[tuple[str, str], int] = {}
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for line in lines:
+                    key = (line.circle, line.room)
+                    cid = self._chans.get(key) or new_chans.get(key)
+                    if cid is None:
+                        cur = db.execute("INSERT INTO chans(circle, room) VALUES (?, ?)", key)
+                        cid = new_chans[key] = cur.lastrowid
+                    try:
+                        kind = KINDS.index(line.kind)
+                    except ValueError:
+                        raise StoreError(f"unknown kind of line {line.kind!r}") from None
+                    ts = line.ts if isinstance(line.ts, float | int) and line.ts == line.ts else None
+                    rows.append(
+                        (
+                            cid,
+                            _signed(line.epoch),
+                            _signed(line.seq),
+                            _signed(line.mid),
+                            ts,
+                            kind,
+                            line.nick,
+                            line.text,
+                        )
+                    )
+                    nicks.add(line.nick)
+                cur = db.executemany(
+                    "INSERT OR IGNORE INTO lines(chan, epoch, seq, mid, ts, kind, nick, text)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                added = cur.rowcount
+                db.executemany("INSERT OR IGNORE INTO nicks(nick) VALUES (?)", [(n,) for n in nicks])
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(_describe(exc, self.path)) from None
+        self._chans.update(new_chans)
+        return max(added, 0)
+
+    # ------------------------------------------------------------------ reading a room
+
+    def rooms(self, circle: str | None = None) -> list[tuple[str, str]]:
+        """(circle, room) pairs the log has lines for."""
+        return sorted(k for k in self._chans if circle is None or k[0] == circle)
+
+    def recent(self, circle: str, room: str, n: int = 100) -> list[Line]:
+        """The last `n` lines of a room, oldest first."""
+        cid = self._chans.get((circle, room))
+        if cid is None or n <= 0:
+            return []
+        rows = self._rows(
+            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?"
+            " ORDER BY lines.ts DESC, lines.seq DESC, lines.id DESC LIMIT ?",
+            (cid, n),
+        )
+        rows.reverse()
+        return rows
+
+    def before(self, line: Line, limit: int = 100) -> list[Line]:
+        """Up to `limit` lines of `line`'s room just before it (it must come from this log), oldest first."""
+        cid = self._chans.get((line.circle, line.room))
+        if cid is None or limit <= 0:
+            return []
+        rows = self._rows(
+            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?"
+            " AND (coalesce(lines.ts, -1e308), lines.seq, lines.id) < (?, ?, ?)"
+            " ORDER BY lines.ts DESC, lines.seq DESC, lines.id DESC LIMIT ?",
+            (cid, *self._key(line), limit),
+        )
+        rows.reverse()
+        return rows
+
+    def after(self, line: Line, limit: int = 100) -> list[Line]:
+        """Up to `limit` lines of `line`'s room just after it, oldest first."""
+        cid = self._chans.get((line.circle, line.room))
+        if cid is None or limit <= 0:
+            return []
+        return self._rows(
+            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?"
+            " AND (coalesce(lines.ts, -1e308), lines.seq, lines.id) > (?, ?, ?)"
+            " ORDER BY lines.ts, lines.seq, lines.id LIMIT ?",
+            (cid, *self._key(line), limit),
+        )
+
+    def at(self, pos: int) -> Line | None:
+        rows = self._rows(
+            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.id = ?", (pos,)
+        )
+        return rows[0] if rows else None
+
+    def around(self, pos: int, context: int = 20) -> list[Line]:
+        """ "Jump to": the line at `pos` with up to `context` lines of its room on each side."""
+        line = self.at(pos)
+        if line is None:
+            return []
+        return [*self.before(line, context), line, *self.after(line, context)]
+
+    def last_seq(self, circle: str, room: str, epoch: int) -> int:
+        """The highest room sequence logged for (circle, room) under `epoch` (0 if none)."""
+        cid = self._chans.get((circle, room))
+        if cid is None:
+            return 0
+        row = self._fetch(
+            "SELECT max(seq) FROM lines WHERE chan = ? AND epoch = ? AND seq != 0", (cid, _signed(epoch))
+        )
+        return _unsigned(row[0][0]) if row and row[0][0] is not None else 0
+
+    @staticmethod
+    def _key(line: Line) -> tuple[float, int, int]:
+        ts = line.ts if line.ts == line.ts else -1e308
+        return ts, _signed(line.seq), line.pos
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self, query: str | Query, limit: int = 50, circle: str | None = None, room: str | None = None
+    ) -> list[Line]:
+        """Lines matching `query`, most recently logged first. `room` (and `room:` in the query)
+        filter by room, `nick:` by nick (compared with names.nick_key)."""
+        q = query if isinstance(query, Query) else parse_query(query)
+        room = q.room if q.room is not None else room
+        if q.match is None and q.nick is None:
+            return []
+        limit = max(0, min(limit, MAX_RESULTS))
+        where, params = [], []
+        chans = [
+            cid
+            for (c, r), cid in self._chans.items()
+            if (circle is None or c == circle) and (room is None or r == room)
+        ]
+        if not chans:
+            return []
+        if circle is not None or room is not None:
+            where.append(f"lines.chan IN ({','.join('?' * len(chans))})")
+            params.extend(chans)
+        if q.nick is not None:
+            key = nick_key(q.nick)
+            nicks = [n for (n,) in self._fetch("SELECT nick FROM nicks") if nick_key(n) == key]
+            if not nicks:
+                return []
+            where.append(f"lines.nick IN ({','.join('?' * len(nicks))})")
+            params.extend(nicks)
+        if q.match is not None:
+            sql = (
+                f"SELECT {_COLS} FROM lines_fts JOIN lines ON lines.id = lines_fts.rowid"
+                " JOIN chans ON chans.id = lines.chan WHERE lines_fts MATCH ?"
+                + "".join(" AND " + w for w in where)
+                + " ORDER BY lines_fts.rowid DESC LIMIT ?"
+            )
+            params = [q.match, *params]
+        else:
+            sql = (
+                f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE "
+                + " AND ".join(where)
+                + " ORDER BY lines.id DESC LIMIT ?"
+            )
+        return self._rows(sql, (*params, limit))
+
+    # ------------------------------------------------------------------ transcript
+
+    def transcript(self, room: str, since: float | None = None, circle: str | None = None) -> Iterator[str]:
+        """The room's lines as a plain-text log (irssi/WeeChat style), sanitised for a terminal.
+        One section per circle the room was seen in."""
+        for (c, r), cid in sorted(self._chans.items()):
+            if r != room or (circle is not None and c != circle):
+                continue
+            header = f"--- Log of {_room_label(r)} on {sanitize(c)}"  # only above lines
+            key: tuple = (-math.inf if since is None else since, -_U63, -1)
+            while True:  # in pages, so a huge room never sits in memory at once
+                rows = self._rows(
+                    f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?"
+                    " AND (coalesce(lines.ts, -1e308), lines.seq, lines.id) > (?, ?, ?)"
+                    " ORDER BY lines.ts, lines.seq, lines.id LIMIT 1000",
+                    (cid, *key),
+                )
+                if rows and header:
+                    yield header
+                    header = ""
+                for line in rows:
+                    yield format_line(line)
+                if len(rows) < 1000:
+                    break
+                key = self._key(rows[-1])
+
+    # ------------------------------------------------------------------ internals
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the chat log is closed")
+        return self._db
+
+    def _fetch(self, sql: str, params: tuple | list = ()) -> list:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(_describe(exc, self.path)) from None
+
+    def _rows(self, sql: str, params: tuple | list = ()) -> list[Line]:
+        return [
+            Line(
+                circle,
+                room,
+                KINDS[kind] if 0 <= kind < len(KINDS) else "message",
+                nick,
+                text,
+                ts if ts is not None else math.nan,
+                _unsigned(seq),
+                _unsigned(mid),
+                _unsigned(epoch),
+                pos,
+            )
+            for pos, circle, room, kind, nick, text, ts, seq, mid, epoch in self._fetch(sql, params)
+        ]
+
+
+def _room_label(room: str) -> str:
+    return sanitize(room) if room.startswith("@") else "#" + sanitize(room)
+
+
+def format_line(line: Line, clock: bool = True, room: bool = False) -> str:
+    """One transcript line, sanitised: '2026-12-01 15:53:09 <bob> hello' (local time); with
+    `room`, the room follows the time: '2026-12-01 15:53:09 #dev <bob> hello'."""
+    stamp = ""
+    if clock:
+        try:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S ", time.localtime(line.ts))
+        except (OverflowError, OSError, ValueError):
+            stamp = "????-??-?? ??:??:?? "
+    if room:
+        stamp += _room_label(line.room) + " "
+    nick, text, where = sanitize(line.nick), sanitize(line.text), _room_label(line.room)
+    kind = line.kind
+    if kind == "message":
+        body = f"<{nick}> {text}"
+    elif kind == "action":
+        body = f" * {nick} {text}"
+    elif kind == "join":
+        body = f"-!- {nick} has joined {where}"
+    elif kind == "leave":
+        body = f"-!- {nick} has left {where}" + (f" [{text}]" if text else "")
+    elif kind == "timeout":
+        body = f"-!- {nick} has timed out"
+    elif kind == "nick":
+        body = f"-!- {nick} is now known as {text}"
+    elif kind == "topic":
+        body = f"-!- {nick} changed the topic of {where} to: {text}"
+    elif kind == "away":
+        body = f"-!- {nick} is away: {text}" if text else f"-!- {nick} is back"
+    else:
+        body = f"<{nick}> {text}"
+    return stamp + body
+
+
+def search_dicts(lines: Iterable[Line]) -> Iterator[dict]:
+    """Search results as the JSON objects `udproom search --json` prints (raw text: JSON escapes it)."""
+    for line in lines:
+        yield {
+            "room": line.room,
+            "nick": line.nick,
+            "ts": line.ts,
+            "text": line.text,
+            "kind": line.kind,
+            "circle": line.circle,
+            "pos": line.pos,
+        }
