@@ -15,7 +15,9 @@ The contract, for both:
   `append` to that room gets the same number again. The relay then refuses those posts and must
   forget the events it kept for them.
 - Reads (`read`, `before`, `last_seq`, `first_seq`, `topic`, `rooms`) see committed data only.
-  `seq_of_mid` also sees the pending group, so a post repeated within one group is deduplicated.
+  `seq_of_mid` also sees the pending group, so a post repeated within one group is deduplicated;
+  it remembers the message ids of each room's last `mid_window` events (4096 by default, as the
+  relay's in-memory window did), across restarts.
 - Every method raises `StoreError` and nothing else for a failure of the store (disk full,
   read-only, damaged file, closed log). Misuse (a non-Ev, a mid out of range) is a StoreError too.
 - Retention: `expire(now_wall, budget)` deletes at most `budget` of the oldest events (older than
@@ -27,11 +29,14 @@ The contract, for both:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 
 from . import frames as F
@@ -39,6 +44,7 @@ from . import frames as F
 DAY = 86400.0
 KEEP_DAYS = 30.0
 KEEP_EVENTS = 100_000
+MID_WINDOW = 4096
 DB_FILE = "relay.sqlite3"
 LOCK_FILE = "relay.lock"
 SCHEMA_VERSION = 1
@@ -54,19 +60,50 @@ def _new_epoch() -> int:
     return int.from_bytes(os.urandom(6), "big") or 1
 
 
+class _Mids:
+    """Message ids of a room's latest committed events (those above a sliding floor)."""
+
+    __slots__ = ("order", "seqs")
+
+    def __init__(self, pairs: Iterable[tuple[int, int]] = ()) -> None:
+        self.seqs: dict[int, int] = {}
+        self.order: deque[tuple[int, int]] = deque()
+        for seq, mid in pairs:
+            self.add(seq, mid)
+
+    def add(self, seq: int, mid: int) -> None:
+        if mid not in self.seqs:  # the first event with an id keeps it
+            self.seqs[mid] = seq
+            self.order.append((seq, mid))
+
+    def forget_through(self, floor: int) -> None:
+        order, seqs = self.order, self.seqs
+        while order and order[0][0] <= floor:
+            seq, mid = order.popleft()
+            if seqs.get(mid) == seq:
+                del seqs[mid]
+
+
 class RoomLog(ABC):
     """What the relay calls. Sequence numbers start at 1 per room and never repeat."""
 
     #: names this log: stays the same for as long as the history does (SqliteLog: across restarts)
     epoch: int
 
-    def __init__(self, keep_days: float | None = KEEP_DAYS, keep_events: int | None = KEEP_EVENTS) -> None:
+    def __init__(
+        self,
+        keep_days: float | None = KEEP_DAYS,
+        keep_events: int | None = KEEP_EVENTS,
+        mid_window: int = MID_WINDOW,
+    ) -> None:
         if keep_days is not None and not (keep_days > 0 and math.isfinite(keep_days)):
             raise StoreError(f"keep-days must be a positive number of days, not {keep_days!r}")
         if keep_events is not None and keep_events < 1:
             raise StoreError(f"keep-events must be at least 1, not {keep_events!r}")
         self.keep_days = keep_days
         self.keep_events = keep_events
+        self.mid_window = max(1, mid_window)
+        self._mids: dict[str, _Mids] = {}  # loaded per room on first use
         self._closed = False
         # the pending group: (room, seq, event, encoded event), in append order
         self._group: list[tuple[str, int, F.Ev, bytes]] = []
@@ -81,8 +118,8 @@ class RoomLog(ABC):
         self._check_open()
         if type(ev) is not F.Ev or type(room) is not str:
             raise StoreError("only events (frames.Ev) can be logged, under a room name")
-        if not -_U63 <= ev.mid < _U64:
-            raise StoreError(f"message id {ev.mid} is out of range")
+        if not 0 <= ev.mid < _U64:
+            raise StoreError(f"message id {ev.mid} is out of range (0 to 2**64-1)")
         try:
             blob = F.encode_ev(ev)
         except Exception as exc:  # e.g. a lone surrogate in a str built in Python
@@ -113,6 +150,16 @@ class RoomLog(ABC):
         group, topics = self._group, self._group_topics
         self._discard()
         self._write(group, topics)  # raises StoreError: the group is gone either way
+        windows = self._mids
+        touched = set()
+        for room, seq, ev, _blob in group:
+            w = windows.get(room)
+            if w is not None:  # (a window not loaded yet will read these from the store)
+                if ev.mid:
+                    w.add(seq, ev.mid)
+                touched.add(room)
+        for room in touched:
+            windows[room].forget_through(self._last_committed(room) - self.mid_window)
 
     def rollback(self) -> None:
         """Take back the pending group (its sequence numbers will be handed out again)."""
@@ -133,10 +180,17 @@ class RoomLog(ABC):
     def seq_of_mid(self, room: str, mid: int) -> int | None:
         """The sequence a message id was logged under (pending or committed), if it still is."""
         self._check_open()
-        if not mid or not -_U63 <= mid < _U64:
+        if not 0 < mid < _U64:
             return None
         seq = self._group_mids.get((room, mid))
-        return seq if seq is not None else self._stored_mid(room, mid)
+        if seq is not None:
+            return seq
+        w = self._mids.get(room)
+        if w is None:
+            last = self._last_committed(room)
+            w = self._mids[room] = _Mids(self._load_mids(room, last - self.mid_window + 1))
+        seq = w.seqs.get(mid)
+        return seq if seq is not None and seq >= self.first_seq(room) else None
 
     def last_seq(self, room: str) -> int:
         """The room's last committed sequence (0 for a room never written)."""
@@ -174,6 +228,7 @@ class RoomLog(ABC):
     def close(self) -> None:
         """Forget the pending group (never acknowledged) and release the store."""
         self._discard()
+        self._mids = {}
         self._closed = True
 
     # ------------------------------------------------------------------ implementation hooks
@@ -182,7 +237,8 @@ class RoomLog(ABC):
     def _last_committed(self, room: str) -> int: ...
 
     @abstractmethod
-    def _stored_mid(self, room: str, mid: int) -> int | None: ...
+    def _load_mids(self, room: str, lo: int) -> Iterable[tuple[int, int]]:
+        """(seq, mid) of the room's committed events from `lo` on that have an id, oldest first."""
 
     @abstractmethod
     def _write(self, group: list[tuple[str, int, F.Ev, bytes]], topics: dict[str, str]) -> None: ...
@@ -198,13 +254,12 @@ class RoomLog(ABC):
 
 
 class _MemRoom:
-    __slots__ = ("events", "last", "mids", "topic")
+    __slots__ = ("events", "last", "topic")
 
     def __init__(self) -> None:
         self.events: deque[tuple[int, F.Ev]] = deque()
         self.last = 0
         self.topic = ""
-        self.mids: dict[int, int] = {}
 
 
 class MemoryLog(RoomLog):
@@ -213,8 +268,13 @@ class MemoryLog(RoomLog):
     `fail_commits`, when set to a message, makes every commit fail with it (tests of the relay's
     refusal path run on this, without a disk)."""
 
-    def __init__(self, keep_days: float | None = KEEP_DAYS, keep_events: int | None = KEEP_EVENTS) -> None:
-        super().__init__(keep_days, keep_events)
+    def __init__(
+        self,
+        keep_days: float | None = KEEP_DAYS,
+        keep_events: int | None = KEEP_EVENTS,
+        mid_window: int = MID_WINDOW,
+    ) -> None:
+        super().__init__(keep_days, keep_events, mid_window)
         self.epoch = _new_epoch()
         self._rooms: dict[str, _MemRoom] = {}
         self.fail_commits: str | None = None
@@ -223,9 +283,20 @@ class MemoryLog(RoomLog):
         r = self._rooms.get(room)
         return r.last if r is not None else 0
 
-    def _stored_mid(self, room: str, mid: int) -> int | None:
+    def _load_mids(self, room: str, lo: int) -> Iterable[tuple[int, int]]:
         r = self._rooms.get(room)
-        return r.mids.get(mid) if r is not None else None
+        if r is None or not r.events:
+            return []
+        events = r.events
+        start = max(0, lo - events[0][0])
+        return [(seq, ev.mid) for seq, ev in itertools.islice(events, start, None) if ev.mid]
+
+    def _room_id(self, db: sqlite3.Connection, room: str, new: dict[str, _Room]) -> int:
+        r = self._rooms.get(room) or new.get(room)
+        if r is None:
+            cur = db.execute("INSERT INTO rooms(name) VALUES (?)", (room,))
+            r = new[room] = _Room(cur.lastrowid or 0, 0, "")
+        return r.id
 
     def _write(self, group: list[tuple[str, int, F.Ev, bytes]], topics: dict[str, str]) -> None:
         if self.fail_commits is not None:
@@ -237,8 +308,6 @@ class MemoryLog(RoomLog):
                 r = rooms[room] = _MemRoom()
             r.events.append((seq, ev))
             r.last = seq
-            if ev.mid:
-                r.mids.setdefault(ev.mid, seq)
         for room, topic in topics.items():
             r = rooms.get(room)
             if r is None:
@@ -283,9 +352,7 @@ class MemoryLog(RoomLog):
             events = r.events
             n = 0
             while events and n < budget and (events[0][0] <= seq_cut or events[0][1].ts < ts_cut):
-                seq, ev = events.popleft()
-                if ev.mid and r.mids.get(ev.mid) == seq:
-                    del r.mids[ev.mid]
+                events.popleft()
                 n += 1
             if n:
                 budget -= n
@@ -315,7 +382,6 @@ CREATE TABLE IF NOT EXISTS events(
     ev BLOB NOT NULL,
     PRIMARY KEY(room, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_mid ON events(room, mid) WHERE mid IS NOT NULL;
 """
 
 
@@ -369,7 +435,12 @@ class SqliteLog(RoomLog):
     (synchronous=FULL) each commit waits for the disk, and a power loss loses nothing committed.
 
     A lock (flock on relay.lock, held until close()) keeps a second relay off the same directory.
-    `max_bytes` caps the database size (SQLite's max_page_count): posts beyond it are refused."""
+    `max_bytes` caps the database size (SQLite's max_page_count): posts beyond it are refused.
+
+    Checkpoints (copying the WAL into the database, with the fsyncs that takes) run on a helper
+    thread with its own connection, not inside commit(): a commit only appends to the WAL, so the
+    caller's loop never waits for a checkpoint. Should the WAL still outgrow `wal_limit` (a write
+    load the helper cannot keep up with), commit() checkpoints it itself."""
 
     def __init__(
         self,
@@ -378,20 +449,56 @@ class SqliteLog(RoomLog):
         keep_days: float | None = KEEP_DAYS,
         keep_events: int | None = KEEP_EVENTS,
         max_bytes: int | None = None,
+        mid_window: int = MID_WINDOW,
+        wal_limit: int = 64 << 20,
     ) -> None:
-        super().__init__(keep_days, keep_events)
+        super().__init__(keep_days, keep_events, mid_window)
         self.directory = Path(directory)
         self.path = self.directory / DB_FILE
+        self.fsync = fsync
+        self.wal_limit = wal_limit
+        self._wal = self.directory / (DB_FILE + "-wal")
         self._lock_fd: int | None = None
         self._db: sqlite3.Connection | None = None
         self._rooms: dict[str, _Room] = {}
         self._cursor = 0  # where the next expire() starts, round robin over rooms
+        self._commits = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._helper: threading.Thread | None = None
         try:
             self._lock()
             self._open(fsync, max_bytes)
         except BaseException:
             self._release()
             raise
+        self._helper = threading.Thread(target=self._checkpoints, name="udproom-checkpoint", daemon=True)
+        self._helper.start()
+
+    def _checkpoints(self) -> None:
+        """The helper thread: a PASSIVE checkpoint after commits, at most four a second."""
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=1.0)
+            db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+        except sqlite3.Error:
+            return  # commit() keeps the WAL bounded by itself
+        try:
+            while True:
+                self._wake.wait()
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if self._stop.wait(0.25):
+                    return
+        finally:
+            db.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database now (e.g. before copying the file for a backup)."""
+        self._check_open()
+        self._query("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # ------------------------------------------------------------------ opening
 
@@ -432,6 +539,8 @@ class SqliteLog(RoomLog):
             if str(mode).lower() != "wal":
                 raise StoreError(f"the room log {self.path} cannot use WAL mode (got {mode})")
             db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the helper thread does it
+            db.execute(f"PRAGMA journal_size_limit={int(self.wal_limit)}")
             if max_bytes is not None:
                 page = db.execute("PRAGMA page_size").fetchone()[0]
                 db.execute(f"PRAGMA max_page_count={max(1, int(max_bytes) // page)}")
@@ -469,6 +578,11 @@ class SqliteLog(RoomLog):
             raise StoreError(_describe(exc, self.path)) from None
 
     def _release(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._helper is not None:
+            self._helper.join(10.0)
+            self._helper = None
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
@@ -488,12 +602,15 @@ class SqliteLog(RoomLog):
         r = self._rooms.get(room)
         return r.last if r is not None else 0
 
-    def _stored_mid(self, room: str, mid: int) -> int | None:
+    def _load_mids(self, room: str, lo: int) -> Iterable[tuple[int, int]]:
         r = self._rooms.get(room)
         if r is None:
-            return None
-        row = self._query("SELECT seq FROM events WHERE room = ? AND mid = ? LIMIT 1", (r.id, _signed(mid)))
-        return row[0][0] if row else None
+            return []
+        rows = self._query(
+            "SELECT seq, mid FROM events WHERE room = ? AND seq >= ? AND mid IS NOT NULL ORDER BY seq",
+            (r.id, lo),
+        )
+        return [(seq, mid + _U64 if mid < 0 else mid) for seq, mid in rows]
 
     def _query(self, sql: str, params: tuple = ()) -> list:
         assert self._db is not None
@@ -501,6 +618,20 @@ class SqliteLog(RoomLog):
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(_describe(exc, self.path)) from None
+
+    def _room_id(self, db: sqlite3.Connection, room: str, new: dict[str, _Room]) -> int:
+        r = self._rooms.get(room) or new.get(room)
+        if r is None:
+            cur = db.execute("INSERT INTO rooms(name) VALUES (?)", (room,))
+            r = new[room] = _Room(cur.lastrowid or 0, 0, "")
+        return r.id
+
+    def _room_id(self, db: sqlite3.Connection, room: str, new: dict[str, _Room]) -> int:
+        r = self._rooms.get(room) or new.get(room)
+        if r is None:
+            cur = db.execute("INSERT INTO rooms(name) VALUES (?)", (room,))
+            r = new[room] = _Room(cur.lastrowid or 0, 0, "")
+        return r.id
 
     def _write(self, group: list[tuple[str, int, F.Ev, bytes]], topics: dict[str, str]) -> None:
         db = self._db
@@ -511,25 +642,28 @@ class SqliteLog(RoomLog):
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for room in {*(g[0] for g in group), *topics}:
-                    if room not in self._rooms:
-                        cur = db.execute("INSERT INTO rooms(name) VALUES (?)", (room,))
-                        new[room] = _Room(cur.lastrowid, 0, "")
-                ids = {name: r.id for name, r in self._rooms.items()}
-                ids.update((name, r.id) for name, r in new.items())
+                ids: dict[str, int] = {}
                 rows = []
                 for room, seq, ev, blob in group:
-                    ts = ev.ts if ev.ts == ev.ts else None  # NaN has no place in a REAL column
-                    rows.append((ids[room], seq, ts, _signed(ev.mid), blob))
+                    rid = ids.get(room)
+                    if rid is None:
+                        rid = ids[room] = self._room_id(db, room, new)
+                        firsts[room] = (seq, ev.ts if ev.ts == ev.ts else None)
+                    # NaN has no place in a REAL column (it would read back as NULL anyway)
+                    rows.append((rid, seq, ev.ts if ev.ts == ev.ts else None, _signed(ev.mid), blob))
                     lasts[room] = seq
-                    firsts.setdefault(room, (seq, ts))
-                db.executemany("INSERT INTO events(room, seq, ts, mid, ev) VALUES (?, ?, ?, ?, ?)", rows)
-                db.executemany(
-                    "UPDATE rooms SET last_seq = ? WHERE id = ?", [(s, ids[n]) for n, s in lasts.items()]
-                )
-                db.executemany(
-                    "UPDATE rooms SET topic = ? WHERE id = ?", [(t, ids[n]) for n, t in topics.items()]
-                )
+                for room in topics:
+                    if room not in ids:
+                        ids[room] = self._room_id(db, room, new)
+                if rows:
+                    db.executemany("INSERT INTO events(room, seq, ts, mid, ev) VALUES (?, ?, ?, ?, ?)", rows)
+                    db.executemany(
+                        "UPDATE rooms SET last_seq = ? WHERE id = ?", [(s, ids[n]) for n, s in lasts.items()]
+                    )
+                if topics:
+                    db.executemany(
+                        "UPDATE rooms SET topic = ? WHERE id = ?", [(t, ids[n]) for n, t in topics.items()]
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
@@ -546,6 +680,16 @@ class SqliteLog(RoomLog):
             r.last = last
         for room, topic in topics.items():
             self._rooms[room].topic = topic
+        self._wake.set()
+        self._commits += 1
+        if self._commits % 32 == 0:
+            try:
+                big = self._wal.stat().st_size > self.wal_limit
+            except OSError:
+                big = False
+            if big:  # the helper is not keeping up: checkpoint here, the next commit restarts the WAL
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     # ------------------------------------------------------------------ reading
 

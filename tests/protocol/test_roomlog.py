@@ -74,7 +74,7 @@ def test_events_come_back_exactly_as_appended(make):
         ev("x" * 1000, 1.5, (1 << 64) - 1),
         ev("é\x1b[2J\u202e", -1.0, 1 << 63),
         ev("nan", float("nan"), 7, kind=F.EV_ACTION),
-        ev("inf", float("inf"), -5, nick=""),
+        ev("inf", float("inf"), 5, nick=""),
     ]
     for e in odd:
         log.append("r", e)
@@ -82,7 +82,7 @@ def test_events_come_back_exactly_as_appended(make):
     got = [e for _, e in log.read("r", 1, 5)]
     assert [F.encode_ev(e) for e in got] == [F.encode_ev(e) for e in odd]  # NaN != NaN: compare bytes
     assert log.seq_of_mid("r", (1 << 64) - 1) == 2 and log.seq_of_mid("r", 1 << 63) == 3
-    assert log.seq_of_mid("r", -5) == 5
+    assert log.seq_of_mid("r", 5) == 5
 
 
 def test_what_cannot_be_stored_is_refused_at_append_and_takes_no_number(make):
@@ -92,6 +92,8 @@ def test_what_cannot_be_stored_is_refused_at_append_and_takes_no_number(make):
     one_line(bad)
     with pytest.raises(StoreError):
         log.append("r", ev(mid=1 << 64))
+    with pytest.raises(StoreError):
+        log.append("r", ev(mid=-1))  # message ids are unsigned 64-bit
     with pytest.raises(StoreError):
         log.append("r", "not an event")  # type: ignore[arg-type]
     assert log.append("r", ev()) == 1 and log.pending == 1
@@ -151,6 +153,21 @@ def test_message_ids_are_found_pending_and_committed(make):
     log.commit()
     assert log.seq_of_mid("r", 42) == seq
     assert log.seq_of_mid("r", 43) is None and log.seq_of_mid("r", -(1 << 70)) is None
+
+
+def test_message_ids_are_remembered_for_the_last_window_of_events(make):
+    log = make(mid_window=10)
+    assert log.seq_of_mid("r", 1) is None  # loads the (empty) window
+    for i in range(1, 16):
+        log.append("r", ev(mid=i))
+        if i % 4 == 0:
+            log.commit()
+    log.commit()
+    assert [log.seq_of_mid("r", m) for m in (5, 6, 15)] == [None, 6, 15]
+    if isinstance(log, SqliteLog):  # after a restart: the same window, read back from disk
+        log.close()
+        log = make(mid_window=10)
+        assert [log.seq_of_mid("r", m) for m in (5, 6, 15)] == [None, 6, 15]
 
 
 def test_before_pages_back_like_chathistory(make):
@@ -497,6 +514,21 @@ def test_sigkill_at_random_points_loses_nothing_committed_and_reuses_no_number(t
         finally:
             log.close()
     assert len(reported) > 6
+
+
+def test_the_write_ahead_log_stays_bounded_under_a_steady_write_load(tmp_path):
+    """Checkpoints run off the caller's thread, and commit() takes over when they fall behind."""
+    log = SqliteLog(tmp_path, wal_limit=256 * 1024)
+    wal = tmp_path / (DB_FILE + "-wal")
+    biggest = 0
+    for i in range(2500):
+        for _ in range(10):
+            log.append(f"r{i % 20}", ev("z" * 400))
+        log.commit()
+        biggest = max(biggest, wal.stat().st_size)
+    log.checkpoint()
+    log.close()
+    assert biggest < 4 * 1024 * 1024  # 10+ MB went through it
 
 
 def test_the_sqlite_file_is_ordinary_sqlite(tmp_path):
