@@ -48,8 +48,11 @@ class Line:
     pos: int = 0  # the line's position in the log (set when read back)
 
 
-def line_of(ev: object, circle: str, epoch: int = 0, mid: int = 0) -> Line | None:
-    """The Line for a room event from `events` (None for anything that is not one)."""
+def line_of(ev: object, circle: str, epoch: int = 0, mid: int = 0, direct: bool = False) -> Line | None:
+    """The Line for a room event from `events` (None for anything that is not one).
+
+    `direct`: the event comes from direct mode, where `seq` is a Lamport clock (two peers can
+    share one), not a room sequence: the line then dedupes by `mid` only."""
     if isinstance(ev, E.MessageReceived):
         kind, nick, text = ("action" if ev.action else "message"), ev.nick, ev.text
     elif isinstance(ev, E.MemberJoined):
@@ -66,7 +69,7 @@ def line_of(ev: object, circle: str, epoch: int = 0, mid: int = 0) -> Line | Non
         kind, nick, text = "away", ev.nick, ev.away
     else:
         return None
-    return Line(circle, ev.room, kind, nick, text, ev.ts, ev.seq, mid, epoch)
+    return Line(circle, ev.room, kind, nick, text, ev.ts, 0 if direct else ev.seq, mid, epoch)
 
 
 _SCHEMA = """

@@ -546,21 +546,22 @@ class SqliteLog(RoomLog):
                 db.execute(f"PRAGMA max_page_count={max(1, int(max_bytes) // page)}")
             db.executescript(_SCHEMA)  # idempotent: every statement is IF NOT EXISTS
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            version = meta.get("schema")
-            if version is None:
-                self.epoch = _new_epoch()
-                db.execute("BEGIN IMMEDIATE")
-                db.executemany(
-                    "INSERT INTO meta(key, value) VALUES (?, ?)",
-                    [("schema", SCHEMA_VERSION), ("epoch", self.epoch)],
-                )
-                db.execute("COMMIT")
-            elif version != SCHEMA_VERSION:
+            version = meta.get("schema", SCHEMA_VERSION)
+            if version != SCHEMA_VERSION:
                 raise StoreError(
                     f"the room log {self.path} has schema {version!r}; this udproom reads {SCHEMA_VERSION}"
                 )
-            else:
-                self.epoch = int(meta.get("epoch") or 0) or 1
+            epoch = meta.get("epoch")
+            if type(epoch) is int and epoch > 0:
+                self.epoch = epoch
+            else:  # a new log, or one whose epoch was deleted after restoring a backup
+                self.epoch = _new_epoch()
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                    [("schema", SCHEMA_VERSION), ("epoch", self.epoch)],
+                )
+                db.execute("COMMIT")
             # rooms.last_seq is written in the same transaction as the events, so it is the truth
             # even when retention has deleted every event of a room
             for rid, name, last, topic in db.execute(

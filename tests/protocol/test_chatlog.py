@@ -236,6 +236,10 @@ def test_line_of_every_room_event():
         assert line is not None and (line.kind, line.nick, line.text) == (kind, nick, text)
         assert (line.circle, line.room, line.seq, line.ts, line.epoch) == (RELAY, "r", 1, 5.0, 3)
     assert line_of(E.Notice("x"), RELAY) is None
+    # direct mode: seq is a Lamport clock two peers can share; only message ids dedupe there
+    a = line_of(E.MessageReceived("r", 7, "ann", "one", 5.0), "circle", direct=True, mid=1)
+    b = line_of(E.MessageReceived("r", 7, "bob", "two", 5.0), "circle", direct=True, mid=2)
+    assert a is not None and b is not None and a.seq == b.seq == 0
 
 
 def test_hostile_numbers_are_refused_or_kept_exactly(log):

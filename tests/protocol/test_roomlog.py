@@ -314,6 +314,15 @@ def test_a_restart_continues_every_room_with_its_ids_topics_and_epoch(tmp_path):
     other = SqliteLog(tmp_path / "elsewhere")
     assert other.epoch != epoch  # another history, another epoch
     other.close()
+    # after restoring a backup, deleting the epoch makes clients start afresh (docs/storage.md)
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    db.execute("DELETE FROM meta WHERE key = 'epoch'")
+    db.commit()
+    db.close()
+    log = SqliteLog(tmp_path)
+    assert log.epoch not in (0, epoch) and log.last_seq("r") == 5  # (6 was never committed)
+    log.close()
+    assert SqliteLog(tmp_path).epoch == log.epoch
 
 
 def test_a_fully_expired_room_keeps_its_numbers_across_a_restart(tmp_path):
