@@ -111,6 +111,41 @@ def bench_roomlog(quick: bool) -> None:
         print("  " + "\n    ".join(row))
 
 
+def bench_paced(quick: bool) -> None:
+    """A relay-like load: 1,000 events/s offered, one commit per 1 ms loop turn with whatever came."""
+    print("== 1b. room log at a paced 1,000 events/s, one commit per 1 ms turn: commit time ==")
+    rng = random.Random(2)
+    seconds = 3.0 if quick else 10.0
+    events = make_events(int(seconds * 1000) + 10, rng)
+    logs: list[tuple[str, RoomLog]] = [("memory", MemoryLog())]
+    tmps = [tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) for _ in range(2)]
+    logs += [("sqlite/NORMAL", SqliteLog(tmps[0].name)), ("sqlite/FULL", SqliteLog(tmps[1].name, fsync=True))]
+    for name, log in logs:
+        commits: list[float] = []
+        start = time.perf_counter()
+        i = 0
+        while i < len(events):
+            now = time.perf_counter() - start
+            due = min(len(events), int(now * 1000) + 1)
+            for room, ev in events[i:due]:
+                log.seq_of_mid(room, ev.mid)
+                log.append(room, ev)
+            i = max(i, due)
+            t = time.perf_counter()
+            log.commit()
+            commits.append(time.perf_counter() - t)
+            nxt = start + (int(now * 1000) + 1) / 1000
+            while time.perf_counter() < nxt:  # a loop turn per millisecond
+                pass
+        log.close()
+        print(
+            f"  {name:<14} commit p50 {ms(pct(commits, 50))}  p99 {ms(pct(commits, 99))}"
+            f"  p99.9 {ms(pct(commits, 99.9))}  max {ms(max(commits))}"
+        )
+    for tmp in tmps:
+        tmp.cleanup()
+
+
 # ----------------------------------------------------------------------------- 2. search
 
 
@@ -237,6 +272,7 @@ def main() -> None:
     )
     if args.only in (None, "roomlog"):
         bench_roomlog(args.quick)
+        bench_paced(args.quick)
     if args.only in (None, "search"):
         bench_search(args.quick, lines)
     if args.only in (None, "startup"):

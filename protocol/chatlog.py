@@ -96,21 +96,31 @@ CREATE UNIQUE INDEX IF NOT EXISTS lines_seq ON lines(chan, epoch, seq) WHERE seq
 CREATE UNIQUE INDEX IF NOT EXISTS lines_mid ON lines(chan, mid) WHERE mid != 0;
 CREATE INDEX IF NOT EXISTS lines_nick ON lines(nick);
 CREATE TABLE IF NOT EXISTS nicks(nick TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE VIRTUAL TABLE IF NOT EXISTS lines_fts USING fts5(
-    text, content='lines', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER IF NOT EXISTS lines_ai AFTER INSERT ON lines WHEN new.text != '' BEGIN
-    INSERT INTO lines_fts(rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS lines_ad AFTER DELETE ON lines WHEN old.text != '' BEGIN
-    INSERT INTO lines_fts(lines_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
-CREATE TRIGGER IF NOT EXISTS lines_au AFTER UPDATE OF text ON lines BEGIN
-    INSERT INTO lines_fts(lines_fts, rowid, text) SELECT 'delete', old.id, old.text WHERE old.text != '';
-    INSERT INTO lines_fts(rowid, text) SELECT new.id, new.text WHERE new.text != '';
-END;
 """
 SCHEMA_VERSION = 1
+#: lines per full-text shard. FTS5 reads a term's whole list of rows to return the newest ones
+#: first, so one index over everything makes a search for a very common word cost as much as the
+#: whole log has of it. Shards by position bound that: the newest shard answers most searches.
+SHARD_ROWS = 200_000
+#: shard k indexes lines with lo <= id < hi; triggers keep it in sync (external content)
+_SHARD = (
+    """CREATE VIRTUAL TABLE IF NOT EXISTS lines_fts{k} USING fts5(
+        text, content='lines', content_rowid='id', tokenize='unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER IF NOT EXISTS lines_fts{k}_ai AFTER INSERT ON lines
+    WHEN new.text != '' AND new.id >= {lo} AND new.id < {hi} BEGIN
+        INSERT INTO lines_fts{k}(rowid, text) VALUES (new.id, new.text);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS lines_fts{k}_ad AFTER DELETE ON lines
+    WHEN old.text != '' AND old.id >= {lo} AND old.id < {hi} BEGIN
+        INSERT INTO lines_fts{k}(lines_fts{k}, rowid, text) VALUES ('delete', old.id, old.text);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS lines_fts{k}_au AFTER UPDATE OF text ON lines
+    WHEN old.id >= {lo} AND old.id < {hi} BEGIN
+        INSERT INTO lines_fts{k}(lines_fts{k}, rowid, text)
+            SELECT 'delete', old.id, old.text WHERE old.text != '';
+        INSERT INTO lines_fts{k}(rowid, text) SELECT new.id, new.text WHERE new.text != '';
+    END""",
+)
 _COLS = (
     "lines.id, chans.circle, chans.room, lines.kind, lines.nick, lines.text, lines.ts, lines.seq,"
     " lines.mid, lines.epoch"
@@ -179,6 +189,7 @@ class ChatLog:
         self.path = Path(path)
         self.read_only = read_only
         self._chans: dict[tuple[str, str], int] = {}
+        self._shards = 0  # full-text shards that exist: lines_fts0 .. lines_fts{n-1}
         self._db: sqlite3.Connection | None = None
         try:
             if read_only:
@@ -207,6 +218,8 @@ class ChatLog:
                 raise StoreError(f"{self.path} is not a udproom chat log this version can read")
             for cid, circle, room in self._db.execute("SELECT id, circle, room FROM chans"):
                 self._chans[(circle, room)] = cid
+            shards = self._db.execute("SELECT value FROM meta WHERE key = 'shards'").fetchone()
+            self._shards = int(shards[0]) if shards else 0
         except sqlite3.Error as exc:
             self.close()
             raise StoreError(_describe(exc, self.path)) from None
@@ -265,6 +278,8 @@ class ChatLog:
                         )
                     )
                     nicks.add(line.nick)
+                top = db.execute("SELECT max(id) FROM lines").fetchone()[0] or 0
+                self._ensure_shards(db, top + len(rows))
                 cur = db.executemany(
                     "INSERT OR IGNORE INTO lines(chan, epoch, seq, mid, ts, kind, nick, text)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -281,6 +296,17 @@ class ChatLog:
             raise StoreError(_describe(exc, self.path)) from None
         self._chans.update(new_chans)
         return max(added, 0)
+
+    def _ensure_shards(self, db: sqlite3.Connection, upto: int) -> None:
+        """Full-text shards for every id up to `upto` (inside the caller's transaction)."""
+        need = upto // SHARD_ROWS + 1
+        if need <= self._shards:
+            return
+        for k in range(self._shards, need):
+            for stmt in _SHARD:
+                db.execute(stmt.format(k=k, lo=k * SHARD_ROWS, hi=(k + 1) * SHARD_ROWS))
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('shards', ?)", (need,))
+        self._shards = need
 
     # ------------------------------------------------------------------ reading a room
 
@@ -386,19 +412,24 @@ class ChatLog:
             where.append(f"lines.nick IN ({','.join('?' * len(nicks))})")
             params.extend(nicks)
         if q.match is not None:
-            sql = (
-                f"SELECT {_COLS} FROM lines_fts JOIN lines ON lines.id = lines_fts.rowid"
-                " JOIN chans ON chans.id = lines.chan WHERE lines_fts MATCH ?"
-                + "".join(" AND " + w for w in where)
-                + " ORDER BY lines_fts.rowid DESC LIMIT ?"
-            )
-            params = [q.match, *params]
-        else:
-            sql = (
-                f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE "
-                + " AND ".join(where)
-                + " ORDER BY lines.id DESC LIMIT ?"
-            )
+            found: list[Line] = []
+            for k in reversed(range(self._shards)):  # newest first: most searches end in one shard
+                fts = f"lines_fts{k}"
+                sql = (
+                    f"SELECT {_COLS} FROM {fts} JOIN lines ON lines.id = {fts}.rowid"
+                    f" JOIN chans ON chans.id = lines.chan WHERE {fts} MATCH ?"
+                    + "".join(" AND " + w for w in where)
+                    + f" ORDER BY {fts}.rowid DESC LIMIT ?"
+                )
+                found += self._rows(sql, (q.match, *params, limit - len(found)))
+                if len(found) >= limit:
+                    break
+            return found
+        sql = (
+            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE "
+            + " AND ".join(where)
+            + " ORDER BY lines.id DESC LIMIT ?"
+        )
         return self._rows(sql, (*params, limit))
 
     # ------------------------------------------------------------------ transcript

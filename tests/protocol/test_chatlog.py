@@ -42,8 +42,9 @@ def texts_of(lines: list[Line]) -> list[str]:
 
 
 def fts_in_sync(chat: ChatLog) -> None:
-    assert chat._db is not None
-    chat._db.execute("INSERT INTO lines_fts(lines_fts) VALUES ('integrity-check')")  # raises if not
+    assert chat._db is not None and chat._shards
+    for k in range(chat._shards):  # raises if a shard is out of step with the lines
+        chat._db.execute(f"INSERT INTO lines_fts{k}(lines_fts{k}) VALUES ('integrity-check')")
 
 
 def test_the_same_events_twice_are_stored_once(log):
@@ -116,6 +117,24 @@ def test_search_words_prefixes_nick_and_room(log):
     assert (hit.room, hit.nick, hit.ts, hit.circle) == ("lobby", "bob", 1003.0, RELAY) and hit.pos
     assert log.search("") == [] and log.search("room:dev") == [] and log.search("!!!") == []
     assert len(log.search("dep", limit=2)) == 2
+
+
+def test_search_runs_newest_first_across_full_text_shards(tmp_path, monkeypatch):
+    from udproom.protocol import chatlog
+
+    monkeypatch.setattr(chatlog, "SHARD_ROWS", 10)
+    path = tmp_path / "chat.sqlite3"
+    with ChatLog(path) as chat:
+        for start in range(1, 95, 7):  # batches that straddle shard boundaries
+            chat.add([msg(i, f"word{i % 3} n{i}") for i in range(start, min(start + 7, 95))])
+        assert chat._shards == 10
+        fts_in_sync(chat)
+        hits = chat.search("word1", limit=12)
+        assert [x.seq for x in hits] == list(range(94, 0, -1))[:36:3][:12]
+        assert [x.seq for x in chat.search("n5 word2")] == [5]  # found in the oldest shard
+        assert [x.seq for x in chat.search("word*", limit=1000)] == list(range(94, 0, -1))
+    with ChatLog.open_read_only(path) as ro:  # the shards are found again
+        assert [x.seq for x in ro.search("n93 word0")] == [93]
 
 
 @pytest.mark.parametrize(
