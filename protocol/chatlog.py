@@ -17,7 +17,6 @@ that draws them sanitises them as it draws everything else.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sqlite3
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from . import events as E
 from .names import nick_key, sanitize
-from .roomlog import StoreError
+from .sqlstore import StoreError, describe, from_int64, to_int64, transaction
 
 #: the kinds of line, named as `udproom listen` names its JSON objects' "type"
 KINDS = ("message", "action", "join", "leave", "timeout", "nick", "topic", "away")
@@ -86,7 +85,7 @@ CREATE TABLE IF NOT EXISTS lines(
     epoch INTEGER NOT NULL DEFAULT 0,
     seq INTEGER NOT NULL DEFAULT 0,
     mid INTEGER NOT NULL DEFAULT 0,
-    ts REAL,
+    ts REAL NOT NULL,
     kind INTEGER NOT NULL,
     nick TEXT NOT NULL,
     text TEXT NOT NULL
@@ -98,6 +97,7 @@ CREATE INDEX IF NOT EXISTS lines_nick ON lines(nick);
 CREATE TABLE IF NOT EXISTS nicks(nick TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 SCHEMA_VERSION = 1
+WHAT = "the chat log"
 #: lines per full-text shard. FTS5 reads a term's whole list of rows to return the newest ones
 #: first, so one index over everything makes a search for a very common word cost as much as the
 #: whole log has of it. Shards by position bound that: the newest shard answers most searches.
@@ -126,28 +126,6 @@ _COLS = (
     " lines.mid, lines.epoch"
 )
 _U63, _U64 = 1 << 63, 1 << 64
-
-
-def _signed(n: int) -> int:
-    """0..2**64-1 (message ids on the wire) as SQLite's signed 64-bit integer."""
-    if not -_U63 <= n < _U64:
-        raise StoreError(f"number {n} is out of range for the chat log")
-    return n - _U64 if n >= _U63 else n
-
-
-def _unsigned(n: int) -> int:
-    return n + _U64 if n < 0 else n
-
-
-def _describe(exc: BaseException, where: Path) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-    if "not a database" in text or "malformed" in text:
-        return f"the chat log {where} is damaged ({text}); restore a backup or move it away"
-    if "readonly" in text or "read-only" in text:
-        return f"the chat log {where} is read-only ({text})"
-    if "disk is full" in text:
-        return f"the chat log {where} is full ({text})"
-    return f"the chat log {where}: {text}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +200,7 @@ class ChatLog:
             self._shards = int(shards[0]) if shards else 0
         except sqlite3.Error as exc:
             self.close()
-            raise StoreError(_describe(exc, self.path)) from None
+            raise StoreError(describe(exc, WHAT, self.path)) from None
         except BaseException:
             self.close()
             raise
@@ -251,49 +229,41 @@ class ChatLog:
         rows = []
         nicks: set[str] = set()
         new_chans: dict[tuple[str, str], int] = {}
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for line in lines:
-                    key = (line.circle, line.room)
-                    cid = self._chans.get(key) or new_chans.get(key)
-                    if cid is None:
-                        cur = db.execute("INSERT INTO chans(circle, room) VALUES (?, ?)", key)
-                        cid = new_chans[key] = cur.lastrowid
-                    try:
-                        kind = KINDS.index(line.kind)
-                    except ValueError:
-                        raise StoreError(f"unknown kind of line {line.kind!r}") from None
-                    ts = line.ts if isinstance(line.ts, float | int) and line.ts == line.ts else None
-                    rows.append(
-                        (
-                            cid,
-                            _signed(line.epoch),
-                            _signed(line.seq),
-                            _signed(line.mid),
-                            ts,
-                            kind,
-                            line.nick,
-                            line.text,
-                        )
+        with transaction(db, WHAT, self.path):
+            for line in lines:
+                key = (line.circle, line.room)
+                cid = self._chans.get(key) or new_chans.get(key)
+                if cid is None:
+                    cur = db.execute("INSERT INTO chans(circle, room) VALUES (?, ?)", key)
+                    cid = new_chans[key] = cur.lastrowid
+                try:
+                    kind = KINDS.index(line.kind)
+                except ValueError:
+                    raise StoreError(f"unknown kind of line {line.kind!r}") from None
+                # a timestamp that is not a number is kept as 0 (the order needs one)
+                ts = float(line.ts) if line.ts == line.ts else 0.0
+                rows.append(
+                    (
+                        cid,
+                        to_int64(line.epoch),
+                        to_int64(line.seq),
+                        to_int64(line.mid),
+                        ts,
+                        kind,
+                        line.nick,
+                        line.text,
                     )
-                    nicks.add(line.nick)
-                top = db.execute("SELECT max(id) FROM lines").fetchone()[0] or 0
-                self._ensure_shards(db, top + len(rows))
-                cur = db.executemany(
-                    "INSERT OR IGNORE INTO lines(chan, epoch, seq, mid, ts, kind, nick, text)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
                 )
-                added = cur.rowcount
-                db.executemany("INSERT OR IGNORE INTO nicks(nick) VALUES (?)", [(n,) for n in nicks])
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreError(_describe(exc, self.path)) from None
+                nicks.add(line.nick)
+            top = db.execute("SELECT max(id) FROM lines").fetchone()[0] or 0
+            self._ensure_shards(db, top + len(rows))
+            cur = db.executemany(
+                "INSERT OR IGNORE INTO lines(chan, epoch, seq, mid, ts, kind, nick, text)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            added = cur.rowcount
+            db.executemany("INSERT OR IGNORE INTO nicks(nick) VALUES (?)", [(n,) for n in nicks])
         self._chans.update(new_chans)
         return max(added, 0)
 
@@ -317,41 +287,31 @@ class ChatLog:
     def recent(self, circle: str, room: str, n: int = 100) -> list[Line]:
         """The last `n` lines of a room, oldest first."""
         cid = self._chans.get((circle, room))
-        if cid is None or n <= 0:
-            return []
-        rows = self._rows(
-            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?"
-            " ORDER BY lines.ts DESC, lines.seq DESC, lines.id DESC LIMIT ?",
-            (cid, n),
-        )
-        rows.reverse()
-        return rows
+        return self._page(cid, None, True, n)
 
     def before(self, line: Line, limit: int = 100) -> list[Line]:
         """Up to `limit` lines of `line`'s room just before it (it must come from this log), oldest first."""
-        cid = self._chans.get((line.circle, line.room))
-        if cid is None or limit <= 0:
-            return []
-        rows = self._rows(
-            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?"
-            " AND (coalesce(lines.ts, -1e308), lines.seq, lines.id) < (?, ?, ?)"
-            " ORDER BY lines.ts DESC, lines.seq DESC, lines.id DESC LIMIT ?",
-            (cid, *self._key(line), limit),
-        )
-        rows.reverse()
-        return rows
+        return self._page(self._chans.get((line.circle, line.room)), self._key(line), True, limit)
 
     def after(self, line: Line, limit: int = 100) -> list[Line]:
         """Up to `limit` lines of `line`'s room just after it, oldest first."""
-        cid = self._chans.get((line.circle, line.room))
+        return self._page(self._chans.get((line.circle, line.room)), self._key(line), False, limit)
+
+    def _page(self, cid: int | None, bound: tuple | None, older: bool, limit: int) -> list[Line]:
+        """Up to `limit` lines of a room on one side of `bound` (a (ts, seq, pos) key; None: from
+        the newest or the oldest end), oldest first. Walks the (chan, ts, seq) index."""
         if cid is None or limit <= 0:
             return []
-        return self._rows(
-            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?"
-            " AND (coalesce(lines.ts, -1e308), lines.seq, lines.id) > (?, ?, ?)"
-            " ORDER BY lines.ts, lines.seq, lines.id LIMIT ?",
-            (cid, *self._key(line), limit),
+        cmp, order = ("<", " DESC") if older else (">", "")
+        where = f" AND (lines.ts, lines.seq, lines.id) {cmp} (?, ?, ?)" if bound is not None else ""
+        rows = self._rows(
+            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?{where}"
+            f" ORDER BY lines.ts{order}, lines.seq{order}, lines.id{order} LIMIT ?",
+            (cid, *(bound or ()), limit),
         )
+        if older:
+            rows.reverse()
+        return rows
 
     def at(self, pos: int) -> Line | None:
         rows = self._rows(
@@ -372,14 +332,14 @@ class ChatLog:
         if cid is None:
             return 0
         row = self._fetch(
-            "SELECT max(seq) FROM lines WHERE chan = ? AND epoch = ? AND seq != 0", (cid, _signed(epoch))
+            "SELECT max(seq) FROM lines WHERE chan = ? AND epoch = ? AND seq != 0", (cid, to_int64(epoch))
         )
-        return _unsigned(row[0][0]) if row and row[0][0] is not None else 0
+        return from_int64(row[0][0]) if row and row[0][0] is not None else 0
 
     @staticmethod
     def _key(line: Line) -> tuple[float, int, int]:
-        ts = line.ts if line.ts == line.ts else -1e308
-        return ts, _signed(line.seq), line.pos
+        ts = line.ts if line.ts == line.ts else 0.0
+        return ts, to_int64(line.seq), line.pos
 
     # ------------------------------------------------------------------ search
 
@@ -441,14 +401,9 @@ class ChatLog:
             if r != room or (circle is not None and c != circle):
                 continue
             header = f"--- Log of {_room_label(r)} on {sanitize(c)}"  # only above lines
-            key: tuple = (-math.inf if since is None else since, -_U63, -1)
+            key = None if since is None else (since, -_U63, -1)
             while True:  # in pages, so a huge room never sits in memory at once
-                rows = self._rows(
-                    f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?"
-                    " AND (coalesce(lines.ts, -1e308), lines.seq, lines.id) > (?, ?, ?)"
-                    " ORDER BY lines.ts, lines.seq, lines.id LIMIT 1000",
-                    (cid, *key),
-                )
+                rows = self._page(cid, key, False, 1000)
                 if rows and header:
                     yield header
                     header = ""
@@ -469,7 +424,7 @@ class ChatLog:
         try:
             return self._conn().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(_describe(exc, self.path)) from None
+            raise StoreError(describe(exc, WHAT, self.path)) from None
 
     def _rows(self, sql: str, params: tuple | list = ()) -> list[Line]:
         return [
@@ -479,10 +434,10 @@ class ChatLog:
                 KINDS[kind] if 0 <= kind < len(KINDS) else "message",
                 nick,
                 text,
-                ts if ts is not None else math.nan,
-                _unsigned(seq),
-                _unsigned(mid),
-                _unsigned(epoch),
+                ts,
+                from_int64(seq),
+                from_int64(mid),
+                from_int64(epoch),
                 pos,
             )
             for pos, circle, room, kind, nick, text, ts, seq, mid, epoch in self._fetch(sql, params)

@@ -38,22 +38,23 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from . import frames as F
+from .sqlstore import StoreError, describe, from_int64, to_int64, transaction
+
+__all__ = ["MemoryLog", "RoomLog", "SqliteLog", "StoreError"]
 
 DAY = 86400.0
 KEEP_DAYS = 30.0
 KEEP_EVENTS = 100_000
 MID_WINDOW = 4096
+WHAT = "the room log"
 DB_FILE = "relay.sqlite3"
 LOCK_FILE = "relay.lock"
 SCHEMA_VERSION = 1
 _U63 = 1 << 63
 _U64 = 1 << 64
-
-
-class StoreError(Exception):
-    """The log could not do what was asked. str() is one line, fit for a user."""
 
 
 def _new_epoch() -> int:
@@ -103,6 +104,8 @@ class RoomLog(ABC):
         self.keep_days = keep_days
         self.keep_events = keep_events
         self.mid_window = max(1, mid_window)
+        #: committed state per room, each with at least `.last` (seq) and `.topic`
+        self._rooms: dict[str, Any] = {}
         self._mids: dict[str, _Mids] = {}  # loaded per room on first use
         self._closed = False
         # the pending group: (room, seq, event, encoded event), in append order
@@ -214,12 +217,15 @@ class RoomLog(ABC):
         lo = max(self.first_seq(room), hi - limit + 1)
         return self.read(room, lo, hi) if lo <= hi else []
 
-    @abstractmethod
-    def topic(self, room: str) -> str: ...
+    def topic(self, room: str) -> str:
+        self._check_open()
+        r = self._rooms.get(room)
+        return r.topic if r is not None else ""
 
-    @abstractmethod
     def rooms(self) -> list[str]:
         """Every room with a committed event or topic, sorted."""
+        self._check_open()
+        return sorted(self._rooms)
 
     @abstractmethod
     def expire(self, now_wall: float, budget: int = 500) -> dict[str, int]:
@@ -233,8 +239,9 @@ class RoomLog(ABC):
 
     # ------------------------------------------------------------------ implementation hooks
 
-    @abstractmethod
-    def _last_committed(self, room: str) -> int: ...
+    def _last_committed(self, room: str) -> int:
+        r = self._rooms.get(room)
+        return r.last if r is not None else 0
 
     @abstractmethod
     def _load_mids(self, room: str, lo: int) -> Iterable[tuple[int, int]]:
@@ -279,10 +286,6 @@ class MemoryLog(RoomLog):
         self._rooms: dict[str, _MemRoom] = {}
         self.fail_commits: str | None = None
 
-    def _last_committed(self, room: str) -> int:
-        r = self._rooms.get(room)
-        return r.last if r is not None else 0
-
     def _load_mids(self, room: str, lo: int) -> Iterable[tuple[int, int]]:
         r = self._rooms.get(room)
         if r is None or not r.events:
@@ -290,13 +293,6 @@ class MemoryLog(RoomLog):
         events = r.events
         start = max(0, lo - events[0][0])
         return [(seq, ev.mid) for seq, ev in itertools.islice(events, start, None) if ev.mid]
-
-    def _room_id(self, db: sqlite3.Connection, room: str, new: dict[str, _Room]) -> int:
-        r = self._rooms.get(room) or new.get(room)
-        if r is None:
-            cur = db.execute("INSERT INTO rooms(name) VALUES (?)", (room,))
-            r = new[room] = _Room(cur.lastrowid or 0, 0, "")
-        return r.id
 
     def _write(self, group: list[tuple[str, int, F.Ev, bytes]], topics: dict[str, str]) -> None:
         if self.fail_commits is not None:
@@ -332,15 +328,6 @@ class MemoryLog(RoomLog):
             hi = min(hi, lo + max(limit, 0) - 1)
         events = r.events
         return [events[s - first] for s in range(lo, hi + 1)]
-
-    def topic(self, room: str) -> str:
-        self._check_open()
-        r = self._rooms.get(room)
-        return r.topic if r is not None else ""
-
-    def rooms(self) -> list[str]:
-        self._check_open()
-        return sorted(self._rooms)
 
     def expire(self, now_wall: float, budget: int = 500) -> dict[str, int]:
         self._check_open()
@@ -383,36 +370,6 @@ CREATE TABLE IF NOT EXISTS events(
     PRIMARY KEY(room, seq)
 ) WITHOUT ROWID;
 """
-
-
-def _signed(mid: int) -> int | None:
-    """A message id (0..2**64-1 on the wire) as SQLite's signed 64-bit integer; 0 is none."""
-    if not mid:
-        return None
-    return mid - _U64 if mid >= _U63 else mid
-
-
-def _describe(exc: BaseException, where: Path) -> str:
-    """One line for a sqlite3 or OS error on the log at `where`."""
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-    if name.startswith("SQLITE_FULL") or "disk is full" in text:
-        return f"the room log {where} is full ({text}): new posts are refused"
-    if name.startswith("SQLITE_READONLY") or "readonly" in text:
-        return f"the room log {where} is read-only ({text})"
-    if (
-        name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
-        or "malformed" in text
-        or "not a database" in text
-    ):
-        return f"the room log {where} is damaged ({text}); restore a backup or move it away"
-    if name.startswith("SQLITE_CANTOPEN"):
-        return f"cannot open the room log {where} ({text}): is its directory writable?"
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return f"the room log {where} is busy ({text}): is another process using it?"
-    if isinstance(exc, OSError):
-        return f"{where}: {exc.strerror or text}"
-    return f"the room log {where} failed: {text}"
 
 
 class _Room:
@@ -574,9 +531,9 @@ class SqliteLog(RoomLog):
                 if row is not None:
                     r.first, r.first_ts = row
         except sqlite3.Error as exc:
-            raise StoreError(_describe(exc, self.path)) from None
+            raise StoreError(describe(exc, WHAT, self.path)) from None
         except OSError as exc:
-            raise StoreError(_describe(exc, self.path)) from None
+            raise StoreError(describe(exc, WHAT, self.path)) from None
 
     def _release(self) -> None:
         self._stop.set()
@@ -599,10 +556,6 @@ class SqliteLog(RoomLog):
 
     # ------------------------------------------------------------------ hooks
 
-    def _last_committed(self, room: str) -> int:
-        r = self._rooms.get(room)
-        return r.last if r is not None else 0
-
     def _load_mids(self, room: str, lo: int) -> Iterable[tuple[int, int]]:
         r = self._rooms.get(room)
         if r is None:
@@ -611,21 +564,14 @@ class SqliteLog(RoomLog):
             "SELECT seq, mid FROM events WHERE room = ? AND seq >= ? AND mid IS NOT NULL ORDER BY seq",
             (r.id, lo),
         )
-        return [(seq, mid + _U64 if mid < 0 else mid) for seq, mid in rows]
+        return [(seq, from_int64(mid)) for seq, mid in rows]
 
     def _query(self, sql: str, params: tuple = ()) -> list:
         assert self._db is not None
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(_describe(exc, self.path)) from None
-
-    def _room_id(self, db: sqlite3.Connection, room: str, new: dict[str, _Room]) -> int:
-        r = self._rooms.get(room) or new.get(room)
-        if r is None:
-            cur = db.execute("INSERT INTO rooms(name) VALUES (?)", (room,))
-            r = new[room] = _Room(cur.lastrowid or 0, 0, "")
-        return r.id
+            raise StoreError(describe(exc, WHAT, self.path)) from None
 
     def _room_id(self, db: sqlite3.Connection, room: str, new: dict[str, _Room]) -> int:
         r = self._rooms.get(room) or new.get(room)
@@ -640,38 +586,31 @@ class SqliteLog(RoomLog):
         new: dict[str, _Room] = {}
         lasts: dict[str, int] = {}
         firsts: dict[str, tuple[int, float | None]] = {}
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                ids: dict[str, int] = {}
-                rows = []
-                for room, seq, ev, blob in group:
-                    rid = ids.get(room)
-                    if rid is None:
-                        rid = ids[room] = self._room_id(db, room, new)
-                        firsts[room] = (seq, ev.ts if ev.ts == ev.ts else None)
-                    # NaN has no place in a REAL column (it would read back as NULL anyway)
-                    rows.append((rid, seq, ev.ts if ev.ts == ev.ts else None, _signed(ev.mid), blob))
-                    lasts[room] = seq
-                for room in topics:
-                    if room not in ids:
-                        ids[room] = self._room_id(db, room, new)
-                if rows:
-                    db.executemany("INSERT INTO events(room, seq, ts, mid, ev) VALUES (?, ?, ?, ?, ?)", rows)
-                    db.executemany(
-                        "UPDATE rooms SET last_seq = ? WHERE id = ?", [(s, ids[n]) for n, s in lasts.items()]
-                    )
-                if topics:
-                    db.executemany(
-                        "UPDATE rooms SET topic = ? WHERE id = ?", [(t, ids[n]) for n, t in topics.items()]
-                    )
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreError(_describe(exc, self.path)) from None
+        with transaction(db, WHAT, self.path):
+            ids: dict[str, int] = {}
+            rows = []
+            for room, seq, ev, blob in group:
+                rid = ids.get(room)
+                if rid is None:
+                    rid = ids[room] = self._room_id(db, room, new)
+                    firsts[room] = (seq, ev.ts if ev.ts == ev.ts else None)
+                # NaN has no place in a REAL column (it would read back as NULL anyway)
+                rows.append(
+                    (rid, seq, ev.ts if ev.ts == ev.ts else None, to_int64(ev.mid) if ev.mid else None, blob)
+                )
+                lasts[room] = seq
+            for room in topics:
+                if room not in ids:
+                    ids[room] = self._room_id(db, room, new)
+            if rows:
+                db.executemany("INSERT INTO events(room, seq, ts, mid, ev) VALUES (?, ?, ?, ?, ?)", rows)
+                db.executemany(
+                    "UPDATE rooms SET last_seq = ? WHERE id = ?", [(s, ids[n]) for n, s in lasts.items()]
+                )
+            if topics:
+                db.executemany(
+                    "UPDATE rooms SET topic = ? WHERE id = ?", [(t, ids[n]) for n, t in topics.items()]
+                )
         # committed: only now does the in-memory view move
         self._rooms.update(new)
         for room, last in lasts.items():
@@ -717,15 +656,6 @@ class SqliteLog(RoomLog):
         except F.FrameError as exc:
             raise StoreError(f"the room log {self.path} is damaged: {exc}") from None
 
-    def topic(self, room: str) -> str:
-        self._check_open()
-        r = self._rooms.get(room)
-        return r.topic if r is not None else ""
-
-    def rooms(self) -> list[str]:
-        self._check_open()
-        return sorted(self._rooms)
-
     # ------------------------------------------------------------------ retention
 
     def expire(self, now_wall: float, budget: int = 500) -> dict[str, int]:
@@ -769,14 +699,5 @@ class SqliteLog(RoomLog):
     def _delete_through(self, r: _Room, upto: int) -> None:
         db = self._db
         assert db is not None
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("DELETE FROM events WHERE room = ? AND seq <= ?", (r.id, upto))
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreError(_describe(exc, self.path)) from None
+        with transaction(db, WHAT, self.path):
+            db.execute("DELETE FROM events WHERE room = ? AND seq <= ?", (r.id, upto))
