@@ -175,9 +175,7 @@ class ChatLog:
                     raise StoreError(
                         f"there is no chat log at {self.path} yet (the app writes it as you chat)"
                     )
-                uri = self.path.resolve().as_uri() + "?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-                self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                self._db = self._open_read_only()
             else:
                 try:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +202,23 @@ class ChatLog:
         except BaseException:
             self.close()
             raise
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # A WAL database in a directory we may not write to: SQLite cannot make its -shm
+            # file. No one can be writing there through us either; read the file as it is.
+            if os.access(self.path.parent, os.W_OK):
+                raise
+            db.close()
+            db = sqlite3.connect(
+                uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False
+            )
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
 
     @classmethod
     def open_read_only(cls, path: str | os.PathLike[str]) -> ChatLog:

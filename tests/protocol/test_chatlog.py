@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -297,3 +301,38 @@ def test_a_damaged_log_is_a_one_line_error(tmp_path):
     with pytest.raises(StoreError) as foreign:
         ChatLog.open_read_only(tmp_path / "plain.sqlite3")
     assert "not a udproom chat log" in str(foreign.value)
+
+
+SEARCH_AS_NOBODY = """
+import os, sys
+from udproom.protocol.chatlog import ChatLog
+from udproom.protocol.sqlstore import StoreError
+import sqlite3, encodings.idna  # imported while still root: the interpreter may live where nobody can read
+if os.geteuid() == 0:
+    os.setgid(65534); os.setuid(65534)
+with ChatLog.open_read_only(sys.argv[1]) as chat:
+    print([line.text for line in chat.search("hello")])
+"""
+
+
+def test_a_log_in_a_directory_we_cannot_write_can_still_be_searched():
+    """`udproom search` over a log someone else keeps (or on a read-only mount): SQLite cannot
+    make the WAL's -shm file there, so the log is read as the file stands."""
+    top = tempfile.mkdtemp(prefix="udproom-ro-")
+    try:
+        os.chmod(top, 0o755)
+        where = Path(top) / "data"
+        with ChatLog(where / "chat.sqlite3") as chat:
+            chat.add([msg(1, "hello there")])
+        for path in [where, *where.iterdir()]:
+            os.chmod(path, 0o555 if path.is_dir() else 0o444)
+        r = subprocess.run(
+            [sys.executable, "-c", SEARCH_AS_NOBODY, str(where / "chat.sqlite3")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0 and r.stdout.strip() == "['hello there']", r.stdout + r.stderr
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", top], check=False)
+        subprocess.run(["rm", "-rf", top], check=False)
