@@ -43,7 +43,7 @@ from typing import Any
 from . import frames as F
 from .sqlstore import StoreError, describe, from_int64, to_int64, transaction
 
-__all__ = ["MemoryLog", "RoomLog", "SqliteLog", "StoreError"]
+__all__ = ["MemoryLog", "RoomLog", "SqliteLog", "StoreError", "open_log"]
 
 DAY = 86400.0
 KEEP_DAYS = 30.0
@@ -701,3 +701,21 @@ class SqliteLog(RoomLog):
         assert db is not None
         with transaction(db, WHAT, self.path):
             db.execute("DELETE FROM events WHERE room = ? AND seq <= ?", (r.id, upto))
+
+
+def open_log(
+    data: str | os.PathLike[str] | None = None,
+    memory: bool = False,
+    fsync: bool = False,
+    keep_days: float | None = KEEP_DAYS,
+    keep_events: int | None = KEEP_EVENTS,
+) -> RoomLog:
+    """The room log a relay runs on: `udproom relay [--data DIR] [--memory] [--fsync]` and the
+    app's --host. Without `data`, the user data directory's relay/ (paths.relay_data_dir)."""
+    if memory:
+        return MemoryLog(keep_days, keep_events)
+    if data is None:
+        from .paths import relay_data_dir
+
+        data = relay_data_dir()
+    return SqliteLog(data, fsync=fsync, keep_days=keep_days, keep_events=keep_events)

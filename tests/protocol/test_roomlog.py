@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from udproom.protocol import frames as F
-from udproom.protocol.roomlog import DAY, DB_FILE, MemoryLog, RoomLog, SqliteLog, StoreError
+from udproom.protocol.roomlog import DAY, DB_FILE, MemoryLog, RoomLog, SqliteLog, StoreError, open_log
 
 from .adversary import floats, texts
 
@@ -553,3 +553,20 @@ def test_the_sqlite_file_is_ordinary_sqlite(tmp_path):
     db = sqlite3.connect(tmp_path / "backup.sqlite3")
     assert db.execute("SELECT name, last_seq FROM rooms").fetchall() == [("r", 1)]
     db.close()
+
+
+def test_open_log_picks_the_relays_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path / "data"))
+    memory = open_log(memory=True, keep_events=5)
+    assert isinstance(memory, MemoryLog) and memory.keep_events == 5 and not (tmp_path / "data").exists()
+    default = open_log(fsync=True)
+    assert isinstance(default, SqliteLog) and default.fsync
+    assert default.path == tmp_path / "data" / "relay" / DB_FILE
+    default.close()
+    chosen = open_log(tmp_path / "elsewhere", keep_days=None)
+    assert (
+        isinstance(chosen, SqliteLog)
+        and chosen.directory == tmp_path / "elsewhere"
+        and chosen.keep_days is None
+    )
+    chosen.close()
