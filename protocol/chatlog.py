@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import events as E
 from .names import nick_key, sanitize
-from .sqlstore import StoreError, describe, from_int64, to_int64, transaction
+from .sqlstore import ERRORS, StoreError, describe, from_int64, to_int64, transaction
 
 #: the kinds of line, named as `udproom listen` names its JSON objects' "type"
 KINDS = ("message", "action", "join", "leave", "timeout", "nick", "topic", "away")
@@ -196,7 +196,7 @@ class ChatLog:
                 self._chans[(circle, room)] = cid
             shards = self._db.execute("SELECT value FROM meta WHERE key = 'shards'").fetchone()
             self._shards = int(shards[0]) if shards else 0
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             self.close()
             raise StoreError(describe(exc, WHAT, self.path)) from None
         except BaseException:
@@ -438,7 +438,7 @@ class ChatLog:
     def _fetch(self, sql: str, params: tuple | list = ()) -> list:
         try:
             return self._conn().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StoreError(describe(exc, WHAT, self.path)) from None
 
     def _rows(self, sql: str, params: tuple | list = ()) -> list[Line]:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from . import frames as F
-from .sqlstore import StoreError, describe, from_int64, to_int64, transaction
+from .sqlstore import ERRORS, StoreError, describe, from_int64, to_int64, transaction
 
 __all__ = ["MemoryLog", "RoomLog", "SqliteLog", "StoreError", "open_log"]
 
@@ -55,6 +55,14 @@ LOCK_FILE = "relay.lock"
 SCHEMA_VERSION = 1
 _U63 = 1 << 63
 _U64 = 1 << 64
+
+
+def _check_unicode(text: str) -> str:
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise StoreError(f"text that is not valid Unicode cannot be logged ({exc.reason})") from None
+    return text
 
 
 def _new_epoch() -> int:
@@ -121,6 +129,7 @@ class RoomLog(ABC):
         self._check_open()
         if type(ev) is not F.Ev or type(room) is not str:
             raise StoreError("only events (frames.Ev) can be logged, under a room name")
+        _check_unicode(room)
         if not 0 <= ev.mid < _U64:
             raise StoreError(f"message id {ev.mid} is out of range (0 to 2**64-1)")
         try:
@@ -138,7 +147,7 @@ class RoomLog(ABC):
     def set_topic(self, room: str, topic: str) -> None:
         """The room's topic, committed with the group."""
         self._check_open()
-        self._group_topics[room] = str(topic)
+        self._group_topics[_check_unicode(room)] = _check_unicode(str(topic))
 
     @property
     def pending(self) -> int:
@@ -530,7 +539,7 @@ class SqliteLog(RoomLog):
                 ).fetchone()
                 if row is not None:
                     r.first, r.first_ts = row
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StoreError(describe(exc, WHAT, self.path)) from None
         except OSError as exc:
             raise StoreError(describe(exc, WHAT, self.path)) from None
@@ -570,7 +579,7 @@ class SqliteLog(RoomLog):
         assert self._db is not None
         try:
             return self._db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StoreError(describe(exc, WHAT, self.path)) from None
 
     def _room_id(self, db: sqlite3.Connection, room: str, new: dict[str, _Room]) -> int:

@@ -15,6 +15,11 @@ class StoreError(Exception):
     """A log could not do what was asked. str() is one line, fit for a user."""
 
 
+#: what a call into sqlite3 can raise for a bad store or a bad value: catch these, raise StoreError
+#: (a str holding a lone surrogate cannot be bound: Python allows it, UTF-8 does not)
+ERRORS = (sqlite3.Error, UnicodeEncodeError)
+
+
 def describe(exc: BaseException, what: str, where: Path) -> str:
     """One line for a sqlite3 or OS error on `what` ("the room log") at `where`."""
     name = getattr(exc, "sqlite_errorname", "") or ""
@@ -33,6 +38,8 @@ def describe(exc: BaseException, what: str, where: Path) -> str:
         return f"cannot open {what} {where} ({text}): is its directory writable?"
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return f"{what} {where} is busy ({text}): is another process using it?"
+    if isinstance(exc, UnicodeEncodeError):
+        return f"{what} {where} cannot store text that is not valid Unicode ({exc.reason})"
     if isinstance(exc, OSError):
         return f"{where}: {exc.strerror or text}"
     return f"{what} {where} failed: {text}"
@@ -50,7 +57,7 @@ def transaction(db: sqlite3.Connection, what: str, where: Path) -> Iterator[sqli
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
-    except sqlite3.Error as exc:
+    except ERRORS as exc:
         raise StoreError(describe(exc, what, where)) from None
 
 

@@ -336,3 +336,16 @@ def test_a_log_in_a_directory_we_cannot_write_can_still_be_searched():
     finally:
         subprocess.run(["chmod", "-R", "u+w", top], check=False)
         subprocess.run(["rm", "-rf", top], check=False)
+
+
+def test_text_that_is_not_unicode_is_a_store_error(log):
+    """Python strings can hold lone surrogates (nothing decoded from the wire does)."""
+    log.add([msg(1, "hello")])
+    for call in (
+        lambda: log.search("a\ud800"),
+        lambda: log.add([msg(2, "bad \ud800")]),
+        lambda: log.add([msg(3, "ok", nick="\udc00")]),
+    ):
+        with pytest.raises(StoreError):
+            call()
+    assert texts_of(log.recent(RELAY, "lobby")) == ["hello"]

@@ -96,7 +96,12 @@ def test_what_cannot_be_stored_is_refused_at_append_and_takes_no_number(make):
         log.append("r", ev(mid=-1))  # message ids are unsigned 64-bit
     with pytest.raises(StoreError):
         log.append("r", "not an event")  # type: ignore[arg-type]
+    with pytest.raises(StoreError):
+        log.append("lone \ud800", ev())
+    with pytest.raises(StoreError):
+        log.set_topic("r", "lone \udc00")
     assert log.append("r", ev()) == 1 and log.pending == 1
+    log.commit()
 
 
 def test_a_failed_commit_takes_its_numbers_back(make):
