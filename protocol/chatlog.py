@@ -329,6 +329,8 @@ class ChatLog:
         return rows
 
     def at(self, pos: int) -> Line | None:
+        if not 0 < pos < _U63:
+            return None
         rows = self._rows(
             f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.id = ?", (pos,)
         )

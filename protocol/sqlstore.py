@@ -16,8 +16,8 @@ class StoreError(Exception):
 
 
 #: what a call into sqlite3 can raise for a bad store or a bad value: catch these, raise StoreError
-#: (a str holding a lone surrogate cannot be bound: Python allows it, UTF-8 does not)
-ERRORS = (sqlite3.Error, UnicodeEncodeError)
+#: (a str holding a lone surrogate, or an int beyond 64 bits, cannot be bound)
+ERRORS = (sqlite3.Error, UnicodeEncodeError, OverflowError)
 
 
 def describe(exc: BaseException, what: str, where: Path) -> str:

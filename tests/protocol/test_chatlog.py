@@ -92,6 +92,7 @@ def test_jump_to_a_line_gives_its_room_around_it(log):
     around = log.around(hit.pos, 3)
     assert texts_of(around) == ["m27", "m28", "m29", "m30", "m31", "m32", "m33"]
     assert log.at(hit.pos) == hit and log.around(10**9) == []
+    assert log.at(10**30) is None and log.around(-(10**30)) == []  # never an OverflowError
 
 
 def test_search_words_prefixes_nick_and_room(log):
