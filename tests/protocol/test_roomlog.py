@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import os
+import queue
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -485,6 +487,20 @@ def test_a_read_only_directory_is_a_clear_error(case):
         subprocess.run(["rm", "-rf", top], check=False)
 
 
+def _lines_of(child: subprocess.Popen) -> queue.Queue:
+    """The child's stdout lines, read by a thread, so every wait for one has a deadline."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        assert child.stdout is not None
+        with child.stdout:  # closed by this thread, at the end of what the child wrote
+            for line in child.stdout:
+                lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def test_sigkill_at_random_points_loses_nothing_committed_and_reuses_no_number(tmp_path):
     rng = random.Random(20261201)
     reported: dict[tuple[str, int], int] = {}  # (room, seq) -> mid, as the children reported
@@ -493,18 +509,18 @@ def test_sigkill_at_random_points_loses_nothing_committed_and_reuses_no_number(t
         child = subprocess.Popen(
             [sys.executable, str(CHILD), str(tmp_path), str(round_)],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # a traceback shows up where the test reads
             text=True,
         )
         try:
-            assert child.stdout is not None
-            assert child.stdout.readline() == "ready\n", child.stderr.read() if child.stderr else ""
+            lines = _lines_of(child)
+            assert lines.get(timeout=60) == "ready\n"
             if round_ == 0:  # while it runs, a second relay on that directory is refused
                 with pytest.raises(StoreError) as refused:
                     SqliteLog(tmp_path)
                 assert f"pid {child.pid}" in str(refused.value)
             for _ in range(rng.randint(1, 400)):
-                line = child.stdout.readline()
+                line = lines.get(timeout=60)  # the child ended (or hung) early: Empty, not a hang
                 room, seq, mid = line.split()
                 key = (room, int(seq))
                 assert key not in reported, f"{key} reported twice"
@@ -512,7 +528,7 @@ def test_sigkill_at_random_points_loses_nothing_committed_and_reuses_no_number(t
                 reported[key] = int(mid)
         finally:
             os.kill(child.pid, signal.SIGKILL)
-            child.communicate(timeout=30)
+            child.wait(timeout=30)
         log = SqliteLog(tmp_path, keep_events=None, keep_days=None)
         try:
             for room in ("a", "b", "c"):
