@@ -1,4 +1,4 @@
-"""The headless commands: `udproom relay`, `udproom listen` and `udproom send`.
+"""The headless commands: `udproom relay`, `listen` and `send`, and `search` and `log` (the local log).
 
 These never import textual (nor udproom.tui): scripts and tests start them often, and
 `udproom relay` runs on servers. Exit codes: 0 done, 1 failed (no relay answering, refused,
@@ -27,7 +27,7 @@ from .names import NameError_, canonical_room, check_nick, check_text, default_n
 from .net.address import AddressError, format_address, parse_address
 from .reliability import Timing
 
-COMMANDS = ("relay", "listen", "send")
+COMMANDS = ("relay", "listen", "send", "search", "log")
 log = logging.getLogger("udproom")
 
 
@@ -148,9 +148,12 @@ def _add_room_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="udproom",
-        description="Headless udproom commands: run a relay, listen to a room, send to a room.",
+        description="Headless udproom commands: run a relay, listen to a room, send to a room, "
+        "search the local log, print a room's transcript.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{relay,listen,send}", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{relay,listen,send,search,log}", parser_class=_Parser
+    )
     sub.required = True
 
     relay = sub.add_parser(
@@ -200,7 +203,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("text", nargs="*", metavar="TEXT", help="the message (default: stdin lines)")
     _add_common(send)
+
+    search = sub.add_parser(
+        "search",
+        help="search the local chat log",
+        description="Search the app's local log (in the user data directory, or $UDPROOM_DATA_DIR). "
+        "WORDS match whole words, 'dep*' a prefix (the last word is always a prefix); 'nick:bob' and "
+        "'room:#dev' filter. Most recently logged first.",
+    )
+    search.add_argument("words", nargs="+", metavar="WORDS", help="what to look for")
+    search.add_argument("--room", help="only this room ('#dev', or '@nick' for a direct conversation)")
+    search.add_argument(
+        "--json", action="store_true", help="JSON lines: room, nick, ts, text (and kind, circle)"
+    )
+    search.add_argument(
+        "--limit", type=_count, default=50, metavar="N", help="at most N results (default 50)"
+    )
+    _add_common(search)
+
+    logcmd = sub.add_parser(
+        "log",
+        help="print a room's transcript from the local chat log",
+        description="Print ROOM's lines from the app's local log as a plain-text transcript, oldest first.",
+    )
+    logcmd.add_argument(
+        "--room", required=True, help="the room ('#dev', or '@nick' for a direct conversation)"
+    )
+    logcmd.add_argument(
+        "--since",
+        type=_since,
+        metavar="DATE",
+        help="only lines from then on: 2026-12-01, '2026-12-01 14:00', or 90m / 12h / 7d ago",
+    )
+    _add_common(logcmd)
     return parser
+
+
+def _since(text: str) -> float:
+    """A --since value as UNIX time: an ISO date or date-time (local time), or 90m / 12h / 7d ago."""
+    import datetime
+
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    raw = text.strip()
+    if raw[-1:].lower() in units and raw[:-1].isdigit():
+        return time.time() - int(raw[:-1]) * units[raw[-1:].lower()]
+    try:
+        when = datetime.datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (2026-12-01, '2026-12-01 14:00') or an age (90m, 12h, 7d)"
+        ) from None
+    try:
+        return when.timestamp()
+    except (OverflowError, OSError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range") from None
+
+
+def _log_room(name: str) -> str:
+    """A room as the log keys it: canonical name, or '@nick' for a direct conversation."""
+    if name.startswith("@"):
+        return "@" + check_nick(name[1:])
+    return canonical_room(name)
 
 
 def _timing(args: argparse.Namespace) -> Timing | None:
@@ -321,10 +384,13 @@ class _Output:
         self.on_closed = on_closed
 
     def write(self, obj: dict) -> None:
+        self.write_text(json.dumps(obj, ensure_ascii=False))
+
+    def write_text(self, line: str) -> None:
         if self.closed:
             return
         try:
-            sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            sys.stdout.write(line + "\n")
             sys.stdout.flush()
         except (BrokenPipeError, ValueError, OSError):
             self.closed = True
@@ -621,6 +687,60 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
     return code
 
 
+# ----------------------------------------------------------------------------- search, log
+
+
+def _open_chatlog() -> Any:
+    from .chatlog import ChatLog
+    from .paths import chatlog_path
+    from .roomlog import StoreError
+
+    try:
+        return ChatLog.open_read_only(chatlog_path())
+    except StoreError as exc:
+        raise Failure(str(exc)) from None
+
+
+def _run_search(args: argparse.Namespace, room: str | None) -> int:
+    from .chatlog import format_line, search_dicts
+    from .roomlog import StoreError
+
+    with _open_chatlog() as chat:
+        try:
+            hits = chat.search(" ".join(args.words), limit=args.limit, room=room)
+        except StoreError as exc:
+            raise Failure(str(exc)) from None
+    out = _Output(lambda: None)
+    if args.json:
+        for obj in search_dicts(hits):
+            out.write(obj)
+    else:
+        for line in hits:
+            out.write_text(format_line(line, room=True))
+    if not hits:
+        _say("search", "nothing matches")
+    return 0
+
+
+def _run_log(args: argparse.Namespace, room: str) -> int:
+    from .roomlog import StoreError
+
+    out = _Output(lambda: None)
+    wrote = False
+    with _open_chatlog() as chat:
+        try:
+            for text in chat.transcript(room, args.since):
+                out.write_text(text)
+                wrote = True
+                if out.closed:
+                    break
+        except StoreError as exc:
+            raise Failure(str(exc)) from None
+    if not wrote:
+        _say("log", f"the local log has no lines of {room if room.startswith('@') else '#' + room}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -647,6 +767,12 @@ def main(argv: list[str] | None = None) -> int:
         if command == "relay":
             parse_address(args.bind, allow_empty_host=True)
             return _run(lambda: _run_relay(args))
+        if command in ("search", "log"):
+            try:
+                room = _log_room(args.room) if args.room is not None else None
+            except NameError_ as exc:
+                raise UsageError(str(exc)) from None
+            return _run_search(args, room) if command == "search" else _run_log(args, room or "")
         if args.join is not None:
             if args.listen is not None or args.peer:
                 raise UsageError("--join (a relay) cannot be combined with --listen/--peer (direct mode)")

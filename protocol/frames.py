@@ -331,6 +331,24 @@ def size_of(obj: object) -> int:
     return len(_encoder.encode(obj))
 
 
+_ev_decoder = msgspec.msgpack.Decoder(Ev)
+
+
+def encode_ev(ev: Ev) -> bytes:
+    """An event as stored in a log (the same MessagePack array it has inside a Batch)."""
+    return _encoder.encode(ev)
+
+
+def decode_ev(data: bytes) -> Ev:
+    """An event read back from a log. Raises FrameError, and only FrameError, for anything invalid."""
+    try:
+        return _ev_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise FrameError(f"stored event: {exc}") from None
+    except Exception as exc:  # defensive, as in decode()
+        raise FrameError(f"undecodable stored event: {exc.__class__.__name__}") from None
+
+
 def decode(data: bytes) -> list[Frame]:
     """Frames in a datagram. Raises FrameError, and only FrameError, for anything invalid."""
     if len(data) > MAX_DATAGRAM:

@@ -1,0 +1,37 @@
+"""Where udproom keeps its data: the one home of the data-directory rule.
+
+The relay's room log (`relay/` under it) and the app's own chat log (`chatlog.sqlite3`) live in
+the platform's user data directory (`platformdirs.user_data_dir("udproom")`, e.g.
+~/.local/share/udproom on Linux), or in $UDPROOM_DATA_DIR when that is set (tests set it so they
+never touch the real one), the way $UDPROOM_CONFIG_DIR overrides the config directory.
+Nothing here creates a directory: whoever writes creates it, whoever only reads does not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV = "UDPROOM_DATA_DIR"
+#: the relay's room log, under the data directory (a `udproom relay` and the app's `--host`)
+RELAY_SUBDIR = "relay"
+#: the app's own log of what it showed, under the data directory
+CHATLOG_FILE = "chatlog.sqlite3"
+
+
+def data_dir() -> Path:
+    env = os.environ.get(ENV)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("udproom", appauthor=False))
+
+
+def relay_data_dir() -> Path:
+    """The default `--data` of a relay."""
+    return data_dir() / RELAY_SUBDIR
+
+
+def chatlog_path() -> Path:
+    return data_dir() / CHATLOG_FILE
