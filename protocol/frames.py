@@ -331,9 +331,6 @@ def size_of(obj: object) -> int:
     return len(_encoder.encode(obj))
 
 
-_ev_decoder = msgspec.msgpack.Decoder(Ev)
-
-
 def encode_ev(ev: Ev) -> bytes:
     """An event as stored in a log (the same MessagePack array it has inside a Batch)."""
     return _encoder.encode(ev)
@@ -400,10 +397,6 @@ def hello_padding(frame_size: int) -> bytes:
 def encode_item(obj: object) -> bytes:
     """One frame or event, encoded alone (not wrapped in a datagram's array)."""
     return _encoder.encode(obj)
-
-
-def decode_ev(data: bytes) -> Ev:
-    return _ev_decoder.decode(data)
 
 
 def _array_header(n: int) -> bytes:
