@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
 from udproom.protocol import events as ev
-from udproom.protocol.names import is_direct, sanitize
+from udproom.protocol.names import is_direct, nick_key, sanitize
 
 FORGET_TIMED_OUT = 600.0  # a member timed out this long leaves the members pane
 SCROLLBACK = 2000  # lines kept per room; older history comes back from the relay's backfill
@@ -245,10 +245,13 @@ class ChatModel:
         """Someone we talk to directly changed nick: `@old` becomes `@new` (same place in the rooms
         pane, same history, a "old is now new" line), so writing there reaches them. If a `@new`
         conversation was opened meanwhile (their reply came first), the two become one."""
-        src, dst = "@" + old, "@" + new
-        room = self.rooms.get(src)
+        key = nick_key(old)
+        src = next((n for n in self.rooms if is_direct(n) and nick_key(n[1:]) == key), None)
+        dst = "@" + new
+        room = self.rooms.get(src) if src is not None else None
         if room is None or src == dst:
             return
+        old = src[1:]
         other = self.rooms.get(dst)
         self.rooms = {(dst if k == src else k): v for k, v in self.rooms.items() if k != dst}
         room.name = dst

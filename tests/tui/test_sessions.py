@@ -265,3 +265,22 @@ async def test_part_notice_is_not_left_in_another_rooms_history():
         await settle(pilot, app)
         assert app.chat.active == "lobby" and "you left #qa" in status(app)
         assert not any("you left" in x.text for x in app.chat.rooms["lobby"].lines)
+
+
+def test_snapshot_narrow_status_after_a_resize(snap_compare):
+    """Snapshot: 120 columns, then resized to 70: the status line is laid out for 70 at once
+    (room and activity shown, the least useful parts gone)."""
+    from .test_snapshots import demo_app
+
+    app, backend = demo_app()
+
+    async def run_before(pilot):
+        from udproom.tui.demo import populate
+
+        await populate(pilot, app, backend)
+        app.chat.share = ["192.168.1.5:6000", "10.0.0.5:6000"]
+        app.refresh_ui(full=True)
+        await pilot.resize_terminal(70, 24)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 32), run_before=run_before)
