@@ -208,8 +208,9 @@ class ChatModel:
         self.mode = ""
         self.share: list[str] = []  # host mode: addresses to give others
         self.stamp_order = False  # direct mode: order messages by (Lamport stamp, nick)
-        # the one "connection lost" line of an outage (room, line, since), updated in place
-        self.outage: tuple[Room, Line, float] | None = None
+        # the one "connection lost" line of an outage, updated in place: (room, line, quiet since
+        # (wall clock), first reason, tries)
+        self.outage: tuple[Room, Line, float, str, int] | None = None  # + first reason, tries
         self._day: tuple[float, float] = (0.0, -1.0)  # [start, end) of the last day looked up
         self.changes = Changes()
         self._set_mention_re()
@@ -522,16 +523,20 @@ class ChatModel:
         """Disconnected after having been connected: who is here is not known until we are back."""
         return self.connected_once and self.state not in ("connected", "stalled")
 
-    def _outage(self, text: str) -> None:
-        """One notice per outage, updated in place at each retry (not one line per retry)."""
+    def _outage(self, reason: str, retry_in: float, since: float) -> None:
+        """One notice per outage, updated in place at each retry (not one line per retry): what
+        ended the session, when the next try is, how many there have been."""
         if self.outage is not None:
-            room, line, _since = self.outage
+            room, line, since, first, tries = self.outage
             if (room is self.status_room or self.rooms.get(room.name) is room) and line in room.lines:
+                self.outage = (room, line, since, first, tries + 1)
+                text = f"connection lost: {first}; retrying in {_seconds(retry_in)} (try {tries + 1})"
                 self._update_line(room, line, text)
                 return
         room = self.current
+        text = f"connection lost: {reason}; retrying in {_seconds(retry_in)}"
         line = self._append(room, ERROR, self.clock(), text=text)
-        self.outage = (room, line, self.clock())
+        self.outage = (room, line, since, reason, 1)
         for r in self.rooms.values():
             self.changes.members.add(r.name)  # presence becomes unknown
 
@@ -787,10 +792,10 @@ class ChatModel:
             self.changes.status = True
         elif t is ev.Connected:
             if self.outage is not None:
-                room, line, since = self.outage
+                room, line, since, first, _tries = self.outage
                 self.outage = None
                 back = f"back after {_seconds(max(0.0, self.clock() - since))}"
-                self._update_line(room, line, line.text.split("; retrying")[0] + f"; {back}")
+                self._update_line(room, line, f"connection lost: {first}; {back}")
             self.state = "connected"
             self.connected_once = True
             self.address = e.address
@@ -817,6 +822,8 @@ class ChatModel:
             self.changes.status = True
         elif t is ev.ConnectionLost:
             again = self.state == "reconnecting" and self.reason == sanitize(e.reason)
+            # quiet since (wall clock): a stall before the loss is part of the outage
+            quiet = self.clock() - (time.monotonic() - self.stalled_since if self.state == "stalled" else 0.0)
             self.state = "reconnecting"
             self.reason = sanitize(e.reason)
             self.retry_at = time.monotonic() + e.retry_in
@@ -837,7 +844,7 @@ class ChatModel:
                         "another address, " + ("Esc goes back, " if self.esc_back else "") + "Ctrl+Q quits",
                     )
             else:
-                self._outage(f"connection lost: {self.reason}; retrying in {_seconds(e.retry_in)}")
+                self._outage(self.reason, e.retry_in, quiet)
         elif t is ev.Refused:
             self.state = "refused"
             self.reason = sanitize(e.reason)

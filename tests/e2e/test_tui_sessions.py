@@ -151,7 +151,7 @@ async def test_a_dying_relay_is_one_notice_and_presence_unknown_until_it_is_back
             before = sum(len(r.lines) for r in bob.chat.rooms.values())
             relay.protocol.transport.abort()  # killed: no goodbye
             relay.protocol = None
-            await until((pb,), lambda: bob.backend.core._reconnects >= 4, "several retries", tries=6000)
+            await until((pb,), lambda: bob.backend.core._reconnects >= 3, "several retries", tries=6000)
             await pb.pause()
             added = [x for r in bob.chat.rooms.values() for x in list(r.lines)]
             assert sum(len(r.lines) for r in bob.chat.rooms.values()) == before + 1

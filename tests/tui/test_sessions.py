@@ -79,7 +79,7 @@ async def test_an_outage_is_one_notice_updated_in_place_and_presence_is_unknown(
                 await pilot.press("alt+2")  # another room on screen: still the same one notice
         added = [x for name, r in app.chat.rooms.items() for x in list(r.lines)[before[name] :]]
         assert len(added) == 1 and added[0].kind == m.ERROR
-        assert added[0].text == "connection lost: the relay stopped answering; retrying in 12 s"
+        assert added[0].text == "connection lost: the relay stopped answering; retrying in 12 s (try 6)"
         await pilot.press("alt+1")
         await settle(pilot, app)
         pane = app.member_list.build().plain
@@ -89,12 +89,18 @@ async def test_an_outage_is_one_notice_updated_in_place_and_presence_is_unknown(
         await settle(pilot, app)
         assert "back after" in added[0].text and "retrying" not in added[0].text
         assert "● bob" in app.member_list.build().plain
-        # the next outage gets its own (single) notice
-        backend.inject(ev.ConnectionLost("the relay said goodbye", 0.5))
-        backend.inject(ev.ConnectionLost("the relay said goodbye", 1.0))
+        # the next outage gets its own (single) notice; the quiet time before the loss counts
+        backend.inject(ev.ConnectionStalled(5.0))
+        backend.inject(ev.ConnectionLost("the relay stopped answering", 0.5))
+        backend.inject(ev.ConnectionLost("no answer from the relay", 1.0))
         await settle(pilot, app)
         notices = [x for r in app.chat.rooms.values() for x in r.lines if "connection lost" in x.text]
         assert len(notices) == 2
+        assert notices[1].text == "connection lost: the relay stopped answering; retrying in 1.0 s (try 2)"
+        backend.inject(ev.Connected("127.0.0.1:6000", "alice", 0.01))
+        await settle(pilot, app)
+        back = r"connection lost: the relay stopped answering; back after 5\.\d s"
+        assert re.fullmatch(back, notices[1].text), notices[1].text
 
 
 async def test_status_follows_a_resize_at_once_and_refusals_fade():
