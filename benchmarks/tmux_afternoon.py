@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,6 +49,17 @@ def screen(name: str) -> str:
 def status_line(name: str) -> str:
     rows = [r for r in screen(name).splitlines() if r.strip()]
     return rows[-1] if rows else ""
+
+
+def flat(text: str) -> str:
+    """The messages pane's text as one string, wrapped lines joined (a notice that wraps before
+    'after' still reads 'back after')."""
+    parts = []
+    for row in text.splitlines():
+        if "▕" in row and "▏" in row:
+            row = row[row.index("▕") + 1 : row.rindex("▏")]
+        parts.append(re.sub(r"\s*[│┃]\s*", " ", row).strip())
+    return re.sub(r"\s+", " ", " ".join(parts))
 
 
 class CheckFailed(AssertionError):
@@ -201,7 +213,7 @@ def afternoon() -> None:
         # ---------------------------------------------------------------- nobody by that nick
         type_line("carol", "/msg nobodyhere hi")
         took = wait_for(
-            "carol", lambda s: "no one called nobodyhere is here: nothing was sent" in s, "the answer"
+            "carol", lambda s: "no one called nobodyhere is here: nothing was sent" in flat(s), "the answer"
         )
         if "@nobodyhere" in screen("carol"):
             raise CheckFailed(f"a dead conversation was opened:\n{screen('carol')}")
@@ -216,7 +228,7 @@ def afternoon() -> None:
             keys("bob", "M-1")
             type_line("bob", f"/connect 127.0.0.1:{dead.getsockname()[1]}")
             took = wait_for(
-                "bob", lambda s: "no answer from a relay at" in s, "the dead address reported", 30
+                "bob", lambda s: "no answer from a relay at" in flat(s), "the dead address reported", 30
             )
         text = screen("bob")
         if "connected" not in text.splitlines()[-1] or "#lobby" not in text.splitlines()[-1]:
@@ -232,7 +244,7 @@ def afternoon() -> None:
         start_app("dora", "--join nonsense.invalid:6000 --nick dora", f"{tmp}/d")
         took = wait_for("dora", lambda s: "cannot resolve" in s, "the resolve error on the connect screen")
         text = screen("dora")
-        if "refused" in text or "no relay was contacted" not in text:
+        if "refused" in text or "no relay was contacted" not in flat(text):
             raise CheckFailed(f"the resolve error does not say what happened:\n{text}")
         ok("--join nonsense.invalid: 'cannot resolve …: no relay was contacted — check the address'", took)
         show("dora", "unresolvable relay")
@@ -240,7 +252,7 @@ def afternoon() -> None:
 
         # ---------------------------------------------------------------- Ctrl+Q on the host asks
         keys("alice", "C-q")
-        took = wait_for("alice", lambda s: "disconnects 2 people" in s, "the question")
+        took = wait_for("alice", lambda s: "disconnects 2 people" in flat(s), "the question")
         ok(
             "Ctrl+Q on the host asks: 'quitting stops the relay and disconnects 2 people (carol, robert)'",
             took,
@@ -257,11 +269,8 @@ def afternoon() -> None:
         for name in ("bob", "carol"):
             wait_for(name, lambda s: "connection lost" in s, "the outage notice", 40)
         ok("alice killed by PID (SIGKILL): bob and carol say 'connection lost'", time.monotonic() - t0)
-        # let the retries run: the notice's countdown changes, but it stays one line
-        first = [r for r in screen("carol").splitlines() if "connection lost" in r]
-        wait_for(
-            "carol", lambda s: [r for r in s.splitlines() if "connection lost" in r] != first, "a retry", 30
-        )
+        # let the retries run: the notice says "(try N)", but it stays one notice
+        wait_for("carol", lambda s: re.search(r"\(try [3-9]\)", s) is not None, "two more tries", 40)
         for name in ("bob", "carol"):
             text = screen(name)
             if text.count("connection lost") != 1:
@@ -269,6 +278,7 @@ def afternoon() -> None:
         if "MEMBERS ?/" not in screen("carol"):
             raise CheckFailed(f"carol's members pane still claims presence:\n{screen('carol')}")
         ok("after retries: one outage notice per screen, updated in place; carol's members say MEMBERS ?/N")
+        type_line("carol", "typed while the host was down")  # waits in carol's session for a relay
         show("carol", "host dead, retrying")
 
         # ---------------------------------------------------------------- a relay again
@@ -278,12 +288,25 @@ def afternoon() -> None:
         t0 = time.monotonic()
         for name in ("bob", "carol"):
             wait_for(
-                name, lambda s: "back after" in s and "connected" in s.splitlines()[-1], "reconnected", 40
+                name,
+                lambda s: "back after" in flat(s) and "connected" in s.splitlines()[-1],
+                "reconnected",
+                40,
             )
         took = time.monotonic() - t0
         ok(f"a relay on {addr} again (pid {relay.pid}): bob and carol reconnect, 'back after' said", took)
         wait_for("carol", lambda s: "MEMBERS 2/2" in s, "presence known again")
         ok("carol's members pane shows presence again (MEMBERS 2/2)")
+        # what carol typed while disconnected went out after the reconnect: on her screen too it
+        # now sits below the reconnect notices, where bob sees it
+        for name in ("bob", "carol"):
+            wait_for(name, lambda s: "typed while the host was down" in s, "carol's message", 20)
+            rows = screen(name).splitlines()
+            rejoined = next(i for i, r in enumerate(rows) if "rejoined #lobby" in r)
+            typed = next(i for i, r in enumerate(rows) if "typed while the host was down" in r)
+            if not rejoined < typed:
+                raise CheckFailed(f"{name}: carol's message is above the reconnect notice:\n{screen(name)}")
+        ok("carol's message typed during the outage is below 'rejoined #lobby' on her screen and on bob's")
         show("carol", "back")
         for name in ("bob", "carol"):
             keys(name, "C-q")
