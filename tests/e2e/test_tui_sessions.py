@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from contextlib import asynccontextmanager
 
 from udproom.protocol.net import runners
 from udproom.tui import model as m
@@ -15,42 +16,47 @@ def lines(app, room):
     return list(app.chat.rooms[room].lines)
 
 
-async def test_a_direct_conversation_follows_a_nick_change():
-    """Defect 6: after bob's /nick robert, alice's @bob becomes @robert (same history, a
-    "bob is now known as robert" line) and writing there reaches him."""
+@asynccontextmanager
+async def alice_hosting_with_bob():
+    """alice hosts #lobby in her app, bob's app joins it: (alice, bob, alice's pilot, bob's)."""
     alice = app_for("host", "127.0.0.1:0", "alice", ["lobby"])
     async with alice.run_test(size=(120, 30)) as pa:
         await until((pa,), lambda: "lobby" in alice.chat.rooms, "alice hosting")
         bob = app_for("join", alice.chat.share[0], "bob", ["lobby"])
         async with bob.run_test(size=(120, 30)) as pb:
-            pilots = (pa, pb)
-            await until(pilots, lambda: "bob" in members(alice, "lobby"), "bob joined")
-            await pa.press(*"/msg bob hi bob", "enter")
-            await until(pilots, lambda: "@alice" in bob.chat.rooms, "bob got the message")
-            await pb.press(*"/nick robert", "enter")
-            await until(pilots, lambda: "robert" in members(alice, "lobby"), "renamed")
-            await pb.press("alt+2")
-            assert bob.chat.active == "@alice"
-            await pb.press(*"hello again", "enter")
-            await until(
-                pilots,
-                lambda: any(x.text == "hello again" for r in alice.chat.rooms.values() for x in r.lines),
-                "the reply",
-            )
-            assert "@bob" not in alice.chat.rooms
-            assert [r for r in alice.chat.rooms if r.startswith("@")] == ["@robert"]
-            texts = [(x.kind, x.nick, x.text) for x in lines(alice, "@robert")]
-            hi = texts.index((m.MSG, "alice", "hi bob"))
-            renamed = texts.index((m.NICK, "bob", "robert"))
-            assert hi < renamed < texts.index((m.MSG, "robert", "hello again"))
-            assert alice.chat.active == "@robert"
-            assert "? robert" not in alice.member_list.build().plain  # present: seen in #lobby
-            await pa.press(*"got it", "enter")
-            await until(
-                pilots, lambda: any(x.text == "got it" for x in lines(bob, "@alice")), "alice's answer"
-            )
-            await until(pilots, lambda: lines(alice, "@robert")[-1].state == m.SENT, "acknowledged")
-            assert not any("not delivered" in x.text for x in lines(alice, "@robert"))
+            await until((pa, pb), lambda: "bob" in members(alice, "lobby"), "bob joined")
+            yield alice, bob, pa, pb
+
+
+async def test_a_direct_conversation_follows_a_nick_change():
+    """Defect 6: after bob's /nick robert, alice's @bob becomes @robert (same history, a
+    "bob is now known as robert" line) and writing there reaches him."""
+    async with alice_hosting_with_bob() as (alice, bob, pa, pb):
+        pilots = (pa, pb)
+        await pa.press(*"/msg bob hi bob", "enter")
+        await until(pilots, lambda: "@alice" in bob.chat.rooms, "bob got the message")
+        await pb.press(*"/nick robert", "enter")
+        await until(pilots, lambda: "robert" in members(alice, "lobby"), "renamed")
+        await pb.press("alt+2")
+        assert bob.chat.active == "@alice"
+        await pb.press(*"hello again", "enter")
+        await until(
+            pilots,
+            lambda: any(x.text == "hello again" for r in alice.chat.rooms.values() for x in r.lines),
+            "the reply",
+        )
+        assert "@bob" not in alice.chat.rooms
+        assert [r for r in alice.chat.rooms if r.startswith("@")] == ["@robert"]
+        texts = [(x.kind, x.nick, x.text) for x in lines(alice, "@robert")]
+        hi = texts.index((m.MSG, "alice", "hi bob"))
+        renamed = texts.index((m.NICK, "bob", "robert"))
+        assert hi < renamed < texts.index((m.MSG, "robert", "hello again"))
+        assert alice.chat.active == "@robert"
+        assert "? robert" not in alice.member_list.build().plain  # present: seen in #lobby
+        await pa.press(*"got it", "enter")
+        await until(pilots, lambda: any(x.text == "got it" for x in lines(bob, "@alice")), "alice's answer")
+        await until(pilots, lambda: lines(alice, "@robert")[-1].state == m.SENT, "acknowledged")
+        assert not any("not delivered" in x.text for x in lines(alice, "@robert"))
 
 
 async def test_connect_keeps_the_session_until_the_new_relay_answers_and_takes_every_room():
@@ -100,25 +106,20 @@ async def test_connect_keeps_the_session_until_the_new_relay_answers_and_takes_e
 
 async def test_quit_while_hosting_asks_and_says_who_is_cut_off():
     """Defect 13: Ctrl+Q or /quit on the host asks first and names who will be disconnected."""
-    alice = app_for("host", "127.0.0.1:0", "alice", ["lobby"])
-    async with alice.run_test(size=(120, 30)) as pa:
-        await until((pa,), lambda: "lobby" in alice.chat.rooms, "alice hosting")
-        bob = app_for("join", alice.chat.share[0], "bob", ["lobby"])
-        async with bob.run_test(size=(120, 30)) as pb:
-            pilots = (pa, pb)
-            await until(pilots, lambda: "bob" in members(alice, "lobby"), "bob joined")
-            await pa.press("ctrl+q")
-            await until(pilots, lambda: isinstance(alice.screen, screens.ConfirmQuit), "asked")
-            said = " ".join(str(w.render()) for w in alice.screen.query("Static"))
-            assert "disconnects 1 person (bob)" in said
-            await pa.press("escape")
-            await until(pilots, lambda: not isinstance(alice.screen, screens.ConfirmQuit), "stayed")
-            assert alice.is_running and bob.chat.state == "connected"
-            await pa.press(*"/quit", "enter")
-            await until(pilots, lambda: isinstance(alice.screen, screens.ConfirmQuit), "asked again")
-            await pa.press("enter")
-            await until(pilots, lambda: not alice.is_running, "alice quit")
-            await until(pilots, lambda: bob.chat.state != "connected", "bob cut off", tries=3000)
+    async with alice_hosting_with_bob() as (alice, bob, pa, pb):
+        pilots = (pa, pb)
+        await pa.press("ctrl+q")
+        await until(pilots, lambda: isinstance(alice.screen, screens.ConfirmQuit), "asked")
+        said = " ".join(str(w.render()) for w in alice.screen.query("Static"))
+        assert "disconnects 1 person (bob)" in said
+        await pa.press("escape")
+        await until(pilots, lambda: not isinstance(alice.screen, screens.ConfirmQuit), "stayed")
+        assert alice.is_running and bob.chat.state == "connected"
+        await pa.press(*"/quit", "enter")
+        await until(pilots, lambda: isinstance(alice.screen, screens.ConfirmQuit), "asked again")
+        await pa.press("enter")
+        await until(pilots, lambda: not alice.is_running, "alice quit")
+        await until(pilots, lambda: bob.chat.state != "connected", "bob cut off", tries=3000)
 
 
 async def test_msg_to_a_nick_nobody_has_says_so_at_once():
