@@ -246,6 +246,8 @@ class ChatModel:
         """Someone we talk to directly changed nick: `@old` becomes `@new` (same place in the rooms
         pane, same history, a "old is now new" line), so writing there reaches them. If a `@new`
         conversation was opened meanwhile (their reply came first), the two become one."""
+        if not new or nick_key(new) == nick_key(self.nick):
+            return  # a claim to be us (or nobody) renames no conversation
         key = nick_key(old)
         src = next((n for n in self.rooms if is_direct(n) and nick_key(n[1:]) == key), None)
         dst = "@" + new

@@ -290,3 +290,17 @@ def test_snapshot_narrow_status_after_a_resize(snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 32), run_before=run_before)
+
+
+def test_a_rename_claiming_our_nick_or_nothing_moves_no_conversation():
+    """Defect 6's rule under hostile input: only a real rename moves @old to @new."""
+    chat = m.ChatModel("alice")
+    chat.apply(ev.RoomJoined("lobby", "alice", (ev.Member("alice"), ev.Member("bob"), ev.Member("eve"))))
+    chat.add_room("@bob")
+    chat.add_room("@eve")
+    chat.apply(ev.NickChanged("lobby", 5, "bob", "ALICE", 1.0))  # into our nick (another case)
+    chat.apply(ev.NickChanged("lobby", 6, "eve", "", 1.0))
+    assert "@bob" in chat.rooms and "@eve" in chat.rooms and "@ALICE" not in chat.rooms
+    chat.apply(ev.NickChanged("lobby", 7, "BOB", "robert", 1.0))  # the same nick, other case
+    assert "@robert" in chat.rooms and "@bob" not in chat.rooms
+    assert chat.room_order() == ["lobby", "@robert", "@eve"]  # same place in the rooms pane
