@@ -492,7 +492,7 @@ class ClientSession:
             room = "@" + req.room if op == F.OP_DIRECT else req.room
             self._failed.pop(req.local_id, None)
             if res.code == F.RES_REFUSED:
-                self._events.append(E.PostFailed(req.local_id, room, res.reason))
+                self._events.append(E.PostFailed(req.local_id, room, res.reason, refused=True))
             else:
                 self._events.append(E.PostAcknowledged(req.local_id, room, res.seq))
             return

@@ -208,6 +208,7 @@ class PostFailed:
     local_id: int
     room: str
     reason: str
+    refused: bool = False  # the relay said no (no one by that nick...): sending again cannot help
 
 
 @dataclass(frozen=True, slots=True)

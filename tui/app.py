@@ -23,6 +23,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
+from udproom.protocol import events as ev
 from udproom.protocol.backend import OutboxFull
 from udproom.protocol.names import MAX_AWAY_BYTES, MAX_TOPIC_BYTES, NameError_, check_text, is_direct
 
@@ -31,12 +32,13 @@ from . import config as config_mod
 from . import model as m
 from .keys import install_alt_digits
 from .palette import UdproomCommands
-from .screens import ConfirmPaste, ConnectScreen, HelpScreen, QuickSwitcher
+from .screens import ConfirmPaste, ConfirmQuit, ConnectScreen, HelpScreen, QuickSwitcher
 from .session import Spec, SpecError, check
 from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
 
 NARROW = 80
 PASTE_LINES = 5  # a longer multi-line paste asks before sending one message per line
+STICKY_SECONDS = 8.0  # a refusal stays in the status line this long (or until the next keystroke)
 
 # Alt+1..Alt+9 arrive as `alt+N` in real terminals too (keys.py remaps Textual's ESC+digit
 # table, which would otherwise report the macOS Option characters ¡ ™ £ ¢ ∞ § ¶ • ª).
@@ -182,6 +184,8 @@ class ChatApp(App[int]):
         self._from_connect = False  # this session was chosen on the connect screen
         self._errors = 0  # inline errors shown (a submitted line that caused one stays in the input)
         self._remember: Spec | None = None  # saved to "recent" once it has connected
+        self._server = None  # host mode: the relay running in this app
+        self._keep_nick = False  # a connect-screen session: the saved nick follows the one in use
 
     # ------------------------------------------------------------------ layout
 
@@ -250,6 +254,7 @@ class ChatApp(App[int]):
 
     def on_resize(self, event) -> None:
         self._apply_panes(event.size.width)
+        self._update_status(event.size.width)  # at once: the old layout would be cut at the new width
 
     def _apply_panes(self, width: int) -> None:
         narrow = width < NARROW
@@ -282,11 +287,21 @@ class ChatApp(App[int]):
         self._from_connect = self.chat.esc_back = True
 
     def _remember_connected(self) -> None:
-        """Save the address to "recent" only once it has connected."""
+        """Save the address to "recent" only once it has connected. The nick, mode and rooms are
+        remembered only when chosen on the connect screen (a run with `--nick throwaway` does not
+        overwrite them); after that the nick follows the one in use (a refused one is replaced
+        by the one the relay accepts)."""
         spec, self._remember = self._remember, None
         if spec is None or not self.save_config:
             return
-        self.config.remember(spec.mode, spec.address, spec.nick, spec.rooms)
+        if self._from_connect:
+            self.config.remember(spec.mode, spec.address, spec.nick, spec.rooms)
+            self._keep_nick = True
+        else:
+            self.config.remember(self.config.mode, spec.address, self.config.nick, self.config.rooms)
+        self._save_config()
+
+    def _save_config(self) -> None:
         err = config_mod.save(self.config)
         if err:
             self.chat.add_local(None, m.ERROR, err)
@@ -310,15 +325,16 @@ class ChatApp(App[int]):
         self.backend = None
         self.workers.cancel_group(self, "net")
 
-    def start(self, spec: Spec | None = None, backend=None) -> None:
-        """Drop the current session (if any) and run a new one."""
+    def start(self, spec: Spec | None = None, backend=None, running=None, held=()) -> None:
+        """Drop the current session (if any) and run a new one. `running`: the task of a backend
+        already started (by /connect, which waited for it to answer); `held`: its events so far."""
         if self.backend is not None:
             try:
                 self.backend.close()
             except Exception:
                 pass
         self.backend = None
-        self._from_connect = self.chat.esc_back = False
+        self._from_connect = self.chat.esc_back = self._keep_nick = False
         self._remember = spec
         chat = self.chat
         chat.connected_once = False
@@ -331,6 +347,7 @@ class ChatApp(App[int]):
         chat.mode = ""
         chat.stamp_order = False
         chat.rtt = None
+        chat.outage = None
         if spec is not None:
             chat.set_nick(spec.nick)
             chat.address = spec.address
@@ -339,11 +356,13 @@ class ChatApp(App[int]):
             chat.set_nick(backend.nick)
         self._inbox.clear()
         self.spec = spec
-        self._network(spec, backend)
+        self._network(spec, backend, running)
+        for event in held:
+            self._emit(event)
         self.refresh_ui(full=True)
 
     @work(exclusive=True, group="net", exit_on_error=False)
-    async def _network(self, spec: Spec | None, backend) -> None:
+    async def _network(self, spec: Spec | None, backend, running=None) -> None:
         server = None
         try:
             if backend is None:
@@ -355,20 +374,25 @@ class ChatApp(App[int]):
                     self.post_message(NetFailed(spec, describe_error(e, spec)))
                     return
                 self.chat.share = share
+                self._server = server
             self.backend = backend
             self.chat.mode = backend.mode
             # direct mode: message seq numbers are Lamport stamps; the view orders by them
             self.chat.stamp_order = str(backend.mode).startswith("direct")
             self.post_message(NetReady())
-            await backend.run(self._emit)
+            await (running if running is not None else backend.run(self._emit))
         except asyncio.CancelledError:
             if backend is not None:
                 backend.close()
+            if running is not None:
+                running.cancel()
             raise
         except Exception as e:
             self.post_message(NetFailed(None, describe_error(e, spec)))
         finally:
             if server is not None:
+                if self._server is server:
+                    self._server = None
                 try:
                     await server.stop()
                 except Exception:
@@ -417,6 +441,9 @@ class ChatApp(App[int]):
             apply(event)
         if self._remember is not None and self.chat.connected_once:
             self._remember_connected()
+        elif self._keep_nick and self.chat.nick != self.config.nick and self.chat.state == "connected":
+            self.config.nick = self.chat.nick  # the nick in use, not one that was refused
+            self._save_config()
         backend = self.backend
         if (
             backend is not None
@@ -493,15 +520,20 @@ class ChatApp(App[int]):
         self.chat.forget_timed_out(self.chat.clock())
         if self.chat.changes.members:
             self.refresh_ui()
-        if self._refresh_mode() or self.chat.state in ("reconnecting", "stalled") or self._flash:
+        if (
+            self._refresh_mode()
+            or self.chat.state in ("reconnecting", "stalled")
+            or self._flash
+            or self.chat.sticky
+        ):
             self._update_status()
 
-    def _update_status(self) -> None:
+    def _update_status(self, width: int | None = None) -> None:
         """The status line. Each part has a priority: when the width is short, the least useful
         parts go first (RTT, mode, addresses), then long forms are shortened; the room, its
         activity, notices and `F1 help` stay."""
         chat = self.chat
-        width = self.size.width or 80
+        width = width or self.size.width or 80
         state = chat.state
         # parts in display order: key -> (full text, short text or None)
         parts: dict[str, tuple[Text, Text | None]] = {}
@@ -589,6 +621,8 @@ class ChatApp(App[int]):
             part("act", t)
         if self._flash and self._flash_done():
             self._flash = ""
+        if chat.sticky and time.monotonic() >= chat.sticky_at + STICKY_SECONDS:
+            chat.sticky = ""  # a refusal: the next keystroke clears it, or these few seconds
         if self._flash:
             part("flash", Text(self._flash, "#e0af68"))
         elif chat.sticky:
@@ -790,7 +824,8 @@ class ChatApp(App[int]):
         label = self.chat.rooms[room].label
         self.chat.remove_room(room)
         if self.chat.rooms:
-            self.info(f"you left {label}")
+            # about a room that is gone: not a line in the history of whichever room comes on screen
+            self.flash(f"you left {label}")
         else:
             self.info(f"you left {label}; no room open — /join ROOM or Ctrl+K opens one, Ctrl+Q quits")
 
@@ -810,10 +845,17 @@ class ChatApp(App[int]):
             self.error("that is you")
             return
         room = "@" + nick
+        new = room not in self.chat.rooms
+        errors = self._errors
         self.chat.add_room(room)
         self.chat.switch(room)
         if cmd.rest:
             self.send(cmd.rest, room=room)
+        if new and self._errors != errors:  # refused at once (no one by that nick): no conversation
+            said = [x.text for x in self.chat.rooms[room].lines if x.kind == m.ERROR]
+            if self.chat.drop_conversation(room):
+                for text in said:
+                    self.chat.add_local(None, m.ERROR, text)
 
     def cmd_topic(self, cmd: commands.Command) -> None:
         room = self.chat.current
@@ -856,11 +898,28 @@ class ChatApp(App[int]):
         self.info("F1 shows every key")
 
     def cmd_quit(self, cmd: commands.Command) -> None:
-        self.polite_quit()
+        self.ask_quit()
+
+    def ask_quit(self) -> None:
+        """/quit and the palette: like Ctrl+Q (hosting with others connected, ask first)."""
+        self.run_worker(self.action_quit(), group="quit")
 
     def polite_quit(self) -> None:
-        """Leave every room (the backend says Bye), then exit: /quit, the palette, SIGHUP."""
-        self.run_worker(self.action_quit(), group="quit")
+        """Leave every room (the backend says Bye), then exit, without asking: SIGTERM, and the
+        answer to "quit while hosting?"."""
+        self.run_worker(self._quit_now(), group="quit")
+
+    def hosted_others(self) -> list[str]:
+        """Hosting: the nicks of the sessions our relay would cut off (everyone but us)."""
+        server = self._server
+        relay = getattr(server, "relay", None)
+        if relay is None:
+            return []
+        me = self.backend.nick if self.backend is not None else self.chat.nick
+        nicks = sorted((str(s.nick) for s in list(relay.sessions.values())), key=str.casefold)
+        if me in nicks:
+            nicks.remove(me)
+        return nicks
 
     def run_command(self, cmd: commands.Command) -> None:
         """Run a parsed command as if typed (the command palette)."""
@@ -883,30 +942,82 @@ class ChatApp(App[int]):
                 f"/quit first, or /connect! {cmd.args[0]} to do it anyway"
             )
             return
-        rooms = [r for r in self.chat.room_order() if not is_direct(r)] or ["lobby"]
         try:
-            spec = check(Spec("join", cmd.args[0], self.chat.nick, rooms))
+            spec = check(Spec("join", cmd.args[0], self.chat.nick, self._wanted_rooms()))
         except SpecError as e:
             self.error(f"{e}; still on the current connection")
             return
         self.run_worker(self._connect_to(spec), group="connect", exclusive=True, exit_on_error=False)
 
+    def _wanted_rooms(self) -> list[str]:
+        """Every room to take along to another relay: those open, those being joined, or (none
+        open yet) the ones this session was asked for."""
+        rooms = [r for r in self.chat.room_order() if not is_direct(r)]
+        rooms += [r for r in sorted(self.chat.auto_switch) if r not in rooms and not is_direct(r)]
+        if not rooms and self.spec is not None:
+            rooms = list(self.spec.rooms)
+        return rooms or ["lobby"]
+
     async def _connect_to(self, spec: Spec) -> None:
-        """Resolve the new address first: a typo keeps the current session."""
-        from udproom.protocol.net.address import AddressError, resolve
+        """Resolve the new address first (a typo keeps the current session), then start the new
+        session beside the current one and switch only once the new relay answers."""
+        from . import session
 
-        from .session import parse_addr
-
+        still = "still on the current connection" + (f" ({self.chat.address})" if self.chat.address else "")
         try:
-            host, port = parse_addr(spec.address)
-            await resolve(host, port)
-        except (SpecError, AddressError) as e:
-            self.error(f"{e}; still on the current connection")
+            await session.resolvable(spec.address)
+        except SpecError as e:
+            self.error(f"{e}; {still}")
             if not self.input.value:  # the line stays to fix the typo
                 self.input.value = f"/connect {spec.address}"
                 self.input.cursor_position = len(self.input.value)
             return
-        self.start(spec=spec)
+        if self.backend is None:
+            self.start(spec=spec)
+            return
+        self.info(f"trying {spec.address}… ({still} until it answers)")
+        try:
+            backend, _server, _share = await session.build(spec, timing=self.timing)
+        except (OSError, SpecError, ImportError, ValueError) as e:
+            self.error(f"{describe_error(e, spec)}; {still}")
+            return
+        held: list = []
+        adopted = False
+        answer = asyncio.get_running_loop().create_future()
+
+        def emit(event) -> None:
+            if adopted:
+                self._emit(event)
+                return
+            held.append(event)
+            if not answer.done() and isinstance(event, (ev.Connected, ev.ConnectionLost, ev.Refused)):
+                answer.set_result(event)
+
+        task = asyncio.ensure_future(backend.run(emit))
+        task.add_done_callback(lambda _t: answer.done() or answer.set_result(None))
+        try:
+            first = await answer
+        except asyncio.CancelledError:
+            backend.close()
+            task.cancel()
+            raise
+        if not isinstance(first, ev.Connected):
+            backend.close()
+            try:
+                await asyncio.wait_for(task, 1.0)
+            except Exception:
+                pass
+            if isinstance(first, ev.Refused):
+                why = f"the relay at {spec.address} refused: {first.reason}"
+            else:
+                why = f"no answer from a relay at {spec.address}"
+            self.error(f"{why}; {still}")
+            return
+        active = self.chat.active
+        adopted = True
+        self.start(spec=spec, backend=backend, running=task, held=held)
+        if active in spec.rooms:
+            self.chat.auto_switch = {active}  # come back to the room that was on screen
 
     # ------------------------------------------------------------------ actions
 
@@ -1016,7 +1127,18 @@ class ChatApp(App[int]):
         return rows
 
     async def action_quit(self) -> None:
-        """Leave every room cleanly (the backend says goodbye), then exit."""
+        """Ctrl+Q: leave every room cleanly (the backend says goodbye), then exit. Hosting with
+        others connected, ask first: quitting stops the relay for them."""
+        if isinstance(self.screen, ConfirmQuit):
+            self.screen.dismiss(True)  # Ctrl+Q again
+            return
+        others = self.hosted_others()
+        if others:
+            self.push_screen(ConfirmQuit(others), lambda yes: self.polite_quit() if yes else None)
+            return
+        await self._quit_now()
+
+    async def _quit_now(self) -> None:
         await self._say_goodbye(2.0)
         self.exit(0)
 

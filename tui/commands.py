@@ -18,7 +18,7 @@ COMMANDS: dict[str, Spec] = {
     "part": Spec("/part [ROOM]", "leave a room (default: this one)"),
     "nick": Spec("/nick NAME", "change your nick"),
     "me": Spec("/me ACTION", "say something in the third person"),
-    "msg": Spec("/msg NICK TEXT", "start a direct conversation"),
+    "msg": Spec("/msg NICK [TEXT]", "open a direct conversation (and say TEXT there)"),
     "topic": Spec("/topic [TEXT]", "show or set the room's topic"),
     "away": Spec("/away [MESSAGE]", "mark yourself away (no message: back)"),
     "names": Spec("/names", "list who is in this room"),

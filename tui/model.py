@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
 from udproom.protocol import events as ev
-from udproom.protocol.names import is_direct, sanitize
+from udproom.protocol.names import is_direct, nick_key, sanitize
 
 FORGET_TIMED_OUT = 600.0  # a member timed out this long leaves the members pane
 SCROLLBACK = 2000  # lines kept per room; older history comes back from the relay's backfill
@@ -188,6 +188,7 @@ class ChatModel:
         self.rooms: dict[str, Room] = {}
         self.status_room = Room("*status")  # notices when no room is open
         self.active: str | None = None
+        self.previous: str | None = None  # the room on screen before the current one
         self.pending: dict[int, tuple[str, Line]] = {}  # local_id -> (room, line)
         self.auto_switch: set[str] = set()  # rooms the user asked to open: switch when joined
         self._serial = 0
@@ -202,10 +203,14 @@ class ChatModel:
         self.stalled_since = 0.0  # time.monotonic() the relay went quiet (state "stalled")
         self.esc_back = False  # Esc returns to the connect screen (said in the "no answer" line)
         self.away: str | None = None  # our own away message (None: here)
-        self.sticky = ""  # a refusal the status line shows until the next keystroke
+        self.sticky = ""  # a refusal the status line shows until the next keystroke (or a few s)
+        self.sticky_at = 0.0  # time.monotonic() it was set
         self.mode = ""
         self.share: list[str] = []  # host mode: addresses to give others
         self.stamp_order = False  # direct mode: order messages by (Lamport stamp, nick)
+        # the one "connection lost" line of an outage, updated in place: (room, line, quiet since
+        # (wall clock), first reason, tries)
+        self.outage: tuple[Room, Line, float, str, int] | None = None  # + first reason, tries
         self._day: tuple[float, float] = (0.0, -1.0)  # [start, end) of the last day looked up
         self.changes = Changes()
         self._set_mention_re()
@@ -236,6 +241,41 @@ class ChatModel:
                     member.nick = new
                     room.members[new] = member
                 self.changes.members.add(room.name)
+
+    def _follow_rename(self, old: str, new: str, ts: float) -> None:
+        """Someone we talk to directly changed nick: `@old` becomes `@new` (same place in the rooms
+        pane, same history, a "old is now new" line), so writing there reaches them. If a `@new`
+        conversation was opened meanwhile (their reply came first), the two become one."""
+        if not new or nick_key(new) == nick_key(self.nick):
+            return  # a claim to be us (or nobody) renames no conversation
+        key = nick_key(old)
+        src = next((n for n in self.rooms if is_direct(n) and nick_key(n[1:]) == key), None)
+        dst = "@" + new
+        room = self.rooms.get(src) if src is not None else None
+        if room is None or src == dst:
+            return
+        old = src[1:]
+        other = self.rooms.get(dst)
+        self.rooms = {(dst if k == src else k): v for k, v in self.rooms.items() if k != dst}
+        room.name = dst
+        if other is not None:
+            merged = sorted([*room.lines, *other.lines], key=lambda x: x.serial)
+            room.lines = deque(merged, maxlen=SCROLLBACK)
+            room.unread += other.unread
+            room.mentions += other.mentions
+        member = room.members.pop(old, None) or MemberState(new)
+        member.nick = new
+        room.members[new] = member
+        for lid, (rname, line) in list(self.pending.items()):
+            if rname in (src, dst):
+                self.pending[lid] = (dst, line)
+        if self.active in (src, dst):
+            self.active = dst
+            self.changes.active_changed = True
+        self._append(room, NICK, ts, old, new)
+        self.changes.room_list = True
+        self.changes.members.add(dst)
+        self.changes.topics.add(dst)
 
     def presence_of(self, nick: str) -> str | None:
         """What we know of `nick` from the rooms we share (best of them), None if not seen."""
@@ -323,12 +363,27 @@ class ChatModel:
             else:
                 self.changes.active_changed = True
 
+    def drop_conversation(self, name: str, post: Line | None = None) -> bool:
+        """A direct conversation that never was (no one by that nick): close it and go back to
+        the room we came from. Only when nothing but `post` (the refused one) was said there."""
+        room = self.rooms.get(name)
+        if room is None or not room.direct:
+            return False
+        if any(x.kind <= ACTION and x is not post for x in room.lines):
+            return False
+        back = self.previous
+        self.remove_room(name)
+        if back in self.rooms:
+            self.switch(back)
+        return True
+
     def switch(self, name: str) -> bool:
         if name not in self.rooms or name == self.active:
             return False
         old = self.rooms.get(self.active) if self.active else None
         if old is not None and old.lines:
             old.read_upto = old.lines[-1].serial
+        self.previous = self.active
         self.active = name
         room = self.rooms[name]
         room.unread = room.mentions = 0
@@ -418,6 +473,25 @@ class ChatModel:
                 self.changes.rooms.add(room.name)
                 return
 
+    def _to_room_order(self, room: Room, line: Line) -> None:
+        """Relay mode: the relay's copy of our post arrives in the room's order, so that is where
+        the post belongs: after whatever came in since it was typed (a resend after an outage goes
+        below the reconnect notices, as everyone else sees it), before our own posts still waiting
+        for their copy."""
+        if self.stamp_order:
+            return  # direct mode places stamped posts itself (`_reposition`)
+        lines = room.lines
+        pos = len(lines)
+        while pos > 0 and lines[pos - 1] is not line and _waiting(lines[pos - 1]):
+            pos -= 1
+        for i in range(pos - 1, -1, -1):
+            if lines[i] is line:
+                if i != pos - 1:
+                    del lines[i]
+                    lines.insert(pos - 1, line)
+                    self.changes.rooms.add(room.name)
+                return
+
     def _room_for_event(self, name: str) -> Room | None:
         room = self.rooms.get(name)
         if room is None and is_direct(name):
@@ -445,6 +519,33 @@ class ChatModel:
         if room is None:
             room = self.current
         self._append(room, kind, self.clock() if ts is None else ts, text=text)
+
+    @property
+    def presence_unknown(self) -> bool:
+        """Disconnected after having been connected: who is here is not known until we are back."""
+        return self.connected_once and self.state not in ("connected", "stalled")
+
+    def _outage(self, reason: str, retry_in: float, since: float) -> None:
+        """One notice per outage, updated in place at each retry (not one line per retry): what
+        ended the session, when the next try is, how many there have been."""
+        if self.outage is not None:
+            room, line, since, first, tries = self.outage
+            if (room is self.status_room or self.rooms.get(room.name) is room) and line in room.lines:
+                self.outage = (room, line, since, first, tries + 1)
+                text = f"connection lost: {first}; retrying in {_seconds(retry_in)} (try {tries + 1})"
+                self._update_line(room, line, text)
+                return
+        room = self.current
+        text = f"connection lost: {reason}; retrying in {_seconds(retry_in)}"
+        line = self._append(room, ERROR, self.clock(), text=text)
+        self.outage = (room, line, since, reason, 1)
+        for r in self.rooms.values():
+            self.changes.members.add(r.name)  # presence becomes unknown
+
+    def _update_line(self, room: Room, line: Line, text: str) -> None:
+        line.text = text
+        line.cache_key = line.cache = line.strips = None
+        self.changes.rooms.add(room.name)
 
     def add_own_post(self, room_name: str, text: str, action: bool, local_id: int) -> Line:
         room = self.rooms.get(room_name) or self.add_room(room_name)
@@ -498,12 +599,14 @@ class ChatModel:
                         line.echoed = True
                         del self.pending[lid]
                         self.changes.rooms.add(room.name)
+                        self._to_room_order(room, line)
                         return
                 for i, line in enumerate(reversed(room.lines)):
                     if i > 500:
                         break
                     if line.mine and not line.echoed and line.text == e.text and line.kind <= ACTION:
                         line.echoed = True
+                        self._to_room_order(room, line)
                         return
             text = sanitize(e.text)
             nick = sanitize(e.nick)
@@ -538,17 +641,22 @@ class ChatModel:
             entry = self.pending.get(e.local_id)
             if entry is not None:
                 room_name, line = entry
+                refused = e.refused  # the relay said no: a retry cannot help
+                reason = sanitize(e.reason)
+                if refused:
+                    del self.pending[e.local_id]
+                    if self.drop_conversation(room_name, line):
+                        self.add_local(None, ERROR, f"{reason}: nothing was sent")
+                        self.sticky, self.sticky_at = reason, time.monotonic()
+                        self.changes.status = True
+                        return
                 line.state = FAILED
                 line.cache_key = None
                 self.changes.rooms.add(room_name)
                 room = self.rooms.get(room_name)
                 if room is not None:
-                    self._append(
-                        room,
-                        ERROR,
-                        self.clock(),
-                        text=f"not delivered: {sanitize(e.reason)} — Ctrl+R or /retry sends it again",
-                    )
+                    again = "" if refused else " — Ctrl+R or /retry sends it again"
+                    self._append(room, ERROR, self.clock(), text=f"not delivered: {reason}{again}")
         elif t is ev.MemberJoined:
             room = self._room_for_event(e.room)
             if room is None:
@@ -604,6 +712,8 @@ class ChatModel:
                 if ours:
                     room.my_nick = e.new
                     self._became(e.old, e.new)
+                else:
+                    self._follow_rename(old, new, e.ts)
                 self._count(room, False, False)
         elif t is ev.TopicChanged:
             room = self._room_for_event(e.room)
@@ -672,6 +782,7 @@ class ChatModel:
             text = f"{e.what}{where} refused: {sanitize(e.reason)}"
             self.add_local(target, ERROR, text)
             self.sticky = text
+            self.sticky_at = time.monotonic()
             self.changes.status = True
         elif t is ev.Notice:
             target = e.room if e.room in self.rooms else None
@@ -682,6 +793,11 @@ class ChatModel:
             self.retry_at = None
             self.changes.status = True
         elif t is ev.Connected:
+            if self.outage is not None:
+                room, line, since, first, _tries = self.outage
+                self.outage = None
+                back = f"back after {_seconds(max(0.0, self.clock() - since))}"
+                self._update_line(room, line, f"connection lost: {first}; {back}")
             self.state = "connected"
             self.connected_once = True
             self.address = e.address
@@ -708,6 +824,8 @@ class ChatModel:
             self.changes.status = True
         elif t is ev.ConnectionLost:
             again = self.state == "reconnecting" and self.reason == sanitize(e.reason)
+            # quiet since (wall clock): a stall before the loss is part of the outage
+            quiet = self.clock() - (time.monotonic() - self.stalled_since if self.state == "stalled" else 0.0)
             self.state = "reconnecting"
             self.reason = sanitize(e.reason)
             self.retry_at = time.monotonic() + e.retry_in
@@ -728,15 +846,22 @@ class ChatModel:
                         "another address, " + ("Esc goes back, " if self.esc_back else "") + "Ctrl+Q quits",
                     )
             else:
-                self.add_local(
-                    None, ERROR, f"connection lost: {self.reason}; retrying in {_seconds(e.retry_in)}"
-                )
+                self._outage(self.reason, e.retry_in, quiet)
         elif t is ev.Refused:
             self.state = "refused"
             self.reason = sanitize(e.reason)
             self.retry_at = None
             self.changes.status = True
-            self.add_local(None, ERROR, f"the relay refused the session: {self.reason}")
+            if self.reason.startswith("cannot resolve"):  # nothing was contacted: say what happened
+                text = f"{self.reason}: no relay was contacted — check the address (/connect HOST:PORT)"
+            else:
+                text = f"the relay refused the session: {self.reason}"
+            self.add_local(None, ERROR, text)
+
+
+def _waiting(line: Line) -> bool:
+    """Our own post whose copy from the relay has not come back yet."""
+    return line.mine and not line.echoed and line.kind <= ACTION and not line.history
 
 
 def _seconds(delay: float) -> str:

@@ -57,7 +57,7 @@ class UdproomCommands(Provider):
                 )
             )
         out.append(("Help", "keys and commands (F1)", app.action_help))
-        out.append(("Quit udproom", "leave every room politely (Bye) and quit (Ctrl+Q)", app.polite_quit))
+        out.append(("Quit udproom", "leave every room politely (Bye) and quit (Ctrl+Q)", app.ask_quit))
         return out
 
     async def discover(self) -> Hits:

@@ -83,6 +83,11 @@ class ConnectScreen(Screen[Spec]):
     def on_mount(self) -> None:
         self._show_peers(self._mode())
         self.query_one("#address", Input).focus()
+        # the highlight starts on the chosen mode (Textual starts it on the first button, so
+        # Shift+Tab then Space/Enter would switch to "Host a room" by accident)
+        rs = self.query_one("#mode", RadioSet)
+        if rs.pressed_index >= 0 and hasattr(rs, "_selected"):
+            rs._selected = rs.pressed_index
 
     @staticmethod
     def _mode_label(label: str, selected: bool) -> Text:
@@ -117,6 +122,7 @@ class ConnectScreen(Screen[Spec]):
         mode = self._mode()
         self.query_one("#address", Input).placeholder = self._placeholder(mode)
         self._show_peers(mode)
+        self.show_error("")  # an error about the other mode's address no longer applies
         for key, label, _ in MODES:
             self.query_one(f"#mode-{key}", RadioButton).label = self._mode_label(label, key == mode)
 
@@ -350,6 +356,35 @@ class ConfirmPaste(ModalScreen[bool]):
             )
             yield Static(preview)
             yield Static(Text("Enter or y sends · Esc or n puts the text back in the input", "#737aa2"))
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class ConfirmQuit(ModalScreen[bool]):
+    """Quitting while hosting stops the relay: say who will be cut off and ask first."""
+
+    BINDINGS = [
+        Binding("escape,n", "answer(False)", "Stay"),
+        Binding("enter,y", "answer(True)", "Quit"),
+    ]
+
+    def __init__(self, others: list[str]) -> None:
+        super().__init__()
+        self.others = others
+
+    def compose(self) -> ComposeResult:
+        n = len(self.others)
+        who = ", ".join(self.others[:5]) + (f" and {n - 5} more" if n > 5 else "")
+        with Vertical(id="confirm-quit"):
+            yield Static(
+                Text(
+                    f"You are hosting: quitting stops the relay and disconnects "
+                    f"{n} {'person' if n == 1 else 'people'} ({who}).",
+                    "bold #e0af68",
+                )
+            )
+            yield Static(Text("Enter or y (or Ctrl+Q again) quits · Esc or n stays", "#737aa2"))
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

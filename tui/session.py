@@ -86,6 +86,18 @@ def connect_host_for(bind_host: str) -> str:
     return bind_host
 
 
+async def resolvable(address: str) -> None:
+    """Raise SpecError saying what happened if `address` does not resolve (nothing was contacted,
+    so nothing refused anything)."""
+    from udproom.protocol.net.address import AddressError, resolve
+
+    host, port = parse_addr(address)
+    try:
+        await resolve(host, port)
+    except AddressError as e:
+        raise SpecError(f"{e}: no relay was contacted — check the address (HOST:PORT)") from None
+
+
 async def build(spec: Spec, timing=None):
     """Start what `spec` needs. Returns (backend, server or None, share addresses).
 
@@ -111,6 +123,7 @@ async def build(spec: Spec, timing=None):
         )
         return client, server, share
     if spec.mode == "join":
+        await resolvable(spec.address)
         return runners.RelayClient(spec.address, spec.nick, list(spec.rooms), timing=timing), None, []
     peer_client = getattr(runners, "PeerClient", None)
     if peer_client is None:

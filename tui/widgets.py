@@ -299,7 +299,10 @@ class MemberList(_ClickList):
             # the other person: what the rooms we share say (a DM has no presence of its own)
             other = room.name[1:]
             presence[other] = self.chat.presence_of(other) or "unknown"
-        here = sum(1 for p in presence.values() if p == "here")
+        offline = self.chat.presence_unknown  # disconnected: nobody's presence is known
+        if offline:
+            presence = dict.fromkeys(presence, "unknown")
+        here = "?" if offline else sum(1 for p in presence.values() if p == "here")
         out.append(f"MEMBERS {here}/{len(members)}\n", "bold #565f89")
         width = self.size.width or 20
         for member in members:
@@ -320,7 +323,7 @@ class MemberList(_ClickList):
                 out.append(" (you)", "#565f89")
             out.append("\n")
             keys.append(member.nick)
-            if state == "unknown":
+            if state == "unknown" and not offline:
                 out.append("   not seen in any of\n   your rooms\n", "italic #565f89")
                 keys += ["", ""]
         self._keys = keys

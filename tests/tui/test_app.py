@@ -480,7 +480,7 @@ async def test_msg_opens_a_direct_conversation():
         assert "@bob" in app.room_list.build().plain
         assert "direct conversation with bob" in str(app.query_one("#topic").render())
         await type_line(pilot, "/msg")
-        assert "usage: /msg NICK TEXT" in last(app)
+        assert "usage: /msg NICK [TEXT]" in last(app)
 
 
 async def test_incoming_direct_message_appears_as_a_room_with_a_mention():
@@ -529,7 +529,7 @@ async def test_names_help_and_unknown_commands():
         assert "4 in #lobby: alice, bob, carol (away), dave (timed out)" in last(app)
         await type_line(pilot, "/help")
         joined = "\n".join(texts(app))
-        for usage in ("/join ROOM", "/part [ROOM]", "/msg NICK TEXT", "/connect HOST[:PORT]", "/quit"):
+        for usage in ("/join ROOM", "/part [ROOM]", "/msg NICK [TEXT]", "/connect HOST[:PORT]", "/quit"):
             assert usage in joined
         await type_line(pilot, "/frobnicate now")
         assert "unknown command /frobnicate; /help lists them" in last(app)
