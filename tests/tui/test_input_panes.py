@@ -183,7 +183,13 @@ async def test_no_new_divider_above_your_own_lines_and_notices():
         await pilot.press("alt+1")
         await settle(pilot, app)
         await terminal(app, b"hello\r/names\r")
-        await until(pilot, lambda: "in #lobby" in app.chat.current.lines[-1].text, "names")
+        # our own line moves to where the relay's copy lands (after the local /names notice)
+        await until(
+            pilot,
+            lambda: {"hello"} <= {ln.text for ln in app.chat.current.lines}
+            and any("in #lobby" in ln.text for ln in app.chat.current.lines),
+            "names and our own line",
+        )
         await settle(pilot, app)
         assert not any("── new ──" in r for r in view_rows(app)), view_rows(app)
         # what others said while we were away is still marked, even after our own lines
