@@ -186,8 +186,10 @@ async def test_no_new_divider_above_your_own_lines_and_notices():
         # our own line moves to where the relay's copy lands (after the local /names notice)
         await until(
             pilot,
-            lambda: {"hello"} <= {ln.text for ln in app.chat.current.lines}
-            and any("in #lobby" in ln.text for ln in app.chat.current.lines),
+            lambda: (
+                {"hello"} <= {ln.text for ln in app.chat.current.lines}
+                and any("in #lobby" in ln.text for ln in app.chat.current.lines)
+            ),
             "names and our own line",
         )
         await settle(pilot, app)
