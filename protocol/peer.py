@@ -46,6 +46,8 @@ How it works (README has the long form):
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -53,7 +55,7 @@ from collections.abc import Callable
 from . import events as E
 from . import frames as F
 from .backend import OutboxFull
-from .cookies import CookieJar, SourceLimiter, amplification_ok
+from .cookies import AMPLIFICATION, CookieJar, SourceLimiter, amplification_ok
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TEXT_BYTES,
@@ -63,8 +65,17 @@ from .names import (
     check_nick,
     check_text,
     is_direct,
+    nick_key,
 )
-from .reliability import DedupeWindow, RecvStream, RttEstimator, Timing, TokenBucket, iter_ranges
+from .reliability import (
+    DedupeWindow,
+    RecvStream,
+    RepairBudget,
+    RttEstimator,
+    Timing,
+    TokenBucket,
+    iter_ranges,
+)
 
 Addr = tuple
 
@@ -77,11 +88,25 @@ MAX_OUTBOX = 5000
 MAX_KEPT = 2048  # own messages kept per stream for retransmission / late members
 ASK_TRIES = 8
 ACK_EVERY = 32
-REPAIR_BUDGET = 24_000
-GOSSIP_CHUNK = 20
+REPAIR_WINDOW = 24_000  # bytes of repair (retransmits, NACK answers, history) per link per RTT
+GOSSIP_ENTRIES = 80  # entries of one PeerList we act on
 MSG_RATE = 2000.0  # frames per second per link
 MSG_BURST = 4000.0
 HELLO_RATE = 20.0
+#: a live message is never placed more than this many Lamport ticks before our own clock, and no
+#: stamp from the wire moves our clock more than LC_AHEAD forward (2**64-1 would pin a line or a
+#: topic for ever)
+LC_BEHIND = 1024
+LC_AHEAD = 1 << 20
+TS_SKEW = 86_400.0  # a wire timestamp further than this from our clock is replaced by ours
+MAX_RX_BYTES = 256 * 1024  # out-of-order messages buffered per link (all its streams)
+MAX_RX_ITEMS = 2048  # ... and per stream
+#: dialing addresses learned from gossip: at most this many new links a second, and the bytes
+#: sent to an address that never answered are paid from the gossiping link's credit, which
+#: grows by AMPLIFICATION x the bytes of each gossip datagram it sent us (and is capped)
+DIAL_RATE = 20.0
+MAX_DIAL_CREDIT = 64 * 1200
+SID_ROOM = 24  # a datagram's array header and its Sid frame, with room to spare
 
 _ROOM_KINDS = (F.EV_MSG, F.EV_ACTION)
 _DM_KINDS = (F.EV_DM, F.EV_DM_ACTION)
@@ -144,6 +169,11 @@ class LinkRoom:
         "history_sent",
         "history_until",
         "history_want",
+        "join_lc",
+        "join_sent",
+        "join_top",
+        "lc_last",
+        "live_from",
         "member",
         "name",
         "rx",
@@ -170,6 +200,15 @@ class LinkRoom:
         #: joiner of the two refuses itself and leaves (see PeerNode._on_join)
         self.hidden = False
         self.since = 0.0  # when they joined the room (their clock), from their PeerJoin
+        #: their clock as their PeerJoins told it: every message after `join_top` is stamped later
+        #: than `join_lc` (a sender's clock never goes back), and each later than the one before
+        self.join_top = 0
+        self.join_lc = 0
+        self.lc_last = 0
+        #: first sequence of their stream sent after they knew of us: anything before is the join
+        #: window (history), decided by what we know and not by their clock
+        self.live_from = 0
+        self.join_sent = -1e18  # our last PeerJoin answering theirs (answers are paced per RTT)
 
 
 class Link:
@@ -185,6 +224,16 @@ class Link:
         self.hello_sent = now
         self.started = now
         self.contact = False  # given by add_peer: retried forever, asked for history
+        #: Every datagram on an established link starts with Sid(token of its receiver): ours
+        #: (`rx_token`, our Hello's nonce, or what our Welcome gave) is checked on everything that
+        #: arrives, theirs (`tx_token`) goes on everything we send. An off-path forger who knows
+        #: the address (gossip tells it) cannot speak for the link.
+        self.rx_token = 0
+        self.tx_token = 0
+        self.answered = False  # a handshake with this address completed once
+        self.via: Addr | None = None  # learned from this link's gossip: it pays our Hellos
+        self.credit = 0.0  # bytes we may send to addresses its gossip named
+        self.repair = RepairBudget(REPAIR_WINDOW, timing.rto_min, now)
         self.fails = 0
         self.hint_rooms: set[str] = set()
         self.last_heard = now
@@ -204,11 +253,12 @@ class Link:
 
 
 class Room:
-    __slots__ = ("history", "joined_ts", "name", "out", "topic", "topic_key")
+    __slots__ = ("history", "joined_at", "joined_ts", "name", "out", "topic", "topic_key")
 
-    def __init__(self, name: str, history: int, joined_ts: float = 0.0) -> None:
+    def __init__(self, name: str, history: int, joined_ts: float = 0.0, joined_at: float = 0.0) -> None:
         self.name = name
         self.joined_ts = joined_ts
+        self.joined_at = joined_at  # our clock (monotonic)
         self.out = OutStream(name)
         self.topic = ""
         self.topic_key: tuple[int, str] = (0, "")
@@ -248,6 +298,8 @@ class PeerNode:
         self._raw: list[tuple[bytes, Addr]] = []
         self._hello_limit = SourceLimiter(HELLO_RATE)
         self._hints: dict[Addr, tuple[float, int]] = {}  # addr -> (not before, failures)
+        self._dials = TokenBucket(DIAL_RATE, DIAL_RATE, 0.0)
+        self._dgram_size = 0  # of the datagram being handled
         self._seen = DedupeWindow(65536)
         self._next_local = 1
         self._failed: dict[int, tuple[str, str, bool]] = {}
@@ -258,6 +310,7 @@ class PeerNode:
                 "datagrams_out",
                 "malformed",
                 "unknown_source",
+                "unauthenticated",
                 "rate_limited",
                 "duplicates",
                 "retransmits",
@@ -274,7 +327,7 @@ class PeerNode:
         addr = self._key(addr)
         link = self.links.get(addr)
         if link is None:
-            link = self._new_link(addr, now)
+            link = self._new_link(addr, now, contact=True)
             if link is None:
                 raise NameError_(f"too many peers ({MAX_LINKS})")
         link.contact = True
@@ -286,7 +339,7 @@ class PeerNode:
             return
         if len(self.rooms) >= MAX_ROOMS:
             raise NameError_(f"you are in {len(self.rooms)} rooms already")
-        self.rooms[name] = Room(name, self.history, self._ts(now))
+        self.rooms[name] = Room(name, self.history, self._ts(now), now)
         self._events.append(E.RoomJoined(name, self.nick, (E.Member(self.nick, self.away),), ""))
         for link in self.links.values():
             lr = link.rooms.setdefault(name, LinkRoom(name))
@@ -316,7 +369,7 @@ class PeerNode:
                 (
                     lk
                     for lk in self.links.values()
-                    if lk.state == UP and lk.nick.casefold() == target.casefold()
+                    if lk.state == UP and nick_key(lk.nick) == nick_key(target)
                 ),
                 None,
             )
@@ -350,7 +403,7 @@ class PeerNode:
             return
         for name in self.rooms:
             for link in self._members(name):
-                if link.nick.casefold() == nick.casefold():
+                if nick_key(link.nick) == nick_key(nick):
                     self._events.append(E.RequestRefused("nick", name, f"nick {nick} is taken in #{name}"))
                     return
         old, self.nick = self.nick, nick
@@ -443,7 +496,26 @@ class PeerNode:
             self._from_unknown(frames, addr, len(data), now)
             self._schedule(now)
             return
-        for frame in frames:
+        first = frames[0]
+        if type(first) is not F.Sid:
+            # Without the link's token only handshake frames count, each tied to what only the
+            # real peer knows (a cookie, our nonce, our token): see _unauthenticated.
+            try:
+                self._unauthenticated(link, frames, len(data), now)
+            except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
+                st["malformed"] += 1
+            self._schedule(now)
+            return
+        if not link.rx_token or first.token != link.rx_token:
+            # forged, or from a peer that lost our link (restarted, timed us out, or we started
+            # over): tell it, echoing its token, so that only the real sender believes the Reset
+            st["unauthenticated"] += 1
+            if self._hello_ok(addr, now) and not any(isinstance(f, (F.Bye, F.Reset)) for f in frames):
+                self._reply_limited(addr, len(data), [F.Reset(first.token)])
+            self._schedule(now)
+            return
+        self._dgram_size = len(data)
+        for frame in frames[1:]:
             try:
                 self._handle(link, frame, now)
             except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
@@ -465,7 +537,8 @@ class PeerNode:
                 continue
             link.out = []
             link.last_sent = now
-            for d in F.pack(frames):
+            sid = F.Sid(link.tx_token) if link.state == UP and link.tx_token else None
+            for d in F.pack(frames, prefix=sid):
                 out.append((d, link.addr))
         self.stats["datagrams_out"] += len(out)
         self._schedule(now)
@@ -583,10 +656,14 @@ class PeerNode:
         if lc > self.lc:
             self.lc = min(lc, 1 << 62)
 
-    def _new_link(self, addr: Addr, now: float) -> Link | None:
+    def _new_link(
+        self, addr: Addr, now: float, contact: bool = False, via: Addr | None = None
+    ) -> Link | None:
         if len(self.links) >= MAX_LINKS:
             return None
         link = Link(addr, now, self.timing)
+        link.contact = contact
+        link.via = via
         self.links[addr] = link
         for name in self.rooms:
             link.rooms[name] = LinkRoom(name)
@@ -594,9 +671,21 @@ class PeerNode:
         return link
 
     def _send_hello(self, link: Link, now: float) -> None:
-        hello = F.Hello(F.VERSION, self.nick, link.cookie, b"", self.node)
-        pad = F.hello_padding(F.size_of((hello,)))
-        link.out.append(F.Hello(F.VERSION, self.nick, link.cookie, pad, self.node))
+        if not link.rx_token:
+            link.rx_token = _rand63()  # this attempt's secret: their Welcome must come with it
+        args = (F.VERSION, self.nick, link.cookie)
+        rest = (link.rx_token, "", 1, 0, self.node)
+        pad = F.hello_padding(F.size_of((F.Hello(*args, b"", *rest),)))
+        hello = F.Hello(*args, pad, *rest)
+        if not link.contact and not link.answered:
+            # an address only gossip named: the gossiping link pays (see MAX_DIAL_CREDIT)
+            payer = self.links.get(link.via) if link.via is not None else None
+            cost = F.size_of((hello,))
+            if payer is None or payer.credit < cost:
+                link.hello_at = now + max(link.rtt.rto, self.timing.keepalive / 2)
+                return
+            payer.credit -= cost
+        link.out.append(hello)
         link.hello_tries += 1
         link.hello_sent = now
         t = self.timing
@@ -605,6 +694,7 @@ class PeerNode:
     def _rehandshake(self, link: Link, now: float) -> None:
         link.state = HELLO
         link.cookie = b""
+        link.rx_token = link.tx_token = 0
         link.hello_tries = 0
         link.started = now
         link.out = []
@@ -630,6 +720,7 @@ class PeerNode:
             wait = min(t.reconnect_max, t.reconnect_min * 2 ** min(link.fails, 16))
             link.state = HELLO
             link.cookie = b""
+            link.rx_token = link.tx_token = 0
             link.hello_tries = 0
             link.started = now + wait
             link.hello_at = now + wait
@@ -658,10 +749,14 @@ class PeerNode:
         hello = frames[0]
         if not isinstance(hello, F.Hello):
             self.stats["unknown_source"] += 1
-            if self._hello_ok(addr, now) and not any(
-                isinstance(f, (F.Bye, F.Reset, F.Refuse, F.Retry, F.Welcome)) for f in frames
+            # a peer of a link we do not have (we restarted, or dropped it): tell it, with the
+            # token it sent, so that only the real owner of that link believes us
+            if (
+                type(hello) is F.Sid
+                and self._hello_ok(addr, now)
+                and not any(isinstance(f, (F.Bye, F.Reset, F.Refuse, F.Retry, F.Welcome)) for f in frames)
             ):
-                self._reply_limited(addr, size, [F.Reset()])
+                self._reply_limited(addr, size, [F.Reset(hello.token)])
             return
         if not self._hello_ok(addr, now):
             self.stats["rate_limited"] += 1
@@ -674,16 +769,17 @@ class PeerNode:
         if refusal is None and len(self.links) >= MAX_LINKS:
             refusal = "too many peers here"
         if refusal is not None:
-            self._reply_limited(addr, size, [F.Refuse(refusal, list(F.SUPPORTED_VERSIONS))])
+            self._reply_limited(addr, size, [F.Refuse(refusal, list(F.SUPPORTED_VERSIONS), hello.nonce)])
             return
-        if hello.nonce == self.node:
+        if hello.node == self.node:
             return  # ourselves, by another address
         link = Link(addr, now, self.timing)
+        link.rx_token = _rand63()
         self.links[addr] = link
         for name in self.rooms:
             link.rooms[name] = LinkRoom(name)
-        self._establish(link, hello.nonce, hello.nick, now)
-        link.out.insert(0, self._welcome())
+        self._establish(link, hello.node, hello.nick, now, hello.nonce)
+        link.out.insert(0, self._welcome(link))
 
     def _check_hello(self, hello: F.Hello, addr: Addr) -> str | None:
         if hello.version not in F.SUPPORTED_VERSIONS:
@@ -692,22 +788,26 @@ class PeerNode:
             check_nick(hello.nick)
         except NameError_ as exc:
             return f"bad nick: {exc}"
-        if hello.nonce <= 0:
+        if hello.node <= 0 or hello.nonce <= 0:
             return "bad node id"
-        for other in self.links.values():
-            if other.state == UP and other.node == hello.nonce and other.addr != addr:
-                return "already linked by another address"
+        # Node ids are claims: two links may carry one (a peer reached at two addresses, or a
+        # newcomer copying someone's id); refusing the second would let the first lock the
+        # other out, so nothing is decided by a node id alone.
         return None
 
-    def _welcome(self) -> F.Welcome:
+    def _welcome(self, link: Link) -> F.Welcome:
         t = self.timing
-        return F.Welcome(F.VERSION, self.nick, self.node, int(t.keepalive * 1000), int(t.timeout * 1000))
+        ka, to = int(t.keepalive * 1000), int(t.timeout * 1000)
+        return F.Welcome(F.VERSION, self.nick, self.node, ka, to, link.rx_token, link.tx_token)
 
-    def _establish(self, link: Link, node: int, nick: str, now: float) -> None:
+    def _establish(self, link: Link, node: int, nick: str, now: float, tx_token: int) -> None:
         if link.node and link.node != node:
             self._forget(link, now, "restarted")
         first = not link.node
         link.node = node
+        link.tx_token = tx_token
+        link.answered = True
+        link.out = [f for f in link.out if type(f) is not F.Hello]
         link.state = UP
         link.fails = 0
         link.last_heard = now
@@ -767,25 +867,23 @@ class PeerNode:
     # ------------------------------------------------------------------ frames from links
 
     def _handle(self, link: Link, frame: F.Frame, now: float) -> None:
+        """A frame of a datagram that carried our token for this link."""
         tp = type(frame)
         if link.state == HELLO:
-            if tp is F.Retry:
-                if frame.cookie and len(frame.cookie) <= 64:
-                    link.cookie = frame.cookie
-                    link.hello_tries = 0
-                    self._send_hello(link, now)
-            elif tp is F.Welcome:
-                if frame.version in F.SUPPORTED_VERSIONS and frame.epoch > 0 and frame.epoch != self.node:
-                    check_nick(frame.nick)
-                    sample = link.hello_tries == 1
-                    self._establish(link, frame.epoch, frame.nick, now)
-                    if sample:
-                        link.rtt.sample(now - link.hello_sent)
-            elif tp is F.Hello:
-                self._hello_on_link(link, frame, now)
-            elif tp is F.Refuse:
-                self._events.append(E.Notice(f"peer {_fmt(link.addr)} refused: {frame.reason}"))
-                self.links.pop(link.addr, None)
+            # the answer to our Hello: it came with our nonce (the Sid), so it is theirs
+            if (
+                tp is F.Welcome
+                and frame.version in F.SUPPORTED_VERSIONS
+                and frame.epoch > 0
+                and frame.epoch != self.node
+                and frame.token > 0
+                and frame.nonce == link.rx_token
+            ):
+                check_nick(frame.nick)
+                sample = link.hello_tries == 1
+                self._establish(link, frame.epoch, frame.nick, now, frame.token)
+                if sample:
+                    link.rtt.sample(now - link.hello_sent)
             return
         link.last_heard = now
         if tp is F.PeerMsg:
@@ -808,31 +906,56 @@ class PeerNode:
             sent = link.ping_sent.pop(frame.token, None)
             if sent is not None:
                 link.rtt.sample(now - sent)
-        elif tp is F.Hello:
-            self._hello_on_link(link, frame, now)
         elif tp is F.Welcome:
-            if frame.epoch != link.node and frame.epoch > 0 and frame.epoch != self.node:
-                check_nick(frame.nick)
-                self._establish(link, frame.epoch, frame.nick, now)
-        elif tp is F.Reset:
-            # they have no state for us (restarted, or timed us out): handshake again quietly
-            self._rehandshake(link, now)
+            # both of us dialed at once and they answered our Hello too: their token may be new
+            if frame.nonce == link.rx_token and frame.epoch == link.node and frame.token > 0:
+                link.tx_token = frame.token
         elif tp is F.Bye:
             self._drop(link, now, reason=frame.reason[:200] or "quit")
 
-    def _hello_on_link(self, link: Link, hello: F.Hello, now: float) -> None:
+    def _unauthenticated(self, link: Link, frames: list[F.Frame], size: int, now: float) -> None:
+        """A datagram from a linked address without the link's token: only the handshake counts,
+        each step tied to something an off-path forger cannot know."""
+        for frame in frames:
+            tp = type(frame)
+            if tp is F.Hello:
+                self._hello_on_link(link, frame, size, now)  # needs a valid cookie
+            elif tp is F.Retry and link.state == HELLO:
+                if frame.cookie and len(frame.cookie) <= 64 and frame.cookie != link.cookie:
+                    link.cookie = frame.cookie
+                    link.hello_tries = 0
+                    self._send_hello(link, now)
+            elif tp is F.Refuse and link.state == HELLO and link.rx_token and frame.nonce == link.rx_token:
+                reason = frame.reason[:200]
+                self._events.append(E.Notice(f"peer {_fmt(link.addr)} refused: {reason}"))
+                self.links.pop(link.addr, None)
+                return
+            elif tp is F.Reset and link.state == UP and link.tx_token and frame.token == link.tx_token:
+                # they have no state for our link (restarted, or timed us out), and it echoes the
+                # token only they were sent: handshake again quietly
+                self._rehandshake(link, now)
+                return
+            else:
+                self.stats["unauthenticated"] += 1
+
+    def _hello_on_link(self, link: Link, hello: F.Hello, size: int, now: float) -> None:
         if not self.cookies.check(hello.cookie, link.addr, now):
             if self._hello_ok(link.addr, now):
-                link.out.append(F.Retry(self.cookies.make(link.addr, now), F.VERSION))
+                self._reply_limited(link.addr, size, [F.Retry(self.cookies.make(link.addr, now), F.VERSION)])
             return
-        if self._check_hello(hello, link.addr) is not None or hello.nonce == self.node:
+        if self._check_hello(hello, link.addr) is not None or hello.node == self.node:
             return
-        if link.state == UP and hello.nonce == link.node and now - link.started < self.timing.rto_min:
-            link.out.append(self._welcome())  # a retransmitted Hello
+        if link.state == UP and hello.nonce == link.tx_token:
+            link.out.append(self._welcome(link))  # a retransmitted Hello: our Welcome was lost
             return
+        # A new attempt by the address's owner (the cookie proves it receives there): it
+        # restarted, lost our link, or dialed us while we dialed it. Our token stays ours (in a
+        # simultaneous open it is the nonce of our own Hello, so both answers agree).
+        if not link.rx_token:
+            link.rx_token = _rand63()
         link.started = now
-        self._establish(link, hello.nonce, hello.nick, now)
-        link.out.insert(0, self._welcome())
+        self._establish(link, hello.node, hello.nick, now, hello.nonce)
+        link.out.insert(0, self._welcome(link))
 
     def _renamed(self, link: Link, nick: str, now: float) -> None:
         old, link.nick = link.nick, nick
@@ -848,11 +971,11 @@ class PeerNode:
 
     def _unhide(self, name: str, nick: str, now: float) -> None:
         """`nick` left `name`: a member hidden for having the same nick can be announced now."""
-        if nick.casefold() == self.nick.casefold():
+        if nick_key(nick) == nick_key(self.nick):
             return
         for other in self._members(name):
             lr = other.rooms[name]
-            if lr.hidden and other.nick.casefold() == nick.casefold():
+            if lr.hidden and nick_key(other.nick) == nick_key(nick):
                 lr.hidden = False
                 self._events.append(E.MemberJoined(name, self.lc, other.nick, self._ts(now)))
                 return
@@ -937,10 +1060,18 @@ class PeerNode:
             ids.append(lk.node)
         if not entries and only is None:
             return [F.PeerList(name, [], [])]  # "nobody else": lets the receiver know it is settled
-        return [
-            F.PeerList(name, entries[i : i + GOSSIP_CHUNK], ids[i : i + GOSSIP_CHUNK])
-            for i in range(0, len(entries), GOSSIP_CHUNK)
-        ]
+        # chunked by encoded size (IPv6 addresses and long nicks), each one datagram with its Sid
+        limit = F.MAX_DATAGRAM - SID_ROOM - F.size_of(F.PeerList(name, [], []))
+        out: list[F.Frame] = []
+        start, size = 0, 0
+        for i, (entry, node) in enumerate(zip(entries, ids, strict=True)):
+            n = F.size_of(entry) + F.size_of(node) + 6  # the two lists' headers may grow
+            if i > start and size + n > limit:
+                out.append(F.PeerList(name, entries[start:i], ids[start:i]))
+                start, size = i, 0
+            size += n
+        out.append(F.PeerList(name, entries[start:], ids[start:]))
+        return out
 
     def _on_join(self, link: Link, j: F.PeerJoin, now: float) -> None:
         name = j.room
@@ -949,13 +1080,16 @@ class PeerNode:
         nick = check_nick(j.nick)
         check_text(j.away, MAX_AWAY_BYTES)
         check_text(j.topic, MAX_TOPIC_BYTES)
-        if j.node != link.node or j.base < 1 or j.top < 0:
+        if j.node != link.node or not (1 <= j.base < 1 << 62) or not (0 <= j.top < 1 << 62):
             raise ValueError("inconsistent PeerJoin")
+        if not (0 <= j.lc < 1 << 63) or not math.isfinite(j.since):
+            raise ValueError("bad clock in PeerJoin")
         if name and name not in self.rooms:
             if j.ask:
                 link.out.append(F.PeerLeave(name, self.nick, "not here"))
             return
-        self._bump(j.lc)
+        jlc = min(j.lc, self.lc + LC_AHEAD)  # no clock jumps further than that
+        self._bump(jlc)
         if nick != link.nick:
             self._renamed(link, nick, now)
         lr = link.rooms.get(name)
@@ -967,8 +1101,13 @@ class PeerNode:
             return
         # their stream
         if lr.rx is None:
-            lr.rx = RecvStream(j.base)
+            lr.rx = RecvStream(j.base, MAX_RX_ITEMS, MAX_RX_BYTES)
             lr.rx_base = j.base
+            # what they sent before they knew of us is the join window: history, if we are new
+            # in the room; for a peer that comes back to a room we were in, it is live
+            r0 = self.rooms.get(name)
+            recent = r0 is not None and now - r0.joined_at < self.timing.timeout
+            lr.live_from = j.top + 1 if name and recent else j.base
         elif j.base > lr.rx.next + MAX_KEPT or j.top > lr.rx.next + 8 * MAX_KEPT:
             raise ValueError("PeerJoin skips too far")  # forged or broken: never jump blindly
         elif j.base > lr.rx.next:
@@ -976,6 +1115,8 @@ class PeerNode:
             self._deliver(link, lr, now)
         if j.top > lr.top:
             lr.top = j.top
+        if j.top >= lr.join_top:
+            lr.join_top, lr.join_lc = j.top, max(lr.join_lc, jlc)
         if lr.top >= lr.rx.next:
             self._want_ack(link, name, now, urgent=True)
         if j.away != link.away:
@@ -986,7 +1127,8 @@ class PeerNode:
                     if n and other.member:
                         self._events.append(E.AwayChanged(n, self.lc, nick, j.away, ts))
         r = self.rooms.get(name)
-        if r is not None and j.topic_lc and (j.topic_lc, j.topic_by) > r.topic_key:
+        if r is not None and 0 < j.topic_lc <= jlc and self._topic_ok(r, link, j):
+            check_nick(j.topic_by)
             r.topic, r.topic_key = j.topic, (j.topic_lc, j.topic_by)
             self._events.append(E.TopicChanged(name, j.topic_lc, j.topic_by, j.topic, self._ts(now)))
         if first:
@@ -1003,11 +1145,14 @@ class PeerNode:
             if name:
                 # One nick, two peers: the later joiner of the room is refused, as a relay
                 # refuses a taken nick. Nobody ever announces the second one, so no screen shows
-                # two people as one.
+                # two people as one. Their `since` is their claim: it counts only while we are
+                # new in the room ourselves; one who appears long after we joined came later,
+                # whatever it says.
                 lr.since = j.since
-                folded = nick.casefold()
-                if folded == self.nick.casefold() and r is not None:
-                    if (r.joined_ts, self.node) > (j.since, link.node):  # we came later
+                folded = nick_key(nick)
+                if folded == nick_key(self.nick) and r is not None:
+                    settled_here = now - r.joined_at >= self.timing.timeout
+                    if not settled_here and (r.joined_ts, self.node) > (j.since, link.node):  # we came later
                         self.part(name, now)
                         self._events.append(
                             E.RequestRefused("join", name, f"nick {self.nick} is already in #{name}")
@@ -1015,7 +1160,7 @@ class PeerNode:
                         return
                     lr.hidden = True
                 elif any(
-                    other is not link and other.nick.casefold() == folded and not other.rooms[name].hidden
+                    other is not link and nick_key(other.nick) == folded and not other.rooms[name].hidden
                     for other in self._members(name)
                 ):
                     lr.hidden = True  # one of the two will leave; announced then if it stays
@@ -1027,11 +1172,27 @@ class PeerNode:
                 for other in self._members(name):
                     if other is not link:
                         other.out.extend(self._gossip(name, other, only=link))
-        if j.ask or first:
+        if first or (j.ask and now >= lr.join_sent + link.rtt.pace):
+            lr.join_sent = now
             self._send_join(link, lr, now, ask=False)
         if j.history and name and r is not None and now >= lr.history_sent + link.rtt.pace:
             lr.history_sent = now
-            link.out.extend(self._history_frames(r))
+            for frame in self._history_frames(r):
+                if not link.repair.take(F.size_of(frame), now, link.rtt.pace):
+                    break
+                link.out.append(frame)
+
+    def _topic_ok(self, r: Room, link: Link, j: F.PeerJoin) -> bool:
+        """Does the topic in `j` replace ours? A newer stamp from its setter itself, or one relayed
+        by another member while we know none; and a setter's own word about the topic it set
+        replaces whatever others said it set (gossip never overrides a peer about itself)."""
+        key = (j.topic_lc, j.topic_by)
+        own = nick_key(j.topic_by) == nick_key(link.nick)
+        if own and nick_key(r.topic_key[1]) == nick_key(link.nick):
+            return key != r.topic_key or j.topic != r.topic
+        if key <= r.topic_key:
+            return False
+        return own or r.topic_key[0] == 0
 
     def _on_list(self, link: Link, pl: F.PeerList, now: float) -> None:
         name = pl.room
@@ -1039,12 +1200,16 @@ class PeerNode:
         if not name or name not in self.rooms or lr is None or not lr.member:
             return
         lr.gossiped = True
-        for i, entry in enumerate(pl.peers[: GOSSIP_CHUNK * 4]):
+        # Gossip names addresses to dial: the bytes we send to those that never answer are paid
+        # from this link's credit, earned by the gossip it sends (AMPLIFICATION x its bytes), and
+        # new links open at a bounded rate. Node ids in gossip are claims about others: they
+        # decide nothing (an address is dialed, the handshake says who is there).
+        if pl.peers and self._dgram_size:
+            link.credit = min(MAX_DIAL_CREDIT, link.credit + AMPLIFICATION * self._dgram_size)
+            self._dgram_size = 0  # one datagram earns once, whatever it carries
+        for entry in pl.peers[:GOSSIP_ENTRIES]:
             _nick, host, port = entry
-            node = pl.ids[i] if i < len(pl.ids) else 0
-            if node == self.node or not (0 < port < 65536) or not isinstance(host, str) or len(host) > 64:
-                continue
-            if node and any(lk.node == node for lk in self.links.values()):
+            if not (0 < port < 65536) or not isinstance(host, str) or len(host) > 64 or not _dialable(host):
                 continue
             try:
                 addr = self.addr_map(host, port)
@@ -1059,7 +1224,9 @@ class PeerNode:
             hint = self._hints.get(addr)
             if hint is not None and now < hint[0]:
                 continue
-            new = self._new_link(addr, now)
+            if not self._dials.take(now):
+                break  # the rest waits for the next gossip
+            new = self._new_link(addr, now, via=link.addr)
             if new is not None:
                 new.hint_rooms.add(name)
 
@@ -1168,7 +1335,7 @@ class PeerNode:
         tg = lr.target
         seqs = [s for s in iter_ranges(nack.ranges, 512) if tg.acked < s <= out.seq and s not in tg.sacked]
         if seqs:
-            self._resend(link, lr, out, seqs)
+            self._resend(link, lr, out, seqs, now)
 
     def _probe(self, link: Link, lr: LinkRoom, out: OutStream, now: float) -> None:
         tg = lr.target
@@ -1183,22 +1350,21 @@ class PeerNode:
             self._send_join(link, lr, now, ask=False)
         seqs = [s for s in range(tg.acked + 1, out.seq + 1) if s not in tg.sacked]
         if seqs:
-            self._resend(link, lr, out, seqs)
+            self._resend(link, lr, out, seqs, now)
 
-    def _resend(self, link: Link, lr: LinkRoom, out: OutStream, seqs: list[int]) -> None:
-        budget = REPAIR_BUDGET
+    def _resend(self, link: Link, lr: LinkRoom, out: OutStream, seqs: list[int], now: float) -> None:
+        """Retransmit (timer or NACK): whatever they ask, at most the link's repair budget per RTT."""
         tg = lr.target
         for s in seqs:
             m = out.msgs.get(s)
             if m is None:
                 continue
+            if not link.repair.take(F.size_of(m.frame), now, link.rtt.pace):
+                break
             link.out.append(m.frame)
             self.stats["retransmits"] += 1
             if s > tg.last_retx:
                 tg.last_retx = s
-            budget -= 40 + len(m.frame.text)
-            if budget <= 0:
-                break
 
     def _give_up(self, now: float) -> None:
         limit = now - self.timing.give_up
@@ -1244,14 +1410,17 @@ class PeerNode:
         if not link.bucket.take(now):
             self.stats["rate_limited"] += 1
             return
-        if m.kind not in (_DM_KINDS if name == "" else _ROOM_KINDS) or m.seq < 1:
+        if m.kind not in (_DM_KINDS if name == "" else _ROOM_KINDS) or not (1 <= m.seq < 1 << 62):
             raise ValueError("bad message kind")
-        check_nick(m.nick)
+        # m.nick is not read: a message is from the link it came over (see _deliver)
         check_text(m.text, MAX_TEXT_BYTES)
-        self._bump(m.lc)
         if m.seq > lr.top:
             lr.top = m.seq
-        fresh = lr.rx.offer(m.seq, m)
+        rx = lr.rx
+        if m.seq != rx.next:  # what this link may buffer, over all its streams
+            used = sum(x.rx.bytes for x in link.rooms.values() if x.rx is not None)
+            rx.max_bytes = max(1, MAX_RX_BYTES - (used - rx.bytes))
+        fresh = rx.offer(m.seq, m, 64 + len(m.text))
         if not fresh:
             self.stats["duplicates"] += 1
         self._deliver(link, lr, now)
@@ -1261,10 +1430,17 @@ class PeerNode:
         name = lr.name
         r = self.rooms.get(name)
         for _seq, m in lr.rx.pop_ready():
+            # the join window (sent before they knew of us) is history, by its place in their stream
+            history = bool(name) and m.seq < lr.live_from
+            lc = self._wire_lc(lr, m, history)
             if m.mid in self._seen:
                 self.stats["duplicates"] += 1
                 continue
             self._seen.add(m.mid)
+            # from the link it came over, whatever it says; its numbers checked
+            m = F.PeerMsg(
+                m.room, m.seq, lc, m.kind, link.nick, m.text, self._wire_ts(m.ts, now, history), m.mid
+            )
             if name == "":
                 self._events.append(
                     E.MessageReceived(
@@ -1273,12 +1449,39 @@ class PeerNode:
                 )
             elif r is not None and not lr.hidden:  # a refused double of a nick says nothing
                 r.history.append(m)
-                # sent (by its stamp) before we joined: it reached us as part of the join window
                 self._events.append(
                     E.MessageReceived(
-                        name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=m.ts < r.joined_ts
+                        name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=history
                     )
                 )
+
+    def _wire_lc(self, lr: LinkRoom, m: F.PeerMsg, history: bool) -> int:
+        """The Lamport stamp of a message of their stream, delivered in order: later than their
+        previous one and than the clock their PeerJoin showed before it (an honest clock never
+        goes back), no further ahead of ours than LC_AHEAD, and if live, no further behind ours
+        than LC_BEHIND. Merged into our clock."""
+        lo = lr.lc_last + 1
+        if m.seq > lr.join_top:
+            lo = max(lo, lr.join_lc + 1)
+        if not history:
+            lo = max(lo, self.lc - LC_BEHIND)
+        lc = max(lo, min(m.lc, self.lc + LC_AHEAD))
+        lr.lc_last = lc
+        self._bump(lc)
+        return lc
+
+    def _wire_ts(self, ts: float, now: float, history: bool) -> float:
+        """A timestamp from the wire, or the receive time if it is not plausible (not finite,
+        more than TS_SKEW ahead, or, live, as far behind)."""
+        wall = self._ts(now)
+        if (
+            not math.isfinite(ts)
+            or ts > wall + TS_SKEW
+            or (not history and ts < wall - TS_SKEW)
+            or ts < -TS_SKEW
+        ):
+            return wall
+        return ts
 
     def _want_ack(self, link: Link, name: str, now: float, urgent: bool) -> None:
         link.ack_rooms.add(name)
@@ -1348,16 +1551,21 @@ class PeerNode:
             except NameError_:
                 self.stats["malformed"] += 1
                 continue
-            items.append(m)
+            # relayed by the contact: who said it is its word (history is shown as such); the
+            # numbers are checked like any from the wire
+            lc = max(0, min(m.lc, self.lc + LC_AHEAD))
+            items.append(
+                F.PeerMsg(m.room, m.seq, lc, m.kind, m.nick, m.text, self._wire_ts(m.ts, now, True), m.mid)
+            )
         items.sort(key=lambda m: (m.lc, m.nick))
         # a member's messages from where its stream to us starts arrive live: not history
         live = {
-            lk.nick: lk.rooms[h.room].rx_base
+            nick_key(lk.nick): lk.rooms[h.room].rx_base
             for lk in self._members(h.room)
             if lk.rooms[h.room].rx is not None
         }
         for m in items:
-            if m.mid in self._seen or m.seq >= live.get(m.nick, 1 << 62):
+            if m.mid in self._seen or m.seq >= live.get(nick_key(m.nick), 1 << 62):
                 continue
             self._seen.add(m.mid)
             self._bump(m.lc)
@@ -1365,6 +1573,20 @@ class PeerNode:
             self._events.append(
                 E.MessageReceived(h.room, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=True)
             )
+
+
+def _dialable(host: str) -> bool:
+    """A literal unicast address: never multicast, broadcast or unspecified (loopback and private
+    addresses are fine: that is a LAN, or a test)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # gossip carries literal addresses only
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return True
+    return not (ip.is_multicast or ip.is_unspecified or ip.is_reserved)  # 240/4 holds the broadcast
 
 
 def _fmt(addr: Addr) -> str:

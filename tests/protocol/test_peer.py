@@ -380,7 +380,7 @@ def test_cookie_before_state_and_amplification_limit():
     node = PeerNode("x", timing=timing())
     node.join("lobby", 0.0)
     src = ("10.9.9.9", 1234)
-    hello = F.encode([F.Hello(F.VERSION, "evil", b"", b"", 42)])
+    hello = F.encode([F.Hello(F.VERSION, "evil", b"", b"", 42, node=43)])
     node.receive_datagram(hello, src, 0.0)
     assert node.links == {}
     out = node.datagrams_to_send(0.0)
@@ -389,19 +389,21 @@ def test_cookie_before_state_and_amplification_limit():
     assert isinstance(retry, F.Retry)
     assert len(out[0][0]) <= 3 * len(hello)
     # a forged cookie creates nothing either
-    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", b"0" * 16, b"", 42)]), src, 0.0)
+    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", b"0" * 16, b"", 42, node=43)]), src, 0.0)
     assert node.links == {}
     # the right cookie from another address is not valid there
-    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", retry.cookie, b"", 42)]), ("10.9.9.8", 1), 0.0)
+    node.receive_datagram(
+        F.encode([F.Hello(F.VERSION, "evil", retry.cookie, b"", 42, node=43)]), ("10.9.9.8", 1), 0.0
+    )
     assert node.links == {}
     node.datagrams_to_send(0.0)
-    # data from an unknown address earns a (small) Reset, no state
-    node.receive_datagram(F.encode([F.PeerMsg("lobby", 1, 1, F.EV_MSG, "evil", "hi")]), src, 0.1)
+    # data from an unknown address earns a (small) Reset echoing its token, no state
+    node.receive_datagram(F.encode([F.Sid(77), F.PeerMsg("lobby", 1, 1, F.EV_MSG, "evil", "hi")]), src, 0.1)
     assert node.links == {}
     (reset,) = node.datagrams_to_send(0.1)
-    assert isinstance(F.decode(reset[0])[0], F.Reset)
+    assert F.decode(reset[0]) == [F.Reset(77)]
     # the real cookie from the right address does create the link
-    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", retry.cookie, b"", 42)]), src, 0.2)
+    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", retry.cookie, b"", 42, node=43)]), src, 0.2)
     assert list(node.links) == [src]
 
 
