@@ -16,6 +16,9 @@ from datetime import datetime, timedelta, tzinfo
 from udproom.protocol import events as ev
 from udproom.protocol.names import is_direct, sanitize
 
+#: timestamps come from the network: outside these bounds (or not finite) a line shows the time it
+#: arrived instead (datetime cannot show them, and a NaN would end the app)
+TS_MIN, TS_MAX = 0.0, 1e11  # 1970 .. the year 5138
 FORGET_TIMED_OUT = 600.0  # a member timed out this long leaves the members pane
 SCROLLBACK = 2000  # lines kept per room; older history comes back from the relay's backfill
 
@@ -337,6 +340,10 @@ class ChatModel:
         self.changes.room_list = True
         return True
 
+    def safe_ts(self, ts: float) -> float:
+        """`ts` if datetime can show it, else now (see TS_MIN)."""
+        return ts if isinstance(ts, (int, float)) and TS_MIN <= ts <= TS_MAX else self.clock()
+
     def day_of(self, ts: float) -> float:
         """Local midnight of `ts` (cached: consecutive lines are nearly always on one day)."""
         start, end = self._day
@@ -363,6 +370,7 @@ class ChatModel:
         history: bool = False,
     ) -> Line:
         self._serial += 1
+        ts = self.safe_ts(ts)
         line = Line(
             self._serial, kind, ts, nick, text, mine, mention, state, local_id, seq, self.day_of(ts), history
         )
@@ -582,7 +590,7 @@ class ChatModel:
                 if member is None:
                     member = room.members[nick] = MemberState(nick)
                 member.timed_out = True
-                member.timed_out_at = e.ts
+                member.timed_out_at = self.safe_ts(e.ts)
                 self.changes.members.add(room.name)
                 self._count(room, False, False)
         elif t is ev.NickChanged:
