@@ -217,6 +217,9 @@ class Link:
         self.state = HELLO
         self.node = 0
         self.nick = ""
+        self.nick_at = (
+            now  # since when it has had this nick (of two links with one nick, the earlier owns it)
+        )
         self.away = ""
         self.cookie = b""
         self.hello_tries = 0
@@ -365,14 +368,7 @@ class PeerNode:
             raise OutboxFull(f"{MAX_OUTBOX} messages are waiting for peers; wait a moment")
         if is_direct(room):
             target = check_nick(room[1:])
-            link = next(
-                (
-                    lk
-                    for lk in self.links.values()
-                    if lk.state == UP and nick_key(lk.nick) == nick_key(target)
-                ),
-                None,
-            )
+            link = self._owner(target)
             if link is None:
                 raise NameError_(f"no one called {target} is here")
             local_id = self._send_msg(
@@ -813,7 +809,7 @@ class PeerNode:
         link.last_heard = now
         link.refresh_at = now + self.timing.keepalive
         if first:
-            link.nick = nick
+            link.nick, link.nick_at = nick, now
             self.stats["links_opened"] += 1
         elif nick != link.nick:
             self._renamed(link, nick, now)
@@ -958,16 +954,39 @@ class PeerNode:
         link.out.insert(0, self._welcome(link))
 
     def _renamed(self, link: Link, nick: str, now: float) -> None:
-        old, link.nick = link.nick, nick
+        old, link.nick, link.nick_at = link.nick, nick, now
         ts = self._ts(now)
         for name, lr in link.rooms.items():
             if name and lr.member:
+                taken = self._taken(name, nick, link)
                 if lr.hidden:
-                    if nick != self.nick:  # it took another nick: now it can be announced
+                    if not taken:  # it took another nick: now it can be announced
                         lr.hidden = False
                         self._events.append(E.MemberJoined(name, self.lc, nick, ts))
+                elif taken:
+                    # renamed to a nick someone here has (a race, or an impersonation): from now
+                    # on it says nothing here until one of the two goes or renames
+                    lr.hidden = True
+                    self._events.append(E.MemberLeft(name, self.lc, old, ts, f"took the nick {nick}"))
+                    self._unhide(name, old, now)
                 else:
                     self._events.append(E.NickChanged(name, self.lc, old, nick, ts))
+
+    def _owner(self, nick: str) -> Link | None:
+        """The link that has `nick`: of two with one nick, the one that had it first."""
+        key = nick_key(nick)
+        links = [lk for lk in self.links.values() if lk.state == UP and nick_key(lk.nick) == key]
+        return min(links, key=lambda lk: lk.nick_at, default=None)
+
+    def _taken(self, name: str, nick: str, link: Link) -> bool:
+        """Is `nick` ours, or a shown member's other than `link`, in room `name`?"""
+        key = nick_key(nick)
+        if key == nick_key(self.nick):
+            return True
+        return any(
+            other is not link and nick_key(other.nick) == key and not other.rooms[name].hidden
+            for other in self._members(name)
+        )
 
     def _unhide(self, name: str, nick: str, now: float) -> None:
         """`nick` left `name`: a member hidden for having the same nick can be announced now."""
@@ -1159,10 +1178,7 @@ class PeerNode:
                         )
                         return
                     lr.hidden = True
-                elif any(
-                    other is not link and nick_key(other.nick) == folded and not other.rooms[name].hidden
-                    for other in self._members(name)
-                ):
+                elif self._taken(name, nick, link):
                     lr.hidden = True  # one of the two will leave; announced then if it stays
                 if not lr.hidden:
                     self._events.append(E.MemberJoined(name, self.lc, nick, self._ts(now)))
@@ -1442,6 +1458,8 @@ class PeerNode:
                 m.room, m.seq, lc, m.kind, link.nick, m.text, self._wire_ts(m.ts, now, history), m.mid
             )
             if name == "":
+                if self._owner(link.nick) is not link or nick_key(link.nick) == nick_key(self.nick):
+                    continue  # a DM from a second holder of a nick would look like the first's
                 self._events.append(
                     E.MessageReceived(
                         E.direct_room(link.nick), m.lc, m.nick, m.text, m.ts, m.kind == F.EV_DM_ACTION

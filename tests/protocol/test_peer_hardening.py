@@ -298,3 +298,18 @@ def test_nack_and_history_floods_get_a_bounded_answer_per_round_trip():
     net.run_until(net.now + 0.001)  # less than one round trip
     sent = watched.bytes_out[addr(MALLORY)] - start.get(addr(MALLORY), 0)
     assert sent <= 2 * P.REPAIR_WINDOW + F.MAX_DATAGRAM, sent
+
+
+def test_a_peer_cannot_rename_itself_into_someone_else():
+    net, (p0, p1, mallory) = trio()
+    mallory.nick = "P1"  # its PeerJoins now say so (another case of p1's nick, even)
+    net.call(addr(MALLORY), mallory._refresh_all)
+    net.run_until(net.now + 0.2)
+    net.call(addr(MALLORY), mallory.post, "lobby", "it is me, p1")
+    net.call(addr(MALLORY), mallory.post, "@p0", "psst, p1 here")
+    net.run_until(net.now + 0.3)
+    assert not [e for e in of(net, 0, E.MessageReceived) if e.nick.casefold() == "p1" or e.room == "@P1"]
+    assert sorted(p0.members("lobby"), key=str.casefold) == ["p0", "p1"]  # one p1, the real one
+    net.call(addr(1), p1.post, "@p0", "the real p1")
+    net.run_until(net.now + 0.3)
+    assert [(e.room, e.nick, e.text) for e in of(net, 0, E.MessageReceived)] == [("@p1", "p1", "the real p1")]
