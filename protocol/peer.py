@@ -93,11 +93,12 @@ GOSSIP_ENTRIES = 80  # entries of one PeerList we act on
 MSG_RATE = 2000.0  # frames per second per link
 MSG_BURST = 4000.0
 HELLO_RATE = 20.0
-#: a live message is never placed more than this many Lamport ticks before our own clock, and no
-#: stamp from the wire moves our clock more than LC_AHEAD forward (2**64-1 would pin a line or a
-#: topic for ever)
-LC_BEHIND = 1024
-LC_AHEAD = 1 << 20
+#: Lamport stamps from the wire are checked against what the same sender said before, never
+#: against our own clock (so every honest peer decides alike and the order stays one): each later
+#: than its previous, at most LC_STEP beyond it (2**64-1 would pin a line or a topic for ever),
+#: and no clock ever passes LC_MAX
+LC_STEP = 1 << 32
+LC_MAX = 1 << 62
 TS_SKEW = 86_400.0  # a wire timestamp further than this from our clock is replaced by ours
 MAX_RX_BYTES = 256 * 1024  # out-of-order messages buffered per link (all its streams)
 MAX_RX_ITEMS = 2048  # ... and per stream
@@ -414,7 +415,7 @@ class PeerNode:
         r = self.rooms.get(name)
         if r is None:
             raise NameError_(f"you are not in #{name}")
-        self.lc += 1
+        self._tick()
         r.topic, r.topic_key = topic, (self.lc, self.nick)
         self._events.append(E.TopicChanged(name, self.lc, self.nick, topic, self._ts(now)))
         self._refresh_all(now)
@@ -650,7 +651,11 @@ class PeerNode:
 
     def _bump(self, lc: int) -> None:
         if lc > self.lc:
-            self.lc = min(lc, 1 << 62)
+            self.lc = min(lc, LC_MAX)
+
+    def _tick(self) -> int:
+        self.lc = min(self.lc + 1, LC_MAX)
+        return self.lc
 
     def _new_link(
         self, addr: Addr, now: float, contact: bool = False, via: Addr | None = None
@@ -1107,7 +1112,9 @@ class PeerNode:
             if j.ask:
                 link.out.append(F.PeerLeave(name, self.nick, "not here"))
             return
-        jlc = min(j.lc, self.lc + LC_AHEAD)  # no clock jumps further than that
+        lr0 = link.rooms.get(name)
+        prev = max(lr0.join_lc, lr0.lc_last) if lr0 is not None else 0
+        jlc = min(j.lc, prev + LC_STEP, LC_MAX)  # their clock jumps no further than that
         self._bump(jlc)
         if nick != link.nick:
             self._renamed(link, nick, now)
@@ -1270,7 +1277,7 @@ class PeerNode:
     def _send_msg(
         self, out: OutStream, app_room: str, targets: list[Link], kind: int, text: str, now: float
     ) -> int:
-        self.lc += 1
+        self._tick()
         out.seq += 1
         mid = _rand63()
         frame = F.PeerMsg(out.name, out.seq, self.lc, kind, self.nick, text, self._ts(now), mid)
@@ -1448,7 +1455,7 @@ class PeerNode:
         for _seq, m in lr.rx.pop_ready():
             # the join window (sent before they knew of us) is history, by its place in their stream
             history = bool(name) and m.seq < lr.live_from
-            lc = self._wire_lc(lr, m, history)
+            lc = self._wire_lc(lr, m)
             if m.mid in self._seen:
                 self.stats["duplicates"] += 1
                 continue
@@ -1473,17 +1480,15 @@ class PeerNode:
                     )
                 )
 
-    def _wire_lc(self, lr: LinkRoom, m: F.PeerMsg, history: bool) -> int:
+    def _wire_lc(self, lr: LinkRoom, m: F.PeerMsg) -> int:
         """The Lamport stamp of a message of their stream, delivered in order: later than their
         previous one and than the clock their PeerJoin showed before it (an honest clock never
-        goes back), no further ahead of ours than LC_AHEAD, and if live, no further behind ours
-        than LC_BEHIND. Merged into our clock."""
+        goes back) and at most LC_STEP beyond what they said before. Merged into our clock. (How far
+        back a live line may land on screen is the display's bound.)"""
         lo = lr.lc_last + 1
         if m.seq > lr.join_top:
             lo = max(lo, lr.join_lc + 1)
-        if not history:
-            lo = max(lo, self.lc - LC_BEHIND)
-        lc = max(lo, min(m.lc, self.lc + LC_AHEAD))
+        lc = min(max(lo, min(m.lc, max(lr.lc_last, lr.join_lc) + LC_STEP)), LC_MAX)
         lr.lc_last = lc
         self._bump(lc)
         return lc
@@ -1571,7 +1576,7 @@ class PeerNode:
                 continue
             # relayed by the contact: who said it is its word (history is shown as such); the
             # numbers are checked like any from the wire
-            lc = max(0, min(m.lc, self.lc + LC_AHEAD))
+            lc = max(0, min(m.lc, self.lc + LC_STEP, LC_MAX))
             items.append(
                 F.PeerMsg(m.room, m.seq, lc, m.kind, m.nick, m.text, self._wire_ts(m.ts, now, True), m.mid)
             )
