@@ -20,6 +20,9 @@ from udproom.protocol.names import is_direct, sanitize
 #: arrived instead (datetime cannot show them, and a NaN would end the app)
 TS_MIN, TS_MAX = 0.0, 1e11  # 1970 .. the year 5138
 FORGET_TIMED_OUT = 600.0  # a member timed out this long leaves the members pane
+#: direct mode: a live line goes at most this many lines up from the bottom, whatever its stamp
+#: (a stamp from the network must not put it at the top of the scrollback)
+LIVE_REORDER = 200
 SCROLLBACK = 2000  # lines kept per room; older history comes back from the relay's backfill
 
 # Where lines go. A room's lines are, top to bottom: backfilled history (events from before we
@@ -396,7 +399,7 @@ class ChatModel:
         if self.stamp_order and line.seq >= 0 and line.kind <= ACTION:
             key = (line.seq, line.nick)
             pos = hi
-            for i in range(hi - 1, -1, -1):
+            for i in range(hi - 1, -1 if history else max(-1, hi - 1 - LIVE_REORDER), -1):
                 x = lines[i]
                 if x is marker:
                     break  # live lines stay below "you joined"

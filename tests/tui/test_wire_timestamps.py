@@ -43,3 +43,17 @@ async def test_the_app_survives_any_timestamp():
         assert app.chat.active == "music"
         rows = "\n".join(texts(app))
         assert all(f"odd time {k}" in rows for k in range(len(BAD)))
+
+
+def test_a_live_stamp_from_the_network_cannot_move_a_line_far_up():
+    """Direct mode places lines by their Lamport stamp: a stamp of 0 on a live message must not
+    send it to the top of a full scrollback (issue 7, item 8)."""
+    chat = m.ChatModel("alice", tz=UTC, clock=lambda: T0)
+    chat.stamp_order = True
+    chat.apply(ev.RoomJoined("lobby", "alice", (ev.Member("alice"),)))
+    for k in range(m.SCROLLBACK):
+        chat.apply(ev.MessageReceived("lobby", 1000 + k, "bob", f"m{k}", T0))
+    chat.apply(ev.MessageReceived("lobby", 0, "mallory", "first!", T0))
+    lines = list(chat.rooms["lobby"].lines)
+    (at,) = [i for i, x in enumerate(lines) if x.text == "first!"]
+    assert len(lines) - 1 - at <= m.LIVE_REORDER
