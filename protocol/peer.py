@@ -1546,15 +1546,24 @@ class PeerNode:
     # ------------------------------------------------------------------ history
 
     def _history_frames(self, r: Room) -> list[F.Frame]:
+        """PeerHistory frames, each fitting one datagram with its Sid. An item too big for that
+        goes without its room name (the frame names it); one too big even then (only hostile
+        numbers can make it) is left out."""
         items = sorted(r.history, key=lambda m: (m.lc, m.nick))
+        limit = F.MAX_DATAGRAM - SID_ROOM - F.size_of(F.PeerHistory(r.name, [])) - 4
         frames: list[F.Frame] = []
         cur: list[F.PeerMsg] = []
-        size = 16 + len(r.name)
+        size = 0
         for m in items:
             n = F.size_of(m)
-            if cur and size + n > F.MAX_DATAGRAM - 16:
+            if n > limit:
+                m = F.PeerMsg("", m.seq, m.lc, m.kind, m.nick, m.text, m.ts, m.mid)
+                n = F.size_of(m)
+                if n > limit:
+                    continue
+            if cur and size + n > limit:
                 frames.append(F.PeerHistory(r.name, cur))
-                cur, size = [], 16 + len(r.name)
+                cur, size = [], 0
             cur.append(m)
             size += n
         frames.append(F.PeerHistory(r.name, cur))
@@ -1572,7 +1581,7 @@ class PeerNode:
             return
         items = []
         for m in h.items[: self.history]:
-            if m.kind not in _ROOM_KINDS or m.room != h.room:
+            if m.kind not in _ROOM_KINDS or m.room not in (h.room, ""):
                 continue
             try:
                 check_nick(m.nick)
@@ -1584,7 +1593,7 @@ class PeerNode:
             # numbers are checked like any from the wire
             lc = max(0, min(m.lc, self.lc + LC_STEP, LC_MAX))
             items.append(
-                F.PeerMsg(m.room, m.seq, lc, m.kind, m.nick, m.text, self._wire_ts(m.ts, now, True), m.mid)
+                F.PeerMsg(h.room, m.seq, lc, m.kind, m.nick, m.text, self._wire_ts(m.ts, now, True), m.mid)
             )
         items.sort(key=lambda m: (m.lc, m.nick))
         # a member's messages from where its stream to us starts arrive live: not history

@@ -313,3 +313,25 @@ def test_a_peer_cannot_rename_itself_into_someone_else():
     net.call(addr(1), p1.post, "@p0", "the real p1")
     net.run_until(net.now + 0.3)
     assert [(e.room, e.nick, e.text) for e in of(net, 0, E.MessageReceived)] == [("@p1", "p1", "the real p1")]
+
+
+def test_history_replies_fit_a_datagram_whatever_they_hold():
+    node = PeerNode("p0", timing=timing())
+    name = "r" * 32  # the longest room name
+    node.join(name, 0.0)
+    room = node.rooms[name]
+    big = F.PeerMsg(name, 2**62, 2**62, F.EV_MSG, "\U0001f600" * 24, "\U0001f600" * 250, 1e18, 2**63 - 1)
+    for k in range(5):
+        room.history.append(big)
+        room.history.append(F.PeerMsg(name, k + 1, k + 1, F.EV_MSG, "bob", "x" * (200 * k), 1.0, k + 1))
+    frames = node._history_frames(room)
+    assert sum(len(f.items) for f in frames) >= 5
+    for f in frames:
+        assert len(F.encode([F.Sid(2**63 - 1), f])) <= F.MAX_DATAGRAM
+    # the longest message an honest member can send, in the longest room, still goes (its item
+    # without the room name) and arrives whole
+    honest = F.PeerMsg(name, 1, 7, F.EV_MSG, "\U0001f600" * 24, "\U0001f600" * 250, 1.7e9, 2**63 - 1)
+    room.history.clear()
+    room.history.append(honest)
+    (f,) = node._history_frames(room)
+    assert len(F.encode([F.Sid(2**63 - 1), f])) <= F.MAX_DATAGRAM and f.items[0].text == honest.text
