@@ -61,11 +61,15 @@ HOSTS = st.one_of(
 SMALL = st.one_of(st.integers(-2, 6), ints())
 
 
+def _wire(n: int) -> int:
+    return max(-(2**63), min(2**64 - 1, n))  # what msgpack can carry
+
+
 def _msg(room_kind, off, lc, nick, text, ts, mid):
     room, kind = room_kind
 
     def make(p0_view):
-        return F.PeerMsg(room, p0_view(room) + off, lc, kind, nick, text, ts, mid)
+        return F.PeerMsg(room, _wire(p0_view(room) + off), lc, kind, nick, text, ts, mid)
 
     return make
 
@@ -73,7 +77,7 @@ def _msg(room_kind, off, lc, nick, text, ts, mid):
 def _join(room, nick, base, top, lc, topic, tlc, tby, ask, hist, since):
     def make(p0_view, node):
         return F.PeerJoin(
-            room, nick, node, p0_view(room) + base, top, lc, "", topic, tlc, tby, ask, hist, since
+            room, nick, node, _wire(p0_view(room) + base), top, lc, "", topic, tlc, tby, ask, hist, since
         )
 
     return make
