@@ -107,6 +107,7 @@ LC_STEP = 1 << 32
 LC_MAX = 1 << 62
 TS_SKEW = 86_400.0  # a wire timestamp further than this from our clock is replaced by ours
 MAX_RX_BYTES = 256 * 1024  # out-of-order messages buffered per link (all its streams)
+RX_ITEM_BYTES = 448  # what one buffered message costs besides its text (measured: tracemalloc)
 MAX_RX_ITEMS = 2048  # ... and per stream
 #: dialing addresses learned from gossip: at most this many new links a second, and the bytes
 #: sent to an address that never answered are paid from the gossiping link's credit, which
@@ -1449,7 +1450,7 @@ class PeerNode:
         if m.seq != rx.next:  # what this link may buffer, over all its streams
             used = sum(x.rx.bytes for x in link.rooms.values() if x.rx is not None)
             rx.max_bytes = max(1, MAX_RX_BYTES - (used - rx.bytes))
-        fresh = rx.offer(m.seq, m, 64 + len(m.text))
+        fresh = rx.offer(m.seq, m, RX_ITEM_BYTES + len(m.text.encode()))
         if not fresh:
             self.stats["duplicates"] += 1
         self._deliver(link, lr, now)

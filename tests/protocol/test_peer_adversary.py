@@ -152,7 +152,7 @@ def check(net, nodes, watched, posted):
         assert len(node.links) <= P.MAX_LINKS
         for link in node.links.values():
             held = sum(lr.rx.bytes for lr in link.rooms.values() if lr.rx is not None)
-            assert held <= P.MAX_RX_BYTES + 64 + MAX_TEXT_BYTES
+            assert held <= P.MAX_RX_BYTES + P.RX_ITEM_BYTES + MAX_TEXT_BYTES
             assert len(link.rooms) <= P.MAX_ROOMS + 1
 
 
