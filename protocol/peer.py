@@ -242,6 +242,7 @@ class Link:
         self.rx_token = 0
         self.tx_token = 0
         self.answered = False  # a handshake with this address completed once
+        self.knocked = False  # a gossiped address answered our knock (see PeerNode._send_hello)
         self.via: Addr | None = None  # learned from this link's gossip: it pays our Hellos
         self.credit = 0.0  # bytes we may send to addresses its gossip named
         self.repair = RepairBudget(REPAIR_WINDOW, timing.rto_min, now)
@@ -681,19 +682,23 @@ class PeerNode:
     def _send_hello(self, link: Link, now: float) -> None:
         if not link.rx_token:
             link.rx_token = _rand63()  # this attempt's secret: their Welcome must come with it
-        args = (F.VERSION, self.nick, link.cookie)
-        rest = (link.rx_token, "", 1, 0, self.node)
-        pad = F.hello_padding(F.size_of((F.Hello(*args, b"", *rest),)))
-        hello = F.Hello(*args, pad, *rest)
-        if not link.contact and not link.answered:
-            # an address only gossip named: the gossiping link pays (see MAX_DIAL_CREDIT)
+        if not link.contact and not link.answered and not link.knocked:
+            # An address only gossip named: first a knock, a bare Sid of our nonce that any peer
+            # answers with a Reset echoing it (the address hosts a willing peer: now the padded
+            # Hello). Knocks are paid from the gossiping link's credit (see MAX_DIAL_CREDIT), so
+            # gossip cannot make us send much to addresses that never answer.
             payer = self.links.get(link.via) if link.via is not None else None
-            cost = F.size_of((hello,))
-            if payer is None or payer.credit < cost:
+            knock = F.encode([F.Sid(link.rx_token)])
+            if payer is None or payer.credit < len(knock):
                 link.hello_at = now + max(link.rtt.rto, self.timing.keepalive / 2)
                 return
-            payer.credit -= cost
-        link.out.append(hello)
+            payer.credit -= len(knock)
+            self._raw.append((knock, link.addr))
+        else:
+            args = (F.VERSION, self.nick, link.cookie)
+            rest = (link.rx_token, "", 1, 0, self.node)
+            pad = F.hello_padding(F.size_of((F.Hello(*args, b"", *rest),)))
+            link.out.append(F.Hello(*args, pad, *rest))
         link.hello_tries += 1
         link.hello_sent = now
         t = self.timing
@@ -937,6 +942,12 @@ class PeerNode:
                 reason = frame.reason[:200]
                 self._events.append(E.Notice(f"peer {_fmt(link.addr)} refused: {reason}"))
                 self.links.pop(link.addr, None)
+                return
+            elif tp is F.Reset and link.state == HELLO and link.rx_token and frame.token == link.rx_token:
+                if not link.knocked:  # our knock was answered: a peer lives there
+                    link.knocked = True
+                    link.hello_tries = 0
+                    self._send_hello(link, now)
                 return
             elif tp is F.Reset and link.state == UP and link.tx_token and frame.token == link.tx_token:
                 # they have no state for our link (restarted, or timed us out), and it echoes the

@@ -335,3 +335,22 @@ def test_history_replies_fit_a_datagram_whatever_they_hold():
     room.history.append(honest)
     (f,) = node._history_frames(room)
     assert len(F.encode([F.Sid(2**63 - 1), f])) <= F.MAX_DATAGRAM and f.items[0].text == honest.text
+
+
+def test_paying_for_gossip_does_not_slow_the_mesh_down():
+    """Gossip-dialed addresses are paid for with a knock (a bare Sid answered by a Reset) before
+    the padded Hello: a chain of peers still meshes in a few round trips with the default timings
+    (paying padded Hellos from gossip credit took 105 s for six peers)."""
+    from udproom.protocol.reliability import Timing
+
+    net = FakeNet(seed=1, imp=Impairment(delay=0.01))
+    nodes = []
+    for i in range(6):
+        node = net.add(addr(i), PeerNode(f"p{i}", timing=Timing()))
+        nodes.append(node)
+        net.call(addr(i), node.join, "lobby")
+        if i:
+            net.call(addr(i), node.add_peer, addr(i - 1))
+    net.run_while(lambda: not all(len(x.members("lobby")) == 6 for x in nodes), 2.0)
+    assert all(len(x.members("lobby")) == 6 for x in nodes)
+    assert all(len(x.links) == 5 for x in nodes)
