@@ -19,7 +19,8 @@ How it works (README has the long form):
   is confirmed only by its own PeerJoin. Members send each other `PeerList` (the other members,
   with the address as the sender sees each one), so joining through any one member links you to
   all of them, and every pair then talks directly. Gossip only names addresses to dial: at a
-  bounded rate, unicast only, paid from the gossiping link's credit (`MAX_DIAL_CREDIT`).
+  bounded rate, unicast only, each knocked at first (`_send_hello`) with knocks paid from the
+  gossiping link's credit (`MAX_DIAL_CREDIT`).
 - **Streams.** Each sender numbers its own messages per room (`PeerMsg.seq`); the DM stream of a
   pair is room "". The PeerJoin a sender gives a receiver names the first sequence that receiver
   will get (`base`): a new member gets the sender's messages of the last two keepalives (and
@@ -109,7 +110,7 @@ TS_SKEW = 86_400.0  # a wire timestamp further than this from our clock is repla
 MAX_RX_BYTES = 256 * 1024  # out-of-order messages buffered per link (all its streams)
 RX_ITEM_BYTES = 448  # what one buffered message costs besides its text (measured: tracemalloc)
 MAX_RX_ITEMS = 2048  # ... and per stream
-#: dialing addresses learned from gossip: at most this many new links a second, and the bytes
+#: dialing addresses learned from gossip: at most this many new links a second, and the knocks
 #: sent to an address that never answered are paid from the gossiping link's credit, which
 #: grows by AMPLIFICATION x the bytes of each gossip datagram it sent us (and is capped)
 DIAL_RATE = 20.0
