@@ -354,3 +354,30 @@ def test_paying_for_gossip_does_not_slow_the_mesh_down():
     net.run_while(lambda: not all(len(x.members("lobby")) == 6 for x in nodes), 2.0)
     assert all(len(x.members("lobby")) == 6 for x in nodes)
     assert all(len(x.links) == 5 for x in nodes)
+
+
+def test_forged_answers_to_a_hello_in_flight_are_not_believed():
+    """While p0's handshake with p1 is under way, a forger who knows p1's address (and node id)
+    answers for it: a Welcome with a fake identity, a Refuse, a Retry. None is tied to p0's nonce:
+    the link neither adopts the fake identity nor gives up, and completes with the real p1."""
+    net = FakeNet(seed=8)
+    p0 = net.add(addr(0), PeerNode("p0", timing=timing()))
+    p1 = net.add(addr(1), PeerNode("p1", timing=timing()))
+    for i, node in enumerate((p0, p1)):
+        net.call(addr(i), node.join, "lobby")
+    adv = Adversary(net, FORGER)
+    net.dark_links[addr(1)] = [(0.0, 0.3)]  # p1 hears nothing yet
+    net.call(addr(0), p0.add_peer, addr(1))
+    for k in range(5):
+        for f in (
+            F.Welcome(F.VERSION, "impostor", 4242, 100, 600, 77, k),
+            F.Refuse("go away", [1], k),
+            F.Retry(b"z" * 16),
+        ):
+            adv.forge(F.encode([f]), addr(0), src=addr(1))
+        net.run_until(net.now + 0.05)
+    link = p0.links.get(addr(1))
+    assert link is not None and link.node in (0, p1.node)
+    assert not [e for e in of(net, 0, E.Notice) if "refused" in e.text]
+    net.run_while(lambda: "p1" not in p0.members("lobby"), net.now + 3.0)
+    assert p0.links[addr(1)].node == p1.node and p0.members("lobby") == ["p0", "p1"]
