@@ -804,10 +804,19 @@ class PeerNode:
             return f"bad nick: {exc}"
         if hello.node <= 0 or hello.nonce <= 0:
             return "bad node id"
-        # Node ids are claims: two links may carry one (a peer reached at two addresses, or a
-        # newcomer copying someone's id); refusing the second would let the first lock the
-        # other out, so nothing is decided by a node id alone.
+        # Node ids are claims, so a node id alone decides nothing (refusing a second link with
+        # one would let a newcomer copying an id lock its owner out). The same id *and* nick at
+        # another address is the same peer reached twice (or one whose nick clash hides it anyway).
+        if self._linked_elsewhere(hello.node, hello.nick, addr):
+            return "already linked by another address"
         return None
+
+    def _linked_elsewhere(self, node: int, nick: str, addr: Addr | None) -> bool:
+        key = nick_key(nick)
+        return any(
+            lk.state == UP and lk.node == node and lk.addr != addr and nick_key(lk.nick) == key
+            for lk in self.links.values()
+        )
 
     def _welcome(self, link: Link) -> F.Welcome:
         t = self.timing
@@ -1249,10 +1258,12 @@ class PeerNode:
         if pl.peers and self._dgram_size:
             link.credit = min(MAX_DIAL_CREDIT, link.credit + AMPLIFICATION * self._dgram_size)
             self._dgram_size = 0  # one datagram earns once, whatever it carries
-        for entry in pl.peers[:GOSSIP_ENTRIES]:
-            _nick, host, port = entry
+        for i, entry in enumerate(pl.peers[:GOSSIP_ENTRIES]):
+            nick, host, port = entry
             if not (0 < port < 65536) or not isinstance(host, str) or len(host) > 64 or not _dialable(host):
                 continue
+            if i < len(pl.ids) and self._linked_elsewhere(pl.ids[i], nick, None):
+                continue  # someone we have, by another address (its id and nick both match)
             try:
                 addr = self.addr_map(host, port)
             except (ValueError, TypeError, OSError):
