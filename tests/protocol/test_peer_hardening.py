@@ -381,3 +381,26 @@ def test_forged_answers_to_a_hello_in_flight_are_not_believed():
     assert not [e for e in of(net, 0, E.Notice) if "refused" in e.text]
     net.run_while(lambda: "p1" not in p0.members("lobby"), net.now + 3.0)
     assert p0.links[addr(1)].node == p1.node and p0.members("lobby") == ["p0", "p1"]
+
+
+def test_gossip_credit_is_three_times_the_gossip_and_knocks_wait_for_it():
+    net, (p0, p1, mallory) = trio(watch=True)
+    watched = net.nodes[addr(0)]
+    link = p0.links[addr(MALLORY)]
+    link.credit = 0.0
+    before = watched.bytes_in[addr(MALLORY)]
+    known = [("p1", addr(1)[0], addr(1)[1])]  # nobody new: nothing to spend it on
+    send_as(net, mallory, MALLORY, 0, [F.PeerList("lobby", known, [p1.node])])
+    net.run_until(net.now + 0.003)
+    size = watched.bytes_in[addr(MALLORY)] - before
+    assert link.credit == 3 * size
+    # with less credit than a knock, a new address is not even knocked at; with enough, it is
+    link.credit = 5.0
+    victim = ("192.168.50.50", 5050)
+    p0._on_list(link, F.PeerList("lobby", [("v", *victim)], [1]), net.now)
+    net.flush(addr(0))
+    assert watched.bytes_out.get(victim, 0) == 0 and victim in p0.links
+    knock = len(F.encode([F.Sid(p0.links[victim].rx_token)]))
+    link.credit = float(knock)
+    net.run_until(p0.links[victim].hello_at)
+    assert watched.bytes_out.get(victim, 0) == knock and link.credit < knock
