@@ -49,6 +49,9 @@ class Hello(Frame, tag=1):
     #: the token of the session this client had before (at any address): the relay ends that one
     #: (a client whose address changed under NAT comes back without colliding with its ghost)
     resume: int = 0
+    #: direct mode: the sender's node id (random per process); `nonce` is then the sender's
+    #: secret for this link attempt (the `Sid` token the answerer must put on every datagram)
+    node: int = 0
 
 
 class Retry(Frame, tag=2):

@@ -8,26 +8,32 @@ How it works (README has the long form):
 - **Links.** Each pair of peers talks directly over a *link*, keyed by the address that worked.
   A link starts with the relay's stateless handshake: a padded Hello earns a Retry with an HMAC
   cookie (`cookies.CookieJar`), and only a Hello carrying a valid cookie creates state; before
-  that, answers are limited to 3x the bytes received. Hello's `nonce` carries the sender's *node
-  id* (random per process) and Welcome's `epoch` the answerer's, so a restarted peer on the same
-  address is told apart from a returning one.
+  that, answers are limited to 3x the bytes received. Hello's `nonce` is a secret per attempt and
+  its `node` the sender's node id (random per process); Welcome echoes the nonce and carries the
+  answerer's node id (`epoch`) and token. Every later datagram on the link starts with
+  `Sid(receiver's token)`; without it only handshake steps tied to a secret count (see
+  `_unauthenticated`), so an off-path forger who knows an address cannot speak for a link. A
+  new node id on a link is a restarted peer; node ids decide nothing else.
 - **Membership by gossip.** A peer in a room sends `PeerJoin(room, ...)` to every linked peer
   (`ask=True`, retried with backoff until answered; a non-member answers `PeerLeave`). A member
   is confirmed only by its own PeerJoin. Members send each other `PeerList` (the other members,
   with the address as the sender sees each one), so joining through any one member links you to
-  all of them, and every pair then talks directly.
+  all of them, and every pair then talks directly. Gossip only names addresses to dial: at a
+  bounded rate, unicast only, each knocked at first (`_send_hello`) with knocks paid from the
+  gossiping link's credit (`MAX_DIAL_CREDIT`).
 - **Streams.** Each sender numbers its own messages per room (`PeerMsg.seq`); the DM stream of a
   pair is room "". The PeerJoin a sender gives a receiver names the first sequence that receiver
   will get (`base`): a new member gets the sender's messages of the last two keepalives (and
   anything still unacknowledged), which closes the race between sending and learning of a new
-  member (those stamped before the receiver joined are flagged `history`).
+  member (those sent before the sender knew of the receiver are flagged `history`).
   Receivers deliver each sender's stream in order (`RecvStream`), ack it (cumulative + SACK
   ranges, delayed `ack_delay`), NACK holes (paced per RTT); senders
   retransmit on an RFC 6298 RTO with backoff. Message ids (`mid`) suppress duplicates across
   retransmits, re-links and history. A post is acknowledged (`PostAcknowledged`) once every peer
   that was in the room when it was sent (or joined within the window) acked it, or left; after
   `timing.give_up` it is reported failed (`PostFailed`) but still retransmitted.
-- **Order.** A Lamport clock (`lc`) stamps every message: bumped on post, max-merged on receipt.
+- **Order.** A Lamport clock (`lc`) stamps every message: bumped on post, max-merged on receipt
+  (stamps from the wire checked against the same sender's earlier ones: `_wire_lc`).
   The room's *final order* is by `(lc, nick)`; it is the same on every peer because the stamp
   travels with the message. Messages are delivered as soon as they are in order for their sender
   (a chat cannot wait for the slowest peer), so `MessageReceived.seq` carries `lc` in direct mode
@@ -41,11 +47,14 @@ How it works (README has the long form):
 - **History.** A peer joining through a contact (an address given to `add_peer`) asks it for
   history (`PeerJoin.history`) and gets its recent room messages as `PeerHistory`.
 - **Limits.** Names and text are checked with `names.py` (bad input counts as malformed and is
-  dropped), per-link token buckets, and caps on links, rooms, members and buffered data.
+  dropped), per-link token buckets, a per-link `RepairBudget` for everything resent, and caps on
+  links, rooms, members and buffered data (by bytes). A message is from the link it came over.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -53,7 +62,7 @@ from collections.abc import Callable
 from . import events as E
 from . import frames as F
 from .backend import OutboxFull
-from .cookies import CookieJar, SourceLimiter, amplification_ok, hello_padded
+from .cookies import AMPLIFICATION, CookieJar, SourceLimiter, amplification_ok, hello_padded
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TEXT_BYTES,
@@ -63,8 +72,17 @@ from .names import (
     check_nick,
     check_text,
     is_direct,
+    nick_key,
 )
-from .reliability import DedupeWindow, RecvStream, RttEstimator, Timing, TokenBucket, iter_ranges
+from .reliability import (
+    DedupeWindow,
+    RecvStream,
+    RepairBudget,
+    RttEstimator,
+    Timing,
+    TokenBucket,
+    iter_ranges,
+)
 
 Addr = tuple
 
@@ -77,11 +95,27 @@ MAX_OUTBOX = 5000
 MAX_KEPT = 2048  # own messages kept per stream for retransmission / late members
 ASK_TRIES = 8
 ACK_EVERY = 32
-REPAIR_BUDGET = 24_000
-GOSSIP_CHUNK = 20
+REPAIR_WINDOW = 24_000  # bytes of repair (retransmits, NACK answers, history) per link per RTT
+GOSSIP_ENTRIES = 80  # entries of one PeerList we act on
 MSG_RATE = 2000.0  # frames per second per link
 MSG_BURST = 4000.0
 HELLO_RATE = 20.0
+#: Lamport stamps from the wire are checked against what the same sender said before, never
+#: against our own clock (so every honest peer decides alike and the order stays one): each later
+#: than its previous, at most LC_STEP beyond it (2**64-1 would pin a line or a topic for ever),
+#: and no clock ever passes LC_MAX
+LC_STEP = 1 << 32
+LC_MAX = 1 << 62
+TS_SKEW = 86_400.0  # a wire timestamp further than this from our clock is replaced by ours
+MAX_RX_BYTES = 256 * 1024  # out-of-order messages buffered per link (all its streams)
+RX_ITEM_BYTES = 448  # what one buffered message costs besides its text (measured: tracemalloc)
+MAX_RX_ITEMS = 2048  # ... and per stream
+#: dialing addresses learned from gossip: at most this many new links a second, and the knocks
+#: sent to an address that never answered are paid from the gossiping link's credit, which
+#: grows by AMPLIFICATION x the bytes of each gossip datagram it sent us (and is capped)
+DIAL_RATE = 20.0
+MAX_DIAL_CREDIT = 64 * 1200
+SID_ROOM = 24  # a datagram's array header and its Sid frame, with room to spare
 
 _ROOM_KINDS = (F.EV_MSG, F.EV_ACTION)
 _DM_KINDS = (F.EV_DM, F.EV_DM_ACTION)
@@ -144,6 +178,11 @@ class LinkRoom:
         "history_sent",
         "history_until",
         "history_want",
+        "join_lc",
+        "join_sent",
+        "join_top",
+        "lc_last",
+        "live_from",
         "member",
         "name",
         "rx",
@@ -170,6 +209,15 @@ class LinkRoom:
         #: joiner of the two refuses itself and leaves (see PeerNode._on_join)
         self.hidden = False
         self.since = 0.0  # when they joined the room (their clock), from their PeerJoin
+        #: their clock as their PeerJoins told it: every message after `join_top` is stamped later
+        #: than `join_lc` (a sender's clock never goes back), and each later than the one before
+        self.join_top = 0
+        self.join_lc = 0
+        self.lc_last = 0
+        #: first sequence of their stream sent after they knew of us: anything before is the join
+        #: window (history), decided by what we know and not by their clock
+        self.live_from = 0
+        self.join_sent = -1e18  # our last PeerJoin answering theirs (answers are paced per RTT)
 
 
 class Link:
@@ -178,6 +226,9 @@ class Link:
         self.state = HELLO
         self.node = 0
         self.nick = ""
+        self.nick_at = (
+            now  # since when it has had this nick (of two links with one nick, the earlier owns it)
+        )
         self.away = ""
         self.cookie = b""
         self.hello_tries = 0
@@ -185,6 +236,17 @@ class Link:
         self.hello_sent = now
         self.started = now
         self.contact = False  # given by add_peer: retried forever, asked for history
+        #: Every datagram on an established link starts with Sid(token of its receiver): ours
+        #: (`rx_token`, our Hello's nonce, or what our Welcome gave) is checked on everything that
+        #: arrives, theirs (`tx_token`) goes on everything we send. An off-path forger who knows
+        #: the address (gossip tells it) cannot speak for the link.
+        self.rx_token = 0
+        self.tx_token = 0
+        self.answered = False  # a handshake with this address completed once
+        self.knocked = False  # a gossiped address answered our knock (see PeerNode._send_hello)
+        self.via: Addr | None = None  # learned from this link's gossip: it pays our Hellos
+        self.credit = 0.0  # bytes we may send to addresses its gossip named
+        self.repair = RepairBudget(REPAIR_WINDOW, timing.rto_min, now)
         self.fails = 0
         self.hint_rooms: set[str] = set()
         self.last_heard = now
@@ -204,11 +266,12 @@ class Link:
 
 
 class Room:
-    __slots__ = ("history", "joined_ts", "name", "out", "topic", "topic_key")
+    __slots__ = ("history", "joined_at", "joined_ts", "name", "out", "topic", "topic_key")
 
-    def __init__(self, name: str, history: int, joined_ts: float = 0.0) -> None:
+    def __init__(self, name: str, history: int, joined_ts: float = 0.0, joined_at: float = 0.0) -> None:
         self.name = name
         self.joined_ts = joined_ts
+        self.joined_at = joined_at  # our clock (monotonic)
         self.out = OutStream(name)
         self.topic = ""
         self.topic_key: tuple[int, str] = (0, "")
@@ -248,6 +311,8 @@ class PeerNode:
         self._raw: list[tuple[bytes, Addr]] = []
         self._hello_limit = SourceLimiter(HELLO_RATE)
         self._hints: dict[Addr, tuple[float, int]] = {}  # addr -> (not before, failures)
+        self._dials = TokenBucket(DIAL_RATE, DIAL_RATE, 0.0)
+        self._dgram_size = 0  # of the datagram being handled
         self._seen = DedupeWindow(65536)
         self._next_local = 1
         self._failed: dict[int, tuple[str, str, bool]] = {}
@@ -258,6 +323,7 @@ class PeerNode:
                 "datagrams_out",
                 "malformed",
                 "unknown_source",
+                "unauthenticated",
                 "rate_limited",
                 "duplicates",
                 "retransmits",
@@ -274,7 +340,7 @@ class PeerNode:
         addr = self._key(addr)
         link = self.links.get(addr)
         if link is None:
-            link = self._new_link(addr, now)
+            link = self._new_link(addr, now, contact=True)
             if link is None:
                 raise NameError_(f"too many peers ({MAX_LINKS})")
         link.contact = True
@@ -286,7 +352,7 @@ class PeerNode:
             return
         if len(self.rooms) >= MAX_ROOMS:
             raise NameError_(f"you are in {len(self.rooms)} rooms already")
-        self.rooms[name] = Room(name, self.history, self._ts(now))
+        self.rooms[name] = Room(name, self.history, self._ts(now), now)
         self._events.append(E.RoomJoined(name, self.nick, (E.Member(self.nick, self.away),), ""))
         for link in self.links.values():
             lr = link.rooms.setdefault(name, LinkRoom(name))
@@ -312,14 +378,7 @@ class PeerNode:
             raise OutboxFull(f"{MAX_OUTBOX} messages are waiting for peers; wait a moment")
         if is_direct(room):
             target = check_nick(room[1:])
-            link = next(
-                (
-                    lk
-                    for lk in self.links.values()
-                    if lk.state == UP and lk.nick.casefold() == target.casefold()
-                ),
-                None,
-            )
+            link = self._owner(target)
             if link is None:
                 raise NameError_(f"no one called {target} is here")
             local_id = self._send_msg(
@@ -350,7 +409,7 @@ class PeerNode:
             return
         for name in self.rooms:
             for link in self._members(name):
-                if link.nick.casefold() == nick.casefold():
+                if nick_key(link.nick) == nick_key(nick):
                     self._events.append(E.RequestRefused("nick", name, f"nick {nick} is taken in #{name}"))
                     return
         old, self.nick = self.nick, nick
@@ -365,7 +424,7 @@ class PeerNode:
         r = self.rooms.get(name)
         if r is None:
             raise NameError_(f"you are not in #{name}")
-        self.lc += 1
+        self._tick()
         r.topic, r.topic_key = topic, (self.lc, self.nick)
         self._events.append(E.TopicChanged(name, self.lc, self.nick, topic, self._ts(now)))
         self._refresh_all(now)
@@ -443,7 +502,26 @@ class PeerNode:
             self._from_unknown(frames, addr, len(data), now)
             self._schedule(now)
             return
-        for frame in frames:
+        first = frames[0]
+        if type(first) is not F.Sid:
+            # Without the link's token only handshake frames count, each tied to what only the
+            # real peer knows (a cookie, our nonce, our token): see _unauthenticated.
+            try:
+                self._unauthenticated(link, frames, len(data), now)
+            except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
+                st["malformed"] += 1
+            self._schedule(now)
+            return
+        if not link.rx_token or first.token != link.rx_token:
+            # forged, or from a peer that lost our link (restarted, timed us out, or we started
+            # over): tell it, echoing its token, so that only the real sender believes the Reset
+            st["unauthenticated"] += 1
+            if self._hello_ok(addr, now) and not any(isinstance(f, (F.Bye, F.Reset)) for f in frames):
+                self._reply_limited(addr, len(data), [F.Reset(first.token)])
+            self._schedule(now)
+            return
+        self._dgram_size = len(data)
+        for frame in frames[1:]:
             try:
                 self._handle(link, frame, now)
             except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
@@ -465,7 +543,8 @@ class PeerNode:
                 continue
             link.out = []
             link.last_sent = now
-            for d in F.pack(frames):
+            sid = F.Sid(link.tx_token) if link.state == UP and link.tx_token else None
+            for d in F.pack(frames, prefix=sid):
                 out.append((d, link.addr))
         self.stats["datagrams_out"] += len(out)
         self._schedule(now)
@@ -581,12 +660,20 @@ class PeerNode:
 
     def _bump(self, lc: int) -> None:
         if lc > self.lc:
-            self.lc = min(lc, 1 << 62)
+            self.lc = min(lc, LC_MAX)
 
-    def _new_link(self, addr: Addr, now: float) -> Link | None:
+    def _tick(self) -> int:
+        self.lc = min(self.lc + 1, LC_MAX)
+        return self.lc
+
+    def _new_link(
+        self, addr: Addr, now: float, contact: bool = False, via: Addr | None = None
+    ) -> Link | None:
         if len(self.links) >= MAX_LINKS:
             return None
         link = Link(addr, now, self.timing)
+        link.contact = contact
+        link.via = via
         self.links[addr] = link
         for name in self.rooms:
             link.rooms[name] = LinkRoom(name)
@@ -594,9 +681,25 @@ class PeerNode:
         return link
 
     def _send_hello(self, link: Link, now: float) -> None:
-        hello = F.Hello(F.VERSION, self.nick, link.cookie, b"", self.node)
-        pad = F.hello_padding(F.size_of((hello,)))
-        link.out.append(F.Hello(F.VERSION, self.nick, link.cookie, pad, self.node))
+        if not link.rx_token:
+            link.rx_token = _rand63()  # this attempt's secret: their Welcome must come with it
+        if not link.contact and not link.answered and not link.knocked:
+            # An address only gossip named: first a knock, a bare Sid of our nonce that any peer
+            # answers with a Reset echoing it (the address hosts a willing peer: now the padded
+            # Hello). Knocks are paid from the gossiping link's credit (see MAX_DIAL_CREDIT), so
+            # gossip cannot make us send much to addresses that never answer.
+            payer = self.links.get(link.via) if link.via is not None else None
+            knock = F.encode([F.Sid(link.rx_token)])
+            if payer is None or payer.credit < len(knock):
+                link.hello_at = now + max(link.rtt.rto, self.timing.keepalive / 2)
+                return
+            payer.credit -= len(knock)
+            self._raw.append((knock, link.addr))
+        else:
+            args = (F.VERSION, self.nick, link.cookie)
+            rest = (link.rx_token, "", 1, 0, self.node)
+            pad = F.hello_padding(F.size_of((F.Hello(*args, b"", *rest),)))
+            link.out.append(F.Hello(*args, pad, *rest))
         link.hello_tries += 1
         link.hello_sent = now
         t = self.timing
@@ -605,6 +708,7 @@ class PeerNode:
     def _rehandshake(self, link: Link, now: float) -> None:
         link.state = HELLO
         link.cookie = b""
+        link.rx_token = link.tx_token = 0
         link.hello_tries = 0
         link.started = now
         link.out = []
@@ -630,6 +734,7 @@ class PeerNode:
             wait = min(t.reconnect_max, t.reconnect_min * 2 ** min(link.fails, 16))
             link.state = HELLO
             link.cookie = b""
+            link.rx_token = link.tx_token = 0
             link.hello_tries = 0
             link.started = now + wait
             link.hello_at = now + wait
@@ -658,10 +763,14 @@ class PeerNode:
         hello = frames[0]
         if not isinstance(hello, F.Hello):
             self.stats["unknown_source"] += 1
-            if self._hello_ok(addr, now) and not any(
-                isinstance(f, (F.Bye, F.Reset, F.Refuse, F.Retry, F.Welcome)) for f in frames
+            # a peer of a link we do not have (we restarted, or dropped it): tell it, with the
+            # token it sent, so that only the real owner of that link believes us
+            if (
+                type(hello) is F.Sid
+                and self._hello_ok(addr, now)
+                and not any(isinstance(f, (F.Bye, F.Reset, F.Refuse, F.Retry, F.Welcome)) for f in frames)
             ):
-                self._reply_limited(addr, size, [F.Reset()])
+                self._reply_limited(addr, size, [F.Reset(hello.token)])
             return
         if not hello_padded(size):  # an unpadded Hello could buy a Retry bigger than itself
             self.stats["unpadded"] = self.stats.get("unpadded", 0) + 1
@@ -677,16 +786,17 @@ class PeerNode:
         if refusal is None and len(self.links) >= MAX_LINKS:
             refusal = "too many peers here"
         if refusal is not None:
-            self._reply_limited(addr, size, [F.Refuse(refusal, list(F.SUPPORTED_VERSIONS))])
+            self._reply_limited(addr, size, [F.Refuse(refusal, list(F.SUPPORTED_VERSIONS), hello.nonce)])
             return
-        if hello.nonce == self.node:
+        if hello.node == self.node:
             return  # ourselves, by another address
         link = Link(addr, now, self.timing)
+        link.rx_token = _rand63()
         self.links[addr] = link
         for name in self.rooms:
             link.rooms[name] = LinkRoom(name)
-        self._establish(link, hello.nonce, hello.nick, now)
-        link.out.insert(0, self._welcome())
+        self._establish(link, hello.node, hello.nick, now, hello.nonce)
+        link.out.insert(0, self._welcome(link))
 
     def _check_hello(self, hello: F.Hello, addr: Addr) -> str | None:
         if hello.version not in F.SUPPORTED_VERSIONS:
@@ -695,28 +805,41 @@ class PeerNode:
             check_nick(hello.nick)
         except NameError_ as exc:
             return f"bad nick: {exc}"
-        if hello.nonce <= 0:
+        if hello.node <= 0 or hello.nonce <= 0:
             return "bad node id"
-        for other in self.links.values():
-            if other.state == UP and other.node == hello.nonce and other.addr != addr:
-                return "already linked by another address"
+        # Node ids are claims, so a node id alone decides nothing (refusing a second link with
+        # one would let a newcomer copying an id lock its owner out). The same id *and* nick at
+        # another address is the same peer reached twice (or one whose nick clash hides it anyway).
+        if self._linked_elsewhere(hello.node, hello.nick, addr):
+            return "already linked by another address"
         return None
 
-    def _welcome(self) -> F.Welcome:
-        t = self.timing
-        return F.Welcome(F.VERSION, self.nick, self.node, int(t.keepalive * 1000), int(t.timeout * 1000))
+    def _linked_elsewhere(self, node: int, nick: str, addr: Addr | None) -> bool:
+        key = nick_key(nick)
+        return any(
+            lk.state == UP and lk.node == node and lk.addr != addr and nick_key(lk.nick) == key
+            for lk in self.links.values()
+        )
 
-    def _establish(self, link: Link, node: int, nick: str, now: float) -> None:
+    def _welcome(self, link: Link) -> F.Welcome:
+        t = self.timing
+        ka, to = int(t.keepalive * 1000), int(t.timeout * 1000)
+        return F.Welcome(F.VERSION, self.nick, self.node, ka, to, link.rx_token, link.tx_token)
+
+    def _establish(self, link: Link, node: int, nick: str, now: float, tx_token: int) -> None:
         if link.node and link.node != node:
             self._forget(link, now, "restarted")
         first = not link.node
         link.node = node
+        link.tx_token = tx_token
+        link.answered = True
+        link.out = [f for f in link.out if type(f) is not F.Hello]
         link.state = UP
         link.fails = 0
         link.last_heard = now
         link.refresh_at = now + self.timing.keepalive
         if first:
-            link.nick = nick
+            link.nick, link.nick_at = nick, now
             self.stats["links_opened"] += 1
         elif nick != link.nick:
             self._renamed(link, nick, now)
@@ -770,25 +893,23 @@ class PeerNode:
     # ------------------------------------------------------------------ frames from links
 
     def _handle(self, link: Link, frame: F.Frame, now: float) -> None:
+        """A frame of a datagram that carried our token for this link."""
         tp = type(frame)
         if link.state == HELLO:
-            if tp is F.Retry:
-                if frame.cookie and len(frame.cookie) <= 64:
-                    link.cookie = frame.cookie
-                    link.hello_tries = 0
-                    self._send_hello(link, now)
-            elif tp is F.Welcome:
-                if frame.version in F.SUPPORTED_VERSIONS and frame.epoch > 0 and frame.epoch != self.node:
-                    check_nick(frame.nick)
-                    sample = link.hello_tries == 1
-                    self._establish(link, frame.epoch, frame.nick, now)
-                    if sample:
-                        link.rtt.sample(now - link.hello_sent)
-            elif tp is F.Hello:
-                self._hello_on_link(link, frame, now)
-            elif tp is F.Refuse:
-                self._events.append(E.Notice(f"peer {_fmt(link.addr)} refused: {frame.reason}"))
-                self.links.pop(link.addr, None)
+            # the answer to our Hello: it came with our nonce (the Sid), so it is theirs
+            if (
+                tp is F.Welcome
+                and frame.version in F.SUPPORTED_VERSIONS
+                and frame.epoch > 0
+                and frame.epoch != self.node
+                and frame.token > 0
+                and frame.nonce == link.rx_token
+            ):
+                check_nick(frame.nick)
+                sample = link.hello_tries == 1
+                self._establish(link, frame.epoch, frame.nick, now, frame.token)
+                if sample:
+                    link.rtt.sample(now - link.hello_sent)
             return
         link.last_heard = now
         if tp is F.PeerMsg:
@@ -811,51 +932,105 @@ class PeerNode:
             sent = link.ping_sent.pop(frame.token, None)
             if sent is not None:
                 link.rtt.sample(now - sent)
-        elif tp is F.Hello:
-            self._hello_on_link(link, frame, now)
         elif tp is F.Welcome:
-            if frame.epoch != link.node and frame.epoch > 0 and frame.epoch != self.node:
-                check_nick(frame.nick)
-                self._establish(link, frame.epoch, frame.nick, now)
-        elif tp is F.Reset:
-            # they have no state for us (restarted, or timed us out): handshake again quietly
-            self._rehandshake(link, now)
+            # both of us dialed at once and they answered our Hello too: their token may be new
+            if frame.nonce == link.rx_token and frame.epoch == link.node and frame.token > 0:
+                link.tx_token = frame.token
         elif tp is F.Bye:
             self._drop(link, now, reason=frame.reason[:200] or "quit")
 
-    def _hello_on_link(self, link: Link, hello: F.Hello, now: float) -> None:
+    def _unauthenticated(self, link: Link, frames: list[F.Frame], size: int, now: float) -> None:
+        """A datagram from a linked address without the link's token: only the handshake counts,
+        each step tied to something an off-path forger cannot know."""
+        for frame in frames:
+            tp = type(frame)
+            if tp is F.Hello:
+                self._hello_on_link(link, frame, size, now)  # needs a valid cookie
+            elif tp is F.Retry and link.state == HELLO:
+                if frame.cookie and len(frame.cookie) <= 64 and frame.cookie != link.cookie:
+                    link.cookie = frame.cookie
+                    link.hello_tries = 0
+                    self._send_hello(link, now)
+            elif tp is F.Refuse and link.state == HELLO and link.rx_token and frame.nonce == link.rx_token:
+                reason = frame.reason[:200]
+                self._events.append(E.Notice(f"peer {_fmt(link.addr)} refused: {reason}"))
+                self.links.pop(link.addr, None)
+                return
+            elif tp is F.Reset and link.state == HELLO and link.rx_token and frame.token == link.rx_token:
+                if not link.knocked:  # our knock was answered: a peer lives there
+                    link.knocked = True
+                    link.hello_tries = 0
+                    self._send_hello(link, now)
+                return
+            elif tp is F.Reset and link.state == UP and link.tx_token and frame.token == link.tx_token:
+                # they have no state for our link (restarted, or timed us out), and it echoes the
+                # token only they were sent: handshake again quietly
+                self._rehandshake(link, now)
+                return
+            else:
+                self.stats["unauthenticated"] += 1
+
+    def _hello_on_link(self, link: Link, hello: F.Hello, size: int, now: float) -> None:
         if not self.cookies.check(hello.cookie, link.addr, now):
             if self._hello_ok(link.addr, now):
-                link.out.append(F.Retry(self.cookies.make(link.addr, now), F.VERSION))
+                self._reply_limited(link.addr, size, [F.Retry(self.cookies.make(link.addr, now), F.VERSION)])
             return
-        if self._check_hello(hello, link.addr) is not None or hello.nonce == self.node:
+        if self._check_hello(hello, link.addr) is not None or hello.node == self.node:
             return
-        if link.state == UP and hello.nonce == link.node and now - link.started < self.timing.rto_min:
-            link.out.append(self._welcome())  # a retransmitted Hello
+        if link.state == UP and hello.nonce == link.tx_token:
+            link.out.append(self._welcome(link))  # a retransmitted Hello: our Welcome was lost
             return
+        # A new attempt by the address's owner (the cookie proves it receives there): it
+        # restarted, lost our link, or dialed us while we dialed it. Our token stays ours (in a
+        # simultaneous open it is the nonce of our own Hello, so both answers agree).
+        if not link.rx_token:
+            link.rx_token = _rand63()
         link.started = now
-        self._establish(link, hello.nonce, hello.nick, now)
-        link.out.insert(0, self._welcome())
+        self._establish(link, hello.node, hello.nick, now, hello.nonce)
+        link.out.insert(0, self._welcome(link))
 
     def _renamed(self, link: Link, nick: str, now: float) -> None:
-        old, link.nick = link.nick, nick
+        old, link.nick, link.nick_at = link.nick, nick, now
         ts = self._ts(now)
         for name, lr in link.rooms.items():
             if name and lr.member:
+                taken = self._taken(name, nick, link)
                 if lr.hidden:
-                    if nick != self.nick:  # it took another nick: now it can be announced
+                    if not taken:  # it took another nick: now it can be announced
                         lr.hidden = False
                         self._events.append(E.MemberJoined(name, self.lc, nick, ts))
+                elif taken:
+                    # renamed to a nick someone here has (a race, or an impersonation): from now
+                    # on it says nothing here until one of the two goes or renames
+                    lr.hidden = True
+                    self._events.append(E.MemberLeft(name, self.lc, old, ts, f"took the nick {nick}"))
+                    self._unhide(name, old, now)
                 else:
                     self._events.append(E.NickChanged(name, self.lc, old, nick, ts))
 
+    def _owner(self, nick: str) -> Link | None:
+        """The link that has `nick`: of two with one nick, the one that had it first."""
+        key = nick_key(nick)
+        links = [lk for lk in self.links.values() if lk.state == UP and nick_key(lk.nick) == key]
+        return min(links, key=lambda lk: lk.nick_at, default=None)
+
+    def _taken(self, name: str, nick: str, link: Link) -> bool:
+        """Is `nick` ours, or a shown member's other than `link`, in room `name`?"""
+        key = nick_key(nick)
+        if key == nick_key(self.nick):
+            return True
+        return any(
+            other is not link and nick_key(other.nick) == key and not other.rooms[name].hidden
+            for other in self._members(name)
+        )
+
     def _unhide(self, name: str, nick: str, now: float) -> None:
         """`nick` left `name`: a member hidden for having the same nick can be announced now."""
-        if nick.casefold() == self.nick.casefold():
+        if nick_key(nick) == nick_key(self.nick):
             return
         for other in self._members(name):
             lr = other.rooms[name]
-            if lr.hidden and other.nick.casefold() == nick.casefold():
+            if lr.hidden and nick_key(other.nick) == nick_key(nick):
                 lr.hidden = False
                 self._events.append(E.MemberJoined(name, self.lc, other.nick, self._ts(now)))
                 return
@@ -940,10 +1115,18 @@ class PeerNode:
             ids.append(lk.node)
         if not entries and only is None:
             return [F.PeerList(name, [], [])]  # "nobody else": lets the receiver know it is settled
-        return [
-            F.PeerList(name, entries[i : i + GOSSIP_CHUNK], ids[i : i + GOSSIP_CHUNK])
-            for i in range(0, len(entries), GOSSIP_CHUNK)
-        ]
+        # chunked by encoded size (IPv6 addresses and long nicks), each one datagram with its Sid
+        limit = F.MAX_DATAGRAM - SID_ROOM - F.size_of(F.PeerList(name, [], []))
+        out: list[F.Frame] = []
+        start, size = 0, 0
+        for i, (entry, node) in enumerate(zip(entries, ids, strict=True)):
+            n = F.size_of(entry) + F.size_of(node) + 6  # the two lists' headers may grow
+            if i > start and size + n > limit:
+                out.append(F.PeerList(name, entries[start:i], ids[start:i]))
+                start, size = i, 0
+            size += n
+        out.append(F.PeerList(name, entries[start:], ids[start:]))
+        return out
 
     def _on_join(self, link: Link, j: F.PeerJoin, now: float) -> None:
         name = j.room
@@ -952,13 +1135,18 @@ class PeerNode:
         nick = check_nick(j.nick)
         check_text(j.away, MAX_AWAY_BYTES)
         check_text(j.topic, MAX_TOPIC_BYTES)
-        if j.node != link.node or j.base < 1 or j.top < 0:
+        if j.node != link.node or not (1 <= j.base < 1 << 62) or not (0 <= j.top < 1 << 62):
             raise ValueError("inconsistent PeerJoin")
+        if not (0 <= j.lc < 1 << 63) or not math.isfinite(j.since):
+            raise ValueError("bad clock in PeerJoin")
         if name and name not in self.rooms:
             if j.ask:
                 link.out.append(F.PeerLeave(name, self.nick, "not here"))
             return
-        self._bump(j.lc)
+        lr0 = link.rooms.get(name)
+        prev = max(lr0.join_lc, lr0.lc_last) if lr0 is not None else 0
+        jlc = min(j.lc, prev + LC_STEP, LC_MAX)  # their clock jumps no further than that
+        self._bump(jlc)
         if nick != link.nick:
             self._renamed(link, nick, now)
         lr = link.rooms.get(name)
@@ -970,8 +1158,13 @@ class PeerNode:
             return
         # their stream
         if lr.rx is None:
-            lr.rx = RecvStream(j.base)
+            lr.rx = RecvStream(j.base, MAX_RX_ITEMS, MAX_RX_BYTES)
             lr.rx_base = j.base
+            # what they sent before they knew of us is the join window: history, if we are new
+            # in the room; for a peer that comes back to a room we were in, it is live
+            r0 = self.rooms.get(name)
+            recent = r0 is not None and now - r0.joined_at < self.timing.timeout
+            lr.live_from = j.top + 1 if name and recent else j.base
         elif j.base > lr.rx.next + MAX_KEPT or j.top > lr.rx.next + 8 * MAX_KEPT:
             raise ValueError("PeerJoin skips too far")  # forged or broken: never jump blindly
         elif j.base > lr.rx.next:
@@ -979,6 +1172,8 @@ class PeerNode:
             self._deliver(link, lr, now)
         if j.top > lr.top:
             lr.top = j.top
+        if j.top >= lr.join_top:
+            lr.join_top, lr.join_lc = j.top, max(lr.join_lc, jlc)
         if lr.top >= lr.rx.next:
             self._want_ack(link, name, now, urgent=True)
         if j.away != link.away:
@@ -989,7 +1184,8 @@ class PeerNode:
                     if n and other.member:
                         self._events.append(E.AwayChanged(n, self.lc, nick, j.away, ts))
         r = self.rooms.get(name)
-        if r is not None and j.topic_lc and (j.topic_lc, j.topic_by) > r.topic_key:
+        if r is not None and 0 < j.topic_lc <= jlc and self._topic_ok(r, link, j):
+            check_nick(j.topic_by)
             r.topic, r.topic_key = j.topic, (j.topic_lc, j.topic_by)
             self._events.append(E.TopicChanged(name, j.topic_lc, j.topic_by, j.topic, self._ts(now)))
         if first:
@@ -1006,21 +1202,21 @@ class PeerNode:
             if name:
                 # One nick, two peers: the later joiner of the room is refused, as a relay
                 # refuses a taken nick. Nobody ever announces the second one, so no screen shows
-                # two people as one.
+                # two people as one. Their `since` is their claim: it counts only while we are
+                # new in the room ourselves; one who appears long after we joined came later,
+                # whatever it says.
                 lr.since = j.since
-                folded = nick.casefold()
-                if folded == self.nick.casefold() and r is not None:
-                    if (r.joined_ts, self.node) > (j.since, link.node):  # we came later
+                folded = nick_key(nick)
+                if folded == nick_key(self.nick) and r is not None:
+                    settled_here = now - r.joined_at >= self.timing.timeout
+                    if not settled_here and (r.joined_ts, self.node) > (j.since, link.node):  # we came later
                         self.part(name, now)
                         self._events.append(
                             E.RequestRefused("join", name, f"nick {self.nick} is already in #{name}")
                         )
                         return
                     lr.hidden = True
-                elif any(
-                    other is not link and other.nick.casefold() == folded and not other.rooms[name].hidden
-                    for other in self._members(name)
-                ):
+                elif self._taken(name, nick, link):
                     lr.hidden = True  # one of the two will leave; announced then if it stays
                 if not lr.hidden:
                     self._events.append(E.MemberJoined(name, self.lc, nick, self._ts(now)))
@@ -1030,11 +1226,27 @@ class PeerNode:
                 for other in self._members(name):
                     if other is not link:
                         other.out.extend(self._gossip(name, other, only=link))
-        if j.ask or first:
+        if first or (j.ask and now >= lr.join_sent + link.rtt.pace):
+            lr.join_sent = now
             self._send_join(link, lr, now, ask=False)
         if j.history and name and r is not None and now >= lr.history_sent + link.rtt.pace:
             lr.history_sent = now
-            link.out.extend(self._history_frames(r))
+            for frame in self._history_frames(r):
+                if not link.repair.take(F.size_of(frame), now, link.rtt.pace):
+                    break
+                link.out.append(frame)
+
+    def _topic_ok(self, r: Room, link: Link, j: F.PeerJoin) -> bool:
+        """Does the topic in `j` replace ours? A newer stamp from its setter itself, or one relayed
+        by another member while we know none; and a setter's own word about the topic it set
+        replaces whatever others said it set (gossip never overrides a peer about itself)."""
+        key = (j.topic_lc, j.topic_by)
+        own = nick_key(j.topic_by) == nick_key(link.nick)
+        if own and nick_key(r.topic_key[1]) == nick_key(link.nick):
+            return key != r.topic_key or j.topic != r.topic
+        if key <= r.topic_key:
+            return False
+        return own or r.topic_key[0] == 0
 
     def _on_list(self, link: Link, pl: F.PeerList, now: float) -> None:
         name = pl.room
@@ -1042,13 +1254,19 @@ class PeerNode:
         if not name or name not in self.rooms or lr is None or not lr.member:
             return
         lr.gossiped = True
-        for i, entry in enumerate(pl.peers[: GOSSIP_CHUNK * 4]):
-            _nick, host, port = entry
-            node = pl.ids[i] if i < len(pl.ids) else 0
-            if node == self.node or not (0 < port < 65536) or not isinstance(host, str) or len(host) > 64:
+        # Gossip names addresses to dial: the bytes we send to those that never answer are paid
+        # from this link's credit, earned by the gossip it sends (AMPLIFICATION x its bytes), and
+        # new links open at a bounded rate. Node ids in gossip are claims about others: they
+        # decide nothing (an address is dialed, the handshake says who is there).
+        if pl.peers and self._dgram_size:
+            link.credit = min(MAX_DIAL_CREDIT, link.credit + AMPLIFICATION * self._dgram_size)
+            self._dgram_size = 0  # one datagram earns once, whatever it carries
+        for i, entry in enumerate(pl.peers[:GOSSIP_ENTRIES]):
+            nick, host, port = entry
+            if not (0 < port < 65536) or not isinstance(host, str) or len(host) > 64 or not _dialable(host):
                 continue
-            if node and any(lk.node == node for lk in self.links.values()):
-                continue
+            if i < len(pl.ids) and self._linked_elsewhere(pl.ids[i], nick, None):
+                continue  # someone we have, by another address (its id and nick both match)
             try:
                 addr = self.addr_map(host, port)
             except (ValueError, TypeError, OSError):
@@ -1062,7 +1280,9 @@ class PeerNode:
             hint = self._hints.get(addr)
             if hint is not None and now < hint[0]:
                 continue
-            new = self._new_link(addr, now)
+            if not self._dials.take(now):
+                break  # the rest waits for the next gossip
+            new = self._new_link(addr, now, via=link.addr)
             if new is not None:
                 new.hint_rooms.add(name)
 
@@ -1090,7 +1310,7 @@ class PeerNode:
     def _send_msg(
         self, out: OutStream, app_room: str, targets: list[Link], kind: int, text: str, now: float
     ) -> int:
-        self.lc += 1
+        self._tick()
         out.seq += 1
         mid = _rand63()
         frame = F.PeerMsg(out.name, out.seq, self.lc, kind, self.nick, text, self._ts(now), mid)
@@ -1171,7 +1391,7 @@ class PeerNode:
         tg = lr.target
         seqs = [s for s in iter_ranges(nack.ranges, 512) if tg.acked < s <= out.seq and s not in tg.sacked]
         if seqs:
-            self._resend(link, lr, out, seqs)
+            self._resend(link, lr, out, seqs, now)
 
     def _probe(self, link: Link, lr: LinkRoom, out: OutStream, now: float) -> None:
         tg = lr.target
@@ -1186,22 +1406,21 @@ class PeerNode:
             self._send_join(link, lr, now, ask=False)
         seqs = [s for s in range(tg.acked + 1, out.seq + 1) if s not in tg.sacked]
         if seqs:
-            self._resend(link, lr, out, seqs)
+            self._resend(link, lr, out, seqs, now)
 
-    def _resend(self, link: Link, lr: LinkRoom, out: OutStream, seqs: list[int]) -> None:
-        budget = REPAIR_BUDGET
+    def _resend(self, link: Link, lr: LinkRoom, out: OutStream, seqs: list[int], now: float) -> None:
+        """Retransmit (timer or NACK): whatever they ask, at most the link's repair budget per RTT."""
         tg = lr.target
         for s in seqs:
             m = out.msgs.get(s)
             if m is None:
                 continue
+            if not link.repair.take(F.size_of(m.frame), now, link.rtt.pace):
+                break
             link.out.append(m.frame)
             self.stats["retransmits"] += 1
             if s > tg.last_retx:
                 tg.last_retx = s
-            budget -= 40 + len(m.frame.text)
-            if budget <= 0:
-                break
 
     def _give_up(self, now: float) -> None:
         limit = now - self.timing.give_up
@@ -1247,14 +1466,17 @@ class PeerNode:
         if not link.bucket.take(now):
             self.stats["rate_limited"] += 1
             return
-        if m.kind not in (_DM_KINDS if name == "" else _ROOM_KINDS) or m.seq < 1:
+        if m.kind not in (_DM_KINDS if name == "" else _ROOM_KINDS) or not (1 <= m.seq < 1 << 62):
             raise ValueError("bad message kind")
-        check_nick(m.nick)
+        # m.nick is not read: a message is from the link it came over (see _deliver)
         check_text(m.text, MAX_TEXT_BYTES)
-        self._bump(m.lc)
         if m.seq > lr.top:
             lr.top = m.seq
-        fresh = lr.rx.offer(m.seq, m)
+        rx = lr.rx
+        if m.seq != rx.next:  # what this link may buffer, over all its streams
+            used = sum(x.rx.bytes for x in link.rooms.values() if x.rx is not None)
+            rx.max_bytes = max(1, MAX_RX_BYTES - (used - rx.bytes))
+        fresh = rx.offer(m.seq, m, RX_ITEM_BYTES + len(m.text.encode()))
         if not fresh:
             self.stats["duplicates"] += 1
         self._deliver(link, lr, now)
@@ -1264,11 +1486,20 @@ class PeerNode:
         name = lr.name
         r = self.rooms.get(name)
         for _seq, m in lr.rx.pop_ready():
+            # the join window (sent before they knew of us) is history, by its place in their stream
+            history = bool(name) and m.seq < lr.live_from
+            lc = self._wire_lc(lr, m)
             if m.mid in self._seen:
                 self.stats["duplicates"] += 1
                 continue
             self._seen.add(m.mid)
+            # from the link it came over, whatever it says; its numbers checked
+            m = F.PeerMsg(
+                m.room, m.seq, lc, m.kind, link.nick, m.text, self._wire_ts(m.ts, now, history), m.mid
+            )
             if name == "":
+                if self._owner(link.nick) is not link or nick_key(link.nick) == nick_key(self.nick):
+                    continue  # a DM from a second holder of a nick would look like the first's
                 self._events.append(
                     E.MessageReceived(
                         E.direct_room(link.nick), m.lc, m.nick, m.text, m.ts, m.kind == F.EV_DM_ACTION
@@ -1276,12 +1507,37 @@ class PeerNode:
                 )
             elif r is not None and not lr.hidden:  # a refused double of a nick says nothing
                 r.history.append(m)
-                # sent (by its stamp) before we joined: it reached us as part of the join window
                 self._events.append(
                     E.MessageReceived(
-                        name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=m.ts < r.joined_ts
+                        name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=history
                     )
                 )
+
+    def _wire_lc(self, lr: LinkRoom, m: F.PeerMsg) -> int:
+        """The Lamport stamp of a message of their stream, delivered in order: later than their
+        previous one and than the clock their PeerJoin showed before it (an honest clock never
+        goes back) and at most LC_STEP beyond what they said before. Merged into our clock. (How far
+        back a live line may land on screen is the display's bound.)"""
+        lo = lr.lc_last + 1
+        if m.seq > lr.join_top:
+            lo = max(lo, lr.join_lc + 1)
+        lc = min(max(lo, min(m.lc, max(lr.lc_last, lr.join_lc) + LC_STEP)), LC_MAX)
+        lr.lc_last = lc
+        self._bump(lc)
+        return lc
+
+    def _wire_ts(self, ts: float, now: float, history: bool) -> float:
+        """A timestamp from the wire, or the receive time if it is not plausible (not finite,
+        more than TS_SKEW ahead, or, live, as far behind)."""
+        wall = self._ts(now)
+        if (
+            not math.isfinite(ts)
+            or ts > wall + TS_SKEW
+            or (not history and ts < wall - TS_SKEW)
+            or ts < -TS_SKEW
+        ):
+            return wall
+        return ts
 
     def _want_ack(self, link: Link, name: str, now: float, urgent: bool) -> None:
         link.ack_rooms.add(name)
@@ -1317,15 +1573,24 @@ class PeerNode:
     # ------------------------------------------------------------------ history
 
     def _history_frames(self, r: Room) -> list[F.Frame]:
+        """PeerHistory frames, each fitting one datagram with its Sid. An item too big for that
+        goes without its room name (the frame names it); one too big even then (only hostile
+        numbers can make it) is left out."""
         items = sorted(r.history, key=lambda m: (m.lc, m.nick))
+        limit = F.MAX_DATAGRAM - SID_ROOM - F.size_of(F.PeerHistory(r.name, [])) - 4
         frames: list[F.Frame] = []
         cur: list[F.PeerMsg] = []
-        size = 16 + len(r.name)
+        size = 0
         for m in items:
             n = F.size_of(m)
-            if cur and size + n > F.MAX_DATAGRAM - 16:
+            if n > limit:
+                m = F.PeerMsg("", m.seq, m.lc, m.kind, m.nick, m.text, m.ts, m.mid)
+                n = F.size_of(m)
+                if n > limit:
+                    continue
+            if cur and size + n > limit:
                 frames.append(F.PeerHistory(r.name, cur))
-                cur, size = [], 16 + len(r.name)
+                cur, size = [], 0
             cur.append(m)
             size += n
         frames.append(F.PeerHistory(r.name, cur))
@@ -1343,7 +1608,7 @@ class PeerNode:
             return
         items = []
         for m in h.items[: self.history]:
-            if m.kind not in _ROOM_KINDS or m.room != h.room:
+            if m.kind not in _ROOM_KINDS or m.room not in (h.room, ""):
                 continue
             try:
                 check_nick(m.nick)
@@ -1351,16 +1616,21 @@ class PeerNode:
             except NameError_:
                 self.stats["malformed"] += 1
                 continue
-            items.append(m)
+            # relayed by the contact: who said it is its word (history is shown as such); the
+            # numbers are checked like any from the wire
+            lc = max(0, min(m.lc, self.lc + LC_STEP, LC_MAX))
+            items.append(
+                F.PeerMsg(h.room, m.seq, lc, m.kind, m.nick, m.text, self._wire_ts(m.ts, now, True), m.mid)
+            )
         items.sort(key=lambda m: (m.lc, m.nick))
         # a member's messages from where its stream to us starts arrive live: not history
         live = {
-            lk.nick: lk.rooms[h.room].rx_base
+            nick_key(lk.nick): lk.rooms[h.room].rx_base
             for lk in self._members(h.room)
             if lk.rooms[h.room].rx is not None
         }
         for m in items:
-            if m.mid in self._seen or m.seq >= live.get(m.nick, 1 << 62):
+            if m.mid in self._seen or m.seq >= live.get(nick_key(m.nick), 1 << 62):
                 continue
             self._seen.add(m.mid)
             self._bump(m.lc)
@@ -1368,6 +1638,20 @@ class PeerNode:
             self._events.append(
                 E.MessageReceived(h.room, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=True)
             )
+
+
+def _dialable(host: str) -> bool:
+    """A literal unicast address: never multicast, broadcast or unspecified (loopback and private
+    addresses are fine: that is a LAN, or a test)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # gossip carries literal addresses only
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return True
+    return not (ip.is_multicast or ip.is_unspecified or ip.is_reserved)  # 240/4 holds the broadcast
 
 
 def _fmt(addr: Addr) -> str:

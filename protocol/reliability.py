@@ -5,6 +5,7 @@ Pure state: no sockets, no asyncio, no clock. Times are floats passed in by the 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import deque
 from collections.abc import Iterable
@@ -106,37 +107,77 @@ def iter_ranges(flat: list[int], cap: int = 4096) -> Iterable[int]:
 
 class RecvStream:
     """Receiver side of one numbered stream: buffers out-of-order items, releases them in order
-    exactly once, and knows what to ack and what to NACK."""
+    exactly once, and knows what to ack and what to NACK.
 
-    __slots__ = ("ack_due", "buffer", "highest", "last_nack", "max_buffer", "next", "unacked")
+    The buffered sequences are also kept in a sorted list (insertion by bisection, never a
+    re-sort), so acks, NACKs and delivery walk them in order at no sorting cost. With `max_bytes`,
+    the buffer holds at most that many bytes (each `offer` says its item's size): when full, the
+    items furthest ahead make room for nearer ones (the next one in order is never refused)."""
 
-    def __init__(self, first: int = 1, max_buffer: int = 8192) -> None:
+    __slots__ = (
+        "_order",
+        "_sizes",
+        "ack_due",
+        "buffer",
+        "bytes",
+        "highest",
+        "last_nack",
+        "max_buffer",
+        "max_bytes",
+        "next",
+        "unacked",
+    )
+
+    def __init__(self, first: int = 1, max_buffer: int = 8192, max_bytes: int = 0) -> None:
         self.next = first  # next sequence to deliver
         self.buffer: dict[int, object] = {}
+        self._order: list[int] = []  # the keys of `buffer`, sorted
+        self._sizes: dict[int, int] = {}
+        self.bytes = 0  # bytes buffered (as the callers of `offer` counted them)
         self.max_buffer = max_buffer
+        self.max_bytes = max_bytes  # 0: not bounded by bytes
         self.last_nack = -1e18
         self.unacked = 0  # items received since our last ack
         self.ack_due: float | None = None
         self.highest = first - 1
 
-    def offer(self, seq: int, item: object) -> bool:
-        """Store `item`; False if it is a duplicate or too far ahead."""
+    def offer(self, seq: int, item: object, size: int = 0) -> bool:
+        """Store `item` (of `size` bytes); False if it is a duplicate, too far ahead, or does not
+        fit the byte bound even after dropping what is further ahead."""
         if seq < self.next or seq in self.buffer:
             return False
         if seq - self.next >= self.max_buffer:
             return False
+        if self.max_bytes and seq != self.next:
+            order = self._order
+            while self.bytes + size > self.max_bytes and order and order[-1] > seq:
+                self._remove(order.pop())
+            if self.bytes + size > self.max_bytes:
+                return False
         self.buffer[seq] = item
+        if size:
+            self._sizes[seq] = size
+            self.bytes += size
+        bisect.insort(self._order, seq)
         if seq > self.highest:
             self.highest = seq
         self.unacked += 1
         return True
 
+    def _remove(self, seq: int) -> object:
+        self.bytes -= self._sizes.pop(seq, 0)
+        return self.buffer.pop(seq)
+
     def pop_ready(self) -> list[tuple[int, object]]:
         out = []
-        buf = self.buffer
-        while self.next in buf:
-            out.append((self.next, buf.pop(self.next)))
+        order = self._order
+        k = 0
+        while k < len(order) and order[k] == self.next:
+            out.append((self.next, self._remove(self.next)))
             self.next += 1
+            k += 1
+        if k:
+            del order[:k]
         return out
 
     def skip_to(self, first: int) -> int:
@@ -144,9 +185,11 @@ class RecvStream:
         if first <= self.next:
             return 0
         skipped = first - self.next
-        for s in [s for s in self.buffer if s < first]:
-            del self.buffer[s]
+        k = bisect.bisect_left(self._order, first)
+        for s in self._order[:k]:
+            self._remove(s)
             skipped -= 1
+        del self._order[:k]
         self.next = first
         if self.highest < first - 1:
             self.highest = first - 1
@@ -157,15 +200,15 @@ class RecvStream:
         return self.next - 1
 
     def sack(self) -> list[int]:
-        return ranges_of(sorted(self.buffer)) if self.buffer else []
+        return ranges_of(self._order) if self._order else []
 
     def missing(self, limit: int = 16) -> list[int]:
         """Flattened ranges of the holes below the highest sequence seen."""
-        if not self.buffer:
+        if not self._order:
             return []
         out: list[int] = []
         expect = self.next
-        for s in sorted(self.buffer):
+        for s in self._order:
             if s > expect:
                 out.extend((expect, s - 1))
                 if len(out) >= 2 * limit:

@@ -382,11 +382,11 @@ def test_cookie_before_state_and_amplification_limit():
     src = ("10.9.9.9", 1234)
 
     def hello(cookie: bytes = b"") -> bytes:
-        h = F.Hello(F.VERSION, "evil", cookie, b"", 42)
-        return F.encode([F.Hello(F.VERSION, "evil", cookie, F.hello_padding(F.size_of((h,))), 42)])
+        h = F.Hello(F.VERSION, "evil", cookie, b"", 42, node=43)
+        return F.encode([F.Hello(F.VERSION, "evil", cookie, F.hello_padding(F.size_of((h,))), 42, node=43)])
 
     # an unpadded Hello earns nothing at all (its Retry would be bigger than itself)
-    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", b"", b"", 42)]), src, 0.0)
+    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", b"", b"", 42, node=43)]), src, 0.0)
     assert node.datagrams_to_send(0.0) == [] and node.stats["unpadded"] == 1
     node.receive_datagram(hello(), src, 0.0)
     assert node.links == {}
@@ -402,11 +402,11 @@ def test_cookie_before_state_and_amplification_limit():
     node.receive_datagram(hello(retry.cookie), ("10.9.9.8", 1), 0.0)
     assert node.links == {}
     node.datagrams_to_send(0.0)
-    # data from an unknown address earns a (small) Reset, no state
-    node.receive_datagram(F.encode([F.PeerMsg("lobby", 1, 1, F.EV_MSG, "evil", "hi")]), src, 0.1)
+    # data from an unknown address earns a (small) Reset echoing its token, no state
+    node.receive_datagram(F.encode([F.Sid(77), F.PeerMsg("lobby", 1, 1, F.EV_MSG, "evil", "hi")]), src, 0.1)
     assert node.links == {}
     (reset,) = node.datagrams_to_send(0.1)
-    assert isinstance(F.decode(reset[0])[0], F.Reset)
+    assert F.decode(reset[0]) == [F.Reset(77)]
     # the real cookie from the right address does create the link
     node.receive_datagram(hello(retry.cookie), src, 0.2)
     assert list(node.links) == [src]
