@@ -36,6 +36,7 @@ from .names import (
     canonical_room,
     check_nick,
     check_text,
+    nick_key,
 )
 from .reliability import DedupeWindow, RttEstimator, Timing, TokenBucket, iter_ranges
 
@@ -745,7 +746,7 @@ class Relay:
         if len(room.members) >= self.config.max_members_per_room:
             return F.Result(cseq, F.RES_REFUSED, 0, f"#{name} is full", name)
         for other in room.members.values():
-            if other.session.nick.casefold() == session.nick.casefold():
+            if nick_key(other.session.nick) == nick_key(session.nick):
                 return F.Result(cseq, F.RES_REFUSED, 0, f"nick {session.nick} is already in #{name}", name)
         # Members get everything up to now first, then the joiner is added with its backfill.
         self._flush_room(room, now)
