@@ -5,6 +5,7 @@ Pure state: no sockets, no asyncio, no clock. Times are floats passed in by the 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class RttEstimator:
         self._max = timing.rto_max
 
     def sample(self, rtt: float) -> None:
-        if rtt < 0:
+        if not 0 <= rtt < math.inf:  # negative (clock step), NaN or infinite: no information
             return
         if self.srtt is None:
             self.srtt = rtt
