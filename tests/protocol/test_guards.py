@@ -137,6 +137,8 @@ def test_cookie_is_valid_for_one_to_two_periods_then_expires():
     assert not jar.check(c, SRC, 0.0 - 0.1)  # from the future (period -1): not valid either
     later = jar.make(SRC, 60.0)
     assert not jar.check(later, SRC, 59.9)  # a cookie of the next period is not valid yet
+    early = jar.make(SRC, -5.0)  # a clock below zero still has whole periods
+    assert jar.check(early, SRC, -5.0) and jar.check(early, SRC, 20.0) and not jar.check(early, SRC, 30.0)
 
 
 def test_cookie_is_bound_to_address_secret_and_length():
@@ -191,3 +193,8 @@ def test_source_limiter_rate_cap_and_prune():
     lim.allow(a, 20.0)
     lim.prune(25.0, idle=10.0)
     assert a in lim.buckets
+    lim.prune(30.0)  # the default: idle for 10 s exactly is kept, longer is forgotten
+    assert a in lim.buckets
+    lim.prune(30.01)
+    assert a not in lim.buckets
+    assert SourceLimiter(1.0).cap == 100_000

@@ -180,3 +180,38 @@ def test_relay_refuses_a_lookalike_of_a_member():
         assert not any(isinstance(e, E.RoomJoined) for e in room.events(addr))
     members = {m.session.nick for m in room.relay.rooms[room.room].members.values()}
     assert members == {"n0", "alice"}
+
+
+# --------------------------------------------------------------------------- sanitize
+
+
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        ("plain text, ünïcödé, 中文, 😀", "plain text, ünïcödé, 中文, 😀"),
+        ("a\tb", "a b"),  # a tab is a space
+        ("a\nb\r\n", "a⏎ b⏎ ⏎ "),  # line breaks are visible, never real
+        ("\x1b[2Jx\x07", "\ufffd[2Jx\ufffd"),  # Cc (C0)
+        ("\x9b31m\x85", "\ufffd31m\ufffd"),  # Cc (C1: CSI, NEL)
+        ("a\u202eb\u2066c", "a\ufffdb\ufffdc"),  # bidi overrides and isolates
+        ("a\u200bb\u2060c", "a\ufffdb\ufffdc"),  # Cf
+        ("a\ud800b", "a\ufffdb"),  # Cs: a lone surrogate
+        ("a\ue000b", "a\ufffdb"),  # Co: private use
+        ("a\u0378b", "a\ufffdb"),  # Cn: unassigned
+        ("a\u2028b\u2029c", "a\ufffdb\ufffdc"),  # Zl, Zp
+        ("👩\u200d💻 می\u200cخواهم", "👩\u200d💻 می\u200cخواهم"),  # joiners stay
+        ("a\u00a0b\u3000c", "a\u00a0b\u3000c"),  # other spaces stay
+    ],
+)
+def test_sanitize_exactly(raw, shown):
+    assert sanitize(raw) == shown
+
+
+@given(st.text())
+def test_sanitize_output_is_safe_and_stable(text):
+    out = sanitize(text)
+    assert sanitize(out) == out
+    for ch in out:
+        cat = unicodedata.category(ch)
+        assert cat not in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp"), repr(ch)
+        assert cat != "Cf" or ch in "\u200c\u200d", repr(ch)

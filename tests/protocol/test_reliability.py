@@ -31,7 +31,7 @@ RFC = Timing(rto_initial=1.0, rto_min=1.0, rto_max=60.0)  # RFC 6298's own bound
 
 def test_rtt_estimator_follows_rfc_6298():
     est = RttEstimator(RFC)
-    assert est.srtt is None and est.rto == 1.0 and est.pace == 1.0  # (2.1) initial RTO
+    assert est.srtt is None and est.rttvar == 0.0 and est.rto == 1.0 and est.pace == 1.0  # (2.1)
     est.sample(0.5)  # (2.2) first measurement: SRTT = R, RTTVAR = R/2, RTO = SRTT + 4*RTTVAR
     assert est.srtt == 0.5 and est.rttvar == 0.25 and est.rto == pytest.approx(1.5)
     est.sample(0.9)  # (2.3) RTTVAR with the *old* SRTT, then SRTT; beta 1/4, alpha 1/8
@@ -58,6 +58,12 @@ def test_rto_is_clamped_and_backs_off_exponentially():
     assert est.rto == pytest.approx(0.201)
 
 
+def test_a_zero_rtt_is_a_sample():
+    est = RttEstimator(Timing(rto_initial=0.5, rto_min=0.0, rto_max=4.0))
+    est.sample(0.0)  # a loopback round trip within the clock's resolution
+    assert est.srtt == 0.0 and est.rto == 0.001
+
+
 @pytest.mark.parametrize("bad", [-1.0, -1e-9, math.nan, math.inf, -math.inf])
 def test_rtt_estimator_ignores_impossible_samples(bad):
     est = RttEstimator(RFC)
@@ -77,6 +83,7 @@ def test_ranges_of_runs_and_limit():
     assert ranges_of(range(0, 40, 2), limit=3) == [0, 0, 2, 2, 4, 4]
     assert ranges_of([1, 2, 4, 5, 6], limit=2) == [1, 2, 4, 6]  # the last run still grows
     assert ranges_of([1, 3, 4], limit=1) == [1, 1]
+    assert len(ranges_of(range(0, 200, 2))) == 2 * 16  # the default: 16 runs fit any frame
 
 
 @given(st.sets(st.integers(-50, 300), max_size=80), st.integers(1, 20))
@@ -94,6 +101,8 @@ def test_ranges_round_trip(seqs, limit):
 
 def test_iter_ranges_bounds_hostile_input():
     assert list(iter_ranges([5, 3])) == []  # reversed
+    assert list(iter_ranges([5, 3, 7, 8])) == [7, 8]  # a reversed pair is skipped, not the end
+    assert sum(1 for _ in iter_ranges([0, 10**9])) == 4096  # the default cap
     assert list(iter_ranges([1, 2, 9])) == [1, 2]  # odd length: the dangling bound is ignored
     assert list(iter_ranges([0, 2**64], cap=5)) == [0, 1, 2, 3, 4]
     assert list(iter_ranges([-(2**63), 2**63], cap=3)) == [-(2**63), -(2**63) + 1, -(2**63) + 2]
@@ -141,6 +150,10 @@ def test_recv_stream_bounds_and_holes():
     for s in range(2, 200, 2):
         many.offer(s, s)
     assert many.missing(limit=3) == [1, 1, 3, 3, 5, 5]
+    assert len(many.missing()) == 2 * 16
+    default = RecvStream()
+    assert default.next == 1 and default.highest == 0 and default.cum == 0
+    assert not default.offer(8193, "x") and default.offer(8192, "x")  # 8192 ahead at most
 
 
 def test_recv_stream_skip_to():
@@ -156,6 +169,15 @@ def test_recv_stream_skip_to():
     assert rx.pop_ready() == [(5, "e"), (6, "f"), (7, "g")]
     fresh = RecvStream(first=1)
     assert fresh.skip_to(100) == 99 and fresh.highest == 99
+    # what is buffered at the new start is kept and delivered
+    rx = RecvStream(first=1)
+    rx.offer(5, "e")
+    rx.offer(7, "g")
+    assert rx.skip_to(5) == 4 and rx.highest == 7
+    assert rx.pop_ready() == [(5, "e")]
+    assert rx.skip_to(7) == 1 and rx.highest == 7 and rx.pop_ready() == [(7, "g")]
+    one = RecvStream(first=1)
+    assert one.skip_to(2) == 1 and one.highest == 1
 
 
 @given(st.lists(st.integers(-3, 40), max_size=200), st.integers(1, 3))
@@ -174,6 +196,10 @@ def test_recv_stream_exactly_once_in_order_whatever_arrives(arrivals, first):
 
 
 def test_dedupe_window_remembers_the_last_n():
+    big = DedupeWindow()
+    for k in range(4097):
+        big.add(k)
+    assert 0 not in big and 1 in big  # the default remembers 4096
     w = DedupeWindow(size=3)
     for k in (1, 2, 3):
         w.add(k, k * 10)
@@ -225,6 +251,10 @@ def test_repair_budget_refills_a_window_per_round_trip():
     assert r.take(600, 0.0, 0.1) and r.take(600, 0.0, 0.1)  # may go negative by one datagram
     assert r.tokens == -200.0
     assert not r.take(1, 0.0, 0.1)
+    exact = RepairBudget(window=1000, floor=0.05, now=0.0)
+    assert exact.take(999, 0.0, 0.1) and exact.take(5, 0.0, 0.1)  # one byte left is still some
+    spent = RepairBudget(window=1000, floor=0.05, now=0.0)
+    assert spent.take(1000, 0.0, 0.1) and not spent.take(1, 0.0, 0.1)  # nothing left is none
     assert r.available(0.05, 0.1) == pytest.approx(300.0)  # half an RTT refills half a window
     assert r.available(10.0, 0.1) == 1000.0  # never more than one window
     # a forged tiny RTT cannot speed the refill up: the floor holds
