@@ -56,7 +56,8 @@ TOML
 
 # Same hypothesis examples on every run (a mutant is killed or not, not sometimes), and no
 # per-example deadline (mutmut's trampolines make every call slower).
-cat > "$stage/tests/conftest.py" <<'PY'
+cat >> "$stage/tests/conftest.py" <<'PY'
+
 from hypothesis import settings
 
 settings.register_profile("mutation", derandomize=True, deadline=None, database=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -109,6 +110,7 @@ def _fold(text: str) -> str:
     return folded.translate(_DROP_IGNORABLES)
 
 
+@functools.lru_cache(maxsize=16384)  # a lookup in a room of 1,000 keys every member: ~8 µs each uncached
 def nick_key(nick: str) -> str:
     """The form under which two nicks are the same nick: every uniqueness check and every lookup
     by nick (relay, peer, app) compares `nick_key(a) == nick_key(b)`, never the raw strings.

@@ -43,20 +43,6 @@ def _require_ipv6(request):
         pytest.fail("this test needs the IPv6 loopback ::1, and this machine has none (cannot bind ::1)")
 
 
-@pytest.fixture(autouse=True)
-def _no_real_dns(monkeypatch):
-    """Names under .invalid fail at once, without asking a resolver (no DNS traffic from tests)."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        name = host.decode() if isinstance(host, bytes) else host
-        if isinstance(name, str) and name.rstrip(".").lower().endswith(".invalid"):
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
 @pytest.fixture
 def silent_port():
     """A UDP port on 127.0.0.1 that nobody answers: bound here and never read, for the test's
