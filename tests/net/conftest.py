@@ -26,10 +26,6 @@ FAMILIES = [
 ]
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "ipv6: needs the IPv6 loopback ::1 (fails loudly without it)")
-
-
 def pytest_collection_modifyitems(items):
     for item in items:  # a test whose parameters use ::1 needs it, marked or not
         callspec = getattr(item, "callspec", None)
