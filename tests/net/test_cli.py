@@ -80,6 +80,11 @@ def run_cli(*args, input=None, timeout=60):
     return subprocess.run([*CLI, *args], input=input, capture_output=True, text=True, timeout=timeout)
 
 
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -c code args...` with the output captured."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+
+
 def test_event_json_shapes():
     from udproom.protocol import events as E
     from udproom.protocol.cli import _event_json
@@ -166,7 +171,7 @@ NO_DNS = textwrap.dedent(
 
 def test_unresolvable_host():
     argv = ["send", "--join", "no-such-host.invalid:6000", "--room", "x", "--nick", "a", "hi"]
-    r = subprocess.run([sys.executable, "-c", NO_DNS, *argv], capture_output=True, text=True, timeout=60)
+    r = run_python(NO_DNS, *argv)
     assert r.returncode == 1
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "no-such-host.invalid" in err[0], r.stderr
@@ -199,12 +204,7 @@ NO_TEXTUAL = textwrap.dedent(
 
 
 def test_headless_commands_never_import_textual(silent_port):
-    r = subprocess.run(
-        [sys.executable, "-c", NO_TEXTUAL, f"127.0.0.1:{silent_port}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_python(NO_TEXTUAL, f"127.0.0.1:{silent_port}")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -233,10 +233,5 @@ CONSOLE_NO_TEXTUAL = textwrap.dedent(
 
 
 def test_console_script_headless_commands_never_import_textual(silent_port):
-    r = subprocess.run(
-        [sys.executable, "-c", CONSOLE_NO_TEXTUAL, f"127.0.0.1:{silent_port}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_python(CONSOLE_NO_TEXTUAL, f"127.0.0.1:{silent_port}")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import socket
-import unicodedata
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from udproom.protocol import frames as F
 from udproom.protocol.cli import _Output, _SafeFormatter, _say
 
+from ..terminal import BIDI, unsafe
 from .conftest import hostport
 from .procs import FAST
 
@@ -33,19 +33,6 @@ HOSTILE = [
     "new\nline",
     "nul\x00",
 ]
-BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
-
-
-def unsafe(line: str) -> list[str]:
-    """Characters a terminal would act on, or that reorder or hide text."""
-    bad = []
-    for ch in line:
-        cat = unicodedata.category(ch)
-        if ch in BIDI or cat in ("Cc", "Zl", "Zp") or (cat == "Cf" and ch not in "\u200c\u200d"):
-            bad.append(ch)
-    return bad
-
-
 hostile_text = st.one_of(
     st.sampled_from(HOSTILE),
     st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x3000), max_size=40),

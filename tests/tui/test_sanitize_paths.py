@@ -4,27 +4,15 @@ notices. Hostile strings go in through the backend's events; the rendered panes 
 
 from __future__ import annotations
 
-import unicodedata
-
 from udproom.protocol import events as ev
 
+from ..terminal import unsafe
 from .conftest import T0, make_app, ready, settle, texts
-
-BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 
 
 def evil(tag: str) -> str:
     """A visible tag wrapped in an escape sequence, a C1 CSI, a bidi override and a newline."""
     return f"\x1b[2J{tag}\x9b31m\u202e\n\x07"
-
-
-def unsafe(text: str) -> list[str]:
-    bad = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if ch in BIDI or cat in ("Cc", "Zl", "Zp") or (cat == "Cf" and ch not in "\u200c\u200d"):
-            bad.append(ch)
-    return bad
 
 
 def screen(app) -> str:
