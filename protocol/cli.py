@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import events as E
-from .names import NameError_, canonical_room, check_nick, check_text, default_nick
+from .names import NameError_, canonical_room, check_nick, check_text, default_nick, sanitize
 from .net.address import AddressError, format_address, parse_address
 from .reliability import Timing
 
@@ -282,17 +282,26 @@ def _timing(args: argparse.Namespace) -> Timing | None:
     return t
 
 
+class _SafeFormatter(logging.Formatter):
+    """Log lines carry strings from the network (notices, reasons): sanitized like the screen."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return sanitize(super().formatMessage(record))  # one line: a newline cannot forge another
+
+    def formatException(self, ei) -> str:  # a traceback keeps its lines
+        return "\n".join(sanitize(line) for line in super().formatException(ei).split("\n"))
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 def _say(command: str, text: str) -> None:
+    """One line on stderr. `text` may quote the network (refusal reasons): sanitized."""
     try:
-        sys.stderr.write(f"udproom {command}: {text}\n")
+        sys.stderr.write(f"udproom {command}: {sanitize(text)}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
@@ -376,15 +385,28 @@ def _event_json(ev: Any) -> dict | None:
     return out
 
 
+def _sanitized(obj: Any) -> Any:
+    """Every string in a JSON-able object through `sanitize`: JSON escapes C0 controls but writes
+    C1 controls (U+009B is a terminal's CSI) and bidi overrides raw."""
+    if isinstance(obj, str):
+        return sanitize(obj)
+    if isinstance(obj, dict):
+        return {k: _sanitized(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_sanitized(v) for v in obj]
+    return obj
+
+
 class _Output:
-    """JSON lines on stdout; a closed pipe (`listen | head -1`) ends the command quietly."""
+    """JSON lines on stdout, every string from the network sanitized like the screen; a closed
+    pipe (`listen | head -1`) ends the command quietly."""
 
     def __init__(self, on_closed: Callable[[], None]) -> None:
         self.closed = False
         self.on_closed = on_closed
 
     def write(self, obj: dict) -> None:
-        self.write_text(json.dumps(obj, ensure_ascii=False))
+        self.write_text(json.dumps(_sanitized(obj), ensure_ascii=False))
 
     def write_text(self, line: str) -> None:
         if self.closed:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ class RttEstimator:
         self._max = timing.rto_max
 
     def sample(self, rtt: float) -> None:
-        if rtt < 0:
+        if not 0 <= rtt < math.inf:  # negative (clock step), NaN or infinite: no information
             return
         if self.srtt is None:
             self.srtt = rtt

@@ -36,6 +36,16 @@ class Proc:
             asyncio.create_task(self._read(proc.stdout, self.stdout)),
             asyncio.create_task(self._read(proc.stderr, self.stderr)),
         ]
+        # wakes every waiter when the process exits (its pipes may close before the exit status
+        # is known, or stay open in a child): `wait_until(lambda: not p.running, ...)` returns then
+        self._exit_watch = asyncio.create_task(self._watch_exit())
+
+    async def _watch_exit(self) -> None:
+        # Process.wait() itself waits for the pipes too (Python 3.11), so watch the exit status
+        while self.proc.returncode is None:
+            await asyncio.sleep(0.02)
+        async with self.changed:
+            self.changed.notify_all()
 
     async def _read(self, stream: asyncio.StreamReader | None, into: list[str]) -> None:
         if stream is None:
@@ -179,5 +189,5 @@ class Procs:
                 await asyncio.wait_for(p.proc.wait(), 5)
             except TimeoutError:
                 pass
-            for t in p._readers:
+            for t in (*p._readers, p._exit_watch):
                 t.cancel()

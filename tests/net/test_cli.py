@@ -51,10 +51,10 @@ def test_usage_errors_exit_2(capsys, argv, fragment):
     one_line_error(capsys, 2, argv, fragment)
 
 
-def test_oversize_text_refused(capsys):
+def test_oversize_text_refused(capsys, silent_port):
     text = "é" * (MAX_TEXT_BYTES // 2 + 1)
     line = one_line_error(
-        capsys, 1, ["send", "--join", "127.0.0.1:9", "--room", "x", "--nick", "a", text], "limit"
+        capsys, 1, ["send", "--join", f"127.0.0.1:{silent_port}", "--room", "x", "--nick", "a", text], "limit"
     )
     assert str(MAX_TEXT_BYTES) in line
 
@@ -76,8 +76,13 @@ def test_parser_defaults():
     assert args.text == ["a", "b"] and args.timeout == 10.0
 
 
-def run_cli(*args, input=None, timeout=30):
+def run_cli(*args, input=None, timeout=60):
     return subprocess.run([*CLI, *args], input=input, capture_output=True, text=True, timeout=timeout)
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -c code args...` with the output captured."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
 
 
 def test_event_json_shapes():
@@ -108,11 +113,11 @@ def test_event_json_shapes():
             assert "history" not in obj
 
 
-def test_send_without_relay_fails_in_time():
+def test_send_without_relay_fails(silent_port):
     r = run_cli(
         "send",
         "--join",
-        "127.0.0.1:9",
+        f"127.0.0.1:{silent_port}",
         "--room",
         "x",
         "--nick",
@@ -127,19 +132,46 @@ def test_send_without_relay_fails_in_time():
     assert len(err) == 1 and "no answer" in err[0], r.stderr
 
 
-def test_listen_without_relay():
+def test_listen_without_relay(silent_port, silent_port6):
     r = run_cli(
-        "listen", "--join", "[::1]:9", "--room", "x", "--nick", "a", "--timeout", "0.3", "--count", "1"
+        "listen",
+        "--join",
+        f"[::1]:{silent_port6}",
+        "--room",
+        "x",
+        "--nick",
+        "a",
+        "--timeout",
+        "0.3",
+        "--count",
+        "1",
     )
     assert r.returncode == 1 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and "timed out" in r.stderr
     # without --count, --timeout is a normal end
-    r = run_cli("listen", "--join", "127.0.0.1:9", "--room", "x", "--nick", "a", "--timeout", "0.3")
+    r = run_cli(
+        "listen", "--join", f"127.0.0.1:{silent_port}", "--room", "x", "--nick", "a", "--timeout", "0.3"
+    )
     assert r.returncode == 0 and r.stdout == ""
 
 
+NO_DNS = textwrap.dedent(
+    """
+    import socket, sys
+    def refuse(*args, **kwargs):  # no resolver is asked: the name fails at once
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    socket.getaddrinfo = refuse
+    from udproom.protocol.net import loop
+    loop.loop_factory = lambda: None  # asyncio's loop resolves through socket.getaddrinfo
+    from udproom.protocol.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
 def test_unresolvable_host():
-    r = run_cli("send", "--join", "no-such-host.invalid:6000", "--room", "x", "--nick", "a", "hi")
+    argv = ["send", "--join", "no-such-host.invalid:6000", "--room", "x", "--nick", "a", "hi"]
+    r = run_python(NO_DNS, *argv)
     assert r.returncode == 1
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "no-such-host.invalid" in err[0], r.stderr
@@ -165,7 +197,7 @@ NO_TEXTUAL = textwrap.dedent(
     from udproom.protocol.chatlog import ChatLog, Line
     from udproom.protocol.paths import chatlog_path
     from udproom.protocol.roomlog import SqliteLog
-    codes = [main(["relay", "--help"]), main(["send", "--join", "127.0.0.1:9", "--room", "x",
+    codes = [main(["relay", "--help"]), main(["send", "--join", sys.argv[1], "--room", "x",
              "--nick", "a", "--timeout", "0.2", "hi"]), main(["search", "x"])]
     with ChatLog(chatlog_path()) as chat:
         chat.add([Line("r:1", "x", "message", "a", "hello", 1.0, 1)])
@@ -179,9 +211,9 @@ NO_TEXTUAL = textwrap.dedent(
 )
 
 
-def test_headless_commands_never_import_textual():
+def test_headless_commands_never_import_textual(silent_port):
     """Nor do the logs: relay, listen, send, search and log run on machines without a terminal UI."""
-    r = subprocess.run([sys.executable, "-c", NO_TEXTUAL], capture_output=True, text=True, timeout=30)
+    r = run_python(NO_TEXTUAL, f"127.0.0.1:{silent_port}")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -200,7 +232,7 @@ CONSOLE_NO_TEXTUAL = textwrap.dedent(
     import sys
     from udproom.__main__ import main
     codes = [main(["relay", "--help"]), main(["listen", "--help"]),
-             main(["send", "--join", "127.0.0.1:9", "--room", "x", "--nick", "a", "--timeout",
+             main(["send", "--join", sys.argv[1], "--room", "x", "--nick", "a", "--timeout",
                    "0.2", "hi"])]
     bad = sorted(m for m in sys.modules if m.split(".")[0] == "textual")
     print(codes, bad)
@@ -209,6 +241,6 @@ CONSOLE_NO_TEXTUAL = textwrap.dedent(
 )
 
 
-def test_console_script_headless_commands_never_import_textual():
-    r = subprocess.run([sys.executable, "-c", CONSOLE_NO_TEXTUAL], capture_output=True, text=True, timeout=30)
+def test_console_script_headless_commands_never_import_textual(silent_port):
+    r = run_python(CONSOLE_NO_TEXTUAL, f"127.0.0.1:{silent_port}")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -26,7 +26,7 @@ class Sink(asyncio.DatagramProtocol):
             self.transport.sendto(b"re:" + data, addr)
 
 
-async def settle(sink, n, timeout=3.0):
+async def settle(sink, n, timeout=30.0):
     """Wait until `sink` has n datagrams (or the deadline passes, for 'nothing more comes')."""
     deadline = time.monotonic() + timeout
     while len(sink.got) < n and time.monotonic() < deadline:

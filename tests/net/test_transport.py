@@ -14,10 +14,10 @@ from udproom.protocol.net.transport import bind_socket, client_socket, open_core
 LOOPS = ["asyncio", "uvloop"]
 
 
-def run_on(kind, coro_fn, timeout=10.0):
+def run_on(kind, coro_fn, timeout=60.0):
     factory = None if kind == "asyncio" else netloop.loop_factory()
-    if kind == "uvloop" and factory is None:
-        pytest.skip("uvloop is not installed")
+    if kind == "uvloop" and factory is None:  # a dependency on this platform: its absence is a failure
+        pytest.fail("uvloop is not installed (pip install -e '.[test]')")
 
     async def main():
         return await asyncio.wait_for(coro_fn(), timeout)
@@ -56,7 +56,7 @@ class EchoCore:
         return self.events.popleft() if self.events else None
 
 
-async def wait_for(predicate, timeout=3.0):
+async def wait_for(predicate, timeout=30.0):
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -113,7 +113,7 @@ def test_one_timer_rearmed(kind):
         core.timer = t0 + 0.02
         proto.flush()
         proto.flush()  # same deadline: no re-arm
-        await wait_for(lambda: core.timer_calls, 2.0)
+        await wait_for(lambda: core.timer_calls, 30.0)
         assert len(core.timer_calls) == 1
         assert core.timer_calls[0] >= t0 + 0.02 - 1e-9  # never early, even with uvloop's ms clock
         # cleared deadline: nothing fires
@@ -128,7 +128,7 @@ def test_one_timer_rearmed(kind):
             core.timer = time.monotonic() + 0.005
             proto.flush()
             n = len(core.timer_calls)
-            await wait_for(lambda: len(core.timer_calls) == n + 1, 2.0)  # noqa: B023 -- awaited here
+            await wait_for(lambda: len(core.timer_calls) == n + 1, 30.0)  # noqa: B023 -- awaited here
         proto.close()
 
     run_on(kind, main)
@@ -217,7 +217,7 @@ def test_connected_peer_refused_is_harmless():
         proto = await open_core(core, sock)
         core.out.append((b"anyone?", None))
         proto.flush()
-        await wait_for(lambda: proto.stats["send_errors"] > 0, 2.0)  # the ICMP error arrived
+        await wait_for(lambda: proto.stats["send_errors"] > 0, 30.0)  # the ICMP error arrived
         for _ in range(3):  # and the socket keeps working afterwards
             core.out.append((b"anyone?", None))
             proto.flush()

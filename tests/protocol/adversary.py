@@ -114,7 +114,7 @@ def datagrams(
 ) -> st.SearchStrategy[bytes]:
     """Encoded datagrams of 1-6 hostile frames (with `prefix`, e.g. a Sid, first). Most fit 1200
     bytes; some are a little over (the decoder must refuse those)."""
-    fs = frame_strategy or frames()
+    fs = frame_strategy if frame_strategy is not None else frames()
     head = prefix if prefix is not None else st.just(None)
 
     def build(args) -> bytes:
