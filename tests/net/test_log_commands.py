@@ -67,7 +67,8 @@ def test_search_json_lines_and_filters(data):
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [(o["room"], o["nick"], o["ts"], o["text"]) for o in rows] == [
-        ("dev", "bob", T0 + 120, "evil \x1b[2J\x1b]0;x\x07 deploy"),  # JSON carries it escaped, intact
+        # sanitised like the screen and like `listen` (JSON would escape C0 but not C1 controls)
+        ("dev", "bob", T0 + 120, "evil \ufffd[2J\ufffd]0;x\ufffd deploy"),
         ("dev", "ann", T0 + 60, "deploying on friday"),
     ]
     assert "\x1b" not in r.stdout

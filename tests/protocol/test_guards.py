@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from udproom.protocol import frames as F
-from udproom.protocol.cookies import AMPLIFICATION, CookieJar, SourceLimiter, amplification_ok
+from udproom.protocol.cookies import AMPLIFICATION, CookieJar, SourceLimiter, amplification_ok, source_of
 from udproom.protocol.peer import PeerNode
 from udproom.protocol.relay import Relay, RelayConfig
 
@@ -25,9 +25,9 @@ SRC = ("192.0.2.9", 4444)
 TINY_HELLO = b"\x91\x93\x01\x01\xa0"
 
 
-def padded_hello(cookie: bytes = b"", nonce: int = 7, nick: str = "x") -> bytes:
-    h = F.Hello(F.VERSION, nick, cookie, b"", nonce)
-    return F.encode_one(F.Hello(F.VERSION, nick, cookie, F.hello_padding(F.size_of((h,))), nonce))
+def padded_hello(cookie: bytes = b"", nonce: int = 7, nick: str = "x", node: int = 43) -> bytes:
+    h = F.Hello(F.VERSION, nick, cookie, b"", nonce, node=node)
+    return F.encode_one(F.Hello(F.VERSION, nick, cookie, F.hello_padding(F.size_of((h,))), nonce, node=node))
 
 
 def relay_core():
@@ -90,13 +90,16 @@ def test_a_tiny_hello_earns_nothing_a_padded_one_earns_a_retry(make):
 @pytest.mark.parametrize("make", CORES)
 def test_hellos_of_every_size_respect_three_times(make):
     w = Watched(make(), ("10.0.0.1", 6000))
-    answered = 0
-    for i, pad in enumerate([0, 1, 2, 3, 5, 8, 13, 21, 40, 100, 400, 1100]):
+    full = len(F.hello_padding(F.size_of((F.Hello(F.VERSION, "x", b"", b"", 9),))))
+    answered = []
+    for i, pad in enumerate([0, 1, 2, 3, 5, 8, 13, 21, 40, 100, 400, 1100, full - 1, full]):
         src = (f"192.0.2.{i + 20}", 1000 + i)
         data = F.encode_one(F.Hello(F.VERSION, "x", b"", bytes(pad), 9))
-        answered += bool(exchange(w, data, src, 1.0 + i))
+        if exchange(w, data, src, 1.0 + i):
+            answered.append(len(data))
         assert w.bytes_out[src] <= AMPLIFICATION * w.bytes_in[src], (pad, w.bytes_out[src], w.bytes_in[src])
-    assert answered >= 6  # the larger ones were answered
+    # only Hellos padded to the full first-flight size are answered (and those are)
+    assert answered == [F.HELLO_PAD_TO]
 
 
 @pytest.mark.parametrize("make", CORES)
@@ -184,17 +187,19 @@ def test_source_limiter_rate_cap_and_prune():
     assert [lim.allow(a, 0.0) for _ in range(3)] == [True, True, False]
     assert lim.allow(b, 0.0)  # per source
     assert lim.allow(a, 0.5) and not lim.allow(a, 0.5)  # refills at `rate`
+    assert lim.allow(("192.0.2.2", 2), 0.0) and not lim.allow(("192.0.2.2", 3), 0.0)  # ports share one
     for i in range(10):  # a flood of forged sources: remembered addresses stay within the cap
-        assert lim.allow(("198.51.100.1", i), 1.0)
+        assert lim.allow((f"198.51.100.{i + 1}", 1), 1.0)
         assert len(lim.buckets) <= 3
-    assert a not in lim.buckets  # the oldest were forgotten, not everyone new refused
+    key_a = source_of(a)
+    assert key_a not in lim.buckets  # the oldest were forgotten, not everyone new refused
     lim.prune(11.5, idle=10.0)
     assert lim.buckets == {}
     lim.allow(a, 20.0)
     lim.prune(25.0, idle=10.0)
-    assert a in lim.buckets
+    assert key_a in lim.buckets
     lim.prune(30.0)  # the default: idle for 10 s exactly is kept, longer is forgotten
-    assert a in lim.buckets
+    assert key_a in lim.buckets
     lim.prune(30.01)
-    assert a not in lim.buckets
+    assert key_a not in lim.buckets
     assert SourceLimiter(1.0).cap == 100_000

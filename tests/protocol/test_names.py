@@ -176,8 +176,10 @@ def test_relay_refuses_a_lookalike_of_a_member():
         addr = client_addr(i)
         room.add_client(i, nick=fake)
         room.settle(2.0)
-        refused = room.events(addr, E.RequestRefused)
-        assert refused and refused[0].what == "join" and "already" in refused[0].reason, fake
+        # nicks are unique per relay: the look-alike is refused at its Hello, before any room
+        refused = room.events(addr, E.Refused)
+        assert refused and refused[0].reason == f"nick {check_nick(fake)} is in use on this relay", fake
+        assert not room.clients[addr].connected
         assert not any(isinstance(e, E.RoomJoined) for e in room.events(addr))
     members = {m.session.nick for m in room.relay.rooms[room.room].members.values()}
     assert members == {"n0", "alice"}
