@@ -49,6 +49,10 @@ class Backend(Protocol):
     def close(self) -> None:
         """Leave every room politely and make `run` return."""
 
+    def page_back(self, room: str, before: int, limit: int) -> None:
+        """Ask for up to `limit` events of `room` older than sequence `before`; the answer comes as
+        one `HistoryPage` event (possibly empty, `complete` when nothing older exists)."""
+
 
 class OutboxFull(RuntimeError):
     """Too many posts waiting for acknowledgement; str() says so in one line."""

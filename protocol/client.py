@@ -409,7 +409,7 @@ class ClientSession:
             req.cseq = 0
             req.attempts = 0
             self._outbox.append(req)
-        self._events.append(E.Connected(_fmt(self.addr), self.nick, self.rtt.srtt))
+        self._events.append(E.Connected(_fmt(self.addr), self.nick, self.rtt.srtt, self.epoch or 0))
 
     def _stall_after(self) -> float:
         """Silence (while we keep asking) after which we say the relay is not answering: past a

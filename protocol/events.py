@@ -41,6 +41,9 @@ class Connected:
     address: str
     nick: str
     rtt: float | None = None  # seconds, smoothed
+    #: names the relay's history: room sequence numbers are comparable only within one epoch (a
+    #: new epoch means the relay's rooms started afresh); 0 in direct mode
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,19 @@ ROOM_EVENTS = (
     AwayChanged,
 )
 
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """An answer to `page_back(room, before, limit)`: the room's events with sequence numbers
+    below `before`, oldest first (each with `history=True`). `complete` is True when the page
+    reaches the start of the history the relay keeps (nothing older can be fetched)."""
+
+    room: str
+    before: int
+    events: tuple = ()
+    complete: bool = False
+
+
 # ----------------------------------------------------------------------------- our own posts
 
 
@@ -240,4 +256,5 @@ Event = (
     | PostAcknowledged
     | PostFailed
     | Notice
+    | HistoryPage
 )
