@@ -305,8 +305,9 @@ def load_or_create_identity(path: str | os.PathLike) -> Identity:
 
 class ReplayWindow:
     """Which packet numbers were accepted: the highest one and a bitmap of the `size` below it
-    (RFC 6479's idea, as WireGuard and IPsec keep it). A number seen before, or older than the
-    window, is refused. `check` before decrypting (cheap), `mark` only after authenticating."""
+    (IPsec's sliding window, RFC 4303; WireGuard keeps the same with RFC 6479's layout). A
+    number seen before, or older than the window, is refused. `check` before decrypting
+    (cheap), `mark` only after authenticating."""
 
     __slots__ = ("bits", "mask", "size", "top")
 
