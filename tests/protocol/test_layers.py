@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CORE = ["frames", "reliability", "relay", "client", "events", "names", "backend"]
+CORE = ["frames", "reliability", "relay", "client", "events", "names", "backend", "crypto"]
 
 
 def test_sans_io_core_imports_no_io_or_ui():
