@@ -17,3 +17,11 @@ def _no_real_dns(monkeypatch):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path_factory, monkeypatch):
+    """Tests never touch the real data directory (the app's chat log, a relay's room log)."""
+    path = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv("UDPROOM_DATA_DIR", str(path))
+    return path

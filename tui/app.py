@@ -29,10 +29,12 @@ from udproom.protocol.names import MAX_AWAY_BYTES, MAX_TOPIC_BYTES, NameError_, 
 
 from . import commands
 from . import config as config_mod
+from . import history as history_mod
 from . import model as m
 from .keys import install_alt_digits
 from .palette import UdproomCommands
 from .screens import ConfirmPaste, ConfirmQuit, ConnectScreen, HelpScreen, QuickSwitcher
+from .search import SearchScreen
 from .session import Spec, SpecError, check
 from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
 
@@ -156,6 +158,7 @@ class ChatApp(App[int]):
         flush_interval: float = 0.05,
         connect_error: str = "",
         timing=None,
+        log=None,
     ) -> None:
         super().__init__()
         self.theme = "tokyo-night"
@@ -168,6 +171,13 @@ class ChatApp(App[int]):
         self.bell_enabled = self.config.bell if bell is None else bell
         nick = spec.nick if spec else (backend.nick if backend is not None else "")
         self.chat = m.ChatModel(nick, tz=tz, clock=clock)
+        # the app's own log (history.py): `log` False = --no-log, a ChatLog = that one (tests),
+        # None = the config's choice (on by default), under the data directory
+        if log is None or isinstance(log, bool):
+            enabled = self.config.log if log is None else log
+            self.history = history_mod.History.open(self.chat, enabled)
+        else:
+            self.history = history_mod.History(self.chat, log)
         self.backend = None
         self.flush_interval = flush_interval
         self._inbox: list = []
@@ -251,6 +261,7 @@ class ChatApp(App[int]):
                 loop.remove_signal_handler(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+        self.history.close()
 
     def on_resize(self, event) -> None:
         self._apply_panes(event.size.width)
@@ -356,6 +367,9 @@ class ChatApp(App[int]):
             chat.set_nick(backend.nick)
         self._inbox.clear()
         self.spec = spec
+        rooms = list(spec.rooms) if spec is not None else list(getattr(backend, "rooms", []))
+        self.history.begin(spec, backend, rooms)  # each room's previous lines, before any network
+        self._log_notice()
         self._network(spec, backend, running)
         for event in held:
             self._emit(event)
@@ -436,9 +450,12 @@ class ChatApp(App[int]):
         if not batch:
             return
         self.flushes += 1
+        batch, pages = self.history.ingest(batch)  # drops what the log already showed; queues the rest
         apply = self.chat.apply
         for event in batch:
             apply(event)
+        self.history.after(pages)
+        self._log_notice()
         if self._remember is not None and self.chat.connected_once:
             self._remember_connected()
         elif self._keep_nick and self.chat.nick != self.config.nick and self.chat.state == "connected":
@@ -480,6 +497,8 @@ class ChatApp(App[int]):
         return changed
 
     def refresh_ui(self, full: bool = False) -> None:
+        if hasattr(self, "messages") and self.messages.follow:
+            self.history.settle(self.chat.active)  # back at the bottom: the scrollback cap again
         changes = self.chat.take_changes()
         if not hasattr(self, "messages"):
             return
@@ -518,6 +537,7 @@ class ChatApp(App[int]):
 
     def _tick(self) -> None:
         self.chat.forget_timed_out(self.chat.clock())
+        self._log_notice()
         if self.chat.changes.members:
             self.refresh_ui()
         if (
@@ -1082,7 +1102,46 @@ class ChatApp(App[int]):
             self.refresh_ui()
 
     def action_scroll(self, direction: int) -> None:
+        at_top = self.messages.scroll_y <= 0  # (reaching the top posts TopReached itself)
         self.messages.page(direction)
+        if direction < 0 and at_top:
+            self._older()
+        self._update_status()
+
+    @on(MessageView.TopReached)
+    def _older(self) -> None:
+        """Scrolled up past the top of the room's lines: the previous page (history.py)."""
+        if self.chat.active is not None and self.history.older(self.chat.active):
+            self.refresh_ui()
+
+    def _log_notice(self) -> None:
+        text = self.history.take_notice()
+        if text:
+            self.chat.add_local(None, m.ERROR, text)
+            self.flash("chat log off: " + text.split(";")[0])
+
+    def cmd_search(self, cmd: commands.Command) -> None:
+        from udproom.protocol.sqlstore import StoreError
+
+        try:
+            results = self.history.search(cmd.rest)
+        except StoreError as e:
+            self.error(f"cannot search: {e}")
+            return
+        self.push_screen(SearchScreen(cmd.rest, results, self.chat.tz), self._jump)
+
+    def _jump(self, pos: int | None) -> None:
+        """Enter on a search result: that line in its room, with the lines around it."""
+        if pos is None:
+            return
+        found = self.history.jump(pos)
+        if isinstance(found, str):
+            self.error(found)
+            return
+        room, line = found
+        self.chat.switch(room)
+        self.refresh_ui()
+        self.messages.show_line(line)
         self._update_status()
 
     def action_scroll_bottom(self) -> None:
@@ -1140,6 +1199,7 @@ class ChatApp(App[int]):
 
     async def _quit_now(self) -> None:
         await self._say_goodbye(2.0)
+        self.history.close()
         self.exit(0)
 
     async def _say_goodbye(self, patience: float) -> None:

@@ -1,0 +1,88 @@
+"""`/search WORDS`: the results view (room, time, nick, text; newest first). Enter jumps to the line
+in its room (the app pages back to it, `History.jump`), Esc returns."""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from udproom.protocol.chatlog import Line
+from udproom.protocol.names import sanitize
+
+from .render import cut
+
+
+def _when(ts: float, tz: tzinfo | None) -> str:
+    try:
+        return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):
+        return "????-??-?? ??:??"
+
+
+def result_text(line: Line, tz: tzinfo | None) -> Text:
+    """One result row: `#dev  2026-12-01 15:53  <bob> text` (everything sanitised)."""
+    room = sanitize(line.room) if line.room.startswith("@") else "#" + sanitize(line.room)
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(cut(room, 12).ljust(13), "bold #7aa2f7")
+    t.append(_when(line.ts, tz) + "  ", "#737aa2")
+    nick = sanitize(line.nick)
+    if line.kind == "action":
+        t.append(f"* {nick} ", "#bb9af7")
+    elif line.kind == "message":
+        t.append(f"<{nick}> ", "bold #9ece6a")
+    else:
+        t.append(f"-!- {nick} {line.kind} ", "#737aa2")
+    t.append(sanitize(line.text), "#c0caf5")
+    return t
+
+
+class SearchScreen(ModalScreen[int | None]):
+    """Results of `/search`; dismisses with the chosen line's log position (or None)."""
+
+    BINDINGS = [Binding("escape", "close", "Back")]
+    DEFAULT_CSS = """
+    SearchScreen { align: center middle; }
+    #search { width: 90%; height: 80%; border: round #7aa2f7; background: #1a1b26; padding: 0 1; }
+    #search-title { height: 1; }
+    #search-help { height: 1; }
+    #search-results { height: 1fr; border: none; background: #1a1b26; }
+    """
+
+    def __init__(self, query: str, results: list[Line], tz: tzinfo | None = None) -> None:
+        super().__init__()
+        self.query = query
+        self.results = results
+        self.tz = tz
+
+    def compose(self) -> ComposeResult:
+        n = len(self.results)
+        title = Text(f"search: {sanitize(self.query)}", "bold #7aa2f7")
+        title.append(
+            f"  ·  {n} result{'' if n == 1 else 's'}, newest first" if n else "  ·  nothing matches",
+            "#737aa2",
+        )
+        with Vertical(id="search"):
+            yield Static(title, id="search-title")
+            yield OptionList(
+                *[Option(result_text(x, self.tz), id=str(x.pos)) for x in self.results], id="search-results"
+            )
+            yield Static(
+                Text("↑/↓ choose · Enter jumps to the line in its room · Esc returns", "#737aa2"),
+                id="search-help",
+            )
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(int(event.option.id))
+
+    def action_close(self) -> None:
+        self.dismiss(None)
