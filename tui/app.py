@@ -1106,6 +1106,8 @@ class ChatApp(App[int]):
         self.messages.page(direction)
         if direction < 0 and at_top:
             self._older()
+        elif self.messages.follow:
+            self.refresh_ui()  # back at the bottom: pages loaded above are trimmed (history.settle)
         self._update_status()
 
     @on(MessageView.TopReached)
@@ -1146,6 +1148,7 @@ class ChatApp(App[int]):
 
     def action_scroll_bottom(self) -> None:
         self.messages.to_bottom()
+        self.refresh_ui()
         self._update_status()
 
     def action_retry(self) -> None:

@@ -178,6 +178,7 @@ class History:
         self.loaded_low: dict[str, int] = {}  # room -> lowest sequence read from the log (this epoch)
         self.cursor: dict[str, Line] = {}  # room -> oldest line read from the log: paging goes on there
         self.pos_of: dict[int, int] = {}  # model line serial -> its position in the log
+        self.key_of: dict[int, tuple] = {}  # model line serial -> its dedupe key (log lines, pages)
         self.loading: dict[str, m.Line] = {}  # room -> its "loading older messages…" line
         self.complete: set[str] = set()  # rooms showing the start of their history
         self.starts: dict[str, m.Line] = {}  # room -> its "start of #room's history" line
@@ -246,6 +247,7 @@ class History:
         shown = self._prepend(room, events)
         for line, x in zip(shown, fresh, strict=False):
             self.pos_of[line.serial] = x.pos
+            self.key_of[line.serial] = self._line_key(x)
         if not self.direct:
             for x in fresh:
                 if x.seq > 0:
@@ -306,7 +308,7 @@ class History:
         if epoch == self.epoch:
             return
         self.epoch = epoch
-        self.low = {}
+        self.low.clear()  # (in place: ingest holds it)
         for room, keys in self.seen.items():
             seqs = [k[2] for k in keys if k[0] == "s" and k[1] == epoch]
             if seqs:
@@ -401,7 +403,8 @@ class History:
         events.sort(key=lambda e: e.seq)
         if events:
             self._lower(name, events[0].seq)
-            self._prepend(name, events)
+            for line, e in zip(self._prepend(name, events), events, strict=False):
+                self.key_of[line.serial] = ("s", self.epoch, e.seq)
             if self.enabled:
                 self.writer.put(self.circle, self.epoch, False, events)
         if page.complete is True or not events or events[0].seq <= 1:
@@ -458,7 +461,25 @@ class History:
             self.cursor.pop(name, None)
             self.complete.discard(name)
             self.starts.pop(name, None)
-        room.lines = deque(room.lines, maxlen=m.SCROLLBACK)
+            cut = len(room.lines) - m.SCROLLBACK
+            seen = self.seen.get(name, set())
+            for x in list(room.lines)[:cut]:  # trimmed: paging may bring them back
+                key = self.key_of.pop(x.serial, None)
+                self.pos_of.pop(x.serial, None)
+                seen.discard(key)
+            room.lines = deque(room.lines, maxlen=m.SCROLLBACK)
+            if not self.direct:  # the relay pages from the new top
+                seqs = [
+                    x.seq
+                    for x in room.lines
+                    if x.seq > 0
+                    and x.kind <= m.AWAY
+                    and self.key_of.get(x.serial, ("s", self.epoch))[1] == self.epoch
+                ]
+                if seqs:
+                    self.low[name] = min(seqs)
+        else:
+            room.lines = deque(room.lines, maxlen=m.SCROLLBACK)
         self.chat.changes.rooms.add(name)
 
     # ------------------------------------------------------------------ search

@@ -48,22 +48,30 @@ class SearchScreen(ModalScreen[int | None]):
 
     BINDINGS = [Binding("escape", "close", "Back")]
     DEFAULT_CSS = """
-    SearchScreen { align: center middle; }
-    #search { width: 90%; height: 80%; border: round #7aa2f7; background: #1a1b26; padding: 0 1; }
+    SearchScreen { align: center middle; background: #1a1b26 60%; }
+    #search {
+        width: 110; max-width: 100%; height: 80%;
+        background: #1f2335; border: round #7aa2f7; padding: 0 1;
+    }
     #search-title { height: 1; }
     #search-help { height: 1; }
-    #search-results { height: 1fr; border: none; background: #1a1b26; }
+    #search-results { height: 1fr; max-height: 100%; border: none; padding: 0; background: #1f2335; }
+    #search-results:focus { border: none; background-tint: #1f2335 0%; }
+    #search-results > .option-list--option-highlighted,
+    #search-results:focus > .option-list--option-highlighted {
+        background: #364a82; color: #c0caf5; text-style: none;
+    }
     """
 
     def __init__(self, query: str, results: list[Line], tz: tzinfo | None = None) -> None:
         super().__init__()
-        self.query = query
+        self.words = query
         self.results = results
         self.tz = tz
 
     def compose(self) -> ComposeResult:
         n = len(self.results)
-        title = Text(f"search: {sanitize(self.query)}", "bold #7aa2f7")
+        title = Text(f"search: {sanitize(self.words)}", "bold #7aa2f7")
         title.append(
             f"  ·  {n} result{'' if n == 1 else 's'}, newest first" if n else "  ·  nothing matches",
             "#737aa2",
