@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import math
 import os
 import signal
 import time
@@ -34,11 +33,11 @@ from .keys import install_alt_digits
 from .palette import UdproomCommands
 from .screens import ConfirmPaste, ConfirmQuit, ConnectScreen, HelpScreen, QuickSwitcher
 from .session import Spec, SpecError, check
+from .statusline import StatusLine, TopicLine
 from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
 
 NARROW = 80
 PASTE_LINES = 5  # a longer multi-line paste asks before sending one message per line
-STICKY_SECONDS = 8.0  # a refusal stays in the status line this long (or until the next keystroke)
 
 # Alt+1..Alt+9 arrive as `alt+N` in real terminals too (keys.py remaps Textual's ESC+digit
 # table, which would otherwise report the macOS Option characters ¡ ™ £ ¢ ∞ § ¶ • ª).
@@ -178,9 +177,6 @@ class ChatApp(App[int]):
         self.show_rooms: bool | None = None  # None: by width
         self.show_members: bool | None = None
         self._narrow = False
-        self._flash = ""
-        self._flash_until = 0.0
-        self._flash_until_room: str | None = None
         self._from_connect = False  # this session was chosen on the connect screen
         self._errors = 0  # inline errors shown (a submitted line that caused one stays in the input)
         self._remember: Spec | None = None  # saved to "recent" once it has connected
@@ -190,7 +186,7 @@ class ChatApp(App[int]):
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield Static(id="topic")
+        yield TopicLine(id="topic")
         with Horizontal(id="panes"):
             with VerticalScroll(id="rooms-pane"):
                 yield RoomList(self.chat, id="rooms")
@@ -201,13 +197,15 @@ class ChatApp(App[int]):
         with Horizontal(id="input-row"):
             yield Static(id="prompt")
             yield ChatInput(id="input", placeholder="type a message, /help for commands")
-        yield Static(id="status")
+        yield StatusLine(id="status")
 
     def on_mount(self) -> None:
         self.messages = self.query_one(MessageView)
         self.room_list = self.query_one(RoomList)
         self.member_list = self.query_one(MemberList)
         self.input = self.query_one(ChatInput)
+        self.topic_line = self.query_one(TopicLine)
+        self.status_line = self.query_one(StatusLine)
         self.input.focus()
         self._apply_panes(self.size.width)
         self.refresh_ui(full=True)
@@ -312,48 +310,34 @@ class ChatApp(App[int]):
             return
         spec = self.spec
         self._stop()
-        self.chat.state = "disconnected"
+        self.chat.set_state(m.Conn.DISCONNECTED)
         self.show_connect(f"no answer from {spec.address}" if spec.mode == "join" else "", spec)
         self.refresh_ui()
 
     def _stop(self) -> None:
+        self._close_backend()
+        self.backend = None
+        self.workers.cancel_group(self, "net")
+
+    def _close_backend(self) -> None:
+        """Close the session's backend, if any: it leaves its rooms and says Bye (its worker ends)."""
         if self.backend is not None:
             try:
                 self.backend.close()
             except Exception:
                 pass
-        self.backend = None
-        self.workers.cancel_group(self, "net")
 
     def start(self, spec: Spec | None = None, backend=None, running=None, held=()) -> None:
         """Drop the current session (if any) and run a new one. `running`: the task of a backend
         already started (by /connect, which waited for it to answer); `held`: its events so far."""
-        if self.backend is not None:
-            try:
-                self.backend.close()
-            except Exception:
-                pass
+        self._close_backend()
         self.backend = None
-        self._from_connect = self.chat.esc_back = self._keep_nick = False
+        self._from_connect = self._keep_nick = False
         self._remember = spec
-        chat = self.chat
-        chat.connected_once = False
-        for name in list(chat.rooms):
-            chat.remove_room(name)
-        chat.pending.clear()
-        chat.share = []
-        chat.away = None
-        chat.state = "connecting"
-        chat.mode = ""
-        chat.stamp_order = False
-        chat.rtt = None
-        chat.outage = None
         if spec is not None:
-            chat.set_nick(spec.nick)
-            chat.address = spec.address
-            chat.auto_switch.update(spec.rooms[:1])
-        elif backend is not None:
-            chat.set_nick(backend.nick)
+            self.chat.reset_session(spec.nick, spec.address, spec.rooms)
+        else:
+            self.chat.reset_session(backend.nick if backend is not None else self.chat.nick)
         self._inbox.clear()
         self.spec = spec
         self._network(spec, backend, running)
@@ -402,8 +386,7 @@ class ChatApp(App[int]):
         self.refresh_ui(full=True)
 
     def on_net_failed(self, message: NetFailed) -> None:
-        self.chat.state = "failed"
-        self.chat.reason = message.reason
+        self.chat.set_state(m.Conn.FAILED, message.reason)
         if message.spec is not None and self.screen is self.screen_stack[0]:
             # could not even start (bad address, port in use): back to the connect screen
             self.show_connect(message.reason, message.spec)
@@ -441,14 +424,14 @@ class ChatApp(App[int]):
             apply(event)
         if self._remember is not None and self.chat.connected_once:
             self._remember_connected()
-        elif self._keep_nick and self.chat.nick != self.config.nick and self.chat.state == "connected":
+        elif self._keep_nick and self.chat.nick != self.config.nick and self.chat.state == m.Conn.CONNECTED:
             self.config.nick = self.chat.nick  # the nick in use, not one that was refused
             self._save_config()
         backend = self.backend
         if (
             backend is not None
             and backend.nick != self.chat.nick
-            and self.chat.state in ("connected", "stalled")
+            and self.chat.state in (m.Conn.CONNECTED, m.Conn.STALLED)
         ):
             self.chat.set_nick(backend.nick)
         self._refresh_mode()
@@ -492,29 +475,12 @@ class ChatApp(App[int]):
         if full or changes.active_changed or current in changes.members or changes.status:
             self.member_list.redraw()
         if full or changes.active_changed or current in changes.topics:
-            self._update_topic()
+            self.topic_line.show(chat)
         if full or changes.status or changes.active_changed:
             self.query_one("#prompt", Static).update(Text(f"{chat.nick} ›", "bold #7aa2f7"))
         self._update_status()
         if changes.mention and self.bell_enabled:
             self.bell()
-
-    def _update_topic(self) -> None:
-        room = self.chat.current
-        t = Text(no_wrap=True, overflow="ellipsis")
-        if room is self.chat.status_room:
-            t.append(" udproom", "bold #7aa2f7")
-            t.append("  ·  no room open: /join ROOM", "#737aa2")
-        else:
-            t.append(f" {room.label}", "bold #7aa2f7")
-            if room.direct:
-                t.append(f"  ·  direct conversation with {room.name[1:]}", "#737aa2")
-            elif room.topic:
-                t.append("  ·  ", "#565f89")
-                t.append(room.topic, "#c0caf5")
-            else:
-                t.append("  ·  no topic (/topic TEXT sets one)", "#565f89")
-        self._set_line("#topic", t)
 
     def _tick(self) -> None:
         self.chat.forget_timed_out(self.chat.clock())
@@ -522,183 +488,28 @@ class ChatApp(App[int]):
             self.refresh_ui()
         if (
             self._refresh_mode()
-            or self.chat.state in ("reconnecting", "stalled")
-            or self._flash
+            or self.chat.state in (m.Conn.RECONNECTING, m.Conn.STALLED)
+            or self.status_line.note
             or self.chat.sticky
         ):
             self._update_status()
 
     def _update_status(self, width: int | None = None) -> None:
-        """The status line. Each part has a priority: when the width is short, the least useful
-        parts go first (RTT, mode, addresses), then long forms are shortened; the room, its
-        activity, notices and `F1 help` stay."""
-        chat = self.chat
-        width = width or self.size.width or 80
-        state = chat.state
-        # parts in display order: key -> (full text, short text or None)
-        parts: dict[str, tuple[Text, Text | None]] = {}
-
-        def part(key: str, full: Text, short: Text | None = None) -> None:
-            parts[key] = (full, short)
-
-        if state == "connected":
-            part("state", Text.assemble((" ● ", "#9ece6a"), ("connected", "#9ece6a")), Text(" ●", "#9ece6a"))
-            if chat.rtt is not None:
-                ms = chat.rtt * 1000
-                part("rtt", Text(f" {ms:.0f} ms" if ms >= 0.5 else " <1 ms", "#737aa2"))
-        elif state == "stalled":
-            quiet = int(max(0.0, time.monotonic() - chat.stalled_since))
-            part(
-                "state",
-                Text(f" ◌ no answer from the relay for {quiet} s", "#e0af68"),
-                Text(f" ◌ quiet {quiet} s", "#e0af68"),
-            )
-        elif state == "connecting":
-            part(
-                "state",
-                Text.assemble(
-                    (" ◌ ", "#e0af68"),
-                    (f"connecting to {chat.address}…" if chat.address else "connecting…", "#e0af68"),
-                ),
-                Text(" ◌ connecting…", "#e0af68"),
-            )
-        elif state == "reconnecting":
-            left = math.ceil(max(0, (chat.retry_at or 0) - time.monotonic()))
-            if not chat.connected_once:
-                where = f" from {chat.address}" if chat.address else ""
-                full = Text(f" ↻ no answer{where} · retrying in {left} s", "#f7768e")
-                short = Text(f" ↻ no answer, retry {left} s", "#f7768e")
-            else:
-                full = Text(f" ↻ reconnecting in {left} s", "#f7768e")
-                if chat.reason:
-                    full.append(f" ({chat.reason})", "#737aa2")
-                short = Text(f" ↻ retry {left} s", "#f7768e")
-            part("state", full, short)
-        elif state == "refused":
-            part("state", Text(f" ✗ refused: {chat.reason}", "#f7768e"), Text(" ✗ refused", "#f7768e"))
-        elif state == "failed":
-            part("state", Text(f" ✗ {chat.reason or 'failed'}", "#f7768e"), Text(" ✗ failed", "#f7768e"))
-        else:
-            part("state", Text(" ○ offline", "#737aa2"))
-        if chat.away is not None:
-            part(
-                "away",
-                Text(f"away: {chat.away}" if chat.away else "away", "bold #e0af68"),
-                Text("away", "bold #e0af68"),
-            )
-        if chat.mode:
-            part("mode", Text(chat.mode, "#a9b1d6"))
-        if chat.share:
-            # what to give others: `--join ADDRESS` (a relay we host) or `--peer ADDRESS` (direct)
-            direct = chat.mode.startswith("direct")
-            full = Text("others peer with: " if direct else "others join: ", "#737aa2")
-            full.append(", ".join(chat.share), "bold #e0af68")
-            short = Text("peer: " if direct else "join: ", "#737aa2")
-            short.append(chat.share[0] + (" …" if len(chat.share) > 1 else ""), "bold #e0af68")
-            part("share", full, short)
-        room = chat.current
-        if room is not chat.status_room:
-            t = Text(room.label, "bold #7aa2f7")
-            short = None
-            if not self.messages.follow:
-                new = self.messages.new_below()
-                note = f"{new} new below, End shows them" if new else "scrolled up, End returns"
-                t.append(f" · {note}", "#e0af68")
-                short = Text(room.label, "bold #7aa2f7")
-                short.append(f" ({new} new ↓)" if new else " (↑)", "#e0af68")
-            part("room", t, short)
-        hot = []
-        for i, name in enumerate(chat.room_order()):
-            r = chat.rooms[name]
-            if name != chat.active and (r.unread or r.mentions):
-                hot.append((i + 1, r))
-        if hot:
-            t = Text("act: ", "#737aa2")
-            for j, (i, r) in enumerate(hot):
-                if j:
-                    t.append(",", "#565f89")
-                t.append(f"{i}" + ("!" if r.mentions else ""), "bold #e0af68" if r.mentions else "#73daca")
-            part("act", t)
-        if self._flash and self._flash_done():
-            self._flash = ""
-        if chat.sticky and time.monotonic() >= chat.sticky_at + STICKY_SECONDS:
-            chat.sticky = ""  # a refusal: the next keystroke clears it, or these few seconds
-        if self._flash:
-            part("flash", Text(self._flash, "#e0af68"))
-        elif chat.sticky:
-            part("flash", Text(chat.sticky, "bold #f7768e"))
-        right = Text(" F1 help ", "#565f89")
-        order = ["state", "rtt", "away", "mode", "share", "room", "act", "flash"]
-        use = dict.fromkeys(parts, 0)  # 0 full, 1 short
-
-        def build(sep: tuple[str, str]) -> Text:
-            t = Text(no_wrap=True, overflow="ellipsis")
-            first = True
-            for key in order:
-                if key not in use:
-                    continue
-                full, short = parts[key]
-                if not first and key != "rtt":
-                    t.append(*sep)
-                first = False
-                t.append_text(short if use[key] and short is not None else full)
-            return t
-
-        sep = (" │ ", "#3b4261")
-        steps = [
-            ("drop", "rtt"),
-            ("drop", "mode"),
-            ("short", "share"),
-            ("short", "state"),
-            ("sep", ""),
-            ("short", "away"),
-            ("short", "room"),
-            ("drop", "share"),
-            ("drop", "flash"),
-        ]
-        t = build(sep)
-        for op, key in steps:
-            if t.cell_len + right.cell_len <= width:
-                break
-            if op == "sep":
-                sep = ("│", "#3b4261")
-            elif key in use:
-                if op == "drop":
-                    del use[key]
-                else:
-                    use[key] = 1
-            t = build(sep)
-        room_for_left = max(width - right.cell_len, 1)
-        if t.cell_len > room_for_left:
-            t.truncate(room_for_left, overflow="ellipsis")
-        t.append(" " * (width - t.cell_len - right.cell_len))
-        t.append_text(right)
-        self._set_line("#status", t)
-
-    def _flash_done(self) -> bool:
-        if time.monotonic() >= self._flash_until:
-            return True
-        return self._flash_until_room is not None and self._flash_until_room in self.chat.rooms
-
-    def _set_line(self, selector: str, text: Text) -> None:
-        """Update a one-row Static only when its text changed, without a layout pass."""
-        widget = self.query_one(selector, Static)
-        if getattr(widget, "_udproom_text", None) != text:
-            widget._udproom_text = text
-            widget.update(text, layout=False)
+        if not hasattr(self, "status_line"):
+            return  # not mounted yet
+        follow = self.messages.follow
+        new_below = 0 if follow else self.messages.new_below()
+        self.status_line.show(self.chat, follow, new_below, width or self.size.width or 80)
 
     def flash(self, text: str, until_room: str | None = None) -> None:
         """A short-lived note in the status line: gone after a few seconds, at the next keystroke
         in the input, or (`until_room`) as soon as that room is open."""
-        self._flash = text
-        self._flash_until = time.monotonic() + 4.0
-        self._flash_until_room = until_room
+        self.status_line.flash(text, until_room)
         self._update_status()
 
     @on(ChatInput.Changed, "#input")
     def _typed(self, event: ChatInput.Changed) -> None:
-        if (self._flash or self.chat.sticky) and event.value:  # typing (not the clear after Enter)
-            self._flash = self.chat.sticky = ""
+        if event.value and self.status_line.typed(self.chat):  # typing (not the clear after Enter)
             self._update_status()
 
     # ------------------------------------------------------------------ input
@@ -1145,13 +956,9 @@ class ChatApp(App[int]):
     async def _say_goodbye(self, patience: float) -> None:
         """Close the backend (it leaves its rooms and says Bye) and give the network worker up
         to `patience` seconds to send that."""
-        backend = self.backend
-        if backend is None:
+        if self.backend is None:
             return
-        try:
-            backend.close()
-        except Exception:
-            pass
+        self._close_backend()
         for w in [w for w in self.workers if w.group == "net" and w.is_running]:
             try:
                 await asyncio.wait_for(w.wait(), patience)

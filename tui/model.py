@@ -12,6 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
+from enum import StrEnum
 
 from udproom.protocol import events as ev
 from udproom.protocol.names import is_direct, nick_key, sanitize
@@ -43,10 +44,23 @@ TIMEOUT = 4
 NICK = 5
 TOPIC = 6
 AWAY = 7
-DAY = 8  # (not stored any more; kept so the number of each kind stays the same)
+# 8: unused (day separators are drawn by the view, not stored)
 NOTICE = 9
 ERROR = 10
 INFO = 11
+
+
+class Conn(StrEnum):
+    """The session's connection as the status line shows it (`ChatModel.set_state` changes it)."""
+
+    DISCONNECTED = "disconnected"  # no session (before the first, or back on the connect screen)
+    CONNECTING = "connecting"  # a session started, no answer yet
+    CONNECTED = "connected"
+    STALLED = "stalled"  # connected, but the relay has gone quiet (ConnectionStalled)
+    RECONNECTING = "reconnecting"  # lost (or never answered): the core retries at `retry_at`
+    REFUSED = "refused"  # the relay refused the session
+    FAILED = "failed"  # the session could not start (bad address, port in use...)
+
 
 # Own post states
 SENT = 0
@@ -165,15 +179,6 @@ class Changes:
     mention: bool = False  # ring the bell
     active_changed: bool = False
 
-    def merge(self, other: Changes) -> None:
-        self.rooms |= other.rooms
-        self.members |= other.members
-        self.topics |= other.topics
-        self.room_list |= other.room_list
-        self.status |= other.status
-        self.mention |= other.mention
-        self.active_changed |= other.active_changed
-
     def __bool__(self) -> bool:
         return bool(
             self.rooms
@@ -200,7 +205,7 @@ class ChatModel:
         self._serial = 0
         self._mention_re: re.Pattern | None = None
         # connection
-        self.state = "disconnected"  # connecting / connected / reconnecting / refused / failed
+        self.state = Conn.DISCONNECTED
         self.address = ""
         self.rtt: float | None = None
         self.retry_at: float | None = None  # time.monotonic() deadline
@@ -229,6 +234,26 @@ class ChatModel:
             if self.nick
             else None
         )
+
+    def reset_session(self, nick: str, address: str = "", rooms: list[str] | tuple = ()) -> None:
+        """A new session starts: forget the old one's rooms, posts and connection (`nick` is the
+        new session's, `rooms[:1]` comes on screen once joined)."""
+        self.connected_once = False
+        for name in list(self.rooms):
+            self.remove_room(name)
+        self.pending.clear()
+        self.share = []
+        self.away = None
+        self.mode = ""
+        self.stamp_order = False
+        self.rtt = None
+        self.outage = None
+        self.esc_back = False
+        self.set_state(Conn.CONNECTING)
+        self.set_nick(nick)
+        if address:
+            self.address = address
+        self.auto_switch.update(rooms[:1])
 
     def set_nick(self, nick: str) -> None:
         self.nick = nick
@@ -534,7 +559,7 @@ class ChatModel:
     @property
     def presence_unknown(self) -> bool:
         """Disconnected after having been connected: who is here is not known until we are back."""
-        return self.connected_once and self.state not in ("connected", "stalled")
+        return self.connected_once and self.state not in (Conn.CONNECTED, Conn.STALLED)
 
     def _outage(self, reason: str, retry_in: float, since: float) -> None:
         """One notice per outage, updated in place at each retry (not one line per retry): what
@@ -589,285 +614,336 @@ class ChatModel:
 
     # ------------------------------------------------------------------ events
 
-    def apply_all(self, batch) -> Changes:
-        apply = self.apply
-        for event in batch:
-            apply(event)
-        return self.take_changes()
-
     def apply(self, e) -> None:
-        t = type(e)
-        if t is ev.MessageReceived:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            if e.mine and not e.history:
-                # our own post coming back: it is already on screen (pending or acknowledged)
-                for lid, (rname, line) in self.pending.items():
-                    if rname == room.name and line.text == e.text and not line.echoed:
-                        line.state = SENT  # delivered, even if we had given up on it
-                        line.cache_key = None
-                        line.echoed = True
-                        del self.pending[lid]
-                        self.changes.rooms.add(room.name)
-                        self._to_room_order(room, line)
-                        return
-                for i, line in enumerate(reversed(room.lines)):
-                    if i > 500:
-                        break
-                    if line.mine and not line.echoed and line.text == e.text and line.kind <= ACTION:
-                        line.echoed = True
-                        self._to_room_order(room, line)
-                        return
-            text = sanitize(e.text)
-            nick = sanitize(e.nick)
-            mention = (not e.mine) and (room.direct or self.is_mention(text))
-            self._append(
-                room,
-                ACTION if e.action else MSG,
-                e.ts,
-                nick,
-                text,
-                mine=e.mine,
-                mention=mention,
-                seq=e.seq,
-                history=e.history,
+        """Fold one protocol event into the state (one handler per event type, `_HANDLERS`)."""
+        handler = _HANDLERS.get(type(e))
+        if handler is not None:
+            handler(self, e)
+
+    def _on_message(self, e: ev.MessageReceived) -> None:
+        room = self._room_for_event(e.room)
+        if room is None:
+            return
+        if e.mine and not e.history and self._own_echo(room, e):
+            return
+        text = sanitize(e.text)
+        nick = sanitize(e.nick)
+        mention = (not e.mine) and (room.direct or self.is_mention(text))
+        self._append(
+            room,
+            ACTION if e.action else MSG,
+            e.ts,
+            nick,
+            text,
+            mine=e.mine,
+            mention=mention,
+            seq=e.seq,
+            history=e.history,
+        )
+        if not e.history and not e.mine:
+            self._count(room, mention, True)
+            if mention:
+                self.changes.mention = True
+
+    def _own_echo(self, room: Room, e: ev.MessageReceived) -> bool:
+        """Our own post coming back: it is already on screen (pending or acknowledged). Matched by
+        its local id; by text only when the core does not say which post it is (local_id 0)."""
+        lid = e.local_id
+        if lid:
+            entry = self.pending.get(lid)
+        else:
+            lid, entry = next(
+                (
+                    (k, v)
+                    for k, v in self.pending.items()
+                    if v[0] == room.name and v[1].text == e.text and not v[1].echoed
+                ),
+                (0, None),
             )
-            if not e.history and not e.mine:
-                self._count(room, mention, True)
-                if mention:
-                    self.changes.mention = True
-        elif t is ev.PostAcknowledged:
-            entry = self.pending.pop(e.local_id, None)
-            if entry is not None:
-                room_name, line = entry
-                line.state = SENT
-                line.seq = e.seq
-                line.cache_key = None
-                self.changes.rooms.add(room_name)
-                room = self.rooms.get(room_name)
-                if self.stamp_order and room is not None:
-                    self._reposition(room, line)
-        elif t is ev.PostFailed:
-            entry = self.pending.get(e.local_id)
-            if entry is not None:
-                room_name, line = entry
-                refused = e.refused  # the relay said no: a retry cannot help
-                reason = sanitize(e.reason)
-                if refused:
-                    del self.pending[e.local_id]
-                    if self.drop_conversation(room_name, line):
-                        self.add_local(None, ERROR, f"{reason}: nothing was sent")
-                        self.sticky, self.sticky_at = reason, time.monotonic()
-                        self.changes.status = True
-                        return
-                line.state = FAILED
-                line.cache_key = None
-                self.changes.rooms.add(room_name)
-                room = self.rooms.get(room_name)
-                if room is not None:
-                    again = "" if refused else " — Ctrl+R or /retry sends it again"
-                    self._append(room, ERROR, self.clock(), text=f"not delivered: {reason}{again}")
-        elif t is ev.MemberJoined:
-            room = self._room_for_event(e.room)
-            if room is None:
+        if entry is not None:
+            rname, line = entry
+            line.state = SENT  # delivered, even if we had given up on it
+            line.cache_key = None
+            line.echoed = True
+            del self.pending[lid]
+            self.changes.rooms.add(rname)
+            self._to_room_order(self.rooms.get(rname, room), line)
+            return True
+        for i, line in enumerate(reversed(room.lines)):
+            if i > 500:
+                break
+            same = (line.local_id == lid) if lid else (line.text == e.text)
+            if same and line.mine and not line.echoed and line.kind <= ACTION:
+                line.echoed = True
+                self._to_room_order(room, line)
+                return True
+        return False
+
+    def _on_acknowledged(self, e: ev.PostAcknowledged) -> None:
+        entry = self.pending.pop(e.local_id, None)
+        if entry is None:
+            return
+        room_name, line = entry
+        line.state = SENT
+        line.seq = e.seq
+        line.cache_key = None
+        self.changes.rooms.add(room_name)
+        room = self.rooms.get(room_name)
+        if self.stamp_order and room is not None:
+            self._reposition(room, line)
+
+    def _on_post_failed(self, e: ev.PostFailed) -> None:
+        entry = self.pending.get(e.local_id)
+        if entry is None:
+            return
+        room_name, line = entry
+        refused = e.refused  # the relay said no: a retry cannot help
+        reason = sanitize(e.reason)
+        if refused:
+            del self.pending[e.local_id]
+            if self.drop_conversation(room_name, line):
+                self.add_local(None, ERROR, f"{reason}: nothing was sent")
+                self._stick(reason)
                 return
-            nick = sanitize(e.nick)
-            if nick == self.nick and not e.history and nick in room.members:
-                return  # our own join: "you joined" already says it
-            self._append(room, JOIN, e.ts, nick, history=e.history)
-            if not e.history:
-                room.members[nick] = MemberState(nick)
-                self.changes.members.add(room.name)
-                self._count(room, False, False)
-        elif t is ev.MemberLeft:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            nick = sanitize(e.nick)
-            self._append(room, LEAVE, e.ts, nick, sanitize(e.reason), history=e.history)
-            if not e.history:
-                room.members.pop(nick, None)
-                self.changes.members.add(room.name)
-                self._count(room, False, False)
-        elif t is ev.MemberTimedOut:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            nick = sanitize(e.nick)
-            self._append(room, TIMEOUT, e.ts, nick, history=e.history)
-            if not e.history:
-                member = room.members.get(nick)
-                if member is None:
-                    member = room.members[nick] = MemberState(nick)
-                member.timed_out = True
-                member.timed_out_at = self.safe_ts(e.ts)
-                self.changes.members.add(room.name)
-                self._count(room, False, False)
-        elif t is ev.NickChanged:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            old, new = sanitize(e.old), sanitize(e.new)
-            # ours: the nick we have in this room (the core may already have told us the new
-            # nick, and with several rooms the second room's event names a nick we just left)
-            ours = not e.history and e.old == (room.my_nick or self.nick)
-            self._append(
-                room, NICK, e.ts, old, new, mine=ours or (e.history and e.old == self.nick), history=e.history
-            )
-            if not e.history:
-                member = room.members.pop(old, None) or MemberState(new)
-                member.nick = new
-                room.members[new] = member
-                self.changes.members.add(room.name)
-                if ours:
-                    room.my_nick = e.new
-                    self._became(e.old, e.new)
-                else:
-                    self._follow_rename(old, new, e.ts)
-                self._count(room, False, False)
-        elif t is ev.TopicChanged:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            topic = sanitize(e.topic)
-            self._append(room, TOPIC, e.ts, sanitize(e.nick), topic, history=e.history)
-            if not e.history:
-                room.topic = topic
-                self.changes.topics.add(room.name)
-        elif t is ev.AwayChanged:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            nick = sanitize(e.nick)
-            ours = not e.history and e.nick == (room.my_nick or self.nick)
-            self._append(room, AWAY, e.ts, nick, sanitize(e.away), mine=ours, history=e.history)
-            if ours and self.away != (sanitize(e.away) or None):
-                self.away = sanitize(e.away) or None
-                self.changes.status = True
-            if not e.history:
-                member = room.members.get(nick)
-                if member is None:
-                    member = room.members[nick] = MemberState(nick)
-                member.away = sanitize(e.away)
-                member.timed_out = False
-                self.changes.members.add(room.name)
-        elif t is ev.RoomJoined:
-            room = self.add_room(e.room)
-            resync = room.joined  # a second RoomJoined: the session came back (reconnect)
-            room.joined = True
-            now = self.clock()
-            room.members = {
-                sanitize(m.nick): MemberState(sanitize(m.nick), sanitize(m.away), m.timed_out, now)
-                for m in e.members
-            }
-            room.topic = sanitize(e.topic)
-            room.my_nick = e.nick or self.nick
-            if e.nick and e.nick != self.nick:
-                self.set_nick(e.nick)
-            if e.room in self.auto_switch:
-                self.auto_switch.discard(e.room)
-                self.switch(e.room)
-            if resync:
-                self._append(
-                    room, INFO, self.clock(), text=f"rejoined {room.label} · {len(room.members)} here"
-                )
-            else:
-                room.join_marker = self._append(
-                    room,
-                    INFO,
-                    self.clock(),
-                    text=f"you joined {room.label} · {len(room.members)} here"
-                    + (f" · topic: {room.topic}" if room.topic else ""),
-                )
-            self.changes.members.add(room.name)
+        line.state = FAILED
+        line.cache_key = None
+        self.changes.rooms.add(room_name)
+        room = self.rooms.get(room_name)
+        if room is not None:
+            again = "" if refused else " — Ctrl+R or /retry sends it again"
+            self._append(room, ERROR, self.clock(), text=f"not delivered: {reason}{again}")
+
+    def _member_line(self, e, kind: int, text: str = "") -> tuple[Room, str] | None:
+        """The line of a membership event (joined, left, timed out); for a live one, the room and
+        nick whose member entry the caller updates (counted as activity here)."""
+        room = self._room_for_event(e.room)
+        if room is None:
+            return None
+        nick = sanitize(e.nick)
+        if kind == JOIN and nick == self.nick and not e.history and nick in room.members:
+            return None  # our own join: "you joined" already says it
+        self._append(room, kind, e.ts, nick, text, history=e.history)
+        if e.history:
+            return None
+        self.changes.members.add(room.name)
+        self._count(room, False, False)
+        return room, nick
+
+    def _on_joined(self, e: ev.MemberJoined) -> None:
+        hit = self._member_line(e, JOIN)
+        if hit is not None:
+            room, nick = hit
+            room.members[nick] = MemberState(nick)
+
+    def _on_left(self, e: ev.MemberLeft) -> None:
+        hit = self._member_line(e, LEAVE, sanitize(e.reason))
+        if hit is not None:
+            room, nick = hit
+            room.members.pop(nick, None)
+
+    def _on_timed_out(self, e: ev.MemberTimedOut) -> None:
+        hit = self._member_line(e, TIMEOUT)
+        if hit is not None:
+            room, nick = hit
+            member = room.members.get(nick) or room.members.setdefault(nick, MemberState(nick))
+            member.timed_out = True
+            member.timed_out_at = self.safe_ts(e.ts)
+
+    def _on_nick(self, e: ev.NickChanged) -> None:
+        room = self._room_for_event(e.room)
+        if room is None:
+            return
+        old, new = sanitize(e.old), sanitize(e.new)
+        # ours: the nick we have in this room (the core may already have told us the new
+        # nick, and with several rooms the second room's event names a nick we just left)
+        ours = not e.history and e.old == (room.my_nick or self.nick)
+        mine = ours or (e.history and e.old == self.nick)
+        self._append(room, NICK, e.ts, old, new, mine=mine, history=e.history)
+        if e.history:
+            return
+        member = room.members.pop(old, None) or MemberState(new)
+        member.nick = new
+        room.members[new] = member
+        self.changes.members.add(room.name)
+        if ours:
+            room.my_nick = e.new
+            self._became(e.old, e.new)
+        else:
+            self._follow_rename(old, new, e.ts)
+        self._count(room, False, False)
+
+    def _on_topic(self, e: ev.TopicChanged) -> None:
+        room = self._room_for_event(e.room)
+        if room is None:
+            return
+        topic = sanitize(e.topic)
+        self._append(room, TOPIC, e.ts, sanitize(e.nick), topic, history=e.history)
+        if not e.history:
+            room.topic = topic
             self.changes.topics.add(room.name)
-        elif t is ev.RoomLeft:
-            self.remove_room(e.room)
-        elif t is ev.RequestRefused:
-            # in that room if it is open, else in the one on screen; the status line keeps it
-            # until the next keystroke (a refused join has no room of its own to show it in)
-            target = e.room if e.room in self.rooms else None
+
+    def _on_away(self, e: ev.AwayChanged) -> None:
+        room = self._room_for_event(e.room)
+        if room is None:
+            return
+        nick = sanitize(e.nick)
+        away = sanitize(e.away)
+        ours = not e.history and e.nick == (room.my_nick or self.nick)
+        self._append(room, AWAY, e.ts, nick, away, mine=ours, history=e.history)
+        if ours and self.away != (away or None):
+            self.away = away or None
+            self.changes.status = True
+        if not e.history:
+            member = room.members.get(nick) or room.members.setdefault(nick, MemberState(nick))
+            member.away = away
+            member.timed_out = False
+            self.changes.members.add(room.name)
+
+    def _on_room_joined(self, e: ev.RoomJoined) -> None:
+        room = self.add_room(e.room)
+        resync = room.joined  # a second RoomJoined: the session came back (reconnect)
+        room.joined = True
+        now = self.clock()
+        room.members = {
+            sanitize(m.nick): MemberState(sanitize(m.nick), sanitize(m.away), m.timed_out, now)
+            for m in e.members
+        }
+        room.topic = sanitize(e.topic)
+        room.my_nick = e.nick or self.nick
+        if e.nick and e.nick != self.nick:
+            self.set_nick(e.nick)
+        if e.room in self.auto_switch:
             self.auto_switch.discard(e.room)
-            where = f" #{e.room}" if e.what == "join" and e.room and not is_direct(e.room) else ""
-            text = f"{e.what}{where} refused: {sanitize(e.reason)}"
-            self.add_local(target, ERROR, text)
-            self.sticky = text
-            self.sticky_at = time.monotonic()
-            self.changes.status = True
-        elif t is ev.Notice:
-            target = e.room if e.room in self.rooms else None
-            self.add_local(target, NOTICE, sanitize(e.text))
-        elif t is ev.Connecting:
-            self.state = "connecting"
-            self.address = e.address
+            self.switch(e.room)
+        here = f"{room.label} · {len(room.members)} here"
+        if resync:
+            self._append(room, INFO, now, text=f"rejoined {here}")
+        else:
+            topic = f" · topic: {room.topic}" if room.topic else ""
+            room.join_marker = self._append(room, INFO, now, text=f"you joined {here}{topic}")
+        self.changes.members.add(room.name)
+        self.changes.topics.add(room.name)
+
+    def _on_room_left(self, e: ev.RoomLeft) -> None:
+        self.remove_room(e.room)
+
+    def _stick(self, text: str) -> None:
+        """A refusal the status line keeps until the next keystroke (or STICKY seconds)."""
+        self.sticky, self.sticky_at = text, time.monotonic()
+        self.changes.status = True
+
+    def _on_refused_request(self, e: ev.RequestRefused) -> None:
+        # in that room if it is open, else in the one on screen; the status line keeps it
+        # until the next keystroke (a refused join has no room of its own to show it in)
+        target = e.room if e.room in self.rooms else None
+        self.auto_switch.discard(e.room)
+        where = f" #{e.room}" if e.what == "join" and e.room and not is_direct(e.room) else ""
+        text = f"{e.what}{where} refused: {sanitize(e.reason)}"
+        self.add_local(target, ERROR, text)
+        self._stick(text)
+
+    def _on_notice(self, e: ev.Notice) -> None:
+        target = e.room if e.room in self.rooms else None
+        self.add_local(target, NOTICE, sanitize(e.text))
+
+    # ------------------------------------------------------------------ connection state
+
+    def set_state(self, state: Conn, reason: str | None = None) -> None:
+        """Every change of `state` goes through here (events below, and the app's own: a session
+        started, failed to start, or given up)."""
+        self.state = state
+        if reason is not None:
+            self.reason = reason
+        if state != Conn.RECONNECTING:
             self.retry_at = None
-            self.changes.status = True
-        elif t is ev.Connected:
-            if self.outage is not None:
-                room, line, since, first, _tries = self.outage
-                self.outage = None
-                back = f"back after {_seconds(max(0.0, self.clock() - since))}"
-                self._update_line(room, line, f"connection lost: {first}; {back}")
-            self.state = "connected"
-            self.connected_once = True
-            self.address = e.address
-            self.retry_at = None
-            self.reason = ""
-            if e.rtt is not None:
-                self.rtt = e.rtt
-            if e.nick and e.nick != self.nick:
-                self.set_nick(e.nick)
-            self.changes.status = True
-        elif t is ev.ConnectionStalled:
-            # still a session, but the relay has gone quiet: stop claiming "connected"
-            self.state = "stalled"
-            self.stalled_since = time.monotonic() - e.silent
-            self.changes.status = True
-        elif t is ev.ConnectionResumed:
-            if self.state == "stalled":
-                self.state = "connected"
-            if e.rtt is not None:
-                self.rtt = e.rtt
-            self.changes.status = True
-        elif t is ev.RttUpdated:
+        self.changes.status = True
+
+    def _on_connecting(self, e: ev.Connecting) -> None:
+        self.set_state(Conn.CONNECTING)
+        self.address = e.address
+
+    def _on_connected(self, e: ev.Connected) -> None:
+        if self.outage is not None:
+            room, line, since, first, _tries = self.outage
+            self.outage = None
+            back = f"back after {_seconds(max(0.0, self.clock() - since))}"
+            self._update_line(room, line, f"connection lost: {first}; {back}")
+        self.set_state(Conn.CONNECTED, reason="")
+        self.connected_once = True
+        self.address = e.address
+        if e.rtt is not None:
             self.rtt = e.rtt
-            self.changes.status = True
-        elif t is ev.ConnectionLost:
-            again = self.state == "reconnecting" and self.reason == sanitize(e.reason)
-            # quiet since (wall clock): a stall before the loss is part of the outage
-            quiet = self.clock() - (time.monotonic() - self.stalled_since if self.state == "stalled" else 0.0)
-            self.state = "reconnecting"
-            self.reason = sanitize(e.reason)
-            self.retry_at = time.monotonic() + e.retry_in
-            self.changes.status = True
-            if not self.connected_once:
-                # never reached: say so once (the status line counts down each retry)
-                if not again:
-                    where = f" at {self.address}" if self.address else ""
-                    what = (
-                        f"no answer from a relay{where}"
-                        if self.reason.startswith("no answer")
-                        else f"{self.reason}{where}"
-                    )
-                    self.add_local(
-                        None,
-                        ERROR,
-                        f"{what}; retrying in {_seconds(e.retry_in)} — /connect "
-                        "another address, " + ("Esc goes back, " if self.esc_back else "") + "Ctrl+Q quits",
-                    )
-            else:
-                self._outage(self.reason, e.retry_in, quiet)
-        elif t is ev.Refused:
-            self.state = "refused"
-            self.reason = sanitize(e.reason)
-            self.retry_at = None
-            self.changes.status = True
-            if self.reason.startswith("cannot resolve"):  # nothing was contacted: say what happened
-                text = f"{self.reason}: no relay was contacted — check the address (/connect HOST:PORT)"
-            else:
-                text = f"the relay refused the session: {self.reason}"
-            self.add_local(None, ERROR, text)
+        if e.nick and e.nick != self.nick:
+            self.set_nick(e.nick)
+
+    def _on_stalled(self, e: ev.ConnectionStalled) -> None:
+        # still a session, but the relay has gone quiet: stop claiming "connected"
+        self.set_state(Conn.STALLED)
+        self.stalled_since = time.monotonic() - e.silent
+
+    def _on_resumed(self, e: ev.ConnectionResumed) -> None:
+        if self.state == Conn.STALLED:
+            self.set_state(Conn.CONNECTED)
+        self.changes.status = True
+        if e.rtt is not None:
+            self.rtt = e.rtt
+
+    def _on_rtt(self, e: ev.RttUpdated) -> None:
+        self.rtt = e.rtt
+        self.changes.status = True
+
+    def _on_lost(self, e: ev.ConnectionLost) -> None:
+        reason = sanitize(e.reason)
+        again = self.state == Conn.RECONNECTING and self.reason == reason
+        # quiet since (wall clock): a stall before the loss is part of the outage
+        stalled = time.monotonic() - self.stalled_since if self.state == Conn.STALLED else 0.0
+        quiet = self.clock() - stalled
+        self.set_state(Conn.RECONNECTING, reason)
+        self.retry_at = time.monotonic() + e.retry_in
+        if self.connected_once:
+            self._outage(reason, e.retry_in, quiet)
+        elif not again:
+            # never reached: say so once (the status line counts down each retry)
+            where = f" at {self.address}" if self.address else ""
+            what = f"no answer from a relay{where}" if reason.startswith("no answer") else f"{reason}{where}"
+            back = "Esc goes back, " if self.esc_back else ""
+            self.add_local(
+                None,
+                ERROR,
+                f"{what}; retrying in {_seconds(e.retry_in)} — /connect another address, {back}Ctrl+Q quits",
+            )
+
+    def _on_refused(self, e: ev.Refused) -> None:
+        self.set_state(Conn.REFUSED, sanitize(e.reason))
+        if self.reason.startswith("cannot resolve"):  # nothing was contacted: say what happened
+            text = f"{self.reason}: no relay was contacted — check the address (/connect HOST:PORT)"
+        else:
+            text = f"the relay refused the session: {self.reason}"
+        self.add_local(None, ERROR, text)
+
+
+_HANDLERS = {
+    ev.MessageReceived: ChatModel._on_message,
+    ev.PostAcknowledged: ChatModel._on_acknowledged,
+    ev.PostFailed: ChatModel._on_post_failed,
+    ev.MemberJoined: ChatModel._on_joined,
+    ev.MemberLeft: ChatModel._on_left,
+    ev.MemberTimedOut: ChatModel._on_timed_out,
+    ev.NickChanged: ChatModel._on_nick,
+    ev.TopicChanged: ChatModel._on_topic,
+    ev.AwayChanged: ChatModel._on_away,
+    ev.RoomJoined: ChatModel._on_room_joined,
+    ev.RoomLeft: ChatModel._on_room_left,
+    ev.RequestRefused: ChatModel._on_refused_request,
+    ev.Notice: ChatModel._on_notice,
+    ev.Connecting: ChatModel._on_connecting,
+    ev.Connected: ChatModel._on_connected,
+    ev.ConnectionStalled: ChatModel._on_stalled,
+    ev.ConnectionResumed: ChatModel._on_resumed,
+    ev.RttUpdated: ChatModel._on_rtt,
+    ev.ConnectionLost: ChatModel._on_lost,
+    ev.Refused: ChatModel._on_refused,
+}
 
 
 def _waiting(line: Line) -> bool:

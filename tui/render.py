@@ -138,17 +138,14 @@ class Renderer:
         if line.cache_key is self.key:
             return line.cache
         parts = self._parts(line)
-        if parts is None:  # day separator
-            layout = ([""], None)
-        else:
-            text, suffix = parts[4], parts[7]
-            avail = self.width - self.prefix_w
-            rows = wrap(text, max(avail, 4))
-            if suffix:
-                suffix_w = sum(cell_len(seg.text) for seg in suffix)
-                if cell_len(rows[-1]) + suffix_w > avail:
-                    rows.append("")
-            layout = (rows, parts)
+        text, suffix = parts[4], parts[7]
+        avail = self.width - self.prefix_w
+        rows = wrap(text, max(avail, 4))
+        if suffix:
+            suffix_w = sum(cell_len(seg.text) for seg in suffix)
+            if cell_len(rows[-1]) + suffix_w > avail:
+                rows.append("")
+        layout = (rows, parts)
         line.cache_key = self.key
         line.cache = layout
         line.strips = None
@@ -188,8 +185,6 @@ class Renderer:
 
     def _parts(self, line: m.Line):
         kind = line.kind
-        if kind == m.DAY:
-            return None
         text_style = TEXT
         sep = SEP
         sep_char = " │ "
@@ -267,9 +262,6 @@ class Renderer:
         return (nick_col, nick_col_style, sep, text, text, text_style, bg, suffix, sep_char)
 
     def _render(self, line: m.Line, rows: list[str], parts) -> list[Strip]:
-        if parts is None:
-            day = datetime.fromtimestamp(line.ts, self.tz)
-            return [self.rule(day.strftime("%A %d %B %Y"), DAY)]
         nick_col, nick_col_style, sep, _, _text, text_style, bg, suffix, sep_char = parts
         time_text = self.hhmm(line.ts) + " "
         out = []

@@ -355,7 +355,6 @@ class ChatInput(Input):
         self.history: list[str] = []
         self._hist_pos = 0
         self._draft = ""
-        self.completion: tuple[str, list[str], int, int] | None = None  # (base, matches, i, start)
 
     def remember(self, text: str) -> None:
         if text and (not self.history or self.history[-1] != text):
@@ -392,8 +391,6 @@ class ChatInput(Input):
         bindings (Enter, Backspace, ←...) only once the key has bubbled up to the app, after this
         input has already inserted the characters typed after it: run our own bindings here.
         (Input's own handler, next in the MRO, inserts printable characters.)"""
-        if event.key != "tab":
-            self.completion = None
         if not event.is_printable:
             for binding in self._bindings.key_to_bindings.get(event.key, ()):
                 if not binding.priority and await self.app.run_action(binding.action, self):

@@ -314,7 +314,7 @@ async def test_status_notices_clear():
         await pilot.press("x")
         assert "nothing to retry" not in status(app)
         app.flash("no activity")
-        app._flash_until = 0  # its few seconds are over
+        app.status_line.note_until = 0  # its few seconds are over
         app._tick()
         assert "no activity" not in status(app)
 
