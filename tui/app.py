@@ -34,6 +34,7 @@ from .palette import UdproomCommands
 from .screens import ConfirmPaste, ConfirmQuit, ConnectScreen, HelpScreen, QuickSwitcher
 from .session import Spec, SpecError, check
 from .statusline import StatusLine, TopicLine
+from .theme import DEFAULT_THEME, Palette, palette_for, theme_names
 from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
 
 NARROW = 80
@@ -107,7 +108,7 @@ class ChatApp(App[int]):
     COMMAND_PALETTE_BINDING = "f10"
     ENABLE_COMMAND_PALETTE = True
     # udproom's commands only: Textual's system commands (Keys, Theme, Maximize, Screenshot...)
-    # do nothing useful here (the colours are udproom's own) and its Quit would skip the goodbyes
+    # do nothing useful here (the theme is chosen with --theme) and its Quit would skip the goodbyes
     COMMANDS = {UdproomCommands}
 
     BINDINGS = [
@@ -155,10 +156,12 @@ class ChatApp(App[int]):
         flush_interval: float = 0.05,
         connect_error: str = "",
         timing=None,
+        theme: str | None = None,
     ) -> None:
         super().__init__()
-        self.theme = "tokyo-night"
         self.config = config if config is not None else config_mod.load()
+        wanted = theme or self.config.theme
+        self.theme = wanted if wanted in theme_names() else DEFAULT_THEME
         self.save_config = save_config
         self.spec = spec
         self._initial_backend = backend
@@ -182,6 +185,11 @@ class ChatApp(App[int]):
         self._remember: Spec | None = None  # saved to "recent" once it has connected
         self._server = None  # host mode: the relay running in this app
         self._keep_nick = False  # a connect-screen session: the saved nick follows the one in use
+
+    @property
+    def palette(self) -> Palette:
+        """The colours of the current theme, for text drawn in Python."""
+        return palette_for(self.current_theme)
 
     # ------------------------------------------------------------------ layout
 
@@ -209,6 +217,7 @@ class ChatApp(App[int]):
         self.input.focus()
         self._apply_panes(self.size.width)
         self.refresh_ui(full=True)
+        self.theme_changed_signal.subscribe(self, lambda _theme: self.refresh_ui(full=True))
         self.set_interval(1.0, self._tick)
         self._catch_hangup()
         if self._initial_backend is not None:
@@ -477,7 +486,7 @@ class ChatApp(App[int]):
         if full or changes.active_changed or current in changes.topics:
             self.topic_line.show(chat)
         if full or changes.status or changes.active_changed:
-            self.query_one("#prompt", Static).update(Text(f"{chat.nick} ›", "bold #7aa2f7"))
+            self.query_one("#prompt", Static).update(Text(f"{chat.nick} ›", f"bold {self.palette.title}"))
         self._update_status()
         if changes.mention and self.bell_enabled:
             self.bell()

@@ -15,6 +15,7 @@ from textual.widgets import Static
 
 from . import model as m
 from .model import Conn
+from .theme import Palette
 
 STICKY_SECONDS = 8.0  # a refusal stays in the status line this long (or until the next keystroke)
 FLASH_SECONDS = 4.0  # a note (`flash`) stays this long (or until the next keystroke)
@@ -34,8 +35,6 @@ SHRINK = (
     ("drop", "flash"),
 )
 
-GREEN, AMBER, RED, BLUE, TEAL = "#9ece6a", "#e0af68", "#f7768e", "#7aa2f7", "#73daca"
-MUTED, FAINT, RULE, MODE, TEXT = "#737aa2", "#565f89", "#3b4261", "#a9b1d6", "#c0caf5"
 
 Parts = dict[str, tuple[Text, Text | None]]  # key -> (full text, short text or None)
 
@@ -54,83 +53,84 @@ class TopicLine(OneLine):
 
     def show(self, chat: m.ChatModel) -> None:
         room = chat.current
+        p = self.app.palette
         t = Text(no_wrap=True, overflow="ellipsis")
         if room is chat.status_room:
-            t.append(" udproom", f"bold {BLUE}")
-            t.append("  ·  no room open: /join ROOM", MUTED)
+            t.append(" udproom", f"bold {p.title}")
+            t.append("  ·  no room open: /join ROOM", p.muted)
         else:
-            t.append(f" {room.label}", f"bold {BLUE}")
+            t.append(f" {room.label}", f"bold {p.title}")
             if room.direct:
-                t.append(f"  ·  direct conversation with {room.name[1:]}", MUTED)
+                t.append(f"  ·  direct conversation with {room.name[1:]}", p.muted)
             elif room.topic:
-                t.append("  ·  ", FAINT)
-                t.append(room.topic, TEXT)
+                t.append("  ·  ", p.faint)
+                t.append(room.topic, p.text)
             else:
-                t.append("  ·  no topic (/topic TEXT sets one)", FAINT)
+                t.append("  ·  no topic (/topic p.text sets one)", p.faint)
         self.set_text(t)
 
 
-def state_part(chat: m.ChatModel) -> tuple[Text, Text | None]:
+def state_part(chat: m.ChatModel, p: Palette) -> tuple[Text, Text | None]:
     """The connection state, long and short."""
     state = chat.state
     if state == Conn.CONNECTED:
-        return Text.assemble((" ● ", GREEN), ("connected", GREEN)), Text(" ●", GREEN)
+        return Text.assemble((" ● ", p.ok), ("connected", p.ok)), Text(" ●", p.ok)
     if state == Conn.STALLED:
         quiet = int(max(0.0, time.monotonic() - chat.stalled_since))
-        return Text(f" ◌ no answer from the relay for {quiet} s", AMBER), Text(f" ◌ quiet {quiet} s", AMBER)
+        return Text(f" ◌ no answer from the relay for {quiet} s", p.warn), Text(f" ◌ quiet {quiet} s", p.warn)
     if state == Conn.CONNECTING:
         where = f"connecting to {chat.address}…" if chat.address else "connecting…"
-        return Text.assemble((" ◌ ", AMBER), (where, AMBER)), Text(" ◌ connecting…", AMBER)
+        return Text.assemble((" ◌ ", p.warn), (where, p.warn)), Text(" ◌ connecting…", p.warn)
     if state == Conn.RECONNECTING:
         left = math.ceil(max(0, (chat.retry_at or 0) - time.monotonic()))
         if not chat.connected_once:
             where = f" from {chat.address}" if chat.address else ""
-            return Text(f" ↻ no answer{where} · retrying in {left} s", RED), Text(
-                f" ↻ no answer, retry {left} s", RED
+            return Text(f" ↻ no answer{where} · retrying in {left} s", p.bad), Text(
+                f" ↻ no answer, retry {left} s", p.bad
             )
-        full = Text(f" ↻ reconnecting in {left} s", RED)
+        full = Text(f" ↻ reconnecting in {left} s", p.bad)
         if chat.reason:
-            full.append(f" ({chat.reason})", MUTED)
-        return full, Text(f" ↻ retry {left} s", RED)
+            full.append(f" ({chat.reason})", p.muted)
+        return full, Text(f" ↻ retry {left} s", p.bad)
     if state == Conn.REFUSED:
-        return Text(f" ✗ refused: {chat.reason}", RED), Text(" ✗ refused", RED)
+        return Text(f" ✗ refused: {chat.reason}", p.bad), Text(" ✗ refused", p.bad)
     if state == Conn.FAILED:
-        return Text(f" ✗ {chat.reason or 'failed'}", RED), Text(" ✗ failed", RED)
-    return Text(" ○ offline", MUTED), None
+        return Text(f" ✗ {chat.reason or 'failed'}", p.bad), Text(" ✗ failed", p.bad)
+    return Text(" ○ offline", p.muted), None
 
 
-def session_parts(chat: m.ChatModel, parts: Parts) -> None:
+def session_parts(chat: m.ChatModel, parts: Parts, p: Palette) -> None:
     """State, RTT, away, mode and the addresses to share."""
-    parts["state"] = state_part(chat)
+    parts["state"] = state_part(chat, p)
     if chat.state == Conn.CONNECTED and chat.rtt is not None:
         ms = chat.rtt * 1000
-        parts["rtt"] = (Text(f" {ms:.0f} ms" if ms >= 0.5 else " <1 ms", MUTED), None)
+        parts["rtt"] = (Text(f" {ms:.0f} ms" if ms >= 0.5 else " <1 ms", p.muted), None)
     if chat.away is not None:
-        away = Text(f"away: {chat.away}" if chat.away else "away", f"bold {AMBER}")
-        parts["away"] = (away, Text("away", f"bold {AMBER}"))
+        away = Text(f"away: {chat.away}" if chat.away else "away", f"bold {p.warn}")
+        parts["away"] = (away, Text("away", f"bold {p.warn}"))
     if chat.mode:
-        parts["mode"] = (Text(chat.mode, MODE), None)
+        parts["mode"] = (Text(chat.mode, p.mode), None)
     if chat.share:
         # what to give others: `--join ADDRESS` (a relay we host) or `--peer ADDRESS` (direct)
         direct = chat.mode.startswith("direct")
-        full = Text("others peer with: " if direct else "others join: ", MUTED)
-        full.append(", ".join(chat.share), f"bold {AMBER}")
-        short = Text("peer: " if direct else "join: ", MUTED)
-        short.append(chat.share[0] + (" …" if len(chat.share) > 1 else ""), f"bold {AMBER}")
+        full = Text("others peer with: " if direct else "others join: ", p.muted)
+        full.append(", ".join(chat.share), f"bold {p.warn}")
+        short = Text("peer: " if direct else "join: ", p.muted)
+        short.append(chat.share[0] + (" …" if len(chat.share) > 1 else ""), f"bold {p.warn}")
         parts["share"] = (full, short)
 
 
-def room_parts(chat: m.ChatModel, follow: bool, new_below: int, parts: Parts) -> None:
+def room_parts(chat: m.ChatModel, follow: bool, new_below: int, parts: Parts, p: Palette) -> None:
     """The room on screen (and whether the view is scrolled up), and the rooms with activity."""
     room = chat.current
     if room is not chat.status_room:
-        t = Text(room.label, f"bold {BLUE}")
+        t = Text(room.label, f"bold {p.title}")
         short = None
         if not follow:
             note = f"{new_below} new below, End shows them" if new_below else "scrolled up, End returns"
-            t.append(f" · {note}", AMBER)
-            short = Text(room.label, f"bold {BLUE}")
-            short.append(f" ({new_below} new ↓)" if new_below else " (↑)", AMBER)
+            t.append(f" · {note}", p.warn)
+            short = Text(room.label, f"bold {p.title}")
+            short.append(f" ({new_below} new ↓)" if new_below else " (↑)", p.warn)
         parts["room"] = (t, short)
     hot = [
         (i + 1, chat.rooms[name])
@@ -138,15 +138,15 @@ def room_parts(chat: m.ChatModel, follow: bool, new_below: int, parts: Parts) ->
         if name != chat.active and (chat.rooms[name].unread or chat.rooms[name].mentions)
     ]
     if hot:
-        t = Text("act: ", MUTED)
+        t = Text("act: ", p.muted)
         for j, (i, r) in enumerate(hot):
             if j:
-                t.append(",", FAINT)
-            t.append(f"{i}" + ("!" if r.mentions else ""), f"bold {AMBER}" if r.mentions else TEAL)
+                t.append(",", p.faint)
+            t.append(f"{i}" + ("!" if r.mentions else ""), f"bold {p.warn}" if r.mentions else p.ok)
         parts["act"] = (t, None)
 
 
-def fit(parts: Parts, width: int, right: Text) -> Text:
+def fit(parts: Parts, width: int, right: Text, p: Palette) -> Text:
     """Lay the parts out in `ORDER` for `width` (with `right` at the right edge), giving up the
     least useful first (`SHRINK`)."""
     use = dict.fromkeys(parts, 0)  # 0 full, 1 short
@@ -164,13 +164,13 @@ def fit(parts: Parts, width: int, right: Text) -> Text:
             t.append_text(short if use[key] and short is not None else full)
         return t
 
-    sep = (" │ ", RULE)
+    sep = (" │ ", p.rule)
     t = build(sep)
     for op, key in SHRINK:
         if t.cell_len + right.cell_len <= width:
             break
         if op == "sep":
-            sep = ("│", RULE)
+            sep = ("│", p.rule)
         elif key in use:
             if op == "drop":
                 del use[key]
@@ -217,11 +217,12 @@ class StatusLine(OneLine):
     def show(self, chat: m.ChatModel, follow: bool, new_below: int, width: int) -> None:
         """Lay the line out for `width` (`follow`/`new_below`: the messages pane's scroll)."""
         parts: Parts = {}
-        session_parts(chat, parts)
-        room_parts(chat, follow, new_below, parts)
+        p = self.app.palette
+        session_parts(chat, parts, p)
+        room_parts(chat, follow, new_below, parts, p)
         self._expire(chat)
         if self.note:
-            parts["flash"] = (Text(self.note, AMBER), None)
+            parts["flash"] = (Text(self.note, p.warn), None)
         elif chat.sticky:
-            parts["flash"] = (Text(chat.sticky, f"bold {RED}"), None)
-        self.set_text(fit(parts, width, Text(" F1 help ", FAINT)))
+            parts["flash"] = (Text(chat.sticky, f"bold {p.bad}"), None)
+        self.set_text(fit(parts, width, Text(" F1 help ", p.faint), p))
