@@ -1,5 +1,9 @@
 """The udproom chat app: three panes, topic, input and status lines.
 
+`ChatApp` is composition, bindings and routing; what it routes to lives beside it: the session
+lifecycle in `lifecycle.py` (`Sessions`), the slash commands in `handlers.py` (`Commands`), the
+status and topic lines in `statusline.py`, the state in `model.py`.
+
 Networking runs in one async worker on Textual's own loop (`_network`). Backend events are
 buffered by `_emit` and folded into the ChatModel in batches (`_flush`), at most every
 `flush_interval` seconds, so a flood of messages costs one screen update per batch.
@@ -7,32 +11,29 @@ buffered by `_emit` and folded into the ChatModel in batches (`_flush`), at most
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import os
-import signal
 import time
 from datetime import tzinfo
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
-from udproom.protocol import events as ev
 from udproom.protocol.backend import OutboxFull
-from udproom.protocol.names import MAX_AWAY_BYTES, MAX_TOPIC_BYTES, NameError_, check_text, is_direct
+from udproom.protocol.names import is_direct
 
 from . import commands
 from . import config as config_mod
 from . import model as m
+from .handlers import Commands
 from .keys import install_alt_digits
+from .lifecycle import Sessions
 from .palette import UdproomCommands
-from .screens import ConfirmPaste, ConfirmQuit, ConnectScreen, HelpScreen, QuickSwitcher
-from .session import Spec, SpecError, check
+from .screens import ConfirmPaste, HelpScreen, QuickSwitcher
+from .session import Spec
 from .statusline import StatusLine, TopicLine
 from .theme import DEFAULT_THEME, Palette, palette_for, theme_names
 from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
@@ -69,40 +70,11 @@ def key_label(key: str) -> str:
     return "+".join(out)
 
 
-class NetReady(Message):
-    pass
-
-
-class NetFailed(Message):
-    def __init__(self, spec: Spec | None, reason: str) -> None:
-        super().__init__()
-        self.spec = spec
-        self.reason = reason
-
-
 class FlushRequest(Message):
     pass
 
 
-def describe_error(e: BaseException, spec: Spec | None = None) -> str:
-    if isinstance(e, OSError):
-        where = spec.address if spec and spec.address else "that address"
-        if e.errno == errno.EADDRINUSE:
-            return f"cannot listen on {where}: the port is already in use"
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return f"cannot listen on {where}: permission denied (ports below 1024 need root)"
-        if e.errno == errno.EADDRNOTAVAIL:
-            return f"cannot use {where}: no interface of this machine has that address"
-        if isinstance(e, __import__("socket").gaierror):
-            return f"cannot resolve {where}: {e.strerror or e}"
-        return f"network error: {e.strerror or e}"
-    if isinstance(e, ImportError):
-        return f"networking is not available: {e}"
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text
-
-
-class ChatApp(App[int]):
+class ChatApp(Sessions, Commands, App[int]):
     CSS_PATH = "udproom.tcss"
     TITLE = "udproom"
     COMMAND_PALETTE_BINDING = "f10"
@@ -227,38 +199,6 @@ class ChatApp(App[int]):
         else:
             self.show_connect(self.connect_error)
 
-    def _catch_hangup(self) -> None:
-        """The terminal closed (SIGHUP) or a polite kill (SIGTERM): say goodbye like Ctrl+Q
-        instead of letting the others see us time out."""
-        self._signals: list[int] = []
-        try:
-            loop = asyncio.get_running_loop()
-            for sig, handler in ((signal.SIGHUP, self._hangup), (signal.SIGTERM, self.polite_quit)):
-                loop.add_signal_handler(sig, handler)
-                self._signals.append(sig)
-        except (AttributeError, NotImplementedError, RuntimeError, ValueError):
-            pass  # no such signals (Windows) or not the main thread
-
-    def _hangup(self) -> None:
-        """The terminal is gone: say goodbye on the network, then end the process without
-        touching the screen (Textual's shutdown writes to the dead terminal and blocks forever)."""
-        self.run_worker(self._leave_then_exit(), group="quit")
-
-    async def _leave_then_exit(self) -> None:
-        await self._say_goodbye(1.0)
-        self._exit_process()
-
-    def _exit_process(self) -> None:
-        os._exit(0)
-
-    def on_unmount(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-            for sig in getattr(self, "_signals", []):
-                loop.remove_signal_handler(sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-
     def on_resize(self, event) -> None:
         self._apply_panes(event.size.width)
         self._update_status(event.size.width)  # at once: the old layout would be cut at the new width
@@ -281,127 +221,6 @@ class ChatApp(App[int]):
     def action_toggle_members(self) -> None:
         self.show_members = not self.query_one("#members-pane").display
         self._apply_panes(self.size.width)
-
-    # ------------------------------------------------------------------ sessions
-
-    def show_connect(self, error: str = "", spec: Spec | None = None) -> None:
-        self.push_screen(ConnectScreen(self.config, error, spec), self._connect_chosen)
-
-    def _connect_chosen(self, spec: Spec | None) -> None:
-        if spec is None:
-            return
-        self.start(spec=spec)
-        self._from_connect = self.chat.esc_back = True
-
-    def _remember_connected(self) -> None:
-        """Save the address to "recent" only once it has connected. The nick, mode and rooms are
-        remembered only when chosen on the connect screen (a run with `--nick throwaway` does not
-        overwrite them); after that the nick follows the one in use (a refused one is replaced
-        by the one the relay accepts)."""
-        spec, self._remember = self._remember, None
-        if spec is None or not self.save_config:
-            return
-        if self._from_connect:
-            self.config.remember(spec.mode, spec.address, spec.nick, spec.rooms)
-            self._keep_nick = True
-        else:
-            self.config.remember(self.config.mode, spec.address, self.config.nick, self.config.rooms)
-        self._save_config()
-
-    def _save_config(self) -> None:
-        err = config_mod.save(self.config)
-        if err:
-            self.chat.add_local(None, m.ERROR, err)
-
-    def action_back(self) -> None:
-        """Esc: back to the connect screen while a session chosen there has never connected."""
-        if not (self._from_connect and not self.chat.connected_once and self.spec is not None):
-            return
-        spec = self.spec
-        self._stop()
-        self.chat.set_state(m.Conn.DISCONNECTED)
-        self.show_connect(f"no answer from {spec.address}" if spec.mode == "join" else "", spec)
-        self.refresh_ui()
-
-    def _stop(self) -> None:
-        self._close_backend()
-        self.backend = None
-        self.workers.cancel_group(self, "net")
-
-    def _close_backend(self) -> None:
-        """Close the session's backend, if any: it leaves its rooms and says Bye (its worker ends)."""
-        if self.backend is not None:
-            try:
-                self.backend.close()
-            except Exception:
-                pass
-
-    def start(self, spec: Spec | None = None, backend=None, running=None, held=()) -> None:
-        """Drop the current session (if any) and run a new one. `running`: the task of a backend
-        already started (by /connect, which waited for it to answer); `held`: its events so far."""
-        self._close_backend()
-        self.backend = None
-        self._from_connect = self._keep_nick = False
-        self._remember = spec
-        if spec is not None:
-            self.chat.reset_session(spec.nick, spec.address, spec.rooms)
-        else:
-            self.chat.reset_session(backend.nick if backend is not None else self.chat.nick)
-        self._inbox.clear()
-        self.spec = spec
-        self._network(spec, backend, running)
-        for event in held:
-            self._emit(event)
-        self.refresh_ui(full=True)
-
-    @work(exclusive=True, group="net", exit_on_error=False)
-    async def _network(self, spec: Spec | None, backend, running=None) -> None:
-        server = None
-        try:
-            if backend is None:
-                from . import session
-
-                try:
-                    backend, server, share = await session.build(spec, timing=self.timing)
-                except (OSError, SpecError, ImportError, ValueError) as e:
-                    self.post_message(NetFailed(spec, describe_error(e, spec)))
-                    return
-                self.chat.share = share
-                self._server = server
-            self.backend = backend
-            self.chat.mode = backend.mode
-            # direct mode: message seq numbers are Lamport stamps; the view orders by them
-            self.chat.stamp_order = str(backend.mode).startswith("direct")
-            self.post_message(NetReady())
-            await (running if running is not None else backend.run(self._emit))
-        except asyncio.CancelledError:
-            if backend is not None:
-                backend.close()
-            if running is not None:
-                running.cancel()
-            raise
-        except Exception as e:
-            self.post_message(NetFailed(None, describe_error(e, spec)))
-        finally:
-            if server is not None:
-                if self._server is server:
-                    self._server = None
-                try:
-                    await server.stop()
-                except Exception:
-                    pass
-
-    def on_net_ready(self, message: NetReady) -> None:
-        self.refresh_ui(full=True)
-
-    def on_net_failed(self, message: NetFailed) -> None:
-        self.chat.set_state(m.Conn.FAILED, message.reason)
-        if message.spec is not None and self.screen is self.screen_stack[0]:
-            # could not even start (bad address, port in use): back to the connect screen
-            self.show_connect(message.reason, message.spec)
-        else:
-            self.chat.add_local(None, m.ERROR, message.reason)
-        self.refresh_ui()
 
     # ------------------------------------------------------------------ event batching
 
@@ -589,256 +408,6 @@ class ChatApp(App[int]):
             self.input.value = value
             self.input.cursor_position = cursor
 
-    def error(self, text: str) -> None:
-        self._errors += 1
-        self.chat.add_local(None, m.ERROR, text)
-        self.refresh_ui()
-
-    def info(self, text: str) -> None:
-        self.chat.add_local(None, m.INFO, text)
-        self.refresh_ui()
-
-    def _need_backend(self) -> bool:
-        if self.backend is None:
-            self.error("not connected yet: /connect HOST:PORT, or wait for the connection")
-            return False
-        return True
-
-    def send(self, text: str, action: bool = False, room: str | None = None) -> None:
-        room = room or self.chat.active
-        if room is None:
-            self.error("no room open: /join ROOM first")
-            return
-        if not self._need_backend():
-            return
-        try:
-            lid = self.backend.post(room, text, action)
-        except (NameError_, OutboxFull, ValueError) as e:
-            self.error(str(e))
-            return
-        self.chat.add_own_post(room, text, action, lid)
-        if room == self.chat.active:
-            self.messages.follow = True  # what you just said is at the bottom: go there
-        self.refresh_ui()
-
-    # ------------------------------------------------------------------ commands
-
-    def cmd_join(self, cmd: commands.Command) -> None:
-        room = cmd.args[0]
-        if room in self.chat.rooms:
-            self.chat.switch(room)
-            return
-        if not self._need_backend():
-            return
-        self.chat.auto_switch.add(room)
-        self.backend.join(room)
-        self.flash(f"joining #{room}…", until_room=room)
-
-    def cmd_part(self, cmd: commands.Command) -> None:
-        room = cmd.args[0] if cmd.args else self.chat.active
-        if room is None or room not in self.chat.rooms:
-            self.error(f"you are not in {'#' + room if room and not is_direct(room) else room or 'a room'}")
-            return
-        if not is_direct(room) and self.backend is not None:
-            self.backend.part(room)
-        label = self.chat.rooms[room].label
-        self.chat.remove_room(room)
-        if self.chat.rooms:
-            # about a room that is gone: not a line in the history of whichever room comes on screen
-            self.flash(f"you left {label}")
-        else:
-            self.info(f"you left {label}; no room open — /join ROOM or Ctrl+K opens one, Ctrl+Q quits")
-
-    def cmd_nick(self, cmd: commands.Command) -> None:
-        if not self._need_backend():
-            return
-        self.backend.set_nick(cmd.args[0])
-        if not self.chat.rooms:
-            self.chat.set_nick(cmd.args[0])
-
-    def cmd_me(self, cmd: commands.Command) -> None:
-        self.send(cmd.rest, action=True)
-
-    def cmd_msg(self, cmd: commands.Command) -> None:
-        nick = cmd.args[0]
-        if nick == self.chat.nick:
-            self.error("that is you")
-            return
-        room = "@" + nick
-        new = room not in self.chat.rooms
-        errors = self._errors
-        self.chat.add_room(room)
-        self.chat.switch(room)
-        if cmd.rest:
-            self.send(cmd.rest, room=room)
-        if new and self._errors != errors:  # refused at once (no one by that nick): no conversation
-            said = [x.text for x in self.chat.rooms[room].lines if x.kind == m.ERROR]
-            if self.chat.drop_conversation(room):
-                for text in said:
-                    self.chat.add_local(None, m.ERROR, text)
-
-    def cmd_topic(self, cmd: commands.Command) -> None:
-        room = self.chat.current
-        if room is self.chat.status_room or room.direct:
-            self.error("topics belong to rooms: /join ROOM first")
-            return
-        if not cmd.rest:
-            self.info(f"topic of {room.label}: {room.topic}" if room.topic else f"{room.label} has no topic")
-            return
-        try:
-            check_text(cmd.rest, MAX_TOPIC_BYTES, "topic")
-        except NameError_ as e:
-            self.error(str(e))
-            return
-        if self._need_backend():
-            self.backend.set_topic(room.name, cmd.rest)
-
-    def cmd_away(self, cmd: commands.Command) -> None:
-        try:
-            check_text(cmd.rest, MAX_AWAY_BYTES, "away message")
-        except NameError_ as e:
-            self.error(str(e))
-            return
-        if self._need_backend():
-            # the relay's AwayChanged says it (once per room, as "you are marked away")
-            self.backend.set_away(cmd.rest)
-
-    def cmd_names(self, cmd: commands.Command) -> None:
-        room = self.chat.current
-        if room is self.chat.status_room:
-            self.error("no room open: /join ROOM first")
-            return
-        members = room.sorted_members()
-        parts = [mb.nick + ("" if mb.presence == "here" else f" ({mb.presence})") for mb in members]
-        self.info(f"{len(members)} in {room.label}: " + ", ".join(parts))
-
-    def cmd_help(self, cmd: commands.Command) -> None:
-        for line in commands.help_lines():
-            self.chat.add_local(None, m.INFO, line)
-        self.info("F1 shows every key")
-
-    def cmd_quit(self, cmd: commands.Command) -> None:
-        self.ask_quit()
-
-    def ask_quit(self) -> None:
-        """/quit and the palette: like Ctrl+Q (hosting with others connected, ask first)."""
-        self.run_worker(self.action_quit(), group="quit")
-
-    def polite_quit(self) -> None:
-        """Leave every room (the backend says Bye), then exit, without asking: SIGTERM, and the
-        answer to "quit while hosting?"."""
-        self.run_worker(self._quit_now(), group="quit")
-
-    def hosted_others(self) -> list[str]:
-        """Hosting: the nicks of the sessions our relay would cut off (everyone but us)."""
-        server = self._server
-        relay = getattr(server, "relay", None)
-        if relay is None:
-            return []
-        me = self.backend.nick if self.backend is not None else self.chat.nick
-        nicks = sorted((str(s.nick) for s in list(relay.sessions.values())), key=str.casefold)
-        if me in nicks:
-            nicks.remove(me)
-        return nicks
-
-    def run_command(self, cmd: commands.Command) -> None:
-        """Run a parsed command as if typed (the command palette)."""
-        getattr(self, f"cmd_{cmd.name}")(cmd)
-        self.refresh_ui()
-
-    def prefill(self, text: str) -> None:
-        """Put the start of a command in the input for the user to finish."""
-        self.input.value = text
-        self.input.cursor_position = len(text)
-        self.input.focus()
-
-    def cmd_retry(self, cmd: commands.Command) -> None:
-        self.action_retry()
-
-    def cmd_connect(self, cmd: commands.Command) -> None:
-        if self.spec is not None and self.spec.mode == "host" and cmd.rest != "!":
-            self.error(
-                "you are hosting this room: /connect would stop the relay for everyone; "
-                f"/quit first, or /connect! {cmd.args[0]} to do it anyway"
-            )
-            return
-        try:
-            spec = check(Spec("join", cmd.args[0], self.chat.nick, self._wanted_rooms()))
-        except SpecError as e:
-            self.error(f"{e}; still on the current connection")
-            return
-        self.run_worker(self._connect_to(spec), group="connect", exclusive=True, exit_on_error=False)
-
-    def _wanted_rooms(self) -> list[str]:
-        """Every room to take along to another relay: those open, those being joined, or (none
-        open yet) the ones this session was asked for."""
-        rooms = [r for r in self.chat.room_order() if not is_direct(r)]
-        rooms += [r for r in sorted(self.chat.auto_switch) if r not in rooms and not is_direct(r)]
-        if not rooms and self.spec is not None:
-            rooms = list(self.spec.rooms)
-        return rooms or ["lobby"]
-
-    async def _connect_to(self, spec: Spec) -> None:
-        """Resolve the new address first (a typo keeps the current session), then start the new
-        session beside the current one and switch only once the new relay answers."""
-        from . import session
-
-        still = "still on the current connection" + (f" ({self.chat.address})" if self.chat.address else "")
-        try:
-            await session.resolvable(spec.address)
-        except SpecError as e:
-            self.error(f"{e}; {still}")
-            if not self.input.value:  # the line stays to fix the typo
-                self.input.value = f"/connect {spec.address}"
-                self.input.cursor_position = len(self.input.value)
-            return
-        if self.backend is None:
-            self.start(spec=spec)
-            return
-        self.info(f"trying {spec.address}… ({still} until it answers)")
-        try:
-            backend, _server, _share = await session.build(spec, timing=self.timing)
-        except (OSError, SpecError, ImportError, ValueError) as e:
-            self.error(f"{describe_error(e, spec)}; {still}")
-            return
-        held: list = []
-        adopted = False
-        answer = asyncio.get_running_loop().create_future()
-
-        def emit(event) -> None:
-            if adopted:
-                self._emit(event)
-                return
-            held.append(event)
-            if not answer.done() and isinstance(event, (ev.Connected, ev.ConnectionLost, ev.Refused)):
-                answer.set_result(event)
-
-        task = asyncio.ensure_future(backend.run(emit))
-        task.add_done_callback(lambda _t: answer.done() or answer.set_result(None))
-        try:
-            first = await answer
-        except asyncio.CancelledError:
-            backend.close()
-            task.cancel()
-            raise
-        if not isinstance(first, ev.Connected):
-            backend.close()
-            try:
-                await asyncio.wait_for(task, 1.0)
-            except Exception:
-                pass
-            if isinstance(first, ev.Refused):
-                why = f"the relay at {spec.address} refused: {first.reason}"
-            else:
-                why = f"no answer from a relay at {spec.address}"
-            self.error(f"{why}; {still}")
-            return
-        active = self.chat.active
-        adopted = True
-        self.start(spec=spec, backend=backend, running=task, held=held)
-        if active in spec.rooms:
-            self.chat.auto_switch = {active}  # come back to the room that was on screen
-
     # ------------------------------------------------------------------ actions
 
     def action_goto_room(self, n: int) -> None:
@@ -945,34 +514,6 @@ class ChatApp(App[int]):
             rows.append((keys, b.description))
         rows.append((key_label(self.COMMAND_PALETTE_BINDING), "Command palette"))
         return rows
-
-    async def action_quit(self) -> None:
-        """Ctrl+Q: leave every room cleanly (the backend says goodbye), then exit. Hosting with
-        others connected, ask first: quitting stops the relay for them."""
-        if isinstance(self.screen, ConfirmQuit):
-            self.screen.dismiss(True)  # Ctrl+Q again
-            return
-        others = self.hosted_others()
-        if others:
-            self.push_screen(ConfirmQuit(others), lambda yes: self.polite_quit() if yes else None)
-            return
-        await self._quit_now()
-
-    async def _quit_now(self) -> None:
-        await self._say_goodbye(2.0)
-        self.exit(0)
-
-    async def _say_goodbye(self, patience: float) -> None:
-        """Close the backend (it leaves its rooms and says Bye) and give the network worker up
-        to `patience` seconds to send that."""
-        if self.backend is None:
-            return
-        self._close_backend()
-        for w in [w for w in self.workers if w.group == "net" and w.is_running]:
-            try:
-                await asyncio.wait_for(w.wait(), patience)
-            except Exception:
-                pass
 
     # ------------------------------------------------------------------ mouse
 
