@@ -33,10 +33,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from textual import events
 
+from tests.tui.demo import FakeBackend  # the test double of a backend
 from udproom.protocol import events as ev
 from udproom.tui import model as m
 from udproom.tui.app import ChatApp
-from udproom.tui.demo import FakeBackend
 
 ROOMS = ["lobby", "dev", "random", "ops", "music"]
 T0 = 1_780_000_000.0

@@ -105,6 +105,15 @@ class Commands:
                 for text in said:
                     self.chat.add_local(None, m.ERROR, text)
 
+    def _fits(self, text: str, limit: int, what: str) -> bool:
+        """`text` is a valid `what` of at most `limit` bytes; if not, say why inline."""
+        try:
+            check_text(text, limit, what)
+        except NameError_ as e:
+            self.error(str(e))
+            return False
+        return True
+
     def cmd_topic(self, cmd: commands.Command) -> None:
         room = self.chat.current
         if room is self.chat.status_room or room.direct:
@@ -113,21 +122,11 @@ class Commands:
         if not cmd.rest:
             self.info(f"topic of {room.label}: {room.topic}" if room.topic else f"{room.label} has no topic")
             return
-        try:
-            check_text(cmd.rest, MAX_TOPIC_BYTES, "topic")
-        except NameError_ as e:
-            self.error(str(e))
-            return
-        if self._need_backend():
+        if self._fits(cmd.rest, MAX_TOPIC_BYTES, "topic") and self._need_backend():
             self.backend.set_topic(room.name, cmd.rest)
 
     def cmd_away(self, cmd: commands.Command) -> None:
-        try:
-            check_text(cmd.rest, MAX_AWAY_BYTES, "away message")
-        except NameError_ as e:
-            self.error(str(e))
-            return
-        if self._need_backend():
+        if self._fits(cmd.rest, MAX_AWAY_BYTES, "away message") and self._need_backend():
             # the relay's AwayChanged says it (once per room, as "you are marked away")
             self.backend.set_away(cmd.rest)
 

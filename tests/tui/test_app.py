@@ -566,7 +566,9 @@ async def test_quit_command():
 
 
 async def test_connect_command(monkeypatch):
-    from udproom.tui import demo, session
+    from udproom.tui import session
+
+    from . import demo
 
     built = []
 

@@ -10,8 +10,9 @@ from datetime import UTC
 
 from udproom.tui import config
 from udproom.tui.app import ChatApp
-from udproom.tui.demo import DEMO_T0, demo_backend, populate
 from udproom.tui.screens import ConnectScreen, HelpScreen, QuickSwitcher
+
+from .demo import DEMO_T0, demo_backend, populate
 
 SIZE = (120, 32)
 

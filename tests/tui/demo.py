@@ -1,4 +1,4 @@
-"""An in-memory backend: the app's tests, the benchmark and scripted screenshots drive it.
+"""An in-memory backend (a test double): the app's tests, the benchmark and the snapshot tests drive it.
 
 It behaves like a well-connected relay client with no network: joins succeed, posts are echoed
 and acknowledged on the next loop turn (unless told to fail), and a test can `inject` any event
