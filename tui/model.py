@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
 
-from udproom.protocol import events as ev
-from udproom.protocol.names import is_direct, nick_key, sanitize
+from udproom.protocol.names import is_direct, nick_key
+
+from .fold import EventFolding
 
 #: timestamps come from the network: outside these bounds (or not finite) a line shows the time it
 #: arrived instead (datetime cannot show them, and a NaN would end the app)
@@ -191,7 +192,7 @@ class Changes:
         )
 
 
-class ChatModel:
+class ChatModel(EventFolding):
     def __init__(self, nick: str = "", tz: tzinfo | None = None, clock=time.time) -> None:
         self.nick = nick
         self.tz = tz
@@ -568,11 +569,11 @@ class ChatModel:
             room, line, since, first, tries = self.outage
             if (room is self.status_room or self.rooms.get(room.name) is room) and line in room.lines:
                 self.outage = (room, line, since, first, tries + 1)
-                text = f"connection lost: {first}; retrying in {_seconds(retry_in)} (try {tries + 1})"
+                text = f"connection lost: {first}; retrying in {format_seconds(retry_in)} (try {tries + 1})"
                 self._update_line(room, line, text)
                 return
         room = self.current
-        text = f"connection lost: {reason}; retrying in {_seconds(retry_in)}"
+        text = f"connection lost: {reason}; retrying in {format_seconds(retry_in)}"
         line = self._append(room, ERROR, self.clock(), text=text)
         self.outage = (room, line, since, reason, 1)
         for r in self.rooms.values():
@@ -612,240 +613,6 @@ class ChatModel:
     def failed_posts(self, room_name: str) -> list[Line]:
         return [line for r, line in self.pending.values() if r == room_name and line.state == FAILED]
 
-    # ------------------------------------------------------------------ events
-
-    def apply(self, e) -> None:
-        """Fold one protocol event into the state (one handler per event type, `_HANDLERS`)."""
-        handler = _HANDLERS.get(type(e))
-        if handler is not None:
-            handler(self, e)
-
-    def _on_message(self, e: ev.MessageReceived) -> None:
-        room = self._room_for_event(e.room)
-        if room is None:
-            return
-        if e.mine and not e.history and self._own_echo(room, e):
-            return
-        text = sanitize(e.text)
-        nick = sanitize(e.nick)
-        mention = (not e.mine) and (room.direct or self.is_mention(text))
-        self._append(
-            room,
-            ACTION if e.action else MSG,
-            e.ts,
-            nick,
-            text,
-            mine=e.mine,
-            mention=mention,
-            seq=e.seq,
-            history=e.history,
-        )
-        if not e.history and not e.mine:
-            self._count(room, mention, True)
-            if mention:
-                self.changes.mention = True
-
-    def _own_echo(self, room: Room, e: ev.MessageReceived) -> bool:
-        """Our own post coming back: it is already on screen (pending or acknowledged). Matched by
-        its local id; by text only when the core does not say which post it is (local_id 0)."""
-        lid = e.local_id
-        if lid:
-            entry = self.pending.get(lid)
-        else:
-            lid, entry = next(
-                (
-                    (k, v)
-                    for k, v in self.pending.items()
-                    if v[0] == room.name and v[1].text == e.text and not v[1].echoed
-                ),
-                (0, None),
-            )
-        if entry is not None:
-            rname, line = entry
-            line.state = SENT  # delivered, even if we had given up on it
-            line.cache_key = None
-            line.echoed = True
-            del self.pending[lid]
-            self.changes.rooms.add(rname)
-            self._to_room_order(self.rooms.get(rname, room), line)
-            return True
-        for i, line in enumerate(reversed(room.lines)):
-            if i > 500:
-                break
-            same = (line.local_id == lid) if lid else (line.text == e.text)
-            if same and line.mine and not line.echoed and line.kind <= ACTION:
-                line.echoed = True
-                self._to_room_order(room, line)
-                return True
-        return False
-
-    def _on_acknowledged(self, e: ev.PostAcknowledged) -> None:
-        entry = self.pending.pop(e.local_id, None)
-        if entry is None:
-            return
-        room_name, line = entry
-        line.state = SENT
-        line.seq = e.seq
-        line.cache_key = None
-        self.changes.rooms.add(room_name)
-        room = self.rooms.get(room_name)
-        if self.stamp_order and room is not None:
-            self._reposition(room, line)
-
-    def _on_post_failed(self, e: ev.PostFailed) -> None:
-        entry = self.pending.get(e.local_id)
-        if entry is None:
-            return
-        room_name, line = entry
-        refused = e.refused  # the relay said no: a retry cannot help
-        reason = sanitize(e.reason)
-        if refused:
-            del self.pending[e.local_id]
-            if self.drop_conversation(room_name, line):
-                self.add_local(None, ERROR, f"{reason}: nothing was sent")
-                self._stick(reason)
-                return
-        line.state = FAILED
-        line.cache_key = None
-        self.changes.rooms.add(room_name)
-        room = self.rooms.get(room_name)
-        if room is not None:
-            again = "" if refused else " — Ctrl+R or /retry sends it again"
-            self._append(room, ERROR, self.clock(), text=f"not delivered: {reason}{again}")
-
-    def _member_line(self, e, kind: int, text: str = "") -> tuple[Room, str] | None:
-        """The line of a membership event (joined, left, timed out); for a live one, the room and
-        nick whose member entry the caller updates (counted as activity here)."""
-        room = self._room_for_event(e.room)
-        if room is None:
-            return None
-        nick = sanitize(e.nick)
-        if kind == JOIN and nick == self.nick and not e.history and nick in room.members:
-            return None  # our own join: "you joined" already says it
-        self._append(room, kind, e.ts, nick, text, history=e.history)
-        if e.history:
-            return None
-        self.changes.members.add(room.name)
-        self._count(room, False, False)
-        return room, nick
-
-    def _on_joined(self, e: ev.MemberJoined) -> None:
-        hit = self._member_line(e, JOIN)
-        if hit is not None:
-            room, nick = hit
-            room.members[nick] = MemberState(nick)
-
-    def _on_left(self, e: ev.MemberLeft) -> None:
-        hit = self._member_line(e, LEAVE, sanitize(e.reason))
-        if hit is not None:
-            room, nick = hit
-            room.members.pop(nick, None)
-
-    def _on_timed_out(self, e: ev.MemberTimedOut) -> None:
-        hit = self._member_line(e, TIMEOUT)
-        if hit is not None:
-            room, nick = hit
-            member = room.members.get(nick) or room.members.setdefault(nick, MemberState(nick))
-            member.timed_out = True
-            member.timed_out_at = self.safe_ts(e.ts)
-
-    def _on_nick(self, e: ev.NickChanged) -> None:
-        room = self._room_for_event(e.room)
-        if room is None:
-            return
-        old, new = sanitize(e.old), sanitize(e.new)
-        # ours: the nick we have in this room (the core may already have told us the new
-        # nick, and with several rooms the second room's event names a nick we just left)
-        ours = not e.history and e.old == (room.my_nick or self.nick)
-        mine = ours or (e.history and e.old == self.nick)
-        self._append(room, NICK, e.ts, old, new, mine=mine, history=e.history)
-        if e.history:
-            return
-        member = room.members.pop(old, None) or MemberState(new)
-        member.nick = new
-        room.members[new] = member
-        self.changes.members.add(room.name)
-        if ours:
-            room.my_nick = e.new
-            self._became(e.old, e.new)
-        else:
-            self._follow_rename(old, new, e.ts)
-        self._count(room, False, False)
-
-    def _on_topic(self, e: ev.TopicChanged) -> None:
-        room = self._room_for_event(e.room)
-        if room is None:
-            return
-        topic = sanitize(e.topic)
-        self._append(room, TOPIC, e.ts, sanitize(e.nick), topic, history=e.history)
-        if not e.history:
-            room.topic = topic
-            self.changes.topics.add(room.name)
-
-    def _on_away(self, e: ev.AwayChanged) -> None:
-        room = self._room_for_event(e.room)
-        if room is None:
-            return
-        nick = sanitize(e.nick)
-        away = sanitize(e.away)
-        ours = not e.history and e.nick == (room.my_nick or self.nick)
-        self._append(room, AWAY, e.ts, nick, away, mine=ours, history=e.history)
-        if ours and self.away != (away or None):
-            self.away = away or None
-            self.changes.status = True
-        if not e.history:
-            member = room.members.get(nick) or room.members.setdefault(nick, MemberState(nick))
-            member.away = away
-            member.timed_out = False
-            self.changes.members.add(room.name)
-
-    def _on_room_joined(self, e: ev.RoomJoined) -> None:
-        room = self.add_room(e.room)
-        resync = room.joined  # a second RoomJoined: the session came back (reconnect)
-        room.joined = True
-        now = self.clock()
-        room.members = {
-            sanitize(m.nick): MemberState(sanitize(m.nick), sanitize(m.away), m.timed_out, now)
-            for m in e.members
-        }
-        room.topic = sanitize(e.topic)
-        room.my_nick = e.nick or self.nick
-        if e.nick and e.nick != self.nick:
-            self.set_nick(e.nick)
-        if e.room in self.auto_switch:
-            self.auto_switch.discard(e.room)
-            self.switch(e.room)
-        here = f"{room.label} · {len(room.members)} here"
-        if resync:
-            self._append(room, INFO, now, text=f"rejoined {here}")
-        else:
-            topic = f" · topic: {room.topic}" if room.topic else ""
-            room.join_marker = self._append(room, INFO, now, text=f"you joined {here}{topic}")
-        self.changes.members.add(room.name)
-        self.changes.topics.add(room.name)
-
-    def _on_room_left(self, e: ev.RoomLeft) -> None:
-        self.remove_room(e.room)
-
-    def _stick(self, text: str) -> None:
-        """A refusal the status line keeps until the next keystroke (or STICKY seconds)."""
-        self.sticky, self.sticky_at = text, time.monotonic()
-        self.changes.status = True
-
-    def _on_refused_request(self, e: ev.RequestRefused) -> None:
-        # in that room if it is open, else in the one on screen; the status line keeps it
-        # until the next keystroke (a refused join has no room of its own to show it in)
-        target = e.room if e.room in self.rooms else None
-        self.auto_switch.discard(e.room)
-        where = f" #{e.room}" if e.what == "join" and e.room and not is_direct(e.room) else ""
-        text = f"{e.what}{where} refused: {sanitize(e.reason)}"
-        self.add_local(target, ERROR, text)
-        self._stick(text)
-
-    def _on_notice(self, e: ev.Notice) -> None:
-        target = e.room if e.room in self.rooms else None
-        self.add_local(target, NOTICE, sanitize(e.text))
-
     # ------------------------------------------------------------------ connection state
 
     def set_state(self, state: Conn, reason: str | None = None) -> None:
@@ -858,99 +625,12 @@ class ChatModel:
             self.retry_at = None
         self.changes.status = True
 
-    def _on_connecting(self, e: ev.Connecting) -> None:
-        self.set_state(Conn.CONNECTING)
-        self.address = e.address
-
-    def _on_connected(self, e: ev.Connected) -> None:
-        if self.outage is not None:
-            room, line, since, first, _tries = self.outage
-            self.outage = None
-            back = f"back after {_seconds(max(0.0, self.clock() - since))}"
-            self._update_line(room, line, f"connection lost: {first}; {back}")
-        self.set_state(Conn.CONNECTED, reason="")
-        self.connected_once = True
-        self.address = e.address
-        if e.rtt is not None:
-            self.rtt = e.rtt
-        if e.nick and e.nick != self.nick:
-            self.set_nick(e.nick)
-
-    def _on_stalled(self, e: ev.ConnectionStalled) -> None:
-        # still a session, but the relay has gone quiet: stop claiming "connected"
-        self.set_state(Conn.STALLED)
-        self.stalled_since = time.monotonic() - e.silent
-
-    def _on_resumed(self, e: ev.ConnectionResumed) -> None:
-        if self.state == Conn.STALLED:
-            self.set_state(Conn.CONNECTED)
-        self.changes.status = True
-        if e.rtt is not None:
-            self.rtt = e.rtt
-
-    def _on_rtt(self, e: ev.RttUpdated) -> None:
-        self.rtt = e.rtt
-        self.changes.status = True
-
-    def _on_lost(self, e: ev.ConnectionLost) -> None:
-        reason = sanitize(e.reason)
-        again = self.state == Conn.RECONNECTING and self.reason == reason
-        # quiet since (wall clock): a stall before the loss is part of the outage
-        stalled = time.monotonic() - self.stalled_since if self.state == Conn.STALLED else 0.0
-        quiet = self.clock() - stalled
-        self.set_state(Conn.RECONNECTING, reason)
-        self.retry_at = time.monotonic() + e.retry_in
-        if self.connected_once:
-            self._outage(reason, e.retry_in, quiet)
-        elif not again:
-            # never reached: say so once (the status line counts down each retry)
-            where = f" at {self.address}" if self.address else ""
-            what = f"no answer from a relay{where}" if reason.startswith("no answer") else f"{reason}{where}"
-            back = "Esc goes back, " if self.esc_back else ""
-            self.add_local(
-                None,
-                ERROR,
-                f"{what}; retrying in {_seconds(e.retry_in)} — /connect another address, {back}Ctrl+Q quits",
-            )
-
-    def _on_refused(self, e: ev.Refused) -> None:
-        self.set_state(Conn.REFUSED, sanitize(e.reason))
-        if self.reason.startswith("cannot resolve"):  # nothing was contacted: say what happened
-            text = f"{self.reason}: no relay was contacted — check the address (/connect HOST:PORT)"
-        else:
-            text = f"the relay refused the session: {self.reason}"
-        self.add_local(None, ERROR, text)
-
-
-_HANDLERS = {
-    ev.MessageReceived: ChatModel._on_message,
-    ev.PostAcknowledged: ChatModel._on_acknowledged,
-    ev.PostFailed: ChatModel._on_post_failed,
-    ev.MemberJoined: ChatModel._on_joined,
-    ev.MemberLeft: ChatModel._on_left,
-    ev.MemberTimedOut: ChatModel._on_timed_out,
-    ev.NickChanged: ChatModel._on_nick,
-    ev.TopicChanged: ChatModel._on_topic,
-    ev.AwayChanged: ChatModel._on_away,
-    ev.RoomJoined: ChatModel._on_room_joined,
-    ev.RoomLeft: ChatModel._on_room_left,
-    ev.RequestRefused: ChatModel._on_refused_request,
-    ev.Notice: ChatModel._on_notice,
-    ev.Connecting: ChatModel._on_connecting,
-    ev.Connected: ChatModel._on_connected,
-    ev.ConnectionStalled: ChatModel._on_stalled,
-    ev.ConnectionResumed: ChatModel._on_resumed,
-    ev.RttUpdated: ChatModel._on_rtt,
-    ev.ConnectionLost: ChatModel._on_lost,
-    ev.Refused: ChatModel._on_refused,
-}
-
 
 def _waiting(line: Line) -> bool:
     """Our own post whose copy from the relay has not come back yet."""
     return line.mine and not line.echoed and line.kind <= ACTION and not line.history
 
 
-def _seconds(delay: float) -> str:
+def format_seconds(delay: float) -> str:
     """'0.5 s', '3 s': short delays keep their tenths, so a quick retry does not read '0 s'."""
     return f"{delay:.1f} s" if delay < 10 else f"{delay:.0f} s"
