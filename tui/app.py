@@ -190,7 +190,7 @@ class ChatApp(Sessions, Commands, App[int]):
         self._apply_panes(self.size.width)
         self.refresh_ui(full=True)
         self.theme_changed_signal.subscribe(self, lambda _theme: self.refresh_ui(full=True))
-        self.set_interval(1.0, self._tick)
+        self.set_interval(1.0, self.tick)
         self._catch_hangup()
         if self._initial_backend is not None:
             self.start(backend=self._initial_backend)
@@ -310,7 +310,13 @@ class ChatApp(Sessions, Commands, App[int]):
         if changes.mention and self.bell_enabled:
             self.bell()
 
-    def _tick(self) -> None:
+    @property
+    def events_waiting(self) -> bool:
+        """Backend events not yet on screen (a flush is due)."""
+        return bool(self._inbox) or self._flush_requested
+
+    def tick(self) -> None:
+        """Once a second: forget long-gone members, count down retries, expire notes."""
         self.chat.forget_timed_out(self.chat.clock())
         if self.chat.changes.members:
             self.refresh_ui()

@@ -58,13 +58,13 @@ async def ready(pilot, app, backend):
         lambda: len(app.chat.rooms) == len(backend.rooms) and app.chat.state == "connected",
         "rooms joined",
     )
-    await until(pilot, lambda: not app._inbox and not app._flush_requested, "flush")
+    await until(pilot, lambda: not app.events_waiting, "flush")
 
 
 async def settle(pilot, app):
     """Wait until every buffered backend event is on screen."""
     await pilot.pause()
-    await until(pilot, lambda: not app._inbox and not app._flush_requested, "flush")
+    await until(pilot, lambda: not app.events_waiting, "flush")
     await pilot.pause()
 
 

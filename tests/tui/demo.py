@@ -272,7 +272,7 @@ async def populate(pilot, app, backend: FakeBackend, tries: int = 400) -> None:
     play_demo(backend)
     for _ in range(tries):
         await pilot.pause()
-        if not app._inbox and not app._flush_requested:
+        if not app.events_waiting:
             break
     app.input.cursor_blink = False
     await pilot.pause()

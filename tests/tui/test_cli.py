@@ -13,10 +13,8 @@ from udproom.tui import cli
 
 
 def test_version(capsys):
-    with pytest.raises(SystemExit):
-        cli._parser().parse_args(["--version"])
-    assert capsys.readouterr().out.strip() == f"udproom {__version__}"
     assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"udproom {__version__}"
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ async def test_timed_out_members_leave_completion_and_later_the_pane():
         backend.inject(ev.MemberTimedOut("lobby", 50, "bob", T0 - 601))
         await settle(pilot, app)
         assert "○ bob" in app.member_list.build().plain
-        app._tick()
+        app.tick()
         await pilot.pause()
         members = app.member_list.build().plain
         assert "bob" not in members and "○ dave" in members  # dave timed out just now (at join)

@@ -134,7 +134,7 @@ async def test_status_follows_a_resize_at_once_and_refusals_fade():
         await settle(pilot, app)
         assert "nick ALICE is taken" in status(app)
         app.chat.sticky_at -= 60  # a minute later (the 1 s tick looks)
-        app._tick()
+        app.tick()
         assert "ALICE" not in status(app)
         backend.inject(ev.RequestRefused("nick", "", "nick ALICE is taken"))
         await settle(pilot, app)

@@ -59,7 +59,7 @@ async def test_status_notices_clear():
         assert "nothing to retry" not in status(app)
         app.flash("no activity")
         app.status_line.note_until = 0  # its few seconds are over
-        app._tick()
+        app.tick()
         assert "no activity" not in status(app)
 
 
