@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 from udproom.protocol import events as ev
+from udproom.tui.screens import QuickSwitcher
 
-from .conftest import (
-    T0,
-    make_app,
-    ready,
-    settle,
-    type_line,
-    until,
-)
+from .conftest import T0, make_app, ready, settle, texts, type_line, until
 
 
 async def test_direct_conversation_shows_what_we_know_of_the_other_person():
-    from udproom.tui.screens import QuickSwitcher
 
     app, backend = make_app()
     async with app.run_test(size=(120, 30)) as pilot:
@@ -58,3 +51,21 @@ async def test_timed_out_members_leave_completion_and_later_the_pane():
         backend.inject(ev.MemberJoined("lobby", 51, "bob", T0))
         await settle(pilot, app)
         assert "● bob" in app.member_list.build().plain
+
+
+async def test_presence_changes_in_members_pane():
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        backend.inject(ev.MemberJoined("lobby", 50, "erin", T0))
+        backend.inject(ev.MemberTimedOut("lobby", 51, "bob", T0))
+        backend.inject(ev.MemberLeft("lobby", 52, "carol", T0, "bye"))
+        backend.inject(ev.NickChanged("lobby", 53, "erin", "erin2", T0))
+        await settle(pilot, app)
+        members = app.member_list.build().plain
+        assert "● erin2" in members and "○ bob" in members and "carol" not in members
+        rows = texts(app)
+        assert rows[-4].endswith("--> │ erin joined")
+        assert rows[-3].endswith("--x │ bob timed out")
+        assert rows[-2].endswith("<-- │ carol left (bye)")
+        assert rows[-1].endswith("-- │ erin is now known as erin2")

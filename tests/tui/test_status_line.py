@@ -8,6 +8,7 @@ from udproom.protocol import events as ev
 
 from .conftest import (
     T0,
+    last,
     make_app,
     ready,
     settle,
@@ -73,3 +74,26 @@ async def test_a_quiet_relay_is_not_called_connected():
         backend.inject(ev.ConnectionResumed(0.02))
         await settle(pilot, app)
         assert "connected 20 ms" in status(app)
+
+
+async def test_connection_state_in_status_line():
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        backend.inject(ev.RttUpdated(0.0345))
+        await settle(pilot, app)
+        assert "connected 34 ms" in str(app.query_one("#status").render())
+        backend.inject(ev.RttUpdated(0.0002))  # loopback
+        await settle(pilot, app)
+        assert "connected <1 ms" in str(app.query_one("#status").render())
+        backend.inject(ev.ConnectionLost("relay stopped answering", 5.0))
+        await settle(pilot, app)
+        status = str(app.query_one("#status").render())
+        assert "reconnecting in 5 s" in status or "reconnecting in 4 s" in status
+        assert "connection lost: relay stopped answering" in last(app)
+        backend.inject(ev.Connecting("127.0.0.1:6000"))
+        await settle(pilot, app)
+        assert "connecting to 127.0.0.1:6000" in str(app.query_one("#status").render())
+        backend.inject(ev.Refused("server full"))
+        await settle(pilot, app)
+        assert "refused: server full" in str(app.query_one("#status").render())
