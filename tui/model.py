@@ -2,7 +2,10 @@
 
 No textual here: `ChatModel.apply(event)` folds protocol events into state and records what
 changed, so the app can batch a whole burst of events into one screen update. It is cheap per
-event (the TUI benchmark ingests 100,000 messages through it).
+event (the TUI benchmark ingests 100,000 messages through it). The handlers of each event type
+are in fold.py; what stays here is the state and the one rule of where a line goes (history above
+"you joined", stamp order in direct mode, the relay's order for our own posts), which is one idea
+even at ~630 lines.
 """
 
 from __future__ import annotations
