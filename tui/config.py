@@ -1,4 +1,4 @@
-"""A small TOML config: the nick, recent addresses, last mode and rooms, the bell.
+"""A small TOML config: the nick, recent addresses, last mode and rooms, the bell, the theme.
 
 Lives in the platform's config dir (platformdirs), or in $UDPROOM_CONFIG_DIR when set (tests set
 it so they never touch the real one). A missing or broken file gives the defaults.
@@ -23,6 +23,7 @@ class Config:
     rooms: list[str] = field(default_factory=lambda: ["lobby"])
     bell: bool = True
     log: bool = True  # keep the app's own chat log (--no-log turns it off for a run)
+    theme: str = ""  # a Textual theme's name (`--theme`); "" is udproom's default
 
     def remember(self, mode: str, address: str, nick: str, rooms: list[str]) -> None:
         self.mode = mode
@@ -64,6 +65,8 @@ def load() -> Config:
         cfg.bell = data["bell"]
     if isinstance(data.get("log"), bool):
         cfg.log = data["log"]
+    if isinstance(data.get("theme"), str):
+        cfg.theme = data["theme"]
     return cfg
 
 

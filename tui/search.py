@@ -1,5 +1,6 @@
 """`/search WORDS`: the results view (room, time, nick, text; newest first). Enter jumps to the line
-in its room (the app pages back to it, `History.jump`), Esc returns."""
+in its room (the app pages back to it, `History.jump`), Esc returns. `LogCommands`: the app's
+side of its log (`/search`, paging back when the view reaches the top, the log's one notice)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,48 @@ class SearchScreen(ModalScreen[int | None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+class LogCommands:
+    """ChatApp's handlers for its log (history.py): a mixin like `handlers.Commands`."""
+
+    def cmd_search(self, cmd) -> None:
+        from udproom.protocol.sqlstore import StoreError
+
+        try:
+            results = self.history.search(cmd.rest)
+        except StoreError as e:
+            self.error(f"cannot search: {e}")
+            return
+        self.push_screen(SearchScreen(cmd.rest, results, self.chat.tz), self._jump)
+
+    def _jump(self, pos: int | None) -> None:
+        """Enter on a search result: that line in its room, with the lines around it."""
+        if pos is None:
+            return
+        found = self.history.jump(pos)
+        if isinstance(found, str):
+            self.error(found)
+            return
+        room, line = found
+        self.chat.switch(room)
+        self.refresh_ui()
+        self.messages.show_line(line)
+        self._update_status()
+
+    def on_message_view_top_reached(self) -> None:
+        self.older()
+
+    def older(self) -> None:
+        """Scrolled up past the top of the room's lines: the previous page (history.py)."""
+        if self.chat.active is not None and self.history.older(self.chat.active):
+            self.refresh_ui()
+
+    def _log_notice(self) -> None:
+        """A log that cannot be opened or written: one line in the room and in the status line."""
+        text = self.history.take_notice()
+        if text:
+            from . import model as m
+
+            self.chat.add_local(None, m.ERROR, text)
+            self.flash("chat log off: " + text.split(";")[0])

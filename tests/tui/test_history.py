@@ -14,10 +14,10 @@ from udproom.protocol import paths
 from udproom.protocol.chatlog import ChatLog, Line
 from udproom.tui import model as m
 from udproom.tui.app import ChatApp
-from udproom.tui.demo import FakeBackend
 from udproom.tui.search import SearchScreen
 
 from .conftest import T0, clock, settle, until
+from .demo import FakeBackend
 
 CIRCLE = "127.0.0.1:6000"  # FakeBackend's address: the circle of a backend started without a spec
 
@@ -383,7 +383,7 @@ async def test_a_full_disk_is_one_notice_and_the_app_keeps_working():
         backend.say("lobby", "bob", "still here")
         await settle(pilot, app)
         app.history.drain()
-        app._tick()
+        app.tick()
         notices = [x for x in app.chat.rooms["lobby"].lines if "chat log" in x.text]
         assert len(notices) == 1 and notices[0].kind == m.ERROR
         assert "is full" in notices[0].text and "keeps running without the chat log" in notices[0].text
