@@ -45,14 +45,23 @@ _BIG = (1 << 63) - 1
 
 
 def circle_of(spec, backend) -> str:
-    """The circle lines are logged under: a relay's address as given (`--join`), `host ADDRESS`
-    for the relay the app hosts, `direct ADDRESS` (the listen address) or `direct PEER,PEER`
-    (the sorted initial peers, when listening on any port) in direct mode."""
+    """The circle lines are logged under: a relay's address as given (`--join`); for the relay the
+    app hosts, the address its own client joins (`--host :6000` → `127.0.0.1:6000`, the same as
+    `--join 127.0.0.1:6000`); in direct mode `direct ADDRESS` (the listen address) or
+    `direct PEER,PEER` (the sorted initial peers, when listening on any port)."""
     if spec is not None:
         if spec.mode == "join":
             return spec.address
-        if spec.mode == "host":
-            return f"host {spec.address}"
+        if spec.mode == "host":  # where our own client reaches it: `--join` there finds the same
+            from udproom.protocol.net.address import format_address as fmt_addr
+
+            from .session import SpecError, connect_host_for, parse_addr
+
+            try:
+                host, port = parse_addr(spec.address, bind=True)
+            except SpecError:
+                return spec.address
+            return fmt_addr(connect_host_for(host), port)
         return "direct " + (spec.address or ",".join(sorted(spec.peers)))
     return str(getattr(backend, "address", "") or getattr(backend, "mode", ""))
 

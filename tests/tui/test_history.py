@@ -414,3 +414,14 @@ def test_the_log_file_is_sqlite_with_the_lines():
     db = sqlite3.connect(paths.chatlog_path())
     assert db.execute("SELECT count(*) FROM lines").fetchone()[0] == 3
     db.close()
+
+
+def test_circles_name_the_relay_as_joined_and_the_direct_circle():
+    from udproom.tui.history import circle_of
+    from udproom.tui.session import Spec
+
+    assert circle_of(Spec("join", "chat.example.org:6000"), None) == "chat.example.org:6000"
+    assert circle_of(Spec("host", ":6000"), None) == "127.0.0.1:6000"  # = --join 127.0.0.1:6000
+    assert circle_of(Spec("host", "[::]:6001"), None) == "[::1]:6001"
+    assert circle_of(Spec("direct", ":7000", peers=["b:1", "a:1"]), None) == "direct :7000"
+    assert circle_of(Spec("direct", "", peers=["b:1", "a:1"]), None) == "direct a:1,b:1"
