@@ -192,6 +192,8 @@ class History:
         self.complete: set[str] = set()  # rooms showing the start of their history
         self.starts: dict[str, m.Line] = {}  # room -> its "start of #room's history" line
         self._early: dict[str, list] = {}  # backfill older than what came from the log
+        self.loaded: set[str] = set()  # rooms whose previous lines were read from the log
+        self._joined: dict[str, list[Line]] = {}  # read at a RoomJoined, shown after the batch
 
     @property
     def enabled(self) -> bool:
@@ -222,14 +224,18 @@ class History:
         if not self.enabled:
             return
         for name in rooms:
-            try:
-                with self.lock:
-                    lines = self.log.recent(self.circle, name, LOAD)
-            except StoreError:
-                continue
+            lines = self._recent(name)
             if lines:
                 self.chat.add_room(name)
                 self._show_log_lines(name, lines)
+
+    def _recent(self, name: str) -> list[Line]:
+        self.loaded.add(name)
+        try:
+            with self.lock:
+                return self.log.recent(self.circle, name, LOAD)
+        except StoreError:
+            return []
 
     def _key(self, room: str, epoch: int, seq: int, nick: str, mid: int = 0):
         if self.direct:
@@ -243,6 +249,11 @@ class History:
 
     def _show_log_lines(self, room: str, lines: list[Line]) -> list[m.Line]:
         """Put lines read from the log (oldest first, older than what the room shows) at its top."""
+        return self._show(room, self._claim(room, lines))
+
+    def _claim(self, room: str, lines: list[Line]) -> list[Line]:
+        """The lines (read from the log) not shown yet, now counted as shown: an event with the
+        same id that comes later (a backfill) is dropped."""
         seen = self.seen.setdefault(room, set())
         fresh = [x for x in lines if self._line_key(x) not in seen]
         for x in fresh:
@@ -251,18 +262,21 @@ class History:
                 self._lower(room, x.seq)
         if lines:
             self.cursor[room] = lines[0]
-        me = nick_key(self.chat.nick)
-        events = [event_of(x, nick_key(x.nick) == me, self.direct) for x in fresh]
-        shown = self._prepend(room, events)
-        for line, x in zip(shown, fresh, strict=False):
-            self.pos_of[line.serial] = x.pos
-            self.key_of[line.serial] = self._line_key(x)
         if not self.direct:
             for x in fresh:
                 if x.seq > 0:
                     low = self.loaded_low.get((room, x.epoch))
                     if low is None or x.seq < low:
                         self.loaded_low[(room, x.epoch)] = x.seq
+        return fresh
+
+    def _show(self, room: str, fresh: list[Line]) -> list[m.Line]:
+        me = nick_key(self.chat.nick)
+        events = [event_of(x, nick_key(x.nick) == me, self.direct) for x in fresh]
+        shown = self._prepend(room, events)
+        for line, x in zip(shown, fresh, strict=False):
+            self.pos_of[line.serial] = x.pos
+            self.key_of[line.serial] = self._line_key(x)
         return shown
 
     def _lower(self, room: str, seq: int) -> None:
@@ -307,6 +321,9 @@ class History:
                 continue
             elif t is ev.Connected:
                 self._connected(e.epoch)
+            elif t is ev.RoomJoined and e.room not in self.loaded and self.enabled:
+                # a room joined later (/join): its previous lines too, above its backfill
+                self._joined[e.room] = self._claim(e.room, self._recent(e.room))
             keep.append(e)
         if logged and self.enabled:
             self.writer.put(self.circle, self.epoch, direct, logged)
@@ -325,6 +342,9 @@ class History:
 
     def after(self, pages: list) -> None:
         """After the model applied a batch: early backfill and relay pages go on top of their rooms."""
+        joined, self._joined = self._joined, {}
+        for room, fresh in joined.items():
+            self._show(room, fresh)
         early, self._early = self._early, {}
         for room, events in early.items():
             events.sort(key=lambda e: e.seq)

@@ -425,3 +425,18 @@ def test_circles_name_the_relay_as_joined_and_the_direct_circle():
     assert circle_of(Spec("host", "[::]:6001"), None) == "[::1]:6001"
     assert circle_of(Spec("direct", ":7000", peers=["b:1", "a:1"]), None) == "direct :7000"
     assert circle_of(Spec("direct", "", peers=["b:1", "a:1"]), None) == "direct a:1,b:1"
+
+
+async def test_a_room_joined_later_shows_its_logged_lines_above_its_backfill():
+    seed_log(5, room="dev", word="d")
+    backfill = [msg(i, f"d {i}", room="dev") for i in range(3, 8)]
+    backend = LoggedBackend("alice", ["lobby"], backfill=backfill)
+    app = app_for(backend)
+    async with app.run_test() as pilot:
+        await live(pilot, app)
+        await pilot.press(*"/join dev", "enter")
+        await until(pilot, lambda: "dev" in app.chat.rooms and app.chat.rooms["dev"].joined, "joined #dev")
+        await settle(pilot, app)
+        texts = shown(app, "dev")
+        assert [t for t in texts if t.startswith("d ")] == [f"d {i}" for i in range(1, 8)]
+        assert texts.index("d 7") < next(i for i, t in enumerate(texts) if t.startswith("you joined"))
