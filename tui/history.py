@@ -42,6 +42,8 @@ PAGE = 200  # lines per page, from the log or the relay
 JUMP_PAGES = 50  # a search result further back than this many log pages is not paged to
 ROOM_EVENTS = frozenset(ev.ROOM_EVENTS)
 _BIG = (1 << 63) - 1
+#: a StoreError saying this is about the log, not about one line (sqlstore.describe's wording)
+_STORE_BROKEN = (" is full", " is read-only", " is damaged", "cannot open", " is busy", " is closed")
 
 
 def circle_of(spec, backend) -> str:
@@ -133,8 +135,7 @@ class _Writer:
                             line = line_of(e, circle, epoch, mid, direct)
                             if line is not None:
                                 lines.append(line)
-                    with self.lock:
-                        self.log.add(lines)
+                    self._add(lines)
             except StoreError as exc:
                 self.error = str(exc)
             except Exception as exc:  # never let the thread die silently
@@ -143,6 +144,23 @@ class _Writer:
                 with self.cv:
                     self.busy = False
                     self.cv.notify_all()
+
+    def _add(self, lines: list[Line]) -> None:
+        try:
+            with self.lock:
+                self.log.add(lines)
+        except StoreError as exc:
+            if any(word in str(exc) for word in _STORE_BROKEN):
+                raise
+            # one line the log cannot take (text that is not valid Unicode, a number beyond 64
+            # bits): the others are kept, that one is skipped; it does not turn the log off
+            for line in lines:
+                try:
+                    with self.lock:
+                        self.log.add([line])
+                except StoreError as one:
+                    if any(word in str(one) for word in _STORE_BROKEN):
+                        raise
 
     def drain(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued is written (tests, quitting)."""

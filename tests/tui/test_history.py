@@ -440,3 +440,21 @@ async def test_a_room_joined_later_shows_its_logged_lines_above_its_backfill():
         texts = shown(app, "dev")
         assert [t for t in texts if t.startswith("d ")] == [f"d {i}" for i in range(1, 8)]
         assert texts.index("d 7") < next(i for i, t in enumerate(texts) if t.startswith("you joined"))
+
+
+async def test_one_line_the_log_cannot_store_is_skipped_and_the_log_stays_on():
+    backend = LoggedBackend("alice", ["lobby"])
+    app = app_for(backend)
+    async with app.run_test() as pilot:
+        await live(pilot, app)
+        backend.say("lobby", "bob", "before")
+        backend.say("lobby", "mallory", "bad \ud800 text")  # a lone surrogate: not storable
+        backend.say("lobby", "bob", "after")
+        await settle(pilot, app)
+        app.history.drain()
+        backend.say("lobby", "bob", "later")
+        await settle(pilot, app)
+        app.history.drain()
+        assert app.history.enabled
+        assert not [x for x in app.chat.rooms["lobby"].lines if "chat log" in x.text]
+    assert [x.text for x in log_lines()] == ["before", "after", "later"]
