@@ -26,6 +26,7 @@ starts again from there.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import deque
 
@@ -118,6 +119,10 @@ class _Writer:
             self.cv.notify()
 
     def _run(self) -> None:
+        try:  # background priority (Linux: per thread): the UI's thread comes first for the CPU
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
         while True:
             with self.cv:
                 while not self.queue and not self.stopped:
