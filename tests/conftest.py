@@ -1,4 +1,4 @@
-"""For every test: no DNS traffic."""
+"""For every test: no DNS traffic, and a data directory of its own (never the user's)."""
 
 import socket
 
@@ -20,8 +20,7 @@ def _no_real_dns(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _data_dir(tmp_path_factory, monkeypatch):
-    """Tests never touch the real data directory (the app's chat log, a relay's room log)."""
-    path = tmp_path_factory.mktemp("data")
-    monkeypatch.setenv("UDPROOM_DATA_DIR", str(path))
-    return path
+def _own_data_dir(monkeypatch, tmp_path_factory):
+    """UDPROOM_DATA_DIR in a fresh temporary directory: an app hosting a relay, or a relay started
+    without --data, keeps its log there, not in the user's data directory."""
+    monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path_factory.mktemp("data")))
