@@ -458,3 +458,34 @@ async def test_one_line_the_log_cannot_store_is_skipped_and_the_log_stays_on():
         assert app.history.enabled
         assert not [x for x in app.chat.rooms["lobby"].lines if "chat log" in x.text]
     assert [x.text for x in log_lines()] == ["before", "after", "later"]
+
+
+async def test_scrolling_to_the_top_with_the_wheel_loads_the_previous_page():
+    seed_log(450)
+    backend = LoggedBackend("alice", ["lobby"], first_seq=450)
+    app = app_for(backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await live(pilot, app)
+        assert "filler 250" not in shown(app)
+        app.messages.scroll_to(y=0, animate=False)  # as the wheel does: the offset reaches 0
+        await until(pilot, lambda: "filler 250" in shown(app), "the previous page")
+        await pilot.pause()
+        assert not app.messages.follow  # the view stays where it was: the page is above it
+        fillers = [int(t.split()[1]) for t in shown(app) if t.startswith("filler")]
+        assert fillers == list(range(51, 451))
+
+
+async def test_search_is_in_help_and_the_palette():
+    from udproom.tui.commands import help_lines
+    from udproom.tui.palette import UdproomCommands
+
+    assert any(line.startswith("/search WORDS") for line in help_lines())
+    backend = LoggedBackend("alice", ["lobby"])
+    app = app_for(backend)
+    async with app.run_test() as pilot:
+        await live(pilot, app)
+        provider = UdproomCommands(app.screen)
+        names = [name for name, _help, _cb in provider._commands()]
+        assert "Search the log…" in names
+        {n: cb for n, _h, cb in provider._commands()}["Search the log…"]()
+        assert app.input.value == "/search "
