@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -30,19 +31,39 @@ def ev(text: str = "hi", ts: float = 1000.0, mid: int = 0, nick: str = "bob", ki
     return F.Ev(kind, nick, text, ts, mid)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "jetstream"])
 def make(request, tmp_path):
-    """make(**kw) -> a fresh log of the parametrized kind (the same directory each call)."""
+    """make(**kw) -> a fresh log of the parametrized kind (the same directory, or the same
+    nats-server and stream prefix, each call: a second call is a restart)."""
     logs: list[RoomLog] = []
+    links = []
+    server = request.getfixturevalue("nats_server") if request.param == "jetstream" else None
 
     def factory(**kw) -> RoomLog:
-        log = MemoryLog(**kw) if request.param == "memory" else SqliteLog(tmp_path / "data", **kw)
+        if request.param == "memory":
+            log: RoomLog = MemoryLog(**kw)
+        elif request.param == "sqlite":
+            log = SqliteLog(tmp_path / "data", **kw)
+        else:
+            from udproom.protocol.jetstream import JetStreamLog, NatsLink
+
+            link = NatsLink(server.url, reconnect_wait=0.05)
+            links.append(link)
+            log = JetStreamLog(link, commit_timeout=2.0, **kw)
+            log._test_server = server  # type: ignore[attr-defined]  (for _break/_unbreak)
         logs.append(log)
         return log
 
+    factory.kind = request.param  # type: ignore[attr-defined]
     yield factory
     for log in logs:
         log.close()
+    for link in links:
+        link.close()
+
+
+def _is_js(log: RoomLog) -> bool:
+    return type(log).__name__ == "JetStreamLog"
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -127,8 +148,40 @@ def test_a_failed_commit_takes_its_numbers_back(make):
     assert [e.text for _, e in log.read("r", 1, 9)] == ["kept", "again"] and log.seq_of_mid("r", 2) == 2
 
 
+def test_begin_commit_reports_what_is_stored_and_what_is_not(make):
+    """The relay's one code path: begin_commit() returns a handle, complete at once (memory, SQLite)
+    or when the store has answered (JetStream); Results go out for `stored` only."""
+    log = make()
+    log.append("r", ev("one", mid=1))
+    log.append("s", ev("two", mid=2))
+    done = []
+    handle = log.begin_commit()
+    handle.add_done_callback(done.append)
+    assert handle.wait(10) and done == [handle]  # the callback ran exactly once
+    assert handle.error is None and handle.events == [("r", 1), ("s", 1)]
+    assert handle.stored == {("r", 1), ("s", 1)} and handle.duplicates == {}
+    assert log.last_seq("r") == 1 and [e.text for _, e in log.read("s", 1, 1)] == ["two"]
+    late = []
+    handle.add_done_callback(late.append)  # added after completion: runs at once
+    assert late == [handle]
+    assert log.append("r", ev("lost", mid=3)) == 2
+    for _ in range(8):
+        log.append("t", ev("more than a page" * 300))  # (a full disk must need a new page)
+    _break(log)
+    failed = log.begin_commit()
+    assert failed.wait(10) and failed.error and "\n" not in failed.error and failed.stored == set()
+    _unbreak(log)
+    assert log.last_seq("r") == 1 and log.append("r", ev("again", mid=3)) == 2  # the number comes back
+    log.commit()
+    empty = log.begin_commit()  # nothing pending: complete, nothing stored
+    assert empty.done() and empty.stored == set() and empty.error is None
+
+
 def _break(log: RoomLog) -> None:
-    if isinstance(log, MemoryLog):
+    if _is_js(log):  # the cluster goes away (SIGKILL of the nats-server); its store stays
+        log._test_server.kill()  # type: ignore[attr-defined]
+        _wait_for(lambda: not log.link.connected)  # type: ignore[attr-defined]
+    elif isinstance(log, MemoryLog):
         log.fail_commits = "simulated failure"
     else:  # a full disk: no room for another page
         assert isinstance(log, SqliteLog) and log._db is not None
@@ -136,8 +189,19 @@ def _break(log: RoomLog) -> None:
         log._db.execute(f"PRAGMA max_page_count={pages}")
 
 
+def _wait_for(cond, timeout: float = 20.0) -> None:
+    """A bounded poll of something another process (the nats-server, nats-py's reconnect) does."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def _unbreak(log: RoomLog) -> None:
-    if isinstance(log, MemoryLog):
+    if _is_js(log):
+        log._test_server.start()  # type: ignore[attr-defined]
+        _wait_for(lambda: log.link.connected)  # type: ignore[attr-defined]
+    elif isinstance(log, MemoryLog):
         log.fail_commits = None
     else:
         assert isinstance(log, SqliteLog) and log._db is not None
@@ -171,7 +235,7 @@ def test_message_ids_are_remembered_for_the_last_window_of_events(make):
             log.commit()
     log.commit()
     assert [log.seq_of_mid("r", m) for m in (5, 6, 15)] == [None, 6, 15]
-    if isinstance(log, SqliteLog):  # after a restart: the same window, read back from disk
+    if not isinstance(log, MemoryLog):  # after a restart: the same window, read back from the store
         log.close()
         log = make(mid_window=10)
         assert [log.seq_of_mid("r", m) for m in (5, 6, 15)] == [None, 6, 15]
@@ -207,6 +271,13 @@ def test_retention_by_count_deletes_the_oldest_in_bounded_steps(make):
         log.append("r", ev(str(i)))
     log.append("s", ev())
     log.commit()
+    if _is_js(log):
+        # EXPECTED DIFFERENCE: JetStream enforces the cap itself (the stream's max_msgs), at once
+        # and without steps; expire() reports the cut it finds, and deletes nothing
+        assert _js_expired(log) == {"r": 26}
+        assert log.first_seq("r") == 26 and log.last_seq("r") == 35 and log.read("r", 1, 25) == []
+        assert [s for s, _ in log.read("r", 1, 99)] == list(range(26, 36)) and log.first_seq("s") == 1
+        return
     assert log.expire(2000.0, budget=7) == {"r": 8}  # at most 7 per call
     assert log.first_seq("r") == 8 and log.read("r", 1, 7) == []
     steps = 1
@@ -217,7 +288,34 @@ def test_retention_by_count_deletes_the_oldest_in_bounded_steps(make):
     assert log.first_seq("s") == 1  # under the cap: untouched
 
 
+def _js_expired(log) -> dict[str, int]:
+    """expire() on a JetStreamLog until it reports a cut (bounded): each call reports what the
+    previous call's background look at the streams found."""
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline:
+        log.expire(0.0)
+        log.wait_idle()
+        cut = log.expire(0.0)
+        if cut:
+            return cut
+    return {}
+
+
 def test_retention_by_age_and_numbers_never_come_back(make):
+    if make.kind == "jetstream":
+        # EXPECTED DIFFERENCE: JetStream ages events by the time the server stored them, on its own
+        # clock (the stream's max_age), not by the event's ts against a given now. Same outcome:
+        log = make(keep_days=0.5 / DAY, keep_events=None)
+        for i in range(3):
+            log.append("r", ev(str(i), mid=i + 1))
+        log.commit()
+        assert log.last_seq("r") == 3 and log.seq_of_mid("r", 2) == 2
+        assert _js_expired(log) == {"r": 4}  # all gone after half a second (a bounded poll)
+        assert log.read("r", 1, 99) == [] and log.first_seq("r") == 4 and log.seq_of_mid("r", 2) is None
+        assert log.last_seq("r") == 3 and log.append("r", ev()) == 4  # numbers are not reused
+        log.commit()
+        assert [s for s, _ in log.read("r", 1, 99)] == [4]
+        return
     log = make(keep_days=1, keep_events=None)
     for i in range(5):
         log.append("r", ev(str(i), ts=100.0 + i, mid=i + 1))
