@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import itertools
 import json
 import threading
 from collections import deque
@@ -54,6 +55,12 @@ def room_token(room: str) -> str:
     return hashlib.sha256(room.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
+class PublishError(Exception):
+    def __init__(self, err_code: int, description: str) -> None:
+        super().__init__(description)
+        self.err_code = err_code
+
+
 class NatsLink:
     """One NATS connection on its own thread and loop. `close()` ends both."""
 
@@ -72,30 +79,72 @@ class NatsLink:
         self._thread = threading.Thread(target=self.loop.run_forever, name="udproom-nats", daemon=True)
         self._thread.start()
 
-        async def quiet(_exc: BaseException) -> None:  # nats-py logs every reconnect failure otherwise
-            return None
+        self.last_error = ""
+
+        async def quiet(exc: BaseException) -> None:  # nats-py logs every reconnect failure otherwise
+            self.last_error = _one_line(exc)
 
         async def connect() -> Any:
-            return await nats.connect(
+            nc = await nats.connect(
                 servers=self.servers,
                 name=name,
                 connect_timeout=2,
                 reconnect_time_wait=reconnect_wait,
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=2,  # at start: a few tries per server, then a clear error
                 allow_reconnect=True,
                 error_cb=quiet,
             )
+            nc.options["max_reconnect_attempts"] = -1  # once up: reconnect for as long as it takes
+            return nc
 
         try:
             self.nc = self.call(connect(), timeout)
         except StoreError as exc:
             self._stop_loop()
-            raise StoreError(f"cannot reach the cluster at {','.join(self.servers)}: {exc}") from None
+            why = self.last_error or str(exc)
+            raise StoreError(f"cannot reach the cluster at {','.join(self.servers)}: {why}") from None
         self.js = self.nc.jetstream(timeout=timeout)
+        self._acks: dict[str, asyncio.Future] | None = None
+        self._ack_prefix = ""
+        self._ack_ids = itertools.count(1)
 
     @property
     def connected(self) -> bool:
         return bool(self.nc.is_connected)
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future:
+        """Publish to JetStream without waiting: the future gets the ack as (seq, duplicate), or a
+        PublishError. Published in call order on the one connection. (nats-py's own publish_async
+        never completes a future whose ack is an API error — its reply handler raises — so a
+        refused publish would only time out.)"""
+        if self._acks is None:
+            self._acks = {}
+            self._ack_prefix = f"{self.nc.new_inbox()}."
+            await self.nc.subscribe(self._ack_prefix + "*", cb=self._on_ack)
+        token = f"{next(self._ack_ids)}"
+        fut: asyncio.Future = self.loop.create_future()
+        self._acks[token] = fut
+        fut.add_done_callback(lambda _f: self._acks.pop(token, None))  # type: ignore[union-attr]
+        await self.nc.publish(subject, payload, reply=self._ack_prefix + token, headers=headers)
+        return fut
+
+    async def _on_ack(self, msg: Any) -> None:
+        fut = (self._acks or {}).get(msg.subject[len(self._ack_prefix) :])
+        if fut is None or fut.done():
+            return
+        status = (msg.headers or {}).get("Status")
+        if status is not None and not msg.data:  # 503: no stream listens on the subject
+            fut.set_exception(PublishError(0, f"no stream answered (status {status})"))
+            return
+        try:
+            resp = json.loads(msg.data)
+            err = resp.get("error")
+            if err is not None:
+                fut.set_exception(PublishError(int(err.get("err_code", 0)), str(err.get("description"))))
+            else:
+                fut.set_result((int(resp["seq"]), bool(resp.get("duplicate", False))))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            fut.set_exception(PublishError(0, f"unreadable ack: {exc}"))
 
     def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
         """Run `coro` on the link's loop; returns at once."""
@@ -281,6 +330,7 @@ class JetStreamLog(RoomLog):
         states: dict[str, tuple[int, int]],
     ) -> None:
         js = self.link.js
+        link = self.link
         rooms = {room: self._rooms.get(room) or self._jroom(room) for room, *_ in group}
         stored: list[tuple[str, int]] = []
         dups: dict[tuple[str, int], int] = {}
@@ -294,7 +344,7 @@ class JetStreamLog(RoomLog):
                 hdrs = {"Nats-Expected-Last-Sequence": str(seq - 1)}
                 if ev.mid:
                     hdrs["Nats-Msg-Id"] = str(ev.mid)
-                acks.append(await js.publish_async(rooms[room].subject, blob, headers=hdrs))
+                acks.append(await link.publish(rooms[room].subject, blob, hdrs))
             results = await asyncio.wait_for(
                 asyncio.gather(*acks, return_exceptions=True), self.commit_timeout
             )
@@ -304,10 +354,10 @@ class JetStreamLog(RoomLog):
                         errors.append(f"room {room!r} moved on at another relay")
                     else:
                         errors.append(_one_line(res))
-                elif res.duplicate:
-                    dups[(room, seq)] = res.seq
-                elif res.seq != seq:  # cannot happen with the expected-last-sequence header
-                    errors.append(f"room {room!r}: stored as {res.seq}, not {seq}")
+                elif res[1]:  # duplicate: JetStream has it under its first number
+                    dups[(room, seq)] = res[0]
+                elif res[0] != seq:  # cannot happen with the expected-last-sequence header
+                    errors.append(f"room {room!r}: stored as {res[0]}, not {seq}")
                 else:
                     stored.append((room, seq))
             for room, topic in topics.items():
