@@ -395,6 +395,8 @@ class JetStreamLog(RoomLog):
         touches the log's state)."""
         self._check_open()
         touched: set[str] = set()
+        if not (self._inflight and self._inflight[0][0].done()):
+            return  # (called on every append: nothing to do is the common case)
         while self._inflight and self._inflight[0][0].done():
             handle, group, topics, states = self._inflight.popleft()
             for room, seq, ev, _blob in group:
