@@ -309,12 +309,12 @@ def test_retention_by_age_and_numbers_never_come_back(make):
         for i in range(3):
             log.append("r", ev(str(i), mid=i + 1))
         log.commit()
-        assert log.last_seq("r") == 3 and log.seq_of_mid("r", 2) == 2
+        assert log.last_seq("r") == 3
         assert _js_expired(log) == {"r": 4}  # all gone after half a second (a bounded poll)
         assert log.read("r", 1, 99) == [] and log.first_seq("r") == 4 and log.seq_of_mid("r", 2) is None
         assert log.last_seq("r") == 3 and log.append("r", ev()) == 4  # numbers are not reused
-        log.commit()
-        assert [s for s, _ in log.read("r", 1, 99)] == [4]
+        log.commit()  # (this one expires half a second later too: nothing here may depend on when)
+        assert log.last_seq("r") == 4 and log.read("r", 1, 3) == []
         return
     log = make(keep_days=1, keep_events=None)
     for i in range(5):
