@@ -92,9 +92,12 @@ class NatsServer:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll /healthz?js-enabled-only=true (JetStream up) until 200, the process dies, or timeout."""
+        """Poll /healthz until 200, the process dies, or timeout. A single server: JetStream is up
+        (?js-enabled-only=true); a cluster node: also its JetStream meta leader is known."""
         assert self.proc is not None
-        url = f"http://127.0.0.1:{self.monitor}/healthz?js-enabled-only=true"
+        url = f"http://127.0.0.1:{self.monitor}/healthz" + (
+            "" if self.cluster_port else "?js-enabled-only=true"
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -313,3 +313,54 @@ def test_jetstream_log_behaves_like_the_memory_log(shared_server, ops):
 
 def _bytes(rows: list[tuple[int, F.Ev]]) -> list[tuple[int, bytes]]:
     return [(s, F.encode_ev(e)) for s, e in rows]
+
+
+def test_a_three_node_cluster_loses_the_node_a_relay_is_on_and_nothing_acknowledged(nats_cluster):
+    """Streams with 3 replicas; the node the relay is connected to is SIGKILLed mid-flood. The relay
+    reconnects to another node; posts it refused meanwhile are resent (same message id) and each
+    ends up stored exactly once, in one gap-free order, under the number it was acknowledged with."""
+    urls = [node.url for node in nats_cluster]
+    link = NatsLink(urls, reconnect_wait=0.05, timeout=10.0)
+    log = JetStreamLog(link, replicas=3, commit_timeout=5.0)
+    acked: dict[int, int] = {}
+    try:
+        todo = list(range(1, 101))
+        killed = False
+        rounds = 0
+        while todo:
+            rounds += 1
+            assert rounds < 500, f"{len(todo)} posts never stored"
+            if not killed and len(acked) >= 40:
+                port = link.nc.connected_url.port
+                victim = next(node for node in nats_cluster if node.port == port)
+                victim.kill()
+                killed = True
+            posted = {}
+            for mid in todo[:5]:
+                known = log.seq_of_mid("r", mid)
+                if known:  # stored by an attempt whose answer was lost: acknowledge its number
+                    acked[mid] = known
+                    todo.remove(mid)
+                else:
+                    posted[mid] = log.append("r", ev(str(mid), mid=mid))
+            handle = log.begin_commit()
+            assert handle.wait(30)
+            log.wait_idle()
+            for mid, seq in posted.items():
+                if ("r", seq) in handle.stored or ("r", seq) in handle.duplicates:
+                    acked[mid] = handle.duplicates.get(("r", seq), seq)
+                    todo.remove(mid)
+        assert killed and link.connected and link.nc.connected_url.port != victim.port
+        rows = log.read("r", 1, 1000)
+        assert [s for s, _ in rows] == list(range(1, 101))
+        assert {e.mid: s for s, e in rows} == acked
+        other = NatsLink([u for u in urls if not u.endswith(f":{victim.port}")])
+        survivor = JetStreamLog(other, replicas=3)  # a relay on the surviving nodes sees the same
+        try:
+            assert _bytes(survivor.read("r", 1, 1000)) == _bytes(rows) and survivor.epoch == log.epoch
+        finally:
+            survivor.close()
+            other.close()
+    finally:
+        log.close()
+        link.close()
