@@ -136,10 +136,18 @@ async def stalls(seconds: float, work) -> tuple[list[float], int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--switch-interval", type=float, default=None, help="sys.setswitchinterval (GIL hand-over), seconds"
+    )
     args = ap.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     n = 20_000 if args.quick else 100_000
     secs = 2.0 if args.quick else 5.0
-    print(f"# bench_cluster  Python {platform.python_version()}, {os.cpu_count()} cores, {binary()}")
+    print(
+        f"# bench_cluster  Python {platform.python_version()}, {os.cpu_count()} cores, {binary()}, "
+        f"GIL switch interval {sys.getswitchinterval() * 1000:g} ms"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         srv = NatsServer(Path(tmp) / "store").start()
         try:
