@@ -17,7 +17,7 @@ from udproom.protocol import frames as F
 from udproom.protocol.jetstream import ClusterNames, JetStreamLog, NatsLink, RoomSettings
 from udproom.protocol.roomlog import MemoryLog, StoreError
 
-from ..protocol.adversary import floats, texts
+from ..protocol.test_roomlog import _bytes, model_ops, same_answers
 from .natsserver import NatsServer, free_port
 
 
@@ -244,14 +244,6 @@ def test_an_unreachable_cluster_is_a_one_line_error():
 
 # ----------------------------------------------------------------------------- the model check
 
-_op = st.one_of(
-    st.tuples(st.just("append"), st.sampled_from("abc"), st.integers(0, 5), floats()),
-    st.tuples(st.just("commit")),
-    st.tuples(st.just("rollback")),
-    st.tuples(st.just("topic"), st.sampled_from("abc"), texts()),
-    st.tuples(st.just("before"), st.sampled_from("abc"), st.integers(-2, 60), st.integers(0, 12)),
-)
-
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory):
@@ -261,58 +253,27 @@ def shared_server(tmp_path_factory):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(_op, max_size=40))
+@given(ops=st.lists(model_ops(expire=False), max_size=40))
 def test_jetstream_log_behaves_like_the_memory_log(shared_server, ops):
     """The same operations on JetStreamLog and MemoryLog give the same answers (expiry aside: the
     server's own clock decides it, see test_roomlog's expected differences). Each example has its
     own stream prefix on one server."""
-    prefix = "m" + os.urandom(6).hex()
     link = NatsLink(shared_server.url)
-    js = JetStreamLog(link, prefix=prefix, keep_events=8, keep_days=None)
+    js = JetStreamLog(link, prefix="m" + os.urandom(6).hex(), keep_events=8, keep_days=None)
     mem = MemoryLog(keep_events=8, keep_days=None)
+
+    def count_cap() -> None:  # JetStream applies the cap at publish, MemoryLog when expire() runs
+        while mem.expire(0.0, 1000):
+            pass
+        js.expire(0.0)
+        js.wait_idle()
+        js.expire(0.0)
+
     try:
-        for op in ops:
-            if op[0] == "append":
-                _, room, mid, ts = op
-                e = F.Ev(F.EV_MSG, "n", f"{room}{mid}", ts, mid)
-                assert mem.append(room, e) == js.append(room, e)
-            elif op[0] == "commit":
-                mem.commit()
-                js.commit()
-                # the count cap: JetStream applies it at publish, MemoryLog when expire() runs
-                while mem.expire(0.0, 1000):
-                    pass
-                js.expire(0.0)
-                js.wait_idle()
-                js.expire(0.0)
-            elif op[0] == "rollback":
-                mem.rollback()
-                js.rollback()
-            elif op[0] == "topic":
-                try:
-                    mem.set_topic(op[1], op[2])
-                    js.set_topic(op[1], op[2])
-                except StoreError:
-                    pass
-            else:
-                _, room, seq, limit = op
-                assert _bytes(mem.before(room, seq, limit)) == _bytes(js.before(room, seq, limit))
-            for room in "abc":
-                assert mem.last_seq(room) == js.last_seq(room)
-                assert mem.first_seq(room) == js.first_seq(room)
-                assert mem.topic(room) == js.topic(room)
-                for mid in range(1, 6):
-                    assert mem.seq_of_mid(room, mid) == js.seq_of_mid(room, mid)
-            assert mem.rooms() == js.rooms()
-        for room in "abc":
-            assert _bytes(mem.read(room, 0, 10**9)) == _bytes(js.read(room, 0, 10**9))
+        same_answers(mem, js, ops, after_commit=count_cap)
     finally:
         js.close()
         link.close()
-
-
-def _bytes(rows: list[tuple[int, F.Ev]]) -> list[tuple[int, bytes]]:
-    return [(s, F.encode_ev(e)) for s, e in rows]
 
 
 def test_a_three_node_cluster_loses_the_node_a_relay_is_on_and_nothing_acknowledged(nats_cluster):
