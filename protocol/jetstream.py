@@ -244,7 +244,7 @@ class JetStreamLog(RoomLog):
             await meta.create("epoch", str(epoch).encode())
         except _wrong_last():
             epoch = int((await meta.get("epoch")).value)
-        for info in await js.streams_info():
+        for info in await _all_streams(js):
             cfg = info.config
             md = cfg.metadata or {}
             if not (cfg.name or "").startswith(f"{self.prefix}-room-") or "room" not in md:
@@ -559,6 +559,16 @@ def _wrong_last() -> type[BaseException]:
     from nats.js.errors import KeyWrongLastSequenceError
 
     return KeyWrongLastSequenceError
+
+
+async def _all_streams(js: Any) -> list[Any]:
+    """Every stream: the list API answers in pages (256 here), so page until one comes back empty."""
+    out: list[Any] = []
+    while True:
+        page = await js.streams_info(offset=len(out))
+        if not page:
+            return out
+        out.extend(page)
 
 
 async def _direct_range(nc: Any, stream: str, lo: int, hi: int) -> list[tuple[int, bytes]]:

@@ -325,3 +325,15 @@ def test_a_three_node_cluster_loses_the_node_a_relay_is_on_and_nothing_acknowled
     finally:
         log.close()
         link.close()
+
+
+def test_a_relay_started_later_knows_every_room_past_one_page_of_the_stream_list(relays):
+    """The stream list API answers in pages of 256: a relay must page through all of them."""
+    ((_, first),) = relays(1)
+    names = [f"#room{i}" for i in range(300)]
+    for i, room in enumerate(names):
+        first.append(room, ev(str(i), mid=i + 1))
+    first.commit()
+    ((_, later),) = relays(1)
+    assert later.rooms() == sorted(names)
+    assert later.last_seq("#room299") == 1 and later.seq_of_mid("#room7", 8) == 1
