@@ -183,12 +183,12 @@ class NatsLink:
 class _JRoom:
     __slots__ = ("first", "last", "stream", "subject", "topic")
 
-    def __init__(self, stream: str, subject: str, first: int = 1, last: int = 0, topic: str = "") -> None:
+    def __init__(self, stream: str, subject: str) -> None:
         self.stream = stream
         self.subject = subject
-        self.first = first
-        self.last = last
-        self.topic = topic
+        self.first = 1
+        self.last = 0
+        self.topic: str | None = None  # None: never set (an empty topic set is a room's too)
 
 
 class JetStreamLog(RoomLog):
@@ -255,7 +255,8 @@ class JetStreamLog(RoomLog):
             r.last, r.first = _state(info.state)
         for room, settings in (await self.settings._all()).items():
             r = self._rooms.get(room) or self._rooms.setdefault(room, self._jroom(room))
-            r.topic = str(settings.get("topic", ""))
+            if "topic" in settings:
+                r.topic = str(settings["topic"])
         return epoch
 
     def _jroom(self, room: str) -> _JRoom:
@@ -486,11 +487,12 @@ class JetStreamLog(RoomLog):
 
     def rooms(self) -> list[str]:
         self._settle()
-        return sorted(n for n, r in self._rooms.items() if r.last or r.topic)
+        return sorted(n for n, r in self._rooms.items() if r.last or r.topic is not None)
 
     def topic(self, room: str) -> str:
         self._settle()
-        return super().topic(room)
+        r = self._rooms.get(room)
+        return (r.topic or "") if r is not None else ""
 
     # ------------------------------------------------------------------ retention
 
@@ -535,6 +537,9 @@ class JetStreamLog(RoomLog):
             return
         for handle, *_ in list(self._inflight):  # never leave a caller waiting on a dead log
             handle.wait(self.commit_timeout + 1.0)
+        if self._refresh is not None:  # the background look at the streams (expire)
+            concurrent.futures.wait([self._refresh], self.link.timeout)
+            self._refresh.cancel()
         super().close()
         self._rooms = {}
 

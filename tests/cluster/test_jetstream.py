@@ -252,7 +252,7 @@ def shared_server(tmp_path_factory):
     srv.kill()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(model_ops(expire=False), max_size=40))
 def test_jetstream_log_behaves_like_the_memory_log(shared_server, ops):
     """The same operations on JetStreamLog and MemoryLog give the same answers (expiry aside: the
@@ -270,7 +270,9 @@ def test_jetstream_log_behaves_like_the_memory_log(shared_server, ops):
         js.expire(0.0)
 
     try:
-        same_answers(mem, js, ops, after_commit=count_cap)
+        # EXPECTED DIFFERENCE: one message id is stored at most once per room (JetStream's duplicate
+        # window); MemoryLog stores what it is given, and the relay never appends an id it knows
+        same_answers(mem, js, ops, after_commit=count_cap, ids_once=True)
     finally:
         js.close()
         link.close()
