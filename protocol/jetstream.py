@@ -231,7 +231,7 @@ class JetStreamLog(RoomLog):
         self._known_streams: set[str] = set()
         self._expired: dict[str, int] = {}
         self._refresh: concurrent.futures.Future | None = None
-        self.settings = RoomSettings(link, prefix)
+        self.settings = RoomSettings(link, prefix, replicas)  # (an R1 bucket dies with its node)
         self.epoch = link.call(self._start())
 
     # ------------------------------------------------------------------ start

@@ -13,6 +13,7 @@ this interpreter, on 127.0.0.1, free ports, its own store directory, stopped by 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -111,6 +112,17 @@ class NatsServer:
             time.sleep(0.02)  # a bounded poll of a process we do not control
         raise ServerError(f"nats-server not ready after {timeout:.0f}s: {self.tail()}")
 
+    def meta_ready(self, size: int) -> bool:
+        """This node is the JetStream meta leader and sees every other peer current (/jsz)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}/jsz", timeout=1.0) as r:
+                meta = json.load(r).get("meta_cluster") or {}
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+        peers = meta.get("replicas") or []
+        leads = meta.get("leader") == self.name
+        return leads and len(peers) == size - 1 and all(p.get("current") for p in peers)
+
     def tail(self) -> str:
         with contextlib.suppress(OSError):
             return self.log.read_text(errors="replace")[-2000:]
@@ -144,6 +156,11 @@ def cluster(n: int, tmp: str | os.PathLike[str]) -> list[NatsServer]:
             node.spawn()
         for node in nodes:
             node.wait_ready(60.0)
+        deadline = time.monotonic() + 60.0
+        while not any(node.meta_ready(n) for node in nodes):
+            if time.monotonic() > deadline:
+                raise ServerError("the NATS cluster elected no JetStream meta leader in 60 s")
+            time.sleep(0.05)  # a bounded poll of the servers' election
     except BaseException:
         for node in nodes:
             node.kill()
