@@ -3,7 +3,7 @@
 The app never sees the wire: it calls these methods and receives `udproom.protocol.events`
 objects through the `emit` callback it passed to `run`. Implementations:
 `udproom.protocol.net.runners.RelayClient` (relay mode, also used by `--host` with an embedded
-relay) and `udproom.protocol.net.runners.PeerClient` (direct mode).
+relay) and `udproom.protocol.net.peer.PeerClient` (direct mode).
 """
 
 from __future__ import annotations

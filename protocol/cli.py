@@ -101,10 +101,6 @@ def _add_direct(p: argparse.ArgumentParser) -> None:
         default=[],
         help="direct mode: a peer to contact (repeatable; one member reveals the rest)",
     )
-    # Hidden, for tests: seeded loss/duplication under the peer's transport.
-    p.add_argument("--loss", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.add_argument("--dup", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.add_argument("--loss-seed", type=int, help=argparse.SUPPRESS)
 
 
 def _client(args: argparse.Namespace, nick: str, room: str) -> Any:
@@ -115,16 +111,7 @@ def _client(args: argparse.Namespace, nick: str, room: str) -> Any:
         return RelayClient(args.join, nick, [room], timing=_timing(args))
     from .net.peer import PeerClient
 
-    return PeerClient(
-        args.listen,
-        list(args.peer),
-        nick,
-        [room],
-        timing=_timing(args),
-        loss=args.loss,
-        dup=args.dup,
-        seed=args.loss_seed,
-    )
+    return PeerClient(args.listen, list(args.peer), nick, [room], timing=_timing(args))
 
 
 def _where(args: argparse.Namespace) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from . import events as E
 from . import frames as F
+from .addr import Addr, format_sockaddr
 from .backend import OutboxFull
 from .names import (
     MAX_AWAY_BYTES,
@@ -28,8 +29,6 @@ from .names import (
     is_direct,
 )
 from .reliability import DedupeWindow, RecvStream, RttEstimator, Timing
-
-Addr = tuple
 
 IDLE, HANDSHAKE, CONNECTED, WAITING, CLOSED = "idle", "handshake", "connected", "waiting", "closed"
 
@@ -346,7 +345,7 @@ class ClientSession:
         self._token = 0
         self._handshake_started = now
         self._hello_tries = 0
-        self._events.append(E.Connecting(_fmt(self.addr)))
+        self._events.append(E.Connecting(format_sockaddr(self.addr)))
         self._send_hello(now)
 
     def _send_hello(self, now: float) -> None:
@@ -409,7 +408,7 @@ class ClientSession:
             req.cseq = 0
             req.attempts = 0
             self._outbox.append(req)
-        self._events.append(E.Connected(_fmt(self.addr), self.nick, self.rtt.srtt))
+        self._events.append(E.Connected(format_sockaddr(self.addr), self.nick, self.rtt.srtt))
 
     def _stall_after(self) -> float:
         """Silence (while we keep asking) after which we say the relay is not answering: past a
@@ -754,10 +753,3 @@ class ClientSession:
 
 _POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)
-
-
-def _fmt(addr: Addr | None) -> str:
-    if addr is None:
-        return ""
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

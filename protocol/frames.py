@@ -316,7 +316,6 @@ AnyFrame = (
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[AnyFrame])
-_frame_decoder = msgspec.msgpack.Decoder(AnyFrame)
 _ev_decoder = msgspec.msgpack.Decoder(Ev)
 
 

@@ -61,6 +61,7 @@ from collections.abc import Callable
 
 from . import events as E
 from . import frames as F
+from .addr import Addr, format_sockaddr, unmapped
 from .backend import OutboxFull
 from .cookies import AMPLIFICATION, CookieJar, SourceLimiter, amplification_ok, hello_padded
 from .names import (
@@ -83,8 +84,6 @@ from .reliability import (
     TokenBucket,
     iter_ranges,
 )
-
-Addr = tuple
 
 HELLO, UP = "hello", "up"
 
@@ -248,7 +247,6 @@ class Link:
         self.credit = 0.0  # bytes we may send to addresses its gossip named
         self.repair = RepairBudget(REPAIR_WINDOW, timing.rto_min, now)
         self.fails = 0
-        self.hint_rooms: set[str] = set()
         self.last_heard = now
         self.last_sent = now
         self.refresh_at = now
@@ -953,7 +951,7 @@ class PeerNode:
                     self._send_hello(link, now)
             elif tp is F.Refuse and link.state == HELLO and link.rx_token and frame.nonce == link.rx_token:
                 reason = frame.reason[:200]
-                self._events.append(E.Notice(f"peer {_fmt(link.addr)} refused: {reason}"))
+                self._events.append(E.Notice(f"peer {format_sockaddr(link.addr)} refused: {reason}"))
                 self.links.pop(link.addr, None)
                 return
             elif tp is F.Reset and link.state == HELLO and link.rx_token and frame.token == link.rx_token:
@@ -1108,9 +1106,7 @@ class PeerNode:
         for lk in links:
             if lk is to or not lk.node:
                 continue
-            host = str(lk.addr[0])
-            if host.startswith("::ffff:") and "." in host:
-                host = host[7:]
+            host = unmapped(str(lk.addr[0]))
             entries.append((lk.nick, host, int(lk.addr[1])))
             ids.append(lk.node)
         if not entries and only is None:
@@ -1282,9 +1278,7 @@ class PeerNode:
                 continue
             if not self._dials.take(now):
                 break  # the rest waits for the next gossip
-            new = self._new_link(addr, now, via=link.addr)
-            if new is not None:
-                new.hint_rooms.add(name)
+            self._new_link(addr, now, via=link.addr)
 
     def _on_leave(self, link: Link, pl: F.PeerLeave, now: float) -> None:
         name = pl.room
@@ -1652,8 +1646,3 @@ def _dialable(host: str) -> bool:
     if ip.is_loopback:
         return True
     return not (ip.is_multicast or ip.is_unspecified or ip.is_reserved)  # 240/4 holds the broadcast
-
-
-def _fmt(addr: Addr) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

@@ -36,6 +36,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from . import frames as F
+from .addr import Addr
 from .cookies import CookieJar, SourceLimiter, amplification_ok, hello_padded
 from .names import (
     MAX_AWAY_BYTES,
@@ -58,8 +59,6 @@ from .reliability import (
     TokenBucket,
     iter_ranges,
 )
-
-Addr = tuple
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass, field
 
+from udproom.protocol.addr import format_address
 from udproom.protocol.names import NameError_, canonical_room, check_nick, default_nick
 
 DEFAULT_PORT = 6000
@@ -42,10 +43,6 @@ def parse_addr(text: str, *, bind: bool = False) -> tuple[str, int]:
         return parse_address(text, DEFAULT_PORT, allow_empty_host=bind)
     except AddressError as e:
         raise SpecError(str(e)) from None
-
-
-def fmt_addr(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def check(spec: Spec) -> Spec:
@@ -118,21 +115,14 @@ async def build(spec: Spec, timing=None):
         server = runners.RelayServer(spec.address, config)
         bound_host, bound_port = await server.start()
         share = list(server.addresses())
-        client = runners.RelayClient(
-            fmt_addr(connect_host_for(bound_host), bound_port), spec.nick, list(spec.rooms), timing=timing
-        )
+        joined_at = format_address(connect_host_for(bound_host), bound_port)
+        client = runners.RelayClient(joined_at, spec.nick, list(spec.rooms), timing=timing)
         return client, server, share
     if spec.mode == "join":
         await resolvable(spec.address)
         return runners.RelayClient(spec.address, spec.nick, list(spec.rooms), timing=timing), None, []
-    peer_client = getattr(runners, "PeerClient", None)
-    if peer_client is None:
-        try:
-            from udproom.protocol.net.peer import PeerClient as peer_client
-        except ImportError:
-            peer_client = None
-    if peer_client is None:
-        raise SpecError("direct mode (peers without a relay) is not available in this build yet")
+    from udproom.protocol.net.peer import PeerClient as peer_client
+
     return (
         peer_client(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms), timing=timing),
         None,

@@ -276,12 +276,3 @@ class RelayClient(CoreClient):
         self.core.connect(self._addr, now)
         for room in self._rooms:
             self.core.join(room, now)
-
-
-def __getattr__(name: str) -> Any:
-    """`PeerClient` (direct mode, a `Backend` too) lives in .peer; imported on first use."""
-    if name == "PeerClient":
-        from .peer import PeerClient
-
-        return PeerClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """One asyncio DatagramProtocol adapter that drives any sans-IO core.
 
-A core has the aioquic shape (see DESIGN.md): `receive_datagram(data, addr, now)`,
+A core has the aioquic shape (its QuicConnection): `receive_datagram(data, addr, now)`,
 `datagrams_to_send(now) -> [(bytes, addr)]`, `get_timer() -> float | None`, `handle_timer(now)`
 and `next_event() -> event | None`. Time is `time.monotonic()`.
 
@@ -18,6 +18,7 @@ core itself are logged and counted.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -27,6 +28,9 @@ from typing import Any, Protocol
 from .address import ANY_HOSTS, AddressError
 
 log = logging.getLogger("udproom.net")
+
+#: "Address already in use": the platform's errno (Windows sockets report their WSA code)
+_ADDR_IN_USE = frozenset({errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)})
 
 #: Socket buffer sizes to try, largest first (the kernel may clamp silently; we read it back).
 BUFFER_SIZES = (8 << 20, 4 << 20, 1 << 20)
@@ -109,7 +113,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         except OSError as exc:
             sock.close()
             last = exc
-            if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            if exc.errno in _ADDR_IN_USE:
                 break
             continue
         sock.setblocking(False)
@@ -118,7 +122,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     where = f"{host or '*'}:{port}"
     if last is None:
         raise AddressError(f"cannot bind {where}: no usable address")
-    if last.errno in (98, 48, 10048):
+    if last.errno in _ADDR_IN_USE:
         raise AddressError(f"cannot bind {where}: the port is already in use")
     raise AddressError(f"cannot bind {where}: {last.strerror or last}")
 
@@ -364,12 +368,6 @@ class CoreProtocol(asyncio.DatagramProtocol):
         self._arm(now, after_timer=True)
 
     # ------------------------------------------------------------------ lifetime
-
-    @property
-    def local_address(self) -> tuple | None:
-        if self.transport is None:
-            return None
-        return self.transport.get_extra_info("sockname")
 
     def close(self) -> None:
         """Stop timers and close the socket (what was already sent is in the kernel)."""

@@ -17,6 +17,14 @@ import time
 #: The real entry point (`python -m udproom` = the `udproom` console script), which dispatches
 #: relay|listen|send to udproom.protocol.cli.
 CLI = [sys.executable, "-m", "udproom"]
+#: The same CLI with seeded loss/duplication under each direct peer's socket: LOSSY_CLI(loss, dup,
+#: seed) (see lossy_cli.py).
+LOSSY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lossy_cli.py")
+
+
+def lossy_cli(loss: float, dup: float, seed: int) -> list[str]:
+    return [sys.executable, LOSSY, str(loss), str(dup), str(seed)]
+
 
 #: Timing flags for tests: fast repair, but a member timeout that tolerates a loaded 2-core box.
 FAST = ["--fast-timers", "--keepalive", "0.2", "--timeout-member", "3", "--give-up", "30"]
@@ -145,9 +153,9 @@ class Procs:
     def __init__(self) -> None:
         self.all: list[Proc] = []
 
-    async def start(self, name: str, *args: str, stdin: bool = False) -> Proc:
+    async def start(self, name: str, *args: str, stdin: bool = False, cli: list[str] | None = None) -> Proc:
         proc = await asyncio.create_subprocess_exec(
-            *CLI,
+            *(cli or CLI),
             *args,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
