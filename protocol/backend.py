@@ -33,7 +33,7 @@ class Backend(Protocol):
         """Queue a message (or /me action) for `room` ('@nick' = a direct message).
 
         Returns a local id that later `PostAcknowledged` / `PostFailed` events name.
-        Raises `udproom.protocol.names.NameError_` (or `OutboxFull`) with a one-line reason.
+        Raises `udproom.protocol.names.InputError` (or `OutboxFull`) with a one-line reason.
         """
 
     def retry(self, local_id: int) -> int:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import events as E
-from .names import NameError_, canonical_room, check_nick, check_text, default_nick, sanitize
+from .names import InputError, canonical_room, check_nick, check_text, default_nick, sanitize
 from .net.address import AddressError, format_address, parse_address
 from .reliability import Timing
 
@@ -519,7 +519,7 @@ async def _drive(
                 await body()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # e.g. NameError_ from a post: one line, then stop
+            except Exception as exc:  # e.g. InputError from a post: one line, then stop
                 if state["error"] is None:
                     state["error"] = str(exc) or exc.__class__.__name__
                 done.set()
@@ -674,7 +674,7 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
                     continue
                 try:
                     check_text(line)
-                except NameError_ as exc:
+                except InputError as exc:
                     finish(f"line {state['posted'] + 1}: {exc}")
                     return
                 await post(line)
@@ -779,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         if command in ("search", "log"):
             try:
                 room = _log_room(args.room) if args.room is not None else None
-            except NameError_ as exc:
+            except InputError as exc:
                 raise UsageError(str(exc)) from None
             return _run_search(args, room) if command == "search" else _run_log(args, room or "")
         if args.join is not None:
@@ -796,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             room = canonical_room(args.room)
             nick = check_nick(args.nick) if args.nick is not None else _default_nick()
-        except NameError_ as exc:
+        except InputError as exc:
             raise UsageError(str(exc)) from None
         if command == "listen":
             return _run(lambda: _run_listen(args, room, nick))
@@ -805,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
             text = " ".join(args.text)
             try:
                 check_text(text)
-            except NameError_ as exc:
+            except InputError as exc:
                 raise Failure(str(exc)) from None
             if not text.strip():
                 raise UsageError("the message is empty")

@@ -22,7 +22,7 @@ from .backend import OutboxFull
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TOPIC_BYTES,
-    NameError_,
+    Refused,
     canonical_room,
     check_nick,
     check_text,
@@ -168,7 +168,7 @@ class ClientSession:
         else:
             name = canonical_room(room)
             if name not in self.rooms:
-                raise NameError_(f"you are not in #{name}")
+                raise Refused(f"you are not in #{name}")
             req = Request(F.OP_ACTION if action else F.OP_POST, name, text)
         req.mid = int.from_bytes(os.urandom(8), "big") >> 1 or 1
         self._own_mids.add(req.mid)
@@ -177,7 +177,7 @@ class ClientSession:
     def retry(self, local_id: int, now: float) -> int:
         old = self._failed.pop(local_id, None)
         if old is None:
-            raise NameError_("that message is not waiting for a retry")
+            raise Refused("that message is not waiting for a retry")
         # same mid: if the first attempt did land after all, the relay answers with its seq
         req = Request(old.op, old.room, old.text, old.mid, old.arg)
         return self._enqueue(req, now)
@@ -234,7 +234,7 @@ class ClientSession:
         for frame in frames:
             try:
                 self._handle(frame, now)
-            except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError):
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError):
                 self.stats["malformed"] += 1
             if self.state == CLOSED:
                 return

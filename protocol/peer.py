@@ -68,7 +68,10 @@ from .names import (
     MAX_AWAY_BYTES,
     MAX_TEXT_BYTES,
     MAX_TOPIC_BYTES,
-    NameError_,
+    InputError,
+    InvalidName,
+    LimitReached,
+    Refused,
     canonical_room,
     check_nick,
     check_text,
@@ -340,7 +343,7 @@ class PeerNode:
         if link is None:
             link = self._new_link(addr, now, contact=True)
             if link is None:
-                raise NameError_(f"too many peers ({MAX_LINKS})")
+                raise LimitReached(f"too many peers ({MAX_LINKS})")
         link.contact = True
         self._schedule(now)
 
@@ -349,7 +352,7 @@ class PeerNode:
         if name in self.rooms:
             return
         if len(self.rooms) >= MAX_ROOMS:
-            raise NameError_(f"you are in {len(self.rooms)} rooms already")
+            raise LimitReached(f"you are in {len(self.rooms)} rooms already")
         self.rooms[name] = Room(name, self.history, self._ts(now), now)
         self._events.append(E.RoomJoined(name, self.nick, (E.Member(self.nick, self.away),), ""))
         for link in self.links.values():
@@ -378,7 +381,7 @@ class PeerNode:
             target = check_nick(room[1:])
             link = self._owner(target)
             if link is None:
-                raise NameError_(f"no one called {target} is here")
+                raise Refused(f"no one called {target} is here")
             local_id = self._send_msg(
                 link.dm_out, "@" + target, [link], F.EV_DM_ACTION if action else F.EV_DM, text, now
             )
@@ -386,7 +389,7 @@ class PeerNode:
             name = canonical_room(room)
             r = self.rooms.get(name)
             if r is None:
-                raise NameError_(f"you are not in #{name}")
+                raise Refused(f"you are not in #{name}")
             local_id = self._send_msg(
                 r.out, name, self._members(name), F.EV_ACTION if action else F.EV_MSG, text, now
             )
@@ -397,7 +400,7 @@ class PeerNode:
     def retry(self, local_id: int, now: float) -> int:
         entry = self._failed.pop(local_id, None)
         if entry is None:
-            raise NameError_("that message is not waiting for a retry")
+            raise Refused("that message is not waiting for a retry")
         room, text, action = entry
         return self.post(room, text, now, action)
 
@@ -421,7 +424,7 @@ class PeerNode:
         check_text(topic, MAX_TOPIC_BYTES, "topic")
         r = self.rooms.get(name)
         if r is None:
-            raise NameError_(f"you are not in #{name}")
+            raise Refused(f"you are not in #{name}")
         self._tick()
         r.topic, r.topic_key = topic, (self.lc, self.nick)
         self._events.append(E.TopicChanged(name, self.lc, self.nick, topic, self._ts(now)))
@@ -506,7 +509,7 @@ class PeerNode:
             # real peer knows (a cookie, our nonce, our token): see _unauthenticated.
             try:
                 self._unauthenticated(link, frames, len(data), now)
-            except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
                 st["malformed"] += 1
             self._schedule(now)
             return
@@ -522,7 +525,7 @@ class PeerNode:
         for frame in frames[1:]:
             try:
                 self._handle(link, frame, now)
-            except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
                 st["malformed"] += 1
             if self.links.get(addr) is not link:
                 break
@@ -801,7 +804,7 @@ class PeerNode:
             return f"unsupported protocol version {hello.version}"
         try:
             check_nick(hello.nick)
-        except NameError_ as exc:
+        except InputError as exc:
             return f"bad nick: {exc}"
         if hello.node <= 0 or hello.nonce <= 0:
             return "bad node id"
@@ -1127,7 +1130,7 @@ class PeerNode:
     def _on_join(self, link: Link, j: F.PeerJoin, now: float) -> None:
         name = j.room
         if name and canonical_room(name) != name:
-            raise NameError_("bad room")
+            raise InvalidName("bad room")
         nick = check_nick(j.nick)
         check_text(j.away, MAX_AWAY_BYTES)
         check_text(j.topic, MAX_TOPIC_BYTES)
@@ -1607,7 +1610,7 @@ class PeerNode:
             try:
                 check_nick(m.nick)
                 check_text(m.text, MAX_TEXT_BYTES)
-            except NameError_:
+            except InputError:
                 self.stats["malformed"] += 1
                 continue
             # relayed by the contact: who said it is its word (history is shown as such); the

@@ -43,7 +43,7 @@ from .names import (
     MAX_REASON_BYTES,
     MAX_TEXT_BYTES,
     MAX_TOPIC_BYTES,
-    NameError_,
+    InputError,
     canonical_room,
     check_nick,
     check_text,
@@ -396,7 +396,7 @@ class Relay:
                 acks.add(key)
             try:
                 self._handle(session, frame, now)
-            except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError):
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError):
                 # Frames decode to valid types, but a hostile value could still surprise a
                 # handler: count it and keep serving.
                 st["malformed"] += 1
@@ -583,7 +583,7 @@ class Relay:
             return
         try:
             nick = check_nick(hello.nick)
-        except NameError_ as exc:
+        except InputError as exc:
             self._reply_limited(addr, size, [F.Refuse(f"bad nick: {exc}", [], hello.nonce)])
             return
         if len(self.sessions) >= self.config.max_sessions:
@@ -827,7 +827,7 @@ class Relay:
         if req.op in (F.OP_JOIN, F.OP_NAMES):
             try:
                 name = canonical_room(req.room)
-            except NameError_:
+            except InputError:
                 name = ""
             room = session.rooms.get(name)
             if room is not None:
@@ -840,7 +840,7 @@ class Relay:
         session.next_cseq = req.cseq + 1
         try:
             res = self._execute(session, req, now)
-        except (NameError_, EventTooBig) as exc:  # (the second is a bug, but one refused cleanly)
+        except (InputError, EventTooBig) as exc:  # (the second is a bug, but one refused cleanly)
             res = _result(req.cseq, F.RES_REFUSED, 0, str(exc), req.room)
         if res is None:  # deferred (a direct message waits for its recipient)
             session.deferred.add(req.cseq)

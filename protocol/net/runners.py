@@ -118,7 +118,7 @@ class CoreClient:
     Subclasses provide `mode`, `_open()` (resolve, make the socket: raise AddressError on
     failure, which `run` emits as `Refused`) and `_start(now)` (first commands to the core, e.g.
     connect and join). Commands go straight to the core with `time.monotonic()` and schedule one
-    flush; the core's errors (NameError_, OutboxFull) reach the caller unchanged.
+    flush; the core's errors (InputError, OutboxFull) reach the caller unchanged.
     """
 
     name = "client"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
-from udproom.protocol.names import NameError_
+from udproom.protocol.names import Refused, TextTooLong
 from udproom.protocol.peer import PeerNode
 from udproom.protocol.reliability import Timing
 
@@ -306,7 +306,7 @@ def test_direct_message_nick_away_topic():
     dms = of(net, 2, E.MessageReceived)
     assert [(e.room, e.nick, e.text) for e in dms] == [("@p0", "p0", "psst")]
     assert not of(net, 1, E.MessageReceived)
-    with pytest.raises(NameError_):
+    with pytest.raises(Refused):
         nodes[0].post("@nobody", "x", net.now)
 
     net.call(addr(1), nodes[1].set_nick, "bob")
@@ -351,9 +351,9 @@ def test_post_with_nobody_else_is_acknowledged_at_once():
     events = [node.next_event() for _ in range(2)]
     assert isinstance(events[0], E.RoomJoined)
     assert events[1] == E.PostAcknowledged(lid, "lobby", 1)
-    with pytest.raises(NameError_):
+    with pytest.raises(TextTooLong):
         node.post("lobby", "x" * 1001, 0.0)
-    with pytest.raises(NameError_):
+    with pytest.raises(Refused):
         node.post("elsewhere", "x", 0.0)
 
 

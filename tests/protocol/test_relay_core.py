@@ -259,11 +259,11 @@ def test_outbox_has_a_limit_and_oversize_text_is_refused():
 
     from udproom.protocol.backend import OutboxFull
     from udproom.protocol.client import MAX_OUTBOX
-    from udproom.protocol.names import NameError_
+    from udproom.protocol.names import TextTooLong
 
     c = ClientSession("x", T)
     c.join("lobby", 0.0)
-    with pytest.raises(NameError_, match="1001 bytes"):
+    with pytest.raises(TextTooLong, match="1001 bytes"):
         c.post("lobby", "x" * 1001, 0.0)
     for _ in range(MAX_OUTBOX - 1):
         c.post("lobby", "x", 0.0)
