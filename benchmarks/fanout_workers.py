@@ -354,9 +354,11 @@ class LeanMember:
 
         def send_state() -> None:
             if state == "hello":
-                h = F.Hello(F.VERSION, self.nick, cookie, b"", nonce)
-                pad = F.hello_padding(F.size_of((h,)))
-                sock.send(F.encode_one(F.Hello(F.VERSION, self.nick, cookie, pad, nonce)))
+                sock.send(
+                    F.encode_one(
+                        F.padded_hello(version=F.VERSION, nick=self.nick, cookie=cookie, nonce=nonce)
+                    )
+                )
             else:
                 sock.send(F.encode((self.sid, F.Req(1, F.OP_JOIN, ROOM))))
 

@@ -53,7 +53,7 @@ class Request:
     failed: bool = False
 
     def frame(self) -> F.Req:
-        return F.Req(self.cseq, self.op, self.room, self.text, self.mid, self.arg)
+        return F.Req(cseq=self.cseq, op=self.op, room=self.room, text=self.text, mid=self.mid, arg=self.arg)
 
 
 class RoomState:
@@ -349,10 +349,16 @@ class ClientSession:
         self._send_hello(now)
 
     def _send_hello(self, now: float) -> None:
-        args = (F.VERSION, self.nick, self._cookie)
-        rest = (self._nonce, "", self._first_cseq, self._resume)
-        pad = F.hello_padding(F.size_of((F.Hello(*args, b"", *rest),)))
-        self._frames.append(F.Hello(*args, pad, *rest))
+        self._frames.append(
+            F.padded_hello(
+                version=F.VERSION,
+                nick=self.nick,
+                cookie=self._cookie,
+                nonce=self._nonce,
+                first_cseq=self._first_cseq,
+                resume=self._resume,
+            )
+        )
         self._hello_tries += 1
         self._hello_sent = now
         self._hello_at = now + min(

@@ -390,6 +390,13 @@ def hello_padding(frame_size: int) -> bytes:
     return bytes(max(0, HELLO_PAD_TO - frame_size - 1))
 
 
+def padded_hello(**fields: object) -> Hello:
+    """A Hello with these fields, padded so that its datagram is HELLO_PAD_TO bytes."""
+    fields.pop("pad", None)
+    unpadded = Hello(**fields)  # type: ignore[arg-type]
+    return msgspec.structs.replace(unpadded, pad=hello_padding(size_of((unpadded,))))
+
+
 # --------------------------------------------------------------------------- pre-encoded pieces
 # A datagram is an array of frames, so it can be assembled from frames encoded once: the relay
 # keeps room events encoded, builds each Batch frame once and sends every member the same batch

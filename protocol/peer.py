@@ -697,10 +697,11 @@ class PeerNode:
             payer.credit -= len(knock)
             self._raw.append((knock, link.addr))
         else:
-            args = (F.VERSION, self.nick, link.cookie)
-            rest = (link.rx_token, "", 1, 0, self.node)
-            pad = F.hello_padding(F.size_of((F.Hello(*args, b"", *rest),)))
-            link.out.append(F.Hello(*args, pad, *rest))
+            link.out.append(
+                F.padded_hello(
+                    version=F.VERSION, nick=self.nick, cookie=link.cookie, nonce=link.rx_token, node=self.node
+                )
+            )
         link.hello_tries += 1
         link.hello_sent = now
         t = self.timing
@@ -825,7 +826,15 @@ class PeerNode:
     def _welcome(self, link: Link) -> F.Welcome:
         t = self.timing
         ka, to = int(t.keepalive * 1000), int(t.timeout * 1000)
-        return F.Welcome(F.VERSION, self.nick, self.node, ka, to, link.rx_token, link.tx_token)
+        return F.Welcome(
+            version=F.VERSION,
+            nick=self.nick,
+            epoch=self.node,
+            keepalive_ms=ka,
+            timeout_ms=to,
+            token=link.rx_token,
+            nonce=link.tx_token,
+        )
 
     def _establish(self, link: Link, node: int, nick: str, now: float, tx_token: int) -> None:
         if link.node and link.node != node:
@@ -1049,19 +1058,19 @@ class PeerNode:
         topic, (tlc, tby) = (r.topic, r.topic_key) if r is not None else ("", (0, ""))
         since = r.joined_ts if r is not None else 0.0
         return F.PeerJoin(
-            name,
-            self.nick,
-            self.node,
-            lr.target.base,
-            out.seq,
-            self.lc,
-            self.away,
-            topic,
-            tlc,
-            tby,
-            ask,
-            lr.history_want,
-            since,
+            room=name,
+            nick=self.nick,
+            node=self.node,
+            base=lr.target.base,
+            top=out.seq,
+            lc=self.lc,
+            away=self.away,
+            topic=topic,
+            topic_lc=tlc,
+            topic_by=tby,
+            ask=ask,
+            history=lr.history_want,
+            since=since,
         )
 
     def _send_join(self, link: Link, lr: LinkRoom, now: float, ask: bool) -> None:
@@ -1310,7 +1319,16 @@ class PeerNode:
         self._tick()
         out.seq += 1
         mid = _rand63()
-        frame = F.PeerMsg(out.name, out.seq, self.lc, kind, self.nick, text, self._ts(now), mid)
+        frame = F.PeerMsg(
+            room=out.name,
+            seq=out.seq,
+            lc=self.lc,
+            kind=kind,
+            nick=self.nick,
+            text=text,
+            ts=self._ts(now),
+            mid=mid,
+        )
         local_id = self._next_local
         self._next_local += 1
         waiting = set()
@@ -1492,7 +1510,14 @@ class PeerNode:
             self._seen.add(m.mid)
             # from the link it came over, whatever it says; its numbers checked
             m = F.PeerMsg(
-                m.room, m.seq, lc, m.kind, link.nick, m.text, self._wire_ts(m.ts, now, history), m.mid
+                room=m.room,
+                seq=m.seq,
+                lc=lc,
+                kind=m.kind,
+                nick=link.nick,
+                text=m.text,
+                ts=self._wire_ts(m.ts, now, history),
+                mid=m.mid,
             )
             if name == "":
                 if self._owner(link.nick) is not link or nick_key(link.nick) == nick_key(self.nick):
@@ -1552,7 +1577,7 @@ class PeerNode:
                 continue
             rx = lr.rx
             rx.unacked = 0
-            out.append(F.PeerAck(name, link.nick, rx.cum, rx.sack()))
+            out.append(F.PeerAck(room=name, sender=link.nick, cum=rx.cum, ranges=rx.sack()))
             tail = max(rx.highest, rx.cum)
             if rx.has_gap() or lr.top > tail:
                 last = link.nack_at.get(name, -1e18)
@@ -1581,7 +1606,9 @@ class PeerNode:
         for m in items:
             n = F.size_of(m)
             if n > limit:
-                m = F.PeerMsg("", m.seq, m.lc, m.kind, m.nick, m.text, m.ts, m.mid)
+                m = F.PeerMsg(
+                    room="", seq=m.seq, lc=m.lc, kind=m.kind, nick=m.nick, text=m.text, ts=m.ts, mid=m.mid
+                )
                 n = F.size_of(m)
                 if n > limit:
                     continue
@@ -1617,7 +1644,16 @@ class PeerNode:
             # numbers are checked like any from the wire
             lc = max(0, min(m.lc, self.lc + LC_STEP, LC_MAX))
             items.append(
-                F.PeerMsg(h.room, m.seq, lc, m.kind, m.nick, m.text, self._wire_ts(m.ts, now, True), m.mid)
+                F.PeerMsg(
+                    room=h.room,
+                    seq=m.seq,
+                    lc=lc,
+                    kind=m.kind,
+                    nick=m.nick,
+                    text=m.text,
+                    ts=self._wire_ts(m.ts, now, True),
+                    mid=m.mid,
+                )
             )
         items.sort(key=lambda m: (m.lc, m.nick))
         # a member's messages from where its stream to us starts arrive live: not history

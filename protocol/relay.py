@@ -617,13 +617,13 @@ class Relay:
     def _welcome(self, session: Session) -> F.Welcome:
         t = self.timing
         return F.Welcome(
-            F.VERSION,
-            session.nick,
-            self.epoch,
-            int(t.keepalive * 1000),
-            int(t.timeout * 1000),
-            session.token,
-            session.nonce,
+            version=F.VERSION,
+            nick=session.nick,
+            epoch=self.epoch,
+            keepalive_ms=int(t.keepalive * 1000),
+            timeout_ms=int(t.timeout * 1000),
+            token=session.token,
+            nonce=session.nonce,
         )
 
     def _hello_ok(self, addr: Addr, now: float) -> bool:
@@ -875,7 +875,9 @@ class Relay:
                     return _result(cseq, F.RES_OK, seen, "", req.room)
             check_text(req.text, MAX_TEXT_BYTES)
             kind = F.EV_MSG if op == F.OP_POST else F.EV_ACTION
-            seq = self._room_event(room, F.Ev(kind, session.nick, req.text, self._ts(now), req.mid), now)
+            seq = self._room_event(
+                room, F.Ev(kind=kind, nick=session.nick, text=req.text, ts=self._ts(now), mid=req.mid), now
+            )
             if req.mid:
                 room.mids.add(req.mid, seq)
             self.stats["posts"] += 1
@@ -904,7 +906,7 @@ class Relay:
             self._nicks[key] = session
             session.nick = new
             for room in session.rooms.values():
-                self._room_event(room, F.Ev(F.EV_NICK, old, new, self._ts(now)), now)
+                self._room_event(room, F.Ev(kind=F.EV_NICK, nick=old, text=new, ts=self._ts(now)), now)
             return _result(cseq, F.RES_OK, 0, "", "")
         if op == F.OP_TOPIC:
             room = session.rooms.get(req.room)
@@ -912,7 +914,9 @@ class Relay:
                 return _result(cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
             check_text(req.text, MAX_TOPIC_BYTES, "topic")
             room.topic = req.text
-            seq = self._room_event(room, F.Ev(F.EV_TOPIC, session.nick, req.text, self._ts(now)), now)
+            seq = self._room_event(
+                room, F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now)), now
+            )
             return _result(cseq, F.RES_OK, seq, "", req.room)
         if op == F.OP_AWAY:
             check_text(req.text, MAX_AWAY_BYTES, "away message")
@@ -920,7 +924,9 @@ class Relay:
                 return _result(cseq, F.RES_OK, 0, "", "")
             session.away = req.text
             for room in session.rooms.values():
-                self._room_event(room, F.Ev(F.EV_AWAY, session.nick, req.text, self._ts(now)), now)
+                self._room_event(
+                    room, F.Ev(kind=F.EV_AWAY, nick=session.nick, text=req.text, ts=self._ts(now)), now
+                )
             return _result(cseq, F.RES_OK, 0, "", "")
         if op == F.OP_DIRECT:
             return self._direct(session, req, now)
@@ -949,7 +955,9 @@ class Relay:
         # Members get everything up to now first, then the joiner is added with its backfill.
         self._flush_room(room, now)
         self._dirty.discard(name)
-        join_seq = self._room_event(room, F.Ev(F.EV_JOIN, session.nick, "", self._ts(now)), now)
+        join_seq = self._room_event(
+            room, F.Ev(kind=F.EV_JOIN, nick=session.nick, text="", ts=self._ts(now)), now
+        )
         base = max(room.first, join_seq - self.config.history)
         if req.arg > 0:  # a member coming back: resume where it left off, if the ring has it
             base = max(room.first, min(req.arg, join_seq))
@@ -989,7 +997,17 @@ class Relay:
         snap = m.snapshot
         offset = max(0, min(offset, len(snap)))
         # the frame without members, measured, plus each member's exact encoded size
-        empty = F.Joined(cseq, room.name, session.nick, m.base, m.join_seq, room.topic, [], offset, len(snap))
+        empty = F.Joined(
+            cseq=cseq,
+            room=room.name,
+            nick=session.nick,
+            base=m.base,
+            join_seq=m.join_seq,
+            topic=room.topic,
+            members=[],
+            offset=offset,
+            total=len(snap),
+        )
         size = F.size_of(empty) + 3  # the members array header can grow to 3 bytes
         chunk: list[F.MemberInfo] = []
         for info in snap[offset:]:
@@ -999,7 +1017,15 @@ class Relay:
             chunk.append(info)
             size += n
         return F.Joined(
-            cseq, room.name, session.nick, m.base, m.join_seq, room.topic, chunk, offset, len(snap)
+            cseq=cseq,
+            room=room.name,
+            nick=session.nick,
+            base=m.base,
+            join_seq=m.join_seq,
+            topic=room.topic,
+            members=chunk,
+            offset=offset,
+            total=len(snap),
         )
 
     def _names(self, session: Session, req: F.Req, now: float) -> F.Frame:
@@ -1027,14 +1053,16 @@ class Relay:
         label = "@" + target.nick
         ts = self._ts(now)
         kind_in, kind_out = (F.EV_DM_ACTION, F.EV_DM_ACTION_SENT) if action else (F.EV_DM, F.EV_DM_SENT)
-        seq = session.inbox.append(F.Ev(kind_out, target.nick, req.text, ts, req.mid), now)
+        seq = session.inbox.append(
+            F.Ev(kind=kind_out, nick=target.nick, text=req.text, ts=ts, mid=req.mid), now
+        )
         session.inbox.mids.add(req.mid, seq)
         self._flush_inbox(session, now)
         done = _result(req.cseq, F.RES_OK, seq, "", label)
         if target is session:
             return done
         inbox = target.inbox
-        at = inbox.append(F.Ev(kind_in, session.nick, req.text, ts, req.mid), now)
+        at = inbox.append(F.Ev(kind=kind_in, nick=session.nick, text=req.text, ts=ts, mid=req.mid), now)
         target.dm_waiters[at] = (session, req.cseq, done)
         self._overflowed(target)
         self._flush_inbox(target, now)
@@ -1119,7 +1147,7 @@ class Relay:
             self._probes.cancel(m)
             room.fanout = None
         session.rooms.pop(room.name, None)
-        self._room_event(room, F.Ev(kind, session.nick, reason, self._ts(now)), now)
+        self._room_event(room, F.Ev(kind=kind, nick=session.nick, text=reason, ts=self._ts(now)), now)
 
     def _drop_session(self, session: Session, now: float, reason: str) -> None:
         kind = F.EV_TIMEOUT if reason == "timeout" else F.EV_LEAVE
@@ -1144,4 +1172,4 @@ def _result(cseq: int, code: int = F.RES_OK, seq: int = 0, reason: str = "", roo
         room = ""
     if len(reason) > MAX_REASON_BYTES // 4:
         reason = clip_utf8(reason, MAX_REASON_BYTES)
-    return F.Result(cseq, code, seq, reason, room)
+    return F.Result(cseq=cseq, code=code, seq=seq, reason=reason, room=room)

@@ -14,8 +14,7 @@ from .harness import RELAY, Room, T, client_addr
 
 
 def _hello(nick: str, cookie: bytes = b"", nonce: int = 99) -> bytes:
-    h = F.Hello(F.VERSION, nick, cookie, b"", nonce)
-    return F.encode_one(F.Hello(F.VERSION, nick, cookie, F.hello_padding(F.size_of((h,))), nonce))
+    return F.encode_one(F.padded_hello(version=F.VERSION, nick=nick, cookie=cookie, nonce=nonce))
 
 
 def test_a_forged_hello_cannot_end_a_members_session():

@@ -382,11 +382,12 @@ def test_cookie_before_state_and_amplification_limit():
     src = ("10.9.9.9", 1234)
 
     def hello(cookie: bytes = b"") -> bytes:
-        h = F.Hello(F.VERSION, "evil", cookie, b"", 42, node=43)
-        return F.encode([F.Hello(F.VERSION, "evil", cookie, F.hello_padding(F.size_of((h,))), 42, node=43)])
+        return F.encode([F.padded_hello(version=F.VERSION, nick="evil", cookie=cookie, nonce=42, node=43)])
 
     # an unpadded Hello earns nothing at all (its Retry would be bigger than itself)
-    node.receive_datagram(F.encode([F.Hello(F.VERSION, "evil", b"", b"", 42, node=43)]), src, 0.0)
+    node.receive_datagram(
+        F.encode([F.Hello(version=F.VERSION, nick="evil", cookie=b"", pad=b"", nonce=42, node=43)]), src, 0.0
+    )
     assert node.datagrams_to_send(0.0) == [] and node.stats["unpadded"] == 1
     node.receive_datagram(hello(), src, 0.0)
     assert node.links == {}
@@ -403,7 +404,11 @@ def test_cookie_before_state_and_amplification_limit():
     assert node.links == {}
     node.datagrams_to_send(0.0)
     # data from an unknown address earns a (small) Reset echoing its token, no state
-    node.receive_datagram(F.encode([F.Sid(77), F.PeerMsg("lobby", 1, 1, F.EV_MSG, "evil", "hi")]), src, 0.1)
+    node.receive_datagram(
+        F.encode([F.Sid(77), F.PeerMsg(room="lobby", seq=1, lc=1, kind=F.EV_MSG, nick="evil", text="hi")]),
+        src,
+        0.1,
+    )
     assert node.links == {}
     (reset,) = node.datagrams_to_send(0.1)
     assert F.decode(reset[0]) == [F.Reset(77)]
@@ -436,12 +441,22 @@ def test_fuzz_peer_keeps_serving(from_link):
     victim = nodes[0]
     link_addr = addr(1)
     samples = [
-        F.encode([F.PeerMsg("lobby", 5, 9, F.EV_MSG, "p1", "hello", 1.0, 77)]),
-        F.encode([F.PeerJoin("lobby", "p1", victim.links[link_addr].node, 1, 3, 4)]),
-        F.encode([F.PeerAck("lobby", "p0", 3, [5, 9])]),
+        F.encode(
+            [F.PeerMsg(room="lobby", seq=5, lc=9, kind=F.EV_MSG, nick="p1", text="hello", ts=1.0, mid=77)]
+        ),
+        F.encode(
+            [F.PeerJoin(room="lobby", nick="p1", node=victim.links[link_addr].node, base=1, top=3, lc=4)]
+        ),
+        F.encode([F.PeerAck(room="lobby", sender="p0", cum=3, ranges=[5, 9])]),
         F.encode([F.Nack("lobby", [1, 100000])]),
         F.encode([F.PeerList("lobby", [("z", "10.1.1.1", 5)], [99])]),
-        F.encode([F.PeerHistory("lobby", [F.PeerMsg("lobby", 1, 1, F.EV_MSG, "q", "h")])]),
+        F.encode(
+            [
+                F.PeerHistory(
+                    "lobby", [F.PeerMsg(room="lobby", seq=1, lc=1, kind=F.EV_MSG, nick="q", text="h")]
+                )
+            ]
+        ),
         F.encode([F.PeerLeave("other", "p1")]),
         F.encode([F.Ping(3), F.Pong(4)]),
     ]

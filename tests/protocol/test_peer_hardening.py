@@ -102,13 +102,15 @@ def test_forged_handshake_frames_from_a_members_address_change_nothing():
     link = p0.links[addr(1)]
     node, nick = link.node, link.nick
     forged = [
-        F.Welcome(F.VERSION, "evil", 12345, 100, 600),
-        F.Welcome(F.VERSION, "evil", 12345, 100, 600, 777, 42),
+        F.Welcome(version=F.VERSION, nick="evil", epoch=12345, keepalive_ms=100, timeout_ms=600),
+        F.Welcome(
+            version=F.VERSION, nick="evil", epoch=12345, keepalive_ms=100, timeout_ms=600, token=777, nonce=42
+        ),
         F.Bye("forged"),
         F.Reset(),
         F.Reset(0x1234),
         F.Refuse("go away"),
-        F.Hello(F.VERSION, "evil", b"x" * 16, bytes(1100), 999),
+        F.Hello(version=F.VERSION, nick="evil", cookie=b"x" * 16, pad=bytes(1100), nonce=999),
     ]
     for _k in range(3):
         for frame in forged:
@@ -131,9 +133,11 @@ def test_a_forged_datagram_cannot_speak_for_a_member():
     net, (p0, _p1, _mallory) = trio()
     adv = Adversary(net, FORGER)
     frames = [
-        F.PeerMsg("lobby", 1, 10**6, F.EV_MSG, "p1", "forged", 1.0, 5),
+        F.PeerMsg(room="lobby", seq=1, lc=10**6, kind=F.EV_MSG, nick="p1", text="forged", ts=1.0, mid=5),
         F.PeerLeave("lobby", "p1", "forged"),
-        F.PeerJoin("lobby", "bob", p0.links[addr(1)].node, 1, 0, 0, "forged away"),
+        F.PeerJoin(
+            room="lobby", nick="bob", node=p0.links[addr(1)].node, base=1, top=0, lc=0, away="forged away"
+        ),
     ]
     for seq in range(1, 5):
         frames[0] = msgspec.structs.replace(frames[0], seq=seq)
@@ -224,14 +228,32 @@ def test_reorder_buffers_are_bounded_by_bytes():
     seq0 = mallory.rooms["lobby"].out.seq + 1
     text = "x" * 900
     for k in range(1, 3000):  # never the next one: nothing can be delivered
-        f = F.PeerMsg("lobby", seq0 + k, mallory.lc + 1, F.EV_MSG, "mallory", text, net.now, 1000 + k)
+        f = F.PeerMsg(
+            room="lobby",
+            seq=seq0 + k,
+            lc=mallory.lc + 1,
+            kind=F.EV_MSG,
+            nick="mallory",
+            text=text,
+            ts=net.now,
+            mid=1000 + k,
+        )
         send_as(net, mallory, MALLORY, 0, [f])
     net.run_until(net.now + 0.05)
     rx = p0.links[addr(MALLORY)].rooms["lobby"].rx
     held = sum(P.RX_ITEM_BYTES + len(m.text) for m in rx.buffer.values())  # about what they take
     assert held <= P.MAX_RX_BYTES
     # and the stream still moves once the hole is filled
-    hole = F.PeerMsg("lobby", seq0, mallory.lc + 1, F.EV_MSG, "mallory", "hole", net.now, 999)
+    hole = F.PeerMsg(
+        room="lobby",
+        seq=seq0,
+        lc=mallory.lc + 1,
+        kind=F.EV_MSG,
+        nick="mallory",
+        text="hole",
+        ts=net.now,
+        mid=999,
+    )
     send_as(net, mallory, MALLORY, 0, [hole])
     net.run_until(net.now + 0.05)
     texts = [e.text for e in of(net, 0, E.MessageReceived)]
@@ -320,17 +342,46 @@ def test_history_replies_fit_a_datagram_whatever_they_hold():
     name = "r" * 32  # the longest room name
     node.join(name, 0.0)
     room = node.rooms[name]
-    big = F.PeerMsg(name, 2**62, 2**62, F.EV_MSG, "\U0001f600" * 24, "\U0001f600" * 250, 1e18, 2**63 - 1)
+    big = F.PeerMsg(
+        room=name,
+        seq=2**62,
+        lc=2**62,
+        kind=F.EV_MSG,
+        nick="\U0001f600" * 24,
+        text="\U0001f600" * 250,
+        ts=1e18,
+        mid=2**63 - 1,
+    )
     for k in range(5):
         room.history.append(big)
-        room.history.append(F.PeerMsg(name, k + 1, k + 1, F.EV_MSG, "bob", "x" * (200 * k), 1.0, k + 1))
+        room.history.append(
+            F.PeerMsg(
+                room=name,
+                seq=k + 1,
+                lc=k + 1,
+                kind=F.EV_MSG,
+                nick="bob",
+                text="x" * (200 * k),
+                ts=1.0,
+                mid=k + 1,
+            )
+        )
     frames = node._history_frames(room)
     assert sum(len(f.items) for f in frames) >= 5
     for f in frames:
         assert len(F.encode([F.Sid(2**63 - 1), f])) <= F.MAX_DATAGRAM
     # the longest message an honest member can send, in the longest room, still goes (its item
     # without the room name) and arrives whole
-    honest = F.PeerMsg(name, 1, 7, F.EV_MSG, "\U0001f600" * 24, "\U0001f600" * 250, 1.7e9, 2**63 - 1)
+    honest = F.PeerMsg(
+        room=name,
+        seq=1,
+        lc=7,
+        kind=F.EV_MSG,
+        nick="\U0001f600" * 24,
+        text="\U0001f600" * 250,
+        ts=1.7e9,
+        mid=2**63 - 1,
+    )
     room.history.clear()
     room.history.append(honest)
     (f,) = node._history_frames(room)
@@ -370,7 +421,15 @@ def test_forged_answers_to_a_hello_in_flight_are_not_believed():
     net.call(addr(0), p0.add_peer, addr(1))
     for k in range(5):
         for f in (
-            F.Welcome(F.VERSION, "impostor", 4242, 100, 600, 77, k),
+            F.Welcome(
+                version=F.VERSION,
+                nick="impostor",
+                epoch=4242,
+                keepalive_ms=100,
+                timeout_ms=600,
+                token=77,
+                nonce=k,
+            ),
             F.Refuse("go away", [1], k),
             F.Retry(b"z" * 16),
         ):

@@ -14,10 +14,9 @@ SRC = ("192.0.2.9", 4444)
 
 
 def _hello(cookie: bytes = b"", version: int = F.VERSION, pad: bool = True, nick: str = "x") -> bytes:
-    h = F.Hello(version, nick, cookie, b"", 7)
     if pad:
-        h = F.Hello(version, nick, cookie, F.hello_padding(F.size_of((h,))), 7)
-    return F.encode_one(h)
+        return F.encode_one(F.padded_hello(version=version, nick=nick, cookie=cookie, nonce=7))
+    return F.encode_one(F.Hello(version=version, nick=nick, cookie=cookie, nonce=7))
 
 
 def test_handshake_is_stateless_until_the_cookie_comes_back():
@@ -48,7 +47,7 @@ def test_datagrams_without_the_session_token_are_dropped():
     a, b = client_addr(0), client_addr(1)
     relay = room.relay
     # an off-path attacker forges a's address: a post, a nick change and a goodbye
-    forged = F.encode([F.Req(50, F.OP_POST, "lobby", "forged", 1), F.Bye("forged")])
+    forged = F.encode([F.Req(cseq=50, op=F.OP_POST, room="lobby", text="forged", mid=1), F.Bye("forged")])
     relay.receive_datagram(forged, a, room.net.now)
     relay.receive_datagram(F.encode([F.Sid(12345), F.Bye("forged")]), a, room.net.now)
     assert relay.stats["unauthenticated"] == 2 and a in relay.sessions
@@ -293,13 +292,15 @@ def test_posts_are_idempotent_by_cseq_and_by_message_id():
     sid = F.Sid(token)
     relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), SRC, 1.0)
     _results(relay, 1.0)
-    post = F.encode([sid, F.Req(2, F.OP_POST, "lobby", "once", 77)])
+    post = F.encode([sid, F.Req(cseq=2, op=F.OP_POST, room="lobby", text="once", mid=77)])
     relay.receive_datagram(post, SRC, 1.1)
     relay.receive_datagram(post, SRC, 1.2)  # a retransmit: same answer, no second event
     first, again = _results(relay, 1.2)
     assert first == again and first.seq == 2
     # the same message id on a new request (a resend after a reconnect) is not a second event
-    relay.receive_datagram(F.encode([sid, F.Req(3, F.OP_POST, "lobby", "once", 77)]), SRC, 1.3)
+    relay.receive_datagram(
+        F.encode([sid, F.Req(cseq=3, op=F.OP_POST, room="lobby", text="once", mid=77)]), SRC, 1.3
+    )
     (third,) = _results(relay, 1.3)
     assert third.seq == 2
     assert relay.rooms["lobby"].seq == 2 and relay.stats["posts"] == 1
@@ -308,8 +309,12 @@ def test_posts_are_idempotent_by_cseq_and_by_message_id():
 def test_requests_run_in_cseq_order_even_when_they_arrive_out_of_order():
     relay = Relay(RelayConfig(timing=T))
     sid = F.Sid(_session(relay, SRC, "ann"))
-    relay.receive_datagram(F.encode([sid, F.Req(3, F.OP_POST, "lobby", "second", 2)]), SRC, 1.0)
-    relay.receive_datagram(F.encode([sid, F.Req(2, F.OP_POST, "lobby", "first", 1)]), SRC, 1.0)
+    relay.receive_datagram(
+        F.encode([sid, F.Req(cseq=3, op=F.OP_POST, room="lobby", text="second", mid=2)]), SRC, 1.0
+    )
+    relay.receive_datagram(
+        F.encode([sid, F.Req(cseq=2, op=F.OP_POST, room="lobby", text="first", mid=1)]), SRC, 1.0
+    )
     assert not _results(relay, 1.0)  # nothing runs before request 1
     relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), SRC, 1.0)
     res = _results(relay, 1.0)

@@ -60,7 +60,7 @@ def test_a_long_goodbye_or_part_reason_cannot_wedge_a_room():
     token = room.relay.sessions[evil].token
     adv = Adversary(room.net, evil)  # the member's process is replaced by the attacker's
     cseq = room.relay.sessions[evil].next_cseq
-    part = F.Req(cseq, F.OP_PART, "lobby", "\U0001f600" * 280)  # 1120 bytes of reason
+    part = F.Req(cseq=cseq, op=F.OP_PART, room="lobby", text="\U0001f600" * 280)  # 1120 bytes of reason
     adv.forge(_dgram([F.Sid(token), part]), RELAY)
     adv.forge(_dgram([F.Sid(token), F.Req(cseq + 1, F.OP_JOIN, "lobby")]), RELAY, delay=0.01)
     adv.forge(_dgram([F.Sid(token), F.Bye("x" * 1180)]), RELAY, delay=0.02)
@@ -116,7 +116,7 @@ def test_property_whatever_a_member_sends_datagrams_fit_and_the_room_lives_on(at
         for what, x in items:
             if what == "req":
                 op, name, text, arg = x
-                frames.append(F.Req(cseq, op, name, text, cseq, arg))
+                frames.append(F.Req(cseq=cseq, op=op, room=name, text=text, mid=cseq, arg=arg))
                 cseq += 1
             else:
                 frames.append(x)
@@ -185,7 +185,11 @@ def test_a_member_who_knows_the_epoch_cannot_forge_the_relay_to_another_member()
     for sid in (F.Sid(epoch), F.Sid(evil_token)):
         adv.forge(F.encode([sid, F.Gone("lobby", 10**6), F.Gone("", 10**6)]), victim, src=RELAY)
         adv.forge(F.encode([sid, F.Batch("lobby", nxt, [F.Ev(F.EV_MSG, "n0", "forged")])]), victim, RELAY)
-        adv.forge(F.encode([sid, F.Result(cseq, F.RES_REFUSED, 0, "forged")]), victim, src=RELAY)
+        adv.forge(
+            F.encode([sid, F.Result(cseq=cseq, code=F.RES_REFUSED, seq=0, reason="forged")]),
+            victim,
+            src=RELAY,
+        )
         adv.forge(F.encode([sid, F.Bye("forged")]), victim, src=RELAY)
     room.settle(0.3)
     assert cv.stats["unauthenticated"] == 8 and cv.connected
@@ -275,7 +279,7 @@ def test_a_join_whose_answer_was_lost_long_ago_is_answered_afresh():
     relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), src, 1.0)
     relay.datagrams_to_send(1.0)  # the Joined is lost
     for cseq in range(2, 1200, 50):  # then more than 1,024 requests (posts) go through
-        reqs = [F.Req(c, F.OP_POST, "lobby", "x", c) for c in range(cseq, cseq + 50)]
+        reqs = [F.Req(cseq=c, op=F.OP_POST, room="lobby", text="x", mid=c) for c in range(cseq, cseq + 50)]
         relay.receive_datagram(F.encode([sid, *reqs]), src, 1.0 + cseq / 1000)
         relay.datagrams_to_send(1.0 + cseq / 1000)
     relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), src, 9.0)  # the retry
@@ -286,7 +290,21 @@ def test_a_join_whose_answer_was_lost_long_ago_is_answered_afresh():
     c = ClientSession("ann", T)
     c.connect(RELAY, 0.0)
     c.datagrams_to_send(0.0)
-    c.receive_datagram(F.encode_one(F.Welcome(F.VERSION, "ann", 1, 100, 600, 5, c._nonce)), RELAY, 0.0)
+    c.receive_datagram(
+        F.encode_one(
+            F.Welcome(
+                version=F.VERSION,
+                nick="ann",
+                epoch=1,
+                keepalive_ms=100,
+                timeout_ms=600,
+                token=5,
+                nonce=c._nonce,
+            )
+        ),
+        RELAY,
+        0.0,
+    )
     c.join("lobby", 0.0)
     (req,) = [f for d, _ in c.datagrams_to_send(0.0) for f in F.decode(d) if isinstance(f, F.Req)]
     c.receive_datagram(F.encode([F.Sid(5), F.Result(req.cseq, F.RES_STALE)]), RELAY, 0.1)
@@ -303,7 +321,12 @@ def test_room_memory_is_counted_as_it_really_is():
         before = tracemalloc.take_snapshot()
         room = Stream("lobby", 4096, 1 << 30)
         for k in range(2000):
-            room.append(F.Ev(F.EV_MSG, f"nick{k % 50}", "hello " * (k % 20), 1.7e9 + k, k * 7919), float(k))
+            room.append(
+                F.Ev(
+                    kind=F.EV_MSG, nick=f"nick{k % 50}", text="hello " * (k % 20), ts=1.7e9 + k, mid=k * 7919
+                ),
+                float(k),
+            )
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
@@ -335,7 +358,9 @@ def test_deadlines_pop_only_what_is_due_at_its_earliest_time():
 
 def test_only_padded_hellos_are_answered_and_limits_are_per_source_address():
     relay = Relay(RelayConfig(timing=T))
-    short = F.encode_one(F.Hello(F.VERSION, "x", b"", b"\0" * 300, 1))  # padded, but not enough
+    short = F.encode_one(
+        F.Hello(version=F.VERSION, nick="x", cookie=b"", pad=b"\0" * 300, nonce=1)
+    )  # padded, but not enough
     relay.receive_datagram(short, ("192.0.2.1", 1), 1.0)
     assert relay.datagrams_to_send(1.0) == [] and relay.stats["unpadded"] == 1
     relay.receive_datagram(_hello(), ("192.0.2.1", 1), 1.0)
