@@ -28,7 +28,7 @@ from .names import (
     check_text,
     is_direct,
 )
-from .reliability import DedupeWindow, RecvStream, RttEstimator, Timing
+from .reliability import AckScheduler, DedupeWindow, RecvStream, RttEstimator, Timing
 
 IDLE, HANDSHAKE, CONNECTED, WAITING, CLOSED = "idle", "handshake", "connected", "waiting", "closed"
 
@@ -113,9 +113,7 @@ class ClientSession:
         self._last_sent = 0.0
         self._ping_token = 0
         self._ping_sent: dict[int, float] = {}
-        self._ack_rooms: set[str] = set()  # rooms (or "" for inbox) owing an ack
-        self._ack_at: float | None = None
-        self._nack_at: dict[str, float] = {}
+        self._acks_due = AckScheduler(self.timing.ack_delay, ACK_EVERY)  # rooms, "" = the inbox
         self._retx_at: float | None = None
         self._token = 0
         self._hello_sent = 0.0
@@ -245,7 +243,7 @@ class ClientSession:
         frames = self._frames
         self._frames = []
         if self.state == CONNECTED:
-            if self._ack_rooms and (self._ack_at is None or now >= self._ack_at):
+            if self._acks_due.due(now):
                 frames.extend(self._acks(now))
             self._send_requests(now, frames)
             if not frames and now >= self._ping_due():
@@ -271,8 +269,9 @@ class ClientSession:
         at = min(self._ping_due(), self._last_heard + t.timeout)
         if not self._stalled and self._last_heard + self._stall_after() < at:
             at = self._last_heard + self._stall_after()
-        if self._ack_rooms and self._ack_at is not None and self._ack_at < at:
-            at = self._ack_at
+        ack_at = self._acks_due.at
+        if self._acks_due.streams and ack_at is not None and ack_at < at:
+            at = ack_at
         if self._inflight:
             if self._retx_at is not None and self._retx_at < at:
                 at = self._retx_at
@@ -361,15 +360,12 @@ class ClientSession:
         )
         self._hello_tries += 1
         self._hello_sent = now
-        self._hello_at = now + min(
-            self.timing.rto_max, self.timing.rto_initial * 2 ** (self._hello_tries - 1)
-        )
+        self._hello_at = now + self.timing.hello_backoff(self._hello_tries)
 
     def _lost(self, reason: str, now: float, delay: float | None = None) -> None:
         self._stalled = False
         if delay is None:
-            t = self.timing
-            delay = min(t.reconnect_max, t.reconnect_min * 2**self._reconnects)
+            delay = self.timing.reconnect_backoff(self._reconnects)
             self._reconnects += 1
         self.state = WAITING
         self._wait_until = now + delay
@@ -396,7 +392,7 @@ class ClientSession:
         self._outbox.clear()
         self._next_cseq = self._first_cseq
         self.inbox = RecvStream(1)
-        self._ack_rooms.clear()
+        self._acks_due.clear()
         for room in self.rooms.values():
             room.ready = False
             room.collecting = []
@@ -647,34 +643,20 @@ class ClientSession:
         self._want_ack(b.room, now, urgent=not fresh or rx.has_gap())
 
     def _want_ack(self, name: str, now: float, urgent: bool) -> None:
-        self._ack_rooms.add(name)
-        rx = self.inbox if name == "" else self.rooms[name].rx
-        if urgent or (rx is not None and rx.unacked >= ACK_EVERY):
-            self._ack_at = now
-        elif self._ack_at is None:
-            self._ack_at = now + self.timing.ack_delay
+        self._acks_due.want(name, self.inbox if name == "" else self.rooms[name].rx, now, urgent)
 
     def _acks(self, now: float) -> list[F.Frame]:
-        out: list[F.Frame] = []
-        for name in self._ack_rooms:
+        def stream_of(name: str) -> tuple[RecvStream, int] | None:
             if name == "":
-                rx = self.inbox
-            else:
-                room = self.rooms.get(name)
-                if room is None or room.rx is None:
-                    continue
-                rx = room.rx
-            rx.unacked = 0
-            out.append(F.Ack(name, rx.cum, rx.sack()))
-            if rx.has_gap():
-                last = self._nack_at.get(name, -1e18)
-                if now >= last + self.rtt.pace:
-                    self._nack_at[name] = now
-                    missing = rx.missing()
-                    if missing:
-                        out.append(F.Nack(name, missing))
-        self._ack_rooms.clear()
-        self._ack_at = None
+                return self.inbox, 0
+            room = self.rooms.get(name)
+            return None if room is None or room.rx is None else (room.rx, 0)
+
+        out: list[F.Frame] = []
+        for name, cum, sack, missing in self._acks_due.take(now, self.rtt.pace, stream_of):
+            out.append(F.Ack(name, cum, sack))
+            if missing:
+                out.append(F.Nack(name, missing))
         return out
 
     def _deliver(self, room: RoomState, now: float) -> None:

@@ -16,7 +16,7 @@ import hmac
 import ipaddress
 import os
 
-from .frames import HELLO_PAD_TO
+from .frames import HELLO_PAD_TO, Frame, encode
 from .reliability import TokenBucket
 
 COOKIE_PERIOD = 30.0
@@ -72,6 +72,13 @@ def source_of(addr: tuple) -> object:
 def amplification_ok(reply_bytes: int, received_bytes: int) -> bool:
     """May an unvalidated address be sent `reply_bytes` after sending us `received_bytes`?"""
     return reply_bytes <= AMPLIFICATION * received_bytes
+
+
+def limited_reply(frames: list[Frame], received_bytes: int) -> bytes | None:
+    """`frames` as one datagram, if it may go to an address not validated yet (at most
+    AMPLIFICATION x the bytes that came from it); None if it may not."""
+    data = encode(frames)
+    return data if amplification_ok(len(data), received_bytes) else None
 
 
 class SourceLimiter:

@@ -63,7 +63,7 @@ from . import events as E
 from . import frames as F
 from .addr import Addr, format_sockaddr, unmapped
 from .backend import OutboxFull
-from .cookies import AMPLIFICATION, CookieJar, SourceLimiter, amplification_ok, hello_padded
+from .cookies import AMPLIFICATION, CookieJar, SourceLimiter, hello_padded, limited_reply
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TEXT_BYTES,
@@ -79,13 +79,14 @@ from .names import (
     nick_key,
 )
 from .reliability import (
+    AckScheduler,
     DedupeWindow,
     RecvStream,
     RepairBudget,
     RttEstimator,
+    SendWindow,
     Timing,
     TokenBucket,
-    iter_ranges,
 )
 
 HELLO, UP = "hello", "up"
@@ -154,18 +155,14 @@ class OutStream:
         return next(iter(self.msgs), self.seq + 1)
 
 
-class Target:
-    """One receiver of one of our streams."""
+class Target(SendWindow):
+    """One receiver of one of our streams: its send window, and since when (no RTT sample from a
+    message sent before it was a receiver)."""
 
-    __slots__ = ("acked", "attempts", "base", "last_retx", "probe_at", "sacked", "since")
+    __slots__ = ("since",)
 
     def __init__(self, base: int, now: float) -> None:
-        self.base = base
-        self.acked = base - 1
-        self.sacked: set[int] = set()
-        self.probe_at = now
-        self.attempts = 0
-        self.last_retx = base - 1  # Karn: anything at or below may be a retransmit
+        super().__init__(base, probe_at=now)
         self.since = now
 
 
@@ -258,9 +255,7 @@ class Link:
         self.bucket = TokenBucket(MSG_RATE, MSG_BURST, now)
         self.rooms: dict[str, LinkRoom] = {}
         self.out: list[F.Frame] = []
-        self.ack_rooms: set[str] = set()
-        self.ack_at: float | None = None
-        self.nack_at: dict[str, float] = {}
+        self.acks = AckScheduler(timing.ack_delay, ACK_EVERY)
         self.dm_out = OutStream("")
         self.ping_token = 0
         self.ping_sent: dict[int, float] = {}
@@ -517,7 +512,9 @@ class PeerNode:
             # forged, or from a peer that lost our link (restarted, timed us out, or we started
             # over): tell it, echoing its token, so that only the real sender believes the Reset
             st["unauthenticated"] += 1
-            if self._hello_ok(addr, now) and not any(isinstance(f, (F.Bye, F.Reset)) for f in frames):
+            if self._hello_limit.allow(addr, now) and not any(
+                isinstance(f, (F.Bye, F.Reset)) for f in frames
+            ):
                 self._reply_limited(addr, len(data), [F.Reset(first.token)])
             self._schedule(now)
             return
@@ -538,7 +535,7 @@ class PeerNode:
             return out
         for link in self.links.values():
             frames = link.out
-            if link.ack_rooms and link.state == UP and (link.ack_at is None or now >= link.ack_at):
+            if link.state == UP and link.acks.due(now):
                 frames.extend(self._acks(link, now))
             if not frames:
                 continue
@@ -613,8 +610,7 @@ class PeerNode:
             soon(link.last_heard + t.timeout)
             soon(link.refresh_at)
             soon(max(link.last_heard + 1.5 * t.keepalive, link.ping_at))
-            if link.ack_rooms:
-                soon(link.ack_at if link.ack_at is not None else now)
+            soon(link.acks.next_at(now))
             for name, lr in link.rooms.items():
                 if not lr.member:
                     soon(lr.ask_at)
@@ -704,8 +700,7 @@ class PeerNode:
             )
         link.hello_tries += 1
         link.hello_sent = now
-        t = self.timing
-        link.hello_at = now + min(t.rto_max, t.rto_initial * 2 ** (link.hello_tries - 1))
+        link.hello_at = now + self.timing.hello_backoff(link.hello_tries)
 
     def _rehandshake(self, link: Link, now: float) -> None:
         link.state = HELLO
@@ -714,8 +709,7 @@ class PeerNode:
         link.hello_tries = 0
         link.started = now
         link.out = []
-        link.ack_rooms.clear()
-        link.ack_at = None
+        link.acks.clear()
         self._send_hello(link, now)
 
     def _tick_hello(self, link: Link, now: float) -> None:
@@ -733,7 +727,7 @@ class PeerNode:
             link = self.links.get(link.addr) or link
         link.fails += 1
         if link.contact:
-            wait = min(t.reconnect_max, t.reconnect_min * 2 ** min(link.fails, 16))
+            wait = t.reconnect_backoff(link.fails)
             link.state = HELLO
             link.cookie = b""
             link.rx_token = link.tx_token = 0
@@ -752,12 +746,9 @@ class PeerNode:
                 self._hints.pop(next(iter(self._hints)))
 
     def _reply_limited(self, addr: Addr, received: int, frames: list[F.Frame]) -> None:
-        data = F.encode(frames)
-        if amplification_ok(len(data), received):
+        data = limited_reply(frames, received)  # before validation: at most 3x what came in
+        if data is not None:
             self._raw.append((data, addr))
-
-    def _hello_ok(self, addr: Addr, now: float) -> bool:
-        return self._hello_limit.allow(addr, now)
 
     # ------------------------------------------------------------------ handshake
 
@@ -769,7 +760,7 @@ class PeerNode:
             # token it sent, so that only the real owner of that link believes us
             if (
                 type(hello) is F.Sid
-                and self._hello_ok(addr, now)
+                and self._hello_limit.allow(addr, now)
                 and not any(isinstance(f, (F.Bye, F.Reset, F.Refuse, F.Retry, F.Welcome)) for f in frames)
             ):
                 self._reply_limited(addr, size, [F.Reset(hello.token)])
@@ -777,7 +768,7 @@ class PeerNode:
         if not hello_padded(size):  # an unpadded Hello could buy a Retry bigger than itself
             self.stats["unpadded"] = self.stats.get("unpadded", 0) + 1
             return
-        if not self._hello_ok(addr, now):
+        if not self._hello_limit.allow(addr, now):
             self.stats["rate_limited"] += 1
             return
         if not self.cookies.check(hello.cookie, addr, now):
@@ -982,7 +973,7 @@ class PeerNode:
 
     def _hello_on_link(self, link: Link, hello: F.Hello, size: int, now: float) -> None:
         if not self.cookies.check(hello.cookie, link.addr, now):
-            if self._hello_ok(link.addr, now):
+            if self._hello_limit.allow(link.addr, now):
                 self._reply_limited(link.addr, size, [F.Retry(self.cookies.make(link.addr, now), F.VERSION)])
             return
         if self._check_hello(hello, link.addr) is not None or hello.node == self.node:
@@ -1374,27 +1365,21 @@ class PeerNode:
         tg = lr.target
         cum = min(ack.cum, out.seq)
         node = link.node
-        if cum > tg.acked:
-            if cum > tg.last_retx:
-                m = out.msgs.get(cum)
-                if m is not None and m.created >= tg.since:
-                    link.rtt.sample(now - m.created)
-            for s in range(tg.acked + 1, cum + 1):
+        before, fresh = tg.acked, cum > tg.last_retx  # Karn: sampled only if nothing was resent
+        if tg.on_ack(cum, out.seq):
+            m = out.msgs.get(cum)
+            if fresh and m is not None and m.created >= tg.since:
+                link.rtt.sample(now - m.created)
+            tg.probe_at = now + link.rtt.rto
+            for s in range(before + 1, cum + 1):
                 m = out.msgs.get(s)
                 if m is not None and not m.done:
                     self._acked_by(m, node)
-            tg.acked = cum
-            tg.attempts = 0
-            tg.probe_at = now + link.rtt.rto
-            if tg.sacked:
-                tg.sacked = {s for s in tg.sacked if s > cum}
         if ack.ranges:
-            for s in iter_ranges(ack.ranges, 1024):
-                if tg.acked < s <= out.seq and s not in tg.sacked:
-                    tg.sacked.add(s)
-                    m = out.msgs.get(s)
-                    if m is not None and not m.done:
-                        self._acked_by(m, node)
+            for s in tg.on_sack(ack.ranges, out.seq):
+                m = out.msgs.get(s)
+                if m is not None and not m.done:
+                    self._acked_by(m, node)
 
     def _on_nack(self, link: Link, nack: F.Nack, now: float) -> None:
         lr = link.rooms.get(nack.room)
@@ -1404,22 +1389,19 @@ class PeerNode:
         if out is None:
             return
         tg = lr.target
-        seqs = [s for s in iter_ranges(nack.ranges, 512) if tg.acked < s <= out.seq and s not in tg.sacked]
+        seqs = tg.nacked(nack.ranges, out.seq)
         if seqs:
             self._resend(link, lr, out, seqs, now)
 
     def _probe(self, link: Link, lr: LinkRoom, out: OutStream, now: float) -> None:
         tg = lr.target
-        tg.attempts += 1
-        tg.probe_at = now + link.rtt.backoff(tg.attempts)
+        tg.probe(now, link.rtt)
         first = out.first()
         if tg.acked + 1 < first:
             # what they miss is no longer kept: move their base (the PeerJoin tells them to skip)
-            tg.base = first
-            tg.acked = first - 1
-            tg.sacked = {s for s in tg.sacked if s >= first}
+            tg.skip_to(first)
             self._send_join(link, lr, now, ask=False)
-        seqs = [s for s in range(tg.acked + 1, out.seq + 1) if s not in tg.sacked]
+        seqs = tg.unacked(out.seq)
         if seqs:
             self._resend(link, lr, out, seqs, now)
 
@@ -1434,8 +1416,7 @@ class PeerNode:
                 break
             link.out.append(m.frame)
             self.stats["retransmits"] += 1
-            if s > tg.last_retx:
-                tg.last_retx = s
+            tg.resent(s)
 
     def _give_up(self, now: float) -> None:
         limit = now - self.timing.give_up
@@ -1562,34 +1543,19 @@ class PeerNode:
         return ts
 
     def _want_ack(self, link: Link, name: str, now: float, urgent: bool) -> None:
-        link.ack_rooms.add(name)
         lr = link.rooms.get(name)
-        if urgent or (lr is not None and lr.rx is not None and lr.rx.unacked >= ACK_EVERY):
-            link.ack_at = now
-        elif link.ack_at is None:
-            link.ack_at = now + self.timing.ack_delay
+        link.acks.want(name, lr.rx if lr is not None else None, now, urgent)
 
     def _acks(self, link: Link, now: float) -> list[F.Frame]:
-        out: list[F.Frame] = []
-        for name in link.ack_rooms:
+        def stream_of(name: str) -> tuple[RecvStream, int] | None:
             lr = link.rooms.get(name)
-            if lr is None or lr.rx is None:
-                continue
-            rx = lr.rx
-            rx.unacked = 0
-            out.append(F.PeerAck(room=name, sender=link.nick, cum=rx.cum, ranges=rx.sack()))
-            tail = max(rx.highest, rx.cum)
-            if rx.has_gap() or lr.top > tail:
-                last = link.nack_at.get(name, -1e18)
-                if now >= last + link.rtt.pace:
-                    link.nack_at[name] = now
-                    missing = rx.missing()
-                    if lr.top > tail and len(missing) < 32:
-                        missing.extend((tail + 1, lr.top))
-                    if missing:
-                        out.append(F.Nack(name, missing))
-        link.ack_rooms.clear()
-        link.ack_at = None
+            return None if lr is None or lr.rx is None else (lr.rx, lr.top)
+
+        out: list[F.Frame] = []
+        for name, cum, sack, missing in link.acks.take(now, link.rtt.pace, stream_of):
+            out.append(F.PeerAck(room=name, sender=link.nick, cum=cum, ranges=sack))
+            if missing:
+                out.append(F.Nack(name, missing))
         return out
 
     # ------------------------------------------------------------------ history

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from . import frames as F
 from .addr import Addr
-from .cookies import CookieJar, SourceLimiter, amplification_ok, hello_padded
+from .cookies import CookieJar, SourceLimiter, hello_padded, limited_reply
 from .names import (
     MAX_AWAY_BYTES,
     MAX_REASON_BYTES,
@@ -55,9 +55,9 @@ from .reliability import (
     DedupeWindow,
     RepairBudget,
     RttEstimator,
+    SendWindow,
     Timing,
     TokenBucket,
-    iter_ranges,
 )
 
 
@@ -107,31 +107,16 @@ class SessionClosed:
 # ----------------------------------------------------------------------------- state
 
 
-class Member:
-    """One session's view of one stream (room or inbox)."""
+class Member(SendWindow):
+    """One session's view of one stream (room or inbox): the stream's send window towards it,
+    and what its join needs."""
 
-    __slots__ = (
-        "acked",
-        "attempts",
-        "base",
-        "join_seq",
-        "last_retx",
-        "probe_at",
-        "sacked",
-        "session",
-        "snapshot",
-        "stream",
-    )
+    __slots__ = ("join_seq", "session", "snapshot", "stream")
 
     def __init__(self, session: Session, stream: Stream, base: int, join_seq: int) -> None:
+        super().__init__(base)
         self.session = session
         self.stream = stream
-        self.acked = base - 1
-        self.sacked: set[int] = set()
-        self.probe_at = 0.0
-        self.attempts = 0
-        self.last_retx = 0
-        self.base = base
         self.join_seq = join_seq
         self.snapshot: list[F.MemberInfo] = []
 
@@ -551,7 +536,7 @@ class Relay:
             if (
                 type(hello) is F.Sid
                 and not self._closing
-                and self._hello_ok(addr, now)
+                and self._hello_limit.allow(addr, now)
                 and not any(isinstance(f, (F.Bye, F.Reset)) for f in frames)
             ):
                 self._reply_limited(addr, size, [F.Reset(hello.token)])
@@ -561,7 +546,7 @@ class Relay:
         if not hello_padded(size):  # an unpadded Hello could buy a Retry bigger than itself
             self.stats["unpadded"] += 1
             return
-        if not self._hello_ok(addr, now):
+        if not self._hello_limit.allow(addr, now):
             self.stats["rate_limited"] += 1
             return
         if not self.cookies.check(hello.cookie, addr, now):
@@ -626,12 +611,9 @@ class Relay:
             nonce=session.nonce,
         )
 
-    def _hello_ok(self, addr: Addr, now: float) -> bool:
-        return self._hello_limit.allow(addr, now)
-
     def _reply_limited(self, addr: Addr, received: int, frames: list[F.Frame]) -> None:
-        data = F.encode(frames)
-        if amplification_ok(len(data), received):  # before validation: at most 3x what came in
+        data = limited_reply(frames, received)  # before validation: at most 3x what came in
+        if data is not None:
             self._emit(data, addr)
 
     # ------------------------------------------------------------------ frames from sessions
@@ -658,7 +640,7 @@ class Relay:
             self._queue(session, self._welcome(session))
         elif not hello_padded(size):
             self.stats["unpadded"] += 1
-        elif not self._hello_ok(session.addr, now):
+        elif not self._hello_limit.allow(session.addr, now):
             self.stats["rate_limited"] += 1
         elif self.cookies.check(hello.cookie, session.addr, now):
             self._drop_session(session, now, "reconnected")
@@ -681,13 +663,12 @@ class Relay:
         if m is None:
             return
         cum = min(ack.cum, stream.flushed)
-        if cum > m.acked:
-            if cum > m.last_retx:
+        fresh = cum > m.last_retx  # Karn: sampled only if nothing up to it was resent
+        if m.on_ack(cum, stream.flushed):
+            if fresh:
                 i = cum - stream.first
                 if 0 <= i < len(stream.times):
                     session.rtt.sample(now - stream.times[i])
-            m.acked = cum
-            m.attempts = 0
             if m.snapshot and cum >= m.join_seq:
                 # It has its member list (a client acks a room only once it has all of it): a
                 # room of n members must not keep n copies of it.
@@ -696,16 +677,10 @@ class Relay:
                 self._set_probe(m, now + session.rtt.rto)
             else:
                 m.probe_at = now + session.rtt.rto
-            if m.sacked:
-                m.sacked = {s for s in m.sacked if s > cum}
             if stream is session.inbox and session.dm_waiters:
                 self._delivered(session, cum)
         if ack.ranges:
-            if len(m.sacked) > 8192:  # a member that never advances: forget, probes will resend
-                m.sacked.clear()
-            for s in iter_ranges(ack.ranges, 1024):
-                if m.acked < s <= stream.flushed:
-                    m.sacked.add(s)
+            m.on_sack(ack.ranges, stream.flushed)
 
     def _on_nack(self, session: Session, nack: F.Nack, now: float) -> None:
         stream, m = self._stream_of(session, nack.room)
@@ -714,19 +689,17 @@ class Relay:
         if session.repair.available(now, self._rtt_of(session)) <= 0:
             self.stats["repair_limited"] += 1  # out of budget: not even worth reading
             return
-        seqs = [s for s in iter_ranges(nack.ranges, 512) if m.acked < s <= stream.flushed]
+        seqs = m.nacked(nack.ranges, stream.flushed)
         if seqs:
             self._resend(stream, m, seqs, now)
 
     def _probe(self, stream: Stream, m: Member, now: float) -> None:
         """The member's ack lags: resend from its ack point (skipping what it SACKed)."""
-        m.attempts += 1
-        self._set_probe(m, now + m.session.rtt.backoff(m.attempts))
-        start = m.acked + 1
-        if start < stream.first:  # said again on every probe until the member acks past it
+        m.probe(now, m.session.rtt)
+        self._set_probe(m, m.probe_at)
+        if m.acked + 1 < stream.first:  # said again on every probe until the member acks past it
             self._queue(m.session, F.Gone(stream.name, stream.first))
-            start = stream.first
-        seqs = [s for s in range(start, stream.flushed + 1) if s not in m.sacked]
+        seqs = m.unacked(stream.flushed, stream.first)
         if seqs:
             self._resend(stream, m, seqs, now)
 
@@ -756,9 +729,7 @@ class Relay:
                     return
                 self._emit(data, addr)
                 st["retransmitted"] += count
-                last = first + count - 1
-                if last > m.last_retx:
-                    m.last_retx = last
+                m.resent(first + count - 1)
 
     def _flush_room(self, room: Stream, now: float) -> None:
         """Broadcast events not yet sent: each batch is encoded once and every member gets the same

@@ -302,8 +302,7 @@ def test_nack_and_history_floods_get_a_bounded_answer_per_round_trip():
     watched = net.nodes[addr(0)]
 
     def no_acks(link, now):  # mallory never acknowledges: everything stays repairable
-        link.ack_rooms.clear()
-        link.ack_at = None
+        link.acks.clear()
         return []
 
     mallory._acks = no_acks
