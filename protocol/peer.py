@@ -1128,19 +1128,13 @@ class PeerNode:
         return out
 
     def _on_join(self, link: Link, j: F.PeerJoin, now: float) -> None:
+        """Their PeerJoin: who they are in the room, their stream's window, their clock, away
+        text and topic; the first one confirms them as a member."""
         name = j.room
-        if name and canonical_room(name) != name:
-            raise InvalidName("bad room")
-        nick = check_nick(j.nick)
-        check_text(j.away, MAX_AWAY_BYTES)
-        check_text(j.topic, MAX_TOPIC_BYTES)
-        if j.node != link.node or not (1 <= j.base < 1 << 62) or not (0 <= j.top < 1 << 62):
-            raise ValueError("inconsistent PeerJoin")
-        if not (0 <= j.lc < 1 << 63) or not math.isfinite(j.since):
-            raise ValueError("bad clock in PeerJoin")
+        nick = self._checked_join(link, j)
         if name and name not in self.rooms:
             if j.ask:
-                link.out.append(F.PeerLeave(name, self.nick, "not here"))
+                link.out.append(F.PeerLeave(room=name, nick=self.nick, reason="not here"))
             return
         lr0 = link.rooms.get(name)
         prev = max(lr0.join_lc, lr0.lc_last) if lr0 is not None else 0
@@ -1153,9 +1147,41 @@ class PeerNode:
             lr = link.rooms[name] = LinkRoom(name)
         first = not lr.member
         if first and name and len(self._members(name)) >= MAX_MEMBERS:
-            link.out.append(F.PeerLeave(name, self.nick, "room full"))
+            link.out.append(F.PeerLeave(room=name, nick=self.nick, reason="room full"))
             return
-        # their stream
+        self._their_window(link, lr, j, jlc, now)
+        self._their_away(link, j.away, first, now)
+        r = self.rooms.get(name)
+        if r is not None and 0 < j.topic_lc <= jlc and self._topic_ok(r, link, j):
+            check_nick(j.topic_by)
+            r.topic, r.topic_key = j.topic, (j.topic_lc, j.topic_by)
+            self._events.append(E.TopicChanged(name, j.topic_lc, j.topic_by, j.topic, self._ts(now)))
+        if first and not self._confirm(link, lr, j.since, now):
+            return  # we were the later of two with one nick, and left
+        if first or (j.ask and now >= lr.join_sent + link.rtt.pace):
+            lr.join_sent = now
+            self._send_join(link, lr, now, ask=False)
+        if j.history and name and r is not None and now >= lr.history_sent + link.rtt.pace:
+            lr.history_sent = now
+            self._send_history(link, r, now)
+
+    @staticmethod
+    def _checked_join(link: Link, j: F.PeerJoin) -> str:
+        """The PeerJoin's nick, once every field is checked (raises on anything hostile)."""
+        if j.room and canonical_room(j.room) != j.room:
+            raise InvalidName("bad room")
+        nick = check_nick(j.nick)
+        check_text(j.away, MAX_AWAY_BYTES)
+        check_text(j.topic, MAX_TOPIC_BYTES)
+        if j.node != link.node or not (1 <= j.base < 1 << 62) or not (0 <= j.top < 1 << 62):
+            raise ValueError("inconsistent PeerJoin")
+        if not (0 <= j.lc < 1 << 63) or not math.isfinite(j.since):
+            raise ValueError("bad clock in PeerJoin")
+        return nick
+
+    def _their_window(self, link: Link, lr: LinkRoom, j: F.PeerJoin, jlc: int, now: float) -> None:
+        """Their stream to us: where it starts (or skips to), how far it goes, their clock then."""
+        name = lr.name
         if lr.rx is None:
             lr.rx = RecvStream(j.base, MAX_RX_ITEMS, MAX_RX_BYTES)
             lr.rx_base = j.base
@@ -1175,65 +1201,72 @@ class PeerNode:
             lr.join_top, lr.join_lc = j.top, max(lr.join_lc, jlc)
         if lr.top >= lr.rx.next:
             self._want_ack(link, name, now, urgent=True)
-        if j.away != link.away:
-            link.away = j.away
-            if not first:
-                ts = self._ts(now)
-                for n, other in link.rooms.items():
-                    if n and other.member:
-                        self._events.append(E.AwayChanged(n, self.lc, nick, j.away, ts))
+
+    def _their_away(self, link: Link, away: str, first: bool, now: float) -> None:
+        if away == link.away:
+            return
+        link.away = away
+        if not first:
+            ts = self._ts(now)
+            for n, other in link.rooms.items():
+                if n and other.member:
+                    self._events.append(E.AwayChanged(n, self.lc, link.nick, away, ts))
+
+    def _confirm(self, link: Link, lr: LinkRoom, since: float, now: float) -> bool:
+        """Their first PeerJoin in the room: a member now. Our waiting messages wait for them
+        too; the room hears of them (unless their nick is taken) and they get our member list.
+        False if it is we who must leave (see `_nick_clash`)."""
+        name = lr.name
+        lr.member = True
+        lr.ask_at = None
+        if lr.target is None:
+            self._join_frame(link, lr, now, ask=False)
+        tg = lr.target
+        out = self._stream(link, name)
+        for seq, m in out.msgs.items():
+            if seq >= tg.base and not m.done:
+                m.waiting.add(link.node)
+        tg.probe_at = now
+        if not name:
+            return True
+        lr.since = since
+        if self._nick_clash(link, lr, now):
+            return False
+        if not lr.hidden:
+            self._events.append(E.MemberJoined(name, self.lc, link.nick, self._ts(now)))
+            if link.away:
+                self._events.append(E.AwayChanged(name, self.lc, link.nick, link.away, self._ts(now)))
+        link.out.extend(self._gossip(name, link))
+        for other in self._members(name):
+            if other is not link:
+                other.out.extend(self._gossip(name, other, only=link))
+        return True
+
+    def _nick_clash(self, link: Link, lr: LinkRoom, now: float) -> bool:
+        """One nick, two peers: the later joiner of the room is refused, as a relay refuses a
+        taken nick, and nobody ever announces the second one, so no screen shows two people as
+        one. Their `since` is their claim: it counts only while we are new in the room
+        ourselves; one who appears long after we joined came later, whatever it says. True if
+        we are the later one (we leave the room); otherwise the new member may be hidden."""
+        name = lr.name
         r = self.rooms.get(name)
-        if r is not None and 0 < j.topic_lc <= jlc and self._topic_ok(r, link, j):
-            check_nick(j.topic_by)
-            r.topic, r.topic_key = j.topic, (j.topic_lc, j.topic_by)
-            self._events.append(E.TopicChanged(name, j.topic_lc, j.topic_by, j.topic, self._ts(now)))
-        if first:
-            lr.member = True
-            lr.ask_at = None
-            if lr.target is None:
-                self._join_frame(link, lr, now, ask=False)
-            tg = lr.target
-            out = self._stream(link, name)
-            for seq, m in out.msgs.items():
-                if seq >= tg.base and not m.done:
-                    m.waiting.add(link.node)
-            tg.probe_at = now
-            if name:
-                # One nick, two peers: the later joiner of the room is refused, as a relay
-                # refuses a taken nick. Nobody ever announces the second one, so no screen shows
-                # two people as one. Their `since` is their claim: it counts only while we are
-                # new in the room ourselves; one who appears long after we joined came later,
-                # whatever it says.
-                lr.since = j.since
-                folded = nick_key(nick)
-                if folded == nick_key(self.nick) and r is not None:
-                    settled_here = now - r.joined_at >= self.timing.timeout
-                    if not settled_here and (r.joined_ts, self.node) > (j.since, link.node):  # we came later
-                        self.part(name, now)
-                        self._events.append(
-                            E.RequestRefused("join", name, f"nick {self.nick} is already in #{name}")
-                        )
-                        return
-                    lr.hidden = True
-                elif self._taken(name, nick, link):
-                    lr.hidden = True  # one of the two will leave; announced then if it stays
-                if not lr.hidden:
-                    self._events.append(E.MemberJoined(name, self.lc, nick, self._ts(now)))
-                if link.away and not lr.hidden:
-                    self._events.append(E.AwayChanged(name, self.lc, nick, link.away, self._ts(now)))
-                link.out.extend(self._gossip(name, link))
-                for other in self._members(name):
-                    if other is not link:
-                        other.out.extend(self._gossip(name, other, only=link))
-        if first or (j.ask and now >= lr.join_sent + link.rtt.pace):
-            lr.join_sent = now
-            self._send_join(link, lr, now, ask=False)
-        if j.history and name and r is not None and now >= lr.history_sent + link.rtt.pace:
-            lr.history_sent = now
-            for frame in self._history_frames(r):
-                if not link.repair.take(F.size_of(frame), now, link.rtt.pace):
-                    break
-                link.out.append(frame)
+        if nick_key(link.nick) == nick_key(self.nick) and r is not None:
+            settled_here = now - r.joined_at >= self.timing.timeout
+            if not settled_here and (r.joined_ts, self.node) > (lr.since, link.node):  # we came later
+                self.part(name, now)
+                self._events.append(E.RequestRefused("join", name, f"nick {self.nick} is already in #{name}"))
+                return True
+            lr.hidden = True
+        elif self._taken(name, link.nick, link):
+            lr.hidden = True  # one of the two will leave; announced then if it stays
+        return False
+
+    def _send_history(self, link: Link, r: Room, now: float) -> None:
+        """Our recent messages of the room, as far as the link's repair budget allows."""
+        for frame in self._history_frames(r):
+            if not link.repair.take(F.size_of(frame), now, link.rtt.pace):
+                break
+            link.out.append(frame)
 
     def _topic_ok(self, r: Room, link: Link, j: F.PeerJoin) -> bool:
         """Does the topic in `j` replace ours? A newer stamp from its setter itself, or one relayed
