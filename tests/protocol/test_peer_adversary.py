@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
-from udproom.protocol import peer as P
 from udproom.protocol.names import MAX_TEXT_BYTES
 from udproom.protocol.peer import PeerNode
+from udproom.protocol.peer import state as P
 
 from .adversary import Adversary, Watched, datagrams, floats, frames, ints, texts
 from .fakenet import FakeNet, Impairment

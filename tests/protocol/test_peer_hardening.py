@@ -14,8 +14,8 @@ import msgspec
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
-from udproom.protocol import peer as P
 from udproom.protocol.peer import PeerNode
+from udproom.protocol.peer import state as P
 
 from .adversary import Adversary, Watched
 from .fakenet import FakeNet, Impairment
