@@ -11,10 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from udproom.protocol.reliability import (
+    AckScheduler,
     DedupeWindow,
     RecvStream,
     RepairBudget,
     RttEstimator,
+    SendWindow,
     Timing,
     TokenBucket,
     iter_ranges,
@@ -276,3 +278,79 @@ def test_repair_budget_bounds_bytes_per_round_trip(steps):
             sent += nbytes
     # a window at the start, one per RTT after, plus at most one datagram of overdraft
     assert sent <= window + now / rtt * window + 1200
+
+
+# --------------------------------------------------------------------------- send window, acks
+
+
+def test_send_window_acks_sacks_and_resends_only_what_is_missing():
+    t = Timing.fast()
+    w = SendWindow(base=5)
+    assert w.acked == 4 and w.last_retx == 4
+    assert not w.on_ack(3, top=10)  # behind the ack point: nothing moves
+    assert w.on_ack(99, top=7)  # clipped to what was sent
+    assert w.acked == 7
+    assert w.on_sack([9, 9, 20, 30], top=10) == [9]  # beyond top: never counted as arrived
+    assert w.on_sack([9, 9], top=10) == []  # said twice: new only once
+    assert w.nacked([1, 12], top=10) == [8, 10]  # acked and SACKed sequences are not resent
+    assert w.unacked(top=10) == [8, 10]
+    assert w.unacked(top=10, first=10) == [10]  # older ones are no longer kept
+    rtt = RttEstimator(t)
+    w.probe(1.0, rtt)
+    w.probe(2.0, rtt)
+    assert w.attempts == 2 and w.probe_at == 2.0 + rtt.backoff(2)
+    w.resent(10)
+    w.resent(9)
+    assert w.last_retx == 10
+    assert w.on_ack(9, top=10) and w.attempts == 0 and w.sacked == set()
+    w.skip_to(12)
+    assert (w.base, w.acked) == (12, 11)
+
+
+@given(st.lists(st.integers(-(1 << 63), 1 << 63), max_size=40), st.integers(0, 1 << 40))
+def test_send_window_never_counts_what_was_not_sent(ranges, top):
+    w = SendWindow(base=1)
+    w.on_ack(top // 2, top)
+    new = w.on_sack(ranges, top)
+    assert all(w.acked < s <= top for s in new) and len(w.sacked) <= 1024
+    assert all(w.acked < s <= top for s in w.nacked(ranges, top))
+    assert len(w.nacked(ranges, top)) <= 512
+
+
+def test_ack_scheduler_delays_coalesces_and_paces_nacks():
+    acks = AckScheduler(delay=0.01, every=3)
+    rx = RecvStream()
+    assert not acks.due(0.0) and acks.next_at(0.0) is None
+    rx.offer(1, "a")
+    rx.pop_ready()
+    acks.want("lobby", rx, 0.0, urgent=False)
+    assert not acks.due(0.005) and acks.due(0.01)  # delayed ...
+    acks.want("", rx, 0.002, urgent=False)
+    assert acks.next_at(0.003) == 0.01  # ... and coalesced
+    out = {name: (cum, sack, nack) for name, cum, sack, nack in acks.take(0.01, 1.0, lambda n: (rx, 0))}
+    assert out == {"lobby": (1, [], []), "": (1, [], [])}
+    assert not acks.due(1.0)
+    rx.offer(4, "d")  # a hole: 2-3
+    acks.want("lobby", rx, 0.02, urgent=rx.has_gap())
+    assert acks.due(0.02)  # a gap is acked at once
+    ((_, cum, sack, nack),) = acks.take(0.02, 1.0, lambda n: (rx, 6))
+    assert (cum, sack, nack) == (1, [4, 4], [2, 3, 5, 6])  # the hole, and the announced tail
+    acks.want("lobby", rx, 0.5, urgent=True)
+    ((_, _, _, nack),) = acks.take(0.5, 1.0, lambda n: (rx, 6))
+    assert nack == []  # one NACK per stream per `pace`
+    for s in (5, 6, 7):
+        rx.offer(s, s)
+    acks.want("lobby", rx, 0.6, urgent=False)
+    assert acks.due(0.6)  # `every` unacked items: at once
+
+
+def test_offer_run_counts_like_offering_each():
+    a, b = RecvStream(), RecvStream()
+    runs = [(1, 3), (2, 3), (8, 2), (6, 2), (4, 2), (4, 9)]
+    for seq, n in runs:
+        new_a = a.offer_run(seq, n)
+        new_b = sum(1 for s in range(seq, seq + n) if b.offer(s, None))
+        b.pop_ready()
+        assert new_a == new_b
+        assert (a.cum, a.sack(), a.missing()) == (b.cum, b.sack(), b.missing())
+    assert a.cum == 12 and not a.has_gap()
