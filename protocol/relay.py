@@ -261,7 +261,6 @@ class Session:
         "rooms",
         "rtt",
         "sid",
-        "sid_item",
         "token",
     )
 
@@ -274,8 +273,7 @@ class Session:
         self.token = (int.from_bytes(os.urandom(8), "big") >> 2) | (1 << 62)
         # Every datagram to the session starts with Sid(its token): only the session knows it.
         self.sid = F.Sid(self.token)
-        self.sid_item = F.encode_item(self.sid)
-        self.head = F.datagram([self.sid_item, b""])  # + one encoded frame = a datagram
+        self.head = F.datagram([F.encode_item(self.sid), b""])  # + one encoded frame = a datagram
         self.rooms: dict[str, Stream] = {}
         self.inbox = Stream("", cfg.inbox_ring, cfg.ring_bytes // 4)
         self.inbox_member = Member(self, self.inbox, 1, 0)
