@@ -39,9 +39,16 @@ class Failure(Exception):
     """The command could not do its job: exit 1 with a one-line message."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (a UsageError: the caller exits 2), never a usage dump;
+    with `hint`, the line says where the help is. The app's command line uses it too."""
+
+    def __init__(self, *args: Any, hint: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hint = hint
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')" if self.hint else message)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
@@ -133,13 +140,13 @@ def _add_room_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="udproom",
         description="Headless udproom commands: run a relay, listen to a room, send to a room, "
         "search the local log, print a room's transcript.",
     )
     sub = parser.add_subparsers(
-        dest="command", metavar="{relay,listen,send,search,log}", parser_class=_Parser
+        dest="command", metavar="{relay,listen,send,search,log}", parser_class=OneLineParser
     )
     sub.required = True
 

@@ -12,22 +12,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from udproom.protocol.cli import OneLineParser, UsageError
+
 HEADLESS = ("relay", "send", "listen", "search", "log")
-
-
-class _Usage(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        raise _Usage(message)
 
 
 def _parser() -> argparse.ArgumentParser:
     from udproom import __version__
 
-    p = _Parser(
+    p = OneLineParser(
+        hint=False,
         prog="udproom",
         description="A full-screen terminal chat room over reliable UDP.",
         epilog=(
@@ -66,14 +60,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]):
-    """(Spec or None, args). Raises _Usage with a one-line message."""
+    """(Spec or None, args). Raises UsageError with a one-line message."""
     from .session import Spec, SpecError, check
 
     args = _parser().parse_args(argv)
     if args.peer and args.host is None and args.join is None and args.listen is None:
         args.listen = ""
     if args.peer and (args.host is not None or args.join is not None):
-        raise _Usage("--peer is for direct mode (--listen); it cannot be combined with --host or --join")
+        raise UsageError("--peer is for direct mode (--listen); it cannot be combined with --host or --join")
     if args.host is not None:
         mode, address = "host", args.host
     elif args.join is not None:
@@ -92,12 +86,12 @@ def parse(argv: list[str]):
                 for r in args.room:
                     canonical_room(r)
             except NameError_ as e:
-                raise _Usage(str(e)) from None
+                raise UsageError(str(e)) from None
         return None, args
     try:
         spec = check(Spec(mode, address, args.nick or "", args.room or ["lobby"], list(args.peer)))
     except SpecError as e:
-        raise _Usage(str(e)) from None
+        raise UsageError(str(e)) from None
     return spec, args
 
 
@@ -118,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(headless_main(argv) or 0)
     try:
         spec, args = parse(argv)
-    except _Usage as e:
+    except UsageError as e:
         print(f"udproom: error: {e}", file=sys.stderr)
         return 2
     except SystemExit as e:  # --help / --version
