@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from . import frames as F
 from .addr import Addr
-from .cookies import CookieJar, SourceLimiter, hello_padded, limited_reply
+from .cookies import CookieJar, SourceLimiter, hello_padded, limited_reply, screen_unknown
 from .names import (
     MAX_AWAY_BYTES,
     MAX_REASON_BYTES,
@@ -526,29 +526,14 @@ class Relay:
         self._send_now(session, frames)
 
     def _from_unknown(self, frames: list[F.Frame], addr: Addr, size: int, now: float) -> None:
-        hello = frames[0]
-        if not isinstance(hello, F.Hello):
-            self.stats["unknown_source"] += 1
-            # A client of a session we do not have (we restarted, or timed it out): tell it, with
-            # the token it sent, so that only the real owner of that token believes us.
-            if (
-                type(hello) is F.Sid
-                and not self._closing
-                and self._hello_limit.allow(addr, now)
-                and not any(isinstance(f, (F.Bye, F.Reset)) for f in frames)
-            ):
-                self._reply_limited(addr, size, [F.Reset(hello.token)])
-            return
         if self._closing:
             return
-        if not hello_padded(size):  # an unpadded Hello could buy a Retry bigger than itself
-            self.stats["unpadded"] += 1
-            return
-        if not self._hello_limit.allow(addr, now):
-            self.stats["rate_limited"] += 1
-            return
-        if not self.cookies.check(hello.cookie, addr, now):
-            self._reply_limited(addr, size, [F.Retry(self.cookies.make(addr, now), F.VERSION)])
+        hello, reply = screen_unknown(
+            frames, addr, size, now, self.cookies, self._hello_limit, self.stats, (F.Bye, F.Reset)
+        )
+        if reply is not None:
+            self._emit(reply, addr)
+        if hello is None:
             return
         # the address is validated from here on
         if hello.version not in F.SUPPORTED_VERSIONS:

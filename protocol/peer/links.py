@@ -12,7 +12,7 @@ from __future__ import annotations
 from .. import events as E
 from .. import frames as F
 from ..addr import Addr, format_sockaddr
-from ..cookies import hello_padded, limited_reply
+from ..cookies import limited_reply, screen_unknown
 from ..names import (
     InputError,
     check_nick,
@@ -120,26 +120,13 @@ class Links:
             self._raw.append((data, addr))
 
     def _from_unknown(self, frames: list[F.Frame], addr: Addr, size: int, now: float) -> None:
-        hello = frames[0]
-        if not isinstance(hello, F.Hello):
-            self.stats["unknown_source"] += 1
-            # a peer of a link we do not have (we restarted, or dropped it): tell it, with the
-            # token it sent, so that only the real owner of that link believes us
-            if (
-                type(hello) is F.Sid
-                and self._hello_limit.allow(addr, now)
-                and not any(isinstance(f, (F.Bye, F.Reset, F.Refuse, F.Retry, F.Welcome)) for f in frames)
-            ):
-                self._reply_limited(addr, size, [F.Reset(hello.token)])
-            return
-        if not hello_padded(size):  # an unpadded Hello could buy a Retry bigger than itself
-            self.stats["unpadded"] = self.stats.get("unpadded", 0) + 1
-            return
-        if not self._hello_limit.allow(addr, now):
-            self.stats["rate_limited"] += 1
-            return
-        if not self.cookies.check(hello.cookie, addr, now):
-            self._reply_limited(addr, size, [F.Retry(self.cookies.make(addr, now), F.VERSION)])
+        quiet = (F.Bye, F.Reset, F.Refuse, F.Retry, F.Welcome)  # handshake answers are never reset
+        hello, reply = screen_unknown(
+            frames, addr, size, now, self.cookies, self._hello_limit, self.stats, quiet
+        )
+        if reply is not None:
+            self._raw.append((reply, addr))
+        if hello is None:
             return
         # validated from here on
         refusal = self._check_hello(hello, addr)
