@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from udproom.protocol import events as E
+from udproom.protocol import frames as F
 from udproom.protocol.client import ClientSession
 from udproom.protocol.relay import Relay, RelayConfig
 from udproom.protocol.reliability import Timing
@@ -110,3 +111,18 @@ class Room:
 
     def settle(self, seconds: float) -> None:
         self.net.run_until(self.net.now + seconds)
+
+
+def hello_datagram(cookie: bytes = b"", version: int = F.VERSION, pad: bool = True, nick: str = "x") -> bytes:
+    if pad:
+        return F.encode_one(F.padded_hello(version=version, nick=nick, cookie=cookie, nonce=7))
+    return F.encode_one(F.Hello(version=version, nick=nick, cookie=cookie, nonce=7))
+
+
+def session_by_hand(relay: Relay, addr: tuple, nick: str, now: float = 1.0) -> int:
+    """Handshake `addr` with the relay by hand; returns the session token."""
+    relay.receive_datagram(hello_datagram(nick=nick), addr, now)
+    cookie = F.decode(relay.datagrams_to_send(now)[0][0])[0].cookie
+    relay.receive_datagram(hello_datagram(cookie, nick=nick), addr, now)
+    frames = F.decode(relay.datagrams_to_send(now)[0][0])
+    return next(f for f in frames if isinstance(f, F.Welcome)).token

@@ -10,7 +10,7 @@ from udproom.protocol import events as E
 from udproom.tui import model as m
 
 from .fakenet import Impairment
-from .test_peer import addr, build, settle_room
+from .peers import addr, build, settle_room
 
 
 class Screen:

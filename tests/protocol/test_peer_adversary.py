@@ -21,7 +21,7 @@ from udproom.protocol.peer import state as P
 
 from .adversary import Adversary, Watched, datagrams, floats, frames, ints, texts
 from .fakenet import FakeNet, Impairment
-from .test_peer import addr, of, settle_room, timing
+from .peers import addr, of, settle_room, timing
 
 HONEST = (0, 1)
 MALLORY = 2

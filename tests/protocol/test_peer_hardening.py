@@ -17,35 +17,9 @@ from udproom.protocol import frames as F
 from udproom.protocol.peer import PeerNode
 from udproom.protocol.peer import state as P
 
-from .adversary import Adversary, Watched
+from .adversary import Adversary
 from .fakenet import FakeNet, Impairment
-from .test_peer import addr, of, settle_room, timing
-
-MALLORY = 2
-FORGER = ("10.66.6.6", 6666)
-
-
-def trio(seed: int = 1, nicks=("p0", "p1", "mallory"), watch: bool = False, **kw):
-    """p0 and p1 (honest) and mallory in #lobby, all linked. With `watch`, p0 is a `Watched`."""
-    net = FakeNet(seed=seed, imp=Impairment())
-    nodes = []
-    for i, nick in enumerate(nicks):
-        node = PeerNode(nick, timing=timing(), **(kw if i == MALLORY else {}))
-        nodes.append(node)
-        net.add(addr(i), Watched(node, addr(i)) if watch and i == 0 else node)
-        net.call(addr(i), node.join, "lobby")
-        if i:
-            net.call(addr(i), node.add_peer, addr(0))
-    settle_room(net, nodes)
-    net.run_until(net.now + 0.3)
-    return net, nodes
-
-
-def send_as(net, node: PeerNode, i: int, to: int, frames: list) -> None:
-    """`node` (at addr(i)) sends `frames` over its established link to addr(to)."""
-    node.links[addr(to)].out.extend(frames)
-    net.flush(addr(i))
-
+from .peers import FORGER, MALLORY, addr, of, send_as, timing, trio
 
 # --------------------------------------------------------------------------- item 8: attribution, numbers
 

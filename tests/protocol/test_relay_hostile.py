@@ -17,8 +17,7 @@ from udproom.protocol.cookies import SourceLimiter
 from udproom.protocol.relay import Relay, RelayConfig, Stream
 
 from .adversary import Adversary, Watched, ints, structs, texts
-from .harness import RELAY, Room, T, client_addr
-from .test_relay_core import _hello, _session
+from .harness import RELAY, Room, T, client_addr, hello_datagram, session_by_hand
 
 
 def _watch(room: Room) -> Watched:
@@ -275,7 +274,7 @@ def test_a_direct_message_to_someone_who_never_comes_back_is_reported_failed():
 def test_a_join_whose_answer_was_lost_long_ago_is_answered_afresh():
     relay = Relay(RelayConfig(timing=T))
     src = ("192.0.2.5", 4000)
-    sid = F.Sid(_session(relay, src, "ann"))
+    sid = F.Sid(session_by_hand(relay, src, "ann"))
     relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), src, 1.0)
     relay.datagrams_to_send(1.0)  # the Joined is lost
     for cseq in range(2, 1200, 50):  # then more than 1,024 requests (posts) go through
@@ -363,9 +362,9 @@ def test_only_padded_hellos_are_answered_and_limits_are_per_source_address():
     )  # padded, but not enough
     relay.receive_datagram(short, ("192.0.2.1", 1), 1.0)
     assert relay.datagrams_to_send(1.0) == [] and relay.stats["unpadded"] == 1
-    relay.receive_datagram(_hello(), ("192.0.2.1", 1), 1.0)
+    relay.receive_datagram(hello_datagram(), ("192.0.2.1", 1), 1.0)
     ((retry, _),) = relay.datagrams_to_send(1.0)
-    assert len(retry) <= len(_hello())
+    assert len(retry) <= len(hello_datagram())
     limiter = SourceLimiter(rate=5)
     assert sum(limiter.allow(("192.0.2.9", port), 1.0) for port in range(100)) == 5  # ports: one source
     assert sum(limiter.allow((f"2001:db8:0:1::{i:x}", 9), 1.0) for i in range(100)) == 5  # one /64
