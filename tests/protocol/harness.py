@@ -8,6 +8,7 @@ from udproom.protocol.client import ClientSession
 from udproom.protocol.relay import Relay, RelayConfig
 from udproom.protocol.reliability import Timing
 
+from .adversary import Watched
 from .fakenet import FakeNet, Impairment
 
 RELAY = ("10.0.0.1", 6000)
@@ -126,3 +127,30 @@ def session_by_hand(relay: Relay, addr: tuple, nick: str, now: float = 1.0) -> i
     relay.receive_datagram(hello_datagram(cookie, nick=nick), addr, now)
     frames = F.decode(relay.datagrams_to_send(now)[0][0])
     return next(f for f in frames if isinstance(f, F.Welcome)).token
+
+
+def datagram_of(frames: list[F.Frame]) -> bytes | None:
+    """The frames as one datagram, dropping from the end what does not fit 1200 bytes."""
+    while frames:
+        data = F.encode(frames)
+        if len(data) <= F.MAX_DATAGRAM:
+            return data
+        frames = frames[:-1]
+    return None
+
+
+def post_reaches_everyone(room: Room, sender: tuple, text: str, addrs: list[tuple]) -> None:
+    room.net.call(sender, room.clients[sender].post, room.room, text)
+
+    def missing() -> bool:
+        return any(text not in [m[2] for m in room.messages(a)] for a in addrs)
+
+    room.net.run_while(missing, room.net.now + 10)
+    assert not missing(), "a post after the attack did not reach everyone"
+
+
+def watched_relay(room: Room) -> Watched:
+    """Check every datagram the relay emits from now on (<= 1200 bytes) and count bytes per peer."""
+    w = Watched(room.relay, RELAY)
+    room.net.nodes[RELAY] = w
+    return w
