@@ -21,6 +21,10 @@ Roles
   members-naive   many counting sockets registered with the naive relay
   senders-udproom ClientSession cores (real clients) posting through the protocol
   senders-naive   raw datagrams of the same text, windowed by their own echoes
+
+Each role's function is that process's whole main loop (setup, the timed window, the result), so
+the long ones (`members_udproom`, `senders_udproom`, `relay_naive`, `senders_naive`) are kept
+whole: their hot loops bind attributes to locals, and their timing is what is measured.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ These never import textual (nor udproom.tui): scripts and tests start them often
 `udproom relay` runs on servers. Exit codes: 0 done, 1 failed (no relay answering, refused,
 timed out, oversize text...), 2 bad usage (flags, addresses, room or nick names). Errors are one
 line on stderr, never a traceback.
+
+One module for the five commands because they share the parser, the client setup, the signal
+handling and the JSON output; `build_parser` is long because it is the flags' one declaration, and
+`_run_send` is the send command's one sequence (connect, wait until ready, post each line, wait
+for every acknowledgement, report) kept together so its exit codes are decided in one place.
 """
 
 from __future__ import annotations

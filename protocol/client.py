@@ -7,6 +7,10 @@ The session keeps what the user wants (rooms, nick, away, unacknowledged posts) 
 the relay has confirmed, so when the relay goes away and comes back (or restarts with a new epoch)
 the session says Hello again, rejoins the rooms and resends what was never acknowledged; message ids
 (`mid`) make those resends idempotent at the relay and at every receiver.
+
+It is one module (over 600 lines) because it is one state machine: the handshake, the requests
+in flight, delivery and acks (`reliability.AckScheduler`) and reconnecting all read and reset the
+same session state, and splitting them would only pass that state around.
 """
 
 from __future__ import annotations
