@@ -390,10 +390,12 @@ class LeanMember:
 
     def offer(self, seq: int, n: int) -> tuple[int, bool]:
         """Take events seq..seq+n-1; returns (new events, urgent ack?)."""
-        new = self.rx.offer_run(seq, n)
+        rx = self.rx
+        new = rx.offer_run(seq, n)
         if new == 0:
             self.dups += 1
-        return new, new == 0 or self.rx.has_gap()
+            return 0, True
+        return new, bool(rx.buffer)  # a gap
 
     def skip_to(self, first: int) -> None:
         self.rx.skip_to(first)

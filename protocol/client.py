@@ -619,31 +619,28 @@ class ClientSession:
     def _on_batch(self, b: F.Batch, now: float) -> None:
         if self.state != CONNECTED:
             return
+        room = None
         if b.room == "":
             rx = self.inbox
-            fresh = False
-            for i, ev in enumerate(b.events):
-                fresh |= rx.offer(b.seq + i, ev)
-            if not fresh:
-                self.stats["duplicates"] += 1
-            self._deliver_inbox(now)
-            self._want_ack("", now, urgent=not fresh or rx.has_gap())
-            return
-        room = self.rooms.get(b.room)
-        if room is None:
-            return
-        if not room.ready:
-            if len(room.early) < 8192:
-                for i, ev in enumerate(b.events):
-                    room.early[b.seq + i] = ev
-            return
-        rx = room.rx
+        else:
+            room = self.rooms.get(b.room)
+            if room is None:
+                return
+            if not room.ready:  # kept until the Joined says where the room starts for us
+                if len(room.early) < 8192:
+                    for i, ev in enumerate(b.events):
+                        room.early[b.seq + i] = ev
+                return
+            rx = room.rx
         fresh = False
         for i, ev in enumerate(b.events):
             fresh |= rx.offer(b.seq + i, ev)
         if not fresh:
             self.stats["duplicates"] += 1
-        self._deliver(room, now)
+        if room is None:
+            self._deliver_inbox(now)
+        else:
+            self._deliver(room, now)
         self._want_ack(b.room, now, urgent=not fresh or rx.has_gap())
 
     def _want_ack(self, name: str, now: float, urgent: bool) -> None:

@@ -234,6 +234,12 @@ class CoreProtocol(asyncio.DatagramProtocol):
         if self.transport is None:
             return
         now = self.clock()
+        self._send_due(now)
+        self._arm(now)
+
+    def _send_due(self, now: float) -> None:
+        """Send what the core has to send now; then its events (sending may produce some, e.g. a
+        give-up)."""
         try:
             out = self.core.datagrams_to_send(now)
         except Exception:
@@ -241,8 +247,7 @@ class CoreProtocol(asyncio.DatagramProtocol):
             log.exception("%s: core failed in datagrams_to_send", self.name)
             out = []
         self._send(out)
-        self._drain_events()  # sending may have produced events (e.g. a give-up)
-        self._arm(now)
+        self._drain_events()
 
     def _drain_events(self) -> None:
         core = self.core
@@ -357,14 +362,7 @@ class CoreProtocol(asyncio.DatagramProtocol):
             self.stats["core_errors"] += 1
             log.exception("%s: core failed in handle_timer", self.name)
         self._drain_events()
-        try:
-            out = self.core.datagrams_to_send(now)
-        except Exception:
-            self.stats["core_errors"] += 1
-            log.exception("%s: core failed in datagrams_to_send", self.name)
-            out = []
-        self._send(out)
-        self._drain_events()
+        self._send_due(now)
         self._arm(now, after_timer=True)
 
     # ------------------------------------------------------------------ lifetime

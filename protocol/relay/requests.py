@@ -236,17 +236,17 @@ class Requests:
         snap = m.snapshot
         offset = max(0, min(offset, len(snap)))
         # the frame without members, measured, plus each member's exact encoded size
-        empty = F.Joined(
-            cseq=cseq,
-            room=room.name,
-            nick=session.nick,
-            base=m.base,
-            join_seq=m.join_seq,
-            topic=room.topic,
-            members=[],
-            offset=offset,
-            total=len(snap),
-        )
+        fields = {
+            "cseq": cseq,
+            "room": room.name,
+            "nick": session.nick,
+            "base": m.base,
+            "join_seq": m.join_seq,
+            "topic": room.topic,
+            "offset": offset,
+            "total": len(snap),
+        }
+        empty = F.Joined(members=[], **fields)
         size = F.size_of(empty) + 3  # the members array header can grow to 3 bytes
         chunk: list[F.MemberInfo] = []
         for info in snap[offset:]:
@@ -255,17 +255,7 @@ class Requests:
                 break
             chunk.append(info)
             size += n
-        return F.Joined(
-            cseq=cseq,
-            room=room.name,
-            nick=session.nick,
-            base=m.base,
-            join_seq=m.join_seq,
-            topic=room.topic,
-            members=chunk,
-            offset=offset,
-            total=len(snap),
-        )
+        return F.Joined(members=chunk, **fields)
 
     def _names(self, session: Session, req: F.Req, now: float) -> F.Frame:
         room = session.rooms.get(req.room)

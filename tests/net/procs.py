@@ -147,6 +147,23 @@ class Proc:
         return f"<Proc {self.name} pid={self.pid} rc={self.proc.returncode}>"
 
 
+async def bound_port(p: Proc, what: str) -> int:
+    """The port `p` says it is bound to (its `udp://HOST:PORT` line on stderr)."""
+    found: list[int] = []
+
+    def started() -> bool:
+        for line in p.stderr:
+            m = _ADDR_RE.search(line)
+            if m:
+                found.append(int(m.group(2)))
+                return True
+        return not p.running
+
+    await p.wait_until(started, 15, f"the {what}'s udp:// line")
+    assert found, f"{what} did not start: {p.stderr}"
+    return found[0]
+
+
 class Procs:
     """Starts processes and remembers them so the fixture can kill leftovers by PID."""
 
@@ -167,19 +184,7 @@ class Procs:
 
     async def relay(self, bind: str, *extra: str, name: str = "relay") -> tuple[Proc, int]:
         p = await self.start(name, "relay", "--bind", bind, *extra)
-        found: list[int] = []
-
-        def started() -> bool:
-            for line in p.stderr:
-                m = _ADDR_RE.search(line)
-                if m:
-                    found.append(int(m.group(2)))
-                    return True
-            return not p.running
-
-        await p.wait_until(started, 15, "the relay's udp:// line")
-        assert found, f"relay did not start: {p.stderr}"
-        return p, found[0]
+        return p, await bound_port(p, "relay")
 
     async def listen(self, name: str, join: str, room: str, *extra: str) -> Proc:
         return await self.start(name, "listen", "--join", join, "--room", room, "--nick", name, *extra)

@@ -9,14 +9,11 @@ an impairment proxy would be bypassed as soon as gossip reveals the real address
 from __future__ import annotations
 
 import asyncio
-import re
 
 import pytest
 
 from .conftest import FAMILIES, hostport
-from .procs import FAST, lossy_cli
-
-_ADDR_RE = re.compile(r"udp://(\[[^\]]+\]|[^\s:]+):(\d+)")
+from .procs import FAST, bound_port, lossy_cli
 
 
 async def start_peer(
@@ -33,19 +30,7 @@ async def start_peer(
     for p in peers:
         args += ["--peer", p]
     proc = await procs.start(name, *args, *extra, stdin=stdin, cli=cli)
-    found: list[int] = []
-
-    def bound() -> bool:
-        for line in proc.stderr:
-            m = _ADDR_RE.search(line)
-            if m:
-                found.append(int(m.group(2)))
-                return True
-        return not proc.running
-
-    await proc.wait_until(bound, 15, "the udp:// line")
-    assert found, f"{name} did not start: {proc.stderr}"
-    return proc, hostport(host, found[0])
+    return proc, hostport(host, await bound_port(proc, name))
 
 
 def joined(proc, *nicks: str):
