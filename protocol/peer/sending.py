@@ -71,13 +71,19 @@ class Sending:
             self._failed.pop(m.local_id, None)
             self._events.append(E.PostAcknowledged(m.local_id, m.room, m.frame.lc))
 
-    def _on_ack(self, link: Link, ack: F.PeerAck, now: float) -> None:
-        lr = link.rooms.get(ack.room)
+    def _window(self, link: Link, name: str) -> tuple[LinkRoom, OutStream] | None:
+        """The member's send window for our stream `name` (its `target`), and the stream."""
+        lr = link.rooms.get(name)
         if lr is None or lr.target is None or not lr.member:
+            return None
+        out = self._stream(link, name)
+        return None if out is None else (lr, out)
+
+    def _on_ack(self, link: Link, ack: F.PeerAck, now: float) -> None:
+        found = self._window(link, ack.room)
+        if found is None:
             return
-        out = self._stream(link, ack.room)
-        if out is None:
-            return
+        lr, out = found
         tg = lr.target
         cum = min(ack.cum, out.seq)
         node = link.node
@@ -98,14 +104,11 @@ class Sending:
                     self._acked_by(m, node)
 
     def _on_nack(self, link: Link, nack: F.Nack, now: float) -> None:
-        lr = link.rooms.get(nack.room)
-        if lr is None or lr.target is None or not lr.member:
+        found = self._window(link, nack.room)
+        if found is None:
             return
-        out = self._stream(link, nack.room)
-        if out is None:
-            return
-        tg = lr.target
-        seqs = tg.nacked(nack.ranges, out.seq)
+        lr, out = found
+        seqs = lr.target.nacked(nack.ranges, out.seq)
         if seqs:
             self._resend(link, lr, out, seqs, now)
 
