@@ -28,7 +28,7 @@ CHILD = Path(__file__).with_name("_roomlog_child.py")
 
 
 def ev(text: str = "hi", ts: float = 1000.0, mid: int = 0, nick: str = "bob", kind: int = F.EV_MSG) -> F.Ev:
-    return F.Ev(kind, nick, text, ts, mid)
+    return F.Ev(kind=kind, nick=nick, text=text, ts=ts, mid=mid)
 
 
 @pytest.fixture(params=["memory", "sqlite", "jetstream"])
