@@ -98,6 +98,13 @@ def seed_log(n: int, room="lobby", epoch=7, word="filler") -> None:
         )
 
 
+def app_on_a_log(n: int):
+    """An app on #lobby whose log already has n lines (seq 1..n); the relay goes on from n."""
+    seed_log(n)
+    backend = LoggedBackend("alice", ["lobby"], first_seq=n)
+    return app_for(backend), backend
+
+
 async def live(pilot, app):
     await until(pilot, lambda: app.chat.state == "connected" and "lobby" in app.chat.rooms, "connected")
     await settle(pilot, app)
@@ -173,9 +180,7 @@ async def test_a_new_epoch_is_not_mistaken_for_the_logged_history():
 
 
 async def test_pgup_past_the_top_pages_back_through_the_log_to_the_start():
-    seed_log(450)
-    backend = LoggedBackend("alice", ["lobby"], first_seq=450)
-    app = app_for(backend)
+    app, backend = app_on_a_log(450)
     async with app.run_test(size=(100, 30)) as pilot:
         await live(pilot, app)
         assert [t for t in shown(app) if t.startswith("filler")] == [f"filler {i}" for i in range(251, 451)]
@@ -237,9 +242,7 @@ async def test_a_page_nobody_asked_for_or_with_hostile_events_changes_nothing():
 
 
 async def test_a_room_past_the_scrollback_while_scrolled_up_is_trimmed_at_the_bottom():
-    seed_log(m.SCROLLBACK + 300)
-    backend = LoggedBackend("alice", ["lobby"], first_seq=m.SCROLLBACK + 300)
-    app = app_for(backend)
+    app, _backend = app_on_a_log(m.SCROLLBACK + 300)
     async with app.run_test(size=(100, 30)) as pilot:
         await live(pilot, app)
         lines = app.chat.rooms["lobby"]
@@ -461,9 +464,7 @@ async def test_one_line_the_log_cannot_store_is_skipped_and_the_log_stays_on():
 
 
 async def test_scrolling_to_the_top_with_the_wheel_loads_the_previous_page():
-    seed_log(450)
-    backend = LoggedBackend("alice", ["lobby"], first_seq=450)
-    app = app_for(backend)
+    app, _backend = app_on_a_log(450)
     async with app.run_test(size=(100, 30)) as pilot:
         await live(pilot, app)
         assert "filler 250" not in shown(app)
