@@ -122,7 +122,8 @@ class LogCommands:
         self.chat.switch(room)
         self.refresh_ui()
         self.messages.show_line(line)
-        self._update_status()
+        # which line it was: the status line names it (a third of the way down the view)
+        self.flash(f"found: {_when(line.ts, self.chat.tz)[11:]} <{line.nick}> {cut(line.text, 60)}")
 
     def on_message_view_top_reached(self) -> None:
         self.older()

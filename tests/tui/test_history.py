@@ -16,7 +16,7 @@ from udproom.tui import model as m
 from udproom.tui.app import ChatApp
 from udproom.tui.search import SearchScreen
 
-from .conftest import T0, clock, settle, until
+from .conftest import T0, clock, settle, status, until
 from .demo import FakeBackend
 
 CIRCLE = "127.0.0.1:6000"  # FakeBackend's address: the circle of a backend started without a spec
@@ -290,6 +290,7 @@ async def test_search_lists_results_newest_first_and_enter_jumps_to_the_line():
         on_screen = visible[top : top + app.messages.scrollable_content_region.height]
         assert any(row.endswith("filler 127") for row in on_screen)
         assert any(row.endswith("filler 126") for row in on_screen)  # context around it
+        assert "found: " in status(app) and "<bob> filler 127" in status(app)
         texts = [t for t in shown(app) if t.startswith("filler")]
         assert texts == sorted(set(texts), key=lambda t: int(t.split()[1]))  # once each, in order
 
