@@ -58,6 +58,7 @@ from .reliability import (
     TokenBucket,
     iter_ranges,
 )
+from .roomlog import MemoryLog, RoomLog, StoreError
 
 Addr = tuple
 
@@ -87,6 +88,10 @@ class RelayConfig:
     max_parked: int = 10_000  # dropped sessions whose direct messages wait (oldest go first)
     max_parked_bytes: int = 64 * 1024 * 1024  # and all their messages together
     hello_burst: float = 200.0  # (a NAT or a test machine puts many clients behind one address)
+    page_rate: float = 10.0  # history pages per second per session (OP_HISTORY)
+    page_burst: float = 20.0
+    expire_every: float = 1.0  # retention: the room log's expire() runs this often...
+    expire_budget: int = 200  # ...deleting at most this many events each time
 
 
 # ----------------------------------------------------------------------------- relay events (logs)
@@ -193,6 +198,35 @@ class Stream:
         self.overhead = F.batch_overhead(name)
         self.max_event = F.MAX_DATAGRAM - DGRAM_HEAD - self.overhead
 
+    def start_at(self, last: int, topic: str = "") -> None:
+        """A room the log already has: its numbers continue after `last` (nothing cached yet)."""
+        self.seq = self.flushed = last
+        self.first = last + 1
+        self.topic = topic
+
+    def truncate(self, last: int) -> list[bytes]:
+        """Take back the events after `last` (a failed commit); returns them, oldest first."""
+        taken: list[bytes] = []
+        while self.seq > last and self.ring:
+            data = self.ring.pop()
+            self.times.pop()
+            self.bytes -= len(data) + EVENT_OVERHEAD
+            taken.append(data)
+            self.seq -= 1
+        self.seq = last
+        if not self.ring:
+            self.first = last + 1
+        self.flushed = min(self.flushed, last)
+        taken.reverse()
+        return taken
+
+    def drop_before(self, first: int) -> None:
+        """Retention moved the log's first kept sequence: the cache follows."""
+        while self.ring and self.first < first:
+            self.bytes -= len(self.ring.popleft()) + EVENT_OVERHEAD
+            self.times.popleft()
+            self.first += 1
+
     def append(self, ev: F.Ev, now: float) -> int:
         data = F.encode_item(ev)
         if len(data) > self.max_event:
@@ -219,19 +253,35 @@ class Stream:
         """Every kept event, decoded (tests and tools)."""
         return [F.decode_ev(d) for d in self.ring]
 
-    def batches(self, lo: int, hi: int):
+    def batches(self, lo: int, hi: int, older=None):
         """Encoded Batch frames covering lo..hi (inclusive), each fitting one datagram behind a
         session's Sid, as (first seq, event count, bytes); lazily, so a caller with a budget stops
-        early. An event too big for a datagram cannot be in the ring (`append` refuses it)."""
-        lo = max(lo, self.first)
+        early. An event too big for a datagram cannot be in the ring (`append` refuses it).
+        `older(lo, hi)`, when given, yields (seq, encoded event) for what the ring no longer has
+        (the room log); without it, the batches start at the ring."""
+        lo = max(lo, self.first) if older is None else lo
+        yield from self._pack(self._items(lo, hi, older), lo)
+
+    def _items(self, lo: int, hi: int, older):
+        ring, first = self.ring, self.first
+        if lo < first:
+            yield from older(lo, min(hi, first - 1))
+            lo = first
+        for s in range(lo, hi + 1):
+            yield s, ring[s - first]
+
+    def _pack(self, items, lo: int):
         room = F.MAX_DATAGRAM - DGRAM_HEAD
         overhead = self.overhead
         cur: list[bytes] = []
         start = lo
         size = overhead
-        ring, first = self.ring, self.first
-        for s in range(lo, hi + 1):
-            data = ring[s - first]
+        for s, data in items:
+            if cur and s != start + len(cur):  # (a hole: the log skipped what it no longer keeps)
+                yield start, len(cur), F.batch_item(self.name, start, cur)
+                cur, start, size = [], s, overhead
+            if not cur:
+                start = s
             n = len(data)
             if cur and size + n > room:
                 yield start, len(cur), F.batch_item(self.name, start, cur)
@@ -271,6 +321,7 @@ class Session:
         "nick",
         "nonce",
         "out",
+        "pages",
         "pending",
         "repair",
         "results",
@@ -302,6 +353,7 @@ class Session:
         self.rtt = RttEstimator(cfg.timing)
         self.bucket = TokenBucket(cfg.request_rate, cfg.request_burst, now)
         self.repair = RepairBudget(cfg.repair_window, cfg.timing.rto_min, now)
+        self.pages = TokenBucket(cfg.page_rate, cfg.page_burst, now)
         self.out: list[F.Frame] = []
         # direct messages: the cseqs of ours still waiting for their recipient, and theirs in our
         # inbox that a sender waits on (inbox seq -> (sender, cseq, result))
@@ -313,12 +365,33 @@ MAX_PENDING_REQUESTS = 1024
 MAX_RESULTS_KEPT = 1024
 
 
+#: the most events one history page (OP_HISTORY) returns
+MAX_PAGE = 100
+#: what a post refused because the room log could not store it says, before the log's own words
+NOT_STORED = "the relay could not store it"
+
+
 class Relay:
-    def __init__(self, config: RelayConfig | None = None) -> None:
+    """The relay. `log` is the room log (protocol/roomlog.py) rooms take their numbers from and
+    keep their events in: a MemoryLog (kept `config.ring` events per room) unless one is given.
+
+    Nothing is acknowledged before it is stored: a post's Result waits for the log's next commit,
+    made once per flush (`datagrams_to_send`) before anything for that group leaves, and events
+    are broadcast only once committed. If the commit fails, the group's posts (and topics) are
+    refused with the log's one-line reason, their numbers are handed out again, and presence
+    events (leave, nick, away) of the group are appended again for the next commit."""
+
+    def __init__(self, config: RelayConfig | None = None, log: RoomLog | None = None) -> None:
         self.config = cfg = config or RelayConfig()
         self.timing = cfg.timing
         self.cookies = CookieJar(cfg.secret)
-        self.epoch = cfg.epoch if cfg.epoch is not None else int.from_bytes(os.urandom(6), "big")
+        self.log = log if log is not None else MemoryLog(keep_days=None, keep_events=cfg.ring)
+        # The epoch names the history (the log's): a relay restarted on the same data keeps it, so
+        # its members resume where they were. (Sessions are protected by their own tokens.)
+        self.epoch = cfg.epoch if cfg.epoch is not None else self.log.epoch
+        # posts (and topics) waiting for the next commit: (session, cseq, Result, room)
+        self._unstored: list[tuple[Session, int, F.Result, str]] = []
+        self._next_expire = 0.0
         self.sessions: dict[Addr, Session] = {}
         self._tokens: dict[int, Session] = {}
         self._nicks: dict[str, Session] = {}  # nick_key -> session: nicks are unique per relay
@@ -352,6 +425,10 @@ class Relay:
                 "repair_limited",
                 "oversize",
                 "repeated",
+                "commits",
+                "commit_failures",
+                "refused_unstored",
+                "pages",
             ),
             0,
         )
@@ -405,6 +482,8 @@ class Relay:
                 return
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        if self._dirty or self._unstored:
+            self._commit()
         if self._dirty:
             for name in list(self._dirty):
                 room = self.rooms.get(name)
@@ -476,8 +555,10 @@ class Relay:
                     self._probe(stream, m, now)
                 else:
                     self._probes.schedule(m, m.probe_at)
+        if now >= self._next_expire:
+            self._expire(now)
         if self.sessions or self._parked:
-            self._arm(self._last_sweep + sweep)
+            self._arm(min(self._last_sweep + sweep, self._next_expire))
 
     def next_event(self):
         return self._events.popleft() if self._events else None
@@ -493,6 +574,89 @@ class Relay:
         self._parked.clear()
         self._parked_bytes = 0
         self.rooms.clear()
+
+    # ------------------------------------------------------------------ the room log
+
+    def _commit(self) -> str | None:
+        """Make the pending group durable; then (only then) the posts waiting on it are answered.
+        Returns None, or the log's one-line reason when the commit failed (the group is taken
+        back: its posts are refused, its presence events appended again)."""
+        log = self.log
+        try:
+            log.commit()
+        except StoreError as exc:
+            reason = str(exc)
+            log.rollback()
+            self.stats["commit_failures"] += 1
+            self._rewind(reason)
+            return reason
+        self.stats["commits"] += 1
+        unstored, self._unstored = self._unstored, []
+        for session, cseq, res, _room in unstored:
+            self._resolve(session, cseq, res)
+        return None
+
+    def _rewind(self, reason: str) -> None:
+        log = self.log
+        unstored, self._unstored = self._unstored, []
+        for session, cseq, res, room in unstored:
+            if res.seq and res.seq <= log.last_seq(room):  # a repeat of a post stored before
+                self._resolve(session, cseq, res)
+            else:
+                self.stats["refused_unstored"] += 1
+                self._resolve(session, cseq, _result(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {reason}", room))
+        for name in list(self._dirty):
+            room = self.rooms.get(name)
+            if room is None:
+                continue
+            taken = room.truncate(log.last_seq(name))
+            room.topic = log.topic(name)
+            for data in taken:
+                ev = F.decode_ev(data)
+                if ev.kind in _PRESENCE:  # it happened all the same: numbered again, kept for next time
+                    self._room_event(room, ev, room.last_active)
+
+    def _older(self, stream: Stream):
+        """Events the stream's ring no longer has, from the room log, as (seq, encoded): what
+        `Stream.batches` backfills, repairs and pages from. A read that fails ends it."""
+        if not stream.name:
+            return None
+        log, name = self.log, stream.name
+
+        def read(lo: int, hi: int):
+            while lo <= hi:
+                try:
+                    rows = log.read(name, lo, hi, limit=64)
+                except StoreError:
+                    return
+                if not rows:
+                    return
+                for seq, ev in rows:
+                    yield seq, F.encode_item(ev)
+                lo = rows[-1][0] + 1
+
+        return read
+
+    def _first(self, stream: Stream) -> int:
+        """The first sequence still kept: a room's is the log's (older ones are Gone)."""
+        if not stream.name:
+            return stream.first
+        try:
+            return min(stream.first, self.log.first_seq(stream.name))
+        except StoreError:
+            return stream.first
+
+    def _expire(self, now: float) -> None:
+        """Retention, a little at a time (from the timer): members behind the new start get Gone."""
+        self._next_expire = now + self.config.expire_every
+        try:
+            cut = self.log.expire(now + self.config.wall_offset, self.config.expire_budget)
+        except StoreError:
+            return
+        for name, first in cut.items():
+            room = self.rooms.get(name)
+            if room is not None:
+                room.drop_before(first)
 
     # ------------------------------------------------------------------ internals
 
@@ -724,9 +888,10 @@ class Relay:
         m.attempts += 1
         self._set_probe(m, now + m.session.rtt.backoff(m.attempts))
         start = m.acked + 1
-        if start < stream.first:  # said again on every probe until the member acks past it
-            self._queue(m.session, F.Gone(stream.name, stream.first))
-            start = stream.first
+        first = self._first(stream)
+        if start < first:  # said again on every probe until the member acks past it
+            self._queue(m.session, F.Gone(stream.name, first))
+            start = first
         seqs = [s for s in range(start, stream.flushed + 1) if s not in m.sacked]
         if seqs:
             self._resend(stream, m, seqs, now)
@@ -735,11 +900,13 @@ class Relay:
         """Resend `seqs` (sorted) to one member, as far as its session's repair budget allows (the
         rest waits for the next probe or NACK)."""
         session = m.session
-        if seqs[0] < stream.first:
-            self._queue(session, F.Gone(stream.name, stream.first))
-            seqs = [s for s in seqs if s >= stream.first]
+        first = self._first(stream)
+        if seqs[0] < first:
+            self._queue(session, F.Gone(stream.name, first))
+            seqs = [s for s in seqs if s >= first]
             if not seqs:
                 return
+        older = self._older(stream)
         addr = session.addr
         run_start = prev = seqs[0]
         runs = []
@@ -751,7 +918,7 @@ class Relay:
         runs.append((run_start, prev))
         st = self.stats
         for lo, hi in runs:
-            for first, count, item in stream.batches(lo, hi):
+            for first, count, item in stream.batches(lo, hi, older):
                 data = session.head + item
                 if not self._repair_ok(session, len(data), now):
                     return
@@ -776,7 +943,7 @@ class Relay:
         fan = room.fanout
         if fan is None:  # rebuilt when members come and go
             fan = room.fanout = [(m.base, m.session.head, m.session.addr) for m in members]
-        for first, _count, item in room.batches(lo, hi):
+        for first, _count, item in room.batches(lo, hi, self._older(room) if lo < room.first else None):
             n = len(out)
             out.extend([(head + item, addr) for base, head, addr in fan if base <= first])
             st["bytes_out"] += (len(out) - n) * (DGRAM_HEAD + len(item))
@@ -802,6 +969,11 @@ class Relay:
             if req.cseq in session.deferred:
                 return  # a direct message still on its way: the answer comes when it arrives
             res = session.results.get(req.cseq)
+            if type(res) is F.Req:  # a history page: served again (rate limited, under the budget)
+                res = self._page(session, res, now)
+                if type(res) is F.Req:
+                    return
+                self._store_result(session, req.cseq, res)
             if res is None:
                 res = self._stale(session, req)
             self._answer(session, res, now)
@@ -847,7 +1019,7 @@ class Relay:
             session.deferred.add(req.cseq)
             return
         self._store_result(session, req.cseq, res)
-        if type(res) is not F.Joined:  # a Joined was queued (or not) by `_answer`
+        if type(res) is not F.Joined and type(res) is not F.Req:  # (queued, or sent, already)
             self._queue(session, res)
 
     def _store_result(self, session: Session, cseq: int, res: F.Frame) -> None:
@@ -859,7 +1031,9 @@ class Relay:
         return round(now + self.config.wall_offset, 3)
 
     def _room_event(self, room: Stream, ev: F.Ev, now: float) -> int:
-        seq = room.append(ev, now)
+        """The room's next event: numbered by the log, pending until the next commit."""
+        seq = self.log.append(room.name, ev)
+        room.append(ev, now)  # (the ring is the recent cache in front of the log: same numbers)
         self._dirty.add(room.name)
         return seq
 
@@ -870,17 +1044,14 @@ class Relay:
             room = session.rooms.get(req.room)
             if room is None:
                 return _result(cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
-            if req.mid:
-                seen = room.mids.get(req.mid)
-                if seen is not None:
-                    return _result(cseq, F.RES_OK, seen, "", req.room)
+            seen = self._seq_of_mid(room, req.mid)
+            if seen is not None:  # (answered after the next commit all the same: it may be pending)
+                return self._after_commit(session, _result(cseq, F.RES_OK, seen, "", req.room))
             check_text(req.text, MAX_TEXT_BYTES)
             kind = F.EV_MSG if op == F.OP_POST else F.EV_ACTION
             seq = self._room_event(room, F.Ev(kind, session.nick, req.text, self._ts(now), req.mid), now)
-            if req.mid:
-                room.mids.add(req.mid, seq)
             self.stats["posts"] += 1
-            return _result(cseq, F.RES_OK, seq, "", req.room)
+            return self._after_commit(session, _result(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_JOIN:
             return self._join(session, req, now)
         if op == F.OP_NAMES:
@@ -913,8 +1084,9 @@ class Relay:
                 return _result(cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
             check_text(req.text, MAX_TOPIC_BYTES, "topic")
             room.topic = req.text
+            self.log.set_topic(room.name, req.text)
             seq = self._room_event(room, F.Ev(F.EV_TOPIC, session.nick, req.text, self._ts(now)), now)
-            return _result(cseq, F.RES_OK, seq, "", req.room)
+            return self._after_commit(session, _result(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_AWAY:
             check_text(req.text, MAX_AWAY_BYTES, "away message")
             if req.text == session.away:  # nothing changes: nothing to tell the rooms
@@ -925,7 +1097,97 @@ class Relay:
             return _result(cseq, F.RES_OK, 0, "", "")
         if op == F.OP_DIRECT:
             return self._direct(session, req, now)
+        if op == F.OP_HISTORY:
+            return self._page(session, req, now)
         return _result(cseq, F.RES_REFUSED, 0, f"unknown request {op}", req.room)
+
+    def _after_commit(self, session: Session, res: F.Result) -> None:
+        """Answer `res` (a post's, a topic's) once the group it is in is stored (None: deferred)."""
+        self._unstored.append((session, res.cseq, res, res.room))
+        return None
+
+    def _seq_of_mid(self, room: Stream, mid: int) -> int | None:
+        if not mid:
+            return None
+        try:
+            return self.log.seq_of_mid(room.name, mid)
+        except StoreError:
+            return None
+
+    def _new_room(self, name: str) -> Stream:
+        room = Stream(name, self.config.ring, self.config.ring_bytes)
+        log = self.log
+        try:
+            last, topic = log.last_seq(name), log.topic(name)
+        except StoreError:
+            last, topic = 0, ""
+        if last:
+            room.start_at(last, topic)
+        return room
+
+    def _page(self, session: Session, req: F.Req, now: float) -> F.Frame:
+        """Paging back (OP_HISTORY): the room's last `n` (at most MAX_PAGE) stored events before
+        sequence `arg` (0: the newest), in History frames of one datagram each. Rooms are public,
+        so no membership is needed. The answer costs more than the request: it is rate limited
+        per session and sent under its repair budget, newest events first, so a budget that
+        cannot pay for the whole page answers a shorter one (the client pages on from its `lo`).
+        When nothing can be sent now, the request itself is stored as the answer: its
+        retransmission is served again."""
+        cseq = req.cseq
+        name = canonical_room(req.room)
+        if not session.pages.take(now):
+            self.stats["rate_limited"] += 1
+            return req
+        log = self.log
+        limit = MAX_PAGE if req.n <= 0 else min(req.n, MAX_PAGE)
+        try:
+            last = log.last_seq(name)
+            before = last + 1 if req.arg <= 0 else min(req.arg, last + 1)
+            rows = log.before(name, before, limit)
+            first = log.first_seq(name)
+        except StoreError as exc:
+            return _result(cseq, F.RES_REFUSED, 0, f"the relay could not read the history: {exc}", name)
+        # newest first: datagrams of consecutive events, each a History frame
+        room_left = F.MAX_DATAGRAM - DGRAM_HEAD - F.size_of(F.History(cseq, name, before, before, before))
+        chunks: list[list[tuple[int, F.Ev]]] = []
+        cur: list[tuple[int, F.Ev]] = []
+        size = 0
+        for seq, ev in reversed(rows):
+            n = F.size_of(ev)
+            if n + 3 > room_left:  # (a maximal event under a long nick: it cannot travel alone)
+                break
+            if cur and size + n + 3 > room_left:
+                chunks.append(cur)
+                cur, size = [], 0
+            cur.append((seq, ev))
+            size += n
+        if cur:
+            chunks.append(cur)
+        avail = session.repair.available(now, self._rtt_of(session))
+        if avail <= 0:
+            self.stats["repair_limited"] += 1
+            return req
+        taken, cost = 0, 0
+        for _chunk in chunks:
+            nbytes = F.MAX_DATAGRAM  # at most
+            if taken and cost + nbytes > avail:
+                break
+            taken += 1
+            cost += nbytes
+        chunks = chunks[:taken]
+        lo = chunks[-1][-1][0] if chunks else before
+        hi = chunks[0][0][0] if chunks else before - 1
+        complete = lo <= first
+        self.stats["pages"] += 1
+        for chunk in reversed(chunks):
+            chunk.reverse()
+            frame = F.History(cseq, name, lo, hi, chunk[0][0], [ev for _s, ev in chunk], complete)
+            data = session.head + F.encode_item(frame)
+            session.repair.take(len(data), now, self._rtt_of(session))
+            self._emit(data, session.addr)
+        if not chunks:
+            self._queue(session, F.History(cseq, name, lo, hi, lo, [], complete))
+        return req
 
     def _join(self, session: Session, req: F.Req, now: float) -> F.Frame:
         cseq = req.cseq
@@ -936,6 +1198,9 @@ class Relay:
             return self._answer(session, self._joined(cseq, room, session, m, 0), now)
         if len(session.rooms) >= self.config.max_rooms_per_session:
             return _result(cseq, F.RES_REFUSED, 0, f"you are in {len(session.rooms)} rooms already", name)
+        # Members get everything up to now first (stored first), then the joiner is added with its
+        # backfill; nothing is pending from here on, so a room made afresh continues the log.
+        self._commit()
         room = self.rooms.get(name)
         if room is None:
             if len(self.rooms) >= self.config.max_rooms:
@@ -944,16 +1209,20 @@ class Relay:
                 if empty is None:
                     return _result(cseq, F.RES_REFUSED, 0, "the relay has too many rooms", name)
                 del self.rooms[empty]
-            room = self.rooms[name] = Stream(name, self.config.ring, self.config.ring_bytes)
+            room = self.rooms[name] = self._new_room(name)
         if len(room.members) >= self.config.max_members_per_room:
             return _result(cseq, F.RES_REFUSED, 0, f"#{name} is full", name)
-        # Members get everything up to now first, then the joiner is added with its backfill.
+        # The join itself is stored before it is answered: its number is then final.
         self._flush_room(room, now)
         self._dirty.discard(name)
         join_seq = self._room_event(room, F.Ev(F.EV_JOIN, session.nick, "", self._ts(now)), now)
-        base = max(room.first, join_seq - self.config.history)
-        if req.arg > 0:  # a member coming back: resume where it left off, if the ring has it
-            base = max(room.first, min(req.arg, join_seq))
+        failed = self._commit()
+        if failed is not None:
+            return _result(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {failed}", name)
+        first = self._first(room)
+        base = max(first, join_seq - self.config.history)
+        if req.arg > 0:  # a member coming back: resume where it left off, if the log has it
+            base = max(first, min(req.arg, join_seq))
         m = Member(session, room, base, join_seq)
         m.snapshot = self._snapshot(room, session)
         room.members[session.addr] = m
@@ -1136,6 +1405,9 @@ class Relay:
 
 
 _DM_IN = (F.EV_DM, F.EV_DM_ACTION)
+#: events that record what happened to a member, not what someone said: a failed commit numbers
+#: them again for the next one (a post or topic is refused instead)
+_PRESENCE = (F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)
 MAX_ECHO_BYTES = 100  # a Result echoes the request's room (or "@nick") only up to this size
 
 
