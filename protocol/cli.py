@@ -1,4 +1,5 @@
-"""The headless commands: `udproom relay`, `listen` and `send`, and `search` and `log` (the local log).
+"""The headless commands: `udproom relay`, `listen`, `send` and `history`, and `search` and `log`
+(the local log).
 
 These never import textual (nor udproom.tui): scripts and tests start them often, and
 `udproom relay` runs on servers. Exit codes: 0 done, 1 failed (no relay answering, refused,
@@ -27,7 +28,7 @@ from .names import NameError_, canonical_room, check_nick, check_text, default_n
 from .net.address import AddressError, format_address, parse_address
 from .reliability import Timing
 
-COMMANDS = ("relay", "listen", "send", "search", "log")
+COMMANDS = ("relay", "listen", "send", "history", "search", "log")
 log = logging.getLogger("udproom")
 
 
@@ -66,6 +67,16 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _at_least_zero(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (off) or more")
     return value
 
 
@@ -152,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "search the local log, print a room's transcript.",
     )
     sub = parser.add_subparsers(
-        dest="command", metavar="{relay,listen,send,search,log}", parser_class=_Parser
+        dest="command", metavar="{relay,listen,send,history,search,log}", parser_class=_Parser
     )
     sub.required = True
 
@@ -160,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         "relay",
         help="run a relay that rooms live on",
         description="Run a relay. Prints 'udp://HOST:PORT' on stderr once it is listening. "
+        "Rooms are kept in SQLite under the user data directory (or --data DIR, or "
+        "$UDPROOM_DATA_DIR/relay): a restarted relay continues them. "
         "Ctrl+C or SIGTERM says goodbye to every client and exits.",
     )
     relay.add_argument(
@@ -167,6 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=":6000",
         metavar="[HOST]:PORT",
         help="where to listen (default ':6000' = every interface, IPv4 and IPv6; port 0 = any free port)",
+    )
+    relay.add_argument("--data", metavar="DIR", help="keep the rooms' history in DIR (SQLite, WAL)")
+    relay.add_argument(
+        "--memory", action="store_true", help="keep history in memory only: a restart forgets every room"
+    )
+    relay.add_argument(
+        "--fsync",
+        action="store_true",
+        help="wait for the disk on every commit (synchronous=FULL): a power loss loses nothing acknowledged",
+    )
+    relay.add_argument(
+        "--keep-days",
+        type=_at_least_zero,
+        default=30,
+        metavar="N",
+        help="delete events older than N days (default 30; 0 = keep them)",
+    )
+    relay.add_argument(
+        "--keep-events",
+        type=_at_least_zero,
+        default=100_000,
+        metavar="N",
+        help="keep at most N events per room (default 100000; 0 = no cap)",
     )
     _add_common(relay)
 
@@ -203,6 +239,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("text", nargs="*", metavar="TEXT", help="the message (default: stdin lines)")
     _add_common(send)
+
+    history = sub.add_parser(
+        "history",
+        help="print a room's older events from the relay as JSON lines",
+        description="Ask the relay for ROOM's events before sequence SEQ (default: the newest), at "
+        "most N, and print them oldest first as JSON lines (the objects `listen` prints). "
+        "Does not join the room.",
+    )
+    history.add_argument(
+        "--join", required=True, metavar="HOST:PORT", help="the relay ('[::1]:6000' for IPv6)"
+    )
+    history.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
+    history.add_argument("--nick", help="nick to use (default: your login name)")
+    history.add_argument(
+        "--before", type=_count, metavar="SEQ", help="events with sequence numbers below SEQ (default: all)"
+    )
+    history.add_argument(
+        "--limit", type=_count, default=100, metavar="N", help="at most N events (default and most: 100)"
+    )
+    history.add_argument(
+        "--timeout",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up after SECONDS (default 10)",
+    )
+    _add_common(history)
 
     search = sub.add_parser(
         "search",
@@ -332,11 +395,15 @@ async def _run_relay(args: argparse.Namespace) -> int:
 
     timing = _timing(args)
     config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
-    server = RelayServer(args.bind, config)
+    room_log = _open_room_log(args)
+    server = RelayServer(args.bind, config, log=room_log)
     try:
         host, port = await server.start()
     except AddressError as exc:
+        room_log.close()
         raise Failure(str(exc)) from None
+    where = getattr(room_log, "path", None)
+    _say("relay", f"rooms kept in {where}" if where else "rooms kept in memory only (--memory)")
     stop = asyncio.Event()
     _on_signals(asyncio.get_running_loop(), stop.set)
     others = ", ".join(server.addresses())
@@ -352,6 +419,25 @@ async def _run_relay(args: argparse.Namespace) -> int:
         f" {stats.get('unauthenticated', 0) + stats.get('unknown_source', 0)} unauthenticated datagrams",
     )
     return 0
+
+
+def _open_room_log(args: argparse.Namespace) -> Any:
+    """The relay's room log from --data / --memory / --fsync / --keep-*: a one-line Failure when
+    it cannot be opened (another relay holds it, damaged, read-only)."""
+    from .roomlog import StoreError, open_log
+
+    if args.memory and (args.data is not None or args.fsync):
+        raise UsageError("--memory keeps nothing on disk: it cannot be combined with --data or --fsync")
+    try:
+        return open_log(
+            args.data,
+            memory=args.memory,
+            fsync=args.fsync,
+            keep_days=args.keep_days or None,
+            keep_events=args.keep_events or None,
+        )
+    except StoreError as exc:
+        raise Failure(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- listen
@@ -559,6 +645,55 @@ async def _drive(
         _say(command, state["error"])
         return 1
     return 0
+
+
+# ----------------------------------------------------------------------------- history
+
+
+async def _run_history(args: argparse.Namespace, room: str, nick: str) -> int:
+    """Connect (no join), ask for one page, print it oldest first, exit."""
+    from .net.runners import RelayClient
+
+    client = RelayClient(args.join, nick, [], timing=_timing(args))
+    done = asyncio.Event()
+    state: dict = {"error": None, "interrupted": False, "asked": False, "connected": False}
+
+    def finish(error: str | None = None) -> None:
+        if error and state["error"] is None:
+            state["error"] = error
+        done.set()
+
+    out = _Output(lambda: finish())
+
+    def emit(ev: Any) -> None:
+        if done.is_set():
+            return
+        if isinstance(ev, E.Connected):
+            state["connected"] = True
+            if not state["asked"]:
+                state["asked"] = True
+                client.page_back(room, args.before or 0, args.limit)
+            return
+        if isinstance(ev, E.HistoryPage):
+            if ev.room != room:
+                return
+            for e in ev.events:
+                obj = _event_json(e)
+                if obj is not None:
+                    out.write(obj)
+            finish()
+            return
+        if isinstance(ev, E.RequestRefused) and ev.what == "history":
+            finish(f"history refused: {ev.reason}")
+            return
+        _report(ev, "history", finish)
+
+    def timeout_error(_args: argparse.Namespace, st: dict) -> str:
+        if not st["connected"]:
+            return f"timed out after {args.timeout:g}s without an answer from {_where(args)}"
+        return f"timed out after {args.timeout:g}s waiting for the history of #{room}"
+
+    return await _drive(client, emit, done, state, args, "history", timeout_error)
 
 
 # ----------------------------------------------------------------------------- send
@@ -789,6 +924,14 @@ def main(argv: list[str] | None = None) -> int:
         if command == "relay":
             parse_address(args.bind, allow_empty_host=True)
             return _run(lambda: _run_relay(args))
+        if command == "history":
+            parse_address(args.join)
+            try:
+                room = canonical_room(args.room)
+                nick = check_nick(args.nick) if args.nick is not None else _default_nick()
+            except NameError_ as exc:
+                raise UsageError(str(exc)) from None
+            return _run(lambda: _run_history(args, room, nick))
         if command in ("search", "log"):
             try:
                 room = _log_room(args.room) if args.room is not None else None

@@ -565,6 +565,7 @@ class Relay:
 
     def shutdown(self, now: float) -> None:
         """Say goodbye to everyone; datagrams_to_send then returns the farewells."""
+        self._commit()  # what is pending is stored (and answered) before the goodbyes
         self._closing = True
         for session in list(self.sessions.values()):
             self._send_now(session, [F.Bye("relay shutting down")])

@@ -1,4 +1,4 @@
-"""For every test: no DNS traffic."""
+"""For every test: no DNS traffic, and a data directory of its own (never the user's)."""
 
 import socket
 
@@ -17,3 +17,10 @@ def _no_real_dns(monkeypatch):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def _own_data_dir(monkeypatch, tmp_path_factory):
+    """UDPROOM_DATA_DIR in a fresh temporary directory: an app hosting a relay, or a relay started
+    without --data, keeps its log there, not in the user's data directory."""
+    monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path_factory.mktemp("data")))
