@@ -485,11 +485,15 @@ class Relay:
         if self._dirty or self._unstored:
             self._commit()
         if self._dirty:
-            for name in list(self._dirty):
+            dirty, self._dirty = self._dirty, set()
+            for name in dirty:
                 room = self.rooms.get(name)
                 if room is not None:
                     self._flush_room(room, now)
-            self._dirty.clear()
+                    if room.flushed < room.seq:  # a failed commit left events to store first
+                        self._dirty.add(name)
+            if self._dirty:
+                self._arm(now + self.timing.rto_min)  # try the commit again
         if self._dirty_sessions:
             for session in self._dirty_sessions:
                 if session.out:
@@ -931,10 +935,15 @@ class Relay:
 
     def _flush_room(self, room: Stream, now: float) -> None:
         """Broadcast events not yet sent: each batch is encoded once and every member gets the same
-        bytes behind its own Sid."""
+        bytes behind its own Sid. Only what the log has stored leaves."""
         lo, hi = room.flushed + 1, room.seq
         if lo > hi:
             return
+        stored = self.log.last_seq(room.name)
+        if stored < hi:
+            hi = stored
+            if lo > hi:
+                return
         room.flushed = hi
         members = list(room.members.values())
         if not members:
