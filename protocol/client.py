@@ -509,6 +509,11 @@ class ClientSession:
             else:
                 self._events.append(E.PostAcknowledged(req.local_id, room, res.seq))
             return
+        if res.code == F.RES_STALE and op == F.OP_HISTORY:
+            # too old for the relay to remember (it forgets old answers): the page is still wanted
+            req.cseq, req.attempts = 0, 0
+            self._outbox.appendleft(req)
+            return
         if res.code == F.RES_STALE and op in (F.OP_JOIN, F.OP_NAMES):
             # Too old for the relay to remember, and its answer never reached us: a join must
             # complete whatever happened to it, so ask again with a fresh request.

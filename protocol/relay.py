@@ -367,6 +367,8 @@ MAX_RESULTS_KEPT = 1024
 
 #: the most events one history page (OP_HISTORY) returns
 MAX_PAGE = 100
+#: the most events one probe (or a join's backfill) looks at: the rest comes with the next probe
+REPAIR_SPAN = 4096
 #: what a post refused because the room log could not store it says, before the log's own words
 NOT_STORED = "the relay could not store it"
 
@@ -897,7 +899,8 @@ class Relay:
         if start < first:  # said again on every probe until the member acks past it
             self._queue(m.session, F.Gone(stream.name, first))
             start = first
-        seqs = [s for s in range(start, stream.flushed + 1) if s not in m.sacked]
+        end = min(stream.flushed, start + REPAIR_SPAN - 1)  # (the log may hold far more than a ring)
+        seqs = [s for s in range(start, end + 1) if s not in m.sacked]
         if seqs:
             self._resend(stream, m, seqs, now)
 
@@ -1243,7 +1246,7 @@ class Relay:
         # repair under the same budget; what does not fit now, probes send later.
         joined = self._answer(session, self._joined(cseq, room, session, m, 0), now)
         if base < join_seq:
-            self._resend(room, m, list(range(base, join_seq)), now)
+            self._resend(room, m, list(range(base, min(join_seq, base + REPAIR_SPAN))), now)
         # Karn: acks of the backfill say nothing about the RTT (those events are old)
         m.last_retx = join_seq - 1
         self._set_probe(m, now + session.rtt.rto)

@@ -302,3 +302,36 @@ def test_a_page_too_big_for_the_budget_is_cut_from_the_oldest_end():
     assert hi == 300 and lo > 201 and not parts[0].complete  # ~1 KB events: the budget pays ~24
     got = sorted(s for p in parts for s in range(p.seq, p.seq + len(p.events)))
     assert got == list(range(lo, hi + 1))
+
+
+def test_a_history_request_answered_stale_is_asked_again():
+    from udproom.protocol.client import ClientSession
+
+    c = ClientSession("ann", T)
+    c.connect(RELAY, 0.0)
+    hello = F.decode(c.datagrams_to_send(0.0)[0][0])[0]
+    c.receive_datagram(F.encode([F.Welcome(F.VERSION, "ann", 9, 5000, 20000, 77, hello.nonce)]), RELAY, 0.1)
+    c.page_back(ROOM, 50, 10, 0.2)
+    sent = [f for d, _ in c.datagrams_to_send(0.2) for f in F.decode(d) if type(f) is F.Req]
+    (req,) = [f for f in sent if f.op == F.OP_HISTORY]
+    assert (req.room, req.arg, req.n) == (ROOM, 50, 10)
+    c.receive_datagram(F.encode([F.Sid(77), F.Result(req.cseq, F.RES_STALE)]), RELAY, 0.3)
+    again = [f for d, _ in c.datagrams_to_send(0.3) for f in F.decode(d) if type(f) is F.Req]
+    assert [(f.op, f.arg, f.n) for f in again] == [(F.OP_HISTORY, 50, 10)] and again[0].cseq != req.cseq
+    # the answer, in two parts (one repeated): one HistoryPage, oldest first, all history
+    evs = [F.Ev(F.EV_MSG, "bob", f"m{s}", 1.0) for s in range(40, 50)]
+    for seq, part in ((45, evs[5:]), (45, evs[5:]), (40, evs[:5])):
+        h = F.History(again[0].cseq, ROOM, 40, 49, seq, part, False)
+        c.receive_datagram(F.encode([F.Sid(77), h]), RELAY, 0.4)
+    pages = []
+    while (ev := c.next_event()) is not None:
+        if isinstance(ev, E.HistoryPage):
+            pages.append(ev)
+    (page,) = pages
+    assert page.before == 50 and not page.complete
+    assert [(e.seq, e.text, e.history) for e in page.events] == [(s, f"m{s}", True) for s in range(40, 50)]
+    # a part that answers something else (above what was asked) is not believed
+    c.page_back(ROOM, 50, 10, 0.5)
+    (r2,) = [f for d, _ in c.datagrams_to_send(0.5) for f in F.decode(d) if type(f) is F.Req]
+    c.receive_datagram(F.encode([F.Sid(77), F.History(r2.cseq, ROOM, 45, 60, 45, [], False)]), RELAY, 0.6)
+    assert not [e for e in iter(c.next_event, None) if isinstance(e, E.HistoryPage)]
