@@ -33,10 +33,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from textual import events
 
+from tests.tui.demo import FakeBackend  # the test double of a backend
 from udproom.protocol import events as ev
 from udproom.tui import model as m
 from udproom.tui.app import ChatApp
-from udproom.tui.demo import FakeBackend
 
 ROOMS = ["lobby", "dev", "random", "ops", "music"]
 T0 = 1_780_000_000.0
@@ -88,7 +88,7 @@ async def ingest(evs: list, chunk: int = 1000) -> tuple[float, int]:
             await asyncio.sleep(0.001)  # the network hands over a chunk per millisecond or so
         while True:
             lines = app.chat.rooms["lobby"].lines
-            if not app._inbox and not app._flush_requested and lines and lines[-1].text == last_text:
+            if not app.events_waiting and lines and lines[-1].text == last_text:
                 break
             await asyncio.sleep(0.001)
         await pilot.pause()  # and the screen has been updated

@@ -370,7 +370,8 @@ def _say(command: str, text: str) -> None:
         pass
 
 
-def _default_nick() -> str:
+def login_nick() -> str:
+    """The default nick: made from the login name (the app's and the headless commands')."""
     try:
         login = getpass.getuser()
     except Exception:
@@ -928,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
             parse_address(args.join)
             try:
                 room = canonical_room(args.room)
-                nick = check_nick(args.nick) if args.nick is not None else _default_nick()
+                nick = check_nick(args.nick) if args.nick is not None else login_nick()
             except NameError_ as exc:
                 raise UsageError(str(exc)) from None
             return _run(lambda: _run_history(args, room, nick))
@@ -951,7 +952,7 @@ def main(argv: list[str] | None = None) -> int:
                 parse_address(peer)
         try:
             room = canonical_room(args.room)
-            nick = check_nick(args.nick) if args.nick is not None else _default_nick()
+            nick = check_nick(args.nick) if args.nick is not None else login_nick()
         except NameError_ as exc:
             raise UsageError(str(exc)) from None
         if command == "listen":

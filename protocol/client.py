@@ -36,6 +36,7 @@ IDLE, HANDSHAKE, CONNECTED, WAITING, CLOSED = "idle", "handshake", "connected", 
 MAX_INFLIGHT = 256
 MAX_PAGE = 100  # events per history page (the relay's bound too)
 MAX_OUTBOX = 5000
+OWN_MIDS = 8192  # our recent posts whose copy from the relay is matched to the local id
 ACK_EVERY = 128  # or after ack_delay; gaps and duplicates are acked at once
 
 
@@ -104,7 +105,7 @@ class ClientSession:
         self._failed: dict[int, Request] = {}
         self._next_cseq = 1
         self._next_local = 1
-        self._own_mids = DedupeWindow(8192)
+        self._own_mids: OrderedDict[int, int] = OrderedDict()  # our posts: mid -> local id (newest)
         self._seen_mids = DedupeWindow(16384)
         self._nonce = 0
         self._cookie = b""
@@ -175,8 +176,7 @@ class ClientSession:
                 raise NameError_(f"you are not in #{name}")
             req = Request(F.OP_ACTION if action else F.OP_POST, name, text)
         req.mid = int.from_bytes(os.urandom(8), "big") >> 1 or 1
-        self._own_mids.add(req.mid)
-        return self._enqueue(req, now)
+        return self._own(req.mid, self._enqueue(req, now))
 
     def retry(self, local_id: int, now: float) -> int:
         old = self._failed.pop(local_id, None)
@@ -184,7 +184,16 @@ class ClientSession:
             raise NameError_("that message is not waiting for a retry")
         # same mid: if the first attempt did land after all, the relay answers with its seq
         req = Request(old.op, old.room, old.text, old.mid, old.arg)
-        return self._enqueue(req, now)
+        return self._own(req.mid, self._enqueue(req, now))
+
+    def _own(self, mid: int, local_id: int) -> int:
+        """Remember that `mid` is our post `local_id` (its copy from the relay carries it)."""
+        own = self._own_mids
+        own[mid] = local_id
+        own.move_to_end(mid)
+        if len(own) > OWN_MIDS:
+            own.popitem(last=False)
+        return local_id
 
     def set_nick(self, nick: str, now: float) -> None:
         check_nick(nick)
@@ -757,8 +766,10 @@ class ClientSession:
         """The app's event for a room event (None for a kind rooms do not have)."""
         kind = ev.kind
         if kind == F.EV_MSG or kind == F.EV_ACTION:
+            local_id = self._own_mids.get(ev.mid, 0)
             own = ev.mid in self._own_mids
-            return E.MessageReceived(name, seq, ev.nick, ev.text, ev.ts, kind == F.EV_ACTION, hist, own)
+            action = kind == F.EV_ACTION
+            return E.MessageReceived(name, seq, ev.nick, ev.text, ev.ts, action, hist, own, local_id)
         if kind == F.EV_JOIN:
             return E.MemberJoined(name, seq, ev.nick, ev.ts, hist)
         if kind == F.EV_LEAVE:
@@ -792,6 +803,7 @@ class ClientSession:
                     action,
                     False,
                     sent,
+                    self._own_mids.get(ev.mid, 0) if sent else 0,
                 )
             )
 

@@ -122,6 +122,7 @@ class MessageReceived:
     action: bool = False  # /me
     history: bool = False
     mine: bool = False  # posted by this session
+    local_id: int = 0  # ours: the id `post()` returned for it (0: unknown or not ours)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,11 @@ async def main() -> None:
             await settle(pilot)
             app.input.cursor_blink = False
             app.save_screenshot("main.svg", str(OUT))
+            app.theme = "textual-light"  # the same screen in a light theme (--theme textual-light)
+            await settle(pilot)
+            app.save_screenshot("main-light.svg", str(OUT))
+            app.theme = "tokyo-night"
+            await settle(pilot)
 
             await pilot.press("alt+2")
             await settle(pilot)

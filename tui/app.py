@@ -1,5 +1,9 @@
 """The udproom chat app: three panes, topic, input and status lines.
 
+`ChatApp` is composition, bindings and routing; what it routes to lives beside it: the session
+lifecycle in `lifecycle.py` (`Sessions`), the slash commands in `handlers.py` (`Commands`), the
+status and topic lines in `statusline.py`, the state in `model.py`.
+
 Networking runs in one async worker on Textual's own loop (`_network`). Backend events are
 buffered by `_emit` and folded into the ChatModel in batches (`_flush`), at most every
 `flush_interval` seconds, so a flood of messages costs one screen update per batch.
@@ -7,38 +11,35 @@ buffered by `_emit` and folded into the ChatModel in batches (`_flush`), at most
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import math
-import os
-import signal
 import time
 from datetime import tzinfo
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
-from udproom.protocol import events as ev
 from udproom.protocol.backend import OutboxFull
-from udproom.protocol.names import MAX_AWAY_BYTES, MAX_TOPIC_BYTES, NameError_, check_text, is_direct
+from udproom.protocol.names import is_direct
 
 from . import commands
 from . import config as config_mod
 from . import model as m
+from .handlers import Commands
 from .keys import install_alt_digits
+from .lifecycle import Sessions
 from .palette import UdproomCommands
-from .screens import ConfirmPaste, ConfirmQuit, ConnectScreen, HelpScreen, QuickSwitcher
-from .session import Spec, SpecError, check
+from .screens import ConfirmPaste, HelpScreen, QuickSwitcher
+from .session import Spec
+from .statusline import StatusLine, TopicLine
+from .theme import DEFAULT_THEME, Palette, palette_for, theme_names
 from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
 
 NARROW = 80
 PASTE_LINES = 5  # a longer multi-line paste asks before sending one message per line
-STICKY_SECONDS = 8.0  # a refusal stays in the status line this long (or until the next keystroke)
 
 # Alt+1..Alt+9 arrive as `alt+N` in real terminals too (keys.py remaps Textual's ESC+digit
 # table, which would otherwise report the macOS Option characters ¡ ™ £ ¢ ∞ § ¶ • ª).
@@ -69,46 +70,17 @@ def key_label(key: str) -> str:
     return "+".join(out)
 
 
-class NetReady(Message):
-    pass
-
-
-class NetFailed(Message):
-    def __init__(self, spec: Spec | None, reason: str) -> None:
-        super().__init__()
-        self.spec = spec
-        self.reason = reason
-
-
 class FlushRequest(Message):
     pass
 
 
-def describe_error(e: BaseException, spec: Spec | None = None) -> str:
-    if isinstance(e, OSError):
-        where = spec.address if spec and spec.address else "that address"
-        if e.errno == errno.EADDRINUSE:
-            return f"cannot listen on {where}: the port is already in use"
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return f"cannot listen on {where}: permission denied (ports below 1024 need root)"
-        if e.errno == errno.EADDRNOTAVAIL:
-            return f"cannot use {where}: no interface of this machine has that address"
-        if isinstance(e, __import__("socket").gaierror):
-            return f"cannot resolve {where}: {e.strerror or e}"
-        return f"network error: {e.strerror or e}"
-    if isinstance(e, ImportError):
-        return f"networking is not available: {e}"
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text
-
-
-class ChatApp(App[int]):
+class ChatApp(Sessions, Commands, App[int]):
     CSS_PATH = "udproom.tcss"
     TITLE = "udproom"
     COMMAND_PALETTE_BINDING = "f10"
     ENABLE_COMMAND_PALETTE = True
     # udproom's commands only: Textual's system commands (Keys, Theme, Maximize, Screenshot...)
-    # do nothing useful here (the colours are udproom's own) and its Quit would skip the goodbyes
+    # do nothing useful here (the theme is chosen with --theme) and its Quit would skip the goodbyes
     COMMANDS = {UdproomCommands}
 
     BINDINGS = [
@@ -156,10 +128,12 @@ class ChatApp(App[int]):
         flush_interval: float = 0.05,
         connect_error: str = "",
         timing=None,
+        theme: str | None = None,
     ) -> None:
         super().__init__()
-        self.theme = "tokyo-night"
         self.config = config if config is not None else config_mod.load()
+        wanted = theme or self.config.theme
+        self.theme = wanted if wanted in theme_names() else DEFAULT_THEME
         self.save_config = save_config
         self.spec = spec
         self._initial_backend = backend
@@ -178,19 +152,21 @@ class ChatApp(App[int]):
         self.show_rooms: bool | None = None  # None: by width
         self.show_members: bool | None = None
         self._narrow = False
-        self._flash = ""
-        self._flash_until = 0.0
-        self._flash_until_room: str | None = None
         self._from_connect = False  # this session was chosen on the connect screen
         self._errors = 0  # inline errors shown (a submitted line that caused one stays in the input)
         self._remember: Spec | None = None  # saved to "recent" once it has connected
         self._server = None  # host mode: the relay running in this app
         self._keep_nick = False  # a connect-screen session: the saved nick follows the one in use
 
+    @property
+    def palette(self) -> Palette:
+        """The colours of the current theme, for text drawn in Python."""
+        return palette_for(self.current_theme)
+
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield Static(id="topic")
+        yield TopicLine(id="topic")
         with Horizontal(id="panes"):
             with VerticalScroll(id="rooms-pane"):
                 yield RoomList(self.chat, id="rooms")
@@ -201,17 +177,20 @@ class ChatApp(App[int]):
         with Horizontal(id="input-row"):
             yield Static(id="prompt")
             yield ChatInput(id="input", placeholder="type a message, /help for commands")
-        yield Static(id="status")
+        yield StatusLine(id="status")
 
     def on_mount(self) -> None:
         self.messages = self.query_one(MessageView)
         self.room_list = self.query_one(RoomList)
         self.member_list = self.query_one(MemberList)
         self.input = self.query_one(ChatInput)
+        self.topic_line = self.query_one(TopicLine)
+        self.status_line = self.query_one(StatusLine)
         self.input.focus()
         self._apply_panes(self.size.width)
         self.refresh_ui(full=True)
-        self.set_interval(1.0, self._tick)
+        self.theme_changed_signal.subscribe(self, lambda _theme: self.refresh_ui(full=True))
+        self.set_interval(1.0, self.tick)
         self._catch_hangup()
         if self._initial_backend is not None:
             self.start(backend=self._initial_backend)
@@ -219,38 +198,6 @@ class ChatApp(App[int]):
             self.start(spec=self.spec)
         else:
             self.show_connect(self.connect_error)
-
-    def _catch_hangup(self) -> None:
-        """The terminal closed (SIGHUP) or a polite kill (SIGTERM): say goodbye like Ctrl+Q
-        instead of letting the others see us time out."""
-        self._signals: list[int] = []
-        try:
-            loop = asyncio.get_running_loop()
-            for sig, handler in ((signal.SIGHUP, self._hangup), (signal.SIGTERM, self.polite_quit)):
-                loop.add_signal_handler(sig, handler)
-                self._signals.append(sig)
-        except (AttributeError, NotImplementedError, RuntimeError, ValueError):
-            pass  # no such signals (Windows) or not the main thread
-
-    def _hangup(self) -> None:
-        """The terminal is gone: say goodbye on the network, then end the process without
-        touching the screen (Textual's shutdown writes to the dead terminal and blocks forever)."""
-        self.run_worker(self._leave_then_exit(), group="quit")
-
-    async def _leave_then_exit(self) -> None:
-        await self._say_goodbye(1.0)
-        self._exit_process()
-
-    def _exit_process(self) -> None:
-        os._exit(0)
-
-    def on_unmount(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-            for sig in getattr(self, "_signals", []):
-                loop.remove_signal_handler(sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
 
     def on_resize(self, event) -> None:
         self._apply_panes(event.size.width)
@@ -274,142 +221,6 @@ class ChatApp(App[int]):
     def action_toggle_members(self) -> None:
         self.show_members = not self.query_one("#members-pane").display
         self._apply_panes(self.size.width)
-
-    # ------------------------------------------------------------------ sessions
-
-    def show_connect(self, error: str = "", spec: Spec | None = None) -> None:
-        self.push_screen(ConnectScreen(self.config, error, spec), self._connect_chosen)
-
-    def _connect_chosen(self, spec: Spec | None) -> None:
-        if spec is None:
-            return
-        self.start(spec=spec)
-        self._from_connect = self.chat.esc_back = True
-
-    def _remember_connected(self) -> None:
-        """Save the address to "recent" only once it has connected. The nick, mode and rooms are
-        remembered only when chosen on the connect screen (a run with `--nick throwaway` does not
-        overwrite them); after that the nick follows the one in use (a refused one is replaced
-        by the one the relay accepts)."""
-        spec, self._remember = self._remember, None
-        if spec is None or not self.save_config:
-            return
-        if self._from_connect:
-            self.config.remember(spec.mode, spec.address, spec.nick, spec.rooms)
-            self._keep_nick = True
-        else:
-            self.config.remember(self.config.mode, spec.address, self.config.nick, self.config.rooms)
-        self._save_config()
-
-    def _save_config(self) -> None:
-        err = config_mod.save(self.config)
-        if err:
-            self.chat.add_local(None, m.ERROR, err)
-
-    def action_back(self) -> None:
-        """Esc: back to the connect screen while a session chosen there has never connected."""
-        if not (self._from_connect and not self.chat.connected_once and self.spec is not None):
-            return
-        spec = self.spec
-        self._stop()
-        self.chat.state = "disconnected"
-        self.show_connect(f"no answer from {spec.address}" if spec.mode == "join" else "", spec)
-        self.refresh_ui()
-
-    def _stop(self) -> None:
-        if self.backend is not None:
-            try:
-                self.backend.close()
-            except Exception:
-                pass
-        self.backend = None
-        self.workers.cancel_group(self, "net")
-
-    def start(self, spec: Spec | None = None, backend=None, running=None, held=()) -> None:
-        """Drop the current session (if any) and run a new one. `running`: the task of a backend
-        already started (by /connect, which waited for it to answer); `held`: its events so far."""
-        if self.backend is not None:
-            try:
-                self.backend.close()
-            except Exception:
-                pass
-        self.backend = None
-        self._from_connect = self.chat.esc_back = self._keep_nick = False
-        self._remember = spec
-        chat = self.chat
-        chat.connected_once = False
-        for name in list(chat.rooms):
-            chat.remove_room(name)
-        chat.pending.clear()
-        chat.share = []
-        chat.away = None
-        chat.state = "connecting"
-        chat.mode = ""
-        chat.stamp_order = False
-        chat.rtt = None
-        chat.outage = None
-        if spec is not None:
-            chat.set_nick(spec.nick)
-            chat.address = spec.address
-            chat.auto_switch.update(spec.rooms[:1])
-        elif backend is not None:
-            chat.set_nick(backend.nick)
-        self._inbox.clear()
-        self.spec = spec
-        self._network(spec, backend, running)
-        for event in held:
-            self._emit(event)
-        self.refresh_ui(full=True)
-
-    @work(exclusive=True, group="net", exit_on_error=False)
-    async def _network(self, spec: Spec | None, backend, running=None) -> None:
-        server = None
-        try:
-            if backend is None:
-                from . import session
-
-                try:
-                    backend, server, share = await session.build(spec, timing=self.timing)
-                except (OSError, SpecError, ImportError, ValueError) as e:
-                    self.post_message(NetFailed(spec, describe_error(e, spec)))
-                    return
-                self.chat.share = share
-                self._server = server
-            self.backend = backend
-            self.chat.mode = backend.mode
-            # direct mode: message seq numbers are Lamport stamps; the view orders by them
-            self.chat.stamp_order = str(backend.mode).startswith("direct")
-            self.post_message(NetReady())
-            await (running if running is not None else backend.run(self._emit))
-        except asyncio.CancelledError:
-            if backend is not None:
-                backend.close()
-            if running is not None:
-                running.cancel()
-            raise
-        except Exception as e:
-            self.post_message(NetFailed(None, describe_error(e, spec)))
-        finally:
-            if server is not None:
-                if self._server is server:
-                    self._server = None
-                try:
-                    await server.stop()
-                except Exception:
-                    pass
-
-    def on_net_ready(self, message: NetReady) -> None:
-        self.refresh_ui(full=True)
-
-    def on_net_failed(self, message: NetFailed) -> None:
-        self.chat.state = "failed"
-        self.chat.reason = message.reason
-        if message.spec is not None and self.screen is self.screen_stack[0]:
-            # could not even start (bad address, port in use): back to the connect screen
-            self.show_connect(message.reason, message.spec)
-        else:
-            self.chat.add_local(None, m.ERROR, message.reason)
-        self.refresh_ui()
 
     # ------------------------------------------------------------------ event batching
 
@@ -441,14 +252,14 @@ class ChatApp(App[int]):
             apply(event)
         if self._remember is not None and self.chat.connected_once:
             self._remember_connected()
-        elif self._keep_nick and self.chat.nick != self.config.nick and self.chat.state == "connected":
+        elif self._keep_nick and self.chat.nick != self.config.nick and self.chat.state == m.Conn.CONNECTED:
             self.config.nick = self.chat.nick  # the nick in use, not one that was refused
             self._save_config()
         backend = self.backend
         if (
             backend is not None
             and backend.nick != self.chat.nick
-            and self.chat.state in ("connected", "stalled")
+            and self.chat.state in (m.Conn.CONNECTED, m.Conn.STALLED)
         ):
             self.chat.set_nick(backend.nick)
         self._refresh_mode()
@@ -492,213 +303,47 @@ class ChatApp(App[int]):
         if full or changes.active_changed or current in changes.members or changes.status:
             self.member_list.redraw()
         if full or changes.active_changed or current in changes.topics:
-            self._update_topic()
+            self.topic_line.show(chat)
         if full or changes.status or changes.active_changed:
-            self.query_one("#prompt", Static).update(Text(f"{chat.nick} ›", "bold #7aa2f7"))
+            self.query_one("#prompt", Static).update(Text(f"{chat.nick} ›", f"bold {self.palette.title}"))
         self._update_status()
         if changes.mention and self.bell_enabled:
             self.bell()
 
-    def _update_topic(self) -> None:
-        room = self.chat.current
-        t = Text(no_wrap=True, overflow="ellipsis")
-        if room is self.chat.status_room:
-            t.append(" udproom", "bold #7aa2f7")
-            t.append("  ·  no room open: /join ROOM", "#737aa2")
-        else:
-            t.append(f" {room.label}", "bold #7aa2f7")
-            if room.direct:
-                t.append(f"  ·  direct conversation with {room.name[1:]}", "#737aa2")
-            elif room.topic:
-                t.append("  ·  ", "#565f89")
-                t.append(room.topic, "#c0caf5")
-            else:
-                t.append("  ·  no topic (/topic TEXT sets one)", "#565f89")
-        self._set_line("#topic", t)
+    @property
+    def events_waiting(self) -> bool:
+        """Backend events not yet on screen (a flush is due)."""
+        return bool(self._inbox) or self._flush_requested
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """Once a second: forget long-gone members, count down retries, expire notes."""
         self.chat.forget_timed_out(self.chat.clock())
         if self.chat.changes.members:
             self.refresh_ui()
         if (
             self._refresh_mode()
-            or self.chat.state in ("reconnecting", "stalled")
-            or self._flash
+            or self.chat.state in (m.Conn.RECONNECTING, m.Conn.STALLED)
+            or self.status_line.note
             or self.chat.sticky
         ):
             self._update_status()
 
     def _update_status(self, width: int | None = None) -> None:
-        """The status line. Each part has a priority: when the width is short, the least useful
-        parts go first (RTT, mode, addresses), then long forms are shortened; the room, its
-        activity, notices and `F1 help` stay."""
-        chat = self.chat
-        width = width or self.size.width or 80
-        state = chat.state
-        # parts in display order: key -> (full text, short text or None)
-        parts: dict[str, tuple[Text, Text | None]] = {}
-
-        def part(key: str, full: Text, short: Text | None = None) -> None:
-            parts[key] = (full, short)
-
-        if state == "connected":
-            part("state", Text.assemble((" ● ", "#9ece6a"), ("connected", "#9ece6a")), Text(" ●", "#9ece6a"))
-            if chat.rtt is not None:
-                ms = chat.rtt * 1000
-                part("rtt", Text(f" {ms:.0f} ms" if ms >= 0.5 else " <1 ms", "#737aa2"))
-        elif state == "stalled":
-            quiet = int(max(0.0, time.monotonic() - chat.stalled_since))
-            part(
-                "state",
-                Text(f" ◌ no answer from the relay for {quiet} s", "#e0af68"),
-                Text(f" ◌ quiet {quiet} s", "#e0af68"),
-            )
-        elif state == "connecting":
-            part(
-                "state",
-                Text.assemble(
-                    (" ◌ ", "#e0af68"),
-                    (f"connecting to {chat.address}…" if chat.address else "connecting…", "#e0af68"),
-                ),
-                Text(" ◌ connecting…", "#e0af68"),
-            )
-        elif state == "reconnecting":
-            left = math.ceil(max(0, (chat.retry_at or 0) - time.monotonic()))
-            if not chat.connected_once:
-                where = f" from {chat.address}" if chat.address else ""
-                full = Text(f" ↻ no answer{where} · retrying in {left} s", "#f7768e")
-                short = Text(f" ↻ no answer, retry {left} s", "#f7768e")
-            else:
-                full = Text(f" ↻ reconnecting in {left} s", "#f7768e")
-                if chat.reason:
-                    full.append(f" ({chat.reason})", "#737aa2")
-                short = Text(f" ↻ retry {left} s", "#f7768e")
-            part("state", full, short)
-        elif state == "refused":
-            part("state", Text(f" ✗ refused: {chat.reason}", "#f7768e"), Text(" ✗ refused", "#f7768e"))
-        elif state == "failed":
-            part("state", Text(f" ✗ {chat.reason or 'failed'}", "#f7768e"), Text(" ✗ failed", "#f7768e"))
-        else:
-            part("state", Text(" ○ offline", "#737aa2"))
-        if chat.away is not None:
-            part(
-                "away",
-                Text(f"away: {chat.away}" if chat.away else "away", "bold #e0af68"),
-                Text("away", "bold #e0af68"),
-            )
-        if chat.mode:
-            part("mode", Text(chat.mode, "#a9b1d6"))
-        if chat.share:
-            # what to give others: `--join ADDRESS` (a relay we host) or `--peer ADDRESS` (direct)
-            direct = chat.mode.startswith("direct")
-            full = Text("others peer with: " if direct else "others join: ", "#737aa2")
-            full.append(", ".join(chat.share), "bold #e0af68")
-            short = Text("peer: " if direct else "join: ", "#737aa2")
-            short.append(chat.share[0] + (" …" if len(chat.share) > 1 else ""), "bold #e0af68")
-            part("share", full, short)
-        room = chat.current
-        if room is not chat.status_room:
-            t = Text(room.label, "bold #7aa2f7")
-            short = None
-            if not self.messages.follow:
-                new = self.messages.new_below()
-                note = f"{new} new below, End shows them" if new else "scrolled up, End returns"
-                t.append(f" · {note}", "#e0af68")
-                short = Text(room.label, "bold #7aa2f7")
-                short.append(f" ({new} new ↓)" if new else " (↑)", "#e0af68")
-            part("room", t, short)
-        hot = []
-        for i, name in enumerate(chat.room_order()):
-            r = chat.rooms[name]
-            if name != chat.active and (r.unread or r.mentions):
-                hot.append((i + 1, r))
-        if hot:
-            t = Text("act: ", "#737aa2")
-            for j, (i, r) in enumerate(hot):
-                if j:
-                    t.append(",", "#565f89")
-                t.append(f"{i}" + ("!" if r.mentions else ""), "bold #e0af68" if r.mentions else "#73daca")
-            part("act", t)
-        if self._flash and self._flash_done():
-            self._flash = ""
-        if chat.sticky and time.monotonic() >= chat.sticky_at + STICKY_SECONDS:
-            chat.sticky = ""  # a refusal: the next keystroke clears it, or these few seconds
-        if self._flash:
-            part("flash", Text(self._flash, "#e0af68"))
-        elif chat.sticky:
-            part("flash", Text(chat.sticky, "bold #f7768e"))
-        right = Text(" F1 help ", "#565f89")
-        order = ["state", "rtt", "away", "mode", "share", "room", "act", "flash"]
-        use = dict.fromkeys(parts, 0)  # 0 full, 1 short
-
-        def build(sep: tuple[str, str]) -> Text:
-            t = Text(no_wrap=True, overflow="ellipsis")
-            first = True
-            for key in order:
-                if key not in use:
-                    continue
-                full, short = parts[key]
-                if not first and key != "rtt":
-                    t.append(*sep)
-                first = False
-                t.append_text(short if use[key] and short is not None else full)
-            return t
-
-        sep = (" │ ", "#3b4261")
-        steps = [
-            ("drop", "rtt"),
-            ("drop", "mode"),
-            ("short", "share"),
-            ("short", "state"),
-            ("sep", ""),
-            ("short", "away"),
-            ("short", "room"),
-            ("drop", "share"),
-            ("drop", "flash"),
-        ]
-        t = build(sep)
-        for op, key in steps:
-            if t.cell_len + right.cell_len <= width:
-                break
-            if op == "sep":
-                sep = ("│", "#3b4261")
-            elif key in use:
-                if op == "drop":
-                    del use[key]
-                else:
-                    use[key] = 1
-            t = build(sep)
-        room_for_left = max(width - right.cell_len, 1)
-        if t.cell_len > room_for_left:
-            t.truncate(room_for_left, overflow="ellipsis")
-        t.append(" " * (width - t.cell_len - right.cell_len))
-        t.append_text(right)
-        self._set_line("#status", t)
-
-    def _flash_done(self) -> bool:
-        if time.monotonic() >= self._flash_until:
-            return True
-        return self._flash_until_room is not None and self._flash_until_room in self.chat.rooms
-
-    def _set_line(self, selector: str, text: Text) -> None:
-        """Update a one-row Static only when its text changed, without a layout pass."""
-        widget = self.query_one(selector, Static)
-        if getattr(widget, "_udproom_text", None) != text:
-            widget._udproom_text = text
-            widget.update(text, layout=False)
+        if not hasattr(self, "status_line"):
+            return  # not mounted yet
+        follow = self.messages.follow
+        new_below = 0 if follow else self.messages.new_below()
+        self.status_line.show(self.chat, follow, new_below, width or self.size.width or 80)
 
     def flash(self, text: str, until_room: str | None = None) -> None:
         """A short-lived note in the status line: gone after a few seconds, at the next keystroke
         in the input, or (`until_room`) as soon as that room is open."""
-        self._flash = text
-        self._flash_until = time.monotonic() + 4.0
-        self._flash_until_room = until_room
+        self.status_line.flash(text, until_room)
         self._update_status()
 
     @on(ChatInput.Changed, "#input")
     def _typed(self, event: ChatInput.Changed) -> None:
-        if (self._flash or self.chat.sticky) and event.value:  # typing (not the clear after Enter)
-            self._flash = self.chat.sticky = ""
+        if event.value and self.status_line.typed(self.chat):  # typing (not the clear after Enter)
             self._update_status()
 
     # ------------------------------------------------------------------ input
@@ -768,256 +413,6 @@ class ChatApp(App[int]):
             value, cursor = result
             self.input.value = value
             self.input.cursor_position = cursor
-
-    def error(self, text: str) -> None:
-        self._errors += 1
-        self.chat.add_local(None, m.ERROR, text)
-        self.refresh_ui()
-
-    def info(self, text: str) -> None:
-        self.chat.add_local(None, m.INFO, text)
-        self.refresh_ui()
-
-    def _need_backend(self) -> bool:
-        if self.backend is None:
-            self.error("not connected yet: /connect HOST:PORT, or wait for the connection")
-            return False
-        return True
-
-    def send(self, text: str, action: bool = False, room: str | None = None) -> None:
-        room = room or self.chat.active
-        if room is None:
-            self.error("no room open: /join ROOM first")
-            return
-        if not self._need_backend():
-            return
-        try:
-            lid = self.backend.post(room, text, action)
-        except (NameError_, OutboxFull, ValueError) as e:
-            self.error(str(e))
-            return
-        self.chat.add_own_post(room, text, action, lid)
-        if room == self.chat.active:
-            self.messages.follow = True  # what you just said is at the bottom: go there
-        self.refresh_ui()
-
-    # ------------------------------------------------------------------ commands
-
-    def cmd_join(self, cmd: commands.Command) -> None:
-        room = cmd.args[0]
-        if room in self.chat.rooms:
-            self.chat.switch(room)
-            return
-        if not self._need_backend():
-            return
-        self.chat.auto_switch.add(room)
-        self.backend.join(room)
-        self.flash(f"joining #{room}…", until_room=room)
-
-    def cmd_part(self, cmd: commands.Command) -> None:
-        room = cmd.args[0] if cmd.args else self.chat.active
-        if room is None or room not in self.chat.rooms:
-            self.error(f"you are not in {'#' + room if room and not is_direct(room) else room or 'a room'}")
-            return
-        if not is_direct(room) and self.backend is not None:
-            self.backend.part(room)
-        label = self.chat.rooms[room].label
-        self.chat.remove_room(room)
-        if self.chat.rooms:
-            # about a room that is gone: not a line in the history of whichever room comes on screen
-            self.flash(f"you left {label}")
-        else:
-            self.info(f"you left {label}; no room open — /join ROOM or Ctrl+K opens one, Ctrl+Q quits")
-
-    def cmd_nick(self, cmd: commands.Command) -> None:
-        if not self._need_backend():
-            return
-        self.backend.set_nick(cmd.args[0])
-        if not self.chat.rooms:
-            self.chat.set_nick(cmd.args[0])
-
-    def cmd_me(self, cmd: commands.Command) -> None:
-        self.send(cmd.rest, action=True)
-
-    def cmd_msg(self, cmd: commands.Command) -> None:
-        nick = cmd.args[0]
-        if nick == self.chat.nick:
-            self.error("that is you")
-            return
-        room = "@" + nick
-        new = room not in self.chat.rooms
-        errors = self._errors
-        self.chat.add_room(room)
-        self.chat.switch(room)
-        if cmd.rest:
-            self.send(cmd.rest, room=room)
-        if new and self._errors != errors:  # refused at once (no one by that nick): no conversation
-            said = [x.text for x in self.chat.rooms[room].lines if x.kind == m.ERROR]
-            if self.chat.drop_conversation(room):
-                for text in said:
-                    self.chat.add_local(None, m.ERROR, text)
-
-    def cmd_topic(self, cmd: commands.Command) -> None:
-        room = self.chat.current
-        if room is self.chat.status_room or room.direct:
-            self.error("topics belong to rooms: /join ROOM first")
-            return
-        if not cmd.rest:
-            self.info(f"topic of {room.label}: {room.topic}" if room.topic else f"{room.label} has no topic")
-            return
-        try:
-            check_text(cmd.rest, MAX_TOPIC_BYTES, "topic")
-        except NameError_ as e:
-            self.error(str(e))
-            return
-        if self._need_backend():
-            self.backend.set_topic(room.name, cmd.rest)
-
-    def cmd_away(self, cmd: commands.Command) -> None:
-        try:
-            check_text(cmd.rest, MAX_AWAY_BYTES, "away message")
-        except NameError_ as e:
-            self.error(str(e))
-            return
-        if self._need_backend():
-            # the relay's AwayChanged says it (once per room, as "you are marked away")
-            self.backend.set_away(cmd.rest)
-
-    def cmd_names(self, cmd: commands.Command) -> None:
-        room = self.chat.current
-        if room is self.chat.status_room:
-            self.error("no room open: /join ROOM first")
-            return
-        members = room.sorted_members()
-        parts = [mb.nick + ("" if mb.presence == "here" else f" ({mb.presence})") for mb in members]
-        self.info(f"{len(members)} in {room.label}: " + ", ".join(parts))
-
-    def cmd_help(self, cmd: commands.Command) -> None:
-        for line in commands.help_lines():
-            self.chat.add_local(None, m.INFO, line)
-        self.info("F1 shows every key")
-
-    def cmd_quit(self, cmd: commands.Command) -> None:
-        self.ask_quit()
-
-    def ask_quit(self) -> None:
-        """/quit and the palette: like Ctrl+Q (hosting with others connected, ask first)."""
-        self.run_worker(self.action_quit(), group="quit")
-
-    def polite_quit(self) -> None:
-        """Leave every room (the backend says Bye), then exit, without asking: SIGTERM, and the
-        answer to "quit while hosting?"."""
-        self.run_worker(self._quit_now(), group="quit")
-
-    def hosted_others(self) -> list[str]:
-        """Hosting: the nicks of the sessions our relay would cut off (everyone but us)."""
-        server = self._server
-        relay = getattr(server, "relay", None)
-        if relay is None:
-            return []
-        me = self.backend.nick if self.backend is not None else self.chat.nick
-        nicks = sorted((str(s.nick) for s in list(relay.sessions.values())), key=str.casefold)
-        if me in nicks:
-            nicks.remove(me)
-        return nicks
-
-    def run_command(self, cmd: commands.Command) -> None:
-        """Run a parsed command as if typed (the command palette)."""
-        getattr(self, f"cmd_{cmd.name}")(cmd)
-        self.refresh_ui()
-
-    def prefill(self, text: str) -> None:
-        """Put the start of a command in the input for the user to finish."""
-        self.input.value = text
-        self.input.cursor_position = len(text)
-        self.input.focus()
-
-    def cmd_retry(self, cmd: commands.Command) -> None:
-        self.action_retry()
-
-    def cmd_connect(self, cmd: commands.Command) -> None:
-        if self.spec is not None and self.spec.mode == "host" and cmd.rest != "!":
-            self.error(
-                "you are hosting this room: /connect would stop the relay for everyone; "
-                f"/quit first, or /connect! {cmd.args[0]} to do it anyway"
-            )
-            return
-        try:
-            spec = check(Spec("join", cmd.args[0], self.chat.nick, self._wanted_rooms()))
-        except SpecError as e:
-            self.error(f"{e}; still on the current connection")
-            return
-        self.run_worker(self._connect_to(spec), group="connect", exclusive=True, exit_on_error=False)
-
-    def _wanted_rooms(self) -> list[str]:
-        """Every room to take along to another relay: those open, those being joined, or (none
-        open yet) the ones this session was asked for."""
-        rooms = [r for r in self.chat.room_order() if not is_direct(r)]
-        rooms += [r for r in sorted(self.chat.auto_switch) if r not in rooms and not is_direct(r)]
-        if not rooms and self.spec is not None:
-            rooms = list(self.spec.rooms)
-        return rooms or ["lobby"]
-
-    async def _connect_to(self, spec: Spec) -> None:
-        """Resolve the new address first (a typo keeps the current session), then start the new
-        session beside the current one and switch only once the new relay answers."""
-        from . import session
-
-        still = "still on the current connection" + (f" ({self.chat.address})" if self.chat.address else "")
-        try:
-            await session.resolvable(spec.address)
-        except SpecError as e:
-            self.error(f"{e}; {still}")
-            if not self.input.value:  # the line stays to fix the typo
-                self.input.value = f"/connect {spec.address}"
-                self.input.cursor_position = len(self.input.value)
-            return
-        if self.backend is None:
-            self.start(spec=spec)
-            return
-        self.info(f"trying {spec.address}… ({still} until it answers)")
-        try:
-            backend, _server, _share = await session.build(spec, timing=self.timing)
-        except (OSError, SpecError, ImportError, ValueError) as e:
-            self.error(f"{describe_error(e, spec)}; {still}")
-            return
-        held: list = []
-        adopted = False
-        answer = asyncio.get_running_loop().create_future()
-
-        def emit(event) -> None:
-            if adopted:
-                self._emit(event)
-                return
-            held.append(event)
-            if not answer.done() and isinstance(event, (ev.Connected, ev.ConnectionLost, ev.Refused)):
-                answer.set_result(event)
-
-        task = asyncio.ensure_future(backend.run(emit))
-        task.add_done_callback(lambda _t: answer.done() or answer.set_result(None))
-        try:
-            first = await answer
-        except asyncio.CancelledError:
-            backend.close()
-            task.cancel()
-            raise
-        if not isinstance(first, ev.Connected):
-            backend.close()
-            try:
-                await asyncio.wait_for(task, 1.0)
-            except Exception:
-                pass
-            if isinstance(first, ev.Refused):
-                why = f"the relay at {spec.address} refused: {first.reason}"
-            else:
-                why = f"no answer from a relay at {spec.address}"
-            self.error(f"{why}; {still}")
-            return
-        active = self.chat.active
-        adopted = True
-        self.start(spec=spec, backend=backend, running=task, held=held)
-        if active in spec.rooms:
-            self.chat.auto_switch = {active}  # come back to the room that was on screen
 
     # ------------------------------------------------------------------ actions
 
@@ -1125,38 +520,6 @@ class ChatApp(App[int]):
             rows.append((keys, b.description))
         rows.append((key_label(self.COMMAND_PALETTE_BINDING), "Command palette"))
         return rows
-
-    async def action_quit(self) -> None:
-        """Ctrl+Q: leave every room cleanly (the backend says goodbye), then exit. Hosting with
-        others connected, ask first: quitting stops the relay for them."""
-        if isinstance(self.screen, ConfirmQuit):
-            self.screen.dismiss(True)  # Ctrl+Q again
-            return
-        others = self.hosted_others()
-        if others:
-            self.push_screen(ConfirmQuit(others), lambda yes: self.polite_quit() if yes else None)
-            return
-        await self._quit_now()
-
-    async def _quit_now(self) -> None:
-        await self._say_goodbye(2.0)
-        self.exit(0)
-
-    async def _say_goodbye(self, patience: float) -> None:
-        """Close the backend (it leaves its rooms and says Bye) and give the network worker up
-        to `patience` seconds to send that."""
-        backend = self.backend
-        if backend is None:
-            return
-        try:
-            backend.close()
-        except Exception:
-            pass
-        for w in [w for w in self.workers if w.group == "net" and w.is_running]:
-            try:
-                await asyncio.wait_for(w.wait(), patience)
-            except Exception:
-                pass
 
     # ------------------------------------------------------------------ mouse
 

@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="a room to join (repeatable; default: lobby)",
     )
+    p.add_argument(
+        "--theme",
+        metavar="NAME",
+        help="colours: any built-in Textual theme, e.g. textual-light, nord, gruvbox (remembered; "
+        "default tokyo-night)",
+    )
     p.add_argument("--no-bell", action="store_true", help="do not ring the terminal bell on mentions")
     p.add_argument("--version", action="version", version=f"udproom {__version__}")
     return p
@@ -70,6 +76,11 @@ def parse(argv: list[str]):
     from .session import Spec, SpecError, check
 
     args = _parser().parse_args(argv)
+    if args.theme is not None:
+        from .theme import theme_names
+
+        if args.theme not in theme_names():
+            raise _Usage(f"no theme called {args.theme!r}; one of: {', '.join(theme_names())}")
     if args.peer and args.host is None and args.join is None and args.listen is None:
         args.listen = ""
     if args.peer and (args.host is not None or args.join is not None):
@@ -131,9 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     from .app import ChatApp
-    from .config import load
+    from .config import load, save
 
     cfg = load()
+    if args.theme and args.theme != cfg.theme:
+        cfg.theme = args.theme  # remembered: the next run without --theme uses it too
+        err = save(cfg)
+        if err:
+            print(f"udproom: {err}", file=sys.stderr)
     if spec is None and (args.nick or args.room):
         if args.nick:
             cfg.nick = args.nick

@@ -1,4 +1,4 @@
-"""A small TOML config: the nick, recent addresses, last mode and rooms, the bell.
+"""A small TOML config: the nick, recent addresses, last mode and rooms, the bell, the theme.
 
 Lives in the platform's config dir (platformdirs), or in $UDPROOM_CONFIG_DIR when set (tests set
 it so they never touch the real one). A missing or broken file gives the defaults.
@@ -22,6 +22,7 @@ class Config:
     recent: list[str] = field(default_factory=list)  # addresses, newest first
     rooms: list[str] = field(default_factory=lambda: ["lobby"])
     bell: bool = True
+    theme: str = ""  # a Textual theme's name (`--theme`); "" is udproom's default
 
     def remember(self, mode: str, address: str, nick: str, rooms: list[str]) -> None:
         self.mode = mode
@@ -61,6 +62,8 @@ def load() -> Config:
         cfg.rooms = [r for r in data["rooms"] if isinstance(r, str)] or ["lobby"]
     if isinstance(data.get("bell"), bool):
         cfg.bell = data["bell"]
+    if isinstance(data.get("theme"), str):
+        cfg.theme = data["theme"]
     return cfg
 
 

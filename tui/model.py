@@ -2,7 +2,10 @@
 
 No textual here: `ChatModel.apply(event)` folds protocol events into state and records what
 changed, so the app can batch a whole burst of events into one screen update. It is cheap per
-event (the TUI benchmark ingests 100,000 messages through it).
+event (the TUI benchmark ingests 100,000 messages through it). The handlers of each event type
+are in fold.py; what stays here is the state and the one rule of where a line goes (history above
+"you joined", stamp order in direct mode, the relay's order for our own posts), which is one idea
+even at ~630 lines.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
+from enum import StrEnum
 
-from udproom.protocol import events as ev
-from udproom.protocol.names import is_direct, nick_key, sanitize
+from udproom.protocol.names import is_direct, nick_key
+
+from .fold import EventFolding
 
 #: timestamps come from the network: outside these bounds (or not finite) a line shows the time it
 #: arrived instead (datetime cannot show them, and a NaN would end the app)
@@ -43,10 +48,23 @@ TIMEOUT = 4
 NICK = 5
 TOPIC = 6
 AWAY = 7
-DAY = 8  # (not stored any more; kept so the number of each kind stays the same)
+# 8: unused (day separators are drawn by the view, not stored)
 NOTICE = 9
 ERROR = 10
 INFO = 11
+
+
+class Conn(StrEnum):
+    """The session's connection as the status line shows it (`ChatModel.set_state` changes it)."""
+
+    DISCONNECTED = "disconnected"  # no session (before the first, or back on the connect screen)
+    CONNECTING = "connecting"  # a session started, no answer yet
+    CONNECTED = "connected"
+    STALLED = "stalled"  # connected, but the relay has gone quiet (ConnectionStalled)
+    RECONNECTING = "reconnecting"  # lost (or never answered): the core retries at `retry_at`
+    REFUSED = "refused"  # the relay refused the session
+    FAILED = "failed"  # the session could not start (bad address, port in use...)
+
 
 # Own post states
 SENT = 0
@@ -165,15 +183,6 @@ class Changes:
     mention: bool = False  # ring the bell
     active_changed: bool = False
 
-    def merge(self, other: Changes) -> None:
-        self.rooms |= other.rooms
-        self.members |= other.members
-        self.topics |= other.topics
-        self.room_list |= other.room_list
-        self.status |= other.status
-        self.mention |= other.mention
-        self.active_changed |= other.active_changed
-
     def __bool__(self) -> bool:
         return bool(
             self.rooms
@@ -186,7 +195,7 @@ class Changes:
         )
 
 
-class ChatModel:
+class ChatModel(EventFolding):
     def __init__(self, nick: str = "", tz: tzinfo | None = None, clock=time.time) -> None:
         self.nick = nick
         self.tz = tz
@@ -200,7 +209,7 @@ class ChatModel:
         self._serial = 0
         self._mention_re: re.Pattern | None = None
         # connection
-        self.state = "disconnected"  # connecting / connected / reconnecting / refused / failed
+        self.state = Conn.DISCONNECTED
         self.address = ""
         self.rtt: float | None = None
         self.retry_at: float | None = None  # time.monotonic() deadline
@@ -229,6 +238,26 @@ class ChatModel:
             if self.nick
             else None
         )
+
+    def reset_session(self, nick: str, address: str = "", rooms: list[str] | tuple = ()) -> None:
+        """A new session starts: forget the old one's rooms, posts and connection (`nick` is the
+        new session's, `rooms[:1]` comes on screen once joined)."""
+        self.connected_once = False
+        for name in list(self.rooms):
+            self.remove_room(name)
+        self.pending.clear()
+        self.share = []
+        self.away = None
+        self.mode = ""
+        self.stamp_order = False
+        self.rtt = None
+        self.outage = None
+        self.esc_back = False
+        self.set_state(Conn.CONNECTING)
+        self.set_nick(nick)
+        if address:
+            self.address = address
+        self.auto_switch.update(rooms[:1])
 
     def set_nick(self, nick: str) -> None:
         self.nick = nick
@@ -534,7 +563,7 @@ class ChatModel:
     @property
     def presence_unknown(self) -> bool:
         """Disconnected after having been connected: who is here is not known until we are back."""
-        return self.connected_once and self.state not in ("connected", "stalled")
+        return self.connected_once and self.state not in (Conn.CONNECTED, Conn.STALLED)
 
     def _outage(self, reason: str, retry_in: float, since: float) -> None:
         """One notice per outage, updated in place at each retry (not one line per retry): what
@@ -543,11 +572,11 @@ class ChatModel:
             room, line, since, first, tries = self.outage
             if (room is self.status_room or self.rooms.get(room.name) is room) and line in room.lines:
                 self.outage = (room, line, since, first, tries + 1)
-                text = f"connection lost: {first}; retrying in {_seconds(retry_in)} (try {tries + 1})"
+                text = f"connection lost: {first}; retrying in {format_seconds(retry_in)} (try {tries + 1})"
                 self._update_line(room, line, text)
                 return
         room = self.current
-        text = f"connection lost: {reason}; retrying in {_seconds(retry_in)}"
+        text = f"connection lost: {reason}; retrying in {format_seconds(retry_in)}"
         line = self._append(room, ERROR, self.clock(), text=text)
         self.outage = (room, line, since, reason, 1)
         for r in self.rooms.values():
@@ -587,287 +616,17 @@ class ChatModel:
     def failed_posts(self, room_name: str) -> list[Line]:
         return [line for r, line in self.pending.values() if r == room_name and line.state == FAILED]
 
-    # ------------------------------------------------------------------ events
+    # ------------------------------------------------------------------ connection state
 
-    def apply_all(self, batch) -> Changes:
-        apply = self.apply
-        for event in batch:
-            apply(event)
-        return self.take_changes()
-
-    def apply(self, e) -> None:
-        t = type(e)
-        if t is ev.MessageReceived:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            if e.mine and not e.history:
-                # our own post coming back: it is already on screen (pending or acknowledged)
-                for lid, (rname, line) in self.pending.items():
-                    if rname == room.name and line.text == e.text and not line.echoed:
-                        line.state = SENT  # delivered, even if we had given up on it
-                        line.cache_key = None
-                        line.echoed = True
-                        del self.pending[lid]
-                        self.changes.rooms.add(room.name)
-                        self._to_room_order(room, line)
-                        return
-                for i, line in enumerate(reversed(room.lines)):
-                    if i > 500:
-                        break
-                    if line.mine and not line.echoed and line.text == e.text and line.kind <= ACTION:
-                        line.echoed = True
-                        self._to_room_order(room, line)
-                        return
-            text = sanitize(e.text)
-            nick = sanitize(e.nick)
-            mention = (not e.mine) and (room.direct or self.is_mention(text))
-            self._append(
-                room,
-                ACTION if e.action else MSG,
-                e.ts,
-                nick,
-                text,
-                mine=e.mine,
-                mention=mention,
-                seq=e.seq,
-                history=e.history,
-            )
-            if not e.history and not e.mine:
-                self._count(room, mention, True)
-                if mention:
-                    self.changes.mention = True
-        elif t is ev.PostAcknowledged:
-            entry = self.pending.pop(e.local_id, None)
-            if entry is not None:
-                room_name, line = entry
-                line.state = SENT
-                line.seq = e.seq
-                line.cache_key = None
-                self.changes.rooms.add(room_name)
-                room = self.rooms.get(room_name)
-                if self.stamp_order and room is not None:
-                    self._reposition(room, line)
-        elif t is ev.PostFailed:
-            entry = self.pending.get(e.local_id)
-            if entry is not None:
-                room_name, line = entry
-                refused = e.refused  # the relay said no: a retry cannot help
-                reason = sanitize(e.reason)
-                if refused:
-                    del self.pending[e.local_id]
-                    if self.drop_conversation(room_name, line):
-                        self.add_local(None, ERROR, f"{reason}: nothing was sent")
-                        self.sticky, self.sticky_at = reason, time.monotonic()
-                        self.changes.status = True
-                        return
-                line.state = FAILED
-                line.cache_key = None
-                self.changes.rooms.add(room_name)
-                room = self.rooms.get(room_name)
-                if room is not None:
-                    again = "" if refused else " — Ctrl+R or /retry sends it again"
-                    self._append(room, ERROR, self.clock(), text=f"not delivered: {reason}{again}")
-        elif t is ev.MemberJoined:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            nick = sanitize(e.nick)
-            if nick == self.nick and not e.history and nick in room.members:
-                return  # our own join: "you joined" already says it
-            self._append(room, JOIN, e.ts, nick, history=e.history)
-            if not e.history:
-                room.members[nick] = MemberState(nick)
-                self.changes.members.add(room.name)
-                self._count(room, False, False)
-        elif t is ev.MemberLeft:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            nick = sanitize(e.nick)
-            self._append(room, LEAVE, e.ts, nick, sanitize(e.reason), history=e.history)
-            if not e.history:
-                room.members.pop(nick, None)
-                self.changes.members.add(room.name)
-                self._count(room, False, False)
-        elif t is ev.MemberTimedOut:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            nick = sanitize(e.nick)
-            self._append(room, TIMEOUT, e.ts, nick, history=e.history)
-            if not e.history:
-                member = room.members.get(nick)
-                if member is None:
-                    member = room.members[nick] = MemberState(nick)
-                member.timed_out = True
-                member.timed_out_at = self.safe_ts(e.ts)
-                self.changes.members.add(room.name)
-                self._count(room, False, False)
-        elif t is ev.NickChanged:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            old, new = sanitize(e.old), sanitize(e.new)
-            # ours: the nick we have in this room (the core may already have told us the new
-            # nick, and with several rooms the second room's event names a nick we just left)
-            ours = not e.history and e.old == (room.my_nick or self.nick)
-            self._append(
-                room, NICK, e.ts, old, new, mine=ours or (e.history and e.old == self.nick), history=e.history
-            )
-            if not e.history:
-                member = room.members.pop(old, None) or MemberState(new)
-                member.nick = new
-                room.members[new] = member
-                self.changes.members.add(room.name)
-                if ours:
-                    room.my_nick = e.new
-                    self._became(e.old, e.new)
-                else:
-                    self._follow_rename(old, new, e.ts)
-                self._count(room, False, False)
-        elif t is ev.TopicChanged:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            topic = sanitize(e.topic)
-            self._append(room, TOPIC, e.ts, sanitize(e.nick), topic, history=e.history)
-            if not e.history:
-                room.topic = topic
-                self.changes.topics.add(room.name)
-        elif t is ev.AwayChanged:
-            room = self._room_for_event(e.room)
-            if room is None:
-                return
-            nick = sanitize(e.nick)
-            ours = not e.history and e.nick == (room.my_nick or self.nick)
-            self._append(room, AWAY, e.ts, nick, sanitize(e.away), mine=ours, history=e.history)
-            if ours and self.away != (sanitize(e.away) or None):
-                self.away = sanitize(e.away) or None
-                self.changes.status = True
-            if not e.history:
-                member = room.members.get(nick)
-                if member is None:
-                    member = room.members[nick] = MemberState(nick)
-                member.away = sanitize(e.away)
-                member.timed_out = False
-                self.changes.members.add(room.name)
-        elif t is ev.RoomJoined:
-            room = self.add_room(e.room)
-            resync = room.joined  # a second RoomJoined: the session came back (reconnect)
-            room.joined = True
-            now = self.clock()
-            room.members = {
-                sanitize(m.nick): MemberState(sanitize(m.nick), sanitize(m.away), m.timed_out, now)
-                for m in e.members
-            }
-            room.topic = sanitize(e.topic)
-            room.my_nick = e.nick or self.nick
-            if e.nick and e.nick != self.nick:
-                self.set_nick(e.nick)
-            if e.room in self.auto_switch:
-                self.auto_switch.discard(e.room)
-                self.switch(e.room)
-            if resync:
-                self._append(
-                    room, INFO, self.clock(), text=f"rejoined {room.label} · {len(room.members)} here"
-                )
-            else:
-                room.join_marker = self._append(
-                    room,
-                    INFO,
-                    self.clock(),
-                    text=f"you joined {room.label} · {len(room.members)} here"
-                    + (f" · topic: {room.topic}" if room.topic else ""),
-                )
-            self.changes.members.add(room.name)
-            self.changes.topics.add(room.name)
-        elif t is ev.RoomLeft:
-            self.remove_room(e.room)
-        elif t is ev.RequestRefused:
-            # in that room if it is open, else in the one on screen; the status line keeps it
-            # until the next keystroke (a refused join has no room of its own to show it in)
-            target = e.room if e.room in self.rooms else None
-            self.auto_switch.discard(e.room)
-            where = f" #{e.room}" if e.what == "join" and e.room and not is_direct(e.room) else ""
-            text = f"{e.what}{where} refused: {sanitize(e.reason)}"
-            self.add_local(target, ERROR, text)
-            self.sticky = text
-            self.sticky_at = time.monotonic()
-            self.changes.status = True
-        elif t is ev.Notice:
-            target = e.room if e.room in self.rooms else None
-            self.add_local(target, NOTICE, sanitize(e.text))
-        elif t is ev.Connecting:
-            self.state = "connecting"
-            self.address = e.address
+    def set_state(self, state: Conn, reason: str | None = None) -> None:
+        """Every change of `state` goes through here (events below, and the app's own: a session
+        started, failed to start, or given up)."""
+        self.state = state
+        if reason is not None:
+            self.reason = reason
+        if state != Conn.RECONNECTING:
             self.retry_at = None
-            self.changes.status = True
-        elif t is ev.Connected:
-            if self.outage is not None:
-                room, line, since, first, _tries = self.outage
-                self.outage = None
-                back = f"back after {_seconds(max(0.0, self.clock() - since))}"
-                self._update_line(room, line, f"connection lost: {first}; {back}")
-            self.state = "connected"
-            self.connected_once = True
-            self.address = e.address
-            self.retry_at = None
-            self.reason = ""
-            if e.rtt is not None:
-                self.rtt = e.rtt
-            if e.nick and e.nick != self.nick:
-                self.set_nick(e.nick)
-            self.changes.status = True
-        elif t is ev.ConnectionStalled:
-            # still a session, but the relay has gone quiet: stop claiming "connected"
-            self.state = "stalled"
-            self.stalled_since = time.monotonic() - e.silent
-            self.changes.status = True
-        elif t is ev.ConnectionResumed:
-            if self.state == "stalled":
-                self.state = "connected"
-            if e.rtt is not None:
-                self.rtt = e.rtt
-            self.changes.status = True
-        elif t is ev.RttUpdated:
-            self.rtt = e.rtt
-            self.changes.status = True
-        elif t is ev.ConnectionLost:
-            again = self.state == "reconnecting" and self.reason == sanitize(e.reason)
-            # quiet since (wall clock): a stall before the loss is part of the outage
-            quiet = self.clock() - (time.monotonic() - self.stalled_since if self.state == "stalled" else 0.0)
-            self.state = "reconnecting"
-            self.reason = sanitize(e.reason)
-            self.retry_at = time.monotonic() + e.retry_in
-            self.changes.status = True
-            if not self.connected_once:
-                # never reached: say so once (the status line counts down each retry)
-                if not again:
-                    where = f" at {self.address}" if self.address else ""
-                    what = (
-                        f"no answer from a relay{where}"
-                        if self.reason.startswith("no answer")
-                        else f"{self.reason}{where}"
-                    )
-                    self.add_local(
-                        None,
-                        ERROR,
-                        f"{what}; retrying in {_seconds(e.retry_in)} — /connect "
-                        "another address, " + ("Esc goes back, " if self.esc_back else "") + "Ctrl+Q quits",
-                    )
-            else:
-                self._outage(self.reason, e.retry_in, quiet)
-        elif t is ev.Refused:
-            self.state = "refused"
-            self.reason = sanitize(e.reason)
-            self.retry_at = None
-            self.changes.status = True
-            if self.reason.startswith("cannot resolve"):  # nothing was contacted: say what happened
-                text = f"{self.reason}: no relay was contacted — check the address (/connect HOST:PORT)"
-            else:
-                text = f"the relay refused the session: {self.reason}"
-            self.add_local(None, ERROR, text)
+        self.changes.status = True
 
 
 def _waiting(line: Line) -> bool:
@@ -875,6 +634,6 @@ def _waiting(line: Line) -> bool:
     return line.mine and not line.echoed and line.kind <= ACTION and not line.history
 
 
-def _seconds(delay: float) -> str:
+def format_seconds(delay: float) -> str:
     """'0.5 s', '3 s': short delays keep their tenths, so a quick retry does not read '0 s'."""
     return f"{delay:.1f} s" if delay < 10 else f"{delay:.0f} s"

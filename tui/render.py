@@ -8,65 +8,18 @@ Layout of a message row (WeeChat style, nicks right-aligned in a column):
 
 from __future__ import annotations
 
-import zlib
 from datetime import datetime
 
 from rich.cells import cell_len, chop_cells
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
+from textual.theme import BUILTIN_THEMES
 
 from udproom.protocol.names import sanitize
 
 from . import model as m
-
-# Nick colours: readable on a dark background, spread around the wheel.
-NICK_COLOURS = [
-    "#e06c75",
-    "#98c379",
-    "#e5c07b",
-    "#61afef",
-    "#c678dd",
-    "#56b6c2",
-    "#d19a66",
-    "#f0a6ca",
-    "#9ece6a",
-    "#7aa2f7",
-    "#ff9e64",
-    "#2ac3de",
-]
-_NICK_STYLES = [Style(color=c) for c in NICK_COLOURS]
-_NICK_STYLES_BOLD = [Style(color=c, bold=True) for c in NICK_COLOURS]
-
-TIME = Style(color="#6b7089")
-SEP = Style(color="#3b4261")
-SEP_MINE = Style(color="#7aa2f7", bold=True)
-SEP_MENTION = Style(color="#e0af68", bold=True)
-TEXT = Style(color="#c0caf5")
-TEXT_MENTION = Style(color="#ffffff", bold=True)
-MENTION_BG = Style(bgcolor="#3d3420")
-PENDING = Style(color="#737aa2", italic=True)
-FAILED = Style(color="#f7768e")
-DIM = Style(color="#737aa2")
-JOIN = Style(color="#73daca")
-LEAVE = Style(color="#db4b4b")
-TIMEOUT = Style(color="#e0af68")
-NOTICE = Style(color="#bb9af7")
-ERROR = Style(color="#f7768e", bold=True)
-DAY = Style(color="#565f89")
-MARKER = Style(color="#f7768e")
-ACTION = Style(color="#c0caf5", italic=True)
-HISTORY = Style(color="#8a90b4")  # backfilled messages: from before we joined
-HISTORY_NICK = Style(dim=True)
-
-
-def nick_index(nick: str) -> int:
-    return zlib.crc32(nick.casefold().encode("utf-8", "surrogatepass")) % len(NICK_COLOURS)
-
-
-def nick_style(nick: str, bold: bool = False) -> Style:
-    i = nick_index(nick)
-    return _NICK_STYLES_BOLD[i] if bold else _NICK_STYLES[i]
+from .theme import DEFAULT_THEME, Palette, palette_for
 
 
 def wrap(text: str, width: int) -> list[str]:
@@ -113,13 +66,16 @@ def _fit(text: str, width: int) -> str:
 class Renderer:
     """Renders lines for one width; the MessageView owns one."""
 
-    def __init__(self, width: int, tz=None, base: Style | None = None) -> None:
+    def __init__(
+        self, width: int, tz=None, base: Style | None = None, palette: Palette | None = None
+    ) -> None:
         self.width = max(width, 10)
         self.tz = tz
         self.base = base or Style()
+        self.p = palette or palette_for(BUILTIN_THEMES[DEFAULT_THEME])
         self.nick_w = 11 if self.width >= 60 else 7
         self.prefix_w = 6 + self.nick_w + 3  # "HH:MM " + nick + " │ "
-        self.key = (self.width, self.tz, self.base)
+        self.key = (self.width, self.tz, self.base, self.p.name)
         self._time_cache: dict[int, str] = {}
         self._day_rules: dict[float, Strip] = {}
 
@@ -138,17 +94,14 @@ class Renderer:
         if line.cache_key is self.key:
             return line.cache
         parts = self._parts(line)
-        if parts is None:  # day separator
-            layout = ([""], None)
-        else:
-            text, suffix = parts[4], parts[7]
-            avail = self.width - self.prefix_w
-            rows = wrap(text, max(avail, 4))
-            if suffix:
-                suffix_w = sum(cell_len(seg.text) for seg in suffix)
-                if cell_len(rows[-1]) + suffix_w > avail:
-                    rows.append("")
-            layout = (rows, parts)
+        text, suffix = parts[4], parts[7]
+        avail = self.width - self.prefix_w
+        rows = wrap(text, max(avail, 4))
+        if suffix:
+            suffix_w = sum(cell_len(seg.text) for seg in suffix)
+            if cell_len(rows[-1]) + suffix_w > avail:
+                rows.append("")
+        layout = (rows, parts)
         line.cache_key = self.key
         line.cache = layout
         line.strips = None
@@ -183,93 +136,89 @@ class Renderer:
         strip = rules.get(day)
         if strip is None:
             label = datetime.fromtimestamp(day, self.tz).strftime("%A %d %B %Y")
-            strip = rules[day] = self.rule(label, DAY)
+            strip = rules[day] = self.rule(label, self.p.DAY)
         return strip
 
     def _parts(self, line: m.Line):
         kind = line.kind
-        if kind == m.DAY:
-            return None
-        text_style = TEXT
-        sep = SEP
+        p = self.p
+        text_style = p.TEXT
+        sep = p.SEP
         sep_char = " │ "
         bg = None
-        nick_col_style = DIM
+        nick_col_style = p.DIM
         # one path to the screen for every line's text: others' text was sanitised as it
         # arrived; our own (a pasted tab) and local notices quoting what we typed are here
         text = sanitize(line.text)
         if kind == m.MSG:
             nick_col = line.nick
-            nick_col_style = nick_style(line.nick, bold=line.mine)
+            nick_col_style = p.nick(line.nick, bold=line.mine)
             if line.mine:
-                sep, sep_char = SEP_MINE, " ┃ "
+                sep, sep_char = p.SEP_MINE, " ┃ "
             elif line.mention:
-                sep, sep_char = SEP_MENTION, " ┃ "
-                text_style = TEXT_MENTION
-                bg = MENTION_BG
+                sep, sep_char = p.SEP_MENTION, " ┃ "
+                text_style = p.TEXT_MENTION
+                bg = p.MENTION_BG
         elif kind == m.ACTION:
             nick_col = "*"
-            nick_col_style = nick_style(line.nick, bold=True)
-            text_style = ACTION
+            nick_col_style = p.nick(line.nick, bold=True)
+            text_style = p.ACTION
             text = line.nick + " " + text
             if line.mine:
-                sep, sep_char = SEP_MINE, " ┃ "
+                sep, sep_char = p.SEP_MINE, " ┃ "
             elif line.mention:
-                sep, sep_char = SEP_MENTION, " ┃ "
-                bg = MENTION_BG
+                sep, sep_char = p.SEP_MENTION, " ┃ "
+                bg = p.MENTION_BG
         elif kind == m.JOIN:
-            nick_col, nick_col_style, text_style = "-->", JOIN, DIM
+            nick_col, nick_col_style, text_style = "-->", p.JOIN, p.DIM
             text = f"{line.nick} joined"
         elif kind == m.LEAVE:
-            nick_col, nick_col_style, text_style = "<--", LEAVE, DIM
+            nick_col, nick_col_style, text_style = "<--", p.LEAVE, p.DIM
             text = f"{line.nick} left" + (f" ({line.text})" if line.text else "")
         elif kind == m.TIMEOUT:
-            nick_col, nick_col_style, text_style = "--x", TIMEOUT, DIM
+            nick_col, nick_col_style, text_style = "--x", p.TIMEOUT, p.DIM
             text = f"{line.nick} timed out"
         elif kind == m.NICK:
-            nick_col, text_style = "--", DIM
+            nick_col, text_style = "--", p.DIM
             text = (
                 f"you are now known as {line.text}"
                 if line.mine
                 else f"{line.nick} is now known as {line.text}"
             )
         elif kind == m.TOPIC:
-            nick_col, text_style = "--", DIM
+            nick_col, text_style = "--", p.DIM
             text = (
                 f"{line.nick} set the topic: {line.text}" if line.text else f"{line.nick} cleared the topic"
             )
         elif kind == m.AWAY:
-            nick_col, text_style = "--", DIM
+            nick_col, text_style = "--", p.DIM
             if line.mine:
                 text = f"you are marked away: {line.text}" if line.text else "you are back"
             else:
                 text = f"{line.nick} is away: {line.text}" if line.text else f"{line.nick} is back"
         elif kind == m.NOTICE:
-            nick_col, nick_col_style, text_style = "-!-", NOTICE, NOTICE
+            nick_col, nick_col_style, text_style = "-!-", p.NOTICE, p.NOTICE
         elif kind == m.ERROR:
-            nick_col, nick_col_style, text_style = "!!", ERROR, FAILED
+            nick_col, nick_col_style, text_style = "!!", p.ERROR, p.FAILED
         else:  # INFO
-            nick_col, text_style = "--", DIM
+            nick_col, text_style = "--", p.DIM
 
         if line.history and kind in (m.MSG, m.ACTION):
-            text_style = HISTORY + Style(italic=kind == m.ACTION)
-            nick_col_style = nick_col_style + HISTORY_NICK
-            sep, sep_char, bg = SEP, " │ ", None
+            text_style = p.HISTORY + Style(italic=kind == m.ACTION)
+            nick_col_style = nick_col_style + p.HISTORY_NICK
+            sep, sep_char, bg = p.SEP, " │ ", None
         suffix: list[Segment] = []
         if line.mine and kind in (m.MSG, m.ACTION):
             if line.state == m.PENDING:
-                text_style = PENDING
-                suffix = [Segment(" ◌", PENDING)]
+                text_style = p.PENDING
+                suffix = [Segment(" ◌", p.PENDING)]
             elif line.state == m.FAILED:
-                text_style = FAILED
-                suffix = [Segment(" ✗ not delivered", FAILED)]
+                text_style = p.FAILED
+                suffix = [Segment(" ✗ not delivered", p.FAILED)]
 
         return (nick_col, nick_col_style, sep, text, text, text_style, bg, suffix, sep_char)
 
     def _render(self, line: m.Line, rows: list[str], parts) -> list[Strip]:
-        if parts is None:
-            day = datetime.fromtimestamp(line.ts, self.tz)
-            return [self.rule(day.strftime("%A %d %B %Y"), DAY)]
         nick_col, nick_col_style, sep, _, _text, text_style, bg, suffix, sep_char = parts
         time_text = self.hhmm(line.ts) + " "
         out = []
@@ -277,7 +226,7 @@ class Renderer:
         blank_nick = " " * self.nick_w
         for i, row in enumerate(rows):
             if i == 0:
-                segs = [Segment(time_text, TIME), Segment(_fit(nick_col, self.nick_w), nick_col_style)]
+                segs = [Segment(time_text, self.p.TIME), Segment(_fit(nick_col, self.nick_w), nick_col_style)]
             else:
                 segs = [Segment(blank_time), Segment(blank_nick)]
             segs.append(Segment(sep_char, sep))

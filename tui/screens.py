@@ -18,6 +18,7 @@ from udproom.protocol.names import NameError_, canonical_room, is_direct
 from . import commands
 from .config import Config
 from .session import Spec, SpecError, check
+from .theme import Palette
 
 MODES = [
     ("host", "Host a room", "bind address, e.g. :6000 (all interfaces)"),
@@ -42,12 +43,13 @@ class ConnectScreen(Screen[Spec]):
         self.initial = spec
 
     def compose(self) -> ComposeResult:
+        p = self.app.palette
         cfg = self.config
         spec = self.initial
         mode = spec.mode if spec else cfg.mode
         with Vertical(id="connect-box"):
             yield Static(
-                Text.assemble(("udproom", "bold #7aa2f7"), ("  chat over reliable UDP", "#737aa2")),
+                Text.assemble(("udproom", f"bold {p.title}"), ("  chat over reliable UDP", p.muted)),
                 id="connect-title",
             )
             with RadioSet(id="mode"):
@@ -202,6 +204,7 @@ class QuickSwitcher(ModalScreen[str | None]):
 
     def matches(self, text: str) -> list[Option]:
         self.why = ""
+        p = self.app.palette
         q = text.strip().lstrip("#").casefold()
         scored = []
         for key, label, unread, mentions in self.rooms:
@@ -218,7 +221,7 @@ class QuickSwitcher(ModalScreen[str | None]):
                 continue
             prompt = Text(label, "bold" if unread else "")
             if unread:
-                prompt.append(f"  {unread}{'!' if mentions else ''}", "#e0af68" if mentions else "#73daca")
+                prompt.append(f"  {unread}{'!' if mentions else ''}", p.warn if mentions else p.ok)
             scored.append((score, Option(prompt, id="room:" + key)))
         scored.sort(key=lambda x: x[0])
         options = [o for _, o in scored]
@@ -230,9 +233,7 @@ class QuickSwitcher(ModalScreen[str | None]):
             for nick in self.nicks:
                 if nick.casefold().startswith(prefix) and "@" + nick.casefold() not in have:
                     options.append(
-                        Option(
-                            Text.assemble(("message ", "#737aa2"), ("@" + nick, "bold")), id="new:@" + nick
-                        )
+                        Option(Text.assemble(("message ", p.muted), ("@" + nick, "bold")), id="new:@" + nick)
                     )
             if any(o.id == "new:" + raw for o in options):
                 return options
@@ -243,12 +244,12 @@ class QuickSwitcher(ModalScreen[str | None]):
 
                     target = "@" + check_nick(raw[1:])
                     options.append(
-                        Option(Text.assemble(("message ", "#737aa2"), (target, "bold")), id="new:" + target)
+                        Option(Text.assemble(("message ", p.muted), (target, "bold")), id="new:" + target)
                     )
                 else:
                     room = canonical_room(raw)
                     options.append(
-                        Option(Text.assemble(("join ", "#737aa2"), ("#" + room, "bold")), id="new:" + room)
+                        Option(Text.assemble(("join ", p.muted), ("#" + room, "bold")), id="new:" + room)
                     )
             except NameError_ as e:
                 if not options:
@@ -305,27 +306,28 @@ class HelpScreen(ModalScreen[None]):
         self.keys = keys
 
     @staticmethod
-    def _table(rows: list[tuple[str, str]], first: int, style: str) -> Table:
+    def _table(rows: list[tuple[str, str]], first: int, style: str, p: Palette) -> Table:
         """Two columns: a wrapped description stays indented under its own column."""
         table = Table.grid(padding=(0, 2))
         table.add_column(width=first, no_wrap=True, style=style)
-        table.add_column(style="#c0caf5", overflow="fold")
+        table.add_column(style=p.text, overflow="fold")
         for left, right in rows:
             table.add_row(left, right)
         return table
 
     def compose(self) -> ComposeResult:
+        p = self.app.palette
         rows = commands.help_rows()
         width = max(len(k) for k, _ in [*self.keys, *rows])
-        keys = Padding(self._table(self.keys, width, "bold #7aa2f7"), (0, 0, 0, 2))
-        cmds = Padding(self._table(rows, width, "bold #9ece6a"), (0, 0, 0, 2))
+        keys = Padding(self._table(self.keys, width, f"bold {p.title}", p), (0, 0, 0, 2))
+        cmds = Padding(self._table(rows, width, f"bold {p.ok}", p), (0, 0, 0, 2))
         with VerticalScroll(id="help"):
-            yield Static(Text("udproom — keys and commands", "bold #7aa2f7"), id="help-title")
-            yield Static(Text("Keys", "bold #e0af68"), classes="help-head")
+            yield Static(Text("udproom — keys and commands", f"bold {p.title}"), id="help-title")
+            yield Static(Text("Keys", f"bold {p.warn}"), classes="help-head")
             yield Static(keys)
-            yield Static(Text("Commands", "bold #e0af68"), classes="help-head")
+            yield Static(Text("Commands", f"bold {p.warn}"), classes="help-head")
             yield Static(cmds)
-            yield Static(Text("Esc or F1 closes this screen", "#737aa2"), classes="help-head")
+            yield Static(Text("Esc or F1 closes this screen", p.muted), classes="help-head")
 
     def action_dismiss_help(self) -> None:
         self.dismiss(None)
@@ -345,17 +347,18 @@ class ConfirmPaste(ModalScreen[bool]):
         self.room = room
 
     def compose(self) -> ComposeResult:
+        p = self.app.palette
         preview = Text()
         for line in self.lines[:3]:
-            preview.append(f"  {line[:70]}\n", "#c0caf5")
+            preview.append(f"  {line[:70]}\n", p.text)
         if len(self.lines) > 3:
-            preview.append(f"  … and {len(self.lines) - 3} more\n", "#737aa2")
+            preview.append(f"  … and {len(self.lines) - 3} more\n", p.muted)
         with Vertical(id="confirm-paste"):
             yield Static(
-                Text(f"Send {len(self.lines)} lines to {self.room}, one message each?", "bold #e0af68")
+                Text(f"Send {len(self.lines)} lines to {self.room}, one message each?", f"bold {p.warn}")
             )
             yield Static(preview)
-            yield Static(Text("Enter or y sends · Esc or n puts the text back in the input", "#737aa2"))
+            yield Static(Text("Enter or y sends · Esc or n puts the text back in the input", p.muted))
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
@@ -374,6 +377,7 @@ class ConfirmQuit(ModalScreen[bool]):
         self.others = others
 
     def compose(self) -> ComposeResult:
+        p = self.app.palette
         n = len(self.others)
         who = ", ".join(self.others[:5]) + (f" and {n - 5} more" if n > 5 else "")
         with Vertical(id="confirm-quit"):
@@ -381,10 +385,10 @@ class ConfirmQuit(ModalScreen[bool]):
                 Text(
                     f"You are hosting: quitting stops the relay and disconnects "
                     f"{n} {'person' if n == 1 else 'people'} ({who}).",
-                    "bold #e0af68",
+                    f"bold {p.warn}",
                 )
             )
-            yield Static(Text("Enter or y (or Ctrl+Q again) quits · Esc or n stays", "#737aa2"))
+            yield Static(Text("Enter or y (or Ctrl+Q again) quits · Esc or n stays", p.muted))
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

@@ -6,10 +6,10 @@ are imported lazily, inside functions.
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass, field
 
-from udproom.protocol.names import NameError_, canonical_room, check_nick, default_nick
+from udproom.protocol.cli import login_nick
+from udproom.protocol.names import NameError_, canonical_room, check_nick
 
 DEFAULT_PORT = 6000
 
@@ -27,14 +27,6 @@ class Spec:
     peers: list[str] = field(default_factory=list)  # direct mode
 
 
-def login_nick() -> str:
-    try:
-        login = getpass.getuser()
-    except Exception:
-        login = ""
-    return default_nick(login)
-
-
 def parse_addr(text: str, *, bind: bool = False) -> tuple[str, int]:
     from udproom.protocol.net.address import AddressError, parse_address
 
@@ -42,10 +34,6 @@ def parse_addr(text: str, *, bind: bool = False) -> tuple[str, int]:
         return parse_address(text, DEFAULT_PORT, allow_empty_host=bind)
     except AddressError as e:
         raise SpecError(str(e)) from None
-
-
-def fmt_addr(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def check(spec: Spec) -> Spec:
@@ -108,6 +96,7 @@ async def build(spec: Spec, timing=None):
     Raises OSError (port in use...) or SpecError; the caller shows it on screen.
     """
     from udproom.protocol.net import runners
+    from udproom.protocol.net.address import format_address
 
     if spec.mode == "host":
         config = None
@@ -129,7 +118,10 @@ async def build(spec: Spec, timing=None):
             raise
         share = list(server.addresses())
         client = runners.RelayClient(
-            fmt_addr(connect_host_for(bound_host), bound_port), spec.nick, list(spec.rooms), timing=timing
+            format_address(connect_host_for(bound_host), bound_port),
+            spec.nick,
+            list(spec.rooms),
+            timing=timing,
         )
         return client, server, share
     if spec.mode == "join":

@@ -16,7 +16,7 @@ from textual.widgets import Input
 from udproom.protocol.names import sanitize
 
 from . import model as m
-from .render import MARKER, Renderer, cut, nick_style
+from .render import Renderer, cut
 
 
 class MessageView(ScrollView, can_focus=False):
@@ -39,8 +39,15 @@ class MessageView(ScrollView, can_focus=False):
         width = width or self.scrollable_content_region.width or self.size.width or 80
         base = self.rich_style
         r = self._renderer
-        if r is None or r.width != max(width, 10) or r.base != base or r.tz is not self.chat.tz:
-            r = self._renderer = Renderer(width, self.chat.tz, base)
+        palette = self.app.palette
+        if (
+            r is None
+            or r.width != max(width, 10)
+            or r.base != base
+            or r.tz is not self.chat.tz
+            or r.p is not palette
+        ):
+            r = self._renderer = Renderer(width, self.chat.tz, base, palette)
         return r
 
     def _text_width(self, scrollbar: bool) -> int:
@@ -91,7 +98,7 @@ class MessageView(ScrollView, can_focus=False):
         for line in lines:
             if unread and line.nick and not line.mine:
                 unread = False
-                append(r.rule("new", MARKER))
+                append(r.rule("new", r.p.MARKER))
             if line.day != prev_day:
                 prev_day = line.day
                 append(day_rule(prev_day))
@@ -232,7 +239,8 @@ class RoomList(_ClickList):
         out = Text(no_wrap=True, overflow="ellipsis", end="")
         keys: list[str] = []
         width = self.size.width or 20
-        out.append("ROOMS\n", "bold #565f89")
+        p = self.app.palette
+        out.append("ROOMS\n", f"bold {p.faint}")
         keys.append("")
         order = chat.room_order()
         for i, name in enumerate(order):
@@ -247,15 +255,16 @@ class RoomList(_ClickList):
             else:
                 badge = ""
             if active:
-                style, num_style, badge_style = "bold #1a1b26 on #7aa2f7", "#1a1b26 on #7aa2f7", ""
+                num_style = f"{p.inverse} on {p.title}"
+                style, badge_style = f"bold {num_style}", ""
             elif room.mentions:
-                style, num_style, badge_style = "bold #e0af68", "#565f89", "bold #1a1b26 on #e0af68"
+                style, num_style, badge_style = f"bold {p.warn}", p.faint, f"bold {p.inverse} on {p.warn}"
             elif room.unread:
-                style, num_style, badge_style = "bold #c0caf5", "#565f89", "bold #1a1b26 on #73daca"
+                style, num_style, badge_style = f"bold {p.text}", p.faint, f"bold {p.inverse} on {p.ok}"
             elif room.activity:
-                style, num_style, badge_style = "#a9b1d6", "#565f89", ""
+                style, num_style, badge_style = p.mode, p.faint, ""
             else:
-                style, num_style, badge_style = "#737aa2", "#565f89", ""
+                style, num_style, badge_style = p.muted, p.faint, ""
             room_w = max(width - 3 - len(badge), 3)
             label = cut(label, room_w)
             line = Text(no_wrap=True, end="")
@@ -272,18 +281,10 @@ class RoomList(_ClickList):
             out.append("\n")
             keys.append(name)
         if not order:
-            out.append(" (none)\n", "#565f89")
+            out.append(" (none)\n", p.faint)
         self._keys = keys
         out.rstrip()
         return out
-
-
-PRESENCE = {
-    "here": ("●", Style(color="#9ece6a")),
-    "away": ("◐", Style(color="#e0af68")),
-    "timed out": ("○", Style(color="#db4b4b")),
-    "unknown": ("?", Style(color="#565f89")),  # a DM with someone not in any room we are in
-}
 
 
 class MemberList(_ClickList):
@@ -303,28 +304,29 @@ class MemberList(_ClickList):
         if offline:
             presence = dict.fromkeys(presence, "unknown")
         here = "?" if offline else sum(1 for p in presence.values() if p == "here")
-        out.append(f"MEMBERS {here}/{len(members)}\n", "bold #565f89")
+        p = self.app.palette
+        out.append(f"MEMBERS {here}/{len(members)}\n", f"bold {p.faint}")
         width = self.size.width or 20
         for member in members:
-            glyph, gstyle = PRESENCE[presence.get(member.nick, member.presence)]
+            glyph, gstyle = p.presence[presence.get(member.nick, member.presence)]
             out.append(f" {glyph} ", gstyle)
             is_me = member.nick == self.chat.nick
-            style = nick_style(member.nick, bold=is_me)
+            style = p.nick(member.nick, bold=is_me)
             state = presence.get(member.nick, member.presence)
             if state == "timed out":
-                style = Style(color="#565f89", strike=True)
+                style = Style(color=p.faint, strike=True)
             elif state == "away":
                 style = style + Style(dim=True, italic=True)
             elif state == "unknown":
-                style = Style(color="#737aa2")
+                style = Style(color=p.muted)
             # one row per member: a long nick is cut (the pane scrolls, it never wraps)
             out.append(cut(member.nick, width - 3 - (6 if is_me else 0)), style)
             if is_me:
-                out.append(" (you)", "#565f89")
+                out.append(" (you)", p.faint)
             out.append("\n")
             keys.append(member.nick)
             if state == "unknown" and not offline:
-                out.append("   not seen in any of\n   your rooms\n", "italic #565f89")
+                out.append("   not seen in any of\n   your rooms\n", f"italic {p.faint}")
                 keys += ["", ""]
         self._keys = keys
         out.rstrip()
@@ -355,7 +357,6 @@ class ChatInput(Input):
         self.history: list[str] = []
         self._hist_pos = 0
         self._draft = ""
-        self.completion: tuple[str, list[str], int, int] | None = None  # (base, matches, i, start)
 
     def remember(self, text: str) -> None:
         if text and (not self.history or self.history[-1] != text):
@@ -392,8 +393,6 @@ class ChatInput(Input):
         bindings (Enter, Backspace, ←...) only once the key has bubbled up to the app, after this
         input has already inserted the characters typed after it: run our own bindings here.
         (Input's own handler, next in the MRO, inserts printable characters.)"""
-        if event.key != "tab":
-            self.completion = None
         if not event.is_printable:
             for binding in self._bindings.key_to_bindings.get(event.key, ()):
                 if not binding.priority and await self.app.run_action(binding.action, self):

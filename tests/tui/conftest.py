@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC
 
 import pytest
 
 from udproom.protocol import events as ev
 from udproom.tui.app import ChatApp
-from udproom.tui.demo import FakeBackend
+
+from .demo import FakeBackend
 
 T0 = 1_780_000_000.0  # Thursday 28 May 2026, 20:26:40 UTC
 
@@ -56,13 +58,13 @@ async def ready(pilot, app, backend):
         lambda: len(app.chat.rooms) == len(backend.rooms) and app.chat.state == "connected",
         "rooms joined",
     )
-    await until(pilot, lambda: not app._inbox and not app._flush_requested, "flush")
+    await until(pilot, lambda: not app.events_waiting, "flush")
 
 
 async def settle(pilot, app):
     """Wait until every buffered backend event is on screen."""
     await pilot.pause()
-    await until(pilot, lambda: not app._inbox and not app._flush_requested, "flush")
+    await until(pilot, lambda: not app.events_waiting, "flush")
     await pilot.pause()
 
 
@@ -73,3 +75,41 @@ def texts(app) -> list[str]:
 def last(app) -> str:
     """The text of the newest line in the room on screen."""
     return app.chat.current.lines[-1].text
+
+
+async def type_line(pilot, text):
+    pilot.app.input.value = text
+    pilot.app.input.cursor_position = len(text)
+    await pilot.press("enter")
+
+
+def fake_build(built, cls=FakeBackend):
+    async def build(spec, timing=None):
+        built.append(spec)
+        return cls(spec.nick, spec.rooms, address=spec.address or "x"), None, ["10.0.0.5:6000"]
+
+    return build
+
+
+async def paste(pilot, text):
+    """A bracketed paste, as the terminal driver delivers it to the focused input."""
+    from textual import events
+
+    pilot.app.input.post_message(events.Paste(text))
+    await pilot.pause()
+    await pilot.pause()
+
+
+def status(app) -> str:
+    return str(app.query_one("#status").render())
+
+
+class SilentBackend(FakeBackend):
+    """Nothing answers at that address: the core keeps retrying and says so."""
+
+    async def run(self, emit):
+        self.emit = emit
+        self._closed = asyncio.Event()
+        emit(ev.Connecting(self.address))
+        emit(ev.ConnectionLost("no answer from the relay", 2.0))
+        await self._closed.wait()

@@ -13,10 +13,8 @@ from udproom.tui import cli
 
 
 def test_version(capsys):
-    with pytest.raises(SystemExit):
-        cli._parser().parse_args(["--version"])
-    assert capsys.readouterr().out.strip() == f"udproom {__version__}"
     assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"udproom {__version__}"
 
 
 @pytest.mark.parametrize(
@@ -31,6 +29,7 @@ def test_version(capsys):
         (["--join", "a:1", "--room", "no way"], "may only use letters"),
         (["--nick", "a b"], "nick may only use printable characters without spaces"),
         (["--peer", "bad host:1"], "contains spaces"),
+        (["--theme", "nope"], "no theme called 'nope'; one of: "),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(argv, message, capsys):
@@ -99,3 +98,17 @@ def test_without_a_terminal_it_says_so_and_exits(argv):
     lines = err.decode().splitlines()
     assert len(lines) == 1 and "needs a terminal" in lines[0], lines
     assert all(f"udproom {sub}" in lines[0] for sub in ("listen", "send", "relay"))
+
+
+def test_a_theme_is_used_and_remembered_for_the_next_run(monkeypatch):
+    from udproom.tui import config
+    from udproom.tui.app import ChatApp
+
+    used = []
+    monkeypatch.setattr(cli, "_have_terminal", lambda: True)
+    monkeypatch.setattr(ChatApp, "run", lambda self: used.append(self.theme) or 0)
+    assert cli.main(["--theme", "textual-light"]) == 0
+    assert config.load().theme == "textual-light"
+    assert cli.main([]) == 0  # no flag: the remembered one
+    assert used == ["textual-light", "textual-light"]
+    assert ChatApp(config=config.Config(theme="no-such-theme")).theme == "tokyo-night"

@@ -7,19 +7,14 @@ from datetime import UTC
 
 from textual.widgets import Input, OptionList, Static
 
-from udproom.tui import config, demo, session
+from udproom.tui import config, session
 from udproom.tui.app import ChatApp
 from udproom.tui.screens import ConnectScreen
 
-from .conftest import until
-
-
-def fake_build(built):
-    async def build(spec, timing=None):
-        built.append(spec)
-        return demo.FakeBackend(spec.nick, spec.rooms, address=spec.address or "x"), None, ["10.0.0.5:6000"]
-
-    return build
+from .conftest import (
+    fake_build,
+    until,
+)
 
 
 async def test_connect_screen_joins_and_remembers(monkeypatch, _config_dir):
@@ -138,3 +133,27 @@ def test_config_save_error_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv(config.ENV, str(blocker / "sub"))
     err = config.save(config.Config())
     assert err and err.startswith("could not save") and "\n" not in err
+
+
+async def test_connect_screen_recent_by_keyboard_and_mode_marked(monkeypatch):
+    from textual.widgets import OptionList, RadioButton
+
+    cfg = config.Config(nick="zoe", mode="host", recent=["10.0.0.1:6000", "10.0.0.2:7000"])
+    built = []
+    monkeypatch.setattr(session, "build", fake_build(built))
+    app = ChatApp(tz=UTC, config=cfg, save_config=False, flush_interval=0.0)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect screen")
+        screen = app.screen
+        assert str(screen.query_one("#mode-host", RadioButton).label).startswith("✓ ")
+        assert not str(screen.query_one("#mode-join", RadioButton).label).startswith("✓")
+        await pilot.press("down")
+        assert isinstance(app.focused, OptionList)
+        await pilot.press("down", "enter")
+        assert screen.query_one("#address", Input).value == "10.0.0.2:7000"
+        assert str(screen.query_one("#mode-join", RadioButton).label).startswith("✓ ")
+        assert not str(screen.query_one("#mode-host", RadioButton).label).startswith("✓")
+        assert app.focused is screen.query_one("#address", Input)
+        await pilot.press("enter")
+        await until(pilot, lambda: built, "connect")
+        assert built[0].address == "10.0.0.2:7000" and built[0].mode == "join"

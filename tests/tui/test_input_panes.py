@@ -12,7 +12,18 @@ from codecs import getincrementaldecoder
 
 from textual._xterm_parser import XTermParser
 
-from .conftest import make_app, ready, settle, until
+from udproom.protocol import events as ev
+
+from .conftest import (
+    make_app,
+    paste,
+    ready,
+    settle,
+    status,
+    texts,
+    type_line,
+    until,
+)
 
 
 async def terminal(app, data: bytes) -> None:
@@ -68,7 +79,6 @@ LONG = "averyveryverylongnick_24"  # 24 characters, the longest nick allowed
 
 
 def members_app(extra: int = 0):
-    from udproom.protocol import events as ev
 
     nicks = ["alice", "bob", LONG, "carol", "dave"] + [f"zed{i:02}" for i in range(extra)]
     return make_app(rooms=("lobby",), members={"lobby": [ev.Member(n) for n in nicks]}), nicks
@@ -291,3 +301,64 @@ async def test_quick_switcher_fits_a_short_screen_and_says_why_a_name_cannot_be_
         box = app.screen.query_one("#switcher").region
         assert box.bottom <= 14 and screen_rows(app)[box.bottom - 1].strip().startswith("╰")
         await pilot.press("escape")
+
+
+async def test_multi_line_paste_sends_each_line_and_asks_when_long():
+    from udproom.tui.screens import ConfirmPaste
+
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        app.input.value = "look: "
+        app.input.cursor_position = 6
+        await paste(pilot, "first\n\nsecond\n/part\n")
+        await settle(pilot, app)
+        posts = [c[2] for c in backend.calls if c[0] == "post"]
+        assert posts == ["look: first", "second", "/part"]  # in order, a pasted /part is just text
+        assert app.input.value == "" and "lobby" in app.chat.rooms
+        await paste(pilot, "one line only")
+        assert app.input.value == "one line only"
+        app.input.value = ""
+        block = "\n".join(f"line {i}" for i in range(8))
+        await paste(pilot, block)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmPaste), "asks first")
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmPaste), "closed")
+        assert len([c for c in backend.calls if c[0] == "post"]) == 3
+        assert app.input.value.startswith("line 0 line 1")
+        app.input.value = ""
+        await paste(pilot, block)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmPaste), "asks again")
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert [c[2] for c in backend.calls if c[0] == "post"][3:] == [f"line {i}" for i in range(8)]
+
+
+async def test_scrolling_new_below_jump_to_bottom_and_send_snaps_down():
+    app, backend = make_app()
+    async with app.run_test(size=(120, 20)) as pilot:
+        await ready(pilot, app, backend)
+        for i in range(40):
+            backend.say("lobby", "bob", f"line {i}")
+        await settle(pilot, app)
+        await pilot.press("pageup")
+        assert not app.messages.follow
+        backend.say("lobby", "bob", "new one")
+        backend.say("lobby", "bob", "new two")
+        await settle(pilot, app)
+        assert "2 new below" in status(app)
+        await pilot.press("end")  # input empty: to the bottom
+        assert app.messages.follow and "new below" not in status(app)
+        await pilot.press("pageup")
+        app.input.value = "abc"
+        app.input.cursor_position = 0
+        await pilot.press("end")  # input not empty: end of the line
+        assert app.input.cursor_position == 3 and not app.messages.follow
+        await pilot.press("ctrl+end")
+        assert app.messages.follow
+        await pilot.press("pageup")
+        app.input.value = ""
+        await type_line(pilot, "my reply")
+        await settle(pilot, app)
+        assert app.messages.follow and app.messages.scroll_y == app.messages.max_scroll_y
+        assert texts(app)[-1].endswith("my reply")

@@ -194,5 +194,5 @@ async def test_direct_mode_status_line_follows_the_peer_count_and_shows_addresse
             assert want in status(), (n, status())
         # peers can also come and go with no room event: the status tick picks that up
         backend.peers = 4
-        app._tick()
+        app.tick()
         assert "direct, 4 peers" in status()

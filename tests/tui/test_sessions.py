@@ -11,13 +11,24 @@ from pathlib import Path
 from textual.widgets import Input, RadioButton, RadioSet
 
 from udproom.protocol import events as ev
-from udproom.tui import commands, config, demo, session
+from udproom.tui import commands, config, session
 from udproom.tui import model as m
 from udproom.tui.app import ChatApp
 from udproom.tui.screens import ConnectScreen
 
-from .conftest import last, make_app, ready, settle, texts, until
-from .test_findings import fake_build, status, type_line
+from .conftest import (
+    SilentBackend,
+    fake_build,
+    last,
+    make_app,
+    ready,
+    settle,
+    status,
+    texts,
+    type_line,
+    until,
+)
+from .demo import FakeBackend
 
 
 def lines_of(app, room) -> list[m.Line]:
@@ -123,7 +134,7 @@ async def test_status_follows_a_resize_at_once_and_refusals_fade():
         await settle(pilot, app)
         assert "nick ALICE is taken" in status(app)
         app.chat.sticky_at -= 60  # a minute later (the 1 s tick looks)
-        app._tick()
+        app.tick()
         assert "ALICE" not in status(app)
         backend.inject(ev.RequestRefused("nick", "", "nick ALICE is taken"))
         await settle(pilot, app)
@@ -213,7 +224,7 @@ async def test_the_saved_nick_is_the_one_in_use_and_a_flag_run_does_not_overwrit
 async def test_msg_to_nobody_says_so_without_a_dead_conversation():
     """Rough edge: `/msg nobodyhere hi` opened a conversation that offered a retry."""
 
-    class Relay(demo.FakeBackend):
+    class Relay(FakeBackend):
         def ack(self, local_id, seq=None):
             room, _text, _action = self._posts[local_id]
             if room == "@nobodyhere":
@@ -281,7 +292,7 @@ def test_snapshot_narrow_status_after_a_resize(snap_compare):
     app, backend = demo_app()
 
     async def run_before(pilot):
-        from udproom.tui.demo import populate
+        from .demo import populate
 
         await populate(pilot, app, backend)
         app.chat.share = ["192.168.1.5:6000", "10.0.0.5:6000"]
@@ -304,3 +315,84 @@ def test_a_rename_claiming_our_nick_or_nothing_moves_no_conversation():
     chat.apply(ev.NickChanged("lobby", 7, "BOB", "robert", 1.0))  # the same nick, other case
     assert "@robert" in chat.rooms and "@bob" not in chat.rooms
     assert chat.room_order() == ["lobby", "@robert", "@eve"]  # same place in the rooms pane
+
+
+async def test_connect_keeps_the_session_on_a_typo_and_hosting_needs_a_bang(monkeypatch):
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await type_line(pilot, "/connect nonsense.invalid")
+        await until(pilot, lambda: "still on the current connection" in last(app), "resolve error")
+        assert "cannot resolve" in last(app) and app.input.value == "/connect nonsense.invalid"
+        assert app.backend is backend and not backend.closed and app.chat.state == "connected"
+        await type_line(pilot, "/connect host:99999")
+        assert "out of range" in last(app) and app.backend is backend
+        await type_line(pilot, "/connect")
+        assert "port 6000 if none" in last(app)
+    built = []
+    monkeypatch.setattr(session, "build", fake_build(built))
+    spec = session.check(session.Spec("host", ":6000", "zoe", ["lobby"]))
+    app = ChatApp(spec, tz=UTC, save_config=False, flush_interval=0.0)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await until(pilot, lambda: app.chat.state == "connected", "connected")
+        hosting = app.backend
+        await type_line(pilot, "/connect 127.0.0.1:6801")
+        await settle(pilot, app)
+        assert "you are hosting this room" in last(app) and app.backend is hosting and len(built) == 1
+        await type_line(pilot, "/connect! 127.0.0.1:6801")
+        await until(pilot, lambda: len(built) == 2, "reconnected")
+        assert built[1].mode == "join" and built[1].address == "127.0.0.1:6801"
+
+
+async def test_no_answer_is_shown_and_esc_goes_back_to_the_connect_screen(monkeypatch, _config_dir):
+    monkeypatch.setattr(session, "build", fake_build([], SilentBackend))
+    app = ChatApp(tz=UTC, flush_interval=0.0)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "connect screen")
+        app.screen.query_one("#address", Input).value = "127.0.0.1:6802"
+        app.screen.query_one("#address", Input).focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: app.chat.state == "reconnecting", "no answer")
+        await settle(pilot, app)
+        assert "no answer from 127.0.0.1:6802 · retrying in 2 s" in status(app)
+        assert any(
+            "no answer from a relay at 127.0.0.1:6802; retrying in 2.0 s — /connect another address,"
+            " Esc goes back, Ctrl+Q quits" in x.text
+            for x in app.chat.current.lines
+        )
+        assert config.load().recent == []  # never connected: not remembered
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ConnectScreen), "back to the connect screen")
+        assert app.screen.query_one("#address", Input).value == "127.0.0.1:6802"
+        # a session that connects is remembered
+        monkeypatch.setattr(session, "build", fake_build([]))
+        app.screen.query_one("#address", Input).value = "127.0.0.1:6803"
+        app.screen.query_one("#address", Input).focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: app.chat.state == "connected", "connected")
+        await settle(pilot, app)
+        assert config.load().recent == ["127.0.0.1:6803"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConnectScreen)  # connected: Esc does nothing
+
+
+async def test_sighup_leaves_politely():
+    import os
+    import signal
+
+    previous = signal.signal(signal.SIGHUP, lambda *a: None)  # without the app's handler: ignored
+    try:
+        app, backend = make_app()
+        ended: list[bool] = []
+        # the real app ends the process without touching the dead terminal (os._exit): here the
+        # test stands in for that last step, after the goodbye
+        app._exit_process = lambda: ended.append(("close",) in backend.calls) or app.exit(0)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await ready(pilot, app, backend)
+            os.kill(os.getpid(), signal.SIGHUP)
+            await until(pilot, lambda: ("close",) in backend.calls, "said goodbye")
+            await until(pilot, lambda: not app.is_running, "exited")
+        assert ended == [True]  # the goodbye came first, then the process ended
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -10,13 +10,14 @@ from datetime import UTC
 
 from udproom.tui import config
 from udproom.tui.app import ChatApp
-from udproom.tui.demo import DEMO_T0, demo_backend, populate
 from udproom.tui.screens import ConnectScreen, HelpScreen, QuickSwitcher
+
+from .demo import DEMO_T0, demo_backend, populate
 
 SIZE = (120, 32)
 
 
-def demo_app():
+def demo_app(theme: str | None = None):
     backend = demo_backend()
     # the app joins just before the scripted session starts (DEMO_T0), as a real one would
     app = ChatApp(
@@ -26,12 +27,31 @@ def demo_app():
         save_config=False,
         bell=False,
         flush_interval=0.0,
+        theme=theme,
     )
     return app, backend
 
 
 def test_main_screen(snap_compare):
     app, backend = demo_app()
+
+    async def run_before(pilot):
+        await populate(pilot, app, backend)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_main_screen_in_a_light_theme(snap_compare):
+    app, backend = demo_app("textual-light")
+
+    async def run_before(pilot):
+        await populate(pilot, app, backend)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_main_screen_in_another_dark_theme(snap_compare):
+    app, backend = demo_app("nord")
 
     async def run_before(pilot):
         await populate(pilot, app, backend)

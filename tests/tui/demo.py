@@ -1,4 +1,4 @@
-"""An in-memory backend: the app's tests, the benchmark and scripted screenshots drive it.
+"""An in-memory backend (a test double): the app's tests, the benchmark and the snapshot tests drive it.
 
 It behaves like a well-connected relay client with no network: joins succeed, posts are echoed
 and acknowledged on the next loop turn (unless told to fail), and a test can `inject` any event
@@ -272,7 +272,7 @@ async def populate(pilot, app, backend: FakeBackend, tries: int = 400) -> None:
     play_demo(backend)
     for _ in range(tries):
         await pilot.pause()
-        if not app._inbox and not app._flush_requested:
+        if not app.events_waiting:
             break
     app.input.cursor_blink = False
     await pilot.pause()
