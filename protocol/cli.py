@@ -511,15 +511,23 @@ class _Output:
             self.on_closed()
 
 
-async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
-    client = _client(args, nick, room)
-    done = asyncio.Event()
-    state = {"joined": False, "messages": 0, "error": None, "interrupted": False}
+def _finisher(state: dict, done: asyncio.Event) -> Callable[..., None]:
+    """`finish(error=None)`: the command ends, with the first error it met (if any)."""
 
     def finish(error: str | None = None) -> None:
         if error and state["error"] is None:
             state["error"] = error
         done.set()
+
+    return finish
+
+
+async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
+    client = _client(args, nick, room)
+    done = asyncio.Event()
+    state = {"joined": False, "messages": 0, "error": None, "interrupted": False}
+
+    finish = _finisher(state, done)
 
     out = _Output(lambda: finish())
 
@@ -659,10 +667,7 @@ async def _run_history(args: argparse.Namespace, room: str, nick: str) -> int:
     done = asyncio.Event()
     state: dict = {"error": None, "interrupted": False, "asked": False, "connected": False}
 
-    def finish(error: str | None = None) -> None:
-        if error and state["error"] is None:
-            state["error"] = error
-        done.set()
+    finish = _finisher(state, done)
 
     out = _Output(lambda: finish())
 
@@ -756,10 +761,7 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
     }
     pending: set[int] = set()
 
-    def finish(error: str | None = None) -> None:
-        if error and state["error"] is None:
-            state["error"] = error
-        done.set()
+    finish = _finisher(state, done)
 
     def check_done() -> None:
         if state["all_posted"] and not pending:

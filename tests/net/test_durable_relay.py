@@ -144,3 +144,10 @@ def test_a_read_only_data_directory_is_a_one_line_error_at_start():
 def test_memory_and_data_together_are_bad_usage(tmp_path):
     r = run_cli("relay", "--memory", "--data", str(tmp_path))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--memory" in r.stderr
+
+
+def test_history_errors_are_one_line(silent_port):
+    r = run_cli("history", "--join", f"127.0.0.1:{silent_port}", "--room", "lobby", "--timeout", "0.5")
+    _one_line_error(r, "timed out", "127.0.0.1")
+    r = run_cli("history", "--join", "127.0.0.1:6000", "--room", "not a room!")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
