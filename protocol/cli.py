@@ -200,9 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument(
         "--keep-events",
         type=_at_least_zero,
-        default=100_000,
         metavar="N",
-        help="keep at most N events per room (default 100000; 0 = no cap)",
+        help="keep at most N events per room (default 100000, with --memory 4096; 0 = no cap)",
     )
     _add_common(relay)
 
@@ -425,17 +424,21 @@ async def _run_relay(args: argparse.Namespace) -> int:
 def _open_room_log(args: argparse.Namespace) -> Any:
     """The relay's room log from --data / --memory / --fsync / --keep-*: a one-line Failure when
     it cannot be opened (another relay holds it, damaged, read-only)."""
-    from .roomlog import StoreError, open_log
+    from .relay import RelayConfig
+    from .roomlog import KEEP_EVENTS, StoreError, open_log
 
     if args.memory and (args.data is not None or args.fsync):
         raise UsageError("--memory keeps nothing on disk: it cannot be combined with --data or --fsync")
+    keep_events = args.keep_events
+    if keep_events is None:  # in memory: the ring the relay kept before it had a log
+        keep_events = RelayConfig().ring if args.memory else KEEP_EVENTS
     try:
         return open_log(
             args.data,
             memory=args.memory,
             fsync=args.fsync,
             keep_days=args.keep_days or None,
-            keep_events=args.keep_events or None,
+            keep_events=keep_events or None,
         )
     except StoreError as exc:
         raise Failure(str(exc)) from None
