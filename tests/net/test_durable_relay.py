@@ -111,7 +111,7 @@ def test_a_damaged_room_log_is_a_one_line_error_at_start(tmp_path):
 
 READ_ONLY = """
 import os, sys
-from udproom.protocol import cli, roomlog  # imported (and the flags parsed) while still root
+from udproom.protocol import cli, relay, roomlog  # imported (and the flags parsed) while still root
 import sqlite3, fcntl, platformdirs
 args = cli.build_parser().parse_args(["relay", "--bind", "127.0.0.1:0", "--data", sys.argv[1]])
 os.setgid(65534); os.setuid(65534)
