@@ -5,6 +5,7 @@ events; the errors of `udproom relay --data` are one line."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -45,21 +46,32 @@ async def test_sigkill_during_a_flood_loses_nothing_acknowledged_and_members_res
     total = sum(len(v) for v in senders.values())
     listener = await procs.listen("l0", addr, "lobby", "--count", str(total), "--timeout", "90", *FAST)
     await listener.wait_json(lambda o: o["type"] == "joined", 20, "joined")
-    sends = []
-    for name, lines in senders.items():
-        s = await procs.send(name, addr, "lobby", "--timeout", "80", *FAST, stdin=True)
-        await s.write("".join(line + "\n" for line in lines))
-        s.close_stdin()
-        sends.append(s)
+    sends = [await procs.send(name, addr, "lobby", "--timeout", "80", *FAST, stdin=True) for name in senders]
+
+    async def flood() -> None:
+        """One line per sender per round, keeping about 15 messages in flight (never a pause)."""
+        for k in range(40):
+            await listener.wait_until(
+                lambda k=k: len(listener.of_type("message")) >= 3 * (k - 5), 60, f"round {k - 5}"
+            )
+            for s, lines in zip(sends, senders.values(), strict=True):
+                await s.write(lines[k] + "\n")
+        for s in sends:
+            s.close_stdin()
+
+    feeder = asyncio.create_task(flood())
     for kill in range(2):  # SIGKILL at a random point of the flood, twice
-        at = rng.randrange(5 + 40 * kill, 40 + 40 * kill)
+        at = rng.randrange(20 + 45 * kill, 50 + 45 * kill)
         await listener.wait_until(lambda at=at: len(listener.of_type("message")) >= at, 60, f"{at} messages")
         relay.kill()
         assert await relay.wait(30) == -signal.SIGKILL
         relay, again = await procs.relay(addr, "--data", data, *FAST, name=f"relay{kill + 2}")
         assert again == port
+    await asyncio.wait_for(feeder, 90)
     for s in sends:
         assert await s.wait(90) == 0, s.stderr  # every message acknowledged
+    # the kills hit senders mid-flood: they lost their sessions and resent what was unanswered
+    assert any("forgot this session" in line for s in sends for line in s.stderr), [s.stderr for s in sends]
     assert await listener.wait(90) == 0, listener.stderr
     # the listener resumed across both restarts: no gap, no duplicate, no "missed" warning
     seen = [o for o in listener.json if "seq" in o]
