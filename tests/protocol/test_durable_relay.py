@@ -6,6 +6,7 @@ same directory."""
 
 from __future__ import annotations
 
+import heapq
 import random
 
 from hypothesis import HealthCheck, given, settings
@@ -30,10 +31,20 @@ def _durable(room: Room, where, **kw) -> Relay:
     return relay
 
 
-def _crash(room: Room) -> None:
-    """The relay process dies: no goodbye, its pending group is gone, its lock released."""
-    room.net.remove(RELAY)
+def _crash(room: Room, mid_group: bool = False) -> int:
+    """The relay process dies: no goodbye, its pending group is gone, its lock released. With
+    `mid_group`, it dies after taking in the datagrams on their way to it but before its next
+    flush (so before the commit): returns how many events it had appended and not stored."""
+    net = room.net
+    if mid_group:
+        for item in sorted(i for i in net.queue if i[4] == RELAY):
+            net.queue.remove(item)
+            room.relay.receive_datagram(item[2], item[3], net.now)
+        heapq.heapify(net.queue)
+    pending = room.relay.log.pending
+    net.remove(RELAY)
     room.relay.log.close()
+    return pending
 
 
 def _stored(relay: Relay) -> list[tuple[int, F.Ev]]:
@@ -88,18 +99,24 @@ def test_a_relay_killed_at_random_points_of_a_flood_loses_nothing_it_acknowledge
     epoch = relay.epoch
     room.wait_joined()
     texts: dict[tuple, dict[int, str]] = {a: {} for a in room.clients}
+    in_flight: list[int] = []  # posts not yet acknowledged when the relay died
+    lost_groups: list[int] = []  # events appended and not yet stored when it died
     for burst in range(5):
         for k in range(12):
             for addr, c in room.clients.items():
                 text = f"{c.nick} b{burst} m{k}"
                 texts[addr][room.net.call(addr, c.post, ROOM, text)] = text
         # the relay dies at a random point of the flood (mid-group, between commits, ...)
-        room.net.run_until(room.net.now + rng.uniform(0.0005, 0.03))
-        _crash(room)
+        mid_group = burst % 2 == 0  # (then it dies before the burst's datagrams reach its flush)
+        room.net.run_until(room.net.now + rng.uniform(0.0005, 0.0015 if mid_group else 0.03))
+        in_flight.append(sum(c.pending_posts for c in room.clients.values()))
+        lost_groups.append(_crash(room, mid_group))
         room.net.run_until(room.net.now + rng.uniform(0.0, 0.5))
         relay = _durable(room, tmp_path)
         assert relay.epoch == epoch  # the same history: members resume
     total = sum(len(t) for t in texts.values())
+    assert all(in_flight), in_flight  # every crash hit the flood mid-way
+    assert any(lost_groups), lost_groups  # and some died with a group appended but not committed
 
     def unacked() -> bool:
         return sum(len(room.events(a, E.PostAcknowledged)) for a in room.clients) < total
