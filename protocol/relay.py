@@ -228,9 +228,17 @@ class Stream:
             self.first += 1
 
     def append(self, ev: F.Ev, now: float) -> int:
+        return self.push(self.encode(ev), now)
+
+    def encode(self, ev: F.Ev) -> bytes:
+        """The event as kept; EventTooBig if it could not travel in one datagram."""
         data = F.encode_item(ev)
         if len(data) > self.max_event:
             raise EventTooBig(f"an event of {len(data)} bytes does not fit a datagram")
+        return data
+
+    def push(self, data: bytes, now: float) -> int:
+        """Keep an encoded event (`encode`) as the next one."""
         self.seq += 1
         self.ring.append(data)
         self.times.append(now)
@@ -616,8 +624,12 @@ class Relay:
             room = self.rooms.get(name)
             if room is None:
                 continue
-            taken = room.truncate(log.last_seq(name))
-            room.topic = log.topic(name)
+            try:
+                last, topic = log.last_seq(name), log.topic(name)
+            except StoreError:  # (a closed log: nothing more will be stored)
+                last, topic = room.flushed, room.topic
+            taken = room.truncate(last)
+            room.topic = topic
             for data in taken:
                 ev = F.decode_ev(data)
                 if ev.kind in _PRESENCE:  # it happened all the same: numbered again, kept for next time
@@ -1026,7 +1038,7 @@ class Relay:
         session.next_cseq = req.cseq + 1
         try:
             res = self._execute(session, req, now)
-        except (NameError_, EventTooBig) as exc:  # (the second is a bug, but one refused cleanly)
+        except (NameError_, EventTooBig, StoreError) as exc:  # (the last two: bugs, refused cleanly)
             res = _result(req.cseq, F.RES_REFUSED, 0, str(exc), req.room)
         if res is None:  # deferred (a direct message waits for its recipient)
             session.deferred.add(req.cseq)
@@ -1045,8 +1057,9 @@ class Relay:
 
     def _room_event(self, room: Stream, ev: F.Ev, now: float) -> int:
         """The room's next event: numbered by the log, pending until the next commit."""
+        data = room.encode(ev)  # (refused before the log numbers it)
         seq = self.log.append(room.name, ev)
-        room.append(ev, now)  # (the ring is the recent cache in front of the log: same numbers)
+        room.push(data, now)  # (the ring is the recent cache in front of the log: same numbers)
         self._dirty.add(room.name)
         return seq
 
