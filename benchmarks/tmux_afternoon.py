@@ -186,7 +186,9 @@ def afternoon() -> None:
 
         # ---------------------------------------------------------------- a refusal fades
         type_line("carol", "/nick ALICE")
-        took = wait_for("carol", lambda s: "is in use" in s.splitlines()[-1], "the refusal in the status line")
+        took = wait_for(
+            "carol", lambda s: "is in use" in s.splitlines()[-1], "the refusal in the status line"
+        )
         ok(f"carol's /nick ALICE refused: {status_line('carol').strip()!r}", took)
         took = wait_for("carol", lambda s: "is in use" not in s.splitlines()[-1], "the refusal to fade", 15)
         ok("the refusal left the status line by itself", took)

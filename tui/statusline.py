@@ -66,7 +66,7 @@ class TopicLine(OneLine):
                 t.append("  ·  ", p.faint)
                 t.append(room.topic, p.text)
             else:
-                t.append("  ·  no topic (/topic p.text sets one)", p.faint)
+                t.append("  ·  no topic (/topic TEXT sets one)", p.faint)
         self.set_text(t)
 
 

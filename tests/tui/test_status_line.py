@@ -97,3 +97,14 @@ async def test_connection_state_in_status_line():
         backend.inject(ev.Refused("server full"))
         await settle(pilot, app)
         assert "refused: server full" in str(app.query_one("#status").render())
+
+
+async def test_topic_line_says_how_to_set_a_topic_where_there_is_none():
+    app, backend = make_app(topics={"lobby": "be kind"})
+    async with app.run_test(size=(100, 24)) as pilot:
+        await ready(pilot, app, backend)
+        topic = app.query_one("#topic")
+        assert "be kind" in str(topic._text)
+        await pilot.press("alt+2")  # #dev has no topic
+        await settle(pilot, app)
+        assert str(topic._text).endswith("#dev  ·  no topic (/topic TEXT sets one)")
