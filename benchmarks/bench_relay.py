@@ -31,6 +31,10 @@ messages/s: senders stamp `time.monotonic_ns()` into the text, members subtract 
 
 Every process is ended by PID (also on error and Ctrl+C); every worker also exits by itself
 when its stdin closes or its time runs out.
+
+`run_scenario` (one round: start the workers, run the load, collect) and `main` (rounds, then the
+report) are long because each is one sequence read top to bottom; the parts they share are
+functions of their own.
 """
 
 from __future__ import annotations

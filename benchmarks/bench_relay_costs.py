@@ -30,8 +30,7 @@ from udproom.protocol.reliability import Timing
 
 
 def _hello(nick: str, cookie: bytes = b"") -> bytes:
-    h = F.Hello(F.VERSION, nick, cookie, b"", 7)
-    return F.encode_one(F.Hello(F.VERSION, nick, cookie, F.hello_padding(F.size_of((h,))), 7))
+    return F.encode_one(F.padded_hello(version=F.VERSION, nick=nick, cookie=cookie, nonce=7))
 
 
 def _addr(i: int) -> tuple:
@@ -85,7 +84,7 @@ def bench_tick(sessions: int, rooms_each: int) -> dict:
     for addr in addrs:
         s_sid, s_cseq, s_names = sids[addr]
         todo = [n for n in s_names if relay.rooms[n].seq == relay.rooms[n].flushed]
-        reqs = [F.Req(s_cseq + k, F.OP_TOPIC, n, "t") for k, n in enumerate(todo)]
+        reqs = [F.Req(cseq=s_cseq + k, op=F.OP_TOPIC, room=n, text="t") for k, n in enumerate(todo)]
         if reqs:
             relay.receive_datagram(F.encode([s_sid, *reqs]), addr, now)
             sids[addr] = (s_sid, s_cseq + len(reqs), s_names)
@@ -130,13 +129,16 @@ def bench_tick(sessions: int, rooms_each: int) -> dict:
             best = min(best, (time.perf_counter() - t0) / n)
         return best
 
-    dm = [F.encode([sid, F.Req(cseq + k, F.OP_DIRECT, "nobody", "hi", k + 1)]) for k in range(rounds * n)]
+    dm = [
+        F.encode([sid, F.Req(cseq=cseq + k, op=F.OP_DIRECT, room="nobody", text="hi", mid=k + 1)])
+        for k in range(rounds * n)
+    ]
     gc.collect()
     dm_cost = per_request(dm)
     cseq += rounds * n
     members = len(relay.rooms[names[0]].members)
     posts = [
-        F.encode([sid, F.Req(cseq + k, F.OP_POST, names[0], "hello there", 10**6 + k)])
+        F.encode([sid, F.Req(cseq=cseq + k, op=F.OP_POST, room=names[0], text="hello there", mid=10**6 + k)])
         for k in range(rounds * n)
     ]
     post_cost = per_request(posts)
@@ -161,7 +163,14 @@ def bench_memory(events: int = 4096) -> dict:
         for k in range(events):
             text = "chat message " + "x" * (7 + k % 60)
             room.append(
-                F.Ev(F.EV_MSG, f"nick{k % 97:04d}", text, 1.7e9 + k / 10, (k * 2654435761) % 2**63), k
+                F.Ev(
+                    kind=F.EV_MSG,
+                    nick=f"nick{k % 97:04d}",
+                    text=text,
+                    ts=1.7e9 + k / 10,
+                    mid=(k * 2654435761) % 2**63,
+                ),
+                k,
             )
         after = tracemalloc.take_snapshot()
     finally:

@@ -59,7 +59,13 @@ def make_events(n: int, rng: random.Random) -> list[tuple[str, F.Ev]]:
         out.append(
             (
                 ROOMS[i % len(ROOMS)],
-                F.Ev(F.EV_MSG, rng.choice(NICKS), text, 1.7e9 + i * 0.01, rng.getrandbits(63) or 1),
+                F.Ev(
+                    kind=F.EV_MSG,
+                    nick=rng.choice(NICKS),
+                    text=text,
+                    ts=1.7e9 + i * 0.01,
+                    mid=rng.getrandbits(63) or 1,
+                ),
             )
         )
     return out

@@ -21,6 +21,10 @@ Roles
   members-naive   many counting sockets registered with the naive relay
   senders-udproom ClientSession cores (real clients) posting through the protocol
   senders-naive   raw datagrams of the same text, windowed by their own echoes
+
+Each role's function is that process's whole main loop (setup, the timed window, the result), so
+the long ones (`members_udproom`, `senders_udproom`, `relay_naive`, `senders_naive`) are kept
+whole: their hot loops bind attributes to locals, and their timing is what is measured.
 """
 
 from __future__ import annotations
@@ -37,7 +41,11 @@ from array import array
 
 import msgspec
 
+from udproom.protocol import frames as F
+from udproom.protocol.reliability import AckScheduler, RecvStream
+
 ROOM = "bench"
+NACK_PACE = 0.02  # a lean member keeps no RTT estimate: one NACK per 20 ms at most
 HOST = "127.0.0.1"
 RCVBUF = 4 << 20
 
@@ -295,52 +303,42 @@ def _lean_decoder():
     return msgspec.msgpack.Decoder(tuple[LeanSid, LeanBatch]).decode
 
 
-class LeanSid(msgspec.Struct, array_like=True, frozen=True, tag=9):
+def _tag(frame_type) -> int:
+    return frame_type.__struct_config__.tag
+
+
+class LeanSid(msgspec.Struct, array_like=True, frozen=True, tag=_tag(F.Sid)):
     token: int
 
 
-class LeanBatch(msgspec.Struct, array_like=True, frozen=True, tag=20):
+class LeanBatch(msgspec.Struct, array_like=True, frozen=True, tag=_tag(F.Batch)):
     room: str
     seq: int
     events: list[msgspec.Raw]
 
 
-#: MessagePack prefix of a two-frame datagram that starts with a Sid: fixarray(2), fixarray(2), 9.
-SID_PREFIX = b"\x92\x92\x09"
+#: MessagePack prefix of a two-frame datagram that starts with a Sid: fixarray(2), fixarray(2), tag.
+SID_PREFIX = b"\x92\x92" + msgspec.msgpack.encode(_tag(F.Sid))
 
 
 class LeanMember:
     """A room member that does what ClientSession does for the relay, without the UI work.
 
     Handshake (padded Hello, cookie Retry, Hello with cookie, Welcome), join (Req cseq 1), then
-    for every Batch: count new events, track the cumulative ack point and out-of-order seqs, and
-    ack like ClientSession does (delayed ack of `ack_delay`, at once after ACK_EVERY new events,
-    on a duplicate or a gap; SACK ranges; a paced NACK for holes); Gone skips ahead; a Ping when
-    quiet. What it skips is building MessageReceived events and the per-message dedupe by mid.
+    for every Batch: count new events in a `RecvStream` (`offer_run`: no items kept) and ack
+    through the same `AckScheduler` as ClientSession (delayed ack of `ack_delay`, at once after
+    ACK_EVERY new events, on a duplicate or a gap; SACK ranges; a paced NACK for holes); Gone
+    skips ahead; a Ping when quiet. What it skips is building MessageReceived events and the
+    per-message dedupe by mid.
     """
 
-    __slots__ = (
-        "ack_at",
-        "buf",
-        "count",
-        "cum",
-        "dups",
-        "last_sent",
-        "nack_at",
-        "nick",
-        "sid",
-        "sock",
-        "unacked",
-    )
+    __slots__ = ("acks", "count", "dups", "last_sent", "nick", "rx", "sid", "sock")
 
-    def __init__(self, sock: socket.socket, nick: str) -> None:
+    def __init__(self, sock: socket.socket, nick: str, ack_delay: float, ack_every: int) -> None:
         self.sock = sock
         self.nick = nick
-        self.cum = 0
-        self.buf: set[int] = set()
-        self.unacked = 0
-        self.ack_at: float | None = None
-        self.nack_at = -1.0
+        self.rx = RecvStream()
+        self.acks = AckScheduler(ack_delay, ack_every)
         self.count = 0
         self.last_sent = 0.0
         self.dups = 0
@@ -359,9 +357,11 @@ class LeanMember:
 
         def send_state() -> None:
             if state == "hello":
-                h = F.Hello(F.VERSION, self.nick, cookie, b"", nonce)
-                pad = F.hello_padding(F.size_of((h,)))
-                sock.send(F.encode_one(F.Hello(F.VERSION, self.nick, cookie, pad, nonce)))
+                sock.send(
+                    F.encode_one(
+                        F.padded_hello(version=F.VERSION, nick=self.nick, cookie=cookie, nonce=nonce)
+                    )
+                )
             else:
                 sock.send(F.encode((self.sid, F.Req(1, F.OP_JOIN, ROOM))))
 
@@ -384,70 +384,37 @@ class LeanMember:
                 elif tp is F.Batch and fr.room == ROOM:
                     early.append((fr.seq, len(fr.events)))
                 elif tp is F.Joined and fr.room == ROOM:
-                    self.cum = fr.base - 1
+                    self.rx = RecvStream(fr.base)
                     for seq, n in early:
                         self.offer(seq, n)
                     self.count = 0
                     sock.setblocking(False)
                     self.last_sent = time.monotonic()
-                    self.ack_at = 0.0
                     return
         raise RuntimeError(f"{self.nick}: no join within {timeout} s")
 
     def offer(self, seq: int, n: int) -> tuple[int, bool]:
         """Take events seq..seq+n-1; returns (new events, urgent ack?)."""
-        hi = seq + n - 1
-        cum = self.cum
-        buf = self.buf
-        if not buf and seq <= cum + 1:  # the common case: in order, maybe overlapping
-            if hi <= cum:
-                self.dups += 1
-                return 0, True
-            new = hi - cum
-            self.cum = hi
-            self.unacked += new
-            return new, False
-        new = 0
-        for s in range(max(seq, cum + 1), hi + 1):
-            if s not in buf:
-                buf.add(s)
-                new += 1
+        rx = self.rx
+        new = rx.offer_run(seq, n)
         if new == 0:
             self.dups += 1
-        while cum + 1 in buf:
-            cum += 1
-            buf.discard(cum)
-        self.cum = cum
-        self.unacked += new
-        return new, bool(new == 0 or buf)
+            return 0, True
+        return new, bool(rx.buffer)  # a gap
 
     def skip_to(self, first: int) -> None:
-        if first - 1 > self.cum:
-            self.cum = first - 1
-            self.buf = {s for s in self.buf if s > self.cum}
-            while self.cum + 1 in self.buf:
-                self.cum += 1
-                self.buf.discard(self.cum)
+        self.rx.skip_to(first)
+        self.rx.pop_ready()
+
+    def want_ack(self, now: float, urgent: bool) -> None:
+        self.acks.want(ROOM, self.rx, now, urgent)
 
     def ack_frames(self, now: float) -> list:
-        from udproom.protocol import frames as F
-        from udproom.protocol.reliability import ranges_of
-
-        out = [self.sid, F.Ack(ROOM, self.cum, ranges_of(sorted(self.buf)) if self.buf else [])]
-        if self.buf and now >= self.nack_at + 0.02:
-            self.nack_at = now
-            missing: list[int] = []
-            expect = self.cum + 1
-            for s in sorted(self.buf):
-                if s > expect:
-                    missing.extend((expect, s - 1))
-                    if len(missing) >= 32:
-                        break
-                expect = s + 1
+        out: list = [self.sid]
+        for name, cum, sack, missing in self.acks.take(now, NACK_PACE, lambda _name: (self.rx, 0)):
+            out.append(F.Ack(name, cum, sack))
             if missing:
-                out.append(F.Nack(ROOM, missing))
-        self.unacked = 0
-        self.ack_at = None
+                out.append(F.Nack(name, missing))
         return out
 
 
@@ -467,7 +434,7 @@ def members_udproom(args: argparse.Namespace) -> None:
     encode = F.encode
     members = []
     for i in range(args.count):
-        m = LeanMember(member_socket(args.port), f"m{args.first + i:03d}")
+        m = LeanMember(member_socket(args.port), f"m{args.first + i:03d}", ack_delay, ACK_EVERY)
         m.handshake()
         members.append(m)
     emit("ready", {"members": len(members)})
@@ -494,7 +461,7 @@ def members_udproom(args: argparse.Namespace) -> None:
             break
         wait = 0.01
         if pending:
-            soonest = min(m.ack_at for m in pending)
+            soonest = min(m.acks.next_at(now) or now for m in pending)
             wait = max(0.0, min(wait, soonest - now))
         ready = sel.select(wait)
         now = time.monotonic()
@@ -534,8 +501,8 @@ def members_udproom(args: argparse.Namespace) -> None:
                         tp = type(fr)
                         if tp is F.Batch and fr.room == ROOM:
                             if latency:
-                                before = m.cum
-                                buf_before = set(m.buf)
+                                before = m.rx.cum
+                                buf_before = set(m.rx.buffer)
                             n, u = m.offer(fr.seq, len(fr.events))
                             new += n
                             urgent |= u
@@ -558,14 +525,11 @@ def members_udproom(args: argparse.Namespace) -> None:
                         elif tp in (F.Bye, F.Reset):
                             errors += 1
                 m.count += new
-                if urgent or m.unacked >= ACK_EVERY:
-                    m.ack_at = now
-                    pending[m] = None
-                elif new and m.ack_at is None:
-                    m.ack_at = now + ack_delay
+                if urgent or new:
+                    m.want_ack(now, urgent)
                     pending[m] = None
         if pending:
-            done = [m for m in pending if m.ack_at <= now]
+            done = [m for m in pending if m.acks.due(now)]
             for m in done:
                 del pending[m]
                 try:

@@ -8,6 +8,7 @@ lines, a refused nick, a direct conversation across a nick change, Ctrl+Q on the
 then the host killed by PID (the others show the outage once, presence unknown) and a relay
 started again on that address (they reconnect). Every check reads the screen with
 `capture-pane -p` and asserts on its text; a failed check prints the screen and exits 1.
+`afternoon` is one long function on purpose: it is the afternoon's script, step after step.
 
     python benchmarks/tmux_afternoon.py            # prints one line per check, with timings
     python benchmarks/tmux_afternoon.py --show     # ...and the screens at the interesting moments

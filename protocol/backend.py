@@ -3,7 +3,7 @@
 The app never sees the wire: it calls these methods and receives `udproom.protocol.events`
 objects through the `emit` callback it passed to `run`. Implementations:
 `udproom.protocol.net.runners.RelayClient` (relay mode, also used by `--host` with an embedded
-relay) and `udproom.protocol.net.runners.PeerClient` (direct mode).
+relay) and `udproom.protocol.net.peer.PeerClient` (direct mode).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Backend(Protocol):
         """Queue a message (or /me action) for `room` ('@nick' = a direct message).
 
         Returns a local id that later `PostAcknowledged` / `PostFailed` events name.
-        Raises `udproom.protocol.names.NameError_` (or `OutboxFull`) with a one-line reason.
+        Raises `udproom.protocol.names.InputError` (or `OutboxFull`) with a one-line reason.
         """
 
     def retry(self, local_id: int) -> int:

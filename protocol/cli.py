@@ -5,6 +5,11 @@ These never import textual (nor udproom.tui): scripts and tests start them often
 `udproom relay` runs on servers. Exit codes: 0 done, 1 failed (no relay answering, refused,
 timed out, oversize text...), 2 bad usage (flags, addresses, room or nick names). Errors are one
 line on stderr, never a traceback.
+
+One module for the five commands because they share the parser, the client setup, the signal
+handling and the JSON output; `build_parser` is long because it is the flags' one declaration, and
+`_run_send` is the send command's one sequence (connect, wait until ready, post each line, wait
+for every acknowledgement, report) kept together so its exit codes are decided in one place.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import events as E
-from .names import NameError_, canonical_room, check_nick, check_text, default_nick, sanitize
+from .names import InputError, canonical_room, check_nick, check_text, default_nick, sanitize
 from .net.address import AddressError, format_address, parse_address
 from .reliability import Timing
 
@@ -40,9 +45,16 @@ class Failure(Exception):
     """The command could not do its job: exit 1 with a one-line message."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (a UsageError: the caller exits 2), never a usage dump;
+    with `hint`, the line says where the help is. The app's command line uses it too."""
+
+    def __init__(self, *args: Any, hint: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hint = hint
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')" if self.hint else message)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
@@ -112,10 +124,6 @@ def _add_direct(p: argparse.ArgumentParser) -> None:
         default=[],
         help="direct mode: a peer to contact (repeatable; one member reveals the rest)",
     )
-    # Hidden, for tests: seeded loss/duplication under the peer's transport.
-    p.add_argument("--loss", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.add_argument("--dup", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.add_argument("--loss-seed", type=int, help=argparse.SUPPRESS)
 
 
 def _client(args: argparse.Namespace, nick: str, room: str) -> Any:
@@ -126,16 +134,7 @@ def _client(args: argparse.Namespace, nick: str, room: str) -> Any:
         return RelayClient(args.join, nick, [room], timing=_timing(args))
     from .net.peer import PeerClient
 
-    return PeerClient(
-        args.listen,
-        list(args.peer),
-        nick,
-        [room],
-        timing=_timing(args),
-        loss=args.loss,
-        dup=args.dup,
-        seed=args.loss_seed,
-    )
+    return PeerClient(args.listen, list(args.peer), nick, [room], timing=_timing(args))
 
 
 def _where(args: argparse.Namespace) -> str:
@@ -157,13 +156,13 @@ def _add_room_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="udproom",
         description="Headless udproom commands: run a relay, listen to a room, send to a room, "
         "search the local log, print a room's transcript.",
     )
     sub = parser.add_subparsers(
-        dest="command", metavar="{relay,listen,send,history,search,log}", parser_class=_Parser
+        dest="command", metavar="{relay,listen,send,history,search,log}", parser_class=OneLineParser
     )
     sub.required = True
 
@@ -514,6 +513,16 @@ class _Output:
             self.on_closed()
 
 
+def _room_and_nick(args: argparse.Namespace) -> tuple[str, str]:
+    """--room and --nick (default: from the login name), checked: a bad one is bad usage."""
+    try:
+        room = canonical_room(args.room)
+        nick = check_nick(args.nick) if args.nick is not None else login_nick()
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    return room, nick
+
+
 def _finisher(state: dict, done: asyncio.Event) -> Callable[..., None]:
     """`finish(error=None)`: the command ends, with the first error it met (if any)."""
 
@@ -630,7 +639,7 @@ async def _drive(
                 await body()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # e.g. NameError_ from a post: one line, then stop
+            except Exception as exc:  # e.g. InputError from a post: one line, then stop
                 if state["error"] is None:
                     state["error"] = str(exc) or exc.__class__.__name__
                 done.set()
@@ -828,7 +837,7 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
                     continue
                 try:
                     check_text(line)
-                except NameError_ as exc:
+                except InputError as exc:
                     finish(f"line {state['posted'] + 1}: {exc}")
                     return
                 await post(line)
@@ -932,16 +941,12 @@ def main(argv: list[str] | None = None) -> int:
             return _run(lambda: _run_relay(args))
         if command == "history":
             parse_address(args.join)
-            try:
-                room = canonical_room(args.room)
-                nick = check_nick(args.nick) if args.nick is not None else login_nick()
-            except NameError_ as exc:
-                raise UsageError(str(exc)) from None
+            room, nick = _room_and_nick(args)
             return _run(lambda: _run_history(args, room, nick))
         if command in ("search", "log"):
             try:
                 room = _log_room(args.room) if args.room is not None else None
-            except NameError_ as exc:
+            except InputError as exc:
                 raise UsageError(str(exc)) from None
             return _run_search(args, room) if command == "search" else _run_log(args, room or "")
         if args.join is not None:
@@ -955,11 +960,7 @@ def main(argv: list[str] | None = None) -> int:
                 parse_address(args.listen, allow_empty_host=True)
             for peer in args.peer:
                 parse_address(peer)
-        try:
-            room = canonical_room(args.room)
-            nick = check_nick(args.nick) if args.nick is not None else login_nick()
-        except NameError_ as exc:
-            raise UsageError(str(exc)) from None
+        room, nick = _room_and_nick(args)
         if command == "listen":
             return _run(lambda: _run_listen(args, room, nick))
         text = None
@@ -967,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
             text = " ".join(args.text)
             try:
                 check_text(text)
-            except NameError_ as exc:
+            except InputError as exc:
                 raise Failure(str(exc)) from None
             if not text.strip():
                 raise UsageError("the message is empty")

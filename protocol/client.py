@@ -7,6 +7,10 @@ The session keeps what the user wants (rooms, nick, away, unacknowledged posts) 
 the relay has confirmed, so when the relay goes away and comes back (or restarts with a new epoch)
 the session says Hello again, rejoins the rooms and resends what was never acknowledged; message ids
 (`mid`) make those resends idempotent at the relay and at every receiver.
+
+It is one module (over 600 lines) because it is one state machine: the handshake, the requests
+in flight, delivery and acks (`reliability.AckScheduler`) and reconnecting all read and reset the
+same session state, and splitting them would only pass that state around.
 """
 
 from __future__ import annotations
@@ -17,19 +21,18 @@ from dataclasses import dataclass
 
 from . import events as E
 from . import frames as F
+from .addr import Addr, format_sockaddr
 from .backend import OutboxFull
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TOPIC_BYTES,
-    NameError_,
+    Refused,
     canonical_room,
     check_nick,
     check_text,
     is_direct,
 )
-from .reliability import DedupeWindow, RecvStream, RttEstimator, Timing
-
-Addr = tuple
+from .reliability import AckScheduler, DedupeWindow, RecvStream, RttEstimator, Timing
 
 IDLE, HANDSHAKE, CONNECTED, WAITING, CLOSED = "idle", "handshake", "connected", "waiting", "closed"
 
@@ -58,7 +61,9 @@ class Request:
     got: dict | None = None  # OP_HISTORY: the page's events received so far, by sequence
 
     def frame(self) -> F.Req:
-        return F.Req(self.cseq, self.op, self.room, self.text, self.mid, self.arg, self.n)
+        return F.Req(
+            cseq=self.cseq, op=self.op, room=self.room, text=self.text, mid=self.mid, arg=self.arg, n=self.n
+        )
 
 
 class RoomState:
@@ -118,9 +123,7 @@ class ClientSession:
         self._last_sent = 0.0
         self._ping_token = 0
         self._ping_sent: dict[int, float] = {}
-        self._ack_rooms: set[str] = set()  # rooms (or "" for inbox) owing an ack
-        self._ack_at: float | None = None
-        self._nack_at: dict[str, float] = {}
+        self._acks_due = AckScheduler(self.timing.ack_delay, ACK_EVERY)  # rooms, "" = the inbox
         self._retx_at: float | None = None
         self._token = 0
         self._hello_sent = 0.0
@@ -173,7 +176,7 @@ class ClientSession:
         else:
             name = canonical_room(room)
             if name not in self.rooms:
-                raise NameError_(f"you are not in #{name}")
+                raise Refused(f"you are not in #{name}")
             req = Request(F.OP_ACTION if action else F.OP_POST, name, text)
         req.mid = int.from_bytes(os.urandom(8), "big") >> 1 or 1
         return self._own(req.mid, self._enqueue(req, now))
@@ -181,7 +184,7 @@ class ClientSession:
     def retry(self, local_id: int, now: float) -> int:
         old = self._failed.pop(local_id, None)
         if old is None:
-            raise NameError_("that message is not waiting for a retry")
+            raise Refused("that message is not waiting for a retry")
         # same mid: if the first attempt did land after all, the relay answers with its seq
         req = Request(old.op, old.room, old.text, old.mid, old.arg)
         return self._own(req.mid, self._enqueue(req, now))
@@ -255,7 +258,7 @@ class ClientSession:
         for frame in frames:
             try:
                 self._handle(frame, now)
-            except (NameError_, ValueError, TypeError, KeyError, IndexError, OverflowError):
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError):
                 self.stats["malformed"] += 1
             if self.state == CLOSED:
                 return
@@ -266,7 +269,7 @@ class ClientSession:
         frames = self._frames
         self._frames = []
         if self.state == CONNECTED:
-            if self._ack_rooms and (self._ack_at is None or now >= self._ack_at):
+            if self._acks_due.due(now):
                 frames.extend(self._acks(now))
             self._send_requests(now, frames)
             if not frames and now >= self._ping_due():
@@ -292,8 +295,9 @@ class ClientSession:
         at = min(self._ping_due(), self._last_heard + t.timeout)
         if not self._stalled and self._last_heard + self._stall_after() < at:
             at = self._last_heard + self._stall_after()
-        if self._ack_rooms and self._ack_at is not None and self._ack_at < at:
-            at = self._ack_at
+        ack_at = self._acks_due.at
+        if self._acks_due.streams and ack_at is not None and ack_at < at:
+            at = ack_at
         if self._inflight:
             if self._retx_at is not None and self._retx_at < at:
                 at = self._retx_at
@@ -366,25 +370,28 @@ class ClientSession:
         self._token = 0
         self._handshake_started = now
         self._hello_tries = 0
-        self._events.append(E.Connecting(_fmt(self.addr)))
+        self._events.append(E.Connecting(format_sockaddr(self.addr)))
         self._send_hello(now)
 
     def _send_hello(self, now: float) -> None:
-        args = (F.VERSION, self.nick, self._cookie)
-        rest = (self._nonce, "", self._first_cseq, self._resume)
-        pad = F.hello_padding(F.size_of((F.Hello(*args, b"", *rest),)))
-        self._frames.append(F.Hello(*args, pad, *rest))
+        self._frames.append(
+            F.padded_hello(
+                version=F.VERSION,
+                nick=self.nick,
+                cookie=self._cookie,
+                nonce=self._nonce,
+                first_cseq=self._first_cseq,
+                resume=self._resume,
+            )
+        )
         self._hello_tries += 1
         self._hello_sent = now
-        self._hello_at = now + min(
-            self.timing.rto_max, self.timing.rto_initial * 2 ** (self._hello_tries - 1)
-        )
+        self._hello_at = now + self.timing.hello_backoff(self._hello_tries)
 
     def _lost(self, reason: str, now: float, delay: float | None = None) -> None:
         self._stalled = False
         if delay is None:
-            t = self.timing
-            delay = min(t.reconnect_max, t.reconnect_min * 2**self._reconnects)
+            delay = self.timing.reconnect_backoff(self._reconnects)
             self._reconnects += 1
         self.state = WAITING
         self._wait_until = now + delay
@@ -411,7 +418,7 @@ class ClientSession:
         self._outbox.clear()
         self._next_cseq = self._first_cseq
         self.inbox = RecvStream(1)
-        self._ack_rooms.clear()
+        self._acks_due.clear()
         for room in self.rooms.values():
             room.ready = False
             room.collecting = []
@@ -431,7 +438,9 @@ class ClientSession:
             if new_epoch:
                 req.got = None  # parts of a history page from another history
             self._outbox.append(req)
-        self._events.append(E.Connected(_fmt(self.addr), self.nick, self.rtt.srtt, self.epoch or 0))
+        self._events.append(
+            E.Connected(format_sockaddr(self.addr), self.nick, self.rtt.srtt, self.epoch or 0)
+        )
 
     def _stall_after(self) -> float:
         """Silence (while we keep asking) after which we say the relay is not answering: past a
@@ -669,62 +678,45 @@ class ClientSession:
     def _on_batch(self, b: F.Batch, now: float) -> None:
         if self.state != CONNECTED:
             return
+        room = None
         if b.room == "":
             rx = self.inbox
-            fresh = False
-            for i, ev in enumerate(b.events):
-                fresh |= rx.offer(b.seq + i, ev)
-            if not fresh:
-                self.stats["duplicates"] += 1
-            self._deliver_inbox(now)
-            self._want_ack("", now, urgent=not fresh or rx.has_gap())
-            return
-        room = self.rooms.get(b.room)
-        if room is None:
-            return
-        if not room.ready:
-            if len(room.early) < 8192:
-                for i, ev in enumerate(b.events):
-                    room.early[b.seq + i] = ev
-            return
-        rx = room.rx
+        else:
+            room = self.rooms.get(b.room)
+            if room is None:
+                return
+            if not room.ready:  # kept until the Joined says where the room starts for us
+                if len(room.early) < 8192:
+                    for i, ev in enumerate(b.events):
+                        room.early[b.seq + i] = ev
+                return
+            rx = room.rx
         fresh = False
         for i, ev in enumerate(b.events):
             fresh |= rx.offer(b.seq + i, ev)
         if not fresh:
             self.stats["duplicates"] += 1
-        self._deliver(room, now)
+        if room is None:
+            self._deliver_inbox(now)
+        else:
+            self._deliver(room, now)
         self._want_ack(b.room, now, urgent=not fresh or rx.has_gap())
 
     def _want_ack(self, name: str, now: float, urgent: bool) -> None:
-        self._ack_rooms.add(name)
-        rx = self.inbox if name == "" else self.rooms[name].rx
-        if urgent or (rx is not None and rx.unacked >= ACK_EVERY):
-            self._ack_at = now
-        elif self._ack_at is None:
-            self._ack_at = now + self.timing.ack_delay
+        self._acks_due.want(name, self.inbox if name == "" else self.rooms[name].rx, now, urgent)
 
     def _acks(self, now: float) -> list[F.Frame]:
-        out: list[F.Frame] = []
-        for name in self._ack_rooms:
+        def stream_of(name: str) -> tuple[RecvStream, int] | None:
             if name == "":
-                rx = self.inbox
-            else:
-                room = self.rooms.get(name)
-                if room is None or room.rx is None:
-                    continue
-                rx = room.rx
-            rx.unacked = 0
-            out.append(F.Ack(name, rx.cum, rx.sack()))
-            if rx.has_gap():
-                last = self._nack_at.get(name, -1e18)
-                if now >= last + self.rtt.pace:
-                    self._nack_at[name] = now
-                    missing = rx.missing()
-                    if missing:
-                        out.append(F.Nack(name, missing))
-        self._ack_rooms.clear()
-        self._ack_at = None
+                return self.inbox, 0
+            room = self.rooms.get(name)
+            return None if room is None or room.rx is None else (room.rx, 0)
+
+        out: list[F.Frame] = []
+        for name, cum, sack, missing in self._acks_due.take(now, self.rtt.pace, stream_of):
+            out.append(F.Ack(name, cum, sack))
+            if missing:
+                out.append(F.Nack(name, missing))
         return out
 
     def _deliver(self, room: RoomState, now: float) -> None:
@@ -810,10 +802,3 @@ class ClientSession:
 
 _POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)
-
-
-def _fmt(addr: Addr | None) -> str:
-    if addr is None:
-        return ""
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

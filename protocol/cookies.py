@@ -16,7 +16,7 @@ import hmac
 import ipaddress
 import os
 
-from .frames import HELLO_PAD_TO
+from .frames import HELLO_PAD_TO, VERSION, Frame, Hello, Reset, Retry, Sid, encode
 from .reliability import TokenBucket
 
 COOKIE_PERIOD = 30.0
@@ -72,6 +72,49 @@ def source_of(addr: tuple) -> object:
 def amplification_ok(reply_bytes: int, received_bytes: int) -> bool:
     """May an unvalidated address be sent `reply_bytes` after sending us `received_bytes`?"""
     return reply_bytes <= AMPLIFICATION * received_bytes
+
+
+def limited_reply(frames: list[Frame], received_bytes: int) -> bytes | None:
+    """`frames` as one datagram, if it may go to an address not validated yet (at most
+    AMPLIFICATION x the bytes that came from it); None if it may not."""
+    data = encode(frames)
+    return data if amplification_ok(len(data), received_bytes) else None
+
+
+def screen_unknown(
+    frames: list[Frame],
+    addr: tuple,
+    size: int,
+    now: float,
+    jar: CookieJar,
+    limiter: SourceLimiter,
+    stats: dict[str, int],
+    quiet: tuple[type, ...],
+) -> tuple[Hello | None, bytes | None]:
+    """The stateless step for a datagram from an address we hold no state for (relay and peer).
+
+    Returns (the Hello, None) once its cookie proves the address; else (None, the reply to send
+    there, or None). A bare Sid is someone who lost us (we restarted, or dropped them): a Reset
+    echoing its token tells them, so that only the real owner believes it, unless the datagram
+    carries one of `quiet` (never answer a goodbye or a reset with another). Only a padded Hello
+    is answered (an unpadded one could buy a Retry bigger than itself), per source at the
+    limiter's rate; without a valid cookie it gets a Retry with one. Replies are limited to 3x
+    the bytes received."""
+    first = frames[0]
+    if not isinstance(first, Hello):
+        stats["unknown_source"] = stats.get("unknown_source", 0) + 1
+        if type(first) is Sid and limiter.allow(addr, now) and not any(isinstance(f, quiet) for f in frames):
+            return None, limited_reply([Reset(first.token)], size)
+        return None, None
+    if not hello_padded(size):
+        stats["unpadded"] = stats.get("unpadded", 0) + 1
+        return None, None
+    if not limiter.allow(addr, now):
+        stats["rate_limited"] = stats.get("rate_limited", 0) + 1
+        return None, None
+    if not jar.check(first.cookie, addr, now):
+        return None, limited_reply([Retry(jar.make(addr, now), VERSION)], size)
+    return first, None
 
 
 class SourceLimiter:

@@ -333,7 +333,6 @@ AnyFrame = (
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[AnyFrame])
-_frame_decoder = msgspec.msgpack.Decoder(AnyFrame)
 _ev_decoder = msgspec.msgpack.Decoder(Ev)
 
 
@@ -406,6 +405,13 @@ def hello_padding(frame_size: int) -> bytes:
     """Padding that brings a Hello datagram (measured with an empty pad) to exactly HELLO_PAD_TO
     bytes: the pad replaces the empty pad's 2 bytes with itself and a 3-byte bin16 header."""
     return bytes(max(0, HELLO_PAD_TO - frame_size - 1))
+
+
+def padded_hello(**fields: object) -> Hello:
+    """A Hello with these fields, padded so that its datagram is HELLO_PAD_TO bytes."""
+    fields.pop("pad", None)
+    unpadded = Hello(**fields)  # type: ignore[arg-type]
+    return msgspec.structs.replace(unpadded, pad=hello_padding(size_of((unpadded,))))
 
 
 # --------------------------------------------------------------------------- pre-encoded pieces

@@ -16,19 +16,36 @@ MAX_REASON_BYTES = 200  # a leave or quit reason: longer ones are cut (a goodbye
 _ROOM_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
 
-class NameError_(ValueError):
-    """A room name, nick or text that breaks the rules; str() is a one-line explanation."""
+class InputError(ValueError):
+    """Input or a command refused; str() is a one-line explanation for the user. Catch this one:
+    each kind below is one."""
+
+
+class InvalidName(InputError):
+    """A room name or nick that breaks the rules."""
+
+
+class TextTooLong(InputError):
+    """A message, topic, away text or reason over its byte limit."""
+
+
+class LimitReached(InputError):
+    """A count limit: too many peers, too many rooms."""
+
+
+class Refused(InputError):
+    """A command the current state refuses: not in that room, no one by that nick, nothing to retry."""
 
 
 def canonical_room(name: str) -> str:
-    """'#Lobby' -> 'lobby'. Raises NameError_ with a one-line reason."""
+    """'#Lobby' -> 'lobby'. Raises InvalidName with a one-line reason."""
     raw = name[1:] if name.startswith("#") else name
     if not raw:
-        raise NameError_("room name is empty")
+        raise InvalidName("room name is empty")
     if len(raw) > MAX_ROOM_LEN:
-        raise NameError_(f"room name is longer than {MAX_ROOM_LEN} characters")
+        raise InvalidName(f"room name is longer than {MAX_ROOM_LEN} characters")
     if not _ROOM_RE.fullmatch(raw):
-        raise NameError_(f"room name {name!r} may only use letters, digits, '-', '_' and '.'")
+        raise InvalidName(f"room name {name!r} may only use letters, digits, '-', '_' and '.'")
     return raw.lower()
 
 
@@ -67,27 +84,27 @@ def is_ignorable(ch: str) -> bool:
 
 
 def check_nick(nick: str) -> str:
-    """A valid nick, NFKC-normalised (so 'ａｌｉｃｅ' is 'alice'); NameError_ with a one-line reason.
+    """A valid nick, NFKC-normalised (so 'ａｌｉｃｅ' is 'alice'); InvalidName with a one-line reason.
 
     Invisible (default-ignorable) characters are refused, except a joiner between two non-ASCII
     characters, where some scripts and emoji need one; `nick_key` ignores them all anyway."""
     if not nick:
-        raise NameError_("nick is empty")
+        raise InvalidName("nick is empty")
     if len(nick) > 4 * MAX_NICK_LEN:  # bound the work before normalising (NFKC may expand 18x)
-        raise NameError_(f"nick is longer than {MAX_NICK_LEN} characters")
+        raise InvalidName(f"nick is longer than {MAX_NICK_LEN} characters")
     nick = unicodedata.normalize("NFKC", nick)
     if len(nick) > MAX_NICK_LEN:
-        raise NameError_(f"nick is longer than {MAX_NICK_LEN} characters")
+        raise InvalidName(f"nick is longer than {MAX_NICK_LEN} characters")
     if nick[0] in "@#":
-        raise NameError_("nick may not start with '@' or '#'")
+        raise InvalidName("nick may not start with '@' or '#'")
     last = len(nick) - 1
     for i, ch in enumerate(nick):
         if ch in _JOINERS and 0 < i < last and not (nick[i - 1].isascii() or nick[i + 1].isascii()):
             continue
         if is_ignorable(ch):
-            raise NameError_(f"nick may not contain invisible characters (U+{ord(ch):04X})")
+            raise InvalidName(f"nick may not contain invisible characters (U+{ord(ch):04X})")
         if ch.isspace() or not ch.isprintable():
-            raise NameError_("nick may only use printable characters without spaces")
+            raise InvalidName("nick may only use printable characters without spaces")
     return nick
 
 
@@ -136,7 +153,7 @@ def _skeleton_key(nick: str) -> str:
 def check_text(text: str, limit: int = MAX_TEXT_BYTES, what: str = "message") -> str:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > limit:
-        raise NameError_(f"{what} is {size} bytes of UTF-8; the limit is {limit}")
+        raise TextTooLong(f"{what} is {size} bytes of UTF-8; the limit is {limit}")
     return text
 
 
@@ -154,7 +171,7 @@ def default_nick(login: str) -> str:
     cleaned = "".join(ch for ch in login if ch.isprintable() and not ch.isspace()).lstrip("@#")
     try:
         return check_nick(cleaned[:MAX_NICK_LEN])
-    except NameError_:
+    except InvalidName:
         return "guest"
 
 

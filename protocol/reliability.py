@@ -1,6 +1,15 @@
-"""Reliability primitives shared by the client session, the relay and the direct peer.
+"""Reliability: the one home of loss recovery for the relay, the client session and the direct peer.
 
-Pure state: no sockets, no asyncio, no clock. Times are floats passed in by the caller.
+Pure state: no sockets, no asyncio, no clock. Times are floats passed in by the caller. Like
+aioquic's recovery.py beside its connection, the cores only call these and send what they say:
+
+- sender side: `SendWindow` (one receiver of one numbered stream: what it acked and SACKed, its
+  probe timer with RFC 6298 backoff, what a NACK or a probe resends), `RttEstimator` (per peer),
+  `RepairBudget` (bytes of repair one receiver may cause per RTT), `Deadlines` (which windows'
+  probes are due, without walking them all);
+- receiver side: `RecvStream` (in-order release, exactly once, bounded buffer; SACK ranges and
+  holes), `AckScheduler` (delayed cumulative + selective acks, NACKs paced per RTT);
+- `DedupeWindow` (message ids), `TokenBucket` (rates), `Timing` (every interval).
 """
 
 from __future__ import annotations
@@ -9,7 +18,7 @@ import bisect
 import heapq
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 
@@ -27,6 +36,14 @@ class Timing:
     ack_delay: float = 0.01  # delayed acks coalesce this long
     reconnect_min: float = 0.5
     reconnect_max: float = 15.0
+
+    def hello_backoff(self, tries: int) -> float:
+        """How long Hello number `tries` (1 = the first) waits for an answer before the next."""
+        return min(self.rto_max, self.rto_initial * 2 ** min(tries - 1, 32))
+
+    def reconnect_backoff(self, failures: int) -> float:
+        """How long to wait before reconnecting after `failures` failed attempts in a row."""
+        return min(self.reconnect_max, self.reconnect_min * 2 ** min(failures, 32))
 
     @classmethod
     def fast(cls) -> Timing:
@@ -118,11 +135,9 @@ class RecvStream:
     __slots__ = (
         "_order",
         "_sizes",
-        "ack_due",
         "buffer",
         "bytes",
         "highest",
-        "last_nack",
         "max_buffer",
         "max_bytes",
         "next",
@@ -137,9 +152,7 @@ class RecvStream:
         self.bytes = 0  # bytes buffered (as the callers of `offer` counted them)
         self.max_buffer = max_buffer
         self.max_bytes = max_bytes  # 0: not bounded by bytes
-        self.last_nack = -1e18
         self.unacked = 0  # items received since our last ack
-        self.ack_due: float | None = None
         self.highest = first - 1
 
     def offer(self, seq: int, item: object, size: int = 0) -> bool:
@@ -164,6 +177,23 @@ class RecvStream:
             self.highest = seq
         self.unacked += 1
         return True
+
+    def offer_run(self, seq: int, n: int) -> int:
+        """Take sequences seq..seq+n-1 without keeping items (a receiver that only counts, such
+        as the benchmark's lean member): returns how many were new. In order with nothing
+        buffered (the common case) it costs the same whatever `n` is."""
+        hi = seq + n - 1
+        if not self._order and seq <= self.next:
+            new = max(0, hi - self.next + 1)
+            if new:
+                self.next = hi + 1
+                if hi > self.highest:
+                    self.highest = hi
+                self.unacked += new
+            return new
+        new = sum(1 for s in range(seq, hi + 1) if self.offer(s, None))
+        self.pop_ready()
+        return new
 
     def _remove(self, seq: int) -> object:
         self.bytes -= self._sizes.pop(seq, 0)
@@ -219,6 +249,142 @@ class RecvStream:
 
     def has_gap(self) -> bool:
         return bool(self.buffer)
+
+
+class AckScheduler:
+    """When a receiver acks, and what: for every stream of one sender ("" = its DM stream or the
+    inbox), delayed cumulative + selective acks (at once on a gap, a duplicate or `every` new
+    items; else after `delay`, coalesced) and NACKs of the holes, at most one per stream per RTT.
+
+    The core says `want(...)` when something arrived, asks `due(now)` when it sends, and then
+    `take(...)` gives the acks to send, which the core wraps in its own frames."""
+
+    __slots__ = ("_nack_at", "at", "delay", "every", "streams")
+
+    def __init__(self, delay: float, every: int) -> None:
+        self.delay = delay
+        self.every = every
+        self.streams: set[str] = set()  # streams owing an ack
+        self.at: float | None = None  # when they are owed (None with streams: at once)
+        self._nack_at: dict[str, float] = {}
+
+    def want(self, name: str, rx: RecvStream | None, now: float, urgent: bool) -> None:
+        self.streams.add(name)
+        if urgent or (rx is not None and rx.unacked >= self.every):
+            self.at = now
+        elif self.at is None:
+            self.at = now + self.delay
+
+    def due(self, now: float) -> bool:
+        return bool(self.streams) and (self.at is None or now >= self.at)
+
+    def next_at(self, now: float) -> float | None:
+        """When the owed acks go out (None: nothing owed)."""
+        if not self.streams:
+            return None
+        return self.at if self.at is not None else now
+
+    def take(
+        self, now: float, pace: float, stream_of: Callable[[str], tuple[RecvStream, int] | None]
+    ) -> list[tuple[str, int, list[int], list[int]]]:
+        """(stream, cumulative ack, SACK ranges, NACK ranges) for every stream owing an ack;
+        `stream_of(name)` gives its RecvStream and the top sequence its sender announced (0 when
+        the sender announces none), or None if it is gone. NACK ranges are empty unless a NACK is
+        due: holes below what arrived, and the tail up to the announced top."""
+        out = []
+        for name in self.streams:
+            found = stream_of(name)
+            if found is None:
+                continue
+            rx, top = found
+            rx.unacked = 0
+            missing: list[int] = []
+            tail = max(rx.highest, rx.cum)
+            if (rx.has_gap() or top > tail) and now >= self._nack_at.get(name, -1e18) + pace:
+                self._nack_at[name] = now
+                missing = rx.missing()
+                if top > tail and len(missing) < 32:
+                    missing.extend((tail + 1, top))
+            out.append((name, rx.cum, rx.sack(), missing))
+        self.clear()
+        return out
+
+    def clear(self) -> None:
+        self.streams.clear()
+        self.at = None
+
+
+class SendWindow:
+    """Sender side of one numbered stream towards one receiver: what it acknowledged (cumulative
+    point and SACKed sequences), the retransmission probe's time and backoff (RFC 6298: the RTO,
+    doubled per unanswered probe), and Karn's rule (`last_retx`: no RTT sample from what may have
+    been sent twice).
+
+    The relay's room and inbox members and the peer's receivers of its streams are windows;
+    `top` below is the stream's last sequence sent, `first` the oldest it still keeps."""
+
+    __slots__ = ("acked", "attempts", "base", "last_retx", "probe_at", "sacked")
+
+    #: SACKed sequences kept for a receiver that never advances its cumulative ack (probes resend)
+    MAX_SACKED = 8192
+
+    def __init__(self, base: int, probe_at: float = 0.0) -> None:
+        self.base = base  # the receiver's first sequence of the stream
+        self.acked = base - 1
+        self.sacked: set[int] = set()
+        self.probe_at = probe_at
+        self.attempts = 0
+        self.last_retx = base - 1  # anything at or below may be a retransmit
+
+    def on_ack(self, cum: int, top: int) -> bool:
+        """A cumulative ack (clipped to `top`): True if it moved the ack point (the caller then
+        re-arms the probe and may sample the RTT if `cum > last_retx` held before)."""
+        cum = min(cum, top)
+        if cum <= self.acked:
+            return False
+        self.acked = cum
+        self.attempts = 0
+        if self.sacked:
+            self.sacked = {s for s in self.sacked if s > cum}
+        return True
+
+    def on_sack(self, ranges: list[int], top: int) -> list[int]:
+        """Selective-ack ranges: the sequences newly known to have arrived."""
+        if len(self.sacked) > self.MAX_SACKED:
+            self.sacked.clear()
+        new = []
+        acked, sacked = self.acked, self.sacked
+        for s in iter_ranges(ranges, 1024):
+            if acked < s <= top and s not in sacked:
+                sacked.add(s)
+                new.append(s)
+        return new
+
+    def nacked(self, ranges: list[int], top: int) -> list[int]:
+        """What a NACK asks to be resent: only sequences sent and not acknowledged."""
+        acked, sacked = self.acked, self.sacked
+        return [s for s in iter_ranges(ranges, 512) if acked < s <= top and s not in sacked]
+
+    def probe(self, now: float, rtt: RttEstimator) -> None:
+        """The probe timer fired: back off (the caller resends `unacked(...)`)."""
+        self.attempts += 1
+        self.probe_at = now + rtt.backoff(self.attempts)
+
+    def unacked(self, top: int, first: int = 1) -> list[int]:
+        """What a probe resends: from the ack point (or `first`, the oldest still kept) to `top`,
+        less what was SACKed."""
+        sacked = self.sacked
+        return [s for s in range(max(self.acked + 1, first), top + 1) if s not in sacked]
+
+    def skip_to(self, first: int) -> None:
+        """What the receiver misses is no longer kept: it starts at `first` now."""
+        self.base = first
+        self.acked = first - 1
+        self.sacked = {s for s in self.sacked if s >= first}
+
+    def resent(self, last: int) -> None:
+        if last > self.last_retx:
+            self.last_retx = last
 
 
 class DedupeWindow:

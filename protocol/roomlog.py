@@ -43,7 +43,7 @@ from typing import Any
 from . import frames as F
 from .sqlstore import ERRORS, StoreError, describe, from_int64, to_int64, transaction
 
-__all__ = ["MemoryLog", "RoomLog", "SqliteLog", "StoreError", "open_log"]
+__all__ = ["Commit", "MemoryLog", "RoomLog", "SqliteLog", "StoreError", "open_log"]
 
 DAY = 86400.0
 KEEP_DAYS = 30.0
@@ -91,6 +91,60 @@ class _Mids:
             seq, mid = order.popleft()
             if seqs.get(mid) == seq:
                 del seqs[mid]
+
+
+class Commit:
+    """The outcome of one group commit (`RoomLog.begin_commit()`), complete at once (MemoryLog,
+    SqliteLog) or later (JetStreamLog: when JetStream has acknowledged the group's publishes).
+
+    `events` are the group's (room, seq) in append order. Once `done()`: `stored` holds those that
+    are durable (the relay sends their Results, acks and Batches), `duplicates` maps those the store
+    already had under the same message id to the sequence they have there (acknowledge that one),
+    and `error` is a one-line StoreError message when anything was not stored (refuse the rest).
+    SQLite and memory store a group entirely or not at all; JetStream all-or-nothing per room only
+    (each room is its own stream), and within a room a prefix of the group's events."""
+
+    __slots__ = ("_callbacks", "_done", "_lock", "duplicates", "error", "events", "stored")
+
+    def __init__(self, events: list[tuple[str, int]]) -> None:
+        self.events = events
+        self.stored: set[tuple[str, int]] = set()
+        self.duplicates: dict[tuple[str, int], int] = {}
+        self.error: str | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Any] = []
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def finish(
+        self,
+        stored: Iterable[tuple[str, int]] = (),
+        error: str | None = None,
+        duplicates: dict[tuple[str, int], int] | None = None,
+    ) -> None:
+        """Called once by the log, on whatever thread completes the group."""
+        self.stored = set(stored)
+        self.duplicates = duplicates or {}
+        self.error = error
+        with self._lock:
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn(self)
+
+    def add_done_callback(self, fn: Any) -> None:
+        """`fn(commit)` once done: at once if it is, else on the thread that completes it (a relay on
+        asyncio hops back with loop.call_soon_threadsafe)."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
 
 
 class RoomLog(ABC):
@@ -172,6 +226,21 @@ class RoomLog(ABC):
                 touched.add(room)
         for room in touched:
             windows[room].forget_through(self._last_committed(room) - self.mid_window)
+
+    def begin_commit(self) -> Commit:
+        """Start committing the pending group without waiting for it: the relay's one code path.
+
+        Here (memory, SQLite) the commit happens now and the handle is complete when returned; a
+        networked log (JetStreamLog) returns at once and completes the handle when the store has
+        answered. The next group may be appended meanwhile (its numbers continue the pending ones)."""
+        handle = Commit([(room, seq) for room, seq, _ev, _blob in self._group])
+        try:
+            self.commit()
+        except StoreError as exc:
+            handle.finish(error=str(exc))
+        else:
+            handle.finish(stored=handle.events)
+        return handle
 
     def rollback(self) -> None:
         """Take back the pending group (its sequence numbers will be handed out again)."""

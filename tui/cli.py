@@ -12,22 +12,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from udproom.protocol.cli import OneLineParser, UsageError
+
 HEADLESS = ("relay", "send", "listen", "history", "search", "log")
-
-
-class _Usage(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        raise _Usage(message)
 
 
 def _parser() -> argparse.ArgumentParser:
     from udproom import __version__
 
-    p = _Parser(
+    p = OneLineParser(
+        hint=False,
         prog="udproom",
         description="A full-screen terminal chat room over reliable UDP.",
         epilog=(
@@ -72,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]):
-    """(Spec or None, args). Raises _Usage with a one-line message."""
+    """(Spec or None, args). Raises UsageError with a one-line message."""
     from .session import Spec, SpecError, check
 
     args = _parser().parse_args(argv)
@@ -80,11 +74,11 @@ def parse(argv: list[str]):
         from .theme import theme_names
 
         if args.theme not in theme_names():
-            raise _Usage(f"no theme called {args.theme!r}; one of: {', '.join(theme_names())}")
+            raise UsageError(f"no theme called {args.theme!r}; one of: {', '.join(theme_names())}")
     if args.peer and args.host is None and args.join is None and args.listen is None:
         args.listen = ""
     if args.peer and (args.host is not None or args.join is not None):
-        raise _Usage("--peer is for direct mode (--listen); it cannot be combined with --host or --join")
+        raise UsageError("--peer is for direct mode (--listen); it cannot be combined with --host or --join")
     if args.host is not None:
         mode, address = "host", args.host
     elif args.join is not None:
@@ -95,20 +89,20 @@ def parse(argv: list[str]):
         mode = address = None
     if mode is None:
         if args.nick is not None or args.room:
-            from udproom.protocol.names import NameError_, canonical_room, check_nick
+            from udproom.protocol.names import InputError, canonical_room, check_nick
 
             try:
                 if args.nick is not None:
                     check_nick(args.nick)
                 for r in args.room:
                     canonical_room(r)
-            except NameError_ as e:
-                raise _Usage(str(e)) from None
+            except InputError as e:
+                raise UsageError(str(e)) from None
         return None, args
     try:
         spec = check(Spec(mode, address, args.nick or "", args.room or ["lobby"], list(args.peer)))
     except SpecError as e:
-        raise _Usage(str(e)) from None
+        raise UsageError(str(e)) from None
     return spec, args
 
 
@@ -129,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(headless_main(argv) or 0)
     try:
         spec, args = parse(argv)
-    except _Usage as e:
+    except UsageError as e:
         print(f"udproom: error: {e}", file=sys.stderr)
         return 2
     except SystemExit as e:  # --help / --version

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from udproom.protocol.names import NameError_, canonical_room, check_nick, is_direct
+from udproom.protocol.names import InputError, canonical_room, check_nick, is_direct
 
 
 @dataclass(frozen=True)
@@ -98,14 +98,14 @@ def parse(line: str) -> Command | None:
 def room_(text: str, usage: str) -> str:
     try:
         return canonical_room(text)
-    except NameError_ as e:
+    except InputError as e:
         raise CommandError(str(e)) from None
 
 
 def check_nick_(text: str, usage: str) -> str:
     try:
         return check_nick(text)
-    except NameError_ as e:
+    except InputError as e:
         raise CommandError(str(e)) from None
 
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from udproom.protocol.backend import OutboxFull
-from udproom.protocol.names import MAX_AWAY_BYTES, MAX_TOPIC_BYTES, NameError_, check_text, is_direct
+from udproom.protocol.names import MAX_AWAY_BYTES, MAX_TOPIC_BYTES, InputError, check_text, is_direct
 
 from . import commands
 from . import model as m
@@ -41,7 +41,7 @@ class Commands:
             return
         try:
             lid = self.backend.post(room, text, action)
-        except (NameError_, OutboxFull, ValueError) as e:
+        except (InputError, OutboxFull, ValueError) as e:
             self.error(str(e))
             return
         self.chat.add_own_post(room, text, action, lid)
@@ -109,7 +109,7 @@ class Commands:
         """`text` is a valid `what` of at most `limit` bytes; if not, say why inline."""
         try:
             check_text(text, limit, what)
-        except NameError_ as e:
+        except InputError as e:
             self.error(str(e))
             return False
         return True

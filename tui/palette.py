@@ -6,7 +6,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from udproom.protocol.names import NameError_, canonical_room
+from udproom.protocol.names import InputError, canonical_room
 
 from . import commands
 
@@ -69,7 +69,7 @@ class UdproomCommands(Provider):
         if head.lower() == "join" and rest.strip():
             try:
                 room = canonical_room(rest.strip())
-            except NameError_:
+            except InputError:
                 pass
             else:
                 yield Hit(

@@ -13,7 +13,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 
-from udproom.protocol.names import NameError_, canonical_room, is_direct
+from udproom.protocol.names import InputError, canonical_room, is_direct
 
 from . import commands
 from .config import Config
@@ -251,7 +251,7 @@ class QuickSwitcher(ModalScreen[str | None]):
                     options.append(
                         Option(Text.assemble(("join ", p.muted), ("#" + room, "bold")), id="new:" + room)
                     )
-            except NameError_ as e:
+            except InputError as e:
                 if not options:
                     self.why = str(e)
         return options

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from udproom.protocol.cli import login_nick
-from udproom.protocol.names import NameError_, canonical_room, check_nick
+from udproom.protocol.names import InputError, canonical_room, check_nick
 
 DEFAULT_PORT = 6000
 
@@ -47,7 +47,7 @@ def check(spec: Spec) -> Spec:
             c = canonical_room(r)
             if c not in rooms:
                 rooms.append(c)
-    except NameError_ as e:
+    except InputError as e:
         raise SpecError(str(e)) from None
     address = spec.address.strip()
     if spec.mode == "join":
@@ -117,24 +117,14 @@ async def build(spec: Spec, timing=None):
             room_log.close()
             raise
         share = list(server.addresses())
-        client = runners.RelayClient(
-            format_address(connect_host_for(bound_host), bound_port),
-            spec.nick,
-            list(spec.rooms),
-            timing=timing,
-        )
+        joined_at = format_address(connect_host_for(bound_host), bound_port)
+        client = runners.RelayClient(joined_at, spec.nick, list(spec.rooms), timing=timing)
         return client, server, share
     if spec.mode == "join":
         await resolvable(spec.address)
         return runners.RelayClient(spec.address, spec.nick, list(spec.rooms), timing=timing), None, []
-    peer_client = getattr(runners, "PeerClient", None)
-    if peer_client is None:
-        try:
-            from udproom.protocol.net.peer import PeerClient as peer_client
-        except ImportError:
-            peer_client = None
-    if peer_client is None:
-        raise SpecError("direct mode (peers without a relay) is not available in this build yet")
+    from udproom.protocol.net.peer import PeerClient as peer_client
+
     return (
         peer_client(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms), timing=timing),
         None,

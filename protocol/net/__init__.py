@@ -5,7 +5,7 @@
 - `transport`: `CoreProtocol`, the one asyncio DatagramProtocol that drives any sans-IO core
   (feed datagrams with `now`, flush once per loop iteration: events, datagrams, one timer);
   sockets with large buffers, dual-stack for every-interface binds.
-- `loop`: uvloop when importable (`run(main)`, `install()`).
+- `loop`: uvloop when importable (`run(main)`).
 - `runners`: `RelayServer` and `RelayClient` (a `Backend`), usable inside any running loop;
   `CoreClient` is the shared Backend plumbing. `peer`: the direct-mode `PeerClient`.
 

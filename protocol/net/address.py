@@ -16,6 +16,18 @@ import asyncio
 import ipaddress
 import socket
 
+from ..addr import format_address, format_sockaddr
+
+__all__ = [
+    "ANY_HOSTS",
+    "AddressError",
+    "format_address",
+    "format_sockaddr",
+    "local_addresses",
+    "parse_address",
+    "resolve",
+]
+
 DEFAULT_PORT = 6000
 
 #: Hosts that mean "every interface" when binding.
@@ -116,19 +128,6 @@ def parse_address(
     return host, port
 
 
-def format_address(host: str, port: int) -> str:
-    """(host, port) -> 'host:port', with IPv6 in brackets: '[::1]:6000'."""
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]  # an IPv4 client as seen on a dual-stack socket
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
-
-
-def format_sockaddr(addr: tuple) -> str:
-    return format_address(str(addr[0]), int(addr[1]))
-
-
 async def resolve(host: str, port: int) -> tuple:
     """Resolve `host` for UDP to one socket address (IPv4 preferred when a name has both).
 
@@ -146,10 +145,6 @@ async def resolve(host: str, port: int) -> tuple:
         raise AddressError(f"cannot resolve {host!r}: no IPv4 or IPv6 address")
     infos.sort(key=lambda i: 0 if i[0] == socket.AF_INET else 1)
     return infos[0][4]
-
-
-def family_of(addr: tuple) -> int:
-    return socket.AF_INET6 if len(addr) >= 4 or ":" in str(addr[0]) else socket.AF_INET
 
 
 def _probe(family: int, target: str) -> str | None:

@@ -26,16 +26,6 @@ def using_uvloop() -> bool:
     return type(loop).__module__.startswith("uvloop")
 
 
-def install() -> bool:
-    """Make new event loops uvloop loops (policy-wide). True if uvloop is in use."""
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
-
-
 def run(main: Coroutine[Any, Any, T] | Callable[[], Awaitable[T]]) -> T:
     """Run `main` (a coroutine or a coroutine function) on a fresh loop, uvloop if available."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:

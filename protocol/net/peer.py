@@ -5,8 +5,8 @@ One UDP socket, driven by the generic `CoreProtocol` adapter. `listen` is '[HOST
 revealed by gossip are reached at the address other peers see them at; `addr_map` adapts those
 to this socket's family (IPv4 addresses become '::ffff:a.b.c.d' on a dual-stack IPv6 socket).
 
-`loss`/`dup`/`seed` put a seeded impairment layer between the socket and the core (tests: a proxy
-is bypassed as soon as gossip reveals real addresses, so the loss has to live in the peer).
+`core_wrapper` puts a layer with the core's surface between the socket and the core (the tests'
+seeded impairment: a proxy would be bypassed as soon as gossip reveals real addresses).
 """
 
 from __future__ import annotations
@@ -14,60 +14,20 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import random
 import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..events import Connected, Notice
+from ..names import check_nick
+from ..peer import PeerNode
 from ..reliability import Timing
 from .address import AddressError, format_address, local_addresses, parse_address, resolve
 from .runners import CoreClient, wall_offset
 from .transport import bind_socket, bound_host
 
 log = logging.getLogger("udproom.net")
-
-
-class LossyCore:
-    """Wraps a sans-IO core and drops (and duplicates) datagrams both ways, seeded.
-
-    It has the core's surface, so `CoreProtocol` drives it unchanged."""
-
-    def __init__(self, core: Any, loss: float = 0.0, dup: float = 0.0, seed: int | None = None) -> None:
-        self.core = core
-        self.loss = loss
-        self.dup = dup
-        self.rng = random.Random(seed)
-        self.dropped = 0
-
-    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        if self.rng.random() < self.loss:
-            self.dropped += 1
-            return
-        self.core.receive_datagram(data, addr, now)
-        if self.rng.random() < self.dup:
-            self.core.receive_datagram(data, addr, now)
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
-        out = []
-        for item in self.core.datagrams_to_send(now):
-            if self.rng.random() < self.loss:
-                self.dropped += 1
-                continue
-            out.append(item)
-            if self.rng.random() < self.dup:
-                out.append(item)
-        return out
-
-    def get_timer(self) -> float | None:
-        return self.core.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.core.handle_timer(now)
-
-    def next_event(self) -> Any:
-        return self.core.next_event()
 
 
 def addr_mapper(family: int) -> Callable[[str, int], tuple | None]:
@@ -103,25 +63,14 @@ class PeerClient(CoreClient):
         timing: Timing | None = None,
         *,
         history: int = 100,
-        loss: float = 0.0,
-        dup: float = 0.0,
-        seed: int | None = None,
         core_wrapper: Callable[[Any], Any] | None = None,
     ) -> None:
-        from ..names import check_nick
-        from ..peer import PeerNode
-
         self.host, self.port = parse_address(listen or ":0", allow_empty_host=True)
         self._peers = [parse_address(p) for p in peers]
         self._peer_text = list(peers)
         self._rooms = list(rooms)
         core = PeerNode(check_nick(nick), timing=timing, wall_offset=wall_offset(), history=history)
-        if core_wrapper is not None:
-            driven = core_wrapper(core)
-        elif loss or dup:
-            driven = LossyCore(core, loss, dup, seed)
-        else:
-            driven = core
+        driven = core_wrapper(core) if core_wrapper is not None else core
         super().__init__(core, nick, driven)
         self._bound_host = self.host
         self._family = socket.AF_INET

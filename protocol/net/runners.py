@@ -126,7 +126,7 @@ class CoreClient:
     Subclasses provide `mode`, `_open()` (resolve, make the socket: raise AddressError on
     failure, which `run` emits as `Refused`) and `_start(now)` (first commands to the core, e.g.
     connect and join). Commands go straight to the core with `time.monotonic()` and schedule one
-    flush; the core's errors (NameError_, OutboxFull) reach the caller unchanged.
+    flush; the core's errors (InputError, OutboxFull) reach the caller unchanged.
     """
 
     name = "client"
@@ -294,12 +294,3 @@ class RelayClient(CoreClient):
         self.core.connect(self._addr, now)
         for room in self._rooms:
             self.core.join(room, now)
-
-
-def __getattr__(name: str) -> Any:
-    """`PeerClient` (direct mode, a `Backend` too) lives in .peer; imported on first use."""
-    if name == "PeerClient":
-        from .peer import PeerClient
-
-        return PeerClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """One asyncio DatagramProtocol adapter that drives any sans-IO core.
 
-A core has the aioquic shape (see DESIGN.md): `receive_datagram(data, addr, now)`,
+A core has the aioquic shape (its QuicConnection): `receive_datagram(data, addr, now)`,
 `datagrams_to_send(now) -> [(bytes, addr)]`, `get_timer() -> float | None`, `handle_timer(now)`
 and `next_event() -> event | None`. Time is `time.monotonic()`.
 
@@ -18,6 +18,7 @@ core itself are logged and counted.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -27,6 +28,9 @@ from typing import Any, Protocol
 from .address import ANY_HOSTS, AddressError
 
 log = logging.getLogger("udproom.net")
+
+#: "Address already in use": the platform's errno (Windows sockets report their WSA code)
+_ADDR_IN_USE = frozenset({errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)})
 
 #: Socket buffer sizes to try, largest first (the kernel may clamp silently; we read it back).
 BUFFER_SIZES = (8 << 20, 4 << 20, 1 << 20)
@@ -109,7 +113,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         except OSError as exc:
             sock.close()
             last = exc
-            if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            if exc.errno in _ADDR_IN_USE:
                 break
             continue
         sock.setblocking(False)
@@ -118,7 +122,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     where = f"{host or '*'}:{port}"
     if last is None:
         raise AddressError(f"cannot bind {where}: no usable address")
-    if last.errno in (98, 48, 10048):
+    if last.errno in _ADDR_IN_USE:
         raise AddressError(f"cannot bind {where}: the port is already in use")
     raise AddressError(f"cannot bind {where}: {last.strerror or last}")
 
@@ -230,6 +234,12 @@ class CoreProtocol(asyncio.DatagramProtocol):
         if self.transport is None:
             return
         now = self.clock()
+        self._send_due(now)
+        self._arm(now)
+
+    def _send_due(self, now: float) -> None:
+        """Send what the core has to send now; then its events (sending may produce some, e.g. a
+        give-up)."""
         try:
             out = self.core.datagrams_to_send(now)
         except Exception:
@@ -237,8 +247,7 @@ class CoreProtocol(asyncio.DatagramProtocol):
             log.exception("%s: core failed in datagrams_to_send", self.name)
             out = []
         self._send(out)
-        self._drain_events()  # sending may have produced events (e.g. a give-up)
-        self._arm(now)
+        self._drain_events()
 
     def _drain_events(self) -> None:
         core = self.core
@@ -353,23 +362,10 @@ class CoreProtocol(asyncio.DatagramProtocol):
             self.stats["core_errors"] += 1
             log.exception("%s: core failed in handle_timer", self.name)
         self._drain_events()
-        try:
-            out = self.core.datagrams_to_send(now)
-        except Exception:
-            self.stats["core_errors"] += 1
-            log.exception("%s: core failed in datagrams_to_send", self.name)
-            out = []
-        self._send(out)
-        self._drain_events()
+        self._send_due(now)
         self._arm(now, after_timer=True)
 
     # ------------------------------------------------------------------ lifetime
-
-    @property
-    def local_address(self) -> tuple | None:
-        if self.transport is None:
-            return None
-        return self.transport.get_extra_info("sockname")
 
     def close(self) -> None:
         """Stop timers and close the socket (what was already sent is in the kernel)."""

@@ -17,6 +17,14 @@ import time
 #: The real entry point (`python -m udproom` = the `udproom` console script), which dispatches
 #: relay|listen|send to udproom.protocol.cli.
 CLI = [sys.executable, "-m", "udproom"]
+#: The same CLI with seeded loss/duplication under each direct peer's socket: LOSSY_CLI(loss, dup,
+#: seed) (see lossy_cli.py).
+LOSSY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lossy_cli.py")
+
+
+def lossy_cli(loss: float, dup: float, seed: int) -> list[str]:
+    return [sys.executable, LOSSY, str(loss), str(dup), str(seed)]
+
 
 #: Timing flags for tests: fast repair, but a member timeout that tolerates a loaded 2-core box.
 FAST = ["--fast-timers", "--keepalive", "0.2", "--timeout-member", "3", "--give-up", "30"]
@@ -139,15 +147,32 @@ class Proc:
         return f"<Proc {self.name} pid={self.pid} rc={self.proc.returncode}>"
 
 
+async def bound_port(p: Proc, what: str) -> int:
+    """The port `p` says it is bound to (its `udp://HOST:PORT` line on stderr)."""
+    found: list[int] = []
+
+    def started() -> bool:
+        for line in p.stderr:
+            m = _ADDR_RE.search(line)
+            if m:
+                found.append(int(m.group(2)))
+                return True
+        return not p.running
+
+    await p.wait_until(started, 15, f"the {what}'s udp:// line")
+    assert found, f"{what} did not start: {p.stderr}"
+    return found[0]
+
+
 class Procs:
     """Starts processes and remembers them so the fixture can kill leftovers by PID."""
 
     def __init__(self) -> None:
         self.all: list[Proc] = []
 
-    async def start(self, name: str, *args: str, stdin: bool = False) -> Proc:
+    async def start(self, name: str, *args: str, stdin: bool = False, cli: list[str] | None = None) -> Proc:
         proc = await asyncio.create_subprocess_exec(
-            *CLI,
+            *(cli or CLI),
             *args,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -162,19 +187,7 @@ class Procs:
         if "--data" not in extra:
             extra = ("--memory", *extra)
         p = await self.start(name, "relay", "--bind", bind, *extra)
-        found: list[int] = []
-
-        def started() -> bool:
-            for line in p.stderr:
-                m = _ADDR_RE.search(line)
-                if m:
-                    found.append(int(m.group(2)))
-                    return True
-            return not p.running
-
-        await p.wait_until(started, 15, "the relay's udp:// line")
-        assert found, f"relay did not start: {p.stderr}"
-        return p, found[0]
+        return p, await bound_port(p, "relay")
 
     async def listen(self, name: str, join: str, room: str, *extra: str) -> Proc:
         return await self.start(name, "listen", "--join", join, "--room", room, "--nick", name, *extra)

@@ -2,43 +2,35 @@
 
 Three listeners are chained (C knows only B, B only A); senders join through A and through C.
 Gossip must link everyone to everyone, so every message reaches every listener exactly once, in
-its sender's order. The lossy variant uses the peers' own seeded impairment layer (`--loss`,
-`--dup`): an impairment proxy would be bypassed as soon as gossip reveals the real addresses.
+its sender's order. The lossy variant puts a seeded impairment layer inside each peer (lossy_cli.py):
+an impairment proxy would be bypassed as soon as gossip reveals the real addresses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 
 import pytest
 
 from .conftest import FAMILIES, hostport
-from .procs import FAST
-
-_ADDR_RE = re.compile(r"udp://(\[[^\]]+\]|[^\s:]+):(\d+)")
+from .procs import FAST, bound_port, lossy_cli
 
 
 async def start_peer(
-    procs, name: str, command: str, host: str, peers: list[str], *extra: str, stdin: bool = False
+    procs,
+    name: str,
+    command: str,
+    host: str,
+    peers: list[str],
+    *extra: str,
+    stdin: bool = False,
+    cli: list[str] | None = None,
 ):
     args = [command, "--listen", hostport(host, 0), "--room", "lobby", "--nick", name]
     for p in peers:
         args += ["--peer", p]
-    proc = await procs.start(name, *args, *extra, stdin=stdin)
-    found: list[int] = []
-
-    def bound() -> bool:
-        for line in proc.stderr:
-            m = _ADDR_RE.search(line)
-            if m:
-                found.append(int(m.group(2)))
-                return True
-        return not proc.running
-
-    await proc.wait_until(bound, 15, "the udp:// line")
-    assert found, f"{name} did not start: {proc.stderr}"
-    return proc, hostport(host, found[0])
+    proc = await procs.start(name, *args, *extra, stdin=stdin, cli=cli)
+    return proc, hostport(host, await bound_port(proc, name))
 
 
 def joined(proc, *nicks: str):
@@ -50,25 +42,24 @@ def joined(proc, *nicks: str):
 async def test_chained_peers_deliver_to_everyone(procs, host, lossy):
     per_sender = 6
     total = 2 * per_sender
-    imp = ["--loss", "0.2", "--dup", "0.1"] if lossy else []
 
-    def seed(k: int) -> list[str]:
-        return ["--loss-seed", str(k)] if lossy else []
+    def cli(k: int) -> list[str] | None:
+        return lossy_cli(0.2, 0.1, k) if lossy else None
 
-    common = ["--count", str(total), "--timeout", "40", *FAST, *imp]
-    a, addr_a = await start_peer(procs, "A", "listen", host, [], *common, *seed(1))
-    b, addr_b = await start_peer(procs, "B", "listen", host, [addr_a], *common, *seed(2))
-    c, addr_c = await start_peer(procs, "C", "listen", host, [addr_b], *common, *seed(3))
+    common = ["--count", str(total), "--timeout", "40", *FAST]
+    a, addr_a = await start_peer(procs, "A", "listen", host, [], *common, cli=cli(1))
+    b, addr_b = await start_peer(procs, "B", "listen", host, [addr_a], *common, cli=cli(2))
+    c, addr_c = await start_peer(procs, "C", "listen", host, [addr_b], *common, cli=cli(3))
     # C knows only B, yet gossip links it to A (and A to C)
     await a.wait_until(joined(a, "B", "C"), 20, "B and C joining A")
     await c.wait_until(joined(c, "A", "B"), 20, "A and B joining C")
 
     texts = {s: [f"{s} line {k}" for k in range(per_sender)] for s in ("sa", "sc")}
     sa, _ = await start_peer(
-        procs, "sa", "send", host, [addr_a], "--timeout", "30", *FAST, *imp, *seed(4), stdin=True
+        procs, "sa", "send", host, [addr_a], "--timeout", "30", *FAST, stdin=True, cli=cli(4)
     )
     sc, _ = await start_peer(
-        procs, "sc", "send", host, [addr_c], "--timeout", "30", *FAST, *imp, *seed(5), stdin=True
+        procs, "sc", "send", host, [addr_c], "--timeout", "30", *FAST, stdin=True, cli=cli(5)
     )
     for s, proc in (("sa", sa), ("sc", sc)):
         await proc.write("".join(t + "\n" for t in texts[s]))

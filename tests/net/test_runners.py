@@ -7,7 +7,7 @@ import pytest
 
 from udproom.protocol import events as E
 from udproom.protocol.backend import Backend
-from udproom.protocol.names import NameError_
+from udproom.protocol.names import TextTooLong
 from udproom.protocol.net.address import AddressError
 from udproom.protocol.net.runners import RelayClient, RelayServer
 from udproom.protocol.relay import RelayConfig
@@ -80,7 +80,7 @@ async def test_server_and_clients_in_one_loop(host):
         assert got == [(f"hi {i}", False) for i in range(20)] + [("waves", True)]
         assert all(e.ts > 1e9 for e in brec.of(E.MessageReceived))  # wall clock, not monotonic
 
-        with pytest.raises(NameError_):
+        with pytest.raises(TextTooLong):
             alice.post("lobby", "x" * 1001)
         alice.set_topic("lobby", "udp all the way")
         await brec.wait(lambda e: isinstance(e, E.TopicChanged) and e.topic == "udp all the way")

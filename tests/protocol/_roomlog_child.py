@@ -20,7 +20,7 @@ def main() -> None:
         for _ in range(rng.randint(1, 40)):
             room = rng.choice(ROOMS)
             mid = rng.getrandbits(64) or 1
-            seq = log.append(room, F.Ev(F.EV_MSG, "n", f"{room}/{mid}", 1.0, mid))
+            seq = log.append(room, F.Ev(kind=F.EV_MSG, nick="n", text=f"{room}/{mid}", ts=1.0, mid=mid))
             group.append(f"{room} {seq} {mid}")
         log.commit()
         sys.stdout.write("\n".join(group) + "\n")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from udproom.protocol import events as E
+from udproom.protocol import frames as F
 from udproom.protocol.client import ClientSession
 from udproom.protocol.relay import Relay, RelayConfig
 from udproom.protocol.reliability import Timing
 
+from .adversary import Watched
 from .fakenet import FakeNet, Impairment
 
 RELAY = ("10.0.0.1", 6000)
@@ -110,3 +112,45 @@ class Room:
 
     def settle(self, seconds: float) -> None:
         self.net.run_until(self.net.now + seconds)
+
+
+def hello_datagram(cookie: bytes = b"", version: int = F.VERSION, pad: bool = True, nick: str = "x") -> bytes:
+    if pad:
+        return F.encode_one(F.padded_hello(version=version, nick=nick, cookie=cookie, nonce=7))
+    return F.encode_one(F.Hello(version=version, nick=nick, cookie=cookie, nonce=7))
+
+
+def session_by_hand(relay: Relay, addr: tuple, nick: str, now: float = 1.0) -> int:
+    """Handshake `addr` with the relay by hand; returns the session token."""
+    relay.receive_datagram(hello_datagram(nick=nick), addr, now)
+    cookie = F.decode(relay.datagrams_to_send(now)[0][0])[0].cookie
+    relay.receive_datagram(hello_datagram(cookie, nick=nick), addr, now)
+    frames = F.decode(relay.datagrams_to_send(now)[0][0])
+    return next(f for f in frames if isinstance(f, F.Welcome)).token
+
+
+def datagram_of(frames: list[F.Frame]) -> bytes | None:
+    """The frames as one datagram, dropping from the end what does not fit 1200 bytes."""
+    while frames:
+        data = F.encode(frames)
+        if len(data) <= F.MAX_DATAGRAM:
+            return data
+        frames = frames[:-1]
+    return None
+
+
+def post_reaches_everyone(room: Room, sender: tuple, text: str, addrs: list[tuple]) -> None:
+    room.net.call(sender, room.clients[sender].post, room.room, text)
+
+    def missing() -> bool:
+        return any(text not in [m[2] for m in room.messages(a)] for a in addrs)
+
+    room.net.run_while(missing, room.net.now + 10)
+    assert not missing(), "a post after the attack did not reach everyone"
+
+
+def watched_relay(room: Room) -> Watched:
+    """Check every datagram the relay emits from now on (<= 1200 bytes) and count bytes per peer."""
+    w = Watched(room.relay, RELAY)
+    room.net.nodes[RELAY] = w
+    return w

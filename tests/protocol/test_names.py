@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from udproom.protocol import events as E
 from udproom.protocol.names import (
     MAX_NICK_LEN,
-    NameError_,
+    InvalidName,
     check_nick,
     default_nick,
     is_ignorable,
@@ -131,7 +131,7 @@ def test_distinct_plain_latin_nicks_stay_distinct(a, b):
     "nick", ["ali\u034fce", "alice\u3164", "\u200balice", "al\u00adice", "a\u202eb", "bob\u2060"]
 )
 def test_check_nick_refuses_invisible_characters(nick):
-    with pytest.raises(NameError_, match="invisible"):
+    with pytest.raises(InvalidName, match="invisible"):
         check_nick(nick)
 
 
@@ -139,13 +139,13 @@ def test_check_nick_normalises_and_keeps_joiners_inside_scripts():
     assert check_nick("ａｌｉｃｅ") == "alice"
     assert check_nick("می\u200cخواهم") == "می\u200cخواهم"  # Persian ZWNJ inside a word
     assert check_nick("👩\u200d💻") == "👩\u200d💻"  # emoji ZWJ sequence
-    with pytest.raises(NameError_):
+    with pytest.raises(InvalidName):
         check_nick("ali\u200dce")  # a joiner between Latin letters hides nothing legitimate
-    with pytest.raises(NameError_, match="longer"):
+    with pytest.raises(InvalidName, match="longer"):
         check_nick("\ufdfa" * 2)  # NFKC expands this to 18 characters each
-    with pytest.raises(NameError_):
+    with pytest.raises(InvalidName):
         check_nick("a\u00a0b")  # no-break space is a space
-    with pytest.raises(NameError_, match="longer"):
+    with pytest.raises(InvalidName, match="longer"):
         check_nick("x" * 10_000)
 
 
@@ -153,7 +153,7 @@ def test_check_nick_normalises_and_keeps_joiners_inside_scripts():
 def test_check_nick_output_is_a_fixed_point(nick):
     try:
         out = check_nick(nick)
-    except NameError_:
+    except InvalidName:
         return
     assert check_nick(out) == out
     assert 0 < len(out) <= MAX_NICK_LEN

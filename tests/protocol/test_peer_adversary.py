@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
-from udproom.protocol import peer as P
 from udproom.protocol.names import MAX_TEXT_BYTES
 from udproom.protocol.peer import PeerNode
+from udproom.protocol.peer import state as P
 
 from .adversary import Adversary, Watched, datagrams, floats, frames, ints, texts
 from .fakenet import FakeNet, Impairment
-from .test_peer import addr, of, settle_room, timing
+from .peers import addr, of, settle_room, timing
 
 HONEST = (0, 1)
 MALLORY = 2
@@ -69,7 +69,9 @@ def _msg(room_kind, off, lc, nick, text, ts, mid):
     room, kind = room_kind
 
     def make(p0_view):
-        return F.PeerMsg(room, _wire(p0_view(room) + off), lc, kind, nick, text, ts, mid)
+        return F.PeerMsg(
+            room=room, seq=_wire(p0_view(room) + off), lc=lc, kind=kind, nick=nick, text=text, ts=ts, mid=mid
+        )
 
     return make
 
@@ -77,7 +79,19 @@ def _msg(room_kind, off, lc, nick, text, ts, mid):
 def _join(room, nick, base, top, lc, topic, tlc, tby, ask, hist, since):
     def make(p0_view, node):
         return F.PeerJoin(
-            room, nick, node, _wire(p0_view(room) + base), top, lc, "", topic, tlc, tby, ask, hist, since
+            room=room,
+            nick=nick,
+            node=node,
+            base=_wire(p0_view(room) + base),
+            top=top,
+            lc=lc,
+            away="",
+            topic=topic,
+            topic_lc=tlc,
+            topic_by=tby,
+            ask=ask,
+            history=hist,
+            since=since,
         )
 
     return make

@@ -8,21 +8,14 @@ from udproom.protocol.client import ClientSession
 from udproom.protocol.relay import Relay, RelayConfig
 
 from .fakenet import Impairment
-from .harness import RELAY, Room, T, client_addr
+from .harness import RELAY, Room, T, client_addr, hello_datagram, session_by_hand
 
 SRC = ("192.0.2.9", 4444)
 
 
-def _hello(cookie: bytes = b"", version: int = F.VERSION, pad: bool = True, nick: str = "x") -> bytes:
-    h = F.Hello(version, nick, cookie, b"", 7)
-    if pad:
-        h = F.Hello(version, nick, cookie, F.hello_padding(F.size_of((h,))), 7)
-    return F.encode_one(h)
-
-
 def test_handshake_is_stateless_until_the_cookie_comes_back():
     relay = Relay(RelayConfig(timing=T))
-    data = _hello()
+    data = hello_datagram()
     relay.receive_datagram(data, SRC, 1.0)
     out = relay.datagrams_to_send(1.0)
     assert len(out) == 1 and not relay.sessions  # no state for an unproven address
@@ -31,9 +24,9 @@ def test_handshake_is_stateless_until_the_cookie_comes_back():
     retry = F.decode(reply)[0]
     assert isinstance(retry, F.Retry)
     # the cookie is bound to the address: from elsewhere it only earns another Retry
-    relay.receive_datagram(_hello(retry.cookie), ("192.0.2.10", 4444), 1.1)
+    relay.receive_datagram(hello_datagram(retry.cookie), ("192.0.2.10", 4444), 1.1)
     assert not relay.sessions
-    relay.receive_datagram(_hello(retry.cookie), SRC, 1.2)
+    relay.receive_datagram(hello_datagram(retry.cookie), SRC, 1.2)
     assert SRC in relay.sessions
     sid, welcome = F.decode(relay.datagrams_to_send(1.2)[-1][0])
     assert isinstance(welcome, F.Welcome) and welcome.version == F.VERSION
@@ -48,7 +41,7 @@ def test_datagrams_without_the_session_token_are_dropped():
     a, b = client_addr(0), client_addr(1)
     relay = room.relay
     # an off-path attacker forges a's address: a post, a nick change and a goodbye
-    forged = F.encode([F.Req(50, F.OP_POST, "lobby", "forged", 1), F.Bye("forged")])
+    forged = F.encode([F.Req(cseq=50, op=F.OP_POST, room="lobby", text="forged", mid=1), F.Bye("forged")])
     relay.receive_datagram(forged, a, room.net.now)
     relay.receive_datagram(F.encode([F.Sid(12345), F.Bye("forged")]), a, room.net.now)
     assert relay.stats["unauthenticated"] == 2 and a in relay.sessions
@@ -68,7 +61,7 @@ def test_datagrams_without_the_session_token_are_dropped():
 
 def test_unvalidated_sources_never_get_more_than_three_times_what_they_sent():
     relay = Relay(RelayConfig(timing=T))
-    for _size_hint, frames in [(False, _hello(pad=False)), (False, F.encode_one(F.Ping(1)))]:
+    for _size_hint, frames in [(False, hello_datagram(pad=False)), (False, F.encode_one(F.Ping(1)))]:
         relay.receive_datagram(frames, SRC, 2.0)
         for reply, _ in relay.datagrams_to_send(2.0):
             assert len(reply) <= 3 * len(frames)
@@ -80,9 +73,9 @@ def test_unvalidated_sources_never_get_more_than_three_times_what_they_sent():
 
 def test_an_unknown_version_is_refused_cleanly():
     relay = Relay(RelayConfig(timing=T))
-    relay.receive_datagram(_hello(version=99), SRC, 1.0)
+    relay.receive_datagram(hello_datagram(version=99), SRC, 1.0)
     cookie = F.decode(relay.datagrams_to_send(1.0)[0][0])[0].cookie
-    relay.receive_datagram(_hello(cookie, version=99), SRC, 1.0)
+    relay.receive_datagram(hello_datagram(cookie, version=99), SRC, 1.0)
     refuse = F.decode(relay.datagrams_to_send(1.0)[0][0])[0]
     assert isinstance(refuse, F.Refuse) and "version" in refuse.reason and refuse.versions == [1]
     assert not relay.sessions
@@ -258,25 +251,16 @@ def test_outbox_has_a_limit_and_oversize_text_is_refused():
 
     from udproom.protocol.backend import OutboxFull
     from udproom.protocol.client import MAX_OUTBOX
-    from udproom.protocol.names import NameError_
+    from udproom.protocol.names import TextTooLong
 
     c = ClientSession("x", T)
     c.join("lobby", 0.0)
-    with pytest.raises(NameError_, match="1001 bytes"):
+    with pytest.raises(TextTooLong, match="1001 bytes"):
         c.post("lobby", "x" * 1001, 0.0)
     for _ in range(MAX_OUTBOX - 1):
         c.post("lobby", "x", 0.0)
     with pytest.raises(OutboxFull, match="waiting"):
         c.post("lobby", "x", 0.0)
-
-
-def _session(relay: Relay, addr: tuple, nick: str, now: float = 1.0) -> int:
-    """Handshake `addr` with the relay by hand; returns the session token."""
-    relay.receive_datagram(_hello(nick=nick), addr, now)
-    cookie = F.decode(relay.datagrams_to_send(now)[0][0])[0].cookie
-    relay.receive_datagram(_hello(cookie, nick=nick), addr, now)
-    frames = F.decode(relay.datagrams_to_send(now)[0][0])
-    return next(f for f in frames if isinstance(f, F.Welcome)).token
 
 
 def _results(relay: Relay, now: float) -> list:
@@ -288,11 +272,11 @@ def _results(relay: Relay, now: float) -> list:
 
 def test_posts_are_idempotent_by_cseq_and_by_message_id():
     relay = Relay(RelayConfig(timing=T))
-    token = _session(relay, SRC, "ann")
+    token = session_by_hand(relay, SRC, "ann")
     sid = F.Sid(token)
     relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), SRC, 1.0)
     _results(relay, 1.0)
-    post = F.encode([sid, F.Req(2, F.OP_POST, "lobby", "once", 77)])
+    post = F.encode([sid, F.Req(cseq=2, op=F.OP_POST, room="lobby", text="once", mid=77)])
     relay.receive_datagram(post, SRC, 1.1)
     # a retransmit before the post is stored: no answer yet (nothing is acknowledged unstored)
     relay.receive_datagram(post, SRC, 1.15)
@@ -301,7 +285,9 @@ def test_posts_are_idempotent_by_cseq_and_by_message_id():
     (again,) = _results(relay, 1.2)
     assert first == again and first.seq == 2
     # the same message id on a new request (a resend after a reconnect) is not a second event
-    relay.receive_datagram(F.encode([sid, F.Req(3, F.OP_POST, "lobby", "once", 77)]), SRC, 1.3)
+    relay.receive_datagram(
+        F.encode([sid, F.Req(cseq=3, op=F.OP_POST, room="lobby", text="once", mid=77)]), SRC, 1.3
+    )
     (third,) = _results(relay, 1.3)
     assert third.seq == 2
     assert relay.rooms["lobby"].seq == 2 and relay.stats["posts"] == 1
@@ -309,9 +295,13 @@ def test_posts_are_idempotent_by_cseq_and_by_message_id():
 
 def test_requests_run_in_cseq_order_even_when_they_arrive_out_of_order():
     relay = Relay(RelayConfig(timing=T))
-    sid = F.Sid(_session(relay, SRC, "ann"))
-    relay.receive_datagram(F.encode([sid, F.Req(3, F.OP_POST, "lobby", "second", 2)]), SRC, 1.0)
-    relay.receive_datagram(F.encode([sid, F.Req(2, F.OP_POST, "lobby", "first", 1)]), SRC, 1.0)
+    sid = F.Sid(session_by_hand(relay, SRC, "ann"))
+    relay.receive_datagram(
+        F.encode([sid, F.Req(cseq=3, op=F.OP_POST, room="lobby", text="second", mid=2)]), SRC, 1.0
+    )
+    relay.receive_datagram(
+        F.encode([sid, F.Req(cseq=2, op=F.OP_POST, room="lobby", text="first", mid=1)]), SRC, 1.0
+    )
     assert not _results(relay, 1.0)  # nothing runs before request 1
     relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), SRC, 1.0)
     res = _results(relay, 1.0)

@@ -5,16 +5,19 @@ repair budgets."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from udproom.protocol.reliability import (
+    AckScheduler,
     DedupeWindow,
     RecvStream,
     RepairBudget,
     RttEstimator,
+    SendWindow,
     Timing,
     TokenBucket,
     iter_ranges,
@@ -276,3 +279,150 @@ def test_repair_budget_bounds_bytes_per_round_trip(steps):
             sent += nbytes
     # a window at the start, one per RTT after, plus at most one datagram of overdraft
     assert sent <= window + now / rtt * window + 1200
+
+
+# --------------------------------------------------------------------------- send window, acks
+
+
+def test_send_window_acks_sacks_and_resends_only_what_is_missing():
+    t = Timing.fast()
+    w = SendWindow(base=5)
+    assert w.acked == 4 and w.last_retx == 4
+    assert not w.on_ack(3, top=10)  # behind the ack point: nothing moves
+    assert w.on_ack(99, top=7)  # clipped to what was sent
+    assert w.acked == 7
+    assert w.on_sack([9, 9, 20, 30], top=10) == [9]  # beyond top: never counted as arrived
+    assert w.on_sack([9, 9], top=10) == []  # said twice: new only once
+    assert w.nacked([1, 12], top=10) == [8, 10]  # acked and SACKed sequences are not resent
+    assert w.unacked(top=10) == [8, 10]
+    assert w.unacked(top=10, first=10) == [10]  # older ones are no longer kept
+    rtt = RttEstimator(t)
+    w.probe(1.0, rtt)
+    w.probe(2.0, rtt)
+    assert w.attempts == 2 and w.probe_at == 2.0 + rtt.backoff(2)
+    w.resent(10)
+    w.resent(9)
+    assert w.last_retx == 10
+    assert w.on_ack(9, top=10) and w.attempts == 0 and w.sacked == set()
+    w.skip_to(12)
+    assert (w.base, w.acked) == (12, 11)
+
+
+@given(st.lists(st.integers(-(1 << 63), 1 << 63), max_size=40), st.integers(0, 1 << 40))
+def test_send_window_never_counts_what_was_not_sent(ranges, top):
+    w = SendWindow(base=1)
+    w.on_ack(top // 2, top)
+    new = w.on_sack(ranges, top)
+    assert all(w.acked < s <= top for s in new) and len(w.sacked) <= 1024
+    assert all(w.acked < s <= top for s in w.nacked(ranges, top))
+    assert len(w.nacked(ranges, top)) <= 512
+
+
+def test_ack_scheduler_delays_coalesces_and_paces_nacks():
+    acks = AckScheduler(delay=0.01, every=3)
+    rx = RecvStream()
+    assert not acks.due(0.0) and acks.next_at(0.0) is None
+    rx.offer(1, "a")
+    rx.pop_ready()
+    acks.want("lobby", rx, 0.0, urgent=False)
+    assert not acks.due(0.005) and acks.due(0.01)  # delayed ...
+    acks.want("", rx, 0.002, urgent=False)
+    assert acks.next_at(0.003) == 0.01  # ... and coalesced
+    out = {name: (cum, sack, nack) for name, cum, sack, nack in acks.take(0.01, 1.0, lambda n: (rx, 0))}
+    assert out == {"lobby": (1, [], []), "": (1, [], [])}
+    assert not acks.due(1.0)
+    rx.offer(4, "d")  # a hole: 2-3
+    acks.want("lobby", rx, 0.02, urgent=rx.has_gap())
+    assert acks.due(0.02)  # a gap is acked at once
+    ((_, cum, sack, nack),) = acks.take(0.02, 1.0, lambda n: (rx, 6))
+    assert (cum, sack, nack) == (1, [4, 4], [2, 3, 5, 6])  # the hole, and the announced tail
+    acks.want("lobby", rx, 0.5, urgent=True)
+    ((_, _, _, nack),) = acks.take(0.5, 1.0, lambda n: (rx, 6))
+    assert nack == []  # one NACK per stream per `pace`
+    for s in (5, 6, 7):
+        rx.offer(s, s)
+    acks.want("lobby", rx, 0.6, urgent=False)
+    assert acks.due(0.6)  # `every` unacked items: at once
+
+
+def test_offer_run_counts_like_offering_each():
+    a, b = RecvStream(), RecvStream()
+    runs = [(1, 3), (2, 3), (8, 2), (6, 2), (4, 2), (4, 9)]
+    for seq, n in runs:
+        new_a = a.offer_run(seq, n)
+        new_b = sum(1 for s in range(seq, seq + n) if b.offer(s, None))
+        b.pop_ready()
+        assert new_a == new_b
+        assert (a.cum, a.sack(), a.missing()) == (b.cum, b.sack(), b.missing())
+    assert a.cum == 12 and not a.has_gap()
+
+
+def test_deadlines_pop_only_what_is_due_at_its_earliest_time():
+    from udproom.protocol.reliability import Deadlines  # (new with this test)
+
+    d = Deadlines()
+    a, b, c = object(), object(), object()
+    d.schedule(a, 5.0)
+    d.schedule(b, 3.0)
+    d.schedule(a, 2.0)  # earlier wins
+    d.schedule(b, 9.0)  # later does not replace an earlier entry
+    d.schedule(c, 1.0)
+    d.cancel(c)
+    assert d.next_at() == 2.0 and len(d) == 2
+    assert d.pop_due(2.5) == [a]
+    assert d.pop_due(2.9) == [] and d.next_at() == 3.0
+    assert d.pop_due(100.0) == [b] and d.next_at() is None
+    d.schedule(a, 7.0)  # after popping, an item can be scheduled again
+    assert d.pop_due(7.0) == [a]
+
+
+# --------------------------------------------------------------------------- RecvStream, byte-bounded
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 60), max_size=200), st.integers(0, 400), st.integers(0, 10_000))
+def test_in_order_exactly_once_within_the_byte_bound(seqs, max_bytes, seed):
+    rx = RecvStream(1, 64, max_bytes)
+    rng = random.Random(seed)
+    got: list[int] = []
+    for s in seqs:
+        size = rng.randrange(1, 40)
+        rx.offer(s, f"m{s}", size)
+        assert rx._order == sorted(rx.buffer)  # the order is kept, never rebuilt
+        assert rx.bytes == sum(rx._sizes.values())
+        got.extend(s for s, _ in rx.pop_ready())
+        assert not max_bytes or rx.bytes <= max_bytes  # (the next in order passes straight through)
+    assert got == list(range(1, len(got) + 1))  # in order, each once, nothing delivered twice
+    assert rx.sack() == ranges_of(sorted(rx.buffer))
+    assert all(s > rx.cum for s in rx.buffer)
+
+
+def test_a_full_buffer_keeps_the_nearest_and_always_takes_the_next():
+    rx = RecvStream(1, 1000, max_bytes=100)
+    for s in range(50, 60):
+        assert rx.offer(s, s, 10)
+    assert not rx.offer(70, 70, 10)  # further ahead than everything held: refused
+    assert rx.offer(5, 5, 10)  # nearer: the furthest one makes room
+    assert 59 not in rx.buffer and 5 in rx.buffer and rx.bytes == 100
+    assert rx.offer(1, 1, 500)  # the next in order is never refused
+    assert [s for s, _ in rx.pop_ready()] == [1]
+    assert rx.bytes == 100
+    assert rx.missing() == [2, 4, 6, 49]
+
+
+def test_already_delivered_and_duplicate_numbers_are_refused():
+    rx = RecvStream(3)
+    assert not rx.offer(2, "old")
+    assert rx.offer(4, "b") and not rx.offer(4, "b again")
+    assert rx.offer(3, "a")
+    assert rx.pop_ready() == [(3, "a"), (4, "b")]
+    assert not rx.offer(3, "a") and not rx.offer(4, "b")
+    assert rx.skip_to(10) == 5 and rx.cum == 9 and not rx.offer(9, "x")
+
+
+def test_skip_to_releases_bytes():
+    rx = RecvStream(1, max_bytes=1000)
+    for s in (2, 5, 9):
+        rx.offer(s, s, 100)
+    assert rx.skip_to(6) == 3
+    assert rx.bytes == 100 and rx._order == [9] and rx.next == 6

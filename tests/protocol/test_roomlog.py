@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,22 +28,42 @@ CHILD = Path(__file__).with_name("_roomlog_child.py")
 
 
 def ev(text: str = "hi", ts: float = 1000.0, mid: int = 0, nick: str = "bob", kind: int = F.EV_MSG) -> F.Ev:
-    return F.Ev(kind, nick, text, ts, mid)
+    return F.Ev(kind=kind, nick=nick, text=text, ts=ts, mid=mid)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "jetstream"])
 def make(request, tmp_path):
-    """make(**kw) -> a fresh log of the parametrized kind (the same directory each call)."""
+    """make(**kw) -> a fresh log of the parametrized kind (the same directory, or the same
+    nats-server and stream prefix, each call: a second call is a restart)."""
     logs: list[RoomLog] = []
+    links = []
+    server = request.getfixturevalue("nats_server") if request.param == "jetstream" else None
 
     def factory(**kw) -> RoomLog:
-        log = MemoryLog(**kw) if request.param == "memory" else SqliteLog(tmp_path / "data", **kw)
+        if request.param == "memory":
+            log: RoomLog = MemoryLog(**kw)
+        elif request.param == "sqlite":
+            log = SqliteLog(tmp_path / "data", **kw)
+        else:
+            from udproom.protocol.jetstream import JetStreamLog, NatsLink
+
+            link = NatsLink(server.url, reconnect_wait=0.05)
+            links.append(link)
+            log = JetStreamLog(link, commit_timeout=2.0, **kw)
+            log._test_server = server  # type: ignore[attr-defined]  (for _break/_unbreak)
         logs.append(log)
         return log
 
+    factory.kind = request.param  # type: ignore[attr-defined]
     yield factory
     for log in logs:
         log.close()
+    for link in links:
+        link.close()
+
+
+def _is_js(log: RoomLog) -> bool:
+    return type(log).__name__ == "JetStreamLog"
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -127,8 +148,40 @@ def test_a_failed_commit_takes_its_numbers_back(make):
     assert [e.text for _, e in log.read("r", 1, 9)] == ["kept", "again"] and log.seq_of_mid("r", 2) == 2
 
 
+def test_begin_commit_reports_what_is_stored_and_what_is_not(make):
+    """The relay's one code path: begin_commit() returns a handle, complete at once (memory, SQLite)
+    or when the store has answered (JetStream); Results go out for `stored` only."""
+    log = make()
+    log.append("r", ev("one", mid=1))
+    log.append("s", ev("two", mid=2))
+    done = []
+    handle = log.begin_commit()
+    handle.add_done_callback(done.append)
+    assert handle.wait(10) and done == [handle]  # the callback ran exactly once
+    assert handle.error is None and handle.events == [("r", 1), ("s", 1)]
+    assert handle.stored == {("r", 1), ("s", 1)} and handle.duplicates == {}
+    assert log.last_seq("r") == 1 and [e.text for _, e in log.read("s", 1, 1)] == ["two"]
+    late = []
+    handle.add_done_callback(late.append)  # added after completion: runs at once
+    assert late == [handle]
+    assert log.append("r", ev("lost", mid=3)) == 2
+    for _ in range(8):
+        log.append("t", ev("more than a page" * 300))  # (a full disk must need a new page)
+    _break(log)
+    failed = log.begin_commit()
+    assert failed.wait(10) and failed.error and "\n" not in failed.error and failed.stored == set()
+    _unbreak(log)
+    assert log.last_seq("r") == 1 and log.append("r", ev("again", mid=3)) == 2  # the number comes back
+    log.commit()
+    empty = log.begin_commit()  # nothing pending: complete, nothing stored
+    assert empty.done() and empty.stored == set() and empty.error is None
+
+
 def _break(log: RoomLog) -> None:
-    if isinstance(log, MemoryLog):
+    if _is_js(log):  # the cluster goes away (SIGKILL of the nats-server); its store stays
+        log._test_server.kill()  # type: ignore[attr-defined]
+        _wait_for(lambda: not log.link.connected)  # type: ignore[attr-defined]
+    elif isinstance(log, MemoryLog):
         log.fail_commits = "simulated failure"
     else:  # a full disk: no room for another page
         assert isinstance(log, SqliteLog) and log._db is not None
@@ -136,8 +189,19 @@ def _break(log: RoomLog) -> None:
         log._db.execute(f"PRAGMA max_page_count={pages}")
 
 
+def _wait_for(cond, timeout: float = 20.0) -> None:
+    """A bounded poll of something another process (the nats-server, nats-py's reconnect) does."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def _unbreak(log: RoomLog) -> None:
-    if isinstance(log, MemoryLog):
+    if _is_js(log):
+        log._test_server.start()  # type: ignore[attr-defined]
+        _wait_for(lambda: log.link.connected)  # type: ignore[attr-defined]
+    elif isinstance(log, MemoryLog):
         log.fail_commits = None
     else:
         assert isinstance(log, SqliteLog) and log._db is not None
@@ -171,7 +235,7 @@ def test_message_ids_are_remembered_for_the_last_window_of_events(make):
             log.commit()
     log.commit()
     assert [log.seq_of_mid("r", m) for m in (5, 6, 15)] == [None, 6, 15]
-    if isinstance(log, SqliteLog):  # after a restart: the same window, read back from disk
+    if not isinstance(log, MemoryLog):  # after a restart: the same window, read back from the store
         log.close()
         log = make(mid_window=10)
         assert [log.seq_of_mid("r", m) for m in (5, 6, 15)] == [None, 6, 15]
@@ -207,6 +271,13 @@ def test_retention_by_count_deletes_the_oldest_in_bounded_steps(make):
         log.append("r", ev(str(i)))
     log.append("s", ev())
     log.commit()
+    if _is_js(log):
+        # EXPECTED DIFFERENCE: JetStream enforces the cap itself (the stream's max_msgs), at once
+        # and without steps; expire() reports the cut it finds, and deletes nothing
+        assert _js_expired(log) == {"r": 26}
+        assert log.first_seq("r") == 26 and log.last_seq("r") == 35 and log.read("r", 1, 25) == []
+        assert [s for s, _ in log.read("r", 1, 99)] == list(range(26, 36)) and log.first_seq("s") == 1
+        return
     assert log.expire(2000.0, budget=7) == {"r": 8}  # at most 7 per call
     assert log.first_seq("r") == 8 and log.read("r", 1, 7) == []
     steps = 1
@@ -217,7 +288,34 @@ def test_retention_by_count_deletes_the_oldest_in_bounded_steps(make):
     assert log.first_seq("s") == 1  # under the cap: untouched
 
 
+def _js_expired(log) -> dict[str, int]:
+    """expire() on a JetStreamLog until it reports a cut (bounded): each call reports what the
+    previous call's background look at the streams found."""
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline:
+        log.expire(0.0)
+        log.wait_idle()
+        cut = log.expire(0.0)
+        if cut:
+            return cut
+    return {}
+
+
 def test_retention_by_age_and_numbers_never_come_back(make):
+    if make.kind == "jetstream":
+        # EXPECTED DIFFERENCE: JetStream ages events by the time the server stored them, on its own
+        # clock (the stream's max_age), not by the event's ts against a given now. Same outcome:
+        log = make(keep_days=0.5 / DAY, keep_events=None)
+        for i in range(3):
+            log.append("r", ev(str(i), mid=i + 1))
+        log.commit()
+        assert log.last_seq("r") == 3
+        assert _js_expired(log) == {"r": 4}  # all gone after half a second (a bounded poll)
+        assert log.read("r", 1, 99) == [] and log.first_seq("r") == 4 and log.seq_of_mid("r", 2) is None
+        assert log.last_seq("r") == 3 and log.append("r", ev()) == 4  # numbers are not reused
+        log.commit()  # (this one expires half a second later too: nothing here may depend on when)
+        assert log.last_seq("r") == 4 and log.read("r", 1, 3) == []
+        return
     log = make(keep_days=1, keep_events=None)
     for i in range(5):
         log.append("r", ev(str(i), ts=100.0 + i, mid=i + 1))
@@ -243,56 +341,75 @@ def test_closed_log_says_so(make):
 
 
 # the same operations on both logs must give the same answers (MemoryLog is the model)
-_op = st.one_of(
-    st.tuples(st.just("append"), st.sampled_from("abc"), st.integers(0, 5), floats()),
-    st.tuples(st.just("commit")),
-    st.tuples(st.just("rollback")),
-    st.tuples(st.just("topic"), st.sampled_from("abc"), texts()),
-    st.tuples(st.just("expire"), st.floats(0, 10 * DAY), st.integers(0, 20)),
-    st.tuples(st.just("before"), st.sampled_from("abc"), st.integers(-2, 60), st.integers(0, 12)),
-)
+def model_ops(expire: bool = True) -> st.SearchStrategy:
+    ops = [
+        st.tuples(st.just("append"), st.sampled_from("abc"), st.integers(0, 5), floats()),
+        st.tuples(st.just("commit")),
+        st.tuples(st.just("rollback")),
+        st.tuples(st.just("topic"), st.sampled_from("abc"), texts()),
+        st.tuples(st.just("before"), st.sampled_from("abc"), st.integers(-2, 60), st.integers(0, 12)),
+    ]
+    if expire:
+        ops.append(st.tuples(st.just("expire"), st.floats(0, 10 * DAY), st.integers(0, 20)))
+    return st.one_of(*ops)
+
+
+def same_answers(
+    mem: MemoryLog, other: RoomLog, ops: list, after_commit=None, ids_once: bool = False
+) -> None:
+    """Apply `ops` to both logs and compare every answer after each (the test's model check).
+
+    `ids_once`: append a message id at most once per room (the relay looks an id up with
+    seq_of_mid before appending; JetStream cannot store one id twice within its duplicate window)."""
+    used: set[tuple[str, int]] = set()
+    for op in ops:
+        if op[0] == "append":
+            _, room, mid, ts = op
+            if ids_once and mid and (room, mid) in used:
+                continue
+            used.add((room, mid))
+            e = ev(f"{room}{mid}", ts=ts, mid=mid)
+            assert mem.append(room, e) == other.append(room, e)
+        elif op[0] == "commit":
+            mem.commit()
+            other.commit()
+            if after_commit is not None:
+                after_commit()
+        elif op[0] == "rollback":
+            mem.rollback()
+            other.rollback()
+        elif op[0] == "topic":
+            try:
+                mem.set_topic(op[1], op[2])
+                other.set_topic(op[1], op[2])
+            except StoreError:
+                pass
+        elif op[0] == "expire":
+            assert mem.expire(op[1], op[2]).keys() <= set("abc")
+            while other.expire(op[1], 1000) or mem.expire(op[1], 1000):
+                pass  # round robin differs: compare once both are done
+        else:
+            _, room, seq, limit = op
+            assert _bytes(mem.before(room, seq, limit)) == _bytes(other.before(room, seq, limit))
+        for room in "abc":
+            assert mem.last_seq(room) == other.last_seq(room)
+            assert mem.first_seq(room) == other.first_seq(room)
+            assert mem.topic(room) == other.topic(room)
+            for mid in range(1, 6):
+                assert mem.seq_of_mid(room, mid) == other.seq_of_mid(room, mid)
+        assert mem.rooms() == other.rooms()
+    for room in "abc":
+        assert _bytes(mem.read(room, 0, 10**9)) == _bytes(other.read(room, 0, 10**9))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(_op, max_size=60))
+@given(ops=st.lists(model_ops(), max_size=60))
 def test_sqlite_log_behaves_like_the_memory_log(ops):
     with tempfile.TemporaryDirectory() as tmp:
         mem = MemoryLog(keep_days=2, keep_events=8)
         disk = SqliteLog(tmp, keep_days=2, keep_events=8)
         try:
-            for op in ops:
-                if op[0] == "append":
-                    _, room, mid, ts = op
-                    e = ev(f"{room}{mid}", ts=ts, mid=mid)
-                    assert mem.append(room, e) == disk.append(room, e)
-                elif op[0] == "commit":
-                    mem.commit()
-                    disk.commit()
-                elif op[0] == "rollback":
-                    mem.rollback()
-                    disk.rollback()
-                elif op[0] == "topic":
-                    try:
-                        mem.set_topic(op[1], op[2])
-                        disk.set_topic(op[1], op[2])
-                    except StoreError:
-                        pass
-                elif op[0] == "expire":
-                    assert mem.expire(op[1], op[2]).keys() <= set("abc")
-                    while disk.expire(op[1], 1000) or mem.expire(op[1], 1000):
-                        pass  # round robin differs: compare once both are done
-                else:
-                    _, room, seq, limit = op
-                    assert _bytes(mem.before(room, seq, limit)) == _bytes(disk.before(room, seq, limit))
-                for room in "abc":
-                    assert mem.last_seq(room) == disk.last_seq(room)
-                    assert mem.first_seq(room) == disk.first_seq(room)
-                    assert mem.topic(room) == disk.topic(room)
-                    for mid in range(1, 6):
-                        assert mem.seq_of_mid(room, mid) == disk.seq_of_mid(room, mid)
-                assert mem.rooms() == disk.rooms()
-            for room in "abc":
-                assert _bytes(mem.read(room, 0, 10**9)) == _bytes(disk.read(room, 0, 10**9))
+            same_answers(mem, disk, ops)
         finally:
             disk.close()
 

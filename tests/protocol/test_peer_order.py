@@ -4,13 +4,16 @@ that never advanced passed them; here the order each peer actually shows is comp
 
 from __future__ import annotations
 
+import math
 from datetime import UTC
+
+import msgspec
 
 from udproom.protocol import events as E
 from udproom.tui import model as m
 
 from .fakenet import Impairment
-from .test_peer import addr, build, settle_room
+from .peers import MALLORY, addr, build, of, send_as, settle_room, trio
 
 
 class Screen:
@@ -72,3 +75,57 @@ def test_replies_are_shown_after_what_they_answer_on_every_peer():
             if isinstance(e, E.MessageReceived):
                 assert stamps.setdefault(e.text, e.seq) == e.seq
     assert [stamps[t] for _n, t in conversation] == sorted({stamps[t] for _n, t in conversation})
+
+
+def test_timestamps_from_the_wire_are_finite_and_plausible():
+    net, (_p0, _p1, mallory) = trio()
+    for bad in (math.nan, math.inf, -math.inf, 1e20, -1e20):
+        mallory.wall_offset = bad
+        net.call(addr(MALLORY), mallory.post, "lobby", f"ts {bad}")
+        net.run_until(net.now + 0.1)
+    got = list(of(net, 0, E.MessageReceived))
+    assert len(got) == 5
+    for e in got:
+        assert math.isfinite(e.ts) and abs(e.ts - net.now) < 60, e
+
+
+def test_lamport_stamps_from_the_wire_are_bounded():
+    net, (p0, p1, mallory) = trio()
+    for k in range(150):
+        net.call(addr(1), p1.post, "lobby", f"m{k}")
+    net.run_until(net.now + 0.3)
+    top = max(e.seq for e in of(net, 0, E.MessageReceived))
+    mallory.lc = -1  # its next message is stamped 0: it would go to the top of the scrollback
+    net.call(addr(MALLORY), mallory.post, "lobby", "first!")
+    net.run_until(net.now + 0.2)
+    (early,) = [e for e in of(net, 0, E.MessageReceived) if e.text == "first!"]
+    assert early.seq > top  # sent after it had seen them all (its own PeerJoin said so)
+    # a stamp far in the future would pin its message below everything said later
+    mallory.lc = 2**63 - 2
+    net.call(addr(MALLORY), mallory.post, "lobby", "last forever")
+    net.run_until(net.now + 0.2)
+    assert p0.lc < 1 << 34 and p1.lc < 1 << 34  # a bounded step past what it said before
+    net.call(addr(1), p1.post, "lobby", "later")
+    net.run_until(net.now + 0.2)
+    evs = {e.text: e.seq for e in of(net, 0, E.MessageReceived)}
+    assert evs["later"] > evs["last forever"]
+
+
+def test_a_topic_stamped_at_the_end_of_time_does_not_pin_the_topic():
+    net, (p0, p1, mallory) = trio()
+    j = mallory._join_frame(mallory.links[addr(0)], mallory.links[addr(0)].rooms["lobby"], net.now, False)
+    pinned = msgspec.structs.replace(j, topic="pwned", topic_lc=2**64 - 1, topic_by="p1")
+    send_as(net, mallory, MALLORY, 0, [pinned])
+    net.run_until(net.now + 0.2)
+    net.call(addr(1), p1.set_topic, "lobby", "the real topic")
+    net.run_until(net.now + 0.5)
+    assert p0.rooms["lobby"].topic == "the real topic"
+    assert of(net, 0, E.TopicChanged)[-1].topic == "the real topic"
+
+
+def test_a_slow_clock_does_not_turn_live_posts_into_history():
+    net, (_p0, _p1, slow) = trio(wall_offset=-600.0)
+    net.call(addr(MALLORY), slow.post, "lobby", "hello from the past")
+    net.run_until(net.now + 0.3)
+    (e,) = of(net, 0, E.MessageReceived)
+    assert not e.history

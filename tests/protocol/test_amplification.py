@@ -26,8 +26,7 @@ TINY_HELLO = b"\x91\x93\x01\x01\xa0"
 
 
 def padded_hello(cookie: bytes = b"", nonce: int = 7, nick: str = "x", node: int = 43) -> bytes:
-    h = F.Hello(F.VERSION, nick, cookie, b"", nonce, node=node)
-    return F.encode_one(F.Hello(F.VERSION, nick, cookie, F.hello_padding(F.size_of((h,))), nonce, node=node))
+    return F.encode_one(F.padded_hello(version=F.VERSION, nick=nick, cookie=cookie, nonce=nonce, node=node))
 
 
 def relay_core():
@@ -90,11 +89,13 @@ def test_a_tiny_hello_earns_nothing_a_padded_one_earns_a_retry(make):
 @pytest.mark.parametrize("make", CORES)
 def test_hellos_of_every_size_respect_three_times(make):
     w = Watched(make(), ("10.0.0.1", 6000))
-    full = len(F.hello_padding(F.size_of((F.Hello(F.VERSION, "x", b"", b"", 9),))))
+    full = len(
+        F.hello_padding(F.size_of((F.Hello(version=F.VERSION, nick="x", cookie=b"", pad=b"", nonce=9),)))
+    )
     answered = []
     for i, pad in enumerate([0, 1, 2, 3, 5, 8, 13, 21, 40, 100, 400, 1100, full - 1, full]):
         src = (f"192.0.2.{i + 20}", 1000 + i)
-        data = F.encode_one(F.Hello(F.VERSION, "x", b"", bytes(pad), 9))
+        data = F.encode_one(F.Hello(version=F.VERSION, nick="x", cookie=b"", pad=bytes(pad), nonce=9))
         if exchange(w, data, src, 1.0 + i):
             answered.append(len(data))
         assert w.bytes_out[src] <= AMPLIFICATION * w.bytes_in[src], (pad, w.bytes_out[src], w.bytes_in[src])

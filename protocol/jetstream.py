@@ -1,0 +1,750 @@
+"""The cluster's home on NATS JetStream (issue 12): the room log as streams, nicks and room settings
+in key-value buckets. See docs/cluster.md for the design and what the relay does with it.
+
+- `NatsLink(servers)`: one nats-py connection on its own thread and asyncio loop. The relay's UDP
+  loop never runs nats-py code: it hands work over (`submit`) and is told when it is done; the
+  synchronous calls (`call`) block their caller with a bounded timeout and are meant for start-up,
+  tests and tools, not the UDP loop's hot path.
+- `JetStreamLog(link)`: a `RoomLog`. One stream per room, so the stream sequence IS the room
+  sequence (contiguous, gap-free). `begin_commit()` publishes the group asynchronously with
+  `Nats-Msg-Id` = the message id (JetStream's duplicate window dedupes a resend, also one made to
+  another relay) and `Nats-Expected-Last-Sequence` = the number before (two relays cannot give one
+  number twice: the loser's publish fails, nothing is stored twice or out of order); the returned
+  `Commit` completes when JetStream has acknowledged. Retention is the stream's limits.
+- `ClusterNames(link)`: nick uniqueness across relays (create-if-absent, delete by revision).
+- `RoomSettings(link)`: per-room settings (the topic among them) with compare-and-set.
+
+Only this module imports nats-py (the `cluster` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import itertools
+import json
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from . import frames as F
+from .names import nick_key
+from .roomlog import DAY, KEEP_DAYS, KEEP_EVENTS, MID_WINDOW, Commit, RoomLog, StoreError, _new_epoch
+
+__all__ = ["ClusterNames", "JetStreamLog", "NatsLink", "RoomSettings"]
+
+DUPLICATE_WINDOW = 120.0  # seconds: JetStream's default; a failed-over client resends well within it
+READ_BATCH = 500  # events per batched direct get
+# JetStream API error codes (nats-server's errors.json)
+ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_STREAM_NOT_FOUND = 10059
+ERR_STREAM_NAME_IN_USE = 10058
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def room_token(room: str) -> str:
+    """A room name as a NATS token (subjects and stream names allow few characters; room names are
+    any text): the first 40 hex digits of its SHA-256. The name itself travels in the stream's
+    description and metadata."""
+    return hashlib.sha256(room.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+class PublishError(Exception):
+    def __init__(self, err_code: int, description: str) -> None:
+        super().__init__(description)
+        self.err_code = err_code
+
+
+class NatsLink:
+    """One NATS connection on its own thread and loop. `close()` ends both."""
+
+    def __init__(
+        self,
+        servers: str | list[str],
+        name: str = "udproom-relay",
+        timeout: float = 5.0,
+        reconnect_wait: float = 0.25,
+    ) -> None:
+        import nats
+
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.timeout = timeout
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="udproom-nats", daemon=True)
+        self._thread.start()
+
+        self.last_error = ""
+
+        async def quiet(exc: BaseException) -> None:  # nats-py logs every reconnect failure otherwise
+            self.last_error = _one_line(exc)
+
+        async def connect() -> Any:
+            nc = await nats.connect(
+                servers=self.servers,
+                name=name,
+                connect_timeout=2,
+                reconnect_time_wait=reconnect_wait,
+                max_reconnect_attempts=2,  # at start: a few tries per server, then a clear error
+                allow_reconnect=True,
+                error_cb=quiet,
+            )
+            nc.options["max_reconnect_attempts"] = -1  # once up: reconnect for as long as it takes
+            return nc
+
+        try:
+            self.nc = self.call(connect(), timeout)
+        except StoreError as exc:
+            self._stop_loop()
+            why = self.last_error or str(exc)
+            raise StoreError(f"cannot reach the cluster at {','.join(self.servers)}: {why}") from None
+        self.js = self.nc.jetstream(timeout=timeout)
+        self._acks: dict[str, asyncio.Future] | None = None
+        self._ack_prefix = ""
+        self._ack_ids = itertools.count(1)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future:
+        """Publish to JetStream without waiting: the future gets the ack as (seq, duplicate), or a
+        PublishError. Published in call order on the one connection. (nats-py's own publish_async
+        never completes a future whose ack is an API error — its reply handler raises — so a
+        refused publish would only time out.)"""
+        if self._acks is None:
+            self._acks = {}
+            self._ack_prefix = f"{self.nc.new_inbox()}."
+            await self.nc.subscribe(self._ack_prefix + "*", cb=self._on_ack)
+        token = f"{next(self._ack_ids)}"
+        fut: asyncio.Future = self.loop.create_future()
+        self._acks[token] = fut
+        fut.add_done_callback(lambda _f: self._acks.pop(token, None))  # type: ignore[union-attr]
+        await self.nc.publish(subject, payload, reply=self._ack_prefix + token, headers=headers)
+        return fut
+
+    async def _on_ack(self, msg: Any) -> None:
+        fut = (self._acks or {}).get(msg.subject[len(self._ack_prefix) :])
+        if fut is None or fut.done():
+            return
+        status = (msg.headers or {}).get("Status")
+        if status is not None and not msg.data:  # 503: no stream listens on the subject
+            fut.set_exception(PublishError(0, f"no stream answered (status {status})"))
+            return
+        try:
+            resp = json.loads(msg.data)
+            err = resp.get("error")
+            if err is not None:
+                fut.set_exception(PublishError(int(err.get("err_code", 0)), str(err.get("description"))))
+            else:
+                fut.set_result((int(resp["seq"]), bool(resp.get("duplicate", False))))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            fut.set_exception(PublishError(0, f"unreadable ack: {exc}"))
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
+        """Run `coro` on the link's loop; returns at once."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        """Run `coro` on the link's loop and wait (bounded) for it; any failure is a StoreError."""
+        fut = self.submit(coro)
+        try:
+            return fut.result(self.timeout if timeout is None else timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise StoreError("the cluster did not answer in time") from None
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"the cluster: {_one_line(exc)}") from None
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        if self._thread.is_alive():
+            try:
+                self.call(self.nc.close(), 5.0)
+            except (StoreError, AttributeError):
+                pass
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10.0)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class _JRoom:
+    __slots__ = ("first", "last", "stream", "subject", "topic")
+
+    def __init__(self, stream: str, subject: str) -> None:
+        self.stream = stream
+        self.subject = subject
+        self.first = 1
+        self.last = 0
+        self.topic: str | None = None  # None: never set (an empty topic set is a room's too)
+
+
+class JetStreamLog(RoomLog):
+    """The room log on JetStream: stream `<prefix>-room-<token>` per room, subject
+    `<prefix>.room.<token>`, the event (frames.encode_ev) as the payload.
+
+    Several JetStreamLogs (relays) may share the streams. Each keeps the rooms' last/first
+    sequences it knows; a publish based on a stale number fails (expected last sequence), and that
+    commit's completion carries the stream's real state, so the next append numbers right.
+
+    Deliberate differences from SqliteLog (docs/cluster.md, and the contract tests say which):
+    - a group is durable all-or-nothing per room, not across rooms (a stream per room);
+    - retention is JetStream's own (max age, max messages per stream), enforced by the server on
+      its clock: `expire()` only reports what the server has cut, it deletes nothing itself.
+    """
+
+    def __init__(
+        self,
+        link: NatsLink,
+        prefix: str = "udproom",
+        keep_days: float | None = KEEP_DAYS,
+        keep_events: int | None = KEEP_EVENTS,
+        mid_window: int = MID_WINDOW,
+        replicas: int = 1,
+        duplicate_window: float = DUPLICATE_WINDOW,
+        commit_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(keep_days, keep_events, mid_window)
+        self.link = link
+        self.prefix = prefix
+        self.replicas = replicas
+        self.duplicate_window = duplicate_window
+        self.commit_timeout = commit_timeout
+        self._rooms: dict[str, _JRoom] = {}
+        # groups published and not yet settled: appends continue their numbers
+        # (handle, group, topics, {room: (last, first)} the stream holds, filled in after a failure)
+        self._inflight: deque[tuple[Commit, list, dict[str, str], dict[str, tuple[int, int]]]] = deque()
+        self._inflight_last: dict[str, int] = {}
+        self._inflight_mids: dict[tuple[str, int], int] = {}
+        self._known_streams: set[str] = set()
+        self._expired: dict[str, int] = {}
+        self._refresh: concurrent.futures.Future | None = None
+        self.settings = RoomSettings(link, prefix, replicas)  # (an R1 bucket dies with its node)
+        self.epoch = link.call(self._start())
+
+    # ------------------------------------------------------------------ start
+
+    async def _start(self) -> int:
+        js = self.link.js
+        meta = await _bucket(js, f"{self.prefix}-meta", replicas=self.replicas)
+        epoch = _new_epoch()
+        try:  # the first relay of a cluster names the history; the others read it
+            await meta.create("epoch", str(epoch).encode())
+        except _wrong_last():
+            epoch = int((await meta.get("epoch")).value)
+        for info in await _all_streams(js):
+            cfg = info.config
+            md = cfg.metadata or {}
+            if not (cfg.name or "").startswith(f"{self.prefix}-room-") or "room" not in md:
+                continue
+            room = md["room"]
+            self._known_streams.add(cfg.name)
+            r = self._rooms[room] = self._jroom(room)
+            r.last, r.first = _state(info.state)
+        for room, settings in (await self.settings._all()).items():
+            r = self._rooms.get(room) or self._rooms.setdefault(room, self._jroom(room))
+            if "topic" in settings:
+                r.topic = str(settings["topic"])
+        return epoch
+
+    def _jroom(self, room: str) -> _JRoom:
+        token = room_token(room)
+        return _JRoom(f"{self.prefix}-room-{token}", f"{self.prefix}.room.{token}")
+
+    def _stream_config(self, room: str, r: _JRoom) -> Any:
+        from nats.js import api
+
+        return api.StreamConfig(
+            name=r.stream,
+            description=f"udproom room {room}"[:1000],
+            metadata={"room": room},
+            subjects=[r.subject],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.OLD,
+            max_msgs=self.keep_events if self.keep_events is not None else -1,
+            max_age=self.keep_days * DAY if self.keep_days is not None else 0,
+            # JetStream requires the duplicate window to fit in the max age
+            duplicate_window=min(self.duplicate_window, self.keep_days * DAY)
+            if self.keep_days is not None
+            else self.duplicate_window,
+            num_replicas=self.replicas,
+            allow_direct=True,
+        )
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, room: str, ev: F.Ev) -> int:
+        self._settle()
+        if room not in self._group_last and room in self._inflight_last:
+            self._group_last[room] = self._inflight_last[room]  # continue the numbers in flight
+        return super().append(room, ev)
+
+    def commit(self) -> None:
+        """Commit and wait (bounded): for tools and tests. The relay uses begin_commit()."""
+        handle = self.begin_commit()
+        if not handle.wait(self.commit_timeout + 5.0):
+            raise StoreError("the cluster did not answer in time")
+        self._settle()
+        if handle.error is not None:
+            raise StoreError(handle.error)
+
+    def begin_commit(self) -> Commit:
+        self._check_open()
+        self._settle()
+        group, topics = self._group, self._group_topics
+        handle = Commit([(room, seq) for room, seq, _ev, _blob in group])
+        if not group and not topics:
+            handle.finish()
+            return handle
+        for room, seq, ev, _blob in group:
+            self._inflight_last[room] = seq
+            if ev.mid:
+                self._inflight_mids.setdefault((room, ev.mid), seq)
+        self._discard()
+        states: dict[str, tuple[int, int]] = {}
+        self._inflight.append((handle, group, topics, states))
+        if not self.link.connected:  # fail fast: nothing would be acknowledged anyway
+            handle.finish(error="the cluster is not reachable (reconnecting): posts are refused")
+            return handle
+        fut = self.link.submit(self._publish(handle, group, topics, states))
+        fut.add_done_callback(lambda f: _finish_on_crash(f, handle))
+        return handle
+
+    async def _publish(
+        self,
+        handle: Commit,
+        group: list[tuple[str, int, F.Ev, bytes]],
+        topics: dict[str, str],
+        states: dict[str, tuple[int, int]],
+    ) -> None:
+        js = self.link.js
+        link = self.link
+        rooms = {room: self._rooms.get(room) or self._jroom(room) for room, *_ in group}
+        stored: list[tuple[str, int]] = []
+        dups: dict[tuple[str, int], int] = {}
+        errors: list[str] = []
+        try:
+            for room, r in rooms.items():  # a new room's stream (idempotent; another relay may race us)
+                if r.stream not in self._known_streams:
+                    await self._ensure_stream(room, r)
+            acks = []
+            for room, seq, ev, blob in group:
+                hdrs = {"Nats-Expected-Last-Sequence": str(seq - 1)}
+                if ev.mid:
+                    hdrs["Nats-Msg-Id"] = str(ev.mid)
+                acks.append(await link.publish(rooms[room].subject, blob, hdrs))
+            results = await asyncio.wait_for(
+                asyncio.gather(*acks, return_exceptions=True), self.commit_timeout
+            )
+            for (room, seq, _ev, _blob), res in zip(group, results, strict=True):
+                if isinstance(res, BaseException):
+                    if getattr(res, "err_code", None) == ERR_WRONG_LAST_SEQUENCE:
+                        errors.append(f"room {room!r} moved on at another relay")
+                    else:
+                        errors.append(_one_line(res))
+                elif res[1]:  # duplicate: JetStream has it under its first number
+                    dups[(room, seq)] = res[0]
+                elif res[0] != seq:  # cannot happen with the expected-last-sequence header
+                    errors.append(f"room {room!r}: stored as {res[0]}, not {seq}")
+                else:
+                    stored.append((room, seq))
+            for room, topic in topics.items():
+                await self.settings._update(room, lambda s, t=topic: {**s, "topic": t})
+        except TimeoutError:
+            errors.append("the cluster did not acknowledge in time")
+        except Exception as exc:
+            errors.append(_one_line(exc))
+        if errors or dups:  # what the streams really hold now, for the next numbers
+            for room, r in rooms.items():
+                try:
+                    info = await js.stream_info(r.stream)
+                    states[room] = _state(info.state)
+                except Exception:
+                    pass
+        error = None
+        if errors:
+            error = f"the cluster refused the group: {errors[0]}" + (
+                f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            )
+        handle.finish(stored=stored, error=error, duplicates=dups)
+
+    async def _ensure_stream(self, room: str, r: _JRoom) -> None:
+        from nats.js.errors import BadRequestError
+
+        try:
+            await self.link.js.add_stream(self._stream_config(room, r))
+        except BadRequestError as exc:
+            if exc.err_code != ERR_STREAM_NAME_IN_USE:  # made by a relay with other limits: use it
+                raise
+        self._known_streams.add(r.stream)
+
+    def _settle(self) -> None:
+        """Apply the completed commits, oldest first, on the caller's thread (the only thread that
+        touches the log's state)."""
+        self._check_open()
+        touched: set[str] = set()
+        if not (self._inflight and self._inflight[0][0].done()):
+            return  # (called on every append: nothing to do is the common case)
+        while self._inflight and self._inflight[0][0].done():
+            handle, group, topics, states = self._inflight.popleft()
+            for room, seq, ev, _blob in group:
+                if (room, seq) in handle.stored:
+                    r = self._rooms.get(room)
+                    if r is None:
+                        r = self._rooms[room] = self._jroom(room)
+                    if r.first > r.last:
+                        r.first = seq
+                    r.last = max(r.last, seq)
+                    w = self._mids.get(room)
+                    if w is not None and ev.mid:
+                        w.add(seq, ev.mid)
+                    touched.add(room)
+            if handle.error is None:
+                for room, topic in topics.items():
+                    self._rooms.setdefault(room, self._jroom(room)).topic = topic
+            for room, (last, first) in states.items():
+                r = self._rooms.setdefault(room, self._jroom(room))
+                r.last, r.first = max(r.last, last), first
+                self._mids.pop(room, None)  # reload from the stream on next use
+            if handle.error is not None or states:
+                # numbers handed out after a failure are taken back: later groups in flight on those
+                # rooms fail too (their expected last sequence no longer holds)
+                for room, *_ in group:
+                    self._inflight_last.pop(room, None)
+        if not self._inflight:
+            self._inflight_last.clear()
+            self._inflight_mids.clear()
+        else:
+            live = {(room, ev.mid) for _h, g, _t, _s in self._inflight for room, _s, ev, _b in g if ev.mid}
+            for key in [k for k in self._inflight_mids if k not in live]:
+                del self._inflight_mids[key]
+        for room in touched:
+            w = self._mids.get(room)
+            if w is not None:
+                w.forget_through(self._rooms[room].last - self.mid_window)
+
+    def _write(self, group: list[tuple[str, int, F.Ev, bytes]], topics: dict[str, str]) -> None:
+        raise AssertionError("JetStreamLog commits through begin_commit()")
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait (bounded) for every commit in flight, and settle them (tools, tests)."""
+        for handle, *_ in list(self._inflight):
+            handle.wait(timeout)
+        if self._refresh is not None:
+            concurrent.futures.wait([self._refresh], timeout)
+        self._settle()
+
+    # ------------------------------------------------------------------ reading
+
+    def seq_of_mid(self, room: str, mid: int) -> int | None:
+        self._settle()
+        seq = self._inflight_mids.get((room, mid))
+        return seq if seq is not None else super().seq_of_mid(room, mid)
+
+    def last_seq(self, room: str) -> int:
+        self._settle()
+        return super().last_seq(room)
+
+    def first_seq(self, room: str) -> int:
+        self._check_open()
+        self._settle()
+        r = self._rooms.get(room)
+        return r.first if r is not None else 1
+
+    def read(self, room: str, lo: int, hi: int, limit: int | None = None) -> list[tuple[int, F.Ev]]:
+        """Committed events lo..hi: a batched direct get from the stream (blocks, bounded)."""
+        self._check_open()
+        self._settle()
+        r = self._rooms.get(room)
+        if r is None:
+            return []
+        lo, hi = max(lo, r.first, 1), min(hi, r.last)
+        if limit is not None:
+            hi = min(hi, lo + max(limit, 0) - 1)
+        if lo > hi:
+            return []
+        rows = self.link.call(_direct_range(self.link.nc, r.stream, lo, hi))
+        try:
+            return [(seq, F.decode_ev(data)) for seq, data in rows]
+        except F.FrameError as exc:
+            raise StoreError(f"room {room!r} in the cluster holds a damaged event: {exc}") from None
+
+    def _load_mids(self, room: str, lo: int) -> Iterable[tuple[int, int]]:
+        return [(seq, ev.mid) for seq, ev in self.read(room, lo, 1 << 62) if ev.mid]
+
+    def rooms(self) -> list[str]:
+        self._settle()
+        return sorted(n for n, r in self._rooms.items() if r.last or r.topic is not None)
+
+    def topic(self, room: str) -> str:
+        self._settle()
+        r = self._rooms.get(room)
+        return (r.topic or "") if r is not None else ""
+
+    # ------------------------------------------------------------------ retention
+
+    def expire(self, now_wall: float, budget: int = 500) -> dict[str, int]:
+        """JetStream expires by itself (max_age, max_msgs). This reports the rooms whose first kept
+        sequence moved, found by a background look at the streams that the previous call started
+        (never blocks). `now_wall` and `budget` do not apply: the server's clock decides."""
+        self._check_open()
+        self._settle()
+        cut: dict[str, int] = {}
+        if self._refresh is not None and self._refresh.done():
+            try:
+                firsts = self._refresh.result()
+            except Exception:
+                firsts = {}
+            self._refresh = None
+            for room, first in firsts.items():
+                r = self._rooms.get(room)
+                if r is not None and first > r.first:
+                    r.first = first
+                    cut[room] = first
+                    w = self._mids.get(room)
+                    if w is not None:
+                        w.forget_through(first - 1)
+        if self._refresh is None and self.link.connected:
+            streams = {room: r.stream for room, r in self._rooms.items() if r.last}
+            self._refresh = self.link.submit(self._firsts(streams))
+        return cut
+
+    async def _firsts(self, streams: dict[str, str]) -> dict[str, int]:
+        out = {}
+        for room, stream in streams.items():
+            try:
+                info = await self.link.js.stream_info(stream)
+            except Exception:
+                continue
+            out[room] = _state(info.state)[1]
+        return out
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        for handle, *_ in list(self._inflight):  # never leave a caller waiting on a dead log
+            handle.wait(self.commit_timeout + 1.0)
+        if self._refresh is not None:  # the background look at the streams (expire)
+            concurrent.futures.wait([self._refresh], self.link.timeout)
+            self._refresh.cancel()
+        super().close()
+        self._rooms = {}
+
+
+# ============================================================================ helpers
+
+
+def _state(state: Any) -> tuple[int, int]:
+    """(last, first kept) of a stream's state; first = last + 1 when it keeps nothing."""
+    last = int(state.last_seq or 0)
+    first = int(state.first_seq or 0) if state.messages else last + 1
+    return last, max(first, 1)
+
+
+def _finish_on_crash(fut: concurrent.futures.Future, handle: Commit) -> None:
+    if not handle.done():
+        exc = fut.exception() if not fut.cancelled() else None
+        handle.finish(error=f"the cluster: {_one_line(exc) if exc else 'cancelled'}")
+
+
+def _wrong_last() -> type[BaseException]:
+    from nats.js.errors import KeyWrongLastSequenceError
+
+    return KeyWrongLastSequenceError
+
+
+async def _all_streams(js: Any) -> list[Any]:
+    """Every stream: the list API answers in pages (256 here), so page until one comes back empty."""
+    out: list[Any] = []
+    while True:
+        page = await js.streams_info(offset=len(out))
+        if not page:
+            return out
+        out.extend(page)
+
+
+async def _direct_range(nc: Any, stream: str, lo: int, hi: int) -> list[tuple[int, bytes]]:
+    """Events lo..hi of a stream by batched direct get (nats-server 2.11+): one request per
+    READ_BATCH events, answered by a run of messages ended by a 204 (EOB) status."""
+    out: list[tuple[int, bytes]] = []
+    seq = lo
+    while seq <= hi:
+        want = min(READ_BATCH, hi - seq + 1)
+        inbox = nc.new_inbox()
+        queue: asyncio.Queue = asyncio.Queue()
+        sub = await nc.subscribe(inbox, cb=queue.put)
+        try:
+            req = json.dumps({"seq": seq, "batch": want}).encode()
+            await nc.publish(f"$JS.API.DIRECT.GET.{stream}", req, reply=inbox)
+            got_any = False
+            while True:
+                msg = await asyncio.wait_for(queue.get(), 5.0)
+                status = (msg.headers or {}).get("Status")
+                if status is not None:  # 204 end of batch, 404 nothing there (all expired), 408...
+                    if status not in ("204", "404"):
+                        raise StoreError(f"reading {stream}: status {status}")
+                    break
+                n = int(msg.headers["Nats-Sequence"])
+                if n > hi:
+                    break
+                out.append((n, msg.data))
+                got_any = True
+                seq = n + 1
+            if not got_any:
+                break
+        finally:
+            await sub.unsubscribe()
+    return out
+
+
+async def _bucket(js: Any, name: str, replicas: int = 1, ttl: float | None = None) -> Any:
+    """A KV bucket, made if missing (idempotent across relays)."""
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(bucket=name, history=1, replicas=replicas, ttl=ttl)
+    except Exception:
+        return await js.key_value(name)  # another relay made it first
+
+
+class ClusterNames:
+    """Nick uniqueness across every relay: bucket `<prefix>-nicks`, one key per nick_key.
+
+    `claim` is create-if-absent (exactly one of any number of racing claimants wins), `release`
+    deletes only the claimant's own revision, `refresh` re-puts it by compare-and-set. With `ttl`,
+    a claim not refreshed within it expires: the nicks of a relay that died come free by themselves.
+    Async: run on the link's loop (`link.call(names.claim(...))` from other threads)."""
+
+    def __init__(self, link: NatsLink, prefix: str = "udproom", ttl: float | None = None, replicas: int = 1):
+        self.link = link
+        self.bucket = f"{prefix}-nicks"
+        self.ttl = ttl
+        self.replicas = replicas
+        self._kv: Any = None
+
+    async def _store(self) -> Any:
+        if self._kv is None:
+            self._kv = await _bucket(self.link.js, self.bucket, self.replicas, self.ttl)
+        return self._kv
+
+    @staticmethod
+    def key(nick: str) -> str:
+        return hashlib.sha256(nick_key(nick).encode("utf-8", "surrogatepass")).hexdigest()
+
+    async def claim(self, nick: str, owner: str) -> int | None:
+        """The claim's revision, or None when the nick (as nick_key sees it) is someone else's."""
+        kv = await self._store()
+        value = json.dumps({"nick": nick, "owner": owner}).encode()
+        try:
+            return await kv.create(self.key(nick), value)
+        except _wrong_last():
+            return None
+
+    async def refresh(self, nick: str, owner: str, revision: int) -> int | None:
+        kv = await self._store()
+        value = json.dumps({"nick": nick, "owner": owner}).encode()
+        try:
+            return await kv.update(self.key(nick), value, last=revision)
+        except _wrong_last():
+            return None
+
+    async def release(self, nick: str, revision: int) -> bool:
+        """Delete the claim if it is still this revision (a newer claimant's stays)."""
+        from nats.js.errors import APIError
+
+        kv = await self._store()
+        try:
+            return bool(await kv.delete(self.key(nick), last=revision))
+        except (APIError, _wrong_last()):
+            return False
+
+    async def owner(self, nick: str) -> tuple[str, int] | None:
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        kv = await self._store()
+        try:
+            entry = await kv.get(self.key(nick))
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        return json.loads(entry.value)["owner"], entry.revision
+
+
+class RoomSettings:
+    """Per-room settings (topic, and the modes when they exist) in bucket `<prefix>-rooms`: a JSON
+    object per room, changed by compare-and-set on its revision."""
+
+    def __init__(self, link: NatsLink, prefix: str = "udproom", replicas: int = 1):
+        self.link = link
+        self.bucket = f"{prefix}-rooms"
+        self.replicas = replicas
+        self._kv: Any = None
+
+    async def _store(self) -> Any:
+        if self._kv is None:
+            self._kv = await _bucket(self.link.js, self.bucket, self.replicas)
+        return self._kv
+
+    async def get(self, room: str) -> tuple[dict[str, Any], int]:
+        """(settings, revision); ({}, 0) for a room without any."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        kv = await self._store()
+        try:
+            entry = await kv.get(room_token(room))
+        except (KeyNotFoundError, KeyDeletedError):
+            return {}, 0
+        data = json.loads(entry.value)
+        return data.get("settings", {}), entry.revision
+
+    async def _update(
+        self, room: str, change: Callable[[dict[str, Any]], dict[str, Any]], attempts: int = 20
+    ) -> int:
+        """Apply `change` by compare-and-set, retrying when another relay changed it in between."""
+        kv = await self._store()
+        for _ in range(attempts):
+            settings, rev = await self.get(room)
+            value = json.dumps({"room": room, "settings": change(dict(settings))}).encode()
+            try:
+                if rev:
+                    return await kv.update(room_token(room), value, last=rev)
+                return await kv.create(room_token(room), value)
+            except _wrong_last():
+                continue
+        raise StoreError(f"room {room!r}: its settings kept changing under us")
+
+    update = _update
+
+    async def _all(self) -> dict[str, dict[str, Any]]:
+        from nats.js.errors import NoKeysError
+
+        kv = await self._store()
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return {}
+        out = {}
+        for key in keys:
+            try:
+                data = json.loads((await kv.get(key)).value)
+            except Exception:
+                continue
+            if isinstance(data, dict) and isinstance(data.get("room"), str):
+                out[data["room"]] = data.get("settings", {})
+        return out

@@ -1,0 +1,287 @@
+"""`Relay`: the relay core, its sans-IO surface and its timers. Each concept of the relay is a
+part of its own that Relay is made of (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .. import frames as F
+from ..addr import Addr
+from ..cookies import CookieJar, SourceLimiter
+from ..names import (
+    MAX_REASON_BYTES,
+    clip_utf8,
+    nick_key,
+)
+from ..reliability import (
+    Deadlines,
+)
+from ..roomlog import MemoryLog, RoomLog
+from .fanout import Fanout
+from .handshake import Handshake
+from .inbox import Inbox
+from .requests import Requests
+from .state import (
+    Parked,
+    RelayConfig,
+    Session,
+    SessionClosed,
+    Stream,
+)
+from .storage import Storage
+
+
+class Relay(Handshake, Fanout, Requests, Inbox, Storage):
+    """The relay. `log` is the room log (protocol/roomlog.py) rooms take their numbers from and
+    keep their events in: a MemoryLog (kept `config.ring` events per room) unless one is given.
+
+    Nothing is acknowledged before it is stored: a post's Result waits for the log's next commit,
+    made once per flush (`datagrams_to_send`) before anything for that group leaves, and events
+    are broadcast only once committed. If the commit fails, the group's posts (and topics) are
+    refused with the log's one-line reason, their numbers are handed out again, and presence
+    events (leave, nick, away) of the group are appended again for the next commit (storage.py)."""
+
+    def __init__(self, config: RelayConfig | None = None, log: RoomLog | None = None) -> None:
+        self.config = cfg = config or RelayConfig()
+        self.timing = cfg.timing
+        self.cookies = CookieJar(cfg.secret)
+        self.log = log if log is not None else MemoryLog(keep_days=None, keep_events=cfg.ring)
+        # The epoch names the history (the log's): a relay restarted on the same data keeps it, so
+        # its members resume where they were. (Sessions are protected by their own tokens.)
+        self.epoch = cfg.epoch if cfg.epoch is not None else self.log.epoch
+        # posts (and topics) waiting for the next commit: (session, cseq, Result, room)
+        self._unstored: list[tuple[Session, int, F.Result, str]] = []
+        self._next_expire = 0.0
+        self.sessions: dict[Addr, Session] = {}
+        self._tokens: dict[int, Session] = {}
+        self._nicks: dict[str, Session] = {}  # nick_key -> session: nicks are unique per relay
+        self._parked: dict[int, Parked] = {}  # old session token -> its undelivered DMs
+        self._parked_bytes = 0
+        self._probes = Deadlines()  # members whose ack lags, and rooms with fresh data, by when
+        self.rooms: dict[str, Stream] = {}
+        self._out: list[tuple[bytes, Addr]] = []
+        self._events: deque = deque()
+        self._dirty: set[str] = set()  # rooms with unflushed events
+        self._dirty_sessions: set[Session] = set()  # sessions with frames queued
+        self._hello_limit = SourceLimiter(cfg.hello_rate, burst=cfg.hello_burst)
+        self._timer_at: float | None = None
+        self._last_sweep = 0.0
+        self._closing = False
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "datagrams_in",
+                "datagrams_out",
+                "bytes_in",
+                "bytes_out",
+                "malformed",
+                "unknown_source",
+                "rate_limited",
+                "retransmitted",
+                "sessions_opened",
+                "sessions_timed_out",
+                "posts",
+                "unauthenticated",
+                "unpadded",
+                "repair_limited",
+                "oversize",
+                "repeated",
+                "commits",
+                "commit_failures",
+                "refused_unstored",
+                "pages",
+            ),
+            0,
+        )
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        st = self.stats
+        st["datagrams_in"] += 1
+        st["bytes_in"] += len(data)
+        try:
+            frames = F.decode(data)
+        except F.FrameError:
+            st["malformed"] += 1
+            return
+        session = self.sessions.get(addr)
+        if session is None:
+            self._from_unknown(frames, addr, len(data), now)
+            return
+        first = frames[0]
+        if type(first) is F.Sid and first.token == session.token:
+            frames = frames[1:]
+        elif type(first) is F.Hello:
+            self._hello_from_session(session, first, len(data), now)
+            return
+        else:
+            # Not from the session's owner (or a stale client): off-path forgery is dropped here.
+            st["unauthenticated"] += 1
+            return
+        session.last_heard = now
+        acks: set | None = None
+        for frame in frames:
+            tp = type(frame)
+            if tp is F.Ack or tp is F.Nack:
+                # One of each per stream per datagram is all a client sends: more is a way to
+                # make us work (84 NACKs in a datagram) for nothing.
+                key = (tp, frame.room)
+                if acks is None:
+                    acks = set()
+                elif key in acks:
+                    st["repeated"] += 1
+                    continue
+                acks.add(key)
+            try:
+                self._handle(session, frame, now)
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+                # Frames decode to valid types, but a hostile value could still surprise a
+                # handler: count it and keep serving.
+                st["malformed"] += 1
+            if addr not in self.sessions:  # it said Bye
+                return
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        if self._dirty or self._unstored:
+            self._commit()
+        if self._dirty:
+            dirty, self._dirty = self._dirty, set()
+            for name in dirty:
+                room = self.rooms.get(name)
+                if room is not None:
+                    self._flush_room(room, now)
+                    if room.flushed < room.seq:  # a failed commit left events to store first
+                        self._dirty.add(name)
+            if self._dirty:
+                self._arm(now + self.timing.rto_min)  # try the commit again
+        if self._dirty_sessions:
+            for session in self._dirty_sessions:
+                if session.out:
+                    self._flush_session(session)
+            self._dirty_sessions.clear()
+        out, self._out = self._out, []
+        st = self.stats
+        st["datagrams_out"] += len(out)
+        return out
+
+    def get_timer(self) -> float | None:
+        at = self._probes.next_at()
+        if at is None or (self._timer_at is not None and self._timer_at < at):
+            return self._timer_at
+        return at
+
+    def handle_timer(self, now: float) -> None:
+        t = self.timing
+        sweep = min(t.keepalive, t.timeout) / 4
+        if self._timer_at is not None and now >= self._timer_at:
+            self._timer_at = None
+        # presence: time out silent sessions (one walk over the sessions per sweep, not per tick)
+        if now >= self._last_sweep + sweep:
+            self._last_sweep = now
+            dead = [s for s in self.sessions.values() if now >= s.last_heard + t.timeout]
+            for s in dead:
+                self.stats["sessions_timed_out"] += 1
+                self._drop_session(s, now, "timeout")
+            self._hello_limit.prune(now)
+            ttl = self.config.empty_room_ttl
+            for name in [n for n, r in self.rooms.items() if not r.members and now >= r.last_active + ttl]:
+                del self.rooms[name]
+            while self._parked:
+                token, parked = next(iter(self._parked.items()))
+                if now < parked.until:
+                    break
+                self._forget(token)
+        # repair: only the members (and rooms with fresh data) whose probe is due
+        due = []
+        for item in self._probes.pop_due(now):
+            if type(item) is not Stream:
+                due.append(item)
+            elif self.rooms.get(item.name) is item:  # a room's fresh data: who has not acked it?
+                times, first = item.times, item.first
+                for m in item.members.values():
+                    if m.acked < item.flushed:
+                        i = m.acked + 1 - first
+                        sent = times[i] if 0 <= i < len(times) else now
+                        at = max(m.probe_at, sent + m.session.rtt.rto)
+                        if now >= at:
+                            due.append(m)
+                        else:
+                            self._set_probe(m, at)
+        for m in due:
+            stream = m.stream
+            session = m.session
+            if self._tokens.get(session.token) is not session:
+                continue
+            if stream.name and stream.members.get(session.addr) is not m:
+                continue
+            if m.acked < stream.flushed:
+                if now >= m.probe_at:
+                    self._probe(stream, m, now)
+                else:
+                    self._probes.schedule(m, m.probe_at)
+        if now >= self._next_expire:
+            self._expire(now)
+        if self.sessions or self._parked:
+            self._arm(min(self._last_sweep + sweep, self._next_expire))
+
+    def next_event(self):
+        return self._events.popleft() if self._events else None
+
+    def shutdown(self, now: float) -> None:
+        """Say goodbye to everyone; datagrams_to_send then returns the farewells."""
+        self._commit()  # what is pending is stored (and answered) before the goodbyes
+        self._closing = True
+        for session in list(self.sessions.values()):
+            self._send_now(session, [F.Bye("relay shutting down")])
+        self.sessions.clear()
+        self._tokens.clear()
+        self._nicks.clear()
+        self._parked.clear()
+        self._parked_bytes = 0
+        self.rooms.clear()
+
+    def _arm(self, at: float) -> None:
+        if self._timer_at is None or at < self._timer_at:
+            self._timer_at = at
+
+    def _queue(self, session: Session, frame: F.Frame) -> None:
+        session.out.append(frame)
+        self._dirty_sessions.add(session)
+
+    def _emit(self, data: bytes, addr: Addr) -> None:
+        if len(data) > F.MAX_DATAGRAM:  # every string is bounded, so this is a bug: never send it
+            self.stats["oversize"] += 1
+            return
+        self._out.append((data, addr))
+        self.stats["bytes_out"] += len(data)
+
+    def _send_now(self, session: Session, frames: list[F.Frame]) -> None:
+        for dgram in F.pack(frames, prefix=session.sid):
+            self._emit(dgram, session.addr)
+
+    def _flush_session(self, session: Session) -> None:
+        frames, session.out = session.out, []
+        self._send_now(session, frames)
+
+    def _handle(self, session: Session, frame: F.Frame, now: float) -> None:
+        tp = type(frame)
+        if tp is F.Ack:
+            self._on_ack(session, frame, now)
+        elif tp is F.Req:
+            self._on_req(session, frame, now)
+        elif tp is F.Nack:
+            self._on_nack(session, frame, now)
+        elif tp is F.Ping:
+            self._queue(session, F.Pong(frame.token))
+        elif tp is F.Bye:
+            self._drop_session(session, now, clip_utf8(frame.reason, MAX_REASON_BYTES) or "left")
+
+    def _drop_session(self, session: Session, now: float, reason: str) -> None:
+        kind = F.EV_TIMEOUT if reason == "timeout" else F.EV_LEAVE
+        for room in list(session.rooms.values()):
+            self._leave(session, room, now, kind, "" if reason == "timeout" else reason)
+        self.sessions.pop(session.addr, None)
+        self._tokens.pop(session.token, None)
+        if self._nicks.get(nick_key(session.nick)) is session:
+            del self._nicks[nick_key(session.nick)]
+        self._probes.cancel(session.inbox_member)
+        self._park(session, now)
+        self._events.append(SessionClosed(session.nick, session.addr, reason))

@@ -1,0 +1,324 @@
+"""Requests from sessions: in order per session, at most once (results are remembered;
+a repeated request gets the stored answer, a too old one a stale Result), rate limited; what
+each operation does (post, join, part, nick, away, topic, names, direct messages).
+"""
+
+from __future__ import annotations
+
+from .. import frames as F
+from ..names import (
+    MAX_AWAY_BYTES,
+    MAX_REASON_BYTES,
+    MAX_TEXT_BYTES,
+    MAX_TOPIC_BYTES,
+    InputError,
+    canonical_room,
+    check_nick,
+    check_text,
+    clip_utf8,
+    nick_key,
+)
+from ..roomlog import StoreError
+from .state import (
+    DGRAM_HEAD,
+    MAX_PENDING_REQUESTS,
+    MAX_RESULTS_KEPT,
+    NOT_STORED,
+    REPAIR_SPAN,
+    EventTooBig,
+    Member,
+    Session,
+    Stream,
+    result_frame,
+)
+
+
+class Requests:
+    """A part of `Relay` (core.py): these methods work on the relay's state."""
+
+    def _on_req(self, session: Session, req: F.Req, now: float) -> None:
+        if req.cseq < session.next_cseq:
+            if req.cseq in session.deferred:
+                return  # a direct message still on its way: the answer comes when it arrives
+            res = session.results.get(req.cseq)
+            if type(res) is F.Req:  # a history page: served again (rate limited, under the budget)
+                res = self._page(session, res, now)
+                if type(res) is F.Req:
+                    return
+                self._store_result(session, req.cseq, res)
+            if res is None:
+                res = self._stale(session, req)
+            self._answer(session, res, now)
+            return
+        if req.cseq > session.next_cseq:
+            if len(session.pending) < MAX_PENDING_REQUESTS:
+                session.pending[req.cseq] = req
+            return
+        if not session.bucket.take(now):
+            self.stats["rate_limited"] += 1
+            return  # the client will retransmit: natural backpressure
+        self._do(session, req, now)
+        while session.next_cseq in session.pending:
+            nxt = session.pending.pop(session.next_cseq)
+            if not session.bucket.take(now):
+                session.pending[nxt.cseq] = nxt
+                self.stats["rate_limited"] += 1
+                break
+            self._do(session, nxt, now)
+
+    def _stale(self, session: Session, req: F.Req) -> F.Frame:
+        """The answer to a request too old to remember. A join (or names) for a room the session is
+        in is answered afresh, so a join completes whatever happened to its first answer."""
+        if req.op in (F.OP_JOIN, F.OP_NAMES):
+            try:
+                name = canonical_room(req.room)
+            except InputError:
+                name = ""
+            room = session.rooms.get(name)
+            if room is not None:
+                m = room.members[session.addr]
+                offset = req.arg if req.op == F.OP_NAMES else 0
+                return self._joined(req.cseq, room, session, m, offset)
+        return F.Result(req.cseq, F.RES_STALE)
+
+    def _do(self, session: Session, req: F.Req, now: float) -> None:
+        session.next_cseq = req.cseq + 1
+        try:
+            res = self._execute(session, req, now)
+        except (InputError, EventTooBig, StoreError) as exc:  # (the last two: bugs, refused cleanly)
+            res = result_frame(req.cseq, F.RES_REFUSED, 0, str(exc), req.room)
+        if res is None:  # deferred (a direct message waits for its recipient)
+            session.deferred.add(req.cseq)
+            return
+        self._store_result(session, req.cseq, res)
+        if type(res) is not F.Joined and type(res) is not F.Req:  # (queued, or sent, already)
+            self._queue(session, res)
+
+    def _store_result(self, session: Session, cseq: int, res: F.Frame) -> None:
+        session.results[cseq] = res
+        if len(session.results) > MAX_RESULTS_KEPT:
+            session.results.popitem(last=False)
+
+    def _ts(self, now: float) -> float:
+        return round(now + self.config.wall_offset, 3)
+
+    def _room_event(self, room: Stream, ev: F.Ev, now: float) -> int:
+        """The room's next event: numbered by the log, pending until the next commit."""
+        data = room.encode(ev)  # (refused before the log numbers it)
+        seq = self.log.append(room.name, ev)
+        room.push(data, now)  # (the ring is the recent cache in front of the log: same numbers)
+        self._dirty.add(room.name)
+        return seq
+
+    def _execute(self, session: Session, req: F.Req, now: float) -> F.Frame:
+        op = req.op
+        cseq = req.cseq
+        if op == F.OP_POST or op == F.OP_ACTION:
+            room = session.rooms.get(req.room)
+            if room is None:
+                return result_frame(cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
+            seen = self._seq_of_mid(room, req.mid)
+            if seen is not None:  # (answered after the next commit all the same: it may be pending)
+                return self._after_commit(session, result_frame(cseq, F.RES_OK, seen, "", req.room))
+            check_text(req.text, MAX_TEXT_BYTES)
+            kind = F.EV_MSG if op == F.OP_POST else F.EV_ACTION
+            seq = self._room_event(
+                room, F.Ev(kind=kind, nick=session.nick, text=req.text, ts=self._ts(now), mid=req.mid), now
+            )
+            self.stats["posts"] += 1
+            return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
+        if op == F.OP_JOIN:
+            return self._join(session, req, now)
+        if op == F.OP_NAMES:
+            return self._names(session, req, now)
+        if op == F.OP_PART:
+            room = session.rooms.get(req.room)
+            if room is None:
+                return result_frame(cseq, F.RES_OK, 0, "", req.room)
+            self._leave(session, room, now, F.EV_LEAVE, clip_utf8(req.text, MAX_REASON_BYTES))
+            return result_frame(cseq, F.RES_OK, room.seq, "", req.room)
+        if op == F.OP_NICK:
+            new = check_nick(req.text)
+            if new == session.nick:
+                return result_frame(cseq, F.RES_OK, 0, "", "")
+            key = nick_key(new)
+            holder = self._nicks.get(key)
+            if holder is not None and holder is not session:
+                return result_frame(cseq, F.RES_REFUSED, 0, f"nick {new} is in use on this relay", "")
+            old = session.nick
+            if self._nicks.get(nick_key(old)) is session:
+                del self._nicks[nick_key(old)]
+            self._nicks[key] = session
+            session.nick = new
+            for room in session.rooms.values():
+                self._room_event(room, F.Ev(kind=F.EV_NICK, nick=old, text=new, ts=self._ts(now)), now)
+            return result_frame(cseq, F.RES_OK, 0, "", "")
+        if op == F.OP_TOPIC:
+            room = session.rooms.get(req.room)
+            if room is None:
+                return result_frame(cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
+            check_text(req.text, MAX_TOPIC_BYTES, "topic")
+            room.topic = req.text
+            self.log.set_topic(room.name, req.text)
+            seq = self._room_event(
+                room, F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now)), now
+            )
+            return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
+        if op == F.OP_AWAY:
+            check_text(req.text, MAX_AWAY_BYTES, "away message")
+            if req.text == session.away:  # nothing changes: nothing to tell the rooms
+                return result_frame(cseq, F.RES_OK, 0, "", "")
+            session.away = req.text
+            for room in session.rooms.values():
+                self._room_event(
+                    room, F.Ev(kind=F.EV_AWAY, nick=session.nick, text=req.text, ts=self._ts(now)), now
+                )
+            return result_frame(cseq, F.RES_OK, 0, "", "")
+        if op == F.OP_DIRECT:
+            return self._direct(session, req, now)
+        if op == F.OP_HISTORY:
+            return self._page(session, req, now)
+        return result_frame(cseq, F.RES_REFUSED, 0, f"unknown request {op}", req.room)
+
+    def _join(self, session: Session, req: F.Req, now: float) -> F.Frame:
+        cseq = req.cseq
+        name = canonical_room(req.room)
+        room = session.rooms.get(name)
+        if room is not None:  # already in: answer with a fresh snapshot
+            m = room.members[session.addr]
+            return self._answer(session, self._joined(cseq, room, session, m, 0), now)
+        if len(session.rooms) >= self.config.max_rooms_per_session:
+            return result_frame(
+                cseq, F.RES_REFUSED, 0, f"you are in {len(session.rooms)} rooms already", name
+            )
+        # Members get everything up to now first (stored first), then the joiner is added with its
+        # backfill; nothing is pending from here on, so a room made afresh continues the log.
+        self._commit()
+        room = self.rooms.get(name)
+        if room is None:
+            if len(self.rooms) >= self.config.max_rooms:
+                # Empty rooms keep their history until room space is needed.
+                empty = next((k for k, r in self.rooms.items() if not r.members), None)
+                if empty is None:
+                    return result_frame(cseq, F.RES_REFUSED, 0, "the relay has too many rooms", name)
+                del self.rooms[empty]
+            room = self.rooms[name] = self._new_room(name)
+        if len(room.members) >= self.config.max_members_per_room:
+            return result_frame(cseq, F.RES_REFUSED, 0, f"#{name} is full", name)
+        # The join itself is stored before it is answered: its number is then final.
+        self._flush_room(room, now)
+        self._dirty.discard(name)
+        join_seq = self._room_event(
+            room, F.Ev(kind=F.EV_JOIN, nick=session.nick, text="", ts=self._ts(now)), now
+        )
+        failed = self._commit()
+        if failed is not None:
+            return result_frame(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {failed}", name)
+        first = self._first(room)
+        base = max(first, join_seq - self.config.history)
+        if req.arg > 0:  # a member coming back: resume where it left off, if the log has it
+            base = max(first, min(req.arg, join_seq))
+        m = Member(session, room, base, join_seq)
+        m.snapshot = self._snapshot(room, session)
+        room.members[session.addr] = m
+        room.fanout = None
+        session.rooms[name] = room
+        # The answer first (it costs more than the request: under the repair budget), then the
+        # backfill: history before our join goes to us alone (the join itself is broadcast), as
+        # repair under the same budget; what does not fit now, probes send later.
+        joined = self._answer(session, self._joined(cseq, room, session, m, 0), now)
+        if base < join_seq:
+            self._resend(room, m, list(range(base, min(join_seq, base + REPAIR_SPAN))), now)
+        # Karn: acks of the backfill say nothing about the RTT (those events are old)
+        m.last_retx = join_seq - 1
+        self._set_probe(m, now + session.rtt.rto)
+        return joined
+
+    @staticmethod
+    def _snapshot(room: Stream, session: Session) -> list[F.MemberInfo]:
+        """The member list as a joiner gets it: the others sorted, then itself."""
+        snap = sorted(
+            (
+                F.MemberInfo(o.session.nick, o.session.away)
+                for o in room.members.values()
+                if o.session is not session
+            ),
+            key=lambda i: i.nick.lower(),
+        )
+        snap.append(F.MemberInfo(session.nick, session.away))
+        return snap
+
+    def _joined(self, cseq: int, room: Stream, session: Session, m: Member, offset: int) -> F.Joined:
+        if not m.snapshot:  # freed once the member acked its join: build a fresh one
+            m.snapshot = self._snapshot(room, session)
+        snap = m.snapshot
+        offset = max(0, min(offset, len(snap)))
+        # the frame without members, measured, plus each member's exact encoded size
+        fields = {
+            "cseq": cseq,
+            "room": room.name,
+            "nick": session.nick,
+            "base": m.base,
+            "join_seq": m.join_seq,
+            "topic": room.topic,
+            "offset": offset,
+            "total": len(snap),
+        }
+        empty = F.Joined(members=[], **fields)
+        size = F.size_of(empty) + 3  # the members array header can grow to 3 bytes
+        chunk: list[F.MemberInfo] = []
+        for info in snap[offset:]:
+            n = F.size_of(info)
+            if chunk and size + n > F.MAX_DATAGRAM - DGRAM_HEAD - 3:
+                break
+            chunk.append(info)
+            size += n
+        return F.Joined(members=chunk, **fields)
+
+    def _names(self, session: Session, req: F.Req, now: float) -> F.Frame:
+        room = session.rooms.get(req.room)
+        if room is None:
+            return result_frame(req.cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
+        m = room.members[session.addr]
+        offset = req.arg
+        return self._answer(session, self._joined(req.cseq, room, session, m, offset), now)
+
+    def _direct(self, session: Session, req: F.Req, now: float) -> F.Frame | None:
+        """A direct message. Its Result waits until the recipient acks it (None: deferred), so the
+        sender is told "acknowledged" only for what was delivered; if the recipient's inbox is
+        thrown away first (it never came back, or it overflowed) the sender is told it failed."""
+        action = req.arg == 1
+        check_text(req.text, MAX_TEXT_BYTES)
+        label = "@" + req.room
+        if req.mid:
+            seen = session.inbox.mids.get(req.mid)
+            if seen is not None:
+                return result_frame(req.cseq, F.RES_OK, seen, "", label)
+        target = self._nicks.get(nick_key(req.room))
+        if target is None:
+            return result_frame(req.cseq, F.RES_REFUSED, 0, f"no one called {req.room} is here", label)
+        label = "@" + target.nick
+        ts = self._ts(now)
+        kind_in, kind_out = (F.EV_DM_ACTION, F.EV_DM_ACTION_SENT) if action else (F.EV_DM, F.EV_DM_SENT)
+        seq = session.inbox.append(
+            F.Ev(kind=kind_out, nick=target.nick, text=req.text, ts=ts, mid=req.mid), now
+        )
+        session.inbox.mids.add(req.mid, seq)
+        self._flush_inbox(session, now)
+        done = result_frame(req.cseq, F.RES_OK, seq, "", label)
+        if target is session:
+            return done
+        inbox = target.inbox
+        at = inbox.append(F.Ev(kind=kind_in, nick=session.nick, text=req.text, ts=ts, mid=req.mid), now)
+        target.dm_waiters[at] = (session, req.cseq, done)
+        self._overflowed(target)
+        self._flush_inbox(target, now)
+        return None
+
+    def _leave(self, session: Session, room: Stream, now: float, kind: int, reason: str) -> None:
+        m = room.members.pop(session.addr, None)
+        if m is not None:
+            self._probes.cancel(m)
+            room.fanout = None
+        session.rooms.pop(room.name, None)
+        self._room_event(room, F.Ev(kind=kind, nick=session.nick, text=reason, ts=self._ts(now)), now)

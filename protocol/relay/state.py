@@ -1,0 +1,338 @@
+"""The relay's state: its configuration, sessions, rooms and inboxes as streams of events, and
+its members (a send window each)."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from .. import frames as F
+from ..addr import Addr
+from ..names import (
+    MAX_REASON_BYTES,
+    clip_utf8,
+)
+from ..reliability import (
+    DedupeWindow,
+    RepairBudget,
+    RttEstimator,
+    SendWindow,
+    Timing,
+    TokenBucket,
+)
+
+
+@dataclass(slots=True)
+class RelayConfig:
+    timing: Timing = field(default_factory=Timing)
+    wall_offset: float = 0.0
+    history: int = 100  # events backfilled to a joiner
+    ring: int = 4096  # events kept per room for repair (and at most ring_bytes of them)
+    ring_bytes: int = 512 * 1024
+    inbox_ring: int = 512  # direct messages kept per session for repair
+    empty_room_ttl: float = 3600.0  # an empty room keeps its history this long
+    max_sessions: int = 10_000
+    max_rooms: int = 10_000
+    max_rooms_per_session: int = 50
+    max_members_per_room: int = 1_000
+    request_rate: float = 5_000.0  # requests per second per session (token bucket)
+    request_burst: float = 10_000.0
+    hello_rate: float = 50.0  # handshakes per second from one source address (IPv6: one /64)
+    secret: bytes | None = None
+    epoch: int | None = None
+    #: repair bytes (retransmissions, NACK answers, backfill, repeated answers) one session may
+    #: cause per round trip (a RepairBudget, whose round trip is never taken below timing.rto_min)
+    repair_window: int = 24_000
+    inbox_keep: float = 600.0  # a dropped session's undelivered direct messages wait this long
+    max_parked: int = 10_000  # dropped sessions whose direct messages wait (oldest go first)
+    max_parked_bytes: int = 64 * 1024 * 1024  # and all their messages together
+    hello_burst: float = 200.0  # (a NAT or a test machine puts many clients behind one address)
+    page_rate: float = 10.0  # history pages per second per session (OP_HISTORY)
+    page_burst: float = 20.0
+    expire_every: float = 1.0  # retention: the room log's expire() runs this often...
+    expire_budget: int = 200  # ...deleting at most this many events each time
+
+
+# ----------------------------------------------------------------------------- relay events (logs)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    nick: str
+    addr: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    nick: str
+    addr: Addr
+    reason: str
+
+
+# ----------------------------------------------------------------------------- state
+
+
+class Member(SendWindow):
+    """One session's view of one stream (room or inbox): the stream's send window towards it,
+    and what its join needs."""
+
+    __slots__ = ("join_seq", "session", "snapshot", "stream")
+
+    def __init__(self, session: Session, stream: Stream, base: int, join_seq: int) -> None:
+        super().__init__(base)
+        self.session = session
+        self.stream = stream
+        self.join_seq = join_seq
+        self.snapshot: list[F.MemberInfo] = []
+
+
+#: What one kept event costs besides its encoded bytes (measured with tracemalloc by
+#: benchmarks/bench_relay_costs.py): the bytes object's header, its deque slot, and its timestamp
+#: (a float and its slot). Room memory is counted as encoded size + this.
+EVENT_OVERHEAD = 96
+#: The head of every datagram to a session: the array header and the session's Sid frame.
+DGRAM_HEAD = 1 + 11
+
+
+class EventTooBig(ValueError):
+    """An event that could not fit one datagram: a bug of the caller (every string that reaches an
+    event is bounded), refused here so that it can never wedge a stream."""
+
+
+class Stream:
+    """A numbered event log: a room, or one session's inbox (wire name "").
+
+    Events are kept encoded (`F.encode_item`): what is counted is what is kept, and a batch is
+    built by joining them, never re-encoding."""
+
+    __slots__ = (
+        "bytes",
+        "cap",
+        "cap_bytes",
+        "fanout",
+        "first",
+        "flushed",
+        "last_active",
+        "max_event",
+        "members",
+        "mids",
+        "name",
+        "overhead",
+        "ring",
+        "seq",
+        "times",
+        "topic",
+    )
+
+    def __init__(self, name: str, cap: int, cap_bytes: int = 1 << 20) -> None:
+        self.name = name
+        self.seq = 0  # last assigned
+        self.ring: deque[bytes] = deque()
+        self.times: deque[float] = deque()
+        self.first = 1  # seq of ring[0]
+        self.flushed = 0  # last seq broadcast
+        self.members: dict[Addr, Member] = {}
+        self.fanout: list[tuple[int, bytes, Addr]] | None = None  # (base, head, addr) per member
+        self.topic = ""
+        self.mids = DedupeWindow(4096)
+        self.cap = cap
+        self.cap_bytes = cap_bytes
+        self.bytes = 0
+        self.last_active = 0.0
+        self.overhead = F.batch_overhead(name)
+        self.max_event = F.MAX_DATAGRAM - DGRAM_HEAD - self.overhead
+
+    def start_at(self, last: int, topic: str = "") -> None:
+        """A room the log already has: its numbers continue after `last` (nothing cached yet)."""
+        self.seq = self.flushed = last
+        self.first = last + 1
+        self.topic = topic
+
+    def truncate(self, last: int) -> list[bytes]:
+        """Take back the events after `last` (a failed commit); returns them, oldest first."""
+        taken: list[bytes] = []
+        while self.seq > last and self.ring:
+            data = self.ring.pop()
+            self.times.pop()
+            self.bytes -= len(data) + EVENT_OVERHEAD
+            taken.append(data)
+            self.seq -= 1
+        self.seq = last
+        if not self.ring:
+            self.first = last + 1
+        self.flushed = min(self.flushed, last)
+        taken.reverse()
+        return taken
+
+    def drop_before(self, first: int) -> None:
+        """Retention moved the log's first kept sequence: the cache follows."""
+        while self.ring and self.first < first:
+            self.bytes -= len(self.ring.popleft()) + EVENT_OVERHEAD
+            self.times.popleft()
+            self.first += 1
+
+    def append(self, ev: F.Ev, now: float) -> int:
+        return self.push(self.encode(ev), now)
+
+    def encode(self, ev: F.Ev) -> bytes:
+        """The event as kept; EventTooBig if it could not travel in one datagram."""
+        data = F.encode_item(ev)
+        if len(data) > self.max_event:
+            raise EventTooBig(f"an event of {len(data)} bytes does not fit a datagram")
+        return data
+
+    def push(self, data: bytes, now: float) -> int:
+        """Keep an encoded event (`encode`) as the next one."""
+        self.seq += 1
+        self.ring.append(data)
+        self.times.append(now)
+        self.bytes += len(data) + EVENT_OVERHEAD
+        self.last_active = now
+        # bounded by count and by bytes, whichever bites first
+        while len(self.ring) > self.cap or (self.bytes > self.cap_bytes and len(self.ring) > 1):
+            self.bytes -= len(self.ring.popleft()) + EVENT_OVERHEAD
+            self.times.popleft()
+            self.first += 1
+        return self.seq
+
+    def get(self, seq: int) -> F.Ev | None:
+        i = seq - self.first
+        if 0 <= i < len(self.ring):
+            return F.decode_ev(self.ring[i])
+        return None
+
+    def events(self) -> list[F.Ev]:
+        """Every kept event, decoded (tests and tools)."""
+        return [F.decode_ev(d) for d in self.ring]
+
+    def batches(self, lo: int, hi: int, older=None):
+        """Encoded Batch frames covering lo..hi (inclusive), each fitting one datagram behind a
+        session's Sid, as (first seq, event count, bytes); lazily, so a caller with a budget stops
+        early. An event too big for a datagram cannot be in the ring (`append` refuses it).
+        `older(lo, hi)`, when given, yields (seq, encoded event) for what the ring no longer has
+        (the room log); without it, the batches start at the ring."""
+        lo = max(lo, self.first) if older is None else lo
+        yield from self._pack(self._items(lo, hi, older), lo)
+
+    def _items(self, lo: int, hi: int, older):
+        ring, first = self.ring, self.first
+        if lo < first:
+            yield from older(lo, min(hi, first - 1))
+            lo = first
+        for s in range(lo, hi + 1):
+            yield s, ring[s - first]
+
+    def _pack(self, items, lo: int):
+        room = F.MAX_DATAGRAM - DGRAM_HEAD
+        overhead = self.overhead
+        cur: list[bytes] = []
+        start = lo
+        size = overhead
+        for s, data in items:
+            if cur and s != start + len(cur):  # (a hole: the log skipped what it no longer keeps)
+                yield start, len(cur), F.batch_item(self.name, start, cur)
+                cur, start, size = [], s, overhead
+            if not cur:
+                start = s
+            n = len(data)
+            if cur and size + n > room:
+                yield start, len(cur), F.batch_item(self.name, start, cur)
+                cur, start, size = [], s, overhead
+            cur.append(data)
+            size += n
+        if cur:
+            yield start, len(cur), F.batch_item(self.name, start, cur)
+
+
+class Parked:
+    """A dropped session's undelivered direct messages, kept for its owner's return (who proves it
+    is the owner with the old session token, `Hello.resume`), until `until`."""
+
+    __slots__ = ("events", "nick", "size", "until", "waiters")
+
+    def __init__(self, nick: str, events: list[bytes], waiters: list, until: float) -> None:
+        self.nick = nick
+        self.events = events
+        self.size = sum(len(e) + EVENT_OVERHEAD for e in events)
+        self.waiters = waiters  # per event: (sender, cseq, result) or None
+        self.until = until
+
+
+class Session:
+    __slots__ = (
+        "addr",
+        "away",
+        "bucket",
+        "deferred",
+        "dm_waiters",
+        "head",
+        "inbox",
+        "inbox_member",
+        "last_heard",
+        "next_cseq",
+        "nick",
+        "nonce",
+        "out",
+        "pages",
+        "pending",
+        "repair",
+        "results",
+        "rooms",
+        "rtt",
+        "sid",
+        "token",
+    )
+
+    def __init__(self, addr: Addr, nick: str, nonce: int, now: float, cfg: RelayConfig) -> None:
+        self.addr = addr
+        self.nick = nick
+        self.away = ""
+        self.nonce = nonce
+        # 62 random bits, with the top bit of 63 set so that it always encodes in 9 bytes
+        self.token = (int.from_bytes(os.urandom(8), "big") >> 2) | (1 << 62)
+        # Every datagram to the session starts with Sid(its token): only the session knows it.
+        self.sid = F.Sid(self.token)
+        self.head = F.datagram([F.encode_item(self.sid), b""])  # + one encoded frame = a datagram
+        self.rooms: dict[str, Stream] = {}
+        self.inbox = Stream("", cfg.inbox_ring, cfg.ring_bytes // 4)
+        self.inbox_member = Member(self, self.inbox, 1, 0)
+        self.next_cseq = 1
+        self.pending: dict[int, F.Req] = {}
+        self.results: OrderedDict[int, F.Frame] = OrderedDict()
+        self.last_heard = now
+        self.rtt = RttEstimator(cfg.timing)
+        self.bucket = TokenBucket(cfg.request_rate, cfg.request_burst, now)
+        self.repair = RepairBudget(cfg.repair_window, cfg.timing.rto_min, now)
+        self.pages = TokenBucket(cfg.page_rate, cfg.page_burst, now)
+        self.out: list[F.Frame] = []
+        # direct messages: the cseqs of ours still waiting for their recipient, and theirs in our
+        # inbox that a sender waits on (inbox seq -> (sender, cseq, result))
+        self.deferred: set[int] = set()
+        self.dm_waiters: dict[int, tuple[Session, int, F.Result]] = {}
+
+
+MAX_PENDING_REQUESTS = 1024
+MAX_RESULTS_KEPT = 1024
+#: the most events one history page (OP_HISTORY) returns
+MAX_PAGE = 100
+#: the most events one probe (or a join's backfill) looks at: the rest comes with the next probe
+REPAIR_SPAN = 4096
+#: what a post refused because the room log could not store it says, before the log's own words
+NOT_STORED = "the relay could not store it"
+
+
+_DM_IN = (F.EV_DM, F.EV_DM_ACTION)
+#: events that record what happened to a member, not what someone said: a failed commit numbers
+#: them again for the next one (a post or topic is refused instead)
+PRESENCE = (F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)
+MAX_ECHO_BYTES = 100  # a Result echoes the request's room (or "@nick") only up to this size
+
+
+def result_frame(cseq: int, code: int = F.RES_OK, seq: int = 0, reason: str = "", room: str = "") -> F.Result:
+    """A Result whose strings, which may echo what the client sent, are bounded."""
+    if len(room) > MAX_ECHO_BYTES // 4 and len(room.encode()) > MAX_ECHO_BYTES:
+        room = ""
+    if len(reason) > MAX_REASON_BYTES // 4:
+        reason = clip_utf8(reason, MAX_REASON_BYTES)
+    return F.Result(cseq=cseq, code=code, seq=seq, reason=reason, room=room)
