@@ -428,20 +428,17 @@ def main() -> int:
             f"(mean of {len(runs)}, best {fmt_rate(best(kind))}); relay CPU {cpu:.0%} of a core, "
             f"{fmt_rate(per_cpu)} deliveries per relay CPU-second"
         )
-    if "disk" in kinds and "udproom" in kinds:
-        ratio = mean("disk") / mean("udproom")
-        print(
-            f"  ratio disk/memory: {ratio:.2f}x deliveries/s  (target >= 0.7x: "
-            f"{'met' if ratio >= 0.7 else 'NOT met'}); "
-            f"{eff['disk'] / eff['udproom']:.2f}x per relay CPU-second"
-        )
-    if "naive" in kinds and "udproom" in kinds:
-        ratio = mean("udproom") / mean("naive")
-        print(
-            f"  ratio udproom/naive: {ratio:.2f}x deliveries/s  (target >= 0.8x: "
-            f"{'met' if ratio >= 0.8 else 'NOT met'}); "
-            f"{eff['udproom'] / eff['naive']:.2f}x per relay CPU-second"
-        )
+    for a, b, label, target in (
+        ("disk", "udproom", "disk/memory", 0.7),
+        ("udproom", "naive", "udproom/naive", 0.8),
+    ):
+        if a in kinds and b in kinds:
+            ratio = mean(a) / mean(b)
+            print(
+                f"  ratio {label}: {ratio:.2f}x deliveries/s  (target >= {target}x: "
+                f"{'met' if ratio >= target else 'NOT met'}); "
+                f"{eff[a] / eff[b]:.2f}x per relay CPU-second"
+            )
     if lat:
         print()
         print(

@@ -72,24 +72,22 @@ def _positive(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
+def _whole(text: str, least: int, must: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} must be {must}")
     return value
+
+
+def _count(text: str) -> int:
+    return _whole(text, 1, "at least 1")
 
 
 def _at_least_zero(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (off) or more")
-    return value
+    return _whole(text, 0, "0 (off) or more")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
