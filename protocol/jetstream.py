@@ -15,6 +15,10 @@ in key-value buckets. See docs/cluster.md for the design and what the relay does
 - `RoomSettings(link)`: per-room settings (the topic among them) with compare-and-set.
 
 Only this module imports nats-py (the `cluster` extra).
+
+One module over 600 lines because it is one adapter: the NATS link (its own thread and loop),
+the room log on it and the two KV helpers share the connection, its error wording and the
+async-to-sync bridge; split, each part would re-import the same private plumbing.
 """
 
 from __future__ import annotations

@@ -19,13 +19,26 @@ RELAY_SUBDIR = "relay"
 CHATLOG_FILE = "chatlog.sqlite3"
 
 
-def data_dir() -> Path:
-    env = os.environ.get(ENV)
-    if env:
-        return Path(env)
+CONFIG_ENV = "UDPROOM_CONFIG_DIR"
+
+
+def _user_dir(env: str, kind: str) -> Path:
+    """$env when set, else the platform's user directory of that kind ("data" or "config")."""
+    value = os.environ.get(env)
+    if value:
+        return Path(value)
     import platformdirs
 
-    return Path(platformdirs.user_data_dir("udproom", appauthor=False))
+    return Path(getattr(platformdirs, f"user_{kind}_dir")("udproom", appauthor=False))
+
+
+def data_dir() -> Path:
+    return _user_dir(ENV, "data")
+
+
+def config_dir() -> Path:
+    """Where the app keeps `config.toml` ($UDPROOM_CONFIG_DIR overrides it)."""
+    return _user_dir(CONFIG_ENV, "config")
 
 
 def relay_data_dir() -> Path:

@@ -6,12 +6,14 @@ it so they never touch the real one). A missing or broken file gives the default
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ENV = "UDPROOM_CONFIG_DIR"
+from udproom.protocol.paths import CONFIG_ENV, config_dir
+
+ENV = CONFIG_ENV  # the variable that overrides the config directory
+
 MAX_RECENT = 8
 
 
@@ -31,15 +33,6 @@ class Config:
         if address:
             self.recent = [address] + [a for a in self.recent if a != address]
             del self.recent[MAX_RECENT:]
-
-
-def config_dir() -> Path:
-    env = os.environ.get(ENV)
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("udproom", appauthor=False))
 
 
 def config_path() -> Path:
