@@ -2,6 +2,7 @@
 
     python benchmarks/bench_relay.py            # ~100 s
     python benchmarks/bench_relay.py --quick    # ~25 s
+    python benchmarks/bench_relay.py --disk     # also the relay with its room log on disk
 
 A room of 100 members on 127.0.0.1. Each relay runs in its own process and faces the same load,
 one after the other:
@@ -18,6 +19,10 @@ one after the other:
   recvfrom/sendto loop instead: here it delivered ~15% less per CPU-second than the uvloop one.
   Senders send raw datagrams of the same chat text, keeping at most 256 unechoed (their own echo
   is their ack), so both relays see a full-speed, windowed load.
+- disk (with `--disk`): the same udproom relay with its room log in SQLite (`udproom relay --data
+  DIR`, synchronous=NORMAL; `--fsync` for FULL): every post is committed (one transaction per
+  flush of the loop) before its Result and its Batch leave. Compared with the udproom relay on
+  `--memory` in the same run (issue 10's target: >= 0.7x deliveries/s).
 
 A delivery is one message arriving at one member (a 9-event Batch to 100 members = 900), counted
 by the members themselves, duplicates excluded. Then end-to-end latency at a paced 1,000
@@ -163,8 +168,13 @@ def run_scenario(
 ) -> dict:
     """One relay (udproom or naive), its members and senders; returns the figures."""
     workers: list[Worker] = []
+    proto = "naive" if kind == "naive" else "udproom"  # "disk" is the udproom relay on a room log
     try:
-        relay_argv = [f"relay-{kind}"]
+        relay_argv = [f"relay-{proto}"]
+        if kind == "disk":
+            relay_argv += ["--data", os.path.join(workdir, f"data-{mode}-{time.monotonic_ns()}")]
+            if opts.fsync:
+                relay_argv.append("--fsync")
         if kind == "naive" and not opts.naive_blocking:
             relay_argv.append("--uvloop")
         if kind == "udproom" and opts.profile and mode == "throughput":
@@ -190,7 +200,7 @@ def run_scenario(
             "--window",
             str(opts.window),
         ]
-        if opts.ack_every and kind == "udproom":
+        if opts.ack_every and proto == "udproom":
             common += ["--ack-every", str(opts.ack_every)]
         member_workers = []
         first = senders_n
@@ -199,7 +209,7 @@ def run_scenario(
             lat = os.path.join(workdir, f"lat-{kind}-{g}.bin")
             w = Worker(
                 f"members-{kind}-{g}",
-                [f"members-{kind}", "--first", str(first), "--count", str(n), "--lat-file", lat, *common],
+                [f"members-{proto}", "--first", str(first), "--count", str(n), "--lat-file", lat, *common],
                 workers,
                 pin_load,
             )
@@ -210,7 +220,7 @@ def run_scenario(
             w.expect("ready", 30)
         senders = Worker(
             f"senders-{kind}",
-            [f"senders-{kind}", "--first", "0", "--count", str(senders_n), *common],
+            [f"senders-{proto}", "--first", "0", "--count", str(senders_n), *common],
             workers,
             pin_load,
         )
@@ -299,6 +309,8 @@ def main() -> int:
     )
     p.add_argument("--pin", action="store_true", help="relay on CPU 0, every load process on the other CPUs")
     p.add_argument("--only", choices=["udproom", "naive"], help="run one relay only (profiling)")
+    p.add_argument("--disk", action="store_true", help="also the udproom relay with its room log on disk")
+    p.add_argument("--fsync", action="store_true", help="--disk: synchronous=FULL (udproom relay --fsync)")
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--profile", help="cProfile the udproom relay during the window; write stats here")
     p.add_argument(
@@ -317,6 +329,8 @@ def main() -> int:
     duration = opts.seconds or duration
     rounds = opts.rounds or rounds
     kinds = [opts.only] if opts.only else ["udproom", "naive"]
+    if opts.disk:
+        kinds.insert(kinds.index("udproom") + 1 if "udproom" in kinds else 0, "disk")
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -351,7 +365,7 @@ def main() -> int:
                     thr[kind].append(res)
                     all_runs.append(res)
                     extra = ""
-                    if kind == "udproom":
+                    if kind in ("udproom", "disk"):
                         s = res["relay"]["stats"]
                         extra = (
                             f"; posts acked {res['senders']['acked_in_window'] / duration:,.0f}/s, "
@@ -405,19 +419,26 @@ def main() -> int:
         cpu = sum(r["relay_cpu"] for r in runs) / len(runs)
         per_cpu = mean(kind) / cpu if cpu else float("nan")
         eff[kind] = per_cpu
-        label = "udproom relay" if kind == "udproom" else f"naive relay ({runs[0]['relay_mode']})"
+        label = {
+            "udproom": "udproom relay (--memory)",
+            "disk": f"udproom relay (--data{', --fsync' if opts.fsync else ''})",
+        }.get(kind, f"naive relay ({runs[0]['relay_mode']})")
         print(
             f"  {label:34s} {fmt_rate(mean(kind)):>11s} deliveries/s "
             f"(mean of {len(runs)}, best {fmt_rate(best(kind))}); relay CPU {cpu:.0%} of a core, "
             f"{fmt_rate(per_cpu)} deliveries per relay CPU-second"
         )
-    if len(kinds) == 2:
-        ratio = mean("udproom") / mean("naive")
-        print(
-            f"  ratio udproom/naive: {ratio:.2f}x deliveries/s  (target >= 0.8x: "
-            f"{'met' if ratio >= 0.8 else 'NOT met'}); "
-            f"{eff['udproom'] / eff['naive']:.2f}x per relay CPU-second"
-        )
+    for a, b, label, target in (
+        ("disk", "udproom", "disk/memory", 0.7),
+        ("udproom", "naive", "udproom/naive", 0.8),
+    ):
+        if a in kinds and b in kinds:
+            ratio = mean(a) / mean(b)
+            print(
+                f"  ratio {label}: {ratio:.2f}x deliveries/s  (target >= {target}x: "
+                f"{'met' if ratio >= target else 'NOT met'}); "
+                f"{eff[a] / eff[b]:.2f}x per relay CPU-second"
+            )
     if lat:
         print()
         print(

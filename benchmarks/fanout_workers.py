@@ -156,7 +156,12 @@ def relay_udproom(args: argparse.Namespace) -> None:
         prof = cProfile.Profile()
 
     async def main() -> None:
-        server = RelayServer(f"{HOST}:0")
+        room_log = None
+        if args.data:  # the room log on disk (udproom relay --data DIR), else in memory (--memory)
+            from udproom.protocol.roomlog import SqliteLog
+
+            room_log = SqliteLog(args.data, fsync=args.fsync)
+        server = RelayServer(f"{HOST}:0", log=room_log)
         await server.start()
         lp = asyncio.get_running_loop()
         emit("ready", {"port": server.port, "uvloop": uloop.using_uvloop(), "pid": os.getpid()})
@@ -869,6 +874,8 @@ def main() -> None:
     p.add_argument("--ack-every", type=int, default=0, help="members-udproom: override ACK_EVERY")
     p.add_argument("--uvloop", action="store_true", help="relay-naive: uvloop instead of blocking")
     p.add_argument("--profile", help="relay-udproom: write cProfile stats here")
+    p.add_argument("--data", help="relay-udproom: keep the room log in SQLite under this directory")
+    p.add_argument("--fsync", action="store_true", help="relay-udproom --data: synchronous=FULL")
     p.add_argument("--max-seconds", type=float, default=150.0)
     args = p.parse_args()
     fn = {

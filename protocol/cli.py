@@ -1,4 +1,5 @@
-"""The headless commands: `udproom relay`, `listen` and `send`, and `search` and `log` (the local log).
+"""The headless commands: `udproom relay`, `listen`, `send` and `history`, and `search` and `log`
+(the local log).
 
 These never import textual (nor udproom.tui): scripts and tests start them often, and
 `udproom relay` runs on servers. Exit codes: 0 done, 1 failed (no relay answering, refused,
@@ -32,7 +33,7 @@ from .names import InputError, canonical_room, check_nick, check_text, default_n
 from .net.address import AddressError, format_address, parse_address
 from .reliability import Timing
 
-COMMANDS = ("relay", "listen", "send", "search", "log")
+COMMANDS = ("relay", "listen", "send", "history", "search", "log")
 log = logging.getLogger("udproom")
 
 
@@ -71,14 +72,22 @@ def _positive(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
+def _whole(text: str, least: int, must: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} must be {must}")
     return value
+
+
+def _count(text: str) -> int:
+    return _whole(text, 1, "at least 1")
+
+
+def _at_least_zero(text: str) -> int:
+    return _whole(text, 0, "0 (off) or more")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -151,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "search the local log, print a room's transcript.",
     )
     sub = parser.add_subparsers(
-        dest="command", metavar="{relay,listen,send,search,log}", parser_class=OneLineParser
+        dest="command", metavar="{relay,listen,send,history,search,log}", parser_class=OneLineParser
     )
     sub.required = True
 
@@ -159,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         "relay",
         help="run a relay that rooms live on",
         description="Run a relay. Prints 'udp://HOST:PORT' on stderr once it is listening. "
+        "Rooms are kept in SQLite under the user data directory (or --data DIR, or "
+        "$UDPROOM_DATA_DIR/relay): a restarted relay continues them. "
         "Ctrl+C or SIGTERM says goodbye to every client and exits.",
     )
     relay.add_argument(
@@ -166,6 +177,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=":6000",
         metavar="[HOST]:PORT",
         help="where to listen (default ':6000' = every interface, IPv4 and IPv6; port 0 = any free port)",
+    )
+    relay.add_argument("--data", metavar="DIR", help="keep the rooms' history in DIR (SQLite, WAL)")
+    relay.add_argument(
+        "--memory", action="store_true", help="keep history in memory only: a restart forgets every room"
+    )
+    relay.add_argument(
+        "--fsync",
+        action="store_true",
+        help="wait for the disk on every commit (synchronous=FULL): a power loss loses nothing acknowledged",
+    )
+    relay.add_argument(
+        "--keep-days",
+        type=_at_least_zero,
+        default=30,
+        metavar="N",
+        help="delete events older than N days (default 30; 0 = keep them)",
+    )
+    relay.add_argument(
+        "--keep-events",
+        type=_at_least_zero,
+        metavar="N",
+        help="keep at most N events per room (default 100000, with --memory 4096; 0 = no cap)",
     )
     _add_common(relay)
 
@@ -202,6 +235,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("text", nargs="*", metavar="TEXT", help="the message (default: stdin lines)")
     _add_common(send)
+
+    history = sub.add_parser(
+        "history",
+        help="print a room's older events from the relay as JSON lines",
+        description="Ask the relay for ROOM's events before sequence SEQ (default: the newest), at "
+        "most N, and print them oldest first as JSON lines (the objects `listen` prints). "
+        "Does not join the room.",
+    )
+    history.add_argument(
+        "--join", required=True, metavar="HOST:PORT", help="the relay ('[::1]:6000' for IPv6)"
+    )
+    history.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
+    history.add_argument("--nick", help="nick to use (default: your login name)")
+    history.add_argument(
+        "--before", type=_count, metavar="SEQ", help="events with sequence numbers below SEQ (default: all)"
+    )
+    history.add_argument(
+        "--limit", type=_count, default=100, metavar="N", help="at most N events (default and most: 100)"
+    )
+    history.add_argument(
+        "--timeout",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up after SECONDS (default 10)",
+    )
+    _add_common(history)
 
     search = sub.add_parser(
         "search",
@@ -332,11 +392,15 @@ async def _run_relay(args: argparse.Namespace) -> int:
 
     timing = _timing(args)
     config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
-    server = RelayServer(args.bind, config)
+    room_log = _open_room_log(args)
+    server = RelayServer(args.bind, config, log=room_log)
     try:
         host, port = await server.start()
     except AddressError as exc:
+        room_log.close()
         raise Failure(str(exc)) from None
+    where = getattr(room_log, "path", None)
+    _say("relay", f"rooms kept in {where}" if where else "rooms kept in memory only (--memory)")
     stop = asyncio.Event()
     _on_signals(asyncio.get_running_loop(), stop.set)
     others = ", ".join(server.addresses())
@@ -352,6 +416,29 @@ async def _run_relay(args: argparse.Namespace) -> int:
         f" {stats.get('unauthenticated', 0) + stats.get('unknown_source', 0)} unauthenticated datagrams",
     )
     return 0
+
+
+def _open_room_log(args: argparse.Namespace) -> Any:
+    """The relay's room log from --data / --memory / --fsync / --keep-*: a one-line Failure when
+    it cannot be opened (another relay holds it, damaged, read-only)."""
+    from .relay import RelayConfig
+    from .roomlog import KEEP_EVENTS, StoreError, open_log
+
+    if args.memory and (args.data is not None or args.fsync):
+        raise UsageError("--memory keeps nothing on disk: it cannot be combined with --data or --fsync")
+    keep_events = args.keep_events
+    if keep_events is None:  # in memory: the ring the relay kept before it had a log
+        keep_events = RelayConfig().ring if args.memory else KEEP_EVENTS
+    try:
+        return open_log(
+            args.data,
+            memory=args.memory,
+            fsync=args.fsync,
+            keep_days=args.keep_days or None,
+            keep_events=keep_events or None,
+        )
+    except StoreError as exc:
+        raise Failure(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- listen
@@ -424,15 +511,33 @@ class _Output:
             self.on_closed()
 
 
-async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
-    client = _client(args, nick, room)
-    done = asyncio.Event()
-    state = {"joined": False, "messages": 0, "error": None, "interrupted": False}
+def _room_and_nick(args: argparse.Namespace) -> tuple[str, str]:
+    """--room and --nick (default: from the login name), checked: a bad one is bad usage."""
+    try:
+        room = canonical_room(args.room)
+        nick = check_nick(args.nick) if args.nick is not None else login_nick()
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    return room, nick
+
+
+def _finisher(state: dict, done: asyncio.Event) -> Callable[..., None]:
+    """`finish(error=None)`: the command ends, with the first error it met (if any)."""
 
     def finish(error: str | None = None) -> None:
         if error and state["error"] is None:
             state["error"] = error
         done.set()
+
+    return finish
+
+
+async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
+    client = _client(args, nick, room)
+    done = asyncio.Event()
+    state = {"joined": False, "messages": 0, "error": None, "interrupted": False}
+
+    finish = _finisher(state, done)
 
     out = _Output(lambda: finish())
 
@@ -561,6 +666,52 @@ async def _drive(
     return 0
 
 
+# ----------------------------------------------------------------------------- history
+
+
+async def _run_history(args: argparse.Namespace, room: str, nick: str) -> int:
+    """Connect (no join), ask for one page, print it oldest first, exit."""
+    from .net.runners import RelayClient
+
+    client = RelayClient(args.join, nick, [], timing=_timing(args))
+    done = asyncio.Event()
+    state: dict = {"error": None, "interrupted": False, "asked": False, "connected": False}
+
+    finish = _finisher(state, done)
+
+    out = _Output(lambda: finish())
+
+    def emit(ev: Any) -> None:
+        if done.is_set():
+            return
+        if isinstance(ev, E.Connected):
+            state["connected"] = True
+            if not state["asked"]:
+                state["asked"] = True
+                client.page_back(room, args.before or 0, args.limit)
+            return
+        if isinstance(ev, E.HistoryPage):
+            if ev.room != room:
+                return
+            for e in ev.events:
+                obj = _event_json(e)
+                if obj is not None:
+                    out.write(obj)
+            finish()
+            return
+        if isinstance(ev, E.RequestRefused) and ev.what == "history":
+            finish(f"history refused: {ev.reason}")
+            return
+        _report(ev, "history", finish)
+
+    def timeout_error(_args: argparse.Namespace, st: dict) -> str:
+        if not st["connected"]:
+            return f"timed out after {args.timeout:g}s without an answer from {_where(args)}"
+        return f"timed out after {args.timeout:g}s waiting for the history of #{room}"
+
+    return await _drive(client, emit, done, state, args, "history", timeout_error)
+
+
 # ----------------------------------------------------------------------------- send
 
 
@@ -620,10 +771,7 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
     }
     pending: set[int] = set()
 
-    def finish(error: str | None = None) -> None:
-        if error and state["error"] is None:
-            state["error"] = error
-        done.set()
+    finish = _finisher(state, done)
 
     def check_done() -> None:
         if state["all_posted"] and not pending:
@@ -789,6 +937,10 @@ def main(argv: list[str] | None = None) -> int:
         if command == "relay":
             parse_address(args.bind, allow_empty_host=True)
             return _run(lambda: _run_relay(args))
+        if command == "history":
+            parse_address(args.join)
+            room, nick = _room_and_nick(args)
+            return _run(lambda: _run_history(args, room, nick))
         if command in ("search", "log"):
             try:
                 room = _log_room(args.room) if args.room is not None else None
@@ -806,11 +958,7 @@ def main(argv: list[str] | None = None) -> int:
                 parse_address(args.listen, allow_empty_host=True)
             for peer in args.peer:
                 parse_address(peer)
-        try:
-            room = canonical_room(args.room)
-            nick = check_nick(args.nick) if args.nick is not None else login_nick()
-        except InputError as exc:
-            raise UsageError(str(exc)) from None
+        room, nick = _room_and_nick(args)
         if command == "listen":
             return _run(lambda: _run_listen(args, room, nick))
         text = None

@@ -37,6 +37,7 @@ from .reliability import AckScheduler, DedupeWindow, RecvStream, RttEstimator, T
 IDLE, HANDSHAKE, CONNECTED, WAITING, CLOSED = "idle", "handshake", "connected", "waiting", "closed"
 
 MAX_INFLIGHT = 256
+MAX_PAGE = 100  # events per history page (the relay's bound too)
 MAX_OUTBOX = 5000
 OWN_MIDS = 8192  # our recent posts whose copy from the relay is matched to the local id
 ACK_EVERY = 128  # or after ack_delay; gaps and duplicates are acked at once
@@ -56,9 +57,13 @@ class Request:
     due: float = 0.0
     attempts: int = 0
     failed: bool = False
+    n: int = 0  # OP_HISTORY: the most events wanted
+    got: dict | None = None  # OP_HISTORY: the page's events received so far, by sequence
 
     def frame(self) -> F.Req:
-        return F.Req(cseq=self.cseq, op=self.op, room=self.room, text=self.text, mid=self.mid, arg=self.arg)
+        return F.Req(
+            cseq=self.cseq, op=self.op, room=self.room, text=self.text, mid=self.mid, arg=self.arg, n=self.n
+        )
 
 
 class RoomState:
@@ -207,6 +212,14 @@ class ClientSession:
         check_text(text, MAX_AWAY_BYTES, "away message")
         self.away = text
         self._enqueue(Request(F.OP_AWAY, "", text), now)
+
+    def page_back(self, room: str, before: int, limit: int, now: float) -> None:
+        """Ask the relay for up to `limit` (at most MAX_PAGE) events of `room` with sequence
+        numbers below `before` (0: the newest). The answer is one `E.HistoryPage` (oldest first,
+        every event `history=True`); a refusal is a `RequestRefused("history", ...)`."""
+        name = canonical_room(room)
+        limit = max(1, min(int(limit), MAX_PAGE))
+        self._enqueue(Request(F.OP_HISTORY, name, arg=max(0, int(before)), n=limit), now)
 
     def close(self, now: float) -> None:
         if self.state == CONNECTED:
@@ -422,6 +435,8 @@ class ClientSession:
                 continue
             req.cseq = 0
             req.attempts = 0
+            if new_epoch:
+                req.got = None  # parts of a history page from another history
             self._outbox.append(req)
         self._events.append(
             E.Connected(format_sockaddr(self.addr), self.nick, self.rtt.srtt, self.epoch or 0)
@@ -512,6 +527,11 @@ class ClientSession:
             else:
                 self._events.append(E.PostAcknowledged(req.local_id, room, res.seq))
             return
+        if res.code == F.RES_STALE and op == F.OP_HISTORY:
+            # too old for the relay to remember (it forgets old answers): the page is still wanted
+            req.cseq, req.attempts = 0, 0
+            self._outbox.appendleft(req)
+            return
         if res.code == F.RES_STALE and op in (F.OP_JOIN, F.OP_NAMES):
             # Too old for the relay to remember, and its answer never reached us: a join must
             # complete whatever happened to it, so ask again with a fresh request.
@@ -531,6 +551,7 @@ class ClientSession:
             F.OP_TOPIC: "topic",
             F.OP_AWAY: "away",
             F.OP_NAMES: "names",
+            F.OP_HISTORY: "history",
         }.get(op, "request")
         if op == F.OP_JOIN:
             self.rooms.pop(req.room, None)
@@ -583,6 +604,8 @@ class ClientSession:
             self._on_result(frame, now)
         elif tp is F.Joined:
             self._on_joined(frame, now)
+        elif tp is F.History:
+            self._on_history(frame, now)
         elif tp is F.Pong:
             sent = self._ping_sent.pop(frame.token, None)
             if sent is not None:
@@ -609,6 +632,31 @@ class ClientSession:
                 return
             self.state = CLOSED
             self._events.append(E.Refused(frame.reason))
+
+    def _on_history(self, h: F.History, now: float) -> None:
+        """A part of a history page: the page is answered once every event lo..hi is in. Parts of
+        an earlier try of the same request count (a sequence names one event within an epoch)."""
+        req = self._inflight.get(h.cseq)
+        if req is None or req.op != F.OP_HISTORY or h.room != req.room:
+            return
+        if not (0 < h.lo <= h.hi + 1 and h.hi - h.lo < MAX_PAGE and h.lo <= h.seq):
+            self.stats["malformed"] += 1
+            return
+        if req.arg > 0 and h.hi >= req.arg:
+            self.stats["malformed"] += 1  # not what we asked for
+            return
+        got = req.got if req.got is not None else {}
+        req.got = got
+        for i, ev in enumerate(h.events):
+            seq = h.seq + i
+            if h.lo <= seq <= h.hi:
+                got[seq] = ev
+        if any(s not in got for s in range(h.lo, h.hi + 1)):
+            return  # more parts to come (or the request is sent again)
+        self._done(h.cseq, now)
+        events = tuple(self._as_event(h.room, s, got[s], True) for s in range(h.lo, h.hi + 1))
+        before = req.arg if req.arg > 0 else h.hi + 1
+        self._events.append(E.HistoryPage(h.room, before, tuple(e for e in events if e), h.complete))
 
     def _on_gone(self, g: F.Gone, now: float) -> None:
         if g.room == "":
@@ -687,47 +735,46 @@ class ClientSession:
                         self.stats["duplicates"] += 1
                         continue
                     self._seen_mids.add(ev.mid)
-                emit(
-                    E.MessageReceived(
-                        name,
-                        seq,
-                        ev.nick,
-                        ev.text,
-                        ev.ts,
-                        kind == F.EV_ACTION,
-                        hist,
-                        ev.mid in self._own_mids,
-                        self._own_mids.get(ev.mid, 0),
-                    )
-                )
-                continue
-            if kind == F.EV_JOIN:
-                if not hist:
-                    members[ev.nick] = E.Member(ev.nick)
-                emit(E.MemberJoined(name, seq, ev.nick, ev.ts, hist))
-            elif kind == F.EV_LEAVE:
-                if not hist:
-                    members.pop(ev.nick, None)
-                emit(E.MemberLeft(name, seq, ev.nick, ev.ts, ev.text, hist))
-            elif kind == F.EV_TIMEOUT:
-                if not hist:
-                    members.pop(ev.nick, None)
-                emit(E.MemberTimedOut(name, seq, ev.nick, ev.ts, hist))
+            elif hist:
+                pass
+            elif kind == F.EV_JOIN:
+                members[ev.nick] = E.Member(ev.nick)
+            elif kind == F.EV_LEAVE or kind == F.EV_TIMEOUT:
+                members.pop(ev.nick, None)
             elif kind == F.EV_NICK:
-                if not hist:
-                    old = members.pop(ev.nick, None)
-                    members[ev.text] = E.Member(ev.text, old.away if old else "")
-                    if ev.nick == self.nick and self._renaming == ev.text:
-                        self.nick = ev.text  # ours: true from this event on, not only from the Result
-                emit(E.NickChanged(name, seq, ev.nick, ev.text, ev.ts, hist))
+                old = members.pop(ev.nick, None)
+                members[ev.text] = E.Member(ev.text, old.away if old else "")
+                if ev.nick == self.nick and self._renaming == ev.text:
+                    self.nick = ev.text  # ours: true from this event on, not only from the Result
             elif kind == F.EV_TOPIC:
-                if not hist:
-                    room.topic = ev.text
-                emit(E.TopicChanged(name, seq, ev.nick, ev.text, ev.ts, hist))
+                room.topic = ev.text
             elif kind == F.EV_AWAY:
-                if not hist:
-                    members[ev.nick] = E.Member(ev.nick, ev.text)
-                emit(E.AwayChanged(name, seq, ev.nick, ev.text, ev.ts, hist))
+                members[ev.nick] = E.Member(ev.nick, ev.text)
+            event = self._as_event(name, seq, ev, hist)
+            if event is not None:
+                emit(event)
+
+    def _as_event(self, name: str, seq: int, ev: F.Ev, hist: bool) -> E.Event | None:
+        """The app's event for a room event (None for a kind rooms do not have)."""
+        kind = ev.kind
+        if kind == F.EV_MSG or kind == F.EV_ACTION:
+            local_id = self._own_mids.get(ev.mid, 0)
+            own = ev.mid in self._own_mids
+            action = kind == F.EV_ACTION
+            return E.MessageReceived(name, seq, ev.nick, ev.text, ev.ts, action, hist, own, local_id)
+        if kind == F.EV_JOIN:
+            return E.MemberJoined(name, seq, ev.nick, ev.ts, hist)
+        if kind == F.EV_LEAVE:
+            return E.MemberLeft(name, seq, ev.nick, ev.ts, ev.text, hist)
+        if kind == F.EV_TIMEOUT:
+            return E.MemberTimedOut(name, seq, ev.nick, ev.ts, hist)
+        if kind == F.EV_NICK:
+            return E.NickChanged(name, seq, ev.nick, ev.text, ev.ts, hist)
+        if kind == F.EV_TOPIC:
+            return E.TopicChanged(name, seq, ev.nick, ev.text, ev.ts, hist)
+        if kind == F.EV_AWAY:
+            return E.AwayChanged(name, seq, ev.nick, ev.text, ev.ts, hist)
+        return None
 
     def _deliver_inbox(self, now: float) -> None:
         for seq, ev in self.inbox.pop_ready():

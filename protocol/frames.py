@@ -120,6 +120,7 @@ OP_TOPIC = 6
 OP_AWAY = 7
 OP_DIRECT = 8  # room = target nick
 OP_NAMES = 9  # arg = offset into the member snapshot taken at join
+OP_HISTORY = 10  # paging back: events of `room` before sequence `arg` (0: the newest), at most `n`
 
 
 class Req(Frame, tag=10):
@@ -131,6 +132,7 @@ class Req(Frame, tag=10):
     text: str = ""
     mid: int = 0  # message id, stable across retransmits and reconnects (dedupe)
     arg: int = 0
+    n: int = 0  # a count: OP_HISTORY's most events wanted
 
 
 RES_OK = 0
@@ -217,6 +219,20 @@ class Nack(Frame, tag=23):
 
     room: str
     ranges: list[int]
+
+
+class History(Frame, tag=24):
+    """Relay -> client: one datagram of the answer to an OP_HISTORY request `cseq`. The page is the
+    room's events lo..hi (hi = lo - 1: none); this part carries those from `seq` on. `complete`:
+    nothing older than lo is kept."""
+
+    cseq: int
+    room: str
+    lo: int
+    hi: int
+    seq: int
+    events: list[Ev] = []
+    complete: bool = False
 
 
 # --------------------------------------------------------------------------- direct mode (peers)
@@ -306,6 +322,7 @@ AnyFrame = (
     | Gone
     | Ack
     | Nack
+    | History
     | PeerMsg
     | PeerList
     | PeerAck

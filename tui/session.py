@@ -104,8 +104,18 @@ async def build(spec: Spec, timing=None):
             from udproom.protocol.relay import RelayConfig
 
             config = RelayConfig(timing=timing)
-        server = runners.RelayServer(spec.address, config)
-        bound_host, bound_port = await server.start()
+        from udproom.protocol.roomlog import StoreError, open_log
+
+        try:  # the hosted relay keeps its rooms where `udproom relay` does (the user data directory)
+            room_log = open_log()
+        except StoreError as exc:
+            raise SpecError(str(exc)) from None
+        server = runners.RelayServer(spec.address, config, log=room_log)
+        try:
+            bound_host, bound_port = await server.start()
+        except BaseException:
+            room_log.close()
+            raise
         share = list(server.addresses())
         joined_at = format_address(connect_host_for(bound_host), bound_port)
         client = runners.RelayClient(joined_at, spec.nick, list(spec.rooms), timing=timing)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..events import Event, Refused
+from ..events import Event, HistoryPage, Refused
 from ..reliability import Timing
 from .address import AddressError, format_address, local_addresses, parse_address, resolve
 from .transport import CoreProtocol, bind_socket, bound_host, client_socket, open_core
@@ -40,10 +40,14 @@ class RelayServer:
         config: Any = None,
         *,
         on_event: Callable[[Any], None] | None = None,
+        log: Any = None,
     ) -> None:
         self.bind = bind
         self.config = config
         self.on_event = on_event
+        #: the room log (protocol/roomlog.py) the relay keeps rooms in; None: in memory. The
+        #: server owns it: `stop` closes it.
+        self.log = log
         self.host, self.port = parse_address(bind, allow_empty_host=True)
         self.relay: Any = None
         self.protocol: CoreProtocol | None = None
@@ -56,7 +60,7 @@ class RelayServer:
         config = self.config if self.config is not None else RelayConfig()
         if getattr(config, "wall_offset", None) == 0.0:
             config = dataclasses.replace(config, wall_offset=wall_offset())
-        self.relay = Relay(config)
+        self.relay = Relay(config, self.log)
         sock = bind_socket(self.host, self.port)
         try:
             self.protocol = await open_core(self.relay, sock, self._event, name="relay")
@@ -94,6 +98,8 @@ class RelayServer:
         """Say goodbye to every session, send it, close the socket."""
         proto, self.protocol = self.protocol, None
         if proto is None:
+            if self.log is not None:
+                self.log.close()
             return
         if proto.transport is not None:
             try:
@@ -103,6 +109,8 @@ class RelayServer:
             proto.flush()
         proto.close()
         await proto.wait_closed(1.0)
+        if self.log is not None:
+            self.log.close()
 
     async def __aenter__(self) -> RelayServer:
         await self.start()
@@ -224,6 +232,16 @@ class CoreClient:
 
     def set_away(self, message: str) -> None:
         self.core.set_away(message, time.monotonic())
+        self._kick()
+
+    def page_back(self, room: str, before: int, limit: int) -> None:
+        """The core pages back (a relay client asks the relay); a core that keeps no history to
+        page through (direct mode today) answers at once with an empty, complete page."""
+        page = getattr(self.core, "page_back", None)
+        if page is None:
+            self._on_event(HistoryPage(room, before, (), True))
+            return
+        page(room, before, limit, time.monotonic())
         self._kick()
 
     def close(self) -> None:

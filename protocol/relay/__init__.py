@@ -8,8 +8,10 @@ How it works, in one page (README has the long form):
   sender's address and a coarse time; only a Hello with a valid cookie creates a session. Before
   that, the relay never answers with more than 3x the bytes it received.
 - Requests (join, post, nick...) are numbered per session (`cseq`) and handled strictly in that
-  order, exactly once; a repeated request gets its stored Result again. Posts also carry a message
-  id (`mid`) so a post resent on a new session after a reconnect is not duplicated either.
+  order, exactly once; a repeated request gets its stored Result again. A post's Result (and its
+  broadcast) waits until the room log has committed it: one commit per flush (storage.py). Posts
+  also carry a message id (`mid`) so a post resent on a new session after a reconnect is not
+  duplicated either (the log remembers ids across restarts).
 - Every room event gets the room's next sequence number. Every string that can reach an event is
   bounded, so any one event fits a datagram (and `Stream.append` refuses one that would not).
   Events are kept encoded; new ones are packed into Batch frames encoded once, and every member
@@ -17,8 +19,9 @@ How it works, in one page (README has the long form):
   one else (another member included) can forge the relay's datagrams to it.
 - Members ack (cumulative + selective ranges) and NACK holes; the relay also probes a member whose
   ack lags after an RTO (RFC 6298 estimate per session, exponential backoff; due probes come off a
-  heap, so a tick costs what is due). Events live in a ring per room; a joiner is backfilled from
-  it; a member that fell further behind than the ring gets `Gone` and skips ahead. All repair to a
+  heap, so a tick costs what is due). Events live in the room log (protocol/roomlog.py, on disk
+  or in memory) behind a ring per room; a joiner is backfilled from them; a member that fell
+  further behind than the log keeps (retention) gets `Gone` and skips ahead. All repair to a
   session (NACK answers, probes, backfill, repeated and stale answers, names chunks) is bounded by
   its `RepairBudget`: `repair_window` bytes per round trip.
 - Nicks are unique per relay (`names.nick_key`), so a direct message has one recipient. Its Result
@@ -33,6 +36,8 @@ from .core import Relay
 from .state import (
     DGRAM_HEAD,
     EVENT_OVERHEAD,
+    MAX_PAGE,
+    NOT_STORED,
     EventTooBig,
     Member,
     RelayConfig,
@@ -45,6 +50,8 @@ from .state import (
 __all__ = [
     "DGRAM_HEAD",
     "EVENT_OVERHEAD",
+    "MAX_PAGE",
+    "NOT_STORED",
     "EventTooBig",
     "Member",
     "Relay",

@@ -3,7 +3,6 @@ part of its own that Relay is made of (see the package docstring)."""
 
 from __future__ import annotations
 
-import os
 from collections import deque
 
 from .. import frames as F
@@ -17,6 +16,7 @@ from ..names import (
 from ..reliability import (
     Deadlines,
 )
+from ..roomlog import MemoryLog, RoomLog
 from .fanout import Fanout
 from .handshake import Handshake
 from .inbox import Inbox
@@ -28,14 +28,30 @@ from .state import (
     SessionClosed,
     Stream,
 )
+from .storage import Storage
 
 
-class Relay(Handshake, Fanout, Requests, Inbox):
-    def __init__(self, config: RelayConfig | None = None) -> None:
+class Relay(Handshake, Fanout, Requests, Inbox, Storage):
+    """The relay. `log` is the room log (protocol/roomlog.py) rooms take their numbers from and
+    keep their events in: a MemoryLog (kept `config.ring` events per room) unless one is given.
+
+    Nothing is acknowledged before it is stored: a post's Result waits for the log's next commit,
+    made once per flush (`datagrams_to_send`) before anything for that group leaves, and events
+    are broadcast only once committed. If the commit fails, the group's posts (and topics) are
+    refused with the log's one-line reason, their numbers are handed out again, and presence
+    events (leave, nick, away) of the group are appended again for the next commit (storage.py)."""
+
+    def __init__(self, config: RelayConfig | None = None, log: RoomLog | None = None) -> None:
         self.config = cfg = config or RelayConfig()
         self.timing = cfg.timing
         self.cookies = CookieJar(cfg.secret)
-        self.epoch = cfg.epoch if cfg.epoch is not None else int.from_bytes(os.urandom(6), "big")
+        self.log = log if log is not None else MemoryLog(keep_days=None, keep_events=cfg.ring)
+        # The epoch names the history (the log's): a relay restarted on the same data keeps it, so
+        # its members resume where they were. (Sessions are protected by their own tokens.)
+        self.epoch = cfg.epoch if cfg.epoch is not None else self.log.epoch
+        # posts (and topics) waiting for the next commit: (session, cseq, Result, room)
+        self._unstored: list[tuple[Session, int, F.Result, str]] = []
+        self._next_expire = 0.0
         self.sessions: dict[Addr, Session] = {}
         self._tokens: dict[int, Session] = {}
         self._nicks: dict[str, Session] = {}  # nick_key -> session: nicks are unique per relay
@@ -69,6 +85,10 @@ class Relay(Handshake, Fanout, Requests, Inbox):
                 "repair_limited",
                 "oversize",
                 "repeated",
+                "commits",
+                "commit_failures",
+                "refused_unstored",
+                "pages",
             ),
             0,
         )
@@ -120,12 +140,18 @@ class Relay(Handshake, Fanout, Requests, Inbox):
                 return
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        if self._dirty or self._unstored:
+            self._commit()
         if self._dirty:
-            for name in list(self._dirty):
+            dirty, self._dirty = self._dirty, set()
+            for name in dirty:
                 room = self.rooms.get(name)
                 if room is not None:
                     self._flush_room(room, now)
-            self._dirty.clear()
+                    if room.flushed < room.seq:  # a failed commit left events to store first
+                        self._dirty.add(name)
+            if self._dirty:
+                self._arm(now + self.timing.rto_min)  # try the commit again
         if self._dirty_sessions:
             for session in self._dirty_sessions:
                 if session.out:
@@ -191,14 +217,17 @@ class Relay(Handshake, Fanout, Requests, Inbox):
                     self._probe(stream, m, now)
                 else:
                     self._probes.schedule(m, m.probe_at)
+        if now >= self._next_expire:
+            self._expire(now)
         if self.sessions or self._parked:
-            self._arm(self._last_sweep + sweep)
+            self._arm(min(self._last_sweep + sweep, self._next_expire))
 
     def next_event(self):
         return self._events.popleft() if self._events else None
 
     def shutdown(self, now: float) -> None:
         """Say goodbye to everyone; datagrams_to_send then returns the farewells."""
+        self._commit()  # what is pending is stored (and answered) before the goodbyes
         self._closing = True
         for session in list(self.sessions.values()):
             self._send_now(session, [F.Bye("relay shutting down")])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from .. import frames as F
 from .state import (
     DGRAM_HEAD,
+    REPAIR_SPAN,
     Member,
     Session,
     Stream,
@@ -91,9 +92,11 @@ class Fanout:
         """The member's ack lags: resend from its ack point (skipping what it SACKed)."""
         m.probe(now, m.session.rtt)
         self._set_probe(m, m.probe_at)
-        if m.acked + 1 < stream.first:  # said again on every probe until the member acks past it
-            self._queue(m.session, F.Gone(stream.name, stream.first))
-        seqs = m.unacked(stream.flushed, stream.first)
+        first = self._first(stream)
+        if m.acked + 1 < first:  # said again on every probe until the member acks past it
+            self._queue(m.session, F.Gone(stream.name, first))
+        # (the log may hold far more than a ring did: one probe looks at most REPAIR_SPAN ahead)
+        seqs = m.unacked(min(stream.flushed, max(m.acked + 1, first) + REPAIR_SPAN - 1), first)
         if seqs:
             self._resend(stream, m, seqs, now)
 
@@ -101,11 +104,13 @@ class Fanout:
         """Resend `seqs` (sorted) to one member, as far as its session's repair budget allows (the
         rest waits for the next probe or NACK)."""
         session = m.session
-        if seqs[0] < stream.first:
-            self._queue(session, F.Gone(stream.name, stream.first))
-            seqs = [s for s in seqs if s >= stream.first]
+        first = self._first(stream)
+        if seqs[0] < first:
+            self._queue(session, F.Gone(stream.name, first))
+            seqs = [s for s in seqs if s >= first]
             if not seqs:
                 return
+        older = self._older(stream)
         addr = session.addr
         run_start = prev = seqs[0]
         runs = []
@@ -117,7 +122,7 @@ class Fanout:
         runs.append((run_start, prev))
         st = self.stats
         for lo, hi in runs:
-            for first, count, item in stream.batches(lo, hi):
+            for first, count, item in stream.batches(lo, hi, older):
                 data = session.head + item
                 if not self._repair_ok(session, len(data), now):
                     return
@@ -127,10 +132,15 @@ class Fanout:
 
     def _flush_room(self, room: Stream, now: float) -> None:
         """Broadcast events not yet sent: each batch is encoded once and every member gets the same
-        bytes behind its own Sid."""
+        bytes behind its own Sid. Only what the log has stored leaves."""
         lo, hi = room.flushed + 1, room.seq
         if lo > hi:
             return
+        stored = self.log.last_seq(room.name)
+        if stored < hi:
+            hi = stored
+            if lo > hi:
+                return
         room.flushed = hi
         members = list(room.members.values())
         if not members:
@@ -140,7 +150,7 @@ class Fanout:
         fan = room.fanout
         if fan is None:  # rebuilt when members come and go
             fan = room.fanout = [(m.base, m.session.head, m.session.addr) for m in members]
-        for first, _count, item in room.batches(lo, hi):
+        for first, _count, item in room.batches(lo, hi, self._older(room) if lo < room.first else None):
             n = len(out)
             out.extend([(head + item, addr) for base, head, addr in fan if base <= first])
             st["bytes_out"] += (len(out) - n) * (DGRAM_HEAD + len(item))

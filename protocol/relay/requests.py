@@ -18,10 +18,13 @@ from ..names import (
     clip_utf8,
     nick_key,
 )
+from ..roomlog import StoreError
 from .state import (
     DGRAM_HEAD,
     MAX_PENDING_REQUESTS,
     MAX_RESULTS_KEPT,
+    NOT_STORED,
+    REPAIR_SPAN,
     EventTooBig,
     Member,
     Session,
@@ -38,6 +41,11 @@ class Requests:
             if req.cseq in session.deferred:
                 return  # a direct message still on its way: the answer comes when it arrives
             res = session.results.get(req.cseq)
+            if type(res) is F.Req:  # a history page: served again (rate limited, under the budget)
+                res = self._page(session, res, now)
+                if type(res) is F.Req:
+                    return
+                self._store_result(session, req.cseq, res)
             if res is None:
                 res = self._stale(session, req)
             self._answer(session, res, now)
@@ -77,13 +85,13 @@ class Requests:
         session.next_cseq = req.cseq + 1
         try:
             res = self._execute(session, req, now)
-        except (InputError, EventTooBig) as exc:  # (the second is a bug, but one refused cleanly)
+        except (InputError, EventTooBig, StoreError) as exc:  # (the last two: bugs, refused cleanly)
             res = result_frame(req.cseq, F.RES_REFUSED, 0, str(exc), req.room)
         if res is None:  # deferred (a direct message waits for its recipient)
             session.deferred.add(req.cseq)
             return
         self._store_result(session, req.cseq, res)
-        if type(res) is not F.Joined:  # a Joined was queued (or not) by `_answer`
+        if type(res) is not F.Joined and type(res) is not F.Req:  # (queued, or sent, already)
             self._queue(session, res)
 
     def _store_result(self, session: Session, cseq: int, res: F.Frame) -> None:
@@ -95,7 +103,10 @@ class Requests:
         return round(now + self.config.wall_offset, 3)
 
     def _room_event(self, room: Stream, ev: F.Ev, now: float) -> int:
-        seq = room.append(ev, now)
+        """The room's next event: numbered by the log, pending until the next commit."""
+        data = room.encode(ev)  # (refused before the log numbers it)
+        seq = self.log.append(room.name, ev)
+        room.push(data, now)  # (the ring is the recent cache in front of the log: same numbers)
         self._dirty.add(room.name)
         return seq
 
@@ -106,19 +117,16 @@ class Requests:
             room = session.rooms.get(req.room)
             if room is None:
                 return result_frame(cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
-            if req.mid:
-                seen = room.mids.get(req.mid)
-                if seen is not None:
-                    return result_frame(cseq, F.RES_OK, seen, "", req.room)
+            seen = self._seq_of_mid(room, req.mid)
+            if seen is not None:  # (answered after the next commit all the same: it may be pending)
+                return self._after_commit(session, result_frame(cseq, F.RES_OK, seen, "", req.room))
             check_text(req.text, MAX_TEXT_BYTES)
             kind = F.EV_MSG if op == F.OP_POST else F.EV_ACTION
             seq = self._room_event(
                 room, F.Ev(kind=kind, nick=session.nick, text=req.text, ts=self._ts(now), mid=req.mid), now
             )
-            if req.mid:
-                room.mids.add(req.mid, seq)
             self.stats["posts"] += 1
-            return result_frame(cseq, F.RES_OK, seq, "", req.room)
+            return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_JOIN:
             return self._join(session, req, now)
         if op == F.OP_NAMES:
@@ -151,10 +159,11 @@ class Requests:
                 return result_frame(cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
             check_text(req.text, MAX_TOPIC_BYTES, "topic")
             room.topic = req.text
+            self.log.set_topic(room.name, req.text)
             seq = self._room_event(
                 room, F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now)), now
             )
-            return result_frame(cseq, F.RES_OK, seq, "", req.room)
+            return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_AWAY:
             check_text(req.text, MAX_AWAY_BYTES, "away message")
             if req.text == session.away:  # nothing changes: nothing to tell the rooms
@@ -167,6 +176,8 @@ class Requests:
             return result_frame(cseq, F.RES_OK, 0, "", "")
         if op == F.OP_DIRECT:
             return self._direct(session, req, now)
+        if op == F.OP_HISTORY:
+            return self._page(session, req, now)
         return result_frame(cseq, F.RES_REFUSED, 0, f"unknown request {op}", req.room)
 
     def _join(self, session: Session, req: F.Req, now: float) -> F.Frame:
@@ -180,6 +191,9 @@ class Requests:
             return result_frame(
                 cseq, F.RES_REFUSED, 0, f"you are in {len(session.rooms)} rooms already", name
             )
+        # Members get everything up to now first (stored first), then the joiner is added with its
+        # backfill; nothing is pending from here on, so a room made afresh continues the log.
+        self._commit()
         room = self.rooms.get(name)
         if room is None:
             if len(self.rooms) >= self.config.max_rooms:
@@ -188,18 +202,22 @@ class Requests:
                 if empty is None:
                     return result_frame(cseq, F.RES_REFUSED, 0, "the relay has too many rooms", name)
                 del self.rooms[empty]
-            room = self.rooms[name] = Stream(name, self.config.ring, self.config.ring_bytes)
+            room = self.rooms[name] = self._new_room(name)
         if len(room.members) >= self.config.max_members_per_room:
             return result_frame(cseq, F.RES_REFUSED, 0, f"#{name} is full", name)
-        # Members get everything up to now first, then the joiner is added with its backfill.
+        # The join itself is stored before it is answered: its number is then final.
         self._flush_room(room, now)
         self._dirty.discard(name)
         join_seq = self._room_event(
             room, F.Ev(kind=F.EV_JOIN, nick=session.nick, text="", ts=self._ts(now)), now
         )
-        base = max(room.first, join_seq - self.config.history)
-        if req.arg > 0:  # a member coming back: resume where it left off, if the ring has it
-            base = max(room.first, min(req.arg, join_seq))
+        failed = self._commit()
+        if failed is not None:
+            return result_frame(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {failed}", name)
+        first = self._first(room)
+        base = max(first, join_seq - self.config.history)
+        if req.arg > 0:  # a member coming back: resume where it left off, if the log has it
+            base = max(first, min(req.arg, join_seq))
         m = Member(session, room, base, join_seq)
         m.snapshot = self._snapshot(room, session)
         room.members[session.addr] = m
@@ -210,7 +228,7 @@ class Requests:
         # repair under the same budget; what does not fit now, probes send later.
         joined = self._answer(session, self._joined(cseq, room, session, m, 0), now)
         if base < join_seq:
-            self._resend(room, m, list(range(base, join_seq)), now)
+            self._resend(room, m, list(range(base, min(join_seq, base + REPAIR_SPAN))), now)
         # Karn: acks of the backfill say nothing about the RTT (those events are old)
         m.last_retx = join_seq - 1
         self._set_probe(m, now + session.rtt.rto)

@@ -48,6 +48,10 @@ class RelayConfig:
     max_parked: int = 10_000  # dropped sessions whose direct messages wait (oldest go first)
     max_parked_bytes: int = 64 * 1024 * 1024  # and all their messages together
     hello_burst: float = 200.0  # (a NAT or a test machine puts many clients behind one address)
+    page_rate: float = 10.0  # history pages per second per session (OP_HISTORY)
+    page_burst: float = 20.0
+    expire_every: float = 1.0  # retention: the room log's expire() runs this often...
+    expire_budget: int = 200  # ...deleting at most this many events each time
 
 
 # ----------------------------------------------------------------------------- relay events (logs)
@@ -139,10 +143,47 @@ class Stream:
         self.overhead = F.batch_overhead(name)
         self.max_event = F.MAX_DATAGRAM - DGRAM_HEAD - self.overhead
 
+    def start_at(self, last: int, topic: str = "") -> None:
+        """A room the log already has: its numbers continue after `last` (nothing cached yet)."""
+        self.seq = self.flushed = last
+        self.first = last + 1
+        self.topic = topic
+
+    def truncate(self, last: int) -> list[bytes]:
+        """Take back the events after `last` (a failed commit); returns them, oldest first."""
+        taken: list[bytes] = []
+        while self.seq > last and self.ring:
+            data = self.ring.pop()
+            self.times.pop()
+            self.bytes -= len(data) + EVENT_OVERHEAD
+            taken.append(data)
+            self.seq -= 1
+        self.seq = last
+        if not self.ring:
+            self.first = last + 1
+        self.flushed = min(self.flushed, last)
+        taken.reverse()
+        return taken
+
+    def drop_before(self, first: int) -> None:
+        """Retention moved the log's first kept sequence: the cache follows."""
+        while self.ring and self.first < first:
+            self.bytes -= len(self.ring.popleft()) + EVENT_OVERHEAD
+            self.times.popleft()
+            self.first += 1
+
     def append(self, ev: F.Ev, now: float) -> int:
+        return self.push(self.encode(ev), now)
+
+    def encode(self, ev: F.Ev) -> bytes:
+        """The event as kept; EventTooBig if it could not travel in one datagram."""
         data = F.encode_item(ev)
         if len(data) > self.max_event:
             raise EventTooBig(f"an event of {len(data)} bytes does not fit a datagram")
+        return data
+
+    def push(self, data: bytes, now: float) -> int:
+        """Keep an encoded event (`encode`) as the next one."""
         self.seq += 1
         self.ring.append(data)
         self.times.append(now)
@@ -165,19 +206,35 @@ class Stream:
         """Every kept event, decoded (tests and tools)."""
         return [F.decode_ev(d) for d in self.ring]
 
-    def batches(self, lo: int, hi: int):
+    def batches(self, lo: int, hi: int, older=None):
         """Encoded Batch frames covering lo..hi (inclusive), each fitting one datagram behind a
         session's Sid, as (first seq, event count, bytes); lazily, so a caller with a budget stops
-        early. An event too big for a datagram cannot be in the ring (`append` refuses it)."""
-        lo = max(lo, self.first)
+        early. An event too big for a datagram cannot be in the ring (`append` refuses it).
+        `older(lo, hi)`, when given, yields (seq, encoded event) for what the ring no longer has
+        (the room log); without it, the batches start at the ring."""
+        lo = max(lo, self.first) if older is None else lo
+        yield from self._pack(self._items(lo, hi, older), lo)
+
+    def _items(self, lo: int, hi: int, older):
+        ring, first = self.ring, self.first
+        if lo < first:
+            yield from older(lo, min(hi, first - 1))
+            lo = first
+        for s in range(lo, hi + 1):
+            yield s, ring[s - first]
+
+    def _pack(self, items, lo: int):
         room = F.MAX_DATAGRAM - DGRAM_HEAD
         overhead = self.overhead
         cur: list[bytes] = []
         start = lo
         size = overhead
-        ring, first = self.ring, self.first
-        for s in range(lo, hi + 1):
-            data = ring[s - first]
+        for s, data in items:
+            if cur and s != start + len(cur):  # (a hole: the log skipped what it no longer keeps)
+                yield start, len(cur), F.batch_item(self.name, start, cur)
+                cur, start, size = [], s, overhead
+            if not cur:
+                start = s
             n = len(data)
             if cur and size + n > room:
                 yield start, len(cur), F.batch_item(self.name, start, cur)
@@ -217,6 +274,7 @@ class Session:
         "nick",
         "nonce",
         "out",
+        "pages",
         "pending",
         "repair",
         "results",
@@ -246,6 +304,7 @@ class Session:
         self.rtt = RttEstimator(cfg.timing)
         self.bucket = TokenBucket(cfg.request_rate, cfg.request_burst, now)
         self.repair = RepairBudget(cfg.repair_window, cfg.timing.rto_min, now)
+        self.pages = TokenBucket(cfg.page_rate, cfg.page_burst, now)
         self.out: list[F.Frame] = []
         # direct messages: the cseqs of ours still waiting for their recipient, and theirs in our
         # inbox that a sender waits on (inbox seq -> (sender, cseq, result))
@@ -255,9 +314,18 @@ class Session:
 
 MAX_PENDING_REQUESTS = 1024
 MAX_RESULTS_KEPT = 1024
+#: the most events one history page (OP_HISTORY) returns
+MAX_PAGE = 100
+#: the most events one probe (or a join's backfill) looks at: the rest comes with the next probe
+REPAIR_SPAN = 4096
+#: what a post refused because the room log could not store it says, before the log's own words
+NOT_STORED = "the relay could not store it"
 
 
 _DM_IN = (F.EV_DM, F.EV_DM_ACTION)
+#: events that record what happened to a member, not what someone said: a failed commit numbers
+#: them again for the next one (a post or topic is refused instead)
+PRESENCE = (F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)
 MAX_ECHO_BYTES = 100  # a Result echoes the request's room (or "@nick") only up to this size
 
 

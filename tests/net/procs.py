@@ -183,6 +183,9 @@ class Procs:
         return p
 
     async def relay(self, bind: str, *extra: str, name: str = "relay") -> tuple[Proc, int]:
+        """A relay; in memory (`--memory`) unless `extra` says `--data DIR`."""
+        if "--data" not in extra:
+            extra = ("--memory", *extra)
         p = await self.start(name, "relay", "--bind", bind, *extra)
         return p, await bound_port(p, "relay")
 
