@@ -39,7 +39,8 @@ from udproom.protocol.sqlstore import StoreError
 from . import model as m
 
 LOAD = 200  # lines of each room shown at start (more than a relay's backfill of 100)
-PAGE = 200  # lines per page, from the log or the relay
+PAGE = 200  # lines per page from the log
+RELAY_PAGE = 100  # events per page asked of the relay (its bound: protocol.client.MAX_PAGE)
 JUMP_PAGES = 50  # a search result further back than this many log pages is not paged to
 ROOM_EVENTS = frozenset(ev.ROOM_EVENTS)
 _BIG = (1 << 63) - 1
@@ -344,6 +345,11 @@ class History:
                 continue
             elif t is ev.Connected:
                 self._connected(e.epoch)
+            elif t is ev.RequestRefused and e.what == "history":
+                self._unload(e.room)  # refused (the model says why): PgUp may ask again
+            elif t is ev.ConnectionLost and self.loading:
+                for room in list(self.loading):
+                    self._unload(room)  # no answer is coming on this session
             elif t is ev.RoomJoined and e.room not in self.loaded and self.enabled:
                 # a room joined later (/join): its previous lines too, above its backfill
                 self._joined[e.room] = self._claim(e.room, self._recent(e.room))
@@ -407,7 +413,7 @@ class History:
             and self.chat.state in ("connected", "stalled")
         ):
             try:
-                page_back(name, low, PAGE)
+                page_back(name, low, RELAY_PAGE)
             except Exception:
                 pass
             else:
@@ -417,6 +423,14 @@ class History:
                 return "relay"
         self._start(name)
         return "start"
+
+    def _unload(self, name: str) -> None:
+        """Take a room's "loading older messages…" line away: no page is coming."""
+        line = self.loading.pop(name, None)
+        room = self.chat.rooms.get(name)
+        if line is not None and room is not None and line in room.lines:
+            room.lines.remove(line)
+            self.chat.changes.rooms.add(name)
 
     def _top_key(self, room: m.Room) -> Line | None:
         """A log key just below the oldest room event the room shows (for a room none of whose
@@ -429,14 +443,10 @@ class History:
 
     def _page(self, page: ev.HistoryPage) -> None:
         name = page.room
-        line = self.loading.pop(name, None)
         room = self.chat.rooms.get(name)
-        if line is None or room is None:
+        if name not in self.loading or room is None:
             return  # not asked for (or the room is gone): ignore
-        try:
-            room.lines.remove(line)
-        except ValueError:
-            pass
+        self._unload(name)
         before = page.before if isinstance(page.before, int) else 0
         seen = self.seen.setdefault(name, set())
         events = []

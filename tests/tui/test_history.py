@@ -205,7 +205,7 @@ async def test_paging_goes_on_at_the_relay_when_the_log_has_nothing_older():
             if backend.asked:
                 break
             await pilot.press("pageup")
-        assert backend.asked == [("lobby", 201, 200)]
+        assert backend.asked == [("lobby", 201, 100)]  # (100: the relay's page bound)
         await settle(pilot, app)
         assert shown(app)[0] == "loading older messages…"
         assert any(row.endswith("loading older messages…") for row in app.messages.visible_text())
@@ -214,6 +214,12 @@ async def test_paging_goes_on_at_the_relay_when_the_log_has_nothing_older():
         backend.answer()
         await settle(pilot, app)
         assert "loading older messages…" not in shown(app)
+        assert [t for t in shown(app) if t.startswith("r ")] == [f"r {i}" for i in range(101, 301)]
+        assert "start of #lobby's history" not in shown(app)  # 101..200 was not the start
+        app.history.older("lobby")
+        assert backend.asked[-1] == ("lobby", 101, 100)
+        backend.answer()
+        await settle(pilot, app)
         assert [t for t in shown(app) if t.startswith("r ")] == [f"r {i}" for i in range(1, 301)]
         assert shown(app)[0] == "start of #lobby's history"  # seq 1 is the start
         app.history.drain()
@@ -491,3 +497,22 @@ async def test_search_is_in_help_and_the_palette():
         assert "Search the log…" in names
         {n: cb for n, _h, cb in provider._commands()}["Search the log…"]()
         assert app.input.value == "/search "
+
+
+async def test_a_refused_or_lost_page_request_can_be_asked_again():
+    store = [msg(i, f"r {i}") for i in range(1, 201)]
+    backend = LoggedBackend("alice", ["lobby"], first_seq=200, backfill=store[-100:], store=store, hold=True)
+    app = app_for(backend)
+    async with app.run_test() as pilot:
+        await live(pilot, app)
+        assert app.history.older("lobby") == "relay"
+        backend.inject(ev.RequestRefused("history", "lobby", "slow down"))
+        await settle(pilot, app)
+        texts = shown(app)
+        assert "loading older messages…" not in texts and "start of #lobby's history" not in texts
+        assert any("refused: slow down" in t for t in texts)
+        assert app.history.older("lobby") == "relay"  # asked again
+        backend.inject(ev.ConnectionLost("no answer from the relay", 1.0))
+        await settle(pilot, app)
+        assert "loading older messages…" not in shown(app)
+        assert len(backend.asked) == 2
