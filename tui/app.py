@@ -148,10 +148,12 @@ class ChatApp(Sessions, Commands, LogCommands, App[int]):
         self.chat = m.ChatModel(nick, tz=tz, clock=clock)
         # the app's own log (history.py): `log` False = --no-log, a ChatLog = that one (tests),
         # None = the config's choice (on by default), under the data directory
+        backend_of = lambda: self.backend  # noqa: E731 (paging back asks the session's backend)
         if log is None or isinstance(log, bool):
-            self.history = history_mod.History.open(self.chat, self.config.log if log is None else log)
+            enabled = self.config.log if log is None else log
+            self.history = history_mod.History.open(self.chat, enabled, backend_of)
         else:
-            self.history = history_mod.History(self.chat, log)
+            self.history = history_mod.History(self.chat, log, backend_of=backend_of)
         self.backend = None
         self.flush_interval = flush_interval
         self._inbox: list = []

@@ -181,29 +181,31 @@ class _Writer:
 
 
 class History:
-    def __init__(self, chat: m.ChatModel, log: ChatLog | None = None, notice: str = "") -> None:
+    def __init__(
+        self, chat: m.ChatModel, log: ChatLog | None = None, notice: str = "", backend_of=lambda: None
+    ) -> None:
         self.chat = chat
         self.log = log
         self.lock = threading.Lock()
         self.writer = _Writer(log, self.lock) if log is not None else None
         self._notice = notice  # one line for the user, shown once (`take_notice`)
         self._told = False
-        self.backend = None
+        self.backend_of = backend_of  # the session's backend now (the app builds it after begin())
         self.circle = ""
         self.epoch = 0
         self.direct = False
         self._reset()
 
     @classmethod
-    def open(cls, chat: m.ChatModel, enabled: bool = True) -> History:
+    def open(cls, chat: m.ChatModel, enabled: bool = True, backend_of=lambda: None) -> History:
         """The app's log under the data directory (`UDPROOM_DATA_DIR`), or none (`--no-log`,
         or it cannot be opened: one notice, and the app runs without it)."""
         if not enabled:
-            return cls(chat)
+            return cls(chat, backend_of=backend_of)  # no log; paging back still asks the relay
         try:
-            return cls(chat, ChatLog(paths.chatlog_path()))
+            return cls(chat, ChatLog(paths.chatlog_path()), backend_of=backend_of)
         except StoreError as e:
-            return cls(chat, None, f"{e}; running without the chat log")
+            return cls(chat, None, f"{e}; running without the chat log", backend_of)
 
     def _reset(self) -> None:
         self.seen: dict[str, set] = {}  # room -> keys of lines shown from the log, backfill, pages
@@ -241,7 +243,6 @@ class History:
     def begin(self, spec, backend, rooms: list[str]) -> None:
         """A new session: its circle, and each room's previous lines from the log, at once."""
         self._reset()
-        self.backend = backend
         self.circle = circle_of(spec, backend)
         self.direct = (spec is not None and spec.mode == "direct") or bool(getattr(backend, "direct", False))
         self.epoch = 0
@@ -344,6 +345,8 @@ class History:
                 pages.append(e)
                 continue
             elif t is ev.Connected:
+                if self.circle.endswith(":0") and isinstance(e.address, str) and e.address:
+                    self.circle = e.address  # a relay hosted on any free port: the port it got
                 self._connected(e.epoch)
             elif t is ev.RequestRefused and e.what == "history":
                 self._unload(e.room)  # refused (the model says why): PgUp may ask again
@@ -403,7 +406,7 @@ class History:
                     if self._show_log_lines(name, lines):
                         return "log"
                     cursor = lines[0]
-        page_back = getattr(self.backend, "page_back", None)
+        page_back = getattr(self.backend_of(), "page_back", None)
         low = self.low.get(name)
         if (
             page_back is not None

@@ -516,3 +516,13 @@ async def test_a_refused_or_lost_page_request_can_be_asked_again():
         await settle(pilot, app)
         assert "loading older messages…" not in shown(app)
         assert len(backend.asked) == 2
+
+
+async def test_a_relay_hosted_on_port_0_is_logged_under_the_port_it_got():
+    from udproom.tui.session import Spec
+
+    app = app_for(LoggedBackend("alice", ["lobby"], address="127.0.0.1:45678"))
+    app.history.begin(Spec("host", "127.0.0.1:0"), None, [])
+    assert app.history.circle == "127.0.0.1:0"
+    app.history.ingest([ev.Connected("127.0.0.1:45678", "alice", None, 3)])
+    assert app.history.circle == "127.0.0.1:45678"
