@@ -352,3 +352,31 @@ def test_a_history_request_answered_stale_is_asked_again():
     (r2,) = [f for d, _ in c.datagrams_to_send(0.5) for f in F.decode(d) if type(f) is F.Req]
     c.receive_datagram(F.encode([F.Sid(77), F.History(r2.cseq, ROOM, 45, 60, 45, [], False)]), RELAY, 0.6)
     assert not [e for e in iter(c.next_event, None) if isinstance(e, E.HistoryPage)]
+
+
+def test_the_largest_post_the_relay_accepts_can_be_paged_back():
+    """The largest message (1000 bytes) from the longest nick in bytes (24 four-byte characters) in
+    the longest room name is acknowledged, and paging back carries it like the live stream did: a
+    page never stops in front of an event it cannot carry."""
+    name = "r" * 32
+    room = Room(0, seed=31, room=name)
+    nick = "\U0001f600" * 24  # 96 bytes of UTF-8
+    sender = room.add_client(0, nick=nick)
+    room.add_client(1, nick="reader")
+    room.wait_joined()
+    a = client_addr(0)
+    for text in ("before", "x" * 1000, "é" * 500, "after"):
+        room.net.call(a, sender.post, name, text)
+    room.settle(3.0)
+    acked = room.events(a, E.PostAcknowledged)
+    refused = [e.reason for e in room.events(a, E.PostFailed)]
+    assert len(acked) == 4 and not refused
+    b = client_addr(1)
+    c = room.clients[b]
+    room.net.call(b, c.page_back, name, 0, MAX_PAGE)
+    room.net.run_while(lambda: not room.events(b, E.HistoryPage), room.net.now + 30)
+    (page,) = room.events(b, E.HistoryPage)
+    paged = [e.text for e in page.events if isinstance(e, E.MessageReceived)]
+    live = [e.text for e in room.events(b, E.MessageReceived)]
+    assert paged == live and "after" in paged and "before" in paged
+    assert page.complete
