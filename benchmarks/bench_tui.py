@@ -11,6 +11,10 @@
    and the clock stops at the first screen update (App._display) that shows the typed
    character. Baseline: the same with no flood.
 
+Both run twice: with the app's own chat log (issue 10: every event shown is written to SQLite by
+a writer thread, one transaction per flush; the default) and with `--no-log`, in the same run.
+UDPROOM_DATA_DIR points at a temporary directory.
+
 Targets (issue 3): 100,000 messages in < 2 s and < 200 MB; keypress-to-screen < 50 ms during
 the flood. Figures only: this never fails on timing.
 """
@@ -58,10 +62,17 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_app():
+def make_app(log: bool = False):
     backend = FakeBackend("alice", ROOMS, clock=lambda: T0)
-    app = ChatApp(backend=backend, tz=UTC, clock=lambda: T0, save_config=False, bell=False)
+    app = ChatApp(backend=backend, tz=UTC, clock=lambda: T0, save_config=False, bell=False, log=log)
     return app, backend
+
+
+def fresh_data_dir() -> None:
+    """Each app run logs into an empty directory (a log written by an earlier run would be shown)."""
+    import tempfile
+
+    os.environ["UDPROOM_DATA_DIR"] = tempfile.mkdtemp(prefix="udproom-bench-")
 
 
 async def wait_ready(pilot, app, backend):
@@ -72,9 +83,11 @@ async def wait_ready(pilot, app, backend):
     await pilot.pause()
 
 
-async def ingest(evs: list, chunk: int = 1000) -> tuple[float, int]:
-    """Deliver `evs` to a running app; returns (seconds until the last is on screen, flushes)."""
-    app, backend = make_app()
+async def ingest(evs: list, chunk: int = 1000, log: bool = False) -> tuple[float, int, float]:
+    """Deliver `evs` to a running app; returns (seconds until the last is on screen, flushes,
+    seconds more until the log has written them all)."""
+    fresh_data_dir()
+    app, backend = make_app(log)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_ready(pilot, app, backend)
         last_text = evs[-1].text
@@ -94,12 +107,15 @@ async def ingest(evs: list, chunk: int = 1000) -> tuple[float, int]:
         await pilot.pause()  # and the screen has been updated
         elapsed = time.perf_counter() - start
         assert len(app.chat.rooms["lobby"].lines) == min(m.SCROLLBACK, len(app.chat.rooms["lobby"].lines))
-        return elapsed, app.flushes - flushes0
+        app.history.drain(600)
+        written = time.perf_counter() - start - elapsed
+        return elapsed, app.flushes - flushes0, written
 
 
-async def latency(rate: int, keys: int) -> tuple[list[float], float]:
+async def latency(rate: int, keys: int, log: bool = False) -> tuple[list[float], float]:
     """Keypress-to-screen latencies (s) while `rate` messages/s arrive; and the rate achieved."""
-    app, backend = make_app()
+    fresh_data_dir()
+    app, backend = make_app(log)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_ready(pilot, app, backend)
         shown: list[tuple[float, int]] = []
@@ -198,13 +214,16 @@ def main() -> None:
     # Latency first, in a fresh process state (the ingest runs leave a large heap behind).
     quiet, _ = asyncio.run(latency(0, args.keys))
     loud, achieved = asyncio.run(latency(args.rate, args.keys))
+    loud_log, achieved_log = asyncio.run(latency(args.rate, args.keys, log=True))
     gc.collect()
     t_list = baseline_list(evs)
     t_model = baseline_model(evs)
     gc.collect()
     rss0 = rss_mb()
-    t_app, flushes = asyncio.run(ingest(evs))
+    t_app, flushes, _ = asyncio.run(ingest(evs))
     rss1 = rss_mb()
+    gc.collect()
+    t_log, flushes_log, t_written = asyncio.run(ingest(evs, log=True))
     gc.collect()
     tracemalloc.start()
     asyncio.run(ingest(evs))
@@ -212,8 +231,13 @@ def main() -> None:
     tracemalloc.stop()
     print("\n1. ingest (until the last message is on screen)")
     print(
-        f"   app:              {t_app:7.3f} s  {n / t_app:12,.0f} msg/s  in {flushes} screen updates"
+        f"   app (--no-log):   {t_app:7.3f} s  {n / t_app:12,.0f} msg/s  in {flushes} screen updates"
         f"   target < 2 s: {'ok' if t_app < 2 else 'MISSED'}"
+    )
+    print(
+        f"   app with its log: {t_log:7.3f} s  {n / t_log:12,.0f} msg/s  in {flushes_log} screen updates"
+        f"   log/no-log = {t_log / t_app:.2f}x; the log finished writing {t_written:.2f} s later"
+        f" ({n / (t_log + t_written):,.0f} lines/s written)"
     )
     print(
         f"   baseline model:   {t_model:7.3f} s  {n / t_model:12,.0f} msg/s  (ChatModel only, no screen)"
@@ -234,12 +258,13 @@ def main() -> None:
         f"  p95 {pct(quiet, 0.95) * 1000:6.1f} ms"
         f"  max {max(quiet) * 1000:6.1f} ms"
     )
-    print(
-        f"   flood {achieved:,.0f} msg/s: p50 {statistics.median(loud) * 1000:6.1f} ms  "
-        f"p95 {pct(loud, 0.95) * 1000:6.1f} ms  max {max(loud) * 1000:6.1f} ms"
-        f"   flood/idle p50 = {statistics.median(loud) / statistics.median(quiet):.1f}x"
-        f"   target < 50 ms: {'ok' if pct(loud, 0.95) < 0.05 else 'MISSED'} (p95)"
-    )
+    for label, values, rate in (("--no-log", loud, achieved), ("with log", loud_log, achieved_log)):
+        print(
+            f"   flood {rate:,.0f} msg/s {label}: p50 {statistics.median(values) * 1000:6.1f} ms  "
+            f"p95 {pct(values, 0.95) * 1000:6.1f} ms  max {max(values) * 1000:6.1f} ms"
+            f"   flood/idle p50 = {statistics.median(values) / statistics.median(quiet):.1f}x"
+            f"   target < 50 ms: {'ok' if pct(values, 0.95) < 0.05 else 'MISSED'} (p95)"
+        )
 
 
 if __name__ == "__main__":

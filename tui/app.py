@@ -2,7 +2,8 @@
 
 `ChatApp` is composition, bindings and routing; what it routes to lives beside it: the session
 lifecycle in `lifecycle.py` (`Sessions`), the slash commands in `handlers.py` (`Commands`), the
-status and topic lines in `statusline.py`, the state in `model.py`.
+status and topic lines in `statusline.py`, the state in `model.py`, the app's own log, paging back
+and `/search` in `history.py` and `search.py` (`LogCommands`).
 
 Networking runs in one async worker on Textual's own loop (`_network`). Backend events are
 buffered by `_emit` and folded into the ChatModel in batches (`_flush`), at most every
@@ -27,12 +28,14 @@ from udproom.protocol.names import is_direct
 
 from . import commands
 from . import config as config_mod
+from . import history as history_mod
 from . import model as m
 from .handlers import Commands
 from .keys import install_alt_digits
 from .lifecycle import Sessions
 from .palette import UdproomCommands
 from .screens import ConfirmPaste, HelpScreen, QuickSwitcher
+from .search import LogCommands
 from .session import Spec
 from .statusline import StatusLine, TopicLine
 from .theme import DEFAULT_THEME, Palette, palette_for, theme_names
@@ -74,7 +77,7 @@ class FlushRequest(Message):
     pass
 
 
-class ChatApp(Sessions, Commands, App[int]):
+class ChatApp(Sessions, Commands, LogCommands, App[int]):
     CSS_PATH = "udproom.tcss"
     TITLE = "udproom"
     COMMAND_PALETTE_BINDING = "f10"
@@ -129,6 +132,7 @@ class ChatApp(Sessions, Commands, App[int]):
         connect_error: str = "",
         timing=None,
         theme: str | None = None,
+        log=None,
     ) -> None:
         super().__init__()
         self.config = config if config is not None else config_mod.load()
@@ -142,6 +146,14 @@ class ChatApp(Sessions, Commands, App[int]):
         self.bell_enabled = self.config.bell if bell is None else bell
         nick = spec.nick if spec else (backend.nick if backend is not None else "")
         self.chat = m.ChatModel(nick, tz=tz, clock=clock)
+        # the app's own log (history.py): `log` False = --no-log, a ChatLog = that one (tests),
+        # None = the config's choice (on by default), under the data directory
+        backend_of = lambda: self.backend  # noqa: E731 (paging back asks the session's backend)
+        if log is None or isinstance(log, bool):
+            enabled = self.config.log if log is None else log
+            self.history = history_mod.History.open(self.chat, enabled, backend_of)
+        else:
+            self.history = history_mod.History(self.chat, log, backend_of=backend_of)
         self.backend = None
         self.flush_interval = flush_interval
         self._inbox: list = []
@@ -247,9 +259,12 @@ class ChatApp(Sessions, Commands, App[int]):
         if not batch:
             return
         self.flushes += 1
+        batch, pages = self.history.ingest(batch)  # drops what the log already showed; queues the rest
         apply = self.chat.apply
         for event in batch:
             apply(event)
+        self.history.after(pages)
+        self._log_notice()
         if self._remember is not None and self.chat.connected_once:
             self._remember_connected()
         elif self._keep_nick and self.chat.nick != self.config.nick and self.chat.state == m.Conn.CONNECTED:
@@ -291,6 +306,8 @@ class ChatApp(Sessions, Commands, App[int]):
         return changed
 
     def refresh_ui(self, full: bool = False) -> None:
+        if hasattr(self, "messages") and self.messages.follow:
+            self.history.settle(self.chat.active)  # back at the bottom: the scrollback cap again
         changes = self.chat.take_changes()
         if not hasattr(self, "messages"):
             return
@@ -318,6 +335,7 @@ class ChatApp(Sessions, Commands, App[int]):
     def tick(self) -> None:
         """Once a second: forget long-gone members, count down retries, expire notes."""
         self.chat.forget_timed_out(self.chat.clock())
+        self._log_notice()
         if self.chat.changes.members:
             self.refresh_ui()
         if (
@@ -477,11 +495,17 @@ class ChatApp(Sessions, Commands, App[int]):
             self.refresh_ui()
 
     def action_scroll(self, direction: int) -> None:
+        at_top = self.messages.scroll_y <= 0  # (reaching the top posts TopReached itself)
         self.messages.page(direction)
+        if direction < 0 and at_top:
+            self.older()
+        elif self.messages.follow:
+            self.refresh_ui()  # back at the bottom: pages loaded above are trimmed (history.settle)
         self._update_status()
 
     def action_scroll_bottom(self) -> None:
         self.messages.to_bottom()
+        self.refresh_ui()
         self._update_status()
 
     def action_retry(self) -> None:

@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         "default tokyo-night)",
     )
     p.add_argument("--no-bell", action="store_true", help="do not ring the terminal bell on mentions")
+    p.add_argument(
+        "--no-log",
+        action="store_true",
+        help="keep no local chat log for this run (config: log = false)",
+    )
     p.add_argument("--version", action="version", version=f"udproom {__version__}")
     return p
 
@@ -149,6 +154,6 @@ def main(argv: list[str] | None = None) -> int:
             cfg.nick = args.nick
         if args.room:
             cfg.rooms = list(args.room)
-    app = ChatApp(spec, bell=False if args.no_bell else None, config=cfg)
+    app = ChatApp(spec, bell=False if args.no_bell else None, config=cfg, log=False if args.no_log else None)
     result = app.run()
     return int(result or 0)

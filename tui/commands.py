@@ -23,6 +23,7 @@ COMMANDS: dict[str, Spec] = {
     "away": Spec("/away [MESSAGE]", "mark yourself away (no message: back)"),
     "names": Spec("/names", "list who is in this room"),
     "retry": Spec("/retry", "send this room's undelivered messages again"),
+    "search": Spec("/search WORDS", "search the chat log (prefix*, nick:bob, room:#dev); Enter jumps"),
     "connect": Spec("/connect HOST[:PORT]", "leave this relay and join another (port 6000 if none)"),
     "help": Spec("/help", "list commands and keys"),
     "quit": Spec("/quit", "leave every room and quit"),
@@ -84,6 +85,10 @@ def parse(line: str) -> Command | None:
             raise CommandError(f"usage: {usage}")
         nick = nick.lstrip("@")
         return Command(name, (check_nick_(nick, usage),), rest=text.strip())
+    if name == "search":
+        if not rest:
+            raise CommandError(f"usage: {usage} (words, prefix*, nick:bob, room:#dev)")
+        return Command(name, rest=rest)
     if name in ("topic", "away"):
         return Command(name, rest=rest)
     if name == "connect":

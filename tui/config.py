@@ -24,6 +24,7 @@ class Config:
     recent: list[str] = field(default_factory=list)  # addresses, newest first
     rooms: list[str] = field(default_factory=lambda: ["lobby"])
     bell: bool = True
+    log: bool = True  # keep the app's own chat log (--no-log turns it off for a run)
     theme: str = ""  # a Textual theme's name (`--theme`); "" is udproom's default
 
     def remember(self, mode: str, address: str, nick: str, rooms: list[str]) -> None:
@@ -55,6 +56,8 @@ def load() -> Config:
         cfg.rooms = [r for r in data["rooms"] if isinstance(r, str)] or ["lobby"]
     if isinstance(data.get("bell"), bool):
         cfg.bell = data["bell"]
+    if isinstance(data.get("log"), bool):
+        cfg.log = data["log"]
     if isinstance(data.get("theme"), str):
         cfg.theme = data["theme"]
     return cfg

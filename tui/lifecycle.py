@@ -88,6 +88,7 @@ class Sessions:
                 loop.remove_signal_handler(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+        self.history.close()
 
     # ------------------------------------------------------------------ sessions
 
@@ -156,6 +157,9 @@ class Sessions:
             self.chat.reset_session(backend.nick if backend is not None else self.chat.nick)
         self._inbox.clear()
         self.spec = spec
+        rooms = list(spec.rooms) if spec is not None else list(getattr(backend, "rooms", []))
+        self.history.begin(spec, backend, rooms)  # each room's previous lines, before any network
+        self._log_notice()
         self._network(spec, backend, running)
         for event in held:
             self._emit(event)
@@ -306,6 +310,7 @@ class Sessions:
 
     async def _quit_now(self) -> None:
         await self._say_goodbye(2.0)
+        self.history.close()
         self.exit(0)
 
     async def _say_goodbye(self, patience: float) -> None:

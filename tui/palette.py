@@ -56,6 +56,13 @@ class UdproomCommands(Provider):
                     partial(app.run_command, commands.Command("away")),
                 )
             )
+        out.append(
+            (
+                "Search the log…",
+                "search what this app logged (fills in /search)",
+                partial(app.prefill, "/search "),
+            )
+        )
         out.append(("Help", "keys and commands (F1)", app.action_help))
         out.append(("Quit udproom", "leave every room politely (Bye) and quit (Ctrl+Q)", app.ask_quit))
         return out

@@ -22,6 +22,9 @@ from .render import Renderer, cut
 class MessageView(ScrollView, can_focus=False):
     """The centre pane: renders only the visible rows of the active room (line API)."""
 
+    class TopReached(Message):
+        """Scrolled up to (or past) the top of the room's lines: time for an older page."""
+
     DEFAULT_CSS = """
     MessageView { overflow-x: hidden; }
     """
@@ -163,6 +166,23 @@ class MessageView(ScrollView, can_focus=False):
         self.follow = new >= self.max_scroll_y
         if self.follow:
             self._seen_bottom()
+        elif new <= 0 < old:
+            self.post_message(self.TopReached())
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        if self.scroll_y <= 0:
+            self.post_message(self.TopReached())  # the wheel at the top: older lines
+
+    def show_line(self, line: m.Line) -> bool:
+        """Scroll so `line` is in view, a third of the way down (a search result's jump)."""
+        for index, entry in enumerate(self._rows):
+            if not isinstance(entry, Strip) and entry[0] is line:
+                height = self.scrollable_content_region.height
+                top = min(max(index - height // 3, 0), self.max_scroll_y)
+                self.scroll_target_y = self.scroll_y = top
+                self.follow = top >= self.max_scroll_y
+                return True
+        return False
 
     def page(self, direction: int) -> None:
         height = max(self.scrollable_content_region.height - 1, 1)
