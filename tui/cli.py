@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="udproom",
         description="A full-screen terminal chat room over reliable UDP.",
         epilog=(
-            "headless commands: udproom relay|send|listen|history|search|log ...elp. "
+            "headless commands: udproom relay|send|listen|history|search|log --help. "
             "With no address, udproom opens a connect screen."
         ),
     )
