@@ -61,6 +61,11 @@ async def test_chained_peers_deliver_to_everyone(procs, host, lossy):
     sc, _ = await start_peer(
         procs, "sc", "send", host, [addr_c], "--timeout", "30", *FAST, stdin=True, cli=cli(5)
     )
+    # The senders speak once the room knows them: a direct-mode `send` delivers to the peers it is
+    # linked to when it posts (and exits when they acked), so a listener that gossip had not yet
+    # linked to a sender would legitimately miss its lines (on a loaded machine it happened).
+    for proc in (a, b, c):
+        await proc.wait_until(joined(proc, "sa", "sc"), 30, f"sa and sc joining {proc.name}")
     for s, proc in (("sa", sa), ("sc", sc)):
         await proc.write("".join(t + "\n" for t in texts[s]))
         proc.close_stdin()
