@@ -571,7 +571,9 @@ async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
                 log.info("rejoined #%s", ev.room)
             return
         if isinstance(ev, E.ROOM_EVENTS):
-            if ev.room != room or (ev.history and not args.history):
+            # the room's events, and direct messages to us (their room is '@sender')
+            dm = isinstance(ev, E.MessageReceived) and ev.room.startswith("@")
+            if (ev.room != room and not dm) or (ev.history and not args.history):
                 return
             obj = _event_json(ev)
             if obj is None:

@@ -224,6 +224,8 @@ class ClientSession:
 
     def close(self, now: float) -> None:
         if self.state == CONNECTED:
+            if self._acks_due.streams:  # what we delivered is acknowledged before we go (a DM's
+                self._frames.extend(self._acks(now))  # sender waits for it)
             self._frames.append(F.Bye("quit"))
         self.state = CLOSED
 
