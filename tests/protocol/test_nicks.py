@@ -163,3 +163,25 @@ def test_a_live_holder_of_the_nick_keeps_it_and_the_refusal_is_final():
     room.settle(3 * T.timeout)  # final: no more Hellos, never connected
     assert not other.connected and other.state == "closed" and len(room.events(n1, E.Refused)) == 1
     assert zed.connected and zed.nick == "zed"
+
+
+def test_a_refusal_cannot_park_the_client_for_ever_nor_hammer_the_relay():
+    """retry_ms comes from the network: a huge one is bounded, a tiny one waits at least the
+    reconnect minimum, a negative one is final like a Refuse without it."""
+    from udproom.protocol import frames as F
+    from udproom.protocol.client import MAX_REFUSE_WAIT, ClientSession
+
+    from .harness import RELAY
+
+    for retry_ms, wait in ((2**62, MAX_REFUSE_WAIT), (1, T.reconnect_min), (-5, None)):
+        c = ClientSession("zed", T)
+        c.connect(RELAY, 1.0)
+        c.datagrams_to_send(1.0)
+        c.receive_datagram(F.encode([F.Refuse("nick zed is in use", [], c._nonce, retry_ms)]), RELAY, 1.0)
+        events = []
+        while (e := c.next_event()) is not None:
+            events.append(e)
+        if wait is None:
+            assert isinstance(events[-1], E.Refused) and c.state == "closed"
+        else:
+            assert events[-1] == E.ConnectionLost("nick zed is in use", wait) and c.get_timer() == 1.0 + wait
