@@ -247,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--join", required=True, metavar="HOST:PORT", help="the relay ('[::1]:6000' for IPv6)"
     )
     history.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
-    history.add_argument("--nick", help="nick to use (default: your login name)")
+    history.add_argument(
+        "--nick", help="nick to use (default: history-XXXXXX, random: not the nick you chat with)"
+    )
     history.add_argument(
         "--before", type=_count, metavar="SEQ", help="events with sequence numbers below SEQ (default: all)"
     )
@@ -511,11 +513,17 @@ class _Output:
             self.on_closed()
 
 
-def _room_and_nick(args: argparse.Namespace) -> tuple[str, str]:
-    """--room and --nick (default: from the login name), checked: a bad one is bad usage."""
+def history_nick() -> str:
+    """`history`'s default nick: it joins no room, and nicks are unique per relay, so a random one
+    that cannot collide with yours while you chat under it (nor with another `history`)."""
+    return f"history-{os.urandom(3).hex()}"
+
+
+def _room_and_nick(args: argparse.Namespace, default: Callable[[], str] = login_nick) -> tuple[str, str]:
+    """--room and --nick (default: `default()`, from the login name), checked: a bad one is bad usage."""
     try:
         room = canonical_room(args.room)
-        nick = check_nick(args.nick) if args.nick is not None else login_nick()
+        nick = check_nick(args.nick) if args.nick is not None else default()
     except InputError as exc:
         raise UsageError(str(exc)) from None
     return room, nick
@@ -563,7 +571,9 @@ async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
                 log.info("rejoined #%s", ev.room)
             return
         if isinstance(ev, E.ROOM_EVENTS):
-            if ev.room != room or (ev.history and not args.history):
+            # the room's events, and direct messages to us (their room is '@sender')
+            dm = isinstance(ev, E.MessageReceived) and ev.room.startswith("@")
+            if (ev.room != room and not dm) or (ev.history and not args.history):
                 return
             obj = _event_json(ev)
             if obj is None:
@@ -939,7 +949,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run(lambda: _run_relay(args))
         if command == "history":
             parse_address(args.join)
-            room, nick = _room_and_nick(args)
+            room, nick = _room_and_nick(args, history_nick)
             return _run(lambda: _run_history(args, room, nick))
         if command in ("search", "log"):
             try:

@@ -41,6 +41,7 @@ MAX_PAGE = 100  # events per history page (the relay's bound too)
 MAX_OUTBOX = 5000
 OWN_MIDS = 8192  # our recent posts whose copy from the relay is matched to the local id
 ACK_EVERY = 128  # or after ack_delay; gaps and duplicates are acked at once
+MAX_REFUSE_WAIT = 300.0  # at most this long (s) before a Hello after a Refuse that says "try later"
 
 
 @dataclass(slots=True)
@@ -223,6 +224,8 @@ class ClientSession:
 
     def close(self, now: float) -> None:
         if self.state == CONNECTED:
+            if self._acks_due.streams:  # what we delivered is acknowledged before we go (a DM's
+                self._frames.extend(self._acks(now))  # sender waits for it)
             self._frames.append(F.Bye("quit"))
         self.state = CLOSED
 
@@ -629,6 +632,10 @@ class ClientSession:
                 self._lost(frame.reason or "the relay said goodbye", now, self.timing.reconnect_min)
         elif tp is F.Refuse:
             if self.state != HANDSHAKE or frame.nonce != self._nonce:
+                return
+            if isinstance(frame.retry_ms, int) and frame.retry_ms > 0:  # passes (a ghost's nick): try again
+                delay = min(max(frame.retry_ms / 1000, self.timing.reconnect_min), MAX_REFUSE_WAIT)
+                self._lost(frame.reason, now, delay)
                 return
             self.state = CLOSED
             self._events.append(E.Refused(frame.reason))

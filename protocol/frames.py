@@ -77,11 +77,14 @@ class Welcome(Frame, tag=3):
 
 
 class Refuse(Frame, tag=4):
-    """The whole session is refused (version, capacity). `versions` lists what the relay speaks."""
+    """The whole session is refused (version, capacity, nick). `versions` lists what the relay speaks.
+    `retry_ms` > 0: the refusal should pass by then (the nick's holder looks like a ghost that will
+    time out), so the client says Hello again after that long; 0: final."""
 
     reason: str
     versions: list[int] = []
     nonce: int = 0  # echoes the Hello's nonce
+    retry_ms: int = 0
 
 
 class Reset(Frame, tag=5):

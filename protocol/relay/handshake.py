@@ -5,6 +5,8 @@ relay, resume of a parked session), and what a Hello from an address that has a 
 
 from __future__ import annotations
 
+import math
+
 from .. import frames as F
 from ..addr import Addr
 from ..cookies import hello_padded, limited_reply, screen_unknown
@@ -60,9 +62,9 @@ class Handshake:
                 self._drop_session(old, now, "reconnected")
         holder = self._nicks.get(nick_key(nick))
         if holder is not None:
-            self._reply_limited(
-                addr, size, [F.Refuse(f"nick {nick} is in use on this relay", [], hello.nonce)]
-            )
+            reason = f"nick {nick} is in use on this relay"
+            refuse = F.Refuse(reason, [], hello.nonce, self._ghost_retry_ms(holder, now))
+            self._reply_limited(addr, size, [refuse])
             return
         session = Session(addr, nick, hello.nonce, now, self.config)
         if 1 <= hello.first_cseq < 1 << 62:
@@ -78,6 +80,25 @@ class Handshake:
             self._parked_bytes -= parked.size
             self._unpark(session, parked, now)
         self._arm(now + min(self.timing.keepalive, self.timing.timeout) / 4)
+
+    def _ghost_retry_ms(self, holder: Session, now: float) -> int:
+        """Whether a Hello for a nick in use may try again, and in how many ms (0: final). Clients
+        ping every keepalive when quiet, so a holder silent for more than 1.5 keepalives looks like
+        a ghost (its client killed and restarted): try again once the timeout sweep has dropped it.
+        A holder heard more recently is asked to prove it lives: try again once it should have
+        been heard; a holder heard since such a doubt is alive, and the refusal is final."""
+        t = self.timing
+        slack = 2 * min(t.keepalive, t.timeout) / 4  # the sweep's period, twice
+        ghost_after = 1.5 * t.keepalive
+        doubt = holder.doubted
+        if now - holder.last_heard > ghost_after:
+            until = holder.last_heard + t.timeout
+        elif doubt is not None and doubt < holder.last_heard and now < doubt + t.timeout:
+            return 0
+        else:
+            holder.doubted = holder.last_heard
+            until = holder.last_heard + ghost_after
+        return max(1, math.ceil((until - now + slack) * 1000))
 
     def _welcome(self, session: Session) -> F.Welcome:
         t = self.timing

@@ -125,7 +125,7 @@ class Requests:
             seq = self._room_event(
                 room, F.Ev(kind=kind, nick=session.nick, text=req.text, ts=self._ts(now), mid=req.mid), now
             )
-            self.stats["posts"] += 1
+            self._posts_pending += 1  # served (stats["posts"]) once its commit succeeds
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_JOIN:
             return self._join(session, req, now)

@@ -266,6 +266,7 @@ class Session:
         "bucket",
         "deferred",
         "dm_waiters",
+        "doubted",
         "head",
         "inbox",
         "inbox_member",
@@ -301,6 +302,7 @@ class Session:
         self.pending: dict[int, F.Req] = {}
         self.results: OrderedDict[int, F.Frame] = OrderedDict()
         self.last_heard = now
+        self.doubted: float | None = None  # last_heard when a Hello for our nick came (handshake.py)
         self.rtt = RttEstimator(cfg.timing)
         self.bucket = TokenBucket(cfg.request_rate, cfg.request_burst, now)
         self.repair = RepairBudget(cfg.repair_window, cfg.timing.rto_min, now)

@@ -33,11 +33,14 @@ class Storage:
             log.commit()
         except StoreError as exc:
             reason = str(exc)
+            self._posts_pending = 0  # refused, not served
             log.rollback()
             self.stats["commit_failures"] += 1
             self._rewind(reason)
             return reason
         self.stats["commits"] += 1
+        self.stats["posts"] += self._posts_pending
+        self._posts_pending = 0
         unstored, self._unstored = self._unstored, []
         for session, cseq, res, _room in unstored:
             self._resolve(session, cseq, res)

@@ -128,3 +128,34 @@ async def test_refusal_reasons_from_the_network_are_sanitized(procs):
                 assert not unsafe(line), line
         finally:
             answer.cancel()
+
+
+async def test_listen_prints_direct_messages_to_it_sanitized(procs):
+    """A direct message to a headless listener is printed (room '@sender'), not acknowledged by the
+    relay and then dropped because its room is not the one `listen` joined."""
+    from udproom.protocol import events as E
+    from udproom.protocol.net.runners import RelayClient
+    from udproom.protocol.reliability import Timing
+
+    from .test_runners import Recorder
+
+    relay, port = await procs.relay("127.0.0.1:0", *FAST)
+    addr = hostport("127.0.0.1", port)
+    lst = await procs.listen("bob", addr, "lobby", "--count", "1", "--timeout", "60", *FAST)
+    await lst.wait_json(lambda o: o["type"] == "joined", 30, "joined")
+    client = RelayClient(addr, "mallory", [], timing=Timing.fast())
+    rec = Recorder()
+    task = asyncio.create_task(client.run(rec))
+    await rec.wait(lambda e: isinstance(e, E.Connected), 30, "connected")
+    client.post("@bob", "psst \x9b31mred a\u202eevil")
+    await rec.wait(lambda e: isinstance(e, E.PostAcknowledged), 30, "acknowledged")
+    assert await lst.wait(60) == 0, lst.stderr  # --count 1: the direct message
+    (msg,) = lst.of_type("message")
+    assert msg["room"] == "@mallory" and msg["nick"] == "mallory" and msg["text"].startswith("psst")
+    assert "\ufffd31mred" in msg["text"] and "evil" in msg["text"]
+    for line in lst.stdout:
+        assert not unsafe(line), line
+    client.close()
+    await asyncio.wait_for(task, 30)
+    relay.terminate()
+    assert await relay.wait(30) == 0

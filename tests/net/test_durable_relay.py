@@ -163,3 +163,33 @@ def test_history_errors_are_one_line(silent_port):
     _one_line_error(r, "timed out", "127.0.0.1")
     r = run_cli("history", "--join", "127.0.0.1:6000", "--room", "not a room!")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+async def test_history_runs_while_you_chat_under_your_default_nick(procs):
+    """Nicks are unique per relay and `history` joins no room: its default nick is its own, so it is
+    not refused while you are in the app under your login name."""
+    from udproom.protocol.cli import login_nick
+
+    relay, port = await procs.relay("127.0.0.1:0", *FAST)
+    addr = f"127.0.0.1:{port}"
+    me = await procs.start("me", "listen", "--join", addr, "--room", "lobby", "--nick", login_nick(), *FAST)
+    await me.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+    p = await procs.start("history", "history", "--join", addr, "--room", "lobby", *FAST)
+    assert await p.wait(30) == 0, p.stderr
+    assert any(e["type"] == "join" and e["nick"] == login_nick() for e in p.json), p.json
+    # --nick still overrides: your own nick, while you hold it, is refused
+    p = await procs.start(
+        "history2", "history", "--join", addr, "--room", "lobby", "--nick", login_nick(), *FAST
+    )
+    assert await p.wait(30) == 1 and "in use" in "".join(p.stderr), p.stderr
+    relay.terminate()
+    assert await relay.wait(30) == 0
+
+
+def test_the_default_history_nick_is_valid_random_and_not_the_login_nick():
+    from udproom.protocol.cli import history_nick, login_nick
+    from udproom.protocol.names import check_nick, nick_key
+
+    nicks = {history_nick() for _ in range(20)}
+    assert len(nicks) > 1 and all(check_nick(n) == n for n in nicks)
+    assert nick_key(login_nick()) not in {nick_key(n) for n in nicks}

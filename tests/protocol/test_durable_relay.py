@@ -380,3 +380,24 @@ def test_the_largest_post_the_relay_accepts_can_be_paged_back():
     live = [e.text for e in room.events(b, E.MessageReceived)]
     assert paged == live and "after" in paged and "before" in paged
     assert page.complete
+
+
+def test_the_posts_counted_as_served_are_the_stored_ones(tmp_path):
+    """The relay's goodbye line says how many messages it served (`stats["posts"]`): a post whose
+    commit failed (refused, not stored) is not one of them."""
+    room = Room(2, seed=12)
+    relay = _durable(room, tmp_path, max_bytes=64 * 1024)  # a disk that fills up
+    room.wait_joined()
+    a = client_addr(0)
+    c = room.clients[a]
+    for k in range(200):
+        room.net.call(a, c.post, ROOM, f"{k:03d} " + "x" * 600)
+        room.settle(0.01)
+        if room.events(a, E.PostFailed):
+            break
+    room.settle(1.0)
+    assert room.events(a, E.PostFailed), "the log never filled up"
+    stored = [ev for _s, ev in _stored(relay) if ev.kind == F.EV_MSG]
+    assert len(room.events(a, E.PostAcknowledged)) == len(stored) > 0
+    assert relay.stats["posts"] == len(stored)
+    assert relay.stats["refused_unstored"] > 0

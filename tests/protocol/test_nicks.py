@@ -127,3 +127,61 @@ def test_a_peer_cannot_post_as_someone_else():
     net.run_until(net.now + 0.3)
     got = [(e.nick, e.text) for e in of(net, 0, E.MessageReceived)]
     assert got == [("mallory", "send me your password")]
+
+
+def test_a_client_restarted_after_a_crash_gets_its_nick_back_once_the_ghost_times_out():
+    """Killed without a word and restarted at once (a new address, the same nick): the ghost session
+    holds the nick until the relay times it out, so the relay's Refuse says when to try again and the
+    client does, instead of giving up for good."""
+    room = Room(0, seed=81)
+    room.add_client(0, "zed")
+    room.add_client(1, "bob")
+    room.wait_joined()
+    room.net.remove(client_addr(0))  # SIGKILL
+    t_dead = room.net.now
+    new = room.add_client(2, "zed")
+    n2 = client_addr(2)
+    room.net.run_while(lambda: not any(e.room == "lobby" for e in room.events(n2, E.RoomJoined)), t_dead + 10)
+    lost = room.events(n2, E.ConnectionLost)
+    assert lost and all(e.reason == "nick zed is in use on this relay" for e in lost)
+    assert all(0 < e.retry_in <= 2 * T.timeout for e in lost)
+    assert not room.events(n2, E.Refused)
+    assert new.connected and new.nick == "zed" and "lobby" in new.rooms
+    assert room.net.now < t_dead + 3 * T.timeout  # not a backoff of its own: when the relay said
+    assert "zed" in room.clients[client_addr(1)].rooms["lobby"].members
+
+
+def test_a_live_holder_of_the_nick_keeps_it_and_the_refusal_is_final():
+    room = Room(0, seed=82)
+    zed = room.add_client(0, "zed")
+    room.wait_joined()
+    other = room.add_client(1, "zed")
+    n1 = client_addr(1)
+    room.net.run_while(lambda: not room.events(n1, E.Refused), room.net.now + 10 * T.timeout)
+    (refused,) = room.events(n1, E.Refused)
+    assert refused.reason == "nick zed is in use on this relay"
+    room.settle(3 * T.timeout)  # final: no more Hellos, never connected
+    assert not other.connected and other.state == "closed" and len(room.events(n1, E.Refused)) == 1
+    assert zed.connected and zed.nick == "zed"
+
+
+def test_a_refusal_cannot_park_the_client_for_ever_nor_hammer_the_relay():
+    """retry_ms comes from the network: a huge one is bounded, a tiny one waits at least the
+    reconnect minimum, a negative one is final like a Refuse without it."""
+    from udproom.protocol import frames as F
+    from udproom.protocol.client import MAX_REFUSE_WAIT, ClientSession
+
+    from .harness import RELAY
+
+    for retry_ms, wait in ((2**62, MAX_REFUSE_WAIT), (1, T.reconnect_min), (-5, None)):
+        c = ClientSession("zed", T)
+        c.connect(RELAY, 1.0)
+        c.datagrams_to_send(1.0)
+        c.receive_datagram(F.encode([F.Refuse("nick zed is in use", [], c._nonce, retry_ms)]), RELAY, 1.0)
+        events = []
+        while (e := c.next_event()) is not None:
+            events.append(e)
+        if wait is None:
+            assert isinstance(events[-1], E.Refused) and c.state == "closed"
+        else:
+            assert events[-1] == E.ConnectionLost("nick zed is in use", wait) and c.get_timer() == 1.0 + wait
