@@ -390,12 +390,19 @@ def _on_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -
 
 async def _run_relay(args: argparse.Namespace) -> int:
     from .net.runners import RelayServer
-    from .relay import RelayConfig
+    from .relay import RelayConfig, StoreFailed, StoreRecovered
 
     timing = _timing(args)
     config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
     room_log = _open_room_log(args)
-    server = RelayServer(args.bind, config, log=room_log)
+
+    def on_event(ev: Any) -> None:  # what an operator must see: the log stopped storing, and again
+        if isinstance(ev, StoreFailed):
+            _say("relay", f"cannot store posts, refusing them until it can: {ev.reason}")
+        elif isinstance(ev, StoreRecovered):
+            _say("relay", f"storing again ({_plural(ev.refused, 'commit')} refused meanwhile)")
+
+    server = RelayServer(args.bind, config, log=room_log, on_event=on_event)
     try:
         host, port = await server.start()
     except AddressError as exc:

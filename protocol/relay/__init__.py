@@ -44,6 +44,8 @@ from .state import (
     Session,
     SessionClosed,
     SessionOpened,
+    StoreFailed,
+    StoreRecovered,
     Stream,
 )
 
@@ -59,5 +61,7 @@ __all__ = [
     "Session",
     "SessionClosed",
     "SessionOpened",
+    "StoreFailed",
+    "StoreRecovered",
     "Stream",
 ]

@@ -52,6 +52,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         # posts (and topics) waiting for the next commit: (session, cseq, Result, room)
         self._unstored: list[tuple[Session, int, F.Result, str]] = []
         self._posts_pending = 0  # new posts among them
+        self._store_failures = 0  # commits refused in a row (StoreFailed said once)
         self._next_expire = 0.0
         self.sessions: dict[Addr, Session] = {}
         self._tokens: dict[int, Session] = {}

@@ -70,6 +70,21 @@ class SessionClosed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class StoreFailed:
+    """The room log stopped storing (disk full, read-only...): posts are refused with `reason`
+    until a `StoreRecovered`. Said once per outage, for the operator."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRecovered:
+    """The room log stores again after a `StoreFailed`; `refused` commits failed meanwhile."""
+
+    refused: int
+
+
 # ----------------------------------------------------------------------------- state
 
 

@@ -16,6 +16,8 @@ from .state import (
     NOT_STORED,
     PRESENCE,
     Session,
+    StoreFailed,
+    StoreRecovered,
     Stream,
     result_frame,
 )
@@ -36,8 +38,14 @@ class Storage:
             self._posts_pending = 0  # refused, not served
             log.rollback()
             self.stats["commit_failures"] += 1
+            if not self._store_failures:
+                self._events.append(StoreFailed(reason))
+            self._store_failures += 1
             self._rewind(reason)
             return reason
+        if self._store_failures:
+            self._events.append(StoreRecovered(self._store_failures))
+            self._store_failures = 0
         self.stats["commits"] += 1
         self.stats["posts"] += self._posts_pending
         self._posts_pending = 0

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
-from udproom.protocol.relay import MAX_PAGE, NOT_STORED, Relay, RelayConfig
+from udproom.protocol.relay import MAX_PAGE, NOT_STORED, Relay, RelayConfig, StoreFailed, StoreRecovered
 from udproom.protocol.roomlog import MemoryLog, SqliteLog
 
 from .adversary import ints
@@ -223,6 +223,10 @@ def test_a_failed_commit_refuses_the_posts_and_acknowledges_nothing_unstored(tmp
     assert _stored(relay)[last.seq - 1][1].text == "after the disk was freed"
     stored = _stored(relay)
     assert [s for s, _ in stored] == list(range(1, len(stored) + 1))
+    # the operator is told once that storing stopped, and once that it works again
+    said = [e for e in room.net.events[RELAY] if isinstance(e, (StoreFailed, StoreRecovered))]
+    assert [type(e) for e in said] == [StoreFailed, StoreRecovered], said
+    assert "full" in said[0].reason and said[1].refused >= 1
 
 
 def test_presence_events_of_a_failed_group_are_kept_and_numbered_again():
