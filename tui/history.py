@@ -48,6 +48,10 @@ _BIG = (1 << 63) - 1
 _STORE_BROKEN = (" is full", " is read-only", " is damaged", "cannot open", " is busy", " is closed")
 
 
+#: how long /search waits for the log's writer to store what is already on screen (seconds)
+SEARCH_WAIT = 3.0
+
+
 def circle_of(spec, backend) -> str:
     """The circle lines are logged under: a relay's address as given (`--join`); for the relay the
     app hosts, the address its own client joins (`--host :6000` → `127.0.0.1:6000`, the same as
@@ -553,6 +557,10 @@ class History:
         """Lines of this circle matching `words` (`nick:`, `room:`, prefixes), newest first."""
         if self.log is None:
             raise StoreError("there is no chat log (--no-log, or it could not be opened)")
+        # what is on screen may still be on its way to the disk: let the writer finish first (a
+        # search for a line that arrived a moment ago must find it); a stuck disk costs at most
+        # SEARCH_WAIT, then the search reads what is stored
+        self.drain(SEARCH_WAIT)
         with self.lock:
             return self.log.search(words, limit, circle=self.circle)
 

@@ -526,3 +526,29 @@ async def test_a_relay_hosted_on_port_0_is_logged_under_the_port_it_got():
     assert app.history.circle == "127.0.0.1:0"
     app.history.ingest([ev.Connected("127.0.0.1:45678", "alice", None, 3)])
     assert app.history.circle == "127.0.0.1:45678"
+
+
+async def test_search_finds_what_was_just_shown_even_when_the_disk_is_slow(monkeypatch):
+    """/search right after a line arrived finds it: the search waits for the log's writer (found
+    trying it in tmux: a message from a moment ago was not there yet)."""
+    import time as _time
+
+    from udproom.tui import history as h
+
+    real_add = h._Writer._add
+
+    def slow_add(self, lines):
+        _time.sleep(1.5)  # a slow disk, on the writer's own thread
+        real_add(self, lines)
+
+    monkeypatch.setattr(h._Writer, "_add", slow_add)
+    backend = LoggedBackend("alice", ["lobby"])
+    app = app_for(backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await live(pilot, app)
+        backend.say("lobby", "bob", "deploy is green")
+        await settle(pilot, app)
+        assert "deploy is green" in shown(app)
+        await pilot.press(*"/search deploy", "enter")
+        await until(pilot, lambda: isinstance(app.screen, SearchScreen), "the results view")
+        assert [x.text for x in app.screen.results] == ["deploy is green"]
