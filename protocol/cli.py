@@ -787,12 +787,22 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
         "joined": False,
     }
     pending: set[int] = set()
+    line_no: dict[int, int] = {}  # local id -> which line (1-based) it carries
 
     finish = _finisher(state, done)
 
     def check_done() -> None:
         if state["all_posted"] and not pending:
             done.set()
+
+    def not_delivered(local_id: int, reason: str) -> str:
+        """Which line failed, and what a script needs to know about the others: how many were
+        acknowledged (stored), and how many were sent but are not acknowledged yet (they may or may
+        not be stored: `udproom history` tells)."""
+        others = len(pending) - 1
+        tail = f"; {others} more sent, not acknowledged" if others > 0 else ""
+        which = line_no.get(local_id, "?")
+        return f"line {which} was not delivered: {reason} ({state['acked']} acknowledged{tail})"
 
     def emit(ev: Any) -> None:
         if isinstance(ev, E.RoomJoined):
@@ -807,7 +817,7 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
                 check_done()
         elif isinstance(ev, E.PostFailed):
             if ev.local_id in pending:
-                finish(f"message {state['acked'] + 1} was not delivered: {ev.reason}")
+                finish(not_delivered(ev.local_id, ev.reason))
         elif isinstance(ev, E.ROOM_EVENTS):
             pass
         elif isinstance(ev, E.Connected) and args.join is None:
@@ -839,6 +849,7 @@ async def _run_send(args: argparse.Namespace, room: str, nick: str, text: str | 
                 await progress.wait()
             pending.add(local_id)
             state["posted"] += 1
+            line_no[local_id] = state["posted"]
 
         if queue is None:
             assert text is not None

@@ -159,3 +159,36 @@ async def test_listen_prints_direct_messages_to_it_sanitized(procs):
     await asyncio.wait_for(task, 30)
     relay.terminate()
     assert await relay.wait(30) == 0
+
+
+async def test_send_says_which_line_was_not_stored_and_how_many_were(procs, tmp_path):
+    """A relay whose disk fills up refuses posts: `send` names the line that failed and how many
+    were acknowledged, so a script knows what got through (it said 'message N' counted from the
+    acknowledgements, and nothing about the rest)."""
+    import re
+
+    from udproom.protocol.net.runners import RelayServer
+    from udproom.protocol.relay import RelayConfig
+    from udproom.protocol.reliability import Timing
+    from udproom.protocol.roomlog import SqliteLog
+
+    log = SqliteLog(tmp_path, max_bytes=96 * 1024)  # a disk that fills up
+    server = RelayServer("127.0.0.1:0", RelayConfig(timing=Timing.fast()), log=log)
+    _host, port = await server.start()
+    try:
+        s = await procs.send(
+            "filler", hostport("127.0.0.1", port), "lobby", "--timeout", "60", *FAST, stdin=True
+        )
+        await s.write("".join(f"{k:04d} " + "x" * 700 + "\n" for k in range(400)))
+        s.close_stdin()
+        assert await s.wait(60) == 1
+        (err,) = [line for line in s.stderr if "not delivered" in line]
+        m = re.search(r"line (\d+) was not delivered: .*full.*\((\d+) acknowledged", err)
+        assert m, err
+        failed, acked = int(m.group(1)), int(m.group(2))
+        assert 0 < acked < failed <= 400
+        stored = {ev.text[:4] for _s, ev in log.read("lobby", 1, 10**6) if ev.text}
+        assert len(stored) >= acked  # everything acknowledged is stored
+        assert f"{failed - 1:04d}" not in stored  # and the line said to have failed is not
+    finally:
+        await server.stop()
