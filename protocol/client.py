@@ -649,8 +649,8 @@ class ClientSession:
         if not (0 < h.lo <= h.hi + 1 and h.hi - h.lo < MAX_PAGE and h.lo <= h.seq):
             self.stats["malformed"] += 1
             return
-        if req.arg > 0 and h.hi >= req.arg:
-            self.stats["malformed"] += 1  # not what we asked for
+        if (req.arg > 0 and h.hi >= req.arg) or h.hi - h.lo + 1 > req.n:
+            self.stats["malformed"] += 1  # not what we asked for (above `before`, or more than n)
             return
         got = req.got if req.got is not None else {}
         req.got = got

@@ -1,0 +1,115 @@
+"""A hostile relay against the client: frames that carry the session's own token (so they pass the
+door a forger cannot), with any values the wire format allows. Since the relay's `Sid` became the
+session token, the decoder fuzz in test_fuzz.py stops at that door; this drives what is behind it:
+every frame handler, and the paging answers (`History`) to a `page_back` in flight.
+
+Invariants after every datagram: nothing escapes the client; every datagram it sends is at most
+1200 bytes; a `HistoryPage` holds at most what was asked, only sequence numbers below `before`,
+oldest first, each once, all marked history; the client's buffers stay bounded."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from udproom.protocol import events as E
+from udproom.protocol import frames as F
+from udproom.protocol.client import ClientSession
+
+from .adversary import floats, frames, ints, structs, texts
+from .harness import RELAY, T
+
+ROOM = "lobby"
+TOKEN = 77
+BEFORE, LIMIT = 50, 10
+
+
+def connected() -> tuple[ClientSession, int]:
+    """A client on a session (token TOKEN) in ROOM, with a page_back(ROOM, BEFORE, LIMIT) in flight;
+    returns it and the request's cseq."""
+    c = ClientSession("ann", T)
+    c.connect(RELAY, 0.0)
+    hello = F.decode(c.datagrams_to_send(0.0)[0][0])[0]
+    c.receive_datagram(
+        F.encode([F.Welcome(F.VERSION, "ann", 9, 5000, 20000, TOKEN, hello.nonce)]), RELAY, 0.1
+    )
+    c.join(ROOM, 0.1)
+    c.page_back(ROOM, BEFORE, LIMIT, 0.1)
+    reqs = [f for d, _ in c.datagrams_to_send(0.1) for f in F.decode(d) if type(f) is F.Req]
+    join = next(r for r in reqs if r.op == F.OP_JOIN)
+    page = next(r for r in reqs if r.op == F.OP_HISTORY)
+    joined = F.Joined(join.cseq, ROOM, "ann", 1, 1, "", [F.MemberInfo("ann")], 0, 1)
+    c.receive_datagram(F.encode([F.Sid(TOKEN), joined]), RELAY, 0.2)
+    return c, page.cseq
+
+
+def history_parts(cseq: int) -> st.SearchStrategy[F.Frame]:
+    """History parts that answer the request in flight (right cseq and room) with hostile numbers
+    and events, and some that answer nothing."""
+    near = st.integers(min_value=-5, max_value=BEFORE + 5)
+    return st.builds(
+        F.History,
+        cseq=st.one_of(st.just(cseq), ints()),
+        room=st.sampled_from([ROOM, "", "other"]),
+        lo=st.one_of(near, ints()),
+        hi=st.one_of(near, ints()),
+        seq=st.one_of(near, ints()),
+        events=st.lists(structs(F.Ev), max_size=30),
+        complete=st.booleans(),
+    )
+
+
+#: events of room kinds (so they reach the page) with hostile strings and numbers
+ROOM_EVS = st.builds(
+    F.Ev,
+    kind=st.sampled_from([F.EV_MSG, F.EV_ACTION, F.EV_JOIN, F.EV_LEAVE, F.EV_NICK, F.EV_TOPIC, F.EV_AWAY]),
+    nick=st.one_of(st.just("bob"), texts(64)),
+    text=st.one_of(st.text(max_size=12), st.sampled_from(["\x1b[2J", "\u202eevil", "é" * 40])),
+    ts=floats(),
+    mid=ints(),
+)
+
+
+def whole_pages(cseq: int) -> st.SearchStrategy[F.Frame]:
+    """Well-formed single-part answers (lo..hi all present) whose events carry hostile values."""
+
+    def part(lo_n):
+        lo, n = lo_n
+        return st.lists(ROOM_EVS, min_size=n, max_size=n).map(
+            lambda evs: F.History(cseq, ROOM, lo, lo + n - 1, lo, evs, lo == 1)
+        )
+
+    return st.tuples(st.integers(1, BEFORE - 1), st.integers(0, LIMIT + 3)).flatmap(part)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_hostile_relay_cannot_make_the_client_raise_or_break_a_page(data):
+    c, cseq = connected()
+    anything = st.one_of(whole_pages(cseq), history_parts(cseq), frames())
+    now = 0.3
+    pages: list[E.HistoryPage] = []
+    for _ in range(data.draw(st.integers(min_value=1, max_value=12), label="datagrams")):
+        body = data.draw(st.lists(anything, min_size=1, max_size=4), label="frames")
+        raw = F.encode([F.Sid(TOKEN), *body])
+        if len(raw) > F.MAX_DATAGRAM:
+            continue
+        c.receive_datagram(raw, RELAY, now)  # must not raise
+        now += 0.05
+        if (t := c.get_timer()) is not None and t <= now:
+            c.handle_timer(now)
+        for d, _ in c.datagrams_to_send(now):
+            assert len(d) <= F.MAX_DATAGRAM
+        while (ev := c.next_event()) is not None:
+            if isinstance(ev, E.HistoryPage):
+                pages.append(ev)
+    event("a page was answered" if pages else "no page")
+    assert len(pages) <= 1  # one answer to one request
+    for page in pages:
+        assert page.room == ROOM and page.before == BEFORE
+        seqs = [e.seq for e in page.events]
+        assert len(seqs) <= LIMIT
+        assert seqs == sorted(set(seqs)) and all(0 < s < BEFORE for s in seqs)
+        assert all(e.history for e in page.events)
+    # bounded: whatever it was sent, the room's receive buffer holds at most its bound
+    assert c.rooms[ROOM].rx is None or len(c.rooms[ROOM].rx.buffer) <= c.rooms[ROOM].rx.max_buffer
