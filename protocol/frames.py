@@ -52,6 +52,8 @@ class Hello(Frame, tag=1):
     #: direct mode: the sender's node id (random per process); `nonce` is then the sender's
     #: secret for this link attempt (the `Sid` token the answerer must put on every datagram)
     node: int = 0
+    #: protocol 2: the initiator's handshake message 1 (`crypto.Initiator`), docs/security.md
+    kx: bytes = b""
 
 
 class Retry(Frame, tag=2):
@@ -74,6 +76,8 @@ class Welcome(Frame, tag=3):
     timeout_ms: int
     token: int = 0
     nonce: int = 0  # echoes the Hello's nonce: a forged Welcome cannot guess it
+    #: protocol 2: the responder's handshake message 2 (`crypto.Responder`), docs/security.md
+    kx: bytes = b""
 
 
 class Refuse(Frame, tag=4):

@@ -17,6 +17,8 @@ ENV = "UDPROOM_DATA_DIR"
 RELAY_SUBDIR = "relay"
 #: the app's own log of what it showed, under the data directory
 CHATLOG_FILE = "chatlog.sqlite3"
+#: the user's Ed25519 identity key (docs/security.md), under the data directory
+IDENTITY_FILE = "identity"
 
 
 CONFIG_ENV = "UDPROOM_CONFIG_DIR"
@@ -48,3 +50,8 @@ def relay_data_dir() -> Path:
 
 def chatlog_path() -> Path:
     return data_dir() / CHATLOG_FILE
+
+
+def identity_path() -> Path:
+    """The default `--identity` of the app and the headless commands (made on first use)."""
+    return data_dir() / IDENTITY_FILE
