@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from . import frames as F
-from .sqlstore import ERRORS, StoreError, describe, from_int64, to_int64, transaction
+from .sqlstore import ERRORS, StoreError, describe, from_int64, refuse_foreign, to_int64, transaction
 
 __all__ = ["Commit", "MemoryLog", "RoomLog", "SqliteLog", "StoreError", "open_log"]
 
@@ -583,6 +583,7 @@ class SqliteLog(RoomLog):
             if max_bytes is not None:
                 page = db.execute("PRAGMA page_size").fetchone()[0]
                 db.execute(f"PRAGMA max_page_count={max(1, int(max_bytes) // page)}")
+            refuse_foreign(db, WHAT, self.path)
             db.executescript(_SCHEMA)  # idempotent: every statement is IF NOT EXISTS
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             version = meta.get("schema", SCHEMA_VERSION)

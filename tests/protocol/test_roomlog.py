@@ -486,6 +486,24 @@ def test_a_file_that_is_not_a_database_is_a_clear_error_at_open(tmp_path):
     assert "damaged" in str(again.value)
 
 
+def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / DB_FILE
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE invoices(id INTEGER PRIMARY KEY, total REAL)")
+    other.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    other.commit()
+    other.close()
+    with pytest.raises(StoreError) as refused:
+        SqliteLog(tmp_path)
+    assert "not the room log of udproom" in one_line(refused) and "invoices" in str(refused.value)
+    check = sqlite3.connect(path)
+    tables = {row[0] for row in check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    check.close()
+    assert tables == {"invoices"}  # nothing of ours was added to it
+    SqliteLog(tmp_path / "x").close()  # an empty directory still works, and the lock was released
+    SqliteLog(tmp_path / "x").close()  # and reopening our own log is not "foreign"
+
+
 def test_damaged_pages_give_store_errors_and_nothing_else(tmp_path):
     log = SqliteLog(tmp_path)
     for i in range(3000):
