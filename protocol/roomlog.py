@@ -73,6 +73,10 @@ def _new_epoch() -> int:
     return int.from_bytes(os.urandom(6), "big") or 1
 
 
+class LogInUse(StoreError):
+    """Another process holds the log's directory (its lock). The caller adds how to choose another."""
+
+
 class _Mids:
     """Message ids of a room's latest committed events (those above a sliding floor)."""
 
@@ -561,9 +565,7 @@ class SqliteLog(RoomLog):
             with contextlib.suppress(OSError, ValueError):
                 holder = f" (pid {int(os.pread(fd, 32, 0).split()[0])})"
             os.close(fd)
-            raise StoreError(
-                f"another relay{holder} is already using {where}; give this one --data DIR"
-            ) from None
+            raise LogInUse(f"another relay{holder} is already using {where}") from None
         self._lock_fd = fd
         with contextlib.suppress(OSError):  # who holds it, for the message above
             os.ftruncate(fd, 0)
