@@ -15,6 +15,7 @@ from .. import events as E
 from .. import frames as F
 from ..addr import unmapped
 from ..cookies import AMPLIFICATION
+from ..crypto import fingerprint
 from ..names import (
     MAX_AWAY_BYTES,
     MAX_TOPIC_BYTES,
@@ -246,6 +247,7 @@ class Membership:
             return False
         if not lr.hidden:
             self._events.append(E.MemberJoined(name, self.lc, link.nick, self._ts(now)))
+            self._check_pin(link, [name])
             if link.away:
                 self._events.append(E.AwayChanged(name, self.lc, link.nick, link.away, self._ts(now)))
         link.out.extend(self._gossip(name, link))
@@ -343,6 +345,7 @@ class Membership:
     def _renamed(self, link: Link, nick: str, now: float) -> None:
         old, link.nick, link.nick_at = link.nick, nick, now
         ts = self._ts(now)
+        shown: list[str] = []
         for name, lr in link.rooms.items():
             if name and lr.member:
                 taken = self._taken(name, nick, link)
@@ -350,6 +353,7 @@ class Membership:
                     if not taken:  # it took another nick: now it can be announced
                         lr.hidden = False
                         self._events.append(E.MemberJoined(name, self.lc, nick, ts))
+                        shown.append(name)
                 elif taken:
                     # renamed to a nick someone here has (a race, or an impersonation): from now
                     # on it says nothing here until one of the two goes or renames
@@ -358,6 +362,30 @@ class Membership:
                     self._unhide(name, old, now)
                 else:
                     self._events.append(E.NickChanged(name, self.lc, old, nick, ts))
+                    shown.append(name)
+        if shown:
+            self._check_pin(link, shown)
+
+    def _check_pin(self, link: Link, rooms: list[str]) -> None:
+        """Trust on first use: the first identity key a nick proves (in a link handshake) is
+        pinned to it. A peer showing up with, or renaming into, a pinned nick under another key
+        is flagged with a line in each room it shows up in, every time; it is not refused (a
+        friend who lost their key file would be locked out) and the pin keeps the first key."""
+        if not link.key:
+            return
+        pinned = self.pins.get(link.nick)
+        if pinned is None:
+            self.pins.pin(link.nick, link.key)
+            return
+        if pinned == link.key:
+            return
+        self.stats["key_changed"] += 1
+        text = (
+            f"{link.nick}'s key changed: was {fingerprint(pinned)}, now {fingerprint(link.key)} "
+            f"(another person, or {link.nick} with a new key: check with them)"
+        )
+        for name in rooms:
+            self._events.append(E.Notice(text, name))
 
     def _owner(self, nick: str) -> Link | None:
         """The link that has `nick`: of two with one nick, the one that had it first."""

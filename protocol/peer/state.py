@@ -7,6 +7,7 @@ from collections import OrderedDict, deque
 
 from .. import frames as F
 from ..addr import Addr
+from ..crypto import Initiator, Responder, SealedChannel
 from ..reliability import (
     AckScheduler,
     RecvStream,
@@ -17,7 +18,9 @@ from ..reliability import (
     TokenBucket,
 )
 
-HELLO, UP = "hello", "up"
+#: a link's states: HELLO (we dial: knock, Hello, until their Welcome), KEYING (we answered their
+#: Hello: until their msg3 proves their identity key), UP (keyed both ways: everything sealed)
+HELLO, KEYING, UP = "hello", "keying", "up"
 
 MAX_LINKS = 256
 MAX_ROOMS = 50
@@ -46,7 +49,9 @@ MAX_RX_ITEMS = 2048  # ... and per stream
 #: grows by AMPLIFICATION x the bytes of each gossip datagram it sent us (and is capped)
 DIAL_RATE = 20.0
 MAX_DIAL_CREDIT = 64 * 1200
-SID_ROOM = 24  # a datagram's array header and its Sid frame, with room to spare
+#: what a datagram carries besides its frames: the seal (head and tag, crypto.SESSION_OVERHEAD)
+#: and the frames' array header, with room to spare (the name is protocol 1's, when it was a Sid)
+SID_ROOM = 32
 
 ROOM_KINDS = (F.EV_MSG, F.EV_ACTION)
 DM_KINDS = (F.EV_DM, F.EV_DM_ACTION)
@@ -163,12 +168,23 @@ class Link:
         self.hello_sent = now
         self.started = now
         self.contact = False  # given by add_peer: retried forever, asked for history
-        #: Every datagram on an established link starts with Sid(token of its receiver): ours
-        #: (`rx_token`, our Hello's nonce, or what our Welcome gave) is checked on everything that
-        #: arrives, theirs (`tx_token`) goes on everything we send. An off-path forger who knows
-        #: the address (gossip tells it) cannot speak for the link.
+        #: our dial attempt's secret: the nonce of our Hello (their Welcome echoes it) and the
+        #: token of our knock (the Reset answering it echoes it)
         self.rx_token = 0
-        self.tx_token = 0
+        #: the handshake (crypto.Initiator when we dial, crypto.Responder when we answer) and what
+        #: it gives: `channel` seals and opens every datagram once the link is UP, `key` is their
+        #: identity key, proven in the handshake. A datagram that does not open is dropped.
+        self.initiator: Initiator | None = None
+        self.responder: Responder | None = None
+        self.responder_at = now  # when we answered (a pending answer is forgotten after a timeout)
+        self.hs_nonce = 0  # the nonce of the Hello we answered last (a repeat gets the same Welcome)
+        self.hs_node = 0  # ... and its node id (msg3 must name the same)
+        self.welcome = b""  # our Welcome datagram to it, resent as it was
+        self.channel: SealedChannel | None = None
+        self.key = b""
+        self.msg3 = b""  # ours, resent until they are heard from under the new keys
+        self.msg3_in = b""  # theirs, as answered (a repeat means our answers were lost)
+        self.confirmed = True  # they have our msg3 (something sealed came back)
         self.answered = False  # a handshake with this address completed once
         self.knocked = False  # a gossiped address answered our knock (see PeerNode._send_hello)
         self.via: Addr | None = None  # learned from this link's gossip: it pays our Hellos
