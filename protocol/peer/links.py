@@ -108,6 +108,7 @@ class Links:
         link.rx_token = 0
         link.initiator = link.responder = link.channel = None
         link.msg3 = b""
+        link.early = []
         link.confirmed = True
         link.hello_tries = 0
         link.out = []
@@ -200,6 +201,7 @@ class Links:
             return False
         link.responder, link.responder_at = responder, now
         link.hs_nonce, link.hs_node = hello.nonce, hello.node
+        link.early = []
         clear = F.Welcome(
             version=F.VERSION, nick="", epoch=0, keepalive_ms=0, timeout_ms=0, nonce=hello.nonce, kx=msg2
         )
@@ -394,7 +396,12 @@ class Links:
                 self._raw.append((link.welcome, link.addr))  # a retransmitted Hello: our Welcome was lost
             return  # (or a late copy of the Hello whose handshake completed)
         if link.state == HELLO and link.hello_tries and self.node > hello.node:
-            return  # both of us dialed: ours goes on (higher node id), they will answer it
+            # both of us dialed: ours goes on (higher node id) and theirs is dropped. They are
+            # dialing, so they have not had ours (or it is stuck at its Retry): say it again now
+            # (their Hello, with a cookie, proves they receive there) rather than at our backoff
+            link.knocked = True
+            self._send_hello(link, now)
+            return
         # A new attempt by the address's owner (the cookie proves it receives there): it dialed us
         # while we dialed it (and we give way), restarted, or lost our link. A link that is up
         # keeps its keys until their msg3 proves the same identity key.

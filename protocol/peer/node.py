@@ -36,6 +36,7 @@ from .receiving import Receiving
 from .sending import Sending
 from .state import (
     DIAL_RATE,
+    EARLY,
     HELLO,
     HELLO_RATE,
     KEYING,
@@ -306,16 +307,21 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         st = self.stats
         msg3 = link.responder is not None and data[: len(MSG3_HEAD)] == MSG3_HEAD
         if msg3 and self._on_msg3(link, data, now):
+            early, link.early = link.early, []
+            for d in early:  # what overtook msg3 opens now, under the keys it proved
+                if self.links.get(link.addr) is link:
+                    self._sealed(link, d, now)
             return
         channel = link.channel
-        if channel is None or link.state != UP:
-            st["sealed_dropped"] += 1
-            return
         try:
+            if channel is None or link.state != UP:
+                raise CryptoError("no keys yet")
             payload = channel.open(data)
         except CryptoError:
             if link.msg3_in and data == link.msg3_in:
                 link.out.append(F.Pong(0))  # their msg3 again: they have not heard us since
+            elif link.responder is not None and not msg3 and len(link.early) < EARLY:
+                link.early.append(data)  # perhaps sealed after a msg3 that is late or lost
             else:
                 st["sealed_dropped"] += 1
             return
@@ -380,6 +386,7 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
                 continue
             if link.responder is not None and now >= link.responder_at + t.timeout:
                 link.responder = None  # a new handshake on a live link that never finished
+                link.early = []
             if link.msg3 and not link.confirmed and now >= link.hello_at:
                 self._raw.append((link.msg3, link.addr))  # they have not heard our msg3 yet
                 link.hello_tries += 1

@@ -53,6 +53,8 @@ MAX_DIAL_CREDIT = 64 * 1200
 #: and the frames' array header, with room to spare (the name is protocol 1's, when it was a Sid)
 SID_ROOM = 32
 
+EARLY = 8  # sealed datagrams kept per link while a handshake we answered waits for msg3
+
 ROOM_KINDS = (F.EV_MSG, F.EV_ACTION)
 DM_KINDS = (F.EV_DM, F.EV_DM_ACTION)
 
@@ -184,6 +186,9 @@ class Link:
         self.key = b""
         self.msg3 = b""  # ours, resent until they are heard from under the new keys
         self.msg3_in = b""  # theirs, as answered (a repeat means our answers were lost)
+        #: sealed datagrams that came before their msg3 (sent after it, overtaking it, or it was
+        #: lost): opened once msg3 proves who sent them, at most EARLY of them
+        self.early: list[bytes] = []
         self.confirmed = True  # they have our msg3 (something sealed came back)
         self.answered = False  # a handshake with this address completed once
         self.knocked = False  # a gossiped address answered our knock (see PeerNode._send_hello)
