@@ -375,7 +375,9 @@ class Membership:
             return
         pinned = self.pins.get(link.nick)
         if pinned is None:
-            self.pins.pin(link.nick, link.key)
+            if self.pins.pin(link.nick, link.key) and self.pins.write_error and not self._pins_warned:
+                self._pins_warned = True  # said once
+                self._events.append(E.Notice(f"nick pins kept in memory only: {self.pins.write_error}"))
             return
         if pinned == link.key:
             return

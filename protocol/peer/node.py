@@ -82,6 +82,7 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         self.identity = identity if identity is not None else Identity.generate()
         self.pins = pins if pins is not None else KeyPins()
         self.sigs = SignatureCache()
+        self._pins_warned = False
         self.timing = timing or Timing()
         self.wall_offset = wall_offset
         self.history = history
@@ -230,11 +231,13 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         """Say goodbye to every peer (twice: a lost Bye only delays the news to a timeout)."""
         if self.closed:
             return
-        for link in self.links.values():
-            if link.state == UP:
-                link.out.append(F.Bye("quit"))
-        out = self.datagrams_to_send(now)
-        self._raw.extend(out + out)
+        out = []
+        for _ in range(2):  # two datagrams, each sealed anew (a copy would be a replay)
+            for link in self.links.values():
+                if link.state == UP:
+                    link.out.append(F.Bye("quit"))
+            out += self.datagrams_to_send(now)
+        self._raw.extend(out)
         self.closed = True
         self._timer_at = None
 
@@ -262,6 +265,8 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         as far as this node can tell."""
         for link in self.links.values():
             if link.state == HELLO and ((link.contact and link.fails == 0) or not link.contact):
+                return False
+            if link.state == KEYING:
                 return False
             if link.state == UP:
                 for lr in link.rooms.values():

@@ -419,3 +419,14 @@ def test_what_overtakes_a_lost_msg3_waits_for_it():
     net.call(addr(1), p1.add_peer, addr(0))
     settle_room(net, [p0, p1])
     assert lossy.lost == 1 and p0.stats["sealed_dropped"] == 0 and not p0.links[addr(1)].early
+
+
+def test_pins_that_cannot_be_written_are_kept_in_memory_and_said_once(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x", encoding="utf-8")
+    net, nodes = build(3, seed=15, imp=Impairment())
+    nodes[0].pins = KeyPins(blocker / "known_peers.toml")  # its parent is a file
+    settle_room(net, nodes)
+    assert nodes[0].pins.get("p1") == nodes[1].identity.public and len(nodes[0].pins) == 2
+    said = [e for e in of(net, 0, E.Notice) if "pins kept in memory" in e.text]
+    assert len(said) == 1 and str(blocker) in said[0].text
