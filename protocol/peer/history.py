@@ -45,18 +45,7 @@ class History:
         for m in items:
             n = F.size_of(m)
             if n > limit:
-                m = F.PeerMsg(
-                    room="",
-                    seq=m.seq,
-                    lc=m.lc,
-                    kind=m.kind,
-                    nick=m.nick,
-                    text=m.text,
-                    ts=m.ts,
-                    mid=m.mid,
-                    sig=m.sig,
-                    key=m.key,
-                )
+                m = self._as_history(m, m.nick, m.key, room="")
                 n = F.size_of(m)
                 if n > limit:
                     continue

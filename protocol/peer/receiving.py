@@ -111,10 +111,13 @@ class Receiving:
         return self.sigs.verify(key, data, m.sig)
 
     @staticmethod
-    def _as_history(m: F.PeerMsg, nick: str, key: bytes, lc: int | None = None) -> F.PeerMsg:
-        """`m` as kept for PeerHistory: its author's nick and key, the stamps it was signed with."""
+    def _as_history(
+        m: F.PeerMsg, nick: str, key: bytes, lc: int | None = None, room: str | None = None
+    ) -> F.PeerMsg:
+        """`m` as kept for PeerHistory: its author's nick and key, the stamps it was signed with
+        (and another `lc` or `room` when given: a checked stamp; "" where the frame names it)."""
         return F.PeerMsg(
-            room=m.room,
+            room=m.room if room is None else room,
             seq=m.seq,
             lc=m.lc if lc is None else lc,
             kind=m.kind,
