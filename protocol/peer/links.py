@@ -320,6 +320,11 @@ class Links:
             elif tp is F.Welcome and link.state == HELLO and link.rx_token and frame.nonce == link.rx_token:
                 self._on_welcome(link, frame, now)
                 return
+            elif tp is F.Welcome and link.msg3 and not link.confirmed and frame.nonce == link.rx_token:
+                # their Welcome again while we wait to hear from them: our msg3 did not arrive
+                # (they got what we sealed after it). Say it again now, not at its timer.
+                self._raw.append((link.msg3, link.addr))
+                return
             else:
                 self.stats["unauthenticated"] += 1
 

@@ -327,6 +327,8 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
                 link.out.append(F.Pong(0))  # their msg3 again: they have not heard us since
             elif link.responder is not None and not msg3 and len(link.early) < EARLY:
                 link.early.append(data)  # perhaps sealed after a msg3 that is late or lost
+                if len(link.early) == 1 and link.welcome:
+                    self._raw.append((link.welcome, link.addr))  # tells the dialer to say msg3 again
             else:
                 st["sealed_dropped"] += 1
             return
