@@ -285,6 +285,9 @@ class PeerLeave(Frame, tag=33):
     room: str
     nick: str
     reason: str = ""
+    #: the sender's Lamport clock as it left (it ticks on leaving): a PeerJoin of theirs stamped
+    #: earlier was sent before, and arriving after this (reordered) it does not bring them back
+    lc: int = 0
 
 
 class PeerHistory(Frame, tag=34):

@@ -147,9 +147,11 @@ class Membership:
         nick = self._checked_join(link, j)
         if name and name not in self.rooms:
             if j.ask:
-                link.out.append(F.PeerLeave(room=name, nick=self.nick, reason="not here"))
+                link.out.append(F.PeerLeave(room=name, nick=self.nick, reason="not here", lc=self.lc))
             return
         lr0 = link.rooms.get(name)
+        if lr0 is not None and not lr0.member and j.lc < lr0.left_lc:
+            return  # sent before their PeerLeave, and overtaken by it
         prev = max(lr0.join_lc, lr0.lc_last) if lr0 is not None else 0
         jlc = min(j.lc, prev + LC_STEP, LC_MAX)  # their clock jumps no further than that
         self._bump(jlc)
@@ -160,7 +162,7 @@ class Membership:
             lr = link.rooms[name] = LinkRoom(name)
         first = not lr.member
         if first and name and len(self._members(name)) >= MAX_MEMBERS:
-            link.out.append(F.PeerLeave(room=name, nick=self.nick, reason="room full"))
+            link.out.append(F.PeerLeave(room=name, nick=self.nick, reason="room full", lc=self.lc))
             return
         self._their_window(link, lr, j, jlc, now)
         self._their_away(link, j.away, first, now)
@@ -339,6 +341,7 @@ class Membership:
         if name in self.rooms:
             link.rooms[name] = fresh = LinkRoom(name)  # they may join again later
             fresh.ask_at = None
+            fresh.left_lc = max(lr.left_lc, min(pl.lc, LC_MAX)) if isinstance(pl.lc, int) else lr.left_lc
         else:
             link.rooms.pop(name, None)
 

@@ -155,10 +155,11 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         name = canonical_room(room)
         if self.rooms.pop(name, None) is None:
             return
+        self._tick()  # our PeerJoins sent before are older than this leave (see PeerLeave.lc)
         for link in self.links.values():
             lr = link.rooms.pop(name, None)
             if lr is not None and lr.member and link.state == UP:
-                link.out.append(F.PeerLeave(name, self.nick, "left"))
+                link.out.append(F.PeerLeave(name, self.nick, "left", self.lc))
         self._events.append(E.RoomLeft(name))
         self._schedule(now)
 

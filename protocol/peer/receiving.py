@@ -39,7 +39,7 @@ class Receiving:
         lr = link.rooms.get(name)
         if lr is None or lr.rx is None:
             if name and name not in self.rooms:
-                link.out.append(F.PeerLeave(name, self.nick, "not here"))
+                link.out.append(F.PeerLeave(name, self.nick, "not here", self.lc))
             elif lr is not None:
                 self._send_join(link, lr, now, ask=True)  # we need their PeerJoin first
             return

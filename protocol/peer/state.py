@@ -116,6 +116,7 @@ class LinkRoom:
         "join_sent",
         "join_top",
         "lc_last",
+        "left_lc",
         "live_from",
         "member",
         "name",
@@ -152,6 +153,7 @@ class LinkRoom:
         #: window (history), decided by what we know and not by their clock
         self.live_from = 0
         self.join_sent = -1e18  # our last PeerJoin answering theirs (answers are paced per RTT)
+        self.left_lc = -1  # their clock in their last PeerLeave: an older PeerJoin is stale
 
 
 class Link:

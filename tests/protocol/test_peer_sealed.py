@@ -436,3 +436,26 @@ def test_pins_that_cannot_be_written_are_kept_in_memory_and_said_once(tmp_path):
     assert nodes[0].pins.get("p1") == nodes[1].identity.public and len(nodes[0].pins) == 2
     said = [e for e in of(net, 0, E.Notice) if "pins kept in memory" in e.text]
     assert len(said) == 1 and str(blocker) in said[0].text
+
+
+def test_a_peerjoin_overtaken_by_the_leave_does_not_bring_a_member_back():
+    """Reordering (jitter) can bring a PeerJoin a member sent before it left after its PeerLeave:
+    the leave carries the member's clock, and an older PeerJoin is stale. Its PeerJoin after that
+    (a real return) counts. (Sealing made links come up one flight later, and a test that parted
+    right after the room formed saw the member come back.)"""
+    net, (p0, _p1, mallory) = trio(seed=16)
+    node = p0.links[addr(MALLORY)].node
+    mallory.lc += 10
+
+    def join(lc):
+        return F.PeerJoin(room="lobby", nick="mallory", node=node, base=1, top=0, lc=lc)
+
+    send_as(
+        net, mallory, MALLORY, 0, [F.PeerLeave("lobby", "mallory", "left", mallory.lc), join(mallory.lc - 1)]
+    )
+    net.run_until(net.now + 0.05)
+    assert "mallory" not in p0.members("lobby")
+    assert [e.nick for e in of(net, 0, E.MemberLeft)] == ["mallory"]
+    send_as(net, mallory, MALLORY, 0, [join(mallory.lc)])
+    net.run_until(net.now + 0.05)
+    assert "mallory" in p0.members("lobby")
