@@ -3,9 +3,10 @@
 The first key a peer proves under a nick (in its link handshake) is pinned to that nick
 (`names.nick_key`, so look-alikes are one nick); a later peer that shows up with, or renames into,
 that nick under another key is flagged in the room (protocol/peer/membership.py) and the pin keeps
-the first key. Pins are kept in memory, or in `known_peers.toml` in the config directory (one line
-per nick, written through on each new pin) when the app or a headless command opens one with
-`KeyPins.load(path)`. To accept a friend's new key, delete its line from that file.
+the first key. Pins are kept in memory, or in `known_peers.toml` in the config directory
+(`paths.known_peers_path()`; one line per nick, written through on each new pin) when the app or a
+headless command opens it with `KeyPins.load(path)`. To accept a friend's new key, delete its line
+from that file.
 
 No sockets and no clock: the peer core calls `get` and `pin`; only `load` and `pin` of a file-backed
 instance touch the disk.
@@ -20,7 +21,6 @@ from pathlib import Path
 from .crypto import KEY_BYTES
 from .names import nick_key
 
-FILE = "known_peers.toml"
 _HEADER = "# udproom direct mode: the identity key first seen for each nick (trust on first use)\n"
 
 

@@ -24,7 +24,6 @@ from ..crypto import Identity, load_or_create_identity
 from ..events import Connected, Notice
 from ..names import check_nick
 from ..peer import PeerNode
-from ..pins import FILE as PINS_FILE
 from ..pins import KeyPins
 from ..reliability import Timing
 from .address import AddressError, format_address, local_addresses, parse_address, resolve
@@ -82,7 +81,7 @@ class PeerClient(CoreClient):
         if identity is None:
             identity = load_or_create_identity(paths.identity_path())
         if pins is None:
-            pins = KeyPins.load(paths.config_dir() / PINS_FILE)
+            pins = KeyPins.load(paths.known_peers_path())
         core = PeerNode(
             check_nick(nick),
             timing=timing,
