@@ -40,8 +40,8 @@ def _shown(net, i, room="lobby"):
 
 def test_an_eavesdropper_on_every_link_reads_no_text_nor_nick():
     """From before the first Hello: messages, a direct message, a topic, an away text, a rename,
-    and the nicks themselves never cross the wire in the clear; the only clear datagrams are the
-    handshake's (Hello, Retry, Welcome, knock and its Reset)."""
+    the nicks themselves and the identity keys never cross the wire in the clear; the only clear
+    datagrams are the handshake's (Hello, Retry, Welcome, knock and its Reset)."""
     net = FakeNet(seed=21, imp=Impairment(jitter=0.002))
     adv = Adversary(net, FORGER)
     adv.eavesdrop()
@@ -65,6 +65,8 @@ def test_an_eavesdropper_on_every_link_reads_no_text_nor_nick():
     assert len(wire) > 50
     for word in (SECRET, "eagle", *nicks, "desdemona"):
         assert not [d for d in wire if word.encode() in d], word
+    for node in nodes:  # nor who is who: identity keys travel sealed too
+        assert not [d for d in wire if node.identity.public in d]
     clear = set()
     for d in wire:
         if not C.is_sealed(d):
