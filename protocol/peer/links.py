@@ -400,6 +400,9 @@ class Links:
             if link.responder is not None:
                 self._raw.append((link.welcome, link.addr))  # a retransmitted Hello: our Welcome was lost
             return  # (or a late copy of the Hello whose handshake completed)
+        if not self._hello_limit.allow(link.addr, now):
+            self.stats["rate_limited"] += 1  # each new attempt costs us a key exchange: per source
+            return
         if link.state == HELLO and link.hello_tries and self.node > hello.node:
             # both of us dialed: ours goes on (higher node id) and theirs is dropped. They are
             # dialing, so they have not had ours (or it is stuck at its Retry): say it again now

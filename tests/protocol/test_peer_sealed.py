@@ -461,3 +461,30 @@ def test_a_peerjoin_overtaken_by_the_leave_does_not_bring_a_member_back():
     send_as(net, mallory, MALLORY, 0, [join(mallory.lc)])
     net.run_until(net.now + 0.05)
     assert "mallory" in p0.members("lobby")
+
+
+def test_new_handshakes_on_a_linked_address_are_rate_limited():
+    """Each new attempt costs the answering peer a key exchange (two X25519 operations and a
+    signature): even with valid cookies (someone who receives at a member's address, or the
+    member itself), a burst of Hellos with fresh nonces gets at most the per-source handshake
+    budget of answers, and the live link keeps its keys."""
+    net, (p0, p1, _m) = trio(seed=17)
+    adv = Adversary(net, FORGER)
+    adv.eavesdrop()
+    link = p0.links[addr(1)]
+    channel, key = link.channel, link.key
+    cookie = p0.cookies.make(addr(1), net.now)
+    for k in range(100):
+        hello = F.padded_hello(
+            version=F.VERSION, nick="", cookie=cookie, nonce=10**6 + k, node=p1.node, kx=C.Initiator().msg1
+        )
+        adv.forge(F.encode([hello]), addr(0), src=addr(1))
+    net.run_until(net.now + 0.01)
+    welcomes = [
+        d
+        for src, dst, d in adv.overheard
+        if src == addr(0) and not C.is_sealed(d) and type(F.decode(d)[0]) is F.Welcome
+    ]
+    assert 0 < len(welcomes) <= P.HELLO_RATE and p0.stats["rate_limited"] >= 100 - P.HELLO_RATE
+    net.run_until(net.now + 0.5)
+    assert p0.links[addr(1)] is link and link.channel is channel and link.key == key
