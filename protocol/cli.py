@@ -130,9 +130,14 @@ def _client(args: argparse.Namespace, nick: str, room: str) -> Any:
         from .net.runners import RelayClient
 
         return RelayClient(args.join, nick, [room], timing=_timing(args))
+    from .crypto import IdentityFileError
     from .net.peer import PeerClient
+    from .pins import PinFileError
 
-    return PeerClient(args.listen, list(args.peer), nick, [room], timing=_timing(args))
+    try:  # the user's identity key and nick pins, from their default homes
+        return PeerClient(args.listen, list(args.peer), nick, [room], timing=_timing(args))
+    except (IdentityFileError, PinFileError) as exc:
+        raise Failure(str(exc)) from None
 
 
 def _where(args: argparse.Namespace) -> str:

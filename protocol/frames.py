@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import msgspec
 
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 MAX_DATAGRAM = 1200
 #: A client's first datagram is padded to at least this many bytes (anti-amplification: the relay
 #: may answer an unvalidated address with at most 3x what it received).
@@ -246,7 +246,12 @@ class History(Frame, tag=24):
 
 
 class PeerMsg(Frame, tag=30):
-    """A peer's own message, numbered by its sender (`seq`), ordered by Lamport clock `lc`."""
+    """A peer's own message, numbered by its sender (`seq`), ordered by Lamport clock `lc`.
+
+    Protocol 2: `sig` is its author's signature (`crypto.sign_message` over room, kind, mid, ts
+    and text). Live, the author is the link it came over (`nick` is not read, and sent empty);
+    as a PeerHistory item it is someone else's message, so it carries its author's `nick` and
+    identity `key`, which the receiver checks against its pin for that nick."""
 
     room: str
     seq: int
@@ -256,6 +261,8 @@ class PeerMsg(Frame, tag=30):
     text: str = ""
     ts: float = 0.0
     mid: int = 0
+    sig: bytes = b""
+    key: bytes = b""
 
 
 class PeerList(Frame, tag=31):
@@ -278,6 +285,9 @@ class PeerLeave(Frame, tag=33):
     room: str
     nick: str
     reason: str = ""
+    #: the sender's Lamport clock as it left (it ticks on leaving): a PeerJoin of theirs stamped
+    #: earlier was sent before, and arriving after this (reordered) it does not bring them back
+    lc: int = 0
 
 
 class PeerHistory(Frame, tag=34):

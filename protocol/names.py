@@ -6,7 +6,7 @@ import functools
 import re
 import unicodedata
 
-MAX_TEXT_BYTES = 1000
+MAX_TEXT_BYTES = 840  # protocol 2: a signed message still fits a sealed datagram (docs/security.md)
 MAX_ROOM_LEN = 32
 MAX_NICK_LEN = 24
 MAX_TOPIC_BYTES = 300

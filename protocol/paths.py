@@ -19,6 +19,9 @@ RELAY_SUBDIR = "relay"
 CHATLOG_FILE = "chatlog.sqlite3"
 #: the user's Ed25519 identity key (docs/security.md), under the data directory
 IDENTITY_FILE = "identity"
+#: direct mode's nick <-> identity key pins (trust on first use, protocol/pins.py), under the config
+#: directory
+KNOWN_PEERS_FILE = "known_peers.toml"
 
 
 CONFIG_ENV = "UDPROOM_CONFIG_DIR"
@@ -55,3 +58,8 @@ def chatlog_path() -> Path:
 def identity_path() -> Path:
     """The default `--identity` of the app and the headless commands (made on first use)."""
     return data_dir() / IDENTITY_FILE
+
+
+def known_peers_path() -> Path:
+    """Where the app and the headless commands keep direct mode's nick <-> key pins."""
+    return config_dir() / KNOWN_PEERS_FILE

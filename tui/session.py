@@ -127,10 +127,12 @@ async def build(spec: Spec, timing=None):
     if spec.mode == "join":
         await resolvable(spec.address)
         return runners.RelayClient(spec.address, spec.nick, list(spec.rooms), timing=timing), None, []
+    from udproom.protocol.crypto import IdentityFileError
     from udproom.protocol.net.peer import PeerClient as peer_client
+    from udproom.protocol.pins import PinFileError
 
-    return (
-        peer_client(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms), timing=timing),
-        None,
-        [],
-    )
+    try:  # the user's identity key and nick pins, from their default homes
+        peer = peer_client(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms), timing=timing)
+    except (IdentityFileError, PinFileError) as exc:
+        raise SpecError(str(exc)) from None
+    return peer, None, []

@@ -19,9 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import paths
+from ..crypto import Identity, load_or_create_identity
 from ..events import Connected, Notice
 from ..names import check_nick
 from ..peer import PeerNode
+from ..pins import KeyPins
 from ..reliability import Timing
 from .address import AddressError, format_address, local_addresses, parse_address, resolve
 from .runners import CoreClient, wall_offset
@@ -64,12 +67,29 @@ class PeerClient(CoreClient):
         *,
         history: int = 100,
         core_wrapper: Callable[[Any], Any] | None = None,
+        identity: Identity | None = None,
+        pins: KeyPins | None = None,
     ) -> None:
+        """`identity`: the user's key (default: the one in `paths.identity_path()`, made on first
+        use; raises crypto.IdentityFileError with a one-line reason if it cannot be used);
+        `pins`: nick <-> key pins (default: `known_peers.toml` in the config directory; raises
+        pins.PinFileError if it cannot be read)."""
         self.host, self.port = parse_address(listen or ":0", allow_empty_host=True)
         self._peers = [parse_address(p) for p in peers]
         self._peer_text = list(peers)
         self._rooms = list(rooms)
-        core = PeerNode(check_nick(nick), timing=timing, wall_offset=wall_offset(), history=history)
+        if identity is None:
+            identity = load_or_create_identity(paths.identity_path())
+        if pins is None:
+            pins = KeyPins.load(paths.known_peers_path())
+        core = PeerNode(
+            check_nick(nick),
+            timing=timing,
+            wall_offset=wall_offset(),
+            history=history,
+            identity=identity,
+            pins=pins,
+        )
         driven = core_wrapper(core) if core_wrapper is not None else core
         super().__init__(core, nick, driven)
         self._bound_host = self.host

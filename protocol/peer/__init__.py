@@ -8,12 +8,16 @@ How it works (README has the long form):
 - **Links.** Each pair of peers talks directly over a *link*, keyed by the address that worked.
   A link starts with the relay's stateless handshake: a padded Hello earns a Retry with an HMAC
   cookie (`cookies.CookieJar`), and only a Hello carrying a valid cookie creates state; before
-  that, answers are limited to 3x the bytes received. Hello's `nonce` is a secret per attempt and
-  its `node` the sender's node id (random per process); Welcome echoes the nonce and carries the
-  answerer's node id (`epoch`) and token. Every later datagram on the link starts with
-  `Sid(receiver's token)`; without it only handshake steps tied to a secret count (see
-  `_unauthenticated`), so an off-path forger who knows an address cannot speak for a link. A
-  new node id on a link is a restarted peer; node ids decide nothing else.
+  that, answers are limited to 3x the bytes received. Then protocol 2's key exchange
+  (`crypto.Initiator`/`Responder`, docs/security.md): msg1 in the Hello, msg2 in the Welcome, msg3
+  the dialer's first sealed datagram; both ends prove their identity keys (`Link.key`) and every
+  later datagram is sealed (`Link.channel`). What does not open is counted and dropped; clear
+  datagrams from a linked address count only as handshake steps (`_clear_on_link`), so no one,
+  on the path or off it, can speak for a link. A new node id on a link is a restarted peer; node
+  ids decide nothing else (of two peers dialing each other, the higher one's handshake goes on).
+- **Identity.** Each message is signed by its author (`PeerMsg.sig`) and verified against the
+  link's key, history items against the key they carry; the first key a nick proves is pinned
+  (`pins.KeyPins`) and another key under that nick is flagged in the room.
 - **Membership by gossip.** A peer in a room sends `PeerJoin(room, ...)` to every linked peer
   (`ask=True`, retried with backoff until answered; a non-member answers `PeerLeave`). A member
   is confirmed only by its own PeerJoin. Members send each other `PeerList` (the other members,
@@ -42,8 +46,9 @@ How it works (README has the long form):
 - **Presence.** Every `keepalive` each link refreshes its PeerJoins (nick, away, topic, clock,
   stream top) and gossip; a link that has been quiet longer than 1.5 keepalives is pinged.
   A link silent for `timeout` is dropped and its rooms get `MemberTimedOut`; `PeerLeave` and
-  `Bye` give `MemberLeft`. A peer that comes back re-handshakes (a `Reset` answers data from an
-  unknown address) and is announced with `MemberJoined` again.
+  `Bye` give `MemberLeft`. A peer that comes back dials again (sealed data from an address
+  we have no keys for is counted, `unknown_source`, and not answered: an answer could not be
+  authenticated) and is announced with `MemberJoined` again.
 - **History.** A peer joining through a contact (an address given to `add_peer`) asks it for
   history (`PeerJoin.history`) and gets its recent room messages as `PeerHistory`.
 - **Limits.** Names and text are checked with `names.py` (bad input counts as malformed and is

@@ -45,9 +45,7 @@ class History:
         for m in items:
             n = F.size_of(m)
             if n > limit:
-                m = F.PeerMsg(
-                    room="", seq=m.seq, lc=m.lc, kind=m.kind, nick=m.nick, text=m.text, ts=m.ts, mid=m.mid
-                )
+                m = self._as_history(m, m.nick, m.key, room="")
                 n = F.size_of(m)
                 if n > limit:
                     continue
@@ -79,21 +77,16 @@ class History:
             except InputError:
                 self.stats["malformed"] += 1
                 continue
-            # relayed by the contact: who said it is its word (history is shown as such); the
-            # numbers are checked like any from the wire
+            # relayed by the contact, but signed by its author: the key it names must have signed
+            # it, and be the one pinned to that nick if the nick has a pin (never pinned from here:
+            # pins come from keys proven in a handshake)
+            pinned = self.pins.get(m.nick)
+            if not self._signed_by(m.key, h.room, m) or (pinned is not None and pinned != m.key):
+                self.stats["bad_signature"] += 1
+                continue
+            # the numbers are checked like any from the wire
             lc = max(0, min(m.lc, self.lc + LC_STEP, LC_MAX))
-            items.append(
-                F.PeerMsg(
-                    room=h.room,
-                    seq=m.seq,
-                    lc=lc,
-                    kind=m.kind,
-                    nick=m.nick,
-                    text=m.text,
-                    ts=self._wire_ts(m.ts, now, True),
-                    mid=m.mid,
-                )
-            )
+            items.append(self._as_history(m, m.nick, m.key, lc))  # kept signed, to be passed on
         items.sort(key=lambda m: (m.lc, m.nick))
         # a member's messages from where its stream to us starts arrive live: not history
         live = {
@@ -107,6 +100,7 @@ class History:
             self._seen.add(m.mid)
             self._bump(m.lc)
             r.history.append(m)
+            ts = self._wire_ts(m.ts, now, True)
             self._events.append(
-                E.MessageReceived(h.room, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=True)
+                E.MessageReceived(h.room, m.lc, m.nick, m.text, ts, m.kind == F.EV_ACTION, history=True)
             )

@@ -15,6 +15,7 @@ from .. import events as E
 from .. import frames as F
 from ..addr import unmapped
 from ..cookies import AMPLIFICATION
+from ..crypto import fingerprint
 from ..names import (
     MAX_AWAY_BYTES,
     MAX_TOPIC_BYTES,
@@ -146,9 +147,11 @@ class Membership:
         nick = self._checked_join(link, j)
         if name and name not in self.rooms:
             if j.ask:
-                link.out.append(F.PeerLeave(room=name, nick=self.nick, reason="not here"))
+                link.out.append(F.PeerLeave(room=name, nick=self.nick, reason="not here", lc=self.lc))
             return
         lr0 = link.rooms.get(name)
+        if lr0 is not None and not lr0.member and j.lc < lr0.left_lc:
+            return  # sent before their PeerLeave, and overtaken by it
         prev = max(lr0.join_lc, lr0.lc_last) if lr0 is not None else 0
         jlc = min(j.lc, prev + LC_STEP, LC_MAX)  # their clock jumps no further than that
         self._bump(jlc)
@@ -159,7 +162,7 @@ class Membership:
             lr = link.rooms[name] = LinkRoom(name)
         first = not lr.member
         if first and name and len(self._members(name)) >= MAX_MEMBERS:
-            link.out.append(F.PeerLeave(room=name, nick=self.nick, reason="room full"))
+            link.out.append(F.PeerLeave(room=name, nick=self.nick, reason="room full", lc=self.lc))
             return
         self._their_window(link, lr, j, jlc, now)
         self._their_away(link, j.away, first, now)
@@ -246,6 +249,7 @@ class Membership:
             return False
         if not lr.hidden:
             self._events.append(E.MemberJoined(name, self.lc, link.nick, self._ts(now)))
+            self._check_pin(link, [name])
             if link.away:
                 self._events.append(E.AwayChanged(name, self.lc, link.nick, link.away, self._ts(now)))
         link.out.extend(self._gossip(name, link))
@@ -337,12 +341,14 @@ class Membership:
         if name in self.rooms:
             link.rooms[name] = fresh = LinkRoom(name)  # they may join again later
             fresh.ask_at = None
+            fresh.left_lc = max(lr.left_lc, min(pl.lc, LC_MAX)) if isinstance(pl.lc, int) else lr.left_lc
         else:
             link.rooms.pop(name, None)
 
     def _renamed(self, link: Link, nick: str, now: float) -> None:
         old, link.nick, link.nick_at = link.nick, nick, now
         ts = self._ts(now)
+        shown: list[str] = []
         for name, lr in link.rooms.items():
             if name and lr.member:
                 taken = self._taken(name, nick, link)
@@ -350,6 +356,7 @@ class Membership:
                     if not taken:  # it took another nick: now it can be announced
                         lr.hidden = False
                         self._events.append(E.MemberJoined(name, self.lc, nick, ts))
+                        shown.append(name)
                 elif taken:
                     # renamed to a nick someone here has (a race, or an impersonation): from now
                     # on it says nothing here until one of the two goes or renames
@@ -358,6 +365,32 @@ class Membership:
                     self._unhide(name, old, now)
                 else:
                     self._events.append(E.NickChanged(name, self.lc, old, nick, ts))
+                    shown.append(name)
+        if shown:
+            self._check_pin(link, shown)
+
+    def _check_pin(self, link: Link, rooms: list[str]) -> None:
+        """Trust on first use: the first identity key a nick proves (in a link handshake) is
+        pinned to it. A peer showing up with, or renaming into, a pinned nick under another key
+        is flagged with a line in each room it shows up in, every time; it is not refused (a
+        friend who lost their key file would be locked out) and the pin keeps the first key."""
+        if not link.key:
+            return
+        pinned = self.pins.get(link.nick)
+        if pinned is None:
+            if self.pins.pin(link.nick, link.key) and self.pins.write_error and not self._pins_warned:
+                self._pins_warned = True  # said once
+                self._events.append(E.Notice(f"nick pins kept in memory only: {self.pins.write_error}"))
+            return
+        if pinned == link.key:
+            return
+        self.stats["key_changed"] += 1
+        text = (
+            f"{link.nick}'s key changed: was {fingerprint(pinned)}, now {fingerprint(link.key)} "
+            f"(another person, or {link.nick} with a new key: check with them)"
+        )
+        for name in rooms:
+            self._events.append(E.Notice(text, name))
 
     def _owner(self, nick: str) -> Link | None:
         """The link that has `nick`: of two with one nick, the one that had it first."""

@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 from .. import events as E
 from .. import frames as F
-from ..addr import Addr
+from ..addr import Addr, format_sockaddr
 from ..backend import OutboxFull
 from ..cookies import CookieJar, SourceLimiter
+from ..crypto import SESSION_OVERHEAD, CryptoError, Identity, SignatureCache, is_sealed
 from ..names import (
     MAX_AWAY_BYTES,
     MAX_TOPIC_BYTES,
@@ -22,20 +23,23 @@ from ..names import (
     is_direct,
     nick_key,
 )
+from ..pins import KeyPins
 from ..reliability import (
     DedupeWindow,
     Timing,
     TokenBucket,
 )
 from .history import History
-from .links import Links
+from .links import MSG3_HEAD, Links
 from .membership import Membership
 from .receiving import Receiving
 from .sending import Sending
 from .state import (
     DIAL_RATE,
+    EARLY,
     HELLO,
     HELLO_RATE,
+    KEYING,
     LC_MAX,
     MAX_LINKS,
     MAX_OUTBOX,
@@ -52,7 +56,14 @@ from .state import (
 class PeerNode(Links, Membership, Sending, Receiving, History):
     """One peer. Commands: `add_peer`, `join`, `part`, `post`, `retry`, `set_nick`, `set_topic`,
     `set_away`, `close`; plus the sans-IO surface (`receive_datagram`, `datagrams_to_send`,
-    `get_timer`, `handle_timer`, `next_event`)."""
+    `get_timer`, `handle_timer`, `next_event`).
+
+    `identity` is the user's identity key (`crypto.Identity`): every link proves it and every
+    message is signed with it. The app and the headless commands pass the user's
+    (`paths.identity_path()`, see net/peer.py); without one a node makes a new key for this
+    process only (tools and tests: a restart then looks like another person). `pins` holds the
+    nick <-> key pins (trust on first use; `pins.KeyPins`, in memory unless given one kept in a
+    file)."""
 
     def __init__(
         self,
@@ -64,8 +75,14 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         secret: bytes | None = None,
         node: int | None = None,
         addr_map: Callable[[str, int], Addr | None] | None = None,
+        identity: Identity | None = None,
+        pins: KeyPins | None = None,
     ) -> None:
         self.nick = check_nick(nick)
+        self.identity = identity if identity is not None else Identity.generate()
+        self.pins = pins if pins is not None else KeyPins()
+        self.sigs = SignatureCache()
+        self._pins_warned = False
         self.timing = timing or Timing()
         self.wall_offset = wall_offset
         self.history = history
@@ -95,6 +112,10 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
                 "malformed",
                 "unknown_source",
                 "unauthenticated",
+                "sealed_dropped",
+                "key_mismatch",
+                "bad_signature",
+                "key_changed",
                 "rate_limited",
                 "duplicates",
                 "retransmits",
@@ -134,10 +155,11 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         name = canonical_room(room)
         if self.rooms.pop(name, None) is None:
             return
+        self._tick()  # our PeerJoins sent before are older than this leave (see PeerLeave.lc)
         for link in self.links.values():
             lr = link.rooms.pop(name, None)
             if lr is not None and lr.member and link.state == UP:
-                link.out.append(F.PeerLeave(name, self.nick, "left"))
+                link.out.append(F.PeerLeave(name, self.nick, "left", self.lc))
         self._events.append(E.RoomLeft(name))
         self._schedule(now)
 
@@ -210,11 +232,13 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         """Say goodbye to every peer (twice: a lost Bye only delays the news to a timeout)."""
         if self.closed:
             return
-        for link in self.links.values():
-            if link.state == UP:
-                link.out.append(F.Bye("quit"))
-        out = self.datagrams_to_send(now)
-        self._raw.extend(out + out)
+        out = []
+        for _ in range(2):  # two datagrams, each sealed anew (a copy would be a replay)
+            for link in self.links.values():
+                if link.state == UP:
+                    link.out.append(F.Bye("quit"))
+            out += self.datagrams_to_send(now)
+        self._raw.extend(out)
         self.closed = True
         self._timer_at = None
 
@@ -243,6 +267,8 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         for link in self.links.values():
             if link.state == HELLO and ((link.contact and link.fails == 0) or not link.contact):
                 return False
+            if link.state == KEYING:
+                return False
             if link.state == UP:
                 for lr in link.rooms.values():
                     if not lr.member and lr.ask_at is not None:
@@ -256,46 +282,72 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
             return
         st = self.stats
         st["datagrams_in"] += 1
+        addr = self._key(addr)
+        link = self.links.get(addr)
+        if is_sealed(data):
+            if link is None:
+                st["unknown_source"] += 1  # keys we do not have (we restarted, or dropped them)
+            else:
+                self._sealed(link, data, now)
+            self._schedule(now)
+            return
         try:
             frames = F.decode(data)
         except F.FrameError:
             st["malformed"] += 1
             return
-        addr = self._key(addr)
-        link = self.links.get(addr)
         if link is None:
             self._from_unknown(frames, addr, len(data), now)
-            self._schedule(now)
-            return
-        first = frames[0]
-        if type(first) is not F.Sid:
-            # Without the link's token only handshake frames count, each tied to what only the
-            # real peer knows (a cookie, our nonce, our token): see _unauthenticated.
+        else:
+            # clear: only handshake frames count, each tied to what only the real peer can
+            # have (a cookie, our nonce): see _clear_on_link
             try:
-                self._unauthenticated(link, frames, len(data), now)
+                self._clear_on_link(link, frames, len(data), now)
             except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
                 st["malformed"] += 1
-            self._schedule(now)
+        self._schedule(now)
+
+    def _sealed(self, link: Link, data: bytes, now: float) -> None:
+        """A sealed datagram from a linked address: the msg3 of a handshake we answered, or
+        frames under the link's keys. Anything that does not open is counted and dropped."""
+        st = self.stats
+        msg3 = link.responder is not None and data[: len(MSG3_HEAD)] == MSG3_HEAD
+        if msg3 and self._on_msg3(link, data, now):
+            early, link.early = link.early, []
+            for d in early:  # what overtook msg3 opens now, under the keys it proved
+                if self.links.get(link.addr) is link:
+                    self._sealed(link, d, now)
             return
-        if not link.rx_token or first.token != link.rx_token:
-            # forged, or from a peer that lost our link (restarted, timed us out, or we started
-            # over): tell it, echoing its token, so that only the real sender believes the Reset
-            st["unauthenticated"] += 1
-            if self._hello_limit.allow(addr, now) and not any(
-                isinstance(f, (F.Bye, F.Reset)) for f in frames
-            ):
-                self._reply_limited(addr, len(data), [F.Reset(first.token)])
-            self._schedule(now)
+        channel = link.channel
+        try:
+            if channel is None or link.state != UP:
+                raise CryptoError("no keys yet")
+            payload = channel.open(data)
+        except CryptoError:
+            if link.msg3_in and data == link.msg3_in:
+                link.out.append(F.Pong(0))  # their msg3 again: they have not heard us since
+            elif link.responder is not None and not msg3 and len(link.early) < EARLY:
+                link.early.append(data)  # perhaps sealed after a msg3 that is late or lost
+                if len(link.early) == 1 and link.welcome:
+                    self._raw.append((link.welcome, link.addr))  # tells the dialer to say msg3 again
+            else:
+                st["sealed_dropped"] += 1
+            return
+        link.confirmed = True
+        try:
+            frames = F.decode(payload)
+        except F.FrameError:
+            st["malformed"] += 1
             return
         self._dgram_size = len(data)
-        for frame in frames[1:]:
+        addr = link.addr
+        for frame in frames:
             try:
                 self._handle(link, frame, now)
             except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
                 st["malformed"] += 1
             if self.links.get(addr) is not link:
                 break
-        self._schedule(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         out, self._raw = self._raw, []
@@ -310,9 +362,13 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
                 continue
             link.out = []
             link.last_sent = now
-            sid = F.Sid(link.tx_token) if link.state == UP and link.tx_token else None
-            for d in F.pack(frames, prefix=sid):
-                out.append((d, link.addr))
+            if link.state == UP and link.channel is not None:
+                seal = link.channel.seal
+                for d in F.pack(frames, limit=F.MAX_DATAGRAM - SESSION_OVERHEAD):
+                    out.append((seal(d), link.addr))
+            else:  # before the keys, only our Hello goes (in the clear)
+                for d in F.pack([f for f in frames if type(f) is F.Hello]):
+                    out.append((d, link.addr))
         self.stats["datagrams_out"] += len(out)
         self._schedule(now)
         return out
@@ -329,6 +385,20 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
             if link.state == HELLO:
                 self._tick_hello(link, now)
                 continue
+            if link.state == KEYING:
+                if now >= link.started + t.timeout:  # their msg3 never came
+                    if link.contact:
+                        self._rehandshake(link, now)
+                    else:
+                        self.links.pop(link.addr, None)
+                continue
+            if link.responder is not None and now >= link.responder_at + t.timeout:
+                link.responder = None  # a new handshake on a live link that never finished
+                link.early = []
+            if link.msg3 and not link.confirmed and now >= link.hello_at:
+                self._raw.append((link.msg3, link.addr))  # they have not heard our msg3 yet
+                link.hello_tries += 1
+                link.hello_at = now + link.rtt.backoff(link.hello_tries)
             if now >= link.last_heard + t.timeout:
                 self.stats["links_timed_out"] += 1
                 self._drop(link, now, timed_out=True)
@@ -374,6 +444,13 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
             if link.state == HELLO:
                 soon(link.hello_at)
                 continue
+            if link.state == KEYING:
+                soon(link.started + t.timeout)
+                continue
+            if link.msg3 and not link.confirmed:
+                soon(link.hello_at)
+            if link.responder is not None:
+                soon(link.responder_at + t.timeout)
             soon(link.last_heard + t.timeout)
             soon(link.refresh_at)
             soon(max(link.last_heard + 1.5 * t.keepalive, link.ping_at))
@@ -429,24 +506,8 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         return self.lc
 
     def _handle(self, link: Link, frame: F.Frame, now: float) -> None:
-        """A frame of a datagram that carried our token for this link."""
+        """A frame of a datagram that opened under the link's keys."""
         tp = type(frame)
-        if link.state == HELLO:
-            # the answer to our Hello: it came with our nonce (the Sid), so it is theirs
-            if (
-                tp is F.Welcome
-                and frame.version in F.SUPPORTED_VERSIONS
-                and frame.epoch > 0
-                and frame.epoch != self.node
-                and frame.token > 0
-                and frame.nonce == link.rx_token
-            ):
-                check_nick(frame.nick)
-                sample = link.hello_tries == 1
-                self._establish(link, frame.epoch, frame.nick, now, frame.token)
-                if sample:
-                    link.rtt.sample(now - link.hello_sent)
-            return
         link.last_heard = now
         if tp is F.PeerMsg:
             self._on_msg(link, frame, now)
@@ -468,9 +529,11 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
             sent = link.ping_sent.pop(frame.token, None)
             if sent is not None:
                 link.rtt.sample(now - sent)
-        elif tp is F.Welcome:
-            # both of us dialed at once and they answered our Hello too: their token may be new
-            if frame.nonce == link.rx_token and frame.epoch == link.node and frame.token > 0:
-                link.tx_token = frame.token
+        elif tp is F.Refuse:
+            # they will not keep this link (they have us by another address already)
+            reason = frame.reason[:200]
+            self._events.append(E.Notice(f"peer {format_sockaddr(link.addr)} refused: {reason}"))
+            self._forget(link, now, "refused")
+            self.links.pop(link.addr, None)
         elif tp is F.Bye:
             self._drop(link, now, reason=frame.reason[:200] or "quit")

@@ -9,6 +9,7 @@ import math
 
 from .. import events as E
 from .. import frames as F
+from ..crypto import signed_bytes
 from ..names import (
     MAX_TEXT_BYTES,
     check_text,
@@ -38,7 +39,7 @@ class Receiving:
         lr = link.rooms.get(name)
         if lr is None or lr.rx is None:
             if name and name not in self.rooms:
-                link.out.append(F.PeerLeave(name, self.nick, "not here"))
+                link.out.append(F.PeerLeave(name, self.nick, "not here", self.lc))
             elif lr is not None:
                 self._send_join(link, lr, now, ask=True)  # we need their PeerJoin first
             return
@@ -68,11 +69,15 @@ class Receiving:
             # the join window (sent before they knew of us) is history, by its place in their stream
             history = bool(name) and m.seq < lr.live_from
             lc = self._wire_lc(lr, m)
+            if not self._signed_by(link.key, name, m):
+                self.stats["bad_signature"] += 1  # its number is used up; the message is not shown
+                continue
             if m.mid in self._seen:
                 self.stats["duplicates"] += 1
                 continue
             self._seen.add(m.mid)
             # from the link it came over, whatever it says; its numbers checked
+            kept = self._as_history(m, link.nick, link.key, lc)
             m = F.PeerMsg(
                 room=m.room,
                 seq=m.seq,
@@ -92,12 +97,37 @@ class Receiving:
                     )
                 )
             elif r is not None and not lr.hidden:  # a refused double of a nick says nothing
-                r.history.append(m)
+                r.history.append(kept)
                 self._events.append(
                     E.MessageReceived(
                         name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=history
                     )
                 )
+
+    def _signed_by(self, key: bytes, room: str, m: F.PeerMsg) -> bool:
+        """Is `m` signed by `key` (its author's identity key) for `room`? Verified once: a message
+        seen again (from history, from another peer) hits the cache."""
+        data = signed_bytes(room, m.kind, m.mid, m.ts, m.text.encode())
+        return self.sigs.verify(key, data, m.sig)
+
+    @staticmethod
+    def _as_history(
+        m: F.PeerMsg, nick: str, key: bytes, lc: int | None = None, room: str | None = None
+    ) -> F.PeerMsg:
+        """`m` as kept for PeerHistory: its author's nick and key, the stamps it was signed with
+        (and another `lc` or `room` when given: a checked stamp; "" where the frame names it)."""
+        return F.PeerMsg(
+            room=m.room if room is None else room,
+            seq=m.seq,
+            lc=m.lc if lc is None else lc,
+            kind=m.kind,
+            nick=nick,
+            text=m.text,
+            ts=m.ts,
+            mid=m.mid,
+            sig=m.sig,
+            key=key,
+        )
 
     def _wire_lc(self, lr: LinkRoom, m: F.PeerMsg) -> int:
         """The Lamport stamp of a message of their stream, delivered in order: later than their

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .. import events as E
 from .. import frames as F
+from ..crypto import sign_message
 from .state import (
     MAX_KEPT,
     Link,
@@ -26,15 +27,11 @@ class Sending:
         self._tick()
         out.seq += 1
         mid = random_id()
+        ts = self._ts(now)
+        # signed by us; live, the link says who it is from (no nick, no key on the wire)
+        sig = sign_message(self.identity, out.name, kind, mid, ts, text.encode())
         frame = F.PeerMsg(
-            room=out.name,
-            seq=out.seq,
-            lc=self.lc,
-            kind=kind,
-            nick=self.nick,
-            text=text,
-            ts=self._ts(now),
-            mid=mid,
+            room=out.name, seq=out.seq, lc=self.lc, kind=kind, nick="", text=text, ts=ts, mid=mid, sig=sig
         )
         local_id = self._next_local
         self._next_local += 1
@@ -52,8 +49,8 @@ class Sending:
         msg = OwnMsg(frame, local_id, now, waiting, app_room)
         out.msgs[out.seq] = msg
         self._seen.add(mid)
-        if out.name:
-            self.rooms[out.name].history.append(frame)
+        if out.name:  # as history for others, it names its author and key
+            self.rooms[out.name].history.append(self._as_history(frame, self.nick, self.identity.public))
         if not waiting:
             msg.done = True
             self._events.append(E.PostAcknowledged(local_id, app_room, frame.lc))

@@ -7,6 +7,7 @@ from collections import OrderedDict, deque
 
 from .. import frames as F
 from ..addr import Addr
+from ..crypto import Initiator, Responder, SealedChannel
 from ..reliability import (
     AckScheduler,
     RecvStream,
@@ -17,7 +18,9 @@ from ..reliability import (
     TokenBucket,
 )
 
-HELLO, UP = "hello", "up"
+#: a link's states: HELLO (we dial: knock, Hello, until their Welcome), KEYING (we answered their
+#: Hello: until their msg3 proves their identity key), UP (keyed both ways: everything sealed)
+HELLO, KEYING, UP = "hello", "keying", "up"
 
 MAX_LINKS = 256
 MAX_ROOMS = 50
@@ -46,7 +49,11 @@ MAX_RX_ITEMS = 2048  # ... and per stream
 #: grows by AMPLIFICATION x the bytes of each gossip datagram it sent us (and is capped)
 DIAL_RATE = 20.0
 MAX_DIAL_CREDIT = 64 * 1200
-SID_ROOM = 24  # a datagram's array header and its Sid frame, with room to spare
+#: what a datagram carries besides its frames: the seal (head and tag, crypto.SESSION_OVERHEAD)
+#: and the frames' array header, with room to spare (the name is protocol 1's, when it was a Sid)
+SID_ROOM = 32
+
+EARLY = 8  # sealed datagrams kept per link while a handshake we answered waits for msg3
 
 ROOM_KINDS = (F.EV_MSG, F.EV_ACTION)
 DM_KINDS = (F.EV_DM, F.EV_DM_ACTION)
@@ -109,6 +116,7 @@ class LinkRoom:
         "join_sent",
         "join_top",
         "lc_last",
+        "left_lc",
         "live_from",
         "member",
         "name",
@@ -145,6 +153,7 @@ class LinkRoom:
         #: window (history), decided by what we know and not by their clock
         self.live_from = 0
         self.join_sent = -1e18  # our last PeerJoin answering theirs (answers are paced per RTT)
+        self.left_lc = -1  # their clock in their last PeerLeave: an older PeerJoin is stale
 
 
 class Link:
@@ -163,12 +172,26 @@ class Link:
         self.hello_sent = now
         self.started = now
         self.contact = False  # given by add_peer: retried forever, asked for history
-        #: Every datagram on an established link starts with Sid(token of its receiver): ours
-        #: (`rx_token`, our Hello's nonce, or what our Welcome gave) is checked on everything that
-        #: arrives, theirs (`tx_token`) goes on everything we send. An off-path forger who knows
-        #: the address (gossip tells it) cannot speak for the link.
+        #: our dial attempt's secret: the nonce of our Hello (their Welcome echoes it) and the
+        #: token of our knock (the Reset answering it echoes it)
         self.rx_token = 0
-        self.tx_token = 0
+        #: the handshake (crypto.Initiator when we dial, crypto.Responder when we answer) and what
+        #: it gives: `channel` seals and opens every datagram once the link is UP, `key` is their
+        #: identity key, proven in the handshake. A datagram that does not open is dropped.
+        self.initiator: Initiator | None = None
+        self.responder: Responder | None = None
+        self.responder_at = now  # when we answered (a pending answer is forgotten after a timeout)
+        self.hs_nonce = 0  # the nonce of the Hello we answered last (a repeat gets the same Welcome)
+        self.hs_node = 0  # ... and its node id (msg3 must name the same)
+        self.welcome = b""  # our Welcome datagram to it, resent as it was
+        self.channel: SealedChannel | None = None
+        self.key = b""
+        self.msg3 = b""  # ours, resent until they are heard from under the new keys
+        self.msg3_in = b""  # theirs, as answered (a repeat means our answers were lost)
+        #: sealed datagrams that came before their msg3 (sent after it, overtaking it, or it was
+        #: lost): opened once msg3 proves who sent them, at most EARLY of them
+        self.early: list[bytes] = []
+        self.confirmed = True  # they have our msg3 (something sealed came back)
         self.answered = False  # a handshake with this address completed once
         self.knocked = False  # a gossiped address answered our knock (see PeerNode._send_hello)
         self.via: Addr | None = None  # learned from this link's gossip: it pays our Hellos

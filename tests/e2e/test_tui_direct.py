@@ -84,3 +84,44 @@ async def test_two_apps_in_direct_mode():
             "ben gone",
         )
         await until((pa,), lambda: "direct, 0 peers" in status(ann), "status: 0 peers")
+
+
+async def test_a_known_nick_with_another_key_gets_a_room_line(monkeypatch, tmp_path):
+    """Each app proves the identity key in its own data directory. ann meets ben; ben quits;
+    someone else (another key file) comes as ben: ann's #lobby says ben's key changed, naming
+    both fingerprints; the first ben's key stays pinned in ann's known_peers.toml."""
+    from udproom.protocol import crypto, paths
+    from udproom.protocol.pins import KeyPins
+
+    def home(name: str) -> None:  # read when the app starts its direct-mode peer
+        monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path / name / "data"))
+        monkeypatch.setenv("UDPROOM_CONFIG_DIR", str(tmp_path / name / "config"))
+
+    home("ann")
+    ann = app_for("direct", "127.0.0.1:0", "ann", ["lobby"])
+    async with ann.run_test(size=(140, 30)) as pa:
+        await until((pa,), lambda: ann.chat.share, "ann's address")
+        keys = []
+        for who in ("ben-1", "ben-2"):
+            home(who)
+            ben = app_for("direct", "127.0.0.1:0", "ben", ["lobby"], peers=[ann.chat.share[0]])
+            async with ben.run_test(size=(140, 30)) as pb:
+                await until(
+                    (pa, pb),
+                    lambda: (
+                        "ben" in members(ann, "lobby") and members(ann, "lobby")["ben"].presence == "here"
+                    ),
+                    f"{who} in ann's room",
+                )
+                keys.append(crypto.load_identity(paths.identity_path()))
+                await pb.press("ctrl+q")
+                await until((pa, pb), lambda b=ben: not b.is_running, f"{who} quit")
+            await until(
+                (pa,),
+                lambda: "ben" not in members(ann, "lobby") or members(ann, "lobby")["ben"].presence != "here",
+                f"{who} gone",
+            )
+        said = [x.text for x in ann.chat.rooms["lobby"].lines if "key changed" in x.text]
+        assert keys[0].public != keys[1].public
+        assert len(said) == 1 and keys[0].fingerprint in said[0] and keys[1].fingerprint in said[0]
+        assert KeyPins.load(tmp_path / "ann" / "config" / paths.KNOWN_PEERS_FILE).get("ben") == keys[0].public

@@ -9,7 +9,8 @@
   address, so a test can assert the anti-amplification rule towards addresses that never proved
   themselves.
 - `Adversary` is a node with no timers: it records what it is sent (so it can learn what a member
-  learns) and injects datagrams with any source address it likes (`forge`).
+  learns), overhears every link once it `eavesdrop`s (on the path of all of them), and injects
+  datagrams with any source address it likes (`forge`).
 """
 
 from __future__ import annotations
@@ -182,7 +183,12 @@ class Adversary:
         self.net = net
         self.addr = addr
         self.received: list[tuple[tuple, bytes]] = []
+        self.overheard: list[tuple[tuple, tuple, bytes]] = []
         net.add(addr, self)
+
+    def eavesdrop(self) -> None:
+        """From now on, record every datagram anyone sends on the network: (src, dst, data)."""
+        self.net.taps.append(lambda src, dst, data: self.overheard.append((src, dst, data)))
 
     # the FakeNet node surface
     def receive_datagram(self, data: bytes, addr: tuple, now: float) -> None:

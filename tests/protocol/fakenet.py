@@ -29,6 +29,9 @@ class FakeNet:
         self.dark_links: dict[tuple, list[tuple[float, float]]] = {}  # per node address
         self.sent = 0
         self.dropped = 0
+        #: called with (src, dst, data) for every datagram a node puts on the wire (an on-path
+        #: observer: `Adversary.eavesdrop`)
+        self.taps: list = []
 
     def add(self, addr: tuple, node: object) -> object:
         self.nodes[addr] = node
@@ -55,6 +58,8 @@ class FakeNet:
             return
         for data, dst in node.datagrams_to_send(self.now):
             self.sent += 1
+            for tap in self.taps:
+                tap(addr, dst, data)
             imp = self.imp
             if self._dark(addr, dst, self.now) or self.rng.random() < imp.loss:
                 self.dropped += 1

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import random
 
+import msgspec
+
+from udproom.protocol import crypto as C
 from udproom.protocol import events as E
+from udproom.protocol import frames as F
 from udproom.protocol.peer import PeerNode
 from udproom.protocol.reliability import Timing
 
@@ -132,3 +136,11 @@ def send_as(net, node: PeerNode, i: int, to: int, frames: list) -> None:
     """`node` (at addr(i)) sends `frames` over its established link to addr(to)."""
     node.links[addr(to)].out.extend(frames)
     net.flush(addr(i))
+
+
+def signed(node: PeerNode, m: F.PeerMsg, room: str | None = None) -> F.PeerMsg:
+    """`m` signed with `node`'s identity key (for `room`, default its own), as its author would."""
+    sig = C.sign_message(
+        node.identity, m.room if room is None else room, m.kind, m.mid, m.ts, m.text.encode()
+    )
+    return msgspec.structs.replace(m, sig=sig)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from udproom.protocol import crypto as C
 from udproom.protocol import frames as F
 from udproom.protocol.cookies import AMPLIFICATION, CookieJar, SourceLimiter, amplification_ok, source_of
 from udproom.protocol.peer import PeerNode
@@ -26,7 +27,11 @@ TINY_HELLO = b"\x91\x93\x01\x01\xa0"
 
 
 def padded_hello(cookie: bytes = b"", nonce: int = 7, nick: str = "x", node: int = 43) -> bytes:
-    return F.encode_one(F.padded_hello(version=F.VERSION, nick=nick, cookie=cookie, nonce=nonce, node=node))
+    return F.encode_one(
+        F.padded_hello(
+            version=F.VERSION, nick=nick, cookie=cookie, nonce=nonce, node=node, kx=C.Initiator().msg1
+        )
+    )
 
 
 def relay_core():

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
+from udproom.protocol.names import MAX_TEXT_BYTES
 from udproom.protocol.relay import MAX_PAGE, NOT_STORED, Relay, RelayConfig, StoreFailed, StoreRecovered
 from udproom.protocol.roomlog import MemoryLog, SqliteLog
 
@@ -359,7 +360,7 @@ def test_a_history_request_answered_stale_is_asked_again():
 
 
 def test_the_largest_post_the_relay_accepts_can_be_paged_back():
-    """The largest message (1000 bytes) from the longest nick in bytes (24 four-byte characters) in
+    """The largest message (MAX_TEXT_BYTES) from the longest nick in bytes (24 four-byte characters) in
     the longest room name is acknowledged, and paging back carries it like the live stream did: a
     page never stops in front of an event it cannot carry."""
     name = "r" * 32
@@ -369,7 +370,7 @@ def test_the_largest_post_the_relay_accepts_can_be_paged_back():
     room.add_client(1, nick="reader")
     room.wait_joined()
     a = client_addr(0)
-    for text in ("before", "x" * 1000, "é" * 500, "after"):
+    for text in ("before", "x" * MAX_TEXT_BYTES, "é" * (MAX_TEXT_BYTES // 2), "after"):
         room.net.call(a, sender.post, name, text)
     room.settle(3.0)
     acked = room.events(a, E.PostAcknowledged)

@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, example, given, settings
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
+from udproom.protocol.crypto import SESSION_OVERHEAD
+from udproom.protocol.names import MAX_TEXT_BYTES
 from udproom.protocol.peer import PeerNode
 from udproom.protocol.peer import state as P
 from udproom.protocol.relay import RelayConfig, Stream
@@ -25,7 +27,7 @@ from .harness import (
     post_reaches_everyone,
     watched_relay,
 )
-from .peers import MALLORY, addr, of, send_as, timing, trio
+from .peers import MALLORY, addr, of, send_as, signed, timing, trio
 
 _ROOMS = st.one_of(st.sampled_from(["lobby", "#lobby", "other", "n0", "N1", ""]), texts(200))
 
@@ -91,10 +93,10 @@ def test_rooms_keep_bounded_history_in_bytes_and_empty_rooms_expire():
     room.net.call(a, ca.join, "big")
     room.net.run_while(lambda: "big" not in room.relay.rooms, room.net.now + 5)
     for _k in range(300):
-        room.net.call(a, ca.post, "big", "x" * 1000)
+        room.net.call(a, ca.post, "big", "x" * MAX_TEXT_BYTES)
     room.settle(2.0)
     stream = room.relay.rooms["big"]
-    assert stream.seq > 250 and stream.bytes <= 64 * 1024 and len(stream.ring) < 70
+    assert stream.seq > 250 and stream.bytes <= 64 * 1024 and len(stream.ring) < 64 * 1024 // 800
     room.net.call(a, ca.part, "big")
     room.settle(T.timeout)
     assert "big" in room.relay.rooms  # history kept for a while after the last one leaves
@@ -206,7 +208,7 @@ def test_a_room_does_not_keep_a_copy_of_its_member_list_per_member():
 def test_reorder_buffers_are_bounded_by_bytes():
     net, (p0, _p1, mallory) = trio()
     seq0 = mallory.rooms["lobby"].out.seq + 1
-    text = "x" * 900
+    text = "x" * 800
     for k in range(1, 3000):  # never the next one: nothing can be delivered
         f = F.PeerMsg(
             room="lobby",
@@ -218,7 +220,7 @@ def test_reorder_buffers_are_bounded_by_bytes():
             ts=net.now,
             mid=1000 + k,
         )
-        send_as(net, mallory, MALLORY, 0, [f])
+        send_as(net, mallory, MALLORY, 0, [signed(mallory, f)])
     net.run_until(net.now + 0.05)
     rx = p0.links[addr(MALLORY)].rooms["lobby"].rx
     held = sum(P.RX_ITEM_BYTES + len(m.text) for m in rx.buffer.values())  # about what they take
@@ -234,7 +236,7 @@ def test_reorder_buffers_are_bounded_by_bytes():
         ts=net.now,
         mid=999,
     )
-    send_as(net, mallory, MALLORY, 0, [hole])
+    send_as(net, mallory, MALLORY, 0, [signed(mallory, hole)])
     net.run_until(net.now + 0.05)
     texts = [e.text for e in of(net, 0, E.MessageReceived)]
     assert texts[0] == "hole" and len(texts) > 1
@@ -265,6 +267,7 @@ def test_history_replies_fit_a_datagram_whatever_they_hold():
     name = "r" * 32  # the longest room name
     node.join(name, 0.0)
     room = node.rooms[name]
+    signature, key = bytes(range(64)), bytes(32)  # every item carries its author's (unchecked here)
     big = F.PeerMsg(
         room=name,
         seq=2**62,
@@ -274,6 +277,8 @@ def test_history_replies_fit_a_datagram_whatever_they_hold():
         text="\U0001f600" * 250,
         ts=1e18,
         mid=2**63 - 1,
+        sig=signature,
+        key=key,
     )
     for k in range(5):
         room.history.append(big)
@@ -287,25 +292,30 @@ def test_history_replies_fit_a_datagram_whatever_they_hold():
                 text="x" * (200 * k),
                 ts=1.0,
                 mid=k + 1,
+                sig=signature,
+                key=key,
             )
         )
     frames = node._history_frames(room)
     assert sum(len(f.items) for f in frames) >= 5
-    for f in frames:
-        assert len(F.encode([F.Sid(2**63 - 1), f])) <= F.MAX_DATAGRAM
+    for f in frames:  # sealed: the frames' array, then the head and the tag
+        assert len(F.encode([f])) + SESSION_OVERHEAD <= F.MAX_DATAGRAM
     # the longest message an honest member can send, in the longest room, still goes (its item
-    # without the room name) and arrives whole
+    # without the room name) and arrives whole, signed
     honest = F.PeerMsg(
         room=name,
         seq=1,
         lc=7,
         kind=F.EV_MSG,
         nick="\U0001f600" * 24,
-        text="\U0001f600" * 250,
+        text="\U0001f600" * (MAX_TEXT_BYTES // 4),
         ts=1.7e9,
         mid=2**63 - 1,
+        sig=signature,
+        key=key,
     )
     room.history.clear()
     room.history.append(honest)
     (f,) = node._history_frames(room)
-    assert len(F.encode([F.Sid(2**63 - 1), f])) <= F.MAX_DATAGRAM and f.items[0].text == honest.text
+    assert len(F.encode([f])) + SESSION_OVERHEAD <= F.MAX_DATAGRAM
+    assert f.items[0].text == honest.text and f.items[0].sig == signature and f.items[0].key == key

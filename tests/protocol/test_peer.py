@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from udproom.protocol import crypto as C
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
 from udproom.protocol.names import Refused, TextTooLong
@@ -166,7 +167,7 @@ def test_restarted_peer_is_welcomed_back():
     net.remove(addr(2))  # crash
     net.run_until(net.now + t.timeout + t.keepalive)
     assert all("p2" in [e.nick for e in of(net, i, E.MemberTimedOut)] for i in range(2))
-    again = PeerNode("p2", timing=t)
+    again = PeerNode("p2", timing=t, identity=nodes[2].identity)  # its key file survives the crash
     net.add(addr(2), again)
     net.call(addr(2), again.join, "lobby")
     net.call(addr(2), again.add_peer, addr(0))
@@ -185,7 +186,7 @@ def test_restart_on_same_address_before_timeout():
     net, nodes = build(2, seed=9, imp=Impairment(), t=t)
     settle_room(net, nodes)
     net.remove(addr(1))
-    again = PeerNode("p1", timing=t)
+    again = PeerNode("p1", timing=t, identity=nodes[1].identity)
     net.add(addr(1), again)
     net.call(addr(1), again.join, "lobby")
     net.call(addr(1), again.add_peer, addr(0))
@@ -287,7 +288,13 @@ def test_cookie_before_state_and_amplification_limit():
     src = ("10.9.9.9", 1234)
 
     def hello(cookie: bytes = b"") -> bytes:
-        return F.encode([F.padded_hello(version=F.VERSION, nick="evil", cookie=cookie, nonce=42, node=43)])
+        return F.encode(
+            [
+                F.padded_hello(
+                    version=F.VERSION, nick="", cookie=cookie, nonce=42, node=43, kx=C.Initiator().msg1
+                )
+            ]
+        )
 
     # an unpadded Hello earns nothing at all (its Retry would be bigger than itself)
     node.receive_datagram(

@@ -1,8 +1,9 @@
 """Direct mode with a hostile participant driven by hypothesis (issue 7).
 
 `mallory` is linked into the room as a peer and sends anything `adversary.frames()` can build over
-its authenticated link, while an off-path forger injects any datagram with p0's or p1's source
-address (or from strangers). After every step: every datagram <= 1200 bytes (`Watched`), what the
+its authenticated link (half of its messages signed with its own key), while an off-path forger
+injects any datagram, clear or shaped like a sealed one, with p0's or p1's source address (or from
+strangers). After every step: every datagram <= 1200 bytes (`Watched`), what the
 honest peers sent to addresses that never completed a handshake is at most 3x what came from the
 attacker's side, no live message is attributed to anyone but the link it came over, nothing
 escapes a core, per-link buffers stay bounded; and afterwards p0 and p1 still converse, in one
@@ -21,7 +22,7 @@ from udproom.protocol.peer import state as P
 
 from .adversary import Adversary, Watched, datagrams, floats, frames, ints, texts
 from .fakenet import FakeNet, Impairment
-from .peers import addr, of, settle_room, timing
+from .peers import addr, of, settle_room, signed, timing
 
 HONEST = (0, 1)
 MALLORY = 2
@@ -47,8 +48,19 @@ def build():
 
 
 def _sid_datagrams():
-    """Datagrams that start with a Sid: a guessed token, as an off-path forger must."""
+    """Datagrams that start with a Sid: a guessed token (protocol 1's guard; a knock)."""
     return datagrams(prefix=st.builds(F.Sid, ints()))
+
+
+def _sealed_datagrams():
+    """What looks like a sealed datagram (session or room kind, any packet number): without the
+    link's keys, a forger can only guess."""
+    return st.builds(
+        lambda kind, pn, body: bytes((0xC1, kind)) + pn.to_bytes(8, "big") + body,
+        st.sampled_from([0, 1, 2, 3]),
+        st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1)),
+        st.binary(max_size=1190),
+    )
 
 
 NICKS = st.one_of(st.sampled_from(["p0", "p1", "P1", "mallory", "p\u0430"]), texts(40))
@@ -141,7 +153,7 @@ step = st.one_of(
     st.tuples(
         st.just("forge"),
         st.sampled_from(HONEST),
-        st.one_of(datagrams(), _sid_datagrams()),
+        st.one_of(datagrams(), _sid_datagrams(), _sealed_datagrams()),
         st.sampled_from([addr(0), addr(1), addr(MALLORY), *STRANGERS]),
     ),
     st.tuples(st.just("wait"), st.floats(0.001, 0.3)),
@@ -197,6 +209,8 @@ def test_a_hostile_peer_and_a_forger_cannot_break_direct_mode(steps):
                 for tag, f in fs:
                     if tag == "msg":
                         f = f(p0_view)
+                        if f.mid % 2 == 0:  # half of them signed with its own key (shown if valid)
+                            f = signed(mallory, f)
                     elif tag == "join":
                         f = f(p0_view, mallory.node)
                     link.out.append(f)
