@@ -44,6 +44,9 @@ class Connected:
     #: names the relay's history: room sequence numbers are comparable only within one epoch (a
     #: new epoch means the relay's rooms started afresh); 0 in direct mode
     epoch: int = 0
+    #: the relay's long-term key as it proved it in the handshake (b"" in direct mode): its
+    #: fingerprint is what the status line shows and what is pinned for the address
+    relay_key: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

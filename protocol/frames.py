@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import msgspec
 
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 MAX_DATAGRAM = 1200
+#: The longest message text in bytes of UTF-8 (protocol 2: room for a signature and the sealing
+#: overheads in every room; docs/security.md "Message signatures"). names.MAX_TEXT_BYTES is this.
+MAX_TEXT = 840
 #: A client's first datagram is padded to at least this many bytes (anti-amplification: the relay
 #: may answer an unvalidated address with at most 3x what it received).
 HELLO_PAD_TO = 1200
@@ -102,6 +105,35 @@ class Bye(Frame, tag=6):
     reason: str = ""
 
 
+class Login(Frame, tag=13):
+    """Protocol 2, client -> relay, sealed (the payload of handshake message 3): what the clear
+    Hello carried in protocol 1. `resume` is the token of the client's previous session."""
+
+    nick: str
+    resume: int = 0
+    first_cseq: int = 1
+
+
+class LoggedIn(Frame, tag=14):
+    """Protocol 2, relay -> client, sealed: the session exists (what Welcome carried in protocol
+    1). `token` names the session for a later Login's `resume`; it is never sent in the clear."""
+
+    nick: str
+    epoch: int
+    keepalive_ms: int
+    timeout_ms: int
+    token: int = 0
+
+
+class RoomKey(Frame, tag=15):
+    """Protocol 2, relay -> member, sealed under the member's session: the key `room`'s batches
+    are sealed with from now on (`crypto.RoomKey(key, kid)`), at join and after departures."""
+
+    room: str
+    kid: int
+    key: bytes
+
+
 class Sid(Frame, tag=9):
     """First frame of every datagram a client sends on an established session."""
 
@@ -158,6 +190,8 @@ class Result(Frame, tag=11):
 class MemberInfo(msgspec.Struct, frozen=True, array_like=True):
     nick: str
     away: str = ""
+    #: protocol 2: the member's identity key (proven in its handshake), empty when unknown
+    key: bytes = b""
 
 
 class Joined(Frame, tag=12):
@@ -322,6 +356,9 @@ AnyFrame = (
     | Ping
     | Pong
     | Sid
+    | Login
+    | LoggedIn
+    | RoomKey
     | Req
     | Result
     | Joined
@@ -412,6 +449,13 @@ def hello_padding(frame_size: int) -> bytes:
     """Padding that brings a Hello datagram (measured with an empty pad) to exactly HELLO_PAD_TO
     bytes: the pad replaces the empty pad's 2 bytes with itself and a 3-byte bin16 header."""
     return bytes(max(0, HELLO_PAD_TO - frame_size - 1))
+
+
+def hello_prologue(hello: Hello) -> bytes:
+    """What both ends of a protocol-2 handshake hash as its prologue: the clear Hello fields that
+    stay the same across its Retry (version and nonce; not the cookie), so a Hello altered in
+    flight gives different keys (docs/security.md, "The handshake")."""
+    return f"udproom hello {hello.version} {hello.nonce}".encode()
 
 
 def padded_hello(**fields: object) -> Hello:

@@ -223,6 +223,8 @@ class Requests:
         room.members[session.addr] = m
         room.fanout = None
         session.rooms[name] = room
+        # the room's key before anything sealed under it (the backfill below, the next batch)
+        self._send_now(session, [self._room_key(room)])
         # The answer first (it costs more than the request: under the repair budget), then the
         # backfill: history before our join goes to us alone (the join itself is broadcast), as
         # repair under the same budget; what does not fit now, probes send later.
@@ -239,13 +241,13 @@ class Requests:
         """The member list as a joiner gets it: the others sorted, then itself."""
         snap = sorted(
             (
-                F.MemberInfo(o.session.nick, o.session.away)
+                F.MemberInfo(o.session.nick, o.session.away, o.session.key or b"")
                 for o in room.members.values()
                 if o.session is not session
             ),
             key=lambda i: i.nick.lower(),
         )
-        snap.append(F.MemberInfo(session.nick, session.away))
+        snap.append(F.MemberInfo(session.nick, session.away, session.key or b""))
         return snap
 
     def _joined(self, cseq: int, room: Stream, session: Session, m: Member, offset: int) -> F.Joined:
@@ -320,5 +322,6 @@ class Requests:
         if m is not None:
             self._probes.cancel(m)
             room.fanout = None
+            self._departed(room, now)
         session.rooms.pop(room.name, None)
         self._room_event(room, F.Ev(kind=kind, nick=session.nick, text=reason, ts=self._ts(now)), now)

@@ -203,7 +203,7 @@ class Storage:
         for chunk in reversed(chunks):
             chunk.reverse()
             frame = F.History(cseq, name, lo, hi, chunk[0][0], [ev for _s, ev in chunk], complete)
-            data = session.head + F.encode_item(frame)
+            data = self._seal(session, F.datagram([F.encode_item(frame)]))
             session.repair.take(len(data), now, self._rtt_of(session))
             self._emit(data, session.addr)
         if not chunks:
