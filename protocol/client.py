@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import events as E
 from . import frames as F
@@ -277,6 +277,16 @@ class ClientSession:
         check_text(text, MAX_AWAY_BYTES, "away message")
         self.away = text
         self._enqueue(Request(F.OP_AWAY, "", text), now)
+
+    def moderate(self, op: int, room: str, text: str, now: float) -> None:
+        """A moderation request (`frames.MODERATION_OPS`: kick, ban, mode...) about `room`; `text`
+        is its target (and a kick's reason after a space), or the mode change. OP_REGISTER binds
+        our nick to our identity key (room and text unused). The relay says no with one line
+        (`RequestRefused`); what it does shows as room events (`RoomModerated`)."""
+        if op not in F.MODERATION_OPS:
+            raise ValueError(f"not a moderation request: {op}")
+        name = canonical_room(room) if op != F.OP_REGISTER else ""
+        self._enqueue(Request(op, name, text if op != F.OP_REGISTER else self.nick), now)
 
     def page_back(self, room: str, before: int, limit: int, now: float) -> None:
         """Ask the relay for up to `limit` (at most MAX_PAGE) events of `room` with sequence
@@ -732,6 +742,8 @@ class ClientSession:
         if res.code != F.RES_REFUSED:
             if op == F.OP_NICK:
                 self.nick = req.text  # what the next Hello (after a reconnect) asks for
+            elif op == F.OP_REGISTER and res.code == F.RES_OK:
+                self._events.append(E.Registered(req.text))
             return
         what = {
             F.OP_JOIN: "join",
@@ -741,6 +753,7 @@ class ClientSession:
             F.OP_AWAY: "away",
             F.OP_NAMES: "names",
             F.OP_HISTORY: "history",
+            **F.MODERATION_OPS,
         }.get(op, "request")
         if op == F.OP_JOIN:
             self.rooms.pop(req.room, None)
@@ -760,7 +773,7 @@ class ClientSession:
             self._outbox.appendleft(Request(F.OP_NAMES, j.room, arg=len(room.collecting), created=now))
             return
         self.nick = j.nick
-        room.members = {m.nick: E.Member(m.nick, m.away) for m in room.collecting}
+        room.members = {m.nick: E.Member(m.nick, m.away, mode=_mode(m.mode)) for m in room.collecting}
         room.collecting = []
         room.topic = j.topic
         rx = room.rx
@@ -808,7 +821,10 @@ class ClientSession:
         elif tp is F.LoggedIn:
             self._on_logged_in(frame, now)
         elif tp is F.Bye:
-            if self.state == CONNECTED:
+            if frame.reason == F.TAKEN_OVER:  # our registered nick, taken by a login with our key
+                self._fail_handshake(F.TAKEN_OVER)
+                self._channel = None
+            elif self.state == CONNECTED:
                 self._lost(frame.reason or "the relay said goodbye", now, self.timing.reconnect_min)
         elif tp is F.Refuse and self.state == HANDSHAKE:  # sealed: our Login refused (the nick)
             self._on_refuse(frame, now)
@@ -918,18 +934,23 @@ class ClientSession:
             elif hist:
                 pass
             elif kind == F.EV_JOIN:
-                members[ev.nick] = E.Member(ev.nick)
-            elif kind == F.EV_LEAVE or kind == F.EV_TIMEOUT:
+                members[ev.nick] = E.Member(ev.nick, mode=_mode(ev.text))
+            elif kind == F.EV_LEAVE or kind == F.EV_TIMEOUT or kind == F.EV_KICK:
                 members.pop(ev.nick, None)
+            elif kind in _MODE_CHANGES:
+                was = members.get(ev.text)
+                if was is not None:
+                    members[ev.text] = replace(was, mode=_MODE_CHANGES[kind](was.mode))
             elif kind == F.EV_NICK:
                 old = members.pop(ev.nick, None)
-                members[ev.text] = E.Member(ev.text, old.away if old else "")
+                members[ev.text] = E.Member(ev.text, old.away if old else "", mode=old.mode if old else "")
                 if ev.nick == self.nick and self._renaming == ev.text:
                     self.nick = ev.text  # ours: true from this event on, not only from the Result
             elif kind == F.EV_TOPIC:
                 room.topic = ev.text
             elif kind == F.EV_AWAY:
-                members[ev.nick] = E.Member(ev.nick, ev.text)
+                was = members.get(ev.nick)
+                members[ev.nick] = E.Member(ev.nick, ev.text, mode=was.mode if was else "")
             event = self._as_event(name, seq, ev, hist)
             if event is not None:
                 emit(event)
@@ -943,7 +964,7 @@ class ClientSession:
             action = kind == F.EV_ACTION
             return E.MessageReceived(name, seq, ev.nick, ev.text, ev.ts, action, hist, own, local_id)
         if kind == F.EV_JOIN:
-            return E.MemberJoined(name, seq, ev.nick, ev.ts, hist)
+            return E.MemberJoined(name, seq, ev.nick, ev.ts, hist, _mode(ev.text))
         if kind == F.EV_LEAVE:
             return E.MemberLeft(name, seq, ev.nick, ev.ts, ev.text, hist)
         if kind == F.EV_TIMEOUT:
@@ -954,10 +975,22 @@ class ClientSession:
             return E.TopicChanged(name, seq, ev.nick, ev.text, ev.ts, hist)
         if kind == F.EV_AWAY:
             return E.AwayChanged(name, seq, ev.nick, ev.text, ev.ts, hist)
+        if kind == F.EV_KICK:  # nick: the member put out; text: "OPERATOR[ REASON]"
+            by, _, reason = ev.text.partition(" ")
+            return E.RoomModerated(name, seq, by, "kick", ev.nick, reason, ev.ts, hist)
+        action = _MODERATION_EVENTS.get(kind)
+        if action is not None:
+            return E.RoomModerated(name, seq, ev.nick, action, ev.text, "", ev.ts, hist)
         return None
 
     def _deliver_inbox(self, now: float) -> None:
         for seq, ev in self.inbox.pop_ready():
+            if ev.kind == F.EV_KICKED:  # put out of a room: nick the operator, text "ROOM[ REASON]"
+                room, _, reason = ev.text.partition(" ")
+                if self.rooms.pop(room, None) is not None:
+                    self._room_keys.rings.pop(room, None)
+                    self._events.append(E.Kicked(room, ev.nick, reason))
+                continue
             if ev.mid:
                 if ev.mid in self._seen_mids:
                     continue
@@ -979,6 +1012,29 @@ class ClientSession:
                 )
             )
 
+
+def _mode(text: str) -> str:
+    """A member's mode as the relay said it ("@", "+"; anything else: none)."""
+    return text if text in ("@", "+") else ""
+
+
+#: what an operator's event does to its target's mode in the members list
+_MODE_CHANGES = {
+    F.EV_OP: lambda mode: "@",
+    F.EV_DEOP: lambda mode: "",
+    F.EV_VOICE: lambda mode: mode or "+",
+    F.EV_DEVOICE: lambda mode: "" if mode == "+" else mode,
+}
+_MODERATION_EVENTS = {
+    F.EV_BAN: "ban",
+    F.EV_UNBAN: "unban",
+    F.EV_OP: "op",
+    F.EV_DEOP: "deop",
+    F.EV_VOICE: "voice",
+    F.EV_DEVOICE: "devoice",
+    F.EV_INVITE: "invite",
+    F.EV_MODE: "mode",
+}
 
 _POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)

@@ -21,6 +21,7 @@ class Member:
     nick: str
     away: str = ""  # away message; "" means here
     timed_out: bool = False
+    mode: str = ""  # "@" an operator of the room, "+" voiced (relay mode), "" neither
 
 
 def direct_room(nick: str) -> str:
@@ -135,6 +136,7 @@ class MemberJoined:
     nick: str
     ts: float
     history: bool = False
+    mode: str = ""  # "@" an operator of the room, "+" voiced (relay mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +186,38 @@ class AwayChanged:
     away: str  # "" = back
     ts: float
     history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoomModerated:
+    """An operator's action in a room (relay mode): `by` the operator, `action` one of "kick",
+    "ban", "unban", "op", "deop", "voice", "devoice", "invite", "mode"; `target` a nick or a
+    fingerprint (for "mode", the change: "+i"); `text` a kick's reason."""
+
+    room: str
+    seq: int
+    by: str
+    action: str
+    target: str
+    text: str
+    ts: float
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked:
+    """We were put out of `room` by operator `by` (a kick or a ban): we are no longer in it."""
+
+    room: str
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The relay bound `nick` to our identity key: no one else may use it there."""
+
+    nick: str
 
 
 ROOM_EVENTS = (
@@ -250,6 +284,9 @@ Event = (
     | RoomJoined
     | RoomLeft
     | RequestRefused
+    | RoomModerated
+    | Kicked
+    | Registered
     | MessageReceived
     | MemberJoined
     | MemberLeft

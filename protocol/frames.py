@@ -105,6 +105,11 @@ class Bye(Frame, tag=6):
     reason: str = ""
 
 
+#: A Bye with this reason ends a session whose registered nick its owner (the same identity key)
+#: took over from a new login: the client stops there (reconnecting would take it back, forever).
+TAKEN_OVER = "your nick was taken by a newer login with your identity key"
+
+
 class Login(Frame, tag=13):
     """Protocol 2, client -> relay, sealed (the payload of handshake message 3): what the clear
     Hello carried in protocol 1. `resume` is the token of the client's previous session."""
@@ -160,6 +165,32 @@ OP_AWAY = 7
 OP_DIRECT = 8  # room = target nick
 OP_NAMES = 9  # arg = offset into the member snapshot taken at join
 OP_HISTORY = 10  # paging back: events of `room` before sequence `arg` (0: the newest), at most `n`
+# Registered nicks and moderation (protocol/relay/moderation.py; docs/security.md): `room` is the
+# room, `text` the target (a nick, or for a ban a nick or a fingerprint) and, for a kick, a reason
+# after the first space; OP_MODE's `text` is a mode change ("+i", "-tm").
+OP_REGISTER = 20  # bind the session's nick to its identity key on this relay
+OP_KICK = 21
+OP_BAN = 22
+OP_UNBAN = 23
+OP_OP = 24
+OP_DEOP = 25
+OP_MODE = 26
+OP_INVITE = 27
+OP_VOICE = 28
+OP_DEVOICE = 29
+#: every moderation request, by op: its name (what the client says it was)
+MODERATION_OPS = {
+    OP_REGISTER: "register",
+    OP_KICK: "kick",
+    OP_BAN: "ban",
+    OP_UNBAN: "unban",
+    OP_OP: "op",
+    OP_DEOP: "deop",
+    OP_MODE: "mode",
+    OP_INVITE: "invite",
+    OP_VOICE: "voice",
+    OP_DEVOICE: "devoice",
+}
 
 
 class Req(Frame, tag=10):
@@ -192,6 +223,8 @@ class MemberInfo(msgspec.Struct, frozen=True, array_like=True):
     away: str = ""
     #: protocol 2: the member's identity key (proven in its handshake), empty when unknown
     key: bytes = b""
+    #: "@" an operator of the room, "+" voiced, "" neither
+    mode: str = ""
 
 
 class Joined(Frame, tag=12):
@@ -222,6 +255,21 @@ EV_DM = 9  # inbox: nick = sender
 EV_DM_SENT = 10  # inbox: nick = recipient (our own direct message, for our other view)
 EV_DM_ACTION = 11
 EV_DM_ACTION_SENT = 12
+# Moderation (protocol/relay/moderation.py): `nick` is the operator, `text` the target (a nick or
+# a fingerprint) or the mode change; EV_KICK's `nick` is the member put out and its `text`
+# "OPERATOR[ REASON]" (members leave on it, as on EV_LEAVE). In the inbox, EV_KICKED tells the
+# member put out: `nick` the operator, `text` "ROOM[ REASON]".
+EV_KICK = 20
+EV_BAN = 21
+EV_UNBAN = 22
+EV_OP = 23
+EV_DEOP = 24
+EV_MODE = 25
+EV_INVITE = 26
+EV_VOICE = 27
+EV_DEVOICE = 28
+EV_KICKED = 29
+# EV_JOIN's `text` is the joiner's mode in the room: "@", "+" or "".
 
 
 class Ev(msgspec.Struct, frozen=True, array_like=True):

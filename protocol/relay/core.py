@@ -21,6 +21,7 @@ from ..roomlog import MemoryLog, RoomLog
 from .fanout import Fanout
 from .handshake import Handshake
 from .inbox import Inbox
+from .moderation import Moderation, count_made, load_rules
 from .requests import Requests
 from .state import (
     Parked,
@@ -33,7 +34,7 @@ from .state import (
 from .storage import Storage
 
 
-class Relay(Handshake, Fanout, Requests, Inbox, Storage):
+class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation):
     """The relay. `log` is the room log (protocol/roomlog.py) rooms take their numbers from and
     keep their events in: a MemoryLog (kept `config.ring` events per room) unless one is given.
 
@@ -54,6 +55,9 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         # The epoch names the history (the log's): a relay restarted on the same data keeps it, so
         # its members resume where they were. (Sessions are protected by their own tokens.)
         self.epoch = cfg.epoch if cfg.epoch is not None else self.log.epoch
+        # registered nicks and room rules, from the log's records (moderation.py)
+        self.rules = load_rules(self.log)
+        self._made = count_made(self.rules)
         # posts (and topics) waiting for the next commit: (session, cseq, Result, room)
         self._unstored: list[tuple[Session, int, F.Result, str]] = []
         self._posts_pending = 0  # new posts among them

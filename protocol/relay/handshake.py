@@ -102,6 +102,10 @@ class Handshake:
             old = self._tokens.get(login.resume)
             if old is not None:  # the same client, from a new address
                 self._drop_session(old, now, "reconnected")
+        refused = self._claim_nick(nick, pending.hs.initiator_key, None, now)  # (moderation.py)
+        if refused is not None:
+            self._refuse_login(pending, F.Refuse(refused, [], pending.nonce))
+            return
         holder = self._nicks.get(nick_key(nick))
         if holder is not None:
             reason = f"nick {nick} is in use on this relay"

@@ -59,6 +59,10 @@ class RelayConfig:
     pending_timeout: float = 10.0
     #: room keys change after departures at most this often (leaves within it share one rotation)
     rekey_every: float = 1.0
+    #: fingerprints of the relay operators' keys: operators in every room (moderation.py)
+    admin_keys: frozenset[str] = frozenset()
+    #: the most rooms one key may make on this relay (0: no limit; moderation.py)
+    max_rooms_per_key: int = 0
 
 
 # ----------------------------------------------------------------------------- relay events (logs)
