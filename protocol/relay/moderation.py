@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from .. import frames as F
 from ..crypto import CryptoError, fingerprint, parse_fingerprint
-from ..names import MAX_REASON_BYTES, InputError, canonical_room, check_nick, clip_utf8, nick_key
+from ..names import MAX_REASON_BYTES, InputError, canonical_room, check_nick, clip_utf8, nick_key, sanitize
 from ..roomlog import RoomLog, StoreError
 from .state import Session, Stream, result_frame
 
@@ -212,8 +212,8 @@ class Moderation:
         if op == F.OP_MODE:
             return self._set_mode(session, room, rules, req.text, cseq, now)
         text = req.text if len(req.text) <= 4 * F.MAX_TEXT else ""
-        word, _, rest = text.strip().partition(" ")
-        label, target_fp, target = self._target(word, ban=op in (F.OP_BAN, F.OP_UNBAN))
+        word, rest = [*text.split(maxsplit=1), "", ""][:2]
+        label, target_fp, target = self._target(word, text if op in (F.OP_BAN, F.OP_UNBAN) else "")
         if op in (F.OP_KICK, F.OP_BAN, F.OP_DEOP) and self._rank(name, target_fp) > rank:
             return result_frame(cseq, F.RES_REFUSED, 0, f"{label} outranks you in #{name}", name)
         if op == F.OP_KICK:
@@ -254,9 +254,10 @@ class Moderation:
                 self._put_out(room, out, session.nick, "banned", now)
         return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", name))
 
-    def _target(self, word: str, ban: bool) -> tuple[str, str, Session | None]:
+    def _target(self, word: str, ban: str) -> tuple[str, str, Session | None]:
         """(what events call the target, its fingerprint, its session here or None) for a nick
-        (of someone here, or registered) or, for a ban, a fingerprint. InputError: neither."""
+        `word` (of someone here, or registered) or, for a ban, the fingerprint `ban` (spaces and
+        dashes allowed). InputError: neither."""
         try:
             nick = check_nick(word)
         except InputError:
@@ -272,13 +273,15 @@ class Moderation:
                 return nick, fingerprint(owner), None
         if ban:
             try:
-                fp = parse_fingerprint(word[:100])
+                fp = parse_fingerprint(ban[:100])
             except CryptoError:
                 pass
             else:
                 return fp, fp, None
-            raise InputError(f"no one called {clip_utf8(word, 40)} is here, and it is not a fingerprint")
-        raise InputError(f"no one called {clip_utf8(word, 40)} is here")
+            raise InputError(
+                f"no one called {sanitize(clip_utf8(word, 40))} is here, and it is not a fingerprint"
+            )
+        raise InputError(f"no one called {sanitize(clip_utf8(word, 40))} is here")
 
     def _set_mode(
         self, session: Session, room: Stream, rules: RoomRules, change: str, cseq: int, now: float

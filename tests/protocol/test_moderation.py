@@ -231,7 +231,7 @@ def test_a_banned_key_cannot_return_under_a_new_nick():
     assert n.refused(c, "join") == f"you are banned from #{ROOM}"
     assert n.members() == {"boss"}
     # unbanned by fingerprint, it may come back
-    n.do(boss, F.OP_UNBAN, theirs.fingerprint.upper())
+    n.do(boss, F.OP_UNBAN, theirs.fingerprint.upper().replace("-", " "))  # (as read aloud)
     n.wait(boss, E.RoomModerated, lambda e: e.action == "unban")
     n.net.call(c, n.net.nodes[c].join, ROOM)
     n.joined(c)
@@ -393,3 +393,17 @@ def test_a_damaged_rules_record_stops_the_relay_with_one_line_rather_than_forget
         assert str(exc) == "the relay's record 'room/lobby' is damaged"
     else:
         raise AssertionError("a relay started on a damaged record")
+
+
+def test_a_banned_key_cannot_page_back_through_the_room_either():
+    n, boss, _ = _owned_room()
+    theirs = Identity.generate()
+    n.net.call(boss, n.net.nodes[boss].post, ROOM, "for members only")
+    n.wait(boss, E.MessageReceived, lambda e: e.text == "for members only")
+    n.do(boss, F.OP_BAN, theirs.fingerprint)
+    n.wait(boss, E.RoomModerated, lambda e: e.action == "ban")
+    x, cx = n.client("reader", theirs, rooms=())
+    n.wait(x, E.Connected)
+    n.net.call(x, cx.page_back, ROOM, 0, 50)
+    assert n.refused(x, "history") == f"you are banned from #{ROOM}"
+    assert not [e for e in n.net.events[x] if isinstance(e, E.HistoryPage) and e.events]
