@@ -510,6 +510,8 @@ def _event_json(ev: Any) -> dict | None:
         out = {"type": "topic", "nick": ev.nick, "text": ev.topic, **base}
     elif isinstance(ev, E.AwayChanged):
         out = {"type": "away", "nick": ev.nick, "text": ev.away, **base}
+    elif isinstance(ev, E.RoomModerated):  # kick, ban, op, mode ...: nick is the operator
+        out = {"type": ev.action, "nick": ev.by, "target": ev.target, "text": ev.text, **base}
     else:
         return None
     if ev.history:
@@ -613,7 +615,7 @@ async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
             else:
                 log.info("rejoined #%s", ev.room)
             return
-        if isinstance(ev, E.ROOM_EVENTS):
+        if isinstance(ev, (*E.ROOM_EVENTS, E.RoomModerated)):
             # the room's events, and direct messages to us (their room is '@sender')
             dm = isinstance(ev, E.MessageReceived) and ev.room.startswith("@")
             if (ev.room != room and not dm) or (ev.history and not args.history):
@@ -647,6 +649,8 @@ def _report(ev: Any, command: str, finish: Callable[[str | None], None]) -> None
     """Events common to both clients: failures end the command, the rest is diagnostics."""
     if isinstance(ev, E.Refused):
         finish(f"refused: {ev.reason}")
+    elif isinstance(ev, E.Kicked):
+        finish(f"put out of #{ev.room} by {ev.by}" + (f": {ev.reason}" if ev.reason else ""))
     elif isinstance(ev, E.RequestRefused):
         if ev.what == "join":
             finish(f"cannot join #{ev.room}: {ev.reason}")

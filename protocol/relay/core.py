@@ -21,7 +21,7 @@ from ..roomlog import MemoryLog, RoomLog
 from .fanout import Fanout
 from .handshake import Handshake
 from .inbox import Inbox
-from .moderation import Moderation, count_made, load_rules
+from .moderation import Moderation, count_made, count_registered, load_rules
 from .requests import Requests
 from .state import (
     Parked,
@@ -58,6 +58,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation):
         # registered nicks and room rules, from the log's records (moderation.py)
         self.rules = load_rules(self.log)
         self._made = count_made(self.rules)
+        self._registered = count_registered(self.log)
         # posts (and topics) waiting for the next commit: (session, cseq, Result, room)
         self._unstored: list[tuple[Session, int, F.Result, str]] = []
         self._posts_pending = 0  # new posts among them

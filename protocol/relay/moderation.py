@@ -97,7 +97,8 @@ def fp_of(session: Session) -> str:
 
 class Moderation:
     """A part of `Relay` (core.py): these methods work on the relay's state (`self.rules`, loaded
-    from the log's records when the relay starts, and `self._made`, rooms made per key)."""
+    from the log's records when the relay starts, `self._made`, rooms made per key, and
+    `self._registered`, nicks registered per key)."""
 
     # ------------------------------------------------------------------ registered nicks
 
@@ -125,7 +126,12 @@ class Moderation:
         if owner is not None and owner != session.key:  # (a Login could not have had it)
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"nick {session.nick} is registered already")
         if owner is None:
+            had = self._registered[session.key]
+            if had >= self.config.max_nicks_per_key:
+                reason = f"your key has registered {had} nicks on this relay, the most one key may"
+                return result_frame(req.cseq, F.RES_REFUSED, 0, reason)
             self.log.put_record(NICK_RECORD + nick_key(session.nick), session.key)  # StoreError: refused
+            self._registered[session.key] += 1
         return result_frame(req.cseq, F.RES_OK, 0, "", "")
 
     # ------------------------------------------------------------------ ranks and checks
@@ -325,6 +331,11 @@ class Moderation:
             self._overflowed(target)
             self._flush_inbox(target, now)
         self._rekey(room, now)
+
+
+def count_registered(log: RoomLog) -> Counter[bytes]:
+    """Nicks registered per key, as the log's records say."""
+    return Counter(log.records(NICK_RECORD).values())
 
 
 def count_made(rules: dict[str, RoomRules]) -> Counter[str]:

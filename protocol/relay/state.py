@@ -63,6 +63,8 @@ class RelayConfig:
     admin_keys: frozenset[str] = frozenset()
     #: the most rooms one key may make on this relay (0: no limit; moderation.py)
     max_rooms_per_key: int = 0
+    #: the most nicks one key may register on this relay (each is a record kept for good)
+    max_nicks_per_key: int = 5
 
 
 # ----------------------------------------------------------------------------- relay events (logs)

@@ -407,3 +407,16 @@ def test_a_banned_key_cannot_page_back_through_the_room_either():
     n.net.call(x, cx.page_back, ROOM, 0, 50)
     assert n.refused(x, "history") == f"you are banned from #{ROOM}"
     assert not [e for e in n.net.events[x] if isinstance(e, E.HistoryPage) and e.events]
+
+
+def test_one_key_registers_a_bounded_number_of_nicks():
+    n = Net(max_nicks_per_key=2)
+    mine = Identity.generate()
+    a, ca = n.client("n0", mine, rooms=())
+    n.register(a)
+    n.net.call(a, ca.set_nick, "n1")
+    n.do(a, F.OP_REGISTER)
+    n.net.call(a, ca.set_nick, "n2")
+    n.do(a, F.OP_REGISTER)
+    assert n.refused(a, "register") == "your key has registered 2 nicks on this relay, the most one key may"
+    assert len(n.log.records("nick/")) == 2
