@@ -55,3 +55,12 @@ def test_a_bad_admin_key_file_is_one_line(tmp_path):
     assert got.stderr.strip().splitlines() == [
         f"udproom relay: --admin-key {bad} line 1: a fingerprint has 24 characters, not 15"
     ]
+
+
+def test_a_command_put_out_of_its_room_ends_with_one_line():
+    from udproom.protocol import cli
+    from udproom.protocol import events as E
+
+    said: list = []
+    cli._report(E.Kicked("lobby", "boss", "spam"), "listen", said.append)
+    assert said == ["put out of #lobby by boss: spam"]
