@@ -175,10 +175,10 @@ class Moderation:
         creator (and owner) recorded first."""
         fp = fp_of(session)
         rules = self.rules.get(name)
-        if rules is not None and not self._rank(name, fp):
+        if rules is not None and fp not in self.config.admin_keys:
             if fp in rules.bans or (rules.bans and not fp):
                 return f"you are banned from #{name}"
-            if "i" in rules.modes and fp not in rules.invited:
+            if "i" in rules.modes and fp not in rules.invited and not self._rank(name, fp):
                 return f"#{name} is invite only (+i)"
         if not new or rules is not None:
             return None
@@ -231,6 +231,7 @@ class Moderation:
             new, kind = (
                 replace(
                     rules,
+                    owner="" if rules.owner == target_fp else rules.owner,  # (a relay operator's ban)
                     bans=rules.bans | {target_fp},
                     ops=rules.ops - {target_fp},
                     voiced=rules.voiced - {target_fp},
@@ -252,6 +253,8 @@ class Moderation:
             new, kind = replace(rules, voiced=rules.voiced - {target_fp}), F.EV_DEVOICE
         else:  # OP_INVITE
             new, kind = replace(rules, invited=rules.invited | {target_fp}), F.EV_INVITE
+        if new == rules:  # nothing changes: nothing to store or say
+            return result_frame(cseq, F.RES_OK, 0, "", name)
         self._set_rules(name, new)  # stored before anything is said (StoreError: refused)
         seq = self._room_event(room, F.Ev(kind=kind, nick=session.nick, text=label, ts=self._ts(now)), now)
         if op == F.OP_BAN:

@@ -420,3 +420,31 @@ def test_one_key_registers_a_bounded_number_of_nicks():
     n.do(a, F.OP_REGISTER)
     assert n.refused(a, "register") == "your key has registered 2 nicks on this relay, the most one key may"
     assert len(n.log.records("nick/")) == 2
+
+
+def test_a_relay_operator_can_ban_an_owner_who_then_owns_nothing_and_stays_out():
+    admin = Identity.generate()
+    n, boss, me = _owned_room(admin_keys=frozenset({admin.fingerprint}))
+    a, _ = n.client("root", admin)
+    n.joined(a)
+    n.do(a, F.OP_BAN, "boss")
+    n.wait(boss, E.Kicked)
+    assert n.relay.rules[ROOM].owner == ""
+    b2, _ = n.client("boss2", me)
+    assert n.refused(b2, "join") == f"you are banned from #{ROOM}"
+    n.do(b2, F.OP_UNBAN, "boss2")  # (it is no operator any more)
+    assert n.refused(b2, "unban") == f"you are not an operator of #{ROOM}"
+
+
+def test_an_action_that_changes_nothing_says_nothing():
+    n, boss, _ = _owned_room()
+    b, _ = n.client("bob")
+    n.joined(b)
+    n.do(boss, F.OP_VOICE, "bob")
+    n.wait(b, E.RoomModerated, lambda e: e.action == "voice")
+    seq = n.relay.rooms[ROOM].seq
+    n.do(boss, F.OP_VOICE, "bob")
+    n.do(boss, F.OP_MODE, "-m")
+    n.settle(1)
+    assert n.relay.rooms[ROOM].seq == seq
+    assert sum(isinstance(e, E.RoomModerated) for e in n.net.events[b]) == 1
