@@ -46,6 +46,9 @@ class Backend(Protocol):
     def set_away(self, message: str) -> None:
         """'' = back."""
 
+    def moderate(self, op: int, room: str, text: str) -> None:
+        """A moderation request (frames.MODERATION_OPS: register, kick, ban, mode...)."""
+
     def close(self) -> None:
         """Leave every room politely and make `run` return."""
 

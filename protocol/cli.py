@@ -33,7 +33,7 @@ from .names import InputError, canonical_room, check_nick, check_text, default_n
 from .net.address import AddressError, format_address, parse_address
 from .reliability import Timing
 
-COMMANDS = ("relay", "listen", "send", "history", "search", "log")
+COMMANDS = ("relay", "listen", "send", "history", "search", "log", "register")
 log = logging.getLogger("udproom")
 
 
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "search the local log, print a room's transcript.",
     )
     sub = parser.add_subparsers(
-        dest="command", metavar="{relay,listen,send,history,search,log}", parser_class=OneLineParser
+        dest="command", metavar="{relay,listen,send,history,search,log,register}", parser_class=OneLineParser
     )
     sub.required = True
 
@@ -205,7 +205,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="keep at most N events per room (default 100000, with --memory 4096; 0 = no cap)",
     )
+    relay.add_argument(
+        "--admin-key",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="FILE lists the fingerprints (one a line, '#' comments) of relay operators: "
+        "operators in every room (repeatable)",
+    )
+    relay.add_argument(
+        "--max-rooms-per-key",
+        type=_at_least_zero,
+        default=0,
+        metavar="N",
+        help="one identity key may make at most N rooms on this relay (default 0 = no limit)",
+    )
     _add_common(relay)
+
+    register = sub.add_parser(
+        "register",
+        help="register a nick on a relay: only your identity key may use it there",
+        description="Bind NICK to your identity key on the relay at --join: afterwards anyone "
+        "else using NICK there is refused, and you always get it back. Exits 0 once the relay "
+        "has stored it.",
+    )
+    register.add_argument("--join", required=True, metavar="HOST:PORT", help="the relay")
+    register.add_argument("--nick", required=True, help="the nick to register")
+    register.add_argument(
+        "--identity", metavar="FILE", help="your identity key (default: the one in the user data directory)"
+    )
+    register.add_argument(
+        "--timeout", type=_positive, default=10.0, metavar="SECONDS", help="give up after (default 10)"
+    )
+    _add_common(register)
 
     listen = sub.add_parser(
         "listen",
@@ -399,6 +431,8 @@ async def _run_relay(args: argparse.Namespace) -> int:
 
     timing = _timing(args)
     config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
+    config.admin_keys = frozenset(fp for name in args.admin_key for fp in _admin_keys(name))
+    config.max_rooms_per_key = args.max_rooms_per_key
     room_log = _open_room_log(args)
 
     def on_event(ev: Any) -> None:  # what an operator must see: the log stopped storing, and again
@@ -481,6 +515,8 @@ def _event_json(ev: Any) -> dict | None:
         out = {"type": "topic", "nick": ev.nick, "text": ev.topic, **base}
     elif isinstance(ev, E.AwayChanged):
         out = {"type": "away", "nick": ev.nick, "text": ev.away, **base}
+    elif isinstance(ev, E.RoomModerated):  # kick, ban, op, mode ...: nick is the operator
+        out = {"type": ev.action, "nick": ev.by, "target": ev.target, "text": ev.text, **base}
     else:
         return None
     if ev.history:
@@ -584,7 +620,7 @@ async def _run_listen(args: argparse.Namespace, room: str, nick: str) -> int:
             else:
                 log.info("rejoined #%s", ev.room)
             return
-        if isinstance(ev, E.ROOM_EVENTS):
+        if isinstance(ev, (*E.ROOM_EVENTS, E.RoomModerated)):
             # the room's events, and direct messages to us (their room is '@sender')
             dm = isinstance(ev, E.MessageReceived) and ev.room.startswith("@")
             if (ev.room != room and not dm) or (ev.history and not args.history):
@@ -618,6 +654,8 @@ def _report(ev: Any, command: str, finish: Callable[[str | None], None]) -> None
     """Events common to both clients: failures end the command, the rest is diagnostics."""
     if isinstance(ev, E.Refused):
         finish(f"refused: {ev.reason}")
+    elif isinstance(ev, E.Kicked):
+        finish(f"put out of #{ev.room} by {ev.by}" + (f": {ev.reason}" if ev.reason else ""))
     elif isinstance(ev, E.RequestRefused):
         if ev.what == "join":
             finish(f"cannot join #{ev.room}: {ev.reason}")
@@ -734,6 +772,69 @@ async def _run_history(args: argparse.Namespace, room: str, nick: str) -> int:
         return f"timed out after {args.timeout:g}s waiting for the history of #{room}"
 
     return await _drive(client, emit, done, state, args, "history", timeout_error)
+
+
+def _admin_keys(name: str) -> list[str]:
+    """The fingerprints in an --admin-key file: one a line, blank lines and '#' comments skipped."""
+    from .crypto import CryptoError, parse_fingerprint
+
+    try:
+        with open(name, encoding="utf-8") as f:
+            lines = f.read(1 << 20).splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--admin-key {name}: {getattr(exc, 'strerror', None) or exc}") from None
+    out = []
+    for i, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            try:
+                out.append(parse_fingerprint(text))
+            except CryptoError as exc:
+                raise UsageError(f"--admin-key {name} line {i}: {exc}") from None
+    if not out:
+        raise UsageError(f"--admin-key {name} lists no fingerprint")
+    return out
+
+
+# ----------------------------------------------------------------------------- register
+
+
+async def _run_register(args: argparse.Namespace, nick: str) -> int:
+    from .crypto import IdentityFileError, load_or_create_identity
+    from .frames import OP_REGISTER
+    from .net.runners import RelayClient
+    from .paths import identity_path
+
+    try:
+        identity = load_or_create_identity(args.identity or identity_path())
+    except IdentityFileError as exc:
+        raise Failure(str(exc)) from None
+    client = RelayClient(args.join, nick, [], timing=_timing(args), identity=identity)
+    done = asyncio.Event()
+    state: dict = {"error": None, "interrupted": False, "connected": False}
+    finish = _finisher(state, done)
+
+    def emit(ev: Any) -> None:
+        if isinstance(ev, E.Connected):
+            if not state["connected"]:
+                state["connected"] = True
+                client.moderate(OP_REGISTER, "", "")
+        elif isinstance(ev, E.Registered):
+            _say(
+                "register", f"nick {ev.nick} is registered to your key {identity.fingerprint} on {args.join}"
+            )
+            finish()
+        elif isinstance(ev, E.RequestRefused) and ev.what == "register":
+            finish(f"register refused: {ev.reason}")
+        else:
+            _report(ev, "register", finish)
+
+    def timeout_error(_args: argparse.Namespace, st: dict) -> str:
+        if not st["connected"]:
+            return f"no answer from {_where(args)} within {args.timeout:g}s"
+        return f"timed out after {args.timeout:g}s waiting for the relay to register {nick}"
+
+    return await _drive(client, emit, done, state, args, "register", timeout_error)
 
 
 # ----------------------------------------------------------------------------- send
@@ -976,6 +1077,13 @@ def main(argv: list[str] | None = None) -> int:
             parse_address(args.join)
             room, nick = _room_and_nick(args, history_nick)
             return _run(lambda: _run_history(args, room, nick))
+        if command == "register":
+            parse_address(args.join)
+            try:
+                nick = check_nick(args.nick)
+            except InputError as exc:
+                raise UsageError(str(exc)) from None
+            return _run(lambda: _run_register(args, nick))
         if command in ("search", "log"):
             try:
                 room = _log_room(args.room) if args.room is not None else None

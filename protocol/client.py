@@ -17,12 +17,25 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import events as E
 from . import frames as F
 from .addr import Addr, format_sockaddr
 from .backend import OutboxFull
+from .crypto import (
+    KID_BYTES,
+    KIND_ROOM,
+    SESSION_OVERHEAD,
+    CryptoError,
+    Identity,
+    Initiator,
+    PinMismatch,
+    RoomKey,
+    RoomKeyring,
+    SealedChannel,
+    is_sealed,
+)
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TOPIC_BYTES,
@@ -92,9 +105,53 @@ class RoomState:
         self.ready = False
 
 
+class RoomKeys:
+    """The keys the relay sealed our rooms' batches with (`F.RoomKey` frames): the newest two of
+    each room (a rotation leaves the old one for batches already in flight). `open` finds the key
+    by its id and says which room it belongs to (`room`), so a batch of one room can never be
+    taken for another's."""
+
+    __slots__ = ("rings", "room")
+
+    def __init__(self) -> None:
+        self.rings: dict[str, RoomKeyring] = {}
+        self.room = ""
+
+    def add(self, room: str, kid: int, key: bytes) -> None:
+        self.rings.setdefault(room, RoomKeyring(keep=2)).add(RoomKey(key, kid))
+
+    def open(self, blob: bytes, aad: bytes = b"") -> bytes:
+        kid = int.from_bytes(blob[:KID_BYTES], "big")
+        for room, ring in self.rings.items():
+            if kid in ring.keys:
+                self.room = room
+                return ring.open(blob, aad)
+        raise CryptoError("unknown room key id")
+
+
 class ClientSession:
-    def __init__(self, nick: str, timing: Timing | None = None, wall_offset: float = 0.0) -> None:
+    def __init__(
+        self,
+        nick: str,
+        timing: Timing | None = None,
+        wall_offset: float = 0.0,
+        *,
+        identity: Identity | None = None,
+        pinned: bytes | str | None = None,
+    ) -> None:
+        """`identity`: the user's key, proven to the relay in every handshake (None: one made for
+        this session). `pinned`: the relay's key (or its fingerprint) this session insists on; a
+        relay proving another is refused (`E.Refused`, never retried). None: trust on first use,
+        and the key the relay proved is in `E.Connected.relay_key` for the caller to pin."""
         self.nick = check_nick(nick)
+        self.identity = identity if identity is not None else Identity.generate()
+        self.pinned = pinned
+        self.relay_key: bytes | None = None  # as proven in the last handshake
+        self._hs: Initiator | None = None  # the handshake under way
+        self._channel: SealedChannel | None = None  # the session's, once logged in
+        self._room_keys = RoomKeys()
+        self._clear: list[F.Frame] = []  # Hellos: the only frames we send in the clear
+        self._raw: list[bytes] = []  # handshake message 3, sent as it is
         self.timing = t = timing or Timing()
         self.wall_offset = wall_offset
         self.rtt = RttEstimator(t)
@@ -133,7 +190,13 @@ class ClientSession:
         self._resume = 0
         self._stalled = False
         self._renaming = ""  # the nick a /nick asked for, until the relay answers
-        self.stats = {"malformed": 0, "duplicates": 0, "retransmits": 0, "unauthenticated": 0}
+        self.stats = {
+            "malformed": 0,
+            "duplicates": 0,
+            "retransmits": 0,
+            "unauthenticated": 0,
+            "sealed_dropped": 0,
+        }
         self._keepalive = t.keepalive
 
     # ------------------------------------------------------------------ commands
@@ -162,6 +225,7 @@ class ClientSession:
         name = canonical_room(room)
         if self.rooms.pop(name, None) is None:
             return
+        self._room_keys.rings.pop(name, None)
         # drop queued requests for that room that were never sent
         self._outbox = deque(r for r in self._outbox if r.room != name or r.op == F.OP_PART)
         self._enqueue(Request(F.OP_PART, name), now)
@@ -214,6 +278,16 @@ class ClientSession:
         self.away = text
         self._enqueue(Request(F.OP_AWAY, "", text), now)
 
+    def moderate(self, op: int, room: str, text: str, now: float) -> None:
+        """A moderation request (`frames.MODERATION_OPS`: kick, ban, mode...) about `room`; `text`
+        is its target (and a kick's reason after a space), or the mode change. OP_REGISTER binds
+        our nick to our identity key (room and text unused). The relay says no with one line
+        (`RequestRefused`); what it does shows as room events (`RoomModerated`)."""
+        if op not in F.MODERATION_OPS:
+            raise ValueError(f"not a moderation request: {op}")
+        name = canonical_room(room) if op != F.OP_REGISTER else ""
+        self._enqueue(Request(op, name, text if op != F.OP_REGISTER else self.nick), now)
+
     def page_back(self, room: str, before: int, limit: int, now: float) -> None:
         """Ask the relay for up to `limit` (at most MAX_PAGE) events of `room` with sequence
         numbers below `before` (0: the newest). The answer is one `E.HistoryPage` (oldest first,
@@ -234,25 +308,37 @@ class ClientSession:
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         if self.state == CLOSED or addr != self.addr:
             return
+        if len(data) > F.MAX_DATAGRAM:
+            self.stats["malformed"] += 1
+            return
+        if not is_sealed(data):
+            self._clear_datagram(data, now)
+            return
+        # Sealed: under the session's keys (or, while logging in, the handshake's).
+        hs = self._hs
+        channel = self._channel if self.state == CONNECTED else None
+        if channel is None and self.state == HANDSHAKE and hs is not None:
+            channel = hs.channel
+        if channel is None:
+            self.stats["sealed_dropped"] += 1
+            return
+        room = None
         try:
-            frames = F.decode(data)
+            if data[1] == KIND_ROOM:
+                payload = channel.open_room(data, self._room_keys)
+                room = self._room_keys.room
+            else:
+                payload = channel.open(data)
+        except CryptoError:
+            self.stats["sealed_dropped"] += 1
+            return
+        try:
+            frames = F.decode(payload)
         except F.FrameError:
             self.stats["malformed"] += 1
             return
-        first = frames[0]
-        if type(first) is F.Sid:
-            if self.state == CONNECTED:
-                # The relay marks everything on our session with our own token, which only we
-                # (and the relay) know: another member cannot forge the relay's datagrams to us.
-                if first.token != self._token:
-                    self.stats["unauthenticated"] += 1
-                    return
-            elif self.state != HANDSHAKE:
-                return
-            frames = frames[1:]
-        elif self.state == CONNECTED and any(type(f) not in _SESSIONLESS for f in frames):
-            # Without the relay's Sid only handshake answers and Reset are believed.
-            self.stats["unauthenticated"] += 1
+        if room is not None and any(type(f) is not F.Batch or f.room != room for f in frames):
+            self.stats["malformed"] += 1  # a room's key seals that room's batches, nothing else
             return
         self._last_heard = now
         if self._stalled:
@@ -261,6 +347,37 @@ class ClientSession:
         for frame in frames:
             try:
                 self._handle(frame, now)
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+                self.stats["malformed"] += 1
+            if self.state == CLOSED:
+                return
+
+    def _clear_datagram(self, data: bytes, now: float) -> None:
+        """Only the handshake travels in the clear: Retry, Welcome, Refuse (answers to our Hello,
+        echoing its nonce) and Reset (a hint: a new handshake, our session kept until it is done)."""
+        try:
+            frames = F.decode(data)
+        except F.FrameError:
+            self.stats["malformed"] += 1
+            return
+        if any(type(f) not in _SESSIONLESS for f in frames):
+            self.stats["unauthenticated"] += 1
+            return
+        for frame in frames:
+            tp = type(frame)
+            try:
+                if tp is F.Reset:
+                    if self.state == CONNECTED and self._hs is None:
+                        self._start_handshake(now, background=True)
+                elif tp is F.Retry:
+                    if self._hs is not None and self._hs.channel is None:
+                        self._cookie = frame.cookie if isinstance(frame.cookie, bytes) else b""
+                        self._hello_tries = 0
+                        self._send_hello(now)
+                elif tp is F.Welcome:
+                    self._on_welcome(frame, now)
+                elif tp is F.Refuse and self._hs is not None and self._hs.channel is None:
+                    self._on_refuse(frame, now)
             except (ValueError, TypeError, KeyError, IndexError, OverflowError):
                 self.stats["malformed"] += 1
             if self.state == CLOSED:
@@ -277,14 +394,18 @@ class ClientSession:
             self._send_requests(now, frames)
             if not frames and now >= self._ping_due():
                 frames.append(self._ping(now))
-        if not frames:
-            return []
-        self._last_sent = now
-        # On an established session every datagram starts with the session's token.
-        sid = F.Sid(self._token) if self._token and self.state in (CONNECTED, CLOSED) else None
-        dgrams = F.pack(frames, prefix=sid)
         addr = self.addr
-        return [(d, addr) for d in dgrams]
+        out = [(d, addr) for d in self._raw]
+        self._raw = []
+        if self._clear:
+            out.extend((d, addr) for d in F.pack(self._clear))
+            self._clear = []
+        channel = self._channel
+        if frames and channel is not None and self.state in (CONNECTED, CLOSED):
+            out.extend((channel.seal(d), addr) for d in F.pack(frames, F.MAX_DATAGRAM - SESSION_OVERHEAD))
+        if out:
+            self._last_sent = now
+        return out
 
     def get_timer(self) -> float | None:
         t = self.timing
@@ -310,6 +431,8 @@ class ClientSession:
                     if req.created + t.give_up < at:
                         at = req.created + t.give_up
                     break
+        if self._hs is not None and self._hello_at < at:  # a handshake in the background (a Reset)
+            at = self._hello_at
         if self._outbox and len(self._inflight) < MAX_INFLIGHT:
             return min(at, self._last_sent)
         return at
@@ -338,6 +461,11 @@ class ClientSession:
         if not self._stalled and now >= self._last_heard + self._stall_after():
             self._stalled = True
             self._events.append(E.ConnectionStalled(now - self._last_heard))
+        if self._hs is not None and now >= self._hello_at:  # the background handshake
+            if now >= self._handshake_started + min(t.handshake, t.timeout):
+                self._hs = None  # no relay answered it: the session carries on as it was
+            else:
+                self._send_hello(now)
         # retransmit what is due
         for req in self._inflight.values():
             if req.due <= now:
@@ -360,36 +488,98 @@ class ClientSession:
 
     # ------------------------------------------------------------------ connection
 
-    def _start_handshake(self, now: float) -> None:
-        self.state = HANDSHAKE
-        self._stalled = False
+    def _start_handshake(self, now: float, background: bool = False) -> None:
+        """Say Hello with a fresh handshake. `background`: while connected (a Reset said the relay
+        lost our session: a hint anyone could forge), the session stays until the relay proves
+        its key in the new handshake's answer."""
+        if not background:
+            self.state = HANDSHAKE
+            self._stalled = False
+            self._events.append(E.Connecting(format_sockaddr(self.addr)))
         self._cookie = b""
         self._nonce = int.from_bytes(os.urandom(6), "big")
-        # A random first request number per session: a late Result from an earlier session can
-        # never answer one of this session's requests.
-        self._first_cseq = int.from_bytes(os.urandom(4), "big") | 1
-        if self._token:
-            self._resume = self._token  # lets the relay end our old session if our address moved
-        self._token = 0
+        prologue = F.hello_prologue(F.Hello(version=F.VERSION, nick="", nonce=self._nonce))
+        self._hs = Initiator(pinned=self.pinned, identity=self.identity, prologue=prologue)
         self._handshake_started = now
         self._hello_tries = 0
-        self._events.append(E.Connecting(format_sockaddr(self.addr)))
         self._send_hello(now)
 
     def _send_hello(self, now: float) -> None:
-        self._frames.append(
-            F.padded_hello(
-                version=F.VERSION,
-                nick=self.nick,
-                cookie=self._cookie,
-                nonce=self._nonce,
-                first_cseq=self._first_cseq,
-                resume=self._resume,
+        hs = self._hs
+        if hs.channel is not None:  # logging in: our message 3 again, the same bytes
+            self._raw.append(hs.msg3)
+        else:
+            # Only what the handshake needs travels in the clear: no nick, no token.
+            self._clear.append(
+                F.padded_hello(version=F.VERSION, nick="", cookie=self._cookie, nonce=self._nonce, kx=hs.msg1)
             )
-        )
         self._hello_tries += 1
         self._hello_sent = now
         self._hello_at = now + self.timing.hello_backoff(self._hello_tries)
+
+    def _on_welcome(self, w: F.Welcome, now: float) -> None:
+        """The relay's answer to our Hello: its key, proven (handshake message 2). We answer with
+        message 3, carrying our Login, sealed; the session exists once LoggedIn comes back."""
+        hs = self._hs
+        if hs is None or hs.channel is not None or w.nonce != self._nonce:
+            return
+        if w.version != F.VERSION or not w.kx:
+            self._fail_handshake(self._old_relay(w.version))
+            return
+        if self._token:
+            self._resume = self._token  # lets the relay end our old session (at any address)
+        # A random first request number per session: a late Result from an earlier session can
+        # never answer one of this session's requests.
+        self._first_cseq = int.from_bytes(os.urandom(4), "big") | 1
+        login = F.encode_one(F.Login(self.nick, self._resume, self._first_cseq))
+        try:
+            hs.finish(w.kx, login)
+        except PinMismatch as exc:
+            self._fail_handshake(
+                f"relay {format_sockaddr(self.addr)}: {exc}: not connecting (check the fingerprint)"
+            )
+            return
+        except CryptoError:
+            self.stats["sealed_dropped"] += 1  # not the relay's answer (forged, or altered)
+            return
+        self.relay_key = hs.responder_key
+        if self.state == CONNECTED:  # a background handshake: the relay proved itself, switch
+            self.state = HANDSHAKE
+            self._events.append(E.ConnectionLost("the relay forgot this session", 0.0))
+            self._events.append(E.Connecting(format_sockaddr(self.addr)))
+        self._token = 0
+        if self._hello_tries == 1:  # Karn: only an answer to a Hello sent once is a sample
+            self.rtt.sample(now - self._hello_sent)
+        self._hello_tries = 0
+        self._send_hello(now)
+
+    def _old_relay(self, version: object) -> str:
+        """What a protocol-2 client says of a relay that speaks an older protocol (never a fallback)."""
+        return f"{format_sockaddr(self.addr)} speaks protocol {version}, without encryption: not connecting"
+
+    def _fail_handshake(self, reason: str) -> None:
+        """Refused for good: one line for the user, and no retry (never a fallback to cleartext)."""
+        self.state = CLOSED
+        self._hs = None
+        self._events.append(E.Refused(reason))
+
+    def _on_refuse(self, frame: F.Refuse, now: float) -> None:
+        if frame.nonce != self._nonce or self._hs is None:
+            return
+        versions = frame.versions if isinstance(frame.versions, list) else []
+        if versions and F.VERSION not in versions and max(versions) < F.VERSION:
+            self._fail_handshake(self._old_relay(max(versions)))
+            return
+        if self.state == CONNECTED:  # refused a background handshake: our session stays
+            self._hs = None
+            return
+        if isinstance(frame.retry_ms, int) and frame.retry_ms > 0:  # passes (a ghost's nick): try again
+            delay = min(max(frame.retry_ms / 1000, self.timing.reconnect_min), MAX_REFUSE_WAIT)
+            self._lost(frame.reason, now, delay)
+            return
+        self.state = CLOSED
+        self._hs = None
+        self._events.append(E.Refused(frame.reason))
 
     def _lost(self, reason: str, now: float, delay: float | None = None) -> None:
         self._stalled = False
@@ -399,12 +589,18 @@ class ClientSession:
         self.state = WAITING
         self._wait_until = now + delay
         self._frames = []
+        self._hs = None
+        self._channel = None
         self._events.append(E.ConnectionLost(reason, delay))
 
-    def _on_welcome(self, w: F.Welcome, now: float) -> None:
-        if self.state != HANDSHAKE or w.nonce != self._nonce:
+    def _on_logged_in(self, w: F.LoggedIn, now: float) -> None:
+        hs = self._hs
+        if self.state != HANDSHAKE or hs is None or hs.channel is None:
             return
         new_epoch = self.epoch is not None and w.epoch != self.epoch
+        self._channel = hs.channel
+        self._hs = None
+        self._room_keys = RoomKeys()
         self.epoch = w.epoch
         self._token = w.token
         # the relay may want to hear from us more often than we planned
@@ -413,8 +609,6 @@ class ClientSession:
         self._reconnects = 0
         self.nick = w.nick
         self._last_heard = now
-        if self._hello_tries == 1:  # Karn: only an answer to a Hello sent once is a sample
-            self.rtt.sample(now - self._hello_sent)
         # Rebuild the request stream for the new session: rooms first, then what was unsent.
         old = list(self._inflight.values()) + list(self._outbox)
         self._inflight.clear()
@@ -442,7 +636,9 @@ class ClientSession:
                 req.got = None  # parts of a history page from another history
             self._outbox.append(req)
         self._events.append(
-            E.Connected(format_sockaddr(self.addr), self.nick, self.rtt.srtt, self.epoch or 0)
+            E.Connected(
+                format_sockaddr(self.addr), self.nick, self.rtt.srtt, self.epoch or 0, self.relay_key or b""
+            )
         )
 
     def _stall_after(self) -> float:
@@ -546,6 +742,8 @@ class ClientSession:
         if res.code != F.RES_REFUSED:
             if op == F.OP_NICK:
                 self.nick = req.text  # what the next Hello (after a reconnect) asks for
+            elif op == F.OP_REGISTER and res.code == F.RES_OK:
+                self._events.append(E.Registered(req.text))
             return
         what = {
             F.OP_JOIN: "join",
@@ -555,6 +753,7 @@ class ClientSession:
             F.OP_AWAY: "away",
             F.OP_NAMES: "names",
             F.OP_HISTORY: "history",
+            **F.MODERATION_OPS,
         }.get(op, "request")
         if op == F.OP_JOIN:
             self.rooms.pop(req.room, None)
@@ -574,7 +773,7 @@ class ClientSession:
             self._outbox.appendleft(Request(F.OP_NAMES, j.room, arg=len(room.collecting), created=now))
             return
         self.nick = j.nick
-        room.members = {m.nick: E.Member(m.nick, m.away) for m in room.collecting}
+        room.members = {m.nick: E.Member(m.nick, m.away, mode=_mode(m.mode)) for m in room.collecting}
         room.collecting = []
         room.topic = j.topic
         rx = room.rx
@@ -616,29 +815,19 @@ class ClientSession:
                 self._events.append(E.RttUpdated(self.rtt.srtt or 0.0))
         elif tp is F.Gone:
             self._on_gone(frame, now)
-        elif tp is F.Retry:
-            if self.state == HANDSHAKE:
-                self._cookie = frame.cookie
-                self._hello_tries = 0
-                self._send_hello(now)
-        elif tp is F.Welcome:
-            self._on_welcome(frame, now)
-        elif tp is F.Reset:
-            if self.state == CONNECTED and frame.token == self._token:
-                self._events.append(E.ConnectionLost("the relay forgot this session", 0.0))
-                self._start_handshake(now)
+        elif tp is F.RoomKey:
+            if frame.room in self.rooms:
+                self._room_keys.add(frame.room, frame.kid, frame.key)
+        elif tp is F.LoggedIn:
+            self._on_logged_in(frame, now)
         elif tp is F.Bye:
-            if self.state == CONNECTED:
+            if frame.reason == F.TAKEN_OVER:  # our registered nick, taken by a login with our key
+                self._fail_handshake(F.TAKEN_OVER)
+                self._channel = None
+            elif self.state == CONNECTED:
                 self._lost(frame.reason or "the relay said goodbye", now, self.timing.reconnect_min)
-        elif tp is F.Refuse:
-            if self.state != HANDSHAKE or frame.nonce != self._nonce:
-                return
-            if isinstance(frame.retry_ms, int) and frame.retry_ms > 0:  # passes (a ghost's nick): try again
-                delay = min(max(frame.retry_ms / 1000, self.timing.reconnect_min), MAX_REFUSE_WAIT)
-                self._lost(frame.reason, now, delay)
-                return
-            self.state = CLOSED
-            self._events.append(E.Refused(frame.reason))
+        elif tp is F.Refuse and self.state == HANDSHAKE:  # sealed: our Login refused (the nick)
+            self._on_refuse(frame, now)
 
     def _on_history(self, h: F.History, now: float) -> None:
         """A part of a history page: the page is answered once every event lo..hi is in. Parts of
@@ -745,18 +934,23 @@ class ClientSession:
             elif hist:
                 pass
             elif kind == F.EV_JOIN:
-                members[ev.nick] = E.Member(ev.nick)
-            elif kind == F.EV_LEAVE or kind == F.EV_TIMEOUT:
+                members[ev.nick] = E.Member(ev.nick, mode=_mode(ev.text))
+            elif kind == F.EV_LEAVE or kind == F.EV_TIMEOUT or kind == F.EV_KICK:
                 members.pop(ev.nick, None)
+            elif kind in _MODE_CHANGES:
+                was = members.get(ev.text)
+                if was is not None:
+                    members[ev.text] = replace(was, mode=_MODE_CHANGES[kind](was.mode))
             elif kind == F.EV_NICK:
                 old = members.pop(ev.nick, None)
-                members[ev.text] = E.Member(ev.text, old.away if old else "")
+                members[ev.text] = E.Member(ev.text, old.away if old else "", mode=old.mode if old else "")
                 if ev.nick == self.nick and self._renaming == ev.text:
                     self.nick = ev.text  # ours: true from this event on, not only from the Result
             elif kind == F.EV_TOPIC:
                 room.topic = ev.text
             elif kind == F.EV_AWAY:
-                members[ev.nick] = E.Member(ev.nick, ev.text)
+                was = members.get(ev.nick)
+                members[ev.nick] = E.Member(ev.nick, ev.text, mode=was.mode if was else "")
             event = self._as_event(name, seq, ev, hist)
             if event is not None:
                 emit(event)
@@ -770,7 +964,7 @@ class ClientSession:
             action = kind == F.EV_ACTION
             return E.MessageReceived(name, seq, ev.nick, ev.text, ev.ts, action, hist, own, local_id)
         if kind == F.EV_JOIN:
-            return E.MemberJoined(name, seq, ev.nick, ev.ts, hist)
+            return E.MemberJoined(name, seq, ev.nick, ev.ts, hist, _mode(ev.text))
         if kind == F.EV_LEAVE:
             return E.MemberLeft(name, seq, ev.nick, ev.ts, ev.text, hist)
         if kind == F.EV_TIMEOUT:
@@ -781,10 +975,22 @@ class ClientSession:
             return E.TopicChanged(name, seq, ev.nick, ev.text, ev.ts, hist)
         if kind == F.EV_AWAY:
             return E.AwayChanged(name, seq, ev.nick, ev.text, ev.ts, hist)
+        if kind == F.EV_KICK:  # nick: the member put out; text: "OPERATOR[ REASON]"
+            by, _, reason = ev.text.partition(" ")
+            return E.RoomModerated(name, seq, by, "kick", ev.nick, reason, ev.ts, hist)
+        action = _MODERATION_EVENTS.get(kind)
+        if action is not None:
+            return E.RoomModerated(name, seq, ev.nick, action, ev.text, "", ev.ts, hist)
         return None
 
     def _deliver_inbox(self, now: float) -> None:
         for seq, ev in self.inbox.pop_ready():
+            if ev.kind == F.EV_KICKED:  # put out of a room: nick the operator, text "ROOM[ REASON]"
+                room, _, reason = ev.text.partition(" ")
+                if self.rooms.pop(room, None) is not None:
+                    self._room_keys.rings.pop(room, None)
+                    self._events.append(E.Kicked(room, ev.nick, reason))
+                continue
             if ev.mid:
                 if ev.mid in self._seen_mids:
                     continue
@@ -806,6 +1012,29 @@ class ClientSession:
                 )
             )
 
+
+def _mode(text: str) -> str:
+    """A member's mode as the relay said it ("@", "+"; anything else: none)."""
+    return text if text in ("@", "+") else ""
+
+
+#: what an operator's event does to its target's mode in the members list
+_MODE_CHANGES = {
+    F.EV_OP: lambda mode: "@",
+    F.EV_DEOP: lambda mode: "",
+    F.EV_VOICE: lambda mode: mode or "+",
+    F.EV_DEVOICE: lambda mode: "" if mode == "+" else mode,
+}
+_MODERATION_EVENTS = {
+    F.EV_BAN: "ban",
+    F.EV_UNBAN: "unban",
+    F.EV_OP: "op",
+    F.EV_DEOP: "deop",
+    F.EV_VOICE: "voice",
+    F.EV_DEVOICE: "devoice",
+    F.EV_INVITE: "invite",
+    F.EV_MODE: "mode",
+}
 
 _POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)

@@ -21,6 +21,7 @@ class Member:
     nick: str
     away: str = ""  # away message; "" means here
     timed_out: bool = False
+    mode: str = ""  # "@" an operator of the room, "+" voiced (relay mode), "" neither
 
 
 def direct_room(nick: str) -> str:
@@ -44,6 +45,9 @@ class Connected:
     #: names the relay's history: room sequence numbers are comparable only within one epoch (a
     #: new epoch means the relay's rooms started afresh); 0 in direct mode
     epoch: int = 0
+    #: the relay's long-term key as it proved it in the handshake (b"" in direct mode): its
+    #: fingerprint is what the status line shows and what is pinned for the address
+    relay_key: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,7 @@ class MemberJoined:
     nick: str
     ts: float
     history: bool = False
+    mode: str = ""  # "@" an operator of the room, "+" voiced (relay mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +186,38 @@ class AwayChanged:
     away: str  # "" = back
     ts: float
     history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoomModerated:
+    """An operator's action in a room (relay mode): `by` the operator, `action` one of "kick",
+    "ban", "unban", "op", "deop", "voice", "devoice", "invite", "mode"; `target` a nick or a
+    fingerprint (for "mode", the change: "+i"); `text` a kick's reason."""
+
+    room: str
+    seq: int
+    by: str
+    action: str
+    target: str
+    text: str
+    ts: float
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked:
+    """We were put out of `room` by operator `by` (a kick or a ban): we are no longer in it."""
+
+    room: str
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The relay bound `nick` to our identity key: no one else may use it there."""
+
+    nick: str
 
 
 ROOM_EVENTS = (
@@ -247,6 +284,9 @@ Event = (
     | RoomJoined
     | RoomLeft
     | RequestRefused
+    | RoomModerated
+    | Kicked
+    | Registered
     | MessageReceived
     | MemberJoined
     | MemberLeft

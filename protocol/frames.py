@@ -16,6 +16,9 @@ import msgspec
 VERSION = 2
 SUPPORTED_VERSIONS = (2,)
 MAX_DATAGRAM = 1200
+#: The longest message text in bytes of UTF-8 (protocol 2: room for a signature and the sealing
+#: overheads in every room; docs/security.md "Message signatures"). names.MAX_TEXT_BYTES is this.
+MAX_TEXT = 840
 #: A client's first datagram is padded to at least this many bytes (anti-amplification: the relay
 #: may answer an unvalidated address with at most 3x what it received).
 HELLO_PAD_TO = 1200
@@ -102,6 +105,40 @@ class Bye(Frame, tag=6):
     reason: str = ""
 
 
+#: A Bye with this reason ends a session whose registered nick its owner (the same identity key)
+#: took over from a new login: the client stops there (reconnecting would take it back, forever).
+TAKEN_OVER = "your nick was taken by a newer login with your identity key"
+
+
+class Login(Frame, tag=13):
+    """Protocol 2, client -> relay, sealed (the payload of handshake message 3): what the clear
+    Hello carried in protocol 1. `resume` is the token of the client's previous session."""
+
+    nick: str
+    resume: int = 0
+    first_cseq: int = 1
+
+
+class LoggedIn(Frame, tag=14):
+    """Protocol 2, relay -> client, sealed: the session exists (what Welcome carried in protocol
+    1). `token` names the session for a later Login's `resume`; it is never sent in the clear."""
+
+    nick: str
+    epoch: int
+    keepalive_ms: int
+    timeout_ms: int
+    token: int = 0
+
+
+class RoomKey(Frame, tag=15):
+    """Protocol 2, relay -> member, sealed under the member's session: the key `room`'s batches
+    are sealed with from now on (`crypto.RoomKey(key, kid)`), at join and after departures."""
+
+    room: str
+    kid: int
+    key: bytes
+
+
 class Sid(Frame, tag=9):
     """First frame of every datagram a client sends on an established session."""
 
@@ -128,6 +165,32 @@ OP_AWAY = 7
 OP_DIRECT = 8  # room = target nick
 OP_NAMES = 9  # arg = offset into the member snapshot taken at join
 OP_HISTORY = 10  # paging back: events of `room` before sequence `arg` (0: the newest), at most `n`
+# Registered nicks and moderation (protocol/relay/moderation.py; docs/security.md): `room` is the
+# room, `text` the target (a nick, or for a ban a nick or a fingerprint) and, for a kick, a reason
+# after the first space; OP_MODE's `text` is a mode change ("+i", "-tm").
+OP_REGISTER = 20  # bind the session's nick to its identity key on this relay
+OP_KICK = 21
+OP_BAN = 22
+OP_UNBAN = 23
+OP_OP = 24
+OP_DEOP = 25
+OP_MODE = 26
+OP_INVITE = 27
+OP_VOICE = 28
+OP_DEVOICE = 29
+#: every moderation request, by op: its name (what the client says it was)
+MODERATION_OPS = {
+    OP_REGISTER: "register",
+    OP_KICK: "kick",
+    OP_BAN: "ban",
+    OP_UNBAN: "unban",
+    OP_OP: "op",
+    OP_DEOP: "deop",
+    OP_MODE: "mode",
+    OP_INVITE: "invite",
+    OP_VOICE: "voice",
+    OP_DEVOICE: "devoice",
+}
 
 
 class Req(Frame, tag=10):
@@ -158,6 +221,10 @@ class Result(Frame, tag=11):
 class MemberInfo(msgspec.Struct, frozen=True, array_like=True):
     nick: str
     away: str = ""
+    #: protocol 2: the member's identity key (proven in its handshake), empty when unknown
+    key: bytes = b""
+    #: "@" an operator of the room, "+" voiced, "" neither
+    mode: str = ""
 
 
 class Joined(Frame, tag=12):
@@ -188,6 +255,21 @@ EV_DM = 9  # inbox: nick = sender
 EV_DM_SENT = 10  # inbox: nick = recipient (our own direct message, for our other view)
 EV_DM_ACTION = 11
 EV_DM_ACTION_SENT = 12
+# Moderation (protocol/relay/moderation.py): `nick` is the operator, `text` the target (a nick or
+# a fingerprint) or the mode change; EV_KICK's `nick` is the member put out and its `text`
+# "OPERATOR[ REASON]" (members leave on it, as on EV_LEAVE). In the inbox, EV_KICKED tells the
+# member put out: `nick` the operator, `text` "ROOM[ REASON]".
+EV_KICK = 20
+EV_BAN = 21
+EV_UNBAN = 22
+EV_OP = 23
+EV_DEOP = 24
+EV_MODE = 25
+EV_INVITE = 26
+EV_VOICE = 27
+EV_DEVOICE = 28
+EV_KICKED = 29
+# EV_JOIN's `text` is the joiner's mode in the room: "@", "+" or "".
 
 
 class Ev(msgspec.Struct, frozen=True, array_like=True):
@@ -332,6 +414,9 @@ AnyFrame = (
     | Ping
     | Pong
     | Sid
+    | Login
+    | LoggedIn
+    | RoomKey
     | Req
     | Result
     | Joined
@@ -422,6 +507,13 @@ def hello_padding(frame_size: int) -> bytes:
     """Padding that brings a Hello datagram (measured with an empty pad) to exactly HELLO_PAD_TO
     bytes: the pad replaces the empty pad's 2 bytes with itself and a 3-byte bin16 header."""
     return bytes(max(0, HELLO_PAD_TO - frame_size - 1))
+
+
+def hello_prologue(hello: Hello) -> bytes:
+    """What both ends of a protocol-2 handshake hash as its prologue: the clear Hello fields that
+    stay the same across its Retry (version and nonce; not the cookie), so a Hello altered in
+    flight gives different keys (docs/security.md, "The handshake")."""
+    return f"udproom hello {hello.version} {hello.nonce}".encode()
 
 
 def padded_hello(**fields: object) -> Hello:

@@ -6,7 +6,8 @@ import functools
 import re
 import unicodedata
 
-MAX_TEXT_BYTES = 840  # protocol 2: a signed message still fits a sealed datagram (docs/security.md)
+from .frames import MAX_TEXT as MAX_TEXT_BYTES  # one limit, the wire format's
+
 MAX_ROOM_LEN = 32
 MAX_NICK_LEN = 24
 MAX_TOPIC_BYTES = 300

@@ -4,7 +4,7 @@ udproom                                   connect screen
 udproom --host [HOST]:PORT [--nick N] [--room R ...]
 udproom --join HOST:PORT   [--nick N] [--room R ...]
 udproom --listen [HOST]:PORT --peer HOST:PORT ...   (direct mode, no relay)
-udproom relay|send|listen|history|search|log ...     headless commands (udproom.protocol.cli)
+udproom relay|send|listen|history|search|log|register ...   headless commands (udproom.protocol.cli)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 
 from udproom.protocol.cli import OneLineParser, UsageError
 
-HEADLESS = ("relay", "send", "listen", "history", "search", "log")
+HEADLESS = ("relay", "send", "listen", "history", "search", "log", "register")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="udproom",
         description="A full-screen terminal chat room over reliable UDP.",
         epilog=(
-            "headless commands: udproom relay|send|listen|history|search|log --help. "
+            "headless commands: udproom relay|send|listen|history|search|log|register --help. "
             "With no address, udproom opens a connect screen."
         ),
     )

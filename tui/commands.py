@@ -25,9 +25,22 @@ COMMANDS: dict[str, Spec] = {
     "retry": Spec("/retry", "send this room's undelivered messages again"),
     "search": Spec("/search WORDS", "search the chat log (prefix*, nick:bob, room:#dev); Enter jumps"),
     "connect": Spec("/connect HOST[:PORT]", "leave this relay and join another (port 6000 if none)"),
+    "register": Spec("/register", "tie your nick to your key on this relay (no one else may use it)"),
+    "kick": Spec("/kick NICK [REASON]", "operators: put NICK out of this room"),
+    "ban": Spec("/ban NICK|KEY", "operators: keep a key (NICK's, or a fingerprint) out of this room"),
+    "unban": Spec("/unban NICK|KEY", "operators: lift a ban"),
+    "op": Spec("/op NICK", "operators: make NICK an operator of this room"),
+    "deop": Spec("/deop NICK", "operators: NICK is an operator no more"),
+    "voice": Spec("/voice NICK", "operators: NICK may speak when the room is moderated (+m)"),
+    "devoice": Spec("/devoice NICK", "operators: take NICK's voice"),
+    "invite": Spec("/invite NICK", "operators: NICK may join when the room is invite only (+i)"),
+    "mode": Spec("/mode +MODE|-MODE", "operators: +i invite only, +t topic by operators, +m moderated"),
     "help": Spec("/help", "list commands and keys"),
     "quit": Spec("/quit", "leave every room and quit"),
 }
+
+#: the operators' commands (each a request the relay checks: protocol/relay/moderation.py)
+MODERATION = ("kick", "ban", "unban", "op", "deop", "voice", "devoice", "invite", "mode")
 
 ALIASES = {"j": "join", "leave": "part", "query": "msg", "q": "quit", "exit": "quit"}
 
@@ -91,6 +104,17 @@ def parse(line: str) -> Command | None:
         return Command(name, rest=rest)
     if name in ("topic", "away"):
         return Command(name, rest=rest)
+    if name in MODERATION:
+        word, _, reason = rest.partition(" ")
+        if name == "kick" and word:
+            return Command(name, (check_nick_(word.lstrip("@"), usage),), rest=reason.strip())
+        if name in ("ban", "unban") and rest:
+            return Command(name, (rest,))  # a nick, or a fingerprint (spaces and dashes allowed)
+        if name == "mode" and rest and " " not in rest and rest[0] in "+-":
+            return Command(name, (rest,))
+        if name not in ("kick", "ban", "unban", "mode") and word and not reason:
+            return Command(name, (check_nick_(word.lstrip("@"), usage),))
+        raise CommandError(f"usage: {usage}")
     if name == "connect":
         if not rest or " " in rest:
             raise CommandError(f"usage: {usage} (port 6000 if none)")
@@ -116,8 +140,10 @@ def check_nick_(text: str, usage: str) -> str:
 
 def help_rows() -> list[tuple[str, str]]:
     """(usage, what it does) for /help and F1: every command, then the // escape."""
-    rows = [(spec.usage, spec.help) for spec in COMMANDS.values()]
+    later = ("register", *MODERATION)  # (what few need comes last)
+    rows = [(spec.usage, spec.help) for name, spec in COMMANDS.items() if name not in later]
     rows.append(("//text", "send a message that starts with / (//text sends /text)"))
+    rows += [(COMMANDS[name].usage, COMMANDS[name].help) for name in later]
     return rows
 
 

@@ -139,7 +139,7 @@ class EventFolding:
         hit = self._member_line(e, m.JOIN)
         if hit is not None:
             room, nick = hit
-            room.members[nick] = m.MemberState(nick)
+            room.members[nick] = m.MemberState(nick, mode=e.mode)
 
     def _on_left(self, e: ev.MemberLeft) -> None:
         hit = self._member_line(e, m.LEAVE, sanitize(e.reason))
@@ -211,7 +211,7 @@ class EventFolding:
         room.joined = True
         now = self.clock()
         room.members = {
-            sanitize(x.nick): m.MemberState(sanitize(x.nick), sanitize(x.away), x.timed_out, now)
+            sanitize(x.nick): m.MemberState(sanitize(x.nick), sanitize(x.away), x.timed_out, now, x.mode)
             for x in e.members
         }
         room.topic = sanitize(e.topic)
@@ -247,6 +247,46 @@ class EventFolding:
         text = f"{e.what}{where} refused: {sanitize(e.reason)}"
         self.add_local(target, m.ERROR, text)
         self._stick(text)
+
+    def _on_moderated(self, e: ev.RoomModerated) -> None:
+        """An operator's action: a room line naming the operator; the members pane follows."""
+        room = self._room_for_event(e.room)
+        if room is None:
+            return
+        by, target = sanitize(e.by), sanitize(e.target)
+        if e.action == "mode":
+            text = f"{by} set mode {target} on {room.label}"
+        elif e.action == "kick":
+            text = f"{by} kicked {target}" + (f" ({sanitize(e.text)})" if e.text else "")
+        else:
+            verb = {"ban": "banned", "unban": "unbanned", "invite": "invited"}.get(
+                e.action, f"gave {e.action} to"
+            )
+            if e.action in ("deop", "devoice"):
+                verb = f"took {e.action[2:]} from"
+            text = f"{by} {verb} {target}"
+        self._append(room, m.INFO, e.ts, text=text, history=e.history)
+        if e.history:
+            return
+        member = room.members.get(target)
+        if e.action == "kick":
+            room.members.pop(target, None)
+        elif member is not None and e.action in _MODES:
+            member.mode = _MODES[e.action](member.mode)
+        self.changes.members.add(room.name)
+        self._count(room, False, False)
+
+    def _on_kicked(self, e: ev.Kicked) -> None:
+        label = self.rooms[e.room].label if e.room in self.rooms else f"#{e.room}"
+        text = f"you were put out of {label} by {sanitize(e.by)}" + (
+            f": {sanitize(e.reason)}" if e.reason else ""
+        )
+        self.remove_room(e.room)
+        self.add_local(None, m.ERROR, text)
+        self._stick(text)
+
+    def _on_registered(self, e: ev.Registered) -> None:
+        self.add_local(None, m.INFO, f"nick {sanitize(e.nick)} is registered to your key on this relay")
 
     def _on_notice(self, e: ev.Notice) -> None:
         target = e.room if e.room in self.rooms else None
@@ -319,6 +359,14 @@ class EventFolding:
         self.add_local(None, m.ERROR, text)
 
 
+#: what an operator's action does to its target's mode in the members pane
+_MODES = {
+    "op": lambda mode: "@",
+    "deop": lambda mode: "",
+    "voice": lambda mode: mode or "+",
+    "devoice": lambda mode: "" if mode == "+" else mode,
+}
+
 _HANDLERS = {
     ev.MessageReceived: EventFolding._on_message,
     ev.PostAcknowledged: EventFolding._on_acknowledged,
@@ -333,6 +381,9 @@ _HANDLERS = {
     ev.RoomLeft: EventFolding._on_room_left,
     ev.RequestRefused: EventFolding._on_refused_request,
     ev.Notice: EventFolding._on_notice,
+    ev.RoomModerated: EventFolding._on_moderated,
+    ev.Kicked: EventFolding._on_kicked,
+    ev.Registered: EventFolding._on_registered,
     ev.Connecting: EventFolding._on_connecting,
     ev.Connected: EventFolding._on_connected,
     ev.ConnectionStalled: EventFolding._on_stalled,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from udproom.protocol import frames as F
 from udproom.protocol.backend import OutboxFull
 from udproom.protocol.names import MAX_AWAY_BYTES, MAX_TOPIC_BYTES, InputError, check_text, is_direct
 
@@ -130,6 +131,24 @@ class Commands:
             # the relay's AwayChanged says it (once per room, as "you are marked away")
             self.backend.set_away(cmd.rest)
 
+    def cmd_register(self, cmd: commands.Command) -> None:
+        if self._need_backend():
+            self.backend.moderate(F.OP_REGISTER, "", "")  # the relay's answer: Registered, or refused
+
+    def _moderate(self, cmd: commands.Command) -> None:
+        """An operator's command about the room on screen; the relay checks and answers (a room
+        line for everyone, or a one-line refusal)."""
+        room = self.chat.current
+        if room is self.chat.status_room or room.direct:
+            self.error(f"/{cmd.name} is about a room: switch to it first")
+            return
+        if self._need_backend():
+            text = " ".join((*cmd.args, cmd.rest)).strip()
+            self.backend.moderate(_OPS[cmd.name], room.name, text)
+
+    cmd_kick = cmd_ban = cmd_unban = cmd_op = cmd_deop = _moderate
+    cmd_voice = cmd_devoice = cmd_invite = cmd_mode = _moderate
+
     def cmd_names(self, cmd: commands.Command) -> None:
         room = self.chat.current
         if room is self.chat.status_room:
@@ -183,3 +202,7 @@ class Commands:
         if not rooms and self.spec is not None:
             rooms = list(self.spec.rooms)
         return rooms or ["lobby"]
+
+
+#: each operator's command, as the request the relay gets
+_OPS = {name: op for op, name in F.MODERATION_OPS.items()}

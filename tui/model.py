@@ -136,6 +136,7 @@ class MemberState:
     away: str = ""
     timed_out: bool = False
     timed_out_at: float = 0.0  # when (wall clock); forgotten FORGET_TIMED_OUT seconds later
+    mode: str = ""  # "@" an operator of the room, "+" voiced (the members pane shows it)
 
     @property
     def presence(self) -> str:

@@ -339,8 +339,10 @@ class MemberList(_ClickList):
                 style = style + Style(dim=True, italic=True)
             elif state == "unknown":
                 style = Style(color=p.muted)
+            if member.mode:  # "@" an operator of the room, "+" voiced
+                out.append(member.mode, f"bold {p.faint}")
             # one row per member: a long nick is cut (the pane scrolls, it never wraps)
-            out.append(cut(member.nick, width - 3 - (6 if is_me else 0)), style)
+            out.append(cut(member.nick, width - 3 - len(member.mode) - (6 if is_me else 0)), style)
             if is_me:
                 out.append(" (you)", p.faint)
             out.append("\n")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..events import Event, HistoryPage, Refused
+from ..events import Event, HistoryPage, Refused, RequestRefused
 from ..reliability import Timing
 from .address import AddressError, format_address, local_addresses, parse_address, resolve
 from .transport import CoreProtocol, bind_socket, bound_host, client_socket, open_core
@@ -234,6 +234,20 @@ class CoreClient:
         self.core.set_away(message, time.monotonic())
         self._kick()
 
+    def moderate(self, op: int, room: str, text: str) -> None:
+        """A moderation request (`ClientSession.moderate`); a core without a relay to enforce it
+        (direct mode) refuses it at once."""
+        moderate = getattr(self.core, "moderate", None)
+        if moderate is None:
+            from ..frames import MODERATION_OPS
+
+            self._on_event(
+                RequestRefused(MODERATION_OPS.get(op, "request"), room, "direct mode has no operators")
+            )
+            return
+        moderate(op, room, text, time.monotonic())
+        self._kick()
+
     def page_back(self, room: str, before: int, limit: int) -> None:
         """The core pages back (a relay client asks the relay); a core that keeps no history to
         page through (direct mode today) answers at once with an empty, complete page."""
@@ -274,13 +288,15 @@ class RelayClient(CoreClient):
         nick: str,
         rooms: list[str] | tuple[str, ...] = (),
         timing: Timing | None = None,
+        identity: Any = None,
     ) -> None:
         from ..client import ClientSession
 
         self.host, self.port = parse_address(address)
         self._rooms = list(rooms)
         self._addr: tuple | None = None
-        super().__init__(ClientSession(nick, timing=timing, wall_offset=wall_offset()), nick)
+        core = ClientSession(nick, timing=timing, wall_offset=wall_offset(), identity=identity)
+        super().__init__(core, nick)
 
     @property
     def mode(self) -> str:

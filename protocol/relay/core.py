@@ -8,6 +8,7 @@ from collections import deque
 from .. import frames as F
 from ..addr import Addr
 from ..cookies import CookieJar, SourceLimiter
+from ..crypto import SESSION_OVERHEAD, CryptoError, Identity, SealedChannel, is_sealed, room_digest
 from ..names import (
     MAX_REASON_BYTES,
     clip_utf8,
@@ -20,9 +21,11 @@ from ..roomlog import MemoryLog, RoomLog
 from .fanout import Fanout
 from .handshake import Handshake
 from .inbox import Inbox
+from .moderation import Moderation, count_made, count_registered, load_rules
 from .requests import Requests
 from .state import (
     Parked,
+    Pending,
     RelayConfig,
     Session,
     SessionClosed,
@@ -31,7 +34,7 @@ from .state import (
 from .storage import Storage
 
 
-class Relay(Handshake, Fanout, Requests, Inbox, Storage):
+class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation):
     """The relay. `log` is the room log (protocol/roomlog.py) rooms take their numbers from and
     keep their events in: a MemoryLog (kept `config.ring` events per room) unless one is given.
 
@@ -45,10 +48,17 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         self.config = cfg = config or RelayConfig()
         self.timing = cfg.timing
         self.cookies = CookieJar(cfg.secret)
+        # the relay's long-term key: clients pin it (docs/security.md, "The handshake")
+        self.identity = cfg.identity if cfg.identity is not None else Identity.generate()
+        self._pending: dict[Addr, Pending] = {}  # handshakes waiting for their Login
         self.log = log if log is not None else MemoryLog(keep_days=None, keep_events=cfg.ring)
         # The epoch names the history (the log's): a relay restarted on the same data keeps it, so
         # its members resume where they were. (Sessions are protected by their own tokens.)
         self.epoch = cfg.epoch if cfg.epoch is not None else self.log.epoch
+        # registered nicks and room rules, from the log's records (moderation.py)
+        self.rules = load_rules(self.log)
+        self._made = count_made(self.rules)
+        self._registered = count_registered(self.log)
         # posts (and topics) waiting for the next commit: (session, cseq, Result, room)
         self._unstored: list[tuple[Session, int, F.Result, str]] = []
         self._posts_pending = 0  # new posts among them
@@ -65,6 +75,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         self._events: deque = deque()
         self._dirty: set[str] = set()  # rooms with unflushed events
         self._dirty_sessions: set[Session] = set()  # sessions with frames queued
+        self._rekey_due: set[Stream] = set()  # rooms whose key changes at their `rekey_at`
         self._hello_limit = SourceLimiter(cfg.hello_rate, burst=cfg.hello_burst)
         self._timer_at: float | None = None
         self._last_sweep = 0.0
@@ -91,6 +102,9 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
                 "commit_failures",
                 "refused_unstored",
                 "pages",
+                "sealed_dropped",
+                "pending_timed_out",
+                "rekeys",
             ),
             0,
         )
@@ -99,6 +113,13 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         st = self.stats
         st["datagrams_in"] += 1
         st["bytes_in"] += len(data)
+        if len(data) > F.MAX_DATAGRAM:
+            st["malformed"] += 1
+            return
+        if is_sealed(data):
+            self._sealed(data, addr, now)
+            return
+        # In the clear: only a Hello (a handshake) means anything.
         try:
             frames = F.decode(data)
         except F.FrameError:
@@ -107,16 +128,38 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         session = self.sessions.get(addr)
         if session is None:
             self._from_unknown(frames, addr, len(data), now)
-            return
-        first = frames[0]
-        if type(first) is F.Sid and first.token == session.token:
-            frames = frames[1:]
-        elif type(first) is F.Hello:
-            self._hello_from_session(session, first, len(data), now)
-            return
+        elif type(frames[0]) is F.Hello:
+            self._hello_from_session(session, frames[0], len(data), now)
         else:
-            # Not from the session's owner (or a stale client): off-path forgery is dropped here.
+            # Not sealed under the session's keys: an off-path forgery (or a stale client).
             st["unauthenticated"] += 1
+
+    def _sealed(self, data: bytes, addr: Addr, now: float) -> None:
+        st = self.stats
+        session = self.sessions.get(addr)
+        if data[2:10] == bytes(8):  # packet number 0: a handshake's message 3
+            pending = self._pending.get(addr)
+            if pending is not None:
+                self._from_pending(pending, data, now)
+            elif session is not None and self._repeated_login(session, data):
+                self._queue(session, self._logged_in(session))  # our LoggedIn was lost
+            else:
+                st["sealed_dropped" if session is not None else "unknown_source"] += 1
+            return
+        if session is None:
+            st["unknown_source"] += 1
+            if self._hello_limit.allow(addr, now):  # we lost its session (a restart): a hint
+                self._reply_limited(addr, len(data), [F.Reset()])
+            return
+        try:
+            payload = session.channel.open(data)
+        except CryptoError:
+            st["sealed_dropped"] += 1
+            return
+        try:
+            frames = F.decode(payload)
+        except F.FrameError:
+            st["malformed"] += 1
             return
         session.last_heard = now
         acks: set | None = None
@@ -132,14 +175,25 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
                     st["repeated"] += 1
                     continue
                 acks.add(key)
-            try:
-                self._handle(session, frame, now)
-            except (ValueError, TypeError, KeyError, IndexError, OverflowError):
-                # Frames decode to valid types, but a hostile value could still surprise a
-                # handler: count it and keep serving.
-                st["malformed"] += 1
+            self._session_frame(session, frame, now)
             if addr not in self.sessions:  # it said Bye
                 return
+
+    @staticmethod
+    def _repeated_login(session: Session, data: bytes) -> bool:
+        try:
+            session.hs.finish(data)  # the same msg3 gives the same payload; another one raises
+        except CryptoError:
+            return False
+        return True
+
+    def _session_frame(self, session: Session, frame: F.Frame, now: float) -> None:
+        try:
+            self._handle(session, frame, now)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+            # Frames decode to valid types, but a hostile value could still surprise a
+            # handler: count it and keep serving.
+            self.stats["malformed"] += 1
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         if self._dirty or self._unstored:
@@ -182,6 +236,10 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
             for s in dead:
                 self.stats["sessions_timed_out"] += 1
                 self._drop_session(s, now, "timeout")
+            late = [a for a, p in self._pending.items() if now >= p.created + self.config.pending_timeout]
+            for a in late:
+                self.stats["pending_timed_out"] += 1
+                del self._pending[a]
             self._hello_limit.prune(now)
             ttl = self.config.empty_room_ttl
             for name in [n for n, r in self.rooms.items() if not r.members and now >= r.last_active + ttl]:
@@ -191,6 +249,8 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
                 if now < parked.until:
                     break
                 self._forget(token)
+        for room in [r for r in self._rekey_due if now >= r.rekey_at]:
+            self._rekey(room, now)
         # repair: only the members (and rooms with fresh data) whose probe is due
         due = []
         for item in self._probes.pop_due(now):
@@ -221,8 +281,10 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
                     self._probes.schedule(m, m.probe_at)
         if now >= self._next_expire:
             self._expire(now)
-        if self.sessions or self._parked:
+        if self.sessions or self._parked or self._pending:
             self._arm(min(self._last_sweep + sweep, self._next_expire))
+        for room in self._rekey_due:
+            self._arm(room.rekey_at)
 
     def next_event(self):
         return self._events.popleft() if self._events else None
@@ -234,11 +296,13 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         for session in list(self.sessions.values()):
             self._send_now(session, [F.Bye("relay shutting down")])
         self.sessions.clear()
+        self._pending.clear()
         self._tokens.clear()
         self._nicks.clear()
         self._parked.clear()
         self._parked_bytes = 0
         self.rooms.clear()
+        self._rekey_due.clear()
 
     def _arm(self, at: float) -> None:
         if self._timer_at is None or at < self._timer_at:
@@ -256,8 +320,27 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         self.stats["bytes_out"] += len(data)
 
     def _send_now(self, session: Session, frames: list[F.Frame]) -> None:
-        for dgram in F.pack(frames, prefix=session.sid):
-            self._emit(dgram, session.addr)
+        for payload in F.pack(frames, F.MAX_DATAGRAM - SESSION_OVERHEAD):
+            self._emit(self._seal(session, payload), session.addr)
+
+    # Sealing (docs/security.md, "Sealed datagrams" and "room keys"): three small methods, so that
+    # benchmarks/bench_relay.py can measure the same core without them (its plain baseline).
+
+    @staticmethod
+    def _seal(session: Session, payload: bytes) -> bytes:
+        """A datagram of the session's, sealed under its keys."""
+        return session.channel.seal(payload)
+
+    @staticmethod
+    def _seal_batch(room: Stream, payload: bytes) -> tuple[bytes, bytes]:
+        """A room datagram's payload sealed once under the room's key: (blob, its digest)."""
+        blob = room.key.seal(payload)
+        return blob, room_digest(blob)
+
+    @staticmethod
+    def _wrap(channel: SealedChannel, blob: bytes, digest: bytes) -> bytes:
+        """One member's copy of a sealed batch: its head and tag in front of the shared blob."""
+        return channel.seal_room(blob, digest)
 
     def _flush_session(self, session: Session) -> None:
         frames, session.out = session.out, []

@@ -9,6 +9,7 @@ within its session's `RepairBudget`.
 from __future__ import annotations
 
 from .. import frames as F
+from ..crypto import RoomKey
 from .state import (
     DGRAM_HEAD,
     REPAIR_SPAN,
@@ -92,6 +93,8 @@ class Fanout:
         """The member's ack lags: resend from its ack point (skipping what it SACKed)."""
         m.probe(now, m.session.rtt)
         self._set_probe(m, m.probe_at)
+        if stream.key is not None:  # (its RoomKey may be what was lost: it could open nothing)
+            self._send_now(m.session, [self._room_key(stream)])
         first = self._first(stream)
         if m.acked + 1 < first:  # said again on every probe until the member acks past it
             self._queue(m.session, F.Gone(stream.name, first))
@@ -112,6 +115,7 @@ class Fanout:
                 return
         older = self._older(stream)
         addr = session.addr
+        room = stream if stream.key is not None else None
         run_start = prev = seqs[0]
         runs = []
         for s in seqs[1:]:
@@ -123,16 +127,21 @@ class Fanout:
         st = self.stats
         for lo, hi in runs:
             for first, count, item in stream.batches(lo, hi, older):
-                data = session.head + item
-                if not self._repair_ok(session, len(data), now):
+                payload = F.datagram([item])
+                if not self._repair_ok(session, len(payload) + DGRAM_HEAD, now):
                     return
-                self._emit(data, addr)
+                if room is None:
+                    self._emit(self._seal(session, payload), addr)
+                else:  # re-sealed under the room's current key
+                    self._emit(self._wrap(session.channel, *self._seal_batch(room, payload)), addr)
                 st["retransmitted"] += count
                 m.resent(first + count - 1)
 
     def _flush_room(self, room: Stream, now: float) -> None:
         """Broadcast events not yet sent: each batch is encoded once and every member gets the same
         bytes behind its own Sid. Only what the log has stored leaves."""
+        if room.rekey_at is not None and now >= room.rekey_at:
+            self._rekey(room, now)
         lo, hi = room.flushed + 1, room.seq
         if lo > hi:
             return
@@ -149,15 +158,43 @@ class Fanout:
         out = self._out
         fan = room.fanout
         if fan is None:  # rebuilt when members come and go
-            fan = room.fanout = [(m.base, m.session.head, m.session.addr) for m in members]
+            fan = room.fanout = [(m.base, m.session.channel, m.session.addr) for m in members]
+        seal, wrap = self._seal_batch, self._wrap
         for first, _count, item in room.batches(lo, hi, self._older(room) if lo < room.first else None):
+            # sealed once for the room; each member gets the same blob behind its own tag
+            blob, digest = seal(room, F.datagram([item]))
             n = len(out)
-            out.extend([(head + item, addr) for base, head, addr in fan if base <= first])
-            st["bytes_out"] += (len(out) - n) * (DGRAM_HEAD + len(item))
+            out.extend([(wrap(ch, blob, digest), addr) for base, ch, addr in fan if base <= first])
+            if out:
+                st["bytes_out"] += (len(out) - n) * len(out[-1][0])
         # One timer for the room, not one per member: when it fires, the members that have not
         # acked by then get timers of their own (most will have acked: a tick costs what is due),
         # due an RTO after the first event they lack was sent (`Stream.times`).
         self._probes.schedule(room, now + self.timing.rto_min)
+
+    def _rekey(self, room: Stream, now: float) -> None:
+        """A new room key after departures (docs/security.md, "Rotation"): made, and sent to each
+        remaining member over its session before the next batch sealed under it. At most once per
+        `rekey_every`: leaves within it share one rotation (`_departed`)."""
+        room.rekey_at = None
+        self._rekey_due.discard(room)
+        room.key = RoomKey.generate()
+        room.rekeyed = now
+        self.stats["rekeys"] += 1
+        for m in room.members.values():
+            self._send_now(m.session, [self._room_key(room)])
+
+    @staticmethod
+    def _room_key(room: Stream) -> F.RoomKey:
+        return F.RoomKey(room.name, room.key.kid, room.key.key)
+
+    def _departed(self, room: Stream, now: float) -> None:
+        """A member left the room: its key changes for those who stay (at the next flush, or once
+        `rekey_every` has passed since the last change)."""
+        if room.rekey_at is None:
+            room.rekey_at = max(now, room.rekeyed + self.config.rekey_every)
+            self._rekey_due.add(room)
+            self._arm(room.rekey_at)
 
     def _flush_inbox(self, session: Session, now: float) -> None:
         inbox = session.inbox
@@ -166,5 +203,5 @@ class Fanout:
             return
         inbox.flushed = hi
         for _first, _count, item in inbox.batches(lo, hi):
-            self._emit(session.head + item, session.addr)
+            self._emit(self._seal(session, F.datagram([item])), session.addr)
         self._set_probe(session.inbox_member, now + session.rtt.rto)

@@ -10,15 +10,20 @@ import math
 from .. import frames as F
 from ..addr import Addr
 from ..cookies import hello_padded, limited_reply, screen_unknown
+from ..crypto import CryptoError, Responder
 from ..names import (
     InputError,
     check_nick,
     nick_key,
 )
 from .state import (
+    Pending,
     Session,
     SessionOpened,
 )
+
+#: what a protocol-1 client's Hello is told (it shows a Refuse as a one-line error)
+OLD_PROTOCOL = "this relay speaks protocol 2 (encrypted); upgrade udproom"
 
 
 class Handshake:
@@ -36,50 +41,101 @@ class Handshake:
             return
         # the address is validated from here on
         if hello.version not in F.SUPPORTED_VERSIONS:
-            self._reply_limited(
-                addr,
-                size,
-                [
-                    F.Refuse(
-                        f"unsupported protocol version {hello.version}",
-                        list(F.SUPPORTED_VERSIONS),
-                        hello.nonce,
-                    )
-                ],
+            reason = (
+                OLD_PROTOCOL if hello.version < F.VERSION else f"unsupported protocol version {hello.version}"
             )
+            self._reply_limited(addr, size, [F.Refuse(reason, list(F.SUPPORTED_VERSIONS), hello.nonce)])
             return
-        try:
-            nick = check_nick(hello.nick)
-        except InputError as exc:
-            self._reply_limited(addr, size, [F.Refuse(f"bad nick: {exc}", [], hello.nonce)])
+        pending = self._pending.get(addr)
+        if pending is not None and pending.nonce == hello.nonce:  # our Welcome was lost
+            self._emit(pending.welcome, addr)
             return
-        if len(self.sessions) >= self.config.max_sessions:
+        if pending is None and len(self.sessions) + len(self._pending) >= self.config.max_sessions:
             self._reply_limited(addr, size, [F.Refuse("relay is full, try later", [], hello.nonce)])
             return
-        if hello.resume:
-            old = self._tokens.get(hello.resume)
-            if old is not None and old.addr != addr:  # the same client, from a new address
+        # Public-key work only for an address that proved it receives our datagrams (the cookie),
+        # under the per-source handshake limit (screen_unknown).
+        hs = Responder(self.identity, prologue=F.hello_prologue(hello))
+        try:
+            msg2 = hs.respond(hello.kx)
+        except CryptoError:
+            self.stats["malformed"] += 1
+            return
+        welcome = F.encode_one(
+            F.Welcome(
+                version=F.VERSION, nick="", epoch=0, keepalive_ms=0, timeout_ms=0, nonce=hello.nonce, kx=msg2
+            )
+        )
+        self._pending[addr] = Pending(addr, hello.nonce, hs, welcome, now)
+        self._emit(welcome, addr)
+        self._arm(now + self.config.pending_timeout)
+
+    def _from_pending(self, pending: Pending, data: bytes, now: float) -> None:
+        """A sealed datagram from an address whose handshake waits for message 3: the Login."""
+        addr = pending.addr
+        try:
+            payload = pending.hs.finish(data)
+        except CryptoError:
+            self.stats["sealed_dropped"] += 1
+            return
+        if pending.answer is not None:  # a repeated msg3 after a refusal: the same answer
+            self._emit(pending.answer, addr)
+            return
+        try:
+            frames = F.decode(payload)
+        except F.FrameError:
+            self.stats["malformed"] += 1
+            return
+        login = frames[0]
+        if type(login) is not F.Login:
+            self.stats["malformed"] += 1
+            return
+        try:
+            nick = check_nick(login.nick)
+        except InputError as exc:
+            self._refuse_login(pending, F.Refuse(f"bad nick: {exc}", [], pending.nonce))
+            return
+        here = self.sessions.get(addr)
+        if here is not None:  # the client at this address started over
+            self._drop_session(here, now, "reconnected")
+        if login.resume:
+            old = self._tokens.get(login.resume)
+            if old is not None:  # the same client, from a new address
                 self._drop_session(old, now, "reconnected")
+        refused = self._claim_nick(nick, pending.hs.initiator_key, None, now)  # (moderation.py)
+        if refused is not None:
+            self._refuse_login(pending, F.Refuse(refused, [], pending.nonce))
+            return
         holder = self._nicks.get(nick_key(nick))
         if holder is not None:
             reason = f"nick {nick} is in use on this relay"
-            refuse = F.Refuse(reason, [], hello.nonce, self._ghost_retry_ms(holder, now))
-            self._reply_limited(addr, size, [refuse])
+            self._refuse_login(
+                pending, F.Refuse(reason, [], pending.nonce, self._ghost_retry_ms(holder, now))
+            )
             return
-        session = Session(addr, nick, hello.nonce, now, self.config)
-        if 1 <= hello.first_cseq < 1 << 62:
-            session.next_cseq = hello.first_cseq
+        del self._pending[addr]
+        session = Session(addr, nick, pending.nonce, now, self.config, pending.hs)
+        if isinstance(login.first_cseq, int) and 1 <= login.first_cseq < 1 << 62:
+            session.next_cseq = login.first_cseq
         self.sessions[addr] = session
         self._tokens[session.token] = session
         self._nicks[nick_key(nick)] = session
         self.stats["sessions_opened"] += 1
         self._events.append(SessionOpened(nick, addr))
-        self._queue(session, self._welcome(session))
-        parked = self._parked.pop(hello.resume, None) if hello.resume else None
+        self._queue(session, self._logged_in(session))
+        parked = self._parked.pop(login.resume, None) if login.resume else None
         if parked is not None:
             self._parked_bytes -= parked.size
             self._unpark(session, parked, now)
         self._arm(now + min(self.timing.keepalive, self.timing.timeout) / 4)
+        for frame in frames[1:]:  # requests that rode with the Login
+            self._session_frame(session, frame, now)
+
+    def _refuse_login(self, pending: Pending, refuse: F.Refuse) -> None:
+        """A Login refused: sealed under the handshake's keys (the reason names the nick), kept for
+        a repeated msg3 until the pending handshake times out."""
+        pending.answer = pending.hs.channel.seal(F.encode_one(refuse))
+        self._emit(pending.answer, pending.addr)
 
     def _ghost_retry_ms(self, holder: Session, now: float) -> int:
         """Whether a Hello for a nick in use may try again, and in how many ms (0: final). Clients
@@ -100,16 +156,14 @@ class Handshake:
             until = holder.last_heard + ghost_after
         return max(1, math.ceil((until - now + slack) * 1000))
 
-    def _welcome(self, session: Session) -> F.Welcome:
+    def _logged_in(self, session: Session) -> F.LoggedIn:
         t = self.timing
-        return F.Welcome(
-            version=F.VERSION,
+        return F.LoggedIn(
             nick=session.nick,
             epoch=self.epoch,
             keepalive_ms=int(t.keepalive * 1000),
             timeout_ms=int(t.timeout * 1000),
             token=session.token,
-            nonce=session.nonce,
         )
 
     def _reply_limited(self, addr: Addr, received: int, frames: list[F.Frame]) -> None:
@@ -118,17 +172,17 @@ class Handshake:
             self._emit(data, addr)
 
     def _hello_from_session(self, session: Session, hello: F.Hello, size: int, now: float) -> None:
-        """A Hello from an address that has a session: a retransmit (our Welcome was lost), or the
-        client starting over. Only a valid cookie may end the old session: a forged Hello, which
-        cannot carry one, earns a Retry and changes nothing."""
+        """A Hello from an address that has a session: a late copy of the one that opened it, or
+        the client starting over. A valid cookie starts a new handshake; the session stays until
+        that handshake's Login arrives (so a forged Hello changes nothing, and one with a cookie,
+        which only an on-path attacker has, costs a handshake and nothing else)."""
         if hello.nonce == session.nonce:
-            self._queue(session, self._welcome(session))
+            return
         elif not hello_padded(size):
             self.stats["unpadded"] += 1
         elif not self._hello_limit.allow(session.addr, now):
             self.stats["rate_limited"] += 1
         elif self.cookies.check(hello.cookie, session.addr, now):
-            self._drop_session(session, now, "reconnected")
             self._from_unknown([hello], session.addr, size, now)
         else:
             self._reply_limited(

@@ -1,6 +1,7 @@
 """Requests from sessions: in order per session, at most once (results are remembered;
 a repeated request gets the stored answer, a too old one a stale Result), rate limited; what
-each operation does (post, join, part, nick, away, topic, names, direct messages).
+each operation does (post, join, part, nick, away, topic, names, direct messages; moderation is
+moderation.py's).
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ class Requests:
             seen = self._seq_of_mid(room, req.mid)
             if seen is not None:  # (answered after the next commit all the same: it may be pending)
                 return self._after_commit(session, result_frame(cseq, F.RES_OK, seen, "", req.room))
+            forbids = self._forbids(session, room, "m")
+            if forbids is not None:
+                return result_frame(cseq, F.RES_REFUSED, 0, forbids, req.room)
             check_text(req.text, MAX_TEXT_BYTES)
             kind = F.EV_MSG if op == F.OP_POST else F.EV_ACTION
             seq = self._room_event(
@@ -141,6 +145,9 @@ class Requests:
             new = check_nick(req.text)
             if new == session.nick:
                 return result_frame(cseq, F.RES_OK, 0, "", "")
+            refused = self._claim_nick(new, session.key, session, now)  # (moderation.py)
+            if refused is not None:
+                return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
             key = nick_key(new)
             holder = self._nicks.get(key)
             if holder is not None and holder is not session:
@@ -157,6 +164,9 @@ class Requests:
             room = session.rooms.get(req.room)
             if room is None:
                 return result_frame(cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
+            forbids = self._forbids(session, room, "t")
+            if forbids is not None:
+                return result_frame(cseq, F.RES_REFUSED, 0, forbids, req.room)
             check_text(req.text, MAX_TOPIC_BYTES, "topic")
             room.topic = req.text
             self.log.set_topic(room.name, req.text)
@@ -178,6 +188,8 @@ class Requests:
             return self._direct(session, req, now)
         if op == F.OP_HISTORY:
             return self._page(session, req, now)
+        if op in F.MODERATION_OPS:
+            return self._moderate(session, req, now)  # (moderation.py)
         return result_frame(cseq, F.RES_REFUSED, 0, f"unknown request {op}", req.room)
 
     def _join(self, session: Session, req: F.Req, now: float) -> F.Frame:
@@ -191,6 +203,9 @@ class Requests:
             return result_frame(
                 cseq, F.RES_REFUSED, 0, f"you are in {len(session.rooms)} rooms already", name
             )
+        refused = self._admit(session, name, name not in self.rooms and not self.log.last_seq(name))
+        if refused is not None:  # (moderation.py: bans, +i, rooms per key)
+            return result_frame(cseq, F.RES_REFUSED, 0, refused, name)
         # Members get everything up to now first (stored first), then the joiner is added with its
         # backfill; nothing is pending from here on, so a room made afresh continues the log.
         self._commit()
@@ -209,7 +224,9 @@ class Requests:
         self._flush_room(room, now)
         self._dirty.discard(name)
         join_seq = self._room_event(
-            room, F.Ev(kind=F.EV_JOIN, nick=session.nick, text="", ts=self._ts(now)), now
+            room,
+            F.Ev(kind=F.EV_JOIN, nick=session.nick, text=self._mode_of(name, session), ts=self._ts(now)),
+            now,
         )
         failed = self._commit()
         if failed is not None:
@@ -223,6 +240,8 @@ class Requests:
         room.members[session.addr] = m
         room.fanout = None
         session.rooms[name] = room
+        # the room's key before anything sealed under it (the backfill below, the next batch)
+        self._send_now(session, [self._room_key(room)])
         # The answer first (it costs more than the request: under the repair budget), then the
         # backfill: history before our join goes to us alone (the join itself is broadcast), as
         # repair under the same budget; what does not fit now, probes send later.
@@ -234,18 +253,17 @@ class Requests:
         self._set_probe(m, now + session.rtt.rto)
         return joined
 
-    @staticmethod
-    def _snapshot(room: Stream, session: Session) -> list[F.MemberInfo]:
+    def _snapshot(self, room: Stream, session: Session) -> list[F.MemberInfo]:
         """The member list as a joiner gets it: the others sorted, then itself."""
+
+        def info(s: Session) -> F.MemberInfo:
+            return F.MemberInfo(s.nick, s.away, s.key or b"", self._mode_of(room.name, s))
+
         snap = sorted(
-            (
-                F.MemberInfo(o.session.nick, o.session.away)
-                for o in room.members.values()
-                if o.session is not session
-            ),
+            (info(o.session) for o in room.members.values() if o.session is not session),
             key=lambda i: i.nick.lower(),
         )
-        snap.append(F.MemberInfo(session.nick, session.away))
+        snap.append(info(session))
         return snap
 
     def _joined(self, cseq: int, room: Stream, session: Session, m: Member, offset: int) -> F.Joined:
@@ -316,9 +334,16 @@ class Requests:
         return None
 
     def _leave(self, session: Session, room: Stream, now: float, kind: int, reason: str) -> None:
-        m = room.members.pop(session.addr, None)
-        if m is not None:
-            self._probes.cancel(m)
-            room.fanout = None
-        session.rooms.pop(room.name, None)
+        if self._unseat(session, room):
+            self._departed(room, now)
         self._room_event(room, F.Ev(kind=kind, nick=session.nick, text=reason, ts=self._ts(now)), now)
+
+    def _unseat(self, session: Session, room: Stream) -> bool:
+        """The session is no longer a member of the room (False: it was not one)."""
+        session.rooms.pop(room.name, None)
+        m = room.members.pop(session.addr, None)
+        if m is None:
+            return False
+        self._probes.cancel(m)
+        room.fanout = None
+        return True

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .. import frames as F
 from ..addr import Addr
+from ..crypto import ROOM_OVERHEAD, Identity, Responder, RoomKey, SealedChannel
 from ..names import (
     MAX_REASON_BYTES,
     clip_utf8,
@@ -52,6 +53,18 @@ class RelayConfig:
     page_burst: float = 20.0
     expire_every: float = 1.0  # retention: the room log's expire() runs this often...
     expire_budget: int = 200  # ...deleting at most this many events each time
+    #: the relay's long-term key (docs/security.md): None makes one for this run, in memory
+    identity: Identity | None = None
+    #: a handshake that has not logged in (handshake message 3) after this long is forgotten
+    pending_timeout: float = 10.0
+    #: room keys change after departures at most this often (leaves within it share one rotation)
+    rekey_every: float = 1.0
+    #: fingerprints of the relay operators' keys: operators in every room (moderation.py)
+    admin_keys: frozenset[str] = frozenset()
+    #: the most rooms one key may make on this relay (0: no limit; moderation.py)
+    max_rooms_per_key: int = 0
+    #: the most nicks one key may register on this relay (each is a record kept for good)
+    max_nicks_per_key: int = 5
 
 
 # ----------------------------------------------------------------------------- relay events (logs)
@@ -106,8 +119,9 @@ class Member(SendWindow):
 #: benchmarks/bench_relay_costs.py): the bytes object's header, its deque slot, and its timestamp
 #: (a float and its slot). Room memory is counted as encoded size + this.
 EVENT_OVERHEAD = 96
-#: The head of every datagram to a session: the array header and the session's Sid frame.
-DGRAM_HEAD = 1 + 11
+#: What a datagram to a session carries besides its frames: the array header and the sealing (a
+#: room datagram's, the larger: head, member tag, key id, nonce, AEAD tag; crypto.ROOM_OVERHEAD).
+DGRAM_HEAD = 1 + ROOM_OVERHEAD
 
 
 class EventTooBig(ValueError):
@@ -128,12 +142,15 @@ class Stream:
         "fanout",
         "first",
         "flushed",
+        "key",
         "last_active",
         "max_event",
         "members",
         "mids",
         "name",
         "overhead",
+        "rekey_at",
+        "rekeyed",
         "ring",
         "seq",
         "times",
@@ -148,7 +165,12 @@ class Stream:
         self.first = 1  # seq of ring[0]
         self.flushed = 0  # last seq broadcast
         self.members: dict[Addr, Member] = {}
-        self.fanout: list[tuple[int, bytes, Addr]] | None = None  # (base, head, addr) per member
+        self.fanout: list[tuple[int, SealedChannel, Addr]] | None = None  # (base, channel, addr)
+        # a room's batches are sealed once under its key (a member's tag added per member); the
+        # inbox ("") is sealed per session
+        self.key: RoomKey | None = RoomKey.generate() if name else None
+        self.rekey_at: float | None = None  # a departure asks for a new key from then on
+        self.rekeyed = float("-inf")  # when the key last changed
         self.topic = ""
         self.mids = DedupeWindow(4096)
         self.cap = cap
@@ -274,17 +296,35 @@ class Parked:
         self.until = until
 
 
+class Pending:
+    """A handshake answered (Welcome with handshake message 2) and waiting for the client's
+    message 3 (its sealed Login). Counts against `max_sessions`; forgotten after
+    `pending_timeout`. `answer` is what a refused Login got, sent again for a repeated msg3."""
+
+    __slots__ = ("addr", "answer", "created", "hs", "nonce", "welcome")
+
+    def __init__(self, addr: Addr, nonce: int, hs: Responder, welcome: bytes, now: float) -> None:
+        self.addr = addr
+        self.nonce = nonce
+        self.hs = hs
+        self.welcome = welcome
+        self.created = now
+        self.answer: bytes | None = None
+
+
 class Session:
     __slots__ = (
         "addr",
         "away",
         "bucket",
+        "channel",
         "deferred",
         "dm_waiters",
         "doubted",
-        "head",
+        "hs",
         "inbox",
         "inbox_member",
+        "key",
         "last_heard",
         "next_cseq",
         "nick",
@@ -296,20 +336,23 @@ class Session:
         "results",
         "rooms",
         "rtt",
-        "sid",
         "token",
     )
 
-    def __init__(self, addr: Addr, nick: str, nonce: int, now: float, cfg: RelayConfig) -> None:
+    def __init__(
+        self, addr: Addr, nick: str, nonce: int, now: float, cfg: RelayConfig, hs: Responder
+    ) -> None:
         self.addr = addr
         self.nick = nick
         self.away = ""
         self.nonce = nonce
         # 62 random bits, with the top bit of 63 set so that it always encodes in 9 bytes
         self.token = (int.from_bytes(os.urandom(8), "big") >> 2) | (1 << 62)
-        # Every datagram to the session starts with Sid(its token): only the session knows it.
-        self.sid = F.Sid(self.token)
-        self.head = F.datagram([F.encode_item(self.sid), b""])  # + one encoded frame = a datagram
+        # Every datagram of the session is sealed under its keys (the handshake's): only the
+        # session can make or read them. `key` is the identity the client proved (or None).
+        self.hs = hs  # kept to recognise a repeated handshake message 3 (our LoggedIn was lost)
+        self.channel: SealedChannel = hs.channel
+        self.key: bytes | None = hs.initiator_key
         self.rooms: dict[str, Stream] = {}
         self.inbox = Stream("", cfg.inbox_ring, cfg.ring_bytes // 4)
         self.inbox_member = Member(self, self.inbox, 1, 0)

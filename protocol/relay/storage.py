@@ -149,13 +149,17 @@ class Storage:
     def _page(self, session: Session, req: F.Req, now: float) -> F.Frame:
         """Paging back (OP_HISTORY): the room's last `n` (at most MAX_PAGE) stored events before
         sequence `arg` (0: the newest), in History frames of one datagram each. Rooms are public,
-        so no membership is needed. The answer costs more than the request: it is rate limited
-        per session and sent under its repair budget, newest events first, so a budget that
-        cannot pay for the whole page answers a shorter one (the client pages on from its `lo`).
+        so no membership is needed (but a banned key, or one not invited to a +i room, is
+        refused). The answer costs more than the request: it is rate limited per session and
+        sent under its repair budget, newest events first, so a budget that cannot pay for the
+        whole page answers a shorter one (the client pages on from its `lo`).
         When nothing can be sent now, the request itself is stored as the answer: its
         retransmission is served again."""
         cseq = req.cseq
         name = canonical_room(req.room)
+        kept_out = self._admit(session, name, False)  # (moderation.py: banned, or not invited)
+        if kept_out is not None:
+            return result_frame(cseq, F.RES_REFUSED, 0, kept_out, name)
         if not session.pages.take(now):
             self.stats["rate_limited"] += 1
             return req
@@ -203,7 +207,7 @@ class Storage:
         for chunk in reversed(chunks):
             chunk.reverse()
             frame = F.History(cseq, name, lo, hi, chunk[0][0], [ev for _s, ev in chunk], complete)
-            data = session.head + F.encode_item(frame)
+            data = self._seal(session, F.datagram([F.encode_item(frame)]))
             session.repair.take(len(data), now, self._rtt_of(session))
             self._emit(data, session.addr)
         if not chunks:

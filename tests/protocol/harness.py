@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
-from udproom.protocol.client import ClientSession
+from udproom.protocol.client import ClientSession, RoomKeys
+from udproom.protocol.crypto import (
+    KIND_ROOM,
+    SESSION_OVERHEAD,
+    CryptoError,
+    Identity,
+    Initiator,
+    Responder,
+    is_sealed,
+)
 from udproom.protocol.relay import Relay, RelayConfig
 from udproom.protocol.reliability import Timing
 
@@ -114,29 +123,139 @@ class Room:
         self.net.run_until(self.net.now + seconds)
 
 
-def hello_datagram(cookie: bytes = b"", version: int = F.VERSION, pad: bool = True, nick: str = "x") -> bytes:
+def hello_datagram(
+    cookie: bytes = b"",
+    version: int = F.VERSION,
+    pad: bool = True,
+    nick: str = "",
+    kx: bytes | None = None,
+    nonce: int = 7,
+) -> bytes:
+    """A client's Hello, by default with a fresh handshake message 1."""
+    if kx is None:
+        kx = Initiator().msg1
     if pad:
-        return F.encode_one(F.padded_hello(version=version, nick=nick, cookie=cookie, nonce=7))
-    return F.encode_one(F.Hello(version=version, nick=nick, cookie=cookie, nonce=7))
+        return F.encode_one(F.padded_hello(version=version, nick=nick, cookie=cookie, nonce=nonce, kx=kx))
+    return F.encode_one(F.Hello(version=version, nick=nick, cookie=cookie, nonce=nonce, kx=kx))
 
 
-def session_by_hand(relay: Relay, addr: tuple, nick: str, now: float = 1.0) -> int:
-    """Handshake `addr` with the relay by hand; returns the session token."""
-    relay.receive_datagram(hello_datagram(nick=nick), addr, now)
-    cookie = F.decode(relay.datagrams_to_send(now)[0][0])[0].cookie
-    relay.receive_datagram(hello_datagram(cookie, nick=nick), addr, now)
-    frames = F.decode(relay.datagrams_to_send(now)[0][0])
-    return next(f for f in frames if isinstance(f, F.Welcome)).token
+class HandClient:
+    """A client made by hand against a relay core: it does the protocol-2 handshake (Hello, Retry,
+    Hello with the cookie, Welcome, sealed Login, LoggedIn) at `addr`, then seals what a test
+    wants to send (`seal`, `send`) and opens what the relay sent it (`frames`), room batches
+    included (it keeps the RoomKey frames it is given)."""
+
+    def __init__(
+        self,
+        relay: Relay,
+        addr: tuple,
+        nick: str,
+        now: float = 1.0,
+        identity: Identity | None = None,
+        nonce: int = 7,
+    ) -> None:
+        self.relay = relay
+        self.addr = addr
+        self.identity = identity or Identity.generate()
+        prologue = F.hello_prologue(F.Hello(version=F.VERSION, nick="", nonce=nonce))
+        self.hs = hs = Initiator(identity=self.identity, prologue=prologue)
+        relay.receive_datagram(hello_datagram(kx=hs.msg1, nonce=nonce), addr, now)
+        cookie = F.decode(relay.datagrams_to_send(now)[0][0])[0].cookie
+        relay.receive_datagram(hello_datagram(cookie, kx=hs.msg1, nonce=nonce), addr, now)
+        welcome = F.decode(relay.datagrams_to_send(now)[0][0])[0]
+        assert isinstance(welcome, F.Welcome), welcome
+        msg3, _ = hs.finish(welcome.kx, F.encode_one(F.Login(nick, 0, 1)))
+        self.channel = hs.channel
+        self.keys = RoomKeys()
+        relay.receive_datagram(msg3, addr, now)
+        frames = self.frames(relay.datagrams_to_send(now))
+        self.logged_in = next(f for f in frames if isinstance(f, F.LoggedIn))
+        self.token = self.logged_in.token
+
+    def seal(self, frames: list[F.Frame]) -> bytes:
+        return self.channel.seal(F.encode(frames))
+
+    def send(self, frames: list[F.Frame], now: float) -> None:
+        self.relay.receive_datagram(self.seal(frames), self.addr, now)
+
+    def frames(self, out: list[tuple[bytes, tuple]]) -> list[F.Frame]:
+        """The frames of the datagrams in `out` that are addressed to us (each opened)."""
+        got: list[F.Frame] = []
+        for data, dst in out:
+            if dst != self.addr:
+                continue
+            if not is_sealed(data):
+                got.extend(F.decode(data))
+                continue
+            try:
+                if data[1] == KIND_ROOM:
+                    payload = self.channel.open_room(data, self.keys)
+                else:
+                    payload = self.channel.open(data)
+            except CryptoError:
+                continue
+            for f in F.decode(payload):
+                if isinstance(f, F.RoomKey):
+                    self.keys.add(f.room, f.kid, f.key)
+                got.append(f)
+        return got
 
 
-def datagram_of(frames: list[F.Frame]) -> bytes | None:
-    """The frames as one datagram, dropping from the end what does not fit 1200 bytes."""
+def session_by_hand(relay: Relay, addr: tuple, nick: str, now: float = 1.0) -> HandClient:
+    """Handshake `addr` with the relay by hand; returns the hand-made client."""
+    return HandClient(relay, addr, nick, now)
+
+
+class HandRelay:
+    """A relay made by hand for one ClientSession that was told to connect: it answers the
+    client's handshake (Welcome with message 2, then LoggedIn), then seals what a test wants the
+    client to receive (`seal`) and opens what the client sends (`frames`)."""
+
+    def __init__(
+        self,
+        c: ClientSession,
+        now: float = 0.0,
+        *,
+        epoch: int = 9,
+        keepalive_ms: int = 5000,
+        timeout_ms: int = 20000,
+        token: int = 77,
+        identity: Identity | None = None,
+    ) -> None:
+        self.identity = identity or Identity.generate()
+        hello = next(f for d, _ in c.datagrams_to_send(now) for f in F.decode(d) if isinstance(f, F.Hello))
+        self.hs = hs = Responder(self.identity, prologue=F.hello_prologue(hello))
+        msg2 = hs.respond(hello.kx)
+        c.receive_datagram(F.encode_one(F.Welcome(F.VERSION, "", 0, 0, 0, 0, hello.nonce, msg2)), RELAY, now)
+        (msg3,) = [d for d, _ in c.datagrams_to_send(now)]
+        self.login = F.decode(hs.finish(msg3))[0]
+        c.receive_datagram(
+            self.seal([F.LoggedIn(self.login.nick, epoch, keepalive_ms, timeout_ms, token)]), RELAY, now
+        )
+        assert c.connected
+
+    def seal(self, frames: list[F.Frame]) -> bytes:
+        return self.hs.channel.seal(F.encode(frames))
+
+    def frames(self, out: list[tuple[bytes, tuple]]) -> list[F.Frame]:
+        return [f for d, _ in out for f in F.decode(self.hs.channel.open(d))]
+
+
+def datagram_of(frames: list[F.Frame], limit: int = F.MAX_DATAGRAM) -> bytes | None:
+    """The frames as one datagram, dropping from the end what does not fit `limit` bytes."""
     while frames:
         data = F.encode(frames)
-        if len(data) <= F.MAX_DATAGRAM:
+        if len(data) <= limit:
             return data
         frames = frames[:-1]
     return None
+
+
+def sealed_by(member: ClientSession, frames: list[F.Frame]) -> bytes:
+    """What a member holding its session's keys can send the relay: `frames` (cut to what fits)
+    sealed under its session (a malicious member: a test's attacker with the member's keys)."""
+    payload = datagram_of(frames, F.MAX_DATAGRAM - SESSION_OVERHEAD) or F.encode([F.Ping(1)])
+    return member._channel.seal(payload)
 
 
 def post_reaches_everyone(room: Room, sender: tuple, text: str, addrs: list[tuple]) -> None:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from udproom.protocol import crypto as C
 from udproom.protocol import frames as F
 from udproom.protocol.cookies import AMPLIFICATION, CookieJar, SourceLimiter, amplification_ok, source_of
+from udproom.protocol.crypto import Initiator
 from udproom.protocol.peer import PeerNode
 from udproom.protocol.relay import Relay, RelayConfig
 
@@ -27,10 +27,9 @@ TINY_HELLO = b"\x91\x93\x01\x01\xa0"
 
 
 def padded_hello(cookie: bytes = b"", nonce: int = 7, nick: str = "x", node: int = 43) -> bytes:
+    kx = Initiator().msg1  # (protocol 2: the handshake's message 1)
     return F.encode_one(
-        F.padded_hello(
-            version=F.VERSION, nick=nick, cookie=cookie, nonce=nonce, node=node, kx=C.Initiator().msg1
-        )
+        F.padded_hello(version=F.VERSION, nick=nick, cookie=cookie, nonce=nonce, node=node, kx=kx)
     )
 
 
@@ -168,10 +167,10 @@ def test_relay_refuses_an_expired_cookie():
     # replayed two cookie periods later: only another Retry, no session
     period = w.core.cookies.period
     again = exchange(w, padded_hello(retry.cookie), SRC, 1.0 + 2 * period)
-    assert [type(f) for f in again] == [F.Retry] and not w.core.sessions
-    # a fresh one is accepted
-    exchange(w, padded_hello(again[0].cookie), SRC, 2.0 + 2 * period)
-    assert SRC in w.core.sessions
+    assert [type(f) for f in again] == [F.Retry] and not w.core.sessions and not w.core._pending
+    # a fresh one is accepted: the handshake goes on (a Welcome)
+    fresh = exchange(w, padded_hello(again[0].cookie), SRC, 2.0 + 2 * period)
+    assert [type(f) for f in fresh] == [F.Welcome] and SRC in w.core._pending
 
 
 def test_peer_refuses_an_expired_cookie():

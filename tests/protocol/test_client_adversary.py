@@ -15,32 +15,30 @@ from hypothesis import strategies as st
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
 from udproom.protocol.client import ClientSession
+from udproom.protocol.crypto import SESSION_OVERHEAD
 
 from .adversary import floats, frames, ints, structs, texts
-from .harness import RELAY, T
+from .harness import RELAY, HandRelay, T
 
 ROOM = "lobby"
 TOKEN = 77
 BEFORE, LIMIT = 50, 10
 
 
-def connected() -> tuple[ClientSession, int]:
+def connected() -> tuple[ClientSession, HandRelay, int]:
     """A client on a session (token TOKEN) in ROOM, with a page_back(ROOM, BEFORE, LIMIT) in flight;
-    returns it and the request's cseq."""
+    returns it, the relay it talks to (holding the session's keys) and the request's cseq."""
     c = ClientSession("ann", T)
     c.connect(RELAY, 0.0)
-    hello = F.decode(c.datagrams_to_send(0.0)[0][0])[0]
-    c.receive_datagram(
-        F.encode([F.Welcome(F.VERSION, "ann", 9, 5000, 20000, TOKEN, hello.nonce)]), RELAY, 0.1
-    )
+    relay = HandRelay(c, 0.1, token=TOKEN)
     c.join(ROOM, 0.1)
     c.page_back(ROOM, BEFORE, LIMIT, 0.1)
-    reqs = [f for d, _ in c.datagrams_to_send(0.1) for f in F.decode(d) if type(f) is F.Req]
+    reqs = [f for f in relay.frames(c.datagrams_to_send(0.1)) if type(f) is F.Req]
     join = next(r for r in reqs if r.op == F.OP_JOIN)
     page = next(r for r in reqs if r.op == F.OP_HISTORY)
     joined = F.Joined(join.cseq, ROOM, "ann", 1, 1, "", [F.MemberInfo("ann")], 0, 1)
-    c.receive_datagram(F.encode([F.Sid(TOKEN), joined]), RELAY, 0.2)
-    return c, page.cseq
+    c.receive_datagram(relay.seal([joined]), RELAY, 0.2)
+    return c, relay, page.cseq
 
 
 def history_parts(cseq: int) -> st.SearchStrategy[F.Frame]:
@@ -85,16 +83,16 @@ def whole_pages(cseq: int) -> st.SearchStrategy[F.Frame]:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_hostile_relay_cannot_make_the_client_raise_or_break_a_page(data):
-    c, cseq = connected()
+    c, relay, cseq = connected()
     anything = st.one_of(whole_pages(cseq), history_parts(cseq), frames())
     now = 0.3
     pages: list[E.HistoryPage] = []
     for _ in range(data.draw(st.integers(min_value=1, max_value=12), label="datagrams")):
         body = data.draw(st.lists(anything, min_size=1, max_size=4), label="frames")
-        raw = F.encode([F.Sid(TOKEN), *body])
-        if len(raw) > F.MAX_DATAGRAM:
+        raw = F.encode(body)
+        if len(raw) > F.MAX_DATAGRAM - SESSION_OVERHEAD:
             continue
-        c.receive_datagram(raw, RELAY, now)  # must not raise
+        c.receive_datagram(relay.seal(body), RELAY, now)  # must not raise
         now += 0.05
         if (t := c.get_timer()) is not None and t <= now:
             c.handle_timer(now)

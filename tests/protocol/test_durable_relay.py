@@ -14,13 +14,12 @@ from hypothesis import strategies as st
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
-from udproom.protocol.names import MAX_TEXT_BYTES
 from udproom.protocol.relay import MAX_PAGE, NOT_STORED, Relay, RelayConfig, StoreFailed, StoreRecovered
 from udproom.protocol.roomlog import MemoryLog, SqliteLog
 
 from .adversary import ints
 from .fakenet import Impairment
-from .harness import RELAY, Room, T, client_addr
+from .harness import RELAY, HandClient, HandRelay, Room, T, client_addr
 
 ROOM = "lobby"
 
@@ -175,12 +174,17 @@ def test_a_restart_continues_each_room_with_its_topic_and_dedupes_old_message_id
     )
     assert relay.rooms[ROOM].topic == "durable"
     assert relay.log.seq_of_mid(ROOM, mid) == next(s for s, ev in before if ev.text == "before")
+    # (sent on the client's own session: sealed under its keys, and the answer opened likewise)
     sid = next(s for s in relay.sessions.values() if s.nick == c.nick)
     relay.receive_datagram(
-        F.encode([F.Sid(sid.token), F.Req(sid.next_cseq, F.OP_POST, ROOM, "before", mid)]), a, room.net.now
+        c._channel.seal(F.encode([F.Req(sid.next_cseq, F.OP_POST, ROOM, "before", mid)])), a, room.net.now
     )
     answers = [
-        f for d, _ in relay.datagrams_to_send(room.net.now) for f in F.decode(d) if type(f) is F.Result
+        f
+        for d, dst in relay.datagrams_to_send(room.net.now)
+        if dst == a and d[1] == 1
+        for f in F.decode(c._channel.open(d))
+        if type(f) is F.Result
     ]
     assert answers and answers[0].code == F.RES_OK and answers[0].seq == relay.log.seq_of_mid(ROOM, mid)
     after = _stored(relay)
@@ -253,18 +257,8 @@ def test_presence_events_of_a_failed_group_are_kept_and_numbered_again():
     assert any(isinstance(e, E.AwayChanged) and e.away == "lunch" for e in room.net.events[b])
 
 
-def _session(relay: Relay, addr: tuple, nick: str, now: float = 1.0) -> F.Sid:
-    def hello(cookie=b""):
-        args = (F.VERSION, nick, cookie)
-        rest = (5, "", 1, 0)
-        pad = F.hello_padding(F.size_of((F.Hello(*args, b"", *rest),)))
-        return F.encode([F.Hello(*args, pad, *rest)])
-
-    relay.receive_datagram(hello(), addr, now)
-    cookie = F.decode(relay.datagrams_to_send(now)[0][0])[0].cookie
-    relay.receive_datagram(hello(cookie), addr, now)
-    frames = F.decode(relay.datagrams_to_send(now)[0][0])
-    return F.Sid(next(f for f in frames if isinstance(f, F.Welcome)).token)
+def _session(relay: Relay, addr: tuple, nick: str, now: float = 1.0) -> HandClient:
+    return HandClient(relay, addr, nick, now, nonce=5)
 
 
 SRC = ("10.9.9.9", 4000)
@@ -282,14 +276,13 @@ def _filled(n: int = 300) -> Relay:
 @given(before=ints(), n=ints(), room=st.sampled_from([ROOM, "other", "LOBBY", "bad room!", ""]))
 def test_a_history_request_of_any_values_is_answered_within_bounds(before, n, room):
     relay = _filled()
-    sid = _session(relay, SRC, "ann")
-    req = F.encode([sid, F.Req(1, F.OP_HISTORY, room, "", 0, before, n)])
-    relay.receive_datagram(req, SRC, 2.0)
+    hand = _session(relay, SRC, "ann")
+    hand.send([F.Req(1, F.OP_HISTORY, room, "", 0, before, n)], 2.0)
     out = relay.datagrams_to_send(2.0)
     events = 0
     for data, addr in out:
         assert addr == SRC and len(data) <= F.MAX_DATAGRAM
-        for f in F.decode(data)[1:]:
+        for f in hand.frames([(data, addr)]):
             if type(f) is F.History:
                 assert f.lo <= f.seq and f.seq + len(f.events) - 1 <= f.hi < max(before, 1) + 300
                 events += len(f.events)
@@ -300,26 +293,24 @@ def test_a_history_request_of_any_values_is_answered_within_bounds(before, n, ro
 
 def test_history_pages_are_rate_limited_and_a_retransmission_is_served_again():
     relay = _filled()
-    sid = _session(relay, SRC, "ann")
+    hand = _session(relay, SRC, "ann")
     served = set()
     now = 2.0
     for cseq in range(1, 41):  # 40 pages at once: the burst (20) is served, the rest waits
-        relay.receive_datagram(F.encode([sid, F.Req(cseq, F.OP_HISTORY, ROOM, "", 0, 0, 1)]), SRC, now)
-        served |= {
-            f.cseq for d, _ in relay.datagrams_to_send(now) for f in F.decode(d) if type(f) is F.History
-        }
+        hand.send([F.Req(cseq, F.OP_HISTORY, ROOM, "", 0, 0, 1)], now)
+        served |= {f.cseq for f in hand.frames(relay.datagrams_to_send(now)) if type(f) is F.History}
     assert served == set(range(1, int(RelayConfig().page_burst) + 1))
     # the same request again, later: answered now (the request was kept as its own answer)
-    relay.receive_datagram(F.encode([sid, F.Req(40, F.OP_HISTORY, ROOM, "", 0, 0, 1)]), SRC, now + 1.0)
-    again = [f for d, _ in relay.datagrams_to_send(now + 1.0) for f in F.decode(d) if type(f) is F.History]
+    hand.send([F.Req(40, F.OP_HISTORY, ROOM, "", 0, 0, 1)], now + 1.0)
+    again = [f for f in hand.frames(relay.datagrams_to_send(now + 1.0)) if type(f) is F.History]
     assert again and again[0].cseq == 40 and again[0].hi == 300
 
 
 def test_a_page_too_big_for_the_budget_is_cut_from_the_oldest_end():
     relay = _filled()
-    sid = _session(relay, SRC, "ann")
-    relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_HISTORY, ROOM, "", 0, 301, 100)]), SRC, 2.0)
-    parts = [f for d, _ in relay.datagrams_to_send(2.0) for f in F.decode(d) if type(f) is F.History]
+    hand = _session(relay, SRC, "ann")
+    hand.send([F.Req(1, F.OP_HISTORY, ROOM, "", 0, 301, 100)], 2.0)
+    parts = [f for f in hand.frames(relay.datagrams_to_send(2.0)) if type(f) is F.History]
     lo, hi = parts[0].lo, parts[0].hi
     assert hi == 300 and lo > 201 and not parts[0].complete  # ~1 KB events: the budget pays ~24
     got = sorted(s for p in parts for s in range(p.seq, p.seq + len(p.events)))
@@ -331,20 +322,19 @@ def test_a_history_request_answered_stale_is_asked_again():
 
     c = ClientSession("ann", T)
     c.connect(RELAY, 0.0)
-    hello = F.decode(c.datagrams_to_send(0.0)[0][0])[0]
-    c.receive_datagram(F.encode([F.Welcome(F.VERSION, "ann", 9, 5000, 20000, 77, hello.nonce)]), RELAY, 0.1)
+    hand = HandRelay(c, 0.1)
     c.page_back(ROOM, 50, 10, 0.2)
-    sent = [f for d, _ in c.datagrams_to_send(0.2) for f in F.decode(d) if type(f) is F.Req]
+    sent = [f for f in hand.frames(c.datagrams_to_send(0.2)) if type(f) is F.Req]
     (req,) = [f for f in sent if f.op == F.OP_HISTORY]
     assert (req.room, req.arg, req.n) == (ROOM, 50, 10)
-    c.receive_datagram(F.encode([F.Sid(77), F.Result(req.cseq, F.RES_STALE)]), RELAY, 0.3)
-    again = [f for d, _ in c.datagrams_to_send(0.3) for f in F.decode(d) if type(f) is F.Req]
+    c.receive_datagram(hand.seal([F.Result(req.cseq, F.RES_STALE)]), RELAY, 0.3)
+    again = [f for f in hand.frames(c.datagrams_to_send(0.3)) if type(f) is F.Req]
     assert [(f.op, f.arg, f.n) for f in again] == [(F.OP_HISTORY, 50, 10)] and again[0].cseq != req.cseq
     # the answer, in two parts (one repeated): one HistoryPage, oldest first, all history
     evs = [F.Ev(F.EV_MSG, "bob", f"m{s}", 1.0) for s in range(40, 50)]
     for seq, part in ((45, evs[5:]), (45, evs[5:]), (40, evs[:5])):
         h = F.History(again[0].cseq, ROOM, 40, 49, seq, part, False)
-        c.receive_datagram(F.encode([F.Sid(77), h]), RELAY, 0.4)
+        c.receive_datagram(hand.seal([h]), RELAY, 0.4)
     pages = []
     while (ev := c.next_event()) is not None:
         if isinstance(ev, E.HistoryPage):
@@ -354,13 +344,13 @@ def test_a_history_request_answered_stale_is_asked_again():
     assert [(e.seq, e.text, e.history) for e in page.events] == [(s, f"m{s}", True) for s in range(40, 50)]
     # a part that answers something else (above what was asked) is not believed
     c.page_back(ROOM, 50, 10, 0.5)
-    (r2,) = [f for d, _ in c.datagrams_to_send(0.5) for f in F.decode(d) if type(f) is F.Req]
-    c.receive_datagram(F.encode([F.Sid(77), F.History(r2.cseq, ROOM, 45, 60, 45, [], False)]), RELAY, 0.6)
+    (r2,) = [f for f in hand.frames(c.datagrams_to_send(0.5)) if type(f) is F.Req]
+    c.receive_datagram(hand.seal([F.History(r2.cseq, ROOM, 45, 60, 45, [], False)]), RELAY, 0.6)
     assert not [e for e in iter(c.next_event, None) if isinstance(e, E.HistoryPage)]
 
 
 def test_the_largest_post_the_relay_accepts_can_be_paged_back():
-    """The largest message (MAX_TEXT_BYTES) from the longest nick in bytes (24 four-byte characters) in
+    """The largest message (F.MAX_TEXT bytes) from the longest nick in bytes (24 four-byte characters) in
     the longest room name is acknowledged, and paging back carries it like the live stream did: a
     page never stops in front of an event it cannot carry."""
     name = "r" * 32
@@ -370,7 +360,7 @@ def test_the_largest_post_the_relay_accepts_can_be_paged_back():
     room.add_client(1, nick="reader")
     room.wait_joined()
     a = client_addr(0)
-    for text in ("before", "x" * MAX_TEXT_BYTES, "é" * (MAX_TEXT_BYTES // 2), "after"):
+    for text in ("before", "x" * F.MAX_TEXT, "é" * (F.MAX_TEXT // 2), "after"):
         room.net.call(a, sender.post, name, text)
     room.settle(3.0)
     acked = room.events(a, E.PostAcknowledged)

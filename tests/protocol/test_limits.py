@@ -23,8 +23,8 @@ from .harness import (
     Room,
     T,
     client_addr,
-    datagram_of,
     post_reaches_everyone,
+    sealed_by,
     watched_relay,
 )
 from .peers import MALLORY, addr, of, send_as, signed, timing, trio
@@ -93,7 +93,7 @@ def test_rooms_keep_bounded_history_in_bytes_and_empty_rooms_expire():
     room.net.call(a, ca.join, "big")
     room.net.run_while(lambda: "big" not in room.relay.rooms, room.net.now + 5)
     for _k in range(300):
-        room.net.call(a, ca.post, "big", "x" * MAX_TEXT_BYTES)
+        room.net.call(a, ca.post, "big", "x" * F.MAX_TEXT)
     room.settle(2.0)
     stream = room.relay.rooms["big"]
     assert stream.seq > 250 and stream.bytes <= 64 * 1024 and len(stream.ring) < 64 * 1024 // 800
@@ -110,13 +110,13 @@ def test_a_long_goodbye_or_part_reason_cannot_wedge_a_room():
     room.wait_joined()
     w = watched_relay(room)
     evil = client_addr(2)
-    token = room.relay.sessions[evil].token
-    adv = Adversary(room.net, evil)  # the member's process is replaced by the attacker's
+    member = room.clients[evil]  # the member's process is replaced by the attacker's (its keys too)
+    adv = Adversary(room.net, evil)
     cseq = room.relay.sessions[evil].next_cseq
     part = F.Req(cseq=cseq, op=F.OP_PART, room="lobby", text="\U0001f600" * 280)  # 1120 bytes of reason
-    adv.forge(datagram_of([F.Sid(token), part]), RELAY)
-    adv.forge(datagram_of([F.Sid(token), F.Req(cseq + 1, F.OP_JOIN, "lobby")]), RELAY, delay=0.01)
-    adv.forge(datagram_of([F.Sid(token), F.Bye("x" * 1180)]), RELAY, delay=0.02)
+    adv.forge(sealed_by(member, [part]), RELAY)
+    adv.forge(sealed_by(member, [F.Req(cseq + 1, F.OP_JOIN, "lobby")]), RELAY, delay=0.01)
+    adv.forge(sealed_by(member, [F.Bye("x" * 1180)]), RELAY, delay=0.02)
     room.settle(0.5)
     assert w.largest <= F.MAX_DATAGRAM
     honest = [client_addr(0), client_addr(1)]
@@ -135,11 +135,11 @@ def test_property_whatever_a_member_sends_datagrams_fit_and_the_room_lives_on(at
     w = watched_relay(room)
     evil = client_addr(2)
     session = room.relay.sessions[evil]
-    token = session.token
+    member = room.clients[evil]  # its keys are the attacker's
     adv = Adversary(room.net, evil)
     cseq = session.next_cseq
     for i, items in enumerate(attack):
-        frames: list[F.Frame] = [F.Sid(token)]
+        frames: list[F.Frame] = []
         for what, x in items:
             if what == "req":
                 op, name, text, arg = x
@@ -147,9 +147,9 @@ def test_property_whatever_a_member_sends_datagrams_fit_and_the_room_lives_on(at
                 cseq += 1
             else:
                 frames.append(x)
-        for data in F.pack(frames[1:], prefix=frames[0]):  # as many datagrams as it takes
-            if len(data) <= F.MAX_DATAGRAM:
-                adv.forge(data, RELAY, delay=0.003 * i)
+        for data in F.pack(frames, F.MAX_DATAGRAM - SESSION_OVERHEAD):  # as many datagrams as it takes
+            if len(data) <= F.MAX_DATAGRAM - SESSION_OVERHEAD:
+                adv.forge(member._channel.seal(data), RELAY, delay=0.003 * i)
     room.settle(0.6)
     assert w.largest <= F.MAX_DATAGRAM
     post_reaches_everyone(room, client_addr(0), "after", [client_addr(0), client_addr(1)])
@@ -197,12 +197,19 @@ def test_a_room_does_not_keep_a_copy_of_its_member_list_per_member():
     assert sum(len(m.snapshot) for m in relay.rooms["lobby"].members.values()) == 0  # freed on ack
     # a names request after that still gets the whole list, afresh
     session = relay.sessions[client_addr(3)]
+    member = room.clients[client_addr(3)]
     req = F.Req(session.next_cseq, F.OP_NAMES, "lobby")
-    relay.receive_datagram(F.encode([F.Sid(session.token), req]), client_addr(3), room.net.now)
+    relay.receive_datagram(sealed_by(member, [req]), client_addr(3), room.net.now)
     (joined,) = [
-        f for d, _ in relay.datagrams_to_send(room.net.now) for f in F.decode(d) if type(f) is F.Joined
+        f
+        for d, dst in relay.datagrams_to_send(room.net.now)
+        if dst == client_addr(3) and d[1] == 1
+        for f in F.decode(member._channel.open(d))
+        if type(f) is F.Joined
     ]
-    assert joined.total == 30 and len(joined.members) == 30 and joined.members[-1].nick == "n3"
+    # (the first chunk of it: a member's entry carries its 32-byte identity key)
+    assert joined.total == 30 and joined.offset == 0 and 20 <= len(joined.members) <= 30
+    assert all(len(m.key) == 32 for m in joined.members)
 
 
 def test_reorder_buffers_are_bounded_by_bytes():

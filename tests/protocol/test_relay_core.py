@@ -8,7 +8,7 @@ from udproom.protocol.client import ClientSession
 from udproom.protocol.relay import Relay, RelayConfig
 
 from .fakenet import Impairment
-from .harness import RELAY, Room, T, client_addr, hello_datagram, session_by_hand
+from .harness import RELAY, HandClient, Room, T, client_addr, hello_datagram, session_by_hand
 
 SRC = ("192.0.2.9", 4444)
 
@@ -18,34 +18,62 @@ def test_handshake_is_stateless_until_the_cookie_comes_back():
     data = hello_datagram()
     relay.receive_datagram(data, SRC, 1.0)
     out = relay.datagrams_to_send(1.0)
-    assert len(out) == 1 and not relay.sessions  # no state for an unproven address
+    assert len(out) == 1 and not relay.sessions and not relay._pending  # no state for an unproven address
     ((reply, addr),) = out
     assert addr == SRC and len(reply) <= 3 * len(data)
     retry = F.decode(reply)[0]
     assert isinstance(retry, F.Retry)
     # the cookie is bound to the address: from elsewhere it only earns another Retry
     relay.receive_datagram(hello_datagram(retry.cookie), ("192.0.2.10", 4444), 1.1)
-    assert not relay.sessions
+    assert not relay.sessions and not relay._pending
     relay.receive_datagram(hello_datagram(retry.cookie), SRC, 1.2)
-    assert SRC in relay.sessions
-    sid, welcome = F.decode(relay.datagrams_to_send(1.2)[-1][0])
-    assert isinstance(welcome, F.Welcome) and welcome.version == F.VERSION
-    assert welcome.nonce == 7 and welcome.token  # echoes our nonce; hands us the session token
-    # everything on the session is marked with the session's own token, not the relay's epoch
-    assert sid == F.Sid(welcome.token) and welcome.token != relay.epoch
+    (welcome,) = F.decode(relay.datagrams_to_send(1.2)[-1][0])
+    assert isinstance(welcome, F.Welcome) and welcome.version == F.VERSION and welcome.kx
+    # echoes our nonce; says nothing in the clear (nick, token, epoch travel sealed)
+    assert welcome.nonce == 7 and (welcome.nick, welcome.token, welcome.epoch) == ("", 0, 0)
+    assert SRC in relay._pending and not relay.sessions  # a session only once the Login comes
+    hand = HandClient(relay, SRC, "ann", 1.3, nonce=8)
+    assert SRC in relay.sessions and hand.token and hand.logged_in.nick == "ann"
 
 
-def test_datagrams_without_the_session_token_are_dropped():
+def test_a_handshake_that_never_logs_in_is_forgotten_and_counts_against_max_sessions():
+    relay = Relay(RelayConfig(timing=T, max_sessions=1, pending_timeout=2.0))
+    relay.receive_datagram(hello_datagram(), SRC, 1.0)
+    cookie = F.decode(relay.datagrams_to_send(1.0)[0][0])[0].cookie
+    relay.receive_datagram(hello_datagram(cookie), SRC, 1.0)
+    relay.datagrams_to_send(1.0)
+    assert SRC in relay._pending
+    other = ("192.0.2.20", 1)
+    relay.receive_datagram(hello_datagram(), other, 1.1)
+    cookie = F.decode(relay.datagrams_to_send(1.1)[0][0])[0].cookie
+    relay.receive_datagram(hello_datagram(cookie), other, 1.1)
+    (refuse,) = F.decode(relay.datagrams_to_send(1.1)[0][0])
+    assert isinstance(refuse, F.Refuse) and "full" in refuse.reason
+    now = 1.1
+    while now < 5.0 and relay._pending:
+        now += 0.1
+        if (t := relay.get_timer()) is not None and t <= now:
+            relay.handle_timer(now)
+    assert not relay._pending and relay.stats["pending_timed_out"] == 1
+    session_by_hand(relay, other, "bob", now)  # room again
+    assert other in relay.sessions
+
+
+def test_datagrams_not_sealed_under_the_session_are_dropped():
     room = Room(2, seed=13)
     room.wait_joined()
     a, b = client_addr(0), client_addr(1)
     relay = room.relay
-    # an off-path attacker forges a's address: a post, a nick change and a goodbye
+    # an off-path attacker forges a's address: a post, a nick change and a goodbye, in the clear
     forged = F.encode([F.Req(cseq=50, op=F.OP_POST, room="lobby", text="forged", mid=1), F.Bye("forged")])
     relay.receive_datagram(forged, a, room.net.now)
     relay.receive_datagram(F.encode([F.Sid(12345), F.Bye("forged")]), a, room.net.now)
     assert relay.stats["unauthenticated"] == 2 and a in relay.sessions
-    # and forges the relay's address towards b: an event and a Gone
+    # and sealed under keys it made up
+    fake = HandClient(Relay(RelayConfig(timing=T)), a, "mallory", room.net.now)
+    relay.receive_datagram(fake.seal([F.Bye("forged")]), a, room.net.now)
+    assert relay.stats["sealed_dropped"] == 1 and a in relay.sessions
+    # and forges the relay's address towards b: an event and a Gone, in the clear and sealed
     cb = room.clients[b]
     cb.receive_datagram(
         F.encode([F.Batch("lobby", 99, [F.Ev(F.EV_MSG, "x", "forged")]), F.Gone("lobby", 10**6)]),
@@ -54,6 +82,8 @@ def test_datagrams_without_the_session_token_are_dropped():
     )
     cb.receive_datagram(F.encode([F.Sid(relay.epoch + 1), F.Gone("lobby", 10**6)]), RELAY, room.net.now)
     assert cb.stats["unauthenticated"] == 2
+    cb.receive_datagram(fake.seal([F.Gone("lobby", 10**6)]), RELAY, room.net.now)
+    assert cb.stats["sealed_dropped"] == 1
     room.net.call(a, room.clients[a].post, "lobby", "real")
     room.net.run_while(lambda: not room.messages(b), room.net.now + 5)
     assert [m[2] for m in room.messages(b)] == ["real"]
@@ -77,8 +107,21 @@ def test_an_unknown_version_is_refused_cleanly():
     cookie = F.decode(relay.datagrams_to_send(1.0)[0][0])[0].cookie
     relay.receive_datagram(hello_datagram(cookie, version=99), SRC, 1.0)
     refuse = F.decode(relay.datagrams_to_send(1.0)[0][0])[0]
-    assert isinstance(refuse, F.Refuse) and "version" in refuse.reason
-    assert refuse.versions == list(F.SUPPORTED_VERSIONS)
+    assert isinstance(refuse, F.Refuse) and "version" in refuse.reason and refuse.versions == [2]
+
+
+def test_a_protocol_1_hello_is_refused_with_the_upgrade_message():
+    relay = Relay(RelayConfig(timing=T))
+    old = F.encode_one(F.padded_hello(version=1, nick="ann", nonce=7))  # as protocol 1 sent it
+    relay.receive_datagram(old, SRC, 1.0)
+    cookie = F.decode(relay.datagrams_to_send(1.0)[0][0])[0].cookie
+    relay.receive_datagram(
+        F.encode_one(F.padded_hello(version=1, nick="ann", cookie=cookie, nonce=7)), SRC, 1.0
+    )
+    ((data, _),) = relay.datagrams_to_send(1.0)
+    (refuse,) = F.decode(data)
+    assert refuse == F.Refuse("this relay speaks protocol 2 (encrypted); upgrade udproom", [2], 7)
+    assert not relay.sessions and not relay._pending
     assert not relay.sessions
 
 
@@ -256,56 +299,46 @@ def test_outbox_has_a_limit_and_oversize_text_is_refused():
 
     c = ClientSession("x", T)
     c.join("lobby", 0.0)
-    with pytest.raises(TextTooLong, match="1001 bytes"):
-        c.post("lobby", "x" * 1001, 0.0)
+    with pytest.raises(TextTooLong, match=f"{F.MAX_TEXT + 1} bytes"):
+        c.post("lobby", "x" * (F.MAX_TEXT + 1), 0.0)
     for _ in range(MAX_OUTBOX - 1):
         c.post("lobby", "x", 0.0)
     with pytest.raises(OutboxFull, match="waiting"):
         c.post("lobby", "x", 0.0)
 
 
-def _results(relay: Relay, now: float) -> list:
-    out = []
-    for data, _ in relay.datagrams_to_send(now):
-        out += [f for f in F.decode(data) if isinstance(f, (F.Result, F.Joined))]
-    return out
+def _results(relay: Relay, now: float, hand) -> list:
+    return [f for f in hand.frames(relay.datagrams_to_send(now)) if isinstance(f, (F.Result, F.Joined))]
 
 
 def test_posts_are_idempotent_by_cseq_and_by_message_id():
     relay = Relay(RelayConfig(timing=T))
-    token = session_by_hand(relay, SRC, "ann")
-    sid = F.Sid(token)
-    relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), SRC, 1.0)
-    _results(relay, 1.0)
-    post = F.encode([sid, F.Req(cseq=2, op=F.OP_POST, room="lobby", text="once", mid=77)])
-    relay.receive_datagram(post, SRC, 1.1)
+    hand = session_by_hand(relay, SRC, "ann")
+    hand.send([F.Req(1, F.OP_JOIN, "lobby")], 1.0)
+    _results(relay, 1.0, hand)
+    post = [F.Req(cseq=2, op=F.OP_POST, room="lobby", text="once", mid=77)]
+    hand.send(post, 1.1)
     # a retransmit before the post is stored: no answer yet (nothing is acknowledged unstored)
-    relay.receive_datagram(post, SRC, 1.15)
-    (first,) = _results(relay, 1.15)
-    relay.receive_datagram(post, SRC, 1.2)  # a retransmit: same answer, no second event
-    (again,) = _results(relay, 1.2)
+    hand.send(post, 1.15)
+    (first,) = _results(relay, 1.15, hand)
+    hand.send(post, 1.2)  # a retransmit: same answer, no second event
+    (again,) = _results(relay, 1.2, hand)
     assert first == again and first.seq == 2
     # the same message id on a new request (a resend after a reconnect) is not a second event
-    relay.receive_datagram(
-        F.encode([sid, F.Req(cseq=3, op=F.OP_POST, room="lobby", text="once", mid=77)]), SRC, 1.3
-    )
-    (third,) = _results(relay, 1.3)
+    hand.send([F.Req(cseq=3, op=F.OP_POST, room="lobby", text="once", mid=77)], 1.3)
+    (third,) = _results(relay, 1.3, hand)
     assert third.seq == 2
     assert relay.rooms["lobby"].seq == 2 and relay.stats["posts"] == 1
 
 
 def test_requests_run_in_cseq_order_even_when_they_arrive_out_of_order():
     relay = Relay(RelayConfig(timing=T))
-    sid = F.Sid(session_by_hand(relay, SRC, "ann"))
-    relay.receive_datagram(
-        F.encode([sid, F.Req(cseq=3, op=F.OP_POST, room="lobby", text="second", mid=2)]), SRC, 1.0
-    )
-    relay.receive_datagram(
-        F.encode([sid, F.Req(cseq=2, op=F.OP_POST, room="lobby", text="first", mid=1)]), SRC, 1.0
-    )
-    assert not _results(relay, 1.0)  # nothing runs before request 1
-    relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), SRC, 1.0)
-    res = _results(relay, 1.0)
+    hand = session_by_hand(relay, SRC, "ann")
+    hand.send([F.Req(cseq=3, op=F.OP_POST, room="lobby", text="second", mid=2)], 1.0)
+    hand.send([F.Req(cseq=2, op=F.OP_POST, room="lobby", text="first", mid=1)], 1.0)
+    assert not _results(relay, 1.0, hand)  # nothing runs before request 1
+    hand.send([F.Req(1, F.OP_JOIN, "lobby")], 1.0)
+    res = _results(relay, 1.0, hand)
     assert [r.cseq for r in res] == [1, 2, 3]
     assert [e.text for e in relay.rooms["lobby"].events() if e.kind == F.EV_MSG] == ["first", "second"]
 

@@ -8,7 +8,7 @@ from udproom.protocol import frames as F
 from udproom.protocol.client import ClientSession
 from udproom.protocol.relay import Relay, RelayConfig
 
-from .harness import RELAY, Room, T, client_addr, session_by_hand
+from .harness import RELAY, HandRelay, Room, T, client_addr, session_by_hand
 
 
 def test_an_old_request_that_never_gives_up_does_not_spin_the_timer():
@@ -43,14 +43,14 @@ def test_a_late_result_from_an_earlier_session_answers_nothing_now():
 
     def spy(now):
         out = orig(now)
-        seen.extend(d for d, dst in out if dst == a and any(isinstance(f, F.Result) for f in F.decode(d)))
+        seen.extend(d for d, dst in out if dst == a)  # (sealed: among them, the post's Result)
         return out
 
     room.relay.datagrams_to_send = spy
     room.net.call(a, ca.post, "lobby", "first")
     room.settle(0.3)
     assert seen
-    stale = seen[-1]
+    stale = list(seen)
     # a new session (the relay timed us out), then a post whose answer is lost
     t0 = room.net.now
     room.net.dark_links[a] = [(t0, t0 + 3 * T.timeout)]
@@ -59,8 +59,11 @@ def test_a_late_result_from_an_earlier_session_answers_nothing_now():
     acked = len(room.events(a, E.PostAcknowledged))
     ca.post("lobby", "second", room.net.now)  # queued, not yet sent
     ca.datagrams_to_send(room.net.now)  # sent into the void
-    ca.receive_datagram(stale, RELAY, room.net.now)
+    dropped = ca.stats["sealed_dropped"]
+    for data in stale:
+        ca.receive_datagram(data, RELAY, room.net.now)
     assert len(room.events(a, E.PostAcknowledged)) == acked
+    assert ca.stats["sealed_dropped"] == dropped + len(stale)  # sealed under the old session's keys
     while (ev := ca.next_event()) is not None:
         assert not isinstance(ev, E.PostAcknowledged)
 
@@ -102,38 +105,23 @@ def test_a_silent_relay_is_reported_as_stalled_before_the_timeout_and_resumed_af
 def test_a_join_whose_answer_was_lost_long_ago_is_answered_afresh():
     relay = Relay(RelayConfig(timing=T))
     src = ("192.0.2.5", 4000)
-    sid = F.Sid(session_by_hand(relay, src, "ann"))
-    relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), src, 1.0)
+    hand = session_by_hand(relay, src, "ann")
+    hand.send([F.Req(1, F.OP_JOIN, "lobby")], 1.0)
     relay.datagrams_to_send(1.0)  # the Joined is lost
     for cseq in range(2, 1200, 50):  # then more than 1,024 requests (posts) go through
         reqs = [F.Req(cseq=c, op=F.OP_POST, room="lobby", text="x", mid=c) for c in range(cseq, cseq + 50)]
-        relay.receive_datagram(F.encode([sid, *reqs]), src, 1.0 + cseq / 1000)
+        hand.send(reqs, 1.0 + cseq / 1000)
         relay.datagrams_to_send(1.0 + cseq / 1000)
-    relay.receive_datagram(F.encode([sid, F.Req(1, F.OP_JOIN, "lobby")]), src, 9.0)  # the retry
-    frames = [f for d, _ in relay.datagrams_to_send(9.0) for f in F.decode(d)]
+    hand.send([F.Req(1, F.OP_JOIN, "lobby")], 9.0)  # the retry
+    frames = hand.frames(relay.datagrams_to_send(9.0))
     (joined,) = [f for f in frames if isinstance(f, (F.Joined, F.Result))]
     assert isinstance(joined, F.Joined) and joined.room == "lobby" and joined.cseq == 1
     # and a client told RES_STALE for a join it never saw answered asks again, afresh
     c = ClientSession("ann", T)
     c.connect(RELAY, 0.0)
-    c.datagrams_to_send(0.0)
-    c.receive_datagram(
-        F.encode_one(
-            F.Welcome(
-                version=F.VERSION,
-                nick="ann",
-                epoch=1,
-                keepalive_ms=100,
-                timeout_ms=600,
-                token=5,
-                nonce=c._nonce,
-            )
-        ),
-        RELAY,
-        0.0,
-    )
+    hand = HandRelay(c, 0.0, epoch=1, keepalive_ms=100, timeout_ms=600, token=5)
     c.join("lobby", 0.0)
-    (req,) = [f for d, _ in c.datagrams_to_send(0.0) for f in F.decode(d) if isinstance(f, F.Req)]
-    c.receive_datagram(F.encode([F.Sid(5), F.Result(req.cseq, F.RES_STALE)]), RELAY, 0.1)
-    again = [f for d, _ in c.datagrams_to_send(0.1) for f in F.decode(d) if isinstance(f, F.Req)]
+    (req,) = [f for f in hand.frames(c.datagrams_to_send(0.0)) if isinstance(f, F.Req)]
+    c.receive_datagram(hand.seal([F.Result(req.cseq, F.RES_STALE)]), RELAY, 0.1)
+    again = [f for f in hand.frames(c.datagrams_to_send(0.1)) if isinstance(f, F.Req)]
     assert [(r.op, r.room) for r in again] == [(F.OP_JOIN, "lobby")] and again[0].cseq != req.cseq

@@ -138,6 +138,9 @@ class FakeBackend:
 
         self._later(done)
 
+    def moderate(self, op: int, room: str, text: str) -> None:
+        self.calls.append(("moderate", op, room, text))
+
     def close(self) -> None:
         self.calls.append(("close",))
         self.closed = True

@@ -37,6 +37,8 @@ def _value(name: str, tp: str) -> st.SearchStrategy:
         return floats()
     if tp == "bool":
         return st.booleans()
+    if tp == "bytes":
+        return st.binary(max_size=64)
     if tp.startswith("tuple[Member"):
         member = st.builds(ev.Member, st.one_of(st.sampled_from(NICKS), texts(40)), texts(200), st.booleans())
         return st.lists(member, max_size=8).map(tuple)
