@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import events as E
 from .names import nick_key, sanitize
-from .sqlstore import ERRORS, StoreError, describe, from_int64, to_int64, transaction
+from .sqlstore import ERRORS, StoreError, describe, from_int64, refuse_foreign, to_int64, transaction
 
 #: the kinds of line, named as `udproom listen` names its JSON objects' "type"
 KINDS = ("message", "action", "join", "leave", "timeout", "nick", "topic", "away")
@@ -186,6 +186,7 @@ class ChatLog:
                 )
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+                refuse_foreign(db, WHAT, self.path)
                 db.executescript(_SCHEMA)
                 db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
             has_meta = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()

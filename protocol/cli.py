@@ -431,7 +431,7 @@ def _open_room_log(args: argparse.Namespace) -> Any:
     """The relay's room log from --data / --memory / --fsync / --keep-*: a one-line Failure when
     it cannot be opened (another relay holds it, damaged, read-only)."""
     from .relay import RelayConfig
-    from .roomlog import KEEP_EVENTS, StoreError, open_log
+    from .roomlog import KEEP_EVENTS, LogInUse, StoreError, open_log
 
     if args.memory and (args.data is not None or args.fsync):
         raise UsageError("--memory keeps nothing on disk: it cannot be combined with --data or --fsync")
@@ -446,6 +446,8 @@ def _open_room_log(args: argparse.Namespace) -> Any:
             keep_days=args.keep_days or None,
             keep_events=keep_events or None,
         )
+    except LogInUse as exc:
+        raise Failure(f"{exc}; give this one --data DIR") from None
     except StoreError as exc:
         raise Failure(str(exc)) from None
 

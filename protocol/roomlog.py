@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from . import frames as F
-from .sqlstore import ERRORS, StoreError, describe, from_int64, to_int64, transaction
+from .sqlstore import ERRORS, StoreError, describe, from_int64, refuse_foreign, to_int64, transaction
 
 __all__ = ["Commit", "MemoryLog", "RoomLog", "SqliteLog", "StoreError", "open_log"]
 
@@ -71,6 +71,10 @@ def _check_unicode(text: str) -> str:
 
 def _new_epoch() -> int:
     return int.from_bytes(os.urandom(6), "big") or 1
+
+
+class LogInUse(StoreError):
+    """Another process holds the log's directory (its lock). The caller adds how to choose another."""
 
 
 class _Mids:
@@ -319,6 +323,48 @@ class RoomLog(ABC):
         self._mids = {}
         self._closed = True
 
+    # ------------------------------------------------------------------ records
+
+    # The relay's small durable facts that are not events: registered nicks, room owners and modes,
+    # bans, passphrase-room verifiers... Each is a key (text) -> bytes, written at once in its own
+    # transaction (they are rare: a /register, a /ban), read back after a restart. The one home of
+    # such facts; callers choose the keys ("nick/<nick_key>", "room/<room>/ops" ...). Memory: a dict.
+
+    def record(self, key: str) -> bytes | None:
+        self._check_open()
+        return self._records().get(key)
+
+    def records(self, prefix: str) -> dict[str, bytes]:
+        """Every record whose key starts with `prefix`."""
+        self._check_open()
+        return {k: v for k, v in self._records().items() if k.startswith(prefix)}
+
+    def put_record(self, key: str, value: bytes | None) -> None:
+        """Store (None: delete) a record; durable when this returns, else StoreError."""
+        self._check_open()
+        _check_unicode(key)
+        if value is not None and type(value) is not bytes:
+            raise StoreError("a record's value is bytes")
+        self._write_record(key, value)
+        if value is None:
+            self._records().pop(key, None)
+        else:
+            self._records()[key] = value
+
+    def _records(self) -> dict[str, bytes]:
+        """The records as loaded (a log keeps them all in memory: they are few and small)."""
+        got = self.__dict__.get("_record_cache")
+        if got is None:
+            got = self.__dict__["_record_cache"] = dict(self._load_records())
+        return got
+
+    def _load_records(self) -> Iterable[tuple[str, bytes]]:
+        return ()
+
+    def _write_record(self, key: str, value: bytes | None) -> None:
+        """Memory: nothing to write (the cache is the store)."""
+        return None
+
     # ------------------------------------------------------------------ implementation hooks
 
     def _last_committed(self, room: str) -> int:
@@ -443,6 +489,7 @@ CREATE TABLE IF NOT EXISTS rooms(
     last_seq INTEGER NOT NULL DEFAULT 0,
     topic TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS records(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events(
     room INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -561,9 +608,7 @@ class SqliteLog(RoomLog):
             with contextlib.suppress(OSError, ValueError):
                 holder = f" (pid {int(os.pread(fd, 32, 0).split()[0])})"
             os.close(fd)
-            raise StoreError(
-                f"another relay{holder} is already using {where}; give this one --data DIR"
-            ) from None
+            raise LogInUse(f"another relay{holder} is already using {where}") from None
         self._lock_fd = fd
         with contextlib.suppress(OSError):  # who holds it, for the message above
             os.ftruncate(fd, 0)
@@ -583,6 +628,7 @@ class SqliteLog(RoomLog):
             if max_bytes is not None:
                 page = db.execute("PRAGMA page_size").fetchone()[0]
                 db.execute(f"PRAGMA max_page_count={max(1, int(max_bytes) // page)}")
+            refuse_foreign(db, WHAT, self.path)
             db.executescript(_SCHEMA)  # idempotent: every statement is IF NOT EXISTS
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             version = meta.get("schema", SCHEMA_VERSION)
@@ -777,6 +823,18 @@ class SqliteLog(RoomLog):
             cut[name] = r.first
         self._cursor = start + 1
         return cut
+
+    def _load_records(self) -> Iterable[tuple[str, bytes]]:
+        return [(k, bytes(v)) for k, v in self._query("SELECT key, value FROM records")]
+
+    def _write_record(self, key: str, value: bytes | None) -> None:
+        db = self._db
+        assert db is not None
+        with transaction(db, WHAT, self.path):
+            if value is None:
+                db.execute("DELETE FROM records WHERE key = ?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO records(key, value) VALUES (?, ?)", (key, value))
 
     def _delete_through(self, r: _Room, upto: int) -> None:
         db = self._db

@@ -45,6 +45,18 @@ def describe(exc: BaseException, what: str, where: Path) -> str:
     return f"{what} {where} failed: {text}"
 
 
+def refuse_foreign(db: sqlite3.Connection, what: str, where: Path) -> None:
+    """Before writing anything: a database that already has tables but not udproom's `meta` with a
+    schema number belongs to some other program. Refuse it rather than add our tables to it."""
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    if not tables:
+        return  # a new file
+    ours = "meta" in tables and db.execute("SELECT 1 FROM meta WHERE key = 'schema'").fetchone()
+    if not ours:
+        shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+        raise StoreError(f"{where} is not {what} of udproom (it holds other tables: {shown}): move it away")
+
+
 @contextlib.contextmanager
 def transaction(db: sqlite3.Connection, what: str, where: Path) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK, and sqlite3 errors become StoreError."""

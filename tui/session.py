@@ -104,10 +104,14 @@ async def build(spec: Spec, timing=None):
             from udproom.protocol.relay import RelayConfig
 
             config = RelayConfig(timing=timing)
-        from udproom.protocol.roomlog import StoreError, open_log
+        from udproom.protocol.roomlog import LogInUse, StoreError, open_log
 
         try:  # the hosted relay keeps its rooms where `udproom relay` does (the user data directory)
             room_log = open_log()
+        except LogInUse as exc:  # the app has no --data: the data directory is chosen by environment
+            raise SpecError(
+                f"{exc}; host from another data directory: UDPROOM_DATA_DIR=DIR udproom --host …"
+            ) from None
         except StoreError as exc:
             raise SpecError(str(exc)) from None
         server = runners.RelayServer(spec.address, config, log=room_log)

@@ -433,7 +433,8 @@ class ChatInput(Input):
         self.post_message(self.Submitted(self, text))
 
     def _on_paste(self, event: events.Paste) -> None:
-        lines = [x for x in event.text.splitlines() if x.strip()]
+        # no escape sequence or bidi override on our own line (what others see is made safe too)
+        lines = [sanitize(x) for x in event.text.splitlines() if x.strip()]
         if len(lines) <= 1:
             if lines:
                 event.text = lines[0]  # Input's own handler (called after this one) inserts it

@@ -105,7 +105,7 @@ async def test_a_second_relay_on_the_same_data_is_refused_in_one_line(procs, tmp
     data = str(tmp_path / "relay")
     first, _port = await procs.relay("127.0.0.1:0", "--data", data, *FAST)
     line = _one_line_error(run_cli("relay", "--bind", "127.0.0.1:0", "--data", data), "another relay")
-    assert f"pid {first.pid}" in line
+    assert f"pid {first.pid}" in line and "give this one --data DIR" in line
     first.terminate()
     assert await first.wait(30) == 0
     # once it is gone, the data is free again (and the history is there)

@@ -350,3 +350,19 @@ def test_text_that_is_not_unicode_is_a_store_error(log):
         with pytest.raises(StoreError):
             call()
     assert texts_of(log.recent(RELAY, "lobby")) == ["hello"]
+
+
+def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "chat.sqlite3"
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE notes(body TEXT)")
+    other.commit()
+    other.close()
+    with pytest.raises(StoreError) as refused:
+        ChatLog(path)
+    assert "not the chat log of udproom" in str(refused.value) and "\n" not in str(refused.value)
+    check = sqlite3.connect(path)
+    assert [row[0] for row in check.execute("SELECT name FROM sqlite_master")] == ["notes"]
+    check.close()

@@ -486,6 +486,24 @@ def test_a_file_that_is_not_a_database_is_a_clear_error_at_open(tmp_path):
     assert "damaged" in str(again.value)
 
 
+def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / DB_FILE
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE invoices(id INTEGER PRIMARY KEY, total REAL)")
+    other.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    other.commit()
+    other.close()
+    with pytest.raises(StoreError) as refused:
+        SqliteLog(tmp_path)
+    assert "not the room log of udproom" in one_line(refused) and "invoices" in str(refused.value)
+    check = sqlite3.connect(path)
+    tables = {row[0] for row in check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    check.close()
+    assert tables == {"invoices"}  # nothing of ours was added to it
+    SqliteLog(tmp_path / "x").close()  # an empty directory still works, and the lock was released
+    SqliteLog(tmp_path / "x").close()  # and reopening our own log is not "foreign"
+
+
 def test_damaged_pages_give_store_errors_and_nothing_else(tmp_path):
     log = SqliteLog(tmp_path)
     for i in range(3000):
@@ -708,3 +726,47 @@ def test_open_log_picks_the_relays_log(tmp_path, monkeypatch):
         and chosen.keep_days is None
     )
     chosen.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_records_are_stored_at_once_read_by_prefix_and_survive_a_restart(tmp_path, kind):
+    def open_it() -> RoomLog:
+        return MemoryLog() if kind == "memory" else SqliteLog(tmp_path / "data")
+
+    log = open_it()
+    assert log.record("nick/alice") is None and log.records("nick/") == {}
+    log.put_record("nick/alice", b"\x01" * 32)
+    log.put_record("nick/bob", b"\x02" * 32)
+    log.put_record("room/#dev/ops", b"")
+    log.append("r", ev())  # records do not wait for (nor join) the events' group
+    log.rollback()
+    assert log.records("nick/") == {"nick/alice": b"\x01" * 32, "nick/bob": b"\x02" * 32}
+    log.put_record("nick/bob", None)
+    log.put_record("nick/nobody", None)  # deleting what is not there is fine
+    with pytest.raises(StoreError):
+        log.put_record("nick/x", "text")  # type: ignore[arg-type]
+    with pytest.raises(StoreError):
+        log.put_record("nick/\udcff", b"x")
+    assert log.record("nick/alice") == b"\x01" * 32 and log.record("nick/bob") is None
+    log.close()
+    with pytest.raises(StoreError):
+        log.record("nick/alice")
+    if kind == "sqlite":
+        again = open_it()
+        assert again.records("") == {"nick/alice": b"\x01" * 32, "room/#dev/ops": b""}
+        assert again.last_seq("r") == 0
+        again.close()
+
+
+def test_a_record_on_a_full_disk_is_refused_and_not_remembered(tmp_path):
+    log = SqliteLog(tmp_path / "data", max_bytes=64 * 1024)
+    with pytest.raises(StoreError) as full:
+        for i in range(1000):
+            log.put_record(f"ban/{i}", os.urandom(512))
+    assert "full" in one_line(full)
+    assert f"ban/{i}" not in log.records("ban/")  # the one refused is not claimed as stored
+    kept = log.records("ban/")
+    log.close()
+    again = SqliteLog(tmp_path / "data")
+    assert again.records("ban/") == kept
+    again.close()

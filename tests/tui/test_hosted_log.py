@@ -15,8 +15,10 @@ async def test_the_apps_hosted_relay_keeps_its_rooms_under_the_data_directory(tm
     try:
         assert Path(server.log.path) == tmp_path / "relay" / "relay.sqlite3"
         assert server.relay.epoch == server.log.epoch
-        with pytest.raises(session.SpecError, match="another relay"):  # a second --host on it
+        with pytest.raises(session.SpecError, match="another relay") as second:  # a second --host on it
             await session.build(spec)
+        # it says how to choose another directory, and names no flag the app does not have
+        assert "UDPROOM_DATA_DIR" in str(second.value) and "--data" not in str(second.value)
     finally:
         await server.stop()
     assert (tmp_path / "relay" / "relay.sqlite3").exists()

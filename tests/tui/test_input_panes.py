@@ -334,6 +334,30 @@ async def test_multi_line_paste_sends_each_line_and_asks_when_long():
         assert [c[2] for c in backend.calls if c[0] == "post"][3:] == [f"line {i}" for i in range(8)]
 
 
+async def test_a_paste_never_puts_escapes_or_bidi_controls_on_the_input_line():
+    """Found in tmux: a pasted ESC sequence or right-to-left override showed raw on our own input
+    line (what others see of it was already made safe). Whatever is pasted, the line and what is
+    sent hold no control or format-override character; each one is shown as U+FFFD."""
+    import unicodedata
+
+    def unsafe(text):
+        return [ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf") and ch not in "\u200c\u200d"]
+
+    nasty = ["a\x1b[2J\x1b]0;owned\x07b", "abc\u202eevil", "x\u2066y\u2069\x00z", "tab\there", "\x9bc1"]
+    app, backend = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        for text in nasty:
+            app.input.value = ""
+            await paste(pilot, text)
+            assert app.input.value and not unsafe(app.input.value), repr(app.input.value)
+        app.input.value = ""
+        await paste(pilot, "one\x1b[31m\nt\u202ewo\n")
+        await settle(pilot, app)
+        posts = [c[2] for c in backend.calls if c[0] == "post"]
+        assert posts[-2:] == ["one\ufffd[31m", "t\ufffdwo"]
+
+
 async def test_scrolling_new_below_jump_to_bottom_and_send_snaps_down():
     app, backend = make_app()
     async with app.run_test(size=(120, 20)) as pilot:
