@@ -31,9 +31,10 @@ from .state import (
     Stream,
 )
 from .storage import Storage
+from .vault import Vault
 
 
-class Relay(Handshake, Fanout, Requests, Inbox, Storage):
+class Relay(Handshake, Fanout, Requests, Inbox, Storage, Vault):
     """The relay. `log` is the room log (protocol/roomlog.py) rooms take their numbers from and
     keep their events in: a MemoryLog (kept `config.ring` events per room) unless one is given.
 
@@ -100,6 +101,9 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
                 "sealed_dropped",
                 "pending_timed_out",
                 "rekeys",
+                "passphrase_asked",
+                "passphrase_refused",
+                "passphrase_changed",
             ),
             0,
         )

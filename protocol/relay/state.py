@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .. import frames as F
 from ..addr import Addr
-from ..crypto import ROOM_OVERHEAD, Identity, Responder, RoomKey, SealedChannel
+from ..crypto import ARGON_MEM, ARGON_OPS, ROOM_OVERHEAD, Identity, Responder, RoomKey, SealedChannel
 from ..names import (
     MAX_REASON_BYTES,
     clip_utf8,
@@ -59,6 +59,10 @@ class RelayConfig:
     pending_timeout: float = 10.0
     #: room keys change after departures at most this often (leaves within it share one rotation)
     rekey_every: float = 1.0
+    #: the weakest Argon2id parameters a passphrase room may be made with here (relay/vault.py);
+    #: lowered only by tests, which cannot spend 128 MiB per derivation
+    argon_ops: int = ARGON_OPS
+    argon_mem: int = ARGON_MEM
 
 
 # ----------------------------------------------------------------------------- relay events (logs)
@@ -331,6 +335,7 @@ class Session:
         "rooms",
         "rtt",
         "token",
+        "vault",
     )
 
     def __init__(
@@ -364,6 +369,7 @@ class Session:
         # inbox that a sender waits on (inbox seq -> (sender, cseq, result))
         self.deferred: set[int] = set()
         self.dm_waiters: dict[int, tuple[Session, int, F.Result]] = {}
+        self.vault: dict[str, int] = {}  # passphrase rooms this session proved: room -> key id
 
 
 MAX_PENDING_REQUESTS = 1024
