@@ -1148,6 +1148,8 @@ class ClientSession:
             self._outbox.append(Request(F.OP_KEYSHARE, name, key.hex(), body=share, created=now))
         self.vault.pending[name] = (keys, b"")
         self.vault.add(name, keys.room)
+        said = f"the passphrase of #{name} is changed; members in it keep reading"
+        self._events.append(E.Notice(said, name))
 
     def _deliver_inbox(self, now: float) -> None:
         for seq, ev in self.inbox.pop_ready():

@@ -372,9 +372,11 @@ class RelayClient(CoreClient):
         )
 
     def _on_event(self, event: Event) -> None:
-        from ..events import PassphraseNeeded
+        from ..events import PassphraseNeeded, RequestRefused
 
         if isinstance(event, PassphraseNeeded) and event.room in self.passphrases:
             self.unlock(event.room, self.passphrases[event.room], event.salt, event.ops, event.mem)
             return
+        if isinstance(event, RequestRefused) and event.what == "join":
+            self.passphrases.pop(event.room, None)  # (a wrong one is not tried again)
         super()._on_event(event)
