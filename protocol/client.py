@@ -347,7 +347,9 @@ class ClientSession:
             raise Refused(f"#{name} is waiting for its passphrase")
         key = self.vault.current(name)
         if key is not None:
-            req.body = V.seal_text(key, name, req.text, limit, what) if req.text or what != "topic" else b""
+            kind = {F.OP_TOPIC: F.EV_TOPIC, F.OP_ACTION: F.EV_ACTION}.get(req.op, F.EV_MSG)
+            sealed = req.text or req.op != F.OP_TOPIC  # (an empty topic clears it)
+            req.body = V.seal_text(key, name, kind, req.text, limit, what) if sealed else b""
             req.text = ""
 
     def set_away(self, text: str, now: float) -> None:
@@ -855,8 +857,8 @@ class ClientSession:
         room.keys = {m.nick: m.key for m in room.collecting if m.key}
         room.collecting = []
         derived = self.vault.pending.get(j.room)
-        if derived is not None:  # the relay took our verifier: the room's body key is ours
-            self.vault.add(j.room, derived[0].room)
+        if derived is not None and not self.vault.private(j.room):  # the relay took our verifier:
+            self.vault.add(j.room, derived[0].room)  # the body key is ours (a rejoin keeps the ring)
         room.topic = self._topic(j.room, j.topic)
         rx = room.rx
         if rx is not None and j.base <= rx.next <= j.join_seq + 1:
@@ -1099,11 +1101,11 @@ class ClientSession:
             return V.UNREADABLE if ev.body else ev.text
         if not ev.body:
             return "" if ev.kind == F.EV_TOPIC and not ev.text else V.UNREADABLE
-        return V.open_text(ring, name, ev.body)
+        return V.open_text(ring, name, ev.kind, ev.body)
 
     def _topic(self, name: str, topic: str) -> str:
         ring = self.vault.rings.get(name)
-        return topic if ring is None else V.open_topic(ring, name, topic)
+        return topic if ring is None else V.open_topic(ring, name, F.EV_TOPIC, topic)
 
     def _take_share(self, name: str, ev: F.Ev) -> None:
         """A re-key's share for us (`ev.text`: the recipient's identity key in hex): the new body
@@ -1112,11 +1114,12 @@ class ClientSession:
         if ring is None or ev.text != self.identity.public.hex():
             return
         try:
-            key = V.unwrap_share(self.identity, ring, name, ev.body)
+            keys = V.unwrap_share(self.identity, ring, name, ev.body)
         except CryptoError:
             self.stats["bad_shares"] = self.stats.get("bad_shares", 0) + 1
             return
-        self.vault.add(name, key)
+        self.vault.add(name, keys.room)
+        self.vault.pending[name] = (keys, b"")  # the verifier a rejoin presents from now on
         said = f"{ev.nick} changed the passphrase of #{name}; you have the new key"
         self._events.append(E.Notice(said, name))
 
@@ -1142,7 +1145,7 @@ class ClientSession:
             if key == self.identity.public:
                 continue
             try:
-                share = V.wrap_share(self.identity, old, key, name, keys.room)
+                share = V.wrap_share(self.identity, old, key, name, keys)
             except CryptoError:
                 continue  # not a key a box can be sealed to: that member must type the passphrase
             self._outbox.append(Request(F.OP_KEYSHARE, name, key.hex(), body=share, created=now))

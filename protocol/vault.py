@@ -45,9 +45,10 @@ SEALED_TOPIC = "sealed:"
 #: the largest sealed bodies the relay takes: the text limits plus the sealing (kid, nonce, tag)
 MAX_SEALED_TEXT = MAX_TEXT_BYTES + ROOM_BLOB_OVERHEAD
 MAX_SEALED_TOPIC = MAX_TOPIC_BYTES + ROOM_BLOB_OVERHEAD
-#: a key share as relayed: the share (a sealed box: 48 + 32 + 64 + 36 bytes) sealed again under
-#: the room's current body key (only someone who holds that key can re-key its members)
-SHARE_BYTES = 48 + KEY_BYTES + 64 + KID_BYTES + KEY_BYTES + ROOM_BLOB_OVERHEAD
+#: a key share as relayed: the share (a sealed box: 48 + 32 + 64 + 36 bytes) and the new verifier
+#: (32: the member rejoins with it after a reconnect), sealed again under the room's current body
+#: key (only someone who holds that key can re-key its members; the relay reads neither)
+SHARE_BYTES = 48 + KEY_BYTES + 64 + KID_BYTES + KEY_BYTES + KEY_BYTES + ROOM_BLOB_OVERHEAD
 
 _PROPOSAL = struct.Struct(">16sIQI32s")  # salt, ops, mem, kid, verifier
 
@@ -95,20 +96,26 @@ def create(passphrase: str, ops: int, mem: int) -> tuple[bytes, PassphraseKeys]:
     return proposal(salt, ops, mem, keys), keys
 
 
+def _aad(room: str, kind: int) -> bytes:
+    """What a body is bound to besides its key: the room and the event kind (frames.EV_MSG,
+    EV_ACTION, EV_TOPIC), so a relay cannot move it to another room nor show a post as a topic."""
+    return room.encode() + b"\0" + bytes((kind & 0xFF,))
+
+
 def seal_text(
-    key: RoomKey, room: str, text: str, limit: int = MAX_TEXT_BYTES, what: str = "message"
+    key: RoomKey, room: str, kind: int, text: str, limit: int = MAX_TEXT_BYTES, what: str = "message"
 ) -> bytes:
     """A body sealed for `room`; a text over `limit` is refused before sealing (TextTooLong)."""
     data = text.encode("utf-8", "surrogatepass")
     if len(data) > limit:
         raise TextTooLong(f"{what} is {len(data)} bytes of UTF-8; the limit is {limit}")
-    return key.seal(data, room.encode())
+    return key.seal(data, _aad(room, kind))
 
 
-def open_text(keys: RoomKeyring, room: str, body: bytes) -> str:
+def open_text(keys: RoomKeyring, room: str, kind: int, body: bytes) -> str:
     """The text of a sealed body, or UNREADABLE (a key we do not have, tampering, bad UTF-8)."""
     try:
-        return keys.open(body, room.encode()).decode("utf-8")
+        return keys.open(body, _aad(room, kind)).decode("utf-8")
     except (CryptoError, UnicodeDecodeError):
         return UNREADABLE
 
@@ -117,7 +124,7 @@ def sealed_topic(blob: bytes) -> str:
     return SEALED_TOPIC + base64.b64encode(blob).decode("ascii")
 
 
-def open_topic(keys: RoomKeyring, room: str, topic: str) -> str:
+def open_topic(keys: RoomKeyring, room: str, kind: int, topic: str) -> str:
     if not topic:
         return ""
     if not topic.startswith(SEALED_TOPIC):
@@ -126,19 +133,24 @@ def open_topic(keys: RoomKeyring, room: str, topic: str) -> str:
         blob = base64.b64decode(topic[len(SEALED_TOPIC) :], validate=True)
     except ValueError:
         return UNREADABLE
-    return open_text(keys, room, blob)
+    return open_text(keys, room, kind, blob)
 
 
-def wrap_share(me: Identity, current: RoomKey, recipient: bytes, room: str, new: RoomKey) -> bytes:
+def wrap_share(me: Identity, current: RoomKey, recipient: bytes, room: str, new: PassphraseKeys) -> bytes:
     """The new body key for one member: a sealed box to its identity key signed by us
-    (`room_key_share`), sealed again under the room's current body key, which the relay has not."""
-    return current.seal(room_key_share(me, recipient, room, new), b"udproom keyshare " + room.encode())
+    (`room_key_share`) and the new verifier, sealed again under the room's current body key,
+    which the relay has not."""
+    inner = room_key_share(me, recipient, room, new.room) + new.verifier
+    return current.seal(inner, b"udproom keyshare " + room.encode())
 
 
-def unwrap_share(me: Identity, keys: RoomKeyring, room: str, body: bytes) -> RoomKey:
-    """The body key in a share for us; CryptoError when it is not one we can trust."""
+def unwrap_share(me: Identity, keys: RoomKeyring, room: str, body: bytes) -> PassphraseKeys:
+    """The body key and verifier in a share for us; CryptoError when it is not one we can trust."""
     inner = keys.open(body, b"udproom keyshare " + room.encode())
-    return open_room_key_share(me, room, inner)[1]
+    if len(inner) <= KEY_BYTES:
+        raise CryptoError("room key share of the wrong size")
+    key = open_room_key_share(me, room, inner[:-KEY_BYTES])[1]
+    return PassphraseKeys(key, inner[-KEY_BYTES:])
 
 
 class VaultKeys:

@@ -104,6 +104,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Vault):
                 "passphrase_asked",
                 "passphrase_refused",
                 "passphrase_changed",
+                "passphrase_limited",
             ),
             0,
         )

@@ -129,7 +129,7 @@ class Requests:
             self._posts_pending += 1  # served (stats["posts"]) once its commit succeeds
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_JOIN or op == F.OP_HISTORY:
-            door = self._vault_door(session, req)  # a passphrase room: the verifier first
+            door = self._vault_door(session, req, now)  # a passphrase room: the verifier first
             if door is not None:
                 return door
         if op == F.OP_JOIN:

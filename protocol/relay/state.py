@@ -63,6 +63,10 @@ class RelayConfig:
     #: lowered only by tests, which cannot spend 128 MiB per derivation
     argon_ops: int = ARGON_OPS
     argon_mem: int = ARGON_MEM
+    #: verifiers checked per second from one source address (IPv6: one /64), in bursts of
+    #: `passphrase_burst`: online guessing at a passphrase room's door
+    passphrase_rate: float = 1.0
+    passphrase_burst: float = 10.0
 
 
 # ----------------------------------------------------------------------------- relay events (logs)

@@ -10,6 +10,7 @@ import struct
 from typing import NamedTuple
 
 from .. import frames as F
+from ..cookies import SourceLimiter
 from ..crypto import CryptoError, verifier_matches, verifier_record
 from ..names import InputError, canonical_room
 from ..roomlog import StoreError
@@ -58,7 +59,7 @@ class Vault:
         self._vault(name)
         self.__dict__["_vaults"][name] = rec
 
-    def _vault_door(self, session: Session, req: F.Req) -> F.Frame | None:
+    def _vault_door(self, session: Session, req: F.Req, now: float) -> F.Frame | None:
         """A join or a history page of a passphrase room: None lets it through (the session
         proved the current verifier, now or before); otherwise the answer (NeedPassphrase without
         a verifier, `wrong passphrase for #room` with a wrong one; both counted)."""
@@ -78,6 +79,17 @@ class Vault:
         if not req.body:
             self.stats["passphrase_asked"] += 1
             return F.NeedPassphrase(req.cseq, name, rec.salt, rec.ops, rec.mem)
+        guesses = self.__dict__.get("_guesses")
+        if guesses is None:
+            cfg = self.config
+            guesses = self.__dict__["_guesses"] = SourceLimiter(
+                cfg.passphrase_rate, burst=cfg.passphrase_burst
+            )
+        if not guesses.allow(session.addr, now):
+            self.stats["passphrase_limited"] += 1
+            return result_frame(
+                req.cseq, F.RES_REFUSED, 0, f"too many passphrase attempts for #{name}; wait", name
+            )
         if not verifier_matches(rec.verifier, req.body):
             self.stats["passphrase_refused"] += 1
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"wrong passphrase for #{name}", name)
@@ -91,7 +103,9 @@ class Vault:
         cseq = req.cseq
         rec = self._vault(name)
         if rec is not None:
-            return self._vault_door(session, F.Req(cseq, F.OP_JOIN, name)) or self._join(session, req, now)
+            return self._vault_door(session, F.Req(cseq, F.OP_JOIN, name), now) or self._join(
+                session, req, now
+            )
         try:
             p = parse_proposal(req.body)
         except CryptoError as exc:
@@ -153,7 +167,10 @@ class Vault:
         room = session.rooms.get(name)
         if rec is None or room is None or session.key != rec.creator:
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"you cannot re-key #{name}", name)
-        if len(req.body) != SHARE_BYTES or len(req.text) != 64:
+        try:
+            if len(req.body) != SHARE_BYTES or len(bytes.fromhex(req.text)) != 32:
+                raise ValueError
+        except ValueError:
             return result_frame(req.cseq, F.RES_REFUSED, 0, "not a key share", name)
         ev = F.Ev(kind=F.EV_KEYSHARE, nick=session.nick, text=req.text, ts=self._ts(now), body=req.body)
         seq = self._room_event(room, ev, now)

@@ -18,7 +18,7 @@ from udproom.protocol.crypto import ARGON_MEM, ARGON_OPS, KIND_ROOM, CryptoError
 from udproom.protocol.names import TextTooLong
 from udproom.protocol.relay import Relay, RelayConfig
 from udproom.protocol.relay.vault import PREFIX, VaultRecord
-from udproom.protocol.roomlog import SqliteLog
+from udproom.protocol.roomlog import SqliteLog, StoreError
 
 from .fakenet import FakeNet
 from .harness import RELAY, HandClient, T, client_addr
@@ -316,3 +316,88 @@ def test_the_relays_files_hold_no_passphrase_room_text(tmp_path):
     log.close()
     raw = b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file())
     assert secret.encode() not in raw
+
+
+def test_after_a_rekey_and_a_relay_restart_the_stayers_rejoin_and_read_and_the_room_stays_private(tmp_path):
+    """The record lives with the room log's records: a relay started again on the same data
+    still asks for the passphrase; the members that stayed through a re-key rejoin with the
+    verifier that came with their key share (they never typed the new passphrase)."""
+    where = tmp_path / "data"
+    v = Vault(SqliteLog(where, keep_days=None, keep_events=None))
+    v.client(0, "alice")
+    v.client(1, "bob", "correct horse")
+    v.create(0, "vault", "correct horse")
+    v.run(lambda: v.joined(0, "vault"))
+    v.join(1, "vault")
+    v.run(lambda: v.joined(1, "vault"))
+    proposal, keys = V.create("battery staple", *SMALL)
+    v.net.call(client_addr(0), v.clients[client_addr(0)].change_passphrase, "vault", proposal, keys)
+    v.run(lambda: any("changed the passphrase" in e.text for e in v.events(1, E.Notice)))
+    # the relay dies and comes back on the same data
+    v.net.remove(RELAY)
+    v.relay.log.close()
+    cfg = RelayConfig(timing=T, argon_ops=SMALL[0], argon_mem=SMALL[1])
+    v.relay = v.net.add(RELAY, Relay(cfg, SqliteLog(where, keep_days=None, keep_events=None)))
+    joins = len(v.events(1, E.RoomJoined))
+    v.run(lambda: len(v.events(1, E.RoomJoined)) > joins, 60.0)
+    assert not v.refused(1)  # bob's rejoin presented the new verifier
+    v.post(1, "vault", "bob after the restart")
+    v.run(lambda: "bob after the restart" in v.texts(0, "vault"))
+    assert v.relay.stats["passphrase_refused"] == 0
+    hand = HandClient(v.relay, client_addr(9), "mallory", now=v.net.now)
+    hand.send([F.Req(1, F.OP_JOIN, "vault")], v.net.now)
+    assert any(type(f) is F.NeedPassphrase for f in hand.frames(v.relay.datagrams_to_send(v.net.now)))
+
+
+def test_guesses_at_the_door_are_limited_per_source_address():
+    v = two_members()
+    hand = HandClient(v.relay, client_addr(9), "mallory", now=v.net.now)
+    now = v.net.now
+    hand.send([F.Req(k, F.OP_JOIN, "vault", body=bytes([k]) * 32) for k in range(1, 13)], now)
+    reasons = [f.reason for f in hand.frames(v.relay.datagrams_to_send(now)) if type(f) is F.Result]
+    assert (
+        reasons
+        == ["wrong passphrase for #vault"] * 10 + ["too many passphrase attempts for #vault; wait"] * 2
+    )
+    assert v.relay.stats["passphrase_limited"] == 2 and v.relay.stats["passphrase_refused"] == 10
+
+
+def test_a_room_record_the_log_cannot_store_refuses_the_room_and_claims_nothing(monkeypatch):
+    v = Vault()
+    v.client(0, "alice")
+
+    def full(key, value):
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(v.relay.log, "put_record", full)
+    v.create(0, "vault", "pw")
+    v.run(lambda: v.refused(0))
+    assert v.refused(0) == ["the relay could not store it: disk full"]
+    assert v.relay._vault("vault") is None and "vault" not in v.relay.rooms
+    assert "vault" not in v.clients[client_addr(0)].rooms
+
+
+def test_a_body_opens_only_in_its_room_as_its_kind_and_a_share_only_for_its_member():
+    key = C.RoomKey.generate()
+    ring = C.RoomKeyring()
+    ring.add(key)
+    body = V.seal_text(key, "vault", F.EV_MSG, "hello")
+    assert V.open_text(ring, "vault", F.EV_MSG, body) == "hello"
+    assert V.open_text(ring, "vault", F.EV_TOPIC, body) == V.UNREADABLE  # not a topic
+    assert V.open_text(ring, "vault", F.EV_ACTION, body) == V.UNREADABLE
+    assert V.open_text(ring, "other", F.EV_MSG, body) == V.UNREADABLE
+    assert V.open_text(ring, "vault", F.EV_MSG, body[:-1] + bytes([body[-1] ^ 1])) == V.UNREADABLE
+    assert V.open_text(C.RoomKeyring(), "vault", F.EV_MSG, body) == V.UNREADABLE
+    alice, bob, relay = C.Identity.generate(), C.Identity.generate(), C.Identity.generate()
+    new = C.derive_passphrase("new", bytes(16), *SMALL, check=False)
+    share = V.wrap_share(alice, key, bob.public, "vault", new)
+    assert len(share) == V.SHARE_BYTES
+    got = V.unwrap_share(bob, ring, "vault", share)
+    assert (got.room.key, got.room.kid, got.verifier) == (new.room.key, new.room.kid, new.verifier)
+    with pytest.raises(CryptoError):
+        V.unwrap_share(relay, ring, "vault", share)  # not its box
+    with pytest.raises(CryptoError):
+        V.unwrap_share(bob, ring, "other", share)
+    forged = V.wrap_share(relay, C.RoomKey.generate(), bob.public, "vault", new)  # no body key
+    with pytest.raises(CryptoError):
+        V.unwrap_share(bob, ring, "vault", forged)
