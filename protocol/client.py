@@ -801,7 +801,7 @@ class ClientSession:
             req.cseq, req.attempts = 0, 0
             self._outbox.appendleft(req)
             return
-        if res.code == F.RES_STALE and op in (F.OP_JOIN, F.OP_NAMES):
+        if res.code == F.RES_STALE and op in (F.OP_JOIN, F.OP_NAMES, F.OP_MKPRIVATE):
             # Too old for the relay to remember, and its answer never reached us: a join must
             # complete whatever happened to it, so ask again with a fresh request.
             room = self.rooms.get(req.room)

@@ -112,8 +112,8 @@ class Vault:
         self.net.call(client_addr(i), self.clients[client_addr(i)].post, room, text)
 
 
-def two_members() -> Vault:
-    v = Vault()
+def two_members(log=None) -> Vault:
+    v = Vault(log)
     v.client(0, "alice")
     v.client(1, "bob", "correct horse")
     v.create(0, "vault", "correct horse")
@@ -295,14 +295,9 @@ def test_the_relays_files_hold_no_passphrase_room_text(tmp_path):
     conversation: the passphrase room's text is nowhere; an ordinary room's is (the check works)."""
     secret, public = "zebra-crossing-7319", "giraffe-meadow-2288"
     log = SqliteLog(tmp_path / "data", keep_days=None, keep_events=None)
-    v = Vault(log)
-    v.client(0, "alice")
-    v.client(1, "bob", "pw")
-    v.create(0, "vault", "pw")
-    v.run(lambda: v.joined(0, "vault"))
-    v.join(1, "vault")
+    v = two_members(log)
     v.join(0, "lobby")
-    v.run(lambda: v.joined(1, "vault") and v.joined(0, "lobby"))
+    v.run(lambda: v.joined(0, "lobby"))
     v.post(0, "vault", f"{secret} one")
     v.post(1, "vault", f"{secret} two")
     v.net.call(client_addr(0), v.clients[client_addr(0)].set_topic, "vault", f"topic {secret}")
@@ -323,13 +318,7 @@ def test_after_a_rekey_and_a_relay_restart_the_stayers_rejoin_and_read_and_the_r
     still asks for the passphrase; the members that stayed through a re-key rejoin with the
     verifier that came with their key share (they never typed the new passphrase)."""
     where = tmp_path / "data"
-    v = Vault(SqliteLog(where, keep_days=None, keep_events=None))
-    v.client(0, "alice")
-    v.client(1, "bob", "correct horse")
-    v.create(0, "vault", "correct horse")
-    v.run(lambda: v.joined(0, "vault"))
-    v.join(1, "vault")
-    v.run(lambda: v.joined(1, "vault"))
+    v = two_members(SqliteLog(where, keep_days=None, keep_events=None))
     proposal, keys = V.create("battery staple", *SMALL)
     v.net.call(client_addr(0), v.clients[client_addr(0)].change_passphrase, "vault", proposal, keys)
     v.run(lambda: any("changed the passphrase" in e.text for e in v.events(1, E.Notice)))
