@@ -25,6 +25,10 @@ async def test_passphrase_room_through_listen_send_and_history(procs, tmp_path):
     eve = await procs.send("eve", addr, "vault", "--passphrase-file", str(bad), "--timeout", "40", *FAST, "x")
     assert await eve.wait(60) == 1
     assert eve.stderr == ["udproom send: cannot join #vault: wrong passphrase for #vault"], eve.stderr
+    eve2 = await procs.listen("eve2", addr, "vault", "--passphrase-file", str(bad), "--timeout", "40", *FAST)
+    assert await eve2.wait(60) == 1
+    assert eve2.stderr == ["udproom listen: cannot join #vault: wrong passphrase for #vault"], eve2.stderr
+    assert eve2.stdout == []
     mallory = await procs.send("mallory", addr, "vault", "--timeout", "40", *FAST, "y")
     assert await mallory.wait(60) == 1
     assert mallory.stderr == ["udproom send: #vault has a passphrase: give it with --passphrase-file FILE"]
