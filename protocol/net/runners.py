@@ -372,11 +372,13 @@ class RelayClient(CoreClient):
         )
 
     def _on_event(self, event: Event) -> None:
-        from ..events import PassphraseNeeded, RequestRefused
+        from ..events import PassphraseNeeded, RequestRefused, RoomJoined
 
         if isinstance(event, PassphraseNeeded) and event.room in self.passphrases:
             self.unlock(event.room, self.passphrases[event.room], event.salt, event.ops, event.mem)
             return
-        if isinstance(event, RequestRefused) and event.what == "join":
-            self.passphrases.pop(event.room, None)  # (a wrong one is not tried again)
+        if isinstance(event, (RequestRefused, RoomJoined, HistoryPage)):
+            # refused: a wrong one is not tried again; taken: the core keeps the verifier, and
+            # the passphrase itself is not kept a moment longer than needed
+            self.passphrases.pop(event.room, None)
         super()._on_event(event)
