@@ -8,6 +8,8 @@ Small Argon2id parameters come only through the test-only paths: the relay's con
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from udproom.protocol import crypto as C
 from udproom.protocol import events as E
@@ -20,6 +22,7 @@ from udproom.protocol.relay import Relay, RelayConfig
 from udproom.protocol.relay.vault import PREFIX, VaultRecord
 from udproom.protocol.roomlog import SqliteLog, StoreError
 
+from .adversary import ints, texts
 from .fakenet import FakeNet
 from .harness import RELAY, HandClient, T, client_addr
 
@@ -390,3 +393,46 @@ def test_a_body_opens_only_in_its_room_as_its_kind_and_a_share_only_for_its_memb
     forged = V.wrap_share(relay, C.RoomKey.generate(), bob.public, "vault", new)  # no body key
     with pytest.raises(CryptoError):
         V.unwrap_share(bob, ring, "vault", forged)
+
+
+OPS = [F.OP_JOIN, F.OP_HISTORY, F.OP_POST, F.OP_ACTION, F.OP_TOPIC, F.OP_NAMES]
+VAULT_OPS = [F.OP_MKPRIVATE, F.OP_PASSPHRASE, F.OP_KEYSHARE]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    reqs=st.lists(
+        st.builds(
+            lambda op, room, text, body, arg, n: (op, room, text, body, arg, n),
+            st.sampled_from(OPS + VAULT_OPS) | ints(),
+            st.sampled_from(["vault", "#vault", "VAULT", "other", ""]) | texts(120),
+            st.sampled_from(["", "a" * 64, "zz" * 32]) | texts(300),
+            st.sampled_from([b"", bytes(32), bytes(64), bytes(V.SHARE_BYTES)]) | st.binary(max_size=1000),
+            ints(),
+            ints(),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_stranger_sending_any_request_gets_nothing_of_a_passphrase_room(reqs):
+    """Any request a member of the relay can send about a passphrase room it cannot prove (any
+    op, room, text, body, numbers): no handler fails (nothing counted malformed), every datagram
+    fits, and it is never sent the room's batches, history, member list or key."""
+    v = two_members()
+    hand = HandClient(v.relay, client_addr(9), "mallory", now=v.net.now)
+    now = v.net.now
+    got: list[F.Frame] = []
+    for k, (op, room, text, body, arg, n) in enumerate(reqs, start=1):
+        try:
+            req = F.Req(k, op, room, text, 7, arg, n, body=body)
+            hand.send([req], now)
+        except (OverflowError, ValueError):  # (not encodable: never reaches the relay)
+            continue
+        out = v.relay.datagrams_to_send(now)
+        assert all(len(d) <= F.MAX_DATAGRAM for d, _ in out)
+        got += hand.frames(out)
+    assert v.relay.stats["malformed"] == 0
+    room_frames = (F.Batch, F.History, F.Joined, F.RoomKey)
+    assert not [f for f in got if type(f) in room_frames and f.room == "vault"]
+    assert v.relay._vault("vault") is not None and "vault" not in hand.keys.rings
