@@ -10,7 +10,7 @@ import struct
 from typing import NamedTuple
 
 from .. import frames as F
-from ..cookies import SourceLimiter
+from ..cookies import SourceLimiter, source_of
 from ..crypto import CryptoError, verifier_matches, verifier_record
 from ..names import InputError, canonical_room
 from ..roomlog import StoreError
@@ -79,18 +79,23 @@ class Vault:
         if not req.body:
             self.stats["passphrase_asked"] += 1
             return F.NeedPassphrase(req.cseq, name, rec.salt, rec.ops, rec.mem)
+        # A wrong verifier costs its source address a token (online guessing); while it has none
+        # left, nothing from it is checked. A right one costs nothing (a NAT full of members).
         guesses = self.__dict__.get("_guesses")
         if guesses is None:
             cfg = self.config
             guesses = self.__dict__["_guesses"] = SourceLimiter(
                 cfg.passphrase_rate, burst=cfg.passphrase_burst
             )
-        if not guesses.allow(session.addr, now):
-            self.stats["passphrase_limited"] += 1
-            return result_frame(
-                req.cseq, F.RES_REFUSED, 0, f"too many passphrase attempts for #{name}; wait", name
-            )
+        bucket = guesses.buckets.get(source_of(session.addr))
+        if bucket is not None:
+            bucket.take(now, 0.0)  # (refills it)
+            if bucket.tokens < 1:
+                self.stats["passphrase_limited"] += 1
+                why = f"too many passphrase attempts for #{name}; wait"
+                return result_frame(req.cseq, F.RES_REFUSED, 0, why, name)
         if not verifier_matches(rec.verifier, req.body):
+            guesses.allow(session.addr, now)
             self.stats["passphrase_refused"] += 1
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"wrong passphrase for #{name}", name)
         session.vault[name] = rec.kid

@@ -342,9 +342,16 @@ def test_after_a_rekey_and_a_relay_restart_the_stayers_rejoin_and_read_and_the_r
 
 
 def test_guesses_at_the_door_are_limited_per_source_address():
+    """Wrong verifiers from one address: 10, then refused unchecked; right ones cost nothing
+    (12 members behind one NAT address all get in)."""
     v = two_members()
-    hand = HandClient(v.relay, client_addr(9), "mallory", now=v.net.now)
     now = v.net.now
+    right = V.derive("correct horse", v.relay._vault("vault").salt, *SMALL, lenient).verifier
+    for port in range(12):
+        member = HandClient(v.relay, ("10.0.1.9", 7000 + port), f"m{port}", now=now)
+        member.send([F.Req(1, F.OP_JOIN, "vault", body=right)], now)
+        assert any(type(f) is F.Joined for f in member.frames(v.relay.datagrams_to_send(now)))
+    hand = HandClient(v.relay, client_addr(9), "mallory", now=v.net.now)
     hand.send([F.Req(k, F.OP_JOIN, "vault", body=bytes([k]) * 32) for k in range(1, 13)], now)
     reasons = [f.reason for f in hand.frames(v.relay.datagrams_to_send(now)) if type(f) is F.Result]
     assert (
