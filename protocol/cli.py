@@ -129,7 +129,8 @@ def _client(args: argparse.Namespace, nick: str, room: str) -> Any:
     if args.join is not None:
         from .net.runners import RelayClient
 
-        return RelayClient(args.join, nick, [room], timing=_timing(args))
+        passphrases = {room: args.passphrase} if args.passphrase is not None else None
+        return RelayClient(args.join, nick, [room], timing=_timing(args), passphrases=passphrases)
     from .crypto import IdentityFileError
     from .net.peer import PeerClient
     from .pins import PinFileError
@@ -156,6 +157,35 @@ def _add_room_args(parser: argparse.ArgumentParser) -> None:
     _add_direct(parser)
     parser.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
     parser.add_argument("--nick", help="nick to use (default: your login name)")
+    _add_passphrase(parser)
+
+
+def _add_passphrase(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="the room's passphrase is FILE's first line: a passphrase room (end to end; made if new)",
+    )
+
+
+def _read_passphrase(args: argparse.Namespace) -> None:
+    """args.passphrase from --passphrase-file (its first line), or None; bad ones are bad usage."""
+    args.passphrase = None
+    name = getattr(args, "passphrase_file", None)
+    if name is None:
+        return
+    if getattr(args, "join", None) is None:
+        raise UsageError("--passphrase-file needs a relay (--join): direct mode has no passphrase rooms")
+    try:
+        with open(name, encoding="utf-8") as f:
+            line = f.readline(4096).rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"cannot read the passphrase file {name}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    if not line:
+        raise UsageError(f"the passphrase file {name} has an empty first line")
+    args.passphrase = line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--nick", help="nick to use (default: history-XXXXXX, random: not the nick you chat with)"
     )
+    _add_passphrase(history)
     history.add_argument(
         "--before", type=_count, metavar="SEQ", help="events with sequence numbers below SEQ (default: all)"
     )
@@ -656,6 +687,8 @@ def _report(ev: Any, command: str, finish: Callable[[str | None], None]) -> None
         finish(f"refused: {ev.reason}")
     elif isinstance(ev, E.Kicked):
         finish(f"put out of #{ev.room} by {ev.by}" + (f": {ev.reason}" if ev.reason else ""))
+    elif isinstance(ev, E.PassphraseNeeded):  # (a RelayClient answers it when it has one)
+        finish(f"#{ev.room} has a passphrase: give it with --passphrase-file FILE")
     elif isinstance(ev, E.RequestRefused):
         if ev.what == "join":
             finish(f"cannot join #{ev.room}: {ev.reason}")
@@ -735,7 +768,8 @@ async def _run_history(args: argparse.Namespace, room: str, nick: str) -> int:
     """Connect (no join), ask for one page, print it oldest first, exit."""
     from .net.runners import RelayClient
 
-    client = RelayClient(args.join, nick, [], timing=_timing(args))
+    passphrases = {room: args.passphrase} if args.passphrase is not None else None
+    client = RelayClient(args.join, nick, [], timing=_timing(args), passphrases=passphrases)
     done = asyncio.Event()
     state: dict = {"error": None, "interrupted": False, "asked": False, "connected": False}
 
@@ -761,8 +795,11 @@ async def _run_history(args: argparse.Namespace, room: str, nick: str) -> int:
                     out.write(obj)
             finish()
             return
-        if isinstance(ev, E.RequestRefused) and ev.what == "history":
+        if isinstance(ev, E.RequestRefused) and ev.what in ("history", "join"):
             finish(f"history refused: {ev.reason}")
+            return
+        if isinstance(ev, E.PassphraseNeeded):
+            finish(f"#{ev.room} has a passphrase: give it with --passphrase-file FILE")
             return
         _report(ev, "history", finish)
 
@@ -1073,6 +1110,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "relay":
             parse_address(args.bind, allow_empty_host=True)
             return _run(lambda: _run_relay(args))
+        _read_passphrase(args)
         if command == "history":
             parse_address(args.join)
             room, nick = _room_and_nick(args, history_nick)

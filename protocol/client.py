@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from . import events as E
 from . import frames as F
+from . import vault as V
 from .addr import Addr, format_sockaddr
 from .backend import OutboxFull
 from .crypto import (
@@ -30,10 +32,12 @@ from .crypto import (
     CryptoError,
     Identity,
     Initiator,
+    PassphraseKeys,
     PinMismatch,
     RoomKey,
     RoomKeyring,
     SealedChannel,
+    check_kdf_params,
     is_sealed,
 )
 from .names import (
@@ -73,10 +77,18 @@ class Request:
     failed: bool = False
     n: int = 0  # OP_HISTORY: the most events wanted
     got: dict | None = None  # OP_HISTORY: the page's events received so far, by sequence
+    body: bytes = b""  # passphrase rooms: a sealed body, a verifier, a proposal (frames.Req.body)
 
     def frame(self) -> F.Req:
         return F.Req(
-            cseq=self.cseq, op=self.op, room=self.room, text=self.text, mid=self.mid, arg=self.arg, n=self.n
+            cseq=self.cseq,
+            op=self.op,
+            room=self.room,
+            text=self.text,
+            mid=self.mid,
+            arg=self.arg,
+            n=self.n,
+            body=self.body,
         )
 
 
@@ -86,6 +98,7 @@ class RoomState:
         "early",
         "history_below",
         "join_seq",
+        "keys",
         "members",
         "name",
         "ready",
@@ -99,6 +112,7 @@ class RoomState:
         self.join_seq = 0
         self.history_below = 0
         self.members: dict[str, E.Member] = {}
+        self.keys: dict[str, bytes] = {}  # identity keys of the members, as the relay says
         self.topic = ""
         self.collecting: list[F.MemberInfo] = []
         self.early: dict[int, F.Ev] = {}
@@ -138,11 +152,13 @@ class ClientSession:
         *,
         identity: Identity | None = None,
         pinned: bytes | str | None = None,
+        kdf_check: Callable[[int, int], None] = check_kdf_params,
     ) -> None:
         """`identity`: the user's key, proven to the relay in every handshake (None: one made for
         this session). `pinned`: the relay's key (or its fingerprint) this session insists on; a
         relay proving another is refused (`E.Refused`, never retried). None: trust on first use,
-        and the key the relay proved is in `E.Connected.relay_key` for the caller to pin."""
+        and the key the relay proved is in `E.Connected.relay_key` for the caller to pin.
+        `kdf_check`: what Argon2id parameters a passphrase room may ask for (tests only loosen it)."""
         self.nick = check_nick(nick)
         self.identity = identity if identity is not None else Identity.generate()
         self.pinned = pinned
@@ -150,6 +166,11 @@ class ClientSession:
         self._hs: Initiator | None = None  # the handshake under way
         self._channel: SealedChannel | None = None  # the session's, once logged in
         self._room_keys = RoomKeys()
+        self.vault = V.VaultKeys()  # passphrase rooms' body keys (protocol/vault.py), memory only
+        self.kdf_check = kdf_check
+        self._locked: dict[str, list[Request]] = {}  # requests waiting for a room's passphrase
+        self._rekeys: dict[str, tuple[PassphraseKeys, bytes]] = {}  # our /passphrase under way
+        self._sharing: dict[str, tuple[PassphraseKeys, list[F.MemberInfo]]] = {}  # ...its names
         self._clear: list[F.Frame] = []  # Hellos: the only frames we send in the clear
         self._raw: list[bytes] = []  # handshake message 3, sent as it is
         self.timing = t = timing or Timing()
@@ -219,13 +240,56 @@ class ClientSession:
         if name in self.rooms:
             return
         self.rooms[name] = RoomState(name)
-        self._enqueue(Request(F.OP_JOIN, name), now)
+        self._enqueue(Request(F.OP_JOIN, name, body=self._verifier(name)), now)
+
+    def create_private(self, room: str, proposal: bytes, keys: PassphraseKeys, now: float) -> None:
+        """Join `room` as a new passphrase room (`vault.create`: its salt and keys). If the relay
+        says it has a passphrase already, an `E.PassphraseNeeded` asks to derive with its salt."""
+        name = canonical_room(room)
+        if name in self.rooms:
+            raise Refused(f"you are in #{name} already")
+        self.rooms[name] = RoomState(name)
+        self.vault.pending[name] = (keys, proposal)
+        self._enqueue(Request(F.OP_MKPRIVATE, name, body=proposal), now)
+
+    def unlock(self, room: str, keys: PassphraseKeys, now: float) -> None:
+        """The keys derived for `room` after an `E.PassphraseNeeded`: what waited goes again with
+        the verifier (a wrong passphrase: `E.RequestRefused(..., 'wrong passphrase for #room')`)."""
+        name = canonical_room(room)
+        self.vault.pending[name] = (keys, b"")
+        for req in self._locked.pop(name, []):
+            op = F.OP_JOIN if req.op == F.OP_MKPRIVATE else req.op
+            self._outbox.append(Request(op, name, arg=req.arg, n=req.n, body=keys.verifier, created=now))
+
+    def change_passphrase(self, room: str, proposal: bytes, keys: PassphraseKeys, now: float) -> None:
+        """Re-key passphrase room `room` (its creator): the relay takes the new verifier, then the
+        members get the new body key from us (OP_KEYSHARE), sealed to each one's identity key."""
+        name = canonical_room(room)
+        state = self.rooms.get(name)
+        if state is None or not state.ready or not self.vault.private(name):
+            raise Refused(f"#{name} is not a passphrase room you are in")
+        self._rekeys[name] = (keys, proposal)
+        self._enqueue(Request(F.OP_PASSPHRASE, name, body=proposal), now)
+
+    def _rejoin(self, name: str, resume: int, now: float) -> Request:
+        """The request that (re)joins `name` on a new session: a passphrase room not made yet
+        is made (its proposal), one we proved is joined with the verifier."""
+        got = self.vault.pending.get(name)
+        if got is not None and got[1] and not self.vault.private(name):
+            return Request(F.OP_MKPRIVATE, name, arg=resume, body=got[1], created=now)
+        return Request(F.OP_JOIN, name, arg=resume, body=self._verifier(name), created=now)
+
+    def _verifier(self, name: str) -> bytes:
+        got = self.vault.pending.get(name)
+        return got[0].verifier if got is not None else b""
 
     def part(self, room: str, now: float) -> None:
         name = canonical_room(room)
         if self.rooms.pop(name, None) is None:
             return
         self._room_keys.rings.pop(name, None)
+        self.vault.forget(name)
+        self._locked.pop(name, None)
         # drop queued requests for that room that were never sent
         self._outbox = deque(r for r in self._outbox if r.room != name or r.op == F.OP_PART)
         self._enqueue(Request(F.OP_PART, name), now)
@@ -243,6 +307,7 @@ class ClientSession:
             if name not in self.rooms:
                 raise Refused(f"you are not in #{name}")
             req = Request(F.OP_ACTION if action else F.OP_POST, name, text)
+            self._seal(req)
         req.mid = int.from_bytes(os.urandom(8), "big") >> 1 or 1
         return self._own(req.mid, self._enqueue(req, now))
 
@@ -251,7 +316,7 @@ class ClientSession:
         if old is None:
             raise Refused("that message is not waiting for a retry")
         # same mid: if the first attempt did land after all, the relay answers with its seq
-        req = Request(old.op, old.room, old.text, old.mid, old.arg)
+        req = Request(old.op, old.room, old.text, old.mid, old.arg, body=old.body)
         return self._own(req.mid, self._enqueue(req, now))
 
     def _own(self, mid: int, local_id: int) -> int:
@@ -271,7 +336,21 @@ class ClientSession:
     def set_topic(self, room: str, topic: str, now: float) -> None:
         name = canonical_room(room)
         check_text(topic, MAX_TOPIC_BYTES, "topic")
-        self._enqueue(Request(F.OP_TOPIC, name, topic), now)
+        req = Request(F.OP_TOPIC, name, topic)
+        self._seal(req, MAX_TOPIC_BYTES, "topic")
+        self._enqueue(req, now)
+
+    def _seal(self, req: Request, limit: int = V.MAX_TEXT_BYTES, what: str = "message") -> None:
+        """In a passphrase room the text goes sealed end to end (`body`), never in the clear."""
+        name = req.room
+        if name in self.vault.pending and not self.vault.private(name):
+            raise Refused(f"#{name} is waiting for its passphrase")
+        key = self.vault.current(name)
+        if key is not None:
+            kind = {F.OP_TOPIC: F.EV_TOPIC, F.OP_ACTION: F.EV_ACTION}.get(req.op, F.EV_MSG)
+            sealed = req.text or req.op != F.OP_TOPIC  # (an empty topic clears it)
+            req.body = V.seal_text(key, name, kind, req.text, limit, what) if sealed else b""
+            req.text = ""
 
     def set_away(self, text: str, now: float) -> None:
         check_text(text, MAX_AWAY_BYTES, "away message")
@@ -294,7 +373,8 @@ class ClientSession:
         every event `history=True`); a refusal is a `RequestRefused("history", ...)`."""
         name = canonical_room(room)
         limit = max(1, min(int(limit), MAX_PAGE))
-        self._enqueue(Request(F.OP_HISTORY, name, arg=max(0, int(before)), n=limit), now)
+        req = Request(F.OP_HISTORY, name, arg=max(0, int(before)), n=limit, body=self._verifier(name))
+        self._enqueue(req, now)
 
     def close(self, now: float) -> None:
         if self.state == CONNECTED:
@@ -324,7 +404,7 @@ class ClientSession:
             return
         room = None
         try:
-            if data[1] == KIND_ROOM:
+            if data[1:2] == bytes((KIND_ROOM,)):  # (a 1-byte datagram is sealed too)
                 payload = channel.open_room(data, self._room_keys)
                 room = self._room_keys.room
             else:
@@ -624,11 +704,11 @@ class ClientSession:
                 room.rx = None
             # Same relay run: ask to resume where we were rather than from the backfill window.
             resume = room.rx.next if room.rx is not None else 0
-            self._outbox.append(Request(F.OP_JOIN, room.name, arg=resume, created=now))
+            self._outbox.append(self._rejoin(room.name, resume, now))
         if self.away:
             self._outbox.append(Request(F.OP_AWAY, "", self.away, created=now))
         for req in old:
-            if req.op in (F.OP_JOIN, F.OP_NAMES, F.OP_PART, F.OP_AWAY):
+            if req.op in (F.OP_JOIN, F.OP_NAMES, F.OP_PART, F.OP_AWAY, F.OP_MKPRIVATE):
                 continue
             req.cseq = 0
             req.attempts = 0
@@ -731,19 +811,23 @@ class ClientSession:
             req.cseq, req.attempts = 0, 0
             self._outbox.appendleft(req)
             return
-        if res.code == F.RES_STALE and op in (F.OP_JOIN, F.OP_NAMES):
+        if res.code == F.RES_STALE and op in (F.OP_JOIN, F.OP_NAMES, F.OP_MKPRIVATE):
             # Too old for the relay to remember, and its answer never reached us: a join must
             # complete whatever happened to it, so ask again with a fresh request.
             room = self.rooms.get(req.room)
             if room is not None and not room.ready:
                 resume = room.rx.next if room.rx is not None else 0
-                self._outbox.appendleft(Request(F.OP_JOIN, req.room, arg=resume, created=now))
+                self._outbox.appendleft(self._rejoin(req.room, resume, now))
             return
         if res.code != F.RES_REFUSED:
             if op == F.OP_NICK:
                 self.nick = req.text  # what the next Hello (after a reconnect) asks for
             elif op == F.OP_REGISTER and res.code == F.RES_OK:
                 self._events.append(E.Registered(req.text))
+            elif op == F.OP_PASSPHRASE and res.code == F.RES_OK and req.room in self._rekeys:
+                # taken: who is in the room now, with their keys (a names snapshot), gets the key
+                self._sharing[req.room] = (self._rekeys.pop(req.room)[0], [])
+                self._outbox.appendleft(Request(F.OP_NAMES, req.room, created=now))
             return
         what = {
             F.OP_JOIN: "join",
@@ -755,13 +839,22 @@ class ClientSession:
             F.OP_HISTORY: "history",
             **F.MODERATION_OPS,
         }.get(op, "request")
-        if op == F.OP_JOIN:
+        if op in (F.OP_JOIN, F.OP_MKPRIVATE):
             self.rooms.pop(req.room, None)
+            self.vault.forget(req.room)
+        if op == F.OP_PASSPHRASE:
+            self._rekeys.pop(req.room, None)
+            what = "passphrase"
+        elif op == F.OP_MKPRIVATE:
+            what = "join"
         self._events.append(E.RequestRefused(what, res.room or req.room, res.reason))
 
     def _on_joined(self, j: F.Joined, now: float) -> None:
         self._done(j.cseq, now)
         room = self.rooms.get(j.room)
+        if room is not None and room.ready and j.room in self._sharing:
+            self._names_for_shares(j, now)
+            return
         if room is None or room.ready:
             return
         if j.offset == 0:
@@ -774,8 +867,12 @@ class ClientSession:
             return
         self.nick = j.nick
         room.members = {m.nick: E.Member(m.nick, m.away, mode=_mode(m.mode)) for m in room.collecting}
+        room.keys = {m.nick: m.key for m in room.collecting if m.key}
         room.collecting = []
-        room.topic = j.topic
+        derived = self.vault.pending.get(j.room)
+        if derived is not None and not self.vault.private(j.room):  # the relay took our verifier:
+            self.vault.add(j.room, derived[0].room)  # the body key is ours (a rejoin keeps the ring)
+        room.topic = self._topic(j.room, j.topic)
         rx = room.rx
         if rx is not None and j.base <= rx.next <= j.join_seq + 1:
             pass  # same relay run: carry on from where we were, nothing lost, nothing repeated
@@ -788,7 +885,7 @@ class ClientSession:
                 self._events.append(E.Notice("some events were missed while disconnected", j.room))
         room.join_seq = j.join_seq
         room.ready = True
-        self._events.append(E.RoomJoined(j.room, j.nick, tuple(room.members.values()), j.topic))
+        self._events.append(E.RoomJoined(j.room, j.nick, tuple(room.members.values()), room.topic))
         if room.early:
             for seq, ev in sorted(room.early.items()):
                 rx.offer(seq, ev)
@@ -815,6 +912,8 @@ class ClientSession:
                 self._events.append(E.RttUpdated(self.rtt.srtt or 0.0))
         elif tp is F.Gone:
             self._on_gone(frame, now)
+        elif tp is F.NeedPassphrase:
+            self._on_need_passphrase(frame, now)
         elif tp is F.RoomKey:
             if frame.room in self.rooms:
                 self._room_keys.add(frame.room, frame.kid, frame.key)
@@ -828,6 +927,35 @@ class ClientSession:
                 self._lost(frame.reason or "the relay said goodbye", now, self.timing.reconnect_min)
         elif tp is F.Refuse and self.state == HANDSHAKE:  # sealed: our Login refused (the nick)
             self._on_refuse(frame, now)
+
+    def _on_need_passphrase(self, n: F.NeedPassphrase, now: float) -> None:
+        """The relay wants the verifier of passphrase room `n.room` for request `n.cseq` (a join,
+        a history page): that request waits for `unlock`; the caller is asked to derive, once the
+        parameters pass `kdf_check` (a relay asking for no work or all the memory is refused)."""
+        req = self._inflight.get(n.cseq)
+        if req is None or req.op not in (F.OP_JOIN, F.OP_MKPRIVATE, F.OP_HISTORY) or n.room != req.room:
+            return
+        self._done(n.cseq, now)
+        waiting = self._locked.setdefault(req.room, [])
+        if len(waiting) < 64:
+            waiting.append(req)
+        try:
+            if len(n.salt) != V.SALT_BYTES:
+                raise CryptoError(f"a salt of {len(n.salt)} bytes")
+            self.kdf_check(n.ops, n.mem)
+        except CryptoError as exc:
+            self._locked.pop(req.room, None)
+            reason = f"#{req.room}: the relay asks for unusable passphrase parameters ({exc})"
+            self._refuse_locked(req, reason)
+            return
+        self._events.append(E.PassphraseNeeded(req.room, n.salt, n.ops, n.mem))
+
+    def _refuse_locked(self, req: Request, reason: str) -> None:
+        what = "history" if req.op == F.OP_HISTORY else "join"
+        if what == "join":
+            self.rooms.pop(req.room, None)
+        self.vault.forget(req.room)
+        self._events.append(E.RequestRefused(what, req.room, reason))
 
     def _on_history(self, h: F.History, now: float) -> None:
         """A part of a history page: the page is answered once every event lo..hi is in. Parts of
@@ -850,6 +978,9 @@ class ClientSession:
         if any(s not in got for s in range(h.lo, h.hi + 1)):
             return  # more parts to come (or the request is sent again)
         self._done(h.cseq, now)
+        derived = self.vault.pending.get(h.room)
+        if derived is not None and not self.vault.private(h.room):  # the relay took our verifier
+            self.vault.add(h.room, derived[0].room)
         events = tuple(self._as_event(h.room, s, got[s], True) for s in range(h.lo, h.hi + 1))
         before = req.arg if req.arg > 0 else h.hi + 1
         self._events.append(E.HistoryPage(h.room, before, tuple(e for e in events if e), h.complete))
@@ -935,6 +1066,7 @@ class ClientSession:
                 pass
             elif kind == F.EV_JOIN:
                 members[ev.nick] = E.Member(ev.nick, mode=_mode(ev.text))
+                room.keys.pop(ev.nick, None)  # (known again from the next names snapshot)
             elif kind == F.EV_LEAVE or kind == F.EV_TIMEOUT or kind == F.EV_KICK:
                 members.pop(ev.nick, None)
             elif kind in _MODE_CHANGES:
@@ -947,7 +1079,9 @@ class ClientSession:
                 if ev.nick == self.nick and self._renaming == ev.text:
                     self.nick = ev.text  # ours: true from this event on, not only from the Result
             elif kind == F.EV_TOPIC:
-                room.topic = ev.text
+                room.topic = self._text(name, ev)
+            elif kind == F.EV_KEYSHARE:
+                self._take_share(name, ev)
             elif kind == F.EV_AWAY:
                 was = members.get(ev.nick)
                 members[ev.nick] = E.Member(ev.nick, ev.text, mode=was.mode if was else "")
@@ -962,7 +1096,8 @@ class ClientSession:
             local_id = self._own_mids.get(ev.mid, 0)
             own = ev.mid in self._own_mids
             action = kind == F.EV_ACTION
-            return E.MessageReceived(name, seq, ev.nick, ev.text, ev.ts, action, hist, own, local_id)
+            text = self._text(name, ev)
+            return E.MessageReceived(name, seq, ev.nick, text, ev.ts, action, hist, own, local_id)
         if kind == F.EV_JOIN:
             return E.MemberJoined(name, seq, ev.nick, ev.ts, hist, _mode(ev.text))
         if kind == F.EV_LEAVE:
@@ -972,7 +1107,7 @@ class ClientSession:
         if kind == F.EV_NICK:
             return E.NickChanged(name, seq, ev.nick, ev.text, ev.ts, hist)
         if kind == F.EV_TOPIC:
-            return E.TopicChanged(name, seq, ev.nick, ev.text, ev.ts, hist)
+            return E.TopicChanged(name, seq, ev.nick, self._text(name, ev), ev.ts, hist)
         if kind == F.EV_AWAY:
             return E.AwayChanged(name, seq, ev.nick, ev.text, ev.ts, hist)
         if kind == F.EV_KICK:  # nick: the member put out; text: "OPERATOR[ REASON]"
@@ -982,6 +1117,69 @@ class ClientSession:
         if action is not None:
             return E.RoomModerated(name, seq, ev.nick, action, ev.text, "", ev.ts, hist)
         return None
+
+    # ------------------------------------------------------------------ passphrase rooms
+
+    def _text(self, name: str, ev: F.Ev) -> str:
+        """What a member said: opened with the room's body key in a passphrase room (a body that
+        does not open, or text in the clear there, is shown as `vault.UNREADABLE`)."""
+        ring = self.vault.rings.get(name)
+        if ring is None:
+            return V.UNREADABLE if ev.body else ev.text
+        if not ev.body:
+            return "" if ev.kind == F.EV_TOPIC and not ev.text else V.UNREADABLE
+        return V.open_text(ring, name, ev.kind, ev.body)
+
+    def _topic(self, name: str, topic: str) -> str:
+        ring = self.vault.rings.get(name)
+        return topic if ring is None else V.open_topic(ring, name, F.EV_TOPIC, topic)
+
+    def _take_share(self, name: str, ev: F.Ev) -> None:
+        """A re-key's share for us (`ev.text`: the recipient's identity key in hex): the new body
+        key, if it opens under the room's current one and the sealed box to our key."""
+        ring = self.vault.rings.get(name)
+        if ring is None or ev.text != self.identity.public.hex():
+            return
+        try:
+            keys = V.unwrap_share(self.identity, ring, name, ev.body)
+        except CryptoError:
+            self.stats["bad_shares"] = self.stats.get("bad_shares", 0) + 1
+            return
+        self.vault.add(name, keys.room)
+        self.vault.pending[name] = (keys, b"")  # the verifier a rejoin presents from now on
+        said = f"{ev.nick} changed the passphrase of #{name}; you have the new key"
+        self._events.append(E.Notice(said, name))
+
+    def _names_for_shares(self, j: F.Joined, now: float) -> None:
+        keys, got = self._sharing[j.room]
+        if j.offset != len(got):
+            return
+        got.extend(j.members)
+        if len(got) < j.total and j.members:
+            self._outbox.appendleft(Request(F.OP_NAMES, j.room, arg=len(got), created=now))
+            return
+        del self._sharing[j.room]
+        self._share_keys(j.room, keys, got, now)
+
+    def _share_keys(self, name: str, keys: PassphraseKeys, members: list[F.MemberInfo], now: float) -> None:
+        """Our re-key was taken: each member the relay lists (with its identity key) gets the new
+        body key, sealed to that key and under the current body key; then we seal with the new one
+        (posts queued after the shares are sequenced after them)."""
+        old = self.vault.current(name)
+        if name not in self.rooms or old is None:
+            return
+        for key in sorted({m.key for m in members if m.key}):
+            if key == self.identity.public:
+                continue
+            try:
+                share = V.wrap_share(self.identity, old, key, name, keys)
+            except CryptoError:
+                continue  # not a key a box can be sealed to: that member must type the passphrase
+            self._outbox.append(Request(F.OP_KEYSHARE, name, key.hex(), body=share, created=now))
+        self.vault.pending[name] = (keys, b"")
+        self.vault.add(name, keys.room)
+        said = f"the passphrase of #{name} is changed; members in it keep reading"
+        self._events.append(E.Notice(said, name))
 
     def _deliver_inbox(self, now: float) -> None:
         for seq, ev in self.inbox.pop_ready():

@@ -273,6 +273,18 @@ class Notice:
     room: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class PassphraseNeeded:
+    """`room` has a passphrase (protocol/vault.py): derive its keys with `vault.derive(passphrase,
+    salt, ops, mem)` (a third of a second: off the event loop) and hand them to
+    `ClientSession.unlock`; what asked for the room (a join, a history page) then goes again."""
+
+    room: str
+    salt: bytes
+    ops: int
+    mem: int
+
+
 Event = (
     Connecting
     | Connected
@@ -298,4 +310,5 @@ Event = (
     | PostFailed
     | Notice
     | HistoryPage
+    | PassphraseNeeded
 )

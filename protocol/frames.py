@@ -139,6 +139,18 @@ class RoomKey(Frame, tag=15):
     key: bytes
 
 
+class NeedPassphrase(Frame, tag=50):
+    """Relay -> client, sealed: the answer to request `cseq` about passphrase room `room`: derive
+    the room's keys with Argon2id(passphrase, salt, ops, mem) and ask again with the verifier
+    (`crypto.check_kdf_params` bounds what a hostile relay may ask)."""
+
+    cseq: int
+    room: str
+    salt: bytes = b""
+    ops: int = 0
+    mem: int = 0
+
+
 class Sid(Frame, tag=9):
     """First frame of every datagram a client sends on an established session."""
 
@@ -191,6 +203,10 @@ MODERATION_OPS = {
     OP_VOICE: "voice",
     OP_DEVOICE: "devoice",
 }
+# passphrase rooms (protocol/relay/vault.py; docs/security.md "Passphrase rooms"): numbers 50-59
+OP_MKPRIVATE = 50  # make `room` a passphrase room and join it: body = vault.proposal(...)
+OP_PASSPHRASE = 51  # re-key `room` (its creator): body = vault.proposal(...) of the new passphrase
+OP_KEYSHARE = 52  # hand `room`'s new body key to the member whose identity key is `text` (hex): body = share
 
 
 class Req(Frame, tag=10):
@@ -203,6 +219,9 @@ class Req(Frame, tag=10):
     mid: int = 0  # message id, stable across retransmits and reconnects (dedupe)
     arg: int = 0
     n: int = 0  # a count: OP_HISTORY's most events wanted
+    #: passphrase rooms: a sealed body (OP_POST, OP_ACTION, OP_TOPIC; `text` is then empty), the
+    #: verifier (OP_JOIN, OP_HISTORY), a proposal (OP_MKPRIVATE, OP_PASSPHRASE), a key share
+    body: bytes = b""
 
 
 RES_OK = 0
@@ -270,6 +289,7 @@ EV_VOICE = 27
 EV_DEVOICE = 28
 EV_KICKED = 29
 # EV_JOIN's `text` is the joiner's mode in the room: "@", "+" or "".
+EV_KEYSHARE = 50  # passphrase room re-keyed: nick = changer, text = recipient key (hex), body = share
 
 
 class Ev(msgspec.Struct, frozen=True, array_like=True):
@@ -278,6 +298,8 @@ class Ev(msgspec.Struct, frozen=True, array_like=True):
     text: str = ""
     ts: float = 0.0
     mid: int = 0
+    #: passphrase rooms: the body sealed end to end (`text` is then empty), or a key share
+    body: bytes = b""
 
 
 class Batch(Frame, tag=20):
@@ -417,6 +439,7 @@ AnyFrame = (
     | Login
     | LoggedIn
     | RoomKey
+    | NeedPassphrase
     | Req
     | Result
     | Joined

@@ -23,6 +23,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
+from udproom.protocol import events as ev
 from udproom.protocol.backend import OutboxFull
 from udproom.protocol.names import is_direct
 
@@ -39,6 +40,7 @@ from .search import LogCommands
 from .session import Spec
 from .statusline import StatusLine, TopicLine
 from .theme import DEFAULT_THEME, Palette, palette_for, theme_names
+from .vault import Vault
 from .widgets import ChatInput, MemberList, MessageView, RoomList, _ClickList
 
 NARROW = 80
@@ -77,7 +79,7 @@ class FlushRequest(Message):
     pass
 
 
-class ChatApp(Sessions, Commands, LogCommands, App[int]):
+class ChatApp(Sessions, Commands, LogCommands, Vault, App[int]):
     CSS_PATH = "udproom.tcss"
     TITLE = "udproom"
     COMMAND_PALETTE_BINDING = "f10"
@@ -262,6 +264,9 @@ class ChatApp(Sessions, Commands, LogCommands, App[int]):
         batch, pages = self.history.ingest(batch)  # drops what the log already showed; queues the rest
         apply = self.chat.apply
         for event in batch:
+            if type(event) is ev.PassphraseNeeded:
+                self.passphrase_needed(event)
+                continue
             apply(event)
         self.history.after(pages)
         self._log_notice()

@@ -14,11 +14,12 @@ class Spec:
 
 
 COMMANDS: dict[str, Spec] = {
-    "join": Spec("/join ROOM", "join a room (or switch to it)"),
+    "join": Spec("/join ROOM", "join a room or switch to it (--passphrase: private)"),
     "part": Spec("/part [ROOM]", "leave a room (default: this one)"),
     "nick": Spec("/nick NAME", "change your nick"),
     "me": Spec("/me ACTION", "say something in the third person"),
     "msg": Spec("/msg NICK [TEXT]", "open a direct conversation (and say TEXT there)"),
+    "passphrase": Spec("/passphrase", "re-key this passphrase room (its creator)"),
     "topic": Spec("/topic [TEXT]", "show or set the room's topic"),
     "away": Spec("/away [MESSAGE]", "mark yourself away (no message: back)"),
     "names": Spec("/names", "list who is in this room"),
@@ -73,11 +74,16 @@ def parse(line: str) -> Command | None:
         raise CommandError(f"unknown command /{head}; /help lists them")
     usage = COMMANDS[name].usage
     if name == "join":
-        if not rest or " " in rest:
+        words = rest.split()
+        private = "--passphrase" in words
+        words = [w for w in words if w != "--passphrase"]
+        if len(words) != 1:
             raise CommandError(f"usage: {usage}")
-        if is_direct(rest):
-            return Command("msg", (check_nick_(rest[1:], usage),))
-        return Command(name, (room_(rest, usage),))
+        if is_direct(words[0]):
+            if private:
+                raise CommandError("--passphrase is for rooms, not direct conversations")
+            return Command("msg", (check_nick_(words[0][1:], usage),))
+        return Command(name, (room_(words[0], usage),), rest="--passphrase" if private else "")
     if name == "part":
         if " " in rest:
             raise CommandError(f"usage: {usage}")

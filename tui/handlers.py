@@ -57,6 +57,9 @@ class Commands:
         if room in self.chat.rooms:
             self.chat.switch(room)
             return
+        if cmd.rest == "--passphrase":
+            self.join_with_passphrase(room)
+            return
         if not self._need_backend():
             return
         self.chat.auto_switch.add(room)

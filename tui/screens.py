@@ -392,3 +392,34 @@ class ConfirmQuit(ModalScreen[bool]):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class PassphraseScreen(ModalScreen[str | None]):
+    """The passphrase of a passphrase room, masked (docs/security.md, "Passphrase rooms"):
+    Enter gives it (never shown, never saved: the app keeps only the key derived from it, in
+    memory), Esc gives None."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, room: str, why: str) -> None:
+        super().__init__()
+        self.room = room
+        self.why = why
+
+    def compose(self) -> ComposeResult:
+        p = self.app.palette
+        with Vertical(id="passphrase"):
+            yield Static(Text(self.why, f"bold {p.warn}"))
+            yield Input(password=True, placeholder="passphrase", id="passphrase-input")
+            yield Static(Text("Enter gives it · Esc cancels · it is never shown nor saved", p.muted))
+
+    def on_mount(self) -> None:
+        self.query_one("#passphrase-input", Input).focus()
+
+    @on(Input.Submitted, "#passphrase-input")
+    def _submit(self, event: Input.Submitted) -> None:
+        if event.value:
+            self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -289,12 +289,18 @@ class RelayClient(CoreClient):
         rooms: list[str] | tuple[str, ...] = (),
         timing: Timing | None = None,
         identity: Any = None,
+        passphrases: dict[str, str] | None = None,
     ) -> None:
+        """`passphrases`: room -> passphrase, for passphrase rooms (docs/security.md): each of
+        `rooms` named here is made with it if new, else joined with it; a room asking for one
+        later (`PassphraseNeeded`) is answered with it, or the event goes to the caller."""
         from ..client import ClientSession
+        from ..names import canonical_room
 
         self.host, self.port = parse_address(address)
         self._rooms = list(rooms)
         self._addr: tuple | None = None
+        self.passphrases = {canonical_room(r): p for r, p in (passphrases or {}).items()}
         core = ClientSession(nick, timing=timing, wall_offset=wall_offset(), identity=identity)
         super().__init__(core, nick)
 
@@ -307,6 +313,88 @@ class RelayClient(CoreClient):
         return client_socket(self._addr)
 
     def _start(self, now: float) -> None:
+        from ..names import canonical_room
+
         self.core.connect(self._addr, now)
         for room in self._rooms:
-            self.core.join(room, now)
+            if canonical_room(room) in self.passphrases:
+                self.join_private(room, self.passphrases[canonical_room(room)])
+            else:
+                self.core.join(room, now)
+
+    # ------------------------------------------------------------------ passphrase rooms
+    # Argon2id takes a third of a second and 128 MiB: it runs in a worker thread, never on the
+    # loop; its result goes to the core on the loop (protocol/vault.py).
+
+    def _derive_then(
+        self, room: str, what: str, work: Callable[[], Any], then: Callable[[Any], None]
+    ) -> None:
+        from ..crypto import CryptoError
+        from ..events import RequestRefused
+
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, work)
+
+        def done(f: asyncio.Future) -> None:
+            try:
+                result = f.result()
+            except CryptoError as exc:
+                self._on_event(RequestRefused(what, room, str(exc)))
+                return
+            if self._running:
+                then(result)
+                self._kick()
+
+        future.add_done_callback(done)
+
+    def join_private(self, room: str, passphrase: str) -> None:
+        """Join `room` with a passphrase: made a passphrase room if it is new."""
+        from .. import vault
+        from ..crypto import ARGON_MEM, ARGON_OPS
+        from ..names import canonical_room
+
+        name = canonical_room(room)
+        self.passphrases[name] = passphrase
+        self._derive_then(
+            name,
+            "join",
+            lambda: vault.create(passphrase, ARGON_OPS, ARGON_MEM),
+            lambda got: self.core.create_private(name, got[0], got[1], time.monotonic()),
+        )
+
+    def unlock(self, room: str, passphrase: str, salt: bytes, ops: int, mem: int) -> None:
+        """The answer to a `PassphraseNeeded(room, salt, ops, mem)`."""
+        from .. import vault
+
+        self.passphrases[room] = passphrase
+        check = self.core.kdf_check
+        self._derive_then(
+            room,
+            "join",
+            lambda: vault.derive(passphrase, salt, ops, mem, check),
+            lambda keys: self.core.unlock(room, keys, time.monotonic()),
+        )
+
+    def change_passphrase(self, room: str, passphrase: str) -> None:
+        """Re-key passphrase room `room` (its creator): members in it keep reading."""
+        from .. import vault
+        from ..crypto import ARGON_MEM, ARGON_OPS
+
+        self._derive_then(
+            room,
+            "passphrase",
+            lambda: vault.create(passphrase, ARGON_OPS, ARGON_MEM),
+            lambda got: self.core.change_passphrase(room, got[0], got[1], time.monotonic()),
+        )
+
+    def _on_event(self, event: Event) -> None:
+        from ..events import PassphraseNeeded, RequestRefused, RoomJoined
+
+        if isinstance(event, PassphraseNeeded) and event.room in self.passphrases:
+            self.unlock(event.room, self.passphrases[event.room], event.salt, event.ops, event.mem)
+            return
+        if isinstance(event, (RequestRefused, RoomJoined, HistoryPage)):
+            # refused: a wrong one is not tried again; taken: the core keeps the verifier, and
+            # the passphrase itself is not kept a moment longer than needed
+            self.passphrases.pop(event.room, None)
+        super()._on_event(event)

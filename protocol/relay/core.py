@@ -32,9 +32,10 @@ from .state import (
     Stream,
 )
 from .storage import Storage
+from .vault import Vault
 
 
-class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation):
+class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
     """The relay. `log` is the room log (protocol/roomlog.py) rooms take their numbers from and
     keep their events in: a MemoryLog (kept `config.ring` events per room) unless one is given.
 
@@ -105,6 +106,10 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation):
                 "sealed_dropped",
                 "pending_timed_out",
                 "rekeys",
+                "passphrase_asked",
+                "passphrase_refused",
+                "passphrase_changed",
+                "passphrase_limited",
             ),
             0,
         )

@@ -124,13 +124,18 @@ class Requests:
             forbids = self._forbids(session, room, "m")
             if forbids is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, forbids, req.room)
+            sealed = self._sealed_only(room, req)  # a passphrase room: the body, sealed end to end
             check_text(req.text, MAX_TEXT_BYTES)
             kind = F.EV_MSG if op == F.OP_POST else F.EV_ACTION
-            seq = self._room_event(
-                room, F.Ev(kind=kind, nick=session.nick, text=req.text, ts=self._ts(now), mid=req.mid), now
-            )
+            body = req.body if sealed else b""
+            ev = F.Ev(kind=kind, nick=session.nick, text=req.text, ts=self._ts(now), mid=req.mid, body=body)
+            seq = self._room_event(room, ev, now)
             self._posts_pending += 1  # served (stats["posts"]) once its commit succeeds
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
+        if op == F.OP_JOIN or op == F.OP_HISTORY:
+            door = self._vault_door(session, req, now)  # a passphrase room: the verifier first
+            if door is not None:
+                return door
         if op == F.OP_JOIN:
             return self._join(session, req, now)
         if op == F.OP_NAMES:
@@ -168,11 +173,13 @@ class Requests:
             if forbids is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, forbids, req.room)
             check_text(req.text, MAX_TOPIC_BYTES, "topic")
-            room.topic = req.text
-            self.log.set_topic(room.name, req.text)
-            seq = self._room_event(
-                room, F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now)), now
-            )
+            sealed = self._sealed_only(room, req, topic=True)  # (sets a passphrase room's topic)
+            if not sealed:
+                room.topic = req.text
+            self.log.set_topic(room.name, room.topic)
+            body = req.body if sealed else b""
+            ev = F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now), body=body)
+            seq = self._room_event(room, ev, now)
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_AWAY:
             check_text(req.text, MAX_AWAY_BYTES, "away message")
@@ -190,6 +197,12 @@ class Requests:
             return self._page(session, req, now)
         if op in F.MODERATION_OPS:
             return self._moderate(session, req, now)  # (moderation.py)
+        if op == F.OP_MKPRIVATE:
+            return self._mkprivate(session, req, now)
+        if op == F.OP_PASSPHRASE:
+            return self._rekey_vault(session, req, now)
+        if op == F.OP_KEYSHARE:
+            return self._keyshare(session, req, now)
         return result_frame(cseq, F.RES_REFUSED, 0, f"unknown request {op}", req.room)
 
     def _join(self, session: Session, req: F.Req, now: float) -> F.Frame:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .. import frames as F
 from ..addr import Addr
-from ..crypto import ROOM_OVERHEAD, Identity, Responder, RoomKey, SealedChannel
+from ..crypto import ARGON_MEM, ARGON_OPS, ROOM_OVERHEAD, Identity, Responder, RoomKey, SealedChannel
 from ..names import (
     MAX_REASON_BYTES,
     clip_utf8,
@@ -65,6 +65,14 @@ class RelayConfig:
     max_rooms_per_key: int = 0
     #: the most nicks one key may register on this relay (each is a record kept for good)
     max_nicks_per_key: int = 5
+    #: the weakest Argon2id parameters a passphrase room may be made with here (relay/vault.py);
+    #: lowered only by tests, which cannot spend 128 MiB per derivation
+    argon_ops: int = ARGON_OPS
+    argon_mem: int = ARGON_MEM
+    #: verifiers checked per second from one source address (IPv6: one /64), in bursts of
+    #: `passphrase_burst`: online guessing at a passphrase room's door
+    passphrase_rate: float = 1.0
+    passphrase_burst: float = 10.0
 
 
 # ----------------------------------------------------------------------------- relay events (logs)
@@ -337,6 +345,7 @@ class Session:
         "rooms",
         "rtt",
         "token",
+        "vault",
     )
 
     def __init__(
@@ -370,6 +379,7 @@ class Session:
         # inbox that a sender waits on (inbox seq -> (sender, cseq, result))
         self.deferred: set[int] = set()
         self.dm_waiters: dict[int, tuple[Session, int, F.Result]] = {}
+        self.vault: dict[str, int] = {}  # passphrase rooms this session proved: room -> key id
 
 
 MAX_PENDING_REQUESTS = 1024
