@@ -147,6 +147,7 @@ class ClientSession:
         self.identity = identity if identity is not None else Identity.generate()
         self.pinned = pinned
         self.relay_key: bytes | None = None  # as proven in the last handshake
+        self.pin_refused = False  # the relay proved a key other than the pinned one
         self._hs: Initiator | None = None  # the handshake under way
         self._channel: SealedChannel | None = None  # the session's, once logged in
         self._room_keys = RoomKeys()
@@ -525,6 +526,11 @@ class ClientSession:
         try:
             hs.finish(w.kx, login)
         except PinMismatch as exc:
+            if self.state == CONNECTED:  # a background handshake: our session (with the pinned
+                self._hs = None  # relay) stays; whoever answered with another key is ignored
+                self.stats["sealed_dropped"] += 1
+                return
+            self.pin_refused = True
             self._fail_handshake(
                 f"relay {format_sockaddr(self.addr)}: {exc}: not connecting (check the fingerprint)"
             )

@@ -17,8 +17,11 @@ ENV = "UDPROOM_DATA_DIR"
 RELAY_SUBDIR = "relay"
 #: the app's own log of what it showed, under the data directory
 CHATLOG_FILE = "chatlog.sqlite3"
-#: the user's Ed25519 identity key (docs/security.md), under the data directory
+#: the user's Ed25519 identity key (docs/security.md), under the data directory; a relay's is the
+#: same file name in its own data directory
 IDENTITY_FILE = "identity"
+#: the relays' keys met so far, per address (trust on first use), under the config directory
+KNOWN_RELAYS_FILE = "known_relays.toml"
 
 
 CONFIG_ENV = "UDPROOM_CONFIG_DIR"
@@ -55,3 +58,12 @@ def chatlog_path() -> Path:
 def identity_path() -> Path:
     """The default `--identity` of the app and the headless commands (made on first use)."""
     return data_dir() / IDENTITY_FILE
+
+
+def relay_identity_path(data: str | os.PathLike | None = None) -> Path:
+    """The default `--identity` of a relay keeping its rooms in `data` (None: the default one)."""
+    return (Path(data) if data is not None else relay_data_dir()) / IDENTITY_FILE
+
+
+def known_relays_path() -> Path:
+    return config_dir() / KNOWN_RELAYS_FILE

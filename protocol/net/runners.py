@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..events import Event, HistoryPage, Refused
+from ..events import Connected, Event, HistoryPage, Refused
 from ..reliability import Timing
 from .address import AddressError, format_address, local_addresses, parse_address, resolve
 from .transport import CoreProtocol, bind_socket, bound_host, client_socket, open_core
@@ -29,6 +29,17 @@ log = logging.getLogger("udproom.net")
 
 def wall_offset() -> float:
     return time.time() - time.monotonic()
+
+
+def pinned_address(text: str) -> tuple[str, str | None]:
+    """`HOST:PORT#FINGERPRINT` -> ("HOST:PORT", the fingerprint); without `#`: (text, None).
+    A fingerprint that is not one raises AddressError (one line)."""
+    from ..crypto import CryptoError, split_pinned_address
+
+    try:
+        return split_pinned_address(text)
+    except CryptoError as exc:
+        raise AddressError(f"{text!r}: the relay's key after '#': {exc}") from None
 
 
 class RelayServer:
@@ -274,13 +285,47 @@ class RelayClient(CoreClient):
         nick: str,
         rooms: list[str] | tuple[str, ...] = (),
         timing: Timing | None = None,
+        *,
+        identity: Any = None,
+        known: Any = None,
     ) -> None:
+        """`address` may pin the relay's key: `HOST:PORT#FINGERPRINT`. `identity`: the user's
+        `crypto.Identity` (None: one made for this session). `known`: a `known.KnownRelays`
+        store (trust on first use): its pin for the address is insisted on, and a first
+        connection pins the key the relay proved. None: no store (the address's pin only)."""
         from ..client import ClientSession
 
+        address, pin = pinned_address(address)
         self.host, self.port = parse_address(address)
+        self.known = known
+        self.pin = pin or (known.get(self.address) if known is not None else None)
         self._rooms = list(rooms)
         self._addr: tuple | None = None
-        super().__init__(ClientSession(nick, timing=timing, wall_offset=wall_offset()), nick)
+        core = ClientSession(
+            nick, timing=timing, wall_offset=wall_offset(), identity=identity, pinned=self.pin
+        )
+        super().__init__(core, nick)
+
+    @property
+    def address(self) -> str:
+        """The relay's address, as keys are pinned under it."""
+        return format_address(self.host, self.port)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Connected) and event.relay_key and self.known is not None and self.pin is None:
+            from ..crypto import fingerprint
+
+            self.pin = fingerprint(event.relay_key)
+            self.core.pinned = self.pin  # a reconnect insists on it too
+            try:
+                self.known.remember(self.address, self.pin)
+            except Exception as exc:  # (KnownRelaysError) not pinned, but the session is fine
+                log.warning("relay key not remembered: %s", exc)
+        elif isinstance(event, Refused) and self.core.pin_refused and self.known is not None:
+            event = Refused(
+                f"{event.reason}; if its key really changed, delete {self.address} from {self.known.path}"
+            )
+        super()._on_event(event)
 
     @property
     def mode(self) -> str:
