@@ -315,7 +315,7 @@ class ClientSession:
             return
         room = None
         try:
-            if data[1] == KIND_ROOM:
+            if len(data) > 1 and data[1] == KIND_ROOM:
                 payload = channel.open_room(data, self._room_keys)
                 room = self._room_keys.room
             else:
@@ -351,7 +351,11 @@ class ClientSession:
         except F.FrameError:
             self.stats["malformed"] += 1
             return
-        if any(type(f) not in _SESSIONLESS for f in frames):
+        if any(type(f) not in _SESSIONLESS for f in frames) or (
+            self.state == CONNECTED and self._hs is None and any(type(f) is not F.Reset for f in frames)
+        ):
+            # (on a session only a Reset means anything in the clear: a late or replayed answer
+            # to a handshake that is over is not believed either)
             self.stats["unauthenticated"] += 1
             return
         for frame in frames:
@@ -490,7 +494,9 @@ class ClientSession:
         self._cookie = b""
         self._nonce = int.from_bytes(os.urandom(6), "big")
         prologue = F.hello_prologue(F.Hello(version=F.VERSION, nick="", nonce=self._nonce))
-        self._hs = Initiator(pinned=self.pinned, identity=self.identity, prologue=prologue)
+        # (in the background, the relay we have a session with: no one else may take it over)
+        pinned = self.pinned if self.pinned is not None or not background else self.relay_key
+        self._hs = Initiator(pinned=pinned, identity=self.identity, prologue=prologue)
         self._handshake_started = now
         self._hello_tries = 0
         self._send_hello(now)

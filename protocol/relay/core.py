@@ -137,7 +137,8 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
             if pending is not None:
                 self._from_pending(pending, data, now)
             elif session is not None and self._repeated_login(session, data):
-                self._queue(session, self._logged_in(session))  # our LoggedIn was lost
+                st["repeated"] += 1  # (a copy of the msg3 that opened it: our LoggedIn was lost)
+                self._queue(session, self._logged_in(session))
             else:
                 st["sealed_dropped" if session is not None else "unknown_source"] += 1
             return

@@ -172,8 +172,8 @@ class Handshake:
         the client starting over. A valid cookie starts a new handshake; the session stays until
         that handshake's Login arrives (so a forged Hello changes nothing, and one with a cookie,
         which only an on-path attacker has, costs a handshake and nothing else)."""
-        if hello.nonce == session.nonce:
-            return
+        if hello.nonce == session.nonce:  # a late or replayed copy: the handshake is over
+            self.stats["unauthenticated"] += 1
         elif not hello_padded(size):
             self.stats["unpadded"] += 1
         elif not self._hello_limit.allow(session.addr, now):

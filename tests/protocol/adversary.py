@@ -182,6 +182,7 @@ class Adversary:
         self.net = net
         self.addr = addr
         self.received: list[tuple[tuple, bytes]] = []
+        self.heard: list[tuple[tuple, tuple, bytes]] = []  # on the path (`eavesdrop`)
         net.add(addr, self)
 
     # the FakeNet node surface
@@ -199,6 +200,12 @@ class Adversary:
 
     def next_event(self):
         return None
+
+    def eavesdrop(self, addr: tuple) -> list[tuple[tuple, tuple, bytes]]:
+        """Sit on the path next to node `addr`: from now on every datagram it receives and sends
+        is recorded, as (source, destination, bytes), in the list returned (`self.heard`)."""
+        self.net.nodes[addr] = _Tap(self.net.nodes[addr], addr, self.heard)
+        return self.heard
 
     # acting
     def forge(self, data: bytes, dst: tuple, src: tuple | None = None, delay: float = 0.0) -> None:
@@ -218,3 +225,30 @@ class Adversary:
             except F.FrameError:
                 pass
         return out
+
+
+class _Tap:
+    """A node on the FakeNet with a wire tap: both directions recorded into `log`."""
+
+    def __init__(self, core, addr: tuple, log: list) -> None:
+        self.core = core
+        self.addr = addr
+        self.log = log
+
+    def receive_datagram(self, data: bytes, addr: tuple, now: float) -> None:
+        self.log.append((addr, self.addr, data))
+        self.core.receive_datagram(data, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple]]:
+        out = self.core.datagrams_to_send(now)
+        self.log.extend((self.addr, dst, data) for data, dst in out)
+        return out
+
+    def get_timer(self):
+        return self.core.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+
+    def next_event(self):
+        return self.core.next_event()
