@@ -4,7 +4,8 @@ Clients talk to the proxy's port; for each client source address the proxy opens
 upstream socket, so the relay sees one distinct address per client, as it would without the
 proxy. Every datagram in either direction can be dropped (`loss`), duplicated (`dup`) and delayed
 by `delay` + uniform(0, `jitter`) seconds (jitter reorders). `go_dark(seconds)` drops everything
-for a while (a link that goes dark). `record=True` keeps every datagram seen (`heard`). Decisions come from one seeded `random.Random`.
+for a while (a link that goes dark). `record=True` keeps every datagram seen
+(`heard`). Decisions come from one seeded `random.Random`.
 """
 
 from __future__ import annotations

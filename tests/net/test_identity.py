@@ -104,7 +104,7 @@ def test_the_app_refuses_a_key_file_others_can_read_in_one_line(capsys, open_key
 
 
 async def test_the_users_key_is_made_once_with_mode_600_and_kept(procs):
-    relay, port = await procs.relay("127.0.0.1:0", *FAST)
+    _relay, port = await procs.relay("127.0.0.1:0", *FAST)
     addr = hostport("127.0.0.1", port)
     assert await _send(procs, "ann", addr, "hi") == (0, [])
     key = paths.identity_path()
@@ -118,12 +118,13 @@ async def test_a_sniffer_between_clients_and_the_relay_reads_no_text_nick_or_tok
     """Real processes on real sockets, through a proxy that records every datagram both ways."""
     from .impair import ImpairProxy
 
-    relay, port = await procs.relay("127.0.0.1:0", *FAST)
+    _relay, port = await procs.relay("127.0.0.1:0", *FAST)
     async with ImpairProxy(("127.0.0.1", port), seed=5, record=True) as proxy:
         lst = await procs.listen("quokkalistener", proxy.address, "hiddenroom", "--count", "1", *FAST)
         await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+        nick = "zanzibarsender"
         p = await procs.start(
-            "zanzibarsender", "send", "--join", proxy.address, "--room", "hiddenroom", "--nick", "zanzibarsender",
+            nick, "send", "--join", proxy.address, "--room", "hiddenroom", "--nick", nick,
             *FAST, "the password is xylophone-42",
         )  # fmt: skip
         assert await p.wait(30) == 0, p.stderr
