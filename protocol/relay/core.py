@@ -8,7 +8,7 @@ from collections import deque
 from .. import frames as F
 from ..addr import Addr
 from ..cookies import CookieJar, SourceLimiter
-from ..crypto import SESSION_OVERHEAD, CryptoError, Identity, SealedChannel, is_sealed, room_digest
+from ..crypto import SESSION_OVERHEAD, CryptoError, Identity, is_sealed, room_digest
 from ..names import (
     MAX_REASON_BYTES,
     clip_utf8,
@@ -319,8 +319,9 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         for payload in F.pack(frames, F.MAX_DATAGRAM - SESSION_OVERHEAD):
             self._emit(self._seal(session, payload), session.addr)
 
-    # Sealing (docs/security.md, "Sealed datagrams" and "room keys"): three small methods, so that
-    # benchmarks/bench_relay.py can measure the same core without them (its plain baseline).
+    # Sealing (docs/security.md, "Sealed datagrams" and "room keys"): small methods, so that
+    # benchmarks/bench_crypto.py can measure the same core without them (its plain baseline). A
+    # member's copy of a sealed batch is `session.channel.seal_room(blob, digest)`.
 
     @staticmethod
     def _seal(session: Session, payload: bytes) -> bytes:
@@ -333,10 +334,6 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         blob = room.key.seal(payload)
         return blob, room_digest(blob)
 
-    @staticmethod
-    def _wrap(channel: SealedChannel, blob: bytes, digest: bytes) -> bytes:
-        """One member's copy of a sealed batch: its head and tag in front of the shared blob."""
-        return channel.seal_room(blob, digest)
 
     def _flush_session(self, session: Session) -> None:
         frames, session.out = session.out, []

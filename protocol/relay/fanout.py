@@ -133,7 +133,7 @@ class Fanout:
                 if room is None:
                     self._emit(self._seal(session, payload), addr)
                 else:  # re-sealed under the room's current key
-                    self._emit(self._wrap(session.channel, *self._seal_batch(room, payload)), addr)
+                    self._emit(session.channel.seal_room(*self._seal_batch(room, payload)), addr)
                 st["retransmitted"] += count
                 m.resent(first + count - 1)
 
@@ -159,12 +159,12 @@ class Fanout:
         fan = room.fanout
         if fan is None:  # rebuilt when members come and go
             fan = room.fanout = [(m.base, m.session.channel, m.session.addr) for m in members]
-        seal, wrap = self._seal_batch, self._wrap
+        seal = self._seal_batch
         for first, _count, item in room.batches(lo, hi, self._older(room) if lo < room.first else None):
             # sealed once for the room; each member gets the same blob behind its own tag
             blob, digest = seal(room, F.datagram([item]))
             n = len(out)
-            out.extend([(wrap(ch, blob, digest), addr) for base, ch, addr in fan if base <= first])
+            out.extend([(ch.seal_room(blob, digest), addr) for base, ch, addr in fan if base <= first])
             if out:
                 st["bytes_out"] += (len(out) - n) * len(out[-1][0])
         # One timer for the room, not one per member: when it fires, the members that have not
