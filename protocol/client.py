@@ -323,10 +323,8 @@ class ClientSession:
         except CryptoError:
             self.stats["sealed_dropped"] += 1
             return
-        try:
-            frames = F.decode(payload)
-        except F.FrameError:
-            self.stats["malformed"] += 1
+        frames = F.decode_counted(payload, self.stats)
+        if frames is None:
             return
         if room is not None and any(type(f) is not F.Batch or f.room != room for f in frames):
             self.stats["malformed"] += 1  # a room's key seals that room's batches, nothing else

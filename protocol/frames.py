@@ -424,6 +424,15 @@ def decode(data: bytes) -> list[Frame]:
     return frames
 
 
+def decode_counted(data: bytes, stats: dict[str, int]) -> list[Frame] | None:
+    """`decode`, or None with `stats["malformed"]` counted: what a core does with what it opened."""
+    try:
+        return decode(data)
+    except FrameError:
+        stats["malformed"] += 1
+        return None
+
+
 def pack(frames: list[Frame], limit: int = MAX_DATAGRAM, prefix: Frame | None = None) -> list[bytes]:
     """Pack frames into as few datagrams of at most `limit` bytes as order allows.
 

@@ -152,10 +152,8 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         except CryptoError:
             st["sealed_dropped"] += 1
             return
-        try:
-            frames = F.decode(payload)
-        except F.FrameError:
-            st["malformed"] += 1
+        frames = F.decode_counted(payload, st)
+        if frames is None:
             return
         session.last_heard = now
         acks: set | None = None
@@ -333,7 +331,6 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage):
         """A room datagram's payload sealed once under the room's key: (blob, its digest)."""
         blob = room.key.seal(payload)
         return blob, room_digest(blob)
-
 
     def _flush_session(self, session: Session) -> None:
         frames, session.out = session.out, []

@@ -1,7 +1,7 @@
 """Sending rooms and inboxes to their members, and repairing what they miss.
 
-New events are encoded once per batch and every member gets the same bytes behind its own Sid
-(`_flush_room`). Each member is a `SendWindow` (reliability.py): acks and SACKs move it, NACKs and
+New events are encoded and sealed once per batch (the room's key) and every member gets the same
+blob behind its own tag (`_flush_room`). Each member is a `SendWindow` (reliability.py): acks and SACKs move it, NACKs and
 probes (one room timer, then per-member timers off the `Deadlines` heap) resend what it lacks,
 within its session's `RepairBudget`.
 """
@@ -139,7 +139,8 @@ class Fanout:
 
     def _flush_room(self, room: Stream, now: float) -> None:
         """Broadcast events not yet sent: each batch is encoded once and every member gets the same
-        bytes behind its own Sid. Only what the log has stored leaves."""
+        blob (sealed once under the room's key) behind its own tag. Only what the log has stored
+        leaves."""
         if room.rekey_at is not None and now >= room.rekey_at:
             self._rekey(room, now)
         lo, hi = room.flushed + 1, room.seq

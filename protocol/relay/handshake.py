@@ -81,10 +81,8 @@ class Handshake:
         if pending.answer is not None:  # a repeated msg3 after a refusal: the same answer
             self._emit(pending.answer, addr)
             return
-        try:
-            frames = F.decode(payload)
-        except F.FrameError:
-            self.stats["malformed"] += 1
+        frames = F.decode_counted(payload, self.stats)
+        if frames is None:
             return
         login = frames[0]
         if type(login) is not F.Login:

@@ -227,28 +227,18 @@ class Adversary:
         return out
 
 
-class _Tap:
+class _Tap(Watched):
     """A node on the FakeNet with a wire tap: both directions recorded into `log`."""
 
     def __init__(self, core, addr: tuple, log: list) -> None:
-        self.core = core
-        self.addr = addr
+        super().__init__(core, addr)
         self.log = log
 
     def receive_datagram(self, data: bytes, addr: tuple, now: float) -> None:
         self.log.append((addr, self.addr, data))
-        self.core.receive_datagram(data, addr, now)
+        super().receive_datagram(data, addr, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple]]:
-        out = self.core.datagrams_to_send(now)
+        out = super().datagrams_to_send(now)
         self.log.extend((self.addr, dst, data) for data, dst in out)
         return out
-
-    def get_timer(self):
-        return self.core.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.core.handle_timer(now)
-
-    def next_event(self):
-        return self.core.next_event()
