@@ -1,9 +1,9 @@
 """Sending rooms and inboxes to their members, and repairing what they miss.
 
 New events are encoded and sealed once per batch (the room's key) and every member gets the same
-blob behind its own tag (`_flush_room`). Each member is a `SendWindow` (reliability.py): acks and SACKs move it, NACKs and
-probes (one room timer, then per-member timers off the `Deadlines` heap) resend what it lacks,
-within its session's `RepairBudget`.
+blob behind its own tag (`_flush_room`). Each member is a `SendWindow` (reliability.py): acks and
+SACKs move it, NACKs and probes (one room timer, then per-member timers off the `Deadlines` heap)
+resend what it lacks, within its session's `RepairBudget`.
 """
 
 from __future__ import annotations
