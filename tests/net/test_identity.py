@@ -136,3 +136,18 @@ async def test_a_sniffer_between_clients_and_the_relay_reads_no_text_nick_or_tok
     for _direction, data in heard:
         for s in secrets:
             assert s.encode() not in data, s
+
+
+async def test_the_app_hosting_a_relay_uses_the_data_directorys_relay_key_and_pins_it():
+    from udproom.protocol.crypto import load_identity
+    from udproom.tui import session
+
+    spec = session.check(session.Spec("host", "127.0.0.1:0", "ann", ["lobby"]))
+    client, server, _share = await session.build(spec)
+    try:
+        key = load_identity(paths.relay_identity_path())  # made there on first use, as `relay` does
+        assert server.relay.identity.public == key.public
+        assert client.pin == key.fingerprint  # its own relay: checked, not trusted on first use
+        assert client.core.identity.public == load_identity(paths.identity_path()).public
+    finally:
+        await server.stop()
