@@ -34,7 +34,9 @@ from .crypto import (
     RoomKey,
     RoomKeyring,
     SealedChannel,
+    SignatureCache,
     is_sealed,
+    signed_bytes,
 )
 from .names import (
     MAX_AWAY_BYTES,
@@ -73,10 +75,18 @@ class Request:
     failed: bool = False
     n: int = 0  # OP_HISTORY: the most events wanted
     got: dict | None = None  # OP_HISTORY: the page's events received so far, by sequence
+    sig: bytes = b""  # a room post's signature by our identity key
 
     def frame(self) -> F.Req:
         return F.Req(
-            cseq=self.cseq, op=self.op, room=self.room, text=self.text, mid=self.mid, arg=self.arg, n=self.n
+            cseq=self.cseq,
+            op=self.op,
+            room=self.room,
+            text=self.text,
+            mid=self.mid,
+            arg=self.arg,
+            n=self.n,
+            sig=self.sig,
         )
 
 
@@ -86,6 +96,7 @@ class RoomState:
         "early",
         "history_below",
         "join_seq",
+        "keys",
         "members",
         "name",
         "ready",
@@ -99,6 +110,7 @@ class RoomState:
         self.join_seq = 0
         self.history_below = 0
         self.members: dict[str, E.Member] = {}
+        self.keys: dict[str, bytes] = {}  # each member's identity key, as the relay announced it
         self.topic = ""
         self.collecting: list[F.MemberInfo] = []
         self.early: dict[int, F.Ev] = {}
@@ -197,7 +209,9 @@ class ClientSession:
             "retransmits": 0,
             "unauthenticated": 0,
             "sealed_dropped": 0,
+            "bad_signature": 0,
         }
+        self._signatures = SignatureCache()
         self._keepalive = t.keepalive
 
     # ------------------------------------------------------------------ commands
@@ -245,14 +259,21 @@ class ClientSession:
                 raise Refused(f"you are not in #{name}")
             req = Request(F.OP_ACTION if action else F.OP_POST, name, text)
         req.mid = int.from_bytes(os.urandom(8), "big") >> 1 or 1
+        self._sign(req)
         return self._own(req.mid, self._enqueue(req, now))
+
+    def _sign(self, req: Request) -> None:
+        """A room post is signed by our identity key (what receivers verify, `_verified`)."""
+        if req.op in (F.OP_POST, F.OP_ACTION):
+            kind = F.EV_ACTION if req.op == F.OP_ACTION else F.EV_MSG
+            req.sig = self.identity.sign(_signed(req.room, kind, req.mid, req.text))
 
     def retry(self, local_id: int, now: float) -> int:
         old = self._failed.pop(local_id, None)
         if old is None:
             raise Refused("that message is not waiting for a retry")
         # same mid: if the first attempt did land after all, the relay answers with its seq
-        req = Request(old.op, old.room, old.text, old.mid, old.arg)
+        req = Request(old.op, old.room, old.text, old.mid, old.arg, sig=old.sig)
         return self._own(req.mid, self._enqueue(req, now))
 
     def _own(self, mid: int, local_id: int) -> int:
@@ -771,6 +792,7 @@ class ClientSession:
             return
         self.nick = j.nick
         room.members = {m.nick: E.Member(m.nick, m.away) for m in room.collecting}
+        room.keys = {m.nick: m.key for m in room.collecting if len(m.key) == 32}
         room.collecting = []
         room.topic = j.topic
         rx = room.rx
@@ -844,7 +866,12 @@ class ClientSession:
         if any(s not in got for s in range(h.lo, h.hi + 1)):
             return  # more parts to come (or the request is sent again)
         self._done(h.cseq, now)
-        events = tuple(self._as_event(h.room, s, got[s], True) for s in range(h.lo, h.hi + 1))
+        room = self.rooms.get(h.room)  # (a room we are in: its members' keys check their messages)
+        events = tuple(
+            self._as_event(h.room, s, got[s], True)
+            for s in range(h.lo, h.hi + 1)
+            if room is None or got[s].kind not in (F.EV_MSG, F.EV_ACTION) or self._verified(room, got[s])
+        )
         before = req.arg if req.arg > 0 else h.hi + 1
         self._events.append(E.HistoryPage(h.room, before, tuple(e for e in events if e), h.complete))
 
@@ -920,6 +947,8 @@ class ClientSession:
             hist = seq < room.history_below
             kind = ev.kind
             if kind == F.EV_MSG or kind == F.EV_ACTION:
+                if not self._verified(room, ev):
+                    continue
                 if ev.mid:
                     if ev.mid in self._seen_mids:
                         self.stats["duplicates"] += 1
@@ -929,11 +958,17 @@ class ClientSession:
                 pass
             elif kind == F.EV_JOIN:
                 members[ev.nick] = E.Member(ev.nick)
+                if len(ev.key) == 32:
+                    room.keys[ev.nick] = ev.key
             elif kind == F.EV_LEAVE or kind == F.EV_TIMEOUT:
                 members.pop(ev.nick, None)
+                room.keys.pop(ev.nick, None)
             elif kind == F.EV_NICK:
                 old = members.pop(ev.nick, None)
                 members[ev.text] = E.Member(ev.text, old.away if old else "")
+                key = room.keys.pop(ev.nick, None)
+                if key is not None:
+                    room.keys[ev.text] = key
                 if ev.nick == self.nick and self._renaming == ev.text:
                     self.nick = ev.text  # ours: true from this event on, not only from the Result
             elif kind == F.EV_TOPIC:
@@ -943,6 +978,19 @@ class ClientSession:
             event = self._as_event(name, seq, ev, hist)
             if event is not None:
                 emit(event)
+
+    def _verified(self, room: RoomState, ev: F.Ev) -> bool:
+        """Is this message signed by the key its author's nick has in the room (docs/security.md,
+        "Message signatures")? A message that fails is counted and never shown. One whose author's
+        key we do not know (history of someone who left before we came) passes: it was not
+        checked, and the relay could have said anything there."""
+        key = room.keys.get(ev.nick)
+        if key is None:
+            return True
+        if self._signatures.verify(key, _signed(room.name, ev.kind, ev.mid, ev.text), ev.sig):
+            return True
+        self.stats["bad_signature"] += 1
+        return False
 
     def _as_event(self, name: str, seq: int, ev: F.Ev, hist: bool) -> E.Event | None:
         """The app's event for a room event (None for a kind rooms do not have)."""
@@ -991,4 +1039,12 @@ class ClientSession:
 
 
 _POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
+
+
+def _signed(room: str, kind: int, mid: int, text: str) -> bytes:
+    """What a room message's author signs (`crypto.signed_bytes`). The time is not in it: the relay
+    stamps a message's time, so the signature binds the room, kind, message id and text."""
+    return signed_bytes(room, kind, mid, 0.0, text.encode("utf-8", "surrogatepass"))
+
+
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)

@@ -172,6 +172,8 @@ class Req(Frame, tag=10):
     mid: int = 0  # message id, stable across retransmits and reconnects (dedupe)
     arg: int = 0
     n: int = 0  # a count: OP_HISTORY's most events wanted
+    #: protocol 2: a post's signature by its author's identity key (`crypto.sign_message`)
+    sig: bytes = b""
 
 
 RES_OK = 0
@@ -230,6 +232,10 @@ class Ev(msgspec.Struct, frozen=True, array_like=True):
     text: str = ""
     ts: float = 0.0
     mid: int = 0
+    #: protocol 2: a message's signature by its author (`crypto.sign_message`), as posted
+    sig: bytes = b""
+    #: protocol 2: in a join, the joiner's identity key (as it proved it in its handshake)
+    key: bytes = b""
 
 
 class Batch(Frame, tag=20):

@@ -123,7 +123,18 @@ class Requests:
             check_text(req.text, MAX_TEXT_BYTES)
             kind = F.EV_MSG if op == F.OP_POST else F.EV_ACTION
             seq = self._room_event(
-                room, F.Ev(kind=kind, nick=session.nick, text=req.text, ts=self._ts(now), mid=req.mid), now
+                room,
+                # (the author's signature travels as it came: receivers verify it, the relay does
+                # not: docs/security.md, "Message signatures"; a signature is 64 bytes or none)
+                F.Ev(
+                    kind,
+                    session.nick,
+                    req.text,
+                    self._ts(now),
+                    req.mid,
+                    req.sig if len(req.sig) == 64 else b"",
+                ),
+                now,
             )
             self._posts_pending += 1  # served (stats["posts"]) once its commit succeeds
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
@@ -209,7 +220,9 @@ class Requests:
         self._flush_room(room, now)
         self._dirty.discard(name)
         join_seq = self._room_event(
-            room, F.Ev(kind=F.EV_JOIN, nick=session.nick, text="", ts=self._ts(now)), now
+            room,
+            F.Ev(kind=F.EV_JOIN, nick=session.nick, text="", ts=self._ts(now), key=session.key or b""),
+            now,
         )
         failed = self._commit()
         if failed is not None:

@@ -268,3 +268,61 @@ def test_a_reset_is_only_a_hint_the_session_stays_until_the_relay_proves_its_key
     assert c.connected and c._hs is None and not c.pin_refused
     c.receive_datagram(relay.seal([F.Pong(0)]), RELAY, 0.3)  # the real session works on
     assert c.stats["sealed_dropped"] == 1 and c.connected
+
+
+def test_a_relay_cannot_invent_or_alter_a_members_message():
+    """Messages are signed by their authors (step 6 of docs/security.md, relay mode): the relay
+    carries the signature, receivers check it against the key the author proved in its handshake
+    (announced in the member list and in join events). A message the relay invents, alters, or
+    moves to another message id or room is dropped and counted, never shown."""
+    room = Room(2, seed=97)
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    cb = room.clients[b]
+    for c in (a, b):
+        room.net.call(c, room.clients[c].join, "dev")
+    room.net.run_while(lambda: not all(c.rooms["dev"].ready for c in room.clients.values()), room.net.now + 5)
+    post_reaches_everyone(room, a, "the real one", [a, b])
+    relay = room.relay
+    lobby = relay.rooms[room.room]
+    real = next(e for e in lobby.events() if e.text == "the real one")
+    assert len(real.sig) == 64 and real.nick == "n0"
+    now = room.net.now
+    forgeries = [
+        (lobby, F.Ev(F.EV_MSG, "n0", "invented", now, 11)),  # no signature
+        (lobby, F.Ev(F.EV_MSG, "n0", "the real one, altered", now, real.mid + 1, real.sig)),  # other text
+        (lobby, F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 2, real.sig)),  # other message id
+        (lobby, F.Ev(F.EV_ACTION, "n0", real.text, now, real.mid + 3, real.sig)),  # other kind
+        (lobby, F.Ev(F.EV_MSG, "n1", real.text, now, real.mid + 4, real.sig)),  # another author
+        (relay.rooms["dev"], F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 5, real.sig)),  # another room
+    ]
+    for stream, ev in forgeries:  # the relay itself numbers and sends them
+        relay._room_event(stream, ev, now)
+    room.settle(1.0)
+    assert cb.stats["bad_signature"] == len(forgeries)
+    shown = [e.text for e in room.events(b, E.MessageReceived)]
+    assert shown == ["the real one"]
+    post_reaches_everyone(room, a, "still verified", [a, b])
+    assert cb.stats["bad_signature"] == len(forgeries)
+
+
+def test_history_from_an_author_who_left_is_shown_and_known_authors_are_checked():
+    room = Room(2, seed=98)
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    post_reaches_everyone(room, a, "from n0", [a, b])
+    room.net.call(a, room.clients[a].close)  # n0 leaves: its key is not announced to a newcomer
+    room.net.remove(a)
+    room.settle(1.0)
+    relay = room.relay
+    lobby = relay.rooms[room.room]
+    real = next(e for e in lobby.events() if e.text == "from n0")
+    # a forged line under the name of n1, who stays (its key is in the newcomer's member list)
+    relay._room_event(lobby, F.Ev(F.EV_MSG, "n1", "n1 never said this", room.net.now, 12), room.net.now)
+    room.settle(0.5)
+    late = room.add_client(2, "late")
+    room.wait_joined()
+    room.settle(1.0)
+    texts = [e.text for e in room.events(client_addr(2), E.MessageReceived)]
+    assert texts == [real.text]  # n0's history (unchecked: n0 is gone) shown; the forgery not
+    assert late.stats["bad_signature"] == 1
