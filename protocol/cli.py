@@ -144,17 +144,19 @@ def _identity(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def _known() -> Any:
-    """The relays' keys pinned so far (trust on first use), checked readable up front."""
+def _known() -> tuple[Any, Any]:
+    """The relays' keys and the members' keys pinned so far (trust on first use), checked
+    readable up front."""
     from . import paths
-    from .known import KnownRelays, KnownRelaysError
+    from .known import KnownKeys, KnownRelays, KnownRelaysError
 
-    known = KnownRelays(paths.known_relays_path())
+    known, keys = KnownRelays(paths.known_relays_path()), KnownKeys(paths.known_keys_path())
     try:
         known.get("")
+        keys.for_relay("")
     except KnownRelaysError as exc:
         raise Failure(str(exc)) from None
-    return known
+    return known, keys
 
 
 def relay_client(args: argparse.Namespace, nick: str, rooms: list[str]) -> Any:
@@ -162,8 +164,9 @@ def relay_client(args: argparse.Namespace, nick: str, rooms: list[str]) -> Any:
     pinning the relay's key on first use."""
     from .net.runners import RelayClient
 
+    known, keys = _known()
     return RelayClient(
-        args.join, nick, rooms, timing=_timing(args), identity=args.identity_key, known=_known()
+        args.join, nick, rooms, timing=_timing(args), identity=args.identity_key, known=known, known_keys=keys
     )
 
 

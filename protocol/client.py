@@ -35,6 +35,7 @@ from .crypto import (
     RoomKeyring,
     SealedChannel,
     SignatureCache,
+    fingerprint,
     is_sealed,
     signed_bytes,
 )
@@ -46,6 +47,7 @@ from .names import (
     check_nick,
     check_text,
     is_direct,
+    nick_key,
 )
 from .reliability import AckScheduler, DedupeWindow, RecvStream, RttEstimator, Timing
 
@@ -150,14 +152,19 @@ class ClientSession:
         *,
         identity: Identity | None = None,
         pinned: bytes | str | None = None,
+        key_pins: dict[str, str] | None = None,
     ) -> None:
         """`identity`: the user's key, proven to the relay in every handshake (None: one made for
         this session). `pinned`: the relay's key (or its fingerprint) this session insists on; a
         relay proving another is refused (`E.Refused`, never retried). None: trust on first use,
-        and the key the relay proved is in `E.Connected.relay_key` for the caller to pin."""
+        and the key the relay proved is in `E.Connected.relay_key` for the caller to pin.
+        `key_pins`: members' keys pinned on this relay before, `nick_key(nick)` -> fingerprint (a
+        nick met with no pin is pinned, `E.KeyPinned`; with another key, a room `Notice` says so)."""
         self.nick = check_nick(nick)
         self.identity = identity if identity is not None else Identity.generate()
         self.pinned = pinned
+        self.key_pins = key_pins if key_pins is not None else {}
+        self._key_warned: set[tuple[str, str]] = set()
         self.relay_key: bytes | None = None  # as proven in the last handshake
         self.pin_refused = False  # the relay proved a key other than the pinned one
         self._hs: Initiator | None = None  # the handshake under way
@@ -792,7 +799,9 @@ class ClientSession:
             return
         self.nick = j.nick
         room.members = {m.nick: E.Member(m.nick, m.away) for m in room.collecting}
-        room.keys = {m.nick: m.key for m in room.collecting if len(m.key) == 32}
+        room.keys = {}
+        for m in room.collecting:
+            self._learn_key(room, m.nick, m.key)
         room.collecting = []
         room.topic = j.topic
         rx = room.rx
@@ -958,8 +967,7 @@ class ClientSession:
                 pass
             elif kind == F.EV_JOIN:
                 members[ev.nick] = E.Member(ev.nick)
-                if len(ev.key) == 32:
-                    room.keys[ev.nick] = ev.key
+                self._learn_key(room, ev.nick, ev.key)
             elif kind == F.EV_LEAVE or kind == F.EV_TIMEOUT:
                 members.pop(ev.nick, None)
                 room.keys.pop(ev.nick, None)
@@ -968,7 +976,7 @@ class ClientSession:
                 members[ev.text] = E.Member(ev.text, old.away if old else "")
                 key = room.keys.pop(ev.nick, None)
                 if key is not None:
-                    room.keys[ev.text] = key
+                    self._learn_key(room, ev.text, key)
                 if ev.nick == self.nick and self._renaming == ev.text:
                     self.nick = ev.text  # ours: true from this event on, not only from the Result
             elif kind == F.EV_TOPIC:
@@ -978,6 +986,33 @@ class ClientSession:
             event = self._as_event(name, seq, ev, hist)
             if event is not None:
                 emit(event)
+
+    def _learn_key(self, room: RoomState, nick: str, key: bytes) -> None:
+        """The relay says `nick` in `room` has identity `key`: remember it (its messages are checked
+        against it) and hold it against the nick's pin on this relay (trust on first use)."""
+        if not isinstance(key, bytes) or len(key) != 32:
+            return
+        room.keys[nick] = key
+        k, fp = nick_key(nick), fingerprint(key)
+        pinned = self.key_pins.get(k)
+        if pinned is None:
+            self.key_pins[k] = fp
+            self._events.append(E.KeyPinned(nick, key))
+        elif pinned != fp and (k, fp) not in self._key_warned:
+            self._key_warned.add((k, fp))
+            self._events.append(
+                E.Notice(
+                    f"{nick}'s key changed: was {pinned}, now {fp}; messages are shown as from {fp}",
+                    room.name,
+                )
+            )
+
+    def key_of(self, room: str, nick: str) -> bytes | None:
+        """`nick`'s identity key in `room`, as the relay announced it (None: not known)."""
+        state = self.rooms.get(room) if room else None
+        if state is not None:
+            return state.keys.get(nick)
+        return next((r.keys[nick] for r in self.rooms.values() if nick in r.keys), None)
 
     def _verified(self, room: RoomState, ev: F.Ev) -> bool:
         """Is this message signed by the key its author's nick has in the room (docs/security.md,

@@ -22,6 +22,8 @@ CHATLOG_FILE = "chatlog.sqlite3"
 IDENTITY_FILE = "identity"
 #: the relays' keys met so far, per address (trust on first use), under the config directory
 KNOWN_RELAYS_FILE = "known_relays.toml"
+#: members' keys met on each relay, per nick (trust on first use), under the config directory
+KNOWN_KEYS_FILE = "known_keys.toml"
 
 
 CONFIG_ENV = "UDPROOM_CONFIG_DIR"
@@ -67,3 +69,7 @@ def relay_identity_path(data: str | os.PathLike | None = None) -> Path:
 
 def known_relays_path() -> Path:
     return config_dir() / KNOWN_RELAYS_FILE
+
+
+def known_keys_path() -> Path:
+    return config_dir() / KNOWN_KEYS_FILE

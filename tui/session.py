@@ -94,13 +94,20 @@ def relay_identity():
 
 def relay_client(address: str, spec: Spec, timing=None):
     from udproom.protocol import paths
-    from udproom.protocol.known import KnownRelays, KnownRelaysError
+    from udproom.protocol.known import KnownKeys, KnownRelays, KnownRelaysError
     from udproom.protocol.net import runners
 
     known = KnownRelays(paths.known_relays_path())
+    keys = KnownKeys(paths.known_keys_path())
     try:
         return runners.RelayClient(
-            address, spec.nick, list(spec.rooms), timing=timing, identity=identity(spec), known=known
+            address,
+            spec.nick,
+            list(spec.rooms),
+            timing=timing,
+            identity=identity(spec),
+            known=known,
+            known_keys=keys,
         )
     except KnownRelaysError as e:
         raise SpecError(str(e)) from None

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..events import Connected, Event, HistoryPage, Refused
+from ..events import Connected, Event, HistoryPage, KeyPinned, Refused
 from ..reliability import Timing
 from .address import AddressError, format_address, local_addresses, parse_address, resolve
 from .transport import CoreProtocol, bind_socket, bound_host, client_socket, open_core
@@ -288,11 +288,14 @@ class RelayClient(CoreClient):
         *,
         identity: Any = None,
         known: Any = None,
+        known_keys: Any = None,
     ) -> None:
         """`address` may pin the relay's key: `HOST:PORT#FINGERPRINT`. `identity`: the user's
         `crypto.Identity` (None: one made for this session). `known`: a `known.KnownRelays`
         store (trust on first use): its pin for the address is insisted on, and a first
-        connection pins the key the relay proved. None: no store (the address's pin only)."""
+        connection pins the key the relay proved. None: no store (the address's pin only).
+        `known_keys`: a `known.KnownKeys` store of members' keys per relay (None: kept for this run
+        only)."""
         from ..client import ClientSession
 
         address, pin = pinned_address(address)
@@ -301,8 +304,10 @@ class RelayClient(CoreClient):
         self.pin = pin or (known.get(self.address) if known is not None else None)
         self._rooms = list(rooms)
         self._addr: tuple | None = None
+        self.known_keys = known_keys
+        pins = known_keys.for_relay(self.address) if known_keys is not None else None
         core = ClientSession(
-            nick, timing=timing, wall_offset=wall_offset(), identity=identity, pinned=self.pin
+            nick, timing=timing, wall_offset=wall_offset(), identity=identity, pinned=self.pin, key_pins=pins
         )
         super().__init__(core, nick)
 
@@ -311,7 +316,20 @@ class RelayClient(CoreClient):
         """The relay's address, as keys are pinned under it."""
         return format_address(self.host, self.port)
 
+    def key_of(self, room: str, nick: str) -> bytes | None:
+        """`nick`'s identity key as the relay announced it (in `room`, or any room: ""), or None."""
+        return self.core.key_of(room, nick)
+
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, KeyPinned):  # the driver's part of trust on first use: keep the pin
+            if self.known_keys is not None:
+                from ..crypto import fingerprint
+
+                try:
+                    self.known_keys.remember(self.address, event.nick, fingerprint(event.key))
+                except Exception as exc:  # (KnownRelaysError) not kept, but the session is fine
+                    log.warning("a member's key not remembered: %s", exc)
+            return
         if isinstance(event, Connected) and event.relay_key and self.known is not None and self.pin is None:
             from ..crypto import fingerprint
 

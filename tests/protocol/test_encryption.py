@@ -326,3 +326,32 @@ def test_history_from_an_author_who_left_is_shown_and_known_authors_are_checked(
     texts = [e.text for e in room.events(client_addr(2), E.MessageReceived)]
     assert texts == [real.text]  # n0's history (unchecked: n0 is gone) shown; the forgery not
     assert late.stats["bad_signature"] == 1
+
+
+def test_a_nick_is_pinned_to_its_key_on_first_sight_and_another_key_is_said_in_the_room():
+    from udproom.protocol.names import nick_key
+
+    room = Room(2, seed=99)
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    cb = room.clients[b]
+    n0_key = room.relay.sessions[a].key
+    pinned = room.events(b, E.KeyPinned)
+    assert {(e.nick, e.key) for e in pinned} >= {("n0", n0_key)}  # first sight: pinned
+    assert cb.key_pins[nick_key("n0")] == fingerprint(n0_key)
+    assert cb.key_of("lobby", "n0") == n0_key and cb.key_of("", "n0") == n0_key
+    # n0 goes; someone else (another key) comes back as n0
+    room.net.call(a, room.clients[a].close)
+    room.net.remove(a)
+    room.settle(1.0)
+    impostor = room.add_client(5, "N0")  # (the same nick: nick_key folds case)
+    room.wait_joined()
+    room.settle(1.0)
+    new = fingerprint(room.relay.sessions[client_addr(5)].key)
+    notices = [e for e in room.events(b, E.Notice) if "key changed" in e.text]
+    assert [(e.room, e.text) for e in notices] == [
+        ("lobby", f"N0's key changed: was {fingerprint(n0_key)}, now {new}; messages are shown as from {new}")
+    ]
+    assert cb.key_pins[nick_key("n0")] == fingerprint(n0_key)  # the pin stays: said again next run
+    post_reaches_everyone(room, client_addr(5), "hello from the new one", [b])  # checked against its key
+    assert impostor.connected
