@@ -486,7 +486,8 @@ async def _run_relay(args: argparse.Namespace) -> int:
         f"stopped after {_plural(stats.get('sessions_opened', 0), 'session')},"
         f" {_plural(stats.get('posts', 0), 'message')};"
         f" dropped {stats.get('malformed', 0)} malformed and"
-        f" {stats.get('unauthenticated', 0) + stats.get('unknown_source', 0)} unauthenticated datagrams",
+        f" {sum(stats.get(k, 0) for k in ('unauthenticated', 'unknown_source', 'sealed_dropped'))}"
+        " unauthenticated datagrams",
     )
     return 0
 
