@@ -160,6 +160,7 @@ class ClientSession:
         and the key the relay proved is in `E.Connected.relay_key` for the caller to pin.
         `key_pins`: members' keys pinned on this relay before, `nick_key(nick)` -> fingerprint (a
         nick met with no pin is pinned, `E.KeyPinned`; with another key, a room `Notice` says so)."""
+        self._my_nicks: set[str] = set()  # nick_keys we had this session: what a DM to us names
         self.nick = check_nick(nick)
         self.identity = identity if identity is not None else Identity.generate()
         self.pinned = pinned
@@ -224,6 +225,15 @@ class ClientSession:
     # ------------------------------------------------------------------ commands
 
     @property
+    def nick(self) -> str:
+        return self._nick
+
+    @nick.setter
+    def nick(self, value: str) -> None:
+        self._nick = value
+        self._my_nicks.add(nick_key(value))
+
+    @property
     def pending_posts(self) -> int:
         n = sum(1 for r in self._outbox if r.op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT))
         return n + sum(1 for r in self._inflight.values() if r.op in (F.OP_POST, F.OP_ACTION, F.OP_DIRECT))
@@ -266,14 +276,19 @@ class ClientSession:
                 raise Refused(f"you are not in #{name}")
             req = Request(F.OP_ACTION if action else F.OP_POST, name, text)
         req.mid = int.from_bytes(os.urandom(8), "big") >> 1 or 1
-        self._sign(req)
+        self._sign(req)  # (room posts and direct messages alike)
         return self._own(req.mid, self._enqueue(req, now))
 
     def _sign(self, req: Request) -> None:
-        """A room post is signed by our identity key (what receivers verify, `_verified`)."""
+        """A post is signed by our identity key (what receivers verify, `_verified`): in a room,
+        over the room; a direct message over its recipient ("@" + its nick_key) and the kind the
+        recipient receives."""
         if req.op in (F.OP_POST, F.OP_ACTION):
             kind = F.EV_ACTION if req.op == F.OP_ACTION else F.EV_MSG
             req.sig = self.identity.sign(_signed(req.room, kind, req.mid, req.text))
+        elif req.op == F.OP_DIRECT:
+            kind = F.EV_DM_ACTION if req.arg == 1 else F.EV_DM
+            req.sig = self.identity.sign(_signed("@" + nick_key(req.room), kind, req.mid, req.text))
 
     def retry(self, local_id: int, now: float) -> int:
         old = self._failed.pop(local_id, None)
@@ -987,12 +1002,30 @@ class ClientSession:
             if event is not None:
                 emit(event)
 
+    def _dm_verified(self, ev: F.Ev) -> bool:
+        """A direct message to us: signed by the key the relay says its sender has (held against
+        the sender's pin), over one of the nicks we had this session. One that fails is counted
+        and never shown; one without its sender's key (an older relay) passes unchecked."""
+        key = ev.key
+        if not isinstance(key, bytes) or len(key) != 32:
+            return True
+        self._check_pin(ev.nick, key, E.direct_room(ev.nick))
+        for mine in self._my_nicks:
+            if self._signatures.verify(key, _signed("@" + mine, ev.kind, ev.mid, ev.text), ev.sig):
+                return True
+        self.stats["bad_signature"] += 1
+        return False
+
     def _learn_key(self, room: RoomState, nick: str, key: bytes) -> None:
         """The relay says `nick` in `room` has identity `key`: remember it (its messages are checked
         against it) and hold it against the nick's pin on this relay (trust on first use)."""
         if not isinstance(key, bytes) or len(key) != 32:
             return
         room.keys[nick] = key
+        self._check_pin(nick, key, room.name)
+
+    def _check_pin(self, nick: str, key: bytes, where: str) -> None:
+        """Pin `nick` to `key` on first sight; another key than the pinned one is said in `where`."""
         k, fp = nick_key(nick), fingerprint(key)
         pinned = self.key_pins.get(k)
         if pinned is None:
@@ -1002,8 +1035,7 @@ class ClientSession:
             self._key_warned.add((k, fp))
             self._events.append(
                 E.Notice(
-                    f"{nick}'s key changed: was {pinned}, now {fp}; messages are shown as from {fp}",
-                    room.name,
+                    f"{nick}'s key changed: was {pinned}, now {fp}; messages are shown as from {fp}", where
                 )
             )
 
@@ -1057,6 +1089,8 @@ class ClientSession:
                 self._seen_mids.add(ev.mid)
             kind = ev.kind
             sent = kind in (F.EV_DM_SENT, F.EV_DM_ACTION_SENT)
+            if not sent and not self._dm_verified(ev):
+                continue
             action = kind in (F.EV_DM_ACTION, F.EV_DM_ACTION_SENT)
             self._events.append(
                 E.MessageReceived(

@@ -324,7 +324,8 @@ class Requests:
         if target is session:
             return done
         inbox = target.inbox
-        at = inbox.append(F.Ev(kind=kind_in, nick=session.nick, text=req.text, ts=ts, mid=req.mid), now)
+        sig = req.sig if len(req.sig) == 64 else b""  # (the author's, as it came; with its key)
+        at = inbox.append(F.Ev(kind_in, session.nick, req.text, ts, req.mid, sig, session.key or b""), now)
         target.dm_waiters[at] = (session, req.cseq, done)
         self._overflowed(target)
         self._flush_inbox(target, now)

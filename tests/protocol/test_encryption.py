@@ -355,3 +355,33 @@ def test_a_nick_is_pinned_to_its_key_on_first_sight_and_another_key_is_said_in_t
     assert cb.key_pins[nick_key("n0")] == fingerprint(n0_key)  # the pin stays: said again next run
     post_reaches_everyone(room, client_addr(5), "hello from the new one", [b])  # checked against its key
     assert impostor.connected
+
+
+def test_a_relay_cannot_invent_alter_or_redirect_a_direct_message():
+    room = Room(3, seed=100)
+    room.wait_joined()
+    a, b, c = client_addr(0), client_addr(1), client_addr(2)
+    room.net.call(a, room.clients[a].post, "@n1", "for n1 only")
+    room.net.run_while(lambda: not room.events(b, E.MessageReceived), room.net.now + 5)
+    assert [(e.room, e.text) for e in room.events(b, E.MessageReceived)] == [("@n0", "for n1 only")]
+    relay = room.relay
+    real = next(e for e in relay.sessions[b].inbox.events() if e.text == "for n1 only")
+    assert len(real.sig) == 64 and real.key == relay.sessions[a].key
+    now = room.net.now
+    forged = {
+        b: [
+            F.Ev(F.EV_DM, "n0", "invented", now, 21, b"", real.key),
+            F.Ev(F.EV_DM, "n0", "for n1 only, altered", now, real.mid + 1, real.sig, real.key),
+            F.Ev(F.EV_DM_ACTION, "n0", real.text, now, real.mid + 2, real.sig, real.key),
+        ],
+        c: [F.Ev(F.EV_DM, "n0", real.text, now, real.mid + 3, real.sig, real.key)],  # redirected to n2
+    }
+    for addr, evs in forged.items():
+        session = relay.sessions[addr]
+        for ev in evs:
+            session.inbox.append(ev, now)
+        relay._flush_inbox(session, now)
+    room.settle(1.0)
+    assert room.clients[b].stats["bad_signature"] == 3 and room.clients[c].stats["bad_signature"] == 1
+    assert [e.text for e in room.events(b, E.MessageReceived)] == ["for n1 only"]
+    assert not room.events(c, E.MessageReceived)
