@@ -31,12 +31,7 @@ class KnownRelays:
         self.path = Path(path)
 
     def _load(self) -> dict[str, str]:
-        try:
-            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise KnownRelaysError(f"cannot read {self.path}: {exc}") from None
+        data = _read(self.path)
         pins = {}
         for address, fp in data.items():
             try:
@@ -65,6 +60,16 @@ class KnownRelays:
         _write(self.path, lines)
 
 
+def _read(path: Path) -> dict:
+    """The file's TOML (empty when there is no file yet); KnownRelaysError when unreadable."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise KnownRelaysError(f"cannot read {path}: {exc}") from None
+
+
 def _write(path: Path, lines: list[str]) -> None:
     """The whole file anew, then moved into place (a reader never sees half of it)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -84,12 +89,7 @@ class KnownKeys:
         self.path = Path(path)
 
     def _load(self) -> dict[str, dict[str, str]]:
-        try:
-            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise KnownRelaysError(f"cannot read {self.path}: {exc}") from None
+        data = _read(self.path)
         return {
             a: {n: fp for n, fp in t.items() if isinstance(fp, str)}
             for a, t in data.items()

@@ -132,7 +132,7 @@ class Requests:
                     req.text,
                     self._ts(now),
                     req.mid,
-                    req.sig if len(req.sig) == 64 else b"",
+                    sig=req.sig if len(req.sig) == 64 else b"",
                 ),
                 now,
             )
@@ -325,7 +325,8 @@ class Requests:
             return done
         inbox = target.inbox
         sig = req.sig if len(req.sig) == 64 else b""  # (the author's, as it came; with its key)
-        at = inbox.append(F.Ev(kind_in, session.nick, req.text, ts, req.mid, sig, session.key or b""), now)
+        ev = F.Ev(kind_in, session.nick, req.text, ts, req.mid, sig=sig, key=session.key or b"")
+        at = inbox.append(ev, now)
         target.dm_waiters[at] = (session, req.cseq, done)
         self._overflowed(target)
         self._flush_inbox(target, now)

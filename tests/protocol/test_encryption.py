@@ -291,10 +291,13 @@ def test_a_relay_cannot_invent_or_alter_a_members_message():
     forgeries = [
         (lobby, F.Ev(F.EV_MSG, "n0", "invented", now, 11)),  # no signature
         (lobby, F.Ev(F.EV_MSG, "n0", "the real one, altered", now, real.mid + 1, real.sig)),  # other text
-        (lobby, F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 2, real.sig)),  # other message id
-        (lobby, F.Ev(F.EV_ACTION, "n0", real.text, now, real.mid + 3, real.sig)),  # other kind
-        (lobby, F.Ev(F.EV_MSG, "n1", real.text, now, real.mid + 4, real.sig)),  # another author
-        (relay.rooms["dev"], F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 5, real.sig)),  # another room
+        (lobby, F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 2, sig=real.sig)),  # other message id
+        (lobby, F.Ev(F.EV_ACTION, "n0", real.text, now, real.mid + 3, sig=real.sig)),  # other kind
+        (lobby, F.Ev(F.EV_MSG, "n1", real.text, now, real.mid + 4, sig=real.sig)),  # another author
+        (
+            relay.rooms["dev"],
+            F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 5, sig=real.sig),
+        ),  # another room
     ]
     for stream, ev in forgeries:  # the relay itself numbers and sends them
         relay._room_event(stream, ev, now)
@@ -370,11 +373,13 @@ def test_a_relay_cannot_invent_alter_or_redirect_a_direct_message():
     now = room.net.now
     forged = {
         b: [
-            F.Ev(F.EV_DM, "n0", "invented", now, 21, b"", real.key),
+            F.Ev(F.EV_DM, "n0", "invented", now, 21, key=real.key),
             F.Ev(F.EV_DM, "n0", "for n1 only, altered", now, real.mid + 1, real.sig, real.key),
-            F.Ev(F.EV_DM_ACTION, "n0", real.text, now, real.mid + 2, real.sig, real.key),
+            F.Ev(F.EV_DM_ACTION, "n0", real.text, now, real.mid + 2, sig=real.sig, key=real.key),
         ],
-        c: [F.Ev(F.EV_DM, "n0", real.text, now, real.mid + 3, real.sig, real.key)],  # redirected to n2
+        c: [
+            F.Ev(F.EV_DM, "n0", real.text, now, real.mid + 3, sig=real.sig, key=real.key)
+        ],  # redirected to n2
     }
     for addr, evs in forged.items():
         session = relay.sessions[addr]
