@@ -9,17 +9,18 @@
   of the same size — the work the relay already does per batch.
 - sign / verify one message, and a verification cache hit.
 - Argon2id with the chosen parameters (ARGON_OPS, ARGON_MEM): what a passphrase join costs.
-- relay fan-out: the sans-IO relay core with one room of `--members` members, 9 posts of ~110
-  bytes per round (one ~1150-byte batch to every member), each member's datagram then sent with a
-  real `sendto` to a socket on 127.0.0.1. Three variants timed in alternating rounds (best round
-  each): plain (today), room key (the batch sealed once per batch, a 16-byte session tag per
-  member: the design in docs/security.md), and per-member sealing (each member's datagram sealed
-  under its session key). Deliveries/s of each against plain.
+- relay handshake: the relay core's side of whole protocol-2 handshakes (clients' work excluded).
+- relay fan-out: the sans-IO relay core as wired (protocol 2) with one room of `--members`
+  members, 5 signed posts of 100 bytes per round (one ~1000-byte batch to every member), each member's
+  datagram then sent with a real `sendto` to a socket on 127.0.0.1; against the same relay with
+  its sealing swapped out (`_sealing`: the sessions' channels replaced by a pass-through and the
+  batch left clear; only this benchmark does that, no flag of the relay can), in alternating
+  rounds (best round each), with and without the sendto. Deliveries/s against that baseline.
 
 Figures only; nothing here passes or fails. Everything is in-process except one loopback socket
 pair (port 0), closed at the end.
 
-`bench_fanout` is long because it is one measurement read top to bottom: the three variants share
+`bench_fanout` is long because it is one measurement read top to bottom: the two variants share
 one room, one socket pair and one timing loop, so each is measured under the same conditions.
 """
 
@@ -39,7 +40,7 @@ from bench_relay_costs import _addr, _connect  # one home for a benchmark's rela
 
 from udproom.protocol import crypto as C
 from udproom.protocol import frames as F
-from udproom.protocol.relay import DGRAM_HEAD, Relay, RelayConfig
+from udproom.protocol.relay import Relay, RelayConfig
 from udproom.protocol.reliability import Timing
 
 
@@ -167,36 +168,92 @@ def bench_argon() -> dict:
 # --------------------------------------------------------------------------- relay fan-out
 
 
-def _room(members: int) -> tuple[Relay, list, F.Sid, int]:
+class _Clear:
+    """In place of a session's SealedChannel: the baseline without encryption (what the relay
+    does besides sealing). Only this benchmark swaps it in: no flag of the relay turns sealing off."""
+
+    def seal(self, payload: bytes) -> bytes:
+        return payload
+
+    def open(self, packet: bytes) -> bytes:
+        return packet[C.HEAD_BYTES :]
+
+    def seal_room(self, blob: bytes, digest: bytes) -> bytes:
+        return blob
+
+
+_CLEAR = _Clear()
+SIG = C.Identity.generate().sign(b"a post")  # (any 64 bytes: the relay carries, never checks)
+POSTS = 5  # signed posts of 100 bytes per round: what one batch datagram holds
+_PN1 = bytes((C.SEALED, C.KIND_SESSION)) + (1).to_bytes(8, "big")  # (a head the relay routes)
+
+
+def _room(members: int) -> tuple[Relay, list, dict]:
     cfg = RelayConfig(timing=Timing(), hello_rate=1e9)
     relay = Relay(cfg)
     now = 1.0
     addrs = []
-    sid0, cseq0 = None, 0
+    sessions = {}
     for i in range(members):
         addr = _addr(i)
-        sid = _connect(relay, addr, f"u{i}", now)
+        hand = _connect(relay, addr, f"u{i}", now)
         cseq = relay.sessions[addr].next_cseq
-        relay.receive_datagram(F.encode([sid, F.Req(cseq, F.OP_JOIN, "lobby")]), addr, now)
+        relay.receive_datagram(hand.datagram([F.Req(cseq, F.OP_JOIN, "lobby")]), addr, now)
         relay.datagrams_to_send(now)
-        if i == 0:
-            sid0, cseq0 = sid, cseq + 1
+        sessions[addr] = hand
         addrs.append(addr)
     relay.sessions[addrs[0]].bucket.rate = 1e9  # (the request rate limit is not what is measured)
-    return relay, addrs, sid0, cseq0
+    return relay, addrs, sessions
+
+
+def _sealing(relay: Relay, on: bool, channels: dict) -> None:
+    """The relay as wired (on), or the same relay with its sealing swapped out (the baseline)."""
+    for addr, session in relay.sessions.items():
+        session.channel = channels[addr] if on else _CLEAR
+    for room in relay.rooms.values():
+        room.fanout = None
+    if on:
+        relay.__dict__.pop("_seal_batch", None)
+    else:
+        relay._seal_batch = lambda room, payload: (payload, b"")
+
+
+def bench_relay_handshake(sessions: int = 200) -> dict:
+    """The relay core's side of whole handshakes (Hello, Retry, Hello with cookie, Welcome, Login,
+    LoggedIn), clients' work excluded, against one post with its fan-out to nobody."""
+    relay = Relay(RelayConfig(timing=Timing(), hello_rate=1e9))
+    spent = 0.0
+    now = 1.0
+    user = C.Identity.generate()
+    for i in range(sessions):
+        addr = _addr(i)
+        hs = C.Initiator(identity=user, prologue=F.hello_prologue(F.Hello(F.VERSION, "", nonce=7)))
+        hello = F.encode_one(F.padded_hello(version=F.VERSION, nick="", nonce=7, kx=hs.msg1))
+        t0 = time.perf_counter()
+        relay.receive_datagram(hello, addr, now)
+        (retry,) = F.decode(relay.datagrams_to_send(now)[0][0])
+        spent += time.perf_counter() - t0
+        again = F.encode_one(
+            F.padded_hello(version=F.VERSION, nick="", nonce=7, kx=hs.msg1, cookie=retry.cookie)
+        )
+        t0 = time.perf_counter()
+        relay.receive_datagram(again, addr, now)
+        (welcome,) = F.decode(relay.datagrams_to_send(now)[0][0])
+        spent += time.perf_counter() - t0
+        msg3, _ = hs.finish(welcome.kx, F.encode_one(F.Login(f"u{i}")))
+        t0 = time.perf_counter()
+        relay.receive_datagram(msg3, addr, now)
+        relay.datagrams_to_send(now)
+        spent += time.perf_counter() - t0
+    return {"sessions": sessions, "relay_us": spent / sessions * 1e6}
 
 
 def bench_fanout(members: int, rounds: int) -> dict:
-    relay, addrs, sid, cseq = _room(members)
+    """The relay as wired (each batch sealed once under the room key, a tag per member) against
+    the same relay with its sealing swapped out (`_sealing`), alternating rounds in one run."""
+    relay, addrs, hands = _room(members)
+    channels = {addr: relay.sessions[addr].channel for addr in addrs}
     poster = addrs[0]
-    channels = {}
-    for addr in addrs:  # a session's channel per member (relay side of each handshake)
-        ini = C.Initiator()
-        res = C.Responder(C.Identity.generate())
-        msg3, _ = ini.finish(res.respond(ini.start()))
-        res.finish(msg3)
-        channels[addr] = res.channel
-    key = C.RoomKey.generate()
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -206,11 +263,12 @@ def bench_fanout(members: int, rounds: int) -> dict:
         dst = sink.getsockname()
         sendto = sender.sendto
 
-        def send(data: bytes) -> None:
-            try:
-                sendto(data, dst)
-            except (BlockingIOError, OSError):
-                pass  # a full buffer drops, as a real one does; the call was paid for
+        def send_all(out) -> None:
+            for data, _addr in out:
+                try:
+                    sendto(data, dst)
+                except (BlockingIOError, OSError):
+                    pass  # a full buffer drops, as a real one does; the call was paid for
 
         def drain() -> None:
             for _ in range(100_000):  # bounded
@@ -219,87 +277,66 @@ def bench_fanout(members: int, rounds: int) -> dict:
                 except BlockingIOError:
                     return
 
-        def plain(out):
-            for data, _addr in out:
-                send(data)
-
-        def room_key(out):
-            last, blob, digest = None, b"", b""
-            for data, addr in out:
-                item = data[DGRAM_HEAD:]  # the shared batch bytes behind the member's Sid
-                if item != last:  # one seal per batch (batches are consecutive in `out`)
-                    last = item
-                    blob = key.seal(item)
-                    digest = C.room_digest(blob)
-                send(channels[addr].seal_room(blob, digest))
-
-        def per_member(out):
-            for data, addr in out:
-                send(channels[addr].seal(data))
-
         text = "m" * 100
-        mid = [1]
-        t = [2.0]
-        state = {"cseq": cseq}
+        state = {"cseq": relay.sessions[poster].next_cseq, "mid": 1, "t": 2.0}
 
-        def one_round(variant) -> tuple[float, int]:
-            """9 posts -> one batch to every member; returns seconds and deliveries."""
-            c = state["cseq"]
-            data = [F.encode([sid, F.Req(c + k, F.OP_POST, "lobby", text, mid[0] + k)]) for k in range(9)]
-            state["cseq"] = c + 9
-            mid[0] += 9
-            t[0] += 0.001
-            now = t[0]
+        def datagram(addr: tuple, frames: list, sealed: bool) -> bytes:
+            return hands[addr].datagram(frames) if sealed else _PN1 + F.encode(frames)
+
+        def one_round(sealed: bool, send: bool = True) -> tuple[float, int, int]:
+            """POSTS posts -> one batch to every member; returns seconds, deliveries, datagram size."""
+            _sealing(relay, sealed, channels)
+            c, mid = state["cseq"], state["mid"]
+            # (signed, as every post is: the signature travels in the batch; the relay does not check it)
+            reqs = [F.Req(c + k, F.OP_POST, "lobby", text, mid + k, sig=SIG) for k in range(POSTS)]
+            data = [datagram(poster, [r], sealed) for r in reqs]
+            state["cseq"], state["mid"] = c + POSTS, mid + POSTS
+            state["t"] += 0.001
+            now = state["t"]
             gc.disable()
             t0 = time.perf_counter()
             for d in data:
                 relay.receive_datagram(d, poster, now)
             out = relay.datagrams_to_send(now)
-            variant(out)
+            if send:
+                send_all(out)
             dt = time.perf_counter() - t0
             gc.enable()
-            deliveries = sum(1 for d, _ in out if len(d) > 200)
+            big = [len(d) for d, _ in out if len(d) > 200]
             # everyone acks, so the relay keeps no backlog
-            room = relay.rooms["lobby"]
+            seq = relay.rooms["lobby"].seq
             for addr in addrs:
-                s = relay.sessions[addr]
-                relay.receive_datagram(F.encode([s.sid, F.Ack("lobby", room.seq)]), addr, now)
+                relay.receive_datagram(datagram(addr, [F.Ack("lobby", seq)], sealed), addr, now)
             relay.datagrams_to_send(now)
             drain()
-            return dt, deliveries
+            return dt, len(big), max(big, default=0)
 
-        variants = {"plain": plain, "room_key": room_key, "per_member": per_member}
-        for v in variants.values():  # warm up
-            for _ in range(3):
-                one_round(v)
-        per_delivery = {name: float("inf") for name in variants}
+        for _ in range(3):  # warm up
+            one_round(True)
+            one_round(False)
+        best = {
+            "plain": float("inf"),
+            "encrypted": float("inf"),
+            "plain_core": float("inf"),
+            "encrypted_core": float("inf"),
+        }
+        sizes = {}
         for _ in range(rounds):
-            for name, v in variants.items():
-                best = float("inf")
-                for _ in range(5):
-                    dt, n = one_round(v)
-                    best = min(best, dt / max(n, 1))
-                per_delivery[name] = min(per_delivery[name], best)
-        c = state["cseq"]
-        for k in range(9):
-            relay.receive_datagram(
-                F.encode([sid, F.Req(c + k, F.OP_POST, "lobby", text, mid[0] + k)]), poster, t[0]
-            )
-        out_sizes = [len(d) for d, _ in relay.datagrams_to_send(t[0]) if len(d) > 200]
-        batch_bytes = max(out_sizes) if out_sizes else 0
-        # the core alone, for what costs what
-        core = float("inf")
-        for _ in range(rounds):
-            dt, n = one_round(lambda out: None)
-            core = min(core, dt / max(n, 1))
+            for sealed, name in ((False, "plain"), (True, "encrypted")):
+                for send, key in ((True, name), (False, f"{name}_core")):
+                    for _ in range(5):
+                        dt, n, size = one_round(sealed, send)
+                        best[key] = min(best[key], dt / max(n, 1))
+                        sizes[name] = size
+        _sealing(relay, True, channels)
     finally:
         sink.close()
         sender.close()
     return {
         "members": members,
-        "batch_bytes": batch_bytes,
-        "core_us": core * 1e6,
-        **{f"{k}_us": v * 1e6 for k, v in per_delivery.items()},
+        "plain_bytes": sizes["plain"],
+        "encrypted_bytes": sizes["encrypted"],
+        **{f"{k}_us": v * 1e6 for k, v in best.items()},
     }
 
 
@@ -349,26 +386,33 @@ def main() -> None:
 
     print_argon(bench_argon())
 
-    f = bench_fanout(args.members, args.rounds)
-    plain = f["plain_us"]
+    r = bench_relay_handshake()
     print(
-        f"relay fan-out, room of {f['members']}, {f['batch_bytes']}-byte datagrams, per delivery "
-        f"(core + crypto + sendto, best of {args.rounds}x5 rounds):"
+        f"relay handshake, the relay core's side of {r['sessions']} whole handshakes (Hello, Retry, "
+        f"Hello, Welcome, Login, LoggedIn): {r['relay_us']:.0f} us per session"
     )
-    print(f"  relay core alone          {f['core_us']:.2f} us")
-    for name, label in [
-        ("plain", "plain (today)"),
-        ("room_key", "room key + member tag"),
-        ("per_member", "per-member seal"),
-    ]:
-        us = f[f"{name}_us"]
-        print(f"  {label:<25} {us:.2f} us -> {1e6 / us:,.0f} deliveries/s, {plain / us:.2f}x plain")
-    # The measured room-key variant also slices each member's plain datagram back apart (the core
-    # builds Sid + batch today); wired in, the relay would seal straight from the batch. From parts:
-    est = plain + d["tag"] + d["room_seal"] / f["members"]
+
+    f = bench_fanout(args.members, args.rounds)
+    plain, enc = f["plain_us"], f["encrypted_us"]
     print(
-        f"  {'room key, from parts':<25} {est:.2f} us -> {1e6 / est:,.0f} deliveries/s, "
-        f"{plain / est:.2f}x plain (plain + one tag per delivery + one seal per batch / {f['members']})"
+        f"relay fan-out, room of {f['members']}, {POSTS} signed posts -> one batch per member "
+        f"({f['plain_bytes']} bytes plain, {f['encrypted_bytes']} sealed), per delivery, best of "
+        f"{args.rounds}x5 alternating rounds:"
+    )
+    print(
+        f"  with sendto: plain {plain:.2f} us ({1e6 / plain:,.0f}/s), encrypted {enc:.2f} us "
+        f"({1e6 / enc:,.0f}/s): {plain / enc:.2f}x"
+    )
+    pc, ec = f["plain_core_us"], f["encrypted_core_us"]
+    print(
+        f"  relay core alone: plain {pc:.2f} us, encrypted {ec:.2f} us: {pc / ec:.2f}x "
+        f"(sealing costs {ec - pc:.2f} us a delivery)"
+    )
+    m = f["members"]
+    print(
+        f"  what costs what, from the parts above: a member's tag {d['tag']:.2f} us, the batch's seal "
+        f"{d['room_seal'] / m:.2f} us / delivery, opening the {POSTS} posts' datagrams at most "
+        f"{POSTS * d['open'] / m:.2f} us / delivery ({POSTS} opens of <= {d['size']} bytes / {m} members)"
     )
 
 

@@ -24,25 +24,46 @@ import os
 import time
 import tracemalloc
 
+from udproom.protocol import crypto as C
 from udproom.protocol import frames as F
 from udproom.protocol.relay import Relay, RelayConfig, Stream
 from udproom.protocol.reliability import Timing
 
 
-def _hello(nick: str, cookie: bytes = b"") -> bytes:
-    return F.encode_one(F.padded_hello(version=F.VERSION, nick=nick, cookie=cookie, nonce=7))
+def _hello(kx: bytes, cookie: bytes = b"") -> bytes:
+    return F.encode_one(F.padded_hello(version=F.VERSION, nick="", cookie=cookie, nonce=7, kx=kx))
 
 
 def _addr(i: int) -> tuple:
     return (f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}", 5000)
 
 
-def _connect(relay: Relay, addr: tuple, nick: str, now: float) -> F.Sid:
-    relay.receive_datagram(_hello(nick), addr, now)
+class HandSession:
+    """A client session with the relay core, made by hand (protocol 2's handshake: Hello, Retry,
+    Hello with the cookie, Welcome, the sealed Login): `datagram(frames)` seals what to send."""
+
+    __slots__ = ("channel",)
+
+    def __init__(self, channel: C.SealedChannel) -> None:
+        self.channel = channel
+
+    def datagram(self, frames: list[F.Frame]) -> bytes:
+        return self.channel.seal(F.encode(frames))
+
+
+def _connect(relay: Relay, addr: tuple, nick: str, now: float) -> HandSession:
+    hs = C.Initiator(identity=_USER, prologue=F.hello_prologue(F.Hello(F.VERSION, "", nonce=7)))
+    relay.receive_datagram(_hello(hs.msg1), addr, now)
     (retry,) = F.decode(relay.datagrams_to_send(now)[0][0])
-    relay.receive_datagram(_hello(nick, retry.cookie), addr, now)
-    frames = [f for d, _ in relay.datagrams_to_send(now) for f in F.decode(d)]
-    return F.Sid(next(f for f in frames if isinstance(f, F.Welcome)).token)
+    relay.receive_datagram(_hello(hs.msg1, retry.cookie), addr, now)
+    (welcome,) = F.decode(relay.datagrams_to_send(now)[0][0])
+    msg3, _ = hs.finish(welcome.kx, F.encode_one(F.Login(nick)))
+    relay.receive_datagram(msg3, addr, now)
+    relay.datagrams_to_send(now)  # (its LoggedIn)
+    return HandSession(hs.channel)
+
+
+_USER = C.Identity.generate()  # (one key for every hand-made session: each proves it once)
 
 
 def build(sessions: int, rooms_each: int) -> tuple[Relay, dict, float]:
@@ -50,7 +71,7 @@ def build(sessions: int, rooms_each: int) -> tuple[Relay, dict, float]:
     relay = Relay(cfg)
     now = 1.0
     total_rooms = 5 * rooms_each
-    sids: dict[tuple, tuple[F.Sid, int, list[str]]] = {}
+    sids: dict[tuple, tuple[HandSession, int, list[str]]] = {}
     for i in range(sessions):
         addr = _addr(i)
         sid = _connect(relay, addr, f"u{i}", now)
@@ -58,7 +79,7 @@ def build(sessions: int, rooms_each: int) -> tuple[Relay, dict, float]:
         cseq = relay.sessions[addr].next_cseq
         reqs = [F.Req(cseq + k, F.OP_JOIN, name) for k, name in enumerate(names)]
         for k in range(0, len(reqs), 40):
-            relay.receive_datagram(F.encode([sid, *reqs[k : k + 40]]), addr, now)
+            relay.receive_datagram(sid.datagram([*reqs[k : k + 40]]), addr, now)
         relay.datagrams_to_send(now)
         sids[addr] = (sid, cseq + len(reqs), names)
         now += 0.0001
@@ -70,7 +91,7 @@ def ack_all(relay: Relay, sids: dict, now: float, skip: set) -> None:
         if addr in skip:
             continue
         acks = [F.Ack(name, relay.rooms[name].seq) for name in names]
-        relay.receive_datagram(F.encode([sid, *acks]), addr, now)
+        relay.receive_datagram(sid.datagram([*acks]), addr, now)
     relay.datagrams_to_send(now)
 
 
@@ -86,7 +107,7 @@ def bench_tick(sessions: int, rooms_each: int) -> dict:
         todo = [n for n in s_names if relay.rooms[n].seq == relay.rooms[n].flushed]
         reqs = [F.Req(cseq=s_cseq + k, op=F.OP_TOPIC, room=n, text="t") for k, n in enumerate(todo)]
         if reqs:
-            relay.receive_datagram(F.encode([s_sid, *reqs]), addr, now)
+            relay.receive_datagram(s_sid.datagram([*reqs]), addr, now)
             sids[addr] = (s_sid, s_cseq + len(reqs), s_names)
         relay.datagrams_to_send(now)
     lagging = set(addrs[1::100])  # 1% of the sessions never ack: they lag
@@ -130,7 +151,7 @@ def bench_tick(sessions: int, rooms_each: int) -> dict:
         return best
 
     dm = [
-        F.encode([sid, F.Req(cseq=cseq + k, op=F.OP_DIRECT, room="nobody", text="hi", mid=k + 1)])
+        sid.datagram([F.Req(cseq=cseq + k, op=F.OP_DIRECT, room="nobody", text="hi", mid=k + 1)])
         for k in range(rounds * n)
     ]
     gc.collect()
@@ -138,7 +159,7 @@ def bench_tick(sessions: int, rooms_each: int) -> dict:
     cseq += rounds * n
     members = len(relay.rooms[names[0]].members)
     posts = [
-        F.encode([sid, F.Req(cseq=cseq + k, op=F.OP_POST, room=names[0], text="hello there", mid=10**6 + k)])
+        sid.datagram([F.Req(cseq=cseq + k, op=F.OP_POST, room=names[0], text="hello there", mid=10**6 + k)])
         for k in range(rounds * n)
     ]
     post_cost = per_request(posts)

@@ -295,20 +295,16 @@ def relay_naive(args: argparse.Namespace) -> None:
 def _lean_decoder():
     """A decoder that reads a Batch datagram's room, first seq and event count only.
 
-    Batch datagrams from the relay are `[[9, token], [20, room, seq, [ev, ...]]]` (the session's
-    Sid, then one Batch).
+    A room datagram from the relay opens (`SealedChannel.open_room`) to `[[20, room, seq, [ev,
+    ...]]]` (one Batch).
     The events are kept as raw MessagePack (msgspec.Raw, no parsing), so counting costs ~0.5 us a
     datagram instead of ~1.4 us for the full typed decode (and ~22 us through ClientSession).
     """
-    return msgspec.msgpack.Decoder(tuple[LeanSid, LeanBatch]).decode
+    return msgspec.msgpack.Decoder(tuple[LeanBatch]).decode
 
 
 def _tag(frame_type) -> int:
     return frame_type.__struct_config__.tag
-
-
-class LeanSid(msgspec.Struct, array_like=True, frozen=True, tag=_tag(F.Sid)):
-    token: int
 
 
 class LeanBatch(msgspec.Struct, array_like=True, frozen=True, tag=_tag(F.Batch)):
@@ -317,14 +313,15 @@ class LeanBatch(msgspec.Struct, array_like=True, frozen=True, tag=_tag(F.Batch))
     events: list[msgspec.Raw]
 
 
-#: MessagePack prefix of a two-frame datagram that starts with a Sid: fixarray(2), fixarray(2), tag.
-SID_PREFIX = b"\x92\x92" + msgspec.msgpack.encode(_tag(F.Sid))
+#: the head of a sealed room datagram (protocol 2): what `lean_decode` reads, once opened
+ROOM_PREFIX = bytes((0xC1, 2))
 
 
 class LeanMember:
     """A room member that does what ClientSession does for the relay, without the UI work.
 
-    Handshake (padded Hello, cookie Retry, Hello with cookie, Welcome), join (Req cseq 1), then
+    Handshake (protocol 2: padded Hello, cookie Retry, Hello with cookie, Welcome, sealed Login,
+    LoggedIn; its identity key is made per process), join (Req cseq 1), then
     for every Batch: count new events in a `RecvStream` (`offer_run`: no items kept) and ack
     through the same `AckScheduler` as ClientSession (delayed ack of `ack_delay`, at once after
     ACK_EVERY new events, on a duplicate or a gap; SACK ranges; a paced NACK for holes); Gone
@@ -332,7 +329,7 @@ class LeanMember:
     per-message dedupe by mid.
     """
 
-    __slots__ = ("acks", "count", "dups", "last_sent", "nick", "rx", "sid", "sock")
+    __slots__ = ("acks", "channel", "count", "dups", "keys", "last_sent", "nick", "rx", "sock")
 
     def __init__(self, sock: socket.socket, nick: str, ack_delay: float, ack_every: int) -> None:
         self.sock = sock
@@ -342,15 +339,20 @@ class LeanMember:
         self.count = 0
         self.last_sent = 0.0
         self.dups = 0
-        self.sid = None  # our session token's frame, from the Welcome
+        self.channel = None  # the session's SealedChannel, from the handshake
+        self.keys = None  # the room's keys (RoomKey frames)
 
-    def handshake(self, timeout: float = 5.0) -> None:
+    def handshake(self, identity, timeout: float = 5.0) -> None:
+        from udproom.protocol import crypto as C
         from udproom.protocol import frames as F
+        from udproom.protocol.client import RoomKeys
 
         sock = self.sock
         sock.settimeout(0.3)
         deadline = time.monotonic() + timeout
         nonce = int.from_bytes(os.urandom(6), "big")
+        hs = C.Initiator(identity=identity, prologue=F.hello_prologue(F.Hello(F.VERSION, "", nonce=nonce)))
+        self.keys = RoomKeys()
         cookie = b""
         early: list = []
         state = "hello"
@@ -359,11 +361,13 @@ class LeanMember:
             if state == "hello":
                 sock.send(
                     F.encode_one(
-                        F.padded_hello(version=F.VERSION, nick=self.nick, cookie=cookie, nonce=nonce)
+                        F.padded_hello(version=F.VERSION, nick="", cookie=cookie, nonce=nonce, kx=hs.msg1)
                     )
                 )
+            elif state == "login":
+                sock.send(hs.msg3)
             else:
-                sock.send(F.encode((self.sid, F.Req(1, F.OP_JOIN, ROOM))))
+                sock.send(self.seal([F.Req(1, F.OP_JOIN, ROOM)]))
 
         send_state()
         while time.monotonic() < deadline:
@@ -372,15 +376,31 @@ class LeanMember:
             except TimeoutError:
                 send_state()
                 continue
-            for fr in F.decode(data):
+            if C.is_sealed(data):
+                if hs.channel is None:
+                    continue
+                try:
+                    payload = hs.channel.open_room(data, self.keys) if data[1] == 2 else hs.channel.open(data)
+                except C.CryptoError:
+                    continue
+                frames = F.decode(payload)
+            else:
+                frames = F.decode(data)
+            for fr in frames:
                 tp = type(fr)
                 if tp is F.Retry and state == "hello":
                     cookie = fr.cookie
                     send_state()
-                elif tp is F.Welcome and state == "hello":
-                    self.sid = F.Sid(fr.token)
+                elif tp is F.Welcome and state == "hello" and fr.nonce == nonce:
+                    hs.finish(fr.kx, F.encode_one(F.Login(self.nick)))
+                    self.channel = hs.channel
+                    state = "login"
+                    send_state()
+                elif tp is F.LoggedIn and state == "login":
                     state = "join"
                     send_state()
+                elif tp is F.RoomKey:
+                    self.keys.add(fr.room, fr.kid, fr.key)
                 elif tp is F.Batch and fr.room == ROOM:
                     early.append((fr.seq, len(fr.events)))
                 elif tp is F.Joined and fr.room == ROOM:
@@ -392,6 +412,17 @@ class LeanMember:
                     self.last_sent = time.monotonic()
                     return
         raise RuntimeError(f"{self.nick}: no join within {timeout} s")
+
+    def seal(self, frames) -> bytes:
+        from udproom.protocol import frames as F
+
+        return self.channel.seal(F.encode(frames))
+
+    def open(self, data: bytes) -> tuple[bytes, bool]:
+        """(payload, is a room datagram); CryptoError if it does not open."""
+        if data[:2] == ROOM_PREFIX:
+            return self.channel.open_room(data, self.keys), True
+        return self.channel.open(data), False
 
     def offer(self, seq: int, n: int) -> tuple[int, bool]:
         """Take events seq..seq+n-1; returns (new events, urgent ack?)."""
@@ -410,7 +441,7 @@ class LeanMember:
         self.acks.want(ROOM, self.rx, now, urgent)
 
     def ack_frames(self, now: float) -> list:
-        out: list = [self.sid]
+        out: list = []
         for name, cum, sack, missing in self.acks.take(now, NACK_PACE, lambda _name: (self.rx, 0)):
             out.append(F.Ack(name, cum, sack))
             if missing:
@@ -431,11 +462,13 @@ def members_udproom(args: argparse.Namespace) -> None:
     keepalive = timing.keepalive
     lean_decode = _lean_decoder()
     full_decode = F.decode
-    encode = F.encode
+    from udproom.protocol.crypto import CryptoError, Identity
+
+    identity = Identity.generate()  # (one key for this process's members: each proves it once)
     members = []
     for i in range(args.count):
         m = LeanMember(member_socket(args.port), f"m{args.first + i:03d}", ack_delay, ACK_EVERY)
-        m.handshake()
+        m.handshake(identity)
         members.append(m)
     emit("ready", {"members": len(members)})
     ctl = Control()
@@ -482,12 +515,17 @@ def members_udproom(args: argparse.Namespace) -> None:
                 except OSError:
                     errors += 1
                     break
+                try:
+                    data, room_dgram = m.open(data)
+                except CryptoError:
+                    errors += 1
+                    continue
                 b = None
-                if not latency and data[:3] == SID_PREFIX:
+                if not latency and room_dgram:
                     try:
-                        b = lean_decode(data)[1]
+                        b = lean_decode(data)[0]
                     except msgspec.ValidationError:
-                        b = None  # Sid then something else (a Pong...): the full decode below
+                        b = None  # the full decode below
                 if b is not None:
                     new, urgent = m.offer(b.seq, len(b.events))
                 else:
@@ -522,6 +560,8 @@ def members_udproom(args: argparse.Namespace) -> None:
                         elif tp is F.Gone:
                             m.skip_to(fr.first)
                             urgent = True
+                        elif tp is F.RoomKey:
+                            m.keys.add(fr.room, fr.kid, fr.key)
                         elif tp in (F.Bye, F.Reset):
                             errors += 1
                 m.count += new
@@ -533,7 +573,7 @@ def members_udproom(args: argparse.Namespace) -> None:
             for m in done:
                 del pending[m]
                 try:
-                    m.sock.send(encode(m.ack_frames(now)))
+                    m.sock.send(m.seal(m.ack_frames(now)))
                     m.last_sent = now
                 except OSError:
                     errors += 1
@@ -542,7 +582,7 @@ def members_udproom(args: argparse.Namespace) -> None:
             for m in members:
                 if now - m.last_sent >= keepalive:
                     try:
-                        m.sock.send(F.encode((m.sid, F.Ping(1))))
+                        m.sock.send(m.seal([F.Ping(1)]))
                         m.last_sent = now
                     except OSError:
                         errors += 1
@@ -561,7 +601,7 @@ def members_udproom(args: argparse.Namespace) -> None:
     )
     for m in members:  # say goodbye so the relay does not time them out
         try:
-            m.sock.send(F.encode((m.sid, F.Bye("bench done"))))
+            m.sock.send(m.seal([F.Bye("bench done")]))
         except OSError:
             pass
         m.sock.close()

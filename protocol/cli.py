@@ -124,20 +124,79 @@ def _add_direct(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_identity(p: argparse.ArgumentParser, whose: str, default: str) -> None:
+    p.add_argument(
+        "--identity",
+        metavar="FILE",
+        help=f"{whose} identity key (Ed25519; made on first use, mode 0600; default: {default})",
+    )
+
+
+def _identity(args: argparse.Namespace) -> Any:
+    """The user's identity key (--identity FILE, or the one in the data directory, made on first
+    use). A file that others can read, or that is not a key, is bad usage: one line, exit 2."""
+    from . import paths
+    from .crypto import IdentityFileError, load_or_create_identity
+
+    try:
+        return load_or_create_identity(args.identity or paths.identity_path())
+    except IdentityFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _known() -> tuple[Any, Any]:
+    """The relays' keys and the members' keys pinned so far (trust on first use), checked
+    readable up front."""
+    from . import paths
+    from .known import KnownKeys, KnownRelays, KnownRelaysError
+
+    known, keys = KnownRelays(paths.known_relays_path()), KnownKeys(paths.known_keys_path())
+    try:
+        known.get("")
+        keys.for_relay("")
+    except KnownRelaysError as exc:
+        raise Failure(str(exc)) from None
+    return known, keys
+
+
+def relay_client(args: argparse.Namespace, nick: str, rooms: list[str], room: str = "") -> Any:
+    """A client of the relay at --join (`HOST:PORT[#FINGERPRINT]`) as this user (--identity),
+    pinning the relay's key on first use; with --passphrase-file, `room` is a passphrase room."""
+    from .net.runners import RelayClient
+
+    known, keys = _known()
+    passphrase = getattr(args, "passphrase", None)
+    return RelayClient(
+        args.join,
+        nick,
+        rooms,
+        timing=_timing(args),
+        identity=args.identity_key,
+        known=known,
+        known_keys=keys,
+        passphrases={room: passphrase} if passphrase is not None and room else None,
+    )
+
+
+def _relay_address(text: str) -> None:
+    """Check `HOST:PORT[#FINGERPRINT]` (AddressError, one line)."""
+    from .net.runners import pinned_address
+
+    parse_address(pinned_address(text)[0])
+
+
 def _client(args: argparse.Namespace, nick: str, room: str) -> Any:
     """A relay client (--join) or a direct peer (--listen/--peer)."""
     if args.join is not None:
-        from .net.runners import RelayClient
-
-        passphrases = {room: args.passphrase} if args.passphrase is not None else None
-        return RelayClient(args.join, nick, [room], timing=_timing(args), passphrases=passphrases)
-    from .crypto import IdentityFileError
+        return relay_client(args, nick, [room], room)
     from .net.peer import PeerClient
     from .pins import PinFileError
 
-    try:  # the user's identity key and nick pins, from their default homes
-        return PeerClient(args.listen, list(args.peer), nick, [room], timing=_timing(args))
-    except (IdentityFileError, PinFileError) as exc:
+    try:  # the user's identity key (--identity) and nick pins, from their default homes
+        return PeerClient(
+            args.listen, list(args.peer), nick, [room], timing=_timing(args), identity=args.identity_key
+        )
+    except PinFileError as exc:
         raise Failure(str(exc)) from None
 
 
@@ -152,9 +211,11 @@ def _add_room_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--join",
         metavar="HOST:PORT",
-        help="the relay, HOST:PORT ('[::1]:6000' for IPv6; port defaults to 6000)",
+        help="the relay, HOST:PORT ('[::1]:6000' for IPv6; port defaults to 6000); HOST:PORT#FINGERPRINT "
+        "also checks the relay's key (as `udproom relay` prints it)",
     )
     _add_direct(parser)
+    _add_identity(parser, "your", "in the user data directory")
     parser.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
     parser.add_argument("--nick", help="nick to use (default: your login name)")
     _add_passphrase(parser)
@@ -214,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to listen (default ':6000' = every interface, IPv4 and IPv6; port 0 = any free port)",
     )
     relay.add_argument("--data", metavar="DIR", help="keep the rooms' history in DIR (SQLite, WAL)")
+    _add_identity(
+        relay, "the relay's", "'identity' in its data directory; with --memory one made for the run"
+    )
     relay.add_argument(
         "--memory", action="store_true", help="keep history in memory only: a restart forgets every room"
     )
@@ -261,9 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     register.add_argument("--join", required=True, metavar="HOST:PORT", help="the relay")
     register.add_argument("--nick", required=True, help="the nick to register")
-    register.add_argument(
-        "--identity", metavar="FILE", help="your identity key (default: the one in the user data directory)"
-    )
+    _add_identity(register, "your", "in the user data directory")
     register.add_argument(
         "--timeout", type=_positive, default=10.0, metavar="SECONDS", help="give up after (default 10)"
     )
@@ -311,8 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Does not join the room.",
     )
     history.add_argument(
-        "--join", required=True, metavar="HOST:PORT", help="the relay ('[::1]:6000' for IPv6)"
+        "--join",
+        required=True,
+        metavar="HOST:PORT",
+        help="the relay ('[::1]:6000' for IPv6; HOST:PORT#FINGERPRINT also checks its key)",
     )
+    _add_identity(history, "your", "in the user data directory")
     history.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
     history.add_argument(
         "--nick", help="nick to use (default: history-XXXXXX, random: not the nick you chat with)"
@@ -464,6 +530,7 @@ async def _run_relay(args: argparse.Namespace) -> int:
     config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
     config.admin_keys = frozenset(fp for name in args.admin_key for fp in _admin_keys(name))
     config.max_rooms_per_key = args.max_rooms_per_key
+    config.identity = args.identity_key
     room_log = _open_room_log(args)
 
     def on_event(ev: Any) -> None:  # what an operator must see: the log stopped storing, and again
@@ -480,6 +547,9 @@ async def _run_relay(args: argparse.Namespace) -> int:
         raise Failure(str(exc)) from None
     where = getattr(room_log, "path", None)
     _say("relay", f"rooms kept in {where}" if where else "rooms kept in memory only (--memory)")
+    _say("relay", f"relay key {config.identity.fingerprint} (clients can check it: --join HOST:PORT#KEY)")
+    if args.identity is None and args.memory:
+        _say("relay", "that key is made for this run only (--memory): give --identity FILE to keep it")
     stop = asyncio.Event()
     _on_signals(asyncio.get_running_loop(), stop.set)
     others = ", ".join(server.addresses())
@@ -492,9 +562,25 @@ async def _run_relay(args: argparse.Namespace) -> int:
         f"stopped after {_plural(stats.get('sessions_opened', 0), 'session')},"
         f" {_plural(stats.get('posts', 0), 'message')};"
         f" dropped {stats.get('malformed', 0)} malformed and"
-        f" {stats.get('unauthenticated', 0) + stats.get('unknown_source', 0)} unauthenticated datagrams",
+        f" {sum(stats.get(k, 0) for k in ('unauthenticated', 'unknown_source', 'sealed_dropped'))}"
+        " unauthenticated datagrams",
     )
     return 0
+
+
+def _relay_identity(args: argparse.Namespace) -> Any:
+    """The relay's long-term key: --identity FILE, else `identity` in its data directory (made on
+    first use); with --memory and no --identity, one made for this run only (said on stderr:
+    clients that pinned it will refuse the next run's)."""
+    from . import paths
+    from .crypto import Identity, IdentityFileError, load_or_create_identity
+
+    if args.identity is None and args.memory:
+        return Identity.generate()  # (said once the relay runs: `_run_relay`)
+    try:
+        return load_or_create_identity(args.identity or paths.relay_identity_path(args.data))
+    except IdentityFileError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _open_room_log(args: argparse.Namespace) -> Any:
@@ -766,10 +852,7 @@ async def _drive(
 
 async def _run_history(args: argparse.Namespace, room: str, nick: str) -> int:
     """Connect (no join), ask for one page, print it oldest first, exit."""
-    from .net.runners import RelayClient
-
-    passphrases = {room: args.passphrase} if args.passphrase is not None else None
-    client = RelayClient(args.join, nick, [], timing=_timing(args), passphrases=passphrases)
+    client = relay_client(args, nick, [], room)
     done = asyncio.Event()
     state: dict = {"error": None, "interrupted": False, "asked": False, "connected": False}
 
@@ -837,16 +920,10 @@ def _admin_keys(name: str) -> list[str]:
 
 
 async def _run_register(args: argparse.Namespace, nick: str) -> int:
-    from .crypto import IdentityFileError, load_or_create_identity
     from .frames import OP_REGISTER
-    from .net.runners import RelayClient
-    from .paths import identity_path
 
-    try:
-        identity = load_or_create_identity(args.identity or identity_path())
-    except IdentityFileError as exc:
-        raise Failure(str(exc)) from None
-    client = RelayClient(args.join, nick, [], timing=_timing(args), identity=identity)
+    identity = args.identity_key
+    client = relay_client(args, nick, [])
     done = asyncio.Event()
     state: dict = {"error": None, "interrupted": False, "connected": False}
     finish = _finisher(state, done)
@@ -1109,18 +1186,21 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(args.log_level)
         if command == "relay":
             parse_address(args.bind, allow_empty_host=True)
+            args.identity_key = _relay_identity(args)
             return _run(lambda: _run_relay(args))
         _read_passphrase(args)
         if command == "history":
-            parse_address(args.join)
+            _relay_address(args.join)
             room, nick = _room_and_nick(args, history_nick)
+            args.identity_key = _identity(args)
             return _run(lambda: _run_history(args, room, nick))
         if command == "register":
-            parse_address(args.join)
+            _relay_address(args.join)
             try:
                 nick = check_nick(args.nick)
             except InputError as exc:
                 raise UsageError(str(exc)) from None
+            args.identity_key = _identity(args)
             return _run(lambda: _run_register(args, nick))
         if command in ("search", "log"):
             try:
@@ -1131,7 +1211,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.join is not None:
             if args.listen is not None or args.peer:
                 raise UsageError("--join (a relay) cannot be combined with --listen/--peer (direct mode)")
-            parse_address(args.join)
+            _relay_address(args.join)
         elif args.listen is None and not args.peer:
             raise UsageError("say where the room is: --join HOST:PORT (a relay) or --listen/--peer (direct)")
         else:
@@ -1140,6 +1220,7 @@ def main(argv: list[str] | None = None) -> int:
             for peer in args.peer:
                 parse_address(peer)
         room, nick = _room_and_nick(args)
+        args.identity_key = _identity(args)
         if command == "listen":
             return _run(lambda: _run_listen(args, room, nick))
         text = None

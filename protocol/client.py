@@ -37,8 +37,11 @@ from .crypto import (
     RoomKey,
     RoomKeyring,
     SealedChannel,
+    SignatureCache,
     check_kdf_params,
+    fingerprint,
     is_sealed,
+    signed_bytes,
 )
 from .names import (
     MAX_AWAY_BYTES,
@@ -48,6 +51,7 @@ from .names import (
     check_nick,
     check_text,
     is_direct,
+    nick_key,
 )
 from .reliability import AckScheduler, DedupeWindow, RecvStream, RttEstimator, Timing
 
@@ -78,6 +82,7 @@ class Request:
     n: int = 0  # OP_HISTORY: the most events wanted
     got: dict | None = None  # OP_HISTORY: the page's events received so far, by sequence
     body: bytes = b""  # passphrase rooms: a sealed body, a verifier, a proposal (frames.Req.body)
+    sig: bytes = b""  # a room post's signature by our identity key
 
     def frame(self) -> F.Req:
         return F.Req(
@@ -89,6 +94,7 @@ class Request:
             arg=self.arg,
             n=self.n,
             body=self.body,
+            sig=self.sig,
         )
 
 
@@ -153,16 +159,23 @@ class ClientSession:
         identity: Identity | None = None,
         pinned: bytes | str | None = None,
         kdf_check: Callable[[int, int], None] = check_kdf_params,
+        key_pins: dict[str, str] | None = None,
     ) -> None:
         """`identity`: the user's key, proven to the relay in every handshake (None: one made for
         this session). `pinned`: the relay's key (or its fingerprint) this session insists on; a
         relay proving another is refused (`E.Refused`, never retried). None: trust on first use,
         and the key the relay proved is in `E.Connected.relay_key` for the caller to pin.
-        `kdf_check`: what Argon2id parameters a passphrase room may ask for (tests only loosen it)."""
+        `kdf_check`: what Argon2id parameters a passphrase room may ask for (tests only loosen it).
+        `key_pins`: members' keys pinned on this relay before, `nick_key(nick)` -> fingerprint (a
+        nick met with no pin is pinned, `E.KeyPinned`; with another key, a room `Notice` says so)."""
+        self._my_nicks: set[str] = set()  # nick_keys we had this session: what a DM to us names
         self.nick = check_nick(nick)
         self.identity = identity if identity is not None else Identity.generate()
         self.pinned = pinned
+        self.key_pins = key_pins if key_pins is not None else {}
+        self._key_warned: set[tuple[str, str]] = set()
         self.relay_key: bytes | None = None  # as proven in the last handshake
+        self.pin_refused = False  # the relay proved a key other than the pinned one
         self._hs: Initiator | None = None  # the handshake under way
         self._channel: SealedChannel | None = None  # the session's, once logged in
         self._room_keys = RoomKeys()
@@ -217,10 +230,21 @@ class ClientSession:
             "retransmits": 0,
             "unauthenticated": 0,
             "sealed_dropped": 0,
+            "bad_signature": 0,
         }
+        self._signatures = SignatureCache()
         self._keepalive = t.keepalive
 
     # ------------------------------------------------------------------ commands
+
+    @property
+    def nick(self) -> str:
+        return self._nick
+
+    @nick.setter
+    def nick(self, value: str) -> None:
+        self._nick = value
+        self._my_nicks.add(nick_key(value))
 
     @property
     def pending_posts(self) -> int:
@@ -309,14 +333,26 @@ class ClientSession:
             req = Request(F.OP_ACTION if action else F.OP_POST, name, text)
             self._seal(req)
         req.mid = int.from_bytes(os.urandom(8), "big") >> 1 or 1
+        self._sign(req)  # (room posts and direct messages alike)
         return self._own(req.mid, self._enqueue(req, now))
+
+    def _sign(self, req: Request) -> None:
+        """A post is signed by our identity key (what receivers verify, `_verified`): in a room,
+        over the room; a direct message over its recipient ("@" + its nick_key) and the kind the
+        recipient receives."""
+        if req.op in (F.OP_POST, F.OP_ACTION):
+            kind = F.EV_ACTION if req.op == F.OP_ACTION else F.EV_MSG
+            req.sig = self.identity.sign(_signed(req.room, kind, req.mid, req.text, req.body))
+        elif req.op == F.OP_DIRECT:
+            kind = F.EV_DM_ACTION if req.arg == 1 else F.EV_DM
+            req.sig = self.identity.sign(_signed("@" + nick_key(req.room), kind, req.mid, req.text))
 
     def retry(self, local_id: int, now: float) -> int:
         old = self._failed.pop(local_id, None)
         if old is None:
             raise Refused("that message is not waiting for a retry")
         # same mid: if the first attempt did land after all, the relay answers with its seq
-        req = Request(old.op, old.room, old.text, old.mid, old.arg, body=old.body)
+        req = Request(old.op, old.room, old.text, old.mid, old.arg, body=old.body, sig=old.sig)
         return self._own(req.mid, self._enqueue(req, now))
 
     def _own(self, mid: int, local_id: int) -> int:
@@ -404,7 +440,7 @@ class ClientSession:
             return
         room = None
         try:
-            if data[1:2] == bytes((KIND_ROOM,)):  # (a 1-byte datagram is sealed too)
+            if len(data) > 1 and data[1] == KIND_ROOM:
                 payload = channel.open_room(data, self._room_keys)
                 room = self._room_keys.room
             else:
@@ -412,10 +448,8 @@ class ClientSession:
         except CryptoError:
             self.stats["sealed_dropped"] += 1
             return
-        try:
-            frames = F.decode(payload)
-        except F.FrameError:
-            self.stats["malformed"] += 1
+        frames = F.decode_counted(payload, self.stats)
+        if frames is None:
             return
         if room is not None and any(type(f) is not F.Batch or f.room != room for f in frames):
             self.stats["malformed"] += 1  # a room's key seals that room's batches, nothing else
@@ -440,7 +474,11 @@ class ClientSession:
         except F.FrameError:
             self.stats["malformed"] += 1
             return
-        if any(type(f) not in _SESSIONLESS for f in frames):
+        if any(type(f) not in _SESSIONLESS for f in frames) or (
+            self.state == CONNECTED and self._hs is None and any(type(f) is not F.Reset for f in frames)
+        ):
+            # (on a session only a Reset means anything in the clear: a late or replayed answer
+            # to a handshake that is over is not believed either)
             self.stats["unauthenticated"] += 1
             return
         for frame in frames:
@@ -579,7 +617,9 @@ class ClientSession:
         self._cookie = b""
         self._nonce = int.from_bytes(os.urandom(6), "big")
         prologue = F.hello_prologue(F.Hello(version=F.VERSION, nick="", nonce=self._nonce))
-        self._hs = Initiator(pinned=self.pinned, identity=self.identity, prologue=prologue)
+        # (in the background, the relay we have a session with: no one else may take it over)
+        pinned = self.pinned if self.pinned is not None or not background else self.relay_key
+        self._hs = Initiator(pinned=pinned, identity=self.identity, prologue=prologue)
         self._handshake_started = now
         self._hello_tries = 0
         self._send_hello(now)
@@ -615,6 +655,11 @@ class ClientSession:
         try:
             hs.finish(w.kx, login)
         except PinMismatch as exc:
+            if self.state == CONNECTED:  # a background handshake: our session (with the pinned
+                self._hs = None  # relay) stays; whoever answered with another key is ignored
+                self.stats["sealed_dropped"] += 1
+                return
+            self.pin_refused = True
             self._fail_handshake(
                 f"relay {format_sockaddr(self.addr)}: {exc}: not connecting (check the fingerprint)"
             )
@@ -867,7 +912,9 @@ class ClientSession:
             return
         self.nick = j.nick
         room.members = {m.nick: E.Member(m.nick, m.away, mode=_mode(m.mode)) for m in room.collecting}
-        room.keys = {m.nick: m.key for m in room.collecting if m.key}
+        room.keys = {}
+        for m in room.collecting:
+            self._learn_key(room, m.nick, m.key)
         room.collecting = []
         derived = self.vault.pending.get(j.room)
         if derived is not None and not self.vault.private(j.room):  # the relay took our verifier:
@@ -981,7 +1028,12 @@ class ClientSession:
         derived = self.vault.pending.get(h.room)
         if derived is not None and not self.vault.private(h.room):  # the relay took our verifier
             self.vault.add(h.room, derived[0].room)
-        events = tuple(self._as_event(h.room, s, got[s], True) for s in range(h.lo, h.hi + 1))
+        room = self.rooms.get(h.room)  # (a room we are in: its members' keys check their messages)
+        events = tuple(
+            self._as_event(h.room, s, got[s], True)
+            for s in range(h.lo, h.hi + 1)
+            if room is None or got[s].kind not in (F.EV_MSG, F.EV_ACTION) or self._verified(room, got[s])
+        )
         before = req.arg if req.arg > 0 else h.hi + 1
         self._events.append(E.HistoryPage(h.room, before, tuple(e for e in events if e), h.complete))
 
@@ -1057,6 +1109,8 @@ class ClientSession:
             hist = seq < room.history_below
             kind = ev.kind
             if kind == F.EV_MSG or kind == F.EV_ACTION:
+                if not self._verified(room, ev):
+                    continue
                 if ev.mid:
                     if ev.mid in self._seen_mids:
                         self.stats["duplicates"] += 1
@@ -1066,9 +1120,10 @@ class ClientSession:
                 pass
             elif kind == F.EV_JOIN:
                 members[ev.nick] = E.Member(ev.nick, mode=_mode(ev.text))
-                room.keys.pop(ev.nick, None)  # (known again from the next names snapshot)
+                self._learn_key(room, ev.nick, ev.key)
             elif kind == F.EV_LEAVE or kind == F.EV_TIMEOUT or kind == F.EV_KICK:
                 members.pop(ev.nick, None)
+                room.keys.pop(ev.nick, None)
             elif kind in _MODE_CHANGES:
                 was = members.get(ev.text)
                 if was is not None:
@@ -1076,6 +1131,9 @@ class ClientSession:
             elif kind == F.EV_NICK:
                 old = members.pop(ev.nick, None)
                 members[ev.text] = E.Member(ev.text, old.away if old else "", mode=old.mode if old else "")
+                key = room.keys.pop(ev.nick, None)
+                if key is not None:
+                    self._learn_key(room, ev.text, key)
                 if ev.nick == self.nick and self._renaming == ev.text:
                     self.nick = ev.text  # ours: true from this event on, not only from the Result
             elif kind == F.EV_TOPIC:
@@ -1088,6 +1146,63 @@ class ClientSession:
             event = self._as_event(name, seq, ev, hist)
             if event is not None:
                 emit(event)
+
+    def _dm_verified(self, ev: F.Ev) -> bool:
+        """A direct message to us: signed by the key the relay says its sender has (held against
+        the sender's pin), over one of the nicks we had this session. One that fails is counted
+        and never shown; one without its sender's key (an older relay) passes unchecked."""
+        key = ev.key
+        if not isinstance(key, bytes) or len(key) != 32:
+            return True
+        self._check_pin(ev.nick, key, E.direct_room(ev.nick))
+        for mine in self._my_nicks:
+            if self._signatures.verify(key, _signed("@" + mine, ev.kind, ev.mid, ev.text), ev.sig):
+                return True
+        self.stats["bad_signature"] += 1
+        return False
+
+    def _learn_key(self, room: RoomState, nick: str, key: bytes) -> None:
+        """The relay says `nick` in `room` has identity `key`: remember it (its messages are checked
+        against it) and hold it against the nick's pin on this relay (trust on first use)."""
+        if not isinstance(key, bytes) or len(key) != 32:
+            return
+        room.keys[nick] = key
+        self._check_pin(nick, key, room.name)
+
+    def _check_pin(self, nick: str, key: bytes, where: str) -> None:
+        """Pin `nick` to `key` on first sight; another key than the pinned one is said in `where`."""
+        k, fp = nick_key(nick), fingerprint(key)
+        pinned = self.key_pins.get(k)
+        if pinned is None:
+            self.key_pins[k] = fp
+            self._events.append(E.KeyPinned(nick, key))
+        elif pinned != fp and (k, fp) not in self._key_warned:
+            self._key_warned.add((k, fp))
+            self._events.append(
+                E.Notice(
+                    f"{nick}'s key changed: was {pinned}, now {fp}; messages are shown as from {fp}", where
+                )
+            )
+
+    def key_of(self, room: str, nick: str) -> bytes | None:
+        """`nick`'s identity key in `room`, as the relay announced it (None: not known)."""
+        state = self.rooms.get(room) if room else None
+        if state is not None:
+            return state.keys.get(nick)
+        return next((r.keys[nick] for r in self.rooms.values() if nick in r.keys), None)
+
+    def _verified(self, room: RoomState, ev: F.Ev) -> bool:
+        """Is this message signed by the key its author's nick has in the room (docs/security.md,
+        "Message signatures")? A message that fails is counted and never shown. One whose author's
+        key we do not know (history of someone who left before we came) passes: it was not
+        checked, and the relay could have said anything there."""
+        key = room.keys.get(ev.nick)
+        if key is None:
+            return True
+        if self._signatures.verify(key, _signed(room.name, ev.kind, ev.mid, ev.text, ev.body), ev.sig):
+            return True
+        self.stats["bad_signature"] += 1
+        return False
 
     def _as_event(self, name: str, seq: int, ev: F.Ev, hist: bool) -> E.Event | None:
         """The app's event for a room event (None for a kind rooms do not have)."""
@@ -1195,6 +1310,8 @@ class ClientSession:
                 self._seen_mids.add(ev.mid)
             kind = ev.kind
             sent = kind in (F.EV_DM_SENT, F.EV_DM_ACTION_SENT)
+            if not sent and not self._dm_verified(ev):
+                continue
             action = kind in (F.EV_DM_ACTION, F.EV_DM_ACTION_SENT)
             self._events.append(
                 E.MessageReceived(
@@ -1235,4 +1352,16 @@ _MODERATION_EVENTS = {
 }
 
 _POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
+
+
+def _signed(room: str, kind: int, mid: int, text: str, body: bytes = b"") -> bytes:
+    """What a room message's author signs (`crypto.signed_bytes`). The time is not in it: the relay
+    stamps a message's time, so the signature binds the room, kind, message id and text. In a
+    passphrase room it binds the sealed body instead (the text is empty there), under the room name
+    prefixed "sealed:" (no room name holds a ':'), so a body can never pass for a clear text."""
+    if body:
+        return signed_bytes("sealed:" + room, kind, mid, 0.0, body)
+    return signed_bytes(room, kind, mid, 0.0, text.encode("utf-8", "surrogatepass"))
+
+
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)

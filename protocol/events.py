@@ -266,6 +266,15 @@ class PostFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyPinned:
+    """First sight of `nick`'s identity key on this relay: the driver keeps the pin (trust on first
+    use, `known.KnownKeys`); a later other key for the nick is a room `Notice`."""
+
+    nick: str
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something the user should read (server notice, local warning)."""
 

@@ -222,6 +222,8 @@ class Req(Frame, tag=10):
     #: passphrase rooms: a sealed body (OP_POST, OP_ACTION, OP_TOPIC; `text` is then empty), the
     #: verifier (OP_JOIN, OP_HISTORY), a proposal (OP_MKPRIVATE, OP_PASSPHRASE), a key share
     body: bytes = b""
+    #: protocol 2: a post's signature by its author's identity key (`crypto.sign_message`)
+    sig: bytes = b""
 
 
 RES_OK = 0
@@ -300,6 +302,10 @@ class Ev(msgspec.Struct, frozen=True, array_like=True):
     mid: int = 0
     #: passphrase rooms: the body sealed end to end (`text` is then empty), or a key share
     body: bytes = b""
+    #: protocol 2: a message's signature by its author (`crypto.sign_message`), as posted
+    sig: bytes = b""
+    #: protocol 2: in a join, the joiner's identity key (as it proved it in its handshake)
+    key: bytes = b""
 
 
 class Batch(Frame, tag=20):
@@ -503,6 +509,15 @@ def decode(data: bytes) -> list[Frame]:
     if not frames:
         raise FrameError("empty datagram")
     return frames
+
+
+def decode_counted(data: bytes, stats: dict[str, int]) -> list[Frame] | None:
+    """`decode`, or None with `stats["malformed"]` counted: what a core does with what it opened."""
+    try:
+        return decode(data)
+    except FrameError:
+        stats["malformed"] += 1
+        return None
 
 
 def pack(frames: list[Frame], limit: int = MAX_DATAGRAM, prefix: Frame | None = None) -> list[bytes]:

@@ -17,11 +17,16 @@ ENV = "UDPROOM_DATA_DIR"
 RELAY_SUBDIR = "relay"
 #: the app's own log of what it showed, under the data directory
 CHATLOG_FILE = "chatlog.sqlite3"
-#: the user's Ed25519 identity key (docs/security.md), under the data directory
+#: the user's Ed25519 identity key (docs/security.md), under the data directory; a relay's is the
+#: same file name in its own data directory
 IDENTITY_FILE = "identity"
 #: direct mode's nick <-> identity key pins (trust on first use, protocol/pins.py), under the config
 #: directory
 KNOWN_PEERS_FILE = "known_peers.toml"
+#: the relays' keys met so far, per address (trust on first use), under the config directory
+KNOWN_RELAYS_FILE = "known_relays.toml"
+#: members' keys met on each relay, per nick (trust on first use), under the config directory
+KNOWN_KEYS_FILE = "known_keys.toml"
 
 
 CONFIG_ENV = "UDPROOM_CONFIG_DIR"
@@ -63,3 +68,16 @@ def identity_path() -> Path:
 def known_peers_path() -> Path:
     """Where the app and the headless commands keep direct mode's nick <-> key pins."""
     return config_dir() / KNOWN_PEERS_FILE
+
+
+def relay_identity_path(data: str | os.PathLike | None = None) -> Path:
+    """The default `--identity` of a relay keeping its rooms in `data` (None: the default one)."""
+    return (Path(data) if data is not None else relay_data_dir()) / IDENTITY_FILE
+
+
+def known_relays_path() -> Path:
+    return config_dir() / KNOWN_RELAYS_FILE
+
+
+def known_keys_path() -> Path:
+    return config_dir() / KNOWN_KEYS_FILE

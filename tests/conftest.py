@@ -26,10 +26,10 @@ def _no_real_dns(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _own_data_dir(monkeypatch, tmp_path_factory):
-    """UDPROOM_DATA_DIR in a fresh temporary directory: an app hosting a relay, or a relay started
-    without --data, keeps its log there, not in the user's data directory."""
+    """UDPROOM_DATA_DIR and UDPROOM_CONFIG_DIR in fresh temporary directories: an app hosting a
+    relay, or a relay started without --data, keeps its log and key there, and clients their
+    identity and pinned relay keys, not in the user's directories."""
     monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path_factory.mktemp("data")))
-    # and a config directory of its own: direct mode pins nicks to keys there (known_peers.toml)
     monkeypatch.setenv("UDPROOM_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
 
 

@@ -135,8 +135,10 @@ class ChatApp(Sessions, Commands, LogCommands, Vault, App[int]):
         timing=None,
         theme: str | None = None,
         log=None,
+        identity: str = "",
     ) -> None:
         super().__init__()
+        self.identity = identity  # --identity FILE: the key every session of this run uses
         self.config = config if config is not None else config_mod.load()
         wanted = theme or self.config.theme
         self.theme = wanted if wanted in theme_names() else DEFAULT_THEME

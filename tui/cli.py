@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="[HOST]:PORT",
         help="run a relay inside the app and join it (':6000' = every interface)",
     )
-    where.add_argument("--join", metavar="HOST:PORT", help="join a relay")
+    where.add_argument(
+        "--join", metavar="HOST:PORT", help="join a relay (HOST:PORT#FINGERPRINT also checks the relay's key)"
+    )
     where.add_argument(
         "--listen", metavar="[HOST]:PORT", help="direct mode: talk to peers without a relay, listening here"
     )
@@ -47,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
         help="direct mode: a peer to contact (repeatable)",
     )
     p.add_argument("--nick", metavar="NICK", help="your nick (default: your login name)")
+    p.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="your identity key (Ed25519; made on first use, mode 0600; default: in the user data directory)",
+    )
     p.add_argument(
         "--room",
         metavar="ROOM",
@@ -72,9 +79,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def parse(argv: list[str]):
     """(Spec or None, args). Raises UsageError with a one-line message."""
-    from .session import Spec, SpecError, check
+    from .session import Spec, SpecError, check, identity
 
     args = _parser().parse_args(argv)
+    try:  # a key file others can read (or no key) is refused before anything starts: one line
+        identity(Spec("join", identity=args.identity or ""))
+    except SpecError as e:
+        raise UsageError(str(e)) from None
     if args.theme is not None:
         from .theme import theme_names
 
@@ -105,7 +116,9 @@ def parse(argv: list[str]):
                 raise UsageError(str(e)) from None
         return None, args
     try:
-        spec = check(Spec(mode, address, args.nick or "", args.room or ["lobby"], list(args.peer)))
+        spec = check(
+            Spec(mode, address, args.nick or "", args.room or ["lobby"], list(args.peer), args.identity or "")
+        )
     except SpecError as e:
         raise UsageError(str(e)) from None
     return spec, args
@@ -154,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg.nick = args.nick
         if args.room:
             cfg.rooms = list(args.room)
-    app = ChatApp(spec, bell=False if args.no_bell else None, config=cfg, log=False if args.no_log else None)
+    app = ChatApp(
+        spec,
+        bell=False if args.no_bell else None,
+        config=cfg,
+        log=False if args.no_log else None,
+        identity=args.identity or "",
+    )
     result = app.run()
     return int(result or 0)

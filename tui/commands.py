@@ -23,6 +23,7 @@ COMMANDS: dict[str, Spec] = {
     "topic": Spec("/topic [TEXT]", "show or set the room's topic"),
     "away": Spec("/away [MESSAGE]", "mark yourself away (no message: back)"),
     "names": Spec("/names", "list who is in this room"),
+    "whois": Spec("/whois NICK", "show NICK's key fingerprint (compare it with theirs out of band)"),
     "retry": Spec("/retry", "send this room's undelivered messages again"),
     "search": Spec("/search WORDS", "search the chat log (prefix*, nick:bob, room:#dev); Enter jumps"),
     "connect": Spec("/connect HOST[:PORT]", "leave this relay and join another (port 6000 if none)"),
@@ -90,10 +91,10 @@ def parse(line: str) -> Command | None:
         if rest and is_direct(rest):
             return Command(name, (rest,))
         return Command(name, (room_(rest, usage),) if rest else ())
-    if name == "nick":
+    if name in ("nick", "whois"):
         if not rest or " " in rest:
             raise CommandError(f"usage: {usage}")
-        return Command(name, (check_nick_(rest, usage),))
+        return Command(name, (check_nick_(rest.lstrip("@") if name == "whois" else rest, usage),))
     if name == "me":
         if not rest:
             raise CommandError(f"usage: {usage}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from udproom.protocol import events as ev
+from udproom.protocol.crypto import fingerprint
 from udproom.protocol.names import is_direct, sanitize
 
 from . import model as m
@@ -307,6 +308,8 @@ class EventFolding:
         self.set_state(m.Conn.CONNECTED, reason="")
         self.connected_once = True
         self.address = e.address
+        key = e.relay_key
+        self.relay_key = fingerprint(key) if isinstance(key, bytes) and key else ""
         if e.rtt is not None:
             self.rtt = e.rtt
         if e.nick and e.nick != self.nick:

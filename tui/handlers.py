@@ -161,6 +161,24 @@ class Commands:
         parts = [mb.nick + ("" if mb.presence == "here" else f" ({mb.presence})") for mb in members]
         self.info(f"{len(members)} in {room.label}: " + ", ".join(parts))
 
+    def cmd_whois(self, cmd: commands.Command) -> None:
+        from udproom.protocol.crypto import fingerprint
+
+        nick = cmd.args[0]
+        key_of = getattr(self.backend, "key_of", None)
+        room = self.chat.current
+        key = (
+            key_of("" if room is self.chat.status_room or room.direct else room.name, nick)
+            if key_of
+            else None
+        )
+        if key is None and key_of is not None:
+            key = key_of("", nick)
+        if key is None:
+            self.info(f"no key known for {nick} (keys are known for members of your rooms on a relay)")
+            return
+        self.info(f"{nick}: key {fingerprint(key)} (compare it with theirs out of band)")
+
     def cmd_help(self, cmd: commands.Command) -> None:
         for line in commands.help_lines():
             self.chat.add_local(None, m.INFO, line)

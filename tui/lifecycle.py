@@ -9,6 +9,7 @@ remember what connected in the config, and end it politely (Ctrl+Q, /quit, SIGHU
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import os
 import signal
@@ -173,7 +174,9 @@ class Sessions:
                 from . import session
 
                 try:
-                    backend, server, share = await session.build(spec, timing=self.timing)
+                    backend, server, share = await session.build(
+                        self._with_identity(spec), timing=self.timing
+                    )
                 except (OSError, SpecError, ImportError, ValueError) as e:
                     self.post_message(NetFailed(spec, describe_error(e, spec)))
                     return
@@ -235,6 +238,12 @@ class Sessions:
             nicks.remove(me)
         return nicks
 
+    def _with_identity(self, spec: Spec) -> Spec:
+        """`spec` with this run's --identity, if it names none itself."""
+        if spec.identity or not self.identity:
+            return spec
+        return dataclasses.replace(spec, identity=self.identity)
+
     async def _connect_to(self, spec: Spec) -> None:
         """Resolve the new address first (a typo keeps the current session), then start the new
         session beside the current one and switch only once the new relay answers."""
@@ -254,7 +263,7 @@ class Sessions:
             return
         self.info(f"trying {spec.address}… ({still} until it answers)")
         try:
-            backend, _server, _share = await session.build(spec, timing=self.timing)
+            backend, _server, _share = await session.build(self._with_identity(spec), timing=self.timing)
         except (OSError, SpecError, ImportError, ValueError) as e:
             self.error(f"{describe_error(e, spec)}; {still}")
             return

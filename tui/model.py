@@ -223,6 +223,7 @@ class ChatModel(EventFolding):
         self.sticky_at = 0.0  # time.monotonic() it was set
         self.mode = ""
         self.share: list[str] = []  # host mode: addresses to give others
+        self.relay_key = ""  # the fingerprint of the relay's key, as it proved it (relay mode)
         self.stamp_order = False  # direct mode: order messages by (Lamport stamp, nick)
         # the one "connection lost" line of an outage, updated in place: (room, line, quiet since
         # (wall clock), first reason, tries)

@@ -25,13 +25,16 @@ class Spec:
     nick: str = ""
     rooms: list[str] = field(default_factory=lambda: ["lobby"])
     peers: list[str] = field(default_factory=list)  # direct mode
+    identity: str = ""  # the user's identity key file ("" = the one in the user data directory)
 
 
 def parse_addr(text: str, *, bind: bool = False) -> tuple[str, int]:
+    """(host, port) of an address; a relay's may pin its key, `HOST:PORT#FINGERPRINT`."""
     from udproom.protocol.net.address import AddressError, parse_address
+    from udproom.protocol.net.runners import pinned_address
 
     try:
-        return parse_address(text, DEFAULT_PORT, allow_empty_host=bind)
+        return parse_address(pinned_address(text)[0], DEFAULT_PORT, allow_empty_host=bind)
     except AddressError as e:
         raise SpecError(str(e)) from None
 
@@ -62,7 +65,52 @@ def check(spec: Spec) -> Spec:
             parse_addr(address, bind=True)
         for p in spec.peers:
             parse_addr(p)
-    return Spec(spec.mode, address, nick, rooms, list(spec.peers))
+    return Spec(spec.mode, address, nick, rooms, list(spec.peers), spec.identity)
+
+
+def identity(spec: Spec):
+    """The user's identity key for `spec` (made on first use); SpecError (one line) for a key
+    file others can read or that is not a key."""
+    from udproom.protocol import paths
+    from udproom.protocol.crypto import IdentityFileError, load_or_create_identity
+
+    try:
+        return load_or_create_identity(spec.identity or paths.identity_path())
+    except IdentityFileError as e:
+        raise SpecError(str(e)) from None
+
+
+def relay_identity():
+    """The key of the relay the app hosts: the one `udproom relay` keeps in the same data
+    directory, so its clients' pins hold whichever of the two runs it."""
+    from udproom.protocol import paths
+    from udproom.protocol.crypto import IdentityFileError, load_or_create_identity
+
+    try:
+        return load_or_create_identity(paths.relay_identity_path())
+    except IdentityFileError as e:
+        raise SpecError(str(e)) from None
+
+
+def relay_client(address: str, spec: Spec, timing=None):
+    from udproom.protocol import paths
+    from udproom.protocol.known import KnownKeys, KnownRelays, KnownRelaysError
+    from udproom.protocol.net import runners
+
+    known = KnownRelays(paths.known_relays_path())
+    keys = KnownKeys(paths.known_keys_path())
+    try:
+        return runners.RelayClient(
+            address,
+            spec.nick,
+            list(spec.rooms),
+            timing=timing,
+            identity=identity(spec),
+            known=known,
+            known_keys=keys,
+        )
+    except KnownRelaysError as e:
+        raise SpecError(str(e)) from None
 
 
 def connect_host_for(bind_host: str) -> str:
@@ -99,11 +147,10 @@ async def build(spec: Spec, timing=None):
     from udproom.protocol.net.address import format_address
 
     if spec.mode == "host":
-        config = None
-        if timing is not None:
-            from udproom.protocol.relay import RelayConfig
+        from udproom.protocol.relay import RelayConfig
 
-            config = RelayConfig(timing=timing)
+        config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
+        config.identity = relay_identity()
         from udproom.protocol.roomlog import LogInUse, StoreError, open_log
 
         try:  # the hosted relay keeps its rooms where `udproom relay` does (the user data directory)
@@ -122,17 +169,28 @@ async def build(spec: Spec, timing=None):
             raise
         share = list(server.addresses())
         joined_at = format_address(connect_host_for(bound_host), bound_port)
-        client = runners.RelayClient(joined_at, spec.nick, list(spec.rooms), timing=timing)
+        fp = config.identity.fingerprint  # our own relay: its key is known, not trusted on first use
+        try:
+            client = relay_client(f"{joined_at}#{fp}", spec, timing)
+        except BaseException:
+            await server.stop()
+            raise
         return client, server, share
     if spec.mode == "join":
         await resolvable(spec.address)
-        return runners.RelayClient(spec.address, spec.nick, list(spec.rooms), timing=timing), None, []
-    from udproom.protocol.crypto import IdentityFileError
+        return relay_client(spec.address, spec, timing), None, []
     from udproom.protocol.net.peer import PeerClient as peer_client
     from udproom.protocol.pins import PinFileError
 
-    try:  # the user's identity key and nick pins, from their default homes
-        peer = peer_client(spec.address or None, list(spec.peers), spec.nick, list(spec.rooms), timing=timing)
-    except (IdentityFileError, PinFileError) as exc:
+    try:  # the user's identity key (--identity, or its default home) and nick pins
+        peer = peer_client(
+            spec.address or None,
+            list(spec.peers),
+            spec.nick,
+            list(spec.rooms),
+            timing=timing,
+            identity=identity(spec),
+        )
+    except PinFileError as exc:
         raise SpecError(str(exc)) from None
     return peer, None, []

@@ -21,10 +21,12 @@ STICKY_SECONDS = 8.0  # a refusal stays in the status line this long (or until t
 FLASH_SECONDS = 4.0  # a note (`flash`) stays this long (or until the next keystroke)
 
 #: parts of the status line in display order
-ORDER = ("state", "rtt", "away", "mode", "share", "room", "act", "flash")
+ORDER = ("state", "rtt", "away", "mode", "key", "share", "room", "act", "flash")
 #: what to give up, in this order, while the line is too long for the width
 SHRINK = (
+    ("short", "key"),
     ("drop", "rtt"),
+    ("drop", "key"),
     ("drop", "mode"),
     ("short", "share"),
     ("short", "state"),
@@ -110,6 +112,10 @@ def session_parts(chat: m.ChatModel, parts: Parts, p: Palette) -> None:
         parts["away"] = (away, Text("away", f"bold {p.warn}"))
     if chat.mode:
         parts["mode"] = (Text(chat.mode, p.mode), None)
+    if chat.relay_key:
+        # the relay's key as it proved it: compare it with what its operator sees (`relay key ...`)
+        fp = chat.relay_key
+        parts["key"] = (Text(f"relay key {fp}", p.muted), Text(f"key {fp[:4]}…", p.muted))
     if chat.share:
         # what to give others: `--join ADDRESS` (a relay we host) or `--peer ADDRESS` (direct)
         direct = chat.mode.startswith("direct")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..events import Event, HistoryPage, Refused, RequestRefused
+from ..events import Connected, Event, HistoryPage, KeyPinned, Refused, RequestRefused
 from ..reliability import Timing
 from .address import AddressError, format_address, local_addresses, parse_address, resolve
 from .transport import CoreProtocol, bind_socket, bound_host, client_socket, open_core
@@ -29,6 +29,17 @@ log = logging.getLogger("udproom.net")
 
 def wall_offset() -> float:
     return time.time() - time.monotonic()
+
+
+def pinned_address(text: str) -> tuple[str, str | None]:
+    """`HOST:PORT#FINGERPRINT` -> ("HOST:PORT", the fingerprint); without `#`: (text, None).
+    A fingerprint that is not one raises AddressError (one line)."""
+    from ..crypto import CryptoError, split_pinned_address
+
+    try:
+        return split_pinned_address(text)
+    except CryptoError as exc:
+        raise AddressError(f"{text!r}: the relay's key after '#': {exc}") from None
 
 
 class RelayServer:
@@ -288,21 +299,72 @@ class RelayClient(CoreClient):
         nick: str,
         rooms: list[str] | tuple[str, ...] = (),
         timing: Timing | None = None,
+        *,
         identity: Any = None,
+        known: Any = None,
+        known_keys: Any = None,
         passphrases: dict[str, str] | None = None,
     ) -> None:
         """`passphrases`: room -> passphrase, for passphrase rooms (docs/security.md): each of
         `rooms` named here is made with it if new, else joined with it; a room asking for one
-        later (`PassphraseNeeded`) is answered with it, or the event goes to the caller."""
+        later (`PassphraseNeeded`) is answered with it, or the event goes to the caller.
+
+        `address` may pin the relay's key: `HOST:PORT#FINGERPRINT`. `identity`: the user's
+        `crypto.Identity` (None: one made for this session). `known`: a `known.KnownRelays`
+        store (trust on first use): its pin for the address is insisted on, and a first
+        connection pins the key the relay proved. None: no store (the address's pin only).
+        `known_keys`: a `known.KnownKeys` store of members' keys per relay (None: kept for this run
+        only)."""
         from ..client import ClientSession
         from ..names import canonical_room
 
+        address, pin = pinned_address(address)
         self.host, self.port = parse_address(address)
+        self.known = known
+        self.pin = pin or (known.get(self.address) if known is not None else None)
         self._rooms = list(rooms)
         self._addr: tuple | None = None
         self.passphrases = {canonical_room(r): p for r, p in (passphrases or {}).items()}
-        core = ClientSession(nick, timing=timing, wall_offset=wall_offset(), identity=identity)
+        self.known_keys = known_keys
+        pins = known_keys.for_relay(self.address) if known_keys is not None else None
+        core = ClientSession(
+            nick, timing=timing, wall_offset=wall_offset(), identity=identity, pinned=self.pin, key_pins=pins
+        )
         super().__init__(core, nick)
+
+    @property
+    def address(self) -> str:
+        """The relay's address, as keys are pinned under it."""
+        return format_address(self.host, self.port)
+
+    def key_of(self, room: str, nick: str) -> bytes | None:
+        """`nick`'s identity key as the relay announced it (in `room`, or any room: ""), or None."""
+        return self.core.key_of(room, nick)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, KeyPinned):  # the driver's part of trust on first use: keep the pin
+            if self.known_keys is not None:
+                from ..crypto import fingerprint
+
+                try:
+                    self.known_keys.remember(self.address, event.nick, fingerprint(event.key))
+                except Exception as exc:  # (KnownRelaysError) not kept, but the session is fine
+                    log.warning("a member's key not remembered: %s", exc)
+            return
+        if isinstance(event, Connected) and event.relay_key and self.known is not None and self.pin is None:
+            from ..crypto import fingerprint
+
+            self.pin = fingerprint(event.relay_key)
+            self.core.pinned = self.pin  # a reconnect insists on it too
+            try:
+                self.known.remember(self.address, self.pin)
+            except Exception as exc:  # (KnownRelaysError) not pinned, but the session is fine
+                log.warning("relay key not remembered: %s", exc)
+        elif isinstance(event, Refused) and self.core.pin_refused and self.known is not None:
+            event = Refused(
+                f"{event.reason}; if its key really changed, delete {self.address} from {self.known.path}"
+            )
+        super()._on_event(event)
 
     @property
     def mode(self) -> str:

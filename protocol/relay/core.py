@@ -8,7 +8,7 @@ from collections import deque
 from .. import frames as F
 from ..addr import Addr
 from ..cookies import CookieJar, SourceLimiter
-from ..crypto import SESSION_OVERHEAD, CryptoError, Identity, SealedChannel, is_sealed, room_digest
+from ..crypto import SESSION_OVERHEAD, CryptoError, Identity, is_sealed, room_digest
 from ..names import (
     MAX_REASON_BYTES,
     clip_utf8,
@@ -147,7 +147,8 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
             if pending is not None:
                 self._from_pending(pending, data, now)
             elif session is not None and self._repeated_login(session, data):
-                self._queue(session, self._logged_in(session))  # our LoggedIn was lost
+                st["repeated"] += 1  # (a copy of the msg3 that opened it: our LoggedIn was lost)
+                self._queue(session, self._logged_in(session))
             else:
                 st["sealed_dropped" if session is not None else "unknown_source"] += 1
             return
@@ -161,10 +162,8 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
         except CryptoError:
             st["sealed_dropped"] += 1
             return
-        try:
-            frames = F.decode(payload)
-        except F.FrameError:
-            st["malformed"] += 1
+        frames = F.decode_counted(payload, st)
+        if frames is None:
             return
         session.last_heard = now
         acks: set | None = None
@@ -328,8 +327,9 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
         for payload in F.pack(frames, F.MAX_DATAGRAM - SESSION_OVERHEAD):
             self._emit(self._seal(session, payload), session.addr)
 
-    # Sealing (docs/security.md, "Sealed datagrams" and "room keys"): three small methods, so that
-    # benchmarks/bench_relay.py can measure the same core without them (its plain baseline).
+    # Sealing (docs/security.md, "Sealed datagrams" and "room keys"): small methods, so that
+    # benchmarks/bench_crypto.py can measure the same core without them (its plain baseline). A
+    # member's copy of a sealed batch is `session.channel.seal_room(blob, digest)`.
 
     @staticmethod
     def _seal(session: Session, payload: bytes) -> bytes:
@@ -341,11 +341,6 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
         """A room datagram's payload sealed once under the room's key: (blob, its digest)."""
         blob = room.key.seal(payload)
         return blob, room_digest(blob)
-
-    @staticmethod
-    def _wrap(channel: SealedChannel, blob: bytes, digest: bytes) -> bytes:
-        """One member's copy of a sealed batch: its head and tag in front of the shared blob."""
-        return channel.seal_room(blob, digest)
 
     def _flush_session(self, session: Session) -> None:
         frames, session.out = session.out, []

@@ -1,9 +1,9 @@
 """Sending rooms and inboxes to their members, and repairing what they miss.
 
-New events are encoded once per batch and every member gets the same bytes behind its own Sid
-(`_flush_room`). Each member is a `SendWindow` (reliability.py): acks and SACKs move it, NACKs and
-probes (one room timer, then per-member timers off the `Deadlines` heap) resend what it lacks,
-within its session's `RepairBudget`.
+New events are encoded and sealed once per batch (the room's key) and every member gets the same
+blob behind its own tag (`_flush_room`). Each member is a `SendWindow` (reliability.py): acks and
+SACKs move it, NACKs and probes (one room timer, then per-member timers off the `Deadlines` heap)
+resend what it lacks, within its session's `RepairBudget`.
 """
 
 from __future__ import annotations
@@ -133,13 +133,14 @@ class Fanout:
                 if room is None:
                     self._emit(self._seal(session, payload), addr)
                 else:  # re-sealed under the room's current key
-                    self._emit(self._wrap(session.channel, *self._seal_batch(room, payload)), addr)
+                    self._emit(session.channel.seal_room(*self._seal_batch(room, payload)), addr)
                 st["retransmitted"] += count
                 m.resent(first + count - 1)
 
     def _flush_room(self, room: Stream, now: float) -> None:
         """Broadcast events not yet sent: each batch is encoded once and every member gets the same
-        bytes behind its own Sid. Only what the log has stored leaves."""
+        blob (sealed once under the room's key) behind its own tag. Only what the log has stored
+        leaves."""
         if room.rekey_at is not None and now >= room.rekey_at:
             self._rekey(room, now)
         lo, hi = room.flushed + 1, room.seq
@@ -159,12 +160,12 @@ class Fanout:
         fan = room.fanout
         if fan is None:  # rebuilt when members come and go
             fan = room.fanout = [(m.base, m.session.channel, m.session.addr) for m in members]
-        seal, wrap = self._seal_batch, self._wrap
+        seal = self._seal_batch
         for first, _count, item in room.batches(lo, hi, self._older(room) if lo < room.first else None):
             # sealed once for the room; each member gets the same blob behind its own tag
             blob, digest = seal(room, F.datagram([item]))
             n = len(out)
-            out.extend([(wrap(ch, blob, digest), addr) for base, ch, addr in fan if base <= first])
+            out.extend([(ch.seal_room(blob, digest), addr) for base, ch, addr in fan if base <= first])
             if out:
                 st["bytes_out"] += (len(out) - n) * len(out[-1][0])
         # One timer for the room, not one per member: when it fires, the members that have not

@@ -81,10 +81,8 @@ class Handshake:
         if pending.answer is not None:  # a repeated msg3 after a refusal: the same answer
             self._emit(pending.answer, addr)
             return
-        try:
-            frames = F.decode(payload)
-        except F.FrameError:
-            self.stats["malformed"] += 1
+        frames = F.decode_counted(payload, self.stats)
+        if frames is None:
             return
         login = frames[0]
         if type(login) is not F.Login:
@@ -176,8 +174,8 @@ class Handshake:
         the client starting over. A valid cookie starts a new handshake; the session stays until
         that handshake's Login arrives (so a forged Hello changes nothing, and one with a cookie,
         which only an on-path attacker has, costs a handshake and nothing else)."""
-        if hello.nonce == session.nonce:
-            return
+        if hello.nonce == session.nonce:  # a late or replayed copy: the handshake is over
+            self.stats["unauthenticated"] += 1
         elif not hello_padded(size):
             self.stats["unpadded"] += 1
         elif not self._hello_limit.allow(session.addr, now):

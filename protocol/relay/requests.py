@@ -128,7 +128,10 @@ class Requests:
             check_text(req.text, MAX_TEXT_BYTES)
             kind = F.EV_MSG if op == F.OP_POST else F.EV_ACTION
             body = req.body if sealed else b""
-            ev = F.Ev(kind=kind, nick=session.nick, text=req.text, ts=self._ts(now), mid=req.mid, body=body)
+            # (the author's signature travels as it came: receivers verify it, the relay does
+            # not: docs/security.md, "Message signatures"; a signature is 64 bytes or none)
+            sig = req.sig if len(req.sig) == 64 else b""
+            ev = F.Ev(kind, session.nick, req.text, self._ts(now), req.mid, body=body, sig=sig)
             seq = self._room_event(room, ev, now)
             self._posts_pending += 1  # served (stats["posts"]) once its commit succeeds
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
@@ -238,7 +241,13 @@ class Requests:
         self._dirty.discard(name)
         join_seq = self._room_event(
             room,
-            F.Ev(kind=F.EV_JOIN, nick=session.nick, text=self._mode_of(name, session), ts=self._ts(now)),
+            F.Ev(
+                kind=F.EV_JOIN,
+                nick=session.nick,
+                text=self._mode_of(name, session),
+                ts=self._ts(now),
+                key=session.key or b"",
+            ),
             now,
         )
         failed = self._commit()
@@ -340,7 +349,9 @@ class Requests:
         if target is session:
             return done
         inbox = target.inbox
-        at = inbox.append(F.Ev(kind=kind_in, nick=session.nick, text=req.text, ts=ts, mid=req.mid), now)
+        sig = req.sig if len(req.sig) == 64 else b""  # (the author's, as it came; with its key)
+        ev = F.Ev(kind_in, session.nick, req.text, ts, req.mid, sig=sig, key=session.key or b"")
+        at = inbox.append(ev, now)
         target.dm_waiters[at] = (session, req.cseq, done)
         self._overflowed(target)
         self._flush_inbox(target, now)

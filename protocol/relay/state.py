@@ -253,7 +253,7 @@ class Stream:
 
     def batches(self, lo: int, hi: int, older=None):
         """Encoded Batch frames covering lo..hi (inclusive), each fitting one datagram behind a
-        session's Sid, as (first seq, event count, bytes); lazily, so a caller with a budget stops
+        session's sealing, as (first seq, event count, bytes); lazily, so a caller with a budget stops
         early. An event too big for a datagram cannot be in the ring (`append` refuses it).
         `older(lo, hi)`, when given, yields (seq, encoded event) for what the ring no longer has
         (the room log); without it, the batches start at the ring."""

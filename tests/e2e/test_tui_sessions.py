@@ -141,8 +141,13 @@ async def test_msg_to_a_nick_nobody_has_says_so_at_once():
 
 async def test_a_dying_relay_is_one_notice_and_presence_unknown_until_it_is_back():
     """Defect 9: the relay dies; bob keeps retrying: one notice that updates, '?' for everyone;
-    a relay on that address again: the notice says it is back, presence is real again."""
-    relay = runners.RelayServer("127.0.0.1:0")
+    a relay on that address again (the same relay: its key) the notice says it is back, presence
+    is real again."""
+    from udproom.protocol.crypto import Identity
+    from udproom.protocol.relay import RelayConfig
+
+    key = Identity.generate()
+    relay = runners.RelayServer("127.0.0.1:0", RelayConfig(identity=key))
     await relay.start()
     port = relay.port
     bob = app_for("join", f"127.0.0.1:{port}", "bob", ["lobby", "dev"])
@@ -159,7 +164,7 @@ async def test_a_dying_relay_is_one_notice_and_presence_unknown_until_it_is_back
             notice = next(x for x in added if "connection lost" in x.text)
             assert "retrying in" in notice.text
             assert "MEMBERS ?/1" in bob.member_list.build().plain
-            relay = runners.RelayServer(f"127.0.0.1:{port}")
+            relay = runners.RelayServer(f"127.0.0.1:{port}", RelayConfig(identity=key))
             await relay.start()
             await until((pb,), lambda: bob.chat.state == "connected", "back", tries=6000)
             await until((pb,), lambda: "back after" in notice.text, "the notice says so")

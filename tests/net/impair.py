@@ -4,7 +4,8 @@ Clients talk to the proxy's port; for each client source address the proxy opens
 upstream socket, so the relay sees one distinct address per client, as it would without the
 proxy. Every datagram in either direction can be dropped (`loss`), duplicated (`dup`) and delayed
 by `delay` + uniform(0, `jitter`) seconds (jitter reorders). `go_dark(seconds)` drops everything
-for a while (a link that goes dark). Decisions come from one seeded `random.Random`.
+for a while (a link that goes dark). `record=True` keeps every datagram seen
+(`heard`). Decisions come from one seeded `random.Random`.
 """
 
 from __future__ import annotations
@@ -77,8 +78,12 @@ class ImpairProxy:
         dup: float = 0.0,
         delay: float = 0.0,
         jitter: float = 0.0,
+        record: bool = False,
     ) -> None:
         self.upstream = upstream
+        #: with `record`: every datagram that reached the proxy, either way, as (direction, bytes)
+        #: (an on-path eavesdropper's view)
+        self.heard: list[tuple[str, bytes]] | None = [] if record else None
         self.host = host
         self.rng = random.Random(seed)
         self.loss = loss
@@ -142,6 +147,8 @@ class ImpairProxy:
     def _impair(self, data: bytes, send, direction: str) -> None:
         loop = self._loop
         assert loop is not None
+        if self.heard is not None:
+            self.heard.append((direction, data))
         if loop.time() < self._dark_until:
             self.stats.dark_dropped += 1
             return

@@ -183,9 +183,13 @@ class Procs:
         return p
 
     async def relay(self, bind: str, *extra: str, name: str = "relay") -> tuple[Proc, int]:
-        """A relay; in memory (`--memory`) unless `extra` says `--data DIR`."""
+        """A relay; in memory (`--memory`) unless `extra` says `--data DIR`. Its key is the test's
+        (one file in the test's data directory, made on first use), so a relay restarted in the
+        test is the same relay to the clients that pinned it, as one with a data directory is."""
         if "--data" not in extra:
             extra = ("--memory", *extra)
+        if "--identity" not in extra:
+            extra = ("--identity", os.path.join(os.environ["UDPROOM_DATA_DIR"], "relay-identity"), *extra)
         p = await self.start(name, "relay", "--bind", bind, *extra)
         return p, await bound_port(p, "relay")
 

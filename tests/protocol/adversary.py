@@ -183,12 +183,8 @@ class Adversary:
         self.net = net
         self.addr = addr
         self.received: list[tuple[tuple, bytes]] = []
-        self.overheard: list[tuple[tuple, tuple, bytes]] = []
+        self.heard: list[tuple[tuple, tuple, bytes]] = []  # on the path (`eavesdrop`)
         net.add(addr, self)
-
-    def eavesdrop(self) -> None:
-        """From now on, record every datagram anyone sends on the network: (src, dst, data)."""
-        self.net.taps.append(lambda src, dst, data: self.overheard.append((src, dst, data)))
 
     # the FakeNet node surface
     def receive_datagram(self, data: bytes, addr: tuple, now: float) -> None:
@@ -205,6 +201,16 @@ class Adversary:
 
     def next_event(self):
         return None
+
+    def eavesdrop(self, addr: tuple | None = None) -> list[tuple[tuple, tuple, bytes]]:
+        """Sit on the path next to node `addr` (None: on every path of the network): from now on
+        every datagram it receives and sends (anyone sends) is recorded, as (source, destination,
+        bytes), in the list returned (`self.heard`)."""
+        if addr is None:
+            self.net.taps.append(lambda src, dst, data: self.heard.append((src, dst, data)))
+        else:
+            self.net.nodes[addr] = _Tap(self.net.nodes[addr], addr, self.heard)
+        return self.heard
 
     # acting
     def forge(self, data: bytes, dst: tuple, src: tuple | None = None, delay: float = 0.0) -> None:
@@ -223,4 +229,21 @@ class Adversary:
                 out.extend(F.decode(data))
             except F.FrameError:
                 pass
+        return out
+
+
+class _Tap(Watched):
+    """A node on the FakeNet with a wire tap: both directions recorded into `log`."""
+
+    def __init__(self, core, addr: tuple, log: list) -> None:
+        super().__init__(core, addr)
+        self.log = log
+
+    def receive_datagram(self, data: bytes, addr: tuple, now: float) -> None:
+        self.log.append((addr, self.addr, data))
+        super().receive_datagram(data, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple]]:
+        out = super().datagrams_to_send(now)
+        self.log.extend((self.addr, dst, data) for data, dst in out)
         return out

@@ -61,7 +61,7 @@ def test_an_eavesdropper_on_every_link_reads_no_text_nor_nick():
     net.call(addr(2), nodes[2].set_nick, "desdemona")
     net.run_until(net.now + 1.0)
     assert (f"alicia: {SECRET}") in [t for _n, t in _shown(net, 2)]  # it did travel
-    wire = [data for _src, _dst, data in adv.overheard]
+    wire = [data for _src, _dst, data in adv.heard]
     assert len(wire) > 50
     for word in (SECRET, "eagle", *nicks, "desdemona"):
         assert not [d for d in wire if word.encode() in d], word
@@ -80,7 +80,7 @@ def _watched_link(seed=1):
     adv = Adversary(net, FORGER)
     adv.eavesdrop()
     _chat(net, nodes, ["one", "two"])
-    seen = [d for src, dst, d in adv.overheard if src == addr(1) and dst == addr(0)]
+    seen = [d for src, dst, d in adv.heard if src == addr(1) and dst == addr(0)]
     assert seen
     return net, nodes, adv, seen
 
@@ -188,7 +188,7 @@ def test_tampered_replayed_and_reordered_datagrams_change_nothing(ops):
         net.run_until(net.now + 0.02)
         while k < len(ops):
             op, which, where, bit = ops[k]
-            seen = adv.overheard  # the links' traffic (all of it sealed, once they are up)
+            seen = adv.heard  # the links' traffic (all of it sealed, once they are up)
             if not seen:
                 break
             src, dst, data = seen[which % len(seen)]
@@ -482,7 +482,7 @@ def test_new_handshakes_on_a_linked_address_are_rate_limited():
     net.run_until(net.now + 0.01)
     welcomes = [
         d
-        for src, dst, d in adv.overheard
+        for src, dst, d in adv.heard
         if src == addr(0) and not C.is_sealed(d) and type(F.decode(d)[0]) is F.Welcome
     ]
     assert 0 < len(welcomes) <= P.HELLO_RATE and p0.stats["rate_limited"] >= 100 - P.HELLO_RATE

@@ -352,3 +352,26 @@ async def test_request_refused_and_notice_are_shown_inline():
         await settle(pilot, app)
         assert texts(app)[-2].endswith("!! │ nick refused: nick bob is taken")
         assert texts(app)[-1].endswith("-!- │ relay restarting soon")
+
+
+async def test_whois_shows_a_members_key_fingerprint():
+    from udproom.protocol.crypto import Identity
+
+    bob = Identity.generate()
+    app, backend = make_app()
+    asked: list[tuple[str, str]] = []
+
+    def key_of(room: str, nick: str):
+        asked.append((room, nick))
+        return bob.public if nick == "bob" else None
+
+    backend.key_of = key_of  # (a relay client knows its rooms' members' keys)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        await type_line(pilot, "/whois @bob")
+        assert f"bob: key {bob.fingerprint} (compare it with theirs out of band)" in last(app)
+        assert asked[0] == ("lobby", "bob")
+        await type_line(pilot, "/whois carol")
+        assert "no key known for carol" in last(app)
+        await type_line(pilot, "/whois")
+        assert "usage: /whois NICK" in last(app)

@@ -258,7 +258,7 @@ async def test_help_keeps_the_indent_of_wrapped_lines_and_mentions_the_slash_esc
     from udproom.tui.screens import HelpScreen
 
     app, backend = make_app()
-    async with app.run_test(size=(100, 50)) as pilot:
+    async with app.run_test(size=(100, 52)) as pilot:  # (52: /whois added a row)
         await ready(pilot, app, backend)
         await pilot.press("f1")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")

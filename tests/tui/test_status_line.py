@@ -108,3 +108,23 @@ async def test_topic_line_says_how_to_set_a_topic_where_there_is_none():
         await pilot.press("alt+2")  # #dev has no topic
         await settle(pilot, app)
         assert str(topic._text).endswith("#dev  ·  no topic (/topic TEXT sets one)")
+
+
+async def test_the_status_line_shows_the_relays_key_as_it_proved_it():
+    from udproom.protocol.crypto import Identity
+
+    relay_key = Identity.generate()
+    app, backend = make_app()
+    async with app.run_test(size=(200, 30)) as pilot:
+        await ready(pilot, app, backend)
+        assert "relay key" not in status(app)  # (the fake backend proves no key)
+        backend._emit(ev.Connected(backend.address, "alice", 0.012, 1, relay_key.public))
+        await settle(pilot, app)
+        assert f"relay key {relay_key.fingerprint}" in status(app)
+    narrow, backend2 = make_app()
+    async with narrow.run_test(size=(90, 30)) as pilot:
+        await ready(pilot, narrow, backend2)
+        backend2._emit(ev.Connected(backend2.address, "alice", 0.012, 1, relay_key.public))
+        await settle(pilot, narrow)
+        text = status(narrow)
+        assert relay_key.fingerprint not in text and "#lobby" in text  # the detail goes first
