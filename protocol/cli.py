@@ -180,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     relay.add_argument("--data", metavar="DIR", help="keep the rooms' history in DIR (SQLite, WAL)")
     relay.add_argument(
+        "--cluster",
+        metavar="nats://HOST:PORT[,...]",
+        help="share rooms with other relays through NATS JetStream at these servers (nothing is kept "
+        "locally; needs the 'cluster' extra: pip install 'udproom[cluster]')",
+    )
+    relay.add_argument(
+        "--replicas",
+        type=int,
+        choices=(1, 3, 5),
+        default=1,
+        metavar="N",
+        help="with --cluster: copies of each room's stream on the NATS servers (1, 3 or 5; default 1)",
+    )
+    relay.add_argument(
         "--memory", action="store_true", help="keep history in memory only: a restart forgets every room"
     )
     relay.add_argument(
@@ -394,7 +408,11 @@ async def _run_relay(args: argparse.Namespace) -> int:
 
     timing = _timing(args)
     config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
-    room_log = _open_room_log(args)
+    names = None
+    if args.cluster:
+        room_log, names = _open_cluster(args, config.timing.timeout)
+    else:
+        room_log = _open_room_log(args)
 
     def on_event(ev: Any) -> None:  # what an operator must see: the log stopped storing, and again
         if isinstance(ev, StoreFailed):
@@ -402,14 +420,18 @@ async def _run_relay(args: argparse.Namespace) -> int:
         elif isinstance(ev, StoreRecovered):
             _say("relay", f"storing again ({_plural(ev.refused, 'commit')} refused meanwhile)")
 
-    server = RelayServer(args.bind, config, log=room_log, on_event=on_event)
+    server = RelayServer(args.bind, config, log=room_log, on_event=on_event, names=names)
     try:
         host, port = await server.start()
     except AddressError as exc:
         room_log.close()
+        _close_link(room_log)
         raise Failure(str(exc)) from None
     where = getattr(room_log, "path", None)
-    _say("relay", f"rooms kept in {where}" if where else "rooms kept in memory only (--memory)")
+    if args.cluster:
+        _say("relay", f"rooms kept in the cluster at {args.cluster} ({_plural(args.replicas, 'replica')})")
+    else:
+        _say("relay", f"rooms kept in {where}" if where else "rooms kept in memory only (--memory)")
     stop = asyncio.Event()
     _on_signals(asyncio.get_running_loop(), stop.set)
     others = ", ".join(server.addresses())
@@ -417,6 +439,7 @@ async def _run_relay(args: argparse.Namespace) -> int:
     await stop.wait()
     stats = server.stats
     await server.stop()
+    _close_link(room_log)
     _say(
         "relay",
         f"stopped after {_plural(stats.get('sessions_opened', 0), 'session')},"
@@ -425,6 +448,46 @@ async def _run_relay(args: argparse.Namespace) -> int:
         f" {stats.get('unauthenticated', 0) + stats.get('unknown_source', 0)} unauthenticated datagrams",
     )
     return 0
+
+
+def _open_cluster(args: argparse.Namespace, timeout: float) -> tuple[Any, Any]:
+    """--cluster: the room log on JetStream and the nick claims, on one NATS connection; a one-line
+    Failure when no server answers (or nats-py is missing)."""
+    import os
+
+    from .roomlog import KEEP_EVENTS, StoreError
+
+    if args.data is not None or args.memory or args.fsync:
+        raise UsageError(
+            "--cluster keeps rooms in NATS JetStream: it cannot be combined with --data, --memory or --fsync"
+        )
+    urls = [u.strip() for u in args.cluster.split(",") if u.strip()]
+    if not urls or not all(u.startswith(("nats://", "tls://")) for u in urls):
+        raise UsageError(f"--cluster wants nats://HOST:PORT[,nats://HOST:PORT...], not {args.cluster!r}")
+    try:
+        from .jetstream import ClusterNicks, JetStreamLog, NatsLink
+    except ImportError:
+        raise Failure("--cluster needs nats-py: pip install 'udproom[cluster]'") from None
+    keep_events = KEEP_EVENTS if args.keep_events is None else args.keep_events
+    try:
+        link = NatsLink(urls)
+    except StoreError as exc:
+        raise Failure(str(exc)) from None
+    try:
+        log = JetStreamLog(
+            link, keep_days=args.keep_days or None, keep_events=keep_events or None, replicas=args.replicas
+        )
+        names = ClusterNicks(link, os.urandom(8).hex(), ttl=timeout, replicas=args.replicas)
+    except StoreError as exc:
+        link.close()
+        raise Failure(str(exc)) from None
+    return log, names
+
+
+def _close_link(room_log: Any) -> None:
+    link = getattr(room_log, "link", None)
+    if link is not None:
+        link.close()
 
 
 def _open_room_log(args: argparse.Namespace) -> Any:

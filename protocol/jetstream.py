@@ -37,7 +37,7 @@ from . import frames as F
 from .names import nick_key
 from .roomlog import DAY, KEEP_DAYS, KEEP_EVENTS, MID_WINDOW, Commit, RoomLog, StoreError, _new_epoch
 
-__all__ = ["ClusterNames", "JetStreamLog", "NatsLink", "RoomSettings"]
+__all__ = ["ClusterNames", "ClusterNicks", "JetStreamLog", "NatsLink", "RoomSettings"]
 
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream's default; a failed-over client resends well within it
 READ_BATCH = 500  # events per batched direct get
@@ -84,6 +84,15 @@ class NatsLink:
         self._thread.start()
 
         self.last_error = ""
+        #: coroutines functions run on the link's loop after every reconnect (followers resubscribe)
+        self.on_reconnect: list[Callable[[], Coroutine[Any, Any, Any]]] = []
+
+        async def reconnected() -> None:
+            for fn in list(self.on_reconnect):
+                try:
+                    await fn()
+                except Exception as exc:  # (logged as the link's last error; the next reconnect retries)
+                    self.last_error = _one_line(exc)
 
         async def quiet(exc: BaseException) -> None:  # nats-py logs every reconnect failure otherwise
             self.last_error = _one_line(exc)
@@ -97,6 +106,7 @@ class NatsLink:
                 max_reconnect_attempts=2,  # at start: a few tries per server, then a clear error
                 allow_reconnect=True,
                 error_cb=quiet,
+                reconnected_cb=reconnected,
             )
             nc.options["max_reconnect_attempts"] = -1  # once up: reconnect for as long as it takes
             return nc
@@ -226,6 +236,10 @@ class JetStreamLog(RoomLog):
         self.replicas = replicas
         self.duplicate_window = duplicate_window
         self.commit_timeout = commit_timeout
+        #: number events by the stream (publish without an expected last sequence, take the number
+        #: from the ack: Commit.numbers) instead of by this log. A relay that follows its rooms does:
+        #: relays posting to one room at once then never refuse each other's posts (docs/cluster.md)
+        self.stream_numbers = False
         self._rooms: dict[str, _JRoom] = {}
         # groups published and not yet settled: appends continue their numbers
         # (handle, group, topics, {room: (last, first)} the stream holds, filled in after a failure)
@@ -236,7 +250,15 @@ class JetStreamLog(RoomLog):
         self._expired: dict[str, int] = {}
         self._refresh: concurrent.futures.Future | None = None
         self.settings = RoomSettings(link, prefix, replicas)  # (an R1 bucket dies with its node)
+        # following rooms (the relay's feed): touched on the NATS thread, handed over under a lock
+        self._subs: dict[str, Any] = {}  # room -> its ordered consumer (NATS thread)
+        self._fed: dict[str, int] = {}  # room -> last sequence handed over (NATS thread)
+        self._feed: list[tuple[str, int, bytes]] = []
+        self._feed_lock = threading.Lock()
+        self._woken = False
+        self._wakeup: Callable[[], None] | None = None
         self.epoch = link.call(self._start())
+        link.on_reconnect.append(self._resubscribe)
 
     # ------------------------------------------------------------------ start
 
@@ -293,7 +315,8 @@ class JetStreamLog(RoomLog):
     def append(self, room: str, ev: F.Ev) -> int:
         self._settle()
         if room not in self._group_last and room in self._inflight_last:
-            self._group_last[room] = self._inflight_last[room]  # continue the numbers in flight
+            # continue the numbers in flight, or what the feed showed other relays stored since
+            self._group_last[room] = max(self._inflight_last[room], self._last_committed(room))
         return super().append(room, ev)
 
     def commit(self) -> None:
@@ -339,6 +362,8 @@ class JetStreamLog(RoomLog):
         rooms = {room: self._rooms.get(room) or self._jroom(room) for room, *_ in group}
         stored: list[tuple[str, int]] = []
         dups: dict[tuple[str, int], int] = {}
+        numbers: dict[tuple[str, int], int] = {}
+        by_stream = self.stream_numbers
         errors: list[str] = []
         try:
             for room, r in rooms.items():  # a new room's stream (idempotent; another relay may race us)
@@ -346,7 +371,7 @@ class JetStreamLog(RoomLog):
                     await self._ensure_stream(room, r)
             acks = []
             for room, seq, ev, blob in group:
-                hdrs = {"Nats-Expected-Last-Sequence": str(seq - 1)}
+                hdrs = {} if by_stream else {"Nats-Expected-Last-Sequence": str(seq - 1)}
                 if ev.mid:
                     hdrs["Nats-Msg-Id"] = str(ev.mid)
                 acks.append(await link.publish(rooms[room].subject, blob, hdrs))
@@ -361,6 +386,9 @@ class JetStreamLog(RoomLog):
                         errors.append(_one_line(res))
                 elif res[1]:  # duplicate: JetStream has it under its first number
                     dups[(room, seq)] = res[0]
+                elif res[0] != seq and by_stream:
+                    numbers[(room, seq)] = res[0]
+                    stored.append((room, seq))
                 elif res[0] != seq:  # cannot happen with the expected-last-sequence header
                     errors.append(f"room {room!r}: stored as {res[0]}, not {seq}")
                 else:
@@ -383,7 +411,7 @@ class JetStreamLog(RoomLog):
             error = f"the cluster refused the group: {errors[0]}" + (
                 f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             )
-        handle.finish(stored=stored, error=error, duplicates=dups)
+        handle.finish(stored=stored, error=error, duplicates=dups, numbers=numbers)
 
     async def _ensure_stream(self, room: str, r: _JRoom) -> None:
         from nats.js.errors import BadRequestError
@@ -406,6 +434,7 @@ class JetStreamLog(RoomLog):
             handle, group, topics, states = self._inflight.popleft()
             for room, seq, ev, _blob in group:
                 if (room, seq) in handle.stored:
+                    seq = handle.numbers.get((room, seq), seq)
                     r = self._rooms.get(room)
                     if r is None:
                         r = self._rooms[room] = self._jroom(room)
@@ -451,10 +480,127 @@ class JetStreamLog(RoomLog):
             concurrent.futures.wait([self._refresh], timeout)
         self._settle()
 
+    # ------------------------------------------------------------------ following rooms (the relay's feed)
+
+    #: the relay fans out from `drain()`, not from its appends (docs/cluster.md "How a relay follows")
+    follows = True
+
+    def set_wakeup(self, fn: Callable[[], None] | None) -> None:
+        """`fn()` is called (on the NATS thread) when the feed gets events while it was empty, and
+        when a commit completes: a relay on asyncio hops back with loop.call_soon_threadsafe."""
+        self._wakeup = fn
+
+    def wake(self) -> None:
+        fn = self._wakeup
+        if fn is not None:
+            fn()
+
+    def follow(self, room: str) -> tuple[int, int, str]:
+        """Start following `room`: its stream is made if missing and read (blocks, bounded: once per
+        room a relay opens), and every event stored after the last one it holds now, by any relay,
+        is then handed over in order by `drain()`. Returns (last, first kept, topic)."""
+        self._check_open()
+        self._settle()
+        last, first, topic = self.link.call(self._follow(room))
+        r = self._rooms.setdefault(room, self._jroom(room))
+        r.last, r.first = max(r.last, last), max(r.first, first) if r.last else first
+        if topic is not None:
+            r.topic = topic
+        self._mids.pop(room, None)  # (read again from the stream on next use)
+        return r.last, r.first, r.topic or ""
+
+    def unfollow(self, room: str) -> None:
+        if not self._closed and self.link.connected:
+            self.link.submit(self._unsubscribe(room))
+
+    def drain(self) -> list[tuple[str, int, bytes]]:
+        """The events the followed rooms got since the last call: (room, seq, encoded event), each
+        room's in order. The same (room, seq) may come twice (after a reconnect): skip what you have."""
+        with self._feed_lock:
+            out, self._feed = self._feed, []
+            self._woken = False
+        return out
+
+    def observe(self, room: str, seq: int, ev: F.Ev) -> None:
+        """An event the feed delivered (stored by us or another relay): the next append numbers
+        after it, and its message id is known."""
+        r = self._rooms.setdefault(room, self._jroom(room))
+        if seq <= r.last:
+            return
+        if r.first > r.last:
+            r.first = seq
+        r.last = seq
+        if ev.kind == F.EV_TOPIC:
+            r.topic = ev.text
+        w = self._mids.get(room)
+        if w is not None and ev.mid:
+            w.add(seq, ev.mid)
+            w.forget_through(seq - self.mid_window)
+
+    async def _follow(self, room: str) -> tuple[int, int, str | None]:
+        from nats.js import api
+
+        r = self._rooms.get(room) or self._jroom(room)
+        if r.stream not in self._known_streams:
+            await self._ensure_stream(room, r)
+        info = await self.link.js.stream_info(r.stream)
+        last, first = _state(info.state)
+        settings, _rev = await self.settings.get(room)
+        if room in self._subs:
+            return last, first, settings.get("topic")
+        self._fed[room] = last
+        self._subs[room] = None  # (taken: a second follow of the room waits for this one)
+
+        async def deliver(msg: Any) -> None:
+            seq = int(msg.metadata.sequence.stream)
+            if seq <= self._fed.get(room, seq):
+                return  # (a redelivery after a reset, or the room was unfollowed)
+            self._fed[room] = seq
+            with self._feed_lock:
+                self._feed.append((room, seq, msg.data))
+                wake, self._woken = not self._woken, True
+            if wake:
+                self.wake()
+
+        async def subscribe(start: int) -> Any:
+            cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+            return await self.link.js.subscribe(
+                r.subject, stream=r.stream, cb=deliver, ordered_consumer=True, config=cfg, manual_ack=True
+            )
+
+        self._subs[room] = (subscribe, await subscribe(last + 1))
+        return last, first, settings.get("topic")
+
+    async def _unsubscribe(self, room: str) -> None:
+        entry = self._subs.pop(room, None)
+        self._fed.pop(room, None)
+        if entry:
+            try:
+                await entry[1].unsubscribe()
+            except Exception:
+                pass
+
+    async def _resubscribe(self) -> None:
+        """After a reconnect: every followed room again from the event after the last handed over
+        (the server may have lost the ephemeral consumers; nats-py would only notice after missed
+        heartbeats)."""
+        for room, entry in list(self._subs.items()):
+            if not entry:
+                continue
+            subscribe, sub = entry
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+            if self._subs.get(room) is entry:
+                self._subs[room] = (subscribe, await subscribe(self._fed.get(room, 0) + 1))
+
     # ------------------------------------------------------------------ reading
 
     def seq_of_mid(self, room: str, mid: int) -> int | None:
         self._settle()
+        if self.stream_numbers:  # (in flight: numbers not final; a resend is JetStream's duplicate)
+            return super().seq_of_mid(room, mid)
         seq = self._inflight_mids.get((room, mid))
         return seq if seq is not None else super().seq_of_mid(room, mid)
 
@@ -752,3 +898,104 @@ class RoomSettings:
             if isinstance(data, dict) and isinstance(data.get("room"), str):
                 out[data["room"]] = data.get("settings", {})
         return out
+
+
+class ClusterNicks:
+    """A relay's nick claims in the cluster (ClusterNames, with a TTL), for the sans-IO relay core:
+    `claim` blocks (bounded), `release` does not. A claim names the claiming session by a hash of its
+    token, so a client failing over from a relay that died (it presents its old token as
+    `Hello.resume`) takes its own nick over at once instead of waiting for the claim to expire.
+    The relay's claims are refreshed every `ttl / 3` on the link's loop; a relay that dies stops
+    refreshing, and its members' nicks come free within `ttl`."""
+
+    def __init__(
+        self, link: NatsLink, relay_id: str, ttl: float = 20.0, prefix: str = "udproom", replicas: int = 1
+    ) -> None:
+        self.link = link
+        self.relay_id = relay_id
+        self.ttl = ttl
+        self.names = ClusterNames(link, prefix, ttl=ttl, replicas=replicas)
+        self._mine: dict[str, tuple[str, str, int]] = {}  # key -> (nick, session hash, revision): NATS thread
+        self._refresher: asyncio.Task | None = None
+
+    @staticmethod
+    def _who(token: int) -> str:
+        return hashlib.sha256(b"udproom-session:%d" % token).hexdigest()[:32]
+
+    def claim(self, nick: str, token: int, resume: int = 0) -> bool:
+        if not self.link.connected:
+            raise StoreError("the cluster is not reachable (reconnecting)")
+        return bool(self.link.call(self._claim(nick, token, resume), min(self.link.timeout, 3.0)))
+
+    def release(self, nick: str, token: int) -> None:
+        if self.link.connected:
+            self.link.submit(self._release(nick, token))
+
+    def _value(self, nick: str, who: str) -> bytes:
+        return json.dumps({"nick": nick, "owner": f"{self.relay_id}/{who}", "session": who}).encode()
+
+    async def _claim(self, nick: str, token: int, resume: int) -> bool:
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        kv = await self.names._store()
+        key, who = ClusterNames.key(nick), self._who(token)
+        try:
+            rev = await kv.create(key, self._value(nick, who))
+        except _wrong_last():
+            try:
+                entry = await kv.get(key)
+            except (KeyNotFoundError, KeyDeletedError):  # released meanwhile: once more
+                try:
+                    rev = await kv.create(key, self._value(nick, who))
+                except _wrong_last():
+                    return False
+                entry = None
+            if entry is not None:
+                rev = await self._take_over(kv, key, entry, nick, who, resume)
+                if rev is None:
+                    return False
+        self._mine[key] = (nick, who, rev)
+        if self._refresher is None:
+            self._refresher = asyncio.ensure_future(self._refresh())
+        return True
+
+    async def _take_over(self, kv: Any, key: str, entry: Any, nick: str, who: str, resume: int) -> int | None:
+        """The claim's new revision if the holder is the same client back (failover: it presents
+        its old token) or a claim of ours released meanwhile; None: someone else's."""
+        try:
+            held = json.loads(entry.value)
+        except ValueError:
+            return None
+        if not isinstance(held, dict):
+            return None
+        ours = str(held.get("owner", "")).startswith(self.relay_id + "/") and key not in self._mine
+        if not (ours or (resume and held.get("session") == self._who(resume))):
+            return None
+        try:
+            return await kv.update(key, self._value(nick, who), last=entry.revision)
+        except _wrong_last():
+            return None
+
+    async def _release(self, nick: str, token: int) -> None:
+        key = ClusterNames.key(nick)
+        held = self._mine.get(key)
+        if held is None or held[1] != self._who(token):
+            return
+        del self._mine[key]
+        await self.names.release(nick, held[2])
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            kv = await self.names._store()
+            for key, (nick, who, rev) in list(self._mine.items()):
+                try:
+                    new = await kv.update(key, self._value(nick, who), last=rev)
+                except _wrong_last():  # taken over (its client failed over to another relay)
+                    if self._mine.get(key, (0, 0, rev))[2] == rev:
+                        self._mine.pop(key, None)
+                    continue
+                except Exception:
+                    continue  # (not reachable now: the next round tries again)
+                if key in self._mine and self._mine[key][2] == rev:
+                    self._mine[key] = (nick, who, new)

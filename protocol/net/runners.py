@@ -41,8 +41,11 @@ class RelayServer:
         *,
         on_event: Callable[[Any], None] | None = None,
         log: Any = None,
+        names: Any = None,
     ) -> None:
         self.bind = bind
+        #: nick claims across a cluster's relays (jetstream.ClusterNicks), with a cluster's log
+        self.names = names
         self.config = config
         self.on_event = on_event
         #: the room log (protocol/roomlog.py) the relay keeps rooms in; None: in memory. The
@@ -60,13 +63,22 @@ class RelayServer:
         config = self.config if self.config is not None else RelayConfig()
         if getattr(config, "wall_offset", None) == 0.0:
             config = dataclasses.replace(config, wall_offset=wall_offset())
-        self.relay = Relay(config, self.log)
+        self.relay = Relay(config, self.log, self.names)
         sock = bind_socket(self.host, self.port)
         try:
-            self.protocol = await open_core(self.relay, sock, self._event, name="relay")
+            self.protocol = proto = await open_core(self.relay, sock, self._event, name="relay")
         except BaseException:
             sock.close()
             raise
+        loop = asyncio.get_running_loop()
+
+        def wakeup() -> None:  # from the NATS thread: a commit completed, the feed has events
+            try:
+                loop.call_soon_threadsafe(proto.kick)
+            except RuntimeError:  # (the loop is closed: we are stopping)
+                pass
+
+        self.relay.set_wakeup(wakeup)
         name = sock.getsockname()
         self._bound_host = bound_host(sock)
         self.port = name[1]

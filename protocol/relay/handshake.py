@@ -67,6 +67,10 @@ class Handshake:
             self._reply_limited(addr, size, [refuse])
             return
         session = Session(addr, nick, hello.nonce, now, self.config)
+        refused = self._claim_nick(session, nick, hello.resume)  # across a cluster's relays (cluster.py)
+        if refused is not None:
+            self._reply_limited(addr, size, [F.Refuse(refused, [], hello.nonce)])
+            return
         if 1 <= hello.first_cseq < 1 << 62:
             session.next_cseq = hello.first_cseq
         self.sessions[addr] = session

@@ -105,6 +105,8 @@ class Requests:
     def _room_event(self, room: Stream, ev: F.Ev, now: float) -> int:
         """The room's next event: numbered by the log, pending until the next commit."""
         data = room.encode(ev)  # (refused before the log numbers it)
+        if self._follows:
+            return self._fed_event(room, ev, now)
         seq = self.log.append(room.name, ev)
         room.push(data, now)  # (the ring is the recent cache in front of the log: same numbers)
         self._dirty.add(room.name)
@@ -145,9 +147,13 @@ class Requests:
             holder = self._nicks.get(key)
             if holder is not None and holder is not session:
                 return result_frame(cseq, F.RES_REFUSED, 0, f"nick {new} is in use on this relay", "")
+            refused = self._claim_nick(session, new)
+            if refused is not None:
+                return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
             old = session.nick
             if self._nicks.get(nick_key(old)) is session:
                 del self._nicks[nick_key(old)]
+                self._release_nick(session, old)
             self._nicks[key] = session
             session.nick = new
             for room in session.rooms.values():
@@ -158,7 +164,8 @@ class Requests:
             if room is None:
                 return result_frame(cseq, F.RES_REFUSED, 0, f"you are not in #{req.room}", req.room)
             check_text(req.text, MAX_TOPIC_BYTES, "topic")
-            room.topic = req.text
+            if not self._follows:  # (in a cluster: when the feed brings the topic event)
+                room.topic = req.text
             self.log.set_topic(room.name, req.text)
             seq = self._room_event(
                 room, F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now)), now
@@ -211,9 +218,11 @@ class Requests:
         join_seq = self._room_event(
             room, F.Ev(kind=F.EV_JOIN, nick=session.nick, text="", ts=self._ts(now)), now
         )
-        failed = self._commit()
+        failed = self._commit(wait=True)
         if failed is not None:
             return result_frame(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {failed}", name)
+        if self._follows:  # (in a cluster the stream numbered it)
+            join_seq = self._numbers.get((name, join_seq), join_seq)
         first = self._first(room)
         base = max(first, join_seq - self.config.history)
         if req.arg > 0:  # a member coming back: resume where it left off, if the log has it
@@ -228,7 +237,8 @@ class Requests:
         # repair under the same budget; what does not fit now, probes send later.
         joined = self._answer(session, self._joined(cseq, room, session, m, 0), now)
         if base < join_seq:
-            self._resend(room, m, list(range(base, min(join_seq, base + REPAIR_SPAN))), now)
+            # (in a cluster the ring may not have caught up with the join yet: the feed brings the rest)
+            self._resend(room, m, list(range(base, min(join_seq, base + REPAIR_SPAN, room.seq + 1))), now)
         # Karn: acks of the backfill say nothing about the RTT (those events are old)
         m.last_retx = join_seq - 1
         self._set_probe(m, now + session.rtt.rto)

@@ -184,7 +184,7 @@ class Procs:
 
     async def relay(self, bind: str, *extra: str, name: str = "relay") -> tuple[Proc, int]:
         """A relay; in memory (`--memory`) unless `extra` says `--data DIR`."""
-        if "--data" not in extra:
+        if "--data" not in extra and "--cluster" not in extra:
             extra = ("--memory", *extra)
         p = await self.start(name, "relay", "--bind", bind, *extra)
         return p, await bound_port(p, "relay")

@@ -1,0 +1,70 @@
+"""Relays that share rooms through a real nats-server (issue 12, docs/cluster.md): real `udproom
+relay --cluster` processes on 127.0.0.1, members spread across them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .procs import FAST
+
+
+async def _relays(procs, url: str, n: int) -> list[str]:
+    addrs = []
+    for i in range(n):
+        _p, port = await procs.relay("127.0.0.1:0", "--cluster", url, *FAST, name=f"relay{i}")
+        addrs.append(f"127.0.0.1:{port}")
+    return addrs
+
+
+async def _flood(procs, addrs: list[str], senders: dict[str, list[str]], listeners) -> list:
+    """Each sender on relay i % n sends its lines; returns the send processes (all exited 0)."""
+    sends = []
+    for i, name in enumerate(senders):
+        sends.append(
+            await procs.send(name, addrs[i % len(addrs)], "lobby", "--timeout", "60", *FAST, stdin=True)
+        )
+    for k in range(max(len(v) for v in senders.values())):
+        for s, lines in zip(sends, senders.values(), strict=True):
+            if k < len(lines):
+                await s.write(lines[k] + "\n")
+    for s in sends:
+        s.close_stdin()
+    for s in sends:
+        assert await s.wait(60) == 0, s.stderr
+    return sends
+
+
+def _one_order(listeners, total: int) -> None:
+    """Every listener got every message once, and all in one order (the same seq, the same line)."""
+    orders = []
+    for lst in listeners:
+        msgs = [(o["seq"], o["nick"], o["text"]) for o in lst.json if o.get("type") == "message"]
+        assert len(msgs) == total, (lst, len(msgs))
+        assert len({m[2] for m in msgs}) == total, "a message delivered twice"
+        assert [m[0] for m in msgs] == sorted(m[0] for m in msgs)
+        orders.append(msgs)
+    assert all(o == orders[0] for o in orders), "relays sent different orders"
+    seqs = [o["seq"] for o in listeners[0].json if "seq" in o]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a gap in the room's numbers"
+
+
+async def test_two_and_three_relays_one_order_every_message_once(procs, nats_server):
+    for n in (2, 3):
+        addrs = await _relays(procs, nats_server.url, n)
+        senders = {f"s{n}x{i}": [f"s{n}x{i} line {k}" for k in range(30)] for i in range(3)}
+        total = sum(len(v) for v in senders.values())
+        listeners = []
+        for i in range(n + 1):  # one more listener than relays: two share one
+            lst = await procs.listen(
+                f"l{n}x{i}", addrs[i % n], "lobby", "--count", str(total), "--timeout", "60", *FAST
+            )
+            await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+            listeners.append(lst)
+        await _flood(procs, addrs, senders, listeners)
+        for lst in listeners:
+            assert await lst.wait(60) == 0, lst.stderr
+        _one_order(listeners, total)
+        for p in procs.all:
+            if p.running:
+                p.terminate()
+        await asyncio.gather(*(p.wait(20) for p in procs.all))
