@@ -35,7 +35,7 @@ from typing import Any
 
 from . import frames as F
 from .names import nick_key
-from .roomlog import DAY, KEEP_DAYS, KEEP_EVENTS, MID_WINDOW, Commit, RoomLog, StoreError, _new_epoch
+from .roomlog import DAY, KEEP_DAYS, KEEP_EVENTS, MID_WINDOW, Commit, RoomLog, StoreError, _Mids, _new_epoch
 
 __all__ = ["ClusterNames", "ClusterNicks", "JetStreamLog", "NatsLink", "RoomSettings"]
 
@@ -451,7 +451,8 @@ class JetStreamLog(RoomLog):
             for room, (last, first) in states.items():
                 r = self._rooms.setdefault(room, self._jroom(room))
                 r.last, r.first = max(r.last, last), first
-                self._mids.pop(room, None)  # reload from the stream on next use
+                if not self.stream_numbers:  # (a conflict: ids may have been stored elsewhere)
+                    self._mids.pop(room, None)  # reload from the stream on next use
             if handle.error is not None or states:
                 # numbers handed out after a failure are taken back: later groups in flight on those
                 # rooms fail too (their expected last sequence no longer holds)
@@ -501,12 +502,13 @@ class JetStreamLog(RoomLog):
         is then handed over in order by `drain()`. Returns (last, first kept, topic)."""
         self._check_open()
         self._settle()
-        last, first, topic = self.link.call(self._follow(room))
+        last, first, topic, mids = self.link.call(self._follow(room))
         r = self._rooms.setdefault(room, self._jroom(room))
         r.last, r.first = max(r.last, last), max(r.first, first) if r.last else first
         if topic is not None:
             r.topic = topic
-        self._mids.pop(room, None)  # (read again from the stream on next use)
+        # the message-id window now, so that a post never waits for the stream (the feed keeps it)
+        self._mids[room] = _Mids(mids)
         return r.last, r.first, r.topic or ""
 
     def unfollow(self, room: str) -> None:
@@ -537,7 +539,7 @@ class JetStreamLog(RoomLog):
             w.add(seq, ev.mid)
             w.forget_through(seq - self.mid_window)
 
-    async def _follow(self, room: str) -> tuple[int, int, str | None]:
+    async def _follow(self, room: str) -> tuple[int, int, str | None, list[tuple[int, int]]]:
         from nats.js import api
 
         r = self._rooms.get(room) or self._jroom(room)
@@ -546,8 +548,17 @@ class JetStreamLog(RoomLog):
         info = await self.link.js.stream_info(r.stream)
         last, first = _state(info.state)
         settings, _rev = await self.settings.get(room)
+        lo = max(first, last - self.mid_window + 1)
+        mids = []
+        for seq, data in await _direct_range(self.link.nc, r.stream, lo, last) if lo <= last else []:
+            try:
+                ev = F.decode_ev(data)
+            except F.FrameError:
+                continue
+            if ev.mid:
+                mids.append((seq, ev.mid))
         if room in self._subs:
-            return last, first, settings.get("topic")
+            return last, first, settings.get("topic"), mids
         self._fed[room] = last
         self._subs[room] = None  # (taken: a second follow of the room waits for this one)
 
@@ -569,7 +580,7 @@ class JetStreamLog(RoomLog):
             )
 
         self._subs[room] = (subscribe, await subscribe(last + 1))
-        return last, first, settings.get("topic")
+        return last, first, settings.get("topic"), mids
 
     async def _unsubscribe(self, room: str) -> None:
         entry = self._subs.pop(room, None)

@@ -1,0 +1,248 @@
+"""Relays of a cluster when NATS goes away (issue 12): relays and clients in one event loop, a real
+nats-server. Restarted mid-conversation: the relays reconnect and serve again, and while it is
+gone posts are refused with a clear reason, never acknowledged. A relay cut off from NATS (a TCP
+black hole between it and the server) stops acknowledging; the other relay never notices."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+from udproom.protocol import events as E
+from udproom.protocol.jetstream import ClusterNicks, JetStreamLog, NatsLink
+from udproom.protocol.net.runners import RelayClient, RelayServer
+from udproom.protocol.relay import RelayConfig
+from udproom.protocol.reliability import Timing
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, ev) -> None:
+        self.events.append(ev)
+        self.changed.set()
+
+    def of(self, kind) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def until(self, predicate, timeout: float = 30.0, what: str = "event") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {what} in time; last events {self.events[-8:]}")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except TimeoutError:
+                pass
+
+
+async def cluster_relay(url: str, commit_timeout: float = 5.0) -> RelayServer:
+    timing = Timing.fast()
+    link = NatsLink(url, timeout=3.0)
+    log = JetStreamLog(link, commit_timeout=commit_timeout)
+    names = ClusterNicks(link, os.urandom(4).hex(), ttl=timing.timeout)
+    server = RelayServer("127.0.0.1:0", RelayConfig(timing=timing), log=log, names=names)
+    await server.start()
+    return server
+
+
+async def stop_relay(server: RelayServer) -> None:
+    link = server.log.link
+    await server.stop()
+    link.close()
+
+
+class Client:
+    def __init__(self, server: RelayServer, nick: str) -> None:
+        self.backend = RelayClient(f"127.0.0.1:{server.port}", nick, ["lobby"], timing=Timing.fast())
+        self.rec = Recorder()
+        self.task = asyncio.create_task(self.backend.run(self.rec))
+        self.texts: dict[int, str] = {}
+
+    async def joined(self) -> None:
+        await self.rec.until(lambda: self.rec.of(E.RoomJoined), what="RoomJoined")
+
+    def post(self, text: str) -> int:
+        local = self.backend.post("lobby", text)
+        self.texts[local] = text
+        return local
+
+    def settled(self, ids) -> bool:
+        done = {e.local_id for e in self.rec.of(E.PostAcknowledged)} | {
+            e.local_id for e in self.rec.of(E.PostFailed)
+        }
+        return set(ids) <= done
+
+    def acked(self) -> dict[str, int]:
+        return {
+            self.texts[e.local_id]: e.seq for e in self.rec.of(E.PostAcknowledged) if e.local_id in self.texts
+        }
+
+    def received(self) -> list[tuple[int, str]]:
+        return [(e.seq, e.text) for e in self.rec.of(E.MessageReceived)]
+
+    async def close(self) -> None:
+        self.backend.close()
+        await asyncio.wait_for(self.task, 10)
+
+
+def _one_order(clients, acked: dict[str, int]) -> None:
+    """Every acknowledged post reached every client once, under its acknowledged number, and all
+    clients saw one order."""
+    views = [c.received() for c in clients]
+    for view in views:
+        texts = [t for _s, t in view]
+        assert len(texts) == len(set(texts)), "a message delivered twice"
+        assert [s for s, _t in view] == sorted(s for s, _t in view)
+        got = {t: s for s, t in view}
+        for text, seq in acked.items():
+            assert got.get(text) == seq, (text, seq, got.get(text))
+    common = set.intersection(*(set(v) for v in views))
+    assert all([x for x in v if x in common] == sorted(common) for v in views)
+
+
+async def test_nats_restarted_mid_conversation_refuses_then_serves_never_acks_unstored(nats_server):
+    r0, r1 = await cluster_relay(nats_server.url), await cluster_relay(nats_server.url)
+    alice, bob = Client(r0, "alice"), Client(r1, "bob")
+    try:
+        await alice.joined()
+        await bob.joined()
+        before = [alice.post(f"a{i}") for i in range(10)] + [bob.post(f"b{i}") for i in range(10)]
+        await alice.rec.until(lambda: alice.settled(before[:10]) and bob.settled(before[10:]), what="acks")
+        assert len(alice.acked()) + len(bob.acked()) == 20
+
+        nats_server.kill()  # mid-conversation
+        during = [alice.post(f"a-out{i}") for i in range(10)]
+        await alice.rec.until(lambda: alice.settled(during), what="answers during the outage")
+        # refused with the cluster's reason, or (the server's loss not noticed yet) never answered:
+        # what is acknowledged must be stored, which _one_order checks below
+        failed = [e.reason for e in alice.rec.of(E.PostFailed) if e.local_id in during]
+        assert len(failed) == len(during), "acknowledged while no server was there to store it"
+        assert all("cluster" in r or "did not acknowledge" in r for r in failed), failed
+
+        nats_server.start()
+        after: list[int] = []
+
+        def served() -> bool:  # the relays reconnect: posts are acknowledged again
+            return any(e.local_id in after for e in alice.rec.of(E.PostAcknowledged))
+
+        deadline = time.monotonic() + 30
+        while not served():  # a post every half second until one is acknowledged (bounded)
+            assert time.monotonic() < deadline, "the relay never served again after the restart"
+            after.append(alice.post(f"a-back{len(after)}"))
+            try:
+                await alice.rec.until(lambda: alice.settled(after), 0.5)
+            except AssertionError:
+                pass
+        last = [alice.post(f"a-last{i}") for i in range(5)] + [bob.post(f"b-last{i}") for i in range(5)]
+        await alice.rec.until(lambda: alice.settled(last[:5]) and bob.settled(last[5:]), what="acks after")
+        assert {e.local_id for e in alice.rec.of(E.PostAcknowledged)} >= set(last[:5])
+        acked = alice.acked() | bob.acked()
+        await bob.rec.until(
+            lambda: {t for _s, t in bob.received()} >= set(acked), what="every acked post at bob"
+        )
+        await alice.rec.until(lambda: {t for _s, t in alice.received()} >= set(acked), what="... at alice")
+        _one_order([alice, bob], acked)
+    finally:
+        for c in (alice, bob):
+            await c.close()
+        for r in (r0, r1):
+            await stop_relay(r)
+
+
+class BlackHole:
+    """A TCP proxy to the NATS server, on its own thread and loop (the relays' NATS calls may block
+    the test's loop), that can stop forwarding (a partition: no reset, nothing gets through) and,
+    healed, drops its connections so that the client reconnects."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.open = True
+        self.conns: list[asyncio.StreamWriter] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop
+        ).result(10)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader, writer) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+        self.conns += [writer, up_w]
+
+        async def pipe(src, dst) -> None:
+            try:
+                while data := await src.read(65536):
+                    if self.open:
+                        dst.write(data)
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer), return_exceptions=True)
+
+    def heal(self) -> None:
+        def drop() -> None:
+            for w in self.conns:
+                w.close()
+            self.conns = []
+            self.open = True
+
+        self.loop.call_soon_threadsafe(drop)
+
+    def close(self) -> None:
+        self.heal()
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+async def test_a_relay_cut_off_from_nats_stops_acknowledging_the_other_never_notices(nats_server):
+    hole = BlackHole(nats_server.port)
+    r0 = await cluster_relay(nats_server.url)
+    r1 = await cluster_relay(f"nats://127.0.0.1:{hole.port}", commit_timeout=1.0)
+    alice, bob = Client(r0, "alice"), Client(r1, "bob")
+    try:
+        await alice.joined()
+        await bob.joined()
+        hole.open = False  # r1 is cut off; its connection looks alive
+        cut = [bob.post(f"b-cut{i}") for i in range(5)]
+        fine = [alice.post(f"a{i}") for i in range(20)]
+        await alice.rec.until(lambda: alice.settled(fine), what="alice's acks")
+        assert len(alice.acked()) == 20, alice.rec.of(E.PostFailed)[:3]  # the other relay never noticed
+        await bob.rec.until(lambda: bob.settled(cut), what="bob's answers")
+        assert not bob.acked(), "a relay cut off from NATS acknowledged"
+        assert all("cluster" in e.reason for e in bob.rec.of(E.PostFailed)), bob.rec.of(E.PostFailed)
+        await alice.rec.until(
+            lambda: {t for _s, t in alice.received()} >= set(alice.acked()), what="alice's own posts"
+        )
+        hole.heal()  # the partition ends: r1 reconnects and serves again
+        again: list[int] = []
+        deadline = time.monotonic() + 30
+        while not bob.acked():
+            assert time.monotonic() < deadline, "the relay never served again after the partition"
+            again.append(bob.post(f"b-again{len(again)}"))
+            try:
+                await bob.rec.until(lambda: bob.settled(again), 1.0)
+            except AssertionError:
+                pass
+        acked = alice.acked() | bob.acked()
+        for c in (alice, bob):
+            await c.rec.until(
+                lambda c=c: {t for _s, t in c.received()} >= set(acked), what="every acked post"
+            )
+        _one_order([alice, bob], acked)
+    finally:
+        for c in (alice, bob):
+            await c.close()
+        for r in (r0, r1):
+            await stop_relay(r)
+        hole.close()
