@@ -1,0 +1,103 @@
+"""Relays of a cluster and their clients in one event loop, on a real nats-server (tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from udproom.protocol import events as E
+from udproom.protocol.jetstream import ClusterNicks, JetStreamLog, NatsLink
+from udproom.protocol.net.runners import RelayClient, RelayServer
+from udproom.protocol.relay import RelayConfig
+from udproom.protocol.reliability import Timing
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, ev) -> None:
+        self.events.append(ev)
+        self.changed.set()
+
+    def of(self, kind) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def until(self, predicate, timeout: float = 30.0, what: str = "event") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {what} in time; last events {self.events[-8:]}")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except TimeoutError:
+                pass
+
+
+async def cluster_relay(url: str, commit_timeout: float = 5.0) -> RelayServer:
+    timing = Timing.fast()
+    link = NatsLink(url, timeout=3.0)
+    log = JetStreamLog(link, commit_timeout=commit_timeout)
+    names = ClusterNicks(link, os.urandom(4).hex(), ttl=timing.timeout)
+    server = RelayServer("127.0.0.1:0", RelayConfig(timing=timing), log=log, names=names)
+    await server.start()
+    return server
+
+
+async def stop_relay(server: RelayServer) -> None:
+    link = server.log.link
+    await server.stop()
+    link.close()
+
+
+class Client:
+    def __init__(self, server: RelayServer, nick: str) -> None:
+        self.backend = RelayClient(f"127.0.0.1:{server.port}", nick, ["lobby"], timing=Timing.fast())
+        self.rec = Recorder()
+        self.task = asyncio.create_task(self.backend.run(self.rec))
+        self.texts: dict[int, str] = {}
+
+    async def joined(self) -> None:
+        await self.rec.until(lambda: self.rec.of(E.RoomJoined), what="RoomJoined")
+
+    def post(self, text: str) -> int:
+        local = self.backend.post("lobby", text)
+        self.texts[local] = text
+        return local
+
+    def settled(self, ids) -> bool:
+        done = {e.local_id for e in self.rec.of(E.PostAcknowledged)} | {
+            e.local_id for e in self.rec.of(E.PostFailed)
+        }
+        return set(ids) <= done
+
+    def acked(self) -> dict[str, int]:
+        return {
+            self.texts[e.local_id]: e.seq for e in self.rec.of(E.PostAcknowledged) if e.local_id in self.texts
+        }
+
+    def received(self) -> list[tuple[int, str]]:
+        return [(e.seq, e.text) for e in self.rec.of(E.MessageReceived)]
+
+    async def close(self) -> None:
+        self.backend.close()
+        await asyncio.wait_for(self.task, 10)
+
+
+def one_order(clients, acked: dict[str, int]) -> None:
+    """Every acknowledged post reached every client once, under its acknowledged number, and all
+    clients saw one order."""
+    views = [c.received() for c in clients]
+    for view in views:
+        texts = [t for _s, t in view]
+        assert len(texts) == len(set(texts)), "a message delivered twice"
+        assert [s for s, _t in view] == sorted(s for s, _t in view)
+        got = {t: s for s, t in view}
+        for text, seq in acked.items():
+            assert got.get(text) == seq, (text, seq, got.get(text))
+    common = set.intersection(*(set(v) for v in views))
+    assert all([x for x in v if x in common] == sorted(common) for v in views)
