@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 from . import events as E
 from .names import InputError, canonical_room, check_nick, check_text, default_nick, sanitize
-from .net.address import AddressError, format_address, parse_address
+from .net.address import AddressError, format_address, parse_address, parse_addresses
 from .reliability import Timing
 
 COMMANDS = ("relay", "listen", "send", "history", "search", "log")
@@ -145,8 +145,9 @@ def _add_room_args(parser: argparse.ArgumentParser) -> None:
     """Where the room is (a relay, or direct peers), which room, and as whom: listen and send."""
     parser.add_argument(
         "--join",
-        metavar="HOST:PORT",
-        help="the relay, HOST:PORT ('[::1]:6000' for IPv6; port defaults to 6000)",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the relay, HOST:PORT ('[::1]:6000' for IPv6; port defaults to 6000); several relays of "
+        "one cluster, comma-separated: the next when one stops answering",
     )
     _add_direct(parser)
     parser.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
@@ -258,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Does not join the room.",
     )
     history.add_argument(
-        "--join", required=True, metavar="HOST:PORT", help="the relay ('[::1]:6000' for IPv6)"
+        "--join",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the relay ('[::1]:6000' for IPv6; several relays of one cluster, comma-separated)",
     )
     history.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
     history.add_argument(
@@ -1029,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
             parse_address(args.bind, allow_empty_host=True)
             return _run(lambda: _run_relay(args))
         if command == "history":
-            parse_address(args.join)
+            parse_addresses(args.join)
             room, nick = _room_and_nick(args, history_nick)
             return _run(lambda: _run_history(args, room, nick))
         if command in ("search", "log"):
@@ -1041,7 +1045,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.join is not None:
             if args.listen is not None or args.peer:
                 raise UsageError("--join (a relay) cannot be combined with --listen/--peer (direct mode)")
-            parse_address(args.join)
+            parse_addresses(args.join)
         elif args.listen is None and not args.peer:
             raise UsageError("say where the room is: --join HOST:PORT (a relay) or --listen/--peer (direct)")
         else:

@@ -35,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="[HOST]:PORT",
         help="run a relay inside the app and join it (':6000' = every interface)",
     )
-    where.add_argument("--join", metavar="HOST:PORT", help="join a relay")
+    where.add_argument(
+        "--join",
+        metavar="HOST:PORT[,...]",
+        help="join a relay (several relays of one cluster: comma-separated)",
+    )
     where.add_argument(
         "--listen", metavar="[HOST]:PORT", help="direct mode: talk to peers without a relay, listening here"
     )

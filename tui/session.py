@@ -53,7 +53,12 @@ def check(spec: Spec) -> Spec:
     if spec.mode == "join":
         if not address:
             raise SpecError("give the relay's address, e.g. 192.168.1.5:6000")
-        parse_addr(address)
+        from udproom.protocol.net.address import AddressError, parse_addresses
+
+        try:  # (several relays of a cluster: a:6000,b:6000)
+            parse_addresses(address, DEFAULT_PORT)
+        except AddressError as e:
+            raise SpecError(str(e)) from None
     elif spec.mode == "host":
         address = address or f":{DEFAULT_PORT}"
         parse_addr(address, bind=True)

@@ -19,9 +19,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..addr import format_sockaddr
 from ..events import Event, HistoryPage, Refused
 from ..reliability import Timing
-from .address import AddressError, format_address, local_addresses, parse_address, resolve
+from .address import (
+    AddressError,
+    format_address,
+    local_addresses,
+    parse_address,
+    parse_addresses,
+    resolve_all,
+)
 from .transport import CoreProtocol, bind_socket, bound_host, client_socket, open_core
 
 log = logging.getLogger("udproom.net")
@@ -276,6 +284,10 @@ class RelayClient(CoreClient):
     Reconnection with backoff, rejoining rooms and resending unacknowledged posts are the core's
     (ClientSession) job; this only feeds it datagrams and timers. `address` is parsed at once
     (AddressError); resolving happens in `run`, and a failure there is emitted as `Refused`.
+
+    `address` may name several relays of one cluster (`a:6000,b:6000`), and a name may have
+    several addresses: the core fails over to the next when its relay stops answering (those of
+    the first address's family: one socket).
     """
 
     name = "client"
@@ -289,20 +301,38 @@ class RelayClient(CoreClient):
     ) -> None:
         from ..client import ClientSession
 
-        self.host, self.port = parse_address(address)
+        self.targets = parse_addresses(address)
+        self.host, self.port = self.targets[0]
         self._rooms = list(rooms)
         self._addr: tuple | None = None
+        self._relays: list[tuple] = []
         super().__init__(ClientSession(nick, timing=timing, wall_offset=wall_offset()), nick)
 
     @property
     def mode(self) -> str:
-        return f"relay {format_address(self.host, self.port)}"
+        """'relay HOST:PORT', the one it is on when there are several, and whether it failed over."""
+        where = format_address(self.host, self.port)
+        if len(self._relays) > 1 and self.core.addr is not None:
+            where = format_sockaddr(self.core.addr)
+        failed = self.core.failed_from
+        return f"relay {where}" + (f" (failed over from {failed})" if failed else "")
 
     async def _open(self) -> Any:
-        self._addr = await resolve(self.host, self.port)
+        found: list[tuple] = []
+        error: AddressError | None = None
+        for host, port in self.targets:  # a name that does not resolve is skipped, unless all fail
+            try:
+                found += [a for a in await resolve_all(host, port) if a not in found]
+            except AddressError as exc:
+                error = error or exc
+        if not found:
+            raise error or AddressError("no relay address")
+        self._addr = found[0]
+        self._relays = [a for a in found if len(a) == len(found[0])]  # one socket: one family
         return client_socket(self._addr)
 
     def _start(self, now: float) -> None:
+        self.core.relays = self._relays
         self.core.connect(self._addr, now)
         for room in self._rooms:
             self.core.join(room, now)

@@ -68,3 +68,58 @@ async def test_two_and_three_relays_one_order_every_message_once(procs, nats_ser
             if p.running:
                 p.terminate()
         await asyncio.gather(*(p.wait(20) for p in procs.all))
+
+
+async def test_sigkill_of_a_relay_mid_flood_its_members_fail_over_and_lose_nothing(procs, nats_server):
+    """Three relays; a listener and a sender whose first relay is r0 (`--join r0,r1`), and the
+    others on r1 and r2. r0 is SIGKILLed mid-flood: its members move to the next relay, resume the
+    room from the last event they delivered (no gap, no duplicate) and their unacknowledged posts
+    are sent again (deduplicated by message id); the members elsewhere never notice."""
+    relays, addrs = [], []
+    for i in range(3):
+        p, port = await procs.relay("127.0.0.1:0", "--cluster", nats_server.url, *FAST, name=f"relay{i}")
+        relays.append(p)
+        addrs.append(f"127.0.0.1:{port}")
+    r0, r1, r2 = addrs
+    senders = {f"s{i}": [f"s{i} line {k}" for k in range(40)] for i in range(3)}
+    total = sum(len(v) for v in senders.values())
+    joins = {"l0": f"{r0},{r1}", "l1": r1, "l2": r2}
+    listeners = {}
+    for name, join in joins.items():
+        lst = await procs.listen(name, join, "lobby", "--count", str(total), "--timeout", "90", *FAST)
+        await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+        listeners[name] = lst
+    send_joins = [f"{r0},{r2}", r1, r2]
+    sends = [
+        await procs.send(name, join, "lobby", "--timeout", "80", *FAST, stdin=True)
+        for name, join in zip(senders, send_joins, strict=True)
+    ]
+    l1 = listeners["l1"]
+
+    async def flood() -> None:
+        """One line per sender per round, keeping about 15 messages in flight (never a pause)."""
+        for k in range(40):
+            await l1.wait_until(lambda k=k: len(l1.of_type("message")) >= 3 * (k - 5), 60, f"round {k - 5}")
+            for s, lines in zip(sends, senders.values(), strict=True):
+                await s.write(lines[k] + "\n")
+        for s in sends:
+            s.close_stdin()
+
+    feeder = asyncio.create_task(flood())
+    await l1.wait_until(lambda: len(l1.of_type("message")) >= 45, 60, "45 messages")
+    relays[0].kill()  # mid-flood
+    await asyncio.wait_for(feeder, 90)
+    for s in sends:
+        assert await s.wait(90) == 0, s.stderr  # every message acknowledged, r0's sender's too
+    for lst in listeners.values():
+        assert await lst.wait(90) == 0, lst.stderr
+    _one_order(list(listeners.values()), total)
+    moved = listeners["l0"].stderr + sends[0].stderr
+    assert any(f"failing over to {r1}" in line for line in listeners["l0"].stderr), moved
+    assert any(f"failing over to {r2}" in line for line in sends[0].stderr), moved
+    for name in ("l1", "l2"):  # the others never noticed
+        lines = listeners[name].stderr
+        assert not [line for line in lines if "failing over" in line or "missed" in line or "lost" in line], (
+            lines
+        )
+    assert not [line for line in listeners["l0"].stderr if "missed" in line]
