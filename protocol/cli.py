@@ -443,6 +443,8 @@ async def _run_relay(args: argparse.Namespace) -> int:
     await stop.wait()
     stats = server.stats
     await server.stop()
+    if names is not None:
+        names.close()
     _close_link(room_log)
     _say(
         "relay",

@@ -917,7 +917,15 @@ class ClusterNicks:
     token, so a client failing over from a relay that died (it presents its old token as
     `Hello.resume`) takes its own nick over at once instead of waiting for the claim to expire.
     The relay's claims are refreshed every `ttl / 3` on the link's loop; a relay that dies stops
-    refreshing, and its members' nicks come free within `ttl`."""
+    refreshing, and its members' nicks come free within `ttl`.
+
+    Presence across relays (docs/cluster.md): every `ttl / 3` the relay also puts its key in
+    `<prefix>-relays` (TTL `ttl`) and lists the keys there. A relay seen before whose key has
+    expired is dead: the first relay to create `reaper.<its id>` (create-if-absent: exactly one)
+    reads the dead relay's members from `<prefix>-members` (one key per relay, room and nick,
+    written on join, deleted on leave) and hands them over (`reaped()`), so that the room hears
+    that they timed out, as their relay would have said; members whose nick is meanwhile held
+    through another relay (they failed over) are not announced."""
 
     def __init__(
         self, link: NatsLink, relay_id: str, ttl: float = 20.0, prefix: str = "udproom", replicas: int = 1
@@ -928,6 +936,100 @@ class ClusterNicks:
         self.names = ClusterNames(link, prefix, ttl=ttl, replicas=replicas)
         self._mine: dict[str, tuple[str, str, int]] = {}  # key -> (nick, session hash, revision): NATS thread
         self._refresher: asyncio.Task | None = None
+        self.prefix = prefix
+        self.replicas = replicas
+        self._relays_kv: Any = None
+        self._members_kv: Any = None
+        self._seen: set[str] = set()  # relays seen alive (NATS thread)
+        self._missing: set[str] = set()  # of those, missing in the last round
+        self._healthy = True  # the last round reached the servers
+        self._reaped: list[tuple[str, str]] = []  # (room, nick) of dead relays' members, handed over
+        self._lock = threading.Lock()
+        self._wakeup: Callable[[], None] | None = None
+        link.call(self._buckets())
+        self._refresher = link.submit(self._refresh())  # heartbeat, claims, reaping: every ttl / 3
+
+    def close(self) -> None:
+        """Stop refreshing (the link is closed by its owner)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+
+    async def _buckets(self) -> None:
+        js = self.link.js
+        self._relays_kv = await _bucket(js, f"{self.prefix}-relays", self.replicas, self.ttl)
+        self._members_kv = await _bucket(js, f"{self.prefix}-members", self.replicas)
+        await self._relays_kv.put(f"relay.{self.relay_id}", b"{}")
+
+    def set_wakeup(self, fn: Callable[[], None] | None) -> None:
+        self._wakeup = fn
+
+    def _member_key(self, room: str, nick: str) -> str:
+        return f"{self.relay_id}.{room_token(room)[:24]}.{ClusterNames.key(nick)[:24]}"
+
+    def joined(self, room: str, nick: str) -> None:
+        """A member of ours joined `room` (the cluster learns it without waiting)."""
+        value = json.dumps({"room": room, "nick": nick}).encode()
+        if self.link.connected:
+            self.link.submit(self._members_kv.put(self._member_key(room, nick), value))
+
+    def left(self, room: str, nick: str) -> None:
+        if self.link.connected:
+            self.link.submit(self._members_kv.purge(self._member_key(room, nick)))
+
+    def reaped(self) -> list[tuple[str, str]]:
+        """(room, nick) of members of relays that died, to announce as timed out (once, here)."""
+        with self._lock:
+            out, self._reaped = self._reaped, []
+        return out
+
+    async def _reap(self) -> None:
+        """Look for relays that died and, when this relay wins the right to, announce their members."""
+        kv = self._relays_kv
+        try:
+            keys = await kv.keys()
+        except Exception:  # (nats-py: NoKeysError when the bucket is empty)
+            keys = []
+        alive = {k[len("relay.") :] for k in keys if k.startswith("relay.")}
+        missing = self._seen - alive - {self.relay_id}
+        # dead: missing in two rounds in a row of a relay that was connected all along (after an
+        # outage of our own, or of the servers, every relay needs a round to put its key again)
+        dead, self._missing = missing & self._missing, missing
+        self._seen |= alive
+        for relay in dead:
+            self._seen.discard(relay)
+            try:
+                await kv.create(f"reaper.{relay}", self.relay_id.encode())
+            except _wrong_last():
+                continue  # another relay announces them
+            gone = await self._members_of(relay)
+            if gone:
+                with self._lock:
+                    self._reaped += gone
+                fn = self._wakeup
+                if fn is not None:
+                    fn()
+
+    async def _members_of(self, relay: str) -> list[tuple[str, str]]:
+        kv = self._members_kv
+        try:
+            keys = [k for k in await kv.keys() if k.startswith(relay + ".")]
+        except Exception:
+            return []
+        out = []
+        for key in keys:
+            try:
+                data = json.loads((await kv.get(key)).value)
+                await kv.purge(key)
+            except Exception:
+                continue
+            room, nick = data.get("room"), data.get("nick")
+            if not (isinstance(room, str) and isinstance(nick, str)):
+                continue
+            held = await self.names.owner(nick)
+            if held is not None and not held[0].startswith(relay + "/"):
+                continue  # held through another relay now: it failed over, it did not time out
+            out.append((room, nick))
+        return out
 
     @staticmethod
     def _who(token: int) -> str:
@@ -966,8 +1068,6 @@ class ClusterNicks:
                 if rev is None:
                     return False
         self._mine[key] = (nick, who, rev)
-        if self._refresher is None:
-            self._refresher = asyncio.ensure_future(self._refresh())
         return True
 
     async def _take_over(self, kv: Any, key: str, entry: Any, nick: str, who: str, resume: int) -> int | None:
@@ -998,6 +1098,14 @@ class ClusterNicks:
     async def _refresh(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
+            try:
+                await self._relays_kv.put(f"relay.{self.relay_id}", b"{}")  # alive
+                if self._healthy:
+                    await self._reap()
+                self._healthy = True
+            except Exception:
+                self._healthy = False  # (not reachable now: the next round tries again)
+                self._missing = set()
             kv = await self.names._store()
             for key, (nick, who, rev) in list(self._mine.items()):
                 try:

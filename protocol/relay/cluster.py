@@ -58,6 +58,8 @@ class Follow:
         self._wakeup = fn
         if self._follows:
             self.log.set_wakeup(fn)
+        if self.names is not None:
+            self.names.set_wakeup(fn)
 
     # ------------------------------------------------------------------ appends and commits
 
@@ -172,6 +174,31 @@ class Follow:
     def _cluster_poll(self, now: float) -> None:
         self._settle_commits(now)
         self._take_feed(now)
+        if self.names is not None:
+            self._announce_reaped(now)
+
+    def _announce_reaped(self, now: float) -> None:
+        """Members of a relay that died, found by this relay (jetstream.ClusterNicks): the room
+        hears that they timed out, as their relay would have said."""
+        for name, nick in self.names.reaped():
+            ev = F.Ev(kind=F.EV_TIMEOUT, nick=nick, text="", ts=self._ts(now))
+            room = self.rooms.get(name)
+            try:
+                if room is not None:
+                    self._fed_event(room, ev, now)
+                else:  # a room this relay does not serve: into the log all the same
+                    self.log.append(name, ev)
+                    self._dirty.add(name)
+            except (StoreError, EventTooBig):
+                continue
+
+    def _member_joined(self, session: Session, room: Stream) -> None:
+        if self.names is not None:
+            self.names.joined(room.name, session.nick)
+
+    def _member_left(self, session: Session, room: Stream, nick: str = "") -> None:
+        if self.names is not None:
+            self.names.left(room.name, nick or session.nick)
 
     def _follow_room(self, room: Stream) -> None:
         """A room this relay opens: follow it from the last event the cluster has (blocks, bounded:

@@ -157,6 +157,8 @@ class Requests:
             self._nicks[key] = session
             session.nick = new
             for room in session.rooms.values():
+                self._member_left(session, room, old)
+                self._member_joined(session, room)
                 self._room_event(room, F.Ev(kind=F.EV_NICK, nick=old, text=new, ts=self._ts(now)), now)
             return result_frame(cseq, F.RES_OK, 0, "", "")
         if op == F.OP_TOPIC:
@@ -232,6 +234,7 @@ class Requests:
         room.members[session.addr] = m
         room.fanout = None
         session.rooms[name] = room
+        self._member_joined(session, room)  # (a cluster's presence: cluster.py)
         # The answer first (it costs more than the request: under the repair budget), then the
         # backfill: history before our join goes to us alone (the join itself is broadcast), as
         # repair under the same budget; what does not fit now, probes send later.
@@ -331,4 +334,5 @@ class Requests:
             self._probes.cancel(m)
             room.fanout = None
         session.rooms.pop(room.name, None)
+        self._member_left(session, room)
         self._room_event(room, F.Ev(kind=kind, nick=session.nick, text=reason, ts=self._ts(now)), now)

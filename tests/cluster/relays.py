@@ -50,6 +50,7 @@ async def cluster_relay(url: str, commit_timeout: float = 5.0) -> RelayServer:
 
 async def stop_relay(server: RelayServer) -> None:
     link = server.log.link
+    server.names.close()
     await server.stop()
     link.close()
 

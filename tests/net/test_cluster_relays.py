@@ -4,6 +4,7 @@ relay --cluster` processes on 127.0.0.1, members spread across them."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from .procs import FAST
 
@@ -123,3 +124,26 @@ async def test_sigkill_of_a_relay_mid_flood_its_members_fail_over_and_lose_nothi
             lines
         )
     assert not [line for line in listeners["l0"].stderr if "missed" in line]
+
+
+async def test_members_of_a_relay_that_dies_are_announced_as_timed_out(procs, nats_server):
+    """Presence across relays: r0 is SIGKILLed; its member (who has no other relay to go to) is
+    announced as timed out by a relay that lives, once, within about the usual timeout."""
+    r0, port0 = await procs.relay("127.0.0.1:0", "--cluster", nats_server.url, *FAST, name="relay0")
+    _r1, port1 = await procs.relay("127.0.0.1:0", "--cluster", nats_server.url, *FAST, name="relay1")
+    await procs.relay("127.0.0.1:0", "--cluster", nats_server.url, *FAST, name="relay2")  # races r1
+    watcher = await procs.listen("watcher", f"127.0.0.1:{port1}", "lobby", "--timeout", "60", *FAST)
+    await watcher.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+    ghost = await procs.listen("ghost", f"127.0.0.1:{port0}", "lobby", "--timeout", "60", *FAST)
+    await ghost.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+    await watcher.wait_json(lambda o: o["type"] == "join" and o["nick"] == "ghost", 20, "ghost's join")
+    r0.kill()
+    killed = time.monotonic()
+    await watcher.wait_json(lambda o: o["type"] == "timeout" and o["nick"] == "ghost", 30, "ghost's timeout")
+    took = time.monotonic() - killed
+    # (FAST: a 3 s timeout; the announcement comes from the relays' refresh rounds, ttl / 3)
+    assert took < 3 * 3, took
+    ghost.kill()
+    await ghost.wait(10)
+    # said once, by one relay (a second relay would race for the reaper key and lose)
+    assert len([o for o in watcher.json if o.get("type") == "timeout" and o.get("nick") == "ghost"]) == 1
