@@ -187,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         "locally; needs the 'cluster' extra: pip install 'udproom[cluster]')",
     )
     relay.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N|auto",
+        help="with --cluster: run N relay processes on the one port (SO_REUSEPORT), sharing rooms "
+        "through the cluster; 'auto' = one per core",
+    )
+    relay.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # (a worker)
+    relay.add_argument(
         "--replicas",
         type=int,
         choices=(1, 3, 5),
@@ -406,9 +414,37 @@ def _on_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -
 # ----------------------------------------------------------------------------- relay
 
 
+def _workers(text: str) -> int:
+    from .net.workers import worker_count
+
+    try:
+        return worker_count(text.strip().lower())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a number of workers or 'auto' ({exc})") from None
+
+
+async def _run_workers(args: argparse.Namespace) -> int:
+    from .net.workers import run_workers
+
+    if not args.cluster:
+        raise UsageError(
+            "--workers runs relays that share rooms through a cluster: add --cluster nats://HOST:PORT"
+        )
+    host, port = parse_address(args.bind, allow_empty_host=True)
+    stop = asyncio.Event()
+    _on_signals(asyncio.get_running_loop(), stop.set)
+    try:
+        return await run_workers(args.workers, args.argv, host, port, lambda text: _say("relay", text), stop)
+    except AddressError as exc:
+        raise Failure(str(exc)) from None
+
+
 async def _run_relay(args: argparse.Namespace) -> int:
     from .net.runners import RelayServer
     from .relay import RelayConfig, StoreFailed, StoreRecovered
+
+    if args.workers is not None:
+        return await _run_workers(args)
 
     timing = _timing(args)
     config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
@@ -424,7 +460,9 @@ async def _run_relay(args: argparse.Namespace) -> int:
         elif isinstance(ev, StoreRecovered):
             _say("relay", f"storing again ({_plural(ev.refused, 'commit')} refused meanwhile)")
 
-    server = RelayServer(args.bind, config, log=room_log, on_event=on_event, names=names)
+    server = RelayServer(
+        args.bind, config, log=room_log, on_event=on_event, names=names, reuse_port=args.reuse_port
+    )
     try:
         host, port = await server.start()
     except AddressError as exc:
@@ -1033,6 +1071,7 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(args.log_level)
         if command == "relay":
             parse_address(args.bind, allow_empty_host=True)
+            args.argv = argv[argv.index("relay") + 1 :]  # (--workers: this command again, per worker)
             return _run(lambda: _run_relay(args))
         if command == "history":
             parse_addresses(args.join)

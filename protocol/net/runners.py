@@ -50,8 +50,10 @@ class RelayServer:
         on_event: Callable[[Any], None] | None = None,
         log: Any = None,
         names: Any = None,
+        reuse_port: bool = False,
     ) -> None:
         self.bind = bind
+        self.reuse_port = reuse_port  # SO_REUSEPORT: one of `relay --workers`
         #: nick claims across a cluster's relays (jetstream.ClusterNicks), with a cluster's log
         self.names = names
         self.config = config
@@ -72,7 +74,7 @@ class RelayServer:
         if getattr(config, "wall_offset", None) == 0.0:
             config = dataclasses.replace(config, wall_offset=wall_offset())
         self.relay = Relay(config, self.log, self.names)
-        sock = bind_socket(self.host, self.port)
+        sock = bind_socket(self.host, self.port, self.reuse_port)
         try:
             self.protocol = proto = await open_core(self.relay, sock, self._event, name="relay")
         except BaseException:

@@ -4,9 +4,12 @@ relay --cluster` processes on 127.0.0.1, members spread across them."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
 import time
 
-from .procs import FAST
+from .procs import FAST, bound_port
 
 
 async def _relays(procs, url: str, n: int) -> list[str]:
@@ -147,3 +150,45 @@ async def test_members_of_a_relay_that_dies_are_announced_as_timed_out(procs, na
     await ghost.wait(10)
     # said once, by one relay (a second relay would race for the reaper key and lose)
     assert len([o for o in watcher.json if o.get("type") == "timeout" and o.get("nick") == "ghost"]) == 1
+
+
+async def test_workers_share_one_port_and_the_rooms(procs, nats_server):
+    """`relay --workers 2`: two relay processes on one port (SO_REUSEPORT), sharing the room through
+    the cluster: every member gets every message once in one order, whichever worker it is on."""
+    parent = await procs.start(
+        "relay", "relay", "--workers", "2", "--cluster", nats_server.url, "--bind", "127.0.0.1:0", *FAST
+    )
+    port = await bound_port(parent, "relay")
+    await parent.wait_until(
+        lambda: sum("listening on" in line for line in parent.stderr) == 2, 20, "2 workers"
+    )
+    addr = f"127.0.0.1:{port}"
+    senders = {f"w{i}": [f"w{i} line {k}" for k in range(20)] for i in range(3)}
+    total = sum(len(v) for v in senders.values())
+    listeners = []
+    for i in range(8):
+        lst = await procs.listen(f"wl{i}", addr, "lobby", "--count", str(total), "--timeout", "60", *FAST)
+        await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+        listeners.append(lst)
+    await _flood(procs, [addr], senders, listeners)
+    for lst in listeners:
+        assert await lst.wait(60) == 0, lst.stderr
+    _one_order(listeners, total)
+    pids = [int(p) for p in re.search(r"pids (\d+), (\d+)", parent.stderr[0]).groups()]
+    os.kill(pids[0], signal.SIGKILL)  # a worker dies: the parent starts it again
+    await parent.wait_until(
+        lambda: sum("listening on" in line for line in parent.stderr) == 3, 20, "a new worker"
+    )
+    assert any(f"worker {pids[0]} exited with -9: starting it again" in line for line in parent.stderr)
+    parent.terminate()  # passed on to the workers by PID
+    assert await parent.wait(30) == 0, parent.stderr
+    stopped = [line for line in parent.stderr if "stopped after" in line]
+    assert len(stopped) == 2, parent.stderr
+
+
+async def test_workers_need_a_cluster(procs):
+    p = await procs.start("relay", "relay", "--workers", "2", "--bind", "127.0.0.1:0")
+    assert await p.wait(20) == 2
+    assert p.stderr == [
+        "udproom relay: --workers runs relays that share rooms through a cluster: add --cluster nats://HOST:PORT"
+    ]
