@@ -251,7 +251,7 @@ class JetStreamLog(RoomLog):
         self._refresh: concurrent.futures.Future | None = None
         self.settings = RoomSettings(link, prefix, replicas)  # (an R1 bucket dies with its node)
         # following rooms (the relay's feed): touched on the NATS thread, handed over under a lock
-        self._subs: dict[str, Any] = {}  # room -> its ordered consumer (NATS thread)
+        self._subs: dict[str, Any] = {}  # room -> (subscribe, its push consumer) (NATS thread)
         self._fed: dict[str, int] = {}  # room -> last sequence handed over (NATS thread)
         self._feed: list[tuple[str, int, bytes]] = []
         self._feed_lock = threading.Lock()
@@ -574,9 +574,21 @@ class JetStreamLog(RoomLog):
                 self.wake()
 
         async def subscribe(start: int) -> Any:
-            cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+            # An ephemeral push consumer without acks, like nats-py's ordered consumer but without
+            # its flow control: nats-py answers flow-control requests from a task that looks every
+            # 250 ms, which held deliveries back by ~100 ms (bench_cluster.py). Order is the
+            # stream's; a gap (a slow consumer) is the relay's to fill from the log (cluster.py);
+            # after a reconnect every room is subscribed again (_resubscribe).
+            cfg = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start,
+                ack_policy=api.AckPolicy.NONE,
+                max_deliver=1,
+                mem_storage=True,
+                num_replicas=1,
+            )
             return await self.link.js.subscribe(
-                r.subject, stream=r.stream, cb=deliver, ordered_consumer=True, config=cfg, manual_ack=True
+                r.subject, stream=r.stream, cb=deliver, config=cfg, manual_ack=True, flow_control=False
             )
 
         self._subs[room] = (subscribe, await subscribe(last + 1))
