@@ -460,9 +460,10 @@ async def _run_relay(args: argparse.Namespace) -> int:
         elif isinstance(ev, StoreRecovered):
             _say("relay", f"storing again ({_plural(ev.refused, 'commit')} refused meanwhile)")
 
-    server = RelayServer(
-        args.bind, config, log=room_log, on_event=on_event, names=names, reuse_port=args.reuse_port
-    )
+    # relays of a cluster share a port on one machine (SO_REUSEPORT): a second `relay --cluster`
+    # there just works, as --workers do; the kernel keeps each client on one of them
+    reuse = args.reuse_port or bool(args.cluster)
+    server = RelayServer(args.bind, config, log=room_log, on_event=on_event, names=names, reuse_port=reuse)
     try:
         host, port = await server.start()
     except AddressError as exc:

@@ -12,18 +12,11 @@ from udproom.protocol.net.runners import RelayClient, RelayServer
 from udproom.protocol.relay import RelayConfig
 from udproom.protocol.reliability import Timing
 
+from ..net.test_runners import Recorder as _Recorder
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list = []
-        self.changed = asyncio.Event()
 
-    def __call__(self, ev) -> None:
-        self.events.append(ev)
-        self.changed.set()
-
-    def of(self, kind) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
+class Recorder(_Recorder):
+    """tests/net/test_runners.py's, waiting for any condition, not only for one event."""
 
     async def until(self, predicate, timeout: float = 30.0, what: str = "event") -> None:
         deadline = time.monotonic() + timeout
@@ -102,3 +95,22 @@ def one_order(clients, acked: dict[str, int]) -> None:
             assert got.get(text) == seq, (text, seq, got.get(text))
     common = set.intersection(*(set(v) for v in views))
     assert all([x for x in v if x in common] == sorted(common) for v in views)
+
+
+async def post_until_served(client: Client, prefix: str, step: float, limit: float = 30.0) -> None:
+    """Post every `step` seconds until one post is acknowledged (a relay serving again), bounded."""
+    sent: list[int] = []
+    deadline = time.monotonic() + limit
+    while not any(e.local_id in sent for e in client.rec.of(E.PostAcknowledged)):
+        assert time.monotonic() < deadline, f"the relay never served {client.backend.nick} again"
+        sent.append(client.post(f"{prefix}{len(sent)}"))
+        try:
+            await client.rec.until(lambda: client.settled(sent), step)
+        except AssertionError:
+            pass
+
+
+async def everyone_has(clients: list[Client], texts) -> None:
+    """Wait until every client received every one of `texts`."""
+    for c in clients:
+        await c.rec.until(lambda c=c: {t for _s, t in c.received()} >= set(texts), what=f"{texts} at {c}")

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 from udproom.protocol import events as E
 
-from .relays import Client, cluster_relay, one_order, stop_relay
+from .relays import Client, cluster_relay, everyone_has, one_order, post_until_served, stop_relay
 
 
 async def test_nats_restarted_mid_conversation_refuses_then_serves_never_acks_unstored(nats_server):
@@ -34,27 +33,12 @@ async def test_nats_restarted_mid_conversation_refuses_then_serves_never_acks_un
         assert all("cluster" in r or "did not acknowledge" in r for r in failed), failed
 
         nats_server.start()
-        after: list[int] = []
-
-        def served() -> bool:  # the relays reconnect: posts are acknowledged again
-            return any(e.local_id in after for e in alice.rec.of(E.PostAcknowledged))
-
-        deadline = time.monotonic() + 30
-        while not served():  # a post every half second until one is acknowledged (bounded)
-            assert time.monotonic() < deadline, "the relay never served again after the restart"
-            after.append(alice.post(f"a-back{len(after)}"))
-            try:
-                await alice.rec.until(lambda: alice.settled(after), 0.5)
-            except AssertionError:
-                pass
+        await post_until_served(alice, "a-back", 0.5)  # the relays reconnect: posts are acknowledged again
         last = [alice.post(f"a-last{i}") for i in range(5)] + [bob.post(f"b-last{i}") for i in range(5)]
         await alice.rec.until(lambda: alice.settled(last[:5]) and bob.settled(last[5:]), what="acks after")
         assert {e.local_id for e in alice.rec.of(E.PostAcknowledged)} >= set(last[:5])
         acked = alice.acked() | bob.acked()
-        await bob.rec.until(
-            lambda: {t for _s, t in bob.received()} >= set(acked), what="every acked post at bob"
-        )
-        await alice.rec.until(lambda: {t for _s, t in alice.received()} >= set(acked), what="... at alice")
+        await everyone_has([alice, bob], acked)
         one_order([alice, bob], acked)
     finally:
         for c in (alice, bob):
@@ -128,24 +112,11 @@ async def test_a_relay_cut_off_from_nats_stops_acknowledging_the_other_never_not
         await bob.rec.until(lambda: bob.settled(cut), what="bob's answers")
         assert not bob.acked(), "a relay cut off from NATS acknowledged"
         assert all("cluster" in e.reason for e in bob.rec.of(E.PostFailed)), bob.rec.of(E.PostFailed)
-        await alice.rec.until(
-            lambda: {t for _s, t in alice.received()} >= set(alice.acked()), what="alice's own posts"
-        )
+        await everyone_has([alice], alice.acked())
         hole.heal()  # the partition ends: r1 reconnects and serves again
-        again: list[int] = []
-        deadline = time.monotonic() + 30
-        while not bob.acked():
-            assert time.monotonic() < deadline, "the relay never served again after the partition"
-            again.append(bob.post(f"b-again{len(again)}"))
-            try:
-                await bob.rec.until(lambda: bob.settled(again), 1.0)
-            except AssertionError:
-                pass
+        await post_until_served(bob, "b-again", 1.0)
         acked = alice.acked() | bob.acked()
-        for c in (alice, bob):
-            await c.rec.until(
-                lambda c=c: {t for _s, t in c.received()} >= set(acked), what="every acked post"
-            )
+        await everyone_has([alice, bob], acked)
         one_order([alice, bob], acked)
     finally:
         for c in (alice, bob):

@@ -192,3 +192,26 @@ async def test_workers_need_a_cluster(procs):
     assert p.stderr == [
         "udproom relay: --workers runs relays that share rooms through a cluster: add --cluster nats://HOST:PORT"
     ]
+
+
+async def test_relays_of_a_cluster_on_one_machine_share_the_port(procs, nats_server):
+    """Two `relay --cluster URL` on one machine with the same --bind: nothing local collides (no data
+    directory, no lock, and the port is shared, SO_REUSEPORT), and the room is one room."""
+    from udproom.protocol.net.workers import pick_port
+
+    port = pick_port("127.0.0.1", 0)
+    for i in range(2):
+        _p, got = await procs.relay(
+            f"127.0.0.1:{port}", "--cluster", nats_server.url, *FAST, name=f"relay{i}"
+        )
+        assert got == port
+    addr = f"127.0.0.1:{port}"
+    listeners = []
+    for i in range(4):
+        lst = await procs.listen(f"m{i}", addr, "lobby", "--count", "20", "--timeout", "60", *FAST)
+        await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+        listeners.append(lst)
+    await _flood(procs, [addr], {"one": [f"line {k}" for k in range(20)]}, listeners)
+    for lst in listeners:
+        assert await lst.wait(60) == 0, lst.stderr
+    _one_order(listeners, 20)
