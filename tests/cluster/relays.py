@@ -19,16 +19,9 @@ class Recorder(_Recorder):
     """tests/net/test_runners.py's, waiting for any condition, not only for one event."""
 
     async def until(self, predicate, timeout: float = 30.0, what: str = "event") -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {what} in time; last events {self.events[-8:]}")
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), left)
-            except TimeoutError:
-                pass
+        """Wait (bounded) until `predicate()` holds."""
+        if not predicate():
+            await self.wait(lambda _e: predicate(), timeout, what)
 
 
 async def cluster_relay(url: str, commit_timeout: float = 5.0) -> RelayServer:
@@ -114,3 +107,10 @@ async def everyone_has(clients: list[Client], texts) -> None:
     """Wait until every client received every one of `texts`."""
     for c in clients:
         await c.rec.until(lambda c=c: {t for _s, t in c.received()} >= set(texts), what=f"{texts} at {c}")
+
+
+async def shutdown(clients: list[Client], relays: list[RelayServer]) -> None:
+    for c in clients:
+        await c.close()
+    for r in relays:
+        await stop_relay(r)

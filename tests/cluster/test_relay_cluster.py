@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from udproom.protocol import events as E
 
-from .relays import Client, cluster_relay, stop_relay
+from .relays import Client, cluster_relay, shutdown
 
 
 async def test_topic_history_and_nicks_are_the_clusters(nats_server):
@@ -50,7 +50,4 @@ async def test_topic_history_and_nicks_are_the_clusters(nats_server):
         clients.append(again)
         await again.joined()
     finally:
-        for c in clients:
-            await c.close()
-        for r in (r0, r1):
-            await stop_relay(r)
+        await shutdown(clients, [r0, r1])

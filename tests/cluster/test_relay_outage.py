@@ -10,7 +10,7 @@ import threading
 
 from udproom.protocol import events as E
 
-from .relays import Client, cluster_relay, everyone_has, one_order, post_until_served, stop_relay
+from .relays import Client, cluster_relay, everyone_has, one_order, post_until_served, shutdown
 
 
 async def test_nats_restarted_mid_conversation_refuses_then_serves_never_acks_unstored(nats_server):
@@ -41,10 +41,7 @@ async def test_nats_restarted_mid_conversation_refuses_then_serves_never_acks_un
         await everyone_has([alice, bob], acked)
         one_order([alice, bob], acked)
     finally:
-        for c in (alice, bob):
-            await c.close()
-        for r in (r0, r1):
-            await stop_relay(r)
+        await shutdown([alice, bob], [r0, r1])
 
 
 class BlackHole:
@@ -119,8 +116,5 @@ async def test_a_relay_cut_off_from_nats_stops_acknowledging_the_other_never_not
         await everyone_has([alice, bob], acked)
         one_order([alice, bob], acked)
     finally:
-        for c in (alice, bob):
-            await c.close()
-        for r in (r0, r1):
-            await stop_relay(r)
+        await shutdown([alice, bob], [r0, r1])
         hole.close()
