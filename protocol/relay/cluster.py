@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 from .. import frames as F
+from ..names import InputError, canonical_room, check_nick
 from ..roomlog import StoreError
 from .state import (
     NOT_STORED,
@@ -181,15 +182,17 @@ class Follow:
         """Members of a relay that died, found by this relay (jetstream.ClusterNicks): the room
         hears that they timed out, as their relay would have said."""
         for name, nick in self.names.reaped():
-            ev = F.Ev(kind=F.EV_TIMEOUT, nick=nick, text="", ts=self._ts(now))
-            room = self.rooms.get(name)
-            try:
+            try:  # (read from a bucket: checked like anything else that becomes an event)
+                name, nick = canonical_room(name), check_nick(nick)
+                ev = F.Ev(kind=F.EV_TIMEOUT, nick=nick, text="", ts=self._ts(now))
+                room = self.rooms.get(name)
                 if room is not None:
+                    room.encode(ev)
                     self._fed_event(room, ev, now)
                 else:  # a room this relay does not serve: into the log all the same
                     self.log.append(name, ev)
                     self._dirty.add(name)
-            except (StoreError, EventTooBig):
+            except (InputError, StoreError, EventTooBig):
                 continue
 
     def _member_joined(self, session: Session, room: Stream) -> None:

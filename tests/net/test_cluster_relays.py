@@ -215,3 +215,19 @@ async def test_relays_of_a_cluster_on_one_machine_share_the_port(procs, nats_ser
     for lst in listeners:
         assert await lst.wait(60) == 0, lst.stderr
     _one_order(listeners, 20)
+
+
+async def test_cluster_errors_are_one_line(procs, silent_port):
+    cases = [
+        (
+            ["--cluster", f"nats://127.0.0.1:{silent_port}"],
+            1,
+            "cannot reach the cluster at nats://127.0.0.1:",
+        ),
+        (["--cluster", "127.0.0.1:4222"], 2, "--cluster wants nats://HOST:PORT"),
+        (["--cluster", "nats://127.0.0.1:4222", "--memory"], 2, "cannot be combined with --data, --memory"),
+    ]
+    for i, (extra, code, words) in enumerate(cases):
+        p = await procs.start(f"relay{i}", "relay", "--bind", "127.0.0.1:0", *extra)
+        assert await p.wait(30) == code, p.stderr
+        assert len(p.stderr) == 1 and words in p.stderr[0], p.stderr
