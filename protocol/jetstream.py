@@ -988,6 +988,32 @@ class ClusterNicks:
         if self.link.connected:
             self.link.submit(self._members_kv.purge(self._member_key(room, nick)))
 
+    def members(self, room: str) -> list[str]:
+        """The nicks in `room` through any relay, as the members bucket has them (blocks, bounded:
+        once per room a relay opens; [] when the cluster does not answer)."""
+        try:
+            return self.link.call(self._room_members(room), min(self.link.timeout, 3.0))
+        except StoreError:
+            return []
+
+    async def _room_members(self, room: str) -> list[str]:
+        kv = self._members_kv
+        token = room_token(room)[:24]
+        try:
+            keys = [k for k in await kv.keys() if k.split(".")[1:2] == [token]]
+        except Exception:  # (nats-py: NoKeysError for an empty bucket)
+            return []
+        entries = await asyncio.gather(*(kv.get(k) for k in keys), return_exceptions=True)
+        out = []
+        for entry in entries:
+            try:
+                data = json.loads(entry.value)
+            except Exception:
+                continue
+            if isinstance(data, dict) and data.get("room") == room and isinstance(data.get("nick"), str):
+                out.append(data["nick"])
+        return out
+
     def reaped(self) -> list[tuple[str, str]]:
         """(room, nick) of members of relays that died, to announce as timed out (once, here)."""
         with self._lock:

@@ -23,7 +23,7 @@ from collections import deque
 from typing import Any
 
 from .. import frames as F
-from ..names import InputError, canonical_room, check_nick
+from ..names import InputError, canonical_room, check_nick, nick_key
 from ..roomlog import StoreError
 from .state import (
     NOT_STORED,
@@ -49,6 +49,8 @@ class Follow:
         self._commits: deque = deque()  # (Commit, its unstored posts, its presence events, posts)
         self._group_presence: list[tuple[str, int, F.Ev]] = []
         self._followed: set[str] = set()
+        #: who is in each followed room as its stream says (every relay's members): nick_key -> info
+        self._roster: dict[str, dict[str, F.MemberInfo]] = {}
         self._wakeup: Any = None
         #: nick claims across relays (jetstream.ClusterNicks), or None: unique on this relay only
         self.names = names
@@ -166,10 +168,13 @@ class Follow:
             room.push(item, now)
             if ev.kind == F.EV_TOPIC:
                 room.topic = ev.text
+            elif ev.kind in _ROSTER:
+                _roster_event(self._roster.setdefault(name, {}), ev)
             self._dirty.add(name)
         if len(self._followed) != len(self.rooms) or not self._followed.issubset(self.rooms):
             for name in [n for n in self._followed if n not in self.rooms]:
                 self._followed.discard(name)
+                self._roster.pop(name, None)
                 log.unfollow(name)
 
     def _cluster_poll(self, now: float) -> None:
@@ -208,10 +213,22 @@ class Follow:
         once per room opened; StoreError when the cluster cannot be reached)."""
         last, _first, topic = self.log.follow(room.name)
         self._followed.add(room.name)
+        roster = self._roster[room.name] = {}
+        if self.names is not None:  # who is in it now, through any relay (the feed keeps it)
+            for nick in self.names.members(room.name):
+                try:  # (read from a bucket: checked like a Hello's nick)
+                    roster[nick_key(nick)] = F.MemberInfo(check_nick(nick), "")
+                except InputError:
+                    continue
         if last:
             room.start_at(last, topic)
         else:
             room.topic = topic
+
+    def _elsewhere(self, room: Stream, session: Session) -> list[F.MemberInfo]:
+        """The room's members on other relays, for a joiner's member list."""
+        here = {nick_key(m.session.nick) for m in room.members.values()} | {nick_key(session.nick)}
+        return [info for key, info in self._roster.get(room.name, {}).items() if key not in here]
 
     # ------------------------------------------------------------------ nicks across relays
 
@@ -229,6 +246,23 @@ class Follow:
     def _release_nick(self, session: Session, nick: str) -> None:
         if self.names is not None:
             self.names.release(nick, session.token)
+
+
+_ROSTER = (F.EV_JOIN, F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)
+
+
+def _roster_event(roster: dict[str, F.MemberInfo], ev: F.Ev) -> None:
+    """Who is in a room, after one of its events."""
+    key = nick_key(ev.nick)
+    if ev.kind == F.EV_JOIN:
+        roster[key] = F.MemberInfo(ev.nick, "")
+    elif ev.kind in (F.EV_LEAVE, F.EV_TIMEOUT):
+        roster.pop(key, None)
+    elif ev.kind == F.EV_NICK:
+        old = roster.pop(key, None)
+        roster[nick_key(ev.text)] = F.MemberInfo(ev.text, old.away if old is not None else "")
+    elif key in roster:  # away
+        roster[key] = F.MemberInfo(ev.nick, ev.text)
 
 
 def _stored_before(log: Any, room: str, seq: int) -> bool:

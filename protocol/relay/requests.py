@@ -247,17 +247,17 @@ class Requests:
         self._set_probe(m, now + session.rtt.rto)
         return joined
 
-    @staticmethod
-    def _snapshot(room: Stream, session: Session) -> list[F.MemberInfo]:
-        """The member list as a joiner gets it: the others sorted, then itself."""
-        snap = sorted(
-            (
-                F.MemberInfo(o.session.nick, o.session.away)
-                for o in room.members.values()
-                if o.session is not session
-            ),
-            key=lambda i: i.nick.lower(),
-        )
+    def _snapshot(self, room: Stream, session: Session) -> list[F.MemberInfo]:
+        """The member list as a joiner gets it: the others sorted, then itself (in a cluster, the
+        members on other relays too: cluster.py)."""
+        others = [
+            F.MemberInfo(o.session.nick, o.session.away)
+            for o in room.members.values()
+            if o.session is not session
+        ]
+        if self._follows:
+            others += self._elsewhere(room, session)
+        snap = sorted(others, key=lambda i: i.nick.lower())
         snap.append(F.MemberInfo(session.nick, session.away))
         return snap
 

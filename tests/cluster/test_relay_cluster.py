@@ -1,5 +1,6 @@
-"""What members of one room on different relays share (issue 12): the topic, the history a page
-back reads, and nicks (unique across the cluster, free again when their session ends)."""
+"""What members of one room on different relays share (issue 12): the topic, the member list, the
+history a page back reads, and nicks (unique across the cluster, free again when their session
+ends)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ async def test_topic_history_and_nicks_are_the_clusters(nats_server):
         carol = Client(r1, "carol")
         clients.append(carol)
         await carol.joined()
-        assert carol.rec.of(E.RoomJoined)[0].topic == "cluster talk"
+        joined = carol.rec.of(E.RoomJoined)[0]
+        assert joined.topic == "cluster talk"
+        # and the member list names the members on the other relay too
+        assert sorted(m.nick for m in joined.members) == ["alice", "bob", "carol"]
 
         # the same history from either relay
         pages = []
