@@ -29,6 +29,7 @@ import hashlib
 import itertools
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
@@ -955,6 +956,7 @@ class ClusterNicks:
         self._seen: set[str] = set()  # relays seen alive (NATS thread)
         self._missing: set[str] = set()  # of those, missing in the last round
         self._healthy = True  # the last round reached the servers
+        self._down_until = 0.0  # claims fail at once until then (claim)
         self._reaped: list[tuple[str, str]] = []  # (room, nick) of dead relays' members, handed over
         self._lock = threading.Lock()
         self._wakeup: Callable[[], None] | None = None
@@ -1074,9 +1076,17 @@ class ClusterNicks:
         return hashlib.sha256(b"udproom-session:%d" % token).hexdigest()[:32]
 
     def claim(self, nick: str, token: int, resume: int = 0) -> bool:
+        """Blocks (bounded). After a claim that got no answer, claims fail at once for a moment:
+        a relay cut off from NATS must not stall its loop for every Hello."""
         if not self.link.connected:
             raise StoreError("the cluster is not reachable (reconnecting)")
-        return bool(self.link.call(self._claim(nick, token, resume), min(self.link.timeout, 3.0)))
+        if time.monotonic() < self._down_until:
+            raise StoreError("the cluster did not answer a moment ago")
+        try:
+            return bool(self.link.call(self._claim(nick, token, resume), min(self.link.timeout, 3.0)))
+        except StoreError:
+            self._down_until = time.monotonic() + min(self.ttl / 4, 2.0)
+            raise
 
     def release(self, nick: str, token: int) -> None:
         if self.link.connected:

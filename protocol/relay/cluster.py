@@ -46,6 +46,9 @@ class Follow:
         if self._follows:  # numbers come from the stream: relays posting at once never refuse each other
             self.log.stream_numbers = True
         self._numbers: dict[tuple[str, int], int] = {}  # the last waited-for group's final numbers
+        self._last_error = ""  # why the last commit failed, and when (joins wait for no commit then)
+        self._failed_at = 0.0
+        self._now = 0.0  # the last `now` the relay was given (for what settles without one)
         self._commits: deque = deque()  # (Commit, its unstored posts, its presence events, posts)
         self._group_presence: list[tuple[str, int, F.Ev]] = []
         self._followed: set[str] = set()
@@ -115,6 +118,7 @@ class Follow:
                     self._events.append(StoreRecovered(self._store_failures))
                     self._store_failures = 0
             else:
+                self._last_error, self._failed_at = error, now if now is not None else self._now
                 self.stats["commit_failures"] += 1
                 if not self._store_failures:
                     self._events.append(StoreFailed(error))
@@ -178,6 +182,7 @@ class Follow:
                 log.unfollow(name)
 
     def _cluster_poll(self, now: float) -> None:
+        self._now = now
         self._settle_commits(now)
         self._take_feed(now)
         if self.names is not None:
@@ -207,6 +212,19 @@ class Follow:
     def _member_left(self, session: Session, room: Stream, nick: str = "") -> None:
         if self.names is not None:
             self.names.left(room.name, nick or session.nick)
+
+    def _cluster_refuses(self, now: float) -> str | None:
+        """Why a join is refused at once: the last commit failed a moment ago (the cluster is not
+        reachable, or did not answer in time). A join waits for its commit, and the loop with it:
+        during an outage that would stall every member, join after join. After a moment a join may
+        try again (it is what finds out that the cluster is back when no one posts)."""
+        if (
+            self._follows
+            and self._store_failures
+            and now < self._failed_at + min(self.timing.timeout / 4, 2.0)
+        ):
+            return self._last_error
+        return None
 
     def _follow_room(self, room: Stream) -> None:
         """A room this relay opens: follow it from the last event the cluster has (blocks, bounded:

@@ -203,6 +203,9 @@ class Requests:
         # Members get everything up to now first (stored first), then the joiner is added with its
         # backfill; nothing is pending from here on, so a room made afresh continues the log.
         self._commit()
+        down = self._cluster_refuses(now)  # (a cluster that failed a moment ago: cluster.py)
+        if down is not None:
+            return result_frame(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {down}", name)
         room = self.rooms.get(name)
         if room is None:
             if len(self.rooms) >= self.config.max_rooms:

@@ -109,6 +109,12 @@ async def test_a_relay_cut_off_from_nats_stops_acknowledging_the_other_never_not
         await bob.rec.until(lambda: bob.settled(cut), what="bob's answers")
         assert not bob.acked(), "a relay cut off from NATS acknowledged"
         assert all("cluster" in e.reason for e in bob.rec.of(E.PostFailed)), bob.rec.of(E.PostFailed)
+        bob.backend.join("dev")  # a join is refused too, in one line, and nothing is in the room
+        await bob.rec.until(lambda: bob.rec.of(E.RequestRefused), what="the join refused")
+        refused = bob.rec.of(E.RequestRefused)[0]
+        assert (
+            refused.what == "join" and "could not store it" in refused.reason and "cluster" in refused.reason
+        )
         await everyone_has([alice], alice.acked())
         hole.heal()  # the partition ends: r1 reconnects and serves again
         await post_until_served(bob, "b-again", 1.0)
