@@ -472,7 +472,10 @@ async def _run_relay(args: argparse.Namespace) -> int:
         raise Failure(str(exc)) from None
     where = getattr(room_log, "path", None)
     if args.cluster:
-        _say("relay", f"rooms kept in the cluster at {args.cluster} ({_plural(args.replicas, 'replica')})")
+        from .jetstream import redact
+
+        where = ",".join(redact(u) for u in args.cluster.split(","))
+        _say("relay", f"rooms kept in the cluster at {where} ({_plural(args.replicas, 'replica')})")
     else:
         _say("relay", f"rooms kept in {where}" if where else "rooms kept in memory only (--memory)")
     stop = asyncio.Event()
@@ -507,12 +510,13 @@ def _open_cluster(args: argparse.Namespace, timeout: float) -> tuple[Any, Any]:
             "--cluster keeps rooms in NATS JetStream: it cannot be combined with --data, --memory or --fsync"
         )
     urls = [u.strip() for u in args.cluster.split(",") if u.strip()]
-    if not urls or not all(u.startswith(("nats://", "tls://")) for u in urls):
-        raise UsageError(f"--cluster wants nats://HOST:PORT[,nats://HOST:PORT...], not {args.cluster!r}")
     try:
-        from .jetstream import ClusterNicks, JetStreamLog, NatsLink
+        from .jetstream import ClusterNicks, JetStreamLog, NatsLink, redact
     except ImportError:
         raise Failure("--cluster needs nats-py: pip install 'udproom[cluster]'") from None
+    if not urls or not all(u.startswith(("nats://", "tls://")) for u in urls):
+        shown = ",".join(redact(u) for u in urls)
+        raise UsageError(f"--cluster wants nats://HOST:PORT[,nats://HOST:PORT...], not {shown!r}")
     keep_events = KEEP_EVENTS if args.keep_events is None else args.keep_events
     try:
         link = NatsLink(urls)

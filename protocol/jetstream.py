@@ -53,6 +53,14 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def redact(url: str) -> str:
+    """A server URL as it may be shown or logged: without a user and password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url.rpartition("@")[2]
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
 def room_token(room: str) -> str:
     """A room name as a NATS token (subjects and stream names allow few characters; room names are
     any text): the first 40 hex digits of its SHA-256. The name itself travels in the stream's
@@ -117,7 +125,8 @@ class NatsLink:
         except StoreError as exc:
             self._stop_loop()
             why = self.last_error or str(exc)
-            raise StoreError(f"cannot reach the cluster at {','.join(self.servers)}: {why}") from None
+            where = ",".join(redact(s) for s in self.servers)
+            raise StoreError(f"cannot reach the cluster at {where}: {why}") from None
         self.js = self.nc.jetstream(timeout=timeout)
         self._acks: dict[str, asyncio.Future] | None = None
         self._ack_prefix = ""

@@ -224,10 +224,16 @@ async def test_cluster_errors_are_one_line(procs, silent_port):
             1,
             "cannot reach the cluster at nats://127.0.0.1:",
         ),
+        # (a password in the URL is never shown)
+        (
+            ["--cluster", f"nats://relay:s3cret@127.0.0.1:{silent_port}"],
+            1,
+            f"at nats://127.0.0.1:{silent_port}:",
+        ),
         (["--cluster", "127.0.0.1:4222"], 2, "--cluster wants nats://HOST:PORT"),
         (["--cluster", "nats://127.0.0.1:4222", "--memory"], 2, "cannot be combined with --data, --memory"),
     ]
     for i, (extra, code, words) in enumerate(cases):
         p = await procs.start(f"relay{i}", "relay", "--bind", "127.0.0.1:0", *extra)
         assert await p.wait(30) == code, p.stderr
-        assert len(p.stderr) == 1 and words in p.stderr[0], p.stderr
+        assert len(p.stderr) == 1 and words in p.stderr[0] and "s3cret" not in p.stderr[0], p.stderr
