@@ -24,10 +24,13 @@ async-to-sync bridge; split, each part would re-import the same private plumbing
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
+import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -37,6 +40,8 @@ from typing import Any
 from . import frames as F
 from .names import nick_key
 from .roomlog import DAY, KEEP_DAYS, KEEP_EVENTS, MID_WINDOW, Commit, RoomLog, StoreError, _Mids, _new_epoch
+
+log = logging.getLogger("udproom.cluster")
 
 __all__ = ["ClusterNames", "ClusterNicks", "JetStreamLog", "NatsLink", "RoomSettings"]
 
@@ -267,8 +272,74 @@ class JetStreamLog(RoomLog):
         self._feed_lock = threading.Lock()
         self._woken = False
         self._wakeup: Callable[[], None] | None = None
+        self._records_kv: Any = None  # the records' bucket, once they are first read
+        self._records_watch: Any = None  # its watching task on the NATS loop, and the watcher
+        self._records_watcher: Any = None
         self.epoch = link.call(self._start())
         link.on_reconnect.append(self._resubscribe)
+
+    # ------------------------------------------------------------------ records (the cluster's)
+
+    # The relay's records (registered nicks, room rules, bans, passphrase-room verifiers: the
+    # RoomLog's `record`/`put_record`) live in bucket `<prefix>-records`, one KV key per record
+    # (base64url of its name: KV keys allow few characters). Every relay reads them all once and
+    # then keeps them current with a watcher on the NATS thread, so a ban or a registration made
+    # through one relay holds at every relay at once, and after restarts. A write waits for the
+    # server (bounded; StoreError otherwise), as SqliteLog's does for the disk.
+
+    def _load_records(self) -> Iterable[tuple[str, bytes]]:
+        return self.link.call(self._records_start())
+
+    async def _records_start(self) -> list[tuple[str, bytes]]:
+        from nats.js.errors import NoKeysError
+
+        kv = self._records_kv = await _bucket(self.link.js, f"{self.prefix}-records", self.replicas)
+        out = []
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            keys = []
+        for token in keys:
+            name = _record_name(token)
+            if name is not None:
+                out.append((name, bytes((await kv.get(token)).value or b"")))
+        self._records_watch = asyncio.ensure_future(self._watch_records(kv))
+        return out
+
+    async def _watch_records(self, kv: Any) -> None:
+        """Other relays' writes, into the cache (a dict: one item set or popped at a time)."""
+        try:
+            watcher = self._records_watcher = await kv.watchall(include_history=False)
+            async for entry in watcher:
+                if entry is None:
+                    continue  # (the end of the initial values)
+                name = _record_name(entry.key)
+                cache = self.__dict__.get("_record_cache")
+                if name is None or cache is None:
+                    continue
+                if entry.operation in ("DEL", "PURGE"):
+                    cache.pop(name, None)
+                else:
+                    cache[name] = bytes(entry.value or b"")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the link reconnects; a restart reads them all again
+            log.warning("the cluster's records are no longer watched: %s", _one_line(exc))
+
+    async def _stop_records(self) -> None:
+        watcher, self._records_watcher = self._records_watcher, None
+        if watcher is not None:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        self._records_watch.cancel()
+
+    def _write_record(self, key: str, value: bytes | None) -> None:
+        self._records()  # (the bucket, and the watcher, exist from here on)
+        token = _record_token(key)
+        if value is None:
+            self.link.call(self._records_kv.delete(token))
+        else:
+            self.link.call(self._records_kv.put(token, value))
 
     # ------------------------------------------------------------------ start
 
@@ -723,6 +794,9 @@ class JetStreamLog(RoomLog):
         if self._refresh is not None:  # the background look at the streams (expire)
             concurrent.futures.wait([self._refresh], self.link.timeout)
             self._refresh.cancel()
+        if self._records_watch is not None and not self.link.loop.is_closed():
+            with contextlib.suppress(StoreError):
+                self.link.call(self._stop_records(), 2.0)
         super().close()
         self._rooms = {}
 
@@ -791,6 +865,20 @@ async def _direct_range(nc: Any, stream: str, lo: int, hi: int) -> list[tuple[in
         finally:
             await sub.unsubscribe()
     return out
+
+
+def _record_token(name: str) -> str:
+    return "r." + base64.urlsafe_b64encode(name.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _record_name(token: str) -> str | None:
+    if not token.startswith("r."):
+        return None
+    body = token[2:]
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 async def _bucket(js: Any, name: str, replicas: int = 1, ttl: float | None = None) -> Any:
