@@ -370,6 +370,15 @@ class RelayClient(CoreClient):
         return self.core.key_of(room, nick)
 
     def _on_event(self, event: Event) -> None:
+        from ..events import PassphraseNeeded, RoomJoined
+
+        if isinstance(event, PassphraseNeeded) and event.room in self.passphrases:
+            self.unlock(event.room, self.passphrases[event.room], event.salt, event.ops, event.mem)
+            return
+        if isinstance(event, (RequestRefused, RoomJoined, HistoryPage)):
+            # refused: a wrong one is not tried again; taken: the core keeps the verifier, and
+            # the passphrase itself is not kept a moment longer than needed
+            self.passphrases.pop(event.room, None)
         if isinstance(event, KeyPinned):  # the driver's part of trust on first use: keep the pin
             if self.known_keys is not None:
                 from ..crypto import fingerprint
@@ -492,15 +501,3 @@ class RelayClient(CoreClient):
             lambda: vault.create(passphrase, ARGON_OPS, ARGON_MEM),
             lambda got: self.core.change_passphrase(room, got[0], got[1], time.monotonic()),
         )
-
-    def _on_event(self, event: Event) -> None:
-        from ..events import PassphraseNeeded, RequestRefused, RoomJoined
-
-        if isinstance(event, PassphraseNeeded) and event.room in self.passphrases:
-            self.unlock(event.room, self.passphrases[event.room], event.salt, event.ops, event.mem)
-            return
-        if isinstance(event, (RequestRefused, RoomJoined, HistoryPage)):
-            # refused: a wrong one is not tried again; taken: the core keeps the verifier, and
-            # the passphrase itself is not kept a moment longer than needed
-            self.passphrases.pop(event.room, None)
-        super()._on_event(event)
