@@ -275,7 +275,7 @@ class JetStreamLog(RoomLog):
         self._records_kv: Any = None  # the records' bucket, once they are first read
         self._records_watch: Any = None  # its watching task on the NATS loop, and the watcher
         self._records_watcher: Any = None
-        self.epoch = link.call(self._start())
+        self.epoch = self._started(link)
         link.on_reconnect.append(self._resubscribe)
 
     # ------------------------------------------------------------------ records (the cluster's)
@@ -342,6 +342,19 @@ class JetStreamLog(RoomLog):
             self.link.call(self._records_kv.put(token, value))
 
     # ------------------------------------------------------------------ start
+
+    def _started(self, link: NatsLink, patience: float = 30.0) -> int:
+        """`_start`, tried again (bounded) while a server answers but JetStream does not yet: a
+        cluster that just elected its meta leader, or lost a node, is still placing streams and
+        buckets ("no response from stream"). No server at all fails at once (one line)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return link.call(self._start())
+            except StoreError:
+                if not link.connected or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.2)  # a bounded wait for the cluster's election, at start only
 
     async def _start(self) -> int:
         js = self.link.js
