@@ -11,6 +11,7 @@ named by the other person's nick prefixed with '@' (see `direct_room`).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 # ----------------------------------------------------------------------------- shared values
@@ -26,6 +27,14 @@ class Member:
 def direct_room(nick: str) -> str:
     """The room key of a direct conversation with `nick`."""
     return "@" + nick
+
+
+def direct_mid(room: str, nick: str, stamp: int) -> int:
+    """Direct mode's name for a room event: (room, nick, Lamport stamp) (a peer's stamps only
+    grow, and the stamp travels with the message, so every peer names it alike), hashed to a
+    63-bit id. The app's log dedupes direct-mode lines by it, and a peer dedupes history by it."""
+    h = hashlib.blake2b(f"{room}\0{nick}\0{stamp}".encode("utf-8", "surrogatepass"), digest_size=8)
+    return (int.from_bytes(h.digest(), "big") >> 1) or 1
 
 
 # ----------------------------------------------------------------------------- connection

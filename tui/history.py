@@ -25,14 +25,14 @@ starts again from there.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections import deque
 
 from udproom.protocol import events as ev
 from udproom.protocol import paths
-from udproom.protocol.chatlog import ChatLog, Line, line_of
+from udproom.protocol.chatlog import ChatLog, Line, line_of, peer_history
+from udproom.protocol.events import direct_mid
 from udproom.protocol.names import nick_key
 from udproom.protocol.sqlstore import StoreError
 
@@ -74,20 +74,16 @@ def circle_of(spec, backend) -> str:
     return str(getattr(backend, "address", "") or getattr(backend, "mode", ""))
 
 
-def direct_mid(room: str, nick: str, stamp: int) -> int:
-    """Direct mode has no room sequence and events carry no message id: (room, nick, Lamport
-    stamp) names an event (a peer's stamps only grow), so its hash is the line's message id."""
-    h = hashlib.blake2b(f"{room}\0{nick}\0{stamp}".encode("utf-8", "surrogatepass"), digest_size=8)
-    return (int.from_bytes(h.digest(), "big") >> 1) or 1
-
-
 def _nick(e) -> str:
     return e.old if type(e) is ev.NickChanged else e.nick
 
 
 def event_of(line: Line, mine: bool, direct: bool):
     """The history event a logged line stands for (so the model draws it as it draws a backfill)."""
-    r, seq, nick, text, ts = line.room, (-1 if direct else line.seq), line.nick, line.text, line.ts
+    # direct mode: the Lamport stamp places the line in the room's order (-1: a line logged
+    # before stamps were kept, placed where it comes)
+    seq = (line.lc or -1) if direct else line.seq
+    r, nick, text, ts = line.room, line.nick, line.text, line.ts
     kind = line.kind
     if kind in ("message", "action"):
         return ev.MessageReceived(r, seq, nick, text, ts, kind == "action", True, mine)
@@ -348,6 +344,10 @@ class History:
             elif t is ev.HistoryPage:
                 pages.append(e)
                 continue
+            elif t is ev.PostAcknowledged and direct:
+                own = self._own_post(e)  # no peer echoes it back in direct mode: logged as sent
+                if own is not None:
+                    logged.append(own)
             elif t is ev.Connected:
                 if self.circle.endswith(":0") and isinstance(e.address, str) and e.address:
                     self.circle = e.address  # a relay hosted on any free port: the port it got
@@ -364,6 +364,22 @@ class History:
         if logged and self.enabled:
             self.writer.put(self.circle, self.epoch, direct, logged)
         return keep, pages
+
+    def _own_post(self, e: ev.PostAcknowledged):
+        """Direct mode: our post, acknowledged with its Lamport stamp, as the event peers got."""
+        entry = self.chat.pending.get(e.local_id)
+        if entry is None or not isinstance(e.seq, int) or e.seq <= 0:
+            return None
+        name, line = entry
+        return ev.MessageReceived(
+            name, e.seq, line.nick, line.text, line.ts, line.kind == m.ACTION, mine=True
+        )
+
+    def serve(self, backend) -> None:
+        """Direct mode: the session's peer answers history (and pages) from this log too."""
+        serve = getattr(backend, "serve_history", None)
+        if self.direct and self.enabled and serve is not None:
+            serve(peer_history(self.log, self.circle, self.lock))
 
     def _connected(self, epoch) -> None:
         epoch = epoch if isinstance(epoch, int) and epoch >= 0 else 0
@@ -411,10 +427,11 @@ class History:
                         return "log"
                     cursor = lines[0]
         page_back = getattr(self.backend_of(), "page_back", None)
-        low = self.low.get(name)
+        # below the oldest room sequence shown (relay), or the oldest Lamport stamp (direct mode:
+        # the peers answer from their logs)
+        low = self._stamp_low(room) if self.direct else self.low.get(name)
         if (
             page_back is not None
-            and not self.direct
             and low is not None
             and low > 1
             and self.chat.state in ("connected", "stalled")
@@ -430,6 +447,12 @@ class History:
                 return "relay"
         self._start(name)
         return "start"
+
+    @staticmethod
+    def _stamp_low(room: m.Room) -> int | None:
+        """Direct mode: the lowest Lamport stamp of a message the room shows."""
+        stamps = [x.seq for x in room.lines if x.kind <= m.ACTION and x.seq > 0]
+        return min(stamps) if stamps else None
 
     def _unload(self, name: str) -> None:
         """Take a room's "loading older messages…" line away: no page is coming."""
@@ -462,20 +485,21 @@ class History:
                 continue
             if not 0 < e.seq < before:
                 continue
-            key = ("s", self.epoch, e.seq)
+            key = self._key(name, self.epoch, e.seq, _nick(e))
             if key in seen:
                 continue
             seen.add(key)
             if not e.history:
                 e = _as_history(e)
             events.append(e)
-        events.sort(key=lambda e: e.seq)
+        events.sort(key=lambda e: (e.seq, _nick(e)))
         if events:
-            self._lower(name, events[0].seq)
+            if not self.direct:
+                self._lower(name, events[0].seq)
             for line, e in zip(self._prepend(name, events), events, strict=False):
-                self.key_of[line.serial] = ("s", self.epoch, e.seq)
+                self.key_of[line.serial] = self._key(name, self.epoch, e.seq, _nick(e))
             if self.enabled:
-                self.writer.put(self.circle, self.epoch, False, events)
+                self.writer.put(self.circle, self.epoch, self.direct, events)
         if page.complete is True or not events or events[0].seq <= 1:
             self._start(name)
         self.chat.changes.rooms.add(name)
