@@ -19,6 +19,7 @@ that draws them sanitises them as it draws everything else.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import time
@@ -261,45 +262,53 @@ class ChatLog:
 
     # ------------------------------------------------------------------ writing
 
-    def add(self, lines: Iterable[Line]) -> int:
-        """Store lines in one transaction; those already stored are skipped. Returns how many were new."""
+    def add(self, lines: Iterable[Line], count: int | None = None) -> int:
+        """Store lines in one transaction; those already stored are skipped. Returns how many were new.
+
+        `lines` may be an iterator, with `count` the most it gives: each line then becomes its row
+        as it is stored (the app's writer: a batch of thousands never sits in memory as objects,
+        which would cost the UI's thread garbage collections)."""
+        if count is None:
+            lines = list(lines)
+            count = len(lines)
         db = self._conn()
-        rows = []
         nicks: set[str] = set()
         new_chans: dict[tuple[str, str], int] = {}
-        with transaction(db, WHAT, self.path):
-            for line in lines:
+        chans = self._chans
+
+        def rows() -> Iterator[tuple]:
+            for line in itertools.islice(lines, count):
                 key = (line.circle, line.room)
-                cid = self._chans.get(key) or new_chans.get(key)
+                cid = chans.get(key) or new_chans.get(key)
                 if cid is None:
-                    cur = db.execute("INSERT INTO chans(circle, room) VALUES (?, ?)", key)
-                    cid = new_chans[key] = cur.lastrowid
+                    cid = new_chans[key] = db.execute(
+                        "INSERT INTO chans(circle, room) VALUES (?, ?)", key
+                    ).lastrowid
                 try:
                     kind = KINDS.index(line.kind)
                 except ValueError:
                     raise StoreError(f"unknown kind of line {line.kind!r}") from None
-                # a timestamp that is not a number is kept as 0 (the order needs one)
-                ts = float(line.ts) if line.ts == line.ts else 0.0
-                rows.append(
-                    (
-                        cid,
-                        to_int64(line.epoch),
-                        to_int64(line.seq),
-                        to_int64(line.mid),
-                        ts,
-                        kind,
-                        line.nick,
-                        line.text,
-                        to_int64(line.lc),
-                    )
-                )
                 nicks.add(line.nick)
+                # a timestamp that is not a number is kept as 0 (the order needs one)
+                yield (
+                    cid,
+                    to_int64(line.epoch),
+                    to_int64(line.seq),
+                    to_int64(line.mid),
+                    float(line.ts) if line.ts == line.ts else 0.0,
+                    kind,
+                    line.nick,
+                    line.text,
+                    to_int64(line.lc),
+                )
+
+        with transaction(db, WHAT, self.path):
             top = db.execute("SELECT max(id) FROM lines").fetchone()[0] or 0
-            self._ensure_shards(db, top + len(rows))
+            self._ensure_shards(db, top + count)
             cur = db.executemany(
                 "INSERT OR IGNORE INTO lines(chan, epoch, seq, mid, ts, kind, nick, text, lc)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                rows(),
             )
             added = cur.rowcount
             db.executemany("INSERT OR IGNORE INTO nicks(nick) VALUES (?)", [(n,) for n in nicks])

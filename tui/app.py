@@ -12,6 +12,7 @@ buffered by `_emit` and folded into the ChatModel in batches (`_flush`), at most
 
 from __future__ import annotations
 
+import gc
 import time
 from datetime import tzinfo
 
@@ -192,6 +193,7 @@ class ChatApp(Sessions, Commands, LogCommands, App[int]):
         yield StatusLine(id="status")
 
     def on_mount(self) -> None:
+        _freeze_startup()
         self.messages = self.query_one(MessageView)
         self.room_list = self.query_one(RoomList)
         self.member_list = self.query_one(MemberList)
@@ -555,3 +557,19 @@ class ChatApp(Sessions, Commands, LogCommands, App[int]):
             self.cmd_msg(commands.Command("msg", (message.key,)))
             self.refresh_ui()
         self.input.focus()
+
+
+_frozen = False
+
+
+def _freeze_startup() -> None:
+    """Once per process, when the first app is mounted: what was built to start (modules, classes,
+    styles, the widgets: tens of thousands of objects that live as long as the process) leaves
+    the garbage collector's generations (gc.freeze). A full collection runs on the UI's thread,
+    between a keypress and its echo, and walks every tracked object: now only what the chat made
+    since. (benchmarks/bench_tui.py: keypress latency during a flood.)"""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import deque
+from collections.abc import Iterator
 
 from udproom.protocol import events as ev
 from udproom.protocol import paths
@@ -48,6 +50,9 @@ _BIG = (1 << 63) - 1
 _STORE_BROKEN = (" is full", " is read-only", " is damaged", "cannot open", " is busy", " is closed")
 
 
+#: the log's writer gathers events this long (seconds), or this many, into one transaction
+GATHER = float(os.environ.get("UDPROOM_LOG_GATHER", "0.25"))
+MAX_GATHER = 5000
 #: how long /search waits for the log's writer to store what is already on screen (seconds)
 SEARCH_WAIT = 3.0
 
@@ -101,23 +106,50 @@ def event_of(line: Line, mine: bool, direct: bool):
 
 
 class _Writer:
-    """Writes queued events to the log on its own thread, one transaction per take."""
+    """Writes queued events to the log on its own thread. A take gathers what arrives for up to
+    `gather` seconds (or MAX_GATHER events) into one transaction: SQLite's commit and FTS5's
+    segment per transaction are what a flood costs, and the fewer of them, the less the writer
+    takes from the UI (keypress latency with the log on). Anyone waiting for the writer (`drain`:
+    /search, quitting, tests) ends the gathering at once."""
 
-    def __init__(self, log: ChatLog, lock: threading.Lock) -> None:
+    def __init__(self, log: ChatLog, lock: threading.Lock, gather: float | None = None) -> None:
         self.log = log
         self.lock = lock
+        self.gather = GATHER if gather is None else gather
         self.queue: list[tuple[str, int, bool, list]] = []
+        self.queued = 0  # events in the queue
         self.cv = threading.Condition()
         self.busy = False
         self.stopped = False
+        self.waiting = 0  # callers of drain(): write now
         self.error = ""  # the first failure (then nothing more is written)
         self.thread = threading.Thread(target=self._run, name="udproom-chatlog", daemon=True)
         self.thread.start()
 
     def put(self, circle: str, epoch: int, direct: bool, events: list) -> None:
         with self.cv:
+            first = not self.queue
             self.queue.append((circle, epoch, direct, events))
-            self.cv.notify()
+            self.queued += len(events)
+            if first or self.queued >= MAX_GATHER:  # (waking it for every flush costs the UI)
+                self.cv.notify()
+
+    def _take(self) -> list | None:
+        """The next batch (None: stopped, and nothing is left)."""
+        with self.cv:
+            while not self.queue and not self.stopped:
+                self.cv.wait()
+            if not self.queue:
+                return None
+            until = time.monotonic() + self.gather
+            while not self.stopped and not self.waiting and self.queued < MAX_GATHER:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                self.cv.wait(left)
+            work, self.queue, self.queued = self.queue, [], 0
+            self.busy = True
+            return work
 
     def _run(self) -> None:
         try:  # background priority (Linux: per thread): the UI's thread comes first for the CPU
@@ -125,23 +157,12 @@ class _Writer:
         except (AttributeError, OSError):
             pass
         while True:
-            with self.cv:
-                while not self.queue and not self.stopped:
-                    self.cv.wait()
-                if not self.queue:
-                    return
-                work, self.queue = self.queue, []
-                self.busy = True
+            work = self._take()
+            if work is None:
+                return
             try:
                 if not self.error:
-                    lines = []
-                    for circle, epoch, direct, events in work:
-                        for e in events:
-                            mid = direct_mid(e.room, _nick(e), e.seq) if direct else 0
-                            line = line_of(e, circle, epoch, mid, direct)
-                            if line is not None:
-                                lines.append(line)
-                    self._add(lines)
+                    self._add(work)
             except StoreError as exc:
                 self.error = str(exc)
             except Exception as exc:  # never let the thread die silently
@@ -151,16 +172,26 @@ class _Writer:
                     self.busy = False
                     self.cv.notify_all()
 
-    def _add(self, lines: list[Line]) -> None:
+    @staticmethod
+    def _lines(work: list) -> Iterator[Line]:
+        """The log's lines for queued events, made one at a time as the log stores them."""
+        for circle, epoch, direct, events in work:
+            for e in events:
+                line = line_of(e, circle, epoch, direct_mid(e.room, _nick(e), e.seq) if direct else 0, direct)
+                if line is not None:
+                    yield line
+
+    def _add(self, work: list) -> None:
+        count = sum(len(events) for *_, events in work)
         try:
             with self.lock:
-                self.log.add(lines)
+                self.log.add(self._lines(work), count)
         except StoreError as exc:
             if any(word in str(exc) for word in _STORE_BROKEN):
                 raise
             # one line the log cannot take (text that is not valid Unicode, a number beyond 64
             # bits): the others are kept, that one is skipped; it does not turn the log off
-            for line in lines:
+            for line in self._lines(work):
                 try:
                     with self.lock:
                         self.log.add([line])
@@ -171,7 +202,12 @@ class _Writer:
     def drain(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued is written (tests, quitting)."""
         with self.cv:
-            return self.cv.wait_for(lambda: not self.queue and not self.busy, timeout)
+            self.waiting += 1
+            self.cv.notify_all()
+            try:
+                return self.cv.wait_for(lambda: not self.queue and not self.busy, timeout)
+            finally:
+                self.waiting -= 1
 
     def stop(self, timeout: float = 2.0) -> None:
         with self.cv:

@@ -655,3 +655,34 @@ async def test_pgup_in_a_direct_room_asks_the_peers_below_the_oldest_stamp_once_
         app.history.drain()
         # the page went into the log as direct-mode lines, with their stamps
         assert [r[0] for r in backend.read("lobby", 0, 1000)] == list(range(1, 151))
+
+
+def test_the_writer_gathers_flushes_into_one_transaction_and_a_waiter_ends_the_gathering(tmp_path):
+    """A flood's flushes go to the log in one transaction per take (the cost of a commit and of an
+    FTS5 segment is per transaction); whoever waits for the writer (/search, quitting) does not
+    wait for the gathering to end."""
+    import threading
+
+    from udproom.tui.history import _Writer
+
+    log = ChatLog(tmp_path / "chat.sqlite3")
+    calls = []
+    add = log.add
+
+    def counting(lines, count=None):
+        calls.append(count)
+        return add(lines, count)
+
+    log.add = counting
+    writer = _Writer(log, threading.Lock(), gather=600.0)  # gathers "for ever" unless someone waits
+    try:
+        for k in range(3):
+            writer.put(CIRCLE, 7, False, [msg(10 * k + i, f"flush {k} line {i}") for i in range(1, 4)])
+        assert writer.drain(60.0)
+        assert calls == [9]  # one transaction for the three flushes
+        assert [x.text for x in log.recent(CIRCLE, "lobby", 100)] == [
+            f"flush {k} line {i}" for k in range(3) for i in range(1, 4)
+        ]
+    finally:
+        writer.stop()
+        log.close()
