@@ -29,11 +29,14 @@ def direct_room(nick: str) -> str:
     return "@" + nick
 
 
-def direct_mid(room: str, nick: str, stamp: int) -> int:
+def direct_mid(room: str, nick: str, stamp: int, text: str | None = None) -> int:
     """Direct mode's name for a room event: (room, nick, Lamport stamp) (a peer's stamps only
     grow, and the stamp travels with the message, so every peer names it alike), hashed to a
-    63-bit id. The app's log dedupes direct-mode lines by it, and a peer dedupes history by it."""
-    h = hashlib.blake2b(f"{room}\0{nick}\0{stamp}".encode("utf-8", "surrogatepass"), digest_size=8)
+    63-bit id; a peer dedupes history by it. With `text` (a message's), the name of what was said:
+    the app's log dedupes messages by that, so a line relayed with other words under the same name
+    (hostile history) never hides the line its author sends."""
+    key = f"{room}\0{nick}\0{stamp}" if text is None else f"{room}\0{nick}\0{stamp}\0{text}"
+    h = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8)
     return (int.from_bytes(h.digest(), "big") >> 1) or 1
 
 

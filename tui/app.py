@@ -560,16 +560,25 @@ class ChatApp(Sessions, Commands, LogCommands, App[int]):
 
 
 _frozen = False
+#: young objects between two collections (CPython's default is 700). A flood allocates a lot
+#: (events, lines, strips), and every 100 young collections make a full one, which walks every
+#: object on the UI's thread (tens of ms): at 700 that was several times a second under 5,000
+#: messages/s, so a keypress often waited for one. Ten times fewer full collections; a young one
+#: walks at most this many objects (a millisecond).
+GC_YOUNG = 7000
 
 
 def _freeze_startup() -> None:
     """Once per process, when the first app is mounted: what was built to start (modules, classes,
     styles, the widgets: tens of thousands of objects that live as long as the process) leaves
-    the garbage collector's generations (gc.freeze). A full collection runs on the UI's thread,
-    between a keypress and its echo, and walks every tracked object: now only what the chat made
-    since. (benchmarks/bench_tui.py: keypress latency during a flood.)"""
+    the garbage collector's generations (gc.freeze), and collections are rarer (GC_YOUNG). A full
+    collection runs on the UI's thread, between a keypress and its echo, and walks every tracked
+    object: now only what the chat made since. (benchmarks/bench_tui.py: keypress latency during
+    a flood.)"""
     global _frozen
     if not _frozen:
         _frozen = True
         gc.collect()
         gc.freeze()
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(GC_YOUNG, older, oldest)

@@ -83,6 +83,12 @@ def _nick(e) -> str:
     return e.old if type(e) is ev.NickChanged else e.nick
 
 
+def _event_mid(e) -> int:
+    """A direct-mode event's id in the log: `events.direct_mid` (a message's with its text)."""
+    text = e.text if type(e) is ev.MessageReceived else None
+    return direct_mid(e.room, _nick(e), e.seq, text)
+
+
 def event_of(line: Line, mine: bool, direct: bool):
     """The history event a logged line stands for (so the model draws it as it draws a backfill)."""
     # direct mode: the Lamport stamp places the line in the room's order (-1: a line logged
@@ -177,7 +183,7 @@ class _Writer:
         """The log's lines for queued events, made one at a time as the log stores them."""
         for circle, epoch, direct, events in work:
             for e in events:
-                line = line_of(e, circle, epoch, direct_mid(e.room, _nick(e), e.seq) if direct else 0, direct)
+                line = line_of(e, circle, epoch, _event_mid(e) if direct else 0, direct)
                 if line is not None:
                     yield line
 
@@ -298,10 +304,11 @@ class History:
         except StoreError:
             return []
 
-    def _key(self, room: str, epoch: int, seq: int, nick: str, mid: int = 0):
+    def _key(self, e):
+        """The dedupe key of a room event (as `_line_key` of its line in the log)."""
         if self.direct:
-            return ("m", mid or direct_mid(room, nick, seq))
-        return ("s", epoch, seq) if seq > 0 else ("m", mid)
+            return ("m", _event_mid(e))
+        return ("s", self.epoch, e.seq) if e.seq > 0 else ("m", 0)
 
     def _line_key(self, line: Line):
         if self.direct or line.seq <= 0:
@@ -361,7 +368,7 @@ class History:
             if t in ROOM_EVENTS:
                 room = e.room
                 if e.history:
-                    key = self._key(room, self.epoch, e.seq, _nick(e))
+                    key = self._key(e)
                     seen = seen_of.get(room)
                     if seen is None:
                         seen = seen_of[room] = set()
@@ -521,7 +528,7 @@ class History:
                 continue
             if not 0 < e.seq < before:
                 continue
-            key = self._key(name, self.epoch, e.seq, _nick(e))
+            key = self._key(e)
             if key in seen:
                 continue
             seen.add(key)
@@ -533,7 +540,7 @@ class History:
             if not self.direct:
                 self._lower(name, events[0].seq)
             for line, e in zip(self._prepend(name, events), events, strict=False):
-                self.key_of[line.serial] = self._key(name, self.epoch, e.seq, _nick(e))
+                self.key_of[line.serial] = self._key(e)
             if self.enabled:
                 self.writer.put(self.circle, self.epoch, self.direct, events)
         if page.complete is True or not events or events[0].seq <= 1:
@@ -665,7 +672,10 @@ class History:
             if x.kind <= m.AWAY and x.ts == target.ts:
                 if key[0] == "s" and x.seq == target.seq and target.epoch == self.epoch:
                     return x
-                if self.direct and direct_mid(room.name, target.nick, x.seq) == target.mid:
+                if self.direct and target.mid in (
+                    direct_mid(room.name, target.nick, x.seq, x.text),
+                    direct_mid(room.name, target.nick, x.seq),
+                ):
                     return x
         return None
 

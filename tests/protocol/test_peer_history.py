@@ -30,10 +30,10 @@ def log_events(log: ChatLog, net: FakeNet, i: int, posted: dict[tuple[int, int],
     nick = net.nodes[addr(i)].nick
     for e in net.events[addr(i)]:
         if isinstance(e, E.MessageReceived) and not e.room.startswith("@"):
-            lines.append(line_of(e, CIRCLE, 0, direct_mid(e.room, e.nick, e.seq), direct=True))
+            lines.append(line_of(e, CIRCLE, 0, direct_mid(e.room, e.nick, e.seq, e.text), direct=True))
         elif isinstance(e, E.PostAcknowledged) and (i, e.local_id) in posted:
             own = E.MessageReceived(e.room, e.seq, nick, posted[i, e.local_id], 1.7e9, mine=True)
-            lines.append(line_of(own, CIRCLE, 0, direct_mid(e.room, nick, e.seq), direct=True))
+            lines.append(line_of(own, CIRCLE, 0, direct_mid(e.room, nick, e.seq, own.text), direct=True))
     log.add(lines)
 
 

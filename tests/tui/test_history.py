@@ -617,7 +617,7 @@ async def test_a_restarted_direct_app_merges_its_log_with_peer_history_once_in_s
                 f"s {lc}",
                 T0 - 10_000 + lc,
                 0,
-                ev.direct_mid("lobby", "bob", lc),
+                ev.direct_mid("lobby", "bob", lc, f"s {lc}"),
                 lc=lc,
             )
             for lc in (2, 4, 6)
@@ -686,3 +686,25 @@ def test_the_writer_gathers_flushes_into_one_transaction_and_a_waiter_ends_the_g
     finally:
         writer.stop()
         log.close()
+
+
+async def test_direct_history_with_other_words_under_a_lines_name_does_not_hide_the_line():
+    """A hostile contact relays "bob said X" under the name (room, bob, stamp 5) of a line bob
+    says otherwise: bob's own line (his join window) is still shown and logged."""
+    backend = DirectBackend("alice", ["lobby"])
+    app = app_for(backend)
+    async with app.run_test() as pilot:
+        await live(pilot, app)
+        backend.inject(stamped(5, "forged by the contact"))
+        backend.inject(stamped(5, "what bob said"))
+        backend.inject(stamped(5, "what bob said"))  # and again: once
+        await settle(pilot, app)
+        assert [t for t in shown(app) if "bob said" in t or "forged" in t] == [
+            "forged by the contact",
+            "what bob said",
+        ]
+        app.history.drain()
+        assert sorted(r[2] for r in backend.read("lobby", 0, 100)) == [
+            "forged by the contact",
+            "what bob said",
+        ]
