@@ -52,7 +52,7 @@ _STORE_BROKEN = (" is full", " is read-only", " is damaged", "cannot open", " is
 
 #: the log's writer gathers events this long (seconds), or this many, into one transaction
 GATHER = float(os.environ.get("UDPROOM_LOG_GATHER", "0.25"))
-MAX_GATHER = 5000
+MAX_GATHER = 2000  # (a transaction holds the log for the app's reads: PgUp, a peer asking history)
 #: how long /search waits for the log's writer to store what is already on screen (seconds)
 SEARCH_WAIT = 3.0
 
@@ -287,6 +287,9 @@ class History:
         self._reset()
         self.circle = circle_of(spec, backend)
         self.direct = (spec is not None and spec.mode == "direct") or bool(getattr(backend, "direct", False))
+        # direct mode orders a room by Lamport stamp: so are the logged lines shown now (the
+        # session sets it again once its backend runs)
+        self.chat.stamp_order = self.direct
         self.epoch = 0
         if not self.enabled:
             return
@@ -392,8 +395,9 @@ class History:
                 if own is not None:
                     logged.append(own)
             elif t is ev.Connected:
-                if self.circle.endswith(":0") and isinstance(e.address, str) and e.address:
+                if not direct and self.circle.endswith(":0") and isinstance(e.address, str) and e.address:
                     self.circle = e.address  # a relay hosted on any free port: the port it got
+                    # (not a direct-mode circle: `direct :0` stays the circle, found again next time)
                 self._connected(e.epoch)
             elif t is ev.RequestRefused and e.what == "history":
                 self._unload(e.room)  # refused (the model says why): PgUp may ask again

@@ -84,3 +84,63 @@ async def test_two_apps_in_direct_mode():
             "ben gone",
         )
         await until((pa,), lambda: "direct, 0 peers" in status(ann), "status: 0 peers")
+
+
+async def test_a_direct_peer_restarted_on_its_log_gives_a_new_joiner_the_history(monkeypatch, tmp_path):
+    """Issue 10, direct mode: ann and ben chat, both quit; ann starts again on her log (her own
+    data directory) and cat, new, joins through her: cat shows the lines from before ann's
+    restart once, in the room's order, then ann's new line after them."""
+    monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path / "ann"))
+    ann = app_for("direct", "127.0.0.1:0", "ann", ["lobby"])
+    async with ann.run_test(size=(140, 30)) as pa:
+        await until((pa,), lambda: ann.chat.share, "ann's address")
+        monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path / "ben"))
+        ben = app_for("direct", "127.0.0.1:0", "ben", ["lobby"], peers=[ann.chat.share[0]])
+        async with ben.run_test(size=(140, 30)) as pb:
+            pilots = (pa, pb)
+            await until(
+                pilots,
+                lambda: "ben" in members(ann, "lobby") and "ann" in members(ben, "lobby"),
+                "each in the other's member list",
+            )
+            for i in range(3):
+                ann.send(f"ann {i}")
+                ben.send(f"ben {i}")
+            await until(
+                pilots,
+                lambda: (
+                    len(order(ann)) == 6
+                    and len(order(ben)) == 6
+                    and not ann.chat.pending
+                    and not ben.chat.pending
+                ),
+                "all delivered and acknowledged",
+                tries=3000,
+            )
+            before = order(ann)
+            await pb.press("ctrl+q")
+            await until(pilots, lambda: not ben.is_running, "ben quit")
+        await pa.press("ctrl+q")
+        await until((pa,), lambda: not ann.is_running, "ann quit")
+
+    monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path / "ann"))
+    ann = app_for("direct", "127.0.0.1:0", "ann", ["lobby"])
+    async with ann.run_test(size=(140, 30)) as pa:
+        await until((pa,), lambda: ann.chat.share, "ann's address")
+        assert order(ann) == before  # her log, at once
+        monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path / "cat"))
+        cat = app_for("direct", "127.0.0.1:0", "cat", ["lobby"], peers=[ann.chat.share[0]])
+        async with cat.run_test(size=(140, 30)) as pc:
+            pilots = (pa, pc)
+            await until(
+                pilots,
+                lambda: "cat" in members(ann, "lobby") and "ann" in members(cat, "lobby"),
+                "cat joined",
+            )
+            await until(pilots, lambda: len(order(cat)) == 6, "cat got the history", tries=3000)
+            assert order(cat) == before
+            assert all(x.history for x in cat.chat.rooms["lobby"].lines if x.kind <= 1)
+            ann.send("after the restart")
+            await until(pilots, lambda: len(order(cat)) == 7, "ann's new line", tries=3000)
+            assert order(cat) == [*before, ("ann", "after the restart")]
+            assert order(ann) == order(cat)
