@@ -15,6 +15,35 @@ def order(app: ChatApp, room: str = "lobby") -> list[tuple[str, str]]:
     return [(x.nick, x.text) for x in app.chat.rooms[room].lines if x.kind <= 1]
 
 
+async def linked(pilots, a: ChatApp, b: ChatApp) -> None:
+    """Until each is in the other's member list of #lobby."""
+    await until(
+        pilots,
+        lambda: b.chat.nick in members(a, "lobby") and a.chat.nick in members(b, "lobby"),
+        "each in the other's member list",
+    )
+
+
+async def both_talk(pilots, ann: ChatApp, ben: ChatApp, n: int, before: int = 0, tries: int = 600) -> None:
+    """Each posts n lines at once (before seeing the other's); wait until both apps show all of them
+    (and the `before` lines they had) and everything is acknowledged."""
+    for i in range(n):
+        ann.send(f"ann {i}")
+        ben.send(f"ben {i}")
+    total = before + 2 * n
+    await until(
+        pilots,
+        lambda: (
+            len(order(ann)) == total
+            and len(order(ben)) == total
+            and not ann.chat.pending
+            and not ben.chat.pending
+        ),
+        "all delivered and acknowledged",
+        tries,
+    )
+
+
 async def test_two_apps_in_direct_mode():
     ann = app_for("direct", "127.0.0.1:0", "ann", ["lobby"])
     async with ann.run_test(size=(140, 30)) as pa:
@@ -23,11 +52,7 @@ async def test_two_apps_in_direct_mode():
         ben = app_for("direct", "127.0.0.1:0", "ben", ["lobby"], peers=[ann.chat.share[0]])
         async with ben.run_test(size=(140, 30)) as pb:
             pilots = (pa, pb)
-            await until(
-                pilots,
-                lambda: "ben" in members(ann, "lobby") and "ann" in members(ben, "lobby"),
-                "each in the other's member list",
-            )
+            await linked(pilots, ann, ben)
             # the status line follows the peer count
             await until(
                 pilots,
@@ -51,19 +76,7 @@ async def test_two_apps_in_direct_mode():
             # both talk at once (each posts before seeing the other's lines): each app first shows
             # its own lines where they were typed and the other's as they arrive; once everything
             # is acknowledged both show the same (Lamport stamp, nick) order
-            for i in range(4):
-                ann.send(f"ann {i}")
-                ben.send(f"ben {i}")
-            await until(
-                pilots,
-                lambda: (
-                    len(order(ann)) == 9
-                    and len(order(ben)) == 9
-                    and not ann.chat.pending
-                    and not ben.chat.pending
-                ),
-                "all delivered and acknowledged",
-            )
+            await both_talk(pilots, ann, ben, 4, before=1)
             assert order(ann) == order(ben)
             assert [t for n, t in order(ann) if n == "ann"] == [f"ann {i}" for i in range(4)]
 
@@ -98,25 +111,8 @@ async def test_a_direct_peer_restarted_on_its_log_gives_a_new_joiner_the_history
         ben = app_for("direct", "127.0.0.1:0", "ben", ["lobby"], peers=[ann.chat.share[0]])
         async with ben.run_test(size=(140, 30)) as pb:
             pilots = (pa, pb)
-            await until(
-                pilots,
-                lambda: "ben" in members(ann, "lobby") and "ann" in members(ben, "lobby"),
-                "each in the other's member list",
-            )
-            for i in range(3):
-                ann.send(f"ann {i}")
-                ben.send(f"ben {i}")
-            await until(
-                pilots,
-                lambda: (
-                    len(order(ann)) == 6
-                    and len(order(ben)) == 6
-                    and not ann.chat.pending
-                    and not ben.chat.pending
-                ),
-                "all delivered and acknowledged",
-                tries=3000,
-            )
+            await linked(pilots, ann, ben)
+            await both_talk(pilots, ann, ben, 3, tries=3000)
             before = order(ann)
             await pb.press("ctrl+q")
             await until(pilots, lambda: not ben.is_running, "ben quit")
@@ -132,11 +128,7 @@ async def test_a_direct_peer_restarted_on_its_log_gives_a_new_joiner_the_history
         cat = app_for("direct", "127.0.0.1:0", "cat", ["lobby"], peers=[ann.chat.share[0]])
         async with cat.run_test(size=(140, 30)) as pc:
             pilots = (pa, pc)
-            await until(
-                pilots,
-                lambda: "cat" in members(ann, "lobby") and "ann" in members(cat, "lobby"),
-                "cat joined",
-            )
+            await linked(pilots, ann, cat)
             await until(pilots, lambda: len(order(cat)) == 6, "cat got the history", tries=3000)
             assert order(cat) == before
             assert all(x.history for x in cat.chat.rooms["lobby"].lines if x.kind <= 1)

@@ -43,16 +43,22 @@ def post(net: FakeNet, i: int, text: str, posted: dict[tuple[int, int], str]) ->
     net.run_until(net.now + 0.01)
 
 
-def chat_then_restart(tmp_path, n_old: int = 30):
-    """p0 and p1 chat (n_old lines), both quit; p0 starts again on its log. Returns the net, the
-    new p0 and the log."""
-    net = FakeNet(seed=3, imp=Impairment())
+def pair(seed: int, second: str):
+    """p0 and a second peer in #lobby, linked (the second dialed p0)."""
+    net = FakeNet(seed=seed, imp=Impairment())
     p0 = net.add(addr(0), PeerNode("p0", timing=timing()))
-    p1 = net.add(addr(1), PeerNode("p1", timing=timing()))
+    p1 = net.add(addr(1), PeerNode(second, timing=timing()))
     for i, node in enumerate((p0, p1)):
         net.call(addr(i), node.join, "lobby")
     net.call(addr(1), p1.add_peer, addr(0))
     net.run_while(lambda: len(p0.members("lobby")) < 2, net.now + 5)
+    return net, p0, p1
+
+
+def chat_then_restart(tmp_path, n_old: int = 30):
+    """p0 and p1 chat (n_old lines), both quit; p0 starts again on its log. Returns the net, the
+    new p0 and the log."""
+    net, p0, p1 = pair(3, "p1")
     posted: dict[tuple[int, int], str] = {}
     for k in range(n_old):
         post(net, k % 2, f"old {k}", posted)
@@ -178,13 +184,7 @@ HONEST_LINES = 20
 def hostile_room():
     """p0 (honest, in the room a while, with lines) and mallory; `late` joins through mallory,
     so mallory's history answer is the one it takes."""
-    net = FakeNet(seed=7, imp=Impairment())
-    p0 = net.add(addr(0), PeerNode("p0", timing=timing()))
-    mallory = net.add(addr(1), PeerNode("mallory", timing=timing()))
-    for i, node in enumerate((p0, mallory)):
-        net.call(addr(i), node.join, "lobby")
-    net.call(addr(1), mallory.add_peer, addr(0))
-    net.run_while(lambda: len(p0.members("lobby")) < 2, net.now + 5)
+    net, p0, mallory = pair(7, "mallory")
     posted: dict[tuple[int, int], str] = {}
     for k in range(HONEST_LINES):
         post(net, 0, f"p0 said {k}", posted)
