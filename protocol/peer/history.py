@@ -48,6 +48,7 @@ HistorySource = Callable[[str, int, int], list]
 
 MAX_PAGE = 100  # messages per page asked of a member (and answered)
 PAGE_ASK = 4  # members asked for one page
+PAGE_EVERY = 0.25  # seconds: a member's page requests answered at most this often (per room)
 
 
 class Page:
@@ -162,8 +163,8 @@ class History:
         r = self.rooms.get(h.room)
         if lr is None or r is None or not lr.member or not h.room:
             return
-        if h.n > 0:  # a member pages back: at most one answer per round trip
-            if h.items or now < lr.history_sent + link.rtt.pace:
+        if h.n > 0:  # a member pages back: one answer per PAGE_EVERY (each reads the log)
+            if h.items or now < lr.history_sent + max(link.rtt.pace, PAGE_EVERY):
                 return
             lr.history_sent = now
             before = h.before if 0 < h.before <= LC_MAX + 1 else 0

@@ -147,7 +147,7 @@ def test_paging_back_fetches_older_lines_from_the_peers_logs(tmp_path):
             break
         assert len(page.events) == 100
         before = page.events[0].seq
-        net.run_until(net.now + 0.1)  # a member answers one page per round trip; a person reads a while
+        net.run_until(net.now + H.PAGE_EVERY)  # a member answers a page that often; a person reads a while
     assert shown == {f"old {k}" for k in range(250)}
     assert pages == 2  # 100 + 50: the second page was short, so the start of the history
 
@@ -266,8 +266,9 @@ def test_a_hostile_members_history_answers_are_bounded(steps):
 
 
 def test_an_honest_peer_answers_page_requests_within_its_repair_budget(tmp_path):
-    """A member asking p0 for pages as fast as it can: at most one answer per round trip, each
-    at most MAX_PAGE lines, in datagrams <= 1200 bytes (Watched), paid from the repair budget."""
+    """A member asking p0 for pages as fast as it can: at most one answer per PAGE_EVERY (each
+    reads the log), each at most MAX_PAGE lines, in datagrams <= 1200 bytes (Watched), paid from
+    the repair budget."""
     net, p0, _log = chat_then_restart(tmp_path, n_old=400)
     w = Watched(p0, addr(0))
     net.nodes[addr(0)] = w
@@ -292,3 +293,4 @@ def test_an_honest_peer_answers_page_requests_within_its_repair_budget(tmp_path)
     rtts = (net.now - start) / p0.links[addr(2)].rtt.pace + 1
     assert sent <= rtts * (P.REPAIR_WINDOW + 1200)
     assert all(len(f.items) <= H.MAX_PAGE for f in answers)
+    assert sum(f.end for f in answers) <= (net.now - start) / H.PAGE_EVERY + 1
