@@ -547,7 +547,9 @@ class History:
                 self.key_of[line.serial] = self._key(e)
             if self.enabled:
                 self.writer.put(self.circle, self.epoch, self.direct, events)
-        if page.complete is True or not events or events[0].seq <= 1:
+        # nothing older: the relay said so (or sent nothing); peers said so (an empty page that
+        # is not complete is peers that did not answer in time: PgUp may ask again)
+        if page.complete is True or (events and events[0].seq <= 1) or (not events and not self.direct):
             self._start(name)
         self.chat.changes.rooms.add(name)
 

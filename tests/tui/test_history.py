@@ -708,3 +708,20 @@ async def test_direct_history_with_other_words_under_a_lines_name_does_not_hide_
             "forged by the contact",
             "what bob said",
         ]
+
+
+async def test_a_direct_page_no_peer_answered_in_time_lets_pgup_ask_again():
+    backend = DirectBackend("alice", ["lobby"])
+    app = app_for(backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await live(pilot, app)
+        for lc in range(101, 151):
+            backend.inject(stamped(lc, f"p {lc}"))
+        await settle(pilot, app)
+        assert app.history.older("lobby") == "relay"
+        backend.answer(complete=False)  # the peers' page came back empty, not complete
+        await settle(pilot, app)
+        assert "start of #lobby's history" not in shown(app)
+        assert "loading older messages…" not in shown(app)
+        assert app.history.older("lobby") == "relay"  # asked again
+        assert backend.asked == [("lobby", 101, 100)] * 2
