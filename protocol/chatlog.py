@@ -273,7 +273,7 @@ class ChatLog:
         """Store lines in one transaction; those already stored are skipped. Returns how many were new.
 
         `lines` may be an iterator, with `count` the most it gives: each line then becomes its row
-        as it comes (the app's writer: a batch never sits in memory as objects). The rows go to
+        as it comes (the app's writer: a batch is held as plain rows, not as Line objects). The rows go to
         SQLite as one JSON array in one statement (`json_each`): one step for the whole batch, so
         the thread holds Python's lock once, not once per row (per row, the writer's thread took
         the lock from the UI's thread thousands of times a second), and 2-3x less CPU per line.
