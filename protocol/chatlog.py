@@ -10,6 +10,8 @@ that draws them sanitises them as it draws everything else.
   (circle, room, epoch, seq); a line with a message id once per (circle, room, mid). Adding the
   same events again (a backfill after a restart, a page fetched twice) changes nothing.
 - Ordered within a room by (ts, seq, pos); `pos` is the row's position, stable, for "jump to".
+- Direct mode: a line keeps its Lamport stamp (`lc`), the order every peer shows; a peer asked
+  for history answers from here (`stamped`, read through `peer_history`).
 - Searched with SQLite FTS5 (an external-content table kept in sync by triggers): words, `dep*`
   prefixes (and an implicit prefix on the last word), `nick:bob` and `room:#dev` filters.
 """
@@ -17,6 +19,8 @@ that draws them sanitises them as it draws everything else.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
 import sqlite3
 import time
@@ -45,13 +49,14 @@ class Line:
     mid: int = 0  # message id; 0 when unknown
     epoch: int = 0  # the relay's epoch: room sequences are only comparable within one
     pos: int = 0  # the line's position in the log (set when read back)
+    lc: int = 0  # direct mode: the event's Lamport stamp (its place in the room's order); 0: none
 
 
 def line_of(ev: object, circle: str, epoch: int = 0, mid: int = 0, direct: bool = False) -> Line | None:
     """The Line for a room event from `events` (None for anything that is not one).
 
     `direct`: the event comes from direct mode, where `seq` is a Lamport clock (two peers can
-    share one), not a room sequence: the line then dedupes by `mid` only."""
+    share one), not a room sequence: the line keeps it as `lc` and dedupes by `mid` only."""
     if isinstance(ev, E.MessageReceived):
         kind, nick, text = ("action" if ev.action else "message"), ev.nick, ev.text
     elif isinstance(ev, E.MemberJoined):
@@ -68,7 +73,10 @@ def line_of(ev: object, circle: str, epoch: int = 0, mid: int = 0, direct: bool 
         kind, nick, text = "away", ev.nick, ev.away
     else:
         return None
-    return Line(circle, ev.room, kind, nick, text, ev.ts, 0 if direct else ev.seq, mid, epoch)
+    if direct:
+        lc = ev.seq if isinstance(ev.seq, int) and 0 < ev.seq < _U63 else 0
+        return Line(circle, ev.room, kind, nick, text, ev.ts, 0, mid, epoch, 0, lc)
+    return Line(circle, ev.room, kind, nick, text, ev.ts, ev.seq, mid, epoch)
 
 
 _SCHEMA = """
@@ -88,7 +96,8 @@ CREATE TABLE IF NOT EXISTS lines(
     ts REAL NOT NULL,
     kind INTEGER NOT NULL,
     nick TEXT NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    lc INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS lines_order ON lines(chan, ts, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS lines_seq ON lines(chan, epoch, seq) WHERE seq != 0;
@@ -96,7 +105,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS lines_mid ON lines(chan, mid) WHERE mid != 0;
 CREATE INDEX IF NOT EXISTS lines_nick ON lines(nick);
 CREATE TABLE IF NOT EXISTS nicks(nick TEXT PRIMARY KEY) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 1
+#: direct-mode lines by Lamport stamp (a peer answering history reads the newest below a stamp)
+_LC_INDEX = "CREATE INDEX IF NOT EXISTS lines_lc ON lines(chan, lc) WHERE lc != 0"
+#: 2: lines.lc (a version-1 log gains the column when opened for writing; read-only, it reads as 0)
+SCHEMA_VERSION = 2
 WHAT = "the chat log"
 #: lines per full-text shard. FTS5 reads a term's whole list of rows to return the newest ones
 #: first, so one index over everything makes a search for a very common word cost as much as the
@@ -121,6 +133,12 @@ _SHARD = (
         INSERT INTO lines_fts{k}(rowid, text) SELECT new.id, new.text WHERE new.text != '';
     END""",
 )
+#: one statement stores a batch: its rows as a JSON array of arrays (ChatLog.add), in order
+_INSERT_ROWS = "INSERT OR IGNORE INTO lines(chan, epoch, seq, mid, ts, kind, nick, text, lc)"
+_INSERT = _INSERT_ROWS + " SELECT " + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(9))
+_INSERT += " FROM json_each(?)"
+_INSERT_ROWS += " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INFINITIES = (float("inf"), float("-inf"))
 _COLS = (
     "lines.id, chans.circle, chans.room, lines.kind, lines.nick, lines.text, lines.ts, lines.seq,"
     " lines.mid, lines.epoch"
@@ -169,6 +187,7 @@ class ChatLog:
         self._chans: dict[tuple[str, str], int] = {}
         self._shards = 0  # full-text shards that exist: lines_fts0 .. lines_fts{n-1}
         self._db: sqlite3.Connection | None = None
+        self._cols = _COLS + ", lines.lc"  # lc reads as 0 in a version-1 log opened read-only
         try:
             if read_only:
                 if not self.path.exists():
@@ -189,9 +208,12 @@ class ChatLog:
                 refuse_foreign(db, WHAT, self.path)
                 db.executescript(_SCHEMA)
                 db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                self._upgrade(db)
             has_meta = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
             version = has_meta and self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if version is None or version[0] != SCHEMA_VERSION:
+            if version is not None and version[0] == 1 and read_only:
+                self._cols = _COLS + ", 0"  # a log from before Lamport stamps were kept
+            elif version is None or version[0] != SCHEMA_VERSION:
                 raise StoreError(f"{self.path} is not a udproom chat log this version can read")
             for cid, circle, room in self._db.execute("SELECT id, circle, room FROM chans"):
                 self._chans[(circle, room)] = cid
@@ -203,6 +225,15 @@ class ChatLog:
         except BaseException:
             self.close()
             raise
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        """A version-1 log gains `lines.lc` (direct-mode lines logged before stay at 0: unknown)."""
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is not None and row[0] == 1:
+            with transaction(db, WHAT, self.path):
+                db.execute("ALTER TABLE lines ADD COLUMN lc INTEGER NOT NULL DEFAULT 0")
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+        db.execute(_LC_INDEX)
 
     def _open_read_only(self) -> sqlite3.Connection:
         uri = self.path.resolve().as_uri() + "?mode=ro"
@@ -239,16 +270,27 @@ class ChatLog:
 
     # ------------------------------------------------------------------ writing
 
-    def add(self, lines: Iterable[Line]) -> int:
-        """Store lines in one transaction; those already stored are skipped. Returns how many were new."""
+    def add(self, lines: Iterable[Line], count: int | None = None) -> int:
+        """Store lines in one transaction; those already stored are skipped. Returns how many were new.
+
+        `lines` may be an iterator, with `count` the most it gives: each line then becomes its row
+        as it comes (the app's writer: a batch is held as plain rows, not as Line objects). The rows go to
+        SQLite as one JSON array in one statement (`json_each`): one step for the whole batch, so
+        the thread holds Python's lock once, not once per row (per row, the writer's thread took
+        the lock from the UI's thread thousands of times a second), and 2-3x less CPU per line.
+        An empty batch is a transaction that stores nothing."""
+        if count is None:
+            lines = list(lines)
+            count = len(lines)
         db = self._conn()
-        rows = []
         nicks: set[str] = set()
         new_chans: dict[tuple[str, str], int] = {}
+        chans = self._chans
+        rows = []
         with transaction(db, WHAT, self.path):
-            for line in lines:
+            for line in itertools.islice(lines, count):
                 key = (line.circle, line.room)
-                cid = self._chans.get(key) or new_chans.get(key)
+                cid = chans.get(key) or new_chans.get(key)
                 if cid is None:
                     cur = db.execute("INSERT INTO chans(circle, room) VALUES (?, ?)", key)
                     cid = new_chans[key] = cur.lastrowid
@@ -256,6 +298,7 @@ class ChatLog:
                     kind = KINDS.index(line.kind)
                 except ValueError:
                     raise StoreError(f"unknown kind of line {line.kind!r}") from None
+                nicks.add(line.nick)
                 # a timestamp that is not a number is kept as 0 (the order needs one)
                 ts = float(line.ts) if line.ts == line.ts else 0.0
                 rows.append(
@@ -268,17 +311,17 @@ class ChatLog:
                         kind,
                         line.nick,
                         line.text,
+                        to_int64(line.lc),
                     )
                 )
-                nicks.add(line.nick)
             top = db.execute("SELECT max(id) FROM lines").fetchone()[0] or 0
             self._ensure_shards(db, top + len(rows))
-            cur = db.executemany(
-                "INSERT OR IGNORE INTO lines(chan, epoch, seq, mid, ts, kind, nick, text)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            added = cur.rowcount
+            if any(r[4] in _INFINITIES or "\0" in r[6] or "\0" in r[7] for r in rows):
+                # what JSON cannot carry (an infinite time; NUL, which SQLite's JSON cuts text
+                # at): row by row, as they are
+                added = db.executemany(_INSERT_ROWS, rows).rowcount
+            else:
+                added = db.execute(_INSERT, (json.dumps(rows, ensure_ascii=False),)).rowcount
             db.executemany("INSERT OR IGNORE INTO nicks(nick) VALUES (?)", [(n,) for n in nicks])
         self._chans.update(new_chans)
         return max(added, 0)
@@ -321,7 +364,7 @@ class ChatLog:
         cmp, order = ("<", " DESC") if older else (">", "")
         where = f" AND (lines.ts, lines.seq, lines.id) {cmp} (?, ?, ?)" if bound is not None else ""
         rows = self._rows(
-            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?{where}"
+            f"SELECT {self._cols} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?{where}"
             f" ORDER BY lines.ts{order}, lines.seq{order}, lines.id{order} LIMIT ?",
             (cid, *(bound or ()), limit),
         )
@@ -329,11 +372,28 @@ class ChatLog:
             rows.reverse()
         return rows
 
+    def stamped(self, circle: str, room: str, before: int = 0, limit: int = 100) -> list[Line]:
+        """Direct mode: up to `limit` of the room's messages and actions with a Lamport stamp
+        below `before` (0: the newest), the latest of them, in stamp order. What a peer asked for
+        history answers from (see `peer_history`)."""
+        cid = self._chans.get((circle, room))
+        if cid is None or limit <= 0 or self._cols.endswith(", 0"):
+            return []
+        bound = to_int64(before) if 0 < before < _U63 else _U63 - 1
+        rows = self._rows(
+            f"SELECT {self._cols} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?"
+            " AND lines.lc != 0 AND lines.lc < ? AND lines.kind IN (0, 1)"
+            " ORDER BY lines.lc DESC, lines.nick DESC LIMIT ?",
+            (cid, bound, limit),
+        )
+        rows.reverse()
+        return rows
+
     def at(self, pos: int) -> Line | None:
         if not 0 < pos < _U63:
             return None
         rows = self._rows(
-            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.id = ?", (pos,)
+            f"SELECT {self._cols} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.id = ?", (pos,)
         )
         return rows[0] if rows else None
 
@@ -394,7 +454,7 @@ class ChatLog:
             for k in reversed(range(self._shards)):  # newest first: most searches end in one shard
                 fts = f"lines_fts{k}"
                 sql = (
-                    f"SELECT {_COLS} FROM {fts} JOIN lines ON lines.id = {fts}.rowid"
+                    f"SELECT {self._cols} FROM {fts} JOIN lines ON lines.id = {fts}.rowid"
                     f" JOIN chans ON chans.id = lines.chan WHERE {fts} MATCH ?"
                     + "".join(" AND " + w for w in where)
                     + f" ORDER BY {fts}.rowid DESC LIMIT ?"
@@ -404,7 +464,7 @@ class ChatLog:
                     break
             return found
         sql = (
-            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE "
+            f"SELECT {self._cols} FROM lines JOIN chans ON chans.id = lines.chan WHERE "
             + " AND ".join(where)
             + " ORDER BY lines.id DESC LIMIT ?"
         )
@@ -457,8 +517,9 @@ class ChatLog:
                 from_int64(mid),
                 from_int64(epoch),
                 pos,
+                from_int64(lc),
             )
-            for pos, circle, room, kind, nick, text, ts, seq, mid, epoch in self._fetch(sql, params)
+            for pos, circle, room, kind, nick, text, ts, seq, mid, epoch, lc in self._fetch(sql, params)
         ]
 
 
@@ -512,3 +573,20 @@ def search_dicts(lines: Iterable[Line]) -> Iterator[dict]:
             "circle": line.circle,
             "pos": line.pos,
         }
+
+
+def peer_history(log: ChatLog, circle: str, lock: contextlib.AbstractContextManager | None = None):
+    """The read function a direct peer answers history from (`PeerNode.serve_history`): for
+    (room, before, n), the room's latest `n` messages stamped below `before` (0: the newest) in
+    this circle, as (lc, nick, text, ts, action) tuples, in stamp order. A log that cannot be read
+    gives nothing (the peer answers from what it holds in memory)."""
+
+    def read(room: str, before: int, n: int) -> list[tuple[int, str, str, float, bool]]:
+        try:
+            with lock if lock is not None else contextlib.nullcontext():
+                lines = log.stamped(circle, room, before, n)
+        except StoreError:
+            return []
+        return [(x.lc, x.nick, x.text, x.ts, x.kind == "action") for x in lines]
+
+    return read

@@ -11,6 +11,7 @@ named by the other person's nick prefixed with '@' (see `direct_room`).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 # ----------------------------------------------------------------------------- shared values
@@ -27,6 +28,17 @@ class Member:
 def direct_room(nick: str) -> str:
     """The room key of a direct conversation with `nick`."""
     return "@" + nick
+
+
+def direct_mid(room: str, nick: str, stamp: int, text: str | None = None) -> int:
+    """Direct mode's name for a room event: (room, nick, Lamport stamp) (a peer's stamps only
+    grow, and the stamp travels with the message, so every peer names it alike), hashed to a
+    63-bit id; a peer dedupes history by it. With `text` (a message's), the name of what was said:
+    the app's log dedupes messages by that, so a line relayed with other words under the same name
+    (hostile history) never hides the line its author sends."""
+    key = f"{room}\0{nick}\0{stamp}" if text is None else f"{room}\0{nick}\0{stamp}\0{text}"
+    h = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8)
+    return (int.from_bytes(h.digest(), "big") >> 1) or 1
 
 
 # ----------------------------------------------------------------------------- connection

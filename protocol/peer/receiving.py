@@ -97,6 +97,8 @@ class Receiving:
                     )
                 )
             elif r is not None and not lr.hidden:  # a refused double of a nick says nothing
+                if self._repeat_of_history(name, m):
+                    continue  # history showed it already (history.py)
                 r.history.append(kept)
                 self._events.append(
                     E.MessageReceived(

@@ -366,3 +366,16 @@ def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path):
     check = sqlite3.connect(path)
     assert [row[0] for row in check.execute("SELECT name FROM sqlite_master")] == ["notes"]
     check.close()
+
+
+def test_a_batch_is_stored_exactly_whatever_its_text_and_times(log):
+    """Batches go to SQLite as one JSON array; what JSON cannot carry (NUL, which SQLite's JSON
+    cuts text at; infinite times) is stored row by row, exactly as well."""
+    odd = ["a\x00b", '\u2028 "q" \\ \U0001f600 é', "", "x" * 4000, "\ufeff\u202e"]
+    log.add([msg(i + 1, t, nick=f"n{i}\x00" if i == 0 else f"n{i}") for i, t in enumerate(odd)])
+    log.add([msg(10 + i, t) for i, t in enumerate(odd[1:])])
+    got = log.recent(RELAY, "lobby", 100)
+    assert [x.text for x in got] == odd + odd[1:]
+    assert got[0].nick == "n0\x00"
+    assert [x.ts for x in got] == [1000.0 + x.seq for x in got]
+    fts_in_sync(log)
