@@ -413,13 +413,14 @@ class History:
         return keep, pages
 
     def _own_post(self, e: ev.PostAcknowledged):
-        """Direct mode: our post, acknowledged with its Lamport stamp, as the event peers got."""
+        """Direct mode: our post, acknowledged with its Lamport stamp, as the event peers got
+        (with what we signed: a peer serves it again from the log as we signed it)."""
         entry = self.chat.pending.get(e.local_id)
         if entry is None or not isinstance(e.seq, int) or e.seq <= 0:
             return None
         name, line = entry
         return ev.MessageReceived(
-            name, e.seq, line.nick, line.text, line.ts, line.kind == m.ACTION, mine=True
+            name, e.seq, line.nick, line.text, line.ts, line.kind == m.ACTION, mine=True, signed=e.signed
         )
 
     def serve(self, backend) -> None:

@@ -5,8 +5,9 @@ paging back (`page_back`) asks the room's members for the messages stamped below
 The answer comes from the peer's durable log when its driver gave it one (`serve_history`: a read
 function, the app's log through `chatlog.peer_history`; the core does no I/O itself), merged with
 what it holds in memory (`Room.history`, which has what the log's writer may not have stored yet).
-Lines read from a log have no stream position: they travel with `seq` 0 and the message id
-`events.direct_mid(room, nick, lc)`, the name every peer gives that line.
+Lines read from a log have no stream position: they travel with `seq` 0, and as their author
+signed them (the message id, time, signature and key the log kept: `events.Signed`); a logged line
+without them (logged before signatures were kept) is not served, as a receiver would drop it.
 
 What a receiver takes (the answerer's word, shown as history): only from a member it asked, only
 while it waits for that answer, at most as many lines as it asked for, each checked like a message
@@ -18,7 +19,6 @@ A line of a member whose stream it receives live is taken only if that stream wo
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable
 
 from .. import events as E
@@ -42,8 +42,9 @@ from .state import (
     Room,
 )
 
-#: a read function: (room, before, n) -> the room's latest n messages stamped below `before` (0:
-#: the newest), in stamp order, as (lc, nick, text, ts, action) tuples
+#: a read function: (room, before, n) -> the room's latest n signed messages stamped below
+#: `before` (0: the newest), in stamp order, as (lc, nick, text, action, signed) tuples, `signed` an
+#: `events.Signed` (the id, time, signature and key the author signed the line with)
 HistorySource = Callable[[str, int, int], list]
 
 MAX_PAGE = 100  # messages per page asked of a member (and answered)
@@ -96,16 +97,18 @@ class History:
         out = []
         for row in list(read(name, before, n))[-n:]:
             try:
-                lc, nick, text, ts, action = row
+                lc, nick, text, action, signed = row
                 check_nick(nick)
                 check_text(text, MAX_TEXT_BYTES)
             except (InputError, TypeError, ValueError):
                 continue
             if not isinstance(lc, int) or not 0 < lc <= LC_MAX or (before and lc >= before):
                 continue
-            ts = float(ts) if isinstance(ts, int | float) and math.isfinite(ts) else 0.0
+            if not isinstance(signed, E.Signed) or not signed.well_formed():
+                continue  # not as its author signed it: a receiver would drop it
             kind = F.EV_ACTION if action else F.EV_MSG
-            out.append(F.PeerMsg(name, 0, lc, kind, nick, text, ts, E.direct_mid(name, nick, lc)))
+            s = signed
+            out.append(F.PeerMsg(name, 0, lc, kind, nick, text, s.ts, s.mid, s.sig, s.key))
         return out
 
     def _history_items(self, r: Room, before: int, n: int) -> list[F.PeerMsg]:
@@ -237,7 +240,9 @@ class History:
         """A history line as shown: its time checked like any from the wire (the item itself keeps
         the time it was signed with, to be passed on)."""
         ts = self._wire_ts(m.ts, now, True)
-        return E.MessageReceived(room, m.lc, m.nick, m.text, ts, m.kind == F.EV_ACTION, history=True)
+        return E.MessageReceived(
+            room, m.lc, m.nick, m.text, ts, m.kind == F.EV_ACTION, history=True, signed=self._signed_of(m)
+        )
 
     def _repeat_of_history(self, name: str, m: F.PeerMsg) -> bool:
         """A live message (delivered in its stream's order) that history already showed, word for

@@ -25,14 +25,16 @@ CIRCLE = "direct test"
 
 def log_events(log: ChatLog, net: FakeNet, i: int, posted: dict[tuple[int, int], str]) -> None:
     """What the app logs for peer i (tui/history.py): the room events it got, and its own posts
-    as acknowledged (stamped with their Lamport clock)."""
+    as acknowledged (stamped with their Lamport clock, with what it signed)."""
     lines = []
     nick = net.nodes[addr(i)].nick
     for e in net.events[addr(i)]:
         if isinstance(e, E.MessageReceived) and not e.room.startswith("@"):
             lines.append(line_of(e, CIRCLE, 0, direct_mid(e.room, e.nick, e.seq, e.text), direct=True))
         elif isinstance(e, E.PostAcknowledged) and (i, e.local_id) in posted:
-            own = E.MessageReceived(e.room, e.seq, nick, posted[i, e.local_id], 1.7e9, mine=True)
+            own = E.MessageReceived(
+                e.room, e.seq, nick, posted[i, e.local_id], 1.7e9, mine=True, signed=e.signed
+            )
             lines.append(line_of(own, CIRCLE, 0, direct_mid(e.room, nick, e.seq, own.text), direct=True))
     log.add(lines)
 
@@ -56,8 +58,8 @@ def pair(seed: int, second: str):
 
 
 def chat_then_restart(tmp_path, n_old: int = 30):
-    """p0 and p1 chat (n_old lines), both quit; p0 starts again on its log. Returns the net, the
-    new p0 and the log."""
+    """p0 and p1 chat (n_old lines), both quit; p0 starts again on its log (and its identity key,
+    as the app does: its key file). Returns the net, the new p0 and the log."""
     net, p0, p1 = pair(3, "p1")
     posted: dict[tuple[int, int], str] = {}
     for k in range(n_old):
@@ -68,7 +70,7 @@ def chat_then_restart(tmp_path, n_old: int = 30):
     net.remove(addr(0))
     net.remove(addr(1))
     net.run_until(net.now + 2 * timing().timeout)
-    p0 = net.add(addr(0), PeerNode("p0", timing=timing()))
+    p0 = net.add(addr(0), PeerNode("p0", timing=timing(), identity=p0.identity))
     p0.serve_history(peer_history(log, CIRCLE))
     net.call(addr(0), p0.join, "lobby")
     return net, p0, log

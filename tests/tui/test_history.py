@@ -579,13 +579,20 @@ class DirectBackend(FakeBackend):
         self._emit(ev.HistoryPage(room, before, tuple(older), complete))
 
 
+SIGNER = FakeBackend(direct=True)
+
+
 def stamped(lc, text, nick="bob", room="lobby"):
-    return ev.MessageReceived(room, lc, nick, text, T0 - 10_000 + lc, False, True)
+    ts = T0 - 10_000 + lc
+    return ev.MessageReceived(
+        room, lc, nick, text, ts, False, True, signed=SIGNER.signed_by(nick, room, lc, text, ts)
+    )
 
 
 async def test_direct_mode_logs_own_posts_with_their_stamps_and_serves_the_log_to_its_peer():
     """Nobody echoes our own post in direct mode: it is logged when acknowledged, with its
-    Lamport stamp, and the session's peer answers history from the log (chatlog.peer_history)."""
+    Lamport stamp and what we signed (the time as signed, not as shown), and the session's peer
+    answers history from the log (chatlog.peer_history), each line as its author signed it."""
     backend = DirectBackend("alice", ["lobby"])
     app = app_for(backend)
     async with app.run_test() as pilot:
@@ -598,11 +605,13 @@ async def test_direct_mode_logs_own_posts_with_their_stamps_and_serves_the_log_t
         await settle(pilot, app)
         app.history.drain()
         assert backend.read is not None, "the peer was not given the log"
+        sign = backend.signed_by
         assert backend.read("lobby", 0, 100) == [
-            (1, "bob", "hi alice", T0, False),
-            (2, "alice", "hello bob", T0, False),
-            (3, "bob", "how are you", T0, False),
+            (1, "bob", "hi alice", False, sign("bob", "lobby", 1, "hi alice", T0)),
+            (2, "alice", "hello bob", False, sign("alice", "lobby", 2, "hello bob")),
+            (3, "bob", "how are you", False, sign("bob", "lobby", 3, "how are you", T0)),
         ]
+        assert sign("alice", "lobby", 2, "hello bob").ts != T0  # (signed at another time than shown)
         assert [r[2] for r in backend.read("lobby", 3, 1)] == ["hello bob"]  # a page below stamp 3
 
 

@@ -39,6 +39,11 @@ def _value(name: str, tp: str) -> st.SearchStrategy:
         return st.booleans()
     if tp == "bytes":
         return st.binary(max_size=64)
+    if tp == "Signed | None":
+        sizes = st.one_of(
+            st.binary(max_size=80), st.binary(min_size=32, max_size=32), st.binary(min_size=64, max_size=64)
+        )
+        return st.one_of(st.none(), st.builds(ev.Signed, ints(), floats(), sizes, sizes))
     if tp.startswith("tuple[Member"):
         member = st.builds(ev.Member, st.one_of(st.sampled_from(NICKS), texts(40)), texts(200), st.booleans())
         return st.lists(member, max_size=8).map(tuple)
@@ -101,6 +106,9 @@ def _random_event(rng: random.Random):
             kw[f.name] = rng.choice([math.nan, math.inf, -math.inf, 1e20, -1.0, 0.0, T0])
         elif tp == "bool":
             kw[f.name] = rng.random() < 0.5
+        elif tp == "Signed | None":
+            sig = rng.choice([b"", b"\0" * 64, b"\xff" * 65])
+            kw[f.name] = rng.choice([None, ev.Signed(rng.choice([0, 1, 1 << 64]), math.nan, sig, b"k" * 32)])
         else:
             kw[f.name] = tuple(ev.Member(rng.choice(NICKS), rng.choice(["", "lunch"])) for _ in range(3))
     return t(**kw)
