@@ -132,3 +132,18 @@ async def test_the_running_app_takes_hostile_events_and_still_works():
         await settle(pilot, app)
         assert any(line.text == "still here" for line in app.chat.current.lines)
         assert app.is_running
+
+
+async def test_a_connection_lost_with_any_retry_delay_is_counted_down_without_raising():
+    """`ConnectionLost.retry_in` of any number (the status line counts it down in whole seconds):
+    infinite, NaN, negative or huge, the app shows the outage and keeps running."""
+    app, backend = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app, backend)
+        for delay in (math.inf, -math.inf, math.nan, 1e300, 10**30, -5.0):
+            backend.inject(ev.ConnectionLost("no answer", delay))
+            await settle(pilot, app)
+            assert app.chat.retry_at is not None and math.isfinite(app.chat.retry_at)
+            backend.inject(ev.Connected("127.0.0.1:6000", "alice"))
+            await settle(pilot, app)
+        assert app.is_running
