@@ -5,13 +5,19 @@ are bounded and cannot hide what a member says itself."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
 from udproom.protocol.chatlog import ChatLog, line_of, peer_history
+from udproom.protocol.crypto import signed_bytes, verify
 from udproom.protocol.events import direct_mid
+from udproom.protocol.names import MAX_TEXT_BYTES, clip_utf8
 from udproom.protocol.peer import PeerNode
 from udproom.protocol.peer import history as H
 from udproom.protocol.peer import state as P
@@ -125,6 +131,59 @@ def test_history_from_the_log_and_the_join_window_show_each_line_once(tmp_path):
     got = texts_of(of(net, 2, E.MessageReceived))
     want = [f"old {k}" for k in range(30)] + [f"new {k}" for k in range(6)]
     assert sorted(got) == sorted(want)  # every line, none twice
+
+
+def _edited(text: str) -> str:
+    return "edited: " + clip_utf8(text, MAX_TEXT_BYTES - 8)
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(st.tuples(st.integers(0, 1), texts(MAX_TEXT_BYTES)), min_size=1, max_size=12), st.data())
+def test_lines_served_from_a_log_verify_and_a_line_altered_on_disk_is_not_shown(said, data):
+    """p0 and p1 say anything; p0's app logs it; some of the logged lines are then edited on disk;
+    p0 restarts on its log (and key) and a newcomer joins through it. What the newcomer shows
+    from p0's log is exactly the lines nobody edited, each as its author signed it (the signature
+    the event carries verifies under that author's key, over the time it was signed with); an
+    edited line is never shown, and is counted as a bad signature."""
+    net, p0, p1 = pair(5, "p1")
+    keys = {"p0": p0.identity.public, "p1": p1.identity.public}
+    posted: dict[tuple[int, int], str] = {}
+    for i, text in said:
+        post(net, i, text, posted)
+    net.run_while(lambda: p0.pending_posts or p1.pending_posts, net.now + 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "chat.sqlite3"
+        log = ChatLog(path)
+        log_events(log, net, 0, posted)
+        rows = log.stamped(CIRCLE, "lobby", 0, 1000, signed=True)
+        assert sorted((x.nick, x.text) for x in rows) == sorted((f"p{i}", t) for i, t in said)
+        edited = data.draw(st.sets(st.sampled_from([x.pos for x in rows])), label="edited")
+        assume(all(_edited(x.text) != x.text for x in rows))
+        with sqlite3.connect(path) as db:  # someone edits the file
+            for x in rows:
+                if x.pos in edited:
+                    db.execute("UPDATE lines SET text = ? WHERE id = ?", (_edited(x.text), x.pos))
+        net.remove(addr(0))
+        net.remove(addr(1))
+        net.run_until(net.now + 2 * timing().timeout)
+        p0 = net.add(addr(0), PeerNode("p0", timing=timing(), identity=p0.identity))
+        p0.serve_history(peer_history(log, CIRCLE))
+        net.call(addr(0), p0.join, "lobby")
+        late = joiner(net, 2, 0)
+        log.close()
+    shown = [e for e in of(net, 2, E.MessageReceived) if e.history]
+    kept = [x for x in rows if x.pos not in edited]
+    assert sorted((e.seq, e.nick, e.text) for e in shown) == sorted((x.lc, x.nick, x.text) for x in kept)
+    for e in shown:
+        s = e.signed
+        assert s is not None and s.key == keys[e.nick]
+        kind = F.EV_ACTION if e.action else F.EV_MSG
+        assert verify(s.key, signed_bytes("lobby", kind, s.mid, s.ts, e.text.encode()), s.sig)
+    assert late.stats["bad_signature"] == len(edited)
 
 
 def test_paging_back_fetches_older_lines_from_the_peers_logs(tmp_path):
