@@ -65,7 +65,7 @@ def pair(seed: int, second: str):
 
 def chat_then_restart(tmp_path, n_old: int = 30):
     """p0 and p1 chat (n_old lines), both quit; p0 starts again on its log (and its identity key,
-    as the app does: its key file). Returns the net, the new p0 and the log."""
+    as the app does). Returns the net, the new p0 and the log."""
     net, p0, p1 = pair(3, "p1")
     posted: dict[tuple[int, int], str] = {}
     for k in range(n_old):
@@ -73,13 +73,19 @@ def chat_then_restart(tmp_path, n_old: int = 30):
     net.run_while(lambda: p0.pending_posts or p1.pending_posts, net.now + 5)
     log = ChatLog(tmp_path / "chat.sqlite3")
     log_events(log, net, 0, posted)
+    return net, restart_on(net, p0, log), log
+
+
+def restart_on(net: FakeNet, p0: PeerNode, log: ChatLog) -> PeerNode:
+    """p0 and p1 quit; p0 starts again on its log and its identity key (as the app does: its key
+    file), back in #lobby. Returns the new p0."""
     net.remove(addr(0))
     net.remove(addr(1))
     net.run_until(net.now + 2 * timing().timeout)
     p0 = net.add(addr(0), PeerNode("p0", timing=timing(), identity=p0.identity))
     p0.serve_history(peer_history(log, CIRCLE))
     net.call(addr(0), p0.join, "lobby")
-    return net, p0, log
+    return p0
 
 
 def joiner(net: FakeNet, i: int, contact: int, nick: str = "late") -> PeerNode:
@@ -167,12 +173,7 @@ def test_lines_served_from_a_log_verify_and_a_line_altered_on_disk_is_not_shown(
             for x in rows:
                 if x.pos in edited:
                     db.execute("UPDATE lines SET text = ? WHERE id = ?", (_edited(x.text), x.pos))
-        net.remove(addr(0))
-        net.remove(addr(1))
-        net.run_until(net.now + 2 * timing().timeout)
-        p0 = net.add(addr(0), PeerNode("p0", timing=timing(), identity=p0.identity))
-        p0.serve_history(peer_history(log, CIRCLE))
-        net.call(addr(0), p0.join, "lobby")
+        restart_on(net, p0, log)
         late = joiner(net, 2, 0)
         log.close()
     shown = [e for e in of(net, 2, E.MessageReceived) if e.history]
