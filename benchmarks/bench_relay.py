@@ -169,8 +169,14 @@ def run_scenario(
     """One relay (udproom or naive), its members and senders; returns the figures."""
     workers: list[Worker] = []
     proto = "naive" if kind == "naive" else "udproom"  # "disk" is the udproom relay on a room log
+    relays: list[Worker] = []
     try:
         relay_argv = [f"relay-{proto}"]
+        if kind in ("cluster", "workers"):  # on NATS JetStream (bench_cluster.py starts the server)
+            prefix = f"b{time.monotonic_ns()}"  # a fresh room per run
+            relay_argv += ["--cluster", opts.cluster_url, "--cluster-prefix", prefix]
+            if kind == "workers":
+                relay_argv.append("--reuse-port")
         if kind == "disk":
             relay_argv += ["--data", os.path.join(workdir, f"data-{mode}-{time.monotonic_ns()}")]
             if opts.fsync:
@@ -185,6 +191,11 @@ def run_scenario(
         relay = Worker(f"relay-{kind}", relay_argv, workers, pin_relay)
         info = relay.expect("ready", 15)
         port = info["port"]
+        relays.append(relay)
+        for i in range(1, getattr(opts, "workers", 2) if kind == "workers" else 1):  # on the same port
+            more = Worker(f"relay-{kind}-{i}", [*relay_argv, "--port", str(port)], workers, pin_relay)
+            more.expect("ready", 15)
+            relays.append(more)
         senders_n = opts.senders
         members_n = opts.members - senders_n
         groups = opts.member_procs
@@ -242,8 +253,13 @@ def run_scenario(
         wall = time.monotonic() - wall0
         results = [w.expect("result", 20) for w in member_workers]
         sres = senders.expect("result", 20)
-        relay.send("stop")
+        for r in relays:
+            r.send("stop")
         rres = relay.expect("result", 10)
+        for r in relays[1:]:
+            more_stats = r.expect("result", 10)["stats"]
+            for key, value in more_stats.items():
+                rres["stats"][key] = rres["stats"].get(key, 0) + value
 
         def cpu_of(names: list[str]) -> float:
             tot = 0.0
@@ -259,7 +275,7 @@ def run_scenario(
             "relay_mode": info.get("mode", "uvloop" if info.get("uvloop") else "asyncio"),
             "deliveries": deliveries,
             "rate": deliveries / duration,
-            "relay_cpu": cpu_of([relay.name]),
+            "relay_cpu": cpu_of([r.name for r in relays]),
             "members_cpu": cpu_of([w.name for w in member_workers]),
             "senders_cpu": cpu_of([senders.name]),
             # share of all CPUs busy (anything on the machine, not only us)

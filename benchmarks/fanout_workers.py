@@ -156,12 +156,18 @@ def relay_udproom(args: argparse.Namespace) -> None:
         prof = cProfile.Profile()
 
     async def main() -> None:
-        room_log = None
+        room_log = names = None
         if args.data:  # the room log on disk (udproom relay --data DIR), else in memory (--memory)
             from udproom.protocol.roomlog import SqliteLog
 
             room_log = SqliteLog(args.data, fsync=args.fsync)
-        server = RelayServer(f"{HOST}:0", log=room_log)
+        if args.cluster:  # udproom relay --cluster URL (and, with --reuse-port, one of --workers)
+            from udproom.protocol.jetstream import ClusterNicks, JetStreamLog, NatsLink
+
+            link = NatsLink(args.cluster)
+            room_log = JetStreamLog(link, prefix=args.cluster_prefix)
+            names = ClusterNicks(link, os.urandom(4).hex(), prefix=args.cluster_prefix)
+        server = RelayServer(f"{HOST}:{args.port}", log=room_log, names=names, reuse_port=args.reuse_port)
         await server.start()
         lp = asyncio.get_running_loop()
         emit("ready", {"port": server.port, "uvloop": uloop.using_uvloop(), "pid": os.getpid()})
@@ -187,6 +193,9 @@ def relay_udproom(args: argparse.Namespace) -> None:
         lp.remove_reader(ctl.fd)
         stats = server.stats
         await server.stop()
+        if names is not None:
+            names.close()
+            room_log.link.close()
         ru = resource.getrusage(resource.RUSAGE_SELF)
         emit("result", {"stats": stats, "cpu": ru.ru_utime + ru.ru_stime})
 
@@ -916,6 +925,9 @@ def main() -> None:
     p.add_argument("--profile", help="relay-udproom: write cProfile stats here")
     p.add_argument("--data", help="relay-udproom: keep the room log in SQLite under this directory")
     p.add_argument("--fsync", action="store_true", help="relay-udproom --data: synchronous=FULL")
+    p.add_argument("--cluster", help="relay-udproom: the room log on NATS JetStream at this URL")
+    p.add_argument("--cluster-prefix", default="udproom", help="relay-udproom --cluster: stream names")
+    p.add_argument("--reuse-port", action="store_true", help="relay-udproom: SO_REUSEPORT (a worker)")
     p.add_argument("--max-seconds", type=float, default=150.0)
     args = p.parse_args()
     fn = {

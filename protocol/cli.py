@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 from . import events as E
 from .names import InputError, canonical_room, check_nick, check_text, default_nick, sanitize
-from .net.address import AddressError, format_address, parse_address
+from .net.address import AddressError, format_address, parse_address, parse_addresses
 from .reliability import Timing
 
 COMMANDS = ("relay", "listen", "send", "history", "search", "log", "register")
@@ -182,7 +182,7 @@ def _relay_address(text: str) -> None:
     """Check `HOST:PORT[#FINGERPRINT]` (AddressError, one line)."""
     from .net.runners import pinned_address
 
-    parse_address(pinned_address(text)[0])
+    parse_addresses(pinned_address(text)[0])
 
 
 def _client(args: argparse.Namespace, nick: str, room: str) -> Any:
@@ -210,9 +210,10 @@ def _add_room_args(parser: argparse.ArgumentParser) -> None:
     """Where the room is (a relay, or direct peers), which room, and as whom: listen and send."""
     parser.add_argument(
         "--join",
-        metavar="HOST:PORT",
-        help="the relay, HOST:PORT ('[::1]:6000' for IPv6; port defaults to 6000); HOST:PORT#FINGERPRINT "
-        "also checks the relay's key (as `udproom relay` prints it)",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the relay, HOST:PORT ('[::1]:6000' for IPv6; port defaults to 6000); several relays of "
+        "one cluster, comma-separated: the next when one stops answering; HOST:PORT#FINGERPRINT also "
+        "checks the relay's key (as `udproom relay` prints it)",
     )
     _add_direct(parser)
     _add_identity(parser, "your", "in the user data directory")
@@ -277,6 +278,28 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--data", metavar="DIR", help="keep the rooms' history in DIR (SQLite, WAL)")
     _add_identity(
         relay, "the relay's", "'identity' in its data directory; with --memory one made for the run"
+    )
+    relay.add_argument(
+        "--cluster",
+        metavar="nats://HOST:PORT[,...]",
+        help="share rooms with other relays through NATS JetStream at these servers (nothing is kept "
+        "locally; needs the 'cluster' extra: pip install 'udproom[cluster]')",
+    )
+    relay.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N|auto",
+        help="with --cluster: run N relay processes on the one port (SO_REUSEPORT), sharing rooms "
+        "through the cluster; 'auto' = one per core",
+    )
+    relay.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # (a worker)
+    relay.add_argument(
+        "--replicas",
+        type=int,
+        choices=(1, 3, 5),
+        default=1,
+        metavar="N",
+        help="with --cluster: copies of each room's stream on the NATS servers (1, 3 or 5; default 1)",
     )
     relay.add_argument(
         "--memory", action="store_true", help="keep history in memory only: a restart forgets every room"
@@ -375,8 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--join",
         required=True,
-        metavar="HOST:PORT",
-        help="the relay ('[::1]:6000' for IPv6; HOST:PORT#FINGERPRINT also checks its key)",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the relay ('[::1]:6000' for IPv6; several relays of one cluster, comma-separated; "
+        "HOST:PORT#FINGERPRINT also checks its key)",
     )
     _add_identity(history, "your", "in the user data directory")
     history.add_argument("--room", required=True, help="room name, e.g. lobby or '#lobby'")
@@ -522,16 +546,48 @@ def _on_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -
 # ----------------------------------------------------------------------------- relay
 
 
+def _workers(text: str) -> int:
+    from .net.workers import worker_count
+
+    try:
+        return worker_count(text.strip().lower())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a number of workers or 'auto' ({exc})") from None
+
+
+async def _run_workers(args: argparse.Namespace) -> int:
+    from .net.workers import run_workers
+
+    if not args.cluster:
+        raise UsageError(
+            "--workers runs relays that share rooms through a cluster: add --cluster nats://HOST:PORT"
+        )
+    host, port = parse_address(args.bind, allow_empty_host=True)
+    stop = asyncio.Event()
+    _on_signals(asyncio.get_running_loop(), stop.set)
+    try:
+        return await run_workers(args.workers, args.argv, host, port, lambda text: _say("relay", text), stop)
+    except AddressError as exc:
+        raise Failure(str(exc)) from None
+
+
 async def _run_relay(args: argparse.Namespace) -> int:
     from .net.runners import RelayServer
     from .relay import RelayConfig, StoreFailed, StoreRecovered
+
+    if args.workers is not None:
+        return await _run_workers(args)
 
     timing = _timing(args)
     config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
     config.admin_keys = frozenset(fp for name in args.admin_key for fp in _admin_keys(name))
     config.max_rooms_per_key = args.max_rooms_per_key
     config.identity = args.identity_key
-    room_log = _open_room_log(args)
+    names = None
+    if args.cluster:
+        room_log, names = _open_cluster(args, config.timing.timeout)
+    else:
+        room_log = _open_room_log(args)
 
     def on_event(ev: Any) -> None:  # what an operator must see: the log stopped storing, and again
         if isinstance(ev, StoreFailed):
@@ -539,14 +595,24 @@ async def _run_relay(args: argparse.Namespace) -> int:
         elif isinstance(ev, StoreRecovered):
             _say("relay", f"storing again ({_plural(ev.refused, 'commit')} refused meanwhile)")
 
-    server = RelayServer(args.bind, config, log=room_log, on_event=on_event)
+    # relays of a cluster share a port on one machine (SO_REUSEPORT): a second `relay --cluster`
+    # there just works, as --workers do; the kernel keeps each client on one of them
+    reuse = args.reuse_port or bool(args.cluster)
+    server = RelayServer(args.bind, config, log=room_log, on_event=on_event, names=names, reuse_port=reuse)
     try:
         host, port = await server.start()
     except AddressError as exc:
         room_log.close()
+        _close_link(room_log)
         raise Failure(str(exc)) from None
     where = getattr(room_log, "path", None)
-    _say("relay", f"rooms kept in {where}" if where else "rooms kept in memory only (--memory)")
+    if args.cluster:
+        from .jetstream import redact
+
+        where = ",".join(redact(u) for u in args.cluster.split(","))
+        _say("relay", f"rooms kept in the cluster at {where} ({_plural(args.replicas, 'replica')})")
+    else:
+        _say("relay", f"rooms kept in {where}" if where else "rooms kept in memory only (--memory)")
     _say("relay", f"relay key {config.identity.fingerprint} (clients can check it: --join HOST:PORT#KEY)")
     if args.identity is None and args.memory:
         _say("relay", "that key is made for this run only (--memory): give --identity FILE to keep it")
@@ -557,6 +623,9 @@ async def _run_relay(args: argparse.Namespace) -> int:
     await stop.wait()
     stats = server.stats
     await server.stop()
+    if names is not None:
+        names.close()
+    _close_link(room_log)
     _say(
         "relay",
         f"stopped after {_plural(stats.get('sessions_opened', 0), 'session')},"
@@ -571,7 +640,9 @@ async def _run_relay(args: argparse.Namespace) -> int:
 def _relay_identity(args: argparse.Namespace) -> Any:
     """The relay's long-term key: --identity FILE, else `identity` in its data directory (made on
     first use); with --memory and no --identity, one made for this run only (said on stderr:
-    clients that pinned it will refuse the next run's)."""
+    clients that pinned it will refuse the next run's). The relays of a cluster present one key,
+    so that a client's pin holds when it fails over: relays on one machine share the default file;
+    on several machines, give each the same --identity FILE."""
     from . import paths
     from .crypto import Identity, IdentityFileError, load_or_create_identity
 
@@ -581,6 +652,47 @@ def _relay_identity(args: argparse.Namespace) -> Any:
         return load_or_create_identity(args.identity or paths.relay_identity_path(args.data))
     except IdentityFileError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _open_cluster(args: argparse.Namespace, timeout: float) -> tuple[Any, Any]:
+    """--cluster: the room log on JetStream and the nick claims, on one NATS connection; a one-line
+    Failure when no server answers (or nats-py is missing)."""
+    import os
+
+    from .roomlog import KEEP_EVENTS, StoreError
+
+    if args.data is not None or args.memory or args.fsync:
+        raise UsageError(
+            "--cluster keeps rooms in NATS JetStream: it cannot be combined with --data, --memory or --fsync"
+        )
+    urls = [u.strip() for u in args.cluster.split(",") if u.strip()]
+    try:
+        from .jetstream import ClusterNicks, JetStreamLog, NatsLink, redact
+    except ImportError:
+        raise Failure("--cluster needs nats-py: pip install 'udproom[cluster]'") from None
+    if not urls or not all(u.startswith(("nats://", "tls://")) for u in urls):
+        shown = ",".join(redact(u) for u in urls)
+        raise UsageError(f"--cluster wants nats://HOST:PORT[,nats://HOST:PORT...], not {shown!r}")
+    keep_events = KEEP_EVENTS if args.keep_events is None else args.keep_events
+    try:
+        link = NatsLink(urls)
+    except StoreError as exc:
+        raise Failure(str(exc)) from None
+    try:
+        log = JetStreamLog(
+            link, keep_days=args.keep_days or None, keep_events=keep_events or None, replicas=args.replicas
+        )
+        names = ClusterNicks(link, os.urandom(8).hex(), ttl=timeout, replicas=args.replicas)
+    except StoreError as exc:
+        link.close()
+        raise Failure(str(exc)) from None
+    return log, names
+
+
+def _close_link(room_log: Any) -> None:
+    link = getattr(room_log, "link", None)
+    if link is not None:
+        link.close()
 
 
 def _open_room_log(args: argparse.Namespace) -> Any:
@@ -1187,6 +1299,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "relay":
             parse_address(args.bind, allow_empty_host=True)
             args.identity_key = _relay_identity(args)
+            args.argv = argv[argv.index("relay") + 1 :]  # (--workers: this command again, per worker)
             return _run(lambda: _run_relay(args))
         _read_passphrase(args)
         if command == "history":

@@ -191,6 +191,10 @@ class ClientSession:
         self.rtt = RttEstimator(t)
         self.state = IDLE
         self.addr: Addr | None = None
+        #: the relays of a cluster to fail over to (addr among them): the next one when ours stops
+        #: answering; the cluster's epoch makes it a resume there (no gap, no duplicate)
+        self.relays: list[Addr] = []
+        self.failed_from = ""  # the relay we last failed over from (the status line says so)
         self.epoch: int | None = None
         self.rooms: OrderedDict[str, RoomState] = OrderedDict()  # wanted rooms, in join order
         self.away = ""
@@ -561,7 +565,7 @@ class ClientSession:
         if st == HANDSHAKE:
             if now >= self._hello_at:
                 if now >= self._handshake_started + min(t.handshake, t.timeout):
-                    self._lost("no answer from the relay", now)
+                    self._lost("no answer from the relay", now, failover=True)
                 else:
                     self._send_hello(now)
             self._expire_outbox(now)
@@ -574,7 +578,7 @@ class ClientSession:
         if st != CONNECTED:
             return
         if now >= self._last_heard + t.timeout:
-            self._lost("the relay stopped answering", now)
+            self._lost("the relay stopped answering", now, failover=True)
             return
         if not self._stalled and now >= self._last_heard + self._stall_after():
             self._stalled = True
@@ -706,11 +710,17 @@ class ClientSession:
         self._hs = None
         self._events.append(E.Refused(frame.reason))
 
-    def _lost(self, reason: str, now: float, delay: float | None = None) -> None:
+    def _lost(self, reason: str, now: float, delay: float | None = None, failover: bool = False) -> None:
         self._stalled = False
+        others = failover and len(self.relays) > 1 and self.addr in self.relays
         if delay is None:
-            delay = self.timing.reconnect_backoff(self._reconnects)
+            # with other relays to try, the backoff grows once per round of them
+            delay = self.timing.reconnect_backoff(self._reconnects // (len(self.relays) if others else 1))
             self._reconnects += 1
+        if others:
+            self.failed_from = format_sockaddr(self.addr)
+            self.addr = self.relays[(self.relays.index(self.addr) + 1) % len(self.relays)]
+            reason += f"; failing over to {format_sockaddr(self.addr)}"
         self.state = WAITING
         self._wait_until = now + delay
         self._frames = []

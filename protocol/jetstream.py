@@ -24,20 +24,26 @@ async-to-sync bridge; split, each part would re-import the same private plumbing
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
+import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from . import frames as F
 from .names import nick_key
-from .roomlog import DAY, KEEP_DAYS, KEEP_EVENTS, MID_WINDOW, Commit, RoomLog, StoreError, _new_epoch
+from .roomlog import DAY, KEEP_DAYS, KEEP_EVENTS, MID_WINDOW, Commit, RoomLog, StoreError, _Mids, _new_epoch
 
-__all__ = ["ClusterNames", "JetStreamLog", "NatsLink", "RoomSettings"]
+log = logging.getLogger("udproom.cluster")
+
+__all__ = ["ClusterNames", "ClusterNicks", "JetStreamLog", "NatsLink", "RoomSettings"]
 
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream's default; a failed-over client resends well within it
 READ_BATCH = 500  # events per batched direct get
@@ -50,6 +56,14 @@ ERR_STREAM_NAME_IN_USE = 10058
 def _one_line(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())
+
+
+def redact(url: str) -> str:
+    """A server URL as it may be shown or logged: without a user and password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url.rpartition("@")[2]
+    return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
 def room_token(room: str) -> str:
@@ -84,6 +98,15 @@ class NatsLink:
         self._thread.start()
 
         self.last_error = ""
+        #: coroutines functions run on the link's loop after every reconnect (followers resubscribe)
+        self.on_reconnect: list[Callable[[], Coroutine[Any, Any, Any]]] = []
+
+        async def reconnected() -> None:
+            for fn in list(self.on_reconnect):
+                try:
+                    await fn()
+                except Exception as exc:  # (logged as the link's last error; the next reconnect retries)
+                    self.last_error = _one_line(exc)
 
         async def quiet(exc: BaseException) -> None:  # nats-py logs every reconnect failure otherwise
             self.last_error = _one_line(exc)
@@ -97,6 +120,7 @@ class NatsLink:
                 max_reconnect_attempts=2,  # at start: a few tries per server, then a clear error
                 allow_reconnect=True,
                 error_cb=quiet,
+                reconnected_cb=reconnected,
             )
             nc.options["max_reconnect_attempts"] = -1  # once up: reconnect for as long as it takes
             return nc
@@ -106,7 +130,8 @@ class NatsLink:
         except StoreError as exc:
             self._stop_loop()
             why = self.last_error or str(exc)
-            raise StoreError(f"cannot reach the cluster at {','.join(self.servers)}: {why}") from None
+            where = ",".join(redact(s) for s in self.servers)
+            raise StoreError(f"cannot reach the cluster at {where}: {why}") from None
         self.js = self.nc.jetstream(timeout=timeout)
         self._acks: dict[str, asyncio.Future] | None = None
         self._ack_prefix = ""
@@ -226,6 +251,10 @@ class JetStreamLog(RoomLog):
         self.replicas = replicas
         self.duplicate_window = duplicate_window
         self.commit_timeout = commit_timeout
+        #: number events by the stream (publish without an expected last sequence, take the number
+        #: from the ack: Commit.numbers) instead of by this log. A relay that follows its rooms does:
+        #: relays posting to one room at once then never refuse each other's posts (docs/cluster.md)
+        self.stream_numbers = False
         self._rooms: dict[str, _JRoom] = {}
         # groups published and not yet settled: appends continue their numbers
         # (handle, group, topics, {room: (last, first)} the stream holds, filled in after a failure)
@@ -236,7 +265,81 @@ class JetStreamLog(RoomLog):
         self._expired: dict[str, int] = {}
         self._refresh: concurrent.futures.Future | None = None
         self.settings = RoomSettings(link, prefix, replicas)  # (an R1 bucket dies with its node)
+        # following rooms (the relay's feed): touched on the NATS thread, handed over under a lock
+        self._subs: dict[str, Any] = {}  # room -> (subscribe, its push consumer) (NATS thread)
+        self._fed: dict[str, int] = {}  # room -> last sequence handed over (NATS thread)
+        self._feed: list[tuple[str, int, bytes]] = []
+        self._feed_lock = threading.Lock()
+        self._woken = False
+        self._wakeup: Callable[[], None] | None = None
+        self._records_kv: Any = None  # the records' bucket, once they are first read
+        self._records_watch: Any = None  # its watching task on the NATS loop, and the watcher
+        self._records_watcher: Any = None
         self.epoch = link.call(self._start())
+        link.on_reconnect.append(self._resubscribe)
+
+    # ------------------------------------------------------------------ records (the cluster's)
+
+    # The relay's records (registered nicks, room rules, bans, passphrase-room verifiers: the
+    # RoomLog's `record`/`put_record`) live in bucket `<prefix>-records`, one KV key per record
+    # (base64url of its name: KV keys allow few characters). Every relay reads them all once and
+    # then keeps them current with a watcher on the NATS thread, so a ban or a registration made
+    # through one relay holds at every relay at once, and after restarts. A write waits for the
+    # server (bounded; StoreError otherwise), as SqliteLog's does for the disk.
+
+    def _load_records(self) -> Iterable[tuple[str, bytes]]:
+        return self.link.call(self._records_start())
+
+    async def _records_start(self) -> list[tuple[str, bytes]]:
+        from nats.js.errors import NoKeysError
+
+        kv = self._records_kv = await _bucket(self.link.js, f"{self.prefix}-records", self.replicas)
+        out = []
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            keys = []
+        for token in keys:
+            name = _record_name(token)
+            if name is not None:
+                out.append((name, bytes((await kv.get(token)).value or b"")))
+        self._records_watch = asyncio.ensure_future(self._watch_records(kv))
+        return out
+
+    async def _watch_records(self, kv: Any) -> None:
+        """Other relays' writes, into the cache (a dict: one item set or popped at a time)."""
+        try:
+            watcher = self._records_watcher = await kv.watchall(include_history=False)
+            async for entry in watcher:
+                if entry is None:
+                    continue  # (the end of the initial values)
+                name = _record_name(entry.key)
+                cache = self.__dict__.get("_record_cache")
+                if name is None or cache is None:
+                    continue
+                if entry.operation in ("DEL", "PURGE"):
+                    cache.pop(name, None)
+                else:
+                    cache[name] = bytes(entry.value or b"")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the link reconnects; a restart reads them all again
+            log.warning("the cluster's records are no longer watched: %s", _one_line(exc))
+
+    async def _stop_records(self) -> None:
+        watcher, self._records_watcher = self._records_watcher, None
+        if watcher is not None:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        self._records_watch.cancel()
+
+    def _write_record(self, key: str, value: bytes | None) -> None:
+        self._records()  # (the bucket, and the watcher, exist from here on)
+        token = _record_token(key)
+        if value is None:
+            self.link.call(self._records_kv.delete(token))
+        else:
+            self.link.call(self._records_kv.put(token, value))
 
     # ------------------------------------------------------------------ start
 
@@ -293,7 +396,8 @@ class JetStreamLog(RoomLog):
     def append(self, room: str, ev: F.Ev) -> int:
         self._settle()
         if room not in self._group_last and room in self._inflight_last:
-            self._group_last[room] = self._inflight_last[room]  # continue the numbers in flight
+            # continue the numbers in flight, or what the feed showed other relays stored since
+            self._group_last[room] = max(self._inflight_last[room], self._last_committed(room))
         return super().append(room, ev)
 
     def commit(self) -> None:
@@ -339,6 +443,8 @@ class JetStreamLog(RoomLog):
         rooms = {room: self._rooms.get(room) or self._jroom(room) for room, *_ in group}
         stored: list[tuple[str, int]] = []
         dups: dict[tuple[str, int], int] = {}
+        numbers: dict[tuple[str, int], int] = {}
+        by_stream = self.stream_numbers
         errors: list[str] = []
         try:
             for room, r in rooms.items():  # a new room's stream (idempotent; another relay may race us)
@@ -346,7 +452,7 @@ class JetStreamLog(RoomLog):
                     await self._ensure_stream(room, r)
             acks = []
             for room, seq, ev, blob in group:
-                hdrs = {"Nats-Expected-Last-Sequence": str(seq - 1)}
+                hdrs = {} if by_stream else {"Nats-Expected-Last-Sequence": str(seq - 1)}
                 if ev.mid:
                     hdrs["Nats-Msg-Id"] = str(ev.mid)
                 acks.append(await link.publish(rooms[room].subject, blob, hdrs))
@@ -361,6 +467,9 @@ class JetStreamLog(RoomLog):
                         errors.append(_one_line(res))
                 elif res[1]:  # duplicate: JetStream has it under its first number
                     dups[(room, seq)] = res[0]
+                elif res[0] != seq and by_stream:
+                    numbers[(room, seq)] = res[0]
+                    stored.append((room, seq))
                 elif res[0] != seq:  # cannot happen with the expected-last-sequence header
                     errors.append(f"room {room!r}: stored as {res[0]}, not {seq}")
                 else:
@@ -383,7 +492,7 @@ class JetStreamLog(RoomLog):
             error = f"the cluster refused the group: {errors[0]}" + (
                 f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             )
-        handle.finish(stored=stored, error=error, duplicates=dups)
+        handle.finish(stored=stored, error=error, duplicates=dups, numbers=numbers)
 
     async def _ensure_stream(self, room: str, r: _JRoom) -> None:
         from nats.js.errors import BadRequestError
@@ -406,6 +515,7 @@ class JetStreamLog(RoomLog):
             handle, group, topics, states = self._inflight.popleft()
             for room, seq, ev, _blob in group:
                 if (room, seq) in handle.stored:
+                    seq = handle.numbers.get((room, seq), seq)
                     r = self._rooms.get(room)
                     if r is None:
                         r = self._rooms[room] = self._jroom(room)
@@ -422,7 +532,8 @@ class JetStreamLog(RoomLog):
             for room, (last, first) in states.items():
                 r = self._rooms.setdefault(room, self._jroom(room))
                 r.last, r.first = max(r.last, last), first
-                self._mids.pop(room, None)  # reload from the stream on next use
+                if not self.stream_numbers:  # (a conflict: ids may have been stored elsewhere)
+                    self._mids.pop(room, None)  # reload from the stream on next use
             if handle.error is not None or states:
                 # numbers handed out after a failure are taken back: later groups in flight on those
                 # rooms fail too (their expected last sequence no longer holds)
@@ -451,10 +562,149 @@ class JetStreamLog(RoomLog):
             concurrent.futures.wait([self._refresh], timeout)
         self._settle()
 
+    # ------------------------------------------------------------------ following rooms (the relay's feed)
+
+    #: the relay fans out from `drain()`, not from its appends (docs/cluster.md "How a relay follows")
+    follows = True
+
+    def set_wakeup(self, fn: Callable[[], None] | None) -> None:
+        """`fn()` is called (on the NATS thread) when the feed gets events while it was empty, and
+        when a commit completes: a relay on asyncio hops back with loop.call_soon_threadsafe."""
+        self._wakeup = fn
+
+    def wake(self) -> None:
+        fn = self._wakeup
+        if fn is not None:
+            fn()
+
+    def follow(self, room: str) -> tuple[int, int, str]:
+        """Start following `room`: its stream is made if missing and read (blocks, bounded: once per
+        room a relay opens), and every event stored after the last one it holds now, by any relay,
+        is then handed over in order by `drain()`. Returns (last, first kept, topic)."""
+        self._check_open()
+        self._settle()
+        last, first, topic, mids = self.link.call(self._follow(room))
+        r = self._rooms.setdefault(room, self._jroom(room))
+        r.last, r.first = max(r.last, last), max(r.first, first) if r.last else first
+        if topic is not None:
+            r.topic = topic
+        # the message-id window now, so that a post never waits for the stream (the feed keeps it)
+        self._mids[room] = _Mids(mids)
+        return r.last, r.first, r.topic or ""
+
+    def unfollow(self, room: str) -> None:
+        if not self._closed and self.link.connected:
+            self.link.submit(self._unsubscribe(room))
+
+    def drain(self) -> list[tuple[str, int, bytes]]:
+        """The events the followed rooms got since the last call: (room, seq, encoded event), each
+        room's in order. The same (room, seq) may come twice (after a reconnect): skip what you have."""
+        with self._feed_lock:
+            out, self._feed = self._feed, []
+            self._woken = False
+        return out
+
+    def observe(self, room: str, seq: int, ev: F.Ev) -> None:
+        """An event the feed delivered (stored by us or another relay): the next append numbers
+        after it, and its message id is known."""
+        r = self._rooms.setdefault(room, self._jroom(room))
+        if seq <= r.last:
+            return
+        if r.first > r.last:
+            r.first = seq
+        r.last = seq
+        if ev.kind == F.EV_TOPIC:
+            r.topic = ev.text
+        w = self._mids.get(room)
+        if w is not None and ev.mid:
+            w.add(seq, ev.mid)
+            w.forget_through(seq - self.mid_window)
+
+    async def _follow(self, room: str) -> tuple[int, int, str | None, list[tuple[int, int]]]:
+        from nats.js import api
+
+        r = self._rooms.get(room) or self._jroom(room)
+        if r.stream not in self._known_streams:
+            await self._ensure_stream(room, r)
+        info = await self.link.js.stream_info(r.stream)
+        last, first = _state(info.state)
+        settings, _rev = await self.settings.get(room)
+        lo = max(first, last - self.mid_window + 1)
+        mids = []
+        for seq, data in await _direct_range(self.link.nc, r.stream, lo, last) if lo <= last else []:
+            try:
+                ev = F.decode_ev(data)
+            except F.FrameError:
+                continue
+            if ev.mid:
+                mids.append((seq, ev.mid))
+        if room in self._subs:
+            return last, first, settings.get("topic"), mids
+        self._fed[room] = last
+        self._subs[room] = None  # (taken: a second follow of the room waits for this one)
+
+        async def deliver(msg: Any) -> None:
+            seq = int(msg.metadata.sequence.stream)
+            if seq <= self._fed.get(room, seq):
+                return  # (a redelivery after a reset, or the room was unfollowed)
+            self._fed[room] = seq
+            with self._feed_lock:
+                self._feed.append((room, seq, msg.data))
+                wake, self._woken = not self._woken, True
+            if wake:
+                self.wake()
+
+        async def subscribe(start: int) -> Any:
+            # An ephemeral push consumer without acks, like nats-py's ordered consumer but without
+            # its flow control: nats-py answers flow-control requests from a task that looks every
+            # 250 ms, which held deliveries back by ~100 ms (bench_cluster.py). Order is the
+            # stream's; a gap (a slow consumer) is the relay's to fill from the log (cluster.py);
+            # after a reconnect every room is subscribed again (_resubscribe).
+            cfg = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start,
+                ack_policy=api.AckPolicy.NONE,
+                max_deliver=1,
+                mem_storage=True,
+                num_replicas=1,
+            )
+            return await self.link.js.subscribe(
+                r.subject, stream=r.stream, cb=deliver, config=cfg, manual_ack=True, flow_control=False
+            )
+
+        self._subs[room] = (subscribe, await subscribe(last + 1))
+        return last, first, settings.get("topic"), mids
+
+    async def _unsubscribe(self, room: str) -> None:
+        entry = self._subs.pop(room, None)
+        self._fed.pop(room, None)
+        if entry:
+            try:
+                await entry[1].unsubscribe()
+            except Exception:
+                pass
+
+    async def _resubscribe(self) -> None:
+        """After a reconnect: every followed room again from the event after the last handed over
+        (the server may have lost the ephemeral consumers; nats-py would only notice after missed
+        heartbeats)."""
+        for room, entry in list(self._subs.items()):
+            if not entry:
+                continue
+            subscribe, sub = entry
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+            if self._subs.get(room) is entry:
+                self._subs[room] = (subscribe, await subscribe(self._fed.get(room, 0) + 1))
+
     # ------------------------------------------------------------------ reading
 
     def seq_of_mid(self, room: str, mid: int) -> int | None:
         self._settle()
+        if self.stream_numbers:  # (in flight: numbers not final; a resend is JetStream's duplicate)
+            return super().seq_of_mid(room, mid)
         seq = self._inflight_mids.get((room, mid))
         return seq if seq is not None else super().seq_of_mid(room, mid)
 
@@ -544,6 +794,9 @@ class JetStreamLog(RoomLog):
         if self._refresh is not None:  # the background look at the streams (expire)
             concurrent.futures.wait([self._refresh], self.link.timeout)
             self._refresh.cancel()
+        if self._records_watch is not None and not self.link.loop.is_closed():
+            with contextlib.suppress(StoreError):
+                self.link.call(self._stop_records(), 2.0)
         super().close()
         self._rooms = {}
 
@@ -612,6 +865,20 @@ async def _direct_range(nc: Any, stream: str, lo: int, hi: int) -> list[tuple[in
         finally:
             await sub.unsubscribe()
     return out
+
+
+def _record_token(name: str) -> str:
+    return "r." + base64.urlsafe_b64encode(name.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _record_name(token: str) -> str | None:
+    if not token.startswith("r."):
+        return None
+    body = token[2:]
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 async def _bucket(js: Any, name: str, replicas: int = 1, ttl: float | None = None) -> Any:
@@ -752,3 +1019,247 @@ class RoomSettings:
             if isinstance(data, dict) and isinstance(data.get("room"), str):
                 out[data["room"]] = data.get("settings", {})
         return out
+
+
+class ClusterNicks:
+    """A relay's nick claims in the cluster (ClusterNames, with a TTL), for the sans-IO relay core:
+    `claim` blocks (bounded), `release` does not. A claim names the claiming session by a hash of its
+    token, so a client failing over from a relay that died (it presents its old token as
+    `Hello.resume`) takes its own nick over at once instead of waiting for the claim to expire.
+    The relay's claims are refreshed every `ttl / 3` on the link's loop; a relay that dies stops
+    refreshing, and its members' nicks come free within `ttl`.
+
+    Presence across relays (docs/cluster.md): every `ttl / 3` the relay also puts its key in
+    `<prefix>-relays` (TTL `ttl`) and lists the keys there. A relay seen before whose key has
+    expired is dead: the first relay to create `reaper.<its id>` (create-if-absent: exactly one)
+    reads the dead relay's members from `<prefix>-members` (one key per relay, room and nick,
+    written on join, deleted on leave) and hands them over (`reaped()`), so that the room hears
+    that they timed out, as their relay would have said; members whose nick is meanwhile held
+    through another relay (they failed over) are not announced."""
+
+    def __init__(
+        self, link: NatsLink, relay_id: str, ttl: float = 20.0, prefix: str = "udproom", replicas: int = 1
+    ) -> None:
+        self.link = link
+        self.relay_id = relay_id
+        self.ttl = ttl
+        self.names = ClusterNames(link, prefix, ttl=ttl, replicas=replicas)
+        self._mine: dict[str, tuple[str, str, int]] = {}  # key -> (nick, session hash, revision): NATS thread
+        self._refresher: asyncio.Task | None = None
+        self.prefix = prefix
+        self.replicas = replicas
+        self._relays_kv: Any = None
+        self._members_kv: Any = None
+        self._seen: set[str] = set()  # relays seen alive (NATS thread)
+        self._missing: set[str] = set()  # of those, missing in the last round
+        self._healthy = True  # the last round reached the servers
+        self._down_until = 0.0  # claims fail at once until then (claim)
+        self._reaped: list[tuple[str, str]] = []  # (room, nick) of dead relays' members, handed over
+        self._lock = threading.Lock()
+        self._wakeup: Callable[[], None] | None = None
+        link.call(self._buckets())
+        self._refresher = link.submit(self._refresh())  # heartbeat, claims, reaping: every ttl / 3
+
+    def close(self) -> None:
+        """Stop refreshing (the link is closed by its owner)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+
+    async def _buckets(self) -> None:
+        js = self.link.js
+        self._relays_kv = await _bucket(js, f"{self.prefix}-relays", self.replicas, self.ttl)
+        self._members_kv = await _bucket(js, f"{self.prefix}-members", self.replicas)
+        await self._relays_kv.put(f"relay.{self.relay_id}", b"{}")
+
+    def set_wakeup(self, fn: Callable[[], None] | None) -> None:
+        self._wakeup = fn
+
+    def _member_key(self, room: str, nick: str) -> str:
+        return f"{self.relay_id}.{room_token(room)[:24]}.{ClusterNames.key(nick)[:24]}"
+
+    def joined(self, room: str, nick: str) -> None:
+        """A member of ours joined `room` (the cluster learns it without waiting)."""
+        value = json.dumps({"room": room, "nick": nick}).encode()
+        if self.link.connected:
+            self.link.submit(self._members_kv.put(self._member_key(room, nick), value))
+
+    def left(self, room: str, nick: str) -> None:
+        if self.link.connected:
+            self.link.submit(self._members_kv.purge(self._member_key(room, nick)))
+
+    def members(self, room: str) -> list[str]:
+        """The nicks in `room` through any relay, as the members bucket has them (blocks, bounded:
+        once per room a relay opens; [] when the cluster does not answer)."""
+        try:
+            return self.link.call(self._room_members(room), min(self.link.timeout, 3.0))
+        except StoreError:
+            return []
+
+    async def _room_members(self, room: str) -> list[str]:
+        kv = self._members_kv
+        token = room_token(room)[:24]
+        try:
+            keys = [k for k in await kv.keys() if k.split(".")[1:2] == [token]]
+        except Exception:  # (nats-py: NoKeysError for an empty bucket)
+            return []
+        entries = await asyncio.gather(*(kv.get(k) for k in keys), return_exceptions=True)
+        out = []
+        for entry in entries:
+            try:
+                data = json.loads(entry.value)
+            except Exception:
+                continue
+            if isinstance(data, dict) and data.get("room") == room and isinstance(data.get("nick"), str):
+                out.append(data["nick"])
+        return out
+
+    def reaped(self) -> list[tuple[str, str]]:
+        """(room, nick) of members of relays that died, to announce as timed out (once, here)."""
+        with self._lock:
+            out, self._reaped = self._reaped, []
+        return out
+
+    async def _reap(self) -> None:
+        """Look for relays that died and, when this relay wins the right to, announce their members."""
+        kv = self._relays_kv
+        try:
+            keys = await kv.keys()
+        except Exception:  # (nats-py: NoKeysError when the bucket is empty)
+            keys = []
+        alive = {k[len("relay.") :] for k in keys if k.startswith("relay.")}
+        missing = self._seen - alive - {self.relay_id}
+        # dead: missing in two rounds in a row of a relay that was connected all along (after an
+        # outage of our own, or of the servers, every relay needs a round to put its key again)
+        dead, self._missing = missing & self._missing, missing
+        self._seen |= alive
+        for relay in dead:
+            self._seen.discard(relay)
+            try:
+                await kv.create(f"reaper.{relay}", self.relay_id.encode())
+            except _wrong_last():
+                continue  # another relay announces them
+            gone = await self._members_of(relay)
+            if gone:
+                with self._lock:
+                    self._reaped += gone
+                fn = self._wakeup
+                if fn is not None:
+                    fn()
+
+    async def _members_of(self, relay: str) -> list[tuple[str, str]]:
+        kv = self._members_kv
+        try:
+            keys = [k for k in await kv.keys() if k.startswith(relay + ".")]
+        except Exception:
+            return []
+        out = []
+        for key in keys:
+            try:
+                data = json.loads((await kv.get(key)).value)
+                await kv.purge(key)
+            except Exception:
+                continue
+            room, nick = data.get("room"), data.get("nick")
+            if not (isinstance(room, str) and isinstance(nick, str)):
+                continue
+            held = await self.names.owner(nick)
+            if held is not None and not held[0].startswith(relay + "/"):
+                continue  # held through another relay now: it failed over, it did not time out
+            out.append((room, nick))
+        return out
+
+    @staticmethod
+    def _who(token: int) -> str:
+        return hashlib.sha256(b"udproom-session:%d" % token).hexdigest()[:32]
+
+    def claim(self, nick: str, token: int, resume: int = 0) -> bool:
+        """Blocks (bounded). After a claim that got no answer, claims fail at once for a moment:
+        a relay cut off from NATS must not stall its loop for every Hello."""
+        if not self.link.connected:
+            raise StoreError("the cluster is not reachable (reconnecting)")
+        if time.monotonic() < self._down_until:
+            raise StoreError("the cluster did not answer a moment ago")
+        try:
+            return bool(self.link.call(self._claim(nick, token, resume), min(self.link.timeout, 3.0)))
+        except StoreError:
+            self._down_until = time.monotonic() + min(self.ttl / 4, 2.0)
+            raise
+
+    def release(self, nick: str, token: int) -> None:
+        if self.link.connected:
+            self.link.submit(self._release(nick, token))
+
+    def _value(self, nick: str, who: str) -> bytes:
+        return json.dumps({"nick": nick, "owner": f"{self.relay_id}/{who}", "session": who}).encode()
+
+    async def _claim(self, nick: str, token: int, resume: int) -> bool:
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        kv = await self.names._store()
+        key, who = ClusterNames.key(nick), self._who(token)
+        try:
+            rev = await kv.create(key, self._value(nick, who))
+        except _wrong_last():
+            try:
+                entry = await kv.get(key)
+            except (KeyNotFoundError, KeyDeletedError):  # released meanwhile: once more
+                try:
+                    rev = await kv.create(key, self._value(nick, who))
+                except _wrong_last():
+                    return False
+                entry = None
+            if entry is not None:
+                rev = await self._take_over(kv, key, entry, nick, who, resume)
+                if rev is None:
+                    return False
+        self._mine[key] = (nick, who, rev)
+        return True
+
+    async def _take_over(self, kv: Any, key: str, entry: Any, nick: str, who: str, resume: int) -> int | None:
+        """The claim's new revision if the holder is the same client back (failover: it presents
+        its old token) or a claim of ours released meanwhile; None: someone else's."""
+        try:
+            held = json.loads(entry.value)
+        except ValueError:
+            return None
+        if not isinstance(held, dict):
+            return None
+        ours = str(held.get("owner", "")).startswith(self.relay_id + "/") and key not in self._mine
+        if not (ours or (resume and held.get("session") == self._who(resume))):
+            return None
+        try:
+            return await kv.update(key, self._value(nick, who), last=entry.revision)
+        except _wrong_last():
+            return None
+
+    async def _release(self, nick: str, token: int) -> None:
+        key = ClusterNames.key(nick)
+        held = self._mine.get(key)
+        if held is None or held[1] != self._who(token):
+            return
+        del self._mine[key]
+        await self.names.release(nick, held[2])
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self._relays_kv.put(f"relay.{self.relay_id}", b"{}")  # alive
+                if self._healthy:
+                    await self._reap()
+                self._healthy = True
+            except Exception:
+                self._healthy = False  # (not reachable now: the next round tries again)
+                self._missing = set()
+            kv = await self.names._store()
+            for key, (nick, who, rev) in list(self._mine.items()):
+                try:
+                    new = await kv.update(key, self._value(nick, who), last=rev)
+                except _wrong_last():  # taken over (its client failed over to another relay)
+                    if self._mine.get(key, (0, 0, rev))[2] == rev:
+                        self._mine.pop(key, None)
+                    continue
+                except Exception:
+                    continue  # (not reachable now: the next round tries again)
+                if key in self._mine and self._mine[key][2] == rev:
+                    self._mine[key] = (nick, who, new)

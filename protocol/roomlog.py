@@ -109,16 +109,19 @@ class Commit:
     are durable (the relay sends their Results, acks and Batches), `duplicates` maps those the store
     already had under the same message id to the sequence they have there (acknowledge that one),
     and `error` is a one-line StoreError message when anything was not stored (refuse the rest).
+    `numbers` maps stored events the store numbered itself (a JetStreamLog numbering by the stream,
+    as a relay of a cluster does) to their final sequence; the others keep the appended one.
     SQLite and memory store a group entirely or not at all; JetStream all-or-nothing per room only
     (each room is its own stream), and within a room a prefix of the group's events."""
 
-    __slots__ = ("_callbacks", "_done", "_lock", "duplicates", "error", "events", "stored")
+    __slots__ = ("_callbacks", "_done", "_lock", "duplicates", "error", "events", "numbers", "stored")
 
     def __init__(self, events: list[tuple[str, int]]) -> None:
         self.events = events
         self.stored: set[tuple[str, int]] = set()
         self.duplicates: dict[tuple[str, int], int] = {}
         self.error: str | None = None
+        self.numbers: dict[tuple[str, int], int] = {}
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Any] = []
@@ -131,10 +134,12 @@ class Commit:
         stored: Iterable[tuple[str, int]] = (),
         error: str | None = None,
         duplicates: dict[tuple[str, int], int] | None = None,
+        numbers: dict[tuple[str, int], int] | None = None,
     ) -> None:
         """Called once by the log, on whatever thread completes the group."""
         self.stored = set(stored)
         self.duplicates = duplicates or {}
+        self.numbers = numbers or {}
         self.error = error
         with self._lock:
             self._done.set()

@@ -52,3 +52,12 @@ def nats_cluster(tmp_path):
     finally:
         for node in nodes:
             node.kill()
+
+
+@pytest.fixture
+def silent_port():
+    """A UDP port on 127.0.0.1 that nobody answers: bound here and never read, for the test's
+    duration (no assumption that nothing listens on some well-known port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]

@@ -36,7 +36,10 @@ def _parser() -> argparse.ArgumentParser:
         help="run a relay inside the app and join it (':6000' = every interface)",
     )
     where.add_argument(
-        "--join", metavar="HOST:PORT", help="join a relay (HOST:PORT#FINGERPRINT also checks the relay's key)"
+        "--join",
+        metavar="HOST:PORT[,...]",
+        help="join a relay (several relays of one cluster: comma-separated; HOST:PORT#FINGERPRINT also "
+        "checks the relay's key)",
     )
     where.add_argument(
         "--listen", metavar="[HOST]:PORT", help="direct mode: talk to peers without a relay, listening here"

@@ -56,7 +56,12 @@ def check(spec: Spec) -> Spec:
     if spec.mode == "join":
         if not address:
             raise SpecError("give the relay's address, e.g. 192.168.1.5:6000")
-        parse_addr(address)
+        from udproom.protocol.net.address import AddressError, parse_addresses
+
+        try:  # (several relays of a cluster: a:6000,b:6000)
+            parse_addresses(address, DEFAULT_PORT)
+        except AddressError as e:
+            raise SpecError(str(e)) from None
     elif spec.mode == "host":
         address = address or f":{DEFAULT_PORT}"
         parse_addr(address, bind=True)
@@ -125,13 +130,20 @@ def connect_host_for(bind_host: str) -> str:
 async def resolvable(address: str) -> None:
     """Raise SpecError saying what happened if `address` does not resolve (nothing was contacted,
     so nothing refused anything)."""
-    from udproom.protocol.net.address import AddressError, resolve
+    from udproom.protocol.net.address import AddressError, parse_addresses, resolve
 
-    host, port = parse_addr(address)
-    try:
-        await resolve(host, port)
+    try:  # (several relays of a cluster: one that resolves is enough)
+        targets = parse_addresses(address, DEFAULT_PORT)
     except AddressError as e:
-        raise SpecError(f"{e}: no relay was contacted — check the address (HOST:PORT)") from None
+        raise SpecError(str(e)) from None
+    error: AddressError | None = None
+    for host, port in targets:
+        try:
+            await resolve(host, port)
+            return
+        except AddressError as e:
+            error = error or e
+    raise SpecError(f"{error}: no relay was contacted — check the address (HOST:PORT)")
 
 
 async def build(spec: Spec, timing=None):

@@ -128,11 +128,32 @@ def parse_address(
     return host, port
 
 
+def parse_addresses(text: str, default_port: int = DEFAULT_PORT) -> list[tuple[str, int]]:
+    """Several relays of one cluster, `a.example:6000,b.example:6000` (`--join`): each entry as
+    `parse_address` reads it, in order, each once. Raises AddressError with a one-line reason."""
+    if not isinstance(text, str):
+        raise AddressError("address must be text")
+    out: list[tuple[str, int]] = []
+    for part in text.split(","):
+        if not part.strip():
+            raise AddressError(f"address list {text!r} has an empty entry")
+        hp = parse_address(part, default_port)
+        if hp not in out:
+            out.append(hp)
+    return out
+
+
 async def resolve(host: str, port: int) -> tuple:
     """Resolve `host` for UDP to one socket address (IPv4 preferred when a name has both).
 
     Raises AddressError with a one-line reason.
     """
+    return (await resolve_all(host, port))[0]
+
+
+async def resolve_all(host: str, port: int) -> list[tuple]:
+    """Every socket address `host` has for UDP, IPv4 first, each once (a name with several
+    addresses: the relays of a cluster). Raises AddressError with a one-line reason."""
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
@@ -144,7 +165,11 @@ async def resolve(host: str, port: int) -> tuple:
     if not infos:
         raise AddressError(f"cannot resolve {host!r}: no IPv4 or IPv6 address")
     infos.sort(key=lambda i: 0 if i[0] == socket.AF_INET else 1)
-    return infos[0][4]
+    out: list[tuple] = []
+    for info in infos:
+        if info[4] not in out:
+            out.append(info[4])
+    return out
 
 
 def _probe(family: int, target: str) -> str | None:

@@ -19,9 +19,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..addr import format_sockaddr
 from ..events import Connected, Event, HistoryPage, KeyPinned, Refused, RequestRefused
 from ..reliability import Timing
-from .address import AddressError, format_address, local_addresses, parse_address, resolve
+from .address import (
+    AddressError,
+    format_address,
+    local_addresses,
+    parse_address,
+    parse_addresses,
+    resolve_all,
+)
 from .transport import CoreProtocol, bind_socket, bound_host, client_socket, open_core
 
 log = logging.getLogger("udproom.net")
@@ -52,8 +60,13 @@ class RelayServer:
         *,
         on_event: Callable[[Any], None] | None = None,
         log: Any = None,
+        names: Any = None,
+        reuse_port: bool = False,
     ) -> None:
         self.bind = bind
+        self.reuse_port = reuse_port  # SO_REUSEPORT: one of `relay --workers`
+        #: nick claims across a cluster's relays (jetstream.ClusterNicks), with a cluster's log
+        self.names = names
         self.config = config
         self.on_event = on_event
         #: the room log (protocol/roomlog.py) the relay keeps rooms in; None: in memory. The
@@ -71,13 +84,22 @@ class RelayServer:
         config = self.config if self.config is not None else RelayConfig()
         if getattr(config, "wall_offset", None) == 0.0:
             config = dataclasses.replace(config, wall_offset=wall_offset())
-        self.relay = Relay(config, self.log)
-        sock = bind_socket(self.host, self.port)
+        self.relay = Relay(config, self.log, self.names)
+        sock = bind_socket(self.host, self.port, self.reuse_port)
         try:
-            self.protocol = await open_core(self.relay, sock, self._event, name="relay")
+            self.protocol = proto = await open_core(self.relay, sock, self._event, name="relay")
         except BaseException:
             sock.close()
             raise
+        loop = asyncio.get_running_loop()
+
+        def wakeup() -> None:  # from the NATS thread: a commit completed, the feed has events
+            try:
+                loop.call_soon_threadsafe(proto.kick)
+            except RuntimeError:  # (the loop is closed: we are stopping)
+                pass
+
+        self.relay.set_wakeup(wakeup)
         name = sock.getsockname()
         self._bound_host = bound_host(sock)
         self.port = name[1]
@@ -289,6 +311,10 @@ class RelayClient(CoreClient):
     Reconnection with backoff, rejoining rooms and resending unacknowledged posts are the core's
     (ClientSession) job; this only feeds it datagrams and timers. `address` is parsed at once
     (AddressError); resolving happens in `run`, and a failure there is emitted as `Refused`.
+
+    `address` may name several relays of one cluster (`a:6000,b:6000`), and a name may have
+    several addresses: the core fails over to the next when its relay stops answering (those of
+    the first address's family: one socket).
     """
 
     name = "client"
@@ -319,7 +345,9 @@ class RelayClient(CoreClient):
         from ..names import canonical_room
 
         address, pin = pinned_address(address)
-        self.host, self.port = parse_address(address)
+        self.targets = parse_addresses(address)
+        self.host, self.port = self.targets[0]
+        self._relays: list[tuple] = []
         self.known = known
         self.pin = pin or (known.get(self.address) if known is not None else None)
         self._rooms = list(rooms)
@@ -342,6 +370,15 @@ class RelayClient(CoreClient):
         return self.core.key_of(room, nick)
 
     def _on_event(self, event: Event) -> None:
+        from ..events import PassphraseNeeded, RoomJoined
+
+        if isinstance(event, PassphraseNeeded) and event.room in self.passphrases:
+            self.unlock(event.room, self.passphrases[event.room], event.salt, event.ops, event.mem)
+            return
+        if isinstance(event, (RequestRefused, RoomJoined, HistoryPage)):
+            # refused: a wrong one is not tried again; taken: the core keeps the verifier, and
+            # the passphrase itself is not kept a moment longer than needed
+            self.passphrases.pop(event.room, None)
         if isinstance(event, KeyPinned):  # the driver's part of trust on first use: keep the pin
             if self.known_keys is not None:
                 from ..crypto import fingerprint
@@ -368,15 +405,31 @@ class RelayClient(CoreClient):
 
     @property
     def mode(self) -> str:
-        return f"relay {format_address(self.host, self.port)}"
+        """'relay HOST:PORT', the one it is on when there are several, and whether it failed over."""
+        where = format_address(self.host, self.port)
+        if len(self._relays) > 1 and self.core.addr is not None:
+            where = format_sockaddr(self.core.addr)
+        failed = self.core.failed_from
+        return f"relay {where}" + (f" (failed over from {failed})" if failed else "")
 
     async def _open(self) -> Any:
-        self._addr = await resolve(self.host, self.port)
+        found: list[tuple] = []
+        error: AddressError | None = None
+        for host, port in self.targets:  # a name that does not resolve is skipped, unless all fail
+            try:
+                found += [a for a in await resolve_all(host, port) if a not in found]
+            except AddressError as exc:
+                error = error or exc
+        if not found:
+            raise error or AddressError("no relay address")
+        self._addr = found[0]
+        self._relays = [a for a in found if len(a) == len(found[0])]  # one socket: one family
         return client_socket(self._addr)
 
     def _start(self, now: float) -> None:
         from ..names import canonical_room
 
+        self.core.relays = self._relays
         self.core.connect(self._addr, now)
         for room in self._rooms:
             if canonical_room(room) in self.passphrases:
@@ -448,15 +501,3 @@ class RelayClient(CoreClient):
             lambda: vault.create(passphrase, ARGON_OPS, ARGON_MEM),
             lambda got: self.core.change_passphrase(room, got[0], got[1], time.monotonic()),
         )
-
-    def _on_event(self, event: Event) -> None:
-        from ..events import PassphraseNeeded, RequestRefused, RoomJoined
-
-        if isinstance(event, PassphraseNeeded) and event.room in self.passphrases:
-            self.unlock(event.room, self.passphrases[event.room], event.salt, event.ops, event.mem)
-            return
-        if isinstance(event, (RequestRefused, RoomJoined, HistoryPage)):
-            # refused: a wrong one is not tried again; taken: the core keeps the verifier, and
-            # the passphrase itself is not kept a moment longer than needed
-            self.passphrases.pop(event.room, None)
-        super()._on_event(event)

@@ -70,8 +70,9 @@ def _new_socket(family: int) -> socket.socket:
     return socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking UDP socket bound to host:port.
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking UDP socket bound to host:port (with `reuse_port`, SO_REUSEPORT: several
+    processes share the port, the kernel hashing each client to one of them: `relay --workers`).
 
     Every-interface hosts ('', '::', '*') get one dual-stack IPv6 socket where the platform has
     it (IPv4 clients then appear as ::ffff:a.b.c.d), else ('' and '*') IPv4 '0.0.0.0'.
@@ -104,6 +105,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
             last = exc
             continue
         try:
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6 and sockaddr[0] == "::":
                 try:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

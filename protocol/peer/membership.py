@@ -61,13 +61,15 @@ class Membership:
         r = self.rooms.get(name)
         topic, (tlc, tby) = (r.topic, r.topic_key) if r is not None else ("", (0, ""))
         since = r.joined_ts if r is not None else 0.0
+        lc = min(self.lc, lr.said_lc + LC_STEP, LC_MAX)  # never further than they take (state.py)
+        lr.said_lc = max(lr.said_lc, lc)
         return F.PeerJoin(
             room=name,
             nick=self.nick,
             node=self.node,
             base=lr.target.base,
             top=out.seq,
-            lc=self.lc,
+            lc=lc,
             away=self.away,
             topic=topic,
             topic_lc=tlc,

@@ -9,6 +9,7 @@ from .. import events as E
 from .. import frames as F
 from ..crypto import sign_message
 from .state import (
+    LC_STEP,
     MAX_KEPT,
     Link,
     LinkRoom,
@@ -26,12 +27,18 @@ class Sending:
     ) -> int:
         self._tick()
         out.seq += 1
+        lanes = [
+            lr for link in targets if (lr := link.rooms.get(out.name)) is not None and lr.target is not None
+        ]
+        lc = min(self.lc, min((lr.said_lc for lr in lanes), default=self.lc) + LC_STEP)  # (said_lc: state.py)
+        for lr in lanes:
+            lr.said_lc = max(lr.said_lc, lc)
         mid = random_id()
         ts = self._ts(now)
         # signed by us; live, the link says who it is from (no nick, no key on the wire)
         sig = sign_message(self.identity, out.name, kind, mid, ts, text.encode())
         frame = F.PeerMsg(
-            room=out.name, seq=out.seq, lc=self.lc, kind=kind, nick="", text=text, ts=ts, mid=mid, sig=sig
+            room=out.name, seq=out.seq, lc=lc, kind=kind, nick="", text=text, ts=ts, mid=mid, sig=sig
         )
         local_id = self._next_local
         self._next_local += 1

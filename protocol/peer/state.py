@@ -123,6 +123,7 @@ class LinkRoom:
         "name",
         "rx",
         "rx_base",
+        "said_lc",
         "since",
         "target",
         "top",
@@ -155,6 +156,11 @@ class LinkRoom:
         #: window (history), decided by what we know and not by their clock
         self.live_from = 0
         self.join_sent = -1e18  # our last PeerJoin answering theirs (answers are paced per RTT)
+        #: the highest stamp we told them in this room (PeerJoin or message). They take a stamp of
+        #: ours only up to LC_STEP beyond what we said before, so we never send one further: a
+        #: hostile member that pushes our clock up must not make our line's stamp differ between
+        #: receivers (each clamping it its own way), or their orders would part
+        self.said_lc = 0
         self.left_lc = -1  # their clock in their last PeerLeave: an older PeerJoin is stale
 
 

@@ -18,6 +18,7 @@ from ..reliability import (
     Deadlines,
 )
 from ..roomlog import MemoryLog, RoomLog
+from .cluster import Follow
 from .fanout import Fanout
 from .handshake import Handshake
 from .inbox import Inbox
@@ -35,7 +36,7 @@ from .storage import Storage
 from .vault import Vault
 
 
-class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
+class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Follow):
     """The relay. `log` is the room log (protocol/roomlog.py) rooms take their numbers from and
     keep their events in: a MemoryLog (kept `config.ring` events per room) unless one is given.
 
@@ -45,7 +46,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
     refused with the log's one-line reason, their numbers are handed out again, and presence
     events (leave, nick, away) of the group are appended again for the next commit (storage.py)."""
 
-    def __init__(self, config: RelayConfig | None = None, log: RoomLog | None = None) -> None:
+    def __init__(self, config: RelayConfig | None = None, log: RoomLog | None = None, names=None) -> None:
         self.config = cfg = config or RelayConfig()
         self.timing = cfg.timing
         self.cookies = CookieJar(cfg.secret)
@@ -81,6 +82,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
         self._timer_at: float | None = None
         self._last_sweep = 0.0
         self._closing = False
+        self._follow_init(names)  # a log that follows its rooms (a cluster): cluster.py
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "datagrams_in",
@@ -200,6 +202,8 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
             self.stats["malformed"] += 1
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        if self._follows:
+            self._cluster_poll(now)
         if self._dirty or self._unstored:
             self._commit()
         if self._dirty:
@@ -295,7 +299,9 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
 
     def shutdown(self, now: float) -> None:
         """Say goodbye to everyone; datagrams_to_send then returns the farewells."""
-        self._commit()  # what is pending is stored (and answered) before the goodbyes
+        self._commit(wait=True)  # what is pending is stored (and answered) before the goodbyes
+        if self._follows:
+            self._settle_commits(None)
         self._closing = True
         for session in list(self.sessions.values()):
             self._send_now(session, [F.Bye("relay shutting down")])
@@ -367,6 +373,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault):
         self._tokens.pop(session.token, None)
         if self._nicks.get(nick_key(session.nick)) is session:
             del self._nicks[nick_key(session.nick)]
+            self._release_shared_nick(session, session.nick)
         self._probes.cancel(session.inbox_member)
         self._park(session, now)
         self._events.append(SessionClosed(session.nick, session.addr, reason))

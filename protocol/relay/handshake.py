@@ -111,8 +111,13 @@ class Handshake:
                 pending, F.Refuse(reason, [], pending.nonce, self._ghost_retry_ms(holder, now))
             )
             return
-        del self._pending[addr]
         session = Session(addr, nick, pending.nonce, now, self.config, pending.hs)
+        # across a cluster's relays (cluster.py)
+        refused = self._claim_shared_nick(session, nick, login.resume if isinstance(login.resume, int) else 0)
+        if refused is not None:
+            self._refuse_login(pending, F.Refuse(refused, [], pending.nonce))
+            return
+        del self._pending[addr]
         if isinstance(login.first_cseq, int) and 1 <= login.first_cseq < 1 << 62:
             session.next_cseq = login.first_cseq
         self.sessions[addr] = session

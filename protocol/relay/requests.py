@@ -106,6 +106,8 @@ class Requests:
     def _room_event(self, room: Stream, ev: F.Ev, now: float) -> int:
         """The room's next event: numbered by the log, pending until the next commit."""
         data = room.encode(ev)  # (refused before the log numbers it)
+        if self._follows:
+            return self._fed_event(room, ev, now)
         seq = self.log.append(room.name, ev)
         room.push(data, now)  # (the ring is the recent cache in front of the log: same numbers)
         self._dirty.add(room.name)
@@ -160,12 +162,18 @@ class Requests:
             holder = self._nicks.get(key)
             if holder is not None and holder is not session:
                 return result_frame(cseq, F.RES_REFUSED, 0, f"nick {new} is in use on this relay", "")
+            refused = self._claim_shared_nick(session, new)
+            if refused is not None:
+                return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
             old = session.nick
             if self._nicks.get(nick_key(old)) is session:
                 del self._nicks[nick_key(old)]
+                self._release_shared_nick(session, old)
             self._nicks[key] = session
             session.nick = new
             for room in session.rooms.values():
+                self._member_left(session, room, old)
+                self._member_joined(session, room)
                 self._room_event(room, F.Ev(kind=F.EV_NICK, nick=old, text=new, ts=self._ts(now)), now)
             return result_frame(cseq, F.RES_OK, 0, "", "")
         if op == F.OP_TOPIC:
@@ -177,9 +185,10 @@ class Requests:
                 return result_frame(cseq, F.RES_REFUSED, 0, forbids, req.room)
             check_text(req.text, MAX_TOPIC_BYTES, "topic")
             sealed = self._sealed_only(room, req, topic=True)  # (sets a passphrase room's topic)
-            if not sealed:
-                room.topic = req.text
-            self.log.set_topic(room.name, room.topic)
+            topic = room.topic if sealed else req.text
+            if not self._follows:  # (in a cluster: when the feed brings the topic event)
+                room.topic = topic
+            self.log.set_topic(room.name, topic)
             body = req.body if sealed else b""
             ev = F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now), body=body)
             seq = self._room_event(room, ev, now)
@@ -225,6 +234,9 @@ class Requests:
         # Members get everything up to now first (stored first), then the joiner is added with its
         # backfill; nothing is pending from here on, so a room made afresh continues the log.
         self._commit()
+        down = self._cluster_refuses(now)  # (a cluster that failed a moment ago: cluster.py)
+        if down is not None:
+            return result_frame(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {down}", name)
         room = self.rooms.get(name)
         if room is None:
             if len(self.rooms) >= self.config.max_rooms:
@@ -250,9 +262,11 @@ class Requests:
             ),
             now,
         )
-        failed = self._commit()
+        failed = self._commit(wait=True)
         if failed is not None:
             return result_frame(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {failed}", name)
+        if self._follows:  # (in a cluster the stream numbered it)
+            join_seq = self._numbers.get((name, join_seq), join_seq)
         first = self._first(room)
         base = max(first, join_seq - self.config.history)
         if req.arg > 0:  # a member coming back: resume where it left off, if the log has it
@@ -262,6 +276,7 @@ class Requests:
         room.members[session.addr] = m
         room.fanout = None
         session.rooms[name] = room
+        self._member_joined(session, room)  # (a cluster's presence: cluster.py)
         # the room's key before anything sealed under it (the backfill below, the next batch)
         self._send_now(session, [self._room_key(room)])
         # The answer first (it costs more than the request: under the repair budget), then the
@@ -269,22 +284,24 @@ class Requests:
         # repair under the same budget; what does not fit now, probes send later.
         joined = self._answer(session, self._joined(cseq, room, session, m, 0), now)
         if base < join_seq:
-            self._resend(room, m, list(range(base, min(join_seq, base + REPAIR_SPAN))), now)
+            # (in a cluster the ring may not have caught up with the join yet: the feed brings the rest)
+            self._resend(room, m, list(range(base, min(join_seq, base + REPAIR_SPAN, room.seq + 1))), now)
         # Karn: acks of the backfill say nothing about the RTT (those events are old)
         m.last_retx = join_seq - 1
         self._set_probe(m, now + session.rtt.rto)
         return joined
 
     def _snapshot(self, room: Stream, session: Session) -> list[F.MemberInfo]:
-        """The member list as a joiner gets it: the others sorted, then itself."""
+        """The member list as a joiner gets it: the others sorted, then itself (in a cluster, the
+        members on other relays too: cluster.py)."""
 
         def info(s: Session) -> F.MemberInfo:
             return F.MemberInfo(s.nick, s.away, s.key or b"", self._mode_of(room.name, s))
 
-        snap = sorted(
-            (info(o.session) for o in room.members.values() if o.session is not session),
-            key=lambda i: i.nick.lower(),
-        )
+        others = [info(o.session) for o in room.members.values() if o.session is not session]
+        if self._follows:
+            others += self._elsewhere(room, session)
+        snap = sorted(others, key=lambda i: i.nick.lower())
         snap.append(info(session))
         return snap
 
@@ -365,6 +382,7 @@ class Requests:
     def _unseat(self, session: Session, room: Stream) -> bool:
         """The session is no longer a member of the room (False: it was not one)."""
         session.rooms.pop(room.name, None)
+        self._member_left(session, room)  # (a cluster's presence: cluster.py)
         m = room.members.pop(session.addr, None)
         if m is None:
             return False

@@ -26,10 +26,13 @@ from .state import (
 class Storage:
     """A part of `Relay` (core.py): these methods work on the relay's state."""
 
-    def _commit(self) -> str | None:
+    def _commit(self, wait: bool = False) -> str | None:
         """Make the pending group durable; then (only then) the posts waiting on it are answered.
         Returns None, or the log's one-line reason when the commit failed (the group is taken
-        back: its posts are refused, its presence events appended again)."""
+        back: its posts are refused, its presence events appended again). On a log that follows
+        its rooms (a cluster) the commit completes later, unless `wait` (cluster.py)."""
+        if self._follows:
+            return self._commit_follow(wait)
         log = self.log
         try:
             log.commit()
@@ -137,6 +140,9 @@ class Storage:
 
     def _new_room(self, name: str) -> Stream:
         room = Stream(name, self.config.ring, self.config.ring_bytes)
+        if self._follows:
+            self._follow_room(room)
+            return room
         log = self.log
         try:
             last, topic = log.last_seq(name), log.topic(name)

@@ -180,6 +180,22 @@ def test_begin_commit_does_not_wait_for_the_server(relays, nats_server):
     assert log.last_seq("r") == 3
 
 
+def test_records_are_the_clusters_every_relay_sees_a_write_at_once_and_after_a_restart(relays):
+    """Registered nicks, room rules, bans (RoomLog records) in a cluster: written through one relay,
+    read at the others (their watcher brings it; no restart needed), deleted likewise, and read
+    back by a relay started later. Names of any text (a nick_key, a room) round-trip."""
+    (_l1, a), (_l2, b) = relays(2)
+    assert a.records("") == {} and b.record("ban/x") is None  # (both read the bucket, empty)
+    names = ["nick/alice", "room/#dev", "ban/caf\u00e9/\U0001f600", "vault/r" * 20]
+    for i, name in enumerate(names):
+        a.put_record(name, bytes([i]) * 40)
+    wait_for(lambda: b.records("") == {n: bytes([i]) * 40 for i, n in enumerate(names)})
+    b.put_record("nick/alice", None)
+    wait_for(lambda: a.record("nick/alice") is None)
+    ((_l3, c),) = relays(1)  # a relay started later: reads what is there
+    assert c.records("") == {n: bytes([i]) * 40 for i, n in enumerate(names) if n != "nick/alice"}
+
+
 def test_nick_claims_across_relays_exactly_one_wins(nats_server):
     links = [NatsLink(nats_server.url) for _ in range(3)]
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from udproom.tui.app import ChatApp
 
 from .test_tui_e2e import app_for, members, until
@@ -126,7 +129,9 @@ async def test_a_known_nick_with_another_key_gets_a_room_line(monkeypatch, tmp_p
                     ),
                     f"{who} in ann's room",
                 )
-                keys.append(crypto.load_identity(paths.identity_path()))
+                keys.append(
+                    crypto.load_identity(Path(os.environ["UDPROOM_DATA_DIR"]) / "identity-ben")
+                )  # (app_for)
                 await pb.press("ctrl+q")
                 await until((pa, pb), lambda b=ben: not b.is_running, f"{who} quit")
             await until(

@@ -3,6 +3,7 @@ app, `udproom --host`), bob joins her address (`udproom --join`)."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC
 
 from udproom.protocol.reliability import Timing
@@ -35,8 +36,11 @@ async def until(pilots, condition, what, tries=600):
 
 
 def app_for(mode, address, nick, rooms, peers=()):
+    """An app as NICK, with NICK's own identity key (in the test's data directory): two apps of
+    one test are two users, as keys decide who owns, operates and receives key shares."""
+    identity = os.path.join(os.environ["UDPROOM_DATA_DIR"], f"identity-{nick}")
     return ChatApp(
-        check(Spec(mode, address, nick, list(rooms), list(peers))),
+        check(Spec(mode, address, nick, list(rooms), list(peers), identity)),
         tz=UTC,
         save_config=False,
         bell=False,

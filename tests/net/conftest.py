@@ -40,15 +40,6 @@ def _require_ipv6(request):
 
 
 @pytest.fixture
-def silent_port():
-    """A UDP port on 127.0.0.1 that nobody answers: bound here and never read, for the test's
-    duration (no assumption that nothing listens on some well-known port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        yield s.getsockname()[1]
-
-
-@pytest.fixture
 def silent_port6():
     """The same on ::1."""
     if not HAS_IPV6:

@@ -185,8 +185,9 @@ class Procs:
     async def relay(self, bind: str, *extra: str, name: str = "relay") -> tuple[Proc, int]:
         """A relay; in memory (`--memory`) unless `extra` says `--data DIR`. Its key is the test's
         (one file in the test's data directory, made on first use), so a relay restarted in the
-        test is the same relay to the clients that pinned it, as one with a data directory is."""
-        if "--data" not in extra:
+        test is the same relay to the clients that pinned it, as one with a data directory is (and
+        the relays of a test's cluster present one key, as a cluster's relays must)."""
+        if "--data" not in extra and "--cluster" not in extra:
             extra = ("--memory", *extra)
         if "--identity" not in extra:
             extra = ("--identity", os.path.join(os.environ["UDPROOM_DATA_DIR"], "relay-identity"), *extra)

@@ -248,13 +248,14 @@ def test_console_script_headless_commands_never_import_textual(silent_port):
 
 def test_direct_mode_refuses_an_identity_file_others_can_read(capsys, silent_port, tmp_path, monkeypatch):
     """send/listen in direct mode prove the user's identity key (in the data directory): a key
-    file that others can read is refused with one line saying how to fix it, and nothing is sent."""
+    file that others can read is bad usage (exit 2, as in relay mode): one line saying how to fix
+    it, and nothing is sent."""
     from udproom.protocol import crypto, paths
 
     monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path))
     crypto.save_identity(crypto.Identity.generate(), paths.identity_path())
     paths.identity_path().chmod(0o644)
     argv = ["--listen", "127.0.0.1:0", "--peer", f"127.0.0.1:{silent_port}", "--room", "x", "--nick", "a"]
-    line = one_line_error(capsys, 1, ["send", *argv, "hi"], "chmod 600")
+    line = one_line_error(capsys, 2, ["send", *argv, "hi"], "chmod 600")
     assert str(paths.identity_path()) in line and "unexpected" not in line
-    one_line_error(capsys, 1, ["listen", *argv], "readable by others")
+    one_line_error(capsys, 2, ["listen", *argv], "readable by others")

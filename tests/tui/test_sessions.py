@@ -396,3 +396,31 @@ async def test_sighup_leaves_politely():
         assert ended == [True]  # the goodbye came first, then the process ended
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+async def test_join_several_relays_fails_over_and_the_status_line_says_so(silent_port):
+    """Issue 12: `--join A,B` where A does not answer: the app moves to B and the status line names
+    the relay it is on and the one it failed over from."""
+    from udproom.protocol.net.runners import RelayServer
+    from udproom.protocol.relay import RelayConfig
+    from udproom.protocol.reliability import Timing
+
+    async with RelayServer("127.0.0.1:0", RelayConfig(timing=Timing.fast())) as server:
+        join = f"127.0.0.1:{silent_port},127.0.0.1:{server.port}"
+        assert await session.resolvable(join) is None
+        spec = session.check(session.Spec("join", join, "zoe", ["lobby"]))
+        app = ChatApp(spec, tz=UTC, save_config=False, flush_interval=0.0, timing=Timing.fast())
+        async with app.run_test(size=(160, 30)) as pilot:
+            await until(pilot, lambda: app.chat.state == "connected", "connected to the second relay", 10_000)
+            await until(pilot, lambda: "failed over" in status(app), "the status line", 5_000)
+            assert f"relay 127.0.0.1:{server.port} (failed over from 127.0.0.1:{silent_port})" in status(app)
+
+
+async def test_a_relay_list_resolves_if_one_relay_does():
+    await session.resolvable("nonsense.invalid:6000,127.0.0.1:6000")
+    try:
+        await session.resolvable("a.invalid:6000,b.invalid")
+    except session.SpecError as exc:
+        assert "cannot resolve 'a.invalid'" in str(exc) and "no relay was contacted" in str(exc)
+    else:
+        raise AssertionError("two unresolvable relays resolved")

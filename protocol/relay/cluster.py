@@ -1,0 +1,307 @@
+"""The relay on a room log that follows its rooms: relays sharing rooms through NATS JetStream
+(protocol/jetstream.py, docs/cluster.md). What differs from a relay on a log of its own, in one
+place; on MemoryLog and SqliteLog (`log.follows` false) none of this runs.
+
+- Numbers: an append gets the room's next number as this relay knows it, but nothing reaches the
+  room's ring at append. The ring is fed from the log's feed (`drain()`): the stream's events in
+  stream order, stored by this relay or any other. So every relay sends its members one order,
+  each event once, and a post of ours travels the same path as anyone's.
+- Commits: `begin_commit()` once per flush, without waiting (the NATS round trip never stalls the
+  UDP loop). When a group completes (the log wakes the runner) the posts waiting on it are
+  answered: stored -> their Result; a duplicate (the same message id, stored before, maybe
+  through another relay) -> the number it has; anything else -> refused with the log's reason,
+  never acknowledged. A group's presence events (leave, timeout, nick, away) that were not stored
+  are appended again: they happened all the same.
+- A join waits (bounded) for its own commit: the joiner's numbers must be final.
+- Nicks: unique across relays through `names` (jetstream.ClusterNicks), claimed when a session
+  opens or changes nick, released when it ends.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .. import frames as F
+from ..names import InputError, canonical_room, check_nick, nick_key
+from ..roomlog import StoreError
+from .state import (
+    NOT_STORED,
+    PRESENCE,
+    EventTooBig,
+    Session,
+    StoreFailed,
+    StoreRecovered,
+    Stream,
+    result_frame,
+)
+
+
+class Follow:
+    """A part of `Relay` (core.py): these methods work on the relay's state."""
+
+    def _follow_init(self, names: Any) -> None:
+        #: the log follows rooms (JetStreamLog): fan out from its feed, commit without waiting
+        self._follows = bool(getattr(self.log, "follows", False))
+        if self._follows:  # numbers come from the stream: relays posting at once never refuse each other
+            self.log.stream_numbers = True
+        self._numbers: dict[tuple[str, int], int] = {}  # the last waited-for group's final numbers
+        self._last_error = ""  # why the last commit failed, and when (joins wait for no commit then)
+        self._failed_at = 0.0
+        self._now = 0.0  # the last `now` the relay was given (for what settles without one)
+        self._commits: deque = deque()  # (Commit, its unstored posts, its presence events, posts)
+        self._group_presence: list[tuple[str, int, F.Ev]] = []
+        self._followed: set[str] = set()
+        #: who is in each followed room as its stream says (every relay's members): nick_key -> info
+        self._roster: dict[str, dict[str, F.MemberInfo]] = {}
+        self._wakeup: Any = None
+        #: nick claims across relays (jetstream.ClusterNicks), or None: unique on this relay only
+        self.names = names
+
+    def set_wakeup(self, fn: Any) -> None:
+        """`fn()`, callable from any thread, makes the runner flush soon: a commit completed, or the
+        feed has events. (The runner hops to its loop: loop.call_soon_threadsafe.)"""
+        self._wakeup = fn
+        if self._follows:
+            self.log.set_wakeup(fn)
+        if self.names is not None:
+            self.names.set_wakeup(fn)
+
+    # ------------------------------------------------------------------ appends and commits
+
+    def _fed_event(self, room: Stream, ev: F.Ev, now: float) -> int:
+        """`_room_event` on a following log: numbered and pending; it reaches the ring (and the
+        members) when the feed delivers it, once stored."""
+        seq = self.log.append(room.name, ev)
+        if ev.kind in PRESENCE:
+            self._group_presence.append((room.name, seq, ev))
+        room.last_active = now
+        self._dirty.add(room.name)
+        return seq
+
+    def _commit_follow(self, wait: bool) -> str | None:
+        """Start committing the pending group; with `wait`, wait (bounded) for it and return its
+        error (None: stored)."""
+        log = self.log
+        unstored, self._unstored = self._unstored, []
+        presence, self._group_presence = self._group_presence, []
+        posts, self._posts_pending = self._posts_pending, 0
+        if not log.pending and not unstored and not wait:
+            return None
+        try:
+            handle = log.begin_commit()
+        except StoreError as exc:  # (a closed log)
+            handle = _failed(str(exc))
+        self._commits.append((handle, unstored, presence, posts))
+        if not handle.done() and self._wakeup is not None:
+            wakeup = self._wakeup
+            handle.add_done_callback(lambda _h: wakeup())
+        if not wait:
+            return None
+        if not handle.wait(getattr(log, "commit_timeout", 5.0) + 1.0):
+            return "the cluster did not answer in time"
+        self._numbers = handle.numbers
+        self._settle_commits(None)
+        return handle.error
+
+    def _settle_commits(self, now: float | None) -> None:
+        """Answer the posts of the groups that completed, oldest first."""
+        log = self.log
+        again = False
+        while self._commits and self._commits[0][0].done():
+            handle, unstored, presence, posts = self._commits.popleft()
+            stored, dups, error = handle.stored, handle.duplicates, handle.error
+            if error is None:
+                self.stats["commits"] += 1
+                self.stats["posts"] += posts
+                if self._store_failures:
+                    self._events.append(StoreRecovered(self._store_failures))
+                    self._store_failures = 0
+            else:
+                self._last_error, self._failed_at = error, now if now is not None else self._now
+                self.stats["commit_failures"] += 1
+                if not self._store_failures:
+                    self._events.append(StoreFailed(error))
+                self._store_failures += 1
+            events = set(handle.events)
+            numbers = handle.numbers
+            for session, cseq, res, room in unstored:
+                key = (room, res.seq)
+                if key in stored:
+                    if key in numbers:  # the number the stream gave it
+                        res = result_frame(cseq, res.code, numbers[key], res.reason, room)
+                    self._resolve(session, cseq, res)
+                elif key in dups:
+                    self._resolve(session, cseq, result_frame(cseq, F.RES_OK, dups[key], "", room))
+                elif res.seq and key not in events and _stored_before(log, room, res.seq):
+                    self._resolve(session, cseq, res)  # a repeat of a post stored earlier
+                else:
+                    self.stats["refused_unstored"] += 1
+                    why = error or "the cluster did not store it"
+                    refused = result_frame(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {why}", room)
+                    self._resolve(session, cseq, refused)
+            for name, seq, ev in presence:
+                if (name, seq) in stored or (name, seq) in dups:
+                    continue
+                room = self.rooms.get(name)
+                if room is not None:  # it happened all the same: numbered again, for the next commit
+                    self._fed_event(room, ev, room.last_active)
+                    again = True
+        if again and now is not None:
+            self._arm(now + self.timing.rto_min)
+
+    # ------------------------------------------------------------------ the feed
+
+    def _take_feed(self, now: float) -> None:
+        """Events the followed rooms got (from any relay), into the rooms' rings in stream order."""
+        log = self.log
+        for name, seq, data in log.drain():
+            room = self.rooms.get(name)
+            if room is None or seq <= room.seq:
+                continue  # (not ours any more, or had already)
+            try:
+                ev = F.decode_ev(data)
+                item = room.encode(ev)
+            except (F.FrameError, EventTooBig):
+                self.stats["malformed"] += 1
+                _skip_to(room, seq)  # (members read around it from the log, which refuses it too)
+                continue
+            log.observe(name, seq, ev)
+            if seq > room.seq + 1:  # a gap (expired before we followed): members read it from the log
+                _skip_to(room, seq - 1)
+            room.push(item, now)
+            if ev.kind == F.EV_TOPIC:
+                room.topic = ev.text
+            elif ev.kind in _ROSTER:
+                _roster_event(self._roster.setdefault(name, {}), ev)
+            self._dirty.add(name)
+        if len(self._followed) != len(self.rooms) or not self._followed.issubset(self.rooms):
+            for name in [n for n in self._followed if n not in self.rooms]:
+                self._followed.discard(name)
+                self._roster.pop(name, None)
+                log.unfollow(name)
+
+    def _cluster_poll(self, now: float) -> None:
+        self._now = now
+        self._settle_commits(now)
+        self._take_feed(now)
+        if self.names is not None:
+            self._announce_reaped(now)
+
+    def _announce_reaped(self, now: float) -> None:
+        """Members of a relay that died, found by this relay (jetstream.ClusterNicks): the room
+        hears that they timed out, as their relay would have said."""
+        for name, nick in self.names.reaped():
+            try:  # (read from a bucket: checked like anything else that becomes an event)
+                name, nick = canonical_room(name), check_nick(nick)
+                ev = F.Ev(kind=F.EV_TIMEOUT, nick=nick, text="", ts=self._ts(now))
+                room = self.rooms.get(name)
+                if room is not None:
+                    room.encode(ev)
+                    self._fed_event(room, ev, now)
+                else:  # a room this relay does not serve: into the log all the same
+                    self.log.append(name, ev)
+                    self._dirty.add(name)
+            except (InputError, StoreError, EventTooBig):
+                continue
+
+    def _member_joined(self, session: Session, room: Stream) -> None:
+        if self.names is not None:
+            self.names.joined(room.name, session.nick)
+
+    def _member_left(self, session: Session, room: Stream, nick: str = "") -> None:
+        if self.names is not None:
+            self.names.left(room.name, nick or session.nick)
+
+    def _cluster_refuses(self, now: float) -> str | None:
+        """Why a join is refused at once: the last commit failed a moment ago (the cluster is not
+        reachable, or did not answer in time). A join waits for its commit, and the loop with it:
+        during an outage that would stall every member, join after join. After a moment a join may
+        try again (it is what finds out that the cluster is back when no one posts)."""
+        if (
+            self._follows
+            and self._store_failures
+            and now < self._failed_at + min(self.timing.timeout / 4, 2.0)
+        ):
+            return self._last_error
+        return None
+
+    def _follow_room(self, room: Stream) -> None:
+        """A room this relay opens: follow it from the last event the cluster has (blocks, bounded:
+        once per room opened; StoreError when the cluster cannot be reached)."""
+        last, _first, topic = self.log.follow(room.name)
+        self._followed.add(room.name)
+        roster = self._roster[room.name] = {}
+        if self.names is not None:  # who is in it now, through any relay (the feed keeps it)
+            for nick in self.names.members(room.name):
+                try:  # (read from a bucket: checked like a Hello's nick)
+                    roster[nick_key(nick)] = F.MemberInfo(check_nick(nick), "")
+                except InputError:
+                    continue
+        if last:
+            room.start_at(last, topic)
+        else:
+            room.topic = topic
+
+    def _elsewhere(self, room: Stream, session: Session) -> list[F.MemberInfo]:
+        """The room's members on other relays, for a joiner's member list."""
+        here = {nick_key(m.session.nick) for m in room.members.values()} | {nick_key(session.nick)}
+        return [info for key, info in self._roster.get(room.name, {}).items() if key not in here]
+
+    # ------------------------------------------------------------------ nicks across relays
+
+    def _claim_shared_nick(self, session: Session, nick: str, resume: int = 0) -> str | None:
+        """None when `nick` may be `session`'s across the cluster, else why not (one line)."""
+        if self.names is None:
+            return None
+        try:
+            if self.names.claim(nick, session.token, resume):
+                return None
+        except StoreError as exc:
+            return f"the relay cannot check nicks with its cluster: {exc}"
+        return f"nick {nick} is in use on another relay"
+
+    def _release_shared_nick(self, session: Session, nick: str) -> None:
+        if self.names is not None:
+            self.names.release(nick, session.token)
+
+
+_ROSTER = (F.EV_JOIN, F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)
+
+
+def _roster_event(roster: dict[str, F.MemberInfo], ev: F.Ev) -> None:
+    """Who is in a room, after one of its events."""
+    key = nick_key(ev.nick)
+    if ev.kind == F.EV_JOIN:
+        roster[key] = F.MemberInfo(ev.nick, "")
+    elif ev.kind in (F.EV_LEAVE, F.EV_TIMEOUT):
+        roster.pop(key, None)
+    elif ev.kind == F.EV_NICK:
+        old = roster.pop(key, None)
+        roster[nick_key(ev.text)] = F.MemberInfo(ev.text, old.away if old is not None else "")
+    elif key in roster:  # away
+        roster[key] = F.MemberInfo(ev.nick, ev.text)
+
+
+def _stored_before(log: Any, room: str, seq: int) -> bool:
+    try:
+        return seq <= log.last_seq(room)
+    except StoreError:
+        return False
+
+
+def _skip_to(room: Stream, last: int) -> None:
+    """The room's ring starts over after `last` (what came before is read from the log)."""
+    room.ring.clear()
+    room.times.clear()
+    room.bytes = 0
+    room.seq = last
+    room.first = last + 1
+
+
+def _failed(error: str) -> Any:
+    from ..roomlog import Commit
+
+    handle = Commit([])
+    handle.finish(error=error)
+    return handle

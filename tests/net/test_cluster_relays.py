@@ -1,0 +1,239 @@
+"""Relays that share rooms through a real nats-server (issue 12, docs/cluster.md): real `udproom
+relay --cluster` processes on 127.0.0.1, members spread across them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+
+from .procs import FAST, bound_port
+
+
+async def _relays(procs, url: str, n: int) -> list[str]:
+    addrs = []
+    for i in range(n):
+        _p, port = await procs.relay("127.0.0.1:0", "--cluster", url, *FAST, name=f"relay{i}")
+        addrs.append(f"127.0.0.1:{port}")
+    return addrs
+
+
+async def _flood(procs, addrs: list[str], senders: dict[str, list[str]], listeners) -> list:
+    """Each sender on relay i % n sends its lines; returns the send processes (all exited 0)."""
+    sends = []
+    for i, name in enumerate(senders):
+        sends.append(
+            await procs.send(name, addrs[i % len(addrs)], "lobby", "--timeout", "60", *FAST, stdin=True)
+        )
+    for k in range(max(len(v) for v in senders.values())):
+        for s, lines in zip(sends, senders.values(), strict=True):
+            if k < len(lines):
+                await s.write(lines[k] + "\n")
+    for s in sends:
+        s.close_stdin()
+    for s in sends:
+        assert await s.wait(60) == 0, s.stderr
+    return sends
+
+
+def _one_order(listeners, total: int) -> None:
+    """Every listener got every message once, and all in one order (the same seq, the same line)."""
+    orders = []
+    for lst in listeners:
+        msgs = [(o["seq"], o["nick"], o["text"]) for o in lst.json if o.get("type") == "message"]
+        assert len(msgs) == total, (lst, len(msgs))
+        assert len({m[2] for m in msgs}) == total, "a message delivered twice"
+        assert [m[0] for m in msgs] == sorted(m[0] for m in msgs)
+        orders.append(msgs)
+    assert all(o == orders[0] for o in orders), "relays sent different orders"
+    seqs = [o["seq"] for o in listeners[0].json if "seq" in o]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a gap in the room's numbers"
+
+
+async def test_two_and_three_relays_one_order_every_message_once(procs, nats_server):
+    for n in (2, 3):
+        addrs = await _relays(procs, nats_server.url, n)
+        senders = {f"s{n}x{i}": [f"s{n}x{i} line {k}" for k in range(30)] for i in range(3)}
+        total = sum(len(v) for v in senders.values())
+        listeners = []
+        for i in range(n + 1):  # one more listener than relays: two share one
+            lst = await procs.listen(
+                f"l{n}x{i}", addrs[i % n], "lobby", "--count", str(total), "--timeout", "60", *FAST
+            )
+            await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+            listeners.append(lst)
+        await _flood(procs, addrs, senders, listeners)
+        for lst in listeners:
+            assert await lst.wait(60) == 0, lst.stderr
+        _one_order(listeners, total)
+        for p in procs.all:
+            if p.running:
+                p.terminate()
+        await asyncio.gather(*(p.wait(20) for p in procs.all))
+
+
+async def test_sigkill_of_a_relay_mid_flood_its_members_fail_over_and_lose_nothing(procs, nats_server):
+    """Three relays; a listener and a sender whose first relay is r0 (`--join r0,r1`), and the
+    others on r1 and r2. r0 is SIGKILLed mid-flood: its members move to the next relay, resume the
+    room from the last event they delivered (no gap, no duplicate) and their unacknowledged posts
+    are sent again (deduplicated by message id); the members elsewhere never notice."""
+    relays, addrs = [], []
+    for i in range(3):
+        p, port = await procs.relay("127.0.0.1:0", "--cluster", nats_server.url, *FAST, name=f"relay{i}")
+        relays.append(p)
+        addrs.append(f"127.0.0.1:{port}")
+    r0, r1, r2 = addrs
+    senders = {f"s{i}": [f"s{i} line {k}" for k in range(40)] for i in range(3)}
+    total = sum(len(v) for v in senders.values())
+    joins = {"l0": f"{r0},{r1}", "l1": r1, "l2": r2}
+    listeners = {}
+    for name, join in joins.items():
+        lst = await procs.listen(name, join, "lobby", "--count", str(total), "--timeout", "90", *FAST)
+        await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+        listeners[name] = lst
+    send_joins = [f"{r0},{r2}", r1, r2]
+    sends = [
+        await procs.send(name, join, "lobby", "--timeout", "80", *FAST, stdin=True)
+        for name, join in zip(senders, send_joins, strict=True)
+    ]
+    l1 = listeners["l1"]
+
+    async def flood() -> None:
+        """One line per sender per round, keeping about 15 messages in flight (never a pause)."""
+        for k in range(40):
+            await l1.wait_until(lambda k=k: len(l1.of_type("message")) >= 3 * (k - 5), 60, f"round {k - 5}")
+            for s, lines in zip(sends, senders.values(), strict=True):
+                await s.write(lines[k] + "\n")
+        for s in sends:
+            s.close_stdin()
+
+    feeder = asyncio.create_task(flood())
+    await l1.wait_until(lambda: len(l1.of_type("message")) >= 45, 60, "45 messages")
+    relays[0].kill()  # mid-flood
+    await asyncio.wait_for(feeder, 90)
+    for s in sends:
+        assert await s.wait(90) == 0, s.stderr  # every message acknowledged, r0's sender's too
+    for lst in listeners.values():
+        assert await lst.wait(90) == 0, lst.stderr
+    _one_order(list(listeners.values()), total)
+    moved = listeners["l0"].stderr + sends[0].stderr
+    assert any(f"failing over to {r1}" in line for line in listeners["l0"].stderr), moved
+    assert any(f"failing over to {r2}" in line for line in sends[0].stderr), moved
+    for name in ("l1", "l2"):  # the others never noticed
+        lines = listeners[name].stderr
+        assert not [line for line in lines if "failing over" in line or "missed" in line or "lost" in line], (
+            lines
+        )
+    assert not [line for line in listeners["l0"].stderr if "missed" in line]
+
+
+async def test_members_of_a_relay_that_dies_are_announced_as_timed_out(procs, nats_server):
+    """Presence across relays: r0 is SIGKILLed; its member (who has no other relay to go to) is
+    announced as timed out by a relay that lives, once, within about the usual timeout."""
+    r0, port0 = await procs.relay("127.0.0.1:0", "--cluster", nats_server.url, *FAST, name="relay0")
+    _r1, port1 = await procs.relay("127.0.0.1:0", "--cluster", nats_server.url, *FAST, name="relay1")
+    await procs.relay("127.0.0.1:0", "--cluster", nats_server.url, *FAST, name="relay2")  # races r1
+    watcher = await procs.listen("watcher", f"127.0.0.1:{port1}", "lobby", "--timeout", "60", *FAST)
+    await watcher.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+    ghost = await procs.listen("ghost", f"127.0.0.1:{port0}", "lobby", "--timeout", "60", *FAST)
+    await ghost.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+    await watcher.wait_json(lambda o: o["type"] == "join" and o["nick"] == "ghost", 20, "ghost's join")
+    r0.kill()
+    killed = time.monotonic()
+    await watcher.wait_json(lambda o: o["type"] == "timeout" and o["nick"] == "ghost", 30, "ghost's timeout")
+    took = time.monotonic() - killed
+    # (FAST: a 3 s timeout; the announcement comes from the relays' refresh rounds, ttl / 3)
+    assert took < 3 * 3, took
+    ghost.kill()
+    await ghost.wait(10)
+    # said once, by one relay (a second relay would race for the reaper key and lose)
+    assert len([o for o in watcher.json if o.get("type") == "timeout" and o.get("nick") == "ghost"]) == 1
+
+
+async def test_workers_share_one_port_and_the_rooms(procs, nats_server):
+    """`relay --workers 2`: two relay processes on one port (SO_REUSEPORT), sharing the room through
+    the cluster: every member gets every message once in one order, whichever worker it is on."""
+    parent = await procs.start(
+        "relay", "relay", "--workers", "2", "--cluster", nats_server.url, "--bind", "127.0.0.1:0", *FAST
+    )
+    port = await bound_port(parent, "relay")
+    await parent.wait_until(
+        lambda: sum("listening on" in line for line in parent.stderr) == 2, 20, "2 workers"
+    )
+    addr = f"127.0.0.1:{port}"
+    senders = {f"w{i}": [f"w{i} line {k}" for k in range(20)] for i in range(3)}
+    total = sum(len(v) for v in senders.values())
+    listeners = []
+    for i in range(8):
+        lst = await procs.listen(f"wl{i}", addr, "lobby", "--count", str(total), "--timeout", "60", *FAST)
+        await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+        listeners.append(lst)
+    await _flood(procs, [addr], senders, listeners)
+    for lst in listeners:
+        assert await lst.wait(60) == 0, lst.stderr
+    _one_order(listeners, total)
+    pids = [int(p) for p in re.search(r"pids (\d+), (\d+)", parent.stderr[0]).groups()]
+    os.kill(pids[0], signal.SIGKILL)  # a worker dies: the parent starts it again
+    await parent.wait_until(
+        lambda: sum("listening on" in line for line in parent.stderr) == 3, 20, "a new worker"
+    )
+    assert any(f"worker {pids[0]} exited with -9: starting it again" in line for line in parent.stderr)
+    parent.terminate()  # passed on to the workers by PID
+    assert await parent.wait(30) == 0, parent.stderr
+    stopped = [line for line in parent.stderr if "stopped after" in line]
+    assert len(stopped) == 2, parent.stderr
+
+
+async def test_workers_need_a_cluster(procs):
+    p = await procs.start("relay", "relay", "--workers", "2", "--bind", "127.0.0.1:0")
+    assert await p.wait(20) == 2
+    assert p.stderr == [
+        "udproom relay: --workers runs relays that share rooms through a cluster: add --cluster nats://HOST:PORT"
+    ]
+
+
+async def test_relays_of_a_cluster_on_one_machine_share_the_port(procs, nats_server):
+    """Two `relay --cluster URL` on one machine with the same --bind: nothing local collides (no data
+    directory, no lock, and the port is shared, SO_REUSEPORT), and the room is one room."""
+    from udproom.protocol.net.workers import pick_port
+
+    port = pick_port("127.0.0.1", 0)
+    for i in range(2):
+        _p, got = await procs.relay(
+            f"127.0.0.1:{port}", "--cluster", nats_server.url, *FAST, name=f"relay{i}"
+        )
+        assert got == port
+    addr = f"127.0.0.1:{port}"
+    listeners = []
+    for i in range(4):
+        lst = await procs.listen(f"m{i}", addr, "lobby", "--count", "20", "--timeout", "60", *FAST)
+        await lst.wait_json(lambda o: o["type"] == "joined", 20, "joined")
+        listeners.append(lst)
+    await _flood(procs, [addr], {"one": [f"line {k}" for k in range(20)]}, listeners)
+    for lst in listeners:
+        assert await lst.wait(60) == 0, lst.stderr
+    _one_order(listeners, 20)
+
+
+async def test_cluster_errors_are_one_line(procs, silent_port):
+    cases = [
+        (
+            ["--cluster", f"nats://127.0.0.1:{silent_port}"],
+            1,
+            "cannot reach the cluster at nats://127.0.0.1:",
+        ),
+        # (a password in the URL is never shown)
+        (
+            ["--cluster", f"nats://relay:s3cret@127.0.0.1:{silent_port}"],
+            1,
+            f"at nats://127.0.0.1:{silent_port}:",
+        ),
+        (["--cluster", "127.0.0.1:4222"], 2, "--cluster wants nats://HOST:PORT"),
+        (["--cluster", "nats://127.0.0.1:4222", "--memory"], 2, "cannot be combined with --data, --memory"),
+    ]
+    for i, (extra, code, words) in enumerate(cases):
+        p = await procs.start(f"relay{i}", "relay", "--bind", "127.0.0.1:0", *extra)
+        assert await p.wait(30) == code, p.stderr
+        assert len(p.stderr) == 1 and words in p.stderr[0] and "s3cret" not in p.stderr[0], p.stderr
