@@ -12,7 +12,8 @@
    character. Baseline: the same with no flood.
 
 Both run twice: with the app's own chat log (issue 10: every event shown is written to SQLite by
-a writer thread, one transaction per flush; the default) and with `--no-log`, in the same run.
+a writer thread, one transaction per quarter second; the default; for the latency, a log that
+already holds `--log-lines` lines, 100,000 by default) and with `--no-log`, in the same run.
 UDPROOM_DATA_DIR points at a temporary directory.
 
 Targets (issue 3): 100,000 messages in < 2 s and < 200 MB; keypress-to-screen < 50 ms during
@@ -68,11 +69,30 @@ def make_app(log: bool = False):
     return app, backend
 
 
-def fresh_data_dir() -> None:
-    """Each app run logs into an empty directory (a log written by an earlier run would be shown)."""
+def fresh_data_dir(lines: int = 0) -> None:
+    """Each app run logs into an empty directory (a log written by an earlier run would be shown),
+    or one whose log already holds `lines` lines of the benchmark's rooms (a log of months)."""
     import tempfile
 
     os.environ["UDPROOM_DATA_DIR"] = tempfile.mkdtemp(prefix="udproom-bench-")
+    if lines:
+        from udproom.protocol import paths
+        from udproom.protocol.chatlog import ChatLog, Line
+
+        with ChatLog(paths.chatlog_path()) as log:
+            for start in range(0, lines, 10_000):
+                log.add(
+                    Line(
+                        "127.0.0.1:6000",
+                        ROOMS[i % 5],
+                        "message",
+                        "carol",
+                        f"old {i} lorem ipsum",
+                        T0 - 1e6 + i,
+                        0,
+                    )
+                    for i in range(start, min(lines, start + 10_000))
+                )
 
 
 async def wait_ready(pilot, app, backend):
@@ -112,9 +132,10 @@ async def ingest(evs: list, chunk: int = 1000, log: bool = False) -> tuple[float
         return elapsed, app.flushes - flushes0, written
 
 
-async def latency(rate: int, keys: int, log: bool = False) -> tuple[list[float], float]:
-    """Keypress-to-screen latencies (s) while `rate` messages/s arrive; and the rate achieved."""
-    fresh_data_dir()
+async def latency(rate: int, keys: int, log: bool = False, log_lines: int = 0) -> tuple[list[float], float]:
+    """Keypress-to-screen latencies (s) while `rate` messages/s arrive; and the rate achieved.
+    With `log`, the app's log starts with `log_lines` lines."""
+    fresh_data_dir(log_lines if log else 0)
     app, backend = make_app(log)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_ready(pilot, app, backend)
@@ -206,6 +227,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--rate", type=int, default=5000)
     ap.add_argument("--keys", type=int, default=60)
+    ap.add_argument("--log-lines", type=int, default=100_000, help="lines in the log before the latency run")
     args = ap.parse_args()
     n = args.messages
     evs = make_events(n)
@@ -214,7 +236,7 @@ def main() -> None:
     # Latency first, in a fresh process state (the ingest runs leave a large heap behind).
     quiet, _ = asyncio.run(latency(0, args.keys))
     loud, achieved = asyncio.run(latency(args.rate, args.keys))
-    loud_log, achieved_log = asyncio.run(latency(args.rate, args.keys, log=True))
+    loud_log, achieved_log = asyncio.run(latency(args.rate, args.keys, log=True, log_lines=args.log_lines))
     gc.collect()
     t_list = baseline_list(evs)
     t_model = baseline_model(evs)
@@ -252,7 +274,10 @@ def main() -> None:
         f"(+{rss1 - rss0:.0f} MB over the {rss0:.0f} MB before the run)"
         f"   target < 200 MB: {'ok' if peak / 2**20 < 200 and rss1 < 200 else 'MISSED'}"
     )
-    print(f"\n2. keypress-to-screen ({args.keys} keys)")
+    print(
+        f"\n2. keypress-to-screen ({args.keys} keys; with log: {args.log_lines:,} lines logged before;"
+        f" load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)"
+    )
     print(
         f"   idle:              p50 {statistics.median(quiet) * 1000:6.1f} ms"
         f"  p95 {pct(quiet, 0.95) * 1000:6.1f} ms"
@@ -265,6 +290,7 @@ def main() -> None:
             f"   flood/idle p50 = {statistics.median(values) / statistics.median(quiet):.1f}x"
             f"   target < 50 ms: {'ok' if pct(values, 0.95) < 0.05 else 'MISSED'} (p95)"
         )
+    print(f"   with log / --no-log: p95 {pct(loud_log, 0.95) / pct(loud, 0.95):.2f}x")
 
 
 if __name__ == "__main__":

@@ -10,15 +10,23 @@ that draws them sanitises them as it draws everything else.
   (circle, room, epoch, seq); a line with a message id once per (circle, room, mid). Adding the
   same events again (a backfill after a restart, a page fetched twice) changes nothing.
 - Ordered within a room by (ts, seq, pos); `pos` is the row's position, stable, for "jump to".
+- Direct mode: a line keeps its Lamport stamp (`lc`), the order every peer shows, and a room's
+  message what its author signed (`signed`: message id, time, signature, key); a peer asked for
+  history answers with those lines, as signed, from here (`stamped`, read through `peer_history`).
 - Searched with SQLite FTS5 (an external-content table kept in sync by triggers): words, `dep*`
   prefixes (and an implicit prefix on the last word), `nick:bob` and `room:#dev` filters.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import itertools
+import json
 import os
 import sqlite3
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -45,13 +53,15 @@ class Line:
     mid: int = 0  # message id; 0 when unknown
     epoch: int = 0  # the relay's epoch: room sequences are only comparable within one
     pos: int = 0  # the line's position in the log (set when read back)
+    lc: int = 0  # direct mode: the event's Lamport stamp (its place in the room's order); 0: none
+    signed: E.Signed | None = None  # direct mode, a room's message: as its author signed it
 
 
 def line_of(ev: object, circle: str, epoch: int = 0, mid: int = 0, direct: bool = False) -> Line | None:
     """The Line for a room event from `events` (None for anything that is not one).
 
     `direct`: the event comes from direct mode, where `seq` is a Lamport clock (two peers can
-    share one), not a room sequence: the line then dedupes by `mid` only."""
+    share one), not a room sequence: the line keeps it as `lc` and dedupes by `mid` only."""
     if isinstance(ev, E.MessageReceived):
         kind, nick, text = ("action" if ev.action else "message"), ev.nick, ev.text
     elif isinstance(ev, E.MemberJoined):
@@ -68,7 +78,12 @@ def line_of(ev: object, circle: str, epoch: int = 0, mid: int = 0, direct: bool 
         kind, nick, text = "away", ev.nick, ev.away
     else:
         return None
-    return Line(circle, ev.room, kind, nick, text, ev.ts, 0 if direct else ev.seq, mid, epoch)
+    if direct:
+        lc = ev.seq if isinstance(ev.seq, int) and 0 < ev.seq < _U63 else 0
+        signed = getattr(ev, "signed", None)  # (a room's message)
+        signed = signed if isinstance(signed, E.Signed) and signed.well_formed() else None
+        return Line(circle, ev.room, kind, nick, text, ev.ts, 0, mid, epoch, 0, lc, signed)
+    return Line(circle, ev.room, kind, nick, text, ev.ts, ev.seq, mid, epoch)
 
 
 _SCHEMA = """
@@ -88,7 +103,9 @@ CREATE TABLE IF NOT EXISTS lines(
     ts REAL NOT NULL,
     kind INTEGER NOT NULL,
     nick TEXT NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    lc INTEGER NOT NULL DEFAULT 0,
+    signed TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS lines_order ON lines(chan, ts, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS lines_seq ON lines(chan, epoch, seq) WHERE seq != 0;
@@ -96,7 +113,19 @@ CREATE UNIQUE INDEX IF NOT EXISTS lines_mid ON lines(chan, mid) WHERE mid != 0;
 CREATE INDEX IF NOT EXISTS lines_nick ON lines(nick);
 CREATE TABLE IF NOT EXISTS nicks(nick TEXT PRIMARY KEY) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 1
+#: direct-mode lines by Lamport stamp (a peer answering history reads the newest below a stamp)
+_LC_INDEX = "CREATE INDEX IF NOT EXISTS lines_lc ON lines(chan, lc) WHERE lc != 0"
+#: 2: lines.lc; 3: lines.signed (an older log gains the columns when opened for writing; read-only,
+#: they read as 0 and '')
+SCHEMA_VERSION = 3
+#: the columns each schema version added, as added to an older log
+_ADDED = {
+    2: ("lc", "ALTER TABLE lines ADD COLUMN lc INTEGER NOT NULL DEFAULT 0", "0"),
+    3: ("signed", "ALTER TABLE lines ADD COLUMN signed TEXT NOT NULL DEFAULT ''", "''"),
+}
+#: lines.signed: base64 of the message id (8 bytes, big-endian), the time as signed (the 8 bytes of
+#: its IEEE 754 double: any float, NaN included, comes back bit for bit), the signature and the key
+_SIGNED = struct.Struct(">Qd64s32s")
 WHAT = "the chat log"
 #: lines per full-text shard. FTS5 reads a term's whole list of rows to return the newest ones
 #: first, so one index over everything makes a search for a very common word cost as much as the
@@ -121,6 +150,12 @@ _SHARD = (
         INSERT INTO lines_fts{k}(rowid, text) SELECT new.id, new.text WHERE new.text != '';
     END""",
 )
+#: one statement stores a batch: its rows as a JSON array of arrays (ChatLog.add), in order
+_INSERT_ROWS = "INSERT OR IGNORE INTO lines(chan, epoch, seq, mid, ts, kind, nick, text, lc, signed)"
+_INSERT = _INSERT_ROWS + " SELECT " + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(10))
+_INSERT += " FROM json_each(?)"
+_INSERT_ROWS += " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INFINITIES = (float("inf"), float("-inf"))
 _COLS = (
     "lines.id, chans.circle, chans.room, lines.kind, lines.nick, lines.text, lines.ts, lines.seq,"
     " lines.mid, lines.epoch"
@@ -169,6 +204,8 @@ class ChatLog:
         self._chans: dict[tuple[str, str], int] = {}
         self._shards = 0  # full-text shards that exist: lines_fts0 .. lines_fts{n-1}
         self._db: sqlite3.Connection | None = None
+        self._version = SCHEMA_VERSION  # an older one only read-only (its later columns read as defaults)
+        self._cols = _COLS
         try:
             if read_only:
                 if not self.path.exists():
@@ -189,10 +226,17 @@ class ChatLog:
                 refuse_foreign(db, WHAT, self.path)
                 db.executescript(_SCHEMA)
                 db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                self._upgrade(db)
             has_meta = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
             version = has_meta and self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if version is None or version[0] != SCHEMA_VERSION:
+            older = version and type(version[0]) is int and 1 <= version[0] < SCHEMA_VERSION
+            if older and read_only:
+                self._version = version[0]  # a log from before stamps (1) or signatures (2) were kept
+            elif not version or version[0] != SCHEMA_VERSION:
                 raise StoreError(f"{self.path} is not a udproom chat log this version can read")
+            # what `_rows` reads: a column the log's version does not have reads as its default
+            added = [f"lines.{c}" if v <= self._version else d for v, (c, _, d) in _ADDED.items()]
+            self._cols = ", ".join([_COLS, *added])
             for cid, circle, room in self._db.execute("SELECT id, circle, room FROM chans"):
                 self._chans[(circle, room)] = cid
             shards = self._db.execute("SELECT value FROM meta WHERE key = 'shards'").fetchone()
@@ -203,6 +247,18 @@ class ChatLog:
         except BaseException:
             self.close()
             raise
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        """An older log gains the columns added since (`_ADDED`): a version-1 log `lines.lc`, a
+        version-2 log `lines.signed`; lines logged before keep the defaults (0: no stamp; '': no
+        signature, so not served to peers)."""
+        with transaction(db, WHAT, self.path):
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is not None and type(row[0]) is int and 1 <= row[0] < SCHEMA_VERSION:
+                for version in range(row[0] + 1, SCHEMA_VERSION + 1):
+                    db.execute(_ADDED[version][1])
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+        db.execute(_LC_INDEX)
 
     def _open_read_only(self) -> sqlite3.Connection:
         uri = self.path.resolve().as_uri() + "?mode=ro"
@@ -239,16 +295,27 @@ class ChatLog:
 
     # ------------------------------------------------------------------ writing
 
-    def add(self, lines: Iterable[Line]) -> int:
-        """Store lines in one transaction; those already stored are skipped. Returns how many were new."""
+    def add(self, lines: Iterable[Line], count: int | None = None) -> int:
+        """Store lines in one transaction; those already stored are skipped. Returns how many were new.
+
+        `lines` may be an iterator, with `count` the most it gives: each line then becomes its row
+        as it comes (the app's writer: a batch is held as plain rows, not as Line objects). The rows go to
+        SQLite as one JSON array in one statement (`json_each`): one step for the whole batch, so
+        the thread holds Python's lock once, not once per row (per row, the writer's thread took
+        the lock from the UI's thread thousands of times a second), and 2-3x less CPU per line.
+        An empty batch is a transaction that stores nothing."""
+        if count is None:
+            lines = list(lines)
+            count = len(lines)
         db = self._conn()
-        rows = []
         nicks: set[str] = set()
         new_chans: dict[tuple[str, str], int] = {}
+        chans = self._chans
+        rows = []
         with transaction(db, WHAT, self.path):
-            for line in lines:
+            for line in itertools.islice(lines, count):
                 key = (line.circle, line.room)
-                cid = self._chans.get(key) or new_chans.get(key)
+                cid = chans.get(key) or new_chans.get(key)
                 if cid is None:
                     cur = db.execute("INSERT INTO chans(circle, room) VALUES (?, ?)", key)
                     cid = new_chans[key] = cur.lastrowid
@@ -256,6 +323,7 @@ class ChatLog:
                     kind = KINDS.index(line.kind)
                 except ValueError:
                     raise StoreError(f"unknown kind of line {line.kind!r}") from None
+                nicks.add(line.nick)
                 # a timestamp that is not a number is kept as 0 (the order needs one)
                 ts = float(line.ts) if line.ts == line.ts else 0.0
                 rows.append(
@@ -268,17 +336,18 @@ class ChatLog:
                         kind,
                         line.nick,
                         line.text,
+                        to_int64(line.lc),
+                        _pack(line.signed),
                     )
                 )
-                nicks.add(line.nick)
             top = db.execute("SELECT max(id) FROM lines").fetchone()[0] or 0
             self._ensure_shards(db, top + len(rows))
-            cur = db.executemany(
-                "INSERT OR IGNORE INTO lines(chan, epoch, seq, mid, ts, kind, nick, text)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            added = cur.rowcount
+            if any(r[4] in _INFINITIES or "\0" in r[6] or "\0" in r[7] for r in rows):
+                # what JSON cannot carry (an infinite time; NUL, which SQLite's JSON cuts text
+                # at): row by row, as they are
+                added = db.executemany(_INSERT_ROWS, rows).rowcount
+            else:
+                added = db.execute(_INSERT, (json.dumps(rows, ensure_ascii=False),)).rowcount
             db.executemany("INSERT OR IGNORE INTO nicks(nick) VALUES (?)", [(n,) for n in nicks])
         self._chans.update(new_chans)
         return max(added, 0)
@@ -321,7 +390,7 @@ class ChatLog:
         cmp, order = ("<", " DESC") if older else (">", "")
         where = f" AND (lines.ts, lines.seq, lines.id) {cmp} (?, ?, ?)" if bound is not None else ""
         rows = self._rows(
-            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?{where}"
+            f"SELECT {self._cols} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?{where}"
             f" ORDER BY lines.ts{order}, lines.seq{order}, lines.id{order} LIMIT ?",
             (cid, *(bound or ()), limit),
         )
@@ -329,11 +398,32 @@ class ChatLog:
             rows.reverse()
         return rows
 
+    def stamped(
+        self, circle: str, room: str, before: int = 0, limit: int = 100, signed: bool = False
+    ) -> list[Line]:
+        """Direct mode: up to `limit` of the room's messages and actions with a Lamport stamp
+        below `before` (0: the newest), the latest of them, in stamp order; with `signed`, only
+        those logged with their author's signature. What a peer asked for history answers from
+        (see `peer_history`)."""
+        cid = self._chans.get((circle, room))
+        if cid is None or limit <= 0 or self._version < (3 if signed else 2):
+            return []
+        bound = to_int64(before) if 0 < before < _U63 else _U63 - 1
+        rows = self._rows(
+            f"SELECT {self._cols} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.chan = ?"
+            " AND lines.lc != 0 AND lines.lc < ? AND lines.kind IN (0, 1)"
+            + (" AND lines.signed != ''" if signed else "")
+            + " ORDER BY lines.lc DESC, lines.nick DESC LIMIT ?",
+            (cid, bound, limit),
+        )
+        rows.reverse()
+        return rows
+
     def at(self, pos: int) -> Line | None:
         if not 0 < pos < _U63:
             return None
         rows = self._rows(
-            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.id = ?", (pos,)
+            f"SELECT {self._cols} FROM lines JOIN chans ON chans.id = lines.chan WHERE lines.id = ?", (pos,)
         )
         return rows[0] if rows else None
 
@@ -394,7 +484,7 @@ class ChatLog:
             for k in reversed(range(self._shards)):  # newest first: most searches end in one shard
                 fts = f"lines_fts{k}"
                 sql = (
-                    f"SELECT {_COLS} FROM {fts} JOIN lines ON lines.id = {fts}.rowid"
+                    f"SELECT {self._cols} FROM {fts} JOIN lines ON lines.id = {fts}.rowid"
                     f" JOIN chans ON chans.id = lines.chan WHERE {fts} MATCH ?"
                     + "".join(" AND " + w for w in where)
                     + f" ORDER BY {fts}.rowid DESC LIMIT ?"
@@ -404,7 +494,7 @@ class ChatLog:
                     break
             return found
         sql = (
-            f"SELECT {_COLS} FROM lines JOIN chans ON chans.id = lines.chan WHERE "
+            f"SELECT {self._cols} FROM lines JOIN chans ON chans.id = lines.chan WHERE "
             + " AND ".join(where)
             + " ORDER BY lines.id DESC LIMIT ?"
         )
@@ -457,9 +547,32 @@ class ChatLog:
                 from_int64(mid),
                 from_int64(epoch),
                 pos,
+                from_int64(lc),
+                _unpack(signed),
             )
-            for pos, circle, room, kind, nick, text, ts, seq, mid, epoch in self._fetch(sql, params)
+            for pos, circle, room, kind, nick, text, ts, seq, mid, epoch, lc, signed in self._fetch(
+                sql, params
+            )
         ]
+
+
+def _pack(signed: object) -> str:
+    """`lines.signed` for a line's `events.Signed` ('' for none, or for one not of the sizes a
+    message's signature fields have: nothing a peer could serve)."""
+    if not isinstance(signed, E.Signed) or not signed.well_formed():
+        return ""
+    return base64.b64encode(_SIGNED.pack(signed.mid, signed.ts, signed.sig, signed.key)).decode("ascii")
+
+
+def _unpack(text: object) -> E.Signed | None:
+    """The `events.Signed` a `lines.signed` holds (None: none, or not one: the file was altered)."""
+    if not text or not isinstance(text, str):
+        return None
+    try:
+        signed = E.Signed(*_SIGNED.unpack(base64.b64decode(text, validate=True)))
+    except (binascii.Error, struct.error, ValueError):
+        return None
+    return signed if signed.well_formed() else None
 
 
 def _room_label(room: str) -> str:
@@ -512,3 +625,22 @@ def search_dicts(lines: Iterable[Line]) -> Iterator[dict]:
             "circle": line.circle,
             "pos": line.pos,
         }
+
+
+def peer_history(log: ChatLog, circle: str, lock: contextlib.AbstractContextManager | None = None):
+    """The read function a direct peer answers history from (`PeerNode.serve_history`): for
+    (room, before, n), the room's latest `n` signed messages stamped below `before` (0: the
+    newest) in this circle, as (lc, nick, text, action, signed) tuples in stamp order, `signed`
+    the `events.Signed` the line was logged with. Lines logged without a signature (before
+    signatures were kept) are not served: a receiver would drop them. A log that cannot be read
+    gives nothing (the peer answers from what it holds in memory)."""
+
+    def read(room: str, before: int, n: int) -> list[tuple[int, str, str, bool, E.Signed]]:
+        try:
+            with lock if lock is not None else contextlib.nullcontext():
+                lines = log.stamped(circle, room, before, n, signed=True)
+        except StoreError:
+            return []
+        return [(x.lc, x.nick, x.text, x.kind == "action", x.signed) for x in lines if x.signed is not None]
+
+    return read

@@ -11,7 +11,10 @@ named by the other person's nick prefixed with '@' (see `direct_room`).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+
+from .crypto import KEY_BYTES, SIG_BYTES
 
 # ----------------------------------------------------------------------------- shared values
 
@@ -27,6 +30,43 @@ class Member:
 def direct_room(nick: str) -> str:
     """The room key of a direct conversation with `nick`."""
     return "@" + nick
+
+
+def direct_mid(room: str, nick: str, stamp: int, text: str | None = None) -> int:
+    """Direct mode's name for a room event: (room, nick, Lamport stamp) (a peer's stamps only
+    grow, and the stamp travels with the message, so every peer names it alike), hashed to a
+    63-bit id; a peer dedupes history by it. With `text` (a message's), the name of what was said:
+    the app's log dedupes messages by that, so a line relayed with other words under the same name
+    (hostile history) never hides the line its author sends."""
+    key = f"{room}\0{nick}\0{stamp}" if text is None else f"{room}\0{nick}\0{stamp}\0{text}"
+    h = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8)
+    return (int.from_bytes(h.digest(), "big") >> 1) or 1
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """Direct mode: what a room message's author signed (`crypto.signed_bytes`) beyond its room,
+    kind and text, and the signature: the message id and the time it was signed with (the time
+    shown may be another: a receiver checks it), the signature and the author's identity key.
+    The app's log keeps it, so a peer serves the line again as its author signed it."""
+
+    mid: int
+    ts: float
+    sig: bytes
+    key: bytes
+
+    def well_formed(self) -> bool:
+        """Of the types and sizes a message's signature fields have (from a log, a file, anything
+        may come; whether the signature holds is for the receiver to check)."""
+        return (
+            type(self.mid) is int
+            and 0 < self.mid < 1 << 64
+            and type(self.ts) is float
+            and type(self.sig) is bytes
+            and len(self.sig) == SIG_BYTES
+            and type(self.key) is bytes
+            and len(self.key) == KEY_BYTES
+        )
 
 
 # ----------------------------------------------------------------------------- connection
@@ -127,6 +167,7 @@ class MessageReceived:
     history: bool = False
     mine: bool = False  # posted by this session
     local_id: int = 0  # ours: the id `post()` returned for it (0: unknown or not ours)
+    signed: Signed | None = None  # direct mode, a room's message: as its author signed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +294,7 @@ class PostAcknowledged:
     local_id: int
     room: str
     seq: int
+    signed: Signed | None = None  # direct mode, a room's message: as we signed it (for the log)
 
 
 @dataclass(frozen=True, slots=True)

@@ -401,10 +401,15 @@ class PeerLeave(Frame, tag=33):
 
 
 class PeerHistory(Frame, tag=34):
-    """Recent room history for a late joiner, oldest first."""
+    """Recent room history for a late joiner, oldest first. Paging back: with `n` > 0 (and no
+    items) a request for up to `n` messages stamped below `before`; the answer carries the same
+    `before`, its last frame `end`."""
 
     room: str
     items: list[PeerMsg] = []
+    before: int = 0  # a page: its messages are stamped below this (0: the join backfill)
+    n: int = 0  # > 0: a request for a page
+    end: bool = False  # the last frame of a page's answer
 
 
 class PeerJoin(Frame, tag=35):

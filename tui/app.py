@@ -12,6 +12,7 @@ buffered by `_emit` and folded into the ChatModel in batches (`_flush`), at most
 
 from __future__ import annotations
 
+import gc
 import time
 from datetime import tzinfo
 
@@ -196,6 +197,7 @@ class ChatApp(Sessions, Commands, LogCommands, Vault, App[int]):
         yield StatusLine(id="status")
 
     def on_mount(self) -> None:
+        _freeze_startup()
         self.messages = self.query_one(MessageView)
         self.room_list = self.query_one(RoomList)
         self.member_list = self.query_one(MemberList)
@@ -562,3 +564,28 @@ class ChatApp(Sessions, Commands, LogCommands, Vault, App[int]):
             self.cmd_msg(commands.Command("msg", (message.key,)))
             self.refresh_ui()
         self.input.focus()
+
+
+_frozen = False
+#: young objects between two collections (CPython's default is 700). A flood allocates a lot
+#: (events, lines, strips), and every 100 young collections make a full one, which walks every
+#: object on the UI's thread (tens of ms): at 700 that was several times a second under 5,000
+#: messages/s, so a keypress often waited for one. Ten times fewer full collections; a young one
+#: walks at most this many objects (a millisecond).
+GC_YOUNG = 7000
+
+
+def _freeze_startup() -> None:
+    """Once per process, when the first app is mounted: what was built to start (modules, classes,
+    styles, the widgets: tens of thousands of objects that live as long as the process) leaves
+    the garbage collector's generations (gc.freeze), and collections are rarer (GC_YOUNG). A full
+    collection runs on the UI's thread, between a keypress and its echo, and walks every tracked
+    object: now only what the chat made since. (benchmarks/bench_tui.py: keypress latency during
+    a flood.)"""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(GC_YOUNG, older, oldest)

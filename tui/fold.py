@@ -338,9 +338,12 @@ class EventFolding:
         stalled = time.monotonic() - self.stalled_since if self.state == m.Conn.STALLED else 0.0
         quiet = self.clock() - stalled
         self.set_state(m.Conn.RECONNECTING, reason)
-        self.retry_at = time.monotonic() + e.retry_in
+        # (a core's delay is a few seconds: anything else is held to 0..a day, never raises)
+        r = e.retry_in
+        wait = min(max(r, 0.0), 86400.0) if isinstance(r, int | float) and r == r else 0.0
+        self.retry_at = time.monotonic() + wait
         if self.connected_once:
-            self._outage(reason, e.retry_in, quiet)
+            self._outage(reason, wait, quiet)
         elif not again:
             # never reached: say so once (the status line counts down each retry)
             where = f" at {self.address}" if self.address else ""
@@ -349,7 +352,7 @@ class EventFolding:
             self.add_local(
                 None,
                 m.ERROR,
-                f"{what}; retrying in {m.format_seconds(e.retry_in)} — "
+                f"{what}; retrying in {m.format_seconds(wait)} — "
                 f"/connect another address, {back}Ctrl+Q quits",
             )
 

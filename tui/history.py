@@ -25,14 +25,16 @@ starts again from there.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
+import time
 from collections import deque
+from collections.abc import Iterator
 
 from udproom.protocol import events as ev
 from udproom.protocol import paths
-from udproom.protocol.chatlog import ChatLog, Line, line_of
+from udproom.protocol.chatlog import ChatLog, Line, line_of, peer_history
+from udproom.protocol.events import direct_mid
 from udproom.protocol.names import nick_key
 from udproom.protocol.sqlstore import StoreError
 
@@ -48,6 +50,9 @@ _BIG = (1 << 63) - 1
 _STORE_BROKEN = (" is full", " is read-only", " is damaged", "cannot open", " is busy", " is closed")
 
 
+#: the log's writer gathers events this long (seconds), or this many, into one transaction
+GATHER = float(os.environ.get("UDPROOM_LOG_GATHER", "0.25"))
+MAX_GATHER = 2000  # (a transaction holds the log for the app's reads: PgUp, a peer asking history)
 #: how long /search waits for the log's writer to store what is already on screen (seconds)
 SEARCH_WAIT = 3.0
 
@@ -74,20 +79,22 @@ def circle_of(spec, backend) -> str:
     return str(getattr(backend, "address", "") or getattr(backend, "mode", ""))
 
 
-def direct_mid(room: str, nick: str, stamp: int) -> int:
-    """Direct mode has no room sequence and events carry no message id: (room, nick, Lamport
-    stamp) names an event (a peer's stamps only grow), so its hash is the line's message id."""
-    h = hashlib.blake2b(f"{room}\0{nick}\0{stamp}".encode("utf-8", "surrogatepass"), digest_size=8)
-    return (int.from_bytes(h.digest(), "big") >> 1) or 1
-
-
 def _nick(e) -> str:
     return e.old if type(e) is ev.NickChanged else e.nick
 
 
+def _event_mid(e) -> int:
+    """A direct-mode event's id in the log: `events.direct_mid` (a message's with its text)."""
+    text = e.text if type(e) is ev.MessageReceived else None
+    return direct_mid(e.room, _nick(e), e.seq, text)
+
+
 def event_of(line: Line, mine: bool, direct: bool):
     """The history event a logged line stands for (so the model draws it as it draws a backfill)."""
-    r, seq, nick, text, ts = line.room, (-1 if direct else line.seq), line.nick, line.text, line.ts
+    # direct mode: the Lamport stamp places the line in the room's order (-1: a line logged
+    # before stamps were kept, placed where it comes)
+    seq = (line.lc or -1) if direct else line.seq
+    r, nick, text, ts = line.room, line.nick, line.text, line.ts
     kind = line.kind
     if kind in ("message", "action"):
         return ev.MessageReceived(r, seq, nick, text, ts, kind == "action", True, mine)
@@ -105,23 +112,50 @@ def event_of(line: Line, mine: bool, direct: bool):
 
 
 class _Writer:
-    """Writes queued events to the log on its own thread, one transaction per take."""
+    """Writes queued events to the log on its own thread. A take gathers what arrives for up to
+    `gather` seconds (or MAX_GATHER events) into one transaction: SQLite's commit and FTS5's
+    segment per transaction are what a flood costs, and the fewer of them, the less the writer
+    takes from the UI (keypress latency with the log on). Anyone waiting for the writer (`drain`:
+    /search, quitting, tests) ends the gathering at once."""
 
-    def __init__(self, log: ChatLog, lock: threading.Lock) -> None:
+    def __init__(self, log: ChatLog, lock: threading.Lock, gather: float | None = None) -> None:
         self.log = log
         self.lock = lock
+        self.gather = GATHER if gather is None else gather
         self.queue: list[tuple[str, int, bool, list]] = []
+        self.queued = 0  # events in the queue
         self.cv = threading.Condition()
         self.busy = False
         self.stopped = False
+        self.waiting = 0  # callers of drain(): write now
         self.error = ""  # the first failure (then nothing more is written)
         self.thread = threading.Thread(target=self._run, name="udproom-chatlog", daemon=True)
         self.thread.start()
 
     def put(self, circle: str, epoch: int, direct: bool, events: list) -> None:
         with self.cv:
+            first = not self.queue
             self.queue.append((circle, epoch, direct, events))
-            self.cv.notify()
+            self.queued += len(events)
+            if first or self.queued >= MAX_GATHER:  # (waking it for every flush costs the UI)
+                self.cv.notify()
+
+    def _take(self) -> list | None:
+        """The next batch (None: stopped, and nothing is left)."""
+        with self.cv:
+            while not self.queue and not self.stopped:
+                self.cv.wait()
+            if not self.queue:
+                return None
+            until = time.monotonic() + self.gather
+            while not self.stopped and not self.waiting and self.queued < MAX_GATHER:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                self.cv.wait(left)
+            work, self.queue, self.queued = self.queue, [], 0
+            self.busy = True
+            return work
 
     def _run(self) -> None:
         try:  # background priority (Linux: per thread): the UI's thread comes first for the CPU
@@ -129,23 +163,12 @@ class _Writer:
         except (AttributeError, OSError):
             pass
         while True:
-            with self.cv:
-                while not self.queue and not self.stopped:
-                    self.cv.wait()
-                if not self.queue:
-                    return
-                work, self.queue = self.queue, []
-                self.busy = True
+            work = self._take()
+            if work is None:
+                return
             try:
                 if not self.error:
-                    lines = []
-                    for circle, epoch, direct, events in work:
-                        for e in events:
-                            mid = direct_mid(e.room, _nick(e), e.seq) if direct else 0
-                            line = line_of(e, circle, epoch, mid, direct)
-                            if line is not None:
-                                lines.append(line)
-                    self._add(lines)
+                    self._add(work)
             except StoreError as exc:
                 self.error = str(exc)
             except Exception as exc:  # never let the thread die silently
@@ -155,16 +178,26 @@ class _Writer:
                     self.busy = False
                     self.cv.notify_all()
 
-    def _add(self, lines: list[Line]) -> None:
+    @staticmethod
+    def _lines(work: list) -> Iterator[Line]:
+        """The log's lines for queued events, made one at a time as the log stores them."""
+        for circle, epoch, direct, events in work:
+            for e in events:
+                line = line_of(e, circle, epoch, _event_mid(e) if direct else 0, direct)
+                if line is not None:
+                    yield line
+
+    def _add(self, work: list) -> None:
+        count = sum(len(events) for *_, events in work)
         try:
             with self.lock:
-                self.log.add(lines)
+                self.log.add(self._lines(work), count)
         except StoreError as exc:
             if any(word in str(exc) for word in _STORE_BROKEN):
                 raise
             # one line the log cannot take (text that is not valid Unicode, a number beyond 64
             # bits): the others are kept, that one is skipped; it does not turn the log off
-            for line in lines:
+            for line in self._lines(work):
                 try:
                     with self.lock:
                         self.log.add([line])
@@ -175,7 +208,12 @@ class _Writer:
     def drain(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued is written (tests, quitting)."""
         with self.cv:
-            return self.cv.wait_for(lambda: not self.queue and not self.busy, timeout)
+            self.waiting += 1
+            self.cv.notify_all()
+            try:
+                return self.cv.wait_for(lambda: not self.queue and not self.busy, timeout)
+            finally:
+                self.waiting -= 1
 
     def stop(self, timeout: float = 2.0) -> None:
         with self.cv:
@@ -249,6 +287,9 @@ class History:
         self._reset()
         self.circle = circle_of(spec, backend)
         self.direct = (spec is not None and spec.mode == "direct") or bool(getattr(backend, "direct", False))
+        # direct mode orders a room by Lamport stamp: so are the logged lines shown now (the
+        # session sets it again once its backend runs)
+        self.chat.stamp_order = self.direct
         self.epoch = 0
         if not self.enabled:
             return
@@ -266,10 +307,11 @@ class History:
         except StoreError:
             return []
 
-    def _key(self, room: str, epoch: int, seq: int, nick: str, mid: int = 0):
+    def _key(self, e):
+        """The dedupe key of a room event (as `_line_key` of its line in the log)."""
         if self.direct:
-            return ("m", mid or direct_mid(room, nick, seq))
-        return ("s", epoch, seq) if seq > 0 else ("m", mid)
+            return ("m", _event_mid(e))
+        return ("s", self.epoch, e.seq) if e.seq > 0 else ("m", 0)
 
     def _line_key(self, line: Line):
         if self.direct or line.seq <= 0:
@@ -329,7 +371,7 @@ class History:
             if t in ROOM_EVENTS:
                 room = e.room
                 if e.history:
-                    key = self._key(room, self.epoch, e.seq, _nick(e))
+                    key = self._key(e)
                     seen = seen_of.get(room)
                     if seen is None:
                         seen = seen_of[room] = set()
@@ -348,9 +390,14 @@ class History:
             elif t is ev.HistoryPage:
                 pages.append(e)
                 continue
+            elif t is ev.PostAcknowledged and direct:
+                own = self._own_post(e)  # no peer echoes it back in direct mode: logged as sent
+                if own is not None:
+                    logged.append(own)
             elif t is ev.Connected:
-                if self.circle.endswith(":0") and isinstance(e.address, str) and e.address:
+                if not direct and self.circle.endswith(":0") and isinstance(e.address, str) and e.address:
                     self.circle = e.address  # a relay hosted on any free port: the port it got
+                    # (not a direct-mode circle: `direct :0` stays the circle, found again next time)
                 self._connected(e.epoch)
             elif t is ev.RequestRefused and e.what == "history":
                 self._unload(e.room)  # refused (the model says why): PgUp may ask again
@@ -364,6 +411,23 @@ class History:
         if logged and self.enabled:
             self.writer.put(self.circle, self.epoch, direct, logged)
         return keep, pages
+
+    def _own_post(self, e: ev.PostAcknowledged):
+        """Direct mode: our post, acknowledged with its Lamport stamp, as the event peers got
+        (with what we signed: a peer serves it again from the log as we signed it)."""
+        entry = self.chat.pending.get(e.local_id)
+        if entry is None or not isinstance(e.seq, int) or e.seq <= 0:
+            return None
+        name, line = entry
+        return ev.MessageReceived(
+            name, e.seq, line.nick, line.text, line.ts, line.kind == m.ACTION, mine=True, signed=e.signed
+        )
+
+    def serve(self, backend) -> None:
+        """Direct mode: the session's peer answers history (and pages) from this log too."""
+        serve = getattr(backend, "serve_history", None)
+        if self.direct and self.enabled and serve is not None:
+            serve(peer_history(self.log, self.circle, self.lock))
 
     def _connected(self, epoch) -> None:
         epoch = epoch if isinstance(epoch, int) and epoch >= 0 else 0
@@ -411,10 +475,11 @@ class History:
                         return "log"
                     cursor = lines[0]
         page_back = getattr(self.backend_of(), "page_back", None)
-        low = self.low.get(name)
+        # below the oldest room sequence shown (relay), or the oldest Lamport stamp (direct mode:
+        # the peers answer from their logs)
+        low = self._stamp_low(room) if self.direct else self.low.get(name)
         if (
             page_back is not None
-            and not self.direct
             and low is not None
             and low > 1
             and self.chat.state in ("connected", "stalled")
@@ -430,6 +495,12 @@ class History:
                 return "relay"
         self._start(name)
         return "start"
+
+    @staticmethod
+    def _stamp_low(room: m.Room) -> int | None:
+        """Direct mode: the lowest Lamport stamp of a message the room shows."""
+        stamps = [x.seq for x in room.lines if x.kind <= m.ACTION and x.seq > 0]
+        return min(stamps) if stamps else None
 
     def _unload(self, name: str) -> None:
         """Take a room's "loading older messages…" line away: no page is coming."""
@@ -462,21 +533,24 @@ class History:
                 continue
             if not 0 < e.seq < before:
                 continue
-            key = ("s", self.epoch, e.seq)
+            key = self._key(e)
             if key in seen:
                 continue
             seen.add(key)
             if not e.history:
                 e = _as_history(e)
             events.append(e)
-        events.sort(key=lambda e: e.seq)
+        events.sort(key=lambda e: (e.seq, _nick(e)))
         if events:
-            self._lower(name, events[0].seq)
+            if not self.direct:
+                self._lower(name, events[0].seq)
             for line, e in zip(self._prepend(name, events), events, strict=False):
-                self.key_of[line.serial] = ("s", self.epoch, e.seq)
+                self.key_of[line.serial] = self._key(e)
             if self.enabled:
-                self.writer.put(self.circle, self.epoch, False, events)
-        if page.complete is True or not events or events[0].seq <= 1:
+                self.writer.put(self.circle, self.epoch, self.direct, events)
+        # nothing older: the relay said so (or sent nothing); peers said so (an empty page that
+        # is not complete is peers that did not answer in time: PgUp may ask again)
+        if page.complete is True or (events and events[0].seq <= 1) or (not events and not self.direct):
             self._start(name)
         self.chat.changes.rooms.add(name)
 
@@ -605,7 +679,10 @@ class History:
             if x.kind <= m.AWAY and x.ts == target.ts:
                 if key[0] == "s" and x.seq == target.seq and target.epoch == self.epoch:
                     return x
-                if self.direct and direct_mid(room.name, target.nick, x.seq) == target.mid:
+                if self.direct and target.mid in (
+                    direct_mid(room.name, target.nick, x.seq, x.text),
+                    direct_mid(room.name, target.nick, x.seq),
+                ):
                     return x
         return None
 

@@ -183,6 +183,7 @@ class Sessions:
                 self.chat.share = share
                 self._server = server
             self.backend = backend
+            self.history.serve(backend)  # direct mode: its peer answers history from the log
             self.chat.mode = backend.mode
             # direct mode: message seq numbers are Lamport stamps; the view orders by them
             self.chat.stamp_order = str(backend.mode).startswith("direct")

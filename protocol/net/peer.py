@@ -153,6 +153,11 @@ class PeerClient(CoreClient):
         self.core.add_peer(mapped, time.monotonic())
         self._kick()
 
+    def serve_history(self, read) -> None:
+        """Answer history from a durable log too (`PeerNode.serve_history`; the app passes
+        `chatlog.peer_history`). The read runs on this loop: a page of at most 100 lines."""
+        self.core.serve_history(read)
+
     # ------------------------------------------------------------------ extras for the commands
 
     def members(self, room: str) -> list[str]:

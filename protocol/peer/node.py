@@ -29,7 +29,7 @@ from ..reliability import (
     Timing,
     TokenBucket,
 )
-from .history import History
+from .history import History, Page
 from .links import MSG3_HEAD, Links
 from .membership import Membership
 from .receiving import Receiving
@@ -105,6 +105,7 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         self._next_local = 1
         self._failed: dict[int, tuple[str, str, bool]] = {}
         self._timer_at: float | None = None
+        self._pages: dict[str, Page] = {}  # room -> the page asked of its members (history.py)
         self.stats = dict.fromkeys(
             (
                 "datagrams_in",
@@ -143,6 +144,7 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
         if len(self.rooms) >= MAX_ROOMS:
             raise LimitReached(f"you are in {len(self.rooms)} rooms already")
         self.rooms[name] = Room(name, self.history, self._ts(now), now)
+        self._resume_clock(name)
         self._events.append(E.RoomJoined(name, self.nick, (E.Member(self.nick, self.away),), ""))
         for link in self.links.values():
             lr = link.rooms.setdefault(name, LinkRoom(name))
@@ -420,6 +422,7 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
                 if tg is not None and out is not None and tg.acked < out.seq and now >= tg.probe_at:
                     self._probe(link, lr, out, now)
         self._give_up(now)
+        self._page_timers(now)
         self._prune(now)
         self._hello_limit.prune(now)
         self._timer_at = None
@@ -473,6 +476,8 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
                 if not m.done and not m.failed:
                     soon(m.created + t.give_up)
                     break
+        for page in self._pages.values():
+            soon(page.deadline)
         if at is not None and at < now:
             at = now
         self._timer_at = at

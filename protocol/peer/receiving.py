@@ -97,10 +97,19 @@ class Receiving:
                     )
                 )
             elif r is not None and not lr.hidden:  # a refused double of a nick says nothing
+                if self._repeat_of_history(name, m):
+                    continue  # history showed it already (history.py)
                 r.history.append(kept)
                 self._events.append(
                     E.MessageReceived(
-                        name, m.lc, m.nick, m.text, m.ts, m.kind == F.EV_ACTION, history=history
+                        name,
+                        m.lc,
+                        m.nick,
+                        m.text,
+                        m.ts,
+                        m.kind == F.EV_ACTION,
+                        history=history,
+                        signed=self._signed_of(kept),
                     )
                 )
 
@@ -128,6 +137,12 @@ class Receiving:
             sig=m.sig,
             key=key,
         )
+
+    @staticmethod
+    def _signed_of(m: F.PeerMsg) -> E.Signed:
+        """What the app logs of a room message kept signed (`_as_history`: its author's key, the
+        time it was signed with), so the line can be served again as its author signed it."""
+        return E.Signed(m.mid, m.ts, m.sig, m.key)
 
     def _wire_lc(self, lr: LinkRoom, m: F.PeerMsg) -> int:
         """The Lamport stamp of a message of their stream, delivered in order: later than their

@@ -60,7 +60,7 @@ class Sending:
             self.rooms[out.name].history.append(self._as_history(frame, self.nick, self.identity.public))
         if not waiting:
             msg.done = True
-            self._events.append(E.PostAcknowledged(local_id, app_room, frame.lc))
+            self._events.append(self._acknowledged(msg))
         return local_id
 
     def _unwait(self, out: OutStream, node: int, now: float) -> None:
@@ -73,7 +73,16 @@ class Sending:
         if not m.waiting and not m.done:
             m.done = True
             self._failed.pop(m.local_id, None)
-            self._events.append(E.PostAcknowledged(m.local_id, m.room, m.frame.lc))
+            self._events.append(self._acknowledged(m))
+
+    def _acknowledged(self, m: OwnMsg) -> E.PostAcknowledged:
+        """Our post, acknowledged: its Lamport stamp, and for a room's message what we signed (the
+        app logs it, and serves it again to peers as we signed it)."""
+        frame = m.frame
+        signed = None
+        if frame.room:  # (a DM is not served as history)
+            signed = E.Signed(frame.mid, frame.ts, frame.sig, self.identity.public)
+        return E.PostAcknowledged(m.local_id, m.room, frame.lc, signed)
 
     def _window(self, link: Link, name: str) -> tuple[LinkRoom, OutStream] | None:
         """The member's send window for our stream `name` (its `target`), and the stream."""

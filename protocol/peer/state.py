@@ -109,6 +109,7 @@ class LinkRoom:
         "ask_tries",
         "gossiped",
         "hidden",
+        "history_left",
         "history_sent",
         "history_until",
         "history_want",
@@ -138,6 +139,7 @@ class LinkRoom:
         self.ask_tries = 0
         self.history_want = False
         self.history_until = 0.0
+        self.history_left = 0  # history lines we still take from them (what we asked for)
         self.history_sent = -1e18
         self.top = 0
         self.gossiped = False  # their member list for this room arrived

@@ -18,6 +18,35 @@ def order(app: ChatApp, room: str = "lobby") -> list[tuple[str, str]]:
     return [(x.nick, x.text) for x in app.chat.rooms[room].lines if x.kind <= 1]
 
 
+async def linked(pilots, a: ChatApp, b: ChatApp) -> None:
+    """Until each is in the other's member list of #lobby."""
+    await until(
+        pilots,
+        lambda: b.chat.nick in members(a, "lobby") and a.chat.nick in members(b, "lobby"),
+        "each in the other's member list",
+    )
+
+
+async def both_talk(pilots, ann: ChatApp, ben: ChatApp, n: int, before: int = 0, tries: int = 600) -> None:
+    """Each posts n lines at once (before seeing the other's); wait until both apps show all of them
+    (and the `before` lines they had) and everything is acknowledged."""
+    for i in range(n):
+        ann.send(f"ann {i}")
+        ben.send(f"ben {i}")
+    total = before + 2 * n
+    await until(
+        pilots,
+        lambda: (
+            len(order(ann)) == total
+            and len(order(ben)) == total
+            and not ann.chat.pending
+            and not ben.chat.pending
+        ),
+        "all delivered and acknowledged",
+        tries,
+    )
+
+
 async def test_two_apps_in_direct_mode():
     ann = app_for("direct", "127.0.0.1:0", "ann", ["lobby"])
     async with ann.run_test(size=(140, 30)) as pa:
@@ -26,11 +55,7 @@ async def test_two_apps_in_direct_mode():
         ben = app_for("direct", "127.0.0.1:0", "ben", ["lobby"], peers=[ann.chat.share[0]])
         async with ben.run_test(size=(140, 30)) as pb:
             pilots = (pa, pb)
-            await until(
-                pilots,
-                lambda: "ben" in members(ann, "lobby") and "ann" in members(ben, "lobby"),
-                "each in the other's member list",
-            )
+            await linked(pilots, ann, ben)
             # the status line follows the peer count
             await until(
                 pilots,
@@ -54,19 +79,7 @@ async def test_two_apps_in_direct_mode():
             # both talk at once (each posts before seeing the other's lines): each app first shows
             # its own lines where they were typed and the other's as they arrive; once everything
             # is acknowledged both show the same (Lamport stamp, nick) order
-            for i in range(4):
-                ann.send(f"ann {i}")
-                ben.send(f"ben {i}")
-            await until(
-                pilots,
-                lambda: (
-                    len(order(ann)) == 9
-                    and len(order(ben)) == 9
-                    and not ann.chat.pending
-                    and not ben.chat.pending
-                ),
-                "all delivered and acknowledged",
-            )
+            await both_talk(pilots, ann, ben, 4, before=1)
             assert order(ann) == order(ben)
             assert [t for n, t in order(ann) if n == "ann"] == [f"ann {i}" for i in range(4)]
 
@@ -130,3 +143,42 @@ async def test_a_known_nick_with_another_key_gets_a_room_line(monkeypatch, tmp_p
         assert keys[0].public != keys[1].public
         assert len(said) == 1 and keys[0].fingerprint in said[0] and keys[1].fingerprint in said[0]
         assert KeyPins.load(tmp_path / "ann" / "config" / paths.KNOWN_PEERS_FILE).get("ben") == keys[0].public
+
+
+async def test_a_direct_peer_restarted_on_its_log_gives_a_new_joiner_the_history(monkeypatch, tmp_path):
+    """Issue 10, direct mode: ann and ben chat, both quit; ann starts again on her log (her own
+    data directory) and cat, new, joins through her: cat shows the lines from before ann's
+    restart once, in the room's order, then ann's new line after them."""
+    monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path / "ann"))
+    ann = app_for("direct", "127.0.0.1:0", "ann", ["lobby"])
+    async with ann.run_test(size=(140, 30)) as pa:
+        await until((pa,), lambda: ann.chat.share, "ann's address")
+        monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path / "ben"))
+        ben = app_for("direct", "127.0.0.1:0", "ben", ["lobby"], peers=[ann.chat.share[0]])
+        async with ben.run_test(size=(140, 30)) as pb:
+            pilots = (pa, pb)
+            await linked(pilots, ann, ben)
+            await both_talk(pilots, ann, ben, 3, tries=3000)
+            before = order(ann)
+            await pb.press("ctrl+q")
+            await until(pilots, lambda: not ben.is_running, "ben quit")
+        await pa.press("ctrl+q")
+        await until((pa,), lambda: not ann.is_running, "ann quit")
+
+    monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path / "ann"))
+    ann = app_for("direct", "127.0.0.1:0", "ann", ["lobby"])
+    async with ann.run_test(size=(140, 30)) as pa:
+        await until((pa,), lambda: ann.chat.share, "ann's address")
+        assert order(ann) == before  # her log, at once
+        monkeypatch.setenv("UDPROOM_DATA_DIR", str(tmp_path / "cat"))
+        cat = app_for("direct", "127.0.0.1:0", "cat", ["lobby"], peers=[ann.chat.share[0]])
+        async with cat.run_test(size=(140, 30)) as pc:
+            pilots = (pa, pc)
+            await linked(pilots, ann, cat)
+            await until(pilots, lambda: len(order(cat)) == 6, "cat got the history", tries=3000)
+            assert order(cat) == before
+            assert all(x.history for x in cat.chat.rooms["lobby"].lines if x.kind <= 1)
+            ann.send("after the restart")
+            await until(pilots, lambda: len(order(cat)) == 7, "ann's new line", tries=3000)
+            assert order(cat) == [*before, ("ann", "after the restart")]
+            assert order(ann) == order(cat)

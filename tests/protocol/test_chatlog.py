@@ -5,19 +5,29 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from udproom.protocol import events as E
-from udproom.protocol.chatlog import ChatLog, Line, format_line, line_of, parse_query
+from udproom.protocol.chatlog import (
+    SCHEMA_VERSION,
+    ChatLog,
+    Line,
+    format_line,
+    line_of,
+    parse_query,
+    peer_history,
+)
 from udproom.protocol.roomlog import StoreError
 
-from .adversary import texts
+from .adversary import floats, ints, texts
 
 RELAY = "127.0.0.1:6000"
 
@@ -366,3 +376,132 @@ def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path):
     check = sqlite3.connect(path)
     assert [row[0] for row in check.execute("SELECT name FROM sqlite_master")] == ["notes"]
     check.close()
+
+
+def test_a_batch_is_stored_exactly_whatever_its_text_and_times(log):
+    """Batches go to SQLite as one JSON array; what JSON cannot carry (NUL, which SQLite's JSON
+    cuts text at; infinite times) is stored row by row, exactly as well."""
+    odd = ["a\x00b", '\u2028 "q" \\ \U0001f600 é', "", "x" * 4000, "\ufeff\u202e"]
+    log.add([msg(i + 1, t, nick=f"n{i}\x00" if i == 0 else f"n{i}") for i, t in enumerate(odd)])
+    log.add([msg(10 + i, t) for i, t in enumerate(odd[1:])])
+    got = log.recent(RELAY, "lobby", 100)
+    assert [x.text for x in got] == odd + odd[1:]
+    assert got[0].nick == "n0\x00"
+    assert [x.ts for x in got] == [1000.0 + x.seq for x in got]
+    fts_in_sync(log)
+
+
+# ---------------------------------------------------------------------------- direct mode: signed lines
+
+DIRECT = "direct :7000"
+ANY_FLOAT = st.integers(0, (1 << 64) - 1).map(lambda bits: struct.unpack(">d", bits.to_bytes(8, "big"))[0])
+SIGNED = st.builds(
+    E.Signed,
+    st.integers(1, (1 << 64) - 1),
+    st.one_of(ANY_FLOAT, floats()),
+    st.binary(min_size=64, max_size=64),
+    st.binary(min_size=32, max_size=32),
+)
+
+
+def _bits(s: E.Signed | None):
+    """A Signed as bytes (NaN != NaN: the time compared bit for bit)."""
+    return None if s is None else (s.mid, struct.pack(">d", s.ts), s.sig, s.key)
+
+
+def signed_line(lc: int, text: str, signed: E.Signed | None, nick: str = "bob", ts: float = 1000.0) -> Line:
+    return line_of(
+        E.MessageReceived("lobby", lc, nick, text, ts, signed=signed),
+        DIRECT,
+        mid=E.direct_mid("lobby", nick, lc, text),
+        direct=True,
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(texts(900), SIGNED), min_size=1, max_size=8), st.booleans())
+def test_a_direct_line_gives_back_exactly_what_its_author_signed(log, said, row_by_row):
+    """What a peer serves must verify: the log gives back the message id, the time as signed (bit
+    for bit, whatever the float, NaN included; not the time shown), the signature and the key, in
+    a batch as one JSON array or row by row (a NUL in a nick sends the batch that way)."""
+    nick = "bob\x00" if row_by_row else "bob"
+    start = (log.stamped(DIRECT, "lobby", 0, 1)[-1:] or [Line("", "", "message", "")])[0].lc
+    lines = [signed_line(start + k + 1, t, s, nick, ts=1.7e9) for k, (t, s) in enumerate(said)]
+    assert all(x.signed is not None for x in lines)
+    log.add(lines)
+    got = log.stamped(DIRECT, "lobby", start + len(said) + 1, len(said), signed=True)
+    assert [(x.lc, x.nick, x.text, _bits(x.signed)) for x in got] == [
+        (x.lc, nick, x.text, _bits(x.signed)) for x in lines
+    ]
+    assert all(x.ts == 1.7e9 for x in got)  # the time shown is its own column
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.none(),
+        st.builds(E.Signed, ints(), floats(), st.binary(max_size=80), st.binary(max_size=40)),
+        st.builds(E.Signed, st.just(5), st.integers(0, 3), st.just(b"s" * 64), st.just(b"k" * 32)),
+        st.builds(E.Signed, st.just(True), st.just(1.0), st.just(b"s" * 64), st.just(b"k" * 32)),
+        texts(100),
+    )
+)
+def test_a_line_with_no_or_a_malformed_signature_is_logged_and_never_served(log, signed):
+    """An event whose signature fields are missing or not of a signature's types and sizes (from
+    a hostile or broken core): the line is logged and shown, never served to peers."""
+    lc = (log.stamped(DIRECT, "lobby", 0, 1)[-1:] or [Line("", "", "message", "")])[0].lc + 1
+    line = signed_line(lc, "unsigned", signed)
+    assert line.signed is None
+    assert log.add([line]) == 1
+    assert log.stamped(DIRECT, "lobby", 0, 1)[-1].text == "unsigned"  # logged (and shown)
+    assert all(x.signed is not None for x in log.stamped(DIRECT, "lobby", 0, 1000, signed=True))
+    assert all(r[4] is not None for r in peer_history(log, DIRECT)("lobby", 0, 1000))
+    assert "unsigned" not in [r[2] for r in peer_history(log, DIRECT)("lobby", 0, 1000)]
+
+
+def test_peer_history_serves_signed_lines_only_and_a_damaged_signature_column_is_not_served(tmp_path):
+    path = tmp_path / "chat.sqlite3"
+    ok = E.Signed(7, 1.5e9, b"s" * 64, b"k" * 32)
+    with ChatLog(path) as log:
+        log.add([signed_line(1, "old", None), signed_line(2, "signed", ok), signed_line(3, "damaged", ok)])
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE lines SET signed = 'not base64!' WHERE text = 'damaged'")
+    with ChatLog(path) as log:
+        assert [x.text for x in log.stamped(DIRECT, "lobby")] == ["old", "signed", "damaged"]
+        assert peer_history(log, DIRECT)("lobby", 0, 100) == [(2, "bob", "signed", False, ok)]
+
+
+def _older(path: Path, version: int) -> None:
+    """Make the log at `path` as a version-`version` log had it (the columns added since dropped)."""
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE lines DROP COLUMN signed")
+        if version == 1:
+            db.execute("DROP INDEX lines_lc")
+            db.execute("ALTER TABLE lines DROP COLUMN lc")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_log_is_read_as_it_is_and_gains_the_signature_column_when_opened_for_writing(
+    tmp_path, version
+):
+    path = tmp_path / "chat.sqlite3"
+    with ChatLog(path) as log:
+        log.add([msg(1, "relay line"), signed_line(4, "direct line", None)])
+    _older(path, version)
+    with ChatLog.open_read_only(path) as log:  # `udproom search`, `udproom log`: nothing written
+        assert [x.text for x in log.recent(RELAY, "lobby")] == ["relay line"]
+        (direct,) = log.recent(DIRECT, "lobby")
+        assert direct.signed is None and direct.lc == (4 if version == 2 else 0)
+        assert log.stamped(DIRECT, "lobby", signed=True) == []
+        assert [x.text for x in log.search("line")] == ["direct line", "relay line"]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (version,)
+    ok = E.Signed(9, 1.5e9, b"s" * 64, b"k" * 32)
+    with ChatLog(path) as log:  # the app: the columns are added, the lines kept
+        assert [x.text for x in log.recent(DIRECT, "lobby")] == ["direct line"]
+        log.add([signed_line(5, "signed line", ok)])
+        assert peer_history(log, DIRECT)("lobby", 0, 100) == [(5, "bob", "signed line", False, ok)]
+        fts_in_sync(log)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (SCHEMA_VERSION,)

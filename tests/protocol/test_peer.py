@@ -256,7 +256,12 @@ def test_post_with_nobody_else_is_acknowledged_at_once():
     lid = node.post("lobby", "anyone?", 0.0)
     events = [node.next_event() for _ in range(2)]
     assert isinstance(events[0], E.RoomJoined)
-    assert events[1] == E.PostAcknowledged(lid, "lobby", 1)
+    ack = events[1]
+    assert isinstance(ack, E.PostAcknowledged) and (ack.local_id, ack.room, ack.seq) == (lid, "lobby", 1)
+    # with what we signed, for the app's log: it verifies under our key
+    s = ack.signed
+    assert s is not None and s.key == node.identity.public
+    assert C.verify(s.key, C.signed_bytes("lobby", F.EV_MSG, s.mid, s.ts, b"anyone?"), s.sig)
     with pytest.raises(TextTooLong):
         node.post("lobby", "x" * 1001, 0.0)
     with pytest.raises(Refused):

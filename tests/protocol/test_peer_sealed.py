@@ -244,7 +244,8 @@ def test_a_history_item_with_a_bad_signature_is_not_shown():
     assert {m.nick for m in real} == {"p0", "p1", "mallory"} and all(m.sig for m in real)
     p0_msg = next(m for m in real if m.nick == "p0")
     forgeries = [
-        msgspec.structs.replace(p0_msg, text="p0: I owe mallory 100", mid=11),  # altered, old sig
+        # altered, old sig (another stamp: mallory's history holds one line per (stamp, nick))
+        msgspec.structs.replace(p0_msg, text="p0: I owe mallory 100", mid=11, lc=49),
         signed(mallory, F.PeerMsg("lobby", 50, 50, F.EV_MSG, "p1", "p1: mallory is great", 1.0, 12)),
         F.PeerMsg("lobby", 51, 51, F.EV_MSG, "p0", "p0: unsigned", 1.0, 13, b"", p0.identity.public),
     ]

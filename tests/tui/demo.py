@@ -3,13 +3,15 @@
 It behaves like a well-connected relay client with no network: joins succeed, posts are echoed
 and acknowledged on the next loop turn (unless told to fail), and a test can `inject` any event
 as if it came from the relay. With `direct=True` it looks like a direct-mode PeerClient instead:
-its `mode` says "direct, N peers" (`peers`), own posts are not echoed, and `ack` can give the
-post's Lamport stamp.
+its `mode` says "direct, N peers" (`peers`), own posts are not echoed, `ack` can give the
+post's Lamport stamp, and a room's messages (`say`, `ack`) carry what their author "signed"
+(`events.Signed`: a made-up signature and key, well formed; the app does not verify them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 
 from udproom.protocol import events as ev
@@ -163,22 +165,31 @@ class FakeBackend:
         ts: float | None = None,
         history: bool = False,
     ) -> None:
-        self._emit(
-            ev.MessageReceived(
-                room, self._next_seq(room), nick, text, self.clock() if ts is None else ts, action, history
-            )
-        )
+        ts = self.clock() if ts is None else ts
+        seq = self._next_seq(room)
+        signed = self.signed_by(nick, room, seq, text, ts)
+        self._emit(ev.MessageReceived(room, seq, nick, text, ts, action, history, signed=signed))
 
     def ack(self, local_id: int, seq: int | None = None) -> None:
         room, text, action = self._posts.pop(local_id)
         seq = self._next_seq(room) if seq is None else seq
         if not is_direct(room) and not self.direct:
             self._emit(ev.MessageReceived(room, seq, self._nick, text, self.clock(), action, mine=True))
-        self._emit(ev.PostAcknowledged(local_id, room, seq))
+        self._emit(ev.PostAcknowledged(local_id, room, seq, self.signed_by(self._nick, room, seq, text)))
 
     def fail(self, local_id: int, reason: str = "no answer from the relay") -> None:
         room, _text, _action = self._posts[local_id]
         self._emit(ev.PostFailed(local_id, room, reason))
+
+    def signed_by(self, nick: str, room: str, seq: int, text: str, ts: float = 1.5e9) -> ev.Signed | None:
+        """Direct mode, a room's message: a made-up `events.Signed` (what a PeerClient's events
+        carry), the same for the same arguments."""
+        if not self.direct or is_direct(room):
+            return None
+        said = f"{nick}\0{room}\0{seq}\0{text}".encode("utf-8", "surrogatepass")
+        h = hashlib.blake2b(said, digest_size=64).digest()
+        key = hashlib.blake2b(nick.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+        return ev.Signed(int.from_bytes(h[:8], "big") >> 1 or 1, ts, h, key)
 
     # ------------------------------------------------------------------ internals
 

@@ -552,3 +552,185 @@ async def test_search_finds_what_was_just_shown_even_when_the_disk_is_slow(monke
         await pilot.press(*"/search deploy", "enter")
         await until(pilot, lambda: isinstance(app.screen, SearchScreen), "the results view")
         assert [x.text for x in app.screen.results] == ["deploy is green"]
+
+
+# ---------------------------------------------------------------------------- direct mode
+
+
+class DirectBackend(FakeBackend):
+    """A direct-mode session (like PeerClient): Lamport stamps as `seq`, own posts not echoed;
+    `serve_history` keeps the read function the app gives it, `page_back` is held until `answer`."""
+
+    def __init__(self, *a, store=(), **kw):
+        super().__init__(*a, clock=clock, direct=True, **kw)
+        self.read = None
+        self.store = list(store)  # what the peers would answer pages from, in stamp order
+        self.asked: list[tuple[str, int, int]] = []
+
+    def serve_history(self, read) -> None:
+        self.read = read
+
+    def page_back(self, room: str, before: int, limit: int) -> None:
+        self.asked.append((room, before, limit))
+
+    def answer(self, complete: bool) -> None:
+        room, before, limit = self.asked[-1]
+        older = [e for e in self.store if e.room == room and e.seq < before][-limit:]
+        self._emit(ev.HistoryPage(room, before, tuple(older), complete))
+
+
+SIGNER = FakeBackend(direct=True)
+
+
+def stamped(lc, text, nick="bob", room="lobby"):
+    ts = T0 - 10_000 + lc
+    return ev.MessageReceived(
+        room, lc, nick, text, ts, False, True, signed=SIGNER.signed_by(nick, room, lc, text, ts)
+    )
+
+
+async def test_direct_mode_logs_own_posts_with_their_stamps_and_serves_the_log_to_its_peer():
+    """Nobody echoes our own post in direct mode: it is logged when acknowledged, with its
+    Lamport stamp and what we signed (the time as signed, not as shown), and the session's peer
+    answers history from the log (chatlog.peer_history), each line as its author signed it."""
+    backend = DirectBackend("alice", ["lobby"])
+    app = app_for(backend)
+    async with app.run_test() as pilot:
+        await live(pilot, app)
+        backend.say("lobby", "bob", "hi alice")  # stamp 1
+        await settle(pilot, app)
+        await pilot.press(*"hello bob", "enter")  # acknowledged with stamp 2
+        await settle(pilot, app)
+        backend.say("lobby", "bob", "how are you")  # stamp 3
+        await settle(pilot, app)
+        app.history.drain()
+        assert backend.read is not None, "the peer was not given the log"
+        sign = backend.signed_by
+        assert backend.read("lobby", 0, 100) == [
+            (1, "bob", "hi alice", False, sign("bob", "lobby", 1, "hi alice", T0)),
+            (2, "alice", "hello bob", False, sign("alice", "lobby", 2, "hello bob")),
+            (3, "bob", "how are you", False, sign("bob", "lobby", 3, "how are you", T0)),
+        ]
+        assert sign("alice", "lobby", 2, "hello bob").ts != T0  # (signed at another time than shown)
+        assert [r[2] for r in backend.read("lobby", 3, 1)] == ["hello bob"]  # a page below stamp 3
+
+
+async def test_a_restarted_direct_app_merges_its_log_with_peer_history_once_in_stamp_order():
+    with ChatLog(paths.chatlog_path()) as log:
+        log.add(
+            Line(
+                CIRCLE,
+                "lobby",
+                "message",
+                "bob",
+                f"s {lc}",
+                T0 - 10_000 + lc,
+                0,
+                ev.direct_mid("lobby", "bob", lc, f"s {lc}"),
+                lc=lc,
+            )
+            for lc in (2, 4, 6)
+        )
+    backend = DirectBackend("alice", ["lobby"])
+    app = app_for(backend)
+    async with app.run_test() as pilot:
+        await live(pilot, app)
+        for lc in (1, 2, 3, 4, 5, 6, 7):  # the contact's history: the logged lines again, and more
+            backend.inject(stamped(lc, f"s {lc}"))
+        await settle(pilot, app)
+        assert [t for t in shown(app) if t.startswith("s ")] == [f"s {lc}" for lc in range(1, 8)]
+
+
+async def test_pgup_in_a_direct_room_asks_the_peers_below_the_oldest_stamp_once_the_log_runs_out():
+    store = [stamped(lc, f"p {lc}", nick=("bob", "carol")[lc % 2]) for lc in range(1, 151)]
+    backend = DirectBackend("alice", ["lobby"], store=store)
+    app = app_for(backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await live(pilot, app)
+        for e in store[-50:]:  # the join backfill: stamps 101..150
+            backend.inject(e)
+        await settle(pilot, app)
+        for _ in range(100):
+            if backend.asked:
+                break
+            await pilot.press("pageup")
+        assert backend.asked == [("lobby", 101, 100)]
+        await settle(pilot, app)
+        assert shown(app)[0] == "loading older messages…"
+        backend.answer(complete=True)
+        await settle(pilot, app)
+        assert [t for t in shown(app) if t.startswith("p ")] == [f"p {lc}" for lc in range(1, 151)]
+        assert shown(app)[0] == "start of #lobby's history"
+        app.history.drain()
+        # the page went into the log as direct-mode lines, with their stamps
+        assert [r[0] for r in backend.read("lobby", 0, 1000)] == list(range(1, 151))
+
+
+def test_the_writer_gathers_flushes_into_one_transaction_and_a_waiter_ends_the_gathering(tmp_path):
+    """A flood's flushes go to the log in one transaction per take (the cost of a commit and of an
+    FTS5 segment is per transaction); whoever waits for the writer (/search, quitting) does not
+    wait for the gathering to end."""
+    import threading
+
+    from udproom.tui.history import _Writer
+
+    log = ChatLog(tmp_path / "chat.sqlite3")
+    calls = []
+    add = log.add
+
+    def counting(lines, count=None):
+        calls.append(count)
+        return add(lines, count)
+
+    log.add = counting
+    writer = _Writer(log, threading.Lock(), gather=600.0)  # gathers "for ever" unless someone waits
+    try:
+        for k in range(3):
+            writer.put(CIRCLE, 7, False, [msg(10 * k + i, f"flush {k} line {i}") for i in range(1, 4)])
+        assert writer.drain(60.0)
+        assert calls == [9]  # one transaction for the three flushes
+        assert [x.text for x in log.recent(CIRCLE, "lobby", 100)] == [
+            f"flush {k} line {i}" for k in range(3) for i in range(1, 4)
+        ]
+    finally:
+        writer.stop()
+        log.close()
+
+
+async def test_direct_history_with_other_words_under_a_lines_name_does_not_hide_the_line():
+    """A hostile contact relays "bob said X" under the name (room, bob, stamp 5) of a line bob
+    says otherwise: bob's own line (his join window) is still shown and logged."""
+    backend = DirectBackend("alice", ["lobby"])
+    app = app_for(backend)
+    async with app.run_test() as pilot:
+        await live(pilot, app)
+        backend.inject(stamped(5, "forged by the contact"))
+        backend.inject(stamped(5, "what bob said"))
+        backend.inject(stamped(5, "what bob said"))  # and again: once
+        await settle(pilot, app)
+        assert [t for t in shown(app) if "bob said" in t or "forged" in t] == [
+            "forged by the contact",
+            "what bob said",
+        ]
+        app.history.drain()
+        assert sorted(r[2] for r in backend.read("lobby", 0, 100)) == [
+            "forged by the contact",
+            "what bob said",
+        ]
+
+
+async def test_a_direct_page_no_peer_answered_in_time_lets_pgup_ask_again():
+    backend = DirectBackend("alice", ["lobby"])
+    app = app_for(backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await live(pilot, app)
+        for lc in range(101, 151):
+            backend.inject(stamped(lc, f"p {lc}"))
+        await settle(pilot, app)
+        assert app.history.older("lobby") == "relay"
+        backend.answer(complete=False)  # the peers' page came back empty, not complete
+        await settle(pilot, app)
+        assert "start of #lobby's history" not in shown(app)
+        assert "loading older messages…" not in shown(app)
+        assert app.history.older("lobby") == "relay"  # asked again
+        assert backend.asked == [("lobby", 101, 100)] * 2

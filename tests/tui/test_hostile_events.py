@@ -39,6 +39,11 @@ def _value(name: str, tp: str) -> st.SearchStrategy:
         return st.booleans()
     if tp == "bytes":
         return st.binary(max_size=64)
+    if tp == "Signed | None":
+        sizes = st.one_of(
+            st.binary(max_size=80), st.binary(min_size=32, max_size=32), st.binary(min_size=64, max_size=64)
+        )
+        return st.one_of(st.none(), st.builds(ev.Signed, ints(), floats(), sizes, sizes))
     if tp.startswith("tuple[Member"):
         member = st.builds(ev.Member, st.one_of(st.sampled_from(NICKS), texts(40)), texts(200), st.booleans())
         return st.lists(member, max_size=8).map(tuple)
@@ -101,6 +106,9 @@ def _random_event(rng: random.Random):
             kw[f.name] = rng.choice([math.nan, math.inf, -math.inf, 1e20, -1.0, 0.0, T0])
         elif tp == "bool":
             kw[f.name] = rng.random() < 0.5
+        elif tp == "Signed | None":
+            sig = rng.choice([b"", b"\0" * 64, b"\xff" * 65])
+            kw[f.name] = rng.choice([None, ev.Signed(rng.choice([0, 1, 1 << 64]), math.nan, sig, b"k" * 32)])
         else:
             kw[f.name] = tuple(ev.Member(rng.choice(NICKS), rng.choice(["", "lunch"])) for _ in range(3))
     return t(**kw)
@@ -123,4 +131,19 @@ async def test_the_running_app_takes_hostile_events_and_still_works():
         await pilot.press("enter")
         await settle(pilot, app)
         assert any(line.text == "still here" for line in app.chat.current.lines)
+        assert app.is_running
+
+
+async def test_a_connection_lost_with_any_retry_delay_is_counted_down_without_raising():
+    """`ConnectionLost.retry_in` of any number (the status line counts it down in whole seconds):
+    infinite, NaN, negative or huge, the app shows the outage and keeps running."""
+    app, backend = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app, backend)
+        for delay in (math.inf, -math.inf, math.nan, 1e300, 10**30, -5.0):
+            backend.inject(ev.ConnectionLost("no answer", delay))
+            await settle(pilot, app)
+            assert app.chat.retry_at is not None and math.isfinite(app.chat.retry_at)
+            backend.inject(ev.Connected("127.0.0.1:6000", "alice"))
+            await settle(pilot, app)
         assert app.is_running
