@@ -71,12 +71,11 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, lines: list[str]) -> None:
-    """The whole file anew, then moved into place (a reader never sees half of it)."""
-    tmp = path.with_name(path.name + ".tmp")
+    """The whole file anew (paths.replace_file: whole, also with other processes writing)."""
+    from .paths import replace_file
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        replace_file(path, "\n".join(lines) + "\n")
     except OSError as exc:
         raise KnownRelaysError(f"cannot write {path}: {exc.strerror or exc}") from None
 

@@ -9,6 +9,7 @@ Nothing here creates a directory: whoever writes creates it, whoever only reads 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -81,3 +82,21 @@ def known_relays_path() -> Path:
 
 def known_keys_path() -> Path:
     return config_dir() / KNOWN_KEYS_FILE
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `path` anew: a temporary file of its own in the same directory, moved into place, so
+    a reader never sees half of it and two processes writing at once never mix their bytes (the
+    last one wins whole). Raises OSError."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -82,11 +82,10 @@ class KeyPins:
 
         table = {self._nicks[k]: key.hex() for k, key in self._keys.items()}
         text = _HEADER + tomli_w.dumps({"nicks": table})
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        from .paths import replace_file
+
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.path)
+            replace_file(self.path, text)
             self.write_error = ""
         except OSError as exc:
             self.write_error = f"cannot write {self.path}: {exc.strerror}"

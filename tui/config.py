@@ -67,12 +67,11 @@ def save(cfg: Config) -> str | None:
     """Write the config; returns a one-line error instead of raising."""
     import tomli_w
 
+    from udproom.protocol.paths import replace_file
+
     path = config_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text(tomli_w.dumps(asdict(cfg)), encoding="utf-8")
-        tmp.replace(path)
+        replace_file(path, tomli_w.dumps(asdict(cfg)))
     except OSError as e:
         return f"could not save {path}: {e.strerror or e}"
     return None
