@@ -190,7 +190,9 @@ class Requests:
                 room.topic = topic
             self.log.set_topic(room.name, topic)
             body = req.body if sealed else b""
-            ev = F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now), body=body)
+            sig = req.sig if len(req.sig) == 64 else b""  # (the setter's, as it came)
+            room.topic_signed = (topic, session.key or b"", sig)
+            ev = F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now), body=body, sig=sig)
             seq = self._room_event(room, ev, now)
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_AWAY:
@@ -305,6 +307,14 @@ class Requests:
         snap.append(info(session))
         return snap
 
+    @staticmethod
+    def _topic_signature(room: Stream) -> dict[str, bytes]:
+        """The current topic's setter key and signature for a Joined, if this relay has them."""
+        topic, key, sig = room.topic_signed
+        if topic != room.topic or not topic or not key or not sig:
+            return {}
+        return {"topic_key": key, "topic_sig": sig}
+
     def _joined(self, cseq: int, room: Stream, session: Session, m: Member, offset: int) -> F.Joined:
         if not m.snapshot:  # freed once the member acked its join: build a fresh one
             m.snapshot = self._snapshot(room, session)
@@ -319,6 +329,7 @@ class Requests:
             "join_seq": m.join_seq,
             "topic": room.topic,
             "offset": offset,
+            **self._topic_signature(room),
             "total": len(snap),
         }
         empty = F.Joined(members=[], **fields)

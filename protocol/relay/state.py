@@ -163,6 +163,7 @@ class Stream:
         "seq",
         "times",
         "topic",
+        "topic_signed",
     )
 
     def __init__(self, name: str, cap: int, cap_bytes: int = 1 << 20) -> None:
@@ -180,6 +181,9 @@ class Stream:
         self.rekey_at: float | None = None  # a departure asks for a new key from then on
         self.rekeyed = float("-inf")  # when the key last changed
         self.topic = ""
+        #: (topic, its setter's key, its signature) as last set here: given to joiners while
+        #: `topic` is still that one (kept in memory only: a restart leaves the topic unchecked)
+        self.topic_signed: tuple[str, bytes, bytes] = ("", b"", b"")
         self.mids = DedupeWindow(4096)
         self.cap = cap
         self.cap_bytes = cap_bytes
