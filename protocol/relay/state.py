@@ -63,6 +63,10 @@ class RelayConfig:
     admin_keys: frozenset[str] = frozenset()
     #: the most rooms one key may make on this relay (0: no limit; moderation.py)
     max_rooms_per_key: int = 0
+    #: posts (messages, /me, direct messages) per second from one identity key, in bursts of
+    #: `posts_per_key_burst`, whatever its sessions, addresses or nicks (0: no limit)
+    posts_per_key: float = 100.0
+    posts_per_key_burst: float = 1000.0
     #: the most nicks one key may register on this relay (each is a record kept for good)
     max_nicks_per_key: int = 5
     #: the weakest Argon2id parameters a passphrase room may be made with here (relay/vault.py);
