@@ -15,7 +15,7 @@ stamps: a sender's stamp in the text and the kernel's arrival stamp at the membe
 the one-way latency without the member's own processing; the stamp after processing is kept too.
 
 Roles
-  relay-udproom   the real relay: `RelayServer` on uvloop with the default RelayConfig (per-key post limit off)
+  relay-udproom   the real relay: `RelayServer` on uvloop, default RelayConfig, posts_per_key=0
   relay-naive     recvfrom, then sendto every member (blocking socket, or --uvloop)
   members-udproom many lean protocol members on their own sockets (see LeanMember)
   members-naive   many counting sockets registered with the naive relay
