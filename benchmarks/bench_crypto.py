@@ -189,7 +189,7 @@ _PN1 = bytes((C.SEALED, C.KIND_SESSION)) + (1).to_bytes(8, "big")  # (a head the
 
 
 def _room(members: int) -> tuple[Relay, list, dict]:
-    cfg = RelayConfig(timing=Timing(), hello_rate=1e9)
+    cfg = RelayConfig(timing=Timing(), hello_rate=1e9, posts_per_key=0)
     relay = Relay(cfg)
     now = 1.0
     addrs = []
@@ -221,7 +221,7 @@ def _sealing(relay: Relay, on: bool, channels: dict) -> None:
 def bench_relay_handshake(sessions: int = 200) -> dict:
     """The relay core's side of whole handshakes (Hello, Retry, Hello with cookie, Welcome, Login,
     LoggedIn), clients' work excluded, against one post with its fan-out to nobody."""
-    relay = Relay(RelayConfig(timing=Timing(), hello_rate=1e9))
+    relay = Relay(RelayConfig(timing=Timing(), hello_rate=1e9, posts_per_key=0))
     spent = 0.0
     now = 1.0
     user = C.Identity.generate()

@@ -67,7 +67,7 @@ _USER = C.Identity.generate()  # (one key for every hand-made session: each prov
 
 
 def build(sessions: int, rooms_each: int) -> tuple[Relay, dict, float]:
-    cfg = RelayConfig(timing=Timing(), max_rooms_per_session=rooms_each, hello_rate=1e9)
+    cfg = RelayConfig(timing=Timing(), max_rooms_per_session=rooms_each, hello_rate=1e9, posts_per_key=0)
     relay = Relay(cfg)
     now = 1.0
     total_rooms = 5 * rooms_each

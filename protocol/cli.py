@@ -90,6 +90,19 @@ def _at_least_zero(text: str) -> int:
     return _whole(text, 0, "0 (off) or more")
 
 
+def _rate(text: str) -> tuple[float, float]:
+    """RATE[/BURST]: a rate a second (0: no limit) and its burst (default 10x the rate)."""
+    rate_text, _, burst_text = text.partition("/")
+    try:
+        rate = float(rate_text)
+        burst = float(burst_text) if burst_text else rate * 10
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not RATE or RATE/BURST (numbers)") from None
+    if not (0 <= rate <= 1e6 and (rate == 0 or 1 <= burst <= 1e7)):
+        raise argparse.ArgumentTypeError(f"{text!r}: RATE from 0 (no limit) to 1000000, BURST from 1")
+    return rate, burst
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-level",
@@ -337,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="one identity key may make at most N rooms on this relay (default 0 = no limit)",
     )
+    relay.add_argument(
+        "--posts-per-key",
+        type=_rate,
+        default=(100.0, 1000.0),
+        metavar="RATE[/BURST]",
+        help="messages a second one identity key may post, whatever its sessions, addresses or "
+        "nicks, in bursts of BURST (default 100/1000; 0 = no limit); beyond it a post is refused",
+    )
     _add_common(relay)
 
     register = sub.add_parser(
@@ -582,6 +603,7 @@ async def _run_relay(args: argparse.Namespace) -> int:
     config = RelayConfig(timing=timing) if timing is not None else RelayConfig()
     config.admin_keys = frozenset(fp for name in args.admin_key for fp in _admin_keys(name))
     config.max_rooms_per_key = args.max_rooms_per_key
+    config.posts_per_key, config.posts_per_key_burst = args.posts_per_key
     config.identity = args.identity_key
     names = None
     if args.cluster:

@@ -341,11 +341,11 @@ class ClientSession:
         return self._own(req.mid, self._enqueue(req, now))
 
     def _sign(self, req: Request) -> None:
-        """A post is signed by our identity key (what receivers verify, `_verified`): in a room,
-        over the room; a direct message over its recipient ("@" + its nick_key) and the kind the
-        recipient receives."""
-        if req.op in (F.OP_POST, F.OP_ACTION):
-            kind = F.EV_ACTION if req.op == F.OP_ACTION else F.EV_MSG
+        """A post (and a topic, message id 0) is signed by our identity key (what receivers
+        verify, `_verified`): in a room, over the room; a direct message over its recipient ("@" +
+        its nick_key) and the kind the recipient receives."""
+        if req.op in (F.OP_POST, F.OP_ACTION, F.OP_TOPIC):
+            kind = {F.OP_TOPIC: F.EV_TOPIC, F.OP_ACTION: F.EV_ACTION}.get(req.op, F.EV_MSG)
             req.sig = self.identity.sign(_signed(req.room, kind, req.mid, req.text, req.body))
         elif req.op == F.OP_DIRECT:
             kind = F.EV_DM_ACTION if req.arg == 1 else F.EV_DM
@@ -378,6 +378,7 @@ class ClientSession:
         check_text(topic, MAX_TOPIC_BYTES, "topic")
         req = Request(F.OP_TOPIC, name, topic)
         self._seal(req, MAX_TOPIC_BYTES, "topic")
+        self._sign(req)
         self._enqueue(req, now)
 
     def _seal(self, req: Request, limit: int = V.MAX_TEXT_BYTES, what: str = "message") -> None:
@@ -929,7 +930,7 @@ class ClientSession:
         derived = self.vault.pending.get(j.room)
         if derived is not None and not self.vault.private(j.room):  # the relay took our verifier:
             self.vault.add(j.room, derived[0].room)  # the body key is ours (a rejoin keeps the ring)
-        room.topic = self._topic(j.room, j.topic)
+        room.topic = self._topic(j.room, j.topic) if self._topic_verified(room, j) else ""
         rx = room.rx
         if rx is not None and j.base <= rx.next <= j.join_seq + 1:
             pass  # same relay run: carry on from where we were, nothing lost, nothing repeated
@@ -1118,10 +1119,13 @@ class ClientSession:
         for seq, ev in ready:
             hist = seq < room.history_below
             kind = ev.kind
-            if kind == F.EV_MSG or kind == F.EV_ACTION:
+            if kind == F.EV_MSG or kind == F.EV_ACTION or kind == F.EV_TOPIC:
                 if not self._verified(room, ev):
                     continue
-                if ev.mid:
+                if kind == F.EV_TOPIC:
+                    if not hist:
+                        room.topic = self._text(name, ev)
+                elif ev.mid:
                     if ev.mid in self._seen_mids:
                         self.stats["duplicates"] += 1
                         continue
@@ -1146,8 +1150,6 @@ class ClientSession:
                     self._learn_key(room, ev.text, key)
                 if ev.nick == self.nick and self._renaming == ev.text:
                     self.nick = ev.text  # ours: true from this event on, not only from the Result
-            elif kind == F.EV_TOPIC:
-                room.topic = self._text(name, ev)
             elif kind == F.EV_KEYSHARE:
                 self._take_share(name, ev)
             elif kind == F.EV_AWAY:
@@ -1210,6 +1212,22 @@ class ClientSession:
         if key is None:
             return True
         if self._signatures.verify(key, _signed(room.name, ev.kind, ev.mid, ev.text, ev.body), ev.sig):
+            return True
+        self.stats["bad_signature"] += 1
+        return False
+
+    def _topic_verified(self, room: RoomState, j: F.Joined) -> bool:
+        """Is the topic a Joined gives signed by the key the relay says set it (docs/security.md,
+        "Signed topics")? One that fails is counted and not applied; one without a signature (a
+        relay that restarted since, an older relay) passes unchecked, like history from an author
+        who left."""
+        key, sig = j.topic_key, j.topic_sig
+        if not j.topic or not isinstance(key, bytes) or len(key) != 32 or not sig:
+            return True
+        text, body = j.topic, b""
+        if room.name in self.vault.rings:  # (a passphrase room's topic is its sealed body)
+            body, text = V.topic_body(j.topic), ""
+        if self._signatures.verify(key, _signed(room.name, F.EV_TOPIC, 0, text, body), sig):
             return True
         self.stats["bad_signature"] += 1
         return False

@@ -132,15 +132,18 @@ class SourceLimiter:
         self.buckets: dict[object, TokenBucket] = {}
 
     def allow(self, addr: tuple, now: float) -> bool:
-        addr = source_of(addr)
-        b = self.buckets.get(addr)
+        return self.take(source_of(addr), now)
+
+    def take(self, key: object, now: float) -> bool:
+        """One token from `key`'s bucket (any hashable key: a source, an identity key)."""
+        b = self.buckets.get(key)
         if b is None:
             if len(self.buckets) >= self.cap:
                 # Full (a flood of forged sources): forget the oldest rather than refuse everyone
                 # new. Cookies keep the handshake stateless, so admitting a little more is safe.
                 while len(self.buckets) >= self.cap:  # O(1): dicts keep insertion order
                     del self.buckets[next(iter(self.buckets))]
-            b = self.buckets[addr] = TokenBucket(self.rate, self.burst, now)
+            b = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
         return b.take(now)
 
     def prune(self, now: float, idle: float = 10.0) -> None:

@@ -260,6 +260,10 @@ class Joined(Frame, tag=12):
     members: list[MemberInfo] = []
     offset: int = 0  # index of members[0] in the snapshot
     total: int = 0  # members in the snapshot
+    #: protocol 2: the topic's setter's identity key and signature (as in its EV_TOPIC), when the
+    #: relay has them (empty: unchecked, docs/security.md "Signed topics")
+    topic_key: bytes = b""
+    topic_sig: bytes = b""
 
 
 # --------------------------------------------------------------------------- sequenced events

@@ -124,15 +124,22 @@ def sealed_topic(blob: bytes) -> str:
     return SEALED_TOPIC + base64.b64encode(blob).decode("ascii")
 
 
+def topic_body(topic: str) -> bytes:
+    """The sealed body a passphrase room's topic carries (b"": none, or not a sealed topic)."""
+    if not topic.startswith(SEALED_TOPIC):
+        return b""
+    try:
+        return base64.b64decode(topic[len(SEALED_TOPIC) :], validate=True)
+    except ValueError:
+        return b""
+
+
 def open_topic(keys: RoomKeyring, room: str, kind: int, topic: str) -> str:
     if not topic:
         return ""
-    if not topic.startswith(SEALED_TOPIC):
-        return UNREADABLE  # a clear topic in a passphrase room: not from a member
-    try:
-        blob = base64.b64decode(topic[len(SEALED_TOPIC) :], validate=True)
-    except ValueError:
-        return UNREADABLE
+    blob = topic_body(topic)
+    if not blob:
+        return UNREADABLE  # a clear topic in a passphrase room (not from a member), or not base64
     return open_text(keys, room, kind, blob)
 
 

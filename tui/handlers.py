@@ -161,23 +161,28 @@ class Commands:
         parts = [mb.nick + ("" if mb.presence == "here" else f" ({mb.presence})") for mb in members]
         self.info(f"{len(members)} in {room.label}: " + ", ".join(parts))
 
-    def cmd_whois(self, cmd: commands.Command) -> None:
+    def key_fingerprint(self, nick: str) -> str | None:
+        """`nick`'s identity key fingerprint as the backend knows it (None: not known): in relay
+        mode the key the relay announced (in the room on screen, else in any room), in direct mode
+        the key `nick`'s link proved. What /whois and the members pane's detail show."""
         from udproom.protocol.crypto import fingerprint
 
-        nick = cmd.args[0]
         key_of = getattr(self.backend, "key_of", None)
+        if key_of is None:
+            return None
         room = self.chat.current
-        key = (
-            key_of("" if room is self.chat.status_room or room.direct else room.name, nick)
-            if key_of
-            else None
-        )
-        if key is None and key_of is not None:
-            key = key_of("", nick)
+        key = key_of("" if room is self.chat.status_room or room.direct else room.name, nick)
         if key is None:
-            self.info(f"no key known for {nick} (keys are known for members of your rooms on a relay)")
+            key = key_of("", nick)
+        return fingerprint(key) if isinstance(key, bytes) and key else None
+
+    def cmd_whois(self, cmd: commands.Command) -> None:
+        nick = cmd.args[0]
+        fp = self.key_fingerprint(nick)
+        if fp is None:
+            self.info(f"no key known for {nick} (keys are known for members of your rooms and linked peers)")
             return
-        self.info(f"{nick}: key {fingerprint(key)} (compare it with theirs out of band)")
+        self.info(f"{nick}: key {fp} (compare it with theirs out of band)")
 
     def cmd_help(self, cmd: commands.Command) -> None:
         for line in commands.help_lines():

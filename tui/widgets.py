@@ -308,7 +308,30 @@ class RoomList(_ClickList):
 
 
 class MemberList(_ClickList):
-    """Right pane: the active room's members with presence."""
+    """Right pane: the active room's members with presence. A member's detail (presence, away
+    message, operator or voiced, and the short fingerprint of their identity key, as /whois has
+    it) is the tooltip of their row."""
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        offset = event.get_content_offset(self)
+        nick = self._keys[offset.y] if offset is not None and 0 <= offset.y < len(self._keys) else ""
+        detail = self.detail(nick) if nick else None
+        if detail != self.tooltip:
+            self.tooltip = detail
+
+    def detail(self, nick: str) -> Text:
+        """What the pane says of `nick` on hover: one line each (plain text, never markup)."""
+        member = self.chat.current.members.get(nick)
+        lines = [nick + (" (you)" if nick == self.chat.nick else "")]
+        if member is not None:
+            state = member.presence
+            lines.append(f"away: {member.away}" if member.away else state)
+            role = {"@": "operator", "+": "voiced"}.get(member.mode[:1], "")
+            if role:
+                lines.append(role)
+        fp = self.app.key_fingerprint(nick)
+        lines.append(f"key {fp}" if fp else "key not known")
+        return Text("\n".join(lines))
 
     def build(self) -> Text:
         room = self.chat.current

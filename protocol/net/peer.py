@@ -96,6 +96,10 @@ class PeerClient(CoreClient):
         self._family = socket.AF_INET
         self.bound = asyncio.Event()
 
+    def key_of(self, room: str, nick: str) -> bytes | None:
+        """`nick`'s identity key as its link proved it, or None."""
+        return self.core.key_of(room, nick)
+
     @property
     def mode(self) -> str:
         n = self.core.peer_count

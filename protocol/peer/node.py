@@ -253,6 +253,14 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
             n += sum(1 for m in link.dm_out.msgs.values() if not m.done)
         return n
 
+    def key_of(self, room: str, nick: str) -> bytes | None:
+        """`nick`'s identity key as its link proved it in the handshake (ours for our own nick;
+        None: no link has that nick). `room` is not needed: a nick is one peer across rooms."""
+        if nick_key(nick) == nick_key(self.nick):
+            return self.identity.public
+        link = self._owner(nick)
+        return link.key if link is not None and link.key else None
+
     def members(self, room: str) -> list[str]:
         """Nicks of the confirmed members of `room`, us included."""
         name = canonical_room(room)

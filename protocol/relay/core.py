@@ -79,6 +79,8 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         self._dirty_sessions: set[Session] = set()  # sessions with frames queued
         self._rekey_due: set[Stream] = set()  # rooms whose key changes at their `rekey_at`
         self._hello_limit = SourceLimiter(cfg.hello_rate, burst=cfg.hello_burst)
+        #: posts per identity key (requests.py `_post_allowed`): a bucket outlives the session
+        self._post_limit = SourceLimiter(cfg.posts_per_key, burst=cfg.posts_per_key_burst)
         self._timer_at: float | None = None
         self._last_sweep = 0.0
         self._closing = False
@@ -92,6 +94,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
                 "malformed",
                 "unknown_source",
                 "rate_limited",
+                "posts_refused_rate",
                 "retransmitted",
                 "sessions_opened",
                 "sessions_timed_out",
@@ -249,6 +252,8 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
                 self.stats["pending_timed_out"] += 1
                 del self._pending[a]
             self._hello_limit.prune(now)
+            if self.config.posts_per_key > 0:  # (a bucket idle this long is full: nothing forgotten)
+                self._post_limit.prune(now, self.config.posts_per_key_burst / self.config.posts_per_key)
             ttl = self.config.empty_room_ttl
             for name in [n for n, r in self.rooms.items() if not r.members and now >= r.last_active + ttl]:
                 del self.rooms[name]

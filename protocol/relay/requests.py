@@ -67,6 +67,16 @@ class Requests:
                 break
             self._do(session, nxt, now)
 
+    def _post_refused(self, session: Session, now: float) -> str | None:
+        """Why a new post from this session is refused by the per-key rate (None: it is not).
+        The bucket is its identity key's, as proven in the handshake, so reconnecting, another
+        address or another nick does not refill it (`RelayConfig.posts_per_key`)."""
+        cfg = self.config
+        if cfg.posts_per_key <= 0 or self._post_limit.take(session.key or session.addr, now):
+            return None
+        self.stats["posts_refused_rate"] += 1
+        return f"too many messages from your key (at most {cfg.posts_per_key:g} a second); wait a moment"
+
     def _stale(self, session: Session, req: F.Req) -> F.Frame:
         """The answer to a request too old to remember. A join (or names) for a room the session is
         in is answered afresh, so a join completes whatever happened to its first answer."""
@@ -123,7 +133,7 @@ class Requests:
             seen = self._seq_of_mid(room, req.mid)
             if seen is not None:  # (answered after the next commit all the same: it may be pending)
                 return self._after_commit(session, result_frame(cseq, F.RES_OK, seen, "", req.room))
-            forbids = self._forbids(session, room, "m")
+            forbids = self._forbids(session, room, "m") or self._post_refused(session, now)
             if forbids is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, forbids, req.room)
             sealed = self._sealed_only(room, req)  # a passphrase room: the body, sealed end to end
@@ -190,7 +200,9 @@ class Requests:
                 room.topic = topic
             self.log.set_topic(room.name, topic)
             body = req.body if sealed else b""
-            ev = F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now), body=body)
+            sig = req.sig if len(req.sig) == 64 else b""  # (the setter's, as it came)
+            room.topic_signed = (topic, session.key or b"", sig)
+            ev = F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now), body=body, sig=sig)
             seq = self._room_event(room, ev, now)
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_AWAY:
@@ -305,6 +317,14 @@ class Requests:
         snap.append(info(session))
         return snap
 
+    @staticmethod
+    def _topic_signature(room: Stream) -> dict[str, bytes]:
+        """The current topic's setter key and signature for a Joined, if this relay has them."""
+        topic, key, sig = room.topic_signed
+        if topic != room.topic or not topic or not key or not sig:
+            return {}
+        return {"topic_key": key, "topic_sig": sig}
+
     def _joined(self, cseq: int, room: Stream, session: Session, m: Member, offset: int) -> F.Joined:
         if not m.snapshot:  # freed once the member acked its join: build a fresh one
             m.snapshot = self._snapshot(room, session)
@@ -319,6 +339,7 @@ class Requests:
             "join_seq": m.join_seq,
             "topic": room.topic,
             "offset": offset,
+            **self._topic_signature(room),
             "total": len(snap),
         }
         empty = F.Joined(members=[], **fields)
@@ -351,6 +372,9 @@ class Requests:
             seen = session.inbox.mids.get(req.mid)
             if seen is not None:
                 return result_frame(req.cseq, F.RES_OK, seen, "", label)
+        refused = self._post_refused(session, now)
+        if refused is not None:
+            return result_frame(req.cseq, F.RES_REFUSED, 0, refused, label)
         target = self._nicks.get(nick_key(req.room))
         if target is None:
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"no one called {req.room} is here", label)

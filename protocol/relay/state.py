@@ -63,6 +63,10 @@ class RelayConfig:
     admin_keys: frozenset[str] = frozenset()
     #: the most rooms one key may make on this relay (0: no limit; moderation.py)
     max_rooms_per_key: int = 0
+    #: posts (messages, /me, direct messages) per second from one identity key, in bursts of
+    #: `posts_per_key_burst`, whatever its sessions, addresses or nicks (0: no limit)
+    posts_per_key: float = 100.0
+    posts_per_key_burst: float = 1000.0
     #: the most nicks one key may register on this relay (each is a record kept for good)
     max_nicks_per_key: int = 5
     #: the weakest Argon2id parameters a passphrase room may be made with here (relay/vault.py);
@@ -163,6 +167,7 @@ class Stream:
         "seq",
         "times",
         "topic",
+        "topic_signed",
     )
 
     def __init__(self, name: str, cap: int, cap_bytes: int = 1 << 20) -> None:
@@ -180,6 +185,9 @@ class Stream:
         self.rekey_at: float | None = None  # a departure asks for a new key from then on
         self.rekeyed = float("-inf")  # when the key last changed
         self.topic = ""
+        #: (topic, its setter's key, its signature) as last set here: given to joiners while
+        #: `topic` is still that one (kept in memory only: a restart leaves the topic unchecked)
+        self.topic_signed: tuple[str, bytes, bytes] = ("", b"", b"")
         self.mids = DedupeWindow(4096)
         self.cap = cap
         self.cap_bytes = cap_bytes

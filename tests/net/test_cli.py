@@ -259,3 +259,15 @@ def test_direct_mode_refuses_an_identity_file_others_can_read(capsys, silent_por
     line = one_line_error(capsys, 2, ["send", *argv, "hi"], "chmod 600")
     assert str(paths.identity_path()) in line and "unexpected" not in line
     one_line_error(capsys, 2, ["listen", *argv], "readable by others")
+
+
+def test_posts_per_key_takes_a_rate_and_a_burst_and_refuses_nonsense(capsys):
+    parse = build_parser().parse_args
+    assert parse(["relay"]).posts_per_key == (100.0, 1000.0)
+    assert parse(["relay", "--posts-per-key", "5/20"]).posts_per_key == (5.0, 20.0)
+    assert parse(["relay", "--posts-per-key", "5"]).posts_per_key == (5.0, 50.0)
+    assert parse(["relay", "--posts-per-key", "0"]).posts_per_key[0] == 0.0  # no limit
+    for bad in ("nan", "inf", "-1", "5/0", "5/nan", "x", "1e9"):
+        assert main(["relay", "--posts-per-key", bad]) == 2  # bad usage, said in one line
+        err = capsys.readouterr().err
+        assert "--posts-per-key" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -390,3 +390,50 @@ def test_a_relay_cannot_invent_alter_or_redirect_a_direct_message():
     assert room.clients[b].stats["bad_signature"] == 3 and room.clients[c].stats["bad_signature"] == 1
     assert [e.text for e in room.events(b, E.MessageReceived)] == ["for n1 only"]
     assert not room.events(c, E.MessageReceived)
+
+
+def test_a_relay_cannot_invent_or_alter_a_topic():
+    """Topics are signed like posts (message id 0; docs/security.md "Signed topics"): a topic event
+    the relay invents or alters is counted and neither applied nor shown, and a newcomer's Joined
+    carries the setter's key and signature, so an altered current topic is not applied either."""
+    room = Room(2, seed=96)
+    room.wait_joined()
+    a, b = client_addr(0), client_addr(1)
+    ca, cb = room.clients[a], room.clients[b]
+    room.net.call(a, ca.set_topic, room.room, "the real topic")
+    room.net.run_while(lambda: cb.rooms[room.room].topic != "the real topic", room.net.now + 10)
+    relay = room.relay
+    lobby = relay.rooms[room.room]
+    real = next(e for e in lobby.events() if e.kind == F.EV_TOPIC)
+    assert len(real.sig) == 64 and real.nick == "n0"
+    now = room.net.now
+    forgeries = [
+        F.Ev(F.EV_TOPIC, "n0", "invented", now),  # no signature
+        F.Ev(F.EV_TOPIC, "n0", "altered", now, sig=real.sig),  # other text
+        F.Ev(F.EV_TOPIC, "n1", "the real topic", now, sig=real.sig),  # another setter
+        F.Ev(F.EV_TOPIC, "n0", "the real topic", now, 5, sig=real.sig),  # another message id
+    ]
+    for ev in forgeries:
+        relay._room_event(lobby, ev, now)
+    room.settle(1.0)
+    assert cb.stats["bad_signature"] == len(forgeries)
+    assert cb.rooms[room.room].topic == "the real topic"
+    assert [e.topic for e in room.events(b, E.TopicChanged)] == ["the real topic"]
+    # the relay alters the current topic it gives a newcomer (keeping the setter's signature)
+    key = relay.sessions[a].key
+    lobby.topic = "altered at join"
+    lobby.topic_signed = ("altered at join", key, real.sig)
+    late = room.add_client(2, "late")
+    room.wait_joined()
+    # (its backfill holds the forgeries too: each is counted there again)
+    assert late.stats["bad_signature"] == len(forgeries) + 1 and late.rooms[room.room].topic == ""
+    (joined,) = room.events(client_addr(2), E.RoomJoined)
+    assert joined.topic == ""
+    # the real one, as the relay keeps it, reaches a newcomer verified
+    lobby.topic = "the real topic"
+    lobby.topic_signed = ("the real topic", key, real.sig)
+    later = room.add_client(3, "later")
+    room.wait_joined()
+    assert later.rooms[room.room].topic == "the real topic"
+    assert later.stats["bad_signature"] == len(forgeries)
+    assert [e.topic for e in room.events(client_addr(3), E.TopicChanged)] == ["the real topic"]

@@ -326,3 +326,21 @@ def test_history_replies_fit_a_datagram_whatever_they_hold():
     (f,) = node._history_frames(room)
     assert len(F.encode([f])) + SESSION_OVERHEAD <= F.MAX_DATAGRAM
     assert f.items[0].text == honest.text and f.items[0].sig == signature and f.items[0].key == key
+
+
+def test_a_joined_with_the_longest_signed_topic_and_the_longest_member_fits_a_datagram():
+    """The topic's setter key and signature (Joined.topic_key/topic_sig) ride in every Joined
+    chunk: with the longest sealed topic, names and numbers, and the biggest member the relay
+    puts in a chunk, the chunk still fits one sealed datagram."""
+    from udproom.protocol import vault as V
+    from udproom.protocol.names import MAX_AWAY_BYTES, MAX_NICK_LEN, MAX_TOPIC_BYTES
+    from udproom.protocol.relay.state import DGRAM_HEAD
+
+    wide = "\U0001f600"
+    big = 2**63 - 1
+    member = F.MemberInfo(wide * MAX_NICK_LEN, wide * (MAX_AWAY_BYTES // 4), b"k" * 32, "@+")
+    for topic in (wide * (MAX_TOPIC_BYTES // 4), V.sealed_topic(b"x" * V.MAX_SEALED_TOPIC)):
+        j = F.Joined(
+            big, "r" * 32, wide * MAX_NICK_LEN, big, big, topic, [member], big, big, b"k" * 32, b"s" * 64
+        )
+        assert F.size_of(j) <= F.MAX_DATAGRAM - DGRAM_HEAD

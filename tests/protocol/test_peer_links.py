@@ -116,3 +116,13 @@ def test_forged_answers_to_a_hello_in_flight_are_not_believed():
     assert not [e for e in of(net, 0, E.Notice) if "refused" in e.text]
     net.run_while(lambda: "p1" not in p0.members("lobby"), net.now + 3.0)
     assert p0.links[addr(1)].node == p1.node and p0.members("lobby") == ["p0", "p1"]
+
+
+def test_a_peers_key_is_the_one_its_link_proved():
+    """What /whois and the members pane show in direct mode: `key_of` gives a linked nick's key as
+    its handshake proved it (any spelling of the nick), ours for our own nick, None for a stranger."""
+    _net, (p0, p1, mallory) = trio()
+    assert p0.key_of("lobby", "p1") == p1.identity.public
+    assert p0.key_of("", "P1") == p1.identity.public and p0.key_of("", "mallory") == mallory.identity.public
+    assert p0.key_of("lobby", "p0") == p0.identity.public
+    assert p0.key_of("lobby", "nobody") is None

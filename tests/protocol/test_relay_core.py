@@ -360,3 +360,53 @@ def test_one_session_in_several_rooms_keeps_them_apart():
     room.settle(0.3)
     assert list(room.clients[b].rooms) == ["lobby"]
     assert [m.nick for m in room.clients[a].rooms["dev"].members.values()] == ["n0"]
+
+
+def test_posts_beyond_a_keys_rate_are_refused_whatever_its_sessions_and_others_go_on():
+    """`RelayConfig.posts_per_key` (`relay --posts-per-key RATE/BURST`): a key's posts beyond its
+    bucket get a one-line refusal (never acknowledged, never stored); reconnecting from another
+    address under another nick does not refill the bucket; another key is not touched."""
+    from udproom.protocol.crypto import Identity
+
+    def posts(hand, first_cseq: int, n: int, now: float, room: str = "lobby") -> list:
+        reqs = [
+            F.Req(
+                first_cseq + i,
+                F.OP_POST,
+                room,
+                f"{hand.addr[1]}:{first_cseq + i}",
+                1000 * hand.addr[1] + first_cseq + i,
+            )
+            for i in range(n)
+        ]
+        hand.send(reqs, now)
+        # (sorted: a refusal is answered at once, a post once it is stored)
+        return sorted(
+            (r for r in _results(relay, now + 0.05, hand) if isinstance(r, F.Result)), key=lambda r: r.cseq
+        )
+
+    relay = Relay(RelayConfig(timing=T, posts_per_key=2.0, posts_per_key_burst=4.0))
+    mallory_key = Identity.generate()
+    mallory = HandClient(relay, ("10.0.0.1", 1), "mallory", identity=mallory_key)
+    bob = HandClient(relay, ("10.0.0.2", 2), "bob")
+    for hand in (mallory, bob):
+        hand.send([F.Req(1, F.OP_JOIN, "lobby")], 1.0)
+        _results(relay, 1.0, hand)
+    got = posts(mallory, 2, 6, 1.0)
+    assert [r.code for r in got] == [F.RES_OK] * 4 + [F.RES_REFUSED] * 2
+    assert all("too many messages from your key" in r.reason and "\n" not in r.reason for r in got[4:])
+    assert [r.code for r in posts(bob, 2, 4, 1.0)] == [F.RES_OK] * 4  # another key: its own bucket
+    # the same key, another address, another nick, a new session: still empty
+    again = HandClient(relay, ("10.0.0.3", 3), "m2", identity=mallory_key, now=1.1)
+    again.send([F.Req(1, F.OP_JOIN, "lobby")], 1.1)
+    _results(relay, 1.1, again)
+    assert [r.code for r in posts(again, 2, 1, 1.1)] == [F.RES_REFUSED]
+    # and direct messages count too
+    again.send([F.Req(3, F.OP_DIRECT, "bob", "hi", 99)], 1.1)
+    (dm,) = [r for r in _results(relay, 1.15, again) if isinstance(r, F.Result)]
+    assert dm.code == F.RES_REFUSED and "too many messages" in dm.reason
+    # the bucket refills at the rate: one second later, two more
+    assert [r.code for r in posts(again, 4, 3, 2.2)] == [F.RES_OK, F.RES_OK, F.RES_REFUSED]
+    stored = [e.text for e in relay.rooms["lobby"].events() if e.kind == F.EV_MSG]
+    assert len(stored) == 4 + 4 + 2 and relay.stats["posts_refused_rate"] == 2 + 1 + 1 + 1
+    assert not any(t.startswith("1:") and int(t[2:]) > 5 for t in stored)  # no refused one stored

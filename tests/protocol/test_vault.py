@@ -447,3 +447,30 @@ def test_a_stranger_sending_any_request_gets_nothing_of_a_passphrase_room(reqs):
     room_frames = (F.Batch, F.History, F.Joined, F.RoomKey)
     assert not [f for f in got if type(f) in room_frames and f.room == "vault"]
     assert v.relay._vault("vault") is not None and "vault" not in hand.keys.rings
+
+
+def test_a_passphrase_rooms_topic_is_signed_over_its_sealed_body():
+    """A passphrase room's topic is signed over the sealed body (docs/security.md "Signed
+    topics"): a member and a newcomer (from its Joined) read it verified; a sealed topic that the
+    relay swaps in under the real signature is counted and not applied."""
+    v = two_members()
+    v.net.call(client_addr(0), v.clients[client_addr(0)].set_topic, "vault", "plans")
+    v.run(lambda: any(e.topic == "plans" for e in v.events(1, E.TopicChanged)))
+    stream = v.relay.rooms["vault"]
+    real = next(e for e in stream.events() if e.kind == F.EV_TOPIC)
+    assert real.text == "" and real.body and len(real.sig) == 64
+    v.client(2, "carol", "correct horse")
+    v.join(2, "vault")
+    v.run(lambda: v.joined(2, "vault"))
+    carol = v.clients[client_addr(2)]
+    assert carol.rooms["vault"].topic == "plans" and carol.stats["bad_signature"] == 0
+    assert v.clients[client_addr(1)].stats["bad_signature"] == 0
+    # the relay gives a later joiner another sealed body (one bit flipped) under alice's signature
+    other = V.sealed_topic(real.body[:-1] + bytes([real.body[-1] ^ 1]))
+    stream.topic = other
+    stream.topic_signed = (other, stream.topic_signed[1], real.sig)
+    v.client(3, "dave", "correct horse")
+    v.join(3, "vault")
+    v.run(lambda: v.joined(3, "vault"))
+    dave = v.clients[client_addr(3)]
+    assert dave.rooms["vault"].topic == "" and dave.stats["bad_signature"] == 1

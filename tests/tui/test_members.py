@@ -69,3 +69,33 @@ async def test_presence_changes_in_members_pane():
         assert rows[-3].endswith("--x │ bob timed out")
         assert rows[-2].endswith("<-- │ carol left (bye)")
         assert rows[-1].endswith("-- │ erin is now known as erin2")
+
+
+async def test_a_members_detail_shows_their_key_fingerprint_on_hover():
+    """Hovering a member's row shows their detail: presence or away message and the short
+    fingerprint of their key, the one /whois shows (what the backend's `key_of` knows)."""
+    from udproom.protocol.crypto import Identity
+
+    bob = Identity.generate()
+    app, backend = make_app()
+    backend.key_of = lambda room, nick: bob.public if nick == "bob" else None
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot, app, backend)
+        pane = app.member_list
+
+        async def hover(nick: str):
+            row = pane._keys.index(nick)
+            dx, dy = pane.content_region.x - pane.region.x, pane.content_region.y - pane.region.y
+            await pilot.hover(pane, offset=(dx + 3, dy + row))
+            await pilot.pause()
+            return pane.tooltip.plain if pane.tooltip is not None else None
+
+        detail = await hover("bob")
+        assert detail is not None and f"key {bob.fingerprint}" in detail.splitlines()
+        assert detail.splitlines()[:2] == ["bob", "here"]
+        detail = await hover("carol")
+        assert detail.splitlines()[0] == "carol" and detail.splitlines()[1].startswith("away")
+        assert "key not known" in detail.splitlines() and bob.fingerprint not in detail
+        await pilot.hover(pane, offset=(1, 0))  # the heading: no member, no detail
+        await pilot.pause()
+        assert pane.tooltip is None
