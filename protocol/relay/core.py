@@ -95,6 +95,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
                 "unknown_source",
                 "rate_limited",
                 "posts_refused_rate",
+                "topic_signature_not_kept",
                 "retransmitted",
                 "sessions_opened",
                 "sessions_timed_out",

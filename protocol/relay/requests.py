@@ -33,6 +33,9 @@ from .state import (
     result_frame,
 )
 
+#: the record (RoomLog.record) holding a room's topic with its setter's key and signature
+TOPIC_RECORD = "topic/"
+
 
 class Requests:
     """A part of `Relay` (core.py): these methods work on the relay's state."""
@@ -202,6 +205,7 @@ class Requests:
             body = req.body if sealed else b""
             sig = req.sig if len(req.sig) == 64 else b""  # (the setter's, as it came)
             room.topic_signed = (topic, session.key or b"", sig)
+            self._keep_topic_signature(room)
             ev = F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now), body=body, sig=sig)
             seq = self._room_event(room, ev, now)
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
@@ -317,13 +321,44 @@ class Requests:
         snap.append(info(session))
         return snap
 
-    @staticmethod
-    def _topic_signature(room: Stream) -> dict[str, bytes]:
-        """The current topic's setter key and signature for a Joined, if this relay has them."""
+    def _topic_signature(self, room: Stream) -> dict[str, bytes]:
+        """The current topic's setter key and signature for a Joined, if known: set here, or kept
+        in the log's records (set before a restart, or through another relay of a cluster)."""
         topic, key, sig = room.topic_signed
+        if topic != room.topic:
+            kept = self._kept_topic_signature(room.name)
+            if kept is not None and kept[0] == room.topic:
+                room.topic_signed = kept
+                topic, key, sig = kept
         if topic != room.topic or not topic or not key or not sig:
             return {}
         return {"topic_key": key, "topic_sig": sig}
+
+    def _keep_topic_signature(self, room: Stream) -> None:
+        """The topic's signature with the relay's data (a record: key, signature, then the topic),
+        so joiners after a restart, or at another relay of a cluster, can still check the topic.
+        Not kept (a full disk, the cluster away): joiners are shown it unchecked, as before."""
+        topic, key, sig = room.topic_signed
+        value = (
+            key + sig + topic.encode("utf-8", "surrogatepass") if len(key) == 32 and len(sig) == 64 else None
+        )
+        try:
+            self.log.put_record(TOPIC_RECORD + room.name, value)
+        except StoreError:
+            self.stats["topic_signature_not_kept"] += 1
+
+    def _kept_topic_signature(self, name: str) -> tuple[str, bytes, bytes] | None:
+        try:
+            value = self.log.record(TOPIC_RECORD + name)
+        except StoreError:
+            return None
+        if value is None or len(value) < 96:
+            return None
+        try:
+            topic = value[96:].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return topic, value[:32], value[32:96]
 
     def _joined(self, cseq: int, room: Stream, session: Session, m: Member, offset: int) -> F.Joined:
         if not m.snapshot:  # freed once the member acked its join: build a fresh one

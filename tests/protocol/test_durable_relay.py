@@ -192,6 +192,46 @@ def test_a_restart_continues_each_room_with_its_topic_and_dedupes_old_message_id
     assert after[: len(before)] == before  # numbers continue: nothing rewritten
 
 
+def test_the_topics_signature_survives_a_restart_so_joiners_still_check_it(tmp_path):
+    """A topic is signed by its setter, and a joiner checks the current topic against the setter's
+    key and signature in its Joined. They are kept with the relay's data (a record), so a joiner
+    after a restart still gets them: it applies the real topic, and refuses one the relay altered.
+    (Before, the relay kept them in memory only and a joiner after a restart got the topic with
+    no signature, shown unchecked.)"""
+    room = Room(2, seed=6)
+    _durable(room, tmp_path)
+    room.wait_joined()
+    a = client_addr(0)
+    c = room.clients[a]
+    room.net.call(a, c.set_topic, ROOM, "signed and kept")
+    room.net.run_while(lambda: room.clients[client_addr(1)].rooms[ROOM].topic != "signed and kept", 10)
+    room.settle(0.5)
+    setter = room.relay.sessions[a].key
+    _crash(room)
+    relay = _durable(room, tmp_path)
+    room.net.run_while(
+        lambda: ROOM not in relay.rooms or len(relay.rooms[ROOM].members) < 2, room.net.now + 30
+    )
+    stream = relay.rooms[ROOM]
+    assert stream.topic == "signed and kept"
+    kept = relay._topic_signature(stream)
+    assert kept["topic_key"] == setter and len(kept["topic_sig"]) == 64
+    late = room.add_client(2, "late")
+    room.net.run_while(
+        lambda: ROOM not in late.rooms or late.rooms[ROOM].topic != "signed and kept", room.net.now + 10
+    )
+    assert late.rooms[ROOM].topic == "signed and kept" and late.stats["bad_signature"] == 0
+    # the restarted relay alters the topic, its data and all, keeping the setter's signature: caught
+    value = relay.log.record("topic/" + ROOM)
+    relay.log.put_record("topic/" + ROOM, value[:96] + b"altered after the restart")
+    stream.topic = "altered after the restart"
+    relay.log.set_topic(ROOM, stream.topic)
+    later = room.add_client(3, "later")
+    room.net.run_while(lambda: ROOM not in later.rooms, room.net.now + 10)
+    room.settle(0.5)
+    assert later.rooms[ROOM].topic != "altered after the restart" and later.stats["bad_signature"] >= 1
+
+
 def test_a_failed_commit_refuses_the_posts_and_acknowledges_nothing_unstored(tmp_path):
     room = Room(2, seed=11)
     relay = _durable(room, tmp_path, max_bytes=64 * 1024)  # a disk that fills up
