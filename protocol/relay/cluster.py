@@ -313,11 +313,13 @@ class Follow:
         """A DM that came through the cluster into the inbox of our member `to` (checked like
         anything from the network); `sender` hears when it was acknowledged."""
         try:
-            ev = F.decode_ev(data)
-            if ev.kind not in _DM_IN:
-                return  # (not a DM: no answer; the sender's relay gives up after its bound)
-            check_nick(ev.nick)
-            check_text(ev.text, MAX_TEXT_BYTES)
+            got = F.decode_ev(data)
+            sig, key = got.sig, got.key
+            if got.kind not in _DM_IN or got.body or len(sig) not in (0, 64) or len(key) not in (0, 32):
+                return  # (not a DM as a relay makes one: no answer; the sender's relay gives up)
+            check_text(got.text, MAX_TEXT_BYTES)
+            # as this relay would have made it (its own time), the author's signature and key as they came
+            ev = F.Ev(got.kind, check_nick(got.nick), got.text, self._ts(now), got.mid, sig=sig, key=key)
             target = self._nicks.get(nick_key(check_nick(to)))
         except (F.FrameError, InputError):
             return

@@ -88,12 +88,7 @@ class FakeNet:
             if t is not None and (t_next is None or t < t_next):
                 t_next, who = t, addr
         if self.queue and (t_next is None or self.queue[0][0] <= t_next):
-            at, _, data, src, dst = heapq.heappop(self.queue)
-            self.now = max(self.now, at)
-            node = self.nodes.get(dst)
-            if node is not None:
-                node.receive_datagram(data, src, self.now)
-                self.flush(dst)
+            self._deliver_next()
             return True
         if t_next is None:
             return False
@@ -101,6 +96,15 @@ class FakeNet:
         self.nodes[who].handle_timer(self.now)
         self.flush(who)
         return True
+
+    def _deliver_next(self) -> None:
+        """The next datagram on the wire reaches its node (if it is still there)."""
+        at, _, data, src, dst = heapq.heappop(self.queue)
+        self.now = max(self.now, at)
+        node = self.nodes.get(dst)
+        if node is not None:
+            node.receive_datagram(data, src, self.now)
+            self.flush(dst)
 
     def run_until(self, t_end: float, max_steps: int = 5_000_000) -> None:
         steps = 0
@@ -193,12 +197,7 @@ class IndexedNet(FakeNet):
     def step(self) -> bool:
         timer = self._next_timer()
         if self.queue and (timer is None or self.queue[0][0] <= timer[0]):
-            at, _, data, src, dst = heapq.heappop(self.queue)
-            self.now = max(self.now, at)
-            node = self.nodes.get(dst)
-            if node is not None:
-                node.receive_datagram(data, src, self.now)
-                self.flush(dst)
+            self._deliver_next()
             return True
         if timer is None:
             return False

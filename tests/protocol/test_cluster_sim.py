@@ -69,3 +69,46 @@ def test_a_direct_message_across_relays_is_delivered_once_when_its_senders_relay
     session = net.nodes[relays[1]]._nicks[nick_key("bob")]  # (its client would drop a second copy too)
     inbox = [F.decode_ev(data) for data in session.inbox.ring]
     assert [(ev.nick, ev.text) for ev in inbox if ev.kind == F.EV_DM] == [("alice", "psst")]
+
+
+def test_a_relay_checks_direct_messages_that_come_through_the_cluster():
+    """What comes through the cluster is checked like anything from the network: garbage, a frame
+    that is not a DM, a DM with a body, a signature or key of the wrong size, a bad nick, an
+    oversized text never reach the member and are not answered (the sender's relay gives up and says
+    it may not have been delivered); a DM for a nick not held here is answered "no one called ..."."""
+    net = IndexedNet(seed=5)
+    cluster = net.add(("10.0.9.9", 4222), SimStream(net))
+    net.watch(("10.0.9.9", 4222))
+    relay = relay_addr(1)
+    net.add(relay, Relay(RelayConfig(timing=T), SimLog(cluster, relay), names=SimNames(cluster, relay)))
+    bob = net.add(member_addr(1), ClientSession("bob", T))
+    net.call(member_addr(1), bob.connect, relay)
+    net.run_while(lambda: bob.state != CONNECTED, 10.0)
+    names = cluster.names[relay]
+    answers = []
+    names.answer_dm = lambda origin, dm_id, ok, why: answers.append((dm_id, ok, why))
+
+    def dm(**kw):
+        return F.encode_ev(F.Ev(**{"kind": F.EV_DM, "nick": "alice", "text": "hi", "mid": 9, **kw}))
+
+    bad = [
+        b"\xc1garbage",
+        dm(kind=F.EV_JOIN),
+        dm(body=b"sealed?"),
+        dm(sig=b"s" * 10),
+        dm(key=b"k" * 31),
+        dm(nick="al\u202eice"),
+        dm(text="x" * 5000),
+    ]
+    names.dms_in += [(relay_addr(0), i, "bob", data) for i, data in enumerate(bad)]
+    names.dms_in += [(relay_addr(0), 50, "bob\u0000", dm()), (relay_addr(0), 51, "carol", dm())]
+    net.flush(relay)
+    net.run_until(net.now + 2.0)
+    assert not [e for e in net.events[member_addr(1)] if isinstance(e, E.MessageReceived)]
+    assert answers == [(51, False, "no one called carol is here")]
+    names.dms_in.append((relay_addr(0), 52, "bob", dm(text="a real one")))
+    net.flush(relay)
+    net.run_while(lambda: not answers[1:], net.now + 5.0)
+    assert answers[1:] == [(52, True, "bob")]
+    (got,) = [e for e in net.events[member_addr(1)] if isinstance(e, E.MessageReceived)]
+    assert (got.room, got.nick, got.text) == ("@alice", "alice", "a real one")
