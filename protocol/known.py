@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -71,14 +72,23 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, lines: list[str]) -> None:
-    """The whole file anew, then moved into place (a reader never sees half of it)."""
-    tmp = path.with_name(path.name + ".tmp")
+    """The whole file anew, then moved into place (a reader never sees half of it). The temporary
+    file is this writer's own: two udproom processes of one user writing at once (a `listen` and a
+    `send`) each move a whole file into place, never one made of both."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        tmp = Path(name)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
         os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
         raise KnownRelaysError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 class KnownKeys:
