@@ -1070,6 +1070,9 @@ class ClusterNicks:
         self._reaped: list[tuple[str, str]] = []  # (room, nick) of dead relays' members, handed over
         self._lock = threading.Lock()
         self._wakeup: Callable[[], None] | None = None
+        # direct messages across relays (`send_dm`, `incoming_dms`, `answer_dm`, `dm_outcomes`)
+        self._dm_in: list[tuple[str, int, str, bytes]] = []  # (origin relay, id, to nick, event)
+        self._dm_out: list[tuple[int, bool, str]] = []  # (id, delivered, reason or the nick)
         link.call(self._buckets())
         self._refresher = link.submit(self._refresh())  # heartbeat, claims, reaping: every ttl / 3
 
@@ -1083,6 +1086,92 @@ class ClusterNicks:
         self._relays_kv = await _bucket(js, f"{self.prefix}-relays", self.replicas, self.ttl)
         self._members_kv = await _bucket(js, f"{self.prefix}-members", self.replicas)
         await self._relays_kv.put(f"relay.{self.relay_id}", b"{}")
+        nc = self.link.nc  # (core subscriptions: nats-py subscribes them again after a reconnect)
+        await nc.subscribe(self._dm_subject("dm", self.relay_id), cb=self._on_dm)
+        await nc.subscribe(self._dm_subject("dmr", self.relay_id), cb=self._on_dm_result)
+
+    # ------------------------------------------------------------------ direct messages across relays
+    #
+    # A DM to a nick held through another relay: the sender's relay reads the nick's claim (which
+    # names the relay holding it) and sends the event, as its relay would have put it in the
+    # recipient's inbox (signature and key unchanged), to `<prefix>.dm.<that relay>` as a request;
+    # the answer only says it arrived. The recipient's relay puts it in the inbox; when the
+    # recipient acknowledges it (or its inbox is thrown away) that relay publishes the outcome to
+    # `<prefix>.dmr.<the sender's relay>`. Ids are the sender's relay's; nothing here is kept on disk.
+
+    def _dm_subject(self, kind: str, relay: str) -> str:
+        return f"{self.prefix}.{kind}.{hashlib.sha256(relay.encode()).hexdigest()[:32]}"
+
+    def send_dm(self, dm_id: int, nick: str, event: bytes) -> None:
+        """Route `event` (frames.encode_ev) to the relay holding `nick`; returns at once, the outcome
+        comes later through `dm_outcomes()`."""
+        if not self.link.connected:
+            self._dm_done(dm_id, False, "the cluster is not reachable (reconnecting): not delivered")
+            return
+        self.link.submit(self._send_dm(dm_id, nick, event))
+
+    async def _send_dm(self, dm_id: int, nick: str, event: bytes) -> None:
+        try:
+            held = await self.names.owner(nick)
+        except Exception as exc:
+            self._dm_done(dm_id, False, f"the cluster did not answer: {_one_line(exc)}; not delivered")
+            return
+        relay = str(held[0]).split("/", 1)[0] if held is not None else ""
+        if not relay or relay == self.relay_id:  # (held here: its session is gone meanwhile)
+            self._dm_done(dm_id, False, f"no one called {nick} is here")
+            return
+        body = {"from": self.relay_id, "id": dm_id, "to": nick, "ev": base64.b64encode(event).decode()}
+        try:
+            await self.link.nc.request(
+                self._dm_subject("dm", relay), json.dumps(body).encode(), timeout=min(self.link.timeout, 3.0)
+            )
+        except Exception:  # no responders (that relay is gone), a timeout: it did not get it
+            self._dm_done(dm_id, False, f"the relay holding {nick} did not answer: not delivered")
+
+    async def _on_dm(self, msg: Any) -> None:
+        try:  # (from the cluster, but checked all the same: the relay checks the rest)
+            body = json.loads(msg.data)
+            item = (str(body["from"]), int(body["id"]), str(body["to"]), base64.b64decode(body["ev"]))
+        except Exception:
+            return  # (no answer: the sender's relay times out and says it was not delivered)
+        with self._lock:
+            self._dm_in.append(item)
+        if msg.reply:
+            await self.link.nc.publish(msg.reply, b"{}")
+        if self._wakeup is not None:
+            self._wakeup()
+
+    async def _on_dm_result(self, msg: Any) -> None:
+        try:
+            body = json.loads(msg.data)
+            self._dm_done(int(body["id"]), body["ok"] is True, str(body["why"]))
+        except Exception:
+            return
+
+    def _dm_done(self, dm_id: int, ok: bool, why: str) -> None:
+        with self._lock:
+            self._dm_out.append((dm_id, ok, why))
+        if self._wakeup is not None:
+            self._wakeup()
+
+    def incoming_dms(self) -> list[tuple[str, int, str, bytes]]:
+        """(origin relay, id, to nick, event) of direct messages for members of this relay."""
+        with self._lock:
+            out, self._dm_in = self._dm_in, []
+        return out
+
+    def dm_outcomes(self) -> list[tuple[int, bool, str]]:
+        """(id, delivered, the recipient's nick if delivered else why not) of DMs this relay sent."""
+        with self._lock:
+            out, self._dm_out = self._dm_out, []
+        return out
+
+    def answer_dm(self, origin: str, dm_id: int, ok: bool, why: str) -> None:
+        """Tell the sender's relay what became of its DM (returns at once; if it cannot be told, the
+        sender's relay gives up after its bound and says it was not delivered)."""
+        if self.link.connected:
+            body = json.dumps({"id": dm_id, "ok": ok, "why": why}).encode()
+            self.link.submit(self.link.nc.publish(self._dm_subject("dmr", origin), body))
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
         self._wakeup = fn

@@ -15,6 +15,10 @@ place; on MemoryLog and SqliteLog (`log.follows` false) none of this runs.
 - A join waits (bounded) for its own commit: the joiner's numbers must be final.
 - Nicks: unique across relays through `names` (jetstream.ClusterNicks), claimed when a session
   opens or changes nick, released when it ends.
+- Direct messages to a nick held through another relay go there (`_direct_remote`; the routing is
+  ClusterNicks'): that relay puts the event in the recipient's inbox like its own, and answers when
+  the recipient acknowledged it (or its inbox was thrown away); the sender's Result waits for that
+  answer, bounded: no answer means "not delivered", never "delivered".
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from collections import deque
 from typing import Any
 
 from .. import frames as F
-from ..names import InputError, canonical_room, check_nick, nick_key
+from ..names import MAX_TEXT_BYTES, InputError, canonical_room, check_nick, check_text, nick_key
 from ..roomlog import StoreError
 from .state import (
+    _DM_IN,
     NOT_STORED,
     PRESENCE,
     EventTooBig,
+    RemoteSender,
     Session,
     StoreFailed,
     StoreRecovered,
@@ -57,6 +63,10 @@ class Follow:
         self._wakeup: Any = None
         #: nick claims across relays (jetstream.ClusterNicks), or None: unique on this relay only
         self.names = names
+        #: direct messages sent through the cluster, waiting for the recipient's relay:
+        #: id -> (session, cseq, echo event, label, give up at)
+        self._remote_dms: dict[int, tuple[Session, int, F.Ev, str, float]] = {}
+        self._dm_ids = 0
 
     def set_wakeup(self, fn: Any) -> None:
         """`fn()`, callable from any thread, makes the runner flush soon: a commit completed, or the
@@ -187,6 +197,7 @@ class Follow:
         self._take_feed(now)
         if self.names is not None:
             self._announce_reaped(now)
+            self._take_dms(now)
 
     def _announce_reaped(self, now: float) -> None:
         """Members of a relay that died, found by this relay (jetstream.ClusterNicks): the room
@@ -248,6 +259,91 @@ class Follow:
         here = {nick_key(m.session.nick) for m in room.members.values()} | {nick_key(session.nick)}
         return [info for key, info in self._roster.get(room.name, {}).items() if key not in here]
 
+    # ------------------------------------------------------------------ direct messages across relays
+
+    def _direct_remote(self, session: Session, req: F.Req, now: float) -> F.Frame | None:
+        """`_direct` (requests.py) for a nick not held here: sent to the relay holding it, if any.
+        The Result waits (None: deferred) for that relay's answer, bounded by the time an inbox is
+        kept for its owner's return."""
+        label = "@" + req.room
+        if len(self._remote_dms) >= MAX_REMOTE_DMS:
+            return result_frame(req.cseq, F.RES_REFUSED, 0, "too many direct messages on their way", label)
+        action = req.arg == 1
+        kind_in, kind_out = (F.EV_DM_ACTION, F.EV_DM_ACTION_SENT) if action else (F.EV_DM, F.EV_DM_SENT)
+        ts = self._ts(now)
+        sig = req.sig if len(req.sig) == 64 else b""  # (the author's, as it came; with its key)
+        ev = F.Ev(kind_in, session.nick, req.text, ts, req.mid, sig=sig, key=session.key or b"")
+        echo = F.Ev(kind=kind_out, nick=req.room, text=req.text, ts=ts, mid=req.mid)
+        self._dm_ids += 1
+        give_up = now + self.config.inbox_keep + self.timing.timeout
+        self._remote_dms[self._dm_ids] = (session, req.cseq, echo, label, give_up)
+        self.names.send_dm(self._dm_ids, req.room, F.encode_ev(ev))
+        return None
+
+    def _take_dms(self, now: float) -> None:
+        """Answers about the DMs we sent through the cluster, and DMs for our members."""
+        for dm_id, ok, why in self.names.dm_outcomes():
+            waiting = self._remote_dms.pop(dm_id, None)
+            if waiting is None:
+                continue
+            session, cseq, echo, label, _ = waiting
+            if not ok:
+                self._resolve(session, cseq, result_frame(cseq, F.RES_REFUSED, 0, why, label))
+                continue
+            try:  # the recipient's nick as its relay spells it
+                echo = F.Ev(echo.kind, check_nick(why), echo.text, echo.ts, echo.mid)
+            except InputError:
+                pass
+            seq = session.inbox.append(echo, now)
+            session.inbox.mids.add(echo.mid, seq)
+            self._flush_inbox(session, now)
+            self._resolve(session, cseq, result_frame(cseq, F.RES_OK, seq, "", "@" + echo.nick))
+        while self._remote_dms:  # (all wait the same bound: the oldest first)
+            dm_id = next(iter(self._remote_dms))
+            session, cseq, echo, label, give_up = self._remote_dms[dm_id]
+            if now < give_up:
+                break
+            del self._remote_dms[dm_id]
+            why = f"no answer about its delivery to {echo.nick}: it may not have been delivered"
+            self._resolve(session, cseq, result_frame(cseq, F.RES_REFUSED, 0, why, label))
+        for origin, dm_id, to, data in self.names.incoming_dms():
+            self._deliver_remote(RemoteSender(self.names, origin, dm_id), to, data, now)
+
+    def _deliver_remote(self, sender: RemoteSender, to: str, data: bytes, now: float) -> None:
+        """A DM that came through the cluster into the inbox of our member `to` (checked like
+        anything from the network); `sender` hears when it was acknowledged."""
+        try:
+            got = F.decode_ev(data)
+            sig, key = got.sig, got.key
+            if got.kind not in _DM_IN or got.body or len(sig) not in (0, 64) or len(key) not in (0, 32):
+                return  # (not a DM as a relay makes one: no answer; the sender's relay gives up)
+            check_text(got.text, MAX_TEXT_BYTES)
+            # as this relay would have made it (its own time), the author's signature and key as they came
+            ev = F.Ev(got.kind, check_nick(got.nick), got.text, self._ts(now), got.mid, sig=sig, key=key)
+            target = self._nicks.get(nick_key(check_nick(to)))
+        except (F.FrameError, InputError):
+            return
+        if target is None:
+            sender.answer(result_frame(0, F.RES_REFUSED, 0, f"no one called {to} is here", "@" + to))
+            return
+        done = result_frame(0, F.RES_OK, 0, "", "@" + target.nick)
+        key = (nick_key(ev.nick), ev.mid)
+        seen = target.dm_in.get(key) if ev.mid else None
+        if seen is not None and seen >= target.inbox.first:  # a resend (its sender failed over)
+            if seen <= target.inbox_member.acked:
+                sender.answer(done)
+            else:
+                target.dm_waiters[seen] = (sender, 0, done)
+            return
+        at = target.inbox.append(ev, now)
+        if ev.mid:
+            target.dm_in[key] = at
+            while len(target.dm_in) > MAX_REMOTE_DMS:
+                target.dm_in.popitem(last=False)
+        target.dm_waiters[at] = (sender, 0, done)
+        self._overflowed(target)
+        self._flush_inbox(target, now)
+
     # ------------------------------------------------------------------ nicks across relays
 
     def _claim_shared_nick(self, session: Session, nick: str, resume: int = 0) -> str | None:
@@ -265,6 +361,10 @@ class Follow:
         if self.names is not None:
             self.names.release(nick, session.token)
 
+
+#: direct messages sent through the cluster and not answered yet (per relay), and remembered per
+#: recipient (for resends)
+MAX_REMOTE_DMS = 4096
 
 _ROSTER = (F.EV_JOIN, F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)
 

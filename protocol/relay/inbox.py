@@ -9,6 +9,7 @@ from .. import frames as F
 from .state import (
     _DM_IN,
     Parked,
+    RemoteSender,
     Session,
     result_frame,
 )
@@ -19,6 +20,9 @@ class Inbox:
 
     def _resolve(self, sender: Session, cseq: int, res: F.Result) -> None:
         """A deferred direct message's answer, now known."""
+        if type(sender) is RemoteSender:  # (it came through the cluster: its relay hears it)
+            sender.answer(res)
+            return
         sender.deferred.discard(cseq)
         if self._tokens.get(sender.token) is sender:  # else: it reconnected and will resend
             self._store_result(sender, cseq, res)

@@ -412,6 +412,8 @@ class Requests:
             return result_frame(req.cseq, F.RES_REFUSED, 0, refused, label)
         target = self._nicks.get(nick_key(req.room))
         if target is None:
+            if self.names is not None:  # held through another relay, maybe (cluster.py)
+                return self._direct_remote(session, req, now)
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"no one called {req.room} is here", label)
         label = "@" + target.nick
         ts = self._ts(now)

@@ -312,6 +312,23 @@ class Parked:
         self.until = until
 
 
+class RemoteSender:
+    """The sender of a direct message that came through the cluster from another relay (cluster.py):
+    its waiter in a recipient's inbox answers that relay instead of a session here."""
+
+    __slots__ = ("dm_id", "names", "origin", "token")
+
+    def __init__(self, names: object, origin: str, dm_id: int) -> None:
+        self.names = names
+        self.origin = origin
+        self.dm_id = dm_id
+        self.token = 0
+
+    def answer(self, res: F.Result) -> None:
+        ok = res.code == F.RES_OK
+        self.names.answer_dm(self.origin, self.dm_id, ok, res.room[1:] if ok else res.reason)  # type: ignore[attr-defined]
+
+
 class Pending:
     """A handshake answered (Welcome with handshake message 2) and waiting for the client's
     message 3 (its sealed Login). Counts against `max_sessions`; forgotten after
@@ -335,6 +352,7 @@ class Session:
         "bucket",
         "channel",
         "deferred",
+        "dm_in",
         "dm_waiters",
         "doubted",
         "hs",
@@ -387,6 +405,9 @@ class Session:
         # inbox that a sender waits on (inbox seq -> (sender, cseq, result))
         self.deferred: set[int] = set()
         self.dm_waiters: dict[int, tuple[Session, int, F.Result]] = {}
+        #: direct messages that came through the cluster: (sender's nick_key, mid) -> inbox seq, so
+        #: a resend through another relay (the sender failed over) is not delivered twice
+        self.dm_in: OrderedDict[tuple[str, int], int] = OrderedDict()
         self.vault: dict[str, int] = {}  # passphrase rooms this session proved: room -> key id
 
 

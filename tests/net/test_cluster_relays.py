@@ -237,3 +237,45 @@ async def test_cluster_errors_are_one_line(procs, silent_port):
         p = await procs.start(f"relay{i}", "relay", "--bind", "127.0.0.1:0", *extra)
         assert await p.wait(30) == code, p.stderr
         assert len(p.stderr) == 1 and words in p.stderr[0] and "s3cret" not in p.stderr[0], p.stderr
+
+
+async def test_a_direct_message_reaches_a_member_of_another_relay_once_and_is_acknowledged(
+    procs, nats_server
+):
+    """alice on relay A sends bob, on relay B, a direct message: bob gets it once, signed as alice
+    signed it (his client shows only what verifies against her key), and alice's post is
+    acknowledged only after bob's client acknowledged it; a DM to a nick held nowhere in the
+    cluster is refused with the usual line."""
+    from udproom.protocol import events as E
+    from udproom.protocol.net.runners import RelayClient
+    from udproom.protocol.reliability import Timing
+
+    from .test_runners import Recorder
+
+    a, b = await _relays(procs, nats_server.url, 2)
+    bob = await procs.listen("bob", b, "lobby", "--count", "2", "--timeout", "60", *FAST)
+    await bob.wait_json(lambda o: o["type"] == "joined", 30, "joined")
+    alice = RelayClient(a, "alice", ["lobby"], timing=Timing.fast())
+    rec = Recorder()
+    task = asyncio.create_task(alice.run(rec))
+    try:
+        await rec.wait(lambda e: isinstance(e, E.RoomJoined), 30, "alice joined")
+        first = alice.post("@bob", "psst, across relays")
+        await rec.wait(lambda e: isinstance(e, E.PostAcknowledged) and e.local_id == first, 30, "acked")
+        await bob.wait_until(lambda: bob.of_type("message"), 30, "bob's first message")
+        nobody = alice.post("@nobody", "hello?")
+        await rec.wait(lambda e: isinstance(e, E.PostFailed) and e.local_id == nobody, 30, "refused")
+        (failed,) = [e for e in rec.of(E.PostFailed) if e.local_id == nobody]
+        assert failed.refused and "no one called nobody is here" in failed.reason
+        assert not [e for e in rec.of(E.PostAcknowledged) if e.local_id == nobody]
+        second = alice.post("@bob", "and a second")
+        await rec.wait(lambda e: isinstance(e, E.PostAcknowledged) and e.local_id == second, 30, "acked")
+        assert await bob.wait(60) == 0, bob.stderr  # --count 2: both direct messages
+        msgs = bob.of_type("message")
+        assert [(m["room"], m["nick"], m["text"]) for m in msgs] == [
+            ("@alice", "alice", "psst, across relays"),
+            ("@alice", "alice", "and a second"),
+        ]
+    finally:
+        alice.close()
+        await asyncio.wait_for(task, 30)
