@@ -17,6 +17,7 @@ from udproom.protocol.peer import state as P
 from udproom.protocol.relay import RelayConfig, Stream
 
 from .adversary import Adversary, ints, structs, texts
+from .adversary import frames as any_frames
 from .fakenet import FakeNet
 from .harness import (
     RELAY,
@@ -55,6 +56,10 @@ _OTHER = st.one_of(
     structs(F.Nack),
     structs(F.Ping),
     st.builds(F.Nack, st.just("lobby"), st.lists(ints(), max_size=8)),
+    # any request at all, every field hostile (an op of any number, a body, a signature, a count:
+    # moderation, passphrase rooms, key shares, paging), and any frame the wire format allows
+    structs(F.Req),
+    any_frames(),
 ).map(lambda f: ("frame", f))
 
 
