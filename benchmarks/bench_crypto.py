@@ -40,7 +40,7 @@ from bench_relay_costs import _addr, _connect  # one home for a benchmark's rela
 
 from udproom.protocol import crypto as C
 from udproom.protocol import frames as F
-from udproom.protocol.relay import Relay, RelayConfig
+from udproom.protocol.relay import NO_ADDRESS_LIMITS, Relay, RelayConfig
 from udproom.protocol.reliability import Timing
 
 
@@ -189,7 +189,7 @@ _PN1 = bytes((C.SEALED, C.KIND_SESSION)) + (1).to_bytes(8, "big")  # (a head the
 
 
 def _room(members: int) -> tuple[Relay, list, dict]:
-    cfg = RelayConfig(timing=Timing(), hello_rate=1e9, posts_per_key=0)
+    cfg = RelayConfig(timing=Timing(), hello_rate=1e9, posts_per_key=0, **NO_ADDRESS_LIMITS)
     relay = Relay(cfg)
     now = 1.0
     addrs = []
@@ -221,7 +221,7 @@ def _sealing(relay: Relay, on: bool, channels: dict) -> None:
 def bench_relay_handshake(sessions: int = 200) -> dict:
     """The relay core's side of whole handshakes (Hello, Retry, Hello with cookie, Welcome, Login,
     LoggedIn), clients' work excluded, against one post with its fan-out to nobody."""
-    relay = Relay(RelayConfig(timing=Timing(), hello_rate=1e9, posts_per_key=0))
+    relay = Relay(RelayConfig(timing=Timing(), hello_rate=1e9, posts_per_key=0, **NO_ADDRESS_LIMITS))
     spent = 0.0
     now = 1.0
     user = C.Identity.generate()

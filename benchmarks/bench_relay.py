@@ -7,7 +7,7 @@
 A room of 100 members on 127.0.0.1. Each relay runs in its own process and faces the same load,
 one after the other:
 
-- udproom: the real relay (`RelayServer`, uvloop, RelayConfig(posts_per_key=0): cookies, per-session
+- udproom: the real relay (`RelayServer`, uvloop, per-key and per-address limits off: cookies, per-session
   request order and rate limit, acks, probes/retransmits all on). Senders are real `ClientSession`
   cores posting `Req` frames (cseq, 256 in flight, retransmits); they are members too. The other
   members are lean protocol members (fanout_workers.LeanMember): they do the handshake and the

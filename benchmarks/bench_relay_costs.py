@@ -26,7 +26,7 @@ import tracemalloc
 
 from udproom.protocol import crypto as C
 from udproom.protocol import frames as F
-from udproom.protocol.relay import Relay, RelayConfig, Stream
+from udproom.protocol.relay import NO_ADDRESS_LIMITS, Relay, RelayConfig, Stream
 from udproom.protocol.reliability import Timing
 
 
@@ -67,7 +67,13 @@ _USER = C.Identity.generate()  # (one key for every hand-made session: each prov
 
 
 def build(sessions: int, rooms_each: int) -> tuple[Relay, dict, float]:
-    cfg = RelayConfig(timing=Timing(), max_rooms_per_session=rooms_each, hello_rate=1e9, posts_per_key=0)
+    cfg = RelayConfig(
+        timing=Timing(),
+        max_rooms_per_session=rooms_each,
+        hello_rate=1e9,
+        posts_per_key=0,
+        **NO_ADDRESS_LIMITS,
+    )
     relay = Relay(cfg)
     now = 1.0
     total_rooms = 5 * rooms_each

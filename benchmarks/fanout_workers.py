@@ -15,7 +15,7 @@ stamps: a sender's stamp in the text and the kernel's arrival stamp at the membe
 the one-way latency without the member's own processing; the stamp after processing is kept too.
 
 Roles
-  relay-udproom   the real relay: `RelayServer` on uvloop, default RelayConfig, posts_per_key=0
+  relay-udproom   the real relay: `RelayServer` on uvloop, RelayConfig(posts_per_key=0, **NO_ADDRESS_LIMITS)
   relay-naive     recvfrom, then sendto every member (blocking socket, or --uvloop)
   members-udproom many lean protocol members on their own sockets (see LeanMember)
   members-naive   many counting sockets registered with the naive relay
@@ -167,11 +167,12 @@ def relay_udproom(args: argparse.Namespace) -> None:
             link = NatsLink(args.cluster)
             room_log = JetStreamLog(link, prefix=args.cluster_prefix)
             names = ClusterNicks(link, os.urandom(4).hex(), prefix=args.cluster_prefix)
-        from udproom.protocol.relay import RelayConfig
+        from udproom.protocol.relay import NO_ADDRESS_LIMITS, RelayConfig
 
-        # (a benchmark's few senders post far beyond anyone's rate: the per-key post limit is off,
-        # as with `relay --posts-per-key 0`; everything else is the default RelayConfig)
-        config = RelayConfig(posts_per_key=0)
+        # (a benchmark's few senders post far beyond anyone's rate, and all its clients come from
+        # one address: the per-key and per-address limits are off, as with `relay --posts-per-key 0
+        # --max-sessions-per-address 0 ...`; everything else is the default RelayConfig)
+        config = RelayConfig(posts_per_key=0, **NO_ADDRESS_LIMITS)
         server = RelayServer(
             f"{HOST}:{args.port}", config, log=room_log, names=names, reuse_port=args.reuse_port
         )

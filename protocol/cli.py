@@ -358,6 +358,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages a second one identity key may post, whatever its sessions, addresses or "
         "nicks, in bursts of BURST (default 100/1000; 0 = no limit); beyond it a post is refused",
     )
+    relay.add_argument(
+        "--max-sessions-per-address",
+        type=_at_least_zero,
+        default=64,
+        metavar="N",
+        help="at most N sessions at once from one address (IPv4 address, IPv6 /64); a login beyond "
+        "it is refused (default 64, since a NAT puts many users behind one address; 0 = no limit)",
+    )
+    relay.add_argument(
+        "--requests-per-address",
+        type=_rate,
+        default=(10_000.0, 20_000.0),
+        metavar="RATE[/BURST]",
+        help="requests a second from one address, all its sessions together, in bursts of BURST "
+        "(default 10000/20000; 0 = no limit); beyond it a request is dropped (its client sends it again)",
+    )
+    relay.add_argument(
+        "--posts-per-address",
+        type=_rate,
+        default=(200.0, 2000.0),
+        metavar="RATE[/BURST]",
+        help="messages a second from one address, whatever its keys, sessions or nicks, in bursts "
+        "of BURST (default 200/2000; 0 = no limit); beyond it a post is refused",
+    )
     _add_common(relay)
 
     register = sub.add_parser(
@@ -604,6 +628,9 @@ async def _run_relay(args: argparse.Namespace) -> int:
     config.admin_keys = frozenset(fp for name in args.admin_key for fp in _admin_keys(name))
     config.max_rooms_per_key = args.max_rooms_per_key
     config.posts_per_key, config.posts_per_key_burst = args.posts_per_key
+    config.max_sessions_per_address = args.max_sessions_per_address
+    config.requests_per_address, config.requests_per_address_burst = args.requests_per_address
+    config.posts_per_address, config.posts_per_address_burst = args.posts_per_address
     config.identity = args.identity_key
     names = None
     if args.cluster:

@@ -81,6 +81,10 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         self._hello_limit = SourceLimiter(cfg.hello_rate, burst=cfg.hello_burst)
         #: posts per identity key (requests.py `_post_allowed`): a bucket outlives the session
         self._post_limit = SourceLimiter(cfg.posts_per_key, burst=cfg.posts_per_key_burst)
+        #: per source address (`Session.source`): open sessions, requests and posts (requests.py)
+        self._per_source: dict[object, int] = {}
+        self._request_limit = SourceLimiter(cfg.requests_per_address, burst=cfg.requests_per_address_burst)
+        self._source_post_limit = SourceLimiter(cfg.posts_per_address, burst=cfg.posts_per_address_burst)
         self._timer_at: float | None = None
         self._last_sweep = 0.0
         self._closing = False
@@ -95,6 +99,9 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
                 "unknown_source",
                 "rate_limited",
                 "posts_refused_rate",
+                "posts_refused_address",
+                "requests_limited_address",
+                "sessions_refused_address",
                 "topic_signature_not_kept",
                 "retransmitted",
                 "sessions_opened",
@@ -253,8 +260,14 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
                 self.stats["pending_timed_out"] += 1
                 del self._pending[a]
             self._hello_limit.prune(now)
-            if self.config.posts_per_key > 0:  # (a bucket idle this long is full: nothing forgotten)
-                self._post_limit.prune(now, self.config.posts_per_key_burst / self.config.posts_per_key)
+            cfg = self.config
+            for limiter, rate, burst in (  # (a bucket idle this long is full: nothing forgotten)
+                (self._post_limit, cfg.posts_per_key, cfg.posts_per_key_burst),
+                (self._request_limit, cfg.requests_per_address, cfg.requests_per_address_burst),
+                (self._source_post_limit, cfg.posts_per_address, cfg.posts_per_address_burst),
+            ):
+                if rate > 0:
+                    limiter.prune(now, burst / rate)
             ttl = self.config.empty_room_ttl
             for name in [n for n, r in self.rooms.items() if not r.members and now >= r.last_active + ttl]:
                 del self.rooms[name]
@@ -300,6 +313,15 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         for room in self._rekey_due:
             self._arm(room.rekey_at)
 
+    def _source_count(self, source: object, delta: int) -> int:
+        """Sessions open from `source` (`RelayConfig.max_sessions_per_address`), after `delta`."""
+        n = self._per_source.get(source, 0) + delta
+        if n > 0:
+            self._per_source[source] = n
+        else:
+            self._per_source.pop(source, None)
+        return n
+
     def next_event(self):
         return self._events.popleft() if self._events else None
 
@@ -312,6 +334,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         for session in list(self.sessions.values()):
             self._send_now(session, [F.Bye("relay shutting down")])
         self.sessions.clear()
+        self._per_source.clear()
         self._pending.clear()
         self._tokens.clear()
         self._nicks.clear()
@@ -375,7 +398,8 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         kind = F.EV_TIMEOUT if reason == "timeout" else F.EV_LEAVE
         for room in list(session.rooms.values()):
             self._leave(session, room, now, kind, "" if reason == "timeout" else reason)
-        self.sessions.pop(session.addr, None)
+        if self.sessions.pop(session.addr, None) is session:
+            self._source_count(session.source, -1)
         self._tokens.pop(session.token, None)
         if self._nicks.get(nick_key(session.nick)) is session:
             del self._nicks[nick_key(session.nick)]

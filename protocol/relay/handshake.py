@@ -9,7 +9,7 @@ import math
 
 from .. import frames as F
 from ..addr import Addr
-from ..cookies import hello_padded, limited_reply, screen_unknown
+from ..cookies import hello_padded, limited_reply, screen_unknown, source_of
 from ..crypto import CryptoError, Responder
 from ..names import (
     InputError,
@@ -100,6 +100,12 @@ class Handshake:
             old = self._tokens.get(login.resume)
             if old is not None:  # the same client, from a new address
                 self._drop_session(old, now, "reconnected")
+        limit = self.config.max_sessions_per_address
+        if limit > 0 and self._per_source.get(source_of(addr), 0) >= limit:
+            self.stats["sessions_refused_address"] += 1
+            reason = f"too many sessions from your address on this relay (at most {limit})"
+            self._refuse_login(pending, F.Refuse(reason, [], pending.nonce))
+            return
         refused = self._claim_nick(nick, pending.hs.initiator_key, None, now)  # (moderation.py)
         if refused is not None:
             self._refuse_login(pending, F.Refuse(refused, [], pending.nonce))
@@ -121,6 +127,7 @@ class Handshake:
         if isinstance(login.first_cseq, int) and 1 <= login.first_cseq < 1 << 62:
             session.next_cseq = login.first_cseq
         self.sessions[addr] = session
+        self._source_count(session.source, 1)
         self._tokens[session.token] = session
         self._nicks[nick_key(nick)] = session
         self.stats["sessions_opened"] += 1

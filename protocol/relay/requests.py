@@ -58,27 +58,45 @@ class Requests:
             if len(session.pending) < MAX_PENDING_REQUESTS:
                 session.pending[req.cseq] = req
             return
-        if not session.bucket.take(now):
-            self.stats["rate_limited"] += 1
+        if not self._request_allowed(session, now):
             return  # the client will retransmit: natural backpressure
         self._do(session, req, now)
         while session.next_cseq in session.pending:
             nxt = session.pending.pop(session.next_cseq)
-            if not session.bucket.take(now):
+            if not self._request_allowed(session, now):
                 session.pending[nxt.cseq] = nxt
-                self.stats["rate_limited"] += 1
                 break
             self._do(session, nxt, now)
+
+    def _request_allowed(self, session: Session, now: float) -> bool:
+        """A token from the session's bucket (`RelayConfig.request_rate`) and from its address's,
+        shared by every session from there (`requests_per_address`); a request refused is dropped
+        and counted, and its client sends it again."""
+        if not session.bucket.take(now):
+            self.stats["rate_limited"] += 1
+            return False
+        if self.config.requests_per_address > 0 and not self._request_limit.take(session.source, now):
+            self.stats["requests_limited_address"] += 1
+            return False
+        return True
 
     def _post_refused(self, session: Session, now: float) -> str | None:
         """Why a new post from this session is refused by the per-key rate (None: it is not).
         The bucket is its identity key's, as proven in the handshake, so reconnecting, another
-        address or another nick does not refill it (`RelayConfig.posts_per_key`)."""
+        address or another nick does not refill it (`RelayConfig.posts_per_key`); keys cost
+        nothing to make, so its address's bucket, shared by all its sessions, has a say too
+        (`posts_per_address`)."""
         cfg = self.config
-        if cfg.posts_per_key <= 0 or self._post_limit.take(session.key or session.addr, now):
-            return None
-        self.stats["posts_refused_rate"] += 1
-        return f"too many messages from your key (at most {cfg.posts_per_key:g} a second); wait a moment"
+        if cfg.posts_per_key > 0 and not self._post_limit.take(session.key or session.addr, now):
+            self.stats["posts_refused_rate"] += 1
+            return f"too many messages from your key (at most {cfg.posts_per_key:g} a second); wait a moment"
+        if cfg.posts_per_address > 0 and not self._source_post_limit.take(session.source, now):
+            self.stats["posts_refused_address"] += 1
+            return (
+                f"too many messages from your address (at most {cfg.posts_per_address:g} a second); "
+                "wait a moment"
+            )
+        return None
 
     def _stale(self, session: Session, req: F.Req) -> F.Frame:
         """The answer to a request too old to remember. A join (or names) for a room the session is

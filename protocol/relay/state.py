@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .. import frames as F
 from ..addr import Addr
+from ..cookies import source_of
 from ..crypto import ARGON_MEM, ARGON_OPS, ROOM_OVERHEAD, Identity, Responder, RoomKey, SealedChannel
 from ..names import (
     MAX_REASON_BYTES,
@@ -77,6 +78,23 @@ class RelayConfig:
     #: `passphrase_burst`: online guessing at a passphrase room's door
     passphrase_rate: float = 1.0
     passphrase_burst: float = 10.0
+    #: per source address (`cookies.source_of`: an IPv4 address, an IPv6 /64), whatever its
+    #: sessions, keys or nicks; generous, since a NAT puts many users behind one address (0: no
+    #: limit). The most sessions open at once (a login beyond it is refused)...
+    max_sessions_per_address: int = 64
+    #: ...requests a second, all its sessions together (beyond it a request is dropped and
+    #: counted: the client sends it again; each session has its own `request_rate` too)...
+    requests_per_address: float = 10_000.0
+    requests_per_address_burst: float = 20_000.0
+    #: ...and posts (messages, /me, direct messages) a second, refused like `posts_per_key`
+    posts_per_address: float = 200.0
+    posts_per_address_burst: float = 2_000.0
+
+
+#: RelayConfig(**NO_ADDRESS_LIMITS): the per-address limits off, as with `relay
+#: --max-sessions-per-address 0 --requests-per-address 0 --posts-per-address 0` (benchmarks, whose
+#: thousands of clients all come from one machine)
+NO_ADDRESS_LIMITS = {"max_sessions_per_address": 0, "requests_per_address": 0.0, "posts_per_address": 0.0}
 
 
 # ----------------------------------------------------------------------------- relay events (logs)
@@ -370,6 +388,7 @@ class Session:
         "results",
         "rooms",
         "rtt",
+        "source",
         "token",
         "vault",
     )
@@ -378,6 +397,7 @@ class Session:
         self, addr: Addr, nick: str, nonce: int, now: float, cfg: RelayConfig, hs: Responder
     ) -> None:
         self.addr = addr
+        self.source = source_of(addr)  # what the per-address limits count it as
         self.nick = nick
         self.away = ""
         self.nonce = nonce

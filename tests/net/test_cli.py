@@ -271,3 +271,24 @@ def test_posts_per_key_takes_a_rate_and_a_burst_and_refuses_nonsense(capsys):
         assert main(["relay", "--posts-per-key", bad]) == 2  # bad usage, said in one line
         err = capsys.readouterr().err
         assert "--posts-per-key" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_per_address_limits_take_a_number_or_a_rate_and_refuse_nonsense(capsys):
+    parse = build_parser().parse_args
+    args = parse(["relay"])
+    assert (args.max_sessions_per_address, args.requests_per_address, args.posts_per_address) == (
+        64,
+        (10_000.0, 20_000.0),
+        (200.0, 2000.0),
+    )
+    args = parse(["relay", "--max-sessions-per-address", "0", "--requests-per-address", "50/100"])
+    assert args.max_sessions_per_address == 0 and args.requests_per_address == (50.0, 100.0)
+    assert parse(["relay", "--posts-per-address", "3"]).posts_per_address == (3.0, 30.0)
+    bad = [("--max-sessions-per-address", v) for v in ("-1", "x", "1.5", "nan")]
+    bad += [
+        (flag, v) for flag in ("--requests-per-address", "--posts-per-address") for v in ("nan", "-1", "5/0")
+    ]
+    for flag, value in bad:
+        assert main(["relay", flag, value]) == 2  # bad usage, said in one line
+        err = capsys.readouterr().err
+        assert flag in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -168,9 +168,10 @@ class HandClient:
         self.channel = hs.channel
         self.keys = RoomKeys()
         relay.receive_datagram(msg3, addr, now)
-        frames = self.frames(relay.datagrams_to_send(now))
-        self.logged_in = next(f for f in frames if isinstance(f, F.LoggedIn))
-        self.token = self.logged_in.token
+        #: what the relay answered the Login: a LoggedIn, or a Refuse (then `logged_in` is None)
+        self.answer = frames = self.frames(relay.datagrams_to_send(now))
+        self.logged_in = next((f for f in frames if isinstance(f, F.LoggedIn)), None)
+        self.token = self.logged_in.token if self.logged_in is not None else 0
 
     def seal(self, frames: list[F.Frame]) -> bytes:
         return self.channel.seal(F.encode(frames))
