@@ -153,6 +153,7 @@ class HandClient:
         now: float = 1.0,
         identity: Identity | None = None,
         nonce: int = 7,
+        resume: int = 0,
     ) -> None:
         self.relay = relay
         self.addr = addr
@@ -164,7 +165,7 @@ class HandClient:
         relay.receive_datagram(hello_datagram(cookie, kx=hs.msg1, nonce=nonce), addr, now)
         welcome = F.decode(relay.datagrams_to_send(now)[0][0])[0]
         assert isinstance(welcome, F.Welcome), welcome
-        msg3, _ = hs.finish(welcome.kx, F.encode_one(F.Login(nick, 0, 1)))
+        msg3, _ = hs.finish(welcome.kx, F.encode_one(F.Login(nick, resume, 1)))
         self.channel = hs.channel
         self.keys = RoomKeys()
         relay.receive_datagram(msg3, addr, now)

@@ -67,6 +67,11 @@ def test_a_client_starting_over_or_resuming_at_the_cap_is_not_refused():
     again = HandClient(relay, (ip, 1), "ann", now=1.1, nonce=8)  # the client at this port started over
     assert refusal(again) is None and len(relay.sessions) == 1
     assert relay._per_source == {source_of((ip, 1)): 1} and first.token != again.token
+    moved = HandClient(relay, (ip, 2), "ann", now=1.2, nonce=9, resume=again.token)  # a new port
+    assert refusal(moved) is None and list(relay.sessions) == [(ip, 2)]
+    assert relay._per_source == {source_of((ip, 1)): 1}
+    other = HandClient(relay, (ip, 3), "bob", now=1.3)  # and anyone else from there still is
+    assert refusal(other) is not None
 
 
 def test_addresses_in_one_ipv6_64_share_a_cap_and_other_64s_do_not():
