@@ -173,6 +173,19 @@ class Moderation:
     def _admit(self, session: Session, name: str, new: bool) -> str | None:
         """Why `session` may not join room `name` (None: it may). A room `new` to the relay gets its
         creator (and owner) recorded first."""
+        refused = self._refuses(session, name, new)
+        if refused is not None or not new or name in self.rules:
+            return refused
+        fp = fp_of(session)
+        limit = self.config.max_rooms_per_key
+        owner = fp if fp and self._nick_owner(session.nick) == session.key else ""
+        if owner or limit:
+            self._set_rules(name, RoomRules(owner=owner, creator=fp))  # StoreError: refused
+            self._made[fp] += 1
+        return None
+
+    def _refuses(self, session: Session, name: str, new: bool) -> str | None:
+        """What `_admit` would say, changing nothing (a passphrase room asks before its record)."""
         fp = fp_of(session)
         rules = self.rules.get(name)
         if rules is not None and fp not in self.config.admin_keys:
@@ -187,10 +200,6 @@ class Moderation:
             return "making a room on this relay needs an identity key"
         if limit and self._made[fp] >= limit:
             return f"you have made {self._made[fp]} rooms on this relay, the most one key may"
-        owner = fp if fp and self._nick_owner(session.nick) == session.key else ""
-        if owner or limit:
-            self._set_rules(name, RoomRules(owner=owner, creator=fp))  # StoreError: refused
-            self._made[fp] += 1
         return None
 
     def _set_rules(self, name: str, rules: RoomRules) -> None:

@@ -258,10 +258,9 @@ class Requests:
         if room is not None:  # already in: answer with a fresh snapshot
             m = room.members[session.addr]
             return self._answer(session, self._joined(cseq, room, session, m, 0), now)
-        if len(session.rooms) >= self.config.max_rooms_per_session:
-            return result_frame(
-                cseq, F.RES_REFUSED, 0, f"you are in {len(session.rooms)} rooms already", name
-            )
+        refused = self._rooms_full(session)
+        if refused is not None:
+            return result_frame(cseq, F.RES_REFUSED, 0, refused, name)
         refused = self._admit(session, name, name not in self.rooms and not self.log.last_seq(name))
         if refused is not None:  # (moderation.py: bans, +i, rooms per key)
             return result_frame(cseq, F.RES_REFUSED, 0, refused, name)
@@ -377,6 +376,12 @@ class Requests:
         except UnicodeDecodeError:
             return None
         return topic, value[:32], value[32:96]
+
+    def _rooms_full(self, session: Session) -> str | None:
+        """Why `session` may join no more rooms (None: it may)."""
+        if len(session.rooms) >= self.config.max_rooms_per_session:
+            return f"you are in {len(session.rooms)} rooms already"
+        return None
 
     def _joined(self, cseq: int, room: Stream, session: Session, m: Member, offset: int) -> F.Joined:
         if not m.snapshot:  # freed once the member acked its join: build a fresh one

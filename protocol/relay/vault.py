@@ -54,10 +54,14 @@ class Vault:
                     cache[key[len(PREFIX) :]] = rec
         return cache.get(name)
 
-    def _put_vault(self, name: str, rec: VaultRecord) -> None:
-        self.log.put_record(PREFIX + name, rec.pack())  # StoreError: refused by the caller
+    def _put_vault(self, name: str, rec: VaultRecord | None) -> None:
+        """Store (None: delete) room `name`'s record; StoreError: refused by the caller."""
+        self.log.put_record(PREFIX + name, rec.pack() if rec is not None else None)
         self._vault(name)
-        self.__dict__["_vaults"][name] = rec
+        if rec is not None:
+            self.__dict__["_vaults"][name] = rec
+        else:
+            self.__dict__["_vaults"].pop(name, None)
 
     def _vault_door(self, session: Session, req: F.Req, now: float) -> F.Frame | None:
         """A join or a history page of a passphrase room: None lets it through (the session
@@ -123,13 +127,26 @@ class Vault:
             )
         if session.key is None:
             return result_frame(cseq, F.RES_REFUSED, 0, "a passphrase room needs an identity key", name)
+        # What would refuse the maker's join refuses the room before its record is written...
+        refused = self._rooms_full(session) or self._refuses(session, name, True)  # (rooms per key)
+        if refused is not None:
+            return result_frame(cseq, F.RES_REFUSED, 0, refused, name)
         rec = VaultRecord(p.salt, p.ops, p.mem, p.kid, session.key, verifier_record(p.verifier))
         try:
             self._put_vault(name, rec)
         except StoreError as exc:
             return result_frame(cseq, F.RES_REFUSED, 0, f"the relay could not store it: {exc}", name)
         session.vault[name] = rec.kid
-        return self._join(session, F.Req(cseq, F.OP_JOIN, name, arg=req.arg), now)
+        res = self._join(session, F.Req(cseq, F.OP_JOIN, name, arg=req.arg), now)
+        if type(res) is F.Result and res.code == F.RES_REFUSED:
+            # ...and one refused later (the relay full of rooms, a store or cluster failing) takes
+            # it back: no passphrase room nobody is in, whose door another maker could not pass
+            del session.vault[name]
+            try:
+                self._put_vault(name, None)
+            except StoreError:
+                pass  # (the record stays: the creator's key can still re-key or join it)
+        return res
 
     def _rekey_vault(self, session: Session, req: F.Req, now: float) -> F.Frame:
         """The creator changes the passphrase: new salt, parameters, key id and verifier. Members

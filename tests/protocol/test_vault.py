@@ -56,9 +56,9 @@ class Vault:
     """A relay with small passphrase parameters allowed, and clients that answer NeedPassphrase
     with the passphrase the test gave them (as the app and the CLI do)."""
 
-    def __init__(self, log=None) -> None:
+    def __init__(self, log=None, **config) -> None:
         self.net = FakeNet(0)
-        cfg = RelayConfig(timing=T, argon_ops=SMALL[0], argon_mem=SMALL[1])
+        cfg = RelayConfig(timing=T, argon_ops=SMALL[0], argon_mem=SMALL[1], **config)
         self.relay = self.net.add(RELAY, Relay(cfg, log))
         self.passphrases: dict[tuple, str] = {}
         self.clients: dict[tuple, ClientSession] = {}
@@ -378,6 +378,35 @@ def test_a_room_record_the_log_cannot_store_refuses_the_room_and_claims_nothing(
     assert v.refused(0) == ["the relay could not store it: disk full"]
     assert v.relay._vault("vault") is None and "vault" not in v.relay.rooms
     assert "vault" not in v.clients[client_addr(0)].rooms
+
+
+@pytest.mark.parametrize(
+    ("config", "why"),
+    [
+        ({"max_rooms_per_key": 1}, "you have made 1 rooms on this relay, the most one key may"),
+        ({"max_rooms_per_session": 1}, "you are in 1 rooms already"),
+        ({"max_rooms": 1}, "the relay has too many rooms"),
+    ],
+)
+def test_a_passphrase_room_whose_join_is_refused_leaves_no_record(config, why):
+    """A passphrase room made while a limit refuses its maker's join is not made: no room record
+    is left behind (its salt and verifier would make the name a passphrase room nobody is in,
+    whose door another maker could never pass), and the name stays free."""
+    v = Vault(**config)
+    v.client(0, "alice")
+    v.join(0, "lobby")
+    v.run(lambda: v.joined(0, "lobby"))
+    v.create(0, "vault", "pw")
+    v.run(lambda: v.refused(0))
+    assert v.refused(0) == [why]
+    assert v.relay.log.records(PREFIX) == {} and v.relay._vault("vault") is None
+    assert "vault" not in v.relay.rooms and not v.relay.sessions[client_addr(0)].vault
+    v.net.call(client_addr(0), v.clients[client_addr(0)].part, "lobby")  # room for bob's
+    v.run(lambda: "lobby" not in v.relay.sessions[client_addr(0)].rooms)
+    v.client(1, "bob")
+    v.create(1, "vault", "another passphrase")
+    v.run(lambda: v.joined(1, "vault") or bool(v.refused(1)))
+    assert v.joined(1, "vault") and v.relay._vault("vault") is not None
 
 
 def test_a_body_opens_only_in_its_room_as_its_kind_and_a_share_only_for_its_member():
