@@ -141,6 +141,25 @@ def nick_key(nick: str) -> str:
     return _skeleton_key(nick)
 
 
+@functools.lru_cache(maxsize=16384)
+def nick_keys(nick: str) -> frozenset[str]:
+    """The keys of `nick`: two nicks look alike when their keys meet, and a nick is taken when one
+    of its keys is one of a held nick's (relay sessions, registered nicks, a cluster's claims).
+    `nick_key(nick)` is one of them, the one lookups use.
+
+    One key cannot do: `nick_key` folds case before the confusable skeleton, so capital I is i
+    there, while on the screen it is l ('aIice' shows as 'alice'). The other key reads the nick
+    as shown first (its skeleton, case kept: 'I' is 'l', Greek 'Β' is 'B'), then folds it. So
+    `aIice` is `alice` (as shown) and `aiice` (by case): both are taken while it is held."""
+    shown = unicodedata.normalize("NFKC", nick[: 4 * MAX_NICK_LEN]).translate(_DROP_IGNORABLES)
+    return frozenset((nick_key(nick), nick_key(unicodedata.normalize("NFD", shown).translate(_SKELETON))))
+
+
+def look_alike(a: str, b: str) -> bool:
+    """Do nicks `a` and `b` look alike (`nick_keys` meet)? Then they are not both held at once."""
+    return nick_key(a) == nick_key(b) or not nick_keys(a).isdisjoint(nick_keys(b))
+
+
 def _skeleton_key(nick: str) -> str:
     key = _fold(nick)
     for _ in range(8):

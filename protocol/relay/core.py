@@ -13,6 +13,7 @@ from ..names import (
     MAX_REASON_BYTES,
     clip_utf8,
     nick_key,
+    nick_keys,
 )
 from ..reliability import (
     Deadlines,
@@ -68,7 +69,9 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         self._next_expire = 0.0
         self.sessions: dict[Addr, Session] = {}
         self._tokens: dict[int, Session] = {}
-        self._nicks: dict[str, Session] = {}  # nick_key -> session: nicks are unique per relay
+        self._nicks: dict[str, Session] = {}  # nick_key -> session: lookups by nick
+        #: every key of every held nick (names.nick_keys) -> its session: nicks are unique per relay
+        self._taken: dict[str, Session] = {}
         self._parked: dict[int, Parked] = {}  # old session token -> its undelivered DMs
         self._parked_bytes = 0
         self._probes = Deadlines()  # members whose ack lags, and rooms with fresh data, by when
@@ -313,6 +316,29 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         for room in self._rekey_due:
             self._arm(room.rekey_at)
 
+    def _nick_holder(self, nick: str, me: Session | None = None) -> Session | None:
+        """A session other than `me` holding `nick` or a look-alike of it (None: it is free here)."""
+        for key in nick_keys(nick):
+            holder = self._taken.get(key)
+            if holder is not None and holder is not me:
+                return holder
+        return None
+
+    def _hold_nick(self, session: Session, nick: str) -> None:
+        self._nicks[nick_key(nick)] = session
+        for key in nick_keys(nick):
+            self._taken[key] = session
+
+    def _release_nick(self, session: Session, nick: str) -> bool:
+        """Forget that `session` holds `nick`; False if it did not."""
+        if self._nicks.get(nick_key(nick)) is not session:
+            return False
+        del self._nicks[nick_key(nick)]
+        for key in nick_keys(nick):
+            if self._taken.get(key) is session:
+                del self._taken[key]
+        return True
+
     def _source_count(self, source: object, delta: int) -> int:
         """Sessions open from `source` (`RelayConfig.max_sessions_per_address`), after `delta`."""
         n = self._per_source.get(source, 0) + delta
@@ -338,6 +364,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         self._pending.clear()
         self._tokens.clear()
         self._nicks.clear()
+        self._taken.clear()
         self._parked.clear()
         self._parked_bytes = 0
         self.rooms.clear()
@@ -401,8 +428,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         if self.sessions.pop(session.addr, None) is session:
             self._source_count(session.source, -1)
         self._tokens.pop(session.token, None)
-        if self._nicks.get(nick_key(session.nick)) is session:
-            del self._nicks[nick_key(session.nick)]
+        if self._release_nick(session, session.nick):
             self._release_shared_nick(session, session.nick)
         self._probes.cancel(session.inbox_member)
         self._park(session, now)

@@ -14,7 +14,6 @@ from ..crypto import CryptoError, Responder
 from ..names import (
     InputError,
     check_nick,
-    nick_key,
 )
 from .state import (
     Pending,
@@ -110,7 +109,7 @@ class Handshake:
         if refused is not None:
             self._refuse_login(pending, F.Refuse(refused, [], pending.nonce))
             return
-        holder = self._nicks.get(nick_key(nick))
+        holder = self._nick_holder(nick)
         if holder is not None:
             reason = f"nick {nick} is in use on this relay"
             self._refuse_login(
@@ -129,7 +128,7 @@ class Handshake:
         self.sessions[addr] = session
         self._source_count(session.source, 1)
         self._tokens[session.token] = session
-        self._nicks[nick_key(nick)] = session
+        self._hold_nick(session, nick)
         self.stats["sessions_opened"] += 1
         self._events.append(SessionOpened(nick, addr))
         self._queue(session, self._logged_in(session))

@@ -12,7 +12,8 @@ Everything is decided by identity keys, the ones sessions proved in their handsh
   are operators in every room.
 
 Both live in the room log's records (`RoomLog.put_record`, durable when it returns): "nick/" +
-nick_key -> the owner's public key, "room/" + room -> the rules as JSON. A change is stored before
+nick_key -> the owner's public key (and "nick-alias/" + each other key of `names.nick_keys`, so
+that a look-alike across case is refused too), "room/" + room -> the rules as JSON. A change is stored before
 it is answered; a store that fails refuses the request with its reason. Each operator action is a
 room event naming the operator (frames.EV_KICK ...); a kick or a ban puts the member out, tells it
 in its inbox (EV_KICKED) and rotates the room's key at once.
@@ -27,11 +28,21 @@ from dataclasses import dataclass, replace
 
 from .. import frames as F
 from ..crypto import CryptoError, fingerprint, parse_fingerprint
-from ..names import MAX_REASON_BYTES, InputError, canonical_room, check_nick, clip_utf8, nick_key, sanitize
+from ..names import (
+    MAX_REASON_BYTES,
+    InputError,
+    canonical_room,
+    check_nick,
+    clip_utf8,
+    nick_key,
+    nick_keys,
+    sanitize,
+)
 from ..roomlog import RoomLog, StoreError
 from .state import Session, Stream, result_frame
 
 NICK_RECORD = "nick/"
+NICK_ALIAS = "nick-alias/"  # a registered nick's other keys (names.nick_keys): not counted
 ROOM_RECORD = "room/"
 #: the modes a room can have, as `/mode` spells them
 MODES = {"i": "invite only", "m": "moderated", "t": "topic by operators"}
@@ -103,18 +114,30 @@ class Moderation:
     # ------------------------------------------------------------------ registered nicks
 
     def _nick_owner(self, nick: str) -> bytes | None:
+        """The key `nick` itself is registered to (a lookup: its nick_key)."""
         return self.log.record(NICK_RECORD + nick_key(nick))
 
+    def _nick_owners(self, nick: str) -> set[bytes]:
+        """The keys of the registered nicks `nick` looks like (`names.nick_keys`): a registration
+        is kept under each of its keys, its nick_key counted, the others as aliases."""
+        owners = set()
+        for k in nick_keys(nick):
+            for prefix in (NICK_RECORD, NICK_ALIAS):
+                owner = self.log.record(prefix + k)
+                if owner is not None:
+                    owners.add(owner)
+        return owners
+
     def _claim_nick(self, nick: str, key: bytes | None, me: Session | None, now: float) -> str | None:
-        """Why `key` may not have `nick` (None: it may). A registered nick is its owner's: another
-        session holding it (a ghost of the owner's, or anyone) is ended first."""
-        owner = self._nick_owner(nick)
-        if owner is None:
+        """Why `key` may not have `nick` (None: it may). A registered nick (or a look-alike of one)
+        is its owner's: another session holding a look-alike (a ghost of the owner's, or anyone)
+        is ended first."""
+        owners = self._nick_owners(nick)
+        if not owners:
             return None
-        if owner != key:
+        if owners != {key}:
             return f"nick {nick} is registered on this relay"
-        holder = self._nicks.get(nick_key(nick))
-        if holder is not None and holder is not me:
+        while (holder := self._nick_holder(nick, me)) is not None:
             self._send_now(holder, [F.Bye(F.TAKEN_OVER)])
             self._drop_session(holder, now, "reconnected")
         return None
@@ -122,15 +145,17 @@ class Moderation:
     def _register(self, session: Session, req: F.Req) -> F.Result:
         if session.key is None:
             return result_frame(req.cseq, F.RES_REFUSED, 0, "registering a nick needs an identity key")
-        owner = self._nick_owner(session.nick)
-        if owner is not None and owner != session.key:  # (a Login could not have had it)
+        if self._nick_owners(session.nick) - {session.key}:  # (a Login could not have had it)
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"nick {session.nick} is registered already")
-        if owner is None:
+        if self._nick_owner(session.nick) is None:
             had = self._registered[session.key]
             if had >= self.config.max_nicks_per_key:
                 reason = f"your key has registered {had} nicks on this relay, the most one key may"
                 return result_frame(req.cseq, F.RES_REFUSED, 0, reason)
-            self.log.put_record(NICK_RECORD + nick_key(session.nick), session.key)  # StoreError: refused
+            canonical = nick_key(session.nick)  # StoreError: refused (aliases first: the count last)
+            for k in sorted(nick_keys(session.nick) - {canonical}):
+                self.log.put_record(NICK_ALIAS + k, session.key)
+            self.log.put_record(NICK_RECORD + canonical, session.key)
             self._registered[session.key] += 1
         return result_frame(req.cseq, F.RES_OK, 0, "", "")
 

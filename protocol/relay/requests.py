@@ -189,18 +189,15 @@ class Requests:
             refused = self._claim_nick(new, session.key, session, now)  # (moderation.py)
             if refused is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
-            key = nick_key(new)
-            holder = self._nicks.get(key)
-            if holder is not None and holder is not session:
+            if self._nick_holder(new, session) is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, f"nick {new} is in use on this relay", "")
             refused = self._claim_shared_nick(session, new)
             if refused is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
             old = session.nick
-            if self._nicks.get(nick_key(old)) is session:
-                del self._nicks[nick_key(old)]
+            if self._release_nick(session, old):
                 self._release_shared_nick(session, old)
-            self._nicks[key] = session
+            self._hold_nick(session, new)
             session.nick = new
             for room in session.rooms.values():
                 self._member_left(session, room, old)

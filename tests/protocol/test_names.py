@@ -6,10 +6,11 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from udproom.protocol import events as E
+from udproom.protocol import frames as F
 from udproom.protocol.names import (
     MAX_NICK_LEN,
     InvalidName,
@@ -17,12 +18,14 @@ from udproom.protocol.names import (
     default_nick,
     is_ignorable,
     nick_key,
+    nick_keys,
     sanitize,
 )
+from udproom.protocol.relay import Relay, RelayConfig
 
 from ..terminal import unsafe
 from .adversary import TRICKY_TEXT
-from .harness import Room, client_addr
+from .harness import HandClient, Room, T, client_addr
 
 LOOKALIKES_OF_ALICE = [
     "alice",
@@ -183,6 +186,132 @@ def test_relay_refuses_a_lookalike_of_a_member():
         assert not any(isinstance(e, E.RoomJoined) for e in room.events(addr))
     members = {m.session.nick for m in room.relay.rooms[room.room].members.values()}
     assert members == {"n0", "alice"}
+
+
+# Look-alikes that depend on reading case before or after the confusable skeleton: capital I is
+# the same letter as i (casefolding) but shows as l (the skeleton); Greek capital Beta shows as B
+# (so is b) but casefolds to β (whose skeleton is "ss").
+CROSS_CASE = [
+    ("alice", "aIice"),  # capital I for l
+    ("bob", "\u0392\u039f\u0392"),  # Greek ΒΟΒ
+    ("KAI", "\u039a\u0391\u0399"),  # Greek ΚΑΙ
+    ("Il", "ll"),
+    ("lI", "II"),
+    ("bill", "BIll"),  # (the same by case alone: one key did)
+    ("ivan", "\u0406VAN"),  # Cyrillic І
+]
+
+
+@pytest.mark.parametrize(("held", "fake"), CROSS_CASE)
+def test_the_relay_refuses_a_lookalike_across_case_either_way(held, fake):
+    """`names.nick_keys`: a nick is taken when any of its readings meets one of a held nick's, so
+    neither order (the look-alike first, or the plain nick first) gets two sessions, at login or
+    by a nick change."""
+    for first, second in ((held, fake), (fake, held)):
+        relay = Relay(RelayConfig(timing=T))
+        assert HandClient(relay, ("198.51.100.1", 1), first).logged_in is not None
+        hand = HandClient(relay, ("198.51.100.2", 2), second)
+        reasons = [f.reason for f in hand.answer if isinstance(f, F.Refuse)]
+        assert hand.logged_in is None and reasons == [f"nick {check_nick(second)} is in use on this relay"]
+        other = HandClient(relay, ("198.51.100.3", 3), "zed")
+        other.send([F.Req(1, F.OP_NICK, "", second)], 1.0)
+        (res,) = [f for f in other.frames(relay.datagrams_to_send(1.0)) if isinstance(f, F.Result)]
+        assert res.code == F.RES_REFUSED and "in use" in res.reason
+        assert sorted(s.nick for s in relay.sessions.values()) == sorted([first, "zed"])
+
+
+# One character for another that shows like it (the confusable skeleton, case kept), or is it by
+# width: a nick with some of these swapped shows as the nick.
+SHOWN_ALIKE = {
+    "l": ["I", "1", "\uff4c"],
+    "I": ["l", "1", "\u0399", "\u0406", "\uff29"],
+    "i": ["\u0456", "\uff49"],
+    "o": ["\u043e", "0", "\u03bf"],
+    "O": ["0", "\u041e", "\u039f"],
+    "a": ["\u0430", "\uff41"],
+    "A": ["\u0410", "\u0391"],
+    "e": ["\u0435"],
+    "E": ["\u0415", "\u0395"],
+    "c": ["\u0441"],
+    "C": ["\u0421"],
+    "B": ["\u0392", "\u0412"],
+    "K": ["\u039a", "\u041a"],
+    "N": ["\u039d"],
+}
+
+
+@st.composite
+def lookalike_family(draw):
+    """(a nick, its look-alikes): each the nick in other case (the same nick), or the nick with
+    characters swapped for ones shown alike, invisible joiners between non-ASCII ones."""
+    letters = "abceiklnotzABCEIKLNOTZ"
+    held = draw(st.text(alphabet=letters, min_size=1, max_size=MAX_NICK_LEN))
+    fakes = []
+    for _ in range(draw(st.integers(1, 6))):
+        chars = list(held)
+        if draw(st.booleans()):  # by case
+            chars = [ch.swapcase() if draw(st.booleans()) else ch for ch in chars]
+        else:  # as shown
+            spots = [i for i, ch in enumerate(chars) if ch in SHOWN_ALIKE]
+            for i in draw(st.lists(st.sampled_from(spots), unique=True)) if spots else []:
+                chars[i] = draw(st.sampled_from(SHOWN_ALIKE[chars[i]]))
+            inner = [i for i in range(1, len(chars)) if not chars[i - 1].isascii() and not chars[i].isascii()]
+            if inner and draw(st.booleans()):
+                chars.insert(draw(st.sampled_from(inner)), "\u200d")
+        fakes.append("".join(chars))
+    return held, fakes
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lookalike_family())
+def test_property_the_relay_never_holds_two_sessions_whose_nicks_look_alike(family):
+    """Whatever look-alikes of a nick log in, or rename themselves, after it: the relay holds
+    exactly one session among them (the first), and every other is refused with one line."""
+    base, variants = family
+    variants = [v for v in variants if v != base]
+    relay = Relay(RelayConfig(timing=T))
+    assert HandClient(relay, ("198.51.100.1", 1), base).logged_in is not None
+    for i, fake in enumerate(variants, start=2):
+        hand = HandClient(relay, ("198.51.100.2", i), fake, nonce=i)
+        (refuse,) = [f for f in hand.answer if isinstance(f, F.Refuse)]
+        assert hand.logged_in is None and "\n" not in refuse.reason
+        assert refuse.reason.startswith("bad nick") or refuse.reason.endswith("is in use on this relay")
+    other = HandClient(relay, ("198.51.100.3", 1), "zz-other")
+    other.send([F.Req(cseq, F.OP_NICK, "", fake) for cseq, fake in enumerate(variants, start=1)], 1.0)
+    codes = [f.code for f in other.frames(relay.datagrams_to_send(1.0)) if isinstance(f, F.Result)]
+    assert codes == [F.RES_REFUSED] * len(variants)
+    assert sorted(s.nick for s in relay.sessions.values()) == sorted([base, "zz-other"])
+
+
+def test_a_registered_nick_refuses_its_lookalikes_across_case_and_counts_once():
+    from udproom.protocol.crypto import Identity
+    from udproom.protocol.relay.moderation import count_registered
+
+    for registered, fakes in (("aIice", ["alice", "AIICE", "aiice", "a1ice"]), ("alice", ["aIice", "AlICE"])):
+        relay = Relay(RelayConfig(timing=T))
+        key = Identity.generate()
+        owner = HandClient(relay, ("198.51.100.1", 1), registered, identity=key)
+        owner.send([F.Req(1, F.OP_REGISTER)], 1.0)
+        (res,) = [f for f in owner.frames(relay.datagrams_to_send(1.0)) if isinstance(f, F.Result)]
+        assert res.code == F.RES_OK and count_registered(relay.log) == {key.public: 1}
+        owner.send([F.Bye("later")], 1.0)
+        for i, fake in enumerate(fakes, start=2):
+            hand = HandClient(relay, ("198.51.100.2", i), fake, nonce=i)
+            reasons = [f.reason for f in hand.answer if isinstance(f, F.Refuse)]
+            assert reasons == [f"nick {fake} is registered on this relay"], (registered, fake)
+        # its owner's key takes any of them (it looks like its own)
+        assert HandClient(relay, ("198.51.100.3", 3), fakes[0], identity=key).logged_in is not None
+
+
+@pytest.mark.parametrize(("held", "fake"), CROSS_CASE)
+def test_nick_keys_meet_for_lookalikes_across_case(held, fake):
+    assert nick_key(held) in nick_keys(held) and nick_keys(held) & nick_keys(fake)
+
+
+def test_nick_keys_of_distinct_nicks_do_not_meet():
+    for i, a in enumerate(DISTINCT):
+        for b in DISTINCT[i + 1 :]:
+            assert not nick_keys(a) & nick_keys(b), (a, b)
 
 
 # --------------------------------------------------------------------------- sanitize
