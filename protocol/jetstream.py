@@ -38,7 +38,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from . import frames as F
-from .names import nick_key
+from .names import nick_key, nick_keys
 from .roomlog import DAY, KEEP_DAYS, KEEP_EVENTS, MID_WINDOW, Commit, RoomLog, StoreError, _Mids, _new_epoch
 
 log = logging.getLogger("udproom.cluster")
@@ -930,7 +930,12 @@ class ClusterNames:
 
     @staticmethod
     def key(nick: str) -> str:
-        return hashlib.sha256(nick_key(nick).encode("utf-8", "surrogatepass")).hexdigest()
+        return ClusterNames.key_of(nick_key(nick))
+
+    @staticmethod
+    def key_of(k: str) -> str:
+        """The KV key of one of a nick's keys (`names.nick_keys`)."""
+        return hashlib.sha256(k.encode("utf-8", "surrogatepass")).hexdigest()
 
     async def claim(self, nick: str, owner: str) -> int | None:
         """The claim's revision, or None when the nick (as nick_key sees it) is someone else's."""
@@ -951,11 +956,14 @@ class ClusterNames:
 
     async def release(self, nick: str, revision: int) -> bool:
         """Delete the claim if it is still this revision (a newer claimant's stays)."""
+        return await self.release_key(self.key(nick), revision)
+
+    async def release_key(self, key: str, revision: int) -> bool:
         from nats.js.errors import APIError
 
         kv = await self._store()
         try:
-            return bool(await kv.delete(self.key(nick), last=revision))
+            return bool(await kv.delete(key, last=revision))
         except (APIError, _wrong_last()):
             return False
 
@@ -1295,10 +1303,26 @@ class ClusterNicks:
         return json.dumps({"nick": nick, "owner": f"{self.relay_id}/{who}", "session": who}).encode()
 
     async def _claim(self, nick: str, token: int, resume: int) -> bool:
+        """Every key of the nick (`names.nick_keys`: its look-alikes' too), or none of them."""
+        who, done = self._who(token), []
+        for key in sorted(ClusterNames.key_of(k) for k in nick_keys(nick)):
+            held = self._mine.get(key)
+            if held is not None and held[1] == who:  # the session's own (a nick change to a look-alike)
+                self._mine[key] = (nick, who, held[2])
+            elif not await self._claim_key(key, nick, who, resume):
+                for k, before in reversed(done):  # roll back what this claim took
+                    if before is not None:
+                        self._mine[k] = before
+                    else:
+                        await self.names.release_key(k, self._mine.pop(k)[2])
+                return False
+            done.append((key, held))
+        return True
+
+    async def _claim_key(self, key: str, nick: str, who: str, resume: int) -> bool:
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
         kv = await self.names._store()
-        key, who = ClusterNames.key(nick), self._who(token)
         try:
             rev = await kv.create(key, self._value(nick, who))
         except _wrong_last():
@@ -1335,12 +1359,12 @@ class ClusterNicks:
             return None
 
     async def _release(self, nick: str, token: int) -> None:
-        key = ClusterNames.key(nick)
-        held = self._mine.get(key)
-        if held is None or held[1] != self._who(token):
-            return
-        del self._mine[key]
-        await self.names.release(nick, held[2])
+        for key in [ClusterNames.key_of(k) for k in nick_keys(nick)]:
+            held = self._mine.get(key)
+            if held is None or held[1] != self._who(token) or held[0] != nick:  # (kept by a new nick)
+                continue
+            del self._mine[key]
+            await self.names.release_key(key, held[2])
 
     async def _refresh(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from udproom.protocol import frames as F
-from udproom.protocol.jetstream import ClusterNames, JetStreamLog, NatsLink, RoomSettings
+from udproom.protocol.jetstream import ClusterNames, ClusterNicks, JetStreamLog, NatsLink, RoomSettings
 from udproom.protocol.roomlog import MemoryLog, StoreError
 
 from ..protocol.test_roomlog import _bytes, model_ops, same_answers
@@ -223,6 +223,38 @@ def test_nick_claims_across_relays_exactly_one_wins(nats_server):
         assert on(w + 1, names[(w + 1) % 3].claim("Bob", "relay/late")) is not None  # free again
         assert on(2, names[2].claim("BOB", "relay/later")) is None
     finally:
+        for link in links:
+            link.close()
+
+
+def test_a_nick_claim_across_relays_covers_its_look_alikes_across_case(nats_server):
+    """ClusterNicks claims every key of a nick (`names.nick_keys`), or none: 'aIice' (capital I)
+    through one relay keeps 'alice' out at another, and the other way round; a session renaming
+    itself into a look-alike keeps what both nicks share; a refused claim leaves nothing behind."""
+    links = [NatsLink(nats_server.url) for _ in range(2)]
+    names = [ClusterNicks(link, f"relay{i}", ttl=30.0) for i, link in enumerate(links)]
+    try:
+
+        def owner(nick: str):
+            return links[1].call(names[1].names.owner(nick))
+
+        assert names[0].claim("aIice", 1)
+        assert not names[1].claim("alice", 2) and not names[1].claim("ALICE", 2)
+        assert not names[1].claim("aiice", 3)  # 'aIice' read as i
+        # 'AIICE' is 'aiice' by case (taken) and 'allce' as shown (free): it stays free
+        assert not names[1].claim("AIICE", 5)
+        assert owner("allce") is None and not names[1]._mine
+        assert names[0].claim("alice", 1)  # session 1 renames itself: 'alice' is its own already
+        names[0].release("aIice", 1)  # (its old nick: what 'alice' shares stays claimed)
+        wait_for(lambda: owner("aiice") is None)
+        assert not names[1].claim("alice", 2)
+        assert names[1].claim("aiice", 3)  # what only 'aIice' had is free
+        names[0].release("alice", 1)
+        wait_for(lambda: owner("alice") is None)
+        assert names[1].claim("alice", 2)  # 'aiice' and 'alice' are not look-alikes of each other
+    finally:
+        for n in names:
+            n.close()
         for link in links:
             link.close()
 

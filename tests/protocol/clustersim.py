@@ -15,7 +15,7 @@ import time
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
 from udproom.protocol.client import ClientSession
-from udproom.protocol.names import nick_key
+from udproom.protocol.names import nick_key, nick_keys
 from udproom.protocol.relay import Relay, RelayConfig
 from udproom.protocol.reliability import Timing
 from udproom.protocol.roomlog import Commit, RoomLog, _Mids
@@ -38,7 +38,7 @@ class SimStream:
         self.due: list[tuple[float, object]] = []
         self.epoch = 42
         self.names: dict[tuple, SimNames] = {}  # relay address -> its nick claims (when given)
-        self.claims: dict[str, tuple[tuple, int]] = {}  # nick_key -> (relay, session token)
+        self.claims: dict[str, tuple[tuple, int, str]] = {}  # nick_keys -> (relay, session token, nick)
 
     # a FakeNet node
     def receive_datagram(self, data, addr, now) -> None: ...
@@ -197,15 +197,20 @@ class SimNames:
         cluster.names[addr] = self
 
     def claim(self, nick: str, token: int, resume: int = 0) -> bool:
-        held = self.cluster.claims.get(nick_key(nick))
-        if held is not None and held[1] not in (token, resume) and held[0] in self.cluster.names:
-            return False
-        self.cluster.claims[nick_key(nick)] = (self.addr, token)
+        """Every key of the nick (names.nick_keys), or none, as ClusterNicks claims them."""
+        keys = nick_keys(nick)
+        for key in keys:
+            held = self.cluster.claims.get(key)
+            if held is not None and held[1] not in (token, resume) and held[0] in self.cluster.names:
+                return False
+        for key in keys:
+            self.cluster.claims[key] = (self.addr, token, nick)
         return True
 
     def release(self, nick: str, token: int) -> None:
-        if self.cluster.claims.get(nick_key(nick)) == (self.addr, token):
-            del self.cluster.claims[nick_key(nick)]
+        for key in nick_keys(nick):  # (a key the session's new nick shares stays its own)
+            if self.cluster.claims.get(key) == (self.addr, token, nick):
+                del self.cluster.claims[key]
 
     def set_wakeup(self, fn) -> None: ...
 
