@@ -23,6 +23,7 @@ from ..names import (
     canonical_room,
     check_nick,
     check_text,
+    look_alike,
     nick_key,
 )
 from ..reliability import (
@@ -268,7 +269,7 @@ class Membership:
         we are the later one (we leave the room); otherwise the new member may be hidden."""
         name = lr.name
         r = self.rooms.get(name)
-        if nick_key(link.nick) == nick_key(self.nick) and r is not None:
+        if look_alike(link.nick, self.nick) and r is not None:
             settled_here = now - r.joined_at >= self.timing.timeout
             if not settled_here and (r.joined_ts, self.node) > (lr.since, link.node):  # we came later
                 self.part(name, now)
@@ -395,28 +396,26 @@ class Membership:
             self._events.append(E.Notice(text, name))
 
     def _owner(self, nick: str) -> Link | None:
-        """The link that has `nick`: of two with one nick, the one that had it first."""
-        key = nick_key(nick)
-        links = [lk for lk in self.links.values() if lk.state == UP and nick_key(lk.nick) == key]
+        """The link that has `nick`: of two with one nick (or look-alikes), the one that had it first."""
+        links = [lk for lk in self.links.values() if lk.state == UP and look_alike(lk.nick, nick)]
         return min(links, key=lambda lk: lk.nick_at, default=None)
 
     def _taken(self, name: str, nick: str, link: Link) -> bool:
-        """Is `nick` ours, or a shown member's other than `link`, in room `name`?"""
-        key = nick_key(nick)
-        if key == nick_key(self.nick):
+        """Is `nick` (or a look-alike) ours, or a shown member's other than `link`, in room `name`?"""
+        if look_alike(nick, self.nick):
             return True
         return any(
-            other is not link and nick_key(other.nick) == key and not other.rooms[name].hidden
+            other is not link and look_alike(other.nick, nick) and not other.rooms[name].hidden
             for other in self._members(name)
         )
 
     def _unhide(self, name: str, nick: str, now: float) -> None:
         """`nick` left `name`: a member hidden for having the same nick can be announced now."""
-        if nick_key(nick) == nick_key(self.nick):
+        if look_alike(nick, self.nick):
             return
         for other in self._members(name):
             lr = other.rooms[name]
-            if lr.hidden and nick_key(other.nick) == nick_key(nick):
+            if lr.hidden and look_alike(other.nick, nick):
                 lr.hidden = False
                 self._events.append(E.MemberJoined(name, self.lc, other.nick, self._ts(now)))
                 return

@@ -21,6 +21,7 @@ from ..names import (
     check_nick,
     check_text,
     is_direct,
+    look_alike,
     nick_key,
 )
 from ..pins import KeyPins
@@ -202,7 +203,7 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
             return
         for name in self.rooms:
             for link in self._members(name):
-                if nick_key(link.nick) == nick_key(nick):
+                if look_alike(link.nick, nick):
                     self._events.append(E.RequestRefused("nick", name, f"nick {nick} is taken in #{name}"))
                     return
         old, self.nick = self.nick, nick

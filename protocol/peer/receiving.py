@@ -13,7 +13,7 @@ from ..crypto import signed_bytes
 from ..names import (
     MAX_TEXT_BYTES,
     check_text,
-    nick_key,
+    look_alike,
 )
 from ..reliability import (
     RecvStream,
@@ -89,7 +89,7 @@ class Receiving:
                 mid=m.mid,
             )
             if name == "":
-                if self._owner(link.nick) is not link or nick_key(link.nick) == nick_key(self.nick):
+                if self._owner(link.nick) is not link or look_alike(link.nick, self.nick):
                     continue  # a DM from a second holder of a nick would look like the first's
                 self._events.append(
                     E.MessageReceived(

@@ -185,3 +185,21 @@ def test_a_refusal_cannot_park_the_client_for_ever_nor_hammer_the_relay():
             assert isinstance(events[-1], E.Refused) and c.state == "closed"
         else:
             assert events[-1] == E.ConnectionLost("nick zed is in use", wait) and c.get_timer() == 1.0 + wait
+
+
+def test_a_peer_cannot_rename_itself_into_a_lookalike_across_case():
+    """Direct mode: "aIice" (capital I) is "alice" to a reader; mallory renaming itself so is not
+    shown beside the real one, and its posts and direct messages are not shown as the real one's;
+    our own nick change into a look-alike of a member's is refused (names.look_alike)."""
+    net, (p0, _alice, mallory) = trio(nicks=("p0", "alice", "mallory"))
+    mallory.nick = "aIice"
+    net.call(addr(MALLORY), mallory._refresh_all)
+    net.run_until(net.now + 0.2)
+    net.call(addr(MALLORY), mallory.post, "@p0", "psst, alice here")
+    net.run_until(net.now + 0.3)
+    assert sorted(p0.members("lobby")) == ["alice", "p0"]
+    assert not [e for e in of(net, 0, E.MessageReceived) if e.room == "@aIice"]
+    net.call(addr(0), p0.set_nick, "AIice")
+    assert p0.nick == "p0" and [e.reason for e in of(net, 0, E.RequestRefused)] == [
+        "nick AIice is taken in #lobby"
+    ]
