@@ -131,8 +131,9 @@ def _fold(text: str) -> str:
 
 @functools.lru_cache(maxsize=16384)  # a join compares against every member (up to 1,000): ~8 µs each
 def nick_key(nick: str) -> str:
-    """The form under which two nicks are the same nick: every uniqueness check and every lookup
-    by nick (relay, peer, app) compares `nick_key(a) == nick_key(b)`, never the raw strings.
+    """The form under which two nicks are the same nick: every lookup by nick (relay, peer, app)
+    compares `nick_key(a) == nick_key(b)`, never the raw strings; a uniqueness check also
+    refuses a look-alike across case, whose other key (`nick_keys`, `look_alike`) meets it.
 
     Case, width and compatibility forms (NFKC, casefold), invisible characters (dropped) and
     look-alikes from other scripts (the Unicode TR39 confusable skeleton: Cyrillic 'а' is Latin

@@ -26,10 +26,10 @@ How it works, in one page (README has the long form):
   further behind than the log keeps (retention) gets `Gone` and skips ahead. All repair to a
   session (NACK answers, probes, backfill, repeated and stale answers, names chunks) is bounded by
   its `RepairBudget`: `repair_window` bytes per round trip.
-- Nicks are unique per relay (`names.nick_key`), so a direct message has one recipient. Its Result
-  waits until the recipient acks it; if the recipient drops, its undelivered direct messages are
-  kept (bounded, `inbox_keep`) for whoever presents its old session token in `Login.resume`, and
-  the sender is told it failed if they are thrown away.
+- Nicks are unique per relay (`names.nick_keys`: look-alikes too), so a direct message has one
+  recipient. Its Result waits until the recipient acks it; if the recipient drops, its
+  undelivered direct messages are kept (bounded, `inbox_keep`) for whoever presents its old
+  session token in `Login.resume`, and the sender is told it failed if they are thrown away.
 - Sessions that send nothing (clients ping when quiet) for `timing.timeout` are timed out and the
   room is told.
 """
