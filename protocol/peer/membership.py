@@ -384,11 +384,11 @@ class Membership:
                 self._pins_warned = True  # said once
                 self._events.append(E.Notice(f"nick pins kept in memory only: {self.pins.write_error}"))
             return
-        if pinned == link.key:
+        if pinned == fingerprint(link.key):
             return
         self.stats["key_changed"] += 1
         text = (
-            f"{link.nick}'s key changed: was {fingerprint(pinned)}, now {fingerprint(link.key)} "
+            f"{link.nick}'s key changed: was {pinned}, now {fingerprint(link.key)} "
             f"(another person, or {link.nick} with a new key: check with them)"
         )
         for name in rooms:
