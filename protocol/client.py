@@ -41,8 +41,8 @@ from .crypto import (
     check_kdf_params,
     fingerprint,
     is_sealed,
-    signed_bytes,
 )
+from .crypto import signed_event as _signed
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TOPIC_BYTES,
@@ -1382,16 +1382,6 @@ _MODERATION_EVENTS = {
 }
 
 _POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
-
-
-def _signed(room: str, kind: int, mid: int, text: str, body: bytes = b"") -> bytes:
-    """What a room message's author signs (`crypto.signed_bytes`). The time is not in it: the relay
-    stamps a message's time, so the signature binds the room, kind, message id and text. In a
-    passphrase room it binds the sealed body instead (the text is empty there), under the room name
-    prefixed "sealed:" (no room name holds a ':'), so a body can never pass for a clear text."""
-    if body:
-        return signed_bytes("sealed:" + room, kind, mid, 0.0, body)
-    return signed_bytes(room, kind, mid, 0.0, text.encode("utf-8", "surrogatepass"))
 
 
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)
