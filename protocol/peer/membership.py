@@ -301,15 +301,15 @@ class Membership:
 
     def _topic_signed(self, link: Link, j: F.PeerJoin) -> bool:
         """Did the topic's setter sign the topic in `j` (docs/security.md, "Signed topics"), whoever
-        passes it on? Its key must have signed the room, the topic's stamp and its text (so no text
-        is altered and no old topic comes back re-stamped), and be the setter's: the link's own
-        key when the link is the setter; else the key of the member linked under that nick (or
-        ours); and the nick's pin if it has one. A setter we never met is taken at its key's word,
-        as relayed history is (its nick is the claim of whoever signed)."""
-        key, sig = j.topic_key, j.topic_sig
-        if not self.sigs.verify(key, signed_event(j.room, F.EV_TOPIC, j.topic_lc, j.topic), sig):
+        passes it on? Its key must have signed the room, the topic's stamp, its text and its
+        setter's nick (so no text is altered, no old topic comes back re-stamped, and none is
+        said to be another's), and be the setter's: the link's own key when the link is the
+        setter; else the key of the member linked under that nick (or ours); and the nick's pin if
+        it has one. A setter we never met is taken at its key's word, as relayed history is (its
+        nick is the claim of whoever signed)."""
+        key, sig, by = j.topic_key, j.topic_sig, nick_key(j.topic_by)
+        if not self.sigs.verify(key, signed_event(j.room, F.EV_TOPIC, j.topic_lc, j.topic, by=by), sig):
             return False
-        by = nick_key(j.topic_by)
         if by == nick_key(self.nick):
             return key == self.identity.public
         owner = link if by == nick_key(link.nick) else self._owner(j.topic_by)

@@ -219,7 +219,7 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
             raise Refused(f"you are not in #{name}")
         self._tick()
         r.topic, r.topic_key = topic, (self.lc, self.nick)
-        sig = self.identity.sign(signed_event(name, F.EV_TOPIC, self.lc, topic))
+        sig = self.identity.sign(signed_event(name, F.EV_TOPIC, self.lc, topic, by=nick_key(self.nick)))
         r.topic_proof = (self.identity.public, sig)
         self._events.append(E.TopicChanged(name, self.lc, self.nick, topic, self._ts(now)))
         self._refresh_all(now)
