@@ -97,7 +97,9 @@ class _PinFile:
         pins: dict[str, dict[str, str]] = {}
         for scope, table in data.items():
             if not isinstance(table, dict):
-                raise PinFileError(f"{self.path}: {scope} is not a [table] of nicks; fix or delete that line")
+                raise PinFileError(
+                    f"{self.path}: {json.dumps(scope)} is not a [table] of nicks; fix or delete that line"
+                )
             merged = pins.setdefault(DIRECT if scope == _OLD_DIRECT else scope, {})
             for name, fp in self._table(table, scope).items():
                 merged.setdefault(name, fp)
@@ -108,7 +110,7 @@ class _PinFile:
         for name, value in table.items():
             fp = _as_fingerprint(value)
             if fp is None:
-                where = f"[{scope}] {name}" if scope else name
+                where = f"[{json.dumps(scope)}] {json.dumps(name)}" if scope else json.dumps(name)
                 raise PinFileError(f"{self.path}: {where} has no valid fingerprint; fix or delete that line")
             out[name] = fp
         return out

@@ -92,6 +92,7 @@ def test_files_of_earlier_versions_are_read_and_kept(tmp_path):
         b"[nicks]\nalice = 'not a key'\n",
         f"[direct]\nalice = '{A.public.hex()[:-2]}'\n".encode(),
         f"alice = '{A.fingerprint}'\n".encode(),  # (a nick outside any table)
+        b'[direct]\n"two\\nlines" = "x"\n',  # (the name is quoted in the message: one line)
         b"[direct]\n\xff\xfe = 1\n",  # not UTF-8
     ],
 )
