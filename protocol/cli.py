@@ -158,16 +158,16 @@ def _identity(args: argparse.Namespace) -> Any:
 
 
 def _known() -> tuple[Any, Any]:
-    """The relays' keys and the members' keys pinned so far (trust on first use), checked
-    readable up front."""
+    """The relays' keys pinned so far (trust on first use) and the file of the members' keys,
+    checked readable up front."""
     from . import paths
-    from .known import KnownKeys, KnownRelays, KnownRelaysError
+    from .pins import KeyPins, KnownRelays, PinFileError
 
-    known, keys = KnownRelays(paths.known_relays_path()), KnownKeys(paths.known_keys_path())
+    known, keys = KnownRelays(paths.known_relays_path()), paths.known_keys_path()
     try:
         known.get("")
-        keys.for_relay("")
-    except KnownRelaysError as exc:
+        KeyPins.load(keys, "")
+    except PinFileError as exc:
         raise Failure(str(exc)) from None
     return known, keys
 

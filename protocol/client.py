@@ -41,8 +41,8 @@ from .crypto import (
     check_kdf_params,
     fingerprint,
     is_sealed,
-    signed_bytes,
 )
+from .crypto import signed_event as _signed
 from .names import (
     MAX_AWAY_BYTES,
     MAX_TOPIC_BYTES,
@@ -53,6 +53,7 @@ from .names import (
     is_direct,
     nick_key,
 )
+from .pins import KeyPins
 from .reliability import AckScheduler, DedupeWindow, RecvStream, RttEstimator, Timing
 
 IDLE, HANDSHAKE, CONNECTED, WAITING, CLOSED = "idle", "handshake", "connected", "waiting", "closed"
@@ -159,20 +160,21 @@ class ClientSession:
         identity: Identity | None = None,
         pinned: bytes | str | None = None,
         kdf_check: Callable[[int, int], None] = check_kdf_params,
-        key_pins: dict[str, str] | None = None,
+        key_pins: KeyPins | None = None,
     ) -> None:
         """`identity`: the user's key, proven to the relay in every handshake (None: one made for
         this session). `pinned`: the relay's key (or its fingerprint) this session insists on; a
         relay proving another is refused (`E.Refused`, never retried). None: trust on first use,
         and the key the relay proved is in `E.Connected.relay_key` for the caller to pin.
         `kdf_check`: what Argon2id parameters a passphrase room may ask for (tests only loosen it).
-        `key_pins`: members' keys pinned on this relay before, `nick_key(nick)` -> fingerprint (a
-        nick met with no pin is pinned, `E.KeyPinned`; with another key, a room `Notice` says so)."""
+        `key_pins`: members' keys pinned on this relay (`pins.KeyPins` of its address; None: in
+        memory for this session): a nick met with no pin is pinned, `E.KeyPinned`; with another
+        key, a room `Notice` says so."""
         self._my_nicks: set[str] = set()  # nick_keys we had this session: what a DM to us names
         self.nick = check_nick(nick)
         self.identity = identity if identity is not None else Identity.generate()
         self.pinned = pinned
-        self.key_pins = key_pins if key_pins is not None else {}
+        self.key_pins = key_pins if key_pins is not None else KeyPins()
         self._key_warned: set[tuple[str, str]] = set()
         self.relay_key: bytes | None = None  # as proven in the last handshake
         self.pin_refused = False  # the relay proved a key other than the pinned one
@@ -1380,16 +1382,6 @@ _MODERATION_EVENTS = {
 }
 
 _POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
-
-
-def _signed(room: str, kind: int, mid: int, text: str, body: bytes = b"") -> bytes:
-    """What a room message's author signs (`crypto.signed_bytes`). The time is not in it: the relay
-    stamps a message's time, so the signature binds the room, kind, message id and text. In a
-    passphrase room it binds the sealed body instead (the text is empty there), under the room name
-    prefixed "sealed:" (no room name holds a ':'), so a body can never pass for a clear text."""
-    if body:
-        return signed_bytes("sealed:" + room, kind, mid, 0.0, body)
-    return signed_bytes(room, kind, mid, 0.0, text.encode("utf-8", "surrogatepass"))
 
 
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)

@@ -765,6 +765,22 @@ def signed_bytes(room: str, kind: int, mid: int, ts: float, body: bytes) -> byte
     )
 
 
+def signed_event(room: str, kind: int, mid: int, text: str, body: bytes = b"", by: str = "") -> bytes:
+    """What the author of a room event signs when the time is not its own (`signed_bytes` with no
+    time): a message in relay mode (the relay stamps its time: the signature binds the room, kind,
+    message id and text), a topic in either mode (`mid` 0 in relay mode; in direct mode the topic's
+    Lamport stamp, so an old topic cannot come back as a new one, and `by`, the setter's
+    `nick_key`, so no one passing it on can say another nick set it). In a passphrase room it binds
+    the sealed body instead (the text is empty there), under the room name prefixed "sealed:" (no
+    room name holds a ':'), so a body can never pass for a clear text; `by` likewise, as
+    "by:NICK:" before the room."""
+    if by:
+        room = f"by:{by}:{room}"
+    if body:
+        return signed_bytes("sealed:" + room, kind, mid, 0.0, body)
+    return signed_bytes(room, kind, mid, 0.0, text.encode("utf-8", "surrogatepass"))
+
+
 def sign_message(identity: Identity, room: str, kind: int, mid: int, ts: float, body: bytes) -> bytes:
     return identity.sign(signed_bytes(room, kind, mid, ts, body))
 

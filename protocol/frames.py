@@ -439,6 +439,11 @@ class PeerJoin(Frame, tag=35):
     #: when the sender joined `room` (its wall clock): of two peers with one nick, the later
     #: joiner is refused
     since: float = 0.0
+    #: protocol 2: the topic's setter's identity key and its signature over the room, the topic's
+    #: stamp and text (`crypto.signed_event(room, EV_TOPIC, topic_lc, topic)`): whoever relays a
+    #: topic, only its setter could have made it
+    topic_key: bytes = b""
+    topic_sig: bytes = b""
 
 
 AnyFrame = (

@@ -99,11 +99,9 @@ def relay_identity():
 
 def relay_client(address: str, spec: Spec, timing=None):
     from udproom.protocol import paths
-    from udproom.protocol.known import KnownKeys, KnownRelays, KnownRelaysError
     from udproom.protocol.net import runners
+    from udproom.protocol.pins import KnownRelays, PinFileError
 
-    known = KnownRelays(paths.known_relays_path())
-    keys = KnownKeys(paths.known_keys_path())
     try:
         return runners.RelayClient(
             address,
@@ -111,10 +109,10 @@ def relay_client(address: str, spec: Spec, timing=None):
             list(spec.rooms),
             timing=timing,
             identity=identity(spec),
-            known=known,
-            known_keys=keys,
+            known=KnownRelays(paths.known_relays_path()),
+            known_keys=paths.known_keys_path(),
         )
-    except KnownRelaysError as e:
+    except PinFileError as e:
         raise SpecError(str(e)) from None
 
 

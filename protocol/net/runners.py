@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..addr import format_sockaddr
 from ..events import Connected, Event, HistoryPage, KeyPinned, Refused, RequestRefused
+from ..pins import KeyPins
 from ..reliability import Timing
 from .address import (
     AddressError,
@@ -328,7 +330,7 @@ class RelayClient(CoreClient):
         *,
         identity: Any = None,
         known: Any = None,
-        known_keys: Any = None,
+        known_keys: str | os.PathLike | None = None,
         passphrases: dict[str, str] | None = None,
     ) -> None:
         """`passphrases`: room -> passphrase, for passphrase rooms (docs/security.md): each of
@@ -336,11 +338,12 @@ class RelayClient(CoreClient):
         later (`PassphraseNeeded`) is answered with it, or the event goes to the caller.
 
         `address` may pin the relay's key: `HOST:PORT#FINGERPRINT`. `identity`: the user's
-        `crypto.Identity` (None: one made for this session). `known`: a `known.KnownRelays`
+        `crypto.Identity` (None: one made for this session). `known`: a `pins.KnownRelays`
         store (trust on first use): its pin for the address is insisted on, and a first
         connection pins the key the relay proved. None: no store (the address's pin only).
-        `known_keys`: a `known.KnownKeys` store of members' keys per relay (None: kept for this run
-        only)."""
+        `known_keys`: the file of members' keys pinned per relay (`paths.known_keys_path()`; this
+        relay's are `pins.KeyPins` scoped to its address; raises pins.PinFileError if it cannot be
+        read). None: kept for this run only."""
         from ..client import ClientSession
         from ..names import canonical_room
 
@@ -353,8 +356,7 @@ class RelayClient(CoreClient):
         self._rooms = list(rooms)
         self._addr: tuple | None = None
         self.passphrases = {canonical_room(r): p for r, p in (passphrases or {}).items()}
-        self.known_keys = known_keys
-        pins = known_keys.for_relay(self.address) if known_keys is not None else None
+        pins = KeyPins.load(known_keys, self.address) if known_keys is not None else None
         core = ClientSession(
             nick, timing=timing, wall_offset=wall_offset(), identity=identity, pinned=self.pin, key_pins=pins
         )
@@ -379,14 +381,9 @@ class RelayClient(CoreClient):
             # refused: a wrong one is not tried again; taken: the core keeps the verifier, and
             # the passphrase itself is not kept a moment longer than needed
             self.passphrases.pop(event.room, None)
-        if isinstance(event, KeyPinned):  # the driver's part of trust on first use: keep the pin
-            if self.known_keys is not None:
-                from ..crypto import fingerprint
-
-                try:
-                    self.known_keys.remember(self.address, event.nick, fingerprint(event.key))
-                except Exception as exc:  # (KnownRelaysError) not kept, but the session is fine
-                    log.warning("a member's key not remembered: %s", exc)
+        if isinstance(event, KeyPinned):  # (the core's pins wrote it through)
+            if self.core.key_pins.write_error:
+                log.warning("a member's key kept in memory only: %s", self.core.key_pins.write_error)
             return
         if isinstance(event, Connected) and event.relay_key and self.known is not None and self.pin is None:
             from ..crypto import fingerprint
@@ -395,7 +392,7 @@ class RelayClient(CoreClient):
             self.core.pinned = self.pin  # a reconnect insists on it too
             try:
                 self.known.remember(self.address, self.pin)
-            except Exception as exc:  # (KnownRelaysError) not pinned, but the session is fine
+            except Exception as exc:  # (PinFileError) not pinned, but the session is fine
                 log.warning("relay key not remembered: %s", exc)
         elif isinstance(event, Refused) and self.core.pin_refused and self.known is not None:
             event = Refused(

@@ -16,8 +16,10 @@ How it works (README has the long form):
   on the path or off it, can speak for a link. A new node id on a link is a restarted peer; node
   ids decide nothing else (of two peers dialing each other, the higher one's handshake goes on).
 - **Identity.** Each message is signed by its author (`PeerMsg.sig`) and verified against the
-  link's key, history items against the key they carry; the first key a nick proves is pinned
-  (`pins.KeyPins`) and another key under that nick is flagged in the room.
+  link's key, history items against the key they carry; a topic is signed by its setter
+  (`PeerJoin.topic_key`, `topic_sig`: `membership._topic_signed`), whoever passes it on; the first
+  key a nick proves is pinned (`pins.KeyPins`) and another key under that nick is flagged in the
+  room.
 - **Membership by gossip.** A peer in a room sends `PeerJoin(room, ...)` to every linked peer
   (`ask=True`, retried with backoff until answered; a non-member answers `PeerLeave`). A member
   is confirmed only by its own PeerJoin. Members send each other `PeerList` (the other members,

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from .. import events as E
 from .. import frames as F
+from ..crypto import fingerprint
 from ..names import (
     MAX_TEXT_BYTES,
     InputError,
@@ -206,7 +207,7 @@ class History:
             # it, and be the one pinned to that nick if the nick has a pin (never pinned from here:
             # pins come from keys proven in a handshake)
             pinned = self.pins.get(m.nick)
-            if not self._signed_by(m.key, h.room, m) or (pinned is not None and pinned != m.key):
+            if not self._signed_by(m.key, h.room, m) or (pinned is not None and pinned != fingerprint(m.key)):
                 self.stats["bad_signature"] += 1
                 continue
             # the numbers are checked like any from the wire

@@ -15,7 +15,7 @@ from .. import events as E
 from .. import frames as F
 from ..addr import unmapped
 from ..cookies import AMPLIFICATION
-from ..crypto import fingerprint
+from ..crypto import fingerprint, signed_event
 from ..names import (
     MAX_AWAY_BYTES,
     MAX_TOPIC_BYTES,
@@ -60,7 +60,9 @@ class Membership:
         if lr.target is None:
             lr.target = Target(self._base_for(out, link.node, now), now)
         r = self.rooms.get(name)
-        topic, (tlc, tby) = (r.topic, r.topic_key) if r is not None else ("", (0, ""))
+        topic, (tlc, tby), (tkey, tsig) = ("", (0, ""), (b"", b""))
+        if r is not None:
+            topic, (tlc, tby), (tkey, tsig) = r.topic, r.topic_key, r.topic_proof
         since = r.joined_ts if r is not None else 0.0
         lc = min(self.lc, lr.said_lc + LC_STEP, LC_MAX)  # never further than they take (state.py)
         lr.said_lc = max(lr.said_lc, lc)
@@ -78,6 +80,8 @@ class Membership:
             ask=ask,
             history=lr.history_want,
             since=since,
+            topic_key=tkey,
+            topic_sig=tsig,
         )
 
     def _send_join(self, link: Link, lr: LinkRoom, now: float, ask: bool) -> None:
@@ -172,8 +176,12 @@ class Membership:
         r = self.rooms.get(name)
         if r is not None and 0 < j.topic_lc <= jlc and self._topic_ok(r, link, j):
             check_nick(j.topic_by)
-            r.topic, r.topic_key = j.topic, (j.topic_lc, j.topic_by)
-            self._events.append(E.TopicChanged(name, j.topic_lc, j.topic_by, j.topic, self._ts(now)))
+            if not self._topic_signed(link, j):
+                self.stats["bad_signature"] += 1  # not applied, not passed on
+            else:
+                r.topic, r.topic_key = j.topic, (j.topic_lc, j.topic_by)
+                r.topic_proof = (j.topic_key, j.topic_sig)  # passed on with it
+                self._events.append(E.TopicChanged(name, j.topic_lc, j.topic_by, j.topic, self._ts(now)))
         if first and not self._confirm(link, lr, j.since, now):
             return  # we were the later of two with one nick, and left
         if first or (j.ask and now >= lr.join_sent + link.rtt.pace):
@@ -292,6 +300,25 @@ class Membership:
             return False
         return own or r.topic_key[0] == 0
 
+    def _topic_signed(self, link: Link, j: F.PeerJoin) -> bool:
+        """Did the topic's setter sign the topic in `j` (docs/security.md, "Signed topics"), whoever
+        passes it on? Its key must have signed the room, the topic's stamp, its text and its
+        setter's nick (so no text is altered, no old topic comes back re-stamped, and none is
+        said to be another's), and be the setter's: the link's own key when the link is the
+        setter; else the key of the member linked under that nick (or ours); and the nick's pin if
+        it has one. A setter we never met is taken at its key's word, as relayed history is (its
+        nick is the claim of whoever signed)."""
+        key, sig, by = j.topic_key, j.topic_sig, nick_key(j.topic_by)
+        if not self.sigs.verify(key, signed_event(j.room, F.EV_TOPIC, j.topic_lc, j.topic, by=by), sig):
+            return False
+        if by == nick_key(self.nick):
+            return key == self.identity.public
+        owner = link if by == nick_key(link.nick) else self._owner(j.topic_by)
+        if owner is not None and owner.key and owner.key != key:
+            return False
+        pinned = self.pins.get(j.topic_by)
+        return pinned is None or pinned == fingerprint(key)
+
     def _on_list(self, link: Link, pl: F.PeerList, now: float) -> None:
         name = pl.room
         lr = link.rooms.get(name)
@@ -385,11 +412,11 @@ class Membership:
                 self._pins_warned = True  # said once
                 self._events.append(E.Notice(f"nick pins kept in memory only: {self.pins.write_error}"))
             return
-        if pinned == link.key:
+        if pinned == fingerprint(link.key):
             return
         self.stats["key_changed"] += 1
         text = (
-            f"{link.nick}'s key changed: was {fingerprint(pinned)}, now {fingerprint(link.key)} "
+            f"{link.nick}'s key changed: was {pinned}, now {fingerprint(link.key)} "
             f"(another person, or {link.nick} with a new key: check with them)"
         )
         for name in rooms:

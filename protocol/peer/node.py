@@ -11,7 +11,7 @@ from .. import frames as F
 from ..addr import Addr, format_sockaddr
 from ..backend import OutboxFull
 from ..cookies import CookieJar, SourceLimiter
-from ..crypto import SESSION_OVERHEAD, CryptoError, Identity, SignatureCache, is_sealed
+from ..crypto import SESSION_OVERHEAD, CryptoError, Identity, SignatureCache, is_sealed, signed_event
 from ..names import (
     MAX_AWAY_BYTES,
     MAX_TOPIC_BYTES,
@@ -220,6 +220,8 @@ class PeerNode(Links, Membership, Sending, Receiving, History):
             raise Refused(f"you are not in #{name}")
         self._tick()
         r.topic, r.topic_key = topic, (self.lc, self.nick)
+        sig = self.identity.sign(signed_event(name, F.EV_TOPIC, self.lc, topic, by=nick_key(self.nick)))
+        r.topic_proof = (self.identity.public, sig)
         self._events.append(E.TopicChanged(name, self.lc, self.nick, topic, self._ts(now)))
         self._refresh_all(now)
 

@@ -221,7 +221,7 @@ class Link:
 
 
 class Room:
-    __slots__ = ("history", "joined_at", "joined_ts", "name", "out", "topic", "topic_key")
+    __slots__ = ("history", "joined_at", "joined_ts", "name", "out", "topic", "topic_key", "topic_proof")
 
     def __init__(self, name: str, history: int, joined_ts: float = 0.0, joined_at: float = 0.0) -> None:
         self.name = name
@@ -229,5 +229,6 @@ class Room:
         self.joined_at = joined_at  # our clock (monotonic)
         self.out = OutStream(name)
         self.topic = ""
-        self.topic_key: tuple[int, str] = (0, "")
+        self.topic_key: tuple[int, str] = (0, "")  # (its stamp, who set it)
+        self.topic_proof: tuple[bytes, bytes] = (b"", b"")  # (the setter's key, its signature)
         self.history: deque[F.PeerMsg] = deque(maxlen=max(1, history))

@@ -142,7 +142,8 @@ async def test_a_known_nick_with_another_key_gets_a_room_line(monkeypatch, tmp_p
         said = [x.text for x in ann.chat.rooms["lobby"].lines if "key changed" in x.text]
         assert keys[0].public != keys[1].public
         assert len(said) == 1 and keys[0].fingerprint in said[0] and keys[1].fingerprint in said[0]
-        assert KeyPins.load(tmp_path / "ann" / "config" / paths.KNOWN_PEERS_FILE).get("ben") == keys[0].public
+        pins = KeyPins.load(tmp_path / "ann" / "config" / paths.KNOWN_PEERS_FILE)
+        assert pins.get("ben") == keys[0].fingerprint
 
 
 async def test_a_direct_peer_restarted_on_its_log_gives_a_new_joiner_the_history(monkeypatch, tmp_path):

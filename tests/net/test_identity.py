@@ -154,15 +154,14 @@ async def test_the_app_hosting_a_relay_uses_the_data_directorys_relay_key_and_pi
 
 
 def test_a_relay_client_keeps_the_members_keys_it_pins_per_relay(tmp_path):
-    from udproom.protocol import events as E
-    from udproom.protocol.known import KnownKeys
     from udproom.protocol.names import nick_key
     from udproom.protocol.net.runners import RelayClient
+    from udproom.protocol.pins import KeyPins
 
-    keys = KnownKeys(tmp_path / "known_keys.toml")
+    path = tmp_path / "known_keys.toml"
     bob = Identity.generate()
-    RelayClient("127.0.0.1:6000", "ann", known_keys=keys)._on_event(E.KeyPinned("Bob", bob.public))
-    assert keys.for_relay("127.0.0.1:6000") == {nick_key("Bob"): bob.fingerprint}
+    RelayClient("127.0.0.1:6000", "ann", known_keys=path).core._check_pin("Bob", bob.public, "lobby")
+    assert KeyPins.load(path, "127.0.0.1:6000") == {nick_key("Bob"): bob.fingerprint}
     # the next run on that relay holds bob to that key; on another relay bob is unknown
-    assert RelayClient("127.0.0.1:6000", "ann", known_keys=keys).core.key_pins == {"bob": bob.fingerprint}
-    assert RelayClient("127.0.0.1:6001", "ann", known_keys=keys).core.key_pins == {}
+    assert RelayClient("127.0.0.1:6000", "ann", known_keys=path).core.key_pins == {"bob": bob.fingerprint}
+    assert RelayClient("127.0.0.1:6001", "ann", known_keys=path).core.key_pins == {}

@@ -132,6 +132,16 @@ def trio(seed: int = 1, nicks=("p0", "p1", "mallory"), watch: bool = False, **kw
     return net, nodes
 
 
+def join_late(net, i: int, contact: int, members: int, nick: str = "late", **kw) -> PeerNode:
+    """A peer at addr(i) joins #lobby through the peer at addr(contact) and waits until it sees
+    `members` members (or 5 s pass)."""
+    late = net.add(addr(i), PeerNode(nick, timing=timing(), **kw))
+    net.call(addr(i), late.join, "lobby")
+    net.call(addr(i), late.add_peer, addr(contact))
+    net.run_while(lambda: len(late.members("lobby")) < members, net.now + 5)
+    return late
+
+
 def send_as(net, node: PeerNode, i: int, to: int, frames: list) -> None:
     """`node` (at addr(i)) sends `frames` over its established link to addr(to)."""
     node.links[addr(to)].out.extend(frames)

@@ -18,7 +18,7 @@ from udproom.protocol.names import Refused, TextTooLong
 from udproom.protocol.peer import PeerNode
 
 from .fakenet import FakeNet, Impairment
-from .peers import addr, build, check_delivery, full, of, run_chat, settle_room, timing
+from .peers import addr, build, check_delivery, full, join_late, of, run_chat, settle_room, timing
 
 # --------------------------------------------------------------------------- delivery
 
@@ -109,10 +109,7 @@ def test_late_joiner_gets_history_from_its_contact(wait):
         net.run_until(net.now + 0.01)
     net.run_until(net.now + wait)
     net.run_until(net.now + 0.01)
-    late = net.add(addr(3), PeerNode("late", timing=timing()))
-    net.call(addr(3), late.join, "lobby")
-    net.call(addr(3), late.add_peer, addr(1))
-    net.run_while(lambda: len(late.members("lobby")) < 4, net.now + 5)
+    join_late(net, 3, 1, 4)
     net.run_until(net.now + 0.5)
     got = of(net, 3, E.MessageReceived)
     assert sorted(e.text for e in got) == [f"old {k}" for k in range(5)]
