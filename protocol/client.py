@@ -176,6 +176,8 @@ class ClientSession:
         self.pinned = pinned
         self.key_pins = key_pins if key_pins is not None else KeyPins()
         self._key_warned: set[tuple[str, str]] = set()
+        self._unchecked_live: set[str] = set()  # rooms told that messages without a key are not shown
+        self._pin_checked: set[tuple[str, bytes]] = set()  # (nick, key) of messages held against pins
         self.relay_key: bytes | None = None  # as proven in the last handshake
         self.pin_refused = False  # the relay proved a key other than the pinned one
         self._hs: Initiator | None = None  # the handshake under way
@@ -237,6 +239,7 @@ class ClientSession:
             "unauthenticated": 0,
             "sealed_dropped": 0,
             "bad_signature": 0,
+            "unsigned": 0,
         }
         self._signatures = SignatureCache()
         self._keepalive = t.keepalive
@@ -1041,13 +1044,15 @@ class ClientSession:
         derived = self.vault.pending.get(h.room)
         if derived is not None and not self.vault.private(h.room):  # the relay took our verifier
             self.vault.add(h.room, derived[0].room)
-        room = self.rooms.get(h.room)  # (a room we are in: its members' keys check their messages)
+        room = self.rooms.get(h.room)  # (None: a room we are not in; its messages are checked all the same)
+        unsigned = self.stats["unsigned"]
         events = tuple(
             self._as_event(h.room, s, got[s], True)
             for s in range(h.lo, h.hi + 1)
-            if room is None or got[s].kind not in (F.EV_MSG, F.EV_ACTION) or self._verified(room, got[s])
+            if got[s].kind not in _SIGNED_KINDS or self._verified(h.room, got[s], room, True)
         )
         before = req.arg if req.arg > 0 else h.hi + 1
+        self._unchecked_notice(h.room, self.stats["unsigned"] - unsigned, True)
         self._events.append(E.HistoryPage(h.room, before, tuple(e for e in events if e), h.complete))
 
     def _on_gone(self, g: F.Gone, now: float) -> None:
@@ -1118,11 +1123,13 @@ class ClientSession:
         name = room.name
         emit = self._events.append
         members = room.members
+        unsigned = {True: 0, False: 0}  # (history, live)
         for seq, ev in ready:
             hist = seq < room.history_below
             kind = ev.kind
             if kind == F.EV_MSG or kind == F.EV_ACTION or kind == F.EV_TOPIC:
-                if not self._verified(room, ev):
+                if not self._verified(name, ev, room, hist):
+                    unsigned[hist] += not (isinstance(ev.key, bytes) and len(ev.key) == 32)
                     continue
                 if kind == F.EV_TOPIC:
                     if not hist:
@@ -1160,6 +1167,28 @@ class ClientSession:
             event = self._as_event(name, seq, ev, hist)
             if event is not None:
                 emit(event)
+        for hist, n in unsigned.items():
+            self._unchecked_notice(name, n, hist)
+
+    def _unchecked_notice(self, name: str, n: int, hist: bool) -> None:
+        """Say in the room that `n` messages came without their author's key (`unsigned`) and are
+        not shown: history as it comes (a log written before relays kept the key), live ones once
+        per room (a relay older than this client)."""
+        if n <= 0:
+            return
+        if hist:
+            what = (
+                f"{n} older messages could not be checked and are"
+                if n > 1
+                else "1 older message could not be checked and is"
+            )
+            said = f"{what} not shown"
+        elif name not in self._unchecked_live:
+            self._unchecked_live.add(name)
+            said = "messages without their author's key are not shown (is the relay older than this client?)"
+        else:
+            return
+        self._events.append(E.Notice(said, name))
 
     def _dm_verified(self, ev: F.Ev) -> bool:
         """A direct message to us: signed by the key the relay says its sender has (held against
@@ -1205,18 +1234,31 @@ class ClientSession:
             return state.keys.get(nick)
         return next((r.keys[nick] for r in self.rooms.values() if nick in r.keys), None)
 
-    def _verified(self, room: RoomState, ev: F.Ev) -> bool:
-        """Is this message signed by the key its author's nick has in the room (docs/security.md,
-        "Message signatures")? A message that fails is counted and never shown. One whose author's
-        key we do not know (history of someone who left before we came) passes: it was not
-        checked, and the relay could have said anything there."""
-        key = room.keys.get(ev.nick)
-        if key is None:
-            return True
-        if self._signatures.verify(key, _signed(room.name, ev.kind, ev.mid, ev.text, ev.body), ev.sig):
-            return True
-        self.stats["bad_signature"] += 1
-        return False
+    def _verified(self, name: str, ev: F.Ev, room: RoomState | None, hist: bool) -> bool:
+        """Is this message (a post, an action, a topic; live, backfill or a history page) signed by
+        the key it carries (`ev.key`: its author's, as the relay saw it proven), and is that key
+        the one pinned for its nick (docs/security.md, "Message signatures")? A message without a
+        key is counted (`unsigned`), one whose signature fails (`bad_signature`); neither is shown.
+        Live, a member's message must carry the key the relay announced for the member (it cannot
+        be another's now). History is shown as from the key that signed it: a key other than the
+        nick's pin is said in the room once (`_check_pin`: the nick changed hands since, or the
+        relay lies about who said it)."""
+        key = ev.key
+        if not isinstance(key, bytes) or len(key) != 32:
+            self.stats["unsigned"] += 1
+            return False
+        known = room.keys.get(ev.nick) if room is not None else None
+        if (known is not None and known != key and not hist) or not self._signatures.verify(
+            key, _signed(name, ev.kind, ev.mid, ev.text, ev.body), ev.sig
+        ):
+            self.stats["bad_signature"] += 1
+            return False
+        if known != key and (ev.nick, key) not in self._pin_checked:  # (a member's key was, when announced)
+            if len(self._pin_checked) >= 4096:
+                self._pin_checked.clear()
+            self._pin_checked.add((ev.nick, key))  # (a second check would change nothing, say nothing)
+            self._check_pin(ev.nick, key, name)
+        return True
 
     def _topic_verified(self, room: RoomState, j: F.Joined) -> bool:
         """Is the topic a Joined gives signed by the key the relay says set it (docs/security.md,
@@ -1382,6 +1424,8 @@ _MODERATION_EVENTS = {
 }
 
 _POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
+#: room events that are their author's words, signed: shown only once checked (`_verified`)
+_SIGNED_KINDS = (F.EV_MSG, F.EV_ACTION, F.EV_TOPIC)
 
 
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)

@@ -16,9 +16,10 @@ import msgspec
 VERSION = 2
 SUPPORTED_VERSIONS = (2,)
 MAX_DATAGRAM = 1200
-#: The longest message text in bytes of UTF-8 (protocol 2: room for a signature and the sealing
-#: overheads in every room; docs/security.md "Message signatures"). names.MAX_TEXT_BYTES is this.
-MAX_TEXT = 840
+#: The longest message text in bytes of UTF-8 (protocol 2: room for a signature, its author's key
+#: and the sealing overheads in every room; docs/security.md "Message signatures").
+#: names.MAX_TEXT_BYTES is this.
+MAX_TEXT = 815
 #: A client's first datagram is padded to at least this many bytes (anti-amplification: the relay
 #: may answer an unvalidated address with at most 3x what it received).
 HELLO_PAD_TO = 1200

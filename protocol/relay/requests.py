@@ -164,7 +164,8 @@ class Requests:
             # (the author's signature travels as it came: receivers verify it, the relay does
             # not: docs/security.md, "Message signatures"; a signature is 64 bytes or none)
             sig = req.sig if len(req.sig) == 64 else b""
-            ev = F.Ev(kind, session.nick, req.text, self._ts(now), req.mid, body=body, sig=sig)
+            key = session.key or b""  # (the author's key as proven in its handshake: what receivers check)
+            ev = F.Ev(kind, session.nick, req.text, self._ts(now), req.mid, body=body, sig=sig, key=key)
             seq = self._room_event(room, ev, now)
             self._posts_pending += 1  # served (stats["posts"]) once its commit succeeds
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
@@ -221,7 +222,8 @@ class Requests:
             sig = req.sig if len(req.sig) == 64 else b""  # (the setter's, as it came)
             room.topic_signed = (topic, session.key or b"", sig)
             self._keep_topic_signature(room)
-            ev = F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now), body=body, sig=sig)
+            ts = self._ts(now)
+            ev = F.Ev(F.EV_TOPIC, session.nick, req.text, ts, body=body, sig=sig, key=session.key or b"")
             seq = self._room_event(room, ev, now)
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_AWAY:

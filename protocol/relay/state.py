@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 from .. import frames as F
 from ..addr import Addr
 from ..cookies import source_of
-from ..crypto import ARGON_MEM, ARGON_OPS, ROOM_OVERHEAD, Identity, Responder, RoomKey, SealedChannel
+from ..crypto import (
+    ARGON_MEM,
+    ARGON_OPS,
+    ROOM_OVERHEAD,
+    SESSION_OVERHEAD,
+    Identity,
+    Responder,
+    RoomKey,
+    SealedChannel,
+)
 from ..names import (
     MAX_REASON_BYTES,
     clip_utf8,
@@ -152,6 +161,8 @@ EVENT_OVERHEAD = 96
 #: What a datagram to a session carries besides its frames: the array header and the sealing (a
 #: room datagram's, the larger: head, member tag, key id, nonce, AEAD tag; crypto.ROOM_OVERHEAD).
 DGRAM_HEAD = 1 + ROOM_OVERHEAD
+#: ...and a datagram sealed under the session alone (what answers to one member are: a history page)
+SESSION_HEAD = 1 + SESSION_OVERHEAD
 
 
 class EventTooBig(ValueError):

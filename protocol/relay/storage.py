@@ -11,16 +11,23 @@ from .. import frames as F
 from ..names import canonical_room
 from ..roomlog import StoreError
 from .state import (
-    DGRAM_HEAD,
     MAX_PAGE,
     NOT_STORED,
     PRESENCE,
+    SESSION_HEAD,
     Session,
     StoreFailed,
     StoreRecovered,
     Stream,
     result_frame,
 )
+
+
+def page_room(cseq: int, room: str, before: int) -> int:
+    """Bytes of events one datagram of a history page carries: a History frame alone in a datagram
+    sealed under the session (`SESSION_HEAD`), less the frame's own fields (its numbers at most
+    `before`). The largest post, signed and keyed, must fit it (tests/protocol/test_limits.py)."""
+    return F.MAX_DATAGRAM - SESSION_HEAD - F.size_of(F.History(cseq, room, before, before, before))
 
 
 class Storage:
@@ -179,7 +186,7 @@ class Storage:
         except StoreError as exc:
             return result_frame(cseq, F.RES_REFUSED, 0, f"the relay could not read the history: {exc}", name)
         # newest first: datagrams of consecutive events, each a History frame
-        room_left = F.MAX_DATAGRAM - DGRAM_HEAD - F.size_of(F.History(cseq, name, before, before, before))
+        room_left = page_room(cseq, name, before)
         chunks: list[list[tuple[int, F.Ev]]] = []
         cur: list[tuple[int, F.Ev]] = []
         size = 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 
 from udproom.protocol import frames as F
+from udproom.protocol.client import _signed
+from udproom.protocol.crypto import Identity
 from udproom.protocol.paths import relay_data_dir
 from udproom.protocol.roomlog import SqliteLog
 
@@ -18,9 +20,11 @@ from .test_tui_e2e import app_for, until
 def fill_room_log(n: int) -> None:
     log = SqliteLog(relay_data_dir())
     try:
-        now = time.time()
-        for i in range(1, n + 1):
-            log.append("lobby", F.Ev(F.EV_MSG, "bob", f"old {i}", now - 3600 + i, 1000 + i))
+        now, bob = time.time(), Identity.generate()
+        for i in range(1, n + 1):  # as a relay stores bob's posts: signed by bob, with bob's key
+            text, mid = f"old {i}", 1000 + i
+            sig = bob.sign(_signed("lobby", F.EV_MSG, mid, text))
+            log.append("lobby", F.Ev(F.EV_MSG, "bob", text, now - 3600 + i, mid, sig=sig, key=bob.public))
         log.commit()
     finally:
         log.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
-from udproom.protocol.client import ClientSession, RoomKeys
+from udproom.protocol.client import ClientSession, RoomKeys, _signed
 from udproom.protocol.crypto import (
     KIND_ROOM,
     SESSION_OVERHEAD,
@@ -241,6 +241,15 @@ class HandRelay:
 
     def frames(self, out: list[tuple[bytes, tuple]]) -> list[F.Frame]:
         return [f for d, _ in out for f in F.decode(self.hs.channel.open(d))]
+
+
+def signed_ev(
+    author: Identity, room: str, nick: str, text: str, kind: int = F.EV_MSG, mid: int = 0, ts: float = 1.0
+) -> F.Ev:
+    """A room message as a relay stores it: signed by `author` the way its client signs a post, with
+    the author's key (what every receiver checks it against)."""
+    sig = author.sign(_signed(room, kind, mid, text))
+    return F.Ev(kind, nick, text, ts, mid, sig=sig, key=author.public)
 
 
 def datagram_of(frames: list[F.Frame], limit: int = F.MAX_DATAGRAM) -> bytes | None:

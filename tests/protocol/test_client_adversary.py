@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace as msgspec_replace
 
 from udproom.protocol import events as E
 from udproom.protocol import frames as F
-from udproom.protocol.client import ClientSession
-from udproom.protocol.crypto import SESSION_OVERHEAD
+from udproom.protocol.client import ClientSession, _signed
+from udproom.protocol.crypto import SESSION_OVERHEAD, Identity, verify
 
 from .adversary import floats, frames, ints, structs, texts
-from .harness import RELAY, HandRelay, T
+from .harness import RELAY, HandRelay, T, signed_ev
 
 ROOM = "lobby"
 TOKEN = 77
@@ -111,3 +112,77 @@ def test_a_hostile_relay_cannot_make_the_client_raise_or_break_a_page(data):
         assert all(e.history for e in page.events)
     # bounded: whatever it was sent, the room's receive buffer holds at most its bound
     assert c.rooms[ROOM].rx is None or len(c.rooms[ROOM].rx.buffer) <= c.rooms[ROOM].rx.max_buffer
+
+
+AUTHORS = [Identity.generate() for _ in range(3)]
+SIGNED_KINDS = (F.EV_MSG, F.EV_ACTION, F.EV_TOPIC)
+TAMPER = ("none", "text", "mid", "kind", "room", "other key", "no key", "no signature", "nick", "short key")
+
+
+@st.composite
+def signed_events(draw) -> tuple[F.Ev, bool]:
+    """A room message as some author signed it (or a topic), then perhaps changed by the relay:
+    (the event, whether it is still what its key signed)."""
+    author = draw(st.integers(0, len(AUTHORS) - 1))
+    kind = draw(st.sampled_from(SIGNED_KINDS))
+    mid = draw(st.integers(0, 2**63 - 1))
+    text = draw(st.text(max_size=20))
+    nick = draw(st.sampled_from(["bob", "carol", "ann"]))
+    me = AUTHORS[author]
+    ev = signed_ev(me, ROOM, nick, text, kind, mid)
+    how = draw(st.sampled_from(TAMPER))
+    if how == "text":
+        ev = msgspec_replace(ev, text=text + "!")
+    elif how == "mid":
+        ev = msgspec_replace(ev, mid=mid ^ 1)
+    elif how == "kind":
+        ev = msgspec_replace(ev, kind=F.EV_ACTION if kind == F.EV_MSG else F.EV_MSG)
+    elif how == "room":
+        ev = msgspec_replace(ev, sig=me.sign(_signed("other", kind, mid, text)))
+    elif how == "other key":
+        ev = msgspec_replace(ev, key=AUTHORS[(author + 1) % len(AUTHORS)].public)
+    elif how == "no key":
+        ev = msgspec_replace(ev, key=b"")
+    elif how == "no signature":
+        ev = msgspec_replace(ev, sig=b"")
+    elif how == "short key":
+        ev = msgspec_replace(ev, key=ev.key[:31])
+    elif how == "nick":  # (the signature does not name the author: shown as from the key that signed)
+        ev = msgspec_replace(ev, nick="dave")
+    event(f"tampered: {how}")
+    return ev, verify(ev.key, _signed(ROOM, ev.kind, ev.mid, ev.text), ev.sig) if len(ev.key) == 32 else False
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(live=st.lists(signed_events(), max_size=12), paged=st.lists(signed_events(), max_size=LIMIT))
+def test_nothing_is_shown_that_its_key_did_not_sign(live, paged):
+    """A hostile relay sends messages and topics (live, and as a history page) that their authors
+    signed, or that it changed: text, message id, kind, room, key, signature, author. Whatever it
+    sends, every line shown is one its key signed, and every other one is counted
+    (`bad_signature`, or `unsigned` without a key) and not shown; a page shows all that its keys
+    signed (from authors not in the room: their history). Before every stored message
+    carried its author's key, lines from authors not in the room passed unchecked."""
+    c, relay, cseq = connected()
+    sent = {(False, 2 + i): ok for i, (_ev, ok) in enumerate(live)}
+    batch = F.Batch(ROOM, 1, [F.Ev(F.EV_JOIN, "ann")] + [ev for ev, _ok in live])
+    lo = BEFORE - len(paged)
+    sent.update({(True, lo + i): ok for i, (_ev, ok) in enumerate(paged)})
+    page = F.History(cseq, ROOM, lo, BEFORE - 1, lo, [ev for ev, _ok in paged], False)
+    fits = {
+        hist: len(F.encode([f])) <= F.MAX_DATAGRAM - SESSION_OVERHEAD
+        for hist, f in ((False, batch), (True, page))
+    }
+    for hist, frame in ((False, batch), (True, page)):
+        if fits[hist]:
+            c.receive_datagram(relay.seal([frame]), RELAY, 0.3)
+    assert c.stats["malformed"] == 0
+    shown = []
+    while (ev := c.next_event()) is not None:
+        if isinstance(ev, E.HistoryPage):
+            shown += [(True, e.seq) for e in ev.events if isinstance(e, (E.MessageReceived, E.TopicChanged))]
+        elif isinstance(ev, (E.MessageReceived, E.TopicChanged)):
+            shown.append((False, ev.seq))
+    assert all(sent[s] for s in shown), "a line shown that its key did not sign"
+    assert {s for s, ok in sent.items() if ok and s[0] and fits[True]} <= set(shown)  # a page: all it signed
+    failed = sum(1 for (hist, _seq), ok in sent.items() if not ok and fits[hist])
+    assert c.stats["bad_signature"] + c.stats["unsigned"] == failed

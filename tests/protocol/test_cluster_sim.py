@@ -112,3 +112,57 @@ def test_a_relay_checks_direct_messages_that_come_through_the_cluster():
     assert answers[1:] == [(52, True, "bob")]
     (got,) = [e for e in net.events[member_addr(1)] if isinstance(e, E.MessageReceived)]
     assert (got.room, got.nick, got.text) == ("@alice", "alice", "a real one")
+
+
+def test_a_member_on_another_relay_who_joined_beyond_the_backfill_is_checked():
+    """In a cluster a newcomer's member list names no one on other relays (so no keys), and the
+    join of a member who came before the backfill never reaches it: that member's messages are
+    checked all the same, against the key each one carries (its nick pinned to it), and what its
+    relay makes up under its name (without the key, or altered) is counted and never shown. Before
+    every stored message carried its author's key, those were shown unchecked."""
+    from udproom.protocol.client import _signed
+
+    net = IndexedNet(seed=9, imp=Impairment(loss=0.0, delay=0.001))
+    cluster = net.add(("10.0.9.9", 4222), SimStream(net))
+    net.watch(("10.0.9.9", 4222))
+    relays = [relay_addr(0), relay_addr(1)]
+    for addr in relays:
+        net.add(addr, Relay(RelayConfig(timing=T, history=2), SimLog(cluster, addr)))
+    far, near = ClientSession("far", T), ClientSession("near", T)
+    fa, na = member_addr(0), member_addr(1)
+    net.add(fa, far)
+    net.call(fa, far.connect, relays[1])
+    net.call(fa, far.join, "lobby")
+    net.run_while(lambda: not ("lobby" in far.rooms and far.rooms["lobby"].ready), 10.0)
+    for i in range(4):  # its join goes out of a newcomer's backfill (2 events)
+        net.call(fa, far.post, "lobby", f"early {i}")
+    net.run_while(lambda: len(cluster.rooms.get("lobby", [])) < 5, net.now + 10.0)
+    net.add(na, near)
+    net.call(na, near.connect, relays[0])
+    net.call(na, near.join, "lobby")
+    net.run_while(lambda: not ("lobby" in near.rooms and near.rooms["lobby"].ready), net.now + 10.0)
+    assert "far" not in near.rooms["lobby"].keys  # its key was announced to near nowhere
+    net.call(fa, far.post, "lobby", "live from far")
+
+    def shown() -> list[str]:
+        return [e.text for e in net.events[na] if isinstance(e, E.MessageReceived)]
+
+    net.run_while(lambda: "live from far" not in shown(), net.now + 10.0)
+    assert shown() == ["early 2", "early 3", "live from far"]
+    assert ("far", far.identity.public) in {
+        (e.nick, e.key) for e in net.events[na] if isinstance(e, E.KeyPinned)
+    }
+    # far's relay turns hostile: lines under far's name, without its key or not as far signed them
+    hostile = net.nodes[relays[1]]
+    stream, now = hostile.rooms["lobby"], net.now
+    real_sig = far.identity.sign(_signed("lobby", F.EV_MSG, 5, "far said this"))
+    made_up = [
+        F.Ev(F.EV_MSG, "far", "made up, no key", now, 4),
+        F.Ev(F.EV_MSG, "far", "far said that", now, 5, sig=real_sig, key=far.identity.public),
+    ]
+    for ev in made_up:
+        net.call(relays[1], hostile._room_event, stream, ev)
+    net.call(fa, far.post, "lobby", "after")
+    net.run_while(lambda: "after" not in shown(), net.now + 10.0)
+    assert shown() == ["early 2", "early 3", "live from far", "after"]
+    assert near.stats["unsigned"] == 1 and near.stats["bad_signature"] == 1

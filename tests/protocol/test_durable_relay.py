@@ -19,7 +19,7 @@ from udproom.protocol.roomlog import MemoryLog, SqliteLog
 
 from .adversary import ints
 from .fakenet import Impairment
-from .harness import RELAY, HandClient, HandRelay, Room, T, client_addr
+from .harness import RELAY, HandClient, HandRelay, Room, T, client_addr, post_reaches_everyone, signed_ev
 
 ROOM = "lobby"
 
@@ -359,6 +359,7 @@ def test_a_page_too_big_for_the_budget_is_cut_from_the_oldest_end():
 
 def test_a_history_request_answered_stale_is_asked_again():
     from udproom.protocol.client import ClientSession
+    from udproom.protocol.crypto import Identity
 
     c = ClientSession("ann", T)
     c.connect(RELAY, 0.0)
@@ -371,7 +372,8 @@ def test_a_history_request_answered_stale_is_asked_again():
     again = [f for f in hand.frames(c.datagrams_to_send(0.3)) if type(f) is F.Req]
     assert [(f.op, f.arg, f.n) for f in again] == [(F.OP_HISTORY, 50, 10)] and again[0].cseq != req.cseq
     # the answer, in two parts (one repeated): one HistoryPage, oldest first, all history
-    evs = [F.Ev(F.EV_MSG, "bob", f"m{s}", 1.0) for s in range(40, 50)]
+    bob = Identity.generate()
+    evs = [signed_ev(bob, ROOM, "bob", f"m{s}") for s in range(40, 50)]
     for seq, part in ((45, evs[5:]), (45, evs[5:]), (40, evs[:5])):
         h = F.History(again[0].cseq, ROOM, 40, 49, seq, part, False)
         c.receive_datagram(hand.seal([h]), RELAY, 0.4)
@@ -436,3 +438,35 @@ def test_the_posts_counted_as_served_are_the_stored_ones(tmp_path):
     assert len(room.events(a, E.PostAcknowledged)) == len(stored) > 0
     assert relay.stats["posts"] == len(stored)
     assert relay.stats["refused_unstored"] > 0
+
+
+def test_history_stored_without_its_authors_key_is_not_shown_and_the_room_is_told(tmp_path):
+    """A relay log written before every stored message carried its author's key (protocol 2's
+    signature, no key) still loads; a joiner is not shown those rows (nothing says whose they are,
+    and a row without a key is what an invented one looks like), counts them (`unsigned`) and says
+    so in one room line; what is posted now is shown, checked. Paging back shows none of them
+    either. Before, they were shown unchecked."""
+    from udproom.protocol.crypto import Identity
+
+    old = SqliteLog(tmp_path)
+    author = Identity.generate()
+    for i in range(3):
+        ev = signed_ev(author, ROOM, "olduser", f"old {i}", mid=100 + i)
+        old.append(ROOM, F.Ev(ev.kind, ev.nick, ev.text, ev.ts, ev.mid, sig=ev.sig))  # as stored then
+    old.commit()
+    old.close()
+    room = Room(1, seed=43)
+    _durable(room, tmp_path)
+    room.wait_joined()
+    a = client_addr(0)
+    c = room.clients[a]
+    post_reaches_everyone(room, a, "new", [a])
+    assert [e.text for e in room.events(a, E.MessageReceived)] == ["new"]
+    assert c.stats["unsigned"] == 3 and c.stats["bad_signature"] == 0
+    said = [e.text for e in room.events(a, E.Notice)]
+    assert said.count("3 older messages could not be checked and are not shown") == 1
+    room.net.call(a, c.page_back, ROOM, 0, MAX_PAGE)
+    room.net.run_while(lambda: not room.events(a, E.HistoryPage), room.net.now + 10)
+    (page,) = room.events(a, E.HistoryPage)
+    assert [e.text for e in page.events if isinstance(e, E.MessageReceived)] == ["new"]
+    assert c.stats["unsigned"] == 6

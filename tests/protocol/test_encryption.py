@@ -272,9 +272,10 @@ def test_a_reset_is_only_a_hint_the_session_stays_until_the_relay_proves_its_key
 
 def test_a_relay_cannot_invent_or_alter_a_members_message():
     """Messages are signed by their authors (step 6 of docs/security.md, relay mode): the relay
-    carries the signature, receivers check it against the key the author proved in its handshake
-    (announced in the member list and in join events). A message the relay invents, alters, or
-    moves to another message id or room is dropped and counted, never shown."""
+    carries the signature and the key the author proved in its handshake; receivers check one
+    against the other, and a member's live message against the key announced for the member. A
+    message the relay invents, alters, or moves to another message id, author or room is dropped and
+    counted, never shown; one without its author's key too (`unsigned`)."""
     room = Room(2, seed=97)
     room.wait_joined()
     a, b = client_addr(0), client_addr(1)
@@ -286,49 +287,79 @@ def test_a_relay_cannot_invent_or_alter_a_members_message():
     relay = room.relay
     lobby = relay.rooms[room.room]
     real = next(e for e in lobby.events() if e.text == "the real one")
-    assert len(real.sig) == 64 and real.nick == "n0"
+    assert len(real.sig) == 64 and real.nick == "n0" and real.key == relay.sessions[a].key
     now = room.net.now
+    k = real.key
     forgeries = [
-        (lobby, F.Ev(F.EV_MSG, "n0", "invented", now, 11)),  # no signature
-        (lobby, F.Ev(F.EV_MSG, "n0", "the real one, altered", now, real.mid + 1, sig=real.sig)),  # other text
-        (lobby, F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 2, sig=real.sig)),  # other message id
-        (lobby, F.Ev(F.EV_ACTION, "n0", real.text, now, real.mid + 3, sig=real.sig)),  # other kind
-        (lobby, F.Ev(F.EV_MSG, "n1", real.text, now, real.mid + 4, sig=real.sig)),  # another author
-        (
-            relay.rooms["dev"],
-            F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 5, sig=real.sig),
-        ),  # another room
+        (lobby, F.Ev(F.EV_MSG, "n0", "invented", now, 11, key=k)),  # no signature
+        (lobby, F.Ev(F.EV_MSG, "n0", "the real one, altered", now, real.mid + 1, sig=real.sig, key=k)),
+        (lobby, F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 2, sig=real.sig, key=k)),  # other id
+        (lobby, F.Ev(F.EV_ACTION, "n0", real.text, now, real.mid + 3, sig=real.sig, key=k)),  # other kind
+        (lobby, F.Ev(F.EV_MSG, "n1", real.text, now, real.mid, sig=real.sig, key=k)),  # another author
+        (relay.rooms["dev"], F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 5, sig=real.sig, key=k)),
     ]
-    for stream, ev in forgeries:  # the relay itself numbers and sends them
+    keyless = [F.Ev(F.EV_MSG, "n0", real.text, now, real.mid + 6, sig=real.sig)]  # no key: not checked
+    for stream, ev in forgeries + [(lobby, ev) for ev in keyless]:  # the relay numbers and sends them
         relay._room_event(stream, ev, now)
     room.settle(1.0)
-    assert cb.stats["bad_signature"] == len(forgeries)
+    assert cb.stats["bad_signature"] == len(forgeries) and cb.stats["unsigned"] == len(keyless)
     shown = [e.text for e in room.events(b, E.MessageReceived)]
     assert shown == ["the real one"]
     post_reaches_everyone(room, a, "still verified", [a, b])
-    assert cb.stats["bad_signature"] == len(forgeries)
+    assert cb.stats["bad_signature"] == len(forgeries) and cb.stats["unsigned"] == len(keyless)
+    notices = [e.text for e in room.events(b, E.Notice)]
+    assert "messages without their author's key are not shown" in " ".join(notices)
 
 
-def test_history_from_an_author_who_left_is_shown_and_known_authors_are_checked():
+def test_history_from_an_author_who_left_is_shown_checked_and_what_the_relay_invents_is_not():
+    """A newcomer does not know the keys of members who left before it came: each stored message
+    carries its author's key (as proven in its handshake), so their history is checked all the
+    same, and its nick pinned to that key. What the relay invents is never shown: a line from a nick
+    that is not in the room, or one under a member's name, without a key (`unsigned`); one that
+    names the key of the member who left but does not carry its signature, or alters its line
+    (`bad_signature`). Before every stored message carried its key, all of these were shown
+    unchecked."""
     room = Room(2, seed=98)
     room.wait_joined()
     a, b = client_addr(0), client_addr(1)
     post_reaches_everyone(room, a, "from n0", [a, b])
+    n0_key = room.relay.sessions[a].key
     room.net.call(a, room.clients[a].close)  # n0 leaves: its key is not announced to a newcomer
     room.net.remove(a)
     room.settle(1.0)
     relay = room.relay
     lobby = relay.rooms[room.room]
     real = next(e for e in lobby.events() if e.text == "from n0")
-    # a forged line under the name of n1, who stays (its key is in the newcomer's member list)
-    relay._room_event(lobby, F.Ev(F.EV_MSG, "n1", "n1 never said this", room.net.now, 12), room.net.now)
+    assert real.key == n0_key
+    now = room.net.now
+    unsigned = [
+        F.Ev(F.EV_MSG, "ghost", "I was here", now, 12),  # a nick not in the room
+        F.Ev(F.EV_MSG, "n1", "n1 never said this", now, 13),  # a member who stays
+        F.Ev(F.EV_MSG, "n0", "from n0", now, real.mid, sig=real.sig),  # n0's own, its key left out
+    ]
+    bad = [
+        F.Ev(F.EV_MSG, "n0", "n0 never said this", now, 14, key=n0_key),
+        F.Ev(F.EV_MSG, "n0", "from n0, altered", now, real.mid, sig=real.sig, key=n0_key),
+        F.Ev(F.EV_ACTION, "ghost", "from n0", now, real.mid, sig=real.sig, key=n0_key),
+    ]
+    for ev in unsigned + bad:
+        relay._room_event(lobby, ev, now)
     room.settle(0.5)
     late = room.add_client(2, "late")
     room.wait_joined()
     room.settle(1.0)
     texts = [e.text for e in room.events(client_addr(2), E.MessageReceived)]
-    assert texts == [real.text]  # n0's history (unchecked: n0 is gone) shown; the forgery not
-    assert late.stats["bad_signature"] == 1
+    assert texts == [real.text]  # n0's history shown, checked against the key it carries
+    assert late.stats["bad_signature"] == len(bad) and late.stats["unsigned"] == len(unsigned)
+    assert ("n0", n0_key) in {(e.nick, e.key) for e in room.events(client_addr(2), E.KeyPinned)}
+    notices = [e.text for e in room.events(client_addr(2), E.Notice)]
+    assert f"{len(unsigned)} older messages could not be checked and are not shown" in notices
+    # and paging back (OP_HISTORY) shows the same: n0's line, nothing the relay made up
+    room.net.call(client_addr(2), late.page_back, room.room, 0, 50)
+    room.net.run_while(lambda: not room.events(client_addr(2), E.HistoryPage), room.net.now + 10)
+    (page,) = room.events(client_addr(2), E.HistoryPage)
+    assert [e.text for e in page.events if isinstance(e, E.MessageReceived)] == [real.text]
+    assert late.stats["bad_signature"] == 2 * len(bad) and late.stats["unsigned"] == 2 * len(unsigned)
 
 
 def test_a_nick_is_pinned_to_its_key_on_first_sight_and_another_key_is_said_in_the_room():
@@ -405,18 +436,20 @@ def test_a_relay_cannot_invent_or_alter_a_topic():
     relay = room.relay
     lobby = relay.rooms[room.room]
     real = next(e for e in lobby.events() if e.kind == F.EV_TOPIC)
-    assert len(real.sig) == 64 and real.nick == "n0"
+    assert len(real.sig) == 64 and real.nick == "n0" and real.key == relay.sessions[a].key
     now = room.net.now
+    k = real.key
     forgeries = [
-        F.Ev(F.EV_TOPIC, "n0", "invented", now),  # no signature
-        F.Ev(F.EV_TOPIC, "n0", "altered", now, sig=real.sig),  # other text
-        F.Ev(F.EV_TOPIC, "n1", "the real topic", now, sig=real.sig),  # another setter
-        F.Ev(F.EV_TOPIC, "n0", "the real topic", now, 5, sig=real.sig),  # another message id
+        F.Ev(F.EV_TOPIC, "n0", "invented", now, key=k),  # no signature
+        F.Ev(F.EV_TOPIC, "n0", "altered", now, sig=real.sig, key=k),  # other text
+        F.Ev(F.EV_TOPIC, "n1", "the real topic", now, sig=real.sig, key=k),  # another setter
+        F.Ev(F.EV_TOPIC, "n0", "the real topic", now, 5, sig=real.sig, key=k),  # another message id
     ]
-    for ev in forgeries:
+    keyless = [F.Ev(F.EV_TOPIC, "n0", "the real topic", now, sig=real.sig)]  # (`unsigned`)
+    for ev in forgeries + keyless:
         relay._room_event(lobby, ev, now)
     room.settle(1.0)
-    assert cb.stats["bad_signature"] == len(forgeries)
+    assert cb.stats["bad_signature"] == len(forgeries) and cb.stats["unsigned"] == len(keyless)
     assert cb.rooms[room.room].topic == "the real topic"
     assert [e.topic for e in room.events(b, E.TopicChanged)] == ["the real topic"]
     # the relay alters the current topic it gives a newcomer (keeping the setter's signature)
@@ -425,8 +458,12 @@ def test_a_relay_cannot_invent_or_alter_a_topic():
     lobby.topic_signed = ("altered at join", key, real.sig)
     late = room.add_client(2, "late")
     room.wait_joined()
-    # (its backfill holds the forgeries too: each is counted there again)
-    assert late.stats["bad_signature"] == len(forgeries) + 1 and late.rooms[room.room].topic == ""
+    # (its backfill holds the forgeries too: each is counted there again, but for the one "n1" set:
+    # history is shown as from the key that signed it, n0's, and said in the room: not n1's pin)
+    assert late.stats["bad_signature"] == len(forgeries) - 1 + 1 and late.rooms[room.room].topic == ""
+    was, now = fingerprint(relay.sessions[b].key), fingerprint(k)
+    said = f"n1's key changed: was {was}, now {now}; messages are shown as from {now}"
+    assert said in [e.text for e in room.events(client_addr(2), E.Notice)]
     (joined,) = room.events(client_addr(2), E.RoomJoined)
     assert joined.topic == ""
     # the real one, as the relay keeps it, reaches a newcomer verified
@@ -435,5 +472,6 @@ def test_a_relay_cannot_invent_or_alter_a_topic():
     later = room.add_client(3, "later")
     room.wait_joined()
     assert later.rooms[room.room].topic == "the real topic"
-    assert later.stats["bad_signature"] == len(forgeries)
-    assert [e.topic for e in room.events(client_addr(3), E.TopicChanged)] == ["the real topic"]
+    assert later.stats["bad_signature"] == len(forgeries) - 1
+    topics = [(e.nick, e.topic) for e in room.events(client_addr(3), E.TopicChanged)]
+    assert topics == [("n0", "the real topic"), ("n1", "the real topic")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tracemalloc
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from udproom.protocol import events as E
@@ -349,3 +350,43 @@ def test_a_joined_with_the_longest_signed_topic_and_the_longest_member_fits_a_da
             big, "r" * 32, wide * MAX_NICK_LEN, big, big, topic, [member], big, big, b"k" * 32, b"s" * 64
         )
         assert F.size_of(j) <= F.MAX_DATAGRAM - DGRAM_HEAD
+
+
+def test_the_longest_post_signed_and_keyed_fits_every_datagram_that_carries_it():
+    """Every stored message carries its author's key (32 bytes) besides its signature (issue 11):
+    the longest post (MAX_TEXT bytes of UTF-8, clear or sealed in a passphrase room; a direct
+    message), from the longest nick in bytes, with every number at its widest, still fits a room
+    datagram (a Batch of that one event in the longest room: live, backfill, repair, and what a
+    cluster's relays take from JetStream, which `Stream.encode` refuses when it would not fit),
+    a history page's datagram (`page_room`), and the inbox. MAX_TEXT is no lower than it must be:
+    one byte more of sealed body does not fit a room's datagram."""
+    from udproom.protocol import vault as V
+    from udproom.protocol.crypto import ROOM_OVERHEAD
+    from udproom.protocol.names import MAX_NICK_LEN
+    from udproom.protocol.relay.state import EventTooBig
+    from udproom.protocol.relay.storage import page_room
+
+    wide, big, room = "\U0001f600", 2**63 - 1, "r" * 32
+    nick = wide * MAX_NICK_LEN
+    text = wide * (F.MAX_TEXT // 4) + "x" * (F.MAX_TEXT % 4)
+    assert len(text.encode()) == F.MAX_TEXT == MAX_TEXT_BYTES
+    sig, key = b"s" * 64, b"k" * 32
+
+    def ev(kind: int, text: str = text, body: bytes = b"") -> F.Ev:
+        return F.Ev(kind, nick, text, 1.7e9, big, body=body, sig=sig, key=key)
+
+    posts = [ev(F.EV_MSG), ev(F.EV_ACTION), ev(F.EV_TOPIC), ev(F.EV_MSG, "", b"b" * V.MAX_SEALED_TEXT)]
+    stream = Stream(room, 10)
+    for post in posts:
+        data = stream.encode(post)  # (EventTooBig if it did not fit)
+        batch = F.datagram([F.batch_item(room, big, [data])])
+        assert len(batch) + ROOM_OVERHEAD <= F.MAX_DATAGRAM
+        assert len(data) + 3 <= page_room(big, room, big)
+        page = F.datagram([F.encode_item(F.History(big, room, big, big, big, [post], True))])
+        assert len(page) + SESSION_OVERHEAD <= F.MAX_DATAGRAM
+    inbox = Stream("", 10)
+    for kind in (F.EV_DM, F.EV_DM_ACTION):
+        data = inbox.encode(ev(kind))
+        assert len(F.datagram([F.batch_item("", big, [data])])) + ROOM_OVERHEAD <= F.MAX_DATAGRAM
+    with pytest.raises(EventTooBig):
+        stream.encode(ev(F.EV_MSG, "", b"b" * (V.MAX_SEALED_TEXT + 1)))

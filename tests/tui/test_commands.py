@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from udproom.protocol import events as ev
+from udproom.protocol.frames import MAX_TEXT
 from udproom.tui import model as m
 
 from .conftest import (
@@ -303,7 +304,7 @@ async def test_too_long_message_is_an_inline_error():
         await ready(pilot, app, backend)
         app.input.value = "x" * 1200
         await pilot.press("enter")
-        assert "message is 1200 bytes of UTF-8; the limit is 840" in last(app)
+        assert f"message is 1200 bytes of UTF-8; the limit is {MAX_TEXT}" in last(app)
         assert not any(c[0] == "post" for c in backend.calls)
 
 
