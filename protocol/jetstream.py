@@ -39,7 +39,18 @@ from typing import Any
 
 from . import frames as F
 from .names import nick_key
-from .roomlog import DAY, KEEP_DAYS, KEEP_EVENTS, MID_WINDOW, Commit, RoomLog, StoreError, _Mids, _new_epoch
+from .roomlog import (
+    DAY,
+    KEEP_DAYS,
+    KEEP_EVENTS,
+    MID_WINDOW,
+    Commit,
+    Pending,
+    RoomLog,
+    StoreError,
+    _Mids,
+    _new_epoch,
+)
 
 log = logging.getLogger("udproom.cluster")
 
@@ -51,6 +62,10 @@ READ_BATCH = 500  # events per batched direct get
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_STREAM_NOT_FOUND = 10059
 ERR_STREAM_NAME_IN_USE = 10058
+#: round trips started for a relay's loop and not yet taken (`_Ops`): beyond, a request is refused
+MAX_OPS = 4096
+#: seconds a finished round trip's result waits for the request that started it to come back for it
+RESULT_KEEP = 30.0
 
 
 def _one_line(exc: BaseException) -> str:
@@ -209,6 +224,82 @@ class NatsLink:
             self.loop.close()
 
 
+class _Ops:
+    """Round trips started for the relay's UDP loop without waiting for them (docs/cluster.md "The
+    NATS client and the UDP loop"). `get(key, start)` returns the result of the round trip under
+    `key` once it is there (and forgets it: a result is used once), and otherwise starts it (if it
+    is not on its way already) and raises `Pending(key)`; when it completes, `key` is reported by
+    `completed()` and the link's owner is woken (`wakeup`), so the caller asks again. A failure is
+    the StoreError `link.call` would have raised. Bounded: at most MAX_OPS round trips on their
+    way or waiting to be taken, and a result nobody came back for within RESULT_KEEP seconds is
+    dropped (`on_expire(key, value)` undoes what it holds: a subscription, a nick claim)."""
+
+    def __init__(self, link: NatsLink, timeout: float) -> None:
+        self.link = link
+        self.timeout = timeout
+        self.wakeup: Callable[[], None] | None = None
+        self.on_expire: Callable[[Any, Any], None] | None = None
+        self._ops: dict[Any, concurrent.futures.Future] = {}
+        self._finished: dict[Any, float] = {}  # key -> when it completed (under the lock)
+        self._done: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, start: Callable[[], Coroutine[Any, Any, Any]], keep: bool = False) -> Any:
+        """The result under `key`; `keep`: leave it for the next `get` (one step of several)."""
+        fut = self._ops.get(key)
+        if fut is None:
+            self._sweep()
+            if len(self._ops) >= MAX_OPS:
+                raise StoreError("the relay is waiting on its cluster for too many requests; try again")
+            if not self.link.connected:
+                raise StoreError("the cluster is not reachable (reconnecting)")
+            fut = self._ops[key] = self.link.submit(asyncio.wait_for(start(), self.timeout))
+            fut.add_done_callback(lambda _f: self._complete(key))
+            raise Pending(key)
+        if not fut.done():
+            raise Pending(key)
+        if not keep:
+            del self._ops[key]
+            with self._lock:
+                self._finished.pop(key, None)
+        try:
+            return fut.result()
+        except (TimeoutError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            raise StoreError("the cluster did not answer in time") from None
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"the cluster: {_one_line(exc)}") from None
+
+    def _complete(self, key: Any) -> None:  # (the NATS thread)
+        with self._lock:
+            self._finished[key] = time.monotonic()
+            self._done.append(key)
+        fn = self.wakeup
+        if fn is not None:
+            fn()
+
+    def completed(self) -> list[Any]:
+        """The keys whose round trip completed since the last call."""
+        with self._lock:
+            out, self._done = self._done, []
+        return out
+
+    def _sweep(self) -> None:
+        cut = time.monotonic() - RESULT_KEEP
+        with self._lock:
+            old = [k for k, at in self._finished.items() if at < cut]
+            for key in old:
+                del self._finished[key]
+        for key in old:
+            fut = self._ops.pop(key, None)
+            if fut is not None and self.on_expire is not None and not fut.cancelled() and not fut.exception():
+                self.on_expire(key, fut.result())
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+
 class _JRoom:
     __slots__ = ("first", "last", "stream", "subject", "topic")
 
@@ -275,6 +366,13 @@ class JetStreamLog(RoomLog):
         self._records_kv: Any = None  # the records' bucket, once they are first read
         self._records_watch: Any = None  # its watching task on the NATS loop, and the watcher
         self._records_watcher: Any = None
+        #: never block the caller on a round trip: follow, read, and record writes start it and
+        #: raise roomlog.Pending until its result is there (`completed()` says when). The relay
+        #: sets it (docs/cluster.md "The NATS client and the UDP loop"); tools and tests block.
+        self.nonblocking = False
+        self._ops = _Ops(link, link.timeout)
+        self._ops.on_expire = self._op_expired
+        self._following: set[str] = set()  # rooms followed through `_ops` (the caller's thread)
         self.epoch = self._started(link)
         link.on_reconnect.append(self._resubscribe)
 
@@ -336,6 +434,11 @@ class JetStreamLog(RoomLog):
     def _write_record(self, key: str, value: bytes | None) -> None:
         self._records()  # (the bucket, and the watcher, exist from here on)
         token = _record_token(key)
+        if self.nonblocking:  # (Pending until the server has it; the same write asked again takes it)
+            kv = self._records_kv
+            write = (lambda: kv.delete(token)) if value is None else (lambda: kv.put(token, value))
+            self._ops.get(("record", key, value), write)
+            return
         if value is None:
             self.link.call(self._records_kv.delete(token))
         else:
@@ -581,9 +684,22 @@ class JetStreamLog(RoomLog):
     follows = True
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
-        """`fn()` is called (on the NATS thread) when the feed gets events while it was empty, and
-        when a commit completes: a relay on asyncio hops back with loop.call_soon_threadsafe."""
+        """`fn()` is called (on the NATS thread) when the feed gets events while it was empty, when
+        a commit completes, and when a round trip a `Pending` waits for completes: a relay on
+        asyncio hops back with loop.call_soon_threadsafe."""
         self._wakeup = fn
+        self._ops.wakeup = fn
+
+    def completed(self) -> list[Any]:
+        """The keys of the `Pending`s raised (nonblocking) whose round trip has completed since the
+        last call: ask again, the answer is there."""
+        return self._ops.completed()
+
+    def _op_expired(self, key: Any, _value: Any) -> None:
+        """A round trip's result that nobody came back for: a room followed for a join that never
+        finished is not followed any more."""
+        if key[0] == "follow" and key[1] not in self._following:
+            self.unfollow(key[1])
 
     def wake(self) -> None:
         fn = self._wakeup
@@ -596,7 +712,14 @@ class JetStreamLog(RoomLog):
         is then handed over in order by `drain()`. Returns (last, first kept, topic)."""
         self._check_open()
         self._settle()
-        last, first, topic, mids = self.link.call(self._follow(room))
+        if self.nonblocking:  # (Pending until the stream has been read; once read, at once)
+            if room in self._following:
+                r = self._rooms[room]
+                return r.last, r.first, r.topic or ""
+            last, first, topic, mids = self._ops.get(("follow", room), lambda: self._follow(room))
+            self._following.add(room)
+        else:
+            last, first, topic, mids = self.link.call(self._follow(room))
         r = self._rooms.setdefault(room, self._jroom(room))
         r.last, r.first = max(r.last, last), max(r.first, first) if r.last else first
         if topic is not None:
@@ -606,6 +729,7 @@ class JetStreamLog(RoomLog):
         return r.last, r.first, r.topic or ""
 
     def unfollow(self, room: str) -> None:
+        self._following.discard(room)
         if not self._closed and self.link.connected:
             self.link.submit(self._unsubscribe(room))
 
@@ -743,7 +867,11 @@ class JetStreamLog(RoomLog):
             hi = min(hi, lo + max(limit, 0) - 1)
         if lo > hi:
             return []
-        rows = self.link.call(_direct_range(self.link.nc, r.stream, lo, hi))
+        if self.nonblocking:  # (Pending until read: the same range asked again takes it)
+            nc, stream = self.link.nc, r.stream
+            rows = self._ops.get(("read", room, lo, hi), lambda: _direct_range(nc, stream, lo, hi))
+        else:
+            rows = self.link.call(_direct_range(self.link.nc, r.stream, lo, hi))
         try:
             return [(seq, F.decode_ev(data)) for seq, data in rows]
         except F.FrameError as exc:
@@ -1073,6 +1201,10 @@ class ClusterNicks:
         # direct messages across relays (`send_dm`, `incoming_dms`, `answer_dm`, `dm_outcomes`)
         self._dm_in: list[tuple[str, int, str, bytes]] = []  # (origin relay, id, to nick, event)
         self._dm_out: list[tuple[int, bool, str]] = []  # (id, delivered, reason or the nick)
+        #: `claim` and `members` never block (roomlog.Pending until answered): set by the relay
+        self.nonblocking = False
+        self._ops = _Ops(link, min(link.timeout, 3.0))
+        self._ops.on_expire = self._op_expired
         link.call(self._buckets())
         self._refresher = link.submit(self._refresh())  # heartbeat, claims, reaping: every ttl / 3
 
@@ -1175,6 +1307,16 @@ class ClusterNicks:
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
         self._wakeup = fn
+        self._ops.wakeup = fn
+
+    def completed(self) -> list[Any]:
+        """Keys of `Pending`s (nonblocking) whose round trip completed since the last call."""
+        return self._ops.completed()
+
+    def _op_expired(self, key: Any, value: Any) -> None:
+        """A claim won for a Login or a nick change that never came back for it: given back."""
+        if key[0] == "claim" and value:
+            self.release(key[1], key[2])
 
     def _member_key(self, room: str, nick: str) -> str:
         return f"{self.relay_id}.{room_token(room)[:24]}.{ClusterNames.key(nick)[:24]}"
@@ -1189,10 +1331,13 @@ class ClusterNicks:
         if self.link.connected:
             self.link.submit(self._members_kv.purge(self._member_key(room, nick)))
 
-    def members(self, room: str) -> list[str]:
-        """The nicks in `room` through any relay, as the members bucket has them (blocks, bounded:
-        once per room a relay opens; [] when the cluster does not answer)."""
+    def members(self, room: str, keep: bool = False) -> list[str]:
+        """The nicks in `room` through any relay, as the members bucket has them (once per room a
+        relay opens; [] when the cluster does not answer). Blocks (bounded), or, nonblocking,
+        raises Pending until read (`keep`: the answer stays for the next call)."""
         try:
+            if self.nonblocking:
+                return self._ops.get(("members", room), lambda: self._room_members(room), keep)
             return self.link.call(self._room_members(room), min(self.link.timeout, 3.0))
         except StoreError:
             return []
@@ -1275,13 +1420,17 @@ class ClusterNicks:
         return hashlib.sha256(b"udproom-session:%d" % token).hexdigest()[:32]
 
     def claim(self, nick: str, token: int, resume: int = 0) -> bool:
-        """Blocks (bounded). After a claim that got no answer, claims fail at once for a moment:
-        a relay cut off from NATS must not stall its loop for every Hello."""
+        """Blocks (bounded), or, nonblocking, raises Pending until answered. After a claim that got
+        no answer, claims fail at once for a moment: a relay cut off from NATS must not stall its
+        loop for every Hello (blocking), nor park every Hello for a round trip (nonblocking)."""
         if not self.link.connected:
             raise StoreError("the cluster is not reachable (reconnecting)")
         if time.monotonic() < self._down_until:
             raise StoreError("the cluster did not answer a moment ago")
         try:
+            if self.nonblocking:  # (Pending until answered: the same claim asked again takes it)
+                start = lambda: self._claim(nick, token, resume)  # noqa: E731
+                return bool(self._ops.get(("claim", nick, token, resume), start))
             return bool(self.link.call(self._claim(nick, token, resume), min(self.link.timeout, 3.0)))
         except StoreError:
             self._down_until = time.monotonic() + min(self.ttl / 4, 2.0)

@@ -47,9 +47,23 @@ from typing import Any
 from . import frames as F
 from .sqlstore import ERRORS, StoreError, describe, from_int64, refuse_foreign, to_int64, transaction
 
-__all__ = ["Commit", "MemoryLog", "RoomLog", "SqliteLog", "StoreError", "open_log"]
+__all__ = ["Commit", "MemoryLog", "Pending", "RoomLog", "SqliteLog", "StoreError", "open_log"]
 
 DAY = 86400.0
+
+
+class Pending(Exception):
+    """A log (or the cluster's nicks) started a round trip whose answer is not there yet: the
+    caller parks what it was doing under `key` and does it again once `key` is reported complete
+    (`completed()`); the call then answers from the result, without a second round trip. Raised
+    before any side effect of the call. Only a log on a remote store raises it (a JetStreamLog of
+    a relay, docs/cluster.md "The NATS client and the UDP loop"); MemoryLog and SqliteLog never do."""
+
+    def __init__(self, key: Any) -> None:
+        super().__init__(f"waiting for the cluster ({key!r})")
+        self.key = key
+
+
 KEEP_DAYS = 30.0
 KEEP_EVENTS = 100_000
 MID_WINDOW = 4096

@@ -28,9 +28,10 @@ from typing import Any
 
 from .. import frames as F
 from ..names import MAX_TEXT_BYTES, InputError, canonical_room, check_nick, check_text, nick_key
-from ..roomlog import StoreError
+from ..roomlog import Pending, StoreError
 from .state import (
     _DM_IN,
+    MAX_PARKED,
     NOT_STORED,
     PRESENCE,
     EventTooBig,
@@ -51,6 +52,15 @@ class Follow:
         self._follows = bool(getattr(self.log, "follows", False))
         if self._follows:  # numbers come from the stream: relays posting at once never refuse each other
             self.log.stream_numbers = True
+            # and no round trip stalls the loop: what needs one raises Pending and waits (below)
+            for part in (self.log, names):
+                if hasattr(part, "nonblocking"):
+                    part.nonblocking = True
+        #: what waits for the cluster (roomlog.Pending): key -> {who: what}; who is ("req", session
+        #: token) with (session, request), or ("login", addr) with (pending handshake, datagram)
+        self._waiting: dict[Any, dict[Any, tuple]] = {}
+        self._n_waiting = 0
+        self._ready: list[Any] = []  # commits that joins wait for, settled
         self._numbers: dict[tuple[str, int], int] = {}  # the last waited-for group's final numbers
         self._last_error = ""  # why the last commit failed, and when (joins wait for no commit then)
         self._failed_at = 0.0
@@ -133,6 +143,8 @@ class Follow:
                 if not self._store_failures:
                     self._events.append(StoreFailed(error))
                 self._store_failures += 1
+            if handle in self._waiting:  # a join waits for it
+                self._ready.append(handle)
             events = set(handle.events)
             numbers = handle.numbers
             for session, cseq, res, room in unstored:
@@ -195,6 +207,7 @@ class Follow:
         self._now = now
         self._settle_commits(now)
         self._take_feed(now)
+        self._resume(now)
         if self.names is not None:
             self._announce_reaped(now)
             self._take_dms(now)
@@ -239,12 +252,25 @@ class Follow:
 
     def _follow_room(self, room: Stream) -> None:
         """A room this relay opens: follow it from the last event the cluster has (blocks, bounded:
-        once per room opened; StoreError when the cluster cannot be reached)."""
-        last, _first, topic = self.log.follow(room.name)
+        once per room opened; StoreError when the cluster cannot be reached). Nonblocking: both
+        round trips are started at once, and Pending raised until both are answered."""
+        wait = None
+        try:
+            last, _first, topic = self.log.follow(room.name)
+        except Pending as exc:
+            wait, last, topic = exc, 0, ""
+        nicks: list[str] = []
+        if self.names is not None:  # who is in it now, through any relay (the feed keeps it)
+            try:
+                nicks = self.names.members(room.name, keep=True) if wait else self.names.members(room.name)
+            except Pending as exc:
+                wait = wait or exc
+        if wait is not None:
+            raise wait
         self._followed.add(room.name)
         roster = self._roster[room.name] = {}
-        if self.names is not None:  # who is in it now, through any relay (the feed keeps it)
-            for nick in self.names.members(room.name):
+        if nicks:
+            for nick in nicks:
                 try:  # (read from a bucket: checked like a Hello's nick)
                     roster[nick_key(nick)] = F.MemberInfo(check_nick(nick), "")
                 except InputError:
@@ -258,6 +284,67 @@ class Follow:
         """The room's members on other relays, for a joiner's member list."""
         here = {nick_key(m.session.nick) for m in room.members.values()} | {nick_key(session.nick)}
         return [info for key, info in self._roster.get(room.name, {}).items() if key not in here]
+
+    # ------------------------------------------------------------------ waiting for the cluster
+
+    def _wait_for(self, who: Any, key: Any, what: tuple) -> bool:
+        """Keep `what` (a request, a Login) until `key` completes; False: too many wait already."""
+        waiting = self._waiting.get(key)
+        if waiting is not None and who in waiting:  # (a retransmitted Login)
+            waiting[who] = what
+            return True
+        if self._n_waiting >= MAX_PARKED:
+            return False
+        self._waiting.setdefault(key, {})[who] = what
+        self._n_waiting += 1
+        return True
+
+    def _resume(self, now: float) -> None:
+        """Do again what waited for round trips that completed (their answers are there now), in
+        the order it came; a session gone meanwhile is skipped."""
+        keys, self._ready = self._ready, []
+        for part in (self.log, self.names):
+            completed = getattr(part, "completed", None)
+            if completed is not None:
+                keys += completed()
+        for key in keys:
+            waiting = self._waiting.pop(key, None)
+            if not waiting:
+                continue
+            self._n_waiting -= len(waiting)
+            for who, what in waiting.items():
+                if who[0] == "req":
+                    session, req = what
+                    if self._tokens.get(session.token) is not session or session.parked != req.cseq:
+                        continue
+                    session.parked = 0
+                    self._do(session, req, now)
+                    self._do_pending(session, now)
+                else:
+                    pending, data = what
+                    if self._pending.get(pending.addr) is pending:
+                        self._from_pending(pending, data, now)
+
+    def _join_committed(self, session: Session, req: F.Req, name: str, now: float) -> F.Frame:
+        """A join whose event is committing: Pending until its commit is settled, then seated."""
+        join_seq, handle = session.joining[name]
+        if not handle.done() or any(c[0] is handle for c in self._commits):
+            raise Pending(handle)
+        del session.joining[name]
+        if handle.error is not None:
+            return result_frame(req.cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {handle.error}", name)
+        room = self.rooms.get(name)
+        if room is None:  # (closed meanwhile: a join again opens it again)
+            return result_frame(req.cseq, F.RES_REFUSED, 0, f"#{name} was closed meanwhile; join again", name)
+        return self._seat(session, req, room, handle.numbers.get((name, join_seq), join_seq), now)
+
+    def _left_while_joining(self, session: Session, now: float, kind: int, reason: str) -> None:
+        """A session that ends while its join is committing: the rooms hear that it left."""
+        for name in session.joining:
+            room = self.rooms.get(name)
+            if room is not None:
+                self._room_event(room, F.Ev(kind=kind, nick=session.nick, text=reason, ts=self._ts(now)), now)
+        session.joining.clear()
 
     # ------------------------------------------------------------------ direct messages across relays
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import frames as F
 from ..names import canonical_room
-from ..roomlog import StoreError
+from ..roomlog import Pending, StoreError
 from .state import (
     DGRAM_HEAD,
     MAX_PAGE,
@@ -94,7 +94,7 @@ class Storage:
             while lo <= hi:
                 try:
                     rows = log.read(name, lo, hi, limit=64)
-                except StoreError:
+                except (StoreError, Pending):  # (Pending: being read; the next probe takes it)
                     return
                 if not rows:
                     return

@@ -5,11 +5,9 @@ black hole between it and the server) stops acknowledging; the other relay never
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 from udproom.protocol import events as E
 
+from .proxy import NatsProxy
 from .relays import Client, cluster_relay, everyone_has, one_order, post_until_served, shutdown
 
 
@@ -44,57 +42,8 @@ async def test_nats_restarted_mid_conversation_refuses_then_serves_never_acks_un
         await shutdown([alice, bob], [r0, r1])
 
 
-class BlackHole:
-    """A TCP proxy to the NATS server, on its own thread and loop (the relays' NATS calls may block
-    the test's loop), that can stop forwarding (a partition: no reset, nothing gets through) and,
-    healed, drops its connections so that the client reconnects."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.open = True
-        self.conns: list[asyncio.StreamWriter] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop
-        ).result(10)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _handle(self, reader, writer) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
-        self.conns += [writer, up_w]
-
-        async def pipe(src, dst) -> None:
-            try:
-                while data := await src.read(65536):
-                    if self.open:
-                        dst.write(data)
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer), return_exceptions=True)
-
-    def heal(self) -> None:
-        def drop() -> None:
-            for w in self.conns:
-                w.close()
-            self.conns = []
-            self.open = True
-
-        self.loop.call_soon_threadsafe(drop)
-
-    def close(self) -> None:
-        self.heal()
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 async def test_a_relay_cut_off_from_nats_stops_acknowledging_the_other_never_notices(nats_server):
-    hole = BlackHole(nats_server.port)
+    hole = NatsProxy(nats_server.port)
     r0 = await cluster_relay(nats_server.url)
     r1 = await cluster_relay(f"nats://127.0.0.1:{hole.port}", commit_timeout=1.0)
     alice, bob = Client(r0, "alice"), Client(r1, "bob")
