@@ -244,8 +244,8 @@ class _Ops:
         self._done: list[Any] = []
         self._lock = threading.Lock()
 
-    def get(self, key: Any, start: Callable[[], Coroutine[Any, Any, Any]], keep: bool = False) -> Any:
-        """The result under `key`; `keep`: leave it for the next `get` (one step of several)."""
+    def get(self, key: Any, start: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        """The result under `key` (used once), or Pending."""
         fut = self._ops.get(key)
         if fut is None:
             self._sweep()
@@ -258,10 +258,9 @@ class _Ops:
             raise Pending(key)
         if not fut.done():
             raise Pending(key)
-        if not keep:
-            del self._ops[key]
-            with self._lock:
-                self._finished.pop(key, None)
+        del self._ops[key]
+        with self._lock:
+            self._finished.pop(key, None)
         try:
             return fut.result()
         except (TimeoutError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
@@ -540,8 +539,10 @@ class JetStreamLog(RoomLog):
         self._discard()
         states: dict[str, tuple[int, int]] = {}
         self._inflight.append((handle, group, topics, states))
-        if not self.link.connected:  # fail fast: nothing would be acknowledged anyway
-            handle.finish(error="the cluster is not reachable (reconnecting): posts are refused")
+        if not self.link.connected:  # fail fast: nothing would be acknowledged anyway (and nothing sent)
+            handle.finish(
+                error="the cluster is not reachable (reconnecting): posts are refused", unsent=handle.events
+            )
             return handle
         fut = self.link.submit(self._publish(handle, group, topics, states))
         fut.add_done_callback(lambda f: _finish_on_crash(f, handle))
@@ -562,20 +563,41 @@ class JetStreamLog(RoomLog):
         numbers: dict[tuple[str, int], int] = {}
         by_stream = self.stream_numbers
         errors: list[str] = []
+        # Sent or not: an event handed to nats-py may be stored even if its ack never comes (nats-py
+        # flushes what it buffered when it reconnects), so only what was never handed over is
+        # refused for the link; one sent without an answer in time is `unknown`, never refused.
+        unsent = list(handle.events)
+        unknown: dict[tuple[str, int], F.Ev] = {}
+        acks: list[asyncio.Future] = []
+        answered = False
         try:
             for room, r in rooms.items():  # a new room's stream (idempotent; another relay may race us)
                 if r.stream not in self._known_streams:
                     await self._ensure_stream(room, r)
-            acks = []
             for room, seq, ev, blob in group:
                 hdrs = {} if by_stream else {"Nats-Expected-Last-Sequence": str(seq - 1)}
                 if ev.mid:
                     hdrs["Nats-Msg-Id"] = str(ev.mid)
+                if not link.connected:  # (nats-py would buffer it and send it on reconnecting)
+                    raise StoreError("the cluster is not reachable (reconnecting): posts are refused")
                 acks.append(await link.publish(rooms[room].subject, blob, hdrs))
-            results = await asyncio.wait_for(
-                asyncio.gather(*acks, return_exceptions=True), self.commit_timeout
-            )
+                unsent.pop(0)
+            if acks:
+                await asyncio.wait(acks, timeout=self.commit_timeout)
+            answered = True
+            results: list[Any] = []
+            for (room, seq, ev, _blob), ack in zip(group, acks, strict=True):
+                if not ack.done():
+                    ack.cancel()  # (a late ack is not waited for: the resend's answers)
+                    unknown[(room, seq)] = ev
+                    results.append(None)
+                else:
+                    results.append(ack.exception() or ack.result())
+            if unknown:
+                errors.append("the cluster did not acknowledge in time")
             for (room, seq, _ev, _blob), res in zip(group, results, strict=True):
+                if res is None:
+                    continue
                 if isinstance(res, BaseException):
                     if getattr(res, "err_code", None) == ERR_WRONG_LAST_SEQUENCE:
                         errors.append(f"room {room!r} moved on at another relay")
@@ -592,10 +614,12 @@ class JetStreamLog(RoomLog):
                     stored.append((room, seq))
             for room, topic in topics.items():
                 await self.settings._update(room, lambda s, t=topic: {**s, "topic": t})
-        except TimeoutError:
-            errors.append("the cluster did not acknowledge in time")
         except Exception as exc:
             errors.append(_one_line(exc))
+            if not answered:  # (sent before it failed: not known either way)
+                for (room, seq, ev, _blob), ack in zip(group, acks, strict=False):
+                    ack.cancel()
+                    unknown[(room, seq)] = ev
         if errors or dups:  # what the streams really hold now, for the next numbers
             for room, r in rooms.items():
                 try:
@@ -608,7 +632,9 @@ class JetStreamLog(RoomLog):
             error = f"the cluster refused the group: {errors[0]}" + (
                 f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             )
-        handle.finish(stored=stored, error=error, duplicates=dups, numbers=numbers)
+        handle.finish(
+            stored=stored, error=error, duplicates=dups, numbers=numbers, unsent=unsent, unknown=unknown
+        )
 
     async def _ensure_stream(self, room: str, r: _JRoom) -> None:
         from nats.js.errors import BadRequestError
@@ -1331,13 +1357,13 @@ class ClusterNicks:
         if self.link.connected:
             self.link.submit(self._members_kv.purge(self._member_key(room, nick)))
 
-    def members(self, room: str, keep: bool = False) -> list[str]:
+    def members(self, room: str) -> list[str]:
         """The nicks in `room` through any relay, as the members bucket has them (once per room a
         relay opens; [] when the cluster does not answer). Blocks (bounded), or, nonblocking,
-        raises Pending until read (`keep`: the answer stays for the next call)."""
+        raises Pending until read."""
         try:
             if self.nonblocking:
-                return self._ops.get(("members", room), lambda: self._room_members(room), keep)
+                return self._ops.get(("members", room), lambda: self._room_members(room))
             return self.link.call(self._room_members(room), min(self.link.timeout, 3.0))
         except StoreError:
             return []

@@ -61,6 +61,9 @@ class Follow:
         self._waiting: dict[Any, dict[Any, tuple]] = {}
         self._n_waiting = 0
         self._ready: list[Any] = []  # commits that joins wait for, settled
+        #: posts sent to the cluster without an answer in time, sent again until one comes:
+        #: (session token, cseq) -> the event (Commit.unknown)
+        self._unsure: dict[tuple[int, int], F.Ev] = {}
         self._numbers: dict[tuple[str, int], int] = {}  # the last waited-for group's final numbers
         self._last_error = ""  # why the last commit failed, and when (joins wait for no commit then)
         self._failed_at = 0.0
@@ -149,6 +152,7 @@ class Follow:
             numbers = handle.numbers
             for session, cseq, res, room in unstored:
                 key = (room, res.seq)
+                unsure = self._unsure.pop((session.token, cseq), None)
                 if key in stored:
                     if key in numbers:  # the number the stream gave it
                         res = result_frame(cseq, res.code, numbers[key], res.reason, room)
@@ -157,6 +161,10 @@ class Follow:
                     self._resolve(session, cseq, result_frame(cseq, F.RES_OK, dups[key], "", room))
                 elif res.seq and key not in events and _stored_before(log, room, res.seq):
                     self._resolve(session, cseq, res)  # a repeat of a post stored earlier
+                elif key in handle.unknown or (unsure is not None and key in handle.unsent):
+                    # sent, and maybe stored: neither acknowledged nor refused, sent again
+                    self._send_again(session, cseq, res, room, handle.unknown.get(key) or unsure)
+                    again = True
                 else:
                     self.stats["refused_unstored"] += 1
                     why = error or "the cluster did not store it"
@@ -179,8 +187,14 @@ class Follow:
         log = self.log
         for name, seq, data in log.drain():
             room = self.rooms.get(name)
-            if room is None or seq <= room.seq:
-                continue  # (not ours any more, or had already)
+            if room is None:  # (being opened, its join waiting: it starts after this; or not ours)
+                try:
+                    log.observe(name, seq, F.decode_ev(data))
+                except F.FrameError:
+                    pass
+                continue
+            if seq <= room.seq:
+                continue  # (had already)
             try:
                 ev = F.decode_ev(data)
                 item = room.encode(ev)
@@ -252,21 +266,14 @@ class Follow:
 
     def _follow_room(self, room: Stream) -> None:
         """A room this relay opens: follow it from the last event the cluster has (blocks, bounded:
-        once per room opened; StoreError when the cluster cannot be reached). Nonblocking: both
-        round trips are started at once, and Pending raised until both are answered."""
-        wait = None
-        try:
-            last, _first, topic = self.log.follow(room.name)
-        except Pending as exc:
-            wait, last, topic = exc, 0, ""
+        once per room opened; StoreError when the cluster cannot be reached). Nonblocking: Pending
+        until the room is followed (the log answers at once from then on), then until its member
+        list is read: after the feed's start, so that a member whose join came before it is in the
+        bucket by then (a member's key is put once its join is stored)."""
+        last, _first, topic = self.log.follow(room.name)
         nicks: list[str] = []
         if self.names is not None:  # who is in it now, through any relay (the feed keeps it)
-            try:
-                nicks = self.names.members(room.name, keep=True) if wait else self.names.members(room.name)
-            except Pending as exc:
-                wait = wait or exc
-        if wait is not None:
-            raise wait
+            nicks = self.names.members(room.name)
         self._followed.add(room.name)
         roster = self._roster[room.name] = {}
         if nicks:
@@ -337,6 +344,27 @@ class Follow:
         if room is None:  # (closed meanwhile: a join again opens it again)
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"#{name} was closed meanwhile; join again", name)
         return self._seat(session, req, room, handle.numbers.get((name, join_seq), join_seq), now)
+
+    def _send_again(self, session: Session, cseq: int, res: F.Result, name: str, ev: F.Ev | None) -> None:
+        """A post sent to the cluster whose answer did not come in time may be stored yet (a late
+        ack; nats-py sends what it buffered when it reconnects): refusing it could be wrong, and
+        acknowledging it is wrong until it is known. It goes again in the next group, with its
+        message id (JetStream's duplicate window answers with the number it has), until it is
+        stored or the cluster refuses it; meanwhile its client's retransmissions wait (the request
+        is deferred). While the cluster is known unreachable it is not sent, only kept. A session
+        gone meanwhile, or too many such posts: kept no longer, never answered (its client sends
+        it again, with its id, on its next session)."""
+        if ev is None or self._tokens.get(session.token) is not session or len(self._unsure) >= MAX_UNSURE:
+            return
+        self._unsure[(session.token, cseq)] = ev
+        self.stats["posts_sent_again"] += 1
+        room = self.rooms.get(name)
+        if room is not None:
+            seq = self._fed_event(room, ev, self._now)
+        else:
+            seq = self.log.append(name, ev)
+            self._dirty.add(name)
+        self._unstored.append((session, cseq, result_frame(cseq, res.code, seq, res.reason, name), name))
 
     def _left_while_joining(self, session: Session, now: float, kind: int, reason: str) -> None:
         """A session that ends while its join is committing: the rooms hear that it left."""
@@ -452,6 +480,8 @@ class Follow:
 #: direct messages sent through the cluster and not answered yet (per relay), and remembered per
 #: recipient (for resends)
 MAX_REMOTE_DMS = 4096
+#: posts without an answer from the cluster, sent again until one comes (per relay)
+MAX_UNSURE = 4096
 
 _ROSTER = (F.EV_JOIN, F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)
 

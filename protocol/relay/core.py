@@ -108,6 +108,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
                 "commits",
                 "commit_failures",
                 "refused_unstored",
+                "posts_sent_again",
                 "pages",
                 "sealed_dropped",
                 "pending_timed_out",

@@ -37,17 +37,16 @@ class NatsProxy:
                 dst.write(data)
 
         async def pipe(src, dst) -> None:
+            last = 0.0  # when the previous chunk goes: never before it (the delay may shrink)
             try:
                 while data := await src.read(65536):
-                    if self.delay > 0:  # (the same delay for every chunk: their order is kept)
-                        self.loop.call_later(self.delay, write, dst, data)
-                    else:
-                        write(dst, data)
+                    last = max(self.loop.time() + self.delay, last)
+                    self.loop.call_at(last, write, dst, data)
             except (ConnectionError, OSError):
                 pass
             finally:
                 with contextlib.suppress(RuntimeError):  # (the proxy's loop stopped first)
-                    self.loop.call_later(self.delay, dst.close)
+                    self.loop.call_at(max(self.loop.time() + self.delay, last), dst.close)
 
         await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer), return_exceptions=True)
 

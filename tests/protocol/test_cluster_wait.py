@@ -82,7 +82,7 @@ class GatedNames(SimNames):
         self.gates.get(("claim", nick))
         return super().claim(nick, token, resume)
 
-    def members(self, room: str, keep: bool = False) -> list[str]:
+    def members(self, room: str) -> list[str]:
         return []
 
 
