@@ -4,7 +4,8 @@ in key-value buckets. See docs/cluster.md for the design and what the relay does
 - `NatsLink(servers)`: one nats-py connection on its own thread and asyncio loop. The relay's UDP
   loop never runs nats-py code: it hands work over (`submit`) and is told when it is done; the
   synchronous calls (`call`) block their caller with a bounded timeout and are meant for start-up,
-  tests and tools, not the UDP loop's hot path.
+  tests and tools: on a relay (`nonblocking`) the log and the nicks raise roomlog.Pending instead
+  and answer once the round trip is done (`_Ops`).
 - `JetStreamLog(link)`: a `RoomLog`. One stream per room, so the stream sequence IS the room
   sequence (contiguous, gap-free). `begin_commit()` publishes the group asynchronously with
   `Nats-Msg-Id` = the message id (JetStream's duplicate window dedupes a resend, also one made to
@@ -58,6 +59,7 @@ __all__ = ["ClusterNames", "ClusterNicks", "JetStreamLog", "NatsLink", "RoomSett
 
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream's default; a failed-over client resends well within it
 READ_BATCH = 500  # events per batched direct get
+_PRESENCE_KINDS = (F.EV_JOIN, F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)  # (who is in a room)
 # JetStream API error codes (nats-server's errors.json)
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_STREAM_NOT_FOUND = 10059
@@ -372,6 +374,7 @@ class JetStreamLog(RoomLog):
         self._ops = _Ops(link, link.timeout)
         self._ops.on_expire = self._op_expired
         self._following: set[str] = set()  # rooms followed through `_ops` (the caller's thread)
+        self._presence: dict[str, list[F.Ev]] = {}  # room -> presence events `follow` read
         self.epoch = self._started(link)
         link.on_reconnect.append(self._resubscribe)
 
@@ -742,17 +745,24 @@ class JetStreamLog(RoomLog):
             if room in self._following:
                 r = self._rooms[room]
                 return r.last, r.first, r.topic or ""
-            last, first, topic, mids = self._ops.get(("follow", room), lambda: self._follow(room))
+            last, first, topic, mids, presence = self._ops.get(("follow", room), lambda: self._follow(room))
             self._following.add(room)
         else:
-            last, first, topic, mids = self.link.call(self._follow(room))
+            last, first, topic, mids, presence = self.link.call(self._follow(room))
         r = self._rooms.setdefault(room, self._jroom(room))
         r.last, r.first = max(r.last, last), max(r.first, first) if r.last else first
         if topic is not None:
             r.topic = topic
         # the message-id window now, so that a post never waits for the stream (the feed keeps it)
         self._mids[room] = _Mids(mids)
+        self._presence[room] = presence
         return r.last, r.first, r.topic or ""
+
+    def presence_window(self, room: str) -> list[F.Ev]:
+        """The joins, leaves, timeouts, nick changes and aways among the room's last events, as
+        `follow` read them (once): with the members bucket (which learns of a member only once its
+        join is stored), who is in the room when it is opened."""
+        return self._presence.pop(room, [])
 
     def unfollow(self, room: str) -> None:
         self._following.discard(room)
@@ -783,7 +793,7 @@ class JetStreamLog(RoomLog):
             w.add(seq, ev.mid)
             w.forget_through(seq - self.mid_window)
 
-    async def _follow(self, room: str) -> tuple[int, int, str | None, list[tuple[int, int]]]:
+    async def _follow(self, room: str) -> tuple[int, int, str | None, list[tuple[int, int]], list[F.Ev]]:
         from nats.js import api
 
         r = self._rooms.get(room) or self._jroom(room)
@@ -794,6 +804,7 @@ class JetStreamLog(RoomLog):
         settings, _rev = await self.settings.get(room)
         lo = max(first, last - self.mid_window + 1)
         mids = []
+        presence = []
         for seq, data in await _direct_range(self.link.nc, r.stream, lo, last) if lo <= last else []:
             try:
                 ev = F.decode_ev(data)
@@ -801,8 +812,10 @@ class JetStreamLog(RoomLog):
                 continue
             if ev.mid:
                 mids.append((seq, ev.mid))
+            if ev.kind in _PRESENCE_KINDS:
+                presence.append(ev)
         if room in self._subs:
-            return last, first, settings.get("topic"), mids
+            return last, first, settings.get("topic"), mids, presence
         self._fed[room] = last
         self._subs[room] = None  # (taken: a second follow of the room waits for this one)
 
@@ -836,7 +849,7 @@ class JetStreamLog(RoomLog):
             )
 
         self._subs[room] = (subscribe, await subscribe(last + 1))
-        return last, first, settings.get("topic"), mids
+        return last, first, settings.get("topic"), mids, presence
 
     async def _unsubscribe(self, room: str) -> None:
         entry = self._subs.pop(room, None)

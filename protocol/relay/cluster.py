@@ -12,7 +12,12 @@ place; on MemoryLog and SqliteLog (`log.follows` false) none of this runs.
   through another relay) -> the number it has; anything else -> refused with the log's reason,
   never acknowledged. A group's presence events (leave, timeout, nick, away) that were not stored
   are appended again: they happened all the same.
-- A join waits (bounded) for its own commit: the joiner's numbers must be final.
+- A join waits (bounded) for its own commit: the joiner's numbers must be final. It waits parked,
+  as everything that needs a round trip does (roomlog.Pending: `_wait_for`, `_resume`): the log
+  or the nicks raise Pending(key), the request is kept and done again when the key completes,
+  and the loop serves everyone else meanwhile (docs/cluster.md "The NATS client and the UDP loop").
+- A post whose commit got no answer in time may be stored yet: never refused for that, it is
+  sent again with its message id until the cluster answers (`_send_again`).
 - Nicks: unique across relays through `names` (jetstream.ClusterNicks), claimed when a session
   opens or changes nick, released when it ends.
 - Direct messages to a nick held through another relay go there (`_direct_remote`; the routing is
@@ -61,6 +66,9 @@ class Follow:
         self._waiting: dict[Any, dict[Any, tuple]] = {}
         self._n_waiting = 0
         self._ready: list[Any] = []  # commits that joins wait for, settled
+        self._pages_waiting: dict[tuple[int, int], int] = {}  # (token, cseq) -> the page's `before`
+        #: rooms being opened (their join waits for the cluster): the feed's presence events so far
+        self._opening: dict[str, list[F.Ev]] = {}
         #: posts sent to the cluster without an answer in time, sent again until one comes:
         #: (session token, cseq) -> the event (Commit.unknown)
         self._unsure: dict[tuple[int, int], F.Ev] = {}
@@ -189,9 +197,13 @@ class Follow:
             room = self.rooms.get(name)
             if room is None:  # (being opened, its join waiting: it starts after this; or not ours)
                 try:
-                    log.observe(name, seq, F.decode_ev(data))
+                    ev = F.decode_ev(data)
                 except F.FrameError:
-                    pass
+                    continue
+                log.observe(name, seq, ev)
+                early = self._opening.get(name)
+                if early is not None and ev.kind in _ROSTER and len(early) < MAX_EARLY:
+                    early.append(ev)
                 continue
             if seq <= room.seq:
                 continue  # (had already)
@@ -253,8 +265,8 @@ class Follow:
 
     def _cluster_refuses(self, now: float) -> str | None:
         """Why a join is refused at once: the last commit failed a moment ago (the cluster is not
-        reachable, or did not answer in time). A join waits for its commit, and the loop with it:
-        during an outage that would stall every member, join after join. After a moment a join may
+        reachable, or did not answer in time). A join waits for its commit (parked): during an
+        outage every join would wait its timeout, one after another. After a moment a join may
         try again (it is what finds out that the cluster is back when no one posts)."""
         if (
             self._follows
@@ -270,18 +282,30 @@ class Follow:
         until the room is followed (the log answers at once from then on), then until its member
         list is read: after the feed's start, so that a member whose join came before it is in the
         bucket by then (a member's key is put once its join is stored)."""
-        last, _first, topic = self.log.follow(room.name)
-        nicks: list[str] = []
-        if self.names is not None:  # who is in it now, through any relay (the feed keeps it)
-            nicks = self.names.members(room.name)
-        self._followed.add(room.name)
-        roster = self._roster[room.name] = {}
-        if nicks:
-            for nick in nicks:
-                try:  # (read from a bucket: checked like a Hello's nick)
-                    roster[nick_key(nick)] = F.MemberInfo(check_nick(nick), "")
-                except InputError:
-                    continue
+        name = room.name
+        if len(self._opening) >= 2 * MAX_PARKED:  # (joins that never came back: forgotten)
+            self._opening.clear()
+        self._opening.setdefault(name, [])
+        try:
+            last, _first, topic = self.log.follow(name)
+            nicks: list[str] = []
+            if self.names is not None:  # who is in it now, through any relay (the feed keeps it)
+                nicks = self.names.members(name)
+        except StoreError:
+            self._opening.pop(name, None)
+            raise
+        self._followed.add(name)
+        roster = self._roster[name] = {}
+        for nick in nicks:
+            try:  # (read from a bucket: checked like a Hello's nick)
+                roster[nick_key(nick)] = F.MemberInfo(check_nick(nick), "")
+            except InputError:
+                continue
+        # the bucket learns of a member only once its join is stored: the room's recent presence
+        # events as the log read them, then those the feed brought while the room was being opened
+        window = getattr(self.log, "presence_window", None)
+        for ev in (window(name) if window is not None else []) + self._opening.pop(name, []):
+            _roster_event(roster, ev)
         if last:
             room.start_at(last, topic)
         else:
@@ -323,6 +347,7 @@ class Follow:
                 if who[0] == "req":
                     session, req = what
                     if self._tokens.get(session.token) is not session or session.parked != req.cseq:
+                        self._pages_waiting.pop((session.token, req.cseq), None)
                         continue
                     session.parked = 0
                     self._do(session, req, now)
@@ -482,6 +507,8 @@ class Follow:
 MAX_REMOTE_DMS = 4096
 #: posts without an answer from the cluster, sent again until one comes (per relay)
 MAX_UNSURE = 4096
+#: presence events kept per room while it is being opened
+MAX_EARLY = 4096
 
 _ROSTER = (F.EV_JOIN, F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)
 

@@ -213,13 +213,14 @@ class Requests:
             check_text(req.text, MAX_TOPIC_BYTES, "topic")
             sealed = self._sealed_only(room, req, topic=True)  # (sets a passphrase room's topic)
             topic = room.topic if sealed else req.text
+            body = req.body if sealed else b""
+            sig = req.sig if len(req.sig) == 64 else b""  # (the setter's, as it came)
+            # first (a cluster may raise Pending: then nothing has changed yet)
+            self._keep_topic_signature(room, (topic, session.key or b"", sig))
+            room.topic_signed = (topic, session.key or b"", sig)
             if not self._follows:  # (in a cluster: when the feed brings the topic event)
                 room.topic = topic
             self.log.set_topic(room.name, topic)
-            body = req.body if sealed else b""
-            sig = req.sig if len(req.sig) == 64 else b""  # (the setter's, as it came)
-            room.topic_signed = (topic, session.key or b"", sig)
-            self._keep_topic_signature(room)
             ev = F.Ev(kind=F.EV_TOPIC, nick=session.nick, text=req.text, ts=self._ts(now), body=body, sig=sig)
             seq = self._room_event(room, ev, now)
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
@@ -360,11 +361,11 @@ class Requests:
             return {}
         return {"topic_key": key, "topic_sig": sig}
 
-    def _keep_topic_signature(self, room: Stream) -> None:
+    def _keep_topic_signature(self, room: Stream, signed: tuple[str, bytes, bytes]) -> None:
         """The topic's signature with the relay's data (a record: key, signature, then the topic),
         so joiners after a restart, or at another relay of a cluster, can still check the topic.
         Not kept (a full disk, the cluster away): joiners are shown it unchecked, as before."""
-        topic, key, sig = room.topic_signed
+        topic, key, sig = signed
         value = (
             key + sig + topic.encode("utf-8", "surrogatepass") if len(key) == 32 and len(sig) == 64 else None
         )

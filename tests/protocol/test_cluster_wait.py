@@ -69,6 +69,10 @@ class GatedLog(SimLog):
         self.gates.get(("read", room))
         return super().read(room, lo, hi, limit)
 
+    def _write_record(self, key: str, value: bytes | None) -> None:
+        self.gates.get(("record", key))
+        super()._write_record(key, value)
+
     def completed(self) -> list[tuple]:
         return self.gates.completed()
 
@@ -194,4 +198,41 @@ def test_a_member_asking_for_many_rooms_holds_one_request_and_the_relay_holds_at
     assert joined(net, 0) == rooms  # every one once, in order
     assert all(n == 1 for key, n in gates.count.items() if key != ("follow", "r1"))
     net.run_while(lambda: joined(net, 1) != ["r1"], net.now + 10.0)
+    assert relay._n_waiting == 0
+
+
+def test_a_history_page_and_a_topic_waiting_for_the_cluster_do_not_stop_the_relay():
+    """A page back read from the stream (bob), and a topic whose signature record is written to the
+    cluster (alice), wait for their round trips; meanwhile the room's posts (carol's) are stored
+    and delivered. Each is answered once, after its round trip, and the topic is set once."""
+    net, gates, relay = world()
+    alice = member(net, 0, "alice", "lobby")
+    bob = member(net, 1, "bob", "lobby")
+    carol = member(net, 2, "carol", "lobby")
+    net.run_while(lambda: any(joined(net, i) != ["lobby"] for i in range(3)), 10.0)
+    gates.shut.update({"lobby", "topic/lobby"})
+    net.call(member_addr(1), bob.page_back, "lobby", 0, 20)
+    net.call(member_addr(0), alice.set_topic, "lobby", "new topic")
+    net.run_while(lambda: len(gates.started) < 2, net.now + 10.0)
+    assert set(gates.started) == {("read", "lobby"), ("record", "topic/lobby")}
+    posted = net.call(member_addr(2), carol.post, "lobby", "meanwhile")
+    net.run_while(
+        lambda: (
+            "meanwhile" not in [e.text for e in of(net, 0, E.MessageReceived)]
+            or not of(net, 2, E.PostAcknowledged)
+        ),
+        net.now + 10.0,
+    )
+    assert [e.local_id for e in of(net, 2, E.PostAcknowledged)] == [posted]
+    net.run_until(net.now + 20 * T.rto_min)  # both requests are retransmitted meanwhile
+    assert not of(net, 1, E.HistoryPage) and not of(net, 0, E.TopicChanged)
+    assert gates.count == {("read", "lobby"): 1, ("record", "topic/lobby"): 1}
+    gates.open("lobby")
+    gates.open("topic/lobby")
+    net.flush(relay_addr(0))
+    net.run_while(lambda: not of(net, 1, E.HistoryPage) or not of(net, 1, E.TopicChanged), net.now + 10.0)
+    net.run_until(net.now + 10 * T.rto_min)
+    assert len(of(net, 1, E.HistoryPage)) == 1
+    assert [e.topic for e in of(net, 1, E.TopicChanged)] == ["new topic"]
+    assert gates.count == {("read", "lobby"): 1, ("record", "topic/lobby"): 1}
     assert relay._n_waiting == 0
