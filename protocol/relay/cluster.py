@@ -359,12 +359,15 @@ class Follow:
 
     def _join_committed(self, session: Session, req: F.Req, name: str, now: float) -> F.Frame:
         """A join whose event is committing: Pending until its commit is settled, then seated."""
-        join_seq, handle = session.joining[name]
+        joining = session.joining
+        assert joining is not None
+        join_seq, handle = joining[name]
         if not handle.done() or any(c[0] is handle for c in self._commits):
             raise Pending(handle)
-        del session.joining[name]
-        if handle.error is not None:
-            return result_frame(req.cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {handle.error}", name)
+        del joining[name]
+        if (name, join_seq) not in handle.stored:  # (refused; or its answer late: maybe stored later)
+            why = handle.error or "the cluster did not store it"
+            return result_frame(req.cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {why}", name)
         room = self.rooms.get(name)
         if room is None:  # (closed meanwhile: a join again opens it again)
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"#{name} was closed meanwhile; join again", name)
@@ -393,11 +396,11 @@ class Follow:
 
     def _left_while_joining(self, session: Session, now: float, kind: int, reason: str) -> None:
         """A session that ends while its join is committing: the rooms hear that it left."""
-        for name in session.joining:
+        for name in session.joining or ():
             room = self.rooms.get(name)
             if room is not None:
                 self._room_event(room, F.Ev(kind=kind, nick=session.nick, text=reason, ts=self._ts(now)), now)
-        session.joining.clear()
+        session.joining = None
 
     # ------------------------------------------------------------------ direct messages across relays
 

@@ -255,7 +255,7 @@ class Requests:
         if room is not None:  # already in: answer with a fresh snapshot
             m = room.members[session.addr]
             return self._answer(session, self._joined(cseq, room, session, m, 0), now)
-        if name in session.joining:  # (a cluster: its join event was committing; cluster.py)
+        if session.joining and name in session.joining:  # (a cluster: its join event is committing)
             return self._join_committed(session, req, name, now)
         if len(session.rooms) >= self.config.max_rooms_per_session:
             return result_frame(
@@ -298,6 +298,8 @@ class Requests:
         )
         if self._follows and getattr(self.log, "nonblocking", False):  # the loop does not wait for it
             self._commit()
+            if session.joining is None:
+                session.joining = {}
             session.joining[name] = (join_seq, self._commits[-1][0])
             return self._join_committed(session, req, name, now)
         failed = self._commit(wait=True)

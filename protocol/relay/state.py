@@ -404,8 +404,8 @@ class Session:
         #: the cseq of the request waiting for the cluster (roomlog.Pending; 0: none): requests
         #: are handled in order, so a session has at most one (the next ones wait in `pending`)
         self.parked = 0
-        #: rooms whose join event is committing (a cluster): name -> (its seq, the Commit)
-        self.joining: dict[str, tuple[int, Any]] = {}
+        #: rooms whose join event is committing (a cluster): name -> (its seq, the Commit); None: none
+        self.joining: dict[str, tuple[int, Any]] | None = None
         self.results: OrderedDict[int, F.Frame] = OrderedDict()
         self.last_heard = now
         self.doubted: float | None = None  # last_heard when a Hello for our nick came (handshake.py)
