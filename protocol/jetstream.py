@@ -281,9 +281,12 @@ class _Ops:
             fn()
 
     def completed(self) -> list[Any]:
-        """The keys whose round trip completed since the last call."""
+        """The keys whose round trip completed since the last call (and answers kept too long are
+        dropped: the relay calls this at every turn of its loop)."""
         with self._lock:
             out, self._done = self._done, []
+        if self._finished:
+            self._sweep()
         return out
 
     def _sweep(self) -> None:

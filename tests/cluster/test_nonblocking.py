@@ -82,6 +82,7 @@ def test_a_claim_nobody_came_back_for_is_released(nats_server, monkeypatch):
         monkeypatch.setattr(jetstream, "RESULT_KEEP", 0.0)
         with pytest.raises(Pending) as second:  # (starting another sweeps the old answer out)
             names.claim("bob", 2)
+        monkeypatch.setattr(jetstream, "RESULT_KEEP", 30.0)  # (the second's answer is kept)
         until_completed(names, second.value.key, woken)
         # the first claim was released (on the NATS thread, before the second's round trip)
         assert names.claim("bob", 2) is True
