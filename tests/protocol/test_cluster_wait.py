@@ -69,6 +69,10 @@ class GatedLog(SimLog):
         self.gates.get(("read", room))
         return super().read(room, lo, hi, limit)
 
+    def seq_of_mid(self, room: str, mid: int):
+        self.gates.get(("mids", f"mids/{room}"))  # (the room's message-id window, read from the stream)
+        return super().seq_of_mid(room, mid)
+
     def _write_record(self, key: str, value: bytes | None) -> None:
         self.gates.get(("record", key))
         super()._write_record(key, value)
@@ -236,3 +240,29 @@ def test_a_history_page_and_a_topic_waiting_for_the_cluster_do_not_stop_the_rela
     assert [e.topic for e in of(net, 1, E.TopicChanged)] == ["new topic"]
     assert gates.count == {("read", "lobby"): 1, ("record", "topic/lobby"): 1}
     assert relay._n_waiting == 0
+
+
+def test_a_post_waiting_for_its_rooms_message_ids_is_acknowledged_once_and_others_are_served():
+    """A post whose room's message-id window must be read from the stream first (is it a resend?)
+    waits for it; the relay stores and delivers the other members' posts meanwhile, then stores
+    this one once and acknowledges it once."""
+    net, gates, relay = world()
+    alice = member(net, 0, "alice", "lobby", "side")
+    bob = member(net, 1, "bob", "side")
+    net.run_while(lambda: joined(net, 0) != ["lobby", "side"] or joined(net, 1) != ["side"], 10.0)
+    gates.shut.add("mids/lobby")
+    mine = net.call(member_addr(0), alice.post, "lobby", "mine")
+    net.run_while(lambda: not gates.started, net.now + 10.0)
+    theirs = net.call(member_addr(1), bob.post, "side", "theirs")
+    net.run_while(lambda: "theirs" not in [e.text for e in of(net, 0, E.MessageReceived)], net.now + 10.0)
+    net.run_until(net.now + 20 * T.rto_min)  # alice's post is retransmitted meanwhile
+    assert not of(net, 0, E.PostAcknowledged) and [e.local_id for e in of(net, 1, E.PostAcknowledged)] == [
+        theirs
+    ]
+    gates.open("mids/lobby")
+    net.flush(relay_addr(0))
+    net.run_while(lambda: not of(net, 0, E.PostAcknowledged), net.now + 10.0)
+    net.run_until(net.now + 10 * T.rto_min)
+    assert [e.local_id for e in of(net, 0, E.PostAcknowledged)] == [mine]
+    assert [e.text for e in of(net, 0, E.MessageReceived)].count("mine") == 1
+    assert gates.count == {("mids", "mids/lobby"): 1} and relay._n_waiting == 0
