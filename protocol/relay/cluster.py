@@ -365,10 +365,13 @@ class Follow:
         if not handle.done() or any(c[0] is handle for c in self._commits):
             raise Pending(handle)
         del joining[name]
+        room = self.rooms.get(name)
         if (name, join_seq) not in handle.stored:  # (refused; or its answer late: maybe stored later)
+            if (name, join_seq) in handle.unknown and room is not None:  # then not a member there
+                gone = F.Ev(kind=F.EV_LEAVE, nick=session.nick, text="", ts=self._ts(now))
+                self._room_event(room, gone, now)
             why = handle.error or "the cluster did not store it"
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {why}", name)
-        room = self.rooms.get(name)
         if room is None:  # (closed meanwhile: a join again opens it again)
             return result_frame(req.cseq, F.RES_REFUSED, 0, f"#{name} was closed meanwhile; join again", name)
         return self._seat(session, req, room, handle.numbers.get((name, join_seq), join_seq), now)
