@@ -4,7 +4,8 @@ in key-value buckets. See docs/cluster.md for the design and what the relay does
 - `NatsLink(servers)`: one nats-py connection on its own thread and asyncio loop. The relay's UDP
   loop never runs nats-py code: it hands work over (`submit`) and is told when it is done; the
   synchronous calls (`call`) block their caller with a bounded timeout and are meant for start-up,
-  tests and tools, not the UDP loop's hot path.
+  tests and tools: on a relay (`nonblocking`) the log and the nicks raise roomlog.Pending instead
+  and answer once the round trip is done (`_Ops`).
 - `JetStreamLog(link)`: a `RoomLog`. One stream per room, so the stream sequence IS the room
   sequence (contiguous, gap-free). `begin_commit()` publishes the group asynchronously with
   `Nats-Msg-Id` = the message id (JetStream's duplicate window dedupes a resend, also one made to
@@ -39,7 +40,18 @@ from typing import Any
 
 from . import frames as F
 from .names import nick_key, nick_keys
-from .roomlog import DAY, KEEP_DAYS, KEEP_EVENTS, MID_WINDOW, Commit, RoomLog, StoreError, _Mids, _new_epoch
+from .roomlog import (
+    DAY,
+    KEEP_DAYS,
+    KEEP_EVENTS,
+    MID_WINDOW,
+    Commit,
+    Pending,
+    RoomLog,
+    StoreError,
+    _Mids,
+    _new_epoch,
+)
 
 log = logging.getLogger("udproom.cluster")
 
@@ -47,10 +59,15 @@ __all__ = ["ClusterNames", "ClusterNicks", "JetStreamLog", "NatsLink", "RoomSett
 
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream's default; a failed-over client resends well within it
 READ_BATCH = 500  # events per batched direct get
+_PRESENCE_KINDS = (F.EV_JOIN, F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)  # (who is in a room)
 # JetStream API error codes (nats-server's errors.json)
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_STREAM_NOT_FOUND = 10059
 ERR_STREAM_NAME_IN_USE = 10058
+#: round trips started for a relay's loop and not yet taken (`_Ops`): beyond, a request is refused
+MAX_OPS = 4096
+#: seconds a finished round trip's result waits for the request that started it to come back for it
+RESULT_KEEP = 30.0
 
 
 def _one_line(exc: BaseException) -> str:
@@ -209,6 +226,84 @@ class NatsLink:
             self.loop.close()
 
 
+class _Ops:
+    """Round trips started for the relay's UDP loop without waiting for them (docs/cluster.md "The
+    NATS client and the UDP loop"). `get(key, start)` returns the result of the round trip under
+    `key` once it is there (and forgets it: a result is used once), and otherwise starts it (if it
+    is not on its way already) and raises `Pending(key)`; when it completes, `key` is reported by
+    `completed()` and the link's owner is woken (`wakeup`), so the caller asks again. A failure is
+    the StoreError `link.call` would have raised. Bounded: at most MAX_OPS round trips on their
+    way or waiting to be taken, and a result nobody came back for within RESULT_KEEP seconds is
+    dropped (`on_expire(key, value)` undoes what it holds: a subscription, a nick claim)."""
+
+    def __init__(self, link: NatsLink, timeout: float) -> None:
+        self.link = link
+        self.timeout = timeout
+        self.wakeup: Callable[[], None] | None = None
+        self.on_expire: Callable[[Any, Any], None] | None = None
+        self._ops: dict[Any, concurrent.futures.Future] = {}
+        self._finished: dict[Any, float] = {}  # key -> when it completed (under the lock)
+        self._done: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, start: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        """The result under `key` (used once), or Pending."""
+        fut = self._ops.get(key)
+        if fut is None:
+            self._sweep()
+            if len(self._ops) >= MAX_OPS:
+                raise StoreError("the relay is waiting on its cluster for too many requests; try again")
+            if not self.link.connected:
+                raise StoreError("the cluster is not reachable (reconnecting)")
+            fut = self._ops[key] = self.link.submit(asyncio.wait_for(start(), self.timeout))
+            fut.add_done_callback(lambda _f: self._complete(key))
+            raise Pending(key)
+        if not fut.done():
+            raise Pending(key)
+        del self._ops[key]
+        with self._lock:
+            self._finished.pop(key, None)
+        try:
+            return fut.result()
+        except (TimeoutError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            raise StoreError("the cluster did not answer in time") from None
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"the cluster: {_one_line(exc)}") from None
+
+    def _complete(self, key: Any) -> None:  # (the NATS thread)
+        with self._lock:
+            self._finished[key] = time.monotonic()
+            self._done.append(key)
+        fn = self.wakeup
+        if fn is not None:
+            fn()
+
+    def completed(self) -> list[Any]:
+        """The keys whose round trip completed since the last call (and answers kept too long are
+        dropped: the relay calls this at every turn of its loop)."""
+        with self._lock:
+            out, self._done = self._done, []
+        if self._finished:
+            self._sweep()
+        return out
+
+    def _sweep(self) -> None:
+        cut = time.monotonic() - RESULT_KEEP
+        with self._lock:
+            old = [k for k, at in self._finished.items() if at < cut]
+            for key in old:
+                del self._finished[key]
+        for key in old:
+            fut = self._ops.pop(key, None)
+            if fut is not None and self.on_expire is not None and not fut.cancelled() and not fut.exception():
+                self.on_expire(key, fut.result())
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+
 class _JRoom:
     __slots__ = ("first", "last", "stream", "subject", "topic")
 
@@ -275,6 +370,14 @@ class JetStreamLog(RoomLog):
         self._records_kv: Any = None  # the records' bucket, once they are first read
         self._records_watch: Any = None  # its watching task on the NATS loop, and the watcher
         self._records_watcher: Any = None
+        #: never block the caller on a round trip: follow, read, and record writes start it and
+        #: raise roomlog.Pending until its result is there (`completed()` says when). The relay
+        #: sets it (docs/cluster.md "The NATS client and the UDP loop"); tools and tests block.
+        self.nonblocking = False
+        self._ops = _Ops(link, link.timeout)
+        self._ops.on_expire = self._op_expired
+        self._following: set[str] = set()  # rooms followed through `_ops` (the caller's thread)
+        self._presence: dict[str, list[F.Ev]] = {}  # room -> presence events `follow` read
         self.epoch = self._started(link)
         link.on_reconnect.append(self._resubscribe)
 
@@ -336,6 +439,11 @@ class JetStreamLog(RoomLog):
     def _write_record(self, key: str, value: bytes | None) -> None:
         self._records()  # (the bucket, and the watcher, exist from here on)
         token = _record_token(key)
+        if self.nonblocking:  # (Pending until the server has it; the same write asked again takes it)
+            kv = self._records_kv
+            write = (lambda: kv.delete(token)) if value is None else (lambda: kv.put(token, value))
+            self._ops.get(("record", key, value), write)
+            return
         if value is None:
             self.link.call(self._records_kv.delete(token))
         else:
@@ -437,8 +545,10 @@ class JetStreamLog(RoomLog):
         self._discard()
         states: dict[str, tuple[int, int]] = {}
         self._inflight.append((handle, group, topics, states))
-        if not self.link.connected:  # fail fast: nothing would be acknowledged anyway
-            handle.finish(error="the cluster is not reachable (reconnecting): posts are refused")
+        if not self.link.connected:  # fail fast: nothing would be acknowledged anyway (and nothing sent)
+            handle.finish(
+                error="the cluster is not reachable (reconnecting): posts are refused", unsent=handle.events
+            )
             return handle
         fut = self.link.submit(self._publish(handle, group, topics, states))
         fut.add_done_callback(lambda f: _finish_on_crash(f, handle))
@@ -459,20 +569,41 @@ class JetStreamLog(RoomLog):
         numbers: dict[tuple[str, int], int] = {}
         by_stream = self.stream_numbers
         errors: list[str] = []
+        # Sent or not: an event handed to nats-py may be stored even if its ack never comes (nats-py
+        # flushes what it buffered when it reconnects), so only what was never handed over is
+        # refused for the link; one sent without an answer in time is `unknown`, never refused.
+        unsent = list(handle.events)
+        unknown: dict[tuple[str, int], F.Ev] = {}
+        acks: list[asyncio.Future] = []
+        answered = False
         try:
             for room, r in rooms.items():  # a new room's stream (idempotent; another relay may race us)
                 if r.stream not in self._known_streams:
                     await self._ensure_stream(room, r)
-            acks = []
             for room, seq, ev, blob in group:
                 hdrs = {} if by_stream else {"Nats-Expected-Last-Sequence": str(seq - 1)}
                 if ev.mid:
                     hdrs["Nats-Msg-Id"] = str(ev.mid)
+                if not link.connected:  # (nats-py would buffer it and send it on reconnecting)
+                    raise StoreError("the cluster is not reachable (reconnecting): posts are refused")
                 acks.append(await link.publish(rooms[room].subject, blob, hdrs))
-            results = await asyncio.wait_for(
-                asyncio.gather(*acks, return_exceptions=True), self.commit_timeout
-            )
+                unsent.pop(0)
+            if acks:
+                await asyncio.wait(acks, timeout=self.commit_timeout)
+            answered = True
+            results: list[Any] = []
+            for (room, seq, ev, _blob), ack in zip(group, acks, strict=True):
+                if not ack.done():
+                    ack.cancel()  # (a late ack is not waited for: the resend's answers)
+                    unknown[(room, seq)] = ev
+                    results.append(None)
+                else:
+                    results.append(ack.exception() or ack.result())
+            if unknown:
+                errors.append("the cluster did not acknowledge in time")
             for (room, seq, _ev, _blob), res in zip(group, results, strict=True):
+                if res is None:
+                    continue
                 if isinstance(res, BaseException):
                     if getattr(res, "err_code", None) == ERR_WRONG_LAST_SEQUENCE:
                         errors.append(f"room {room!r} moved on at another relay")
@@ -489,10 +620,12 @@ class JetStreamLog(RoomLog):
                     stored.append((room, seq))
             for room, topic in topics.items():
                 await self.settings._update(room, lambda s, t=topic: {**s, "topic": t})
-        except TimeoutError:
-            errors.append("the cluster did not acknowledge in time")
         except Exception as exc:
             errors.append(_one_line(exc))
+            if not answered:  # (sent before it failed: not known either way)
+                for (room, seq, ev, _blob), ack in zip(group, acks, strict=False):
+                    ack.cancel()
+                    unknown[(room, seq)] = ev
         if errors or dups:  # what the streams really hold now, for the next numbers
             for room, r in rooms.items():
                 try:
@@ -505,7 +638,9 @@ class JetStreamLog(RoomLog):
             error = f"the cluster refused the group: {errors[0]}" + (
                 f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             )
-        handle.finish(stored=stored, error=error, duplicates=dups, numbers=numbers)
+        handle.finish(
+            stored=stored, error=error, duplicates=dups, numbers=numbers, unsent=unsent, unknown=unknown
+        )
 
     async def _ensure_stream(self, room: str, r: _JRoom) -> None:
         from nats.js.errors import BadRequestError
@@ -581,9 +716,22 @@ class JetStreamLog(RoomLog):
     follows = True
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
-        """`fn()` is called (on the NATS thread) when the feed gets events while it was empty, and
-        when a commit completes: a relay on asyncio hops back with loop.call_soon_threadsafe."""
+        """`fn()` is called (on the NATS thread) when the feed gets events while it was empty, when
+        a commit completes, and when a round trip a `Pending` waits for completes: a relay on
+        asyncio hops back with loop.call_soon_threadsafe."""
         self._wakeup = fn
+        self._ops.wakeup = fn
+
+    def completed(self) -> list[Any]:
+        """The keys of the `Pending`s raised (nonblocking) whose round trip has completed since the
+        last call: ask again, the answer is there."""
+        return self._ops.completed()
+
+    def _op_expired(self, key: Any, _value: Any) -> None:
+        """A round trip's result that nobody came back for: a room followed for a join that never
+        finished is not followed any more."""
+        if key[0] == "follow" and key[1] not in self._following:
+            self.unfollow(key[1])
 
     def wake(self) -> None:
         fn = self._wakeup
@@ -596,16 +744,31 @@ class JetStreamLog(RoomLog):
         is then handed over in order by `drain()`. Returns (last, first kept, topic)."""
         self._check_open()
         self._settle()
-        last, first, topic, mids = self.link.call(self._follow(room))
+        if self.nonblocking:  # (Pending until the stream has been read; once read, at once)
+            if room in self._following:
+                r = self._rooms[room]
+                return r.last, r.first, r.topic or ""
+            last, first, topic, mids, presence = self._ops.get(("follow", room), lambda: self._follow(room))
+            self._following.add(room)
+        else:
+            last, first, topic, mids, presence = self.link.call(self._follow(room))
         r = self._rooms.setdefault(room, self._jroom(room))
         r.last, r.first = max(r.last, last), max(r.first, first) if r.last else first
         if topic is not None:
             r.topic = topic
         # the message-id window now, so that a post never waits for the stream (the feed keeps it)
         self._mids[room] = _Mids(mids)
+        self._presence[room] = presence
         return r.last, r.first, r.topic or ""
 
+    def presence_window(self, room: str) -> list[F.Ev]:
+        """The joins, leaves, timeouts, nick changes and aways among the room's last events, as
+        `follow` read them (once): with the members bucket (which learns of a member only once its
+        join is stored), who is in the room when it is opened."""
+        return self._presence.pop(room, [])
+
     def unfollow(self, room: str) -> None:
+        self._following.discard(room)
         if not self._closed and self.link.connected:
             self.link.submit(self._unsubscribe(room))
 
@@ -633,7 +796,7 @@ class JetStreamLog(RoomLog):
             w.add(seq, ev.mid)
             w.forget_through(seq - self.mid_window)
 
-    async def _follow(self, room: str) -> tuple[int, int, str | None, list[tuple[int, int]]]:
+    async def _follow(self, room: str) -> tuple[int, int, str | None, list[tuple[int, int]], list[F.Ev]]:
         from nats.js import api
 
         r = self._rooms.get(room) or self._jroom(room)
@@ -644,6 +807,7 @@ class JetStreamLog(RoomLog):
         settings, _rev = await self.settings.get(room)
         lo = max(first, last - self.mid_window + 1)
         mids = []
+        presence = []
         for seq, data in await _direct_range(self.link.nc, r.stream, lo, last) if lo <= last else []:
             try:
                 ev = F.decode_ev(data)
@@ -651,8 +815,10 @@ class JetStreamLog(RoomLog):
                 continue
             if ev.mid:
                 mids.append((seq, ev.mid))
+            if ev.kind in _PRESENCE_KINDS:
+                presence.append(ev)
         if room in self._subs:
-            return last, first, settings.get("topic"), mids
+            return last, first, settings.get("topic"), mids, presence
         self._fed[room] = last
         self._subs[room] = None  # (taken: a second follow of the room waits for this one)
 
@@ -686,7 +852,7 @@ class JetStreamLog(RoomLog):
             )
 
         self._subs[room] = (subscribe, await subscribe(last + 1))
-        return last, first, settings.get("topic"), mids
+        return last, first, settings.get("topic"), mids, presence
 
     async def _unsubscribe(self, room: str) -> None:
         entry = self._subs.pop(room, None)
@@ -743,7 +909,11 @@ class JetStreamLog(RoomLog):
             hi = min(hi, lo + max(limit, 0) - 1)
         if lo > hi:
             return []
-        rows = self.link.call(_direct_range(self.link.nc, r.stream, lo, hi))
+        if self.nonblocking:  # (Pending until read: the same range asked again takes it)
+            nc, stream = self.link.nc, r.stream
+            rows = self._ops.get(("read", room, lo, hi), lambda: _direct_range(nc, stream, lo, hi))
+        else:
+            rows = self.link.call(_direct_range(self.link.nc, r.stream, lo, hi))
         try:
             return [(seq, F.decode_ev(data)) for seq, data in rows]
         except F.FrameError as exc:
@@ -1081,6 +1251,10 @@ class ClusterNicks:
         # direct messages across relays (`send_dm`, `incoming_dms`, `answer_dm`, `dm_outcomes`)
         self._dm_in: list[tuple[str, int, str, bytes]] = []  # (origin relay, id, to nick, event)
         self._dm_out: list[tuple[int, bool, str]] = []  # (id, delivered, reason or the nick)
+        #: `claim` and `members` never block (roomlog.Pending until answered): set by the relay
+        self.nonblocking = False
+        self._ops = _Ops(link, min(link.timeout, 3.0))
+        self._ops.on_expire = self._op_expired
         link.call(self._buckets())
         self._refresher = link.submit(self._refresh())  # heartbeat, claims, reaping: every ttl / 3
 
@@ -1183,6 +1357,16 @@ class ClusterNicks:
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
         self._wakeup = fn
+        self._ops.wakeup = fn
+
+    def completed(self) -> list[Any]:
+        """Keys of `Pending`s (nonblocking) whose round trip completed since the last call."""
+        return self._ops.completed()
+
+    def _op_expired(self, key: Any, value: Any) -> None:
+        """A claim won for a Login or a nick change that never came back for it: given back."""
+        if key[0] == "claim" and value:
+            self.release(key[1], key[2])
 
     def _member_key(self, room: str, nick: str) -> str:
         return f"{self.relay_id}.{room_token(room)[:24]}.{ClusterNames.key(nick)[:24]}"
@@ -1198,9 +1382,12 @@ class ClusterNicks:
             self.link.submit(self._members_kv.purge(self._member_key(room, nick)))
 
     def members(self, room: str) -> list[str]:
-        """The nicks in `room` through any relay, as the members bucket has them (blocks, bounded:
-        once per room a relay opens; [] when the cluster does not answer)."""
+        """The nicks in `room` through any relay, as the members bucket has them (once per room a
+        relay opens; [] when the cluster does not answer). Blocks (bounded), or, nonblocking,
+        raises Pending until read."""
         try:
+            if self.nonblocking:
+                return self._ops.get(("members", room), lambda: self._room_members(room))
             return self.link.call(self._room_members(room), min(self.link.timeout, 3.0))
         except StoreError:
             return []
@@ -1283,13 +1470,17 @@ class ClusterNicks:
         return hashlib.sha256(b"udproom-session:%d" % token).hexdigest()[:32]
 
     def claim(self, nick: str, token: int, resume: int = 0) -> bool:
-        """Blocks (bounded). After a claim that got no answer, claims fail at once for a moment:
-        a relay cut off from NATS must not stall its loop for every Hello."""
+        """Blocks (bounded), or, nonblocking, raises Pending until answered. After a claim that got
+        no answer, claims fail at once for a moment: a relay cut off from NATS must not stall its
+        loop for every Hello (blocking), nor park every Hello for a round trip (nonblocking)."""
         if not self.link.connected:
             raise StoreError("the cluster is not reachable (reconnecting)")
         if time.monotonic() < self._down_until:
             raise StoreError("the cluster did not answer a moment ago")
         try:
+            if self.nonblocking:  # (Pending until answered: the same claim asked again takes it)
+                start = lambda: self._claim(nick, token, resume)  # noqa: E731
+                return bool(self._ops.get(("claim", nick, token, resume), start))
             return bool(self.link.call(self._claim(nick, token, resume), min(self.link.timeout, 3.0)))
         except StoreError:
             self._down_until = time.monotonic() + min(self.ttl / 4, 2.0)

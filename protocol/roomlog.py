@@ -47,9 +47,23 @@ from typing import Any
 from . import frames as F
 from .sqlstore import ERRORS, StoreError, describe, from_int64, refuse_foreign, to_int64, transaction
 
-__all__ = ["Commit", "MemoryLog", "RoomLog", "SqliteLog", "StoreError", "open_log"]
+__all__ = ["Commit", "MemoryLog", "Pending", "RoomLog", "SqliteLog", "StoreError", "open_log"]
 
 DAY = 86400.0
+
+
+class Pending(Exception):
+    """A log (or the cluster's nicks) started a round trip whose answer is not there yet: the
+    caller parks what it was doing under `key` and does it again once `key` is reported complete
+    (`completed()`); the call then answers from the result, without a second round trip. Raised
+    before any side effect of the call. Only a log on a remote store raises it (a JetStreamLog of
+    a relay, docs/cluster.md "The NATS client and the UDP loop"); MemoryLog and SqliteLog never do."""
+
+    def __init__(self, key: Any) -> None:
+        super().__init__(f"waiting for the cluster ({key!r})")
+        self.key = key
+
+
 KEEP_DAYS = 30.0
 KEEP_EVENTS = 100_000
 MID_WINDOW = 4096
@@ -112,9 +126,26 @@ class Commit:
     `numbers` maps stored events the store numbered itself (a JetStreamLog numbering by the stream,
     as a relay of a cluster does) to their final sequence; the others keep the appended one.
     SQLite and memory store a group entirely or not at all; JetStream all-or-nothing per room only
-    (each room is its own stream), and within a room a prefix of the group's events."""
+    (each room is its own stream), and within a room a prefix of the group's events.
 
-    __slots__ = ("_callbacks", "_done", "_lock", "duplicates", "error", "events", "numbers", "stored")
+    Only a remote store (JetStreamLog) has the last two: `unsent` are events never handed to the
+    store (it was known unreachable: refuse them, they cannot appear later), and `unknown` maps
+    events sent whose answer did not come in time to the event: they may be stored yet (a late
+    ack, a buffer flushed on reconnect), so they are neither acknowledged nor refused; send them
+    again with the same message id (the store's duplicate window answers) until an answer."""
+
+    __slots__ = (
+        "_callbacks",
+        "_done",
+        "_lock",
+        "duplicates",
+        "error",
+        "events",
+        "numbers",
+        "stored",
+        "unknown",
+        "unsent",
+    )
 
     def __init__(self, events: list[tuple[str, int]]) -> None:
         self.events = events
@@ -122,6 +153,8 @@ class Commit:
         self.duplicates: dict[tuple[str, int], int] = {}
         self.error: str | None = None
         self.numbers: dict[tuple[str, int], int] = {}
+        self.unsent: set[tuple[str, int]] = set()
+        self.unknown: dict[tuple[str, int], F.Ev] = {}
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Any] = []
@@ -135,9 +168,13 @@ class Commit:
         error: str | None = None,
         duplicates: dict[tuple[str, int], int] | None = None,
         numbers: dict[tuple[str, int], int] | None = None,
+        unsent: Iterable[tuple[str, int]] = (),
+        unknown: dict[tuple[str, int], F.Ev] | None = None,
     ) -> None:
         """Called once by the log, on whatever thread completes the group."""
         self.stored = set(stored)
+        self.unsent = set(unsent)
+        self.unknown = unknown or {}
         self.duplicates = duplicates or {}
         self.numbers = numbers or {}
         self.error = error

@@ -12,7 +12,12 @@ place; on MemoryLog and SqliteLog (`log.follows` false) none of this runs.
   through another relay) -> the number it has; anything else -> refused with the log's reason,
   never acknowledged. A group's presence events (leave, timeout, nick, away) that were not stored
   are appended again: they happened all the same.
-- A join waits (bounded) for its own commit: the joiner's numbers must be final.
+- A join waits (bounded) for its own commit: the joiner's numbers must be final. It waits parked,
+  as everything that needs a round trip does (roomlog.Pending: `_wait_for`, `_resume`): the log
+  or the nicks raise Pending(key), the request is kept and done again when the key completes,
+  and the loop serves everyone else meanwhile (docs/cluster.md "The NATS client and the UDP loop").
+- A post whose commit got no answer in time may be stored yet: never refused for that, it is
+  sent again with its message id until the cluster answers (`_send_again`).
 - Nicks: unique across relays through `names` (jetstream.ClusterNicks), claimed when a session
   opens or changes nick, released when it ends.
 - Direct messages to a nick held through another relay go there (`_direct_remote`; the routing is
@@ -28,9 +33,10 @@ from typing import Any
 
 from .. import frames as F
 from ..names import MAX_TEXT_BYTES, InputError, canonical_room, check_nick, check_text, nick_key
-from ..roomlog import StoreError
+from ..roomlog import Pending, StoreError
 from .state import (
     _DM_IN,
+    MAX_PARKED,
     NOT_STORED,
     PRESENCE,
     EventTooBig,
@@ -51,6 +57,21 @@ class Follow:
         self._follows = bool(getattr(self.log, "follows", False))
         if self._follows:  # numbers come from the stream: relays posting at once never refuse each other
             self.log.stream_numbers = True
+            # and no round trip stalls the loop: what needs one raises Pending and waits (below)
+            for part in (self.log, names):
+                if hasattr(part, "nonblocking"):
+                    part.nonblocking = True
+        #: what waits for the cluster (roomlog.Pending): key -> {who: what}; who is ("req", session
+        #: token) with (session, request), or ("login", addr) with (pending handshake, datagram)
+        self._waiting: dict[Any, dict[Any, tuple]] = {}
+        self._n_waiting = 0
+        self._ready: list[Any] = []  # commits that joins wait for, settled
+        self._pages_waiting: dict[tuple[int, int], int] = {}  # (token, cseq) -> the page's `before`
+        #: rooms being opened (their join waits for the cluster): the feed's presence events so far
+        self._opening: dict[str, list[F.Ev]] = {}
+        #: posts sent to the cluster without an answer in time, sent again until one comes:
+        #: (session token, cseq) -> the event (Commit.unknown)
+        self._unsure: dict[tuple[int, int], F.Ev] = {}
         self._numbers: dict[tuple[str, int], int] = {}  # the last waited-for group's final numbers
         self._last_error = ""  # why the last commit failed, and when (joins wait for no commit then)
         self._failed_at = 0.0
@@ -133,10 +154,13 @@ class Follow:
                 if not self._store_failures:
                     self._events.append(StoreFailed(error))
                 self._store_failures += 1
+            if handle in self._waiting:  # a join waits for it
+                self._ready.append(handle)
             events = set(handle.events)
             numbers = handle.numbers
             for session, cseq, res, room in unstored:
                 key = (room, res.seq)
+                unsure = self._unsure.pop((session.token, cseq), None)
                 if key in stored:
                     if key in numbers:  # the number the stream gave it
                         res = result_frame(cseq, res.code, numbers[key], res.reason, room)
@@ -145,6 +169,10 @@ class Follow:
                     self._resolve(session, cseq, result_frame(cseq, F.RES_OK, dups[key], "", room))
                 elif res.seq and key not in events and _stored_before(log, room, res.seq):
                     self._resolve(session, cseq, res)  # a repeat of a post stored earlier
+                elif key in handle.unknown or (unsure is not None and key in handle.unsent):
+                    # sent, and maybe stored: neither acknowledged nor refused, sent again
+                    self._send_again(session, cseq, res, room, handle.unknown.get(key) or unsure)
+                    again = True
                 else:
                     self.stats["refused_unstored"] += 1
                     why = error or "the cluster did not store it"
@@ -167,8 +195,18 @@ class Follow:
         log = self.log
         for name, seq, data in log.drain():
             room = self.rooms.get(name)
-            if room is None or seq <= room.seq:
-                continue  # (not ours any more, or had already)
+            if room is None:  # (being opened, its join waiting: it starts after this; or not ours)
+                try:
+                    ev = F.decode_ev(data)
+                except F.FrameError:
+                    continue
+                log.observe(name, seq, ev)
+                early = self._opening.get(name)
+                if early is not None and ev.kind in _ROSTER and len(early) < MAX_EARLY:
+                    early.append(ev)
+                continue
+            if seq <= room.seq:
+                continue  # (had already)
             try:
                 ev = F.decode_ev(data)
                 item = room.encode(ev)
@@ -195,6 +233,7 @@ class Follow:
         self._now = now
         self._settle_commits(now)
         self._take_feed(now)
+        self._resume(now)
         if self.names is not None:
             self._announce_reaped(now)
             self._take_dms(now)
@@ -226,8 +265,8 @@ class Follow:
 
     def _cluster_refuses(self, now: float) -> str | None:
         """Why a join is refused at once: the last commit failed a moment ago (the cluster is not
-        reachable, or did not answer in time). A join waits for its commit, and the loop with it:
-        during an outage that would stall every member, join after join. After a moment a join may
+        reachable, or did not answer in time). A join waits for its commit (parked): during an
+        outage every join would wait its timeout, one after another. After a moment a join may
         try again (it is what finds out that the cluster is back when no one posts)."""
         if (
             self._follows
@@ -239,16 +278,34 @@ class Follow:
 
     def _follow_room(self, room: Stream) -> None:
         """A room this relay opens: follow it from the last event the cluster has (blocks, bounded:
-        once per room opened; StoreError when the cluster cannot be reached)."""
-        last, _first, topic = self.log.follow(room.name)
-        self._followed.add(room.name)
-        roster = self._roster[room.name] = {}
-        if self.names is not None:  # who is in it now, through any relay (the feed keeps it)
-            for nick in self.names.members(room.name):
-                try:  # (read from a bucket: checked like a Hello's nick)
-                    roster[nick_key(nick)] = F.MemberInfo(check_nick(nick), "")
-                except InputError:
-                    continue
+        once per room opened; StoreError when the cluster cannot be reached). Nonblocking: Pending
+        until the room is followed (the log answers at once from then on), then until its member
+        list is read: after the feed's start, so that a member whose join came before it is in the
+        bucket by then (a member's key is put once its join is stored)."""
+        name = room.name
+        if len(self._opening) >= 2 * MAX_PARKED:  # (joins that never came back: forgotten)
+            self._opening.clear()
+        self._opening.setdefault(name, [])
+        try:
+            last, _first, topic = self.log.follow(name)
+            nicks: list[str] = []
+            if self.names is not None:  # who is in it now, through any relay (the feed keeps it)
+                nicks = self.names.members(name)
+        except StoreError:
+            self._opening.pop(name, None)
+            raise
+        self._followed.add(name)
+        roster = self._roster[name] = {}
+        for nick in nicks:
+            try:  # (read from a bucket: checked like a Hello's nick)
+                roster[nick_key(nick)] = F.MemberInfo(check_nick(nick), "")
+            except InputError:
+                continue
+        # the bucket learns of a member only once its join is stored: the room's recent presence
+        # events as the log read them, then those the feed brought while the room was being opened
+        window = getattr(self.log, "presence_window", None)
+        for ev in (window(name) if window is not None else []) + self._opening.pop(name, []):
+            _roster_event(roster, ev)
         if last:
             room.start_at(last, topic)
         else:
@@ -258,6 +315,95 @@ class Follow:
         """The room's members on other relays, for a joiner's member list."""
         here = {nick_key(m.session.nick) for m in room.members.values()} | {nick_key(session.nick)}
         return [info for key, info in self._roster.get(room.name, {}).items() if key not in here]
+
+    # ------------------------------------------------------------------ waiting for the cluster
+
+    def _wait_for(self, who: Any, key: Any, what: tuple) -> bool:
+        """Keep `what` (a request, a Login) until `key` completes; False: too many wait already."""
+        waiting = self._waiting.get(key)
+        if waiting is not None and who in waiting:  # (a retransmitted Login)
+            waiting[who] = what
+            return True
+        if self._n_waiting >= MAX_PARKED:
+            return False
+        self._waiting.setdefault(key, {})[who] = what
+        self._n_waiting += 1
+        return True
+
+    def _resume(self, now: float) -> None:
+        """Do again what waited for round trips that completed (their answers are there now), in
+        the order it came; a session gone meanwhile is skipped."""
+        keys, self._ready = self._ready, []
+        for part in (self.log, self.names):
+            completed = getattr(part, "completed", None)
+            if completed is not None:
+                keys += completed()
+        for key in keys:
+            waiting = self._waiting.pop(key, None)
+            if not waiting:
+                continue
+            self._n_waiting -= len(waiting)
+            for who, what in waiting.items():
+                if who[0] == "req":
+                    session, req = what
+                    if self._tokens.get(session.token) is not session or session.parked != req.cseq:
+                        self._pages_waiting.pop((session.token, req.cseq), None)
+                        continue
+                    session.parked = 0
+                    self._do(session, req, now)
+                    self._do_pending(session, now)
+                else:
+                    pending, data = what
+                    if self._pending.get(pending.addr) is pending:
+                        self._from_pending(pending, data, now)
+
+    def _join_committed(self, session: Session, req: F.Req, name: str, now: float) -> F.Frame:
+        """A join whose event is committing: Pending until its commit is settled, then seated."""
+        joining = session.joining
+        assert joining is not None
+        join_seq, handle = joining[name]
+        if not handle.done() or any(c[0] is handle for c in self._commits):
+            raise Pending(handle)
+        del joining[name]
+        room = self.rooms.get(name)
+        if (name, join_seq) not in handle.stored:  # (refused; or its answer late: maybe stored later)
+            if (name, join_seq) in handle.unknown and room is not None:  # then not a member there
+                gone = F.Ev(kind=F.EV_LEAVE, nick=session.nick, text="", ts=self._ts(now))
+                self._room_event(room, gone, now)
+            why = handle.error or "the cluster did not store it"
+            return result_frame(req.cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {why}", name)
+        if room is None:  # (closed meanwhile: a join again opens it again)
+            return result_frame(req.cseq, F.RES_REFUSED, 0, f"#{name} was closed meanwhile; join again", name)
+        return self._seat(session, req, room, handle.numbers.get((name, join_seq), join_seq), now)
+
+    def _send_again(self, session: Session, cseq: int, res: F.Result, name: str, ev: F.Ev | None) -> None:
+        """A post sent to the cluster whose answer did not come in time may be stored yet (a late
+        ack; nats-py sends what it buffered when it reconnects): refusing it could be wrong, and
+        acknowledging it is wrong until it is known. It goes again in the next group, with its
+        message id (JetStream's duplicate window answers with the number it has), until it is
+        stored or the cluster refuses it; meanwhile its client's retransmissions wait (the request
+        is deferred). While the cluster is known unreachable it is not sent, only kept. A session
+        gone meanwhile, or too many such posts: kept no longer, never answered (its client sends
+        it again, with its id, on its next session)."""
+        if ev is None or self._tokens.get(session.token) is not session or len(self._unsure) >= MAX_UNSURE:
+            return
+        self._unsure[(session.token, cseq)] = ev
+        self.stats["posts_sent_again"] += 1
+        room = self.rooms.get(name)
+        if room is not None:
+            seq = self._fed_event(room, ev, self._now)
+        else:
+            seq = self.log.append(name, ev)
+            self._dirty.add(name)
+        self._unstored.append((session, cseq, result_frame(cseq, res.code, seq, res.reason, name), name))
+
+    def _left_while_joining(self, session: Session, now: float, kind: int, reason: str) -> None:
+        """A session that ends while its join is committing: the rooms hear that it left."""
+        for name in session.joining or ():
+            room = self.rooms.get(name)
+            if room is not None:
+                self._room_event(room, F.Ev(kind=kind, nick=session.nick, text=reason, ts=self._ts(now)), now)
+        session.joining = None
 
     # ------------------------------------------------------------------ direct messages across relays
 
@@ -365,6 +511,10 @@ class Follow:
 #: direct messages sent through the cluster and not answered yet (per relay), and remembered per
 #: recipient (for resends)
 MAX_REMOTE_DMS = 4096
+#: posts without an answer from the cluster, sent again until one comes (per relay)
+MAX_UNSURE = 4096
+#: presence events kept per room while it is being opened
+MAX_EARLY = 4096
 
 _ROSTER = (F.EV_JOIN, F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)
 

@@ -118,6 +118,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
                 "commits",
                 "commit_failures",
                 "refused_unstored",
+                "posts_sent_again",
                 "pages",
                 "sealed_dropped",
                 "pending_timed_out",
@@ -423,6 +424,8 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
 
     def _drop_session(self, session: Session, now: float, reason: str) -> None:
         kind = F.EV_TIMEOUT if reason == "timeout" else F.EV_LEAVE
+        if session.joining:  # (a cluster: joins still committing)
+            self._left_while_joining(session, now, kind, "" if reason == "timeout" else reason)
         for room in list(session.rooms.values()):
             self._leave(session, room, now, kind, "" if reason == "timeout" else reason)
         if self.sessions.pop(session.addr, None) is session:

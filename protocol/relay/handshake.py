@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from .. import frames as F
+from .. import roomlog
 from ..addr import Addr
 from ..cookies import hello_padded, limited_reply, screen_unknown, source_of
 from ..crypto import CryptoError, Responder
@@ -16,6 +17,7 @@ from ..names import (
     check_nick,
 )
 from .state import (
+    TOO_MANY_WAITING,
     Pending,
     Session,
     SessionOpened,
@@ -65,7 +67,11 @@ class Handshake:
                 version=F.VERSION, nick="", epoch=0, keepalive_ms=0, timeout_ms=0, nonce=hello.nonce, kx=msg2
             )
         )
-        self._pending[addr] = Pending(addr, hello.nonce, hs, welcome, now)
+        fresh = Pending(addr, hello.nonce, hs, welcome, now)
+        old = self._pending.get(addr)
+        if old is not None and old.session is not None:  # (its Login waited for the cluster: same claim)
+            fresh.claimed_as = (old.session.nick, old.session.token)
+        self._pending[addr] = fresh
         self._emit(welcome, addr)
         self._arm(now + self.config.pending_timeout)
 
@@ -116,9 +122,21 @@ class Handshake:
                 pending, F.Refuse(reason, [], pending.nonce, self._ghost_retry_ms(holder, now))
             )
             return
-        session = Session(addr, nick, pending.nonce, now, self.config, pending.hs)
-        # across a cluster's relays (cluster.py)
-        refused = self._claim_shared_nick(session, nick, login.resume if isinstance(login.resume, int) else 0)
+        # (the same session when the Login is done again after waiting for the cluster: same claim)
+        session = pending.session
+        if session is None or session.nick != nick:
+            session = pending.session = Session(addr, nick, pending.nonce, now, self.config, pending.hs)
+            if pending.claimed_as is not None and pending.claimed_as[0] == nick:
+                # a client that started its handshake over while its Login waited: the same claim,
+                # not a second one refused by the first (the token was never sent to anyone)
+                session.token = pending.claimed_as[1]
+        try:  # across a cluster's relays (cluster.py)
+            resume = login.resume if isinstance(login.resume, int) else 0
+            refused = self._claim_shared_nick(session, nick, resume)
+        except roomlog.Pending as wait:  # done again when the cluster has answered
+            if not self._wait_for(("login", addr), wait.key, (pending, data)):
+                self._refuse_login(pending, F.Refuse(TOO_MANY_WAITING, [], pending.nonce))
+            return
         if refused is not None:
             self._refuse_login(pending, F.Refuse(refused, [], pending.nonce))
             return

@@ -19,13 +19,14 @@ from ..names import (
     clip_utf8,
     nick_key,
 )
-from ..roomlog import StoreError
+from ..roomlog import Pending, StoreError
 from .state import (
     DGRAM_HEAD,
     MAX_PENDING_REQUESTS,
     MAX_RESULTS_KEPT,
     NOT_STORED,
     REPAIR_SPAN,
+    TOO_MANY_WAITING,
     EventTooBig,
     Member,
     Session,
@@ -46,7 +47,10 @@ class Requests:
                 return  # a direct message still on its way: the answer comes when it arrives
             res = session.results.get(req.cseq)
             if type(res) is F.Req:  # a history page: served again (rate limited, under the budget)
-                res = self._page(session, res, now)
+                try:
+                    res = self._page(session, res, now)
+                except Pending:
+                    return  # (being read: the next retransmission takes it)
                 if type(res) is F.Req:
                     return
                 self._store_result(session, req.cseq, res)
@@ -54,14 +58,19 @@ class Requests:
                 res = self._stale(session, req)
             self._answer(session, res, now)
             return
-        if req.cseq > session.next_cseq:
-            if len(session.pending) < MAX_PENDING_REQUESTS:
+        if req.cseq > session.next_cseq or session.parked:
+            # (the one waiting for the cluster is answered once it is done: not twice)
+            if req.cseq != session.parked and len(session.pending) < MAX_PENDING_REQUESTS:
                 session.pending[req.cseq] = req
             return
         if not self._request_allowed(session, now):
             return  # the client will retransmit: natural backpressure
         self._do(session, req, now)
-        while session.next_cseq in session.pending:
+        self._do_pending(session, now)
+
+    def _do_pending(self, session: Session, now: float) -> None:
+        """The requests that came early, in order, while the rate allows and none waits."""
+        while session.next_cseq in session.pending and not session.parked:
             nxt = session.pending.pop(session.next_cseq)
             if not self._request_allowed(session, now):
                 session.pending[nxt.cseq] = nxt
@@ -117,6 +126,11 @@ class Requests:
         session.next_cseq = req.cseq + 1
         try:
             res = self._execute(session, req, now)
+        except Pending as wait:  # the cluster's answer is on its way: done again when it is here
+            if self._wait_for(("req", session.token), wait.key, (session, req)):
+                session.next_cseq, session.parked = req.cseq, req.cseq
+                return
+            res = result_frame(req.cseq, F.RES_REFUSED, 0, TOO_MANY_WAITING, req.room)
         except (InputError, EventTooBig, StoreError) as exc:  # (the last two: bugs, refused cleanly)
             res = result_frame(req.cseq, F.RES_REFUSED, 0, str(exc), req.room)
         if res is None:  # deferred (a direct message waits for its recipient)
@@ -215,15 +229,23 @@ class Requests:
             check_text(req.text, MAX_TOPIC_BYTES, "topic")
             sealed = self._sealed_only(room, req, topic=True)  # (sets a passphrase room's topic)
             topic = room.topic if sealed else req.text
+            body = req.body if sealed else b""
+            sig = req.sig if len(req.sig) == 64 else b""  # (the setter's, as it came)
+            # first (a cluster may raise Pending: then nothing has changed yet)
+            self._keep_topic_signature(room, (topic, session.key or b"", sig))
+            room.topic_signed = (topic, session.key or b"", sig)
             if not self._follows:  # (in a cluster: when the feed brings the topic event)
                 room.topic = topic
             self.log.set_topic(room.name, topic)
-            body = req.body if sealed else b""
-            sig = req.sig if len(req.sig) == 64 else b""  # (the setter's, as it came)
-            room.topic_signed = (topic, session.key or b"", sig)
-            self._keep_topic_signature(room)
-            ts = self._ts(now)
-            ev = F.Ev(F.EV_TOPIC, session.nick, req.text, ts, body=body, sig=sig, key=session.key or b"")
+            ev = F.Ev(
+                kind=F.EV_TOPIC,
+                nick=session.nick,
+                text=req.text,
+                ts=self._ts(now),
+                body=body,
+                sig=sig,
+                key=session.key or b"",
+            )
             seq = self._room_event(room, ev, now)
             return self._after_commit(session, result_frame(cseq, F.RES_OK, seq, "", req.room))
         if op == F.OP_AWAY:
@@ -257,6 +279,8 @@ class Requests:
         if room is not None:  # already in: answer with a fresh snapshot
             m = room.members[session.addr]
             return self._answer(session, self._joined(cseq, room, session, m, 0), now)
+        if session.joining and name in session.joining:  # (a cluster: its join event is committing)
+            return self._join_committed(session, req, name, now)
         refused = self._rooms_full(session)
         if refused is not None:
             return result_frame(cseq, F.RES_REFUSED, 0, refused, name)
@@ -271,13 +295,14 @@ class Requests:
             return result_frame(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {down}", name)
         room = self.rooms.get(name)
         if room is None:
+            fresh = self._new_room(name)  # (a cluster: Pending until the room is read, before any change)
             if len(self.rooms) >= self.config.max_rooms:
                 # Empty rooms keep their history until room space is needed.
                 empty = next((k for k, r in self.rooms.items() if not r.members), None)
                 if empty is None:
                     return result_frame(cseq, F.RES_REFUSED, 0, "the relay has too many rooms", name)
                 del self.rooms[empty]
-            room = self.rooms[name] = self._new_room(name)
+            room = self.rooms[name] = fresh
         if len(room.members) >= self.config.max_members_per_room:
             return result_frame(cseq, F.RES_REFUSED, 0, f"#{name} is full", name)
         # The join itself is stored before it is answered: its number is then final.
@@ -294,11 +319,22 @@ class Requests:
             ),
             now,
         )
+        if self._follows and getattr(self.log, "nonblocking", False):  # the loop does not wait for it
+            self._commit()
+            if session.joining is None:
+                session.joining = {}
+            session.joining[name] = (join_seq, self._commits[-1][0])
+            return self._join_committed(session, req, name, now)
         failed = self._commit(wait=True)
         if failed is not None:
             return result_frame(cseq, F.RES_REFUSED, 0, f"{NOT_STORED}: {failed}", name)
         if self._follows:  # (in a cluster the stream numbered it)
             join_seq = self._numbers.get((name, join_seq), join_seq)
+        return self._seat(session, req, room, join_seq, now)
+
+    def _seat(self, session: Session, req: F.Req, room: Stream, join_seq: int, now: float) -> F.Frame:
+        """The joiner becomes a member, its join stored as `join_seq`: the key, the answer, the backfill."""
+        cseq, name = req.cseq, room.name
         first = self._first(room)
         base = max(first, join_seq - self.config.history)
         if req.arg > 0:  # a member coming back: resume where it left off, if the log has it
@@ -350,11 +386,11 @@ class Requests:
             return {}
         return {"topic_key": key, "topic_sig": sig}
 
-    def _keep_topic_signature(self, room: Stream) -> None:
+    def _keep_topic_signature(self, room: Stream, signed: tuple[str, bytes, bytes]) -> None:
         """The topic's signature with the relay's data (a record: key, signature, then the topic),
         so joiners after a restart, or at another relay of a cluster, can still check the topic.
         Not kept (a full disk, the cluster away): joiners are shown it unchecked, as before."""
-        topic, key, sig = room.topic_signed
+        topic, key, sig = signed
         value = (
             key + sig + topic.encode("utf-8", "surrogatepass") if len(key) == 32 and len(sig) == 64 else None
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import frames as F
 from ..addr import Addr
@@ -363,7 +364,7 @@ class Pending:
     message 3 (its sealed Login). Counts against `max_sessions`; forgotten after
     `pending_timeout`. `answer` is what a refused Login got, sent again for a repeated msg3."""
 
-    __slots__ = ("addr", "answer", "created", "hs", "nonce", "welcome")
+    __slots__ = ("addr", "answer", "claimed_as", "created", "hs", "nonce", "session", "welcome")
 
     def __init__(self, addr: Addr, nonce: int, hs: Responder, welcome: bytes, now: float) -> None:
         self.addr = addr
@@ -372,6 +373,11 @@ class Pending:
         self.welcome = welcome
         self.created = now
         self.answer: bytes | None = None
+        #: the session its Login makes, kept while the Login waits for the cluster (its nick claim
+        #: names the session's token: asked again, it is the same claim)
+        self.session: Session | None = None
+        #: (nick, token) of the Login from this address that waited before this handshake began
+        self.claimed_as: tuple[str, int] | None = None
 
 
 class Session:
@@ -387,6 +393,7 @@ class Session:
         "hs",
         "inbox",
         "inbox_member",
+        "joining",
         "key",
         "last_heard",
         "next_cseq",
@@ -394,6 +401,7 @@ class Session:
         "nonce",
         "out",
         "pages",
+        "parked",
         "pending",
         "repair",
         "results",
@@ -424,6 +432,11 @@ class Session:
         self.inbox_member = Member(self, self.inbox, 1, 0)
         self.next_cseq = 1
         self.pending: dict[int, F.Req] = {}
+        #: the cseq of the request waiting for the cluster (roomlog.Pending; 0: none): requests
+        #: are handled in order, so a session has at most one (the next ones wait in `pending`)
+        self.parked = 0
+        #: rooms whose join event is committing (a cluster): name -> (its seq, the Commit); None: none
+        self.joining: dict[str, tuple[int, Any]] | None = None
         self.results: OrderedDict[int, F.Frame] = OrderedDict()
         self.last_heard = now
         self.doubted: float | None = None  # last_heard when a Hello for our nick came (handshake.py)
@@ -443,6 +456,10 @@ class Session:
 
 
 MAX_PENDING_REQUESTS = 1024
+#: requests and Logins waiting for the cluster (roomlog.Pending), over all sessions: one per
+#: session at most, and beyond this many the relay refuses at once rather than hold more
+MAX_PARKED = 1024
+TOO_MANY_WAITING = "the relay is waiting on its cluster for too many requests; try again in a moment"
 MAX_RESULTS_KEPT = 1024
 #: the most events one history page (OP_HISTORY) returns
 MAX_PAGE = 100

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import frames as F
 from ..names import canonical_room
-from ..roomlog import StoreError
+from ..roomlog import Pending, StoreError
 from .state import (
     MAX_PAGE,
     NOT_STORED,
@@ -101,7 +101,7 @@ class Storage:
             while lo <= hi:
                 try:
                     rows = log.read(name, lo, hi, limit=64)
-                except StoreError:
+                except (StoreError, Pending):  # (Pending: being read; the next probe takes it)
                     return
                 if not rows:
                     return
@@ -178,10 +178,17 @@ class Storage:
             return req
         log = self.log
         limit = MAX_PAGE if req.n <= 0 else min(req.n, MAX_PAGE)
+        # (a page that waited for the cluster reads the range it asked for first: the newest events
+        # of a busy room would otherwise move on, round trip after round trip)
+        pinned = self._pages_waiting.pop((session.token, cseq), None)
         try:
             last = log.last_seq(name)
-            before = last + 1 if req.arg <= 0 else min(req.arg, last + 1)
-            rows = log.before(name, before, limit)
+            before = pinned or (last + 1 if req.arg <= 0 else min(req.arg, last + 1))
+            try:
+                rows = log.before(name, before, limit)
+            except Pending:
+                self._pages_waiting[(session.token, cseq)] = before
+                raise
             first = log.first_seq(name)
         except StoreError as exc:
             return result_frame(cseq, F.RES_REFUSED, 0, f"the relay could not read the history: {exc}", name)

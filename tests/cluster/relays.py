@@ -24,11 +24,14 @@ class Recorder(_Recorder):
             await self.wait(lambda _e: predicate(), timeout, what)
 
 
-async def cluster_relay(url: str, commit_timeout: float = 5.0) -> RelayServer:
+async def cluster_relay(url: str, commit_timeout: float = 5.0, names_url: str = "") -> RelayServer:
+    """A relay on the cluster at `url`; its nick claims and member lists through `names_url` (a
+    connection of their own, made slow by a test) if given."""
     timing = Timing.fast()
     link = NatsLink(url, timeout=3.0)
     log = JetStreamLog(link, commit_timeout=commit_timeout)
-    names = ClusterNicks(link, os.urandom(4).hex(), ttl=timing.timeout)
+    names_link = NatsLink(names_url, timeout=3.0) if names_url else link
+    names = ClusterNicks(names_link, os.urandom(4).hex(), ttl=timing.timeout)
     server = RelayServer("127.0.0.1:0", RelayConfig(timing=timing), log=log, names=names)
     await server.start()
     return server
@@ -39,6 +42,8 @@ async def stop_relay(server: RelayServer) -> None:
     server.names.close()
     await server.stop()
     link.close()
+    if server.names.link is not link:
+        server.names.link.close()
 
 
 class Client:
