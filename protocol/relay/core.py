@@ -325,6 +325,12 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
                 return holder
         return None
 
+    @staticmethod
+    def _in_use(nick: str, holder: Session) -> str:
+        """The one line a nick held here (or a look-alike of it: `names.nick_keys`) is refused with."""
+        said = f"nick {nick} is in use on this relay"
+        return said if holder.nick == nick else f"{said} (it looks like {holder.nick})"
+
     def _hold_nick(self, session: Session, nick: str) -> None:
         self._nicks[nick_key(nick)] = session
         for key in nick_keys(nick):

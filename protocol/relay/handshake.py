@@ -117,7 +117,7 @@ class Handshake:
             return
         holder = self._nick_holder(nick)
         if holder is not None:
-            reason = f"nick {nick} is in use on this relay"
+            reason = self._in_use(nick, holder)
             self._refuse_login(
                 pending, F.Refuse(reason, [], pending.nonce, self._ghost_retry_ms(holder, now))
             )

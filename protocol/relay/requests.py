@@ -204,8 +204,9 @@ class Requests:
             refused = self._claim_nick(new, session.key, session, now)  # (moderation.py)
             if refused is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
-            if self._nick_holder(new, session) is not None:
-                return result_frame(cseq, F.RES_REFUSED, 0, f"nick {new} is in use on this relay", "")
+            holder = self._nick_holder(new, session)
+            if holder is not None:
+                return result_frame(cseq, F.RES_REFUSED, 0, self._in_use(new, holder), "")
             refused = self._claim_shared_nick(session, new)
             if refused is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, refused, "")

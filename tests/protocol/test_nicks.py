@@ -37,7 +37,7 @@ def test_nicks_are_unique_regardless_of_case():
     room.add_client(5, "N1")  # n1 is on the relay already: nicks are unique per relay
     room.settle(0.5)
     (refused,) = room.events(client_addr(5), E.Refused)
-    assert refused.reason == "nick N1 is in use on this relay"
+    assert refused.reason == "nick N1 is in use on this relay (it looks like n1)"
 
 
 def test_our_own_nick_change_is_our_nick_from_its_event_on():
@@ -72,12 +72,15 @@ def test_nicks_are_unique_per_relay_so_direct_messages_are_unambiguous():
     fake = room.add_client(2, "ALICE")  # the same nick, another case, no room shared with alice
     room.settle(0.3)
     (refused,) = room.events(client_addr(2), E.Refused)
-    assert refused.reason == "nick ALICE is in use on this relay" and not fake.connected
+    assert refused.reason == "nick ALICE is in use on this relay (it looks like alice)" and not fake.connected
     carol = room.add_client(3, "carol", join=False)
     room.settle(0.3)
     room.net.call(client_addr(3), carol.set_nick, "Alice")  # a /nick to it, also refused
     room.settle(0.3)
-    assert room.events(client_addr(3), E.RequestRefused)[-1].reason == "nick Alice is in use on this relay"
+    assert (
+        room.events(client_addr(3), E.RequestRefused)[-1].reason
+        == "nick Alice is in use on this relay (it looks like alice)"
+    )
     bob = room.clients[client_addr(1)]
     room.net.call(client_addr(1), bob.post, "@Alice", "for alice")
     room.net.run_while(lambda: not room.events(client_addr(1), E.PostAcknowledged), room.net.now + 5)
