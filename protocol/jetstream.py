@@ -33,7 +33,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -47,6 +47,11 @@ __all__ = ["ClusterNames", "ClusterNicks", "JetStreamLog", "NatsLink", "RoomSett
 
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream's default; a failed-over client resends well within it
 READ_BATCH = 500  # events per batched direct get
+#: direct messages waiting for their recipients, kept in the cluster (ClusterNicks): all of them
+#: together, what one relay remembers it kept, and how many one failed-over member's read brings
+DMS_MAX_BYTES = 64 * 1024 * 1024
+MAX_KEPT_DMS = 65_536
+MAX_KEPT_READ = 1024
 # JetStream API error codes (nats-server's errors.json)
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_STREAM_NOT_FOUND = 10059
@@ -894,7 +899,9 @@ def _record_name(token: str) -> str | None:
         return None
 
 
-async def _bucket(js: Any, name: str, replicas: int = 1, ttl: float | None = None) -> Any:
+async def _bucket(
+    js: Any, name: str, replicas: int = 1, ttl: float | None = None, max_bytes: int | None = None
+) -> Any:
     """A KV bucket, made if missing (idempotent across relays)."""
     from nats.js.errors import BucketNotFoundError
 
@@ -903,7 +910,8 @@ async def _bucket(js: Any, name: str, replicas: int = 1, ttl: float | None = Non
     except BucketNotFoundError:
         pass
     try:
-        return await js.create_key_value(bucket=name, history=1, replicas=replicas, ttl=ttl)
+        more = {} if max_bytes is None else {"max_bytes": max_bytes}
+        return await js.create_key_value(bucket=name, history=1, replicas=replicas, ttl=ttl, **more)
     except Exception:
         return await js.key_value(name)  # another relay made it first
 
@@ -1051,11 +1059,18 @@ class ClusterNicks:
     through another relay (they failed over) are not announced."""
 
     def __init__(
-        self, link: NatsLink, relay_id: str, ttl: float = 20.0, prefix: str = "udproom", replicas: int = 1
+        self,
+        link: NatsLink,
+        relay_id: str,
+        ttl: float = 20.0,
+        prefix: str = "udproom",
+        replicas: int = 1,
+        dm_keep: float = 600.0,
     ) -> None:
         self.link = link
         self.relay_id = relay_id
         self.ttl = ttl
+        self.dm_keep = dm_keep  # how long a DM waiting for its recipient is kept in the cluster
         self.names = ClusterNames(link, prefix, ttl=ttl, replicas=replicas)
         self._mine: dict[str, tuple[str, str, int]] = {}  # key -> (nick, session hash, revision): NATS thread
         self._refresher: asyncio.Task | None = None
@@ -1070,9 +1085,13 @@ class ClusterNicks:
         self._reaped: list[tuple[str, str]] = []  # (room, nick) of dead relays' members, handed over
         self._lock = threading.Lock()
         self._wakeup: Callable[[], None] | None = None
+        self._tasks: set[asyncio.Task] = set()  # (reading kept DMs: referenced until done)
         # direct messages across relays (`send_dm`, `incoming_dms`, `answer_dm`, `dm_outcomes`)
-        self._dm_in: list[tuple[str, int, str, bytes]] = []  # (origin relay, id, to nick, event)
+        # (origin relay, id, to nick, event, kept: read back from the cluster for a member that failed over)
+        self._dm_in: list[tuple[str, int, str, bytes, bool]] = []
         self._dm_out: list[tuple[int, bool, str]] = []  # (id, delivered, reason or the nick)
+        self._dms_kv: Any = None
+        self._kept: OrderedDict[tuple[str, int], str] = OrderedDict()  # (origin, id) -> key in the bucket
         link.call(self._buckets())
         self._refresher = link.submit(self._refresh())  # heartbeat, claims, reaping: every ttl / 3
 
@@ -1085,6 +1104,7 @@ class ClusterNicks:
         js = self.link.js
         self._relays_kv = await _bucket(js, f"{self.prefix}-relays", self.replicas, self.ttl)
         self._members_kv = await _bucket(js, f"{self.prefix}-members", self.replicas)
+        self._dms_kv = await _bucket(js, f"{self.prefix}-dms", self.replicas, self.dm_keep, DMS_MAX_BYTES)
         await self._relays_kv.put(f"relay.{self.relay_id}", b"{}")
         nc = self.link.nc  # (core subscriptions: nats-py subscribes them again after a reconnect)
         await nc.subscribe(self._dm_subject("dm", self.relay_id), cb=self._on_dm)
@@ -1097,7 +1117,15 @@ class ClusterNicks:
     # recipient's inbox (signature and key unchanged), to `<prefix>.dm.<that relay>` as a request;
     # the answer only says it arrived. The recipient's relay puts it in the inbox; when the
     # recipient acknowledges it (or its inbox is thrown away) that relay publishes the outcome to
-    # `<prefix>.dmr.<the sender's relay>`. Ids are the sender's relay's; nothing here is kept on disk.
+    # `<prefix>.dmr.<the sender's relay>`. Ids are the sender's relay's.
+    #
+    # A DM waiting in an inbox must outlive the recipient's relay: before it answers the request, that
+    # relay keeps the DM in the bucket `<prefix>-dms` (key: the recipient's nick hash, the sender's
+    # relay, the id; the value names the recipient's session), deleted when the outcome is known. A
+    # member that fails over to another relay presents its old session token: that relay reads the
+    # DMs kept for that session and delivers them (the recipient's client drops a message id it has
+    # had), and answers the sender's relay. Kept at most `dm_keep` (the bucket's TTL) and
+    # DMS_MAX_BYTES in all; what does not fit is only in the relay's memory, as before.
 
     def _dm_subject(self, kind: str, relay: str) -> str:
         return f"{self.prefix}.{kind}.{hashlib.sha256(relay.encode()).hexdigest()[:32]}"
@@ -1134,8 +1162,9 @@ class ClusterNicks:
             item = (str(body["from"]), int(body["id"]), str(body["to"]), base64.b64decode(body["ev"]))
         except Exception:
             return  # (no answer: the sender's relay times out and says it was not delivered)
+        await self._keep_dm(*item)  # (before the answer: the sender's relay counts on it from then)
         with self._lock:
-            self._dm_in.append(item)
+            self._dm_in.append((*item, False))
         if msg.reply:
             await self.link.nc.publish(msg.reply, b"{}")
         if self._wakeup is not None:
@@ -1148,14 +1177,84 @@ class ClusterNicks:
         except Exception:
             return
 
+    def _dm_key(self, to: str, origin: str, dm_id: int) -> str:
+        return f"{ClusterNames.key(to)[:32]}.{hashlib.sha256(origin.encode()).hexdigest()[:16]}.{dm_id}"
+
+    async def _keep_dm(self, origin: str, dm_id: int, to: str, event: bytes) -> None:
+        """Keep a DM for `to`, a member of ours, where another relay finds it (best effort)."""
+        try:
+            held = self._mine.get(ClusterNames.key(to))
+        except Exception:  # (a nick nick_key refuses: the relay refuses the DM)
+            return
+        if held is None or not 0 <= dm_id < 1 << 63 or self._dms_kv is None:
+            return  # (not ours: the relay answers "no one called ... is here")
+        key = self._dm_key(to, origin, dm_id)
+        value = {"from": origin, "id": dm_id, "to": to, "ev": base64.b64encode(event).decode()}
+        value.update(session=held[1], relay=self.relay_id)
+        try:
+            await self._dms_kv.put(key, json.dumps(value).encode())
+        except Exception:  # (full, or not reachable: in this relay's memory only)
+            return
+        self._remember_kept(origin, dm_id, key)
+
+    def _remember_kept(self, origin: str, dm_id: int, key: str) -> None:
+        with self._lock:
+            self._kept[(origin, dm_id)] = key
+            while len(self._kept) > MAX_KEPT_DMS:  # (forgotten here: the bucket's TTL ends it)
+                self._kept.popitem(last=False)
+
+    async def _kept_dms(self, nick: str, who: str) -> None:
+        """The DMs kept for session `who` (its client failed over to us, presenting that session's
+        token) as `nick`: handed over like DMs from the cluster (checked by the relay like them),
+        marked kept (no one here for them yet: left for later, not refused)."""
+        prefix = ClusterNames.key(nick)[:32]
+        entries = []
+        try:  # (a watch, not keys(filters=...): nats-py 2.16 finds no keys with a filter)
+            watch = await self._dms_kv.watch(f"{prefix}.>", ignore_deletes=True)
+            try:
+                async with asyncio.timeout(self.link.timeout):
+                    async for entry in watch:  # the values kept now, then None
+                        if entry is None or len(entries) >= MAX_KEPT_READ:
+                            break
+                        entries.append(entry)
+            finally:
+                await watch.stop()
+        except Exception:  # (not reachable, or too slow: what was read is delivered)
+            pass
+        found = []
+        for entry in entries:
+            key = entry.key
+            try:
+                body = json.loads(entry.value)
+                origin, dm_id, to = str(body["from"]), int(body["id"]), str(body["to"])
+                event = base64.b64decode(body["ev"], validate=True)
+                if body.get("session") != who or body.get("relay") == self.relay_id:
+                    continue  # someone else's; or ours, which our memory has (parked)
+                if not 0 <= dm_id < 1 << 63 or key != self._dm_key(to, origin, dm_id):
+                    continue
+            except Exception:
+                continue
+            self._remember_kept(origin, dm_id, key)
+            found.append((origin, dm_id, to, event, True))
+        if found:
+            with self._lock:
+                self._dm_in += found
+            if self._wakeup is not None:
+                self._wakeup()
+
+    async def _forget_dm(self, key: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._dms_kv.purge(key)
+
     def _dm_done(self, dm_id: int, ok: bool, why: str) -> None:
         with self._lock:
             self._dm_out.append((dm_id, ok, why))
         if self._wakeup is not None:
             self._wakeup()
 
-    def incoming_dms(self) -> list[tuple[str, int, str, bytes]]:
-        """(origin relay, id, to nick, event) of direct messages for members of this relay."""
+    def incoming_dms(self) -> list[tuple[str, int, str, bytes, bool]]:
+        """(origin relay, id, to nick, event, kept) of direct messages for members of this relay; kept:
+        read back from the cluster for a member that failed over here (see `_kept_dms`)."""
         with self._lock:
             out, self._dm_in = self._dm_in, []
         return out
@@ -1168,10 +1267,15 @@ class ClusterNicks:
 
     def answer_dm(self, origin: str, dm_id: int, ok: bool, why: str) -> None:
         """Tell the sender's relay what became of its DM (returns at once; if it cannot be told, the
-        sender's relay gives up after its bound and says it was not delivered)."""
+        sender's relay gives up after its bound and says it was not delivered). The DM is no longer
+        kept in the cluster."""
+        with self._lock:
+            key = self._kept.pop((origin, dm_id), None)
         if self.link.connected:
             body = json.dumps({"id": dm_id, "ok": ok, "why": why}).encode()
             self.link.submit(self.link.nc.publish(self._dm_subject("dmr", origin), body))
+            if key is not None:
+                self.link.submit(self._forget_dm(key))
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
         self._wakeup = fn
@@ -1315,6 +1419,10 @@ class ClusterNicks:
                 if rev is None:
                     return False
         self._mine[key] = (nick, who, rev)
+        if resume:  # a client failing over: the DMs kept for its old session are delivered here
+            task = asyncio.get_running_loop().create_task(self._kept_dms(nick, self._who(resume)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return True
 
     async def _take_over(self, kv: Any, key: str, entry: Any, nick: str, who: str, resume: int) -> int | None:

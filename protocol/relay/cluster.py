@@ -306,12 +306,16 @@ class Follow:
             del self._remote_dms[dm_id]
             why = f"no answer about its delivery to {echo.nick}: it may not have been delivered"
             self._resolve(session, cseq, result_frame(cseq, F.RES_REFUSED, 0, why, label))
-        for origin, dm_id, to, data in self.names.incoming_dms():
-            self._deliver_remote(RemoteSender(self.names, origin, dm_id), to, data, now)
+        for origin, dm_id, to, data, kept in self.names.incoming_dms():
+            self._deliver_remote(RemoteSender(self.names, origin, dm_id), to, data, now, kept)
 
-    def _deliver_remote(self, sender: RemoteSender, to: str, data: bytes, now: float) -> None:
+    def _deliver_remote(
+        self, sender: RemoteSender, to: str, data: bytes, now: float, kept: bool = False
+    ) -> None:
         """A DM that came through the cluster into the inbox of our member `to` (checked like
-        anything from the network); `sender` hears when it was acknowledged."""
+        anything from the network); `sender` hears when it was acknowledged. `kept`: read back
+        from the cluster for `to`, who failed over here (its relay died, or it lost it for a
+        moment); if `to` is not here (yet), it is left where it is kept."""
         try:
             got = F.decode_ev(data)
             sig, key = got.sig, got.key
@@ -324,6 +328,8 @@ class Follow:
         except (F.FrameError, InputError):
             return
         if target is None:
+            if kept:
+                return
             sender.answer(result_frame(0, F.RES_REFUSED, 0, f"no one called {to} is here", "@" + to))
             return
         done = result_frame(0, F.RES_OK, 0, "", "@" + target.nick)

@@ -227,7 +227,7 @@ class SimNames:
                 self._done(dm_id, False, f"no one called {nick} is here")
                 return
             there.received += 1
-            there.dms_in.append((self.addr, dm_id, nick, event))
+            there.dms_in.append((self.addr, dm_id, nick, event, False))  # (not kept: the sim keeps none)
             self.cluster.net.flush(there.addr)
 
         self.cluster.later(route)

@@ -100,13 +100,16 @@ def test_a_relay_checks_direct_messages_that_come_through_the_cluster():
         dm(nick="al\u202eice"),
         dm(text="x" * 5000),
     ]
-    names.dms_in += [(relay_addr(0), i, "bob", data) for i, data in enumerate(bad)]
-    names.dms_in += [(relay_addr(0), 50, "bob\u0000", dm()), (relay_addr(0), 51, "carol", dm())]
+    # (kept: read back from the cluster's bucket of waiting DMs, after a failover: checked the same)
+    for kept in (False, True):
+        names.dms_in += [(relay_addr(0), i + 10 * kept, "bob", data, kept) for i, data in enumerate(bad)]
+    names.dms_in += [(relay_addr(0), 50, "bob\u0000", dm(), False), (relay_addr(0), 51, "carol", dm(), False)]
+    names.dms_in.append((relay_addr(0), 60, "carol", dm(), True))  # kept for carol: left for her
     net.flush(relay)
     net.run_until(net.now + 2.0)
     assert not [e for e in net.events[member_addr(1)] if isinstance(e, E.MessageReceived)]
     assert answers == [(51, False, "no one called carol is here")]
-    names.dms_in.append((relay_addr(0), 52, "bob", dm(text="a real one")))
+    names.dms_in.append((relay_addr(0), 52, "bob", dm(text="a real one"), False))
     net.flush(relay)
     net.run_while(lambda: not answers[1:], net.now + 5.0)
     assert answers[1:] == [(52, True, "bob")]
