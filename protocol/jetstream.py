@@ -1073,6 +1073,7 @@ class ClusterNicks:
         self.dm_keep = dm_keep  # how long a DM waiting for its recipient is kept in the cluster
         self.names = ClusterNames(link, prefix, ttl=ttl, replicas=replicas)
         self._mine: dict[str, tuple[str, str, int]] = {}  # key -> (nick, session hash, revision): NATS thread
+        self._members: dict[str, str] = {}  # session hash -> its member's identity key hash (NATS thread)
         self._refresher: asyncio.Task | None = None
         self.prefix = prefix
         self.replicas = replicas
@@ -1085,7 +1086,7 @@ class ClusterNicks:
         self._reaped: list[tuple[str, str]] = []  # (room, nick) of dead relays' members, handed over
         self._lock = threading.Lock()
         self._wakeup: Callable[[], None] | None = None
-        self._tasks: set[asyncio.Task] = set()  # (reading kept DMs: referenced until done)
+        self._tasks: set[concurrent.futures.Future] = set()  # (reading kept DMs: until done)
         # direct messages across relays (`send_dm`, `incoming_dms`, `answer_dm`, `dm_outcomes`)
         # (origin relay, id, to nick, event, kept: read back from the cluster for a member that failed over)
         self._dm_in: list[tuple[str, int, str, bytes, bool]] = []
@@ -1099,6 +1100,8 @@ class ClusterNicks:
         """Stop refreshing (the link is closed by its owner)."""
         if self._refresher is not None:
             self._refresher.cancel()
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _buckets(self) -> None:
         js = self.link.js
@@ -1190,7 +1193,7 @@ class ClusterNicks:
             return  # (not ours: the relay answers "no one called ... is here")
         key = self._dm_key(to, origin, dm_id)
         value = {"from": origin, "id": dm_id, "to": to, "ev": base64.b64encode(event).decode()}
-        value.update(session=held[1], relay=self.relay_id)
+        value.update(session=held[1], member=self._members.get(held[1], ""), relay=self.relay_id)
         try:
             await self._dms_kv.put(key, json.dumps(value).encode())
         except Exception:  # (full, or not reachable: in this relay's memory only)
@@ -1203,10 +1206,11 @@ class ClusterNicks:
             while len(self._kept) > MAX_KEPT_DMS:  # (forgotten here: the bucket's TTL ends it)
                 self._kept.popitem(last=False)
 
-    async def _kept_dms(self, nick: str, who: str) -> None:
+    async def _kept_dms(self, nick: str, who: str, member: str) -> None:
         """The DMs kept for session `who` (its client failed over to us, presenting that session's
-        token) as `nick`: handed over like DMs from the cluster (checked by the relay like them),
-        marked kept (no one here for them yet: left for later, not refused)."""
+        token) or for the member whose identity key hashes to `member`, as `nick`: handed over like
+        DMs from the cluster (checked by the relay like them), marked kept (no one here for them
+        yet: left for later, not refused)."""
         prefix = ClusterNames.key(nick)[:32]
         entries = []
         try:  # (a watch, not keys(filters=...): nats-py 2.16 finds no keys with a filter)
@@ -1228,7 +1232,8 @@ class ClusterNicks:
                 body = json.loads(entry.value)
                 origin, dm_id, to = str(body["from"]), int(body["id"]), str(body["to"])
                 event = base64.b64decode(body["ev"], validate=True)
-                if body.get("session") != who or body.get("relay") == self.relay_id:
+                mine = (who and body.get("session") == who) or (member and body.get("member") == member)
+                if not mine or body.get("relay") == self.relay_id:
                     continue  # someone else's; or ours, which our memory has (parked)
                 if not 0 <= dm_id < 1 << 63 or key != self._dm_key(to, origin, dm_id):
                     continue
@@ -1378,15 +1383,23 @@ class ClusterNicks:
     def _who(token: int) -> str:
         return hashlib.sha256(b"udproom-session:%d" % token).hexdigest()[:32]
 
-    def claim(self, nick: str, token: int, resume: int = 0) -> bool:
+    @staticmethod
+    def _member(key: bytes) -> str:
+        return hashlib.sha256(b"udproom-member:" + key).hexdigest()[:32] if key else ""
+
+    def claim(self, nick: str, token: int, resume: int = 0, key: bytes = b"") -> bool:
         """Blocks (bounded). After a claim that got no answer, claims fail at once for a moment:
-        a relay cut off from NATS must not stall its loop for every Hello."""
+        a relay cut off from NATS must not stall its loop for every Hello. `key`: the member's
+        identity key as it proved it in its handshake: a claim of the same key is the same member's
+        (a handshake whose answer was lost made a claim its client never learnt of) and is taken
+        over, as a claim of the session whose token the client presents (`resume`)."""
         if not self.link.connected:
             raise StoreError("the cluster is not reachable (reconnecting)")
         if time.monotonic() < self._down_until:
             raise StoreError("the cluster did not answer a moment ago")
         try:
-            return bool(self.link.call(self._claim(nick, token, resume), min(self.link.timeout, 3.0)))
+            claim = self._claim(nick, token, resume, self._member(key))
+            return bool(self.link.call(claim, min(self.link.timeout, 3.0)))
         except StoreError:
             self._down_until = time.monotonic() + min(self.ttl / 4, 2.0)
             raise
@@ -1396,13 +1409,17 @@ class ClusterNicks:
             self.link.submit(self._release(nick, token))
 
     def _value(self, nick: str, who: str) -> bytes:
-        return json.dumps({"nick": nick, "owner": f"{self.relay_id}/{who}", "session": who}).encode()
+        value = {"nick": nick, "owner": f"{self.relay_id}/{who}", "session": who}
+        member = self._members.get(who, "")
+        return json.dumps({**value, "member": member} if member else value).encode()
 
-    async def _claim(self, nick: str, token: int, resume: int) -> bool:
+    async def _claim(self, nick: str, token: int, resume: int, member: str = "") -> bool:
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
         kv = await self.names._store()
         key, who = ClusterNames.key(nick), self._who(token)
+        if member:
+            self._members[who] = member
         try:
             rev = await kv.create(key, self._value(nick, who))
         except _wrong_last():
@@ -1415,19 +1432,24 @@ class ClusterNicks:
                     return False
                 entry = None
             if entry is not None:
-                rev = await self._take_over(kv, key, entry, nick, who, resume)
+                rev = await self._take_over(kv, key, entry, nick, who, resume, member)
                 if rev is None:
+                    self._members.pop(who, None)
                     return False
         self._mine[key] = (nick, who, rev)
-        if resume:  # a client failing over: the DMs kept for its old session are delivered here
-            task = asyncio.get_running_loop().create_task(self._kept_dms(nick, self._who(resume)))
+        if resume or member:  # (a client failing over): the DMs kept for it are delivered here
+            old = self._who(resume) if resume else ""
+            task = self.link.submit(self._kept_dms(nick, old, member))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _take_over(self, kv: Any, key: str, entry: Any, nick: str, who: str, resume: int) -> int | None:
+    async def _take_over(
+        self, kv: Any, key: str, entry: Any, nick: str, who: str, resume: int, member: str = ""
+    ) -> int | None:
         """The claim's new revision if the holder is the same client back (failover: it presents
-        its old token) or a claim of ours released meanwhile; None: someone else's."""
+        its old token; or the same identity key), or a claim of ours released meanwhile; None:
+        someone else's."""
         try:
             held = json.loads(entry.value)
         except ValueError:
@@ -1435,7 +1457,10 @@ class ClusterNicks:
         if not isinstance(held, dict):
             return None
         ours = str(held.get("owner", "")).startswith(self.relay_id + "/") and key not in self._mine
-        if not (ours or (resume and held.get("session") == self._who(resume))):
+        same = (resume and held.get("session") == self._who(resume)) or (
+            member and held.get("member") == member
+        )
+        if not (ours or same):
             return None
         try:
             return await kv.update(key, self._value(nick, who), last=entry.revision)
@@ -1448,6 +1473,7 @@ class ClusterNicks:
         if held is None or held[1] != self._who(token):
             return
         del self._mine[key]
+        self._members.pop(held[1], None)
         await self.names.release(nick, held[2])
 
     async def _refresh(self) -> None:
@@ -1468,6 +1494,7 @@ class ClusterNicks:
                 except _wrong_last():  # taken over (its client failed over to another relay)
                     if self._mine.get(key, (0, 0, rev))[2] == rev:
                         self._mine.pop(key, None)
+                        self._members.pop(who, None)
                     continue
                 except Exception:
                     continue  # (not reachable now: the next round tries again)

@@ -357,7 +357,7 @@ class Follow:
         if self.names is None:
             return None
         try:
-            if self.names.claim(nick, session.token, resume):
+            if self.names.claim(nick, session.token, resume, session.key or b""):
                 return None
         except StoreError as exc:
             return f"the relay cannot check nicks with its cluster: {exc}"

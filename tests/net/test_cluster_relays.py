@@ -333,13 +333,14 @@ async def test_a_direct_message_waiting_on_a_relay_that_dies_reaches_its_recipie
             await asyncio.sleep(0.05)  # a bounded poll of the bucket
         (real,) = await kept()
         # and what a hostile writer to the bucket adds under bob's nick is checked when read back:
-        # not JSON; another session's; not a DM; a DM whose signature is not its author's
+        # not JSON; another member's; not a DM; a DM whose signature is not its author's
         bucket = await nc.jetstream().key_value("udproom-dms")
         held = json.loads((await bucket.get(real)).value)
+        assert held["member"] and held["session"]  # (kept for bob: his identity key's hash, his session)
         prefix = real.split(".")[0]
         await bucket.put(f"{prefix}.x.1", b"{not json")
         forged = {
-            2: (dict(held, session="0" * 32), F.Ev(F.EV_DM, "mallory", "not yours", 1.0, 7)),
+            2: (dict(held, session="0" * 32, member="0" * 32), F.Ev(F.EV_DM, "mallory", "not yours", 1.0, 7)),
             3: (held, F.Ev(F.EV_MSG, "mallory", "not a DM", 1.0, 8)),
             4: (held, F.Ev(F.EV_DM, "mallory", "forged", 1.0, 9, sig=bytes(64), key=bytes(32))),
         }

@@ -196,7 +196,7 @@ class SimNames:
         self.received = 0  # direct messages that came to this relay through the cluster
         cluster.names[addr] = self
 
-    def claim(self, nick: str, token: int, resume: int = 0) -> bool:
+    def claim(self, nick: str, token: int, resume: int = 0, key: bytes = b"") -> bool:
         held = self.cluster.claims.get(nick_key(nick))
         if held is not None and held[1] not in (token, resume) and held[0] in self.cluster.names:
             return False
