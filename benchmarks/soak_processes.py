@@ -84,6 +84,8 @@ def main() -> int:
             f"p50 {pct(r.failover, 50):.2f} s, p90 {pct(r.failover, 90):.2f} s, max {max(r.failover):.2f} s"
         )
     print(f"members that failed over at least once: {r.moved} ({r.moved_others} not on the killed relay)")
+    print(f"failovers by phase: {r.failovers}; by reason: {r.reasons}")
+    print("phases (s from the start): " + ", ".join(f"{k} {v:.1f}" for k, v in r.phases.items()))
     print(f"rooms: {r.rooms}")
     return 0 if r.ok else 1
 

@@ -75,7 +75,12 @@ class Report:
     acked: int = 0
     failover: list[float] = field(default_factory=list)  # per member of the killed relay, seconds
     moved: int = 0  # members that failed over at least once
-    moved_others: int = 0  # of those, members not first on the killed relay
+    moved_others: int = 0  # of those, members not on the killed relay when it was killed
+    #: failovers (a member may fail over more than once) while joining, while posts went on before the
+    #: kill, and after it; with the reasons' first words (reason -> count)
+    failovers: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds from the start: ready, killed, ...
     refused: int = 0  # members refused (never, unless something is wrong)
     rooms: dict[str, int] = field(default_factory=dict)  # room -> members
 
@@ -153,6 +158,9 @@ async def _until(children: list[_Child], predicate, deadline: float, what: str) 
         if left <= 0:
             raise TimeoutError(what)
         for c in children:
+            if c.proc.returncode is not None and not c.said("done"):
+                raise TimeoutError(f"{what}: {c.name} exited with {c.proc.returncode}")
+        for c in children:
             c.changed.clear()
         if predicate():
             return
@@ -222,6 +230,7 @@ async def _run(plan: Plan, tmp: Path, report: Report, started: float) -> None:
             children, lambda: all(c.said("ready") for c in children), deadline, "every member joined"
         )
         go = time.monotonic()
+        report.phases["every member joined"] = go - started
         for c in children:
             await c.send({"type": "go", "at": go})
         # halfway through the posts: SIGKILL relay 0
@@ -229,6 +238,7 @@ async def _run(plan: Plan, tmp: Path, report: Report, started: float) -> None:
         killed_cpu["relay0"] = _cpu(relays[0].pid)
         report.rss["relay0"] = _rss(relays[0].pid)
         killed = time.monotonic()
+        report.phases["relay 0 killed"] = killed - started
         os.kill(relays[0].pid, signal.SIGKILL)
         await relays[0].wait()
         for c in children:
@@ -239,6 +249,7 @@ async def _run(plan: Plan, tmp: Path, report: Report, started: float) -> None:
             return sum(len(c.said("settled")) for c in children)
 
         await _until(children, lambda: settled() >= posts, deadline, "every post settled")
+        report.phases["every post acknowledged"] = time.monotonic() - started
         expect: dict[str, dict[str, int]] = {}
         for c in children:
             for s in c.said("settled"):
@@ -253,6 +264,7 @@ async def _run(plan: Plan, tmp: Path, report: Report, started: float) -> None:
         await _until(
             children, lambda: all(c.said("done") for c in children), deadline, "every member has every post"
         )
+        report.phases["every member has every post"] = time.monotonic() - started
         for i in (1, 2):
             report.cpu[f"relay{i}"] = _cpu(relays[i].pid)
             report.rss[f"relay{i}"] = _rss(relays[i].pid)
@@ -261,7 +273,7 @@ async def _run(plan: Plan, tmp: Path, report: Report, started: float) -> None:
         for c in children:
             await asyncio.wait_for(c.proc.wait(), max(1.0, deadline - time.monotonic()))
         results = [json.loads((tmp / f"client{p}.json").read_text()) for p in range(plan.procs)]
-        check(results, expect, killed, report)
+        check(results, expect, go, killed, report)
     except TimeoutError as exc:
         report.problems.append(f"not within the deadline ({plan.deadline:.0f} s): {exc}")
         for c in children:
@@ -279,7 +291,9 @@ async def _run(plan: Plan, tmp: Path, report: Report, started: float) -> None:
         nats.kill()
 
 
-def check(results: list[dict], expect: dict[str, dict[str, int]], killed: float, report: Report) -> None:
+def check(
+    results: list[dict], expect: dict[str, dict[str, int]], go: float, killed: float, report: Report
+) -> None:
     """Every member got every acknowledged post of its room, under its number, once; one order per
     room (the same number for the same message everywhere, and the messages two members share in
     the same order); sequence numbers rising."""
@@ -310,8 +324,13 @@ def check(results: list[dict], expect: dict[str, dict[str, int]], killed: float,
                 problems.append(f"{m['nick']}: refused: {m['last']}")
             if m["moved"]:
                 report.moved += 1
-                if m["relay"] != 0:
+                if not m["on_killed"]:
                     report.moved_others += 1
+            for t, reason in m["moved"]:
+                phase = "joining" if t < go else "before the kill" if t < killed else "after the kill"
+                report.failovers[phase] = report.failovers.get(phase, 0) + 1
+                why = reason.split(";")[0]
+                report.reasons[why] = report.reasons.get(why, 0) + 1
             if m["on_killed"]:
                 after = [t for t in m["joined"] if t > killed]
                 if after:
@@ -363,7 +382,7 @@ class _Member:
         self.client = self._client()
         self.msgs: list[tuple[int, str, str]] = []
         self.joined: list[float] = []
-        self.moved = False
+        self.moved: list[tuple[float, str]] = []  # (when, why) it failed over
         self.on_killed = False  # on the relay that was killed, when it was
         self.last = ""  # the last reason it lost its relay or was refused
         self.posts: dict[int, str] = {}
@@ -406,7 +425,8 @@ class _Member:
                 }
             )
         elif t is E.ConnectionLost or t is E.Refused:
-            self.moved = self.moved or "failing over" in e.reason
+            if "failing over" in e.reason:
+                self.moved.append((time.monotonic(), e.reason))
             self.last = e.reason
             if t is E.Refused:
                 self.refused += 1
@@ -437,7 +457,11 @@ async def _child(config: dict) -> None:
         m.task = asyncio.create_task(m.client.run(m.on_event))
         if i % 20 == 19:
             await asyncio.sleep(0.05)
+    shown = time.monotonic()
     while not all(m.joined for m in members):
+        if time.monotonic() > shown + 5:
+            shown = time.monotonic()
+            say({"type": "joining", "joined": sum(1 for m in members if m.joined)})
         if time.monotonic() > deadline:
             late = [(m.spec["nick"], m.last) for m in members if not m.joined]
             print(f"not joined: {len(late)}, e.g. {late[:5]}", file=sys.stderr)
