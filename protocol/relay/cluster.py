@@ -353,19 +353,30 @@ class Follow:
     # ------------------------------------------------------------------ nicks across relays
 
     def _claim_shared_nick(self, session: Session, nick: str, resume: int = 0) -> str | None:
-        """None when `nick` may be `session`'s across the cluster, else why not (one line)."""
+        """None when `nick` may be `session`'s across the cluster, else why not (one line); an
+        `Unchecked` reason when the cluster could not be asked (it passes: try again)."""
         if self.names is None:
             return None
         try:
             if self.names.claim(nick, session.token, resume, session.key or b""):
                 return None
         except StoreError as exc:
-            return f"the relay cannot check nicks with its cluster: {exc}"
+            return Unchecked(f"the relay cannot check nicks with its cluster: {exc}")
         return f"nick {nick} is in use on another relay"
 
     def _release_shared_nick(self, session: Session, nick: str) -> None:
         if self.names is not None:
             self.names.release(nick, session.token)
+
+
+class Unchecked(str):
+    """Why a nick was refused when the cluster could not be asked (slow, or not reachable): a Login
+    refused so is told to try again (`retry_ms`), not refused for good: when a relay dies, its
+    members all fail over at once, and under that load a claim can time out."""
+
+    def retry_ms(self, token: int) -> int:
+        """1 to 2 s, spread by the session's token (the members of a dead relay come at once)."""
+        return 1000 + token % 1000
 
 
 #: direct messages sent through the cluster and not answered yet (per relay), and remembered per

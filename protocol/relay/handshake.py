@@ -16,6 +16,7 @@ from ..names import (
     check_nick,
     nick_key,
 )
+from .cluster import Unchecked
 from .state import (
     Pending,
     Session,
@@ -114,8 +115,9 @@ class Handshake:
         session = Session(addr, nick, pending.nonce, now, self.config, pending.hs)
         # across a cluster's relays (cluster.py)
         refused = self._claim_shared_nick(session, nick, login.resume if isinstance(login.resume, int) else 0)
-        if refused is not None:
-            self._refuse_login(pending, F.Refuse(refused, [], pending.nonce))
+        if refused is not None:  # (cluster.py: not asked, it passes; in use on another relay: final)
+            retry = refused.retry_ms(session.token) if isinstance(refused, Unchecked) else 0
+            self._refuse_login(pending, F.Refuse(str(refused), [], pending.nonce, retry))
             return
         del self._pending[addr]
         if isinstance(login.first_cseq, int) and 1 <= login.first_cseq < 1 << 62:

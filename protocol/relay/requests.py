@@ -176,8 +176,8 @@ class Requests:
             if holder is not None and holder is not session:
                 return result_frame(cseq, F.RES_REFUSED, 0, f"nick {new} is in use on this relay", "")
             refused = self._claim_shared_nick(session, new)
-            if refused is not None:
-                return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
+            if refused is not None:  # (a nick change is refused either way: the member asks again)
+                return result_frame(cseq, F.RES_REFUSED, 0, str(refused), "")
             old = session.nick
             if self._nicks.get(nick_key(old)) is session:
                 del self._nicks[nick_key(old)]

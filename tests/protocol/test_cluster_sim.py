@@ -115,3 +115,41 @@ def test_a_relay_checks_direct_messages_that_come_through_the_cluster():
     assert answers[1:] == [(52, True, "bob")]
     (got,) = [e for e in net.events[member_addr(1)] if isinstance(e, E.MessageReceived)]
     assert (got.room, got.nick, got.text) == ("@alice", "alice", "a real one")
+
+
+def test_a_login_whose_nick_the_cluster_could_not_check_is_tried_again_not_refused():
+    """When a relay dies its members all fail over at once, and under that load a nick claim can
+    time out: the Login is refused with a retry time (1-2 s), not for good, and the client tries
+    again and joins. (The multi-process soak at 1,000 members found members refused for good: "the
+    relay cannot check nicks with its cluster: the cluster did not answer a moment ago".) A nick in
+    use on another relay is still refused for good."""
+    from udproom.protocol.roomlog import StoreError
+
+    net = IndexedNet(seed=5)
+    cluster = net.add(("10.0.9.9", 4222), SimStream(net))
+    net.watch(("10.0.9.9", 4222))
+    relay = relay_addr(1)
+    names = SimNames(cluster, relay)
+    claims = []
+    real = names.claim
+
+    def claim(*args, **kwargs):
+        claims.append(args[0])
+        if len(claims) == 1:
+            raise StoreError("the cluster did not answer a moment ago")
+        return real(*args, **kwargs)
+
+    names.claim = claim
+    net.add(relay, Relay(RelayConfig(timing=T), SimLog(cluster, relay), names=names))
+    bob = net.add(member_addr(1), ClientSession("bob", T))
+    net.call(member_addr(1), bob.connect, relay)
+    net.run_while(lambda: bob.state != CONNECTED, 10.0)
+    assert bob.state == CONNECTED and claims == ["bob", "bob"]
+    assert not [e for e in net.events[member_addr(1)] if isinstance(e, E.Refused)]
+    cluster.claims[nick_key("carol")] = (relay_addr(2), 1)  # held through another relay
+    cluster.names[relay_addr(2)] = object()
+    carol = net.add(member_addr(2), ClientSession("carol", T))
+    net.call(member_addr(2), carol.connect, relay)
+    net.run_while(lambda: not [e for e in net.events[member_addr(2)] if isinstance(e, E.Refused)], 10.0)
+    (refused,) = [e for e in net.events[member_addr(2)] if isinstance(e, E.Refused)]
+    assert "in use on another relay" in refused.reason
