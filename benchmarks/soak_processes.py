@@ -51,12 +51,14 @@ def main() -> int:
     ap.add_argument("--keepalive", type=float, default=1.0)
     ap.add_argument("--timeout", type=float, default=5.0, help="a client's relay silent this long is gone")
     ap.add_argument("--relay-timeout", type=float, default=6.0, help="the relays' member timeout")
+    ap.add_argument("--join-rate", type=float, default=10.0, help="members each client process starts per s")
     ap.add_argument("--workdir", help="keep logs and results here")
     args = ap.parse_args()
     plan = Plan(
         members=args.members, rooms=args.rooms, procs=args.procs, senders=args.senders, lines=args.lines,
         interval=args.interval, loss=args.loss, seed=args.seed, deadline=args.deadline,
         keepalive=args.keepalive, timeout=args.timeout, relay_timeout=args.relay_timeout,
+        join_rate=args.join_rate,
     )  # fmt: skip
     print(
         f"# soak_processes  Python {platform.python_version()}, {os.cpu_count()} cores, load "
