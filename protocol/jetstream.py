@@ -1420,6 +1420,7 @@ class ClusterNicks:
         key, who = ClusterNames.key(nick), self._who(token)
         if member:
             self._members[who] = member
+        entry = None  # (the claim it took over, if any)
         try:
             rev = await kv.create(key, self._value(nick, who))
         except _wrong_last():
@@ -1437,7 +1438,7 @@ class ClusterNicks:
                     self._members.pop(who, None)
                     return False
         self._mine[key] = (nick, who, rev)
-        if resume or member:  # (a client failing over): the DMs kept for it are delivered here
+        if resume or entry is not None:  # a client back, or failing over: DMs kept for it come here
             old = self._who(resume) if resume else ""
             task = self.link.submit(self._kept_dms(nick, old, member))
             self._tasks.add(task)
@@ -1449,23 +1450,31 @@ class ClusterNicks:
     ) -> int | None:
         """The claim's new revision if the holder is the same client back (failover: it presents
         its old token; or the same identity key), or a claim of ours released meanwhile; None:
-        someone else's."""
-        try:
-            held = json.loads(entry.value)
-        except ValueError:
-            return None
-        if not isinstance(held, dict):
-            return None
-        ours = str(held.get("owner", "")).startswith(self.relay_id + "/") and key not in self._mine
-        same = (resume and held.get("session") == self._who(resume)) or (
-            member and held.get("member") == member
-        )
-        if not (ours or same):
-            return None
-        try:
-            return await kv.update(key, self._value(nick, who), last=entry.revision)
-        except _wrong_last():
-            return None
+        someone else's. The holder's relay may re-put its claim (its refresh) between our read and
+        our compare-and-set: then read it again (a few times)."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        for _ in range(3):
+            try:
+                held = json.loads(entry.value)
+            except ValueError:
+                return None
+            if not isinstance(held, dict):
+                return None
+            ours = str(held.get("owner", "")).startswith(self.relay_id + "/") and key not in self._mine
+            same = (resume and held.get("session") == self._who(resume)) or (
+                member and held.get("member") == member
+            )
+            if not (ours or same):
+                return None
+            try:
+                return await kv.update(key, self._value(nick, who), last=entry.revision)
+            except _wrong_last():
+                try:
+                    entry = await kv.get(key)
+                except (KeyNotFoundError, KeyDeletedError):
+                    return None
+        return None
 
     async def _release(self, nick: str, token: int) -> None:
         key = ClusterNames.key(nick)
