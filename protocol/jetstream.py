@@ -1124,10 +1124,11 @@ class ClusterNicks:
     #
     # A DM waiting in an inbox must outlive the recipient's relay: before it answers the request, that
     # relay keeps the DM in the bucket `<prefix>-dms` (key: the recipient's nick hash, the sender's
-    # relay, the id; the value names the recipient's session), deleted when the outcome is known. A
-    # member that fails over to another relay presents its old session token: that relay reads the
-    # DMs kept for that session and delivers them (the recipient's client drops a message id it has
-    # had), and answers the sender's relay. Kept at most `dm_keep` (the bucket's TTL) and
+    # relay, the id; the value names the recipient's session and identity key), deleted when the
+    # outcome is known. A member that fails over to another relay takes its nick's claim over there
+    # (presenting its old session token, or by its key): that relay reads the DMs kept for it and
+    # delivers them (the recipient's client drops a message id it has had), and answers the
+    # sender's relay. Kept at most `dm_keep` (the bucket's TTL) and
     # DMS_MAX_BYTES in all; what does not fit is only in the relay's memory, as before.
 
     def _dm_subject(self, kind: str, relay: str) -> str:
