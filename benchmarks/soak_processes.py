@@ -29,12 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_cluster import pct
+
 from tests.cluster.soakproc import Plan, run
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(p / 100 * len(s)))] if s else float("nan")
 
 
 def main() -> int:
