@@ -61,14 +61,14 @@ async def probe(late: list[float], stop: asyncio.Event, tick: float = 0.001) -> 
 async def run_relay(url: str, prefix: str, nonblocking: bool, seconds: float) -> dict:
     from udproom.protocol.jetstream import ClusterNicks, JetStreamLog, NatsLink
     from udproom.protocol.net.runners import RelayServer
-    from udproom.protocol.relay import RelayConfig
+    from udproom.protocol.relay import NO_ADDRESS_LIMITS, RelayConfig
     from udproom.protocol.reliability import Timing
 
     timing = Timing()
     link = NatsLink(url, timeout=5.0)
     log = JetStreamLog(link, prefix=prefix)
     names = ClusterNicks(link, os.urandom(4).hex(), ttl=timing.timeout, prefix=prefix)
-    server = RelayServer("127.0.0.1:0", RelayConfig(timing=timing), log=log, names=names)
+    server = RelayServer("127.0.0.1:0", RelayConfig(timing=timing, **NO_ADDRESS_LIMITS), log=log, names=names)
     await server.start()
     log.nonblocking = names.nonblocking = nonblocking  # (the relay sets both on; off: main's path)
     late: list[float] = []

@@ -34,7 +34,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -60,6 +60,11 @@ __all__ = ["ClusterNames", "ClusterNicks", "JetStreamLog", "NatsLink", "RoomSett
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream's default; a failed-over client resends well within it
 READ_BATCH = 500  # events per batched direct get
 _PRESENCE_KINDS = (F.EV_JOIN, F.EV_LEAVE, F.EV_TIMEOUT, F.EV_NICK, F.EV_AWAY)  # (who is in a room)
+#: direct messages waiting for their recipients, kept in the cluster (ClusterNicks): all of them
+#: together, what one relay remembers it kept, and how many one failed-over member's read brings
+DMS_MAX_BYTES = 64 * 1024 * 1024
+MAX_KEPT_DMS = 65_536
+MAX_KEPT_READ = 1024
 # JetStream API error codes (nats-server's errors.json)
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_STREAM_NOT_FOUND = 10059
@@ -1064,7 +1069,9 @@ def _record_name(token: str) -> str | None:
         return None
 
 
-async def _bucket(js: Any, name: str, replicas: int = 1, ttl: float | None = None) -> Any:
+async def _bucket(
+    js: Any, name: str, replicas: int = 1, ttl: float | None = None, max_bytes: int | None = None
+) -> Any:
     """A KV bucket, made if missing (idempotent across relays)."""
     from nats.js.errors import BucketNotFoundError
 
@@ -1073,7 +1080,8 @@ async def _bucket(js: Any, name: str, replicas: int = 1, ttl: float | None = Non
     except BucketNotFoundError:
         pass
     try:
-        return await js.create_key_value(bucket=name, history=1, replicas=replicas, ttl=ttl)
+        more = {} if max_bytes is None else {"max_bytes": max_bytes}
+        return await js.create_key_value(bucket=name, history=1, replicas=replicas, ttl=ttl, **more)
     except Exception:
         return await js.key_value(name)  # another relay made it first
 
@@ -1229,13 +1237,21 @@ class ClusterNicks:
     through another relay (they failed over) are not announced."""
 
     def __init__(
-        self, link: NatsLink, relay_id: str, ttl: float = 20.0, prefix: str = "udproom", replicas: int = 1
+        self,
+        link: NatsLink,
+        relay_id: str,
+        ttl: float = 20.0,
+        prefix: str = "udproom",
+        replicas: int = 1,
+        dm_keep: float = 600.0,
     ) -> None:
         self.link = link
         self.relay_id = relay_id
         self.ttl = ttl
+        self.dm_keep = dm_keep  # how long a DM waiting for its recipient is kept in the cluster
         self.names = ClusterNames(link, prefix, ttl=ttl, replicas=replicas)
         self._mine: dict[str, tuple[str, str, int]] = {}  # key -> (nick, session hash, revision): NATS thread
+        self._members: dict[str, str] = {}  # session hash -> its member's identity key hash (NATS thread)
         self._refresher: asyncio.Task | None = None
         self.prefix = prefix
         self.replicas = replicas
@@ -1248,13 +1264,17 @@ class ClusterNicks:
         self._reaped: list[tuple[str, str]] = []  # (room, nick) of dead relays' members, handed over
         self._lock = threading.Lock()
         self._wakeup: Callable[[], None] | None = None
+        self._tasks: set[concurrent.futures.Future] = set()  # (reading kept DMs: until done)
         # direct messages across relays (`send_dm`, `incoming_dms`, `answer_dm`, `dm_outcomes`)
-        self._dm_in: list[tuple[str, int, str, bytes]] = []  # (origin relay, id, to nick, event)
+        # (origin relay, id, to nick, event, kept: read back from the cluster for a member that failed over)
+        self._dm_in: list[tuple[str, int, str, bytes, bool]] = []
         self._dm_out: list[tuple[int, bool, str]] = []  # (id, delivered, reason or the nick)
         #: `claim` and `members` never block (roomlog.Pending until answered): set by the relay
         self.nonblocking = False
         self._ops = _Ops(link, min(link.timeout, 3.0))
         self._ops.on_expire = self._op_expired
+        self._dms_kv: Any = None
+        self._kept: OrderedDict[tuple[str, int], str] = OrderedDict()  # (origin, id) -> key in the bucket
         link.call(self._buckets())
         self._refresher = link.submit(self._refresh())  # heartbeat, claims, reaping: every ttl / 3
 
@@ -1262,11 +1282,14 @@ class ClusterNicks:
         """Stop refreshing (the link is closed by its owner)."""
         if self._refresher is not None:
             self._refresher.cancel()
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _buckets(self) -> None:
         js = self.link.js
         self._relays_kv = await _bucket(js, f"{self.prefix}-relays", self.replicas, self.ttl)
         self._members_kv = await _bucket(js, f"{self.prefix}-members", self.replicas)
+        self._dms_kv = await _bucket(js, f"{self.prefix}-dms", self.replicas, self.dm_keep, DMS_MAX_BYTES)
         await self._relays_kv.put(f"relay.{self.relay_id}", b"{}")
         nc = self.link.nc  # (core subscriptions: nats-py subscribes them again after a reconnect)
         await nc.subscribe(self._dm_subject("dm", self.relay_id), cb=self._on_dm)
@@ -1279,7 +1302,16 @@ class ClusterNicks:
     # recipient's inbox (signature and key unchanged), to `<prefix>.dm.<that relay>` as a request;
     # the answer only says it arrived. The recipient's relay puts it in the inbox; when the
     # recipient acknowledges it (or its inbox is thrown away) that relay publishes the outcome to
-    # `<prefix>.dmr.<the sender's relay>`. Ids are the sender's relay's; nothing here is kept on disk.
+    # `<prefix>.dmr.<the sender's relay>`. Ids are the sender's relay's.
+    #
+    # A DM waiting in an inbox must outlive the recipient's relay: before it answers the request, that
+    # relay keeps the DM in the bucket `<prefix>-dms` (key: the recipient's nick hash, the sender's
+    # relay, the id; the value names the recipient's session and identity key), deleted when the
+    # outcome is known. A member that fails over to another relay takes its nick's claim over there
+    # (presenting its old session token, or by its key): that relay reads the DMs kept for it and
+    # delivers them (the recipient's client drops a message id it has had), and answers the
+    # sender's relay. Kept at most `dm_keep` (the bucket's TTL) and
+    # DMS_MAX_BYTES in all; what does not fit is only in the relay's memory, as before.
 
     def _dm_subject(self, kind: str, relay: str) -> str:
         return f"{self.prefix}.{kind}.{hashlib.sha256(relay.encode()).hexdigest()[:32]}"
@@ -1316,8 +1348,9 @@ class ClusterNicks:
             item = (str(body["from"]), int(body["id"]), str(body["to"]), base64.b64decode(body["ev"]))
         except Exception:
             return  # (no answer: the sender's relay times out and says it was not delivered)
+        await self._keep_dm(*item)  # (before the answer: the sender's relay counts on it from then)
         with self._lock:
-            self._dm_in.append(item)
+            self._dm_in.append((*item, False))
         if msg.reply:
             await self.link.nc.publish(msg.reply, b"{}")
         if self._wakeup is not None:
@@ -1330,14 +1363,86 @@ class ClusterNicks:
         except Exception:
             return
 
+    def _dm_key(self, to: str, origin: str, dm_id: int) -> str:
+        return f"{ClusterNames.key(to)[:32]}.{hashlib.sha256(origin.encode()).hexdigest()[:16]}.{dm_id}"
+
+    async def _keep_dm(self, origin: str, dm_id: int, to: str, event: bytes) -> None:
+        """Keep a DM for `to`, a member of ours, where another relay finds it (best effort)."""
+        try:
+            held = self._mine.get(ClusterNames.key(to))
+        except Exception:  # (a nick nick_key refuses: the relay refuses the DM)
+            return
+        if held is None or not 0 <= dm_id < 1 << 63 or self._dms_kv is None:
+            return  # (not ours: the relay answers "no one called ... is here")
+        key = self._dm_key(to, origin, dm_id)
+        value = {"from": origin, "id": dm_id, "to": to, "ev": base64.b64encode(event).decode()}
+        value.update(session=held[1], member=self._members.get(held[1], ""), relay=self.relay_id)
+        try:
+            await self._dms_kv.put(key, json.dumps(value).encode())
+        except Exception:  # (full, or not reachable: in this relay's memory only)
+            return
+        self._remember_kept(origin, dm_id, key)
+
+    def _remember_kept(self, origin: str, dm_id: int, key: str) -> None:
+        with self._lock:
+            self._kept[(origin, dm_id)] = key
+            while len(self._kept) > MAX_KEPT_DMS:  # (forgotten here: the bucket's TTL ends it)
+                self._kept.popitem(last=False)
+
+    async def _kept_dms(self, nick: str, who: str, member: str) -> None:
+        """The DMs kept for session `who` (its client failed over to us, presenting that session's
+        token) or for the member whose identity key hashes to `member`, as `nick`: handed over like
+        DMs from the cluster (checked by the relay like them), marked kept (no one here for them
+        yet: left for later, not refused)."""
+        prefix = ClusterNames.key(nick)[:32]
+        entries = []
+        try:  # (a watch, not keys(filters=...): nats-py 2.16 finds no keys with a filter)
+            watch = await self._dms_kv.watch(f"{prefix}.>", ignore_deletes=True)
+            try:
+                async with asyncio.timeout(self.link.timeout):
+                    async for entry in watch:  # the values kept now, then None
+                        if entry is None or len(entries) >= MAX_KEPT_READ:
+                            break
+                        entries.append(entry)
+            finally:
+                await watch.stop()
+        except Exception:  # (not reachable, or too slow: what was read is delivered)
+            pass
+        found = []
+        for entry in entries:
+            key = entry.key
+            try:
+                body = json.loads(entry.value)
+                origin, dm_id, to = str(body["from"]), int(body["id"]), str(body["to"])
+                event = base64.b64decode(body["ev"], validate=True)
+                mine = (who and body.get("session") == who) or (member and body.get("member") == member)
+                if not mine or body.get("relay") == self.relay_id:
+                    continue  # someone else's; or ours, which our memory has (parked)
+                if not 0 <= dm_id < 1 << 63 or key != self._dm_key(to, origin, dm_id):
+                    continue
+            except Exception:
+                continue
+            self._remember_kept(origin, dm_id, key)
+            found.append((origin, dm_id, to, event, True))
+        if found:
+            with self._lock:
+                self._dm_in += found
+            if self._wakeup is not None:
+                self._wakeup()
+
+    async def _forget_dm(self, key: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._dms_kv.purge(key)
+
     def _dm_done(self, dm_id: int, ok: bool, why: str) -> None:
         with self._lock:
             self._dm_out.append((dm_id, ok, why))
         if self._wakeup is not None:
             self._wakeup()
 
-    def incoming_dms(self) -> list[tuple[str, int, str, bytes]]:
-        """(origin relay, id, to nick, event) of direct messages for members of this relay."""
+    def incoming_dms(self) -> list[tuple[str, int, str, bytes, bool]]:
+        """(origin relay, id, to nick, event, kept) of direct messages for members of this relay; kept:
+        read back from the cluster for a member that failed over here (see `_kept_dms`)."""
         with self._lock:
             out, self._dm_in = self._dm_in, []
         return out
@@ -1350,10 +1455,15 @@ class ClusterNicks:
 
     def answer_dm(self, origin: str, dm_id: int, ok: bool, why: str) -> None:
         """Tell the sender's relay what became of its DM (returns at once; if it cannot be told, the
-        sender's relay gives up after its bound and says it was not delivered)."""
+        sender's relay gives up after its bound and says it was not delivered). The DM is no longer
+        kept in the cluster."""
+        with self._lock:
+            key = self._kept.pop((origin, dm_id), None)
         if self.link.connected:
             body = json.dumps({"id": dm_id, "ok": ok, "why": why}).encode()
             self.link.submit(self.link.nc.publish(self._dm_subject("dmr", origin), body))
+            if key is not None:
+                self.link.submit(self._forget_dm(key))
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
         self._wakeup = fn
@@ -1469,19 +1579,28 @@ class ClusterNicks:
     def _who(token: int) -> str:
         return hashlib.sha256(b"udproom-session:%d" % token).hexdigest()[:32]
 
-    def claim(self, nick: str, token: int, resume: int = 0) -> bool:
+    @staticmethod
+    def _member(key: bytes) -> str:
+        return hashlib.sha256(b"udproom-member:" + key).hexdigest()[:32] if key else ""
+
+    def claim(self, nick: str, token: int, resume: int = 0, key: bytes = b"") -> bool:
         """Blocks (bounded), or, nonblocking, raises Pending until answered. After a claim that got
         no answer, claims fail at once for a moment: a relay cut off from NATS must not stall its
-        loop for every Hello (blocking), nor park every Hello for a round trip (nonblocking)."""
+        loop for every Hello (blocking), nor park every Hello for a round trip (nonblocking).
+        `key`: the member's identity key as it proved it in its handshake: a claim of the same key
+        is the same member's (a handshake whose answer was lost made a claim its client never
+        learnt of) and is taken over, as a claim of the session whose token the client presents
+        (`resume`)."""
         if not self.link.connected:
             raise StoreError("the cluster is not reachable (reconnecting)")
         if time.monotonic() < self._down_until:
             raise StoreError("the cluster did not answer a moment ago")
         try:
+            member = self._member(key)
             if self.nonblocking:  # (Pending until answered: the same claim asked again takes it)
-                start = lambda: self._claim(nick, token, resume)  # noqa: E731
-                return bool(self._ops.get(("claim", nick, token, resume), start))
-            return bool(self.link.call(self._claim(nick, token, resume), min(self.link.timeout, 3.0)))
+                start = lambda: self._claim(nick, token, resume, member)  # noqa: E731
+                return bool(self._ops.get(("claim", nick, token, resume, member), start))
+            return bool(self.link.call(self._claim(nick, token, resume, member), min(self.link.timeout, 3.0)))
         except StoreError:
             self._down_until = time.monotonic() + min(self.ttl / 4, 2.0)
             raise
@@ -1491,29 +1610,48 @@ class ClusterNicks:
             self.link.submit(self._release(nick, token))
 
     def _value(self, nick: str, who: str) -> bytes:
-        return json.dumps({"nick": nick, "owner": f"{self.relay_id}/{who}", "session": who}).encode()
+        value = {"nick": nick, "owner": f"{self.relay_id}/{who}", "session": who}
+        member = self._members.get(who, "")
+        return json.dumps({**value, "member": member} if member else value).encode()
 
-    async def _claim(self, nick: str, token: int, resume: int) -> bool:
+    async def _claim(self, nick: str, token: int, resume: int, member: str = "") -> bool:
         """Every key of the nick (`names.nick_keys`: its look-alikes' too), or none of them."""
-        who, done = self._who(token), []
+        who, done, took_over = self._who(token), [], False
+        new_member = member and who not in self._members
+        if member:
+            self._members[who] = member
         for key in sorted(ClusterNames.key_of(k) for k in nick_keys(nick)):
             held = self._mine.get(key)
             if held is not None and held[1] == who:  # the session's own (a nick change to a look-alike)
                 self._mine[key] = (nick, who, held[2])
-            elif not await self._claim_key(key, nick, who, resume):
+                done.append((key, held))
+                continue
+            got = await self._claim_key(key, nick, who, resume, member)
+            if got is None:
                 for k, before in reversed(done):  # roll back what this claim took
                     if before is not None:
                         self._mine[k] = before
                     else:
                         await self.names.release_key(k, self._mine.pop(k)[2])
+                if new_member:
+                    self._members.pop(who, None)
                 return False
+            took_over = took_over or got
             done.append((key, held))
+        if resume or took_over:  # a client back, or failing over: DMs kept for it come here
+            old = self._who(resume) if resume else ""
+            task = self.link.submit(self._kept_dms(nick, old, member))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _claim_key(self, key: str, nick: str, who: str, resume: int) -> bool:
+    async def _claim_key(self, key: str, nick: str, who: str, resume: int, member: str) -> bool | None:
+        """Claim one key: False when made afresh, True when taken over from the same client (or a
+        claim of ours released meanwhile), None when it is someone else's."""
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
         kv = await self.names._store()
+        entry = None  # (the claim it took over, if any)
         try:
             rev = await kv.create(key, self._value(nick, who))
         except _wrong_last():
@@ -1523,39 +1661,56 @@ class ClusterNicks:
                 try:
                     rev = await kv.create(key, self._value(nick, who))
                 except _wrong_last():
-                    return False
+                    return None
                 entry = None
             if entry is not None:
-                rev = await self._take_over(kv, key, entry, nick, who, resume)
+                rev = await self._take_over(kv, key, entry, nick, who, resume, member)
                 if rev is None:
-                    return False
+                    return None
         self._mine[key] = (nick, who, rev)
-        return True
+        return entry is not None
 
-    async def _take_over(self, kv: Any, key: str, entry: Any, nick: str, who: str, resume: int) -> int | None:
+    async def _take_over(
+        self, kv: Any, key: str, entry: Any, nick: str, who: str, resume: int, member: str = ""
+    ) -> int | None:
         """The claim's new revision if the holder is the same client back (failover: it presents
-        its old token) or a claim of ours released meanwhile; None: someone else's."""
-        try:
-            held = json.loads(entry.value)
-        except ValueError:
-            return None
-        if not isinstance(held, dict):
-            return None
-        ours = str(held.get("owner", "")).startswith(self.relay_id + "/") and key not in self._mine
-        if not (ours or (resume and held.get("session") == self._who(resume))):
-            return None
-        try:
-            return await kv.update(key, self._value(nick, who), last=entry.revision)
-        except _wrong_last():
-            return None
+        its old token; or the same identity key), or a claim of ours released meanwhile; None:
+        someone else's. The holder's relay may re-put its claim (its refresh) between our read and
+        our compare-and-set: then read it again (a few times)."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        for _ in range(3):
+            try:
+                held = json.loads(entry.value)
+            except ValueError:
+                return None
+            if not isinstance(held, dict):
+                return None
+            ours = str(held.get("owner", "")).startswith(self.relay_id + "/") and key not in self._mine
+            same = (resume and held.get("session") == self._who(resume)) or (
+                member and held.get("member") == member
+            )
+            if not (ours or same):
+                return None
+            try:
+                return await kv.update(key, self._value(nick, who), last=entry.revision)
+            except _wrong_last():
+                try:
+                    entry = await kv.get(key)
+                except (KeyNotFoundError, KeyDeletedError):
+                    return None
+        return None
 
     async def _release(self, nick: str, token: int) -> None:
+        who = self._who(token)
         for key in [ClusterNames.key_of(k) for k in nick_keys(nick)]:
             held = self._mine.get(key)
-            if held is None or held[1] != self._who(token) or held[0] != nick:  # (kept by a new nick)
+            if held is None or held[1] != who or held[0] != nick:  # (kept by a new nick)
                 continue
             del self._mine[key]
             await self.names.release_key(key, held[2])
+        if not any(held[1] == who for held in self._mine.values()):
+            self._members.pop(who, None)
 
     async def _refresh(self) -> None:
         while True:
@@ -1575,6 +1730,7 @@ class ClusterNicks:
                 except _wrong_last():  # taken over (its client failed over to another relay)
                     if self._mine.get(key, (0, 0, rev))[2] == rev:
                         self._mine.pop(key, None)
+                        self._members.pop(who, None)
                     continue
                 except Exception:
                     continue  # (not reachable now: the next round tries again)

@@ -452,12 +452,16 @@ class Follow:
             del self._remote_dms[dm_id]
             why = f"no answer about its delivery to {echo.nick}: it may not have been delivered"
             self._resolve(session, cseq, result_frame(cseq, F.RES_REFUSED, 0, why, label))
-        for origin, dm_id, to, data in self.names.incoming_dms():
-            self._deliver_remote(RemoteSender(self.names, origin, dm_id), to, data, now)
+        for origin, dm_id, to, data, kept in self.names.incoming_dms():
+            self._deliver_remote(RemoteSender(self.names, origin, dm_id), to, data, now, kept)
 
-    def _deliver_remote(self, sender: RemoteSender, to: str, data: bytes, now: float) -> None:
+    def _deliver_remote(
+        self, sender: RemoteSender, to: str, data: bytes, now: float, kept: bool = False
+    ) -> None:
         """A DM that came through the cluster into the inbox of our member `to` (checked like
-        anything from the network); `sender` hears when it was acknowledged."""
+        anything from the network); `sender` hears when it was acknowledged. `kept`: read back
+        from the cluster for `to`, who failed over here (its relay died, or it lost it for a
+        moment); if `to` is not here (yet), it is left where it is kept."""
         try:
             got = F.decode_ev(data)
             sig, key = got.sig, got.key
@@ -470,6 +474,8 @@ class Follow:
         except (F.FrameError, InputError):
             return
         if target is None:
+            if kept:
+                return
             sender.answer(result_frame(0, F.RES_REFUSED, 0, f"no one called {to} is here", "@" + to))
             return
         done = result_frame(0, F.RES_OK, 0, "", "@" + target.nick)
@@ -493,19 +499,30 @@ class Follow:
     # ------------------------------------------------------------------ nicks across relays
 
     def _claim_shared_nick(self, session: Session, nick: str, resume: int = 0) -> str | None:
-        """None when `nick` may be `session`'s across the cluster, else why not (one line)."""
+        """None when `nick` may be `session`'s across the cluster, else why not (one line); an
+        `Unchecked` reason when the cluster could not be asked (it passes: try again)."""
         if self.names is None:
             return None
         try:
-            if self.names.claim(nick, session.token, resume):
+            if self.names.claim(nick, session.token, resume, session.key or b""):
                 return None
         except StoreError as exc:
-            return f"the relay cannot check nicks with its cluster: {exc}"
+            return Unchecked(f"the relay cannot check nicks with its cluster: {exc}")
         return f"nick {nick} is in use on another relay"
 
     def _release_shared_nick(self, session: Session, nick: str) -> None:
         if self.names is not None:
             self.names.release(nick, session.token)
+
+
+class Unchecked(str):
+    """Why a nick was refused when the cluster could not be asked (slow, or not reachable): a Login
+    refused so is told to try again (`retry_ms`), not refused for good: when a relay dies, its
+    members all fail over at once, and under that load a claim can time out."""
+
+    def retry_ms(self, token: int) -> int:
+        """1 to 2 s, spread by the session's token (the members of a dead relay come at once)."""
+        return 1000 + token % 1000
 
 
 #: direct messages sent through the cluster and not answered yet (per relay), and remembered per

@@ -16,6 +16,7 @@ from ..names import (
     InputError,
     check_nick,
 )
+from .cluster import Unchecked
 from .state import (
     TOO_MANY_WAITING,
     Pending,
@@ -137,8 +138,9 @@ class Handshake:
             if not self._wait_for(("login", addr), wait.key, (pending, data)):
                 self._refuse_login(pending, F.Refuse(TOO_MANY_WAITING, [], pending.nonce))
             return
-        if refused is not None:
-            self._refuse_login(pending, F.Refuse(refused, [], pending.nonce))
+        if refused is not None:  # (cluster.py: could not ask: try again soon; in use elsewhere: final)
+            retry = refused.retry_ms(session.token) if isinstance(refused, Unchecked) else 0
+            self._refuse_login(pending, F.Refuse(str(refused), [], pending.nonce, retry))
             return
         del self._pending[addr]
         if isinstance(login.first_cseq, int) and 1 <= login.first_cseq < 1 << 62:

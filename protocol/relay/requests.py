@@ -208,8 +208,8 @@ class Requests:
             if holder is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, self._in_use(new, holder), "")
             refused = self._claim_shared_nick(session, new)
-            if refused is not None:
-                return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
+            if refused is not None:  # (a nick change is refused either way: the member asks again)
+                return result_frame(cseq, F.RES_REFUSED, 0, str(refused), "")
             old = session.nick
             if self._release_nick(session, old):
                 self._release_shared_nick(session, old)

@@ -397,3 +397,28 @@ def test_a_relay_started_later_knows_every_room_past_one_page_of_the_stream_list
     ((_, later),) = relays(1)
     assert later.rooms() == sorted(names)
     assert later.last_seq("#room299") == 1 and later.seq_of_mid("#room7", 8) == 1
+
+
+def test_a_nick_claimed_by_a_session_its_client_never_learnt_of_is_its_clients(nats_server):
+    """Relay A claims bob for a session whose answer (the Welcome) was lost: bob's client never
+    learnt its token and fails over to relay B with none to present. B lets it take the nick over
+    because the claim names the same member (its identity key, as proven in the handshake);
+    another member, or a member with no key, is refused. Found by the multi-process soak (20% loss:
+    members refused "nick ... is in use on another relay" while failing over, for good)."""
+    from udproom.protocol.jetstream import ClusterNicks
+
+    links = [NatsLink(nats_server.url) for _ in range(2)]
+    relays = [ClusterNicks(link, f"relay{i}", ttl=30.0) for i, link in enumerate(links)]
+    try:
+        bob, mallory = b"b" * 32, b"m" * 32
+        assert relays[0].claim("bob", 1, key=bob)
+        assert not relays[1].claim("Bob", 2, key=mallory)  # another member: still refused
+        assert not relays[1].claim("bob", 3)  # no key, no token: refused
+        assert relays[1].claim("bob", 4, key=bob)  # the same member, with no token to present
+        assert relays[1].names.link.call(relays[1].names.owner("bob"))[0].startswith("relay1/")
+        assert relays[0].claim("BOB", 5, resume=4)  # and back, by the token it now knows
+    finally:
+        for r in relays:
+            r.close()
+        for link in links:
+            link.close()

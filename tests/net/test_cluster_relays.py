@@ -279,3 +279,92 @@ async def test_a_direct_message_reaches_a_member_of_another_relay_once_and_is_ac
     finally:
         alice.close()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_direct_message_waiting_on_a_relay_that_dies_reaches_its_recipient_after_failover(
+    procs, nats_server
+):
+    """bob is on relay B and unreachable for a moment; alice, on relay A, sends him a DM. B keeps it
+    in the cluster (bucket `udproom-dms`, keyed by bob's nick) before it answers A, and is SIGKILLed
+    with the DM still in bob's inbox. bob fails over to C (`--join B,C`), presenting his old session
+    token: C finds the DM, delivers it, bob gets it once, and alice hears "delivered" (her post is
+    acknowledged). Before, the DM died with B's memory and alice heard "may not have been delivered"
+    only after the inbox's keep time (10 minutes)."""
+    import base64
+    import dataclasses
+    import hashlib
+    import json
+
+    import nats
+
+    from udproom.protocol import events as E
+    from udproom.protocol import frames as F
+    from udproom.protocol.net.runners import RelayClient
+    from udproom.protocol.reliability import Timing
+
+    from .lossy_cli import LossyCore
+    from .test_runners import Recorder
+
+    a, b, c = await _relays(procs, nats_server.url, 3)
+    relay_b = procs.all[1]
+    timing = dataclasses.replace(Timing.fast(), give_up=60.0)  # (alice waits for the answer)
+    alice = RelayClient(a, "alice", ["lobby"], timing=timing)
+    bob = RelayClient(f"{b},{c}", "bob", ["lobby"], timing=timing)
+    gate = LossyCore(bob.core)  # loss 1.0: bob hears nothing and is not heard
+    bob._driven = gate
+    arec, brec = Recorder(), Recorder()
+    tasks = [asyncio.create_task(alice.run(arec)), asyncio.create_task(bob.run(brec))]
+    nc = await nats.connect(nats_server.url)
+    try:
+        await arec.wait(lambda e: isinstance(e, E.RoomJoined), 30, "alice joined")
+        await brec.wait(lambda e: isinstance(e, E.RoomJoined), 30, "bob joined")
+        gate.loss = 1.0
+        first = alice.post("@bob", "while you were out")
+
+        async def kept() -> list[str]:
+            try:
+                return await (await nc.jetstream().key_value("udproom-dms")).keys()
+            except Exception:  # (no bucket, or no keys yet)
+                return []
+
+        deadline = time.monotonic() + 20
+        while not await kept():
+            assert time.monotonic() < deadline, "relay B never kept the DM where another relay finds it"
+            await asyncio.sleep(0.05)  # a bounded poll of the bucket
+        (real,) = await kept()
+        # and what a hostile writer to the bucket adds under bob's nick is checked when read back:
+        # not JSON; another member's; not a DM; a DM whose signature is not its author's
+        bucket = await nc.jetstream().key_value("udproom-dms")
+        held = json.loads((await bucket.get(real)).value)
+        assert held["member"] and held["session"]  # (kept for bob: his identity key's hash, his session)
+        prefix = real.split(".")[0]
+        await bucket.put(f"{prefix}.x.1", b"{not json")
+        forged = {
+            2: (dict(held, session="0" * 32, member="0" * 32), F.Ev(F.EV_DM, "mallory", "not yours", 1.0, 7)),
+            3: (held, F.Ev(F.EV_MSG, "mallory", "not a DM", 1.0, 8)),
+            4: (held, F.Ev(F.EV_DM, "mallory", "forged", 1.0, 9, sig=bytes(64), key=bytes(32))),
+        }
+        for dm_id, (value, ev) in forged.items():
+            origin = f"forger{dm_id}"
+            body = dict(value, ev=base64.b64encode(F.encode_ev(ev)).decode(), id=dm_id, to="bob")
+            body["from"] = origin
+            key = f"{prefix}.{hashlib.sha256(origin.encode()).hexdigest()[:16]}.{dm_id}"
+            await bucket.put(key, json.dumps(body).encode())
+        relay_b.kill()
+        await relay_b.wait(10)
+        gate.loss = 0.0
+        await arec.wait(lambda e: isinstance(e, E.PostAcknowledged) and e.local_id == first, 30, "delivered")
+        assert not [e for e in arec.of(E.PostFailed) if e.local_id == first]
+        assert f"failed over from {b}" in bob.mode or c in bob.mode, bob.mode
+        second = alice.post("@bob", "and now")  # a fence: once bob has this, the first came once
+        await arec.wait(lambda e: isinstance(e, E.PostAcknowledged) and e.local_id == second, 30, "acked")
+        await brec.wait(lambda e: isinstance(e, E.MessageReceived) and e.text == "and now", 30, "the fence")
+        got = [(e.room, e.nick, e.text) for e in brec.of(E.MessageReceived) if e.room == "@alice"]
+        assert got == [("@alice", "alice", "while you were out"), ("@alice", "alice", "and now")]
+        assert real not in await kept()  # answered: no longer waiting in the cluster
+        assert not [e for e in brec.of(E.MessageReceived) if e.nick == "mallory"]
+    finally:
+        await nc.close()
+        for client in (alice, bob):
+            client.close()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)

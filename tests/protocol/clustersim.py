@@ -196,15 +196,15 @@ class SimNames:
         self.received = 0  # direct messages that came to this relay through the cluster
         cluster.names[addr] = self
 
-    def claim(self, nick: str, token: int, resume: int = 0) -> bool:
+    def claim(self, nick: str, token: int, resume: int = 0, key: bytes = b"") -> bool:
         """Every key of the nick (names.nick_keys), or none, as ClusterNicks claims them."""
         keys = nick_keys(nick)
-        for key in keys:
-            held = self.cluster.claims.get(key)
+        for k in keys:
+            held = self.cluster.claims.get(k)
             if held is not None and held[1] not in (token, resume) and held[0] in self.cluster.names:
                 return False
-        for key in keys:
-            self.cluster.claims[key] = (self.addr, token, nick)
+        for k in keys:
+            self.cluster.claims[k] = (self.addr, token, nick)
         return True
 
     def release(self, nick: str, token: int) -> None:
@@ -232,7 +232,7 @@ class SimNames:
                 self._done(dm_id, False, f"no one called {nick} is here")
                 return
             there.received += 1
-            there.dms_in.append((self.addr, dm_id, nick, event))
+            there.dms_in.append((self.addr, dm_id, nick, event, False))  # (not kept: the sim keeps none)
             self.cluster.net.flush(there.addr)
 
         self.cluster.later(route)
