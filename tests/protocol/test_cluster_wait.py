@@ -86,9 +86,9 @@ class GatedNames(SimNames):
         super().__init__(cluster, addr)
         self.gates = gates
 
-    def claim(self, nick: str, token: int, resume: int = 0) -> bool:
+    def claim(self, nick: str, token: int, resume: int = 0, key: bytes = b"") -> bool:
         self.gates.get(("claim", nick))
-        return super().claim(nick, token, resume)
+        return super().claim(nick, token, resume, key)
 
     def members(self, room: str) -> list[str]:
         return []
