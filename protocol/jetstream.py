@@ -1647,36 +1647,40 @@ class ClusterNicks:
 
     async def _claim_key(self, key: str, nick: str, who: str, resume: int, member: str) -> bool | None:
         """Claim one key: False when made afresh, True when taken over from the same client (or a
-        claim of ours released meanwhile), None when it is someone else's."""
+        claim of ours released meanwhile), None when it is someone else's. A claim that goes
+        (released, or its dead relay's claim expiring) while we take it over is made afresh: the
+        member is not refused for that (the multi-process soak hit it once in 1,000 failovers)."""
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
         kv = await self.names._store()
-        entry = None  # (the claim it took over, if any)
-        try:
-            rev = await kv.create(key, self._value(nick, who))
-        except _wrong_last():
+        for _ in range(3):
+            try:
+                rev = await kv.create(key, self._value(nick, who))
+            except _wrong_last():
+                pass
+            else:
+                self._mine[key] = (nick, who, rev)
+                return False
             try:
                 entry = await kv.get(key)
-            except (KeyNotFoundError, KeyDeletedError):  # released meanwhile: once more
-                try:
-                    rev = await kv.create(key, self._value(nick, who))
-                except _wrong_last():
-                    return None
-                entry = None
-            if entry is not None:
-                rev = await self._take_over(kv, key, entry, nick, who, resume, member)
-                if rev is None:
-                    return None
-        self._mine[key] = (nick, who, rev)
-        return entry is not None
+            except (KeyNotFoundError, KeyDeletedError):  # gone meanwhile: make it afresh
+                continue
+            rev = await self._take_over(kv, key, entry, nick, who, resume, member)
+            if rev is None:
+                return None
+            if rev > 0:
+                self._mine[key] = (nick, who, rev)
+                return True
+        return None  # (made and gone three times over: someone else is at it)
 
     async def _take_over(
         self, kv: Any, key: str, entry: Any, nick: str, who: str, resume: int, member: str = ""
     ) -> int | None:
         """The claim's new revision if the holder is the same client back (failover: it presents
         its old token; or the same identity key), or a claim of ours released meanwhile; None:
-        someone else's. The holder's relay may re-put its claim (its refresh) between our read and
-        our compare-and-set: then read it again (a few times)."""
+        someone else's; 0: the claim went meanwhile (make it afresh). The holder's relay may re-put
+        its claim (its refresh) between our read and our compare-and-set: then read it again (a
+        few times)."""
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
         for _ in range(3):
@@ -1698,7 +1702,7 @@ class ClusterNicks:
                 try:
                     entry = await kv.get(key)
                 except (KeyNotFoundError, KeyDeletedError):
-                    return None
+                    return 0
         return None
 
     async def _release(self, nick: str, token: int) -> None:
@@ -1723,16 +1727,26 @@ class ClusterNicks:
             except Exception:
                 self._healthy = False  # (not reachable now: the next round tries again)
                 self._missing = set()
-            kv = await self.names._store()
-            for key, (nick, who, rev) in list(self._mine.items()):
-                try:
-                    new = await kv.update(key, self._value(nick, who), last=rev)
-                except _wrong_last():  # taken over (its client failed over to another relay)
-                    if self._mine.get(key, (0, 0, rev))[2] == rev:
-                        self._mine.pop(key, None)
-                        self._members.pop(who, None)
-                    continue
-                except Exception:
-                    continue  # (not reachable now: the next round tries again)
-                if key in self._mine and self._mine[key][2] == rev:
-                    self._mine[key] = (nick, who, new)
+            await self._refresh_claims()
+
+    async def _refresh_claims(self) -> None:
+        """Put every claim of ours again (its TTL). A claim taken over means its client failed over
+        to another relay: every key of that session goes, not only the one found taken, so no key
+        of it is put again without its member (which would make the rest of the takeover fail:
+        "in use on another relay", for good; found by the multi-process soak)."""
+        kv = await self.names._store()
+        for key, (nick, who, rev) in list(self._mine.items()):
+            if self._mine.get(key, (0, 0, -1))[2] != rev:
+                continue  # (gone meanwhile: its session was taken over, or released)
+            try:
+                new = await kv.update(key, self._value(nick, who), last=rev)
+            except _wrong_last():  # taken over (its client failed over to another relay)
+                if self._mine.get(key, (0, 0, rev))[2] == rev:
+                    for k in [k for k, held in self._mine.items() if held[1] == who]:
+                        del self._mine[k]
+                    self._members.pop(who, None)
+                continue
+            except Exception:
+                continue  # (not reachable now: the next round tries again)
+            if key in self._mine and self._mine[key][2] == rev:
+                self._mine[key] = (nick, who, new)

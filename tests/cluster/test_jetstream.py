@@ -422,3 +422,67 @@ def test_a_nick_claimed_by_a_session_its_client_never_learnt_of_is_its_clients(n
             r.close()
         for link in links:
             link.close()
+
+
+def test_a_takeover_half_done_when_the_old_relay_refreshes_still_completes(nats_server):
+    """A nick can have two claim keys (names.nick_keys: 'aIice' is 'aiice' and, as shown, 'alice').
+    Its client fails over from relay A to relay B, which takes the keys over one at a time; if A
+    refreshes its claims between the two, it must not put the second key again without the
+    member (A lost the first: its client is elsewhere), or B's takeover of the second key is
+    refused and the member told "nick ... is in use on another relay" for good. Fails without the
+    fix (A kept the second key, its member dropped)."""
+    import json
+
+    from udproom.protocol.jetstream import ClusterNames, ClusterNicks
+    from udproom.protocol.names import nick_keys
+
+    links = [NatsLink(nats_server.url) for _ in range(2)]
+    relays = [ClusterNicks(link, f"relay{i}", ttl=30.0) for i, link in enumerate(links)]
+    try:
+        key = b"k" * 32
+        assert relays[0].claim("aIice", 1, key=key)
+        first, _second = sorted(ClusterNames.key_of(k) for k in nick_keys("aIice"))
+        rev = relays[0]._mine[first][2]
+        kv = links[1].call(relays[1].names._store())
+        taken = {"nick": "aIice", "owner": "relay1/x", "session": "x", "member": relays[1]._member(key)}
+        links[1].call(kv.update(first, json.dumps(taken).encode(), last=rev))  # B took the first key
+        links[0].call(relays[0]._refresh_claims())  # A's refresh comes in between
+        assert not relays[0]._mine  # A let go of every key of that session
+        assert relays[1].claim("aIice", 4, key=key)  # B's takeover (done again) completes
+    finally:
+        for r in relays:
+            r.close()
+        for link in links:
+            link.close()
+
+
+def test_a_claim_that_goes_while_it_is_taken_over_is_made_afresh(nats_server):
+    """A failed-over member takes its nick's claim over from its dead relay; if that claim goes
+    between the read and the compare-and-set (the dead relay's claim expiring, or released), the
+    claim is made afresh, not refused "in use on another relay" for good. The multi-process soak
+    at 1,000 members had one member refused so after relay 0 was killed; fails without the fix."""
+    from udproom.protocol.jetstream import ClusterNames, ClusterNicks
+
+    links = [NatsLink(nats_server.url) for _ in range(2)]
+    relays = [ClusterNicks(link, f"relay{i}", ttl=30.0) for i, link in enumerate(links)]
+    try:
+        key = b"k" * 32
+        assert relays[0].claim("m2", 1, key=key)
+        kv = links[1].call(relays[1].names._store())
+        real_update, gone = kv.update, []
+
+        async def update(k, value, last=None):
+            if not gone:  # the claim goes just before B's compare-and-set
+                gone.append(k)
+                await kv.delete(k)
+            return await real_update(k, value, last=last)
+
+        kv.update = update
+        assert relays[1].claim("m2", 4, key=key)
+        assert gone == [ClusterNames.key("m2")]
+        assert links[1].call(relays[1].names.owner("m2"))[0].startswith("relay1/")
+    finally:
+        for r in relays:
+            r.close()
+        for link in links:
+            link.close()
