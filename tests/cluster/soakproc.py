@@ -58,6 +58,9 @@ class Plan:
     keepalive: float = 0.3
     timeout: float = 2.0
     relay_timeout: float = 3.0  # the relays' member timeout (and the cluster's presence TTL)
+    #: a handshake unanswered this long moves the member on to its next relay (at 20% loss each
+    #: way a handshake's three round trips need retries: 1 s made healthy relays look dead)
+    handshake: float = 4.0
     join_rate: float = 25.0  # members a client process starts per second (the failover is the storm)
 
 
@@ -377,7 +380,7 @@ class _Member:
         self.room = spec["room"]
         timing = Timing(
             rto_initial=0.3, rto_min=0.1, rto_max=1.0, give_up=120.0, keepalive=plan.keepalive,
-            timeout=plan.timeout, handshake=1.0, ack_delay=0.02, reconnect_min=0.1, reconnect_max=1.0,
+            timeout=plan.timeout, handshake=plan.handshake, ack_delay=0.02, reconnect_min=0.1, reconnect_max=1.0,
         )  # fmt: skip
         self.timing = timing
         self.plan = plan
