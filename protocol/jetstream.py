@@ -1697,8 +1697,11 @@ class ClusterNicks:
             except _wrong_last():
                 try:
                     entry = await kv.get(key)
-                except (KeyNotFoundError, KeyDeletedError):
-                    return None
+                except (KeyNotFoundError, KeyDeletedError):  # released meanwhile: free
+                    try:
+                        return await kv.create(key, self._value(nick, who))
+                    except _wrong_last():
+                        return None
         return None
 
     async def _release(self, nick: str, token: int) -> None:
@@ -1727,12 +1730,15 @@ class ClusterNicks:
             for key, (nick, who, rev) in list(self._mine.items()):
                 try:
                     new = await kv.update(key, self._value(nick, who), last=rev)
-                except _wrong_last():  # taken over (its client failed over to another relay)
-                    if self._mine.get(key, (0, 0, rev))[2] == rev:
-                        self._mine.pop(key, None)
-                        self._members.pop(who, None)
+                except _wrong_last():  # taken over (its client failed over to another relay), or released
+                    held = self._mine.get(key)
+                    if held is not None and held[2] == rev:
+                        del self._mine[key]  # (the session's other keys and member stay: released with it)
                     continue
                 except Exception:
                     continue  # (not reachable now: the next round tries again)
-                if key in self._mine and self._mine[key][2] == rev:
-                    self._mine[key] = (nick, who, new)
+                held = self._mine.get(key)
+                if held is not None and held[2] == rev:
+                    self._mine[key] = (held[0], who, new)
+                elif held is None:  # released while this re-put it (its delete named `rev`): not again
+                    await self.names.release_key(key, new)

@@ -1,0 +1,120 @@
+"""ClusterNicks' bookkeeping when its heartbeat (`_refresh`), a release and an expired claim meet,
+against a real nats-server. The moments are made certain by holding one KV round trip of the
+refresh (a gate in the bucket's `update`): no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from udproom.protocol.jetstream import ClusterNames, ClusterNicks, NatsLink
+
+
+class Gate:
+    """Hold the refresh's `update` of one nick's claim (before or after it reaches the server) until
+    opened; `seen(nick)` is set when the refresh's update of that nick has returned."""
+
+    def __init__(self, nicks: ClusterNicks, hold: str, after: bool) -> None:
+        self.link = nicks.link
+        self.kv = self.link.call(nicks.names._store())
+        self.hold = ClusterNames.key(hold)
+        self.after = after
+        self.held = threading.Event()
+        self.returned: dict[str, threading.Event] = {}
+        self._open = self.link.call(self._event())
+        real = self.kv.update
+
+        async def update(key, value, last=None):
+            if key == self.hold and not self.held.is_set() and not self.after:
+                self.held.set()
+                await self._open.wait()
+            try:
+                return await real(key, value, last=last)
+            finally:
+                if key == self.hold and not self.held.is_set() and self.after:
+                    self.held.set()
+                    await self._open.wait()
+                if key in self.returned:
+                    self.returned[key].set()
+
+        self.kv.update = update
+
+    @staticmethod
+    async def _event() -> asyncio.Event:
+        return asyncio.Event()
+
+    def seen(self, nick: str) -> threading.Event:
+        return self.returned.setdefault(ClusterNames.key(nick), threading.Event())
+
+    def open(self) -> None:
+        self.link.loop.call_soon_threadsafe(self._open.set)
+
+
+def released_by(nicks: ClusterNicks) -> threading.Event:
+    """Set when a release (`_release`, on the NATS thread) has finished."""
+    done = threading.Event()
+    real = nicks._release
+
+    async def tracked(nick: str, token: int) -> None:
+        try:
+            await real(nick, token)
+        finally:
+            done.set()
+
+    nicks._release = tracked
+    return done
+
+
+@pytest.fixture
+def two(nats_server):
+    links = [NatsLink(nats_server.url) for _ in range(2)]
+    relays = [ClusterNicks(link, f"relay{i}", ttl=6.0) for i, link in enumerate(links)]
+    try:
+        yield relays
+    finally:
+        for r in relays:
+            r.close()
+        for link in links:
+            link.close()
+
+
+def test_a_claim_released_while_the_refresh_re_puts_it_is_not_brought_back(two):
+    """The refresh's compare-and-set of bob's claim reached the server (a new revision) when bob
+    left: the release's delete names the old revision and fails. Before the fix the refresh's answer
+    was dropped (bob is no longer ours) and the claim stayed in the bucket until its TTL, held for
+    nobody: another relay was refused 'bob' ('in use on another relay', for good). Failed so."""
+    a, b = two
+    assert a.claim("bob", 1) and a.claim("carol", 2)  # (refreshed in this order: bob, then carol)
+    gate = Gate(a, "bob", after=True)
+    carol = gate.seen("carol")
+    assert gate.held.wait(10), "the refresh never re-put bob's claim"
+    done = released_by(a)
+    a.release("bob", 1)
+    assert done.wait(10)
+    gate.open()
+    assert carol.wait(10)  # (the refresh is past bob)
+    assert b.link.call(b.names.owner("bob")) is None
+    assert b.claim("bob", 3)
+    assert not a.claim("bob", 4)  # (the claim is b's: nothing of a's was left to take it over)
+
+
+def test_a_release_before_the_refresh_re_puts_it_keeps_the_sessions_key_for_its_new_nick(two):
+    """alice (identity key K) renames herself bob; the relay releases 'alice' while the refresh is
+    about to re-put it: its compare-and-set then fails, as for a claim taken over by another relay.
+    Before the fix the refresh forgot the session's member key then, though the session holds bob,
+    and re-put bob's claim without it: when her client failed over to another relay with no token
+    to present (its Welcome lost), the claim of 'bob' by her key was refused. Failed so."""
+    a, b = two
+    key = b"k" * 32
+    assert a.claim("alice", 1, key=key) and a.claim("bob", 1, key=key)
+    gate = Gate(a, "alice", after=False)
+    bob = gate.seen("bob")
+    assert gate.held.wait(10), "the refresh never came to alice's claim"
+    done = released_by(a)
+    a.release("alice", 1)
+    assert done.wait(10)
+    gate.open()
+    assert bob.wait(10)  # (the refresh re-put bob's claim)
+    assert b.claim("bob", 7, key=key)  # the same member, failing over
