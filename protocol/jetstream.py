@@ -1252,6 +1252,9 @@ class ClusterNicks:
         self.names = ClusterNames(link, prefix, ttl=ttl, replicas=replicas)
         self._mine: dict[str, tuple[str, str, int]] = {}  # key -> (nick, session hash, revision): NATS thread
         self._members: dict[str, str] = {}  # session hash -> its member's identity key hash (NATS thread)
+        #: session hash -> the nicks claimed for it and not released (NATS thread): a key one of them
+        #: needs is kept when another is released (a nick change to a look-alike, either way round)
+        self._nicks: dict[str, set[str]] = {}
         self._refresher: asyncio.Task | None = None
         self.prefix = prefix
         self.replicas = replicas
@@ -1638,6 +1641,7 @@ class ClusterNicks:
                 return False
             took_over = took_over or got
             done.append((key, held))
+        self._nicks.setdefault(who, set()).add(nick)
         if resume or took_over:  # a client back, or failing over: DMs kept for it come here
             old = self._who(resume) if resume else ""
             task = self.link.submit(self._kept_dms(nick, old, member))
@@ -1705,14 +1709,23 @@ class ClusterNicks:
         return None
 
     async def _release(self, nick: str, token: int) -> None:
+        """Give back the keys of `nick` the session's other nicks do not need (a nick change to a
+        look-alike: the one they share stays, named by the nick that keeps it)."""
         who = self._who(token)
+        nicks = self._nicks.get(who, set())
+        nicks.discard(nick)
+        needed = {ClusterNames.key_of(k): other for other in nicks for k in nick_keys(other)}
         for key in [ClusterNames.key_of(k) for k in nick_keys(nick)]:
             held = self._mine.get(key)
-            if held is None or held[1] != who or held[0] != nick:  # (kept by a new nick)
+            if held is None or held[1] != who:
+                continue
+            if key in needed:
+                self._mine[key] = (needed[key], who, held[2])
                 continue
             del self._mine[key]
             await self.names.release_key(key, held[2])
-        if not any(held[1] == who for held in self._mine.values()):
+        if not nicks:
+            self._nicks.pop(who, None)
             self._members.pop(who, None)
 
     async def _refresh(self) -> None:

@@ -9,7 +9,11 @@ import threading
 
 import pytest
 
+from udproom.protocol import jetstream
 from udproom.protocol.jetstream import ClusterNames, ClusterNicks, NatsLink
+from udproom.protocol.roomlog import Pending
+
+from .test_nonblocking import until_completed
 
 
 class Gate:
@@ -118,3 +122,32 @@ def test_a_release_before_the_refresh_re_puts_it_keeps_the_sessions_key_for_its_
     gate.open()
     assert bob.wait(10)  # (the refresh re-put bob's claim)
     assert b.claim("bob", 7, key=key)  # the same member, failing over
+
+
+def test_a_look_alike_nick_change_nobody_came_back_for_leaves_the_nick_the_session_has(two, monkeypatch):
+    """alice renames herself aIice (capital I: a look-alike, they share a key); the claim's answer is
+    never taken (the request was refused meanwhile: too many waiting, or a check on this relay) and
+    is dropped after RESULT_KEEP, which gives back what it claimed. Before the fix that released
+    every key of 'aIice', the one 'alice' shares too: alice still had her nick, but another relay
+    could claim 'alice'. Failed so."""
+    a, b = two
+    woken = threading.Event()
+    a.set_wakeup(woken.set)
+    a.nonblocking = True
+    with pytest.raises(Pending) as login:
+        a.claim("alice", 1)
+    until_completed(a, login.value.key, woken)
+    assert a.claim("alice", 1)
+    with pytest.raises(Pending) as change:
+        a.claim("aIice", 1)
+    until_completed(a, change.value.key, woken)
+    done = released_by(a)
+    monkeypatch.setattr(jetstream, "RESULT_KEEP", 0.0)
+    a.completed()  # (the relay's loop: answers kept too long are dropped)
+    assert done.wait(10)
+    assert b.link.call(b.names.owner("aiice")) is None  # what only 'aIice' had is free
+    assert not b.claim("alice", 2)  # alice's nick is still hers
+    left = released_by(a)
+    a.release("alice", 1)  # (she leaves: then it is free)
+    assert left.wait(10)
+    assert b.claim("alice", 2)
