@@ -151,3 +151,27 @@ def test_a_look_alike_nick_change_nobody_came_back_for_leaves_the_nick_the_sessi
     a.release("alice", 1)  # (she leaves: then it is free)
     assert left.wait(10)
     assert b.claim("alice", 2)
+
+
+def test_a_take_over_whose_claim_was_released_meanwhile_makes_it_afresh(two):
+    """bob's client fails over to relay1 (the same identity key) while relay0 releases bob's claim
+    (its session timed out there): relay1 read the claim, and its compare-and-set then finds it
+    deleted. The nick is free: relay1 claims it. Before the fix the take-over gave up ('in use on
+    another relay', final, with nobody holding it). Failed so."""
+    a, b = two
+    key = b"k" * 32
+    assert a.claim("bob", 1, key=key)
+    woken = threading.Event()
+    b.set_wakeup(woken.set)
+    b.nonblocking = True
+    gate = Gate(b, "bob", after=False)
+    with pytest.raises(Pending) as failover:
+        b.claim("bob", 2, key=key)
+    assert gate.held.wait(10), "relay1 never tried to take bob's claim over"
+    done = released_by(a)
+    a.release("bob", 1)
+    assert done.wait(10)
+    gate.open()
+    until_completed(b, failover.value.key, woken)
+    assert b.claim("bob", 2, key=key)
+    assert b.link.call(b.names.owner("bob"))[0].startswith("relay1/")
