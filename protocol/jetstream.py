@@ -1268,6 +1268,7 @@ class ClusterNicks:
         self._lock = threading.Lock()
         self._wakeup: Callable[[], None] | None = None
         self._tasks: set[concurrent.futures.Future] = set()  # (reading kept DMs: until done)
+        self._undoing: set[asyncio.Future] = set()  # (releasing what a cancelled claim took: until done)
         # direct messages across relays (`send_dm`, `incoming_dms`, `answer_dm`, `dm_outcomes`)
         # (origin relay, id, to nick, event, kept: read back from the cluster for a member that failed over)
         self._dm_in: list[tuple[str, int, str, bytes, bool]] = []
@@ -1623,24 +1624,24 @@ class ClusterNicks:
         new_member = member and who not in self._members
         if member:
             self._members[who] = member
-        for key in sorted(ClusterNames.key_of(k) for k in nick_keys(nick)):
-            held = self._mine.get(key)
-            if held is not None and held[1] == who:  # the session's own (a nick change to a look-alike)
-                self._mine[key] = (nick, who, held[2])
+        try:
+            for key in sorted(ClusterNames.key_of(k) for k in nick_keys(nick)):
+                held = self._mine.get(key)
+                if held is not None and held[1] == who:  # the session's own (a nick change to a look-alike)
+                    self._mine[key] = (nick, who, held[2])
+                    done.append((key, held))
+                    continue
+                got = await self._claim_key(key, nick, who, resume, member)
+                if got is None:
+                    await self._release_keys(self._undo(done, who, new_member))
+                    return False
+                took_over = took_over or got
                 done.append((key, held))
-                continue
-            got = await self._claim_key(key, nick, who, resume, member)
-            if got is None:
-                for k, before in reversed(done):  # roll back what this claim took
-                    if before is not None:
-                        self._mine[k] = before
-                    else:
-                        await self.names.release_key(k, self._mine.pop(k)[2])
-                if new_member:
-                    self._members.pop(who, None)
-                return False
-            took_over = took_over or got
-            done.append((key, held))
+        except asyncio.CancelledError:  # (no answer in time: _Ops' wait_for, link.call) none of it stays
+            task = asyncio.ensure_future(self._release_keys(self._undo(done, who, new_member)))
+            self._undoing.add(task)
+            task.add_done_callback(self._undoing.discard)
+            raise
         self._nicks.setdefault(who, set()).add(nick)
         if resume or took_over:  # a client back, or failing over: DMs kept for it come here
             old = self._who(resume) if resume else ""
@@ -1648,6 +1649,25 @@ class ClusterNicks:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return True
+
+    def _undo(self, done: list[tuple[str, Any]], who: str, new_member: bool) -> list[tuple[str, int]]:
+        """Roll back what a claim took (`done`: each key with what was ours before): the keys it
+        relabelled are as they were; returns those it claimed, to release (key, revision). A key
+        whose claim was on its way when the claim was cancelled is not ours: its TTL ends it."""
+        out = []
+        for k, before in reversed(done):
+            if before is not None:
+                self._mine[k] = before
+            elif (held := self._mine.pop(k, None)) is not None:  # (the refresh may have found it taken)
+                out.append((k, held[2]))
+        if new_member:
+            self._members.pop(who, None)
+        return out
+
+    async def _release_keys(self, keys: list[tuple[str, int]]) -> None:
+        for key, rev in keys:
+            with contextlib.suppress(Exception):  # (not reachable: its TTL ends it)
+                await self.names.release_key(key, rev)
 
     async def _claim_key(self, key: str, nick: str, who: str, resume: int, member: str) -> bool | None:
         """Claim one key: False when made afresh, True when taken over from the same client (or a

@@ -11,8 +11,9 @@ import pytest
 
 from udproom.protocol import jetstream
 from udproom.protocol.jetstream import ClusterNames, ClusterNicks, NatsLink
-from udproom.protocol.roomlog import Pending
+from udproom.protocol.roomlog import Pending, StoreError
 
+from .test_jetstream import wait_for
 from .test_nonblocking import until_completed
 
 
@@ -175,3 +176,42 @@ def test_a_take_over_whose_claim_was_released_meanwhile_makes_it_afresh(two):
     until_completed(b, failover.value.key, woken)
     assert b.claim("bob", 2, key=key)
     assert b.link.call(b.names.owner("bob"))[0].startswith("relay1/")
+
+
+def test_a_claim_that_times_out_between_a_nicks_two_keys_leaves_neither(nats_server):
+    """'Ian' has two keys ('ian', and 'lan' as shown: capital I looks like l). Its claim got the first
+    and its round trip for the second did not come back in time (a stalled server, a failover
+    storm): the claim is cancelled (asyncio.wait_for in _Ops) and the Login refused with a retry.
+    Before the fix the first key stayed in the relay's claims, refreshed for good, for a session that
+    never was: no one else could ever have 'Ian' (nor 'ian' nor 'lan'). Failed so."""
+    links = [NatsLink(nats_server.url, timeout=1.0) for _ in range(2)]
+    a, b = (ClusterNicks(link, f"relay{i}", ttl=6.0) for i, link in enumerate(links))
+    try:
+        kv = a.link.call(a.names._store())
+        real, creates = kv.create, []
+
+        async def create(key, value, *args, **kwargs):
+            creates.append(key)
+            if len(creates) == 2:  # the second key's answer never comes
+                await asyncio.Event().wait()
+            return await real(key, value, *args, **kwargs)
+
+        kv.create = create
+        woken = threading.Event()
+        a.set_wakeup(woken.set)
+        a.nonblocking = True
+        with pytest.raises(Pending) as login:
+            a.claim("Ian", 1)
+        until_completed(a, login.value.key, woken)
+        with pytest.raises(StoreError):
+            a.claim("Ian", 1)
+        assert len(creates) == 2 and not a._mine
+        wait_for(
+            lambda: b.link.call(b.names.owner("ian")) is None and b.link.call(b.names.owner("lan")) is None
+        )
+        assert b.claim("Ian", 2)
+    finally:
+        for n in (a, b):
+            n.close()
+        for link in links:
+            link.close()
