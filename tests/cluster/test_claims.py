@@ -72,17 +72,45 @@ def released_by(nicks: ClusterNicks) -> threading.Event:
     return done
 
 
+def nonblocking(nicks: ClusterNicks) -> threading.Event:
+    """`nicks` as on a relay (Pending until answered); the event is set when an answer comes."""
+    woken = threading.Event()
+    nicks.set_wakeup(woken.set)
+    nicks.nonblocking = True
+    return woken
+
+
+def release_while_held(gate: Gate, nicks: ClusterNicks, nick: str, token: int) -> None:
+    """`nicks` releases `nick` (and has done so) while `gate` holds its update; then it opens."""
+    assert gate.held.wait(10), "the update to hold never came"
+    done = released_by(nicks)
+    nicks.release(nick, token)
+    assert done.wait(10)
+    gate.open()
+
+
 @pytest.fixture
-def two(nats_server):
-    links = [NatsLink(nats_server.url) for _ in range(2)]
-    relays = [ClusterNicks(link, f"relay{i}", ttl=6.0) for i, link in enumerate(links)]
+def relays(nats_server):
+    """relays(timeout) -> two ClusterNicks (relay0, relay1), each on its own link; closed after."""
+    made: list = []
+
+    def make(timeout: float = 5.0) -> list[ClusterNicks]:
+        links = [NatsLink(nats_server.url, timeout=timeout) for _ in range(2)]
+        made.extend(links)
+        nicks = [ClusterNicks(link, f"relay{i}", ttl=6.0) for i, link in enumerate(links)]
+        made[:0] = nicks
+        return nicks
+
     try:
-        yield relays
+        yield make
     finally:
-        for r in relays:
-            r.close()
-        for link in links:
-            link.close()
+        for part in made:
+            part.close()
+
+
+@pytest.fixture
+def two(relays):
+    return relays()
 
 
 def test_a_claim_released_while_the_refresh_re_puts_it_is_not_brought_back(two):
@@ -94,11 +122,7 @@ def test_a_claim_released_while_the_refresh_re_puts_it_is_not_brought_back(two):
     assert a.claim("bob", 1) and a.claim("carol", 2)  # (refreshed in this order: bob, then carol)
     gate = Gate(a, "bob", after=True)
     carol = gate.seen("carol")
-    assert gate.held.wait(10), "the refresh never re-put bob's claim"
-    done = released_by(a)
-    a.release("bob", 1)
-    assert done.wait(10)
-    gate.open()
+    release_while_held(gate, a, "bob", 1)
     assert carol.wait(10)  # (the refresh is past bob)
     assert b.link.call(b.names.owner("bob")) is None
     assert b.claim("bob", 3)
@@ -116,11 +140,7 @@ def test_a_release_before_the_refresh_re_puts_it_keeps_the_sessions_key_for_its_
     assert a.claim("alice", 1, key=key) and a.claim("bob", 1, key=key)
     gate = Gate(a, "alice", after=False)
     bob = gate.seen("bob")
-    assert gate.held.wait(10), "the refresh never came to alice's claim"
-    done = released_by(a)
-    a.release("alice", 1)
-    assert done.wait(10)
-    gate.open()
+    release_while_held(gate, a, "alice", 1)
     assert bob.wait(10)  # (the refresh re-put bob's claim)
     assert b.claim("bob", 7, key=key)  # the same member, failing over
 
@@ -132,9 +152,7 @@ def test_a_look_alike_nick_change_nobody_came_back_for_leaves_the_nick_the_sessi
     every key of 'aIice', the one 'alice' shares too: alice still had her nick, but another relay
     could claim 'alice'. Failed so."""
     a, b = two
-    woken = threading.Event()
-    a.set_wakeup(woken.set)
-    a.nonblocking = True
+    woken = nonblocking(a)
     with pytest.raises(Pending) as login:
         a.claim("alice", 1)
     until_completed(a, login.value.key, woken)
@@ -162,56 +180,39 @@ def test_a_take_over_whose_claim_was_released_meanwhile_makes_it_afresh(two):
     a, b = two
     key = b"k" * 32
     assert a.claim("bob", 1, key=key)
-    woken = threading.Event()
-    b.set_wakeup(woken.set)
-    b.nonblocking = True
+    woken = nonblocking(b)
     gate = Gate(b, "bob", after=False)
     with pytest.raises(Pending) as failover:
         b.claim("bob", 2, key=key)
-    assert gate.held.wait(10), "relay1 never tried to take bob's claim over"
-    done = released_by(a)
-    a.release("bob", 1)
-    assert done.wait(10)
-    gate.open()
+    release_while_held(gate, a, "bob", 1)
     until_completed(b, failover.value.key, woken)
     assert b.claim("bob", 2, key=key)
     assert b.link.call(b.names.owner("bob"))[0].startswith("relay1/")
 
 
-def test_a_claim_that_times_out_between_a_nicks_two_keys_leaves_neither(nats_server):
+def test_a_claim_that_times_out_between_a_nicks_two_keys_leaves_neither(relays):
     """'Ian' has two keys ('ian', and 'lan' as shown: capital I looks like l). Its claim got the first
     and its round trip for the second did not come back in time (a stalled server, a failover
     storm): the claim is cancelled (asyncio.wait_for in _Ops) and the Login refused with a retry.
     Before the fix the first key stayed in the relay's claims, refreshed for good, for a session that
     never was: no one else could ever have 'Ian' (nor 'ian' nor 'lan'). Failed so."""
-    links = [NatsLink(nats_server.url, timeout=1.0) for _ in range(2)]
-    a, b = (ClusterNicks(link, f"relay{i}", ttl=6.0) for i, link in enumerate(links))
-    try:
-        kv = a.link.call(a.names._store())
-        real, creates = kv.create, []
+    a, b = relays(timeout=1.0)
+    kv = a.link.call(a.names._store())
+    real, creates = kv.create, []
 
-        async def create(key, value, *args, **kwargs):
-            creates.append(key)
-            if len(creates) == 2:  # the second key's answer never comes
-                await asyncio.Event().wait()
-            return await real(key, value, *args, **kwargs)
+    async def create(key, value, *args, **kwargs):
+        creates.append(key)
+        if len(creates) == 2:  # the second key's answer never comes
+            await asyncio.Event().wait()
+        return await real(key, value, *args, **kwargs)
 
-        kv.create = create
-        woken = threading.Event()
-        a.set_wakeup(woken.set)
-        a.nonblocking = True
-        with pytest.raises(Pending) as login:
-            a.claim("Ian", 1)
-        until_completed(a, login.value.key, woken)
-        with pytest.raises(StoreError):
-            a.claim("Ian", 1)
-        assert len(creates) == 2 and not a._mine
-        wait_for(
-            lambda: b.link.call(b.names.owner("ian")) is None and b.link.call(b.names.owner("lan")) is None
-        )
-        assert b.claim("Ian", 2)
-    finally:
-        for n in (a, b):
-            n.close()
-        for link in links:
-            link.close()
+    kv.create = create
+    woken = nonblocking(a)
+    with pytest.raises(Pending) as login:
+        a.claim("Ian", 1)
+    until_completed(a, login.value.key, woken)
+    with pytest.raises(StoreError):
+        a.claim("Ian", 1)
+    assert len(creates) == 2 and not a._mine
+    wait_for(lambda: b.link.call(b.names.owner("ian")) is None and b.link.call(b.names.owner("lan")) is None)
+    assert b.claim("Ian", 2)
