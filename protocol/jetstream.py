@@ -1343,7 +1343,12 @@ class ClusterNicks:
             await self.link.nc.request(
                 self._dm_subject("dm", relay), json.dumps(body).encode(), timeout=min(self.link.timeout, 3.0)
             )
-        except Exception:  # no responders (that relay is gone), a timeout: it did not get it
+        except TimeoutError:
+            # no answer in time: that relay may have it all the same (it answers once the DM is kept
+            # in the cluster, a KV put, slow under load), in its member's inbox or kept for it: its
+            # outcome comes later, or the sender's relay gives up after its bound ("may not have been")
+            return
+        except Exception:  # no responders (that relay is gone): it did not get it
             self._dm_done(dm_id, False, f"the relay holding {nick} did not answer: not delivered")
 
     async def _on_dm(self, msg: Any) -> None:

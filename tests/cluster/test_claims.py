@@ -216,3 +216,37 @@ def test_a_claim_that_times_out_between_a_nicks_two_keys_leaves_neither(relays):
     assert len(creates) == 2 and not a._mine
     wait_for(lambda: b.link.call(b.names.owner("ian")) is None and b.link.call(b.names.owner("lan")) is None)
     assert b.claim("Ian", 2)
+
+
+def test_a_direct_message_whose_arrival_is_answered_late_is_not_called_undelivered(relays):
+    """relay1 holds bob; relay0 sends it a DM. relay1 keeps it in the cluster (KV) before it answers
+    the request, and that put is slow (a loaded cluster): the answer comes after relay0's 1 s
+    request timeout. The DM is in bob's inbox all the same and is delivered; relay0 must not have
+    said 'not delivered' first (its relay answers the sender with the first outcome). Failed so:
+    (1, False, 'the relay holding bob did not answer: not delivered') came before (1, True, 'bob')."""
+    a, b = relays(timeout=1.0)
+    assert b.claim("bob", 1)
+    asked, gate = threading.Event(), b.link.call(Gate._event())
+    real_keep, real_request = b._keep_dm, a.link.nc.request
+
+    async def slow_keep(*args):
+        await gate.wait()  # (the KV put of a loaded cluster)
+        await real_keep(*args)
+
+    async def request(subject, *args, **kwargs):
+        try:
+            return await real_request(subject, *args, **kwargs)
+        finally:
+            if subject.startswith("udproom.dm."):  # (not the KV's own requests)
+                asked.set()
+
+    b._keep_dm, a.link.nc.request = slow_keep, request
+    a.send_dm(1, "bob", b"the event")
+    assert asked.wait(10)  # relay0's request is over (no answer in time)
+    b.link.loop.call_soon_threadsafe(gate.set)
+    wait_for(lambda: b._dm_in)
+    assert [(o, i, to) for o, i, to, _ev, _kept in b.incoming_dms()] == [(a.relay_id, 1, "bob")]
+    b.answer_dm(a.relay_id, 1, True, "bob")  # (bob acknowledged it)
+    outcomes: list = []
+    wait_for(lambda: outcomes.extend(a.dm_outcomes()) or any(ok for _i, ok, _w in outcomes))
+    assert outcomes == [(1, True, "bob")]
