@@ -1,6 +1,7 @@
 """ClusterNicks' bookkeeping when its heartbeat (`_refresh`), a release and an expired claim meet,
 against a real nats-server. The moments are made certain by holding one KV round trip of the
-refresh (a gate in the bucket's `update`): no sleeps."""
+refresh (a gate in the bucket's `update`): no sleeps. And a direct message whose relay-to-relay
+request is answered late (the recipient's relay keeps it in the cluster first)."""
 
 from __future__ import annotations
 
