@@ -1615,7 +1615,9 @@ class ClusterNicks:
             raise
 
     def release(self, nick: str, token: int) -> None:
-        if self.link.connected:
+        """Returns at once. While the link is down too: the claim is no longer refreshed, and its
+        delete waits for the link (or fails, and the claim's TTL ends it)."""
+        if not self.link.loop.is_closed():
             self.link.submit(self._release(nick, token))
 
     def _value(self, nick: str, who: str) -> bytes:
@@ -1748,7 +1750,8 @@ class ClusterNicks:
                 self._mine[key] = (needed[key], who, held[2])
                 continue
             del self._mine[key]
-            await self.names.release_key(key, held[2])
+            with contextlib.suppress(Exception):  # (not reachable: its TTL ends it)
+                await self.names.release_key(key, held[2])
         if not nicks:
             self._nicks.pop(who, None)
             self._members.pop(who, None)

@@ -251,3 +251,26 @@ def test_a_direct_message_whose_arrival_is_answered_late_is_not_called_undeliver
     outcomes: list = []
     wait_for(lambda: outcomes.extend(a.dm_outcomes()) or any(ok for _i, ok, _w in outcomes))
     assert outcomes == [(1, True, "bob")]
+
+
+def test_a_nick_released_while_the_link_is_down_is_not_refreshed_for_good(relays, nats_server):
+    """bob leaves while his relay's link to NATS is down (a server restart, a network blip). Before
+    the fix `release` did nothing then: the claim stayed in the relay's claims and its refresh put it
+    again every ttl/3 once the link was back, for good: no one else could have 'bob' while that relay
+    ran. Failed so (relay1 refused 'bob' until the bound)."""
+    a, b = relays()
+    assert a.claim("bob", 1)
+    nats_server.kill()
+    wait_for(lambda: not a.link.connected)
+    a.release("bob", 1)  # (bob's session ends meanwhile)
+    nats_server.start()  # the same port and store directory
+    wait_for(lambda: a.link.connected and b.link.connected)
+
+    def free() -> bool:
+        try:
+            return b.claim("bob", 2)
+        except StoreError:  # (b's link back a moment ago)
+            return False
+
+    wait_for(free, timeout=3 * a.ttl)  # (the claim's TTL, three refreshes of a's)
+    assert not a._mine
