@@ -1252,6 +1252,9 @@ class ClusterNicks:
         self.names = ClusterNames(link, prefix, ttl=ttl, replicas=replicas)
         self._mine: dict[str, tuple[str, str, int]] = {}  # key -> (nick, session hash, revision): NATS thread
         self._members: dict[str, str] = {}  # session hash -> its member's identity key hash (NATS thread)
+        #: session hash -> the nicks claimed for it and not released (NATS thread): a key one of them
+        #: needs is kept when another is released (a nick change to a look-alike, either way round)
+        self._nicks: dict[str, set[str]] = {}
         self._refresher: asyncio.Task | None = None
         self.prefix = prefix
         self.replicas = replicas
@@ -1265,6 +1268,7 @@ class ClusterNicks:
         self._lock = threading.Lock()
         self._wakeup: Callable[[], None] | None = None
         self._tasks: set[concurrent.futures.Future] = set()  # (reading kept DMs: until done)
+        self._undoing: set[asyncio.Future] = set()  # (releasing what a cancelled claim took: until done)
         # direct messages across relays (`send_dm`, `incoming_dms`, `answer_dm`, `dm_outcomes`)
         # (origin relay, id, to nick, event, kept: read back from the cluster for a member that failed over)
         self._dm_in: list[tuple[str, int, str, bytes, bool]] = []
@@ -1339,7 +1343,12 @@ class ClusterNicks:
             await self.link.nc.request(
                 self._dm_subject("dm", relay), json.dumps(body).encode(), timeout=min(self.link.timeout, 3.0)
             )
-        except Exception:  # no responders (that relay is gone), a timeout: it did not get it
+        except TimeoutError:
+            # no answer in time: that relay may have it all the same (it answers once the DM is kept
+            # in the cluster, a KV put, slow under load), in its member's inbox or kept for it: its
+            # outcome comes later, or the sender's relay gives up after its bound ("may not have been")
+            return
+        except Exception:  # no responders (that relay is gone): it did not get it
             self._dm_done(dm_id, False, f"the relay holding {nick} did not answer: not delivered")
 
     async def _on_dm(self, msg: Any) -> None:
@@ -1606,7 +1615,9 @@ class ClusterNicks:
             raise
 
     def release(self, nick: str, token: int) -> None:
-        if self.link.connected:
+        """Returns at once. While the link is down too: the claim is no longer refreshed, and its
+        delete waits for the link (or fails, and the claim's TTL ends it)."""
+        if not self.link.loop.is_closed():
             self.link.submit(self._release(nick, token))
 
     def _value(self, nick: str, who: str) -> bytes:
@@ -1620,30 +1631,50 @@ class ClusterNicks:
         new_member = member and who not in self._members
         if member:
             self._members[who] = member
-        for key in sorted(ClusterNames.key_of(k) for k in nick_keys(nick)):
-            held = self._mine.get(key)
-            if held is not None and held[1] == who:  # the session's own (a nick change to a look-alike)
-                self._mine[key] = (nick, who, held[2])
+        try:
+            for key in sorted(ClusterNames.key_of(k) for k in nick_keys(nick)):
+                held = self._mine.get(key)
+                if held is not None and held[1] == who:  # the session's own (a nick change to a look-alike)
+                    self._mine[key] = (nick, who, held[2])
+                    done.append((key, held))
+                    continue
+                got = await self._claim_key(key, nick, who, resume, member)
+                if got is None:
+                    await self._release_keys(self._undo(done, who, new_member))
+                    return False
+                took_over = took_over or got
                 done.append((key, held))
-                continue
-            got = await self._claim_key(key, nick, who, resume, member)
-            if got is None:
-                for k, before in reversed(done):  # roll back what this claim took
-                    if before is not None:
-                        self._mine[k] = before
-                    else:
-                        await self.names.release_key(k, self._mine.pop(k)[2])
-                if new_member:
-                    self._members.pop(who, None)
-                return False
-            took_over = took_over or got
-            done.append((key, held))
+        except asyncio.CancelledError:  # (no answer in time: _Ops' wait_for, link.call) none of it stays
+            task = asyncio.ensure_future(self._release_keys(self._undo(done, who, new_member)))
+            self._undoing.add(task)
+            task.add_done_callback(self._undoing.discard)
+            raise
+        self._nicks.setdefault(who, set()).add(nick)
         if resume or took_over:  # a client back, or failing over: DMs kept for it come here
             old = self._who(resume) if resume else ""
             task = self.link.submit(self._kept_dms(nick, old, member))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return True
+
+    def _undo(self, done: list[tuple[str, Any]], who: str, new_member: bool) -> list[tuple[str, int]]:
+        """Roll back what a claim took (`done`: each key with what was ours before): the keys it
+        relabelled are as they were; returns those it claimed, to release (key, revision). A key
+        whose claim was on its way when the claim was cancelled is not ours: its TTL ends it."""
+        out = []
+        for k, before in reversed(done):
+            if before is not None:
+                self._mine[k] = before
+            elif (held := self._mine.pop(k, None)) is not None:  # (the refresh may have found it taken)
+                out.append((k, held[2]))
+        if new_member:
+            self._members.pop(who, None)
+        return out
+
+    async def _release_keys(self, keys: list[tuple[str, int]]) -> None:
+        for key, rev in keys:
+            with contextlib.suppress(Exception):  # (not reachable: its TTL ends it)
+                await self.names.release_key(key, rev)
 
     async def _claim_key(self, key: str, nick: str, who: str, resume: int, member: str) -> bool | None:
         """Claim one key: False when made afresh, True when taken over from the same client (or a
@@ -1701,19 +1732,29 @@ class ClusterNicks:
             except _wrong_last():
                 try:
                     entry = await kv.get(key)
-                except (KeyNotFoundError, KeyDeletedError):
+                except (KeyNotFoundError, KeyDeletedError):  # gone meanwhile: made afresh
                     return 0
         return None
 
     async def _release(self, nick: str, token: int) -> None:
+        """Give back the keys of `nick` the session's other nicks do not need (a nick change to a
+        look-alike: the one they share stays, named by the nick that keeps it)."""
         who = self._who(token)
+        nicks = self._nicks.get(who, set())
+        nicks.discard(nick)
+        needed = {ClusterNames.key_of(k): other for other in nicks for k in nick_keys(other)}
         for key in [ClusterNames.key_of(k) for k in nick_keys(nick)]:
             held = self._mine.get(key)
-            if held is None or held[1] != who or held[0] != nick:  # (kept by a new nick)
+            if held is None or held[1] != who:
+                continue
+            if key in needed:
+                self._mine[key] = (needed[key], who, held[2])
                 continue
             del self._mine[key]
-            await self.names.release_key(key, held[2])
-        if not any(held[1] == who for held in self._mine.values()):
+            with contextlib.suppress(Exception):  # (not reachable: its TTL ends it)
+                await self.names.release_key(key, held[2])
+        if not nicks:
+            self._nicks.pop(who, None)
             self._members.pop(who, None)
 
     async def _refresh(self) -> None:
@@ -1730,23 +1771,31 @@ class ClusterNicks:
             await self._refresh_claims()
 
     async def _refresh_claims(self) -> None:
-        """Put every claim of ours again (its TTL). A claim taken over means its client failed over
-        to another relay: every key of that session goes, not only the one found taken, so no key
-        of it is put again without its member (which would make the rest of the takeover fail:
-        "in use on another relay", for good; found by the multi-process soak)."""
+        """Put every claim of ours again (its TTL). A claim found taken over means its client failed
+        over to another relay: every key of that session goes, not only the one found taken, so no
+        key of it is put again without its member (the rest of the takeover would fail: "in use on
+        another relay", for good; found by the multi-process soak). A claim released meanwhile is
+        not a takeover (the session's other keys and member stay), and one released while this
+        re-put it is deleted again, not brought back."""
         kv = await self.names._store()
-        for key, (nick, who, rev) in list(self._mine.items()):
-            if self._mine.get(key, (0, 0, -1))[2] != rev:
+        for key, (_nick, who, rev) in list(self._mine.items()):
+            held = self._mine.get(key)
+            if held is None or held[2] != rev:
                 continue  # (gone meanwhile: its session was taken over, or released)
             try:
-                new = await kv.update(key, self._value(nick, who), last=rev)
-            except _wrong_last():  # taken over (its client failed over to another relay)
-                if self._mine.get(key, (0, 0, rev))[2] == rev:
-                    for k in [k for k, held in self._mine.items() if held[1] == who]:
+                new = await kv.update(key, self._value(held[0], who), last=rev)
+            except _wrong_last():  # taken over (its client failed over to another relay), or released
+                held = self._mine.get(key)
+                if held is not None and held[2] == rev:
+                    for k in [k for k, h in self._mine.items() if h[1] == who]:
                         del self._mine[k]
                     self._members.pop(who, None)
+                    self._nicks.pop(who, None)
                 continue
             except Exception:
                 continue  # (not reachable now: the next round tries again)
-            if key in self._mine and self._mine[key][2] == rev:
-                self._mine[key] = (nick, who, new)
+            held = self._mine.get(key)
+            if held is not None and held[2] == rev:
+                self._mine[key] = (held[0], who, new)
+            elif held is None:  # released while this re-put it (its delete named `rev`): not again
+                await self.names.release_key(key, new)

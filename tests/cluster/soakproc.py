@@ -380,7 +380,8 @@ class _Member:
         self.room = spec["room"]
         timing = Timing(
             rto_initial=0.3, rto_min=0.1, rto_max=1.0, give_up=120.0, keepalive=plan.keepalive,
-            timeout=plan.timeout, handshake=plan.handshake, ack_delay=0.02, reconnect_min=0.1, reconnect_max=1.0,
+            timeout=plan.timeout, handshake=plan.handshake, ack_delay=0.02, reconnect_min=0.1,
+            reconnect_max=1.0,
         )  # fmt: skip
         self.timing = timing
         self.plan = plan
