@@ -176,6 +176,7 @@ class ClientSession:
         self.pinned = pinned
         self.key_pins = key_pins if key_pins is not None else KeyPins()
         self._key_warned: set[tuple[str, str]] = set()
+        self._pins_full_said = False
         self._unchecked_live: set[str] = set()  # rooms told that messages without a key are not shown
         self._pin_checked: set[tuple[str, bytes]] = set()  # (nick, key) of messages held against pins
         self.relay_key: bytes | None = None  # as proven in the last handshake
@@ -458,6 +459,10 @@ class ClientSession:
         except CryptoError:
             self.stats["sealed_dropped"] += 1
             return
+        with self.key_pins.batch():  # (a page of members, a batch of renames: the pin file written once)
+            self._sealed_frames(payload, room, now)
+
+    def _sealed_frames(self, payload: bytes, room: str | None, now: float) -> None:
         frames = F.decode_counted(payload, self.stats)
         if frames is None:
             return
@@ -1217,8 +1222,11 @@ class ClientSession:
         k, fp = nick_key(nick), fingerprint(key)
         pinned = self.key_pins.get(k)
         if pinned is None:
-            self.key_pins[k] = fp
-            self._events.append(E.KeyPinned(nick, key))
+            if self.key_pins.pin(k, fp):
+                self._events.append(E.KeyPinned(nick, key))
+            elif self.key_pins.full and not self._pins_full_said:
+                self._pins_full_said = True  # (said once: every nick met after it would say it again)
+                self._events.append(E.Notice(f"{nick} is not pinned: {self.key_pins.full}", where))
         elif pinned != fp and (k, fp) not in self._key_warned:
             self._key_warned.add((k, fp))
             self._events.append(
