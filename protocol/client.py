@@ -176,6 +176,7 @@ class ClientSession:
         self.pinned = pinned
         self.key_pins = key_pins if key_pins is not None else KeyPins()
         self._key_warned: set[tuple[str, str]] = set()
+        self._pins_full_said = False
         self._unchecked_live: set[str] = set()  # rooms told that messages without a key are not shown
         self._pin_checked: set[tuple[str, bytes]] = set()  # (nick, key) of messages held against pins
         self.relay_key: bytes | None = None  # as proven in the last handshake
@@ -458,6 +459,10 @@ class ClientSession:
         except CryptoError:
             self.stats["sealed_dropped"] += 1
             return
+        with self.key_pins.batch():  # (a page of members, a batch of renames: the pin file written once)
+            self._sealed_frames(payload, room, now)
+
+    def _sealed_frames(self, payload: bytes, room: str | None, now: float) -> None:
         frames = F.decode_counted(payload, self.stats)
         if frames is None:
             return
@@ -1046,14 +1051,27 @@ class ClientSession:
             self.vault.add(h.room, derived[0].room)
         room = self.rooms.get(h.room)  # (None: a room we are not in; its messages are checked all the same)
         unsigned = self.stats["unsigned"]
+        mids: set[int] = set()  # a message is in a page once (a relay repeating it under another number)
         events = tuple(
             self._as_event(h.room, s, got[s], True)
             for s in range(h.lo, h.hi + 1)
-            if got[s].kind not in _SIGNED_KINDS or self._verified(h.room, got[s], room, True)
+            if (got[s].kind not in _SIGNED_KINDS or self._verified(h.room, got[s], room, True))
+            and self._first_in_page(got[s], mids)
         )
         before = req.arg if req.arg > 0 else h.hi + 1
         self._unchecked_notice(h.room, self.stats["unsigned"] - unsigned, True)
         self._events.append(E.HistoryPage(h.room, before, tuple(e for e in events if e), h.complete))
+
+    def _first_in_page(self, ev: F.Ev, mids: set[int]) -> bool:
+        """Is this the first time a page holds this message (its message id)? A repeat is counted
+        (`duplicates`), as live."""
+        if ev.kind not in _POST_KINDS or not ev.mid:
+            return True
+        if ev.mid in mids:
+            self.stats["duplicates"] += 1
+            return False
+        mids.add(ev.mid)
+        return True
 
     def _on_gone(self, g: F.Gone, now: float) -> None:
         if g.room == "":
@@ -1217,8 +1235,11 @@ class ClientSession:
         k, fp = nick_key(nick), fingerprint(key)
         pinned = self.key_pins.get(k)
         if pinned is None:
-            self.key_pins[k] = fp
-            self._events.append(E.KeyPinned(nick, key))
+            if self.key_pins.pin(k, fp):
+                self._events.append(E.KeyPinned(nick, key))
+            elif self.key_pins.full and not self._pins_full_said:
+                self._pins_full_said = True  # (said once: every nick met after it would say it again)
+                self._events.append(E.Notice(f"{nick} is not pinned: {self.key_pins.full}", where))
         elif pinned != fp and (k, fp) not in self._key_warned:
             self._key_warned.add((k, fp))
             self._events.append(
@@ -1426,6 +1447,8 @@ _MODERATION_EVENTS = {
 _POSTS = (F.OP_POST, F.OP_ACTION, F.OP_DIRECT)
 #: room events that are their author's words, signed: shown only once checked (`_verified`)
 _SIGNED_KINDS = (F.EV_MSG, F.EV_ACTION, F.EV_TOPIC)
+#: room events that are posts: a message id names one (never shown twice)
+_POST_KINDS = (F.EV_MSG, F.EV_ACTION)
 
 
 _SESSIONLESS = (F.Retry, F.Welcome, F.Refuse, F.Reset)

@@ -134,8 +134,8 @@ class SourceLimiter:
     def allow(self, addr: tuple, now: float) -> bool:
         return self.take(source_of(addr), now)
 
-    def take(self, key: object, now: float) -> bool:
-        """One token from `key`'s bucket (any hashable key: a source, an identity key)."""
+    def take(self, key: object, now: float, n: float = 1.0) -> bool:
+        """`n` tokens from `key`'s bucket (any hashable key: a source, an identity key)."""
         b = self.buckets.get(key)
         if b is None:
             if len(self.buckets) >= self.cap:
@@ -144,7 +144,7 @@ class SourceLimiter:
                 while len(self.buckets) >= self.cap:  # O(1): dicts keep insertion order
                     del self.buckets[next(iter(self.buckets))]
             b = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
-        return b.take(now)
+        return b.take(now, n)
 
     def prune(self, now: float, idle: float = 10.0) -> None:
         for key in [k for k, b in self.buckets.items() if now - b.stamp > idle]:

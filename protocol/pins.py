@@ -115,16 +115,25 @@ class _PinFile:
             out[name] = fp
         return out
 
-    def add(self, scope: str, name: str, fp: str, key: Callable[[str], str] = str) -> dict[str, str]:
-        """Pin `name` to `fp` in `scope` unless the file pins it already (or a name with the same
-        `key`); returns the file's pins of that scope afterwards. Re-read, merged and replaced
-        under the lock, so a pin another process wrote meanwhile is kept. PinFileError if the
+    def add(
+        self, scope: str, new: dict[str, str], key: Callable[[str], str] = str, limit: int | None = None
+    ) -> dict[str, str]:
+        """Pin each name of `new` to its fingerprint in `scope` unless the file pins it already
+        (or a name with the same `key`), while the scope holds fewer than `limit` pins; returns
+        the file's pins of that scope afterwards. Re-read, merged and replaced under the lock (once
+        for all of `new`), so a pin another process wrote meanwhile is kept. PinFileError if the
         file cannot be read or written."""
         with self._locked():
             pins = self.read()
             table = pins.setdefault(scope, {})
-            if key(name) not in {key(n) for n in table}:
-                table[name] = fp
+            held = {key(n) for n in table}
+            added = False
+            for name, fp in new.items():
+                if key(name) not in held and (limit is None or len(table) < limit):
+                    table[name] = fp
+                    held.add(key(name))
+                    added = True
+            if added:
                 self._write(pins)
             return dict(table)
 
@@ -173,22 +182,43 @@ def _why(exc: BaseException) -> str:
     return " ".join(str(getattr(exc, "strerror", None) or exc).split())
 
 
+#: the most nicks pinned in one scope (a relay's address, direct mode): nicks cost a member nothing
+#: (a rename storm would grow the file, and the work of each write, without end); beyond it a nick
+#: is not pinned, and `KeyPins.full` says so
+MAX_PINS = 4096
+
+
 class KeyPins:
     """nick -> identity key pins (fingerprints) in one scope: a relay's address, or `DIRECT`.
     In memory only without a path. Reads like a dict keyed by nick (`get`, `in`, `len`, `[]`);
-    `pin(nick, key)` and `pins[nick] = fingerprint` add a pin (kept, if the nick has none yet)."""
+    `pin(nick, key)` and `pins[nick] = fingerprint` add a pin (kept, if the nick has none yet and
+    the scope holds fewer than `limit`). Pins made inside `with pins.batch():` are written
+    together at its end (one read and one write of the file for a room's member list)."""
 
-    def __init__(self, path: str | os.PathLike | None = None, scope: str = DIRECT) -> None:
+    def __init__(
+        self, path: str | os.PathLike | None = None, scope: str = DIRECT, limit: int = MAX_PINS
+    ) -> None:
         self._file = _PinFile(path, scoped=True) if path is not None else None
         self.scope = scope
+        self.limit = limit
         self._pins: dict[str, str] = {}  # nick_key -> fingerprint
         self._nicks: dict[str, str] = {}  # nick_key -> the nick as first seen (for the file)
+        self._unwritten: dict[str, str] = {}  # nick -> fingerprint: pinned, to write at the batch's end
+        self._batches = 0
         self.write_error = ""  # the last failure to write the file (pins stay in memory)
 
+    @property
+    def full(self) -> str:
+        """Why a new nick is not pinned ("": it would be)."""
+        if len(self._pins) < self.limit:
+            return ""
+        where = f" ({self.path})" if self.path is not None else ""
+        return f"{self.limit} nicks are pinned here already{where}, the most kept: new nicks are not pinned"
+
     @classmethod
-    def load(cls, path: str | os.PathLike, scope: str = DIRECT) -> KeyPins:
+    def load(cls, path: str | os.PathLike, scope: str = DIRECT, limit: int = MAX_PINS) -> KeyPins:
         """The pins of `scope` in the file at `path` (none if there is no file); PinFileError."""
-        pins = cls(path, scope)
+        pins = cls(path, scope, limit)
         pins._absorb(pins._file.read().get(scope, {}))  # type: ignore[union-attr]
         return pins
 
@@ -232,25 +262,43 @@ class KeyPins:
         return [(self._nicks[k], fp) for k, fp in self._pins.items()]
 
     def pin(self, nick: str, key: bytes | str) -> bool:
-        """Pin `key` (a public key, or its fingerprint) to `nick` unless it has a pin already;
-        True if this pinned it. A file-backed store writes it through (a pin another process wrote
-        to the file first wins, and is adopted); a failure is kept in `write_error`."""
+        """Pin `key` (a public key, or its fingerprint) to `nick` unless it has a pin already (or
+        the scope is `full`); True if this pinned it. A file-backed store writes it through, at
+        the end of the `batch` it is made in if any (a pin another process wrote to the file
+        first wins, and is adopted then); a failure is kept in `write_error`."""
         k = nick_key(nick)
         fp = fingerprint(key) if isinstance(key, bytes) and len(key) == KEY_BYTES else None
         if isinstance(key, str):
             with contextlib.suppress(CryptoError):
                 fp = parse_fingerprint(key)
-        if k in self._pins or fp is None:
+        if k in self._pins or fp is None or self.full:
             return False
         self._pins[k], self._nicks[k] = fp, nick
         if self._file is None:
             return True
+        self._unwritten[nick] = fp
+        if not self._batches:
+            self._write()
+        return self._pins[k] == fp
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Pins made inside are written to the file together when it ends (nested: the outer)."""
+        self._batches += 1
         try:
-            self._absorb_file(self._file.add(self.scope, nick, fp, key=nick_key))
+            yield
+        finally:
+            self._batches -= 1
+            if not self._batches and self._unwritten:
+                self._write()
+
+    def _write(self) -> None:
+        new, self._unwritten = self._unwritten, {}
+        try:
+            self._absorb_file(self._file.add(self.scope, new, key=nick_key, limit=self.limit))  # type: ignore[union-attr]
             self.write_error = ""
         except PinFileError as exc:
             self.write_error = str(exc)
-        return self._pins[k] == fp
 
     def _absorb_file(self, table: dict[str, str]) -> None:
         """The file's pins after a write: other processes' new ones are ours too, and theirs wins
@@ -280,4 +328,4 @@ class KnownRelays:
         return self._file.read().get("", {}).get(address)
 
     def remember(self, address: str, fp: str) -> None:
-        self._file.add("", address, parse_fingerprint(fp))
+        self._file.add("", {address: parse_fingerprint(fp)})

@@ -408,9 +408,12 @@ class Membership:
             return
         pinned = self.pins.get(link.nick)
         if pinned is None:
-            if self.pins.pin(link.nick, link.key) and self.pins.write_error and not self._pins_warned:
+            pinned = self.pins.pin(link.nick, link.key)
+            said = self.pins.write_error if pinned else self.pins.full
+            if said and not self._pins_warned:
                 self._pins_warned = True  # said once
-                self._events.append(E.Notice(f"nick pins kept in memory only: {self.pins.write_error}"))
+                what = "nick pins kept in memory only" if pinned else f"{link.nick} is not pinned"
+                self._events.append(E.Notice(f"{what}: {said}"))
             return
         if pinned == fingerprint(link.key):
             return

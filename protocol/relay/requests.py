@@ -89,20 +89,24 @@ class Requests:
             return False
         return True
 
-    def _post_refused(self, session: Session, now: float) -> str | None:
+    def _post_refused(
+        self, session: Session, now: float, events: int = 1, what: str = "messages"
+    ) -> str | None:
         """Why a new post from this session is refused by the per-key rate (None: it is not).
         The bucket is its identity key's, as proven in the handshake, so reconnecting, another
         address or another nick does not refill it (`RelayConfig.posts_per_key`); keys cost
         nothing to make, so its address's bucket, shared by all its sessions, has a say too
-        (`posts_per_address`)."""
+        (`posts_per_address`). Other room events a member makes (a nick change, an away text, a
+        topic: `what`) are stored and sent to every member as posts are, and take a token for
+        each of the `events` they make (a nick change: one in each of the member's rooms)."""
         cfg = self.config
-        if cfg.posts_per_key > 0 and not self._post_limit.take(session.key or session.addr, now):
+        if cfg.posts_per_key > 0 and not self._post_limit.take(session.key or session.addr, now, events):
             self.stats["posts_refused_rate"] += 1
-            return f"too many messages from your key (at most {cfg.posts_per_key:g} a second); wait a moment"
-        if cfg.posts_per_address > 0 and not self._source_post_limit.take(session.source, now):
+            return f"too many {what} from your key (at most {cfg.posts_per_key:g} a second); wait a moment"
+        if cfg.posts_per_address > 0 and not self._source_post_limit.take(session.source, now, events):
             self.stats["posts_refused_address"] += 1
             return (
-                f"too many messages from your address (at most {cfg.posts_per_address:g} a second); "
+                f"too many {what} from your address (at most {cfg.posts_per_address:g} a second); "
                 "wait a moment"
             )
         return None
@@ -201,6 +205,13 @@ class Requests:
             new = check_nick(req.text)
             if new == session.nick:
                 return result_frame(cseq, F.RES_OK, 0, "", "")
+            refused = (
+                self._post_refused(session, now, len(session.rooms), "nick changes")
+                if session.rooms
+                else None
+            )
+            if refused is not None:  # (first: a refusal changes nothing)
+                return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
             refused = self._claim_nick(new, session.key, session, now)  # (moderation.py)
             if refused is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
@@ -228,6 +239,9 @@ class Requests:
             if forbids is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, forbids, req.room)
             check_text(req.text, MAX_TOPIC_BYTES, "topic")
+            refused = self._post_refused(session, now, 1, "topics")  # (before anything changes)
+            if refused is not None:
+                return result_frame(cseq, F.RES_REFUSED, 0, refused, req.room)
             sealed = self._sealed_only(room, req, topic=True)  # (sets a passphrase room's topic)
             topic = room.topic if sealed else req.text
             body = req.body if sealed else b""
@@ -253,6 +267,13 @@ class Requests:
             check_text(req.text, MAX_AWAY_BYTES, "away message")
             if req.text == session.away:  # nothing changes: nothing to tell the rooms
                 return result_frame(cseq, F.RES_OK, 0, "", "")
+            refused = (
+                self._post_refused(session, now, len(session.rooms), "away changes")
+                if session.rooms
+                else None
+            )
+            if refused is not None:
+                return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
             session.away = req.text
             for room in session.rooms.values():
                 self._room_event(

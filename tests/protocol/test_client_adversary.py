@@ -160,7 +160,7 @@ def test_nothing_is_shown_that_its_key_did_not_sign(live, paged):
     signed, or that it changed: text, message id, kind, room, key, signature, author. Whatever it
     sends, every line shown is one its key signed, and every other one is counted
     (`bad_signature`, or `unsigned` without a key) and not shown; a page shows all that its keys
-    signed (from authors not in the room: their history). Before every stored message
+    signed (from authors not in the room: their history), each post once. Before every stored message
     carried its author's key, lines from authors not in the room passed unchecked."""
     c, relay, cseq = connected()
     sent = {(False, 2 + i): ok for i, (_ev, ok) in enumerate(live)}
@@ -183,6 +183,31 @@ def test_nothing_is_shown_that_its_key_did_not_sign(live, paged):
         elif isinstance(ev, (E.MessageReceived, E.TopicChanged)):
             shown.append((False, ev.seq))
     assert all(sent[s] for s in shown), "a line shown that its key did not sign"
-    assert {s for s, ok in sent.items() if ok and s[0] and fits[True]} <= set(shown)  # a page: all it signed
+    once, mids = set(), set()  # a page: all it signed, a post (its message id) once
+    for i, (ev, ok) in enumerate(paged):
+        if ok and fits[True] and not (ev.kind != F.EV_TOPIC and ev.mid and ev.mid in mids):
+            once.add((True, lo + i))
+            mids.add(ev.mid if ev.kind != F.EV_TOPIC else 0)
+    assert once == {s for s in shown if s[0]}
     failed = sum(1 for (hist, _seq), ok in sent.items() if not ok and fits[hist])
     assert c.stats["bad_signature"] + c.stats["unsigned"] == failed
+
+
+def test_a_page_shows_a_message_once_though_the_relay_repeats_it():
+    """A relay repeating a member's signed message under other numbers of a page (its signature
+    still holds: the numbers are not signed) shows it once, as live; the repeats are counted.
+    Found in review: live and backfill dropped a repeated message id, a page did not."""
+    c, relay, cseq = connected()
+    bob = AUTHORS[0]
+    said = signed_ev(bob, ROOM, "bob", "pay me", mid=1234)
+    other = signed_ev(bob, ROOM, "bob", "hello", mid=99)
+    evs = [said, other, said, said]
+    lo = BEFORE - len(evs)
+    c.receive_datagram(relay.seal([F.History(cseq, ROOM, lo, BEFORE - 1, lo, evs, False)]), RELAY, 0.3)
+    pages = []
+    while (ev := c.next_event()) is not None:
+        if isinstance(ev, E.HistoryPage):
+            pages.append(ev)
+    (page,) = pages
+    assert [e.text for e in page.events if isinstance(e, E.MessageReceived)] == ["pay me", "hello"]
+    assert c.stats["duplicates"] == 2
