@@ -242,14 +242,14 @@ class Requests:
             refused = self._post_refused(session, now, 1, "topics")  # (before anything changes)
             if refused is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, refused, req.room)
-            sealed = self._sealed_only(room, req, topic=True)  # (sets a passphrase room's topic)
-            topic = room.topic if sealed else req.text
+            sealed = self._sealed_only(room, req, topic=True)
+            topic = self._sealed_topic(req) if sealed else req.text
             body = req.body if sealed else b""
             sig = req.sig if len(req.sig) == 64 else b""  # (the setter's, as it came)
             # first (a cluster may raise Pending: then nothing has changed yet)
             self._keep_topic_signature(room, (topic, session.key or b"", sig))
             room.topic_signed = (topic, session.key or b"", sig)
-            if not self._follows:  # (in a cluster: when the feed brings the topic event)
+            if sealed or not self._follows:  # (in a cluster: when the feed brings the topic event)
                 room.topic = topic
             self.log.set_topic(room.name, topic)
             ev = F.Ev(

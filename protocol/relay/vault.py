@@ -200,12 +200,16 @@ class Vault:
 
     def _sealed_only(self, room: Stream, req: F.Req, topic: bool = False) -> bool:
         """In a passphrase room, what a member says must be sealed: `text` empty, `body` within
-        the limit. True: it is a passphrase room (and the request is fine); InputError otherwise."""
+        the limit. True: it is a passphrase room (and the request is fine); InputError otherwise.
+        Changes nothing (a topic is set by the caller, after what may wait for the cluster)."""
         if self._vault(room.name) is None:
             return False
         limit = MAX_SEALED_TOPIC if topic else MAX_SEALED_TEXT
         if req.text or (not req.body and not topic) or len(req.body) > limit:
             raise InputError(f"#{room.name} has a passphrase: only sealed text, at most {limit} bytes")
-        if topic:
-            room.topic = sealed_topic(req.body) if req.body else ""
         return True
+
+    @staticmethod
+    def _sealed_topic(req: F.Req) -> str:
+        """What a passphrase room's topic is kept as (its sealed body, encoded; "" clears it)."""
+        return sealed_topic(req.body) if req.body else ""

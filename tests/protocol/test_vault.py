@@ -20,7 +20,7 @@ from udproom.protocol.crypto import ARGON_MEM, ARGON_OPS, KIND_ROOM, CryptoError
 from udproom.protocol.names import TextTooLong
 from udproom.protocol.relay import Relay, RelayConfig
 from udproom.protocol.relay.vault import PREFIX, VaultRecord
-from udproom.protocol.roomlog import SqliteLog, StoreError
+from udproom.protocol.roomlog import MemoryLog, Pending, SqliteLog, StoreError
 
 from .adversary import ints, texts
 from .fakenet import FakeNet
@@ -503,3 +503,24 @@ def test_a_passphrase_rooms_topic_is_signed_over_its_sealed_body():
     v.run(lambda: v.joined(3, "vault"))
     dave = v.clients[client_addr(3)]
     assert dave.rooms["vault"].topic == "" and dave.stats["bad_signature"] == 1
+
+
+def test_a_passphrase_rooms_topic_waits_unchanged_while_its_signature_is_being_stored():
+    """In a cluster the topic's signature record is written first and may wait for its round trip
+    (roomlog.Pending: the request is parked and done again). Nothing may change before that: a
+    passphrase room's topic used to be set by the check of its sealed body, before the wait, so a
+    newcomer got the new topic under the old signature (and kept it if the wait was refused)."""
+
+    class Waiting(MemoryLog):  # (a record store whose answer never comes)
+        def put_record(self, key: str, value: bytes | None) -> None:
+            if key.startswith("topic/"):
+                raise Pending(("record", key))
+            super().put_record(key, value)
+
+    v = two_members(Waiting())
+    room = v.relay.rooms["vault"]
+    before = (room.topic, room.topic_signed)
+    v.net.call(client_addr(0), v.clients[client_addr(0)].set_topic, "vault", "plans")
+    v.net.run_until(v.net.now + 2.0)
+    assert (room.topic, room.topic_signed) == before
+    assert not v.events(1, E.TopicChanged)
