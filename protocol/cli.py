@@ -367,6 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
         "it is refused (default 64, since a NAT puts many users behind one address; 0 = no limit)",
     )
     relay.add_argument(
+        "--max-handshakes-per-address",
+        type=_at_least_zero,
+        default=32,
+        metavar="N",
+        help="at most N handshakes waiting for their login at once from one address; a Hello beyond "
+        "it is dropped (its client sends it again), so half-open handshakes cannot fill the relay "
+        "(default 32; 0 = no limit)",
+    )
+    relay.add_argument(
         "--requests-per-address",
         type=_rate,
         default=(10_000.0, 20_000.0),
@@ -629,6 +638,7 @@ async def _run_relay(args: argparse.Namespace) -> int:
     config.max_rooms_per_key = args.max_rooms_per_key
     config.posts_per_key, config.posts_per_key_burst = args.posts_per_key
     config.max_sessions_per_address = args.max_sessions_per_address
+    config.max_handshakes_per_address = args.max_handshakes_per_address
     config.requests_per_address, config.requests_per_address_burst = args.requests_per_address
     config.posts_per_address, config.posts_per_address_burst = args.posts_per_address
     config.identity = args.identity_key

@@ -7,7 +7,7 @@ from collections import deque
 
 from .. import frames as F
 from ..addr import Addr
-from ..cookies import CookieJar, SourceLimiter
+from ..cookies import CookieJar, SourceLimiter, source_of
 from ..crypto import SESSION_OVERHEAD, CryptoError, Identity, is_sealed, room_digest
 from ..names import (
     MAX_REASON_BYTES,
@@ -86,6 +86,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         self._post_limit = SourceLimiter(cfg.posts_per_key, burst=cfg.posts_per_key_burst)
         #: per source address (`Session.source`): open sessions, requests and posts (requests.py)
         self._per_source: dict[object, int] = {}
+        self._pending_per_source: dict[object, int] = {}  # handshakes waiting for their Login
         self._request_limit = SourceLimiter(cfg.requests_per_address, burst=cfg.requests_per_address_burst)
         self._source_post_limit = SourceLimiter(cfg.posts_per_address, burst=cfg.posts_per_address_burst)
         self._timer_at: float | None = None
@@ -105,6 +106,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
                 "posts_refused_address",
                 "requests_limited_address",
                 "sessions_refused_address",
+                "handshakes_limited_address",
                 "topic_signature_not_kept",
                 "retransmitted",
                 "sessions_opened",
@@ -262,7 +264,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
             late = [a for a, p in self._pending.items() if now >= p.created + self.config.pending_timeout]
             for a in late:
                 self.stats["pending_timed_out"] += 1
-                del self._pending[a]
+                self._forget_pending(a)
             self._hello_limit.prune(now)
             cfg = self.config
             for limiter, rate, burst in (  # (a bucket idle this long is full: nothing forgotten)
@@ -346,14 +348,21 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
                 del self._taken[key]
         return True
 
-    def _source_count(self, source: object, delta: int) -> int:
-        """Sessions open from `source` (`RelayConfig.max_sessions_per_address`), after `delta`."""
-        n = self._per_source.get(source, 0) + delta
+    def _source_count(self, source: object, delta: int, table: dict[object, int] | None = None) -> int:
+        """Sessions open from `source` (`RelayConfig.max_sessions_per_address`), after `delta` (or
+        what `table` counts per source: handshakes waiting for their Login)."""
+        table = self._per_source if table is None else table
+        n = table.get(source, 0) + delta
         if n > 0:
-            self._per_source[source] = n
+            table[source] = n
         else:
-            self._per_source.pop(source, None)
+            table.pop(source, None)
         return n
+
+    def _forget_pending(self, addr: Addr) -> None:
+        """A handshake that waited for its Login is done (logged in, or timed out)."""
+        if self._pending.pop(addr, None) is not None:
+            self._source_count(source_of(addr), -1, self._pending_per_source)
 
     def next_event(self):
         return self._events.popleft() if self._events else None
@@ -369,6 +378,7 @@ class Relay(Handshake, Fanout, Requests, Inbox, Storage, Moderation, Vault, Foll
         self.sessions.clear()
         self._per_source.clear()
         self._pending.clear()
+        self._pending_per_source.clear()
         self._tokens.clear()
         self._nicks.clear()
         self._taken.clear()

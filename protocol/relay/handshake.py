@@ -55,6 +55,10 @@ class Handshake:
         if pending is None and len(self.sessions) + len(self._pending) >= self.config.max_sessions:
             self._reply_limited(addr, size, [F.Refuse("relay is full, try later", [], hello.nonce)])
             return
+        cap = self.config.max_handshakes_per_address
+        if pending is None and cap and self._pending_per_source.get(source_of(addr), 0) >= cap:
+            self.stats["handshakes_limited_address"] += 1  # (dropped: its client sends it again)
+            return
         # Public-key work only for an address that proved it receives our datagrams (the cookie),
         # under the per-source handshake limit (screen_unknown).
         hs = Responder(self.identity, prologue=F.hello_prologue(hello))
@@ -72,6 +76,8 @@ class Handshake:
         old = self._pending.get(addr)
         if old is not None and old.session is not None:  # (its Login waited for the cluster: same claim)
             fresh.claimed_as = (old.session.nick, old.session.token)
+        if old is None:
+            self._source_count(source_of(addr), 1, self._pending_per_source)
         self._pending[addr] = fresh
         self._emit(welcome, addr)
         self._arm(now + self.config.pending_timeout)
@@ -142,7 +148,7 @@ class Handshake:
             retry = refused.retry_ms(session.token) if isinstance(refused, Unchecked) else 0
             self._refuse_login(pending, F.Refuse(str(refused), [], pending.nonce, retry))
             return
-        del self._pending[addr]
+        self._forget_pending(addr)
         if isinstance(login.first_cseq, int) and 1 <= login.first_cseq < 1 << 62:
             session.next_cseq = login.first_cseq
         self.sessions[addr] = session

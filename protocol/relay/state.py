@@ -99,12 +99,21 @@ class RelayConfig:
     #: ...and posts (messages, /me, direct messages) a second, refused like `posts_per_key`
     posts_per_address: float = 200.0
     posts_per_address_burst: float = 2_000.0
+    #: handshakes waiting for their Login at once from one source address (IPv4 address, IPv6
+    #: /64): a Hello beyond it is dropped and counted (its client sends it again), so a few
+    #: addresses' half-open handshakes cannot fill `max_sessions` for everyone (0: no limit)
+    max_handshakes_per_address: int = 32
 
 
 #: RelayConfig(**NO_ADDRESS_LIMITS): the per-address limits off, as with `relay
 #: --max-sessions-per-address 0 --requests-per-address 0 --posts-per-address 0` (benchmarks, whose
 #: thousands of clients all come from one machine)
-NO_ADDRESS_LIMITS = {"max_sessions_per_address": 0, "requests_per_address": 0.0, "posts_per_address": 0.0}
+NO_ADDRESS_LIMITS = {
+    "max_sessions_per_address": 0,
+    "max_handshakes_per_address": 0,
+    "requests_per_address": 0.0,
+    "posts_per_address": 0.0,
+}
 
 
 # ----------------------------------------------------------------------------- relay events (logs)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 
 from udproom.protocol import frames as F
 from udproom.protocol.cookies import source_of
-from udproom.protocol.crypto import Identity
+from udproom.protocol.crypto import Identity, Initiator
 from udproom.protocol.relay import NO_ADDRESS_LIMITS, Relay, RelayConfig
 
 from .harness import HandClient, T
@@ -212,3 +212,34 @@ def test_a_hostile_address_costs_bounded_memory_and_idle_buckets_are_forgotten()
     assert relay._source_post_limit.buckets == {}
     timed_out(relay, 12.0, 14.0)  # and the request buckets after 20000 / 10000 = 2 s idle
     assert relay._request_limit.buckets == {}
+
+
+def half_open(relay: Relay, addr: tuple, now: float) -> bool:
+    """A Hello with its cookie from `addr` and no Login after it: True if the relay answered it
+    (a Welcome: the handshake now waits for its Login)."""
+    from .harness import hello_datagram
+
+    hs = Initiator(identity=Identity.generate(), prologue=F.hello_prologue(F.Hello(F.VERSION, "", 7)))
+    relay.receive_datagram(hello_datagram(kx=hs.msg1, nonce=7), addr, now)
+    cookie = F.decode(relay.datagrams_to_send(now)[0][0])[0].cookie
+    relay.receive_datagram(hello_datagram(cookie, kx=hs.msg1, nonce=7), addr, now)
+    return any(isinstance(f, F.Welcome) for data, _ in relay.datagrams_to_send(now) for f in F.decode(data))
+
+
+def test_half_open_handshakes_from_one_address_are_bounded_and_cannot_fill_the_relay():
+    """An address's handshakes waiting for their Login count (`max_handshakes_per_address`): a Hello
+    beyond the cap is dropped and counted, others' handshakes and logins go on, and a slot frees
+    when one times out. Before, one address could hold hundreds of half-open handshakes, and a few
+    addresses filled `max_sessions` ("relay is full") for everyone."""
+    relay = Relay(RelayConfig(timing=T, max_sessions=20, max_handshakes_per_address=4, hello_burst=100))
+    ip6 = "2001:db8:1:2::"
+    answered = [half_open(relay, (f"{ip6}{i:x}", 1000 + i, 0, 0), 1.0) for i in range(12)]
+    assert answered == [True] * 4 + [False] * 8  # one /64: at most 4 wait at once
+    assert relay.stats["handshakes_limited_address"] == 8
+    assert half_open(relay, ("2001:db8:1:3::1", 1, 0, 0), 1.0)  # another /64 has its own
+    assert refusal(HandClient(relay, ("198.51.100.9", 1), "ann")) is None  # logins go on
+    now = timed_out(relay, 1.0, 1.0 + relay.config.pending_timeout + 0.5)
+    assert relay._pending_per_source == {}  # nothing kept once they timed out
+    assert half_open(relay, (f"{ip6}99", 2000, 0, 0), now)
+    assert refusal(HandClient(relay, (f"{ip6}aa", 2001, 0, 0), "bob", now=now)) is None
+    assert relay._pending_per_source == {source_of((f"{ip6}99", 2000, 0, 0)): 1}  # (bob's Login freed his)
