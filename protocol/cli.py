@@ -137,9 +137,11 @@ def _add_direct(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_identity(p: argparse.ArgumentParser, whose: str, default: str) -> None:
+def _add_identity(p: argparse.ArgumentParser, whose: str, default: str, *aliases: str) -> None:
     p.add_argument(
         "--identity",
+        *aliases,
+        dest="identity",
         metavar="FILE",
         help=f"{whose} identity key (Ed25519; made on first use, mode 0600; default: {default})",
     )
@@ -289,8 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to listen (default ':6000' = every interface, IPv4 and IPv6; port 0 = any free port)",
     )
     relay.add_argument("--data", metavar="DIR", help="keep the rooms' history in DIR (SQLite, WAL)")
-    _add_identity(
-        relay, "the relay's", "'identity' in its data directory; with --memory one made for the run"
+    _add_identity(  # (--key: the relays of a cluster present one key, given to each this way)
+        relay,
+        "the relay's",
+        "'identity' in its data directory; with --memory one made for the run. The relays of a "
+        "cluster share one: give each the same FILE",
+        "--key",
     )
     relay.add_argument(
         "--cluster",

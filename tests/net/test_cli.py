@@ -292,3 +292,15 @@ def test_per_address_limits_take_a_number_or_a_rate_and_refuse_nonsense(capsys):
         assert main(["relay", flag, value]) == 2  # bad usage, said in one line
         err = capsys.readouterr().err
         assert flag in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_relays_key_file_is_given_with_identity_or_key(capsys):
+    """Relays of a cluster present one key (issue 12: "given with `--key FILE`"): `relay --key
+    FILE` is `relay --identity FILE`; the other commands' identity stays `--identity` only."""
+    parse = build_parser().parse_args
+    assert parse(["relay", "--key", "/k/relay.key"]).identity == "/k/relay.key"
+    assert parse(["relay", "--identity", "/k/relay.key"]).identity == "/k/relay.key"
+    assert parse(["relay"]).identity is None
+    assert main(["listen", "--join", "127.0.0.1:1", "--room", "x", "--key", "/k/x"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --key" in err and len(err.strip().splitlines()) == 1
