@@ -373,6 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
         "it is refused (default 64, since a NAT puts many users behind one address; 0 = no limit)",
     )
     relay.add_argument(
+        "--handshakes-per-address",
+        type=_rate,
+        default=(50.0, 200.0),
+        metavar="RATE[/BURST]",
+        help="handshake datagrams (Hellos) a second from one address, in bursts of BURST (default "
+        "50/200; 0 = no limit, for a test bed whose clients all share one address); beyond it a Hello "
+        "is dropped (its client sends it again)",
+    )
+    relay.add_argument(
         "--max-handshakes-per-address",
         type=_at_least_zero,
         default=32,
@@ -645,6 +654,9 @@ async def _run_relay(args: argparse.Namespace) -> int:
     config.posts_per_key, config.posts_per_key_burst = args.posts_per_key
     config.max_sessions_per_address = args.max_sessions_per_address
     config.max_handshakes_per_address = args.max_handshakes_per_address
+    config.hello_rate, config.hello_burst = args.handshakes_per_address
+    if config.hello_rate <= 0:  # no limit (a token bucket cannot be endless: one no one reaches)
+        config.hello_rate = config.hello_burst = 1e9
     config.requests_per_address, config.requests_per_address_burst = args.requests_per_address
     config.posts_per_address, config.posts_per_address_burst = args.posts_per_address
     config.identity = args.identity_key

@@ -181,7 +181,7 @@ async def _relay(python: str, url: str, identity: Path, log: Path, plan: Plan, d
         "--timeout-member", str(plan.relay_timeout), "--give-up", "120",
         # (every member comes from 127.0.0.1: one address, where a public relay counts a NAT's users)
         "--max-sessions-per-address", "0", "--max-handshakes-per-address", "0",
-        "--requests-per-address", "0", "--posts-per-address", "0",
+        "--handshakes-per-address", "0", "--requests-per-address", "0", "--posts-per-address", "0",
     ]  # fmt: skip
     with open(log, "wb") as out:
         proc = await asyncio.create_subprocess_exec(

@@ -284,9 +284,19 @@ def test_per_address_limits_take_a_number_or_a_rate_and_refuse_nonsense(capsys):
     args = parse(["relay", "--max-sessions-per-address", "0", "--requests-per-address", "50/100"])
     assert args.max_sessions_per_address == 0 and args.requests_per_address == (50.0, 100.0)
     assert parse(["relay", "--posts-per-address", "3"]).posts_per_address == (3.0, 30.0)
-    bad = [("--max-sessions-per-address", v) for v in ("-1", "x", "1.5", "nan")]
+    defaults = parse(["relay"])
+    assert (defaults.max_handshakes_per_address, defaults.handshakes_per_address) == (32, (50.0, 200.0))
+    args = parse(["relay", "--max-handshakes-per-address", "4", "--handshakes-per-address", "0"])
+    assert args.max_handshakes_per_address == 4 and args.handshakes_per_address[0] == 0.0  # no limit
+    bad = [
+        (flag, v)
+        for flag in ("--max-sessions-per-address", "--max-handshakes-per-address")
+        for v in ("-1", "x", "1.5", "nan")
+    ]
     bad += [
-        (flag, v) for flag in ("--requests-per-address", "--posts-per-address") for v in ("nan", "-1", "5/0")
+        (flag, v)
+        for flag in ("--requests-per-address", "--posts-per-address", "--handshakes-per-address")
+        for v in ("nan", "-1", "5/0")
     ]
     for flag, value in bad:
         assert main(["relay", flag, value]) == 2  # bad usage, said in one line
