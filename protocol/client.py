@@ -63,6 +63,9 @@ MAX_PAGE = 100  # events per history page (the relay's bound too)
 MAX_OUTBOX = 5000
 OWN_MIDS = 8192  # our recent posts whose copy from the relay is matched to the local id
 ACK_EVERY = 128  # or after ack_delay; gaps and duplicates are acked at once
+#: changed keys said in the rooms (nick, fingerprint): beyond, one more line says the rest are not
+#: (a hostile relay can sign history under pinned nicks with as many new keys as it likes)
+MAX_KEY_WARNINGS = 1024
 MAX_REFUSE_WAIT = 300.0  # at most this long (s) before a Hello after a Refuse that says "try later"
 
 
@@ -177,6 +180,7 @@ class ClientSession:
         self.key_pins = key_pins if key_pins is not None else KeyPins()
         self._key_warned: set[tuple[str, str]] = set()
         self._pins_full_said = False
+        self._key_warnings_full = False
         self._unchecked_live: set[str] = set()  # rooms told that messages without a key are not shown
         self._pin_checked: set[tuple[str, bytes]] = set()  # (nick, key) of messages held against pins
         self.relay_key: bytes | None = None  # as proven in the last handshake
@@ -1241,6 +1245,15 @@ class ClientSession:
                 self._pins_full_said = True  # (said once: every nick met after it would say it again)
                 self._events.append(E.Notice(f"{nick} is not pinned: {self.key_pins.full}", where))
         elif pinned != fp and (k, fp) not in self._key_warned:
+            if len(self._key_warned) >= MAX_KEY_WARNINGS:
+                if not self._key_warnings_full:
+                    self._key_warnings_full = True
+                    self._events.append(
+                        E.Notice(
+                            f"more than {MAX_KEY_WARNINGS} changed keys seen: the rest are not said", where
+                        )
+                    )
+                return
             self._key_warned.add((k, fp))
             self._events.append(
                 E.Notice(

@@ -470,3 +470,37 @@ def test_history_stored_without_its_authors_key_is_not_shown_and_the_room_is_tol
     (page,) = room.events(a, E.HistoryPage)
     assert [e.text for e in page.events if isinstance(e, E.MessageReceived)] == ["new"]
     assert c.stats["unsigned"] == 6
+
+
+def test_a_relay_signing_history_under_a_pinned_nick_with_endless_new_keys_costs_bounded_lines():
+    """History is shown as from the key that signed it, and a key other than the nick's pin is said
+    in the room. A hostile relay can make keys without end and sign pages of lines under a pinned
+    nick with a new one each: the client says each changed key once, up to MAX_KEY_WARNINGS, then
+    one line that the rest are not said; its memory of warned keys stays bounded."""
+    from udproom.protocol import client as C
+    from udproom.protocol.crypto import Identity
+    from udproom.protocol.pins import KeyPins
+
+    pins = KeyPins()
+    pins.pin("bob", Identity.generate().fingerprint)
+    c = C.ClientSession("ann", T, key_pins=pins)
+    c.connect(RELAY, 0.0)
+    hand = HandRelay(c, 0.1)
+    total = C.MAX_KEY_WARNINGS + 200
+    now = 0.2
+    for start in range(0, total, 100):
+        c.page_back(ROOM, start + 100, 100, now)
+        (req,) = [f for f in hand.frames(c.datagrams_to_send(now)) if type(f) is F.Req]
+        for part in range(start, start + 100, 5):  # (five lines a datagram)
+            evs = [
+                signed_ev(Identity.generate(), ROOM, "bob", f"m{s}", mid=s + 1) for s in range(part, part + 5)
+            ]
+            c.receive_datagram(
+                hand.seal([F.History(req.cseq, ROOM, start, start + 99, part, evs, False)]), RELAY, now
+            )
+        now += 1.0
+    said = [e.text for e in iter(c.next_event, None) if isinstance(e, E.Notice)]
+    changed = [t for t in said if "bob's key changed" in t]
+    assert len(changed) == C.MAX_KEY_WARNINGS
+    assert said.count(f"more than {C.MAX_KEY_WARNINGS} changed keys seen: the rest are not said") == 1
+    assert len(c._key_warned) == C.MAX_KEY_WARNINGS
