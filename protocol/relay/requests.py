@@ -100,6 +100,8 @@ class Requests:
         topic: `what`) are stored and sent to every member as posts are, and take a token for
         each of the `events` they make (a nick change: one in each of the member's rooms)."""
         cfg = self.config
+        if events <= 0:  # (a change shown in no room: in none of the member's)
+            return None
         if cfg.posts_per_key > 0 and not self._post_limit.take(session.key or session.addr, now, events):
             self.stats["posts_refused_rate"] += 1
             return f"too many {what} from your key (at most {cfg.posts_per_key:g} a second); wait a moment"
@@ -205,11 +207,7 @@ class Requests:
             new = check_nick(req.text)
             if new == session.nick:
                 return result_frame(cseq, F.RES_OK, 0, "", "")
-            refused = (
-                self._post_refused(session, now, len(session.rooms), "nick changes")
-                if session.rooms
-                else None
-            )
+            refused = self._post_refused(session, now, len(session.rooms), "nick changes")
             if refused is not None:  # (first: a refusal changes nothing)
                 return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
             refused = self._claim_nick(new, session.key, session, now)  # (moderation.py)
@@ -267,11 +265,7 @@ class Requests:
             check_text(req.text, MAX_AWAY_BYTES, "away message")
             if req.text == session.away:  # nothing changes: nothing to tell the rooms
                 return result_frame(cseq, F.RES_OK, 0, "", "")
-            refused = (
-                self._post_refused(session, now, len(session.rooms), "away changes")
-                if session.rooms
-                else None
-            )
+            refused = self._post_refused(session, now, len(session.rooms), "away changes")
             if refused is not None:
                 return result_frame(cseq, F.RES_REFUSED, 0, refused, "")
             session.away = req.text
